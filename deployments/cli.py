@@ -1,0 +1,218 @@
+"""The `aftercare` command: up (the main job), seed, check, migrate."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from models.db import DatabaseError
+
+app = typer.Typer(
+    name="aftercare",
+    help="aftercare: 售后服务流程 — after-sales service procedures run as durable flows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.secho(f"错误 / error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def load_settings():  # noqa: ANN201 - Settings, imported lazily so that `--help` stays fast
+    from models.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'setting'}: {e['msg']}" for e in exc.errors()]
+        fail("bad setting / 配置有误:\n" + "\n".join(lines))
+        raise  # unreachable
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (建库/升级)."""
+    from models.db import migrate as do_migrate
+
+    settings = load_settings()
+    try:
+        do_migrate(settings.db_url)
+    except DatabaseError as exc:
+        fail(str(exc))
+    typer.echo("数据库已是最新 / database is up to date")
+
+
+@app.command()
+def seed(
+    force: Annotated[bool, typer.Option(help="seed even when customers exist")] = False,
+) -> None:
+    """Load demo reference data when the database is empty (演示数据)."""
+    from deployments.seed import is_empty, seed_demo
+    from models.db import migrate as do_migrate
+    from models.db import session_scope
+    from models.wallclock import now
+
+    settings = load_settings()
+    try:
+        do_migrate(settings.db_url)
+    except DatabaseError as exc:
+        fail(str(exc))
+    with session_scope(settings.db_url) as session:
+        if not force and not is_empty(session):
+            typer.echo("已有数据，未写入演示数据 / data present, demo data not loaded")
+            return
+        moment = now()
+        counts = seed_demo(session, today=moment.date(), now=moment)
+    typer.echo("演示数据已写入 / demo data loaded: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@app.command()
+def check() -> None:
+    """Check the database, Prefect and the notification channels (自检)."""
+    from deployments.checks import run_checks
+
+    settings = load_settings()
+    ok = run_checks(settings, echo=typer.echo)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def up(
+    web_port: Annotated[int | None, typer.Option(help="port of the approval web")] = None,
+    prefect_port: Annotated[int | None, typer.Option(help="port of the local Prefect server")] = None,
+    no_seed: Annotated[bool, typer.Option("--no-seed", help="do not load demo data")] = False,
+) -> None:
+    """Run everything: database, Prefect server, deployments, web, clock keeper (一键启动)."""
+    from deployments.up import StartupError, run_up
+
+    settings = load_settings()
+    updates = {}
+    if web_port:
+        updates["web_port"] = web_port
+    if prefect_port:
+        updates["prefect_port"] = prefect_port
+    if updates:
+        settings = settings.model_copy(update=updates)
+    try:
+        code = run_up(settings, seed=not no_seed, echo=typer.echo)
+    except (StartupError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    raise typer.Exit(code)
+
+
+@app.command("notify-test")
+def notify_test(
+    url: Annotated[str, typer.Argument(help="Apprise URL, e.g. dingtalk://TOKEN or mailto://…")],
+) -> None:
+    """Send a test message to one notification address now (通知渠道测试)."""
+    from models.wallclock import now
+    from tasks.channels import ChannelError, deliver, validate_url
+    from tasks.notify import render_message
+
+    load_settings()
+    try:
+        validate_url(url)
+    except ChannelError as exc:
+        fail(str(exc))
+    subject, body = render_message("outbox/test", {"now": now()})
+    error = deliver(url, title=subject, body=body)
+    if error:
+        fail(f"发送失败 / not sent: {error}", code=1)
+    typer.echo("已发送 / sent")
+
+
+@app.command()
+def outbox(
+    send: Annotated[bool, typer.Option("--send", help="send what is due now, then report")] = False,
+) -> None:
+    """Outbox status and open incidents, with the dispatcher's incidents link (发件箱与待处理事件)."""
+    from models.db import session_scope
+    from models.wallclock import now
+    from tasks.notify import open_incidents, outbox_counts, run_notifier, worker_name
+
+    settings = load_settings()
+    try:
+        if send:
+            report = run_notifier(now(), worker=f"cli@{worker_name()}")
+            typer.echo(
+                f"发送 / sent {report.sent}, 重试 / retrying {report.retrying}, 失败 / failed {report.failed}, 暂缓 / held {report.held}"
+            )
+        with session_scope(settings.db_url) as session:
+            counts = outbox_counts(session)
+            incidents = open_incidents(session)
+    except DatabaseError as exc:
+        fail(str(exc))
+        return
+    typer.echo("发件箱 / outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty"))
+    typer.echo(f"待处理事件 / open incidents: {len(incidents)}")
+    for inc in incidents[:20]:
+        typer.echo(f"  #{inc.id} {inc.kind}: {inc.message}")
+    from web.incidents import incidents_link
+
+    typer.echo(f"事件页面（30 天有效）/ incidents page: {incidents_link()}")
+
+
+# --- aftercare repair ... (故障维修) -----------------------------------------------------------
+
+repair_app = typer.Typer(help="故障维修服务流程 / the repair flow", no_args_is_help=True)
+app.add_typer(repair_app, name="repair")
+
+
+@repair_app.command("new")
+def repair_new(
+    customer: Annotated[str, typer.Option(help="客户名称或编码 / customer name or code")],
+    description: Annotated[str, typer.Option(help="故障描述 / what is wrong")],
+    reported_by: Annotated[str, typer.Option(help="报告人 / who reported it")],
+    site: Annotated[str | None, typer.Option(help="机房/站点 / site name")] = None,
+    device: Annotated[str | None, typer.Option(help="设备序列号 / device serial")] = None,
+    channel: Annotated[str, typer.Option(help="热线/邮件/网站/巡检/销售/现场")] = "热线",
+    severity: Annotated[int, typer.Option(min=1, max=4, help="故障级别 1–4")] = 3,
+    reported_at: Annotated[str | None, typer.Option(help="报告时间 (ISO, 默认现在)")] = None,
+    parent: Annotated[int | None, typer.Option(help="关联工单号 / parent case id")] = None,
+) -> None:
+    """受理一张故障报修并启动维修流程 / take a repair request and start its flow."""
+    from flows.repair import start_repair
+    from models.db import session_scope
+    from models.wallclock import now
+    from tasks.cases import IntakeError, RepairRequest, resolve_request
+
+    load_settings()
+    try:
+        request = RepairRequest(customer=customer, site=site, device=device, reported_by=reported_by,
+                                channel=channel, description=description, severity=severity,
+                                reported_at=reported_at, parent_case_id=parent)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+        return
+    try:
+        with session_scope() as session:
+            resolved = resolve_request(session, request, today=request.reported_at or now())
+    except IntakeError as exc:
+        fail(str(exc))
+        return
+    except DatabaseError as exc:
+        fail(str(exc))
+        return
+    if resolved.out_of_contract:
+        typer.secho(f"注意：合同外 / 有偿服务 —— {resolved.reason}", fg=typer.colors.YELLOW)
+    try:
+        run_id = start_repair(request)
+    except Exception as exc:  # Prefect unreachable or the deployment not served: say so, no traceback
+        fail(f"无法启动维修流程（Prefect 是否在运行？先执行 aftercare up） / cannot start the repair flow: {exc}")
+        return
+    typer.echo(f"已受理：{resolved.customer.name} · {resolved.site.name}；维修流程已启动 / flow run {run_id}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

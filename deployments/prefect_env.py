@@ -1,0 +1,39 @@
+"""The Prefect settings every aftercare process runs with.
+
+Durable waits rely on them (DESIGN.md §2): task results are persisted so that a resumed run
+replays finished steps from their results instead of running them again, and runners poll often
+so that an approval click continues the run within about a second.
+"""
+
+from __future__ import annotations
+
+import os
+
+from models.settings import Settings
+
+
+def prefect_env(settings: Settings, *, api_url: str | None = None) -> dict[str, str]:
+    home = (settings.home / "prefect").resolve()
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api_url or settings.prefect_url,
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "1"),
+        "PREFECT_RUNNER_PROCESS_LIMIT": os.environ.get("PREFECT_RUNNER_PROCESS_LIMIT", "20"),
+        "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": os.environ.get(
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+            f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        ),
+        "PREFECT_UI_URL": (api_url or settings.prefect_url).removesuffix("/api"),
+        # aftercare's own settings travel to the runner and web processes unchanged
+        "AFTERCARE_HOME": str(settings.home.resolve()),
+        "AFTERCARE_DATABASE_URL": settings.db_url,
+        "AFTERCARE_SECRET_KEY": settings.signing_key(),
+        "AFTERCARE_PUBLIC_BASE_URL": settings.web_base_url,
+        "AFTERCARE_WEB_HOST": settings.web_host,
+        "AFTERCARE_WEB_PORT": str(settings.web_port),
+    }
+    return env

@@ -1,0 +1,163 @@
+"""事故处理服务流程 — the accident-handling procedure, PROCEDURES.md §3 [001 §2.2, 003 §8.5.5].
+
+Started from the Prefect UI (deployment `accident`, form `AccidentRequest`) or by hand-over from a
+repair that cannot complete (`tasks.cases.start_accident_run`: the accident links to the repair and
+carries its history). The steps shared with the repair flow (director approval, the customer's
+accept/object loop, 5-minute talk, signed service report, SMS, callback, written account, archive)
+come from `flows.steps`; this file holds only what is the accident's own.
+
+Recurring work while the accident lasts — the hourly progress update, the vendor's daily report,
+the standby machine at half the restore time — is done by the clock keeper's accident steps
+(`tasks.accident.send_*`), driven by the case's state, so the flow can stay suspended on people.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows import steps
+from models import Role
+from rules.accident import AccidentPlanForm, ExecutionForm, PlanTestForm, ReviewForm
+from rules.plans import Plan
+from tasks.accident import (
+    AccidentRequest,
+    accident_report_context,
+    call_director_on_site,
+    form_team,
+    gm_signed_off,
+    open_accident,
+    record_execution,
+    record_plan,
+    record_review,
+    record_test_result,
+    request_standby_machine,
+    review_returned,
+    start_vendor_support,
+    window_expired,
+)
+from tasks.cases import load_case, record
+
+
+@flow(name="accident", retries=0, persist_result=True, log_prints=True)
+def accident(request: AccidentRequest) -> dict[str, Any]:
+    """事故处理服务流程: from the accident to the general manager's sign-off and the archive."""
+    from tasks.timers import current_time
+
+    # the steps start from the moment the dispatcher entered (a hand-over: from now)
+    now = request.reported_at or current_time("accident-opened")
+    # 1. the lead goes on site at once; the centre informs the coordinator
+    case_id = open_accident(request, now, str(flow_run.get_id() or ""))
+    facts = load_case(case_id)
+    # 2. the emergency accident team; the coordinator is the customer's single contact
+    form_team(case_id, now)
+    # 2–6. plans until one restores the service (hourly updates run in the keeper meanwhile)
+    plan, now = plans_until_restored(case_id, facts, now)
+    # 7. preventive maintenance; 5-minute talk (each further problem opens a repair flow)
+    record(case_id, "preventive_maintenance", now, "紧急抢修小组", {"plan_version": plan.version},
+           key="preventive-maintenance")
+    _, now = steps.five_minute_talk(case_id, facts, now=now, role=Role.TECHNICAL_LEAD)
+    # 8. accident service report signed by the customer; SMS to the centre; callback within 2 days
+    context = accident_report_context(case_id, plan.version)
+    report_id, now = steps.service_report_signed(case_id, facts, now=now, context=context,
+                                                 template="accident/service_report", kind="accident_report",
+                                                 by="紧急抢修小组", role=Role.TECHNICAL_LEAD)
+    steps.sms_to_centre(case_id, now=now, procedure="accident")
+    steps.start_after_service_clocks(case_id, now)
+    # 9. the team's accident summary with the plan, within 1 week (asked now, awaited after the callback)
+    summary_request = steps.request_written_account(case_id, facts, now=now, role=Role.TECHNICAL_LEAD, what="事故总结")
+    callback_id, now = steps.callback(case_id, facts, completed_at=now)
+    summary_id, now = steps.written_account_received(case_id, summary_request, plan=plan, now=now,
+                                                     kind="accident_summary", template="accident/summary")
+    # 10. technical review meeting, written report to the general manager, sign-off, archive
+    review_id, now = review_until_signed_off(case_id, facts, now)
+    reports = [report_id, callback_id, summary_id, review_id]
+    steps.archive(case_id, reports, now=now, procedure="accident")
+    return {"case_id": case_id, "number": facts["number"], "plan_version": plan.version, "reports": reports}
+
+
+def plans_until_restored(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[Plan, datetime]:
+    """§3 steps 2–5: plan → director → (test) → customer → execute; a failed test or execution means
+    another plan, and out of the customer's tolerated window the director starts vendor support."""
+    version, attempt, vendor_calls, reason = 0, 0, 0, ""
+    while True:
+        attempt += 1
+        version += 1
+        written = steps.fill_form(case_id, f"accident-plan-v{version}", version, role=Role.TECHNICAL_LEAD,
+                                  form=AccidentPlanForm, now=now,
+                                  subject=steps.subject(facts, f"请提交事故处理方案（第 {version} 版）"),
+                                  content=reason or facts["description"])
+        now = written.at
+        recorded = record_plan(case_id, version, written.payload, written.by, now, reason)
+        plan = Plan(version=version, text=recorded["text"], reason=reason or "initial", author=written.by)
+        plan, now = steps.director_approves_plan(case_id, facts, plan, now=now, procedure="accident")
+        version = plan.version
+        if recorded["needs_testing"]:
+            test = steps.fill_form(case_id, "plan-test", version, role=Role.TECHNICAL_DIRECTOR, form=PlanTestForm,
+                                   now=now, subject=steps.subject(facts, f"请安排测试事故处理方案第 {version} 版"),
+                                   content=plan.text)
+            now = test.at
+            note = test.payload.get("note", "")
+            if not record_test_result(case_id, version, bool(test.payload.get("passed")), note, test.by, now):
+                reason = f"第 {version} 版方案测试失败：{note}"
+                vendor_calls += vendor_support_if_out_of_window(case_id, vendor_calls + 1, reason, now)
+                continue
+        plan, now = steps.customer_accepts_plan(case_id, facts, plan, now=now, procedure="accident")
+        version = plan.version
+        done = steps.fill_form(case_id, "plan-execution", version, role=Role.TECHNICAL_LEAD, form=ExecutionForm,
+                               now=now, subject=steps.subject(facts, f"请登记第 {version} 版方案的实施结果"),
+                               content=plan.text)
+        now = done.at
+        note = done.payload.get("note", "")
+        result = record_execution(case_id, version, done.payload.get("result", "failed"), note, done.by, now)
+        if result == "restored":
+            return plan, now
+        # failed or partial: the director comes on site, the team looks for another plan
+        if done.payload.get("standby_needed"):
+            request_standby_machine(case_id, f"第 {version} 版方案实施后无法按时恢复：{note}", now, done.by)
+        call_director_on_site(case_id, attempt, version, result, note, now)
+        reason = f"第 {version} 版方案实施结果：{'部分恢复' if result == 'partial' else '失败'}。{note}"
+        vendor_calls += vendor_support_if_out_of_window(case_id, vendor_calls + 1, reason, now)
+
+
+def vendor_support_if_out_of_window(case_id: int, call: int, reason: str, at: datetime) -> int:
+    """No working plan within the customer's tolerated window → the director starts vendor support."""
+    if window_expired(case_id, at):
+        start_vendor_support(case_id, call, f"超出客户可容忍时间。{reason}", at)
+        return 1
+    return 0
+
+
+def review_until_signed_off(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[int, datetime]:
+    """§3 step 10: the director records the technical review meeting and reports in writing to the
+    general manager; a GM who does not sign sends it back to the director for the next version."""
+    version, comment = 0, ""
+    while True:
+        version += 1
+        held = steps.fill_form(case_id, "review-meeting", version, role=Role.TECHNICAL_DIRECTOR, form=ReviewForm,
+                               now=now, subject=steps.subject(facts, f"请召开技术评审会议并提交评审报告（第 {version} 版）"),
+                               content=f"总经理意见：{comment}" if comment else facts["description"])
+        now = held.at
+        review = record_review(case_id, version, held.payload, held.by, now, comment)
+        approval = steps.ask_staff(case_id, "gm-sign-off", version, role=Role.GENERAL_MANAGER, now=now,
+                                   content=review["content"],
+                                   subject=steps.subject(facts, f"技术评审报告第 {version} 版待总经理签批"))
+        decision = steps.wait_for(approval, "gm-sign-off", version)
+        now = decision.at
+        if decision.decision == "approved":
+            gm_signed_off(case_id, version, decision.by, now)
+            return review["report_id"], now
+        review_returned(case_id, version, decision.by, decision.comment, now)
+        comment = decision.comment or "未签批"
+
+
+def deployments() -> list[Any]:
+    return [accident.to_deployment(
+        name="accident",
+        description="事故处理服务流程：紧急抢修小组、事故处理方案及审批、测试、原厂商支持、备机、每小时进展通报、"
+                    "事故处理服务报告、回访、事故总结、技术评审与总经理签批。",
+        tags=["事故处理"],
+    )]

@@ -1,0 +1,176 @@
+"""The clock keeper (时钟守护): a long-running flow that fires due timers, SLA breaches and escalations.
+
+Each wake-up is one `tick(now)`: it runs every step of `KEEPER_STEPS` — dotted names of functions
+`f(now) -> int` (how many things the step did) that each area appends its own to. Steps are
+independent: a step whose module is not there yet is logged and skipped; a step that raises is
+logged with its traceback and counted in the result, and the other steps still run.
+
+The loop is not a replayed procedure: it reads the wall clock (models.wallclock.now) inside the
+loop and sleeps until the next due clock, at most a few seconds. Tests call `tick(later_now)`
+directly to let time pass.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect import flow
+
+KEEPER_DEPLOYMENT = "clock-keeper/clock-keeper"
+
+# Each area appends its own step (a function `f(now) -> int`); the order is the order they run in:
+# timers and approvals first (they wake flows), then clocks, then the notifier sends what they queued.
+KEEPER_STEPS: list[str] = [
+    "tasks.timers.fire_due_timers",
+    "tasks.approvals.reconcile",
+    "tasks.clocks.fire_due_clocks",
+    "tasks.clocks.escalate_stale_records",
+    "tasks.accident.send_due_standby",
+    "tasks.accident.send_progress_updates",
+    "tasks.accident.send_vendor_daily_reports",
+    "tasks.notify.send_due_step",
+]
+
+MAX_SLEEP_SECONDS = 5.0
+
+log = logging.getLogger("aftercare.keeper")
+
+
+class MissingStep(LookupError):
+    """A keeper step whose module or function does not exist (yet)."""
+
+
+def resolve_step(name: str) -> Callable[[datetime], int]:
+    """The function a dotted step name points at; MissingStep when its module or function is absent."""
+    module_name, _, func_name = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the step's own module (or a package of it) being absent is "not written yet"; a module
+        # that exists but imports something missing is a real error and propagates.
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise MissingStep(f"keeper step {name}: module {module_name} not found") from exc
+        raise
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise MissingStep(f"keeper step {name}: {module_name} has no {func_name}")
+    return func  # type: ignore[no-any-return]
+
+
+def tick(now: datetime, steps: list[str] | None = None) -> dict[str, Any]:
+    """Run every keeper step once for `now`.
+
+    Returns {"now", "steps": {name: count | "missing" | "error"}, "done": total count,
+    "errors": [{"step", "error"}], "missing": [names]}.
+    """
+    result: dict[str, Any] = {"now": now, "steps": {}, "done": 0, "errors": [], "missing": []}
+    for name in KEEPER_STEPS if steps is None else steps:
+        try:
+            func = resolve_step(name)
+        except MissingStep as exc:
+            log.warning("%s — skipped", exc)
+            result["steps"][name] = "missing"
+            result["missing"].append(name)
+            continue
+        except Exception as exc:  # a step module that fails to import is a failed step
+            log.exception("keeper step %s failed to import", name)
+            result["steps"][name] = "error"
+            result["errors"].append({"step": name, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        try:
+            count = int(func(now) or 0)
+        except Exception as exc:
+            log.exception("keeper step %s failed at %s", name, now.isoformat())
+            result["steps"][name] = "error"
+            result["errors"].append({"step": name, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        result["steps"][name] = count
+        result["done"] += count
+    return result
+
+
+def sleep_seconds(now: datetime, next_due: datetime | None, cap: float = MAX_SLEEP_SECONDS) -> float:
+    """How long the loop may sleep: until the next due clock, at most `cap` seconds (timers, approvals
+    and the outbox have their own due times, so the keeper never sleeps longer than the cap)."""
+    if next_due is None:
+        return cap
+    return max(0.0, min(cap, (next_due - now) / timedelta(seconds=1)))
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
+
+
+def run_loop(
+    *,
+    max_ticks: int | None = None,
+    cap: float = MAX_SLEEP_SECONDS,
+    steps: list[str] | None = None,
+    on_tick: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+) -> int:
+    """The keeper's loop: tick at the wall clock's `now`, sleep until the next due clock (capped)."""
+    from models.wallclock import now as wall_now
+    from tasks.clocks import next_due
+
+    ticks = 0
+    while max_ticks is None or ticks < max_ticks:
+        ticks += 1
+        result = tick(wall_now(), steps)
+        if on_tick is not None:
+            on_tick(result)
+        if result["done"] or result["errors"]:
+            logger.info("tick: %s", {k: v for k, v in result["steps"].items() if v})
+        for err in result["errors"]:
+            logger.error("keeper step %s failed: %s", err["step"], err["error"])
+        if (max_ticks is not None and ticks >= max_ticks) or (should_stop is not None and should_stop()):
+            break
+        try:
+            upcoming = next_due(wall_now())
+        except Exception:
+            logger.exception("keeper could not read the next due time")
+            upcoming = None
+        # a floor, so that a clock a failing step left overdue does not turn the loop into a spin
+        time.sleep(max(0.05, sleep_seconds(wall_now(), upcoming, cap)))
+    return ticks
+
+
+@flow(name="clock-keeper", retries=0)
+def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLEEP_SECONDS) -> int:
+    """时钟守护: wakes at the next due time, fires timers, breaches and escalations."""
+    return run_loop(max_ticks=max_ticks, cap=min(interval_seconds, MAX_SLEEP_SECONDS), logger=_logger())
+
+
+def deployments() -> list[Any]:
+    # No deployment concurrency limit: a keeper run left "Running" by a killed runner would hold
+    # the slot for ever. A duplicate keeper is harmless instead — every step is idempotent and
+    # every escalation unique per (clock, level).
+    return [clock_keeper.to_deployment(name="clock-keeper", description="时钟守护：定时器、SLA 超时与升级")]
+
+
+def ensure_keeper_running(wait_seconds: float = 120.0) -> None:
+    """Wait for the keeper's deployment to be served, then start one run of it."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            run_deployment(KEEPER_DEPLOYMENT, timeout=0)
+            return
+        except ObjectNotFound:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)

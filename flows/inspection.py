@@ -1,0 +1,263 @@
+"""Monthly inspection (巡检, preventive maintenance), PROCEDURES.md §4 steps 1–6, and the daily
+planner that fires it for every contract.
+
+- `plan-inspections` (daily, Asia/Shanghai): for every active contract, the inspection of each
+  period due by its frequency is created once (unique (kind, contract, period)) and its run is
+  started once (Prefect idempotency key `inspection:<contract>:<period>`).
+- `inspection` (one run per case): the date is agreed with the customer, the customer is notified
+  3 working days before and the exact time re-confirmed 2 days before; the customer may cancel.
+  On the day the engineer fills the checklist on the phone form (pre-checks first); each problem
+  not fixed on site starts its own repair flow; the inspection report goes to the customer for
+  signature (unsigned: the reason, signed off by the department manager); the centre registers
+  the report or rejects it back to the engineer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from prefect import flow
+from prefect.schedules import Cron
+from pydantic import BaseModel, Field
+
+from models.parties import Role
+
+PLAN_CRON = "15 1 * * *"  # daily 01:15 Asia/Shanghai, before the working day starts
+TZ = "Asia/Shanghai"
+CUSTOMER_LINK = timedelta(days=7)
+STAFF_LINK = timedelta(days=3)
+MAX_DATE_ROUNDS = 5  # after that many moves the dispatcher settles the date by phone
+# PROCEDURES.md §4 step 6: an unsigned report needs the department manager's signature.
+DEPARTMENT_MANAGER = Role.DEPARTMENT_MANAGER
+CHECKLIST_PAGE = "inspection/checklist"  # web/inspection.py: the checklist form behind the engineer's link
+
+
+class DateForm(BaseModel):
+    """巡检日期确认 — the customer confirms the proposed day, proposes another, or cancels."""
+
+    action: Literal["确认", "改期", "取消"] = Field(title="操作", description="确认建议日期 / 改到另一天 / 取消本次巡检")
+    day: str = Field(default="", title="新的巡检日期", description="改期时填写，如 2026-10-20（须为工作日，且留出 3 个工作日通知期）")
+    start: str = Field(default="09:30", title="开始时间", description="如 09:30")
+    reason: str = Field(default="", title="原因", description="改期或取消的原因")
+
+
+class ReconfirmForm(BaseModel):
+    """巡检时间再确认 — two days before: the exact time, or a cancellation."""
+
+    action: Literal["确认", "取消"] = Field(title="操作")
+    start: str = Field(default="09:30", title="到场时间", description="如 09:30")
+    reason: str = Field(default="", title="取消原因")
+
+
+class UnsignedForm(BaseModel):
+    """报告未签字说明 — why the customer did not sign, signed off by the department manager."""
+
+    reason: str = Field(title="未签字原因", min_length=2)
+
+
+# ---- the planner ------------------------------------------------------------------------------
+
+
+@flow(name="plan-inspections", retries=0, log_prints=True)
+def plan_inspections_flow(now: datetime | None = None) -> dict[str, int]:
+    """巡检计划: create each contract's due inspections once and start their runs once."""
+    from tasks.inspection import plan_inspections_step, start_runs_step
+    from tasks.timers import current_time
+
+    at = now or current_time("plan-inspections")
+    created = plan_inspections_step(at)
+    started = start_runs_step(at)
+    return {"created": created, "started": started}
+
+
+# ---- one inspection ---------------------------------------------------------------------------
+
+
+def _ask_customer_form(case_id: int, step: str, version: int, form: type[BaseModel], subject: str, content: str,
+                       now: datetime) -> Any:
+    """The customer answers a small form on the generic approvals page; the payload read into the form's types."""
+    from flows.steps import _form_spec, read_form
+    from tasks.approvals import await_approval, request_approval
+    from tasks.cases import contact_of
+
+    approval = request_approval(case_id, step, version, subject, content, kind="form",
+                                approver_contact_ids=[contact_of(case_id)], approver_role="customer",
+                                expires_at=now + CUSTOMER_LINK, now=now, form=_form_spec(form))
+    decision = await_approval(approval, step, version)
+    return decision.model_copy(update={"payload": read_form(form, decision.payload or {})})
+
+
+def _ask_staff(case_id: int, step: str, version: int, role: str, subject: str, content: str, now: datetime, *,
+               kind: str = "approval", form: dict[str, Any] | None = None, template: str | None = None,
+               context: dict[str, Any] | None = None) -> Any:
+    from tasks.approvals import await_approval, request_approval
+    from tasks.cases import assignees
+
+    approval = request_approval(case_id, step, version, subject, content, kind=kind,
+                                approver_staff_ids=assignees(case_id, role), approver_role=role,
+                                expires_at=now + STAFF_LINK, now=now, form=form, template=template, context=context)
+    return await_approval(approval, step, version)
+
+
+def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict[str, str] | None, datetime]:
+    """Step 1: the dispatcher's proposal goes to the customer, who confirms, moves or cancels it."""
+    from tasks.inspection import cancel_step, check_moved_day, fix_visit
+
+    day, start, problem = facts["proposed_day"], "09:30", ""
+    for n in range(1, MAX_DATE_ROUNDS + 1):
+        decision = _ask_customer_form(
+            case_id, f"date-v{n}", n, DateForm, f"{facts['number']} 巡检日期确认：{day} {start}",
+            (f"您提出的日期无法安排：{problem}\n" if problem else "")
+            + f"客户服务中心建议于 {day} {start} 到场巡检（周期 {facts['period']}）。请确认、改期或取消。", now)
+        now = decision.at
+        answer = decision.payload or {}
+        if answer.get("action") == "取消":
+            cancel_step(case_id, answer.get("reason") or "客户取消", decision.by, now)
+            return None, now
+        if answer.get("action") == "改期":
+            # the moved date goes back to the customer as the new proposal, on the record; a date
+            # that cannot be kept (not a working day, too soon for the notice) is explained instead
+            moved = check_moved_day(case_id, answer.get("day") or "", answer.get("start") or start, now)
+            problem = moved["problem"]
+            if not problem:
+                day, start = moved["day"], moved["start"]
+            continue
+        if (answer.get("start") or start) != start:  # confirmed with another time of day: check it too
+            moved = check_moved_day(case_id, day, answer["start"], now)
+            problem = moved["problem"]
+            if problem:
+                continue
+            start = moved["start"]
+        return fix_visit(case_id, day, start, decision.by, now), now
+    return fix_visit(case_id, day, start, "客户服务中心", now), now
+
+
+def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int, doc: dict[str, Any], now: datetime
+                               ) -> tuple[bool, datetime]:
+    """Step 6: the customer signs the report; unsigned → the reason, signed off by the department manager."""
+    from flows.steps import _form_spec
+    from tasks.approvals import await_approval, request_approval
+    from tasks.cases import contact_of, record
+    from tasks.reports import bind_signature
+
+    step = "inspection-report-signature"
+    # the text with the report page's signing link: the customer signs there (drawn or ticked), bound to the hash
+    approval = request_approval(case_id, step, version, f"{facts['number']} 请签收巡检报告", doc["sign_text"],
+                                kind="signature", approver_contact_ids=[contact_of(case_id)], approver_role="customer",
+                                expires_at=now + CUSTOMER_LINK, now=now)
+    decision = await_approval(approval, step, version)
+    now = decision.at
+    if decision.decision == "signed":
+        bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
+        record(case_id, "report_signed", now, decision.by, {"version": version}, key=f"report-signed:v{version}",
+               status="submitted")
+        return True, now
+    explained = _ask_staff(case_id, f"unsigned-v{version}", version, DEPARTMENT_MANAGER,
+                           f"{facts['number']} 巡检报告客户未签字，请说明并签字", f"客户意见：{decision.comment or '—'}",
+                           now, kind="form", form=_form_spec(UnsignedForm))
+    now = explained.at
+    record(case_id, "report_unsigned", now, explained.by,
+           {"version": version, "reason": (explained.payload or {}).get("reason", ""), "customer_comment": decision.comment},
+           key=f"report-unsigned:v{version}", status="submitted")
+    return False, now
+
+
+@flow(name="inspection", retries=0, log_prints=True)
+def inspection(case_id: int) -> str:
+    """巡检: agree the date, notify, re-confirm, check on site, report, register."""
+    from tasks.cases import record
+    from tasks.inspection import (
+        cancel_step,
+        is_cancelled,
+        link_repair,
+        load_checklist_spec,
+        load_inspection,
+        record_checklist,
+        report_context,
+        send_notice,
+        start_problem_repair,
+    )
+    from tasks.reports import issue
+    from tasks.timers import current_time, wait_until
+
+    facts = load_inspection(case_id)
+    if facts["status"] == "cancelled":
+        return "cancelled"
+    now = current_time(f"inspection:{case_id}:start")
+
+    # 1. the date, the notice 3 working days before, the re-confirmation 2 days before
+    visit, now = agree_date(case_id, facts, now)
+    if visit is None:
+        return "cancelled"
+    notice_at = datetime.fromisoformat(visit["notice_at"])
+    wait_until(case_id, notice_at, "notice")
+    if is_cancelled(case_id, "notice"):
+        return "cancelled"
+    send_notice(case_id, notice_at)
+    reconfirm_at = datetime.fromisoformat(visit["reconfirm_at"])
+    wait_until(case_id, reconfirm_at, "reconfirm")
+    if is_cancelled(case_id, "reconfirm"):
+        return "cancelled"
+    answer = _ask_customer_form(case_id, "reconfirm", 1, ReconfirmForm, f"{facts['number']} 巡检时间再确认：{visit['visit_day']}",
+                                f"我方将于 {visit['visit_day']} {visit['start']} 到场巡检，请确认到场时间。", reconfirm_at)
+    if (answer.payload or {}).get("action") == "取消":
+        cancel_step(case_id, (answer.payload or {}).get("reason") or "客户取消", answer.by, answer.at)
+        return "cancelled"
+    visit_at = datetime.fromisoformat(visit["visit_at"])
+    wait_until(case_id, visit_at, "visit")
+    if is_cancelled(case_id, "visit"):
+        return "cancelled"
+    record(case_id, "on_site", visit_at, "engineer", {}, key="on-site", status="on_site")
+    now = visit_at
+
+    # 2–6. pre-checks and checklist; problems become repairs; the report; the centre registers it
+    version, note = 1, ""
+    while True:
+        spec = load_checklist_spec(case_id)
+        filled = _ask_staff(case_id, f"checklist-v{version}", version, Role.ENGINEER,
+                            f"{facts['number']} 请填写巡检检查表",
+                            note + "巡检前确认数据已备份；逐项填写 正常/异常/不适用。", now,
+                            kind="form", form={**spec, "page": CHECKLIST_PAGE},
+                            template="inspection/checklist_request", context={"page": CHECKLIST_PAGE})
+        now = filled.at
+        checked = record_checklist(case_id, version, filled.payload or {}, now, filled.by)
+        if checked["error"]:  # only possible from the Prefect UI form: the web page checks before recording
+            note, version = f"上次提交的检查表未通过检查：{checked['error']}\n", version + 1
+            continue
+        problems = checked["problems"]
+        for n, problem in enumerate(problems, start=1):
+            run_id = start_problem_repair(case_id, version, n, problem, now)
+            link_repair(case_id, version, problem["target"], problem["code"], run_id)
+        doc = issue(case_id, "inspection_report", "inspection/report", report_context(case_id, version), now,
+                    filled.by, version)
+        _signed, now = report_signed_or_explained(case_id, facts, version, doc, now)
+        check = _ask_staff(case_id, f"register-v{version}", version, Role.DISPATCHER,
+                           f"{facts['number']} 巡检报告待登记", doc["text"], now)
+        now = check.at
+        if check.decision == "approved":
+            record(case_id, "report_registered", now, check.by, {"version": version}, key="registered",
+                   status="registered")
+            return "registered"
+        record(case_id, "report_rejected", now, check.by, {"version": version, "comment": check.comment},
+               key=f"rejected:v{version}", status="rejected")
+        note, version = f"巡检报告被退回：{check.comment}\n", version + 1
+
+
+# ---- deployments --------------------------------------------------------------------------------
+
+
+def deployments() -> list[Any]:
+    from flows.summary import month_end_flow
+
+    return [
+        inspection.to_deployment(name="inspection", description="巡检：约定日期、通知、检查表、报告签字与登记"),
+        plan_inspections_flow.to_deployment(
+            name="plan-inspections", schedules=[Cron(PLAN_CRON, timezone=TZ)],
+            description="每日：为每个有效合同按频率创建到期的巡检并启动流程（每合同每周期一次）",
+        ),
+        month_end_flow.to_deployment(
+            name="month-end", schedules=[Cron("30 2 * * *", timezone=TZ)],
+            description="月末：未交巡检报告清单、阶段性服务总结（月末后5个工作日内）、季度分析报告",
+        ),
+    ]

@@ -1,0 +1,474 @@
+"""Flow-body steps shared by the repair (§2) and accident (§3) procedures.
+
+Written once, parameterised by `procedure` ("repair" | "accident"): plan approval by the
+technical director, the customer accept/object loop over versioned plans, the 5-minute talk that
+opens new repairs, the service report signed by the customer, the SMS to the centre, the callback
+in 2 days with its form (客户回访表), the engineer's written account, the final approval and the
+archive.
+
+These are called from FLOW BODIES: they decide only from task results and decisions, never read
+the clock or the database themselves. Time moves with the decisions: each step returns the moment
+its decision was taken (`Decision.at`), which the next step uses as its `now`. Loops carry the
+version or attempt number into every step name and task input (replays stay exact).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from models import Role
+from rules.plans import Plan
+
+Procedure = Literal["repair", "accident"]
+PROCEDURE_ZH = {"repair": "故障维修", "accident": "事故处理"}
+
+# How long a link stays valid; a late answer can still be requested again from the web page.
+STAFF_LINK = timedelta(days=3)
+CUSTOMER_LINK = timedelta(days=7)
+
+CALLBACK_WITHIN = timedelta(days=2)  # PROCEDURES.md §2 step 14
+CALLBACK_AFTER = timedelta(days=1)  # the centre calls the day after: the customer has run a day on the fix
+ACCOUNT_WITHIN = timedelta(days=7)  # §2 step 16
+
+
+# --- forms (what people fill in through their link) ------------------------------------------
+
+
+class PlanForm(BaseModel):
+    """解决方案（修订） — the lead writes or revises the plan."""
+
+    plan: str = Field(title="方案内容", description="措施、步骤、时间安排、所需工具；修订时写明改了什么", min_length=10)
+    parts: str = Field(default="", title="所需备件", description="硬件故障时填写：备件编码 x 数量，如 PSU-900W x1；无则留空")
+
+
+class TalkForm(BaseModel):
+    """5分钟交流 — other problems the customer mentions or the engineer sees."""
+
+    problems: str = Field(default="", title="发现的其他问题",
+                          description="每行一个问题，可在行首写级别如 [2]；没有则留空。每个问题都会新建一张维修单")
+
+
+Score = Literal["优", "良", "中", "差"]
+CALLBACK_ITEMS: dict[str, str] = {  # PROCEDURES.md §8, per-service scorecard
+    "response": "响应时间（30分钟内）",
+    "arrival": "到场时间",
+    "fix_speed": "故障处理速度",
+    "spare_parts": "备件供应",
+    "one_visit": "一次修复",
+    "follow_up": "跟踪与总结",
+    "attitude": "服务态度与沟通",
+    "skill": "工程师技术水平",
+    "overall": "总体评价",
+}
+
+
+class CallbackForm(BaseModel):
+    """客户回访表 — the centre calls the customer back and records the scores (优/良/中/差)."""
+
+    customer_person: str = Field(title="受访客户人员", min_length=1)
+    centre_confirmed: bool = Field(default=True, title="服务中心已确认任务完成")
+    response: Score = Field(title=CALLBACK_ITEMS["response"])
+    arrival: Score = Field(title=CALLBACK_ITEMS["arrival"])
+    fix_speed: Score = Field(title=CALLBACK_ITEMS["fix_speed"])
+    spare_parts: Score = Field(title=CALLBACK_ITEMS["spare_parts"])
+    one_visit: Score = Field(title=CALLBACK_ITEMS["one_visit"])
+    follow_up: Score = Field(title=CALLBACK_ITEMS["follow_up"])
+    attitude: Score = Field(title=CALLBACK_ITEMS["attitude"])
+    skill: Score = Field(title=CALLBACK_ITEMS["skill"])
+    overall: Score = Field(title=CALLBACK_ITEMS["overall"])
+    comments: str = Field(default="", title="客户意见与建议")
+
+
+class CorrectionForm(BaseModel):
+    """报告更正 — the engineer answers the customer's objection to a report."""
+
+    correction: str = Field(title="更正说明", description="根据客户意见所做的更正", min_length=2)
+
+
+class AccountForm(BaseModel):
+    """书面说明 — the engineer's written account of the work, within a week."""
+
+    account: str = Field(title="书面说明", description="经过、所用方案、遇到的问题与处理、遗留事项", min_length=10)
+
+
+# --- the adapter to the approvals machinery (one place) -------------------------------------
+
+
+def ask_staff(case_id: int, step: str, version: int, *, role: str, subject: str, content: str, now: datetime,
+              kind: str = "approval", form: type[BaseModel] | None = None) -> int:
+    """Create a pending approval / form for the staff member the case assigns to `role`; returns its id."""
+    from tasks.approvals import request_approval
+    from tasks.cases import assignees
+
+    staff = assignees(case_id, role)
+    return request_approval(
+        case_id, step, version, subject, content, kind=kind, approver_staff_ids=staff, approver_role=role,
+        expires_at=now + STAFF_LINK, now=now, form=_form_spec(form),
+    )
+
+
+def ask_customer(case_id: int, step: str, version: int, *, subject: str, content: str, now: datetime) -> int:
+    """Ask the customer contact to accept-and-sign or object (a signature approval)."""
+    from tasks.approvals import request_approval
+    from tasks.cases import contact_of
+
+    contact = contact_of(case_id)
+    return request_approval(
+        case_id, step, version, subject, content, kind="signature", approver_contact_ids=[contact],
+        approver_role="customer", expires_at=now + CUSTOMER_LINK, now=now,
+    )
+
+
+def wait_for(approval_id: int, step: str, version: int) -> Any:
+    """Suspend until the approval / signature / form is decided; returns the Decision."""
+    from tasks.approvals import await_approval
+
+    return await_approval(approval_id, step, version)
+
+
+def fill_form(case_id: int, step: str, version: int, *, role: str, subject: str, content: str,
+              form: type[BaseModel], now: datetime) -> Any:
+    """A staff member fills a form through their link; returns the Decision, its payload read into
+    the form's types (yes/no → bool, local times → aware UTC ISO text)."""
+    approval_id = ask_staff(case_id, step, version, role=role, subject=subject, content=content, now=now,
+                            kind="form", form=form)
+    decision = wait_for(approval_id, step, version)
+    return decision.model_copy(update={"payload": read_form(form, decision.payload or {})})
+
+
+YES = {"是", "true", "True", "1", "on", "yes", "y"}
+SHORT_TEXT = {"customer_person", "customer_engineer", "parts"}
+
+
+def _field_type(annotation: Any) -> tuple[str, list[str] | None]:
+    from typing import get_args, get_origin
+
+    if annotation is bool:
+        return "choice", ["是", "否"]
+    if get_origin(annotation) is Literal:
+        return "choice", [str(a) for a in get_args(annotation)]
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if annotation is datetime or datetime in args:
+        return "datetime", None
+    return "textarea", None
+
+
+def _form_spec(form: type[BaseModel] | None) -> Any:
+    """The approvals page's field list for a pydantic form: name, label, type, options, required."""
+    if form is None:
+        return None
+    fields = []
+    for name, field in form.model_fields.items():
+        kind, options = _field_type(field.annotation)
+        label = field.title or name
+        if kind == "datetime":
+            label += "（如 2026-11-23 10:30，北京时间）"
+        elif kind == "textarea" and name in SHORT_TEXT:
+            kind = "text"
+        spec: dict[str, Any] = {"name": name, "label": label, "type": "text" if kind == "datetime" else kind,
+                                "required": field.is_required(), "help": field.description or ""}
+        if options:
+            spec["options"] = options
+        fields.append(spec)
+    return {"title": form.__doc__.strip().splitlines()[0] if form.__doc__ else "", "fields": fields}
+
+
+def read_form(form: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """Form text back into values of the form's types; an empty or unreadable field takes its default."""
+    out: dict[str, Any] = {}
+    for name, field in form.model_fields.items():
+        raw = values.get(name)
+        kind, _ = _field_type(field.annotation)
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            default = None if field.is_required() else field.get_default(call_default_factory=True)
+            out[name] = default.isoformat() if isinstance(default, datetime) else default
+        elif field.annotation is bool:
+            out[name] = raw if isinstance(raw, bool) else str(raw).strip() in YES
+        elif kind == "datetime":
+            out[name] = _read_time(raw)
+        else:
+            out[name] = raw
+    return out
+
+
+def _read_time(raw: Any) -> str | None:
+    """`2026-11-23 10:30` (Beijing time) or ISO text → aware UTC ISO text; None when unreadable."""
+    import pendulum
+
+    try:
+        moment = pendulum.parse(str(raw).strip(), tz="Asia/Shanghai", strict=False)
+    except Exception:  # pendulum raises several parser errors; an unreadable time is just empty
+        return None
+    return moment.in_timezone("UTC").isoformat()  # type: ignore[union-attr]
+
+
+# --- the steps --------------------------------------------------------------------------------
+
+
+def _dashed(name: str) -> str:
+    # Prefect keeps a suspended run's input schema under a key made of the step name; such keys
+    # may hold only lowercase letters, digits and dashes.
+    return name.replace("_", "-")
+
+
+def signature_step(report_kind: str) -> str:
+    """The approval step of the customer's signature on a report kind ("service-report-signature")."""
+    return f"{_dashed(report_kind)}-signature"
+
+
+def subject(facts: dict[str, Any], text: str) -> str:
+    """`【有偿服务】WX-000012 故障维修：text` — every message names the case and an out-of-contract mark."""
+    from tasks.cases import paid_prefix
+
+    return f"{paid_prefix(facts)}{facts['number']} {PROCEDURE_ZH.get(facts['kind'], '')}：{text}"
+
+
+def director_approves_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, now: datetime,
+                           procedure: Procedure = "repair", role: str = Role.TECHNICAL_DIRECTOR,
+                           step: str = "plan-approval") -> tuple[Plan, datetime]:
+    """The technical director approves the plan; "revise" or "rejected" sends it back to the lead
+    for version v+1, which goes to the director again — until one version is approved."""
+    from tasks.cases import record
+    from tasks.reports import issue
+
+    while True:
+        doc = issue(case_id, "solution_plan", "common/plan", _plan_context(plan), now, plan.author or "技术负责人",
+                    plan.version)
+        approval = ask_staff(case_id, step, plan.version, role=role, now=now, content=doc["text"],
+                             subject=subject(facts, f"解决方案 v{plan.version} 待技术总监审批"))
+        decision = wait_for(approval, step, plan.version)
+        now = decision.at
+        if decision.decision == "approved":
+            record(case_id, "plan_approved", now, decision.by, {"version": plan.version, "step": step,
+                                                                 "comment": decision.comment},
+                   key=f"{step}:v{plan.version}")
+            return plan, now
+        record(case_id, "plan_returned", now, decision.by, {"version": plan.version, "step": step,
+                                                            "decision": decision.decision, "comment": decision.comment},
+               key=f"{step}:v{plan.version}")
+        plan, now = lead_revises_plan(case_id, facts, plan, reason="director", note=decision.comment, now=now)
+
+
+def lead_revises_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, reason: str, note: str,
+                      now: datetime, role: str = Role.TECHNICAL_LEAD) -> tuple[Plan, datetime]:
+    """The lead writes plan v+1 on the form (the old plan and the reason are on the page)."""
+    from tasks.cases import record
+    from tasks.reports import revise_plan
+
+    version = plan.version + 1
+    attempt = 0
+    while True:  # a "revision" identical to the old plan is asked for again, under a new step name
+        step = f"plan-v{version}" if attempt == 0 else f"plan-v{version}-again{attempt}"
+        decision = fill_form(case_id, step, version, role=role, form=PlanForm, now=now,
+                             subject=subject(facts, f"请修订解决方案（v{plan.version} → v{version}）"),
+                             content=f"修订原因：{note or '—'}\n\n当前方案 v{plan.version}：\n{plan.text}")
+        now = decision.at
+        new = revise_plan(plan, decision.payload.get("plan", ""), reason, decision.by, note)
+        if new is not None:
+            record(case_id, "plan_revised", now, decision.by,
+                   {"version": new.version, "reason": reason, "note": note, "parts": decision.payload.get("parts", "")},
+                   key=f"plan-revised:v{new.version}")
+            return new, now
+        attempt += 1
+        note = "修订内容与原方案相同，请修改方案 / the revision was identical to the plan"
+
+
+def customer_accepts_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, now: datetime,
+                          procedure: Procedure = "repair") -> tuple[Plan, datetime]:
+    """PROCEDURES.md §2 step 7: the written plan goes to the customer, who signs or objects. Each
+    objection → plan v+1 by the lead, re-confirmed by the director, resent — until both sides have
+    signed the same version."""
+    from tasks.cases import contact_of, record
+    from tasks.reports import bind_signature, issue
+
+    while True:
+        doc = issue(case_id, "solution_plan", "common/plan", _plan_context(plan), now, plan.author or "技术负责人",
+                    plan.version)
+        step = signature_step("solution_plan")
+        approval = ask_customer(case_id, step, plan.version, now=now, content=doc["sign_text"],
+                                subject=subject(facts, f"请确认解决方案 v{plan.version}"))
+        decision = wait_for(approval, step, plan.version)
+        now = decision.at
+        if decision.decision == "signed":
+            bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
+            record(case_id, "plan_signed", now, decision.by, {"version": plan.version}, key=f"plan-signed:v{plan.version}")
+            return plan, now
+        record(case_id, "plan_objected", now, decision.by, {"version": plan.version, "comment": decision.comment},
+               key=f"plan-objected:v{plan.version}")
+        plan, now = lead_revises_plan(case_id, facts, plan, reason="customer", note=decision.comment, now=now)
+        plan, now = director_approves_plan(case_id, facts, plan, now=now, procedure=procedure)
+
+
+def five_minute_talk(case_id: int, facts: dict[str, Any], *, now: datetime, problems: str | None = None,
+                     role: str = Role.ENGINEER) -> tuple[list[str], datetime]:
+    """5分钟交流: each further problem found opens a new repair flow linked to this case.
+    `problems` given (from a form already filled) → no separate form. Returns the new runs' ids."""
+    from tasks.cases import record
+
+    if problems is None:
+        decision = fill_form(case_id, "five-minute-talk", 1, role=role, form=TalkForm, now=now,
+                             subject=subject(facts, "请填写5分钟交流记录"), content=facts["description"])
+        now = decision.at
+        problems = decision.payload.get("problems", "")
+    found = split_problems(problems)
+    record(case_id, "five_minute_talk", now, "engineer", {"problems": [p for _, p in found]}, key="five-minute-talk")
+    runs = []
+    for n, (severity, text) in enumerate(found, start=1):
+        runs.append(start_linked_repair(case_id, facts, text, severity, n, now))
+    return runs, now
+
+
+def split_problems(text: str) -> list[tuple[int, str]]:
+    """Lines of the talk form → (severity, description); `[2] text` sets the severity (default 4)."""
+    import re
+
+    found = []
+    for line in (text or "").splitlines():
+        line = line.strip(" -·•\t")
+        if not line:
+            continue
+        match = re.match(r"^[\[【(（]\s*([1-4])\s*[\]】)）]\s*(.+)$", line)
+        found.append((int(match[1]), match[2].strip()) if match else (4, line))
+    return found
+
+
+def start_linked_repair(case_id: int, facts: dict[str, Any], description: str, severity: int, n: int,
+                        now: datetime) -> str:
+    """Start a new repair flow for a problem found in this case (the link is the parent case id)."""
+    from tasks.cases import RepairRequest, start_repair_run
+
+    request = RepairRequest(customer=facts["customer_code"], site=facts["site"], reported_by=facts["contact_name"] or "客户",
+                            channel="现场", description=description, severity=severity, reported_at=now,
+                            parent_case_id=case_id)
+    return start_repair_run(request, idempotency_key=f"{case_id}:talk:{n}")
+
+
+def service_report_signed(case_id: int, facts: dict[str, Any], *, now: datetime, context: dict[str, Any],
+                          template: str = "repair/service_report", kind: str = "service_report",
+                          by: str = "服务工程师", role: str = Role.ENGINEER) -> tuple[int, datetime]:
+    """PROCEDURES.md §2 step 12: the report is issued and the customer signs it (bound to its hash).
+    An objection goes to the engineer, whose correction is issued as version v+1 and sent again."""
+    from tasks.cases import contact_of, record
+    from tasks.reports import bind_signature, issue
+
+    version, corrections = 1, []
+    while True:
+        doc = issue(case_id, kind, template, {**context, "corrections": corrections}, now, by, version)
+        step = signature_step(kind)
+        approval = ask_customer(case_id, step, version, now=now, content=doc["sign_text"],
+                                subject=subject(facts, f"请签收{doc['title']}"))
+        decision = wait_for(approval, step, version)
+        now = decision.at
+        if decision.decision == "signed":
+            bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
+            record(case_id, f"{kind}_signed", now, decision.by, {"report_id": doc["id"], "version": version},
+                   key=f"{kind}-signed")
+            return doc["id"], now
+        record(case_id, f"{kind}_objected", now, decision.by, {"version": version, "comment": decision.comment},
+               key=f"{kind}-objected:v{version}")
+        fix = fill_form(case_id, f"{_dashed(kind)}-correction", version, role=role, form=CorrectionForm, now=now,
+                        subject=subject(facts, f"客户对{doc['title']}有异议，请更正"), content=decision.comment)
+        now = fix.at
+        corrections = [*corrections, fix.payload.get("correction", "")]
+        version += 1
+
+
+def sms_to_centre(case_id: int, *, now: datetime, procedure: Procedure = "repair") -> None:
+    """§2 step 13: the engineer tells the service centre by SMS that the task is done."""
+    from tasks.cases import notify, record
+
+    notify(case_id, "repair/done_sms", "done-sms", now, roles=[Role.DISPATCHER], context={"procedure": PROCEDURE_ZH[procedure]})
+    record(case_id, "sms_to_centre", now, "engineer", {}, key="done-sms")
+
+
+def start_after_service_clocks(case_id: int, completed_at: datetime) -> None:
+    """The clocks that run from completion: callback (2 days), written account (1 week)."""
+    from tasks.cases import clock
+
+    clock(case_id, "callback", "start", completed_at)
+    clock(case_id, "written_account", "start", completed_at)
+
+
+def request_written_account(case_id: int, facts: dict[str, Any], *, now: datetime, role: str = Role.ENGINEER,
+                            what: str = "书面说明") -> int:
+    """§2 step 16 / §3 step 9: ask for the written account (awaited later: it may take a week)."""
+    return ask_staff(case_id, "written-account", 1, role=role, kind="form", form=AccountForm, now=now,
+                     subject=subject(facts, f"请在一周内提交{what}（含方案）"), content=facts["description"])
+
+
+def written_account_received(case_id: int, approval_id: int, *, plan: Plan | None, now: datetime,
+                             kind: str = "written_account", template: str = "repair/written_account") -> tuple[int, datetime]:
+    """Wait for the written account; store it as a report (`kind`, `template`) and stop its clock."""
+    from tasks.cases import clock
+    from tasks.reports import issue
+
+    decision = wait_for(approval_id, "written-account", 1)
+    doc = issue(case_id, kind, template,
+                {"account": decision.payload.get("account", ""), "engineer": decision.by,
+                 "plan": plan.model_dump() if plan else None}, decision.at, decision.by)
+    clock(case_id, "written_account", "stop", decision.at)
+    return doc["id"], max(now, decision.at)
+
+
+def callback(case_id: int, facts: dict[str, Any], *, completed_at: datetime,
+             role: str = Role.DISPATCHER) -> tuple[int, datetime]:
+    """§2 step 14: the day after completion the centre calls the customer back and fills the callback
+    form (客户回访表, scores 优/良/中/差); within 2 days; the coordinator is informed."""
+    from tasks.cases import clock, notify, record
+    from tasks.reports import issue
+    from tasks.timers import wait_until
+
+    wait_until(case_id, completed_at + CALLBACK_AFTER, "callback-due")
+    due = completed_at + CALLBACK_AFTER
+    decision = fill_form(case_id, "callback", 1, role=role, form=CallbackForm, now=due,
+                         subject=subject(facts, "请回访客户并填写客户回访表"), content=facts["description"])
+    form = decision.payload
+    scores = [{"key": k, "label": label, "value": form.get(k, "")} for k, label in CALLBACK_ITEMS.items()]
+    doc = issue(case_id, "callback_form", "common/callback_form",
+                {"callback": {**form, "by": decision.by, "at": decision.at}, "scores": scores}, decision.at, decision.by)
+    outcome = clock(case_id, "callback", "stop", decision.at)
+    record(case_id, "callback_done", decision.at, decision.by, {"scores": {s["key"]: s["value"] for s in scores},
+                                                               "clock": outcome, "report_id": doc["id"]}, key="callback")
+    notify(case_id, "repair/callback_done", "callback-done", decision.at, roles=[Role.COORDINATOR],
+           context={"scores": scores, "comments": form.get("comments", "")})
+    return doc["id"], decision.at
+
+
+def final_approval(case_id: int, facts: dict[str, Any], report_ids: list[int], *, now: datetime,
+                   role: str = Role.TECHNICAL_DIRECTOR, step: str = "final-approval") -> datetime:
+    """§2 step 17: the centre sends report, callback form and account to the director; a return
+    ("revise"/"rejected") is recorded and sent again as the next version once the centre has answered."""
+    from tasks.cases import record
+    from tasks.reports import report_bundle
+
+    version = 1
+    while True:
+        content = report_bundle(report_ids, version)
+        approval = ask_staff(case_id, step, version, role=role, now=now, content=content,
+                             subject=subject(facts, "报告、回访表与书面说明待技术总监审批"))
+        decision = wait_for(approval, step, version)
+        now = decision.at
+        record(case_id, "final_approved" if decision.decision == "approved" else "final_returned", now, decision.by,
+               {"version": version, "comment": decision.comment}, key=f"{step}:v{version}")
+        if decision.decision == "approved":
+            return now
+        answer = fill_form(case_id, f"{step}-answer", version, role=Role.DISPATCHER, form=CorrectionForm, now=now,
+                           subject=subject(facts, "技术总监退回了报告，请补充"), content=decision.comment)
+        now = answer.at
+        version += 1
+
+
+def archive(case_id: int, report_ids: list[int], *, now: datetime, procedure: Procedure = "repair") -> None:
+    """Everything approved is archived; the case is closed."""
+    from tasks.cases import record
+    from tasks.reports import set_report_status
+
+    set_report_status(report_ids, "archived", now)
+    record(case_id, "archived", now, "system", {"reports": report_ids}, key="archived", status="archived")
+
+
+def _plan_context(plan: Plan) -> dict[str, Any]:
+    return {"plan": plan.model_dump(), "plan_reason": plan.reason_zh, "parts": ""}

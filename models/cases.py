@@ -1,0 +1,153 @@
+"""The case family (service request, accident, inspection, drill, renewal, complaint) and its
+append-only event log.
+
+One table holds every kind of case: they share customer, site, severity, status and history, and
+the kinds' own fields live in `data`. Every change to a case is an `Event` (who, what, when,
+data); events are never updated or deleted, so every figure can be recomputed from them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session as OrmSession
+from sqlmodel import Field, Session, SQLModel
+
+from models.base import json_field, utc_field
+
+
+class CaseKind(StrEnum):
+    REPAIR = "repair"  # 故障维修
+    ACCIDENT = "accident"  # 事故处理
+    INSPECTION = "inspection"  # 巡检
+    DRILL = "drill"  # 应急演练
+    RENEWAL = "renewal"  # 续费
+    COMPLAINT = "complaint"  # 投诉
+
+
+CASE_PREFIX = {
+    CaseKind.REPAIR: "WX",
+    CaseKind.ACCIDENT: "SG",
+    CaseKind.INSPECTION: "XJ",
+    CaseKind.DRILL: "YL",
+    CaseKind.RENEWAL: "XF",
+    CaseKind.COMPLAINT: "TS",
+}
+
+CASE_KIND_ZH = {
+    CaseKind.REPAIR: "故障维修",
+    CaseKind.ACCIDENT: "事故处理",
+    CaseKind.INSPECTION: "巡检",
+    CaseKind.DRILL: "应急演练",
+    CaseKind.RENEWAL: "续费",
+    CaseKind.COMPLAINT: "投诉",
+}
+
+
+class Case(SQLModel, table=True):
+    # One inspection (or renewal, drill) per contract and period: `period` is NULL for kinds
+    # that have none, and NULLs never collide in a unique constraint.
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "contract_id", "period", name="uq_case_period"),
+        # the keeper's stale-record sweep: open cases by last update
+        sa.Index("ix_case_open_updated", "closed_at", "updated_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16, index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    site_id: int | None = Field(default=None, foreign_key="site.id")
+    device_id: int | None = Field(default=None, foreign_key="device.id")
+    contract_id: int | None = Field(default=None, foreign_key="contract.id", index=True)
+    parent_id: int | None = Field(default=None, foreign_key="case.id", index=True)
+    period: str | None = Field(default=None, max_length=32)
+    severity: int | None = Field(default=None, ge=1, le=4)
+    status: str = Field(default="open", max_length=32, index=True)
+    title: str = Field(default="", max_length=200)
+    description: str = Field(default="", sa_type=sa.Text)
+    channel: str = Field(default="", max_length=16)
+    reported_by: str = Field(default="", max_length=100)
+    reported_at: datetime = utc_field(nullable=False)
+    out_of_contract: bool = Field(default=False)
+    flow_run_id: str | None = Field(default=None, max_length=64, index=True)
+    data: dict[str, Any] = json_field(default_factory=dict)
+    created_at: datetime = utc_field(nullable=False)
+    updated_at: datetime = utc_field(nullable=False)
+    closed_at: datetime | None = utc_field()
+
+    @property
+    def number(self) -> str:
+        """The number people quote: WX-000123 for repair 123."""
+        return f"{CASE_PREFIX.get(CaseKind(self.kind), 'CS')}-{self.id:06d}"
+
+
+class Event(SQLModel, table=True):
+    """One entry of a case's history. Append-only: never updated, never deleted."""
+
+    __table_args__ = (
+        sa.Index("ix_event_case_at", "case_id", "at"),
+        sa.UniqueConstraint("case_id", "key", name="uq_event_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id")
+    at: datetime = utc_field(nullable=False)
+    actor: str = Field(max_length=100, description="who: a staff name, a contact, or 'system'")
+    kind: str = Field(max_length=60, index=True)
+    # Idempotency: a step that records the same event twice (a replay) writes it once.
+    key: str | None = Field(default=None, max_length=160)
+    data: dict[str, Any] = json_field(default_factory=dict)
+
+
+class Incident(SQLModel, table=True):
+    """Something a dispatcher must look at (a notification that could not be sent, a stuck run)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
+    kind: str = Field(max_length=40)
+    message: str = Field(sa_type=sa.Text)
+    data: dict[str, Any] = json_field(default_factory=dict)
+    opened_at: datetime = utc_field(nullable=False)
+    resolved_at: datetime | None = utc_field(index=True)
+    resolved_by: str | None = Field(default=None, max_length=100)
+
+
+class AppendOnlyError(RuntimeError):
+    pass
+
+
+@sa.event.listens_for(OrmSession, "before_flush")
+def _events_are_append_only(session: OrmSession, _ctx: Any, _instances: Any) -> None:
+    for obj in list(session.dirty) + list(session.deleted):
+        if isinstance(obj, Event):
+            raise AppendOnlyError("the event log is append-only: events are never changed or deleted")
+
+
+def append_event(
+    session: Session,
+    case_id: int,
+    kind: str,
+    *,
+    at: datetime,
+    actor: str = "system",
+    data: dict[str, Any] | None = None,
+    key: str | None = None,
+) -> Event:
+    """Add an event to a case's history (in the caller's transaction).
+
+    With a `key`, a second call for the same case and key returns the first event unchanged, so a
+    replayed step records nothing twice.
+    """
+    if key is not None:
+        from sqlmodel import select
+
+        existing = session.exec(select(Event).where(Event.case_id == case_id, Event.key == key)).first()
+        if existing is not None:
+            return existing
+    event = Event(case_id=case_id, kind=kind, at=at, actor=actor, data=data or {}, key=key)
+    session.add(event)
+    session.flush()
+    return event

@@ -1,0 +1,67 @@
+"""Service contracts: dates, service hours, inspection frequency, SLA policy and calendar."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from models.base import json_field, utc_field
+
+
+class ServiceHours(StrEnum):
+    H7X24 = "7x24"
+    H5X8 = "5x8"
+
+
+class InspectionFrequency(StrEnum):
+    MONTHLY = "monthly"
+    QUARTERLY = "quarterly"
+    CUSTOM = "custom"  # every `inspection_every_months` months
+    NONE = "none"
+
+
+class SeverityScheme(StrEnum):
+    """The two severity schemes of PROCEDURES.md §1."""
+
+    OUTAGE = "outage"  # [001 §2.2.2] 特大 / 重大 / 严重 / 一般
+    BUSINESS = "business"  # [003 §8.5.1] 一级 / 二级 / 三级 / 四级
+
+
+class Contract(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=40, unique=True, index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    start_date: date
+    end_date: date = Field(index=True)
+    service_hours: str = Field(default=ServiceHours.H7X24, max_length=8)
+    inspection_frequency: str = Field(default=InspectionFrequency.MONTHLY, max_length=16)
+    inspection_every_months: int = Field(default=1, ge=1, le=24)
+    severity_scheme: str = Field(default=SeverityScheme.OUTAGE, max_length=16)
+    # Overrides of the default SLA table (rules/sla.py reads it); empty = the defaults of PROCEDURES.md.
+    sla_policy: dict[str, Any] = json_field(default_factory=dict)
+    calendar: str = Field(default="cn", max_length=32, description="working-day calendar name")
+    timezone: str = Field(default="Asia/Shanghai", max_length=64)
+    warranty_until: date | None = None
+    fee: float = Field(default=0.0, sa_type=sa.Numeric(14, 2))
+    restore_tolerance_hours: float | None = Field(default=None, description="customer's tolerated window, accidents")
+    created_at: datetime = utc_field(nullable=False)
+
+    def is_active(self, day: date) -> bool:
+        return self.start_date <= day <= self.end_date
+
+
+class CalendarOverride(SQLModel, table=True):
+    """An operator's correction to the official calendar: a holiday or a make-up working day. Wins."""
+
+    __table_args__ = (sa.UniqueConstraint("calendar", "day"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    calendar: str = Field(default="cn", max_length=32)
+    day: date = Field(index=True)
+    working: bool = Field(description="True: a make-up working day (调休上班); False: a day off")
+    note: str = Field(default="", max_length=200)
+    created_at: datetime = utc_field(nullable=False)

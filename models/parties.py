@@ -1,0 +1,96 @@
+"""Parties: customers, their sites and contacts, and the provider's staff with their roles."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from models.base import json_field, utc_field
+
+
+class Role(StrEnum):
+    """Roles of PROCEDURES.md §1; a person may hold several."""
+
+    DISPATCHER = "dispatcher"  # 客户服务中心 / 客服专员 / 值班人员
+    TECHNICAL_LEAD = "technical_lead"  # 项目技术负责人
+    ENGINEER = "engineer"  # 服务工程师
+    SENIOR_ENGINEER = "senior_engineer"  # 高级工程师
+    EXPERT = "expert"  # 专家服务小组 / 紧急抢修小组
+    TECHNICAL_DIRECTOR = "technical_director"  # 技术总监
+    COORDINATOR = "coordinator"  # 项目总协调人
+    GENERAL_MANAGER = "general_manager"  # 总经理
+    PARTS_KEEPER = "parts_keeper"  # 备件管理员
+    VENDOR = "vendor"  # 原厂商
+    SUPERVISION = "supervision"  # 监理
+    DEPARTMENT_MANAGER = "department_manager"  # 部门经理 (signs for an unsigned inspection report, §4 step 6)
+
+
+ROLE_LABELS_ZH: dict[Role, str] = {
+    Role.DISPATCHER: "客户服务中心",
+    Role.TECHNICAL_LEAD: "项目技术负责人",
+    Role.ENGINEER: "服务工程师",
+    Role.SENIOR_ENGINEER: "高级工程师",
+    Role.EXPERT: "专家服务小组",
+    Role.TECHNICAL_DIRECTOR: "技术总监",
+    Role.COORDINATOR: "项目总协调人",
+    Role.GENERAL_MANAGER: "总经理",
+    Role.PARTS_KEEPER: "备件管理员",
+    Role.VENDOR: "原厂商技术支持",
+    Role.SUPERVISION: "监理",
+    Role.DEPARTMENT_MANAGER: "部门经理",
+}
+
+
+class Customer(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=32, unique=True, index=True)
+    name: str = Field(max_length=200, index=True)
+    created_at: datetime = utc_field(nullable=False)
+
+
+class Site(SQLModel, table=True):
+    """A machine room; `distance_km` from the nearest service point picks the arrival clock."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    name: str = Field(max_length=200)
+    address: str = Field(default="", max_length=400)
+    service_point: str = Field(default="", max_length=100)
+    distance_km: float = Field(default=0.0, ge=0)
+    same_city: bool = Field(default=True)
+    room_rules: str = Field(default="", max_length=400, description="machine-room rules: shoe covers, anti-static mat")
+
+
+class Contact(SQLModel, table=True):
+    """A person at the customer (客户维护负责人 and others)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    name: str = Field(max_length=100)
+    title: str = Field(default="", max_length=100)
+    phone: str = Field(default="", max_length=40)
+    email: str = Field(default="", max_length=200)
+    is_primary: bool = Field(default=False)
+    notify_urls: list[str] = json_field(default_factory=list)  # Apprise URLs
+    quiet_start: time | None = Field(default=None, sa_type=sa.Time)
+    quiet_end: time | None = Field(default=None, sa_type=sa.Time)
+
+
+class Staff(SQLModel, table=True):
+    """A person of the provider; `roles` holds Role values."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    phone: str = Field(default="", max_length=40)
+    email: str = Field(default="", max_length=200)
+    roles: list[str] = json_field(default_factory=list)
+    notify_urls: list[str] = json_field(default_factory=list)  # Apprise URLs
+    quiet_start: time | None = Field(default=None, sa_type=sa.Time)
+    quiet_end: time | None = Field(default=None, sa_type=sa.Time)
+    active: bool = Field(default=True)
+
+    def has_role(self, role: Role | str) -> bool:
+        return str(role) in self.roles

@@ -1,0 +1,71 @@
+"""All of aftercare's settings, in one object (environment variables `AFTERCARE_*`)."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AFTERCARE_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path("var"), description="where the SQLite file, secret key and Prefect home live")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default: SQLite file under home")
+    prefect_api_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("PREFECT_API_URL", "AFTERCARE_PREFECT_API_URL"),
+        description="an existing Prefect server; empty: `aftercare up` starts one",
+    )
+    prefect_host: str = "127.0.0.1"
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8300, ge=1, le=65535)
+    public_base_url: str = Field(default="", description="base of the links sent in notifications")
+    secret_key: str = Field(default="", description="signs approval links; generated into home if unset")
+    language: Literal["zh", "en"] = "zh"
+    timezone: str = "Asia/Shanghai"
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                f"unsupported database URL {value!r}: use sqlite:///path.db or postgresql+psycopg://user@host/db"
+            )
+        return value
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'aftercare.db').resolve()}"
+
+    @property
+    def web_base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
+
+    @property
+    def prefect_url(self) -> str:
+        return self.prefect_api_url or f"http://{self.prefect_host}:{self.prefect_port}/api"
+
+    def signing_key(self) -> str:
+        """The secret that signs links: the setting, else a key generated once into home."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.home / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

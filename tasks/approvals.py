@@ -1,0 +1,704 @@
+"""Approvals, signatures and forms (审批 / 签字确认 / 表单): a person acts through a link, then the
+procedure continues (DESIGN.md §2).
+
+- `request_approval(...)` (task): records what is to be approved — its version and the hash of
+  exactly the content shown — and who may decide, and queues each approver a signed link, in one
+  transaction.
+- `await_approval(approval_id, step, version)` (flow body): returns the decision once recorded;
+  until then the run is suspended with a typed form (the Prefect-UI route) and holds nothing.
+- `decide(...)`: the only writer of decisions. The link page and the Prefect-UI form both call it;
+  it commits the decision, then wakes the run. A wake that fails (the run had not finished
+  suspending, Prefect was down) is repeated by the keeper's `reconcile(now)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from prefect import task
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, func, select
+
+from models import Case, Contact, Staff, append_event, wallclock
+from models.approvals import (
+    ALLOWED_DECISIONS,
+    DECISION_ZH,
+    KIND_ZH,
+    Approval,
+    ApprovalKind,
+    ApprovalStatus,
+    Channel,
+    DecisionKind,
+    content_hash,
+)
+from models.db import session_scope
+from models.parties import ROLE_LABELS_ZH, Role
+from tasks.cases import STEP
+from tasks.timers import Wake, current_run_id, suspend_key, wake_run
+
+log = logging.getLogger("aftercare.approvals")
+
+LINK_PURPOSE = "a"  # links look like <base>/a/<token>
+_MIN_WINDOW = timedelta(days=1)  # a renewed link lives at least this long
+
+
+class Decision(BaseModel):
+    """What the person decided (the value `await_approval` returns to the flow)."""
+
+    approval_id: int
+    version: int
+    decision: DecisionKind
+    by: str = Field(description="the decider's name")
+    comment: str = ""
+    at: datetime
+    payload: dict[str, Any] = Field(default_factory=dict)
+    channel: str = Channel.LINK
+
+    @property
+    def approved(self) -> bool:
+        return self.decision in (DecisionKind.APPROVED, DecisionKind.SIGNED, DecisionKind.SUBMITTED)
+
+
+@dataclass(frozen=True)
+class Approver:
+    """One person who may act: a staff member or a customer contact."""
+
+    kind: Literal["staff", "contact"]
+    id: int
+
+    @property
+    def code(self) -> str:
+        return f"{self.kind[0]}:{self.id}"
+
+    @classmethod
+    def parse(cls, code: str) -> Approver:
+        kind, _, ident = code.partition(":")
+        return cls("staff" if kind == "s" else "contact", int(ident))
+
+
+Outcome = Literal[
+    "recorded",
+    "already_decided",
+    "superseded",
+    "expired",
+    "not_entitled",
+    "invalid",
+    "content_changed",
+    "not_found",
+]
+
+
+@dataclass
+class DecisionResult:
+    outcome: Outcome
+    message: str  # Chinese, for the page or the run log
+    approval: Approval | None = None
+    decision: Decision | None = None
+    resumed: bool = False
+    newer_version: int | None = None
+
+    @property
+    def recorded(self) -> bool:
+        return self.outcome == "recorded"
+
+
+# ---------------------------------------------------------------------------------------------
+# The Prefect-UI forms: what a suspended run asks for. Values are Chinese because people pick them.
+
+ZH_TO_DECISION = {label: code for code, label in DECISION_ZH.items()}
+
+
+class ApprovalForm(RunInput):
+    """审批：批准、驳回或要求修改"""
+
+    decision: Literal["批准", "驳回", "要求修改"] = Field(
+        title="审批意见", description="批准 / 驳回 / 要求修改"
+    )
+    comment: str = Field(default="", title="说明", description="驳回或要求修改时请写明原因")
+    approver: str = Field(title="审批人", min_length=1, description="审批人姓名，须为此事项的审批人之一")
+
+
+class SignatureForm(RunInput):
+    """客户签字确认或提出异议"""
+
+    decision: Literal["签字确认", "提出异议"] = Field(title="确认结果", description="签字确认 / 提出异议")
+    comment: str = Field(default="", title="意见", description="提出异议时请写明原因")
+    approver: str = Field(title="签字人", min_length=1, description="签字人姓名，须为此事项指定的客户联系人")
+
+
+class FormSubmission(RunInput):
+    """填写表单"""
+
+    decision: Literal["提交"] = Field(default="提交", title="操作")
+    comment: str = Field(default="", title="备注")
+    approver: str = Field(title="填写人", min_length=1, description="填写人姓名")
+    data: dict[str, Any] = Field(default_factory=dict, title="表单内容", description="各字段的填写内容")
+
+
+FORMS: dict[str, type[RunInput]] = {
+    ApprovalKind.APPROVAL: ApprovalForm,
+    ApprovalKind.SIGNATURE: SignatureForm,
+    ApprovalKind.FORM: FormSubmission,
+}
+
+
+def approval_key(step: str, version: int) -> str:
+    """The suspend key of an approval wait: fixed per step and version ("director-approval-v2")."""
+    return f"{step}-v{version}"
+
+
+def run_input_for(row: Approval) -> dict[str, Any]:
+    """The form input a decided approval resumes its run with (matches the saved form schema)."""
+    value: dict[str, Any] = {
+        "decision": DECISION_ZH[DecisionKind(row.decision)],
+        "comment": row.comment or "",
+        "approver": row.decided_by or "?",
+    }
+    if row.kind == ApprovalKind.FORM:
+        value["data"] = row.payload or {}
+    return value
+
+
+def decision_of(row: Approval) -> Decision | None:
+    if row.decision is None or row.decided_at is None:
+        return None
+    assert row.id is not None
+    return Decision(
+        approval_id=row.id,
+        version=row.version,
+        decision=DecisionKind(row.decision),
+        by=row.decided_by or "",
+        comment=row.comment,
+        at=row.decided_at,
+        payload=row.payload or {},
+        channel=row.channel or Channel.LINK,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Links
+
+
+def approval_link(row: Approval, who: Approver) -> str:
+    """The signed link one approver receives: binds approval, approver, content hash and expiry."""
+    from web.tokens import sign_link
+
+    return sign_link(
+        LINK_PURPOSE, {"a": row.id, "p": who.code, "h": row.content_hash[:16]}, expires_at=row.expires_at
+    )
+
+
+def approvers_of(session: Session, row: Approval) -> list[tuple[Approver, Staff | Contact]]:
+    people: list[tuple[Approver, Staff | Contact]] = []
+    for sid in row.approver_staff_ids:
+        staff = session.get(Staff, sid)
+        if staff is not None:
+            people.append((Approver("staff", sid), staff))
+    for cid in row.approver_contact_ids:
+        contact = session.get(Contact, cid)
+        if contact is not None:
+            people.append((Approver("contact", cid), contact))
+    return people
+
+
+def _notify(
+    session: Session,
+    row: Approval,
+    who: Approver,
+    person: Staff | Contact,
+    *,
+    template: str,
+    key: str,
+    now: datetime,
+    urgent: bool,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    from tasks.notify import queue
+
+    case = session.get(Case, row.case_id)
+    context = {
+        "recipient": person.name,
+        "case_number": case.number if case else "",
+        "case_title": case.title if case else "",
+        "kind": KIND_ZH.get(row.kind, row.kind),
+        "subject": row.subject,
+        "version": row.version,
+        "role": ROLE_LABELS_ZH.get(Role(row.approver_role), row.approver_role)
+        if row.approver_role in set(Role)
+        else "",
+        "link": approval_link(row, who),
+        "expires_at": row.expires_at,
+        "summary": _summary(row.content),
+        **(extra or {}),
+    }
+    queue(
+        session,
+        recipients=[person],
+        template=template,
+        context=context,
+        key=key,
+        case_id=row.case_id,
+        now=now,
+        urgent=urgent,
+    )
+
+
+def _summary(content: str, limit: int = 160) -> str:
+    text = " ".join(content.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# Requesting
+
+
+def open_approval(
+    session: Session,
+    case_id: int,
+    step: str,
+    version: int,
+    subject: str,
+    content: str,
+    *,
+    kind: str = ApprovalKind.APPROVAL,
+    approver_staff_ids: Sequence[int] = (),
+    approver_contact_ids: Sequence[int] = (),
+    approver_role: str | None = None,
+    expires_at: datetime,
+    now: datetime,
+    flow_run_id: str | None = None,
+    form: dict[str, Any] | None = None,
+    template: str | None = None,
+    context: dict[str, Any] | None = None,
+    urgent: bool = False,
+) -> Approval:
+    """`request_approval` in the caller's transaction (plain function: benches and tests use it)."""
+    if kind not in ALLOWED_DECISIONS:
+        raise ValueError(f"unknown approval kind {kind!r}: approval, signature or form")
+    found = session.exec(
+        select(Approval).where(
+            Approval.case_id == case_id, Approval.step == step, Approval.version == version
+        )
+    ).first()
+    if found is not None:  # a replay, or the step asked twice: nothing new, same row
+        if flow_run_id and found.flow_run_id != flow_run_id and found.status == ApprovalStatus.PENDING:
+            found.flow_run_id = flow_run_id
+            session.add(found)
+        return found
+
+    staff_ids = list(approver_staff_ids)
+    if not staff_ids and not approver_contact_ids and approver_role:
+        from tasks.people import first_with_role, staff_with_role
+
+        staff_ids = [s.id for s in staff_with_role(session, approver_role) if s.id is not None]
+        if not staff_ids:
+            first_with_role(session, approver_role)  # raises NobodyForRole with the Chinese message
+    if not staff_ids and not approver_contact_ids:
+        raise ValueError(f"approval {step} v{version} of case {case_id} names no approver")
+
+    row = Approval(
+        case_id=case_id,
+        kind=str(kind),
+        step=step,
+        version=version,
+        subject=subject,
+        content=content,
+        content_hash=content_hash(content),
+        form=form or {},
+        approver_role=approver_role,
+        approver_staff_ids=staff_ids,
+        approver_contact_ids=list(approver_contact_ids),
+        created_at=now,
+        expires_at=expires_at,
+        flow_run_id=flow_run_id,
+    )
+    session.add(row)
+    session.flush()
+    # an older version still waiting is replaced: its links now answer "v{version} replaced it"
+    session.execute(
+        sa.update(Approval)
+        .where(
+            col(Approval.case_id) == case_id,
+            col(Approval.step) == step,
+            col(Approval.version) < version,
+            col(Approval.status) == ApprovalStatus.PENDING,
+        )
+        .values(status=ApprovalStatus.SUPERSEDED, superseded_by=version)
+    )
+    append_event(
+        session,
+        case_id,
+        f"{kind}_requested",
+        at=now,
+        data={
+            "approval_id": row.id,
+            "step": step,
+            "version": version,
+            "subject": subject,
+            "content_hash": row.content_hash,
+            "approvers": [w.code for w, _ in approvers_of(session, row)],
+        },
+        key=f"approval:{row.id}:requested",
+    )
+    for who, person in approvers_of(session, row):
+        _notify(
+            session,
+            row,
+            who,
+            person,
+            template=template or f"{kind}_request",
+            key=f"approval:{row.id}:request:{who.code}",
+            now=now,
+            urgent=urgent,
+            extra=context,
+        )
+    return row
+
+
+# SQLite answers "database is locked" at once when a read transaction must become a write while
+# another process writes; the step is idempotent, so a retry is safe (DESIGN.md §7 row 10).
+RETRY = dict(retries=3, retry_delay_seconds=[0.5, 2, 5])
+
+
+@task(name="request_approval", **STEP, **RETRY)
+def request_approval(
+    case_id: int,
+    step: str,
+    version: int,
+    subject: str,
+    content: str,
+    *,
+    kind: str = ApprovalKind.APPROVAL,
+    approver_staff_ids: Sequence[int] = (),
+    approver_contact_ids: Sequence[int] = (),
+    approver_role: str | None = None,
+    expires_at: datetime,
+    now: datetime,
+    flow_run_id: str | None = None,
+    form: dict[str, Any] | None = None,
+    template: str | None = None,
+    context: dict[str, Any] | None = None,
+    urgent: bool = False,
+) -> int:
+    """Record what is to be approved and send each approver a signed link (one transaction)."""
+    with session_scope() as session:
+        row = open_approval(
+            session,
+            case_id,
+            step,
+            version,
+            subject,
+            content,
+            kind=kind,
+            approver_staff_ids=approver_staff_ids,
+            approver_contact_ids=approver_contact_ids,
+            approver_role=approver_role,
+            expires_at=expires_at,
+            now=now,
+            flow_run_id=flow_run_id or current_run_id(),
+            form=form,
+            template=template,
+            context=context,
+            urgent=urgent,
+        )
+        assert row.id is not None
+        return row.id
+
+
+# ---------------------------------------------------------------------------------------------
+# Waiting (flow body)
+
+
+class ApprovalState(BaseModel):
+    kind: str
+    decision: Decision | None = None
+
+
+@task(name="approval_status", **STEP, **RETRY)
+def approval_status(approval_id: int, attempt: int) -> ApprovalState:
+    """Read whether the approval is decided (the attempt number makes each re-check a fresh read)."""
+    with session_scope() as session:
+        row = session.get(Approval, approval_id)
+        if row is None:
+            raise LookupError(f"approval {approval_id} does not exist")
+        return ApprovalState(kind=row.kind, decision=decision_of(row))
+
+
+@task(name="settle_approval", **STEP, **RETRY)
+def settle_approval(approval_id: int, attempt: int, reply: dict[str, Any]) -> Decision | None:
+    """After a wake-up: the recorded decision, or record the one submitted in the Prefect UI form."""
+    from prefect import get_run_logger
+
+    with session_scope() as session:
+        row = session.get(Approval, approval_id)
+        found = decision_of(row) if row is not None else None
+    if found is not None:
+        return found
+    code = ZH_TO_DECISION.get(str(reply.get("decision", "")), str(reply.get("decision", "")))
+    result = decide(
+        approval_id,
+        code,
+        by=str(reply.get("approver", "")),
+        comment=str(reply.get("comment", "")),
+        payload=reply.get("data") or None,
+        channel=Channel.PREFECT_UI,
+        now=wallclock.now(),
+        wake=False,
+    )
+    if not result.recorded:
+        get_run_logger().warning("审批未记录 / decision not recorded: %s", result.message)
+        return None
+    return result.decision
+
+
+def await_approval(approval_id: int, step: str, version: int) -> Decision:
+    """Wait, suspended and holding nothing, until the approval is decided; returns the decision.
+
+    Called in a flow body. The run shows a typed form in the Prefect UI; the link page decides
+    through the same `decide`. A refused UI input (not an approver, …) suspends again under the
+    next attempt's key.
+    """
+    attempt = 1
+    while True:
+        state = approval_status(approval_id, attempt)
+        if state.decision is not None:
+            return state.decision
+        reply = suspend_flow_run(
+            wait_for_input=FORMS[state.kind], key=suspend_key(approval_key(step, version), attempt)
+        )
+        decision = settle_approval(approval_id, attempt, reply.model_dump(mode="json"))
+        if decision is not None:
+            return decision
+        attempt += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding (the link page and the Prefect-UI form)
+
+
+def _local(at: datetime | None) -> str:
+    from tasks.render import _local_time
+
+    return _local_time(at)
+
+
+def _already_message(row: Approval) -> str:
+    verb = DECISION_ZH.get(str(row.decision), str(row.decision))
+    via = "（Prefect 界面）" if row.channel == Channel.PREFECT_UI else ""
+    return f"已由 {row.decided_by} 于 {_local(row.decided_at)} {verb}{via}"
+
+
+def _resolve_decider(
+    session: Session, row: Approval, by: Approver | str
+) -> tuple[Approver, Staff | Contact] | None:
+    """The entitled person behind `by` (an Approver from a link, or a name typed in the UI form)."""
+    people = approvers_of(session, row)
+    if isinstance(by, Approver):
+        match = [(w, p) for w, p in people if w == by]
+    else:
+        match = [(w, p) for w, p in people if p.name == by.strip()]
+    if not match:
+        return None
+    who, person = match[0]
+    if isinstance(person, Staff) and (
+        not person.active or (row.approver_role and not person.has_role(row.approver_role))
+    ):
+        return None
+    return who, person
+
+
+def refusal(
+    session: Session, row: Approval, *, now: datetime, content_hash: str | None = None
+) -> DecisionResult | None:
+    """Why nobody can decide this approval now (replaced, decided, content changed, expired), or None."""
+    newest = session.exec(
+        select(func.max(Approval.version)).where(Approval.case_id == row.case_id, Approval.step == row.step)
+    ).one()
+    if row.status == ApprovalStatus.SUPERSEDED or (newest or 0) > row.version:
+        newer = row.superseded_by or newest
+        return DecisionResult(
+            "superseded", f"此方案已被 v{newer} 取代，请打开最新版本的链接。", row, newer_version=newer
+        )
+    if row.decision is not None:
+        return DecisionResult("already_decided", _already_message(row), row, decision_of(row))
+    if content_hash and not row.content_hash.startswith(content_hash):
+        return DecisionResult("content_changed", "此事项的内容已更改，此链接不再有效，请使用新链接。", row)
+    if now >= row.expires_at:
+        return DecisionResult("expired", f"此链接已于 {_local(row.expires_at)} 过期，未记录任何操作。", row)
+    return None
+
+
+def decide(
+    approval_id: int,
+    decision: str,
+    *,
+    by: Approver | str,
+    comment: str = "",
+    payload: dict[str, Any] | None = None,
+    channel: str,
+    now: datetime,
+    content_hash: str | None = None,
+    wake: bool = True,
+) -> DecisionResult:
+    """Record a decision (once, by an entitled person, on the current version) and wake the run.
+
+    Refusals record nothing and say why, in Chinese. `content_hash` (a prefix is enough), when
+    given, must match what is on record: a link made for other content is refused.
+    """
+    with session_scope() as session:
+        row = session.get(Approval, approval_id)
+        if row is None:
+            return DecisionResult("not_found", "找不到此审批事项，链接可能有误。")
+        refused = refusal(session, row, now=now, content_hash=content_hash)
+        if refused is not None:
+            return refused
+        allowed = ALLOWED_DECISIONS[row.kind]
+        if decision not in allowed:
+            choices = "、".join(DECISION_ZH[d] for d in allowed)
+            return DecisionResult("invalid", f"「{decision}」不是此事项的可选操作（可选：{choices}）。", row)
+        decider = _resolve_decider(session, row, by)
+        if decider is None:
+            return DecisionResult("not_entitled", "您不是此事项指定的审批人，无权处理。", row)
+        who, person = decider
+        if (
+            decision in (DecisionKind.REJECTED, DecisionKind.REVISE, DecisionKind.OBJECTED)
+            and not comment.strip()
+        ):
+            return DecisionResult("invalid", "驳回、要求修改或提出异议时请写明原因。", row)
+        data = dict(payload or {})
+        if row.kind == ApprovalKind.SIGNATURE:
+            data["content_hash"] = row.content_hash  # the signature binds to exactly what was shown
+        # conditional write: of two simultaneous clicks exactly one is recorded
+        written = session.execute(
+            sa.update(Approval)
+            .where(col(Approval.id) == approval_id, col(Approval.decision).is_(None))
+            .values(
+                decision=str(decision),
+                decided_at=now,
+                decided_by=person.name[:100],
+                comment=comment.strip(),
+                decided_by_staff_id=who.id if who.kind == "staff" else None,
+                decided_by_contact_id=who.id if who.kind == "contact" else None,
+                payload=data,
+                channel=str(channel),
+                status=ApprovalStatus.DECIDED,
+                resumed_at=None if wake else now,
+            )
+        ).rowcount
+        session.expire(row)
+        session.refresh(row)
+        if not written:
+            return DecisionResult("already_decided", _already_message(row), row, decision_of(row))
+        append_event(
+            session,
+            row.case_id,
+            f"{row.kind}_decided",
+            at=now,
+            actor=person.name,
+            data={
+                "approval_id": row.id,
+                "step": row.step,
+                "version": row.version,
+                "decision": str(decision),
+                "comment": row.comment,
+                "channel": str(channel),
+            },
+            key=f"approval:{row.id}:decided",
+        )
+    result = DecisionResult(
+        "recorded", f"已记录：{DECISION_ZH[DecisionKind(decision)]}。流程将继续。", row, decision_of(row)
+    )
+    if wake:
+        result.resumed = wake_approval(row, now) is Wake.RESUMED
+    return result
+
+
+def wake_approval(row: Approval, now: datetime) -> Wake:
+    """Resume the run waiting on a decided approval; records when it was woken."""
+    if not row.flow_run_id:
+        outcome = Wake.GONE
+    else:
+        outcome = wake_run(row.flow_run_id, approval_key(row.step, row.version), run_input_for(row))
+    if outcome is not Wake.NOT_YET:
+        with session_scope() as session:
+            session.execute(sa.update(Approval).where(col(Approval.id) == row.id).values(resumed_at=now))
+    return outcome
+
+
+def renew_link(approval_id: int, who: Approver, *, now: datetime) -> DecisionResult:
+    """Send the same approver a fresh link to a still-open approval whose link expired."""
+    with session_scope() as session:
+        row = session.get(Approval, approval_id)
+        if row is None:
+            return DecisionResult("not_found", "找不到此审批事项。")
+        if row.status == ApprovalStatus.SUPERSEDED:
+            return DecisionResult(
+                "superseded",
+                f"此方案已被 v{row.superseded_by} 取代，无需新链接。",
+                row,
+                newer_version=row.superseded_by,
+            )
+        if row.decision is not None:
+            return DecisionResult("already_decided", _already_message(row), row, decision_of(row))
+        match = [(w, p) for w, p in approvers_of(session, row) if w == who]
+        if not match:
+            return DecisionResult("not_entitled", "您不是此事项指定的审批人。", row)
+        if now >= row.expires_at:
+            # the same validity window again, from now
+            row.expires_at = now + max(row.expires_at - row.created_at, _MIN_WINDOW)
+            session.add(row)
+            session.flush()
+        stamp = int(now.timestamp())
+        append_event(
+            session,
+            row.case_id,
+            "approval_link_renewed",
+            at=now,
+            actor=match[0][1].name,
+            data={"approval_id": row.id, "expires_at": row.expires_at.isoformat()},
+            key=f"approval:{row.id}:renew:{who.code}:{stamp}",
+        )
+        _notify(
+            session,
+            row,
+            who,
+            match[0][1],
+            template="approval_link_renewed",
+            key=f"approval:{row.id}:renew:{who.code}:{stamp}",
+            now=now,
+            urgent=True,
+        )
+    return DecisionResult(
+        "recorded", f"新链接已发送给 {match[0][1].name}，有效期至 {_local(row.expires_at)}。", row
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Keeper step
+
+
+def reconcile(now: datetime, limit: int = 500) -> int:
+    """Wake every run whose approval is decided but which was not woken; returns how many woke.
+
+    Covers a link clicked before the run had finished suspending, a wake lost to a crash or an
+    unreachable Prefect server.
+    """
+    with session_scope() as session:
+        rows = session.exec(
+            select(Approval)
+            .where(
+                col(Approval.decision).is_not(None),
+                col(Approval.resumed_at).is_(None),
+                col(Approval.flow_run_id).is_not(None),
+            )
+            .order_by(Approval.decided_at)
+            .limit(limit)
+        ).all()
+    return sum(wake_approval(row, now) is Wake.RESUMED for row in rows)

@@ -1,0 +1,485 @@
+"""Cases: intake of a service request (受理), the team that works it, and case helpers.
+
+The intake form (`RepairRequest`) is what a dispatcher fills in on the phone; it is the `repair`
+deployment's parameter, so the Prefect UI shows its Chinese titles and descriptions. Validation
+(`resolve_request`) turns names into rows and answers bad input with a clear message, never a
+traceback. A request from a customer whose contract has lapsed is still taken, marked **out of
+contract / paid service** (PROCEDURES.md §6 step 7), and every message about it says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import INPUTS, RUN_ID, CachePolicy
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlmodel import Session, col, or_, select
+
+from models import Case, CaseKind, Contact, Contract, Customer, Device, Role, Site, Staff, append_event
+from models.db import session_scope
+from models.parties import ROLE_LABELS_ZH
+from tasks.people import customer_contacts, first_with_role
+
+
+class TaskName(CachePolicy):
+    """The task's dotted name as part of the cache key.
+
+    INPUTS + RUN_ID alone gives two *different* tasks called with the same inputs in one run the
+    same key — the second would return the first one's result. Prefect's TASK_SOURCE would separate
+    them but also re-run finished steps after an upgrade; the name separates them and stays stable.
+    """
+
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        fn = task_ctx.task.fn
+        return f"{fn.__module__}.{fn.__qualname__}"
+
+
+# Replays return a finished step's persisted result; the task's source is left out of the key so
+# that upgrading aftercare while cases wait does not re-run finished steps (DESIGN.md §2).
+STEP = dict(cache_policy=TaskName() + INPUTS + RUN_ID, persist_result=True)
+
+
+class Channel(StrEnum):
+    HOTLINE = "热线"
+    EMAIL = "邮件"
+    WEB = "网站"
+    INSPECTION = "巡检"
+    SALES = "销售"
+    ONSITE = "现场"  # found by an engineer on site (5-minute talk)
+
+
+SEVERITY_HELP = (
+    "1 = 特大 / 一级（业务中断、数据丢失；停机超过 24 小时影响 30% 以上用户）；"
+    "2 = 重大 / 二级（部件故障、性能下降，业务仍运行；停机超过 4 小时）；"
+    "3 = 严重 / 三级（运行正常但有错误或隐患；停机达 2 小时）；"
+    "4 = 一般 / 四级（无中断：性能下降、告警、咨询、配置、计划性请求）。按合同约定的措辞为准。"
+)
+
+# The wording of each level under the two schemes of PROCEDURES.md §1 (contract.severity_scheme).
+SEVERITY_WORDS = {
+    "outage": {1: "特大", 2: "重大", 3: "严重", 4: "一般"},
+    "business": {1: "一级（紧急）", 2: "二级（严重）", 3: "三级", 4: "四级"},
+}
+
+
+class RepairRequest(BaseModel):
+    """故障报修受理单 — what the dispatcher fills in while the customer is on the phone."""
+
+    model_config = ConfigDict(title="故障报修 / repair request")
+
+    customer: str = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1)
+    site: str | None = Field(
+        default=None, title="机房/站点", description="站点名称；客户只有一个站点或已填设备序列号时可不填"
+    )
+    device: str | None = Field(default=None, title="设备序列号", description="可选：故障设备的序列号（设备档案）")
+    reported_by: str = Field(title="报告人", description="报告故障的客户人员姓名与电话", min_length=1)
+    channel: Channel = Field(default=Channel.HOTLINE, title="报告渠道", description="热线 / 邮件 / 网站 / 巡检 / 销售 / 现场")
+    description: str = Field(title="故障描述", description="现象、影响的业务、开始时间", min_length=2, max_length=4000)
+    severity: int = Field(default=3, ge=1, le=4, title="故障级别 (1–4)", description=SEVERITY_HELP)
+    reported_at: datetime | None = Field(
+        default=None, title="报告时间", description="客户报告故障的时间；不填为当前时间（时钟由此开始计时）"
+    )
+    parent_case_id: int | None = Field(
+        default=None, title="关联工单", description="由巡检、5分钟交流或其他工单发现时，填来源工单号（数字）"
+    )
+
+    @field_validator("customer", "reported_by", "description")
+    @classmethod
+    def _stripped(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("不能为空 / must not be empty")
+        return value
+
+    @field_validator("reported_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            # a dispatcher types local time: read it in the service's time zone
+            import pendulum
+
+            return pendulum.instance(value, tz="Asia/Shanghai").in_timezone("UTC")
+        return value
+
+
+class IntakeError(ValueError):
+    """The request cannot be taken as entered; the message says what to correct."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    customer: Customer
+    site: Site
+    device: Device | None
+    contract: Contract | None
+    out_of_contract: bool
+    reason: str  # why it is out of contract ("" when covered)
+
+
+def find_customer(session: Session, text: str) -> Customer:
+    """A customer by exact code or name, else by a unique part of the name."""
+    text = text.strip()
+    exact = session.exec(select(Customer).where(or_(Customer.code == text.upper(), Customer.name == text))).first()
+    if exact is not None:
+        return exact
+    like = session.exec(select(Customer).where(col(Customer.name).contains(text)).order_by(Customer.id)).all()
+    if len(like) == 1:
+        return like[0]
+    if not like:
+        raise IntakeError(f"未知客户：{text}（请用客户编码或完整名称） / unknown customer {text!r}")
+    names = "、".join(f"{c.name}（{c.code}）" for c in like)
+    raise IntakeError(f"客户“{text}”不唯一，请从中选择：{names} / ambiguous customer")
+
+
+def resolve_request(session: Session, request: RepairRequest, *, today: datetime) -> Resolved:
+    """Names to rows, with a clear message for each thing that does not fit."""
+    customer = find_customer(session, request.customer)
+    assert customer.id is not None
+    sites = list(session.exec(select(Site).where(Site.customer_id == customer.id).order_by(Site.id)).all())
+    device = None
+    if request.device:
+        device = session.exec(select(Device).where(Device.serial == request.device.strip())).first()
+        if device is None:
+            raise IntakeError(f"未知设备序列号：{request.device} / unknown device serial")
+        if device.customer_id != customer.id:
+            raise IntakeError(f"设备 {device.serial} 不属于客户 {customer.name} / device belongs to another customer")
+    if request.site:
+        wanted = request.site.strip()
+        site = next((s for s in sites if s.name == wanted), None)
+        if site is None:
+            others = session.exec(select(Site).where(Site.name == wanted)).first()
+            known = "、".join(s.name for s in sites) or "（无）"
+            if others is not None:
+                raise IntakeError(
+                    f"站点“{wanted}”不属于客户 {customer.name}；该客户的站点：{known} / site is not this customer's"
+                )
+            raise IntakeError(f"未知站点“{wanted}”；客户 {customer.name} 的站点：{known} / unknown site")
+    elif device is not None:
+        site = next(s for s in sites if s.id == device.site_id)
+    elif len(sites) == 1:
+        site = sites[0]
+    else:
+        known = "、".join(s.name for s in sites) or "（无）"
+        raise IntakeError(f"请指定站点；客户 {customer.name} 的站点：{known} / please name the site")
+    if device is not None and device.site_id != site.id:
+        raise IntakeError(f"设备 {device.serial} 不在站点 {site.name} / the device is at another site")
+
+    contracts = list(
+        session.exec(select(Contract).where(Contract.customer_id == customer.id).order_by(col(Contract.end_date).desc()))
+    )
+    day = _local_day(today)
+    active = next((c for c in contracts if c.is_active(day)), None)
+    if active is not None:
+        return Resolved(customer, site, device, active, False, "")
+    latest = contracts[0] if contracts else None
+    if latest is None:
+        reason = "该客户没有服务合同，按有偿服务受理"
+    elif latest.end_date < day:
+        reason = f"合同 {latest.code} 已于 {latest.end_date:%Y-%m-%d} 到期，按有偿服务受理"
+    else:
+        reason = f"合同 {latest.code} 自 {latest.start_date:%Y-%m-%d} 起生效，当前按有偿服务受理"
+    return Resolved(customer, site, device, latest, True, reason)
+
+
+def _local_day(moment: datetime) -> Any:
+    import pendulum
+
+    return pendulum.instance(moment).in_timezone("Asia/Shanghai").date()
+
+
+# The roles a repair needs, in the order PROCEDURES.md §2 meets them.
+REPAIR_TEAM = (
+    Role.DISPATCHER,
+    Role.TECHNICAL_LEAD,
+    Role.ENGINEER,
+    Role.TECHNICAL_DIRECTOR,
+    Role.COORDINATOR,
+    Role.PARTS_KEEPER,
+)
+
+
+def open_case(
+    session: Session,
+    request: RepairRequest,
+    *,
+    kind: CaseKind = CaseKind.REPAIR,
+    now: datetime,
+    flow_run_id: str | None = None,
+    team_roles: tuple[Role, ...] = REPAIR_TEAM,
+) -> Case:
+    """Validate and record a request as a case with its team; idempotent per flow run."""
+    if flow_run_id:
+        existing = session.exec(select(Case).where(Case.flow_run_id == flow_run_id)).first()
+        if existing is not None:
+            return existing
+    reported_at = request.reported_at or now
+    resolved = resolve_request(session, request, today=reported_at)
+    team = {str(role): first_with_role(session, role).id for role in team_roles}
+    contact = next(iter(customer_contacts(session, resolved.customer.id, primary_only=True)), None)  # type: ignore[arg-type]
+    scheme = resolved.contract.severity_scheme if resolved.contract else "outage"
+    data: dict[str, Any] = {
+        "team": team,
+        "contact_id": contact.id if contact else None,
+        "severity_label": SEVERITY_WORDS.get(scheme, SEVERITY_WORDS["outage"])[request.severity],
+        "paid_service_reason": resolved.reason,
+    }
+    case = Case(
+        kind=str(kind),
+        customer_id=resolved.customer.id,  # type: ignore[arg-type]
+        site_id=resolved.site.id,
+        device_id=resolved.device.id if resolved.device else None,
+        contract_id=resolved.contract.id if resolved.contract else None,
+        parent_id=request.parent_case_id,
+        severity=request.severity,
+        status="open",
+        title=request.description.splitlines()[0][:80],
+        description=request.description,
+        channel=str(request.channel),
+        reported_by=request.reported_by,
+        reported_at=reported_at,
+        out_of_contract=resolved.out_of_contract,
+        flow_run_id=flow_run_id,
+        data=data,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(case)
+    session.flush()
+    assert case.id is not None
+    append_event(
+        session, case.id, "opened", at=reported_at, actor=request.reported_by, key="opened",
+        data={
+            "channel": str(request.channel), "severity": request.severity, "out_of_contract": resolved.out_of_contract,
+            "reason": resolved.reason, "parent_id": request.parent_case_id, "team": team,
+        },
+    )
+    if request.parent_case_id:
+        append_event(
+            session, request.parent_case_id, "linked_case_opened", at=reported_at, key=f"linked:{case.id}",
+            data={"case_id": case.id, "kind": str(kind)},
+        )
+    return case
+
+
+@dataclass(frozen=True)
+class CaseFacts:
+    """What templates and messages say about a case (plain values, safe to pass to tasks)."""
+
+    id: int
+    number: str
+    kind: str
+    customer: str
+    customer_code: str
+    site: str
+    site_distance_km: float
+    device: str
+    severity: int
+    severity_label: str
+    description: str
+    reported_by: str
+    reported_at: datetime
+    channel: str
+    out_of_contract: bool
+    paid_service_reason: str
+    contract_code: str
+    contact_name: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def case_facts(session: Session, case_id: int) -> CaseFacts:
+    case = session.get(Case, case_id)
+    if case is None:
+        raise IntakeError(f"工单 {case_id} 不存在 / no case {case_id}")
+    customer = session.get(Customer, case.customer_id)
+    site = session.get(Site, case.site_id) if case.site_id else None
+    device = session.get(Device, case.device_id) if case.device_id else None
+    contract = session.get(Contract, case.contract_id) if case.contract_id else None
+    contact = session.get(Contact, case.data.get("contact_id")) if case.data.get("contact_id") else None
+    assert customer is not None
+    return CaseFacts(
+        id=case_id,
+        number=case.number,
+        kind=case.kind,
+        customer=customer.name,
+        customer_code=customer.code,
+        site=site.name if site else "",
+        site_distance_km=site.distance_km if site else 0.0,
+        device=f"{device.model}（{device.serial}）" if device else "",
+        severity=case.severity or 4,
+        severity_label=case.data.get("severity_label", ""),
+        description=case.description,
+        reported_by=case.reported_by,
+        reported_at=case.reported_at,
+        channel=case.channel,
+        out_of_contract=case.out_of_contract,
+        paid_service_reason=case.data.get("paid_service_reason", ""),
+        contract_code=contract.code if contract else "",
+        contact_name=contact.name if contact else "",
+    )
+
+
+def team_member(session: Session, case_id: int, role: Role | str) -> Staff:
+    """The staff member the case assigned to `role` at intake (falls back to the roles data)."""
+    case = session.get(Case, case_id)
+    staff_id = (case.data.get("team") or {}).get(str(role)) if case else None
+    staff = session.get(Staff, staff_id) if staff_id else None
+    if staff is None or not staff.active:
+        staff = first_with_role(session, role)
+    return staff
+
+
+def role_label(role: Role | str) -> str:
+    return ROLE_LABELS_ZH.get(Role(role), str(role))
+
+
+def customer_contact(session: Session, case_id: int) -> Contact:
+    case = session.get(Case, case_id)
+    assert case is not None
+    contact = session.get(Contact, case.data.get("contact_id")) if case.data.get("contact_id") else None
+    if contact is None:
+        contact = next(iter(customer_contacts(session, case.customer_id)), None)
+    if contact is None:
+        raise IntakeError(f"客户没有联系人，无法请其签字 / the customer of {case.number} has no contact")
+    return contact
+
+
+def set_status(session: Session, case_id: int, status: str, *, at: datetime, closed: bool = False) -> Case:
+    case = session.get(Case, case_id)
+    assert case is not None
+    case.status = status
+    case.updated_at = at
+    if closed:
+        case.closed_at = at
+    session.add(case)
+    return case
+
+
+# --- tasks (each opens its own session; flows call these) ------------------------------------
+
+
+@task(name="受理报修 / take the request", **STEP)
+def take_request(request: RepairRequest, now: datetime, flow_run_id: str | None = None) -> int:
+    """Validate the request and open the case (raises IntakeError with a clear message)."""
+    with session_scope() as session:
+        return int(open_case(session, request, now=now, flow_run_id=flow_run_id).id)  # type: ignore[arg-type]
+
+
+@task(name="工单概况 / case facts", **STEP)
+def load_case(case_id: int) -> dict[str, Any]:
+    """The case's facts as plain values."""
+    with session_scope() as session:
+        return case_facts(session, case_id).as_dict()
+
+
+@task(name="记录 / record", **STEP)
+def record(case_id: int, kind: str, at: datetime, actor: str = "system", data: dict[str, Any] | None = None,
+           key: str | None = None, status: str | None = None) -> int:
+    """Append one event to the case's history (idempotent by key), optionally setting its status."""
+    with session_scope() as session:
+        event = append_event(session, case_id, kind, at=at, actor=actor, data=data or {}, key=key or kind)
+        if status:
+            set_status(session, case_id, status, at=at, closed=status in {"archived", "handed_over", "closed"})
+        return int(event.id)  # type: ignore[arg-type]
+
+
+@task(name="分派人员 / who does the step", **STEP)
+def assignees(case_id: int, role: str) -> list[int]:
+    """The staff ids assigned to `role` on this case."""
+    with session_scope() as session:
+        return [int(team_member(session, case_id, role).id)]  # type: ignore[arg-type]
+
+
+@task(name="客户联系人 / customer contact", **STEP)
+def contact_of(case_id: int) -> int:
+    """The customer contact who signs for this case."""
+    with session_scope() as session:
+        return int(customer_contact(session, case_id).id)  # type: ignore[arg-type]
+
+
+def paid_prefix(case: Case | dict[str, Any]) -> str:
+    """The mark every message about an out-of-contract case starts with."""
+    out = case.out_of_contract if isinstance(case, Case) else case.get("out_of_contract")
+    return "【合同外·有偿服务】" if out else ""
+
+
+@task(name="通知 / notify", **STEP)
+def notify(case_id: int, template: str, key: str, now: datetime, roles: list[str] | None = None,
+           customer: bool = False, context: dict[str, Any] | None = None, urgent: bool | None = None) -> int:
+    """Queue a message to the case's people by role (and the customer contact); returns rows written."""
+    from tasks.notify import queue
+
+    with session_scope() as session:
+        facts = case_facts(session, case_id)
+        recipients: list[Any] = []
+        for role in roles or []:
+            person = team_member(session, case_id, role)
+            if all(getattr(p, "id", None) != person.id or not isinstance(p, Staff) for p in recipients):
+                recipients.append(person)
+        if customer:
+            recipients.append(customer_contact(session, case_id))
+        extra = dict(context or {})
+        if "report_id" in extra:  # a message about a report carries a signed link to it
+            from web.reports import report_url
+
+            extra["report_url"] = report_url(extra["report_id"], now=now)
+        rows = queue(
+            session, recipients=recipients, template=template,
+            context={"case": facts.as_dict(), "paid": paid_prefix(facts.as_dict()), **extra},
+            key=f"{case_id}:{key}", case_id=case_id, now=now,
+            urgent=facts.severity <= 2 if urgent is None else urgent,
+        )
+        return len(rows)
+
+
+@task(name="服务时限 / SLA clock", **STEP)
+def clock(case_id: int, kind: str, action: str, at: datetime) -> str:
+    """Start or stop one SLA clock of the case; returns "running", "met", "breached" or "none"."""
+    from tasks import clocks
+
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        assert case is not None
+        if action == "start":
+            contract = session.get(Contract, case.contract_id) if case.contract_id else None
+            site = session.get(Site, case.site_id) if case.site_id else None
+            clocks.start_clock(session, case_id, kind, started_at=at, severity=case.severity or 4,
+                               contract=contract, site=site)
+            return "running"
+        stopped = clocks.stop_clock(session, case_id, kind, at=at)
+        if stopped is None:
+            return "none"
+        return "breached" if stopped.breached_at is not None else "met"
+
+
+REPAIR_DEPLOYMENT = "repair/repair"
+ACCIDENT_DEPLOYMENT = "accident/accident"
+
+
+@task(name="新建维修流程 / start a repair flow", **STEP)
+def start_repair_run(request: RepairRequest, idempotency_key: str) -> str:
+    """Start a separate `repair` run (not a subflow: a run with a parent cannot suspend); returns its id.
+
+    The idempotency key makes a replayed start return the run started the first time.
+    """
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(REPAIR_DEPLOYMENT, parameters={"request": request.model_dump(mode="json")}, timeout=0,
+                         as_subflow=False, idempotency_key=idempotency_key)
+    return str(run.id)
+
+
+@task(name="转事故处理 / start the accident flow", **STEP)
+def start_accident_run(case_id: int, reason: str, idempotency_key: str) -> str:
+    """Start the `accident` flow with this repair case as its link (it takes over the history)."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(ACCIDENT_DEPLOYMENT, parameters={"request": {"parent_case_id": case_id, "found_by": "repair"}},
+                         timeout=0, as_subflow=False, idempotency_key=idempotency_key)
+    return str(run.id)

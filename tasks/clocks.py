@@ -1,0 +1,477 @@
+"""SLA clocks of a case: start, pause, resume, stop — and the keeper steps that fire breaches,
+the escalation ladder and stale-record escalations.
+
+`start_clock` / `pause_clock` / `resume_clock` / `stop_clock` work in the caller's session (a task
+of a procedure) and append an event for every change, so that `recompute_clock` can rebuild the
+figure from the case's event log at any time. `fire_due_clocks(now)` and
+`escalate_stale_records(now)` are clock-keeper steps (flows.clock_keeper.KEEPER_STEPS): they open
+their own session, find work through indexed columns only, and write one `Escalation` per
+(clock, level) — unique in the database, so a restarted or duplicate keeper never fires twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from models.cases import Case, Event, append_event
+from models.clocks import Clock, ClockStatus, Escalation
+from models.contracts import CalendarOverride, Contract
+from models.parties import Customer, Site, Staff
+from rules import escalation as ladder_rules
+from rules.calendar import Calendar, build_calendar
+from rules.sla import (
+    CLOCK_LABELS_ZH,
+    ClockKind,
+    PolicyError,
+    SlaPolicy,
+    deadline,
+    ladder,
+    merge_policy,
+    policy_for,
+    shift_after_pause,
+    stale_span,
+)
+
+log = logging.getLogger("aftercare.clocks")
+
+PROVISIONAL_WARNING = "暂定：该年度官方节假日安排未发布，按法定节假日推算"
+
+
+class ClockError(ValueError):
+    """A clock operation that cannot be done (unknown kind, not running, …); the message says why."""
+
+
+# ---------------------------------------------------------------- calendar data
+
+
+def load_calendar(session: Session, name: str = "cn", tz: str = "Asia/Shanghai") -> Calendar:
+    """The official calendar with the operator's overrides of `name` (read here, used by pure code)."""
+    rows = session.exec(select(CalendarOverride).where(CalendarOverride.calendar == name)).all()
+    return build_calendar(((r.day, r.working) for r in rows), name=name, tz=tz)
+
+
+def calendar_for_terms(session: Session, terms: dict[str, Any]) -> Calendar:
+    """The calendar a clock counts in, rebuilt from its stored terms."""
+    cal = load_calendar(session, terms.get("calendar", "cn"), terms.get("tz", "Asia/Shanghai"))
+    lunch = terms.get("lunch")
+    return cal.with_hours(
+        round_the_clock=terms.get("service_hours", "7x24") == "7x24",
+        day_start=_hm(terms.get("start", "09:00")),
+        day_end=_hm(terms.get("end", "18:00")),
+        lunch=(_hm(lunch[0]), _hm(lunch[1])) if lunch else None,
+    )
+
+
+def _hm(value: str) -> time:
+    hh, mm = value.split(":")
+    return time(int(hh), int(mm))
+
+
+# ---------------------------------------------------------------- the clock operations
+
+
+def _kind(kind: str) -> str:
+    try:
+        return str(ClockKind(kind))
+    except ValueError as exc:
+        known = ", ".join(k.value for k in ClockKind)
+        raise ClockError(f"未知的时钟 / unknown clock {kind!r}: use one of {known}") from exc
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _ladder_pairs(clock: Clock) -> list[tuple[int, datetime]]:
+    return [(int(level), datetime.fromisoformat(at)) for level, at in clock.ladder]
+
+
+def _done_levels(session: Session, clock_id: int) -> set[int]:
+    return set(session.exec(select(Escalation.level).where(Escalation.clock_id == clock_id)).all())
+
+
+def _active_until(clock: Clock) -> datetime | None:
+    """Steps due before this moment can still fire: the pause or the stop; None while running."""
+    if clock.status == ClockStatus.PAUSED:
+        return clock.paused_at
+    if clock.status == ClockStatus.STOPPED:
+        return clock.stopped_at
+    return None
+
+
+def _schedule(clock: Clock, done: set[int]) -> None:
+    """Set `next_check_at`: the next step of this clock the keeper must fire."""
+    until = _active_until(clock)
+    pairs = [(lv, at) for lv, at in _ladder_pairs(clock) if until is None or at < until]
+    due = clock.due_at if (clock.due_at is not None and (until is None or clock.due_at < until)) else None
+    clock.next_check_at = ladder_rules.next_check(due_at=due, ladder=pairs, done_levels=done, running=True)
+
+
+def _get(session: Session, case_id: int, kind: str) -> Clock | None:
+    return session.exec(select(Clock).where(Clock.case_id == case_id, Clock.kind == kind)).first()
+
+
+def start_clock(
+    session: Session,
+    case_id: int,
+    kind: str,
+    *,
+    started_at: datetime,
+    severity: int,
+    policy: SlaPolicy | dict[str, Any] | None = None,
+    contract: Contract | None = None,
+    site: Site | None = None,
+    calendar: Calendar | None = None,
+) -> Clock:
+    """Start an SLA clock of a case (idempotent: a clock already started is returned unchanged).
+
+    Without `policy`/`contract`/`site`, the case's contract and site are used.
+    """
+    kind = _kind(kind)
+    existing = _get(session, case_id, kind)
+    if existing is not None:
+        return existing
+    case = session.get(Case, case_id)
+    if case is None:
+        raise ClockError(f"没有编号为 {case_id} 的工单 / no case {case_id}")
+    if contract is None and case.contract_id is not None:
+        contract = session.get(Contract, case.contract_id)
+    if site is None and case.site_id is not None:
+        site = session.get(Site, case.site_id)
+    if isinstance(policy, SlaPolicy):
+        pol = policy
+    elif policy is not None:
+        pol = merge_policy(policy, service_hours=str(contract.service_hours) if contract else None)
+    else:
+        pol = policy_for(contract)
+    cal_name = contract.calendar if contract else "cn"
+    tz = contract.timezone if contract else "Asia/Shanghai"
+    base = calendar or load_calendar(session, cal_name, tz)
+    due = deadline(pol, kind, severity, started_at, site=site, calendar=base)
+    steps = ladder(pol, kind, started_at, base)
+    wh = pol.data.get("working_hours", {})
+    clock = Clock(
+        case_id=case_id,
+        kind=kind,
+        severity=severity,
+        status=ClockStatus.RUNNING,
+        started_at=started_at,
+        due_at=due.at if due else None,
+        provisional=bool(due and due.provisional) or any(p for _, _, p in steps),
+        basis=due.basis if due else "无时限",
+        terms={
+            "service_hours": pol.service_hours,
+            "start": wh.get("start", "09:00"),
+            "end": wh.get("end", "18:00"),
+            "lunch": wh.get("lunch"),
+            "calendar": base.name,
+            "tz": base.tz,
+            "raise_severity": kind in pol.escalation.get("raise_severity_on", []),
+        },
+        ladder=[[level, at.isoformat()] for level, at, _ in steps],
+    )
+    _schedule(clock, set())
+    session.add(clock)
+    session.flush()
+    append_event(
+        session, case_id, "clock.started", at=started_at, key=f"clock:{kind}:started",
+        data={"clock": kind, "label": CLOCK_LABELS_ZH[kind], "severity": severity, "due_at": _iso(clock.due_at),
+              "provisional": clock.provisional, "basis": clock.basis, "terms": clock.terms,
+              "warning": PROVISIONAL_WARNING if clock.provisional else None},
+    )
+    return clock
+
+
+def pause_clock(session: Session, case_id: int, kind: str, *, at: datetime, reason: str) -> Clock:
+    """Pause a running clock (e.g. waiting for the customer); a paused clock neither runs out nor escalates."""
+    kind = _kind(kind)
+    clock = _get(session, case_id, kind)
+    if clock is None or clock.status != ClockStatus.RUNNING:
+        if clock is not None and clock.status == ClockStatus.PAUSED:
+            return clock  # a replayed pause
+        raise ClockError(f"时钟 {CLOCK_LABELS_ZH[kind]} 未在计时，不能暂停 / clock {kind} of case {case_id} is not running")
+    clock.status = ClockStatus.PAUSED
+    clock.paused_at = at
+    _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
+    session.add(clock)
+    append_event(session, case_id, "clock.paused", at=at, key=f"clock:{kind}:paused:{len(clock.pauses)}",
+                 data={"clock": kind, "reason": reason})
+    return clock
+
+
+def resume_clock(session: Session, case_id: int, kind: str, *, at: datetime, reason: str = "") -> Clock:
+    """Resume a paused clock: its deadline and ladder move on by the pause, in the clock's own hours."""
+    kind = _kind(kind)
+    clock = _get(session, case_id, kind)
+    if clock is None or clock.status != ClockStatus.PAUSED:
+        if clock is not None and clock.status == ClockStatus.RUNNING:
+            return clock  # a replayed resume
+        raise ClockError(f"时钟 {CLOCK_LABELS_ZH[kind]} 未暂停，不能恢复 / clock {kind} of case {case_id} is not paused")
+    assert clock.paused_at is not None
+    if at < clock.paused_at:
+        raise ClockError(f"恢复时间早于暂停时间 / resume at {at} is before the pause at {clock.paused_at}")
+    cal = calendar_for_terms(session, clock.terms)
+    paused_at = clock.paused_at
+    pairs = _ladder_pairs(clock)
+    times = [t for _, t in pairs] + ([clock.due_at] if clock.due_at else [])
+    moved = shift_after_pause(times, paused_at, at, cal)
+    clock.ladder = [[level, t.isoformat()] for (level, _), t in zip(pairs, moved, strict=False)]
+    if clock.due_at is not None:
+        clock.due_at = moved[-1]
+    clock.pauses = [*clock.pauses, {"from": paused_at.isoformat(), "to": at.isoformat(), "reason": reason}]
+    clock.status = ClockStatus.RUNNING
+    clock.paused_at = None
+    _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
+    session.add(clock)
+    append_event(session, case_id, "clock.resumed", at=at, key=f"clock:{kind}:resumed:{len(clock.pauses) - 1}",
+                 data={"clock": kind, "paused_at": paused_at.isoformat(), "due_at": _iso(clock.due_at),
+                       "ladder": clock.ladder, "reason": reason})
+    return clock
+
+
+def stop_clock(session: Session, case_id: int, kind: str, *, at: datetime) -> Clock | None:
+    """Stop a clock: met when it stopped in time, breached otherwise. None when it was never started."""
+    kind = _kind(kind)
+    clock = _get(session, case_id, kind)
+    if clock is None:
+        return None
+    if clock.status == ClockStatus.STOPPED:
+        return clock  # a replayed stop
+    # A paused clock stopped later counts up to its pause: the waiting time is not the provider's.
+    effective = clock.paused_at if clock.status == ClockStatus.PAUSED and clock.paused_at else at
+    clock.status = ClockStatus.STOPPED
+    clock.stopped_at = effective
+    clock.paused_at = None
+    if clock.due_at is None or effective <= clock.due_at:
+        clock.met_at = effective
+    elif clock.breached_at is None:
+        clock.breached_at = clock.due_at
+    # a breach that became due before the stop and was not fired yet is still the keeper's to fire
+    _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
+    session.add(clock)
+    append_event(session, case_id, "clock.met" if clock.met_at else "clock.breached", at=effective,
+                 key=f"clock:{kind}:stopped",
+                 data={"clock": kind, "due_at": _iso(clock.due_at), "stopped_at": effective.isoformat()})
+    return clock
+
+
+def recompute_clock(session: Session, case_id: int, kind: str) -> dict[str, Any]:
+    """The clock's figure rebuilt from the case's event log alone (see rules.sla.figure_from_events)."""
+    from rules.sla import figure_from_events
+
+    kind = _kind(kind)
+    events = session.exec(
+        select(Event).where(Event.case_id == case_id, Event.kind.like("clock.%")).order_by(Event.at, Event.id)  # type: ignore[attr-defined]
+    ).all()
+    mine = [(e.kind, e.at, e.data) for e in events if e.data.get("clock") == kind]
+    if not mine:
+        raise ClockError(f"工单 {case_id} 没有时钟 {kind} 的记录 / no events of clock {kind} in case {case_id}")
+    terms = next((d.get("terms") for k, _, d in mine if k == "clock.started"), None) or {}
+    return figure_from_events(mine, calendar_for_terms(session, terms))
+
+
+# ---------------------------------------------------------------- the keeper steps
+
+
+class _People:
+    """Staff by role, looked up once per keeper step."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._all: list[Staff] | None = None
+
+    def with_roles(self, roles: Sequence[str]) -> list[Staff]:
+        if self._all is None:
+            self._all = list(
+                self.session.exec(select(Staff).where(Staff.active == True).order_by(Staff.id)).all()  # noqa: E712
+            )
+        picked: list[Staff] = []
+        for role in roles:
+            picked.extend(p for p in self._all if p.has_role(role) and p not in picked)
+        return picked
+
+
+def _case_context(session: Session, case: Case) -> dict[str, Any]:
+    customer = session.get(Customer, case.customer_id)
+    site = session.get(Site, case.site_id) if case.site_id else None
+    return {
+        "id": case.id,
+        "number": case.number,
+        "title": case.title,
+        "customer": customer.name if customer else "",
+        "site": site.name if site else "",
+        "severity": case.severity,
+    }
+
+
+def _queue(session: Session, **kwargs: Any) -> None:
+    # The outbox engineer's function; imported here so a missing outbox fails this step loudly.
+    from tasks.notify import queue
+
+    queue(session, **kwargs)
+
+
+def _claim(session: Session, **values: Any) -> bool:
+    """Insert one escalation row unless it exists (unique per key and per (clock, level)); True when
+    this call wrote it. INSERT … ON CONFLICT DO NOTHING: a duplicate keeper racing for the same step
+    loses quietly instead of failing its whole batch."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    result = session.execute(insert(Escalation).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.Step, now: datetime, people: _People) -> bool:
+    """Write one escalation (breach or ladder level) with its event and notifications; False when
+    another keeper already did (the unique row says so)."""
+    key = f"clock:{clock.id}:{step.key}"
+    label = CLOCK_LABELS_ZH.get(clock.kind, clock.kind)
+    if not _claim(session, key=key, clock_id=clock.id, case_id=case.id,  # type: ignore[arg-type]
+                  kind="breach" if step.level == ladder_rules.BREACH else "ladder", level=step.level,
+                  due_at=step.at, fired_at=now,
+                  note=f"{label}超时" if step.level == ladder_rules.BREACH else ladder_rules.LEVELS[step.level][2]):
+        return False
+    acts, informed = ladder_rules.recipients_roles(clock.kind, step.level)
+    recipients = people.with_roles([*acts, *informed])
+    context: dict[str, Any] = {
+        "case": _case_context(session, case),
+        "clock": {"kind": clock.kind, "label": label, "started_at": clock.started_at, "due_at": clock.due_at,
+                  "basis": clock.basis, "provisional": clock.provisional},
+        "level": step.level,
+        "level_label": ladder_rules.LEVEL_LABELS_ZH[step.level],
+        "action": "" if step.level == ladder_rules.BREACH else ladder_rules.LEVELS[step.level][2],
+        "due_at": step.at,
+        "fired_at": now,
+        "warning": PROVISIONAL_WARNING if clock.provisional else "",
+    }
+    data = {"clock": clock.kind, "level": step.level, "due_at": step.at.isoformat(),
+            "recipients": [p.name for p in recipients]}
+    if step.level == ladder_rules.BREACH:
+        if clock.breached_at is None:
+            clock.breached_at = step.at
+        append_event(session, case.id, "clock.breach", at=now, key=f"clock:{clock.kind}:breach", data=data)  # type: ignore[arg-type]
+        if clock.terms.get("raise_severity") and case.severity is not None and case.severity > 1:
+            old = case.severity
+            case.severity = ladder_rules.raised_severity(old)
+            case.updated_at = now
+            session.add(case)
+            append_event(session, case.id, "severity.raised", at=now, key=f"clock:{clock.kind}:severity",  # type: ignore[arg-type]
+                         data={"from": old, "to": case.severity, "reason": f"{label}超时未恢复，自动提升故障级别"})
+            context["case"]["severity"] = case.severity
+            context["raised_from"] = old
+        template = "escalation_breach"
+    else:
+        clock.level = max(clock.level, step.level)
+        append_event(session, case.id, "clock.escalated", at=now, key=f"clock:{clock.kind}:L{step.level}", data=data)  # type: ignore[arg-type]
+        template = "escalation"
+    context.setdefault("raised_from", None)
+    if recipients:
+        _queue(session, recipients=recipients, template=template, context=context, key=key,
+               case_id=case.id, now=now, urgent=True)
+    else:
+        log.warning("escalation %s of case %s has nobody to tell (roles %s)", key, case.id, [*acts, *informed])
+    return True
+
+
+def fire_due_clocks(now: datetime, *, url: str | None = None, batch: int = 100) -> int:
+    """Keeper step: mark breaches and walk the escalation ladder of every clock due by `now`; returns steps fired."""
+    from models.db import session_scope
+
+    # Small batches, each its own transaction: the first notifications are committed (and can be
+    # sent) while a long backlog is still being worked through.
+
+    fired = 0
+    seen: set[int] = set()
+    while True:
+        with session_scope(url) as session:
+            clocks = list(session.exec(
+                select(Clock).where(Clock.next_check_at <= now)  # type: ignore[operator]
+                .order_by(Clock.next_check_at, Clock.id).limit(batch)  # type: ignore[arg-type]
+            ).all())
+            clocks = [c for c in clocks if c.id not in seen]
+            if not clocks:
+                return fired
+            ids = [c.id for c in clocks]
+            done: dict[int, set[int]] = {i: set() for i in ids}  # type: ignore[misc]
+            for clock_id, level in session.exec(
+                select(Escalation.clock_id, Escalation.level).where(Escalation.clock_id.in_(ids))  # type: ignore[union-attr]
+            ).all():
+                done[clock_id].add(level)  # type: ignore[index]
+            cases = {c.id: c for c in session.exec(select(Case).where(Case.id.in_({c.case_id for c in clocks}))).all()}  # type: ignore[union-attr]
+            people = _People(session)
+            for clock in clocks:
+                seen.add(clock.id)  # type: ignore[arg-type]
+                until = _active_until(clock)
+                horizon = now if until is None else min(now, until)
+                pairs = [(lv, at) for lv, at in _ladder_pairs(clock) if until is None or at < until]
+                due = clock.due_at if (clock.due_at is not None and (until is None or clock.due_at < until)) else None
+                for step in ladder_rules.due_steps(due_at=due, ladder=pairs, done_levels=done[clock.id],  # type: ignore[index]
+                                                   now=horizon, running=True):
+                    if _fire_step(session, clock, cases[clock.case_id], step, now, people):
+                        fired += 1
+                    done[clock.id].add(step.level)  # type: ignore[index]
+                _schedule(clock, done[clock.id])  # type: ignore[index]
+                session.add(clock)
+
+
+def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int = 200) -> int:
+    """Keeper step: escalate open cases nobody updated within the policy's time to the next manager."""
+    from models.db import session_scope
+
+    default_stale = stale_span(merge_policy())
+    fired = 0
+    with session_scope(url) as session:
+        already = (
+            select(Escalation.id)
+            .where(Escalation.case_id == Case.id, Escalation.kind == "stale", Escalation.due_at > Case.updated_at)
+            .exists()
+        )
+        # Closed cases are excluded by `closed_at IS NULL`; the quickest-going-stale policy bounds the query.
+        candidates = session.exec(
+            select(Case).where(Case.closed_at.is_(None), Case.updated_at <= now - default_stale, ~already)  # type: ignore[union-attr,operator]
+            .order_by(Case.updated_at).limit(limit)
+        ).all()
+        people = _People(session)
+        for case in candidates:
+            contract = session.get(Contract, case.contract_id) if case.contract_id else None
+            try:
+                span = stale_span(policy_for(contract))
+            except PolicyError:
+                span = default_stale
+            if case.updated_at + span > now:
+                continue
+            current = session.exec(select(sa.func.max(Escalation.level)).where(Escalation.case_id == case.id)).one() or 1
+            level = ladder_rules.next_manager_level(int(current))
+            key = f"stale:{case.id}:{case.updated_at.isoformat()}"
+            if not _claim(session, key=key, clock_id=None, case_id=case.id, kind="stale", level=level,  # type: ignore[arg-type]
+                          due_at=case.updated_at + span, fired_at=now, note="工单状态超时未更新，升级至上一级负责人"):
+                continue
+            acts, informed = ladder_rules.LEVELS[level][:2]
+            recipients = people.with_roles([*acts, *informed])
+            append_event(session, case.id, "case.stale_escalated", at=now, key=key,  # type: ignore[arg-type]
+                         data={"level": level, "last_update": case.updated_at.isoformat(),
+                               "recipients": [p.name for p in recipients]})
+            if recipients:
+                _queue(session, recipients=recipients, template="escalation_stale", key=key, case_id=case.id,
+                       now=now, urgent=True,
+                       context={"case": _case_context(session, case), "level": level,
+                                "level_label": ladder_rules.LEVEL_LABELS_ZH[level],
+                                "last_update": case.updated_at, "stale_hours": span.total_seconds() / 3600})
+            fired += 1
+    return fired
+
+
+def next_due(now: datetime, *, url: str | None = None) -> datetime | None:
+    """The earliest moment a clock needs the keeper (indexed), for the keeper loop's sleep."""
+    from models.db import session_scope
+
+    with session_scope(url) as session:
+        return session.exec(select(sa.func.min(Clock.next_check_at))).one()

@@ -1,0 +1,354 @@
+"""Reports: render from a template, issue (content + hash), sign, edit, print to PDF.
+
+A report is issued once per (case, kind, version): rendering the same facts again returns the
+issued row, so a replayed step issues nothing twice. Editing an issued report changes its hash,
+and every signature made on the old content stops being valid (DESIGN.md §7 row 20).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect import task
+from sqlmodel import Session, col, select
+
+from models import Case, Event, append_event
+from models.db import session_scope
+from models.reports import REPORT_TITLES_ZH, Report, ReportKind, Signature, content_hash
+from rules.plans import Plan, PlanError, first_plan, revise
+from tasks.cases import STEP, case_facts
+from tasks.render import render
+
+
+class ReportError(ValueError):
+    """A report that cannot be issued or signed; the message says why."""
+
+
+# PROCEDURES.md §2 step 15: what a fault-handling report (故障处理报告) must contain at least.
+FAULT_REPORT_PARTS: dict[str, str] = {
+    "times": "报告 / 远程 / 到场 / 修复时间",
+    "people": "工程师与客户工程师",
+    "symptoms": "故障现象与业务影响",
+    "process": "处理过程",
+    "cause": "原因分析",
+    "solution": "解决方案",
+    "advice": "预防建议",
+}
+
+
+def missing_fault_report_parts(facts: dict[str, Any]) -> list[str]:
+    """The required parts a fault report's facts leave empty (Chinese names); [] when complete."""
+    times = facts.get("times") or {}
+    checks = {
+        "times": bool(times.get("reported_at")) and bool(times.get("repaired_at") or times.get("remote_at")),
+        "people": bool(facts.get("engineer")) and bool(facts.get("customer_engineer")),
+        "symptoms": bool((facts.get("symptoms") or "").strip()) and bool((facts.get("business_impact") or "").strip()),
+        "process": bool((facts.get("process") or "").strip()),
+        "cause": bool((facts.get("cause") or "").strip()),
+        "solution": bool((facts.get("solution") or "").strip()),
+        "advice": bool((facts.get("advice") or "").strip()),
+    }
+    return [FAULT_REPORT_PARTS[k] for k, ok in checks.items() if not ok]
+
+
+def issue_report(
+    session: Session,
+    case_id: int,
+    kind: ReportKind | str,
+    *,
+    template: str,
+    context: dict[str, Any],
+    now: datetime,
+    by: str = "system",
+    version: int = 1,
+    lang: str = "zh",
+) -> Report:
+    """Render and store a report (idempotent per case, kind and version)."""
+    existing = session.exec(
+        select(Report).where(Report.case_id == case_id, Report.kind == str(kind), Report.version == version)
+    ).first()
+    if existing is not None:
+        return existing
+    facts = case_facts(session, case_id).as_dict()
+    title = REPORT_TITLES_ZH.get(str(kind), str(kind))
+    html = render(template, lang=lang, fmt="html", case=facts, title=title, version=version, issued_at=now,
+                  issued_by=by, **context)
+    report = Report(case_id=case_id, kind=str(kind), version=version, title=title, content=html,
+                    content_hash=content_hash(html), data=_jsonable(context), status="issued", issued_by=by,
+                    issued_at=now)
+    session.add(report)
+    session.flush()
+    # an older version of the same document is replaced by this one
+    for older in session.exec(
+        select(Report).where(Report.case_id == case_id, Report.kind == str(kind), col(Report.version) < version)
+    ):
+        if older.status == "issued":
+            older.status = "superseded"
+            session.add(older)
+    append_event(session, case_id, "report_issued", at=now, actor=by, key=f"report:{kind}:v{version}",
+                 data={"report_id": report.id, "kind": str(kind), "version": version, "hash": report.content_hash})
+    return report
+
+
+def edit_report(session: Session, report_id: int, content: str, *, now: datetime, by: str) -> Report:
+    """Change an issued report's content; its hash changes, so earlier signatures stop matching."""
+    report = session.get(Report, report_id)
+    if report is None:
+        raise ReportError(f"报告 {report_id} 不存在 / no report {report_id}")
+    report.content = content
+    report.content_hash = content_hash(content)
+    report.edited_at = now
+    session.add(report)
+    append_event(session, report.case_id, "report_edited", at=now, actor=by,
+                 data={"report_id": report_id, "hash": report.content_hash})
+    return report
+
+
+def sign_report(
+    session: Session,
+    report_id: int,
+    *,
+    signed_hash: str,
+    signer_name: str,
+    method: str,
+    now: datetime,
+    image: str = "",
+    statement: str = "",
+    contact_id: int | None = None,
+    staff_id: int | None = None,
+    channel: str = "web",
+) -> Signature:
+    """Record a signature on the content the signer saw (`signed_hash`); refuse if it has changed since."""
+    report = session.get(Report, report_id)
+    if report is None:
+        raise ReportError(f"报告 {report_id} 不存在 / no report {report_id}")
+    if signed_hash != report.content_hash:
+        raise ReportError("报告在您查看后已被修改，请重新查看后再签字 / the report changed after you opened it")
+    name = (signer_name or "").strip()
+    if not name:
+        raise ReportError("请填写签字人姓名 / the signer's name is required")
+    if method not in {"drawn", "typed", "statement"}:
+        raise ReportError(f"未知签字方式 / unknown signing method {method!r}")
+    if method == "drawn" and not image.startswith("data:image/png;base64,"):
+        raise ReportError("请在签字框内手写签名 / draw the signature in the box")
+    if method == "statement" and not statement.strip():
+        raise ReportError("请勾选确认声明 / tick the statement")
+    for old in session.exec(select(Signature).where(Signature.report_id == report_id)):
+        if old.is_valid_for(report):
+            return old  # already signed this content: the second click changes nothing
+    signature = Signature(report_id=report_id, content_hash=report.content_hash, signer_name=name[:100],
+                          signer_contact_id=contact_id, signer_staff_id=staff_id, method=method, image=image,
+                          statement=statement[:400], channel=channel, signed_at=now)
+    session.add(signature)
+    session.flush()
+    append_event(session, report.case_id, "report_signed", at=now, actor=name,
+                 key=f"signed:{report_id}:{report.content_hash[:16]}",
+                 data={"report_id": report_id, "signature_id": signature.id, "hash": report.content_hash,
+                       "method": method})
+    return signature
+
+
+def valid_signature(session: Session, report_id: int) -> Signature | None:
+    """The signature that still matches the report's current content, if any."""
+    report = session.get(Report, report_id)
+    if report is None:
+        return None
+    for sig in session.exec(select(Signature).where(Signature.report_id == report_id).order_by(col(Signature.id).desc())):
+        if sig.is_valid_for(report):
+            return sig
+    return None
+
+
+def report_pdf(report: Report) -> bytes:
+    """The report as PDF (WeasyPrint; the print CSS is part of the HTML)."""
+    from weasyprint import HTML
+
+    return HTML(string=report.content).write_pdf()
+
+
+def timeline(session: Session, case_id: int) -> dict[str, Any]:
+    """The moments a report names, read from the case's event log (first occurrence of each)."""
+    case = session.get(Case, case_id)
+    assert case is not None
+    events = list(session.exec(select(Event).where(Event.case_id == case_id).order_by(col(Event.at), col(Event.id))))
+    first: dict[str, Any] = {}
+    for e in events:
+        first.setdefault(e.kind, e)
+
+    def at(kind: str) -> datetime | None:
+        event = first.get(kind)
+        if event is None:
+            return None
+        value = event.data.get("at")
+        return datetime.fromisoformat(value) if isinstance(value, str) else event.at
+
+    return {
+        "reported_at": case.reported_at,
+        "contact_at": at("first_contact"),
+        "remote_at": at("remote_diagnosis"),
+        "arrived_at": at("arrived"),
+        "repaired_at": at("repaired"),
+        "restored_at": at("restored"),
+    }
+
+
+def clock_summary(session: Session, case_id: int) -> list[dict[str, Any]]:
+    """Each SLA clock of the case with its due time and whether it was met (for the reports)."""
+    from models.clocks import Clock
+    from rules.sla import CLOCK_LABELS_ZH
+
+    rows = session.exec(select(Clock).where(Clock.case_id == case_id).order_by(col(Clock.id)))
+    out = []
+    for clock in rows:
+        out.append({
+            "kind": clock.kind,
+            "label": CLOCK_LABELS_ZH.get(clock.kind, clock.kind),
+            "started_at": clock.started_at,
+            "due_at": getattr(clock, "due_at", None),
+            "met_at": getattr(clock, "met_at", None),
+            "breached_at": getattr(clock, "breached_at", None),
+        })
+    return out
+
+
+def plain_text(html: str) -> str:
+    """The readable text of a rendered report (the approval page shows text, not markup)."""
+    from html.parser import HTMLParser
+
+    class _Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts: list[str] = []
+            self.skip = 0
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            if tag in {"style", "script", "title"}:
+                self.skip += 1
+            elif tag in {"p", "div", "tr", "h1", "h2", "h3", "li", "br", "pre", "section"}:
+                self.parts.append("\n")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in {"style", "script", "title"}:
+                self.skip -= 1
+            elif tag in {"td", "th"}:
+                self.parts.append(" ")
+
+        def handle_data(self, data: str) -> None:
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = _Text()
+    parser.feed(html)
+    lines = [" ".join(line.split()) for line in "".join(parser.parts).splitlines()]
+    return "\n".join(line for line in lines if line)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+
+@task(name="出具报告 / issue a report", **STEP)
+def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: datetime, by: str = "system",
+          version: int = 1) -> dict[str, Any]:
+    """Render and store a report; returns {id, hash, title, content} (the content the signer will see)."""
+    with session_scope() as session:
+        ctx = dict(context)
+        ctx.setdefault("times", timeline(session, case_id))
+        ctx.setdefault("clocks", clock_summary(session, case_id))
+        report = issue_report(session, case_id, kind, template=template, context=ctx, now=now, by=by,
+                              version=version)
+        from web.reports import report_url, sign_url
+
+        case = session.get(Case, case_id)
+        contact_id = case.data.get("contact_id") if case else None
+        view, sign = report_url(report.id, now=now), sign_url(report.id, now=now, contact_id=contact_id)  # type: ignore[arg-type]
+        text = f"{plain_text(report.content)}\n\n查看与打印全文：{view}"
+        return {"id": report.id, "hash": report.content_hash, "title": report.title, "content": report.content,
+                "version": report.version, "text": text, "view_url": view, "sign_url": sign,
+                "sign_text": f"{text}\n手写签名或勾选确认：{sign}"}
+
+
+@task(name="报告所需事实 / report facts", **STEP)
+def report_context(case_id: int, attempt: int = 0) -> dict[str, Any]:
+    """Times and clocks of the case as they stand now (attempt: re-read after new events)."""
+    with session_scope() as session:
+        return {"times": timeline(session, case_id), "clocks": clock_summary(session, case_id)}
+
+
+@task(name="记录客户签字 / bind the signature", **STEP)
+def bind_signature(report_id: int, signer_name: str, payload: dict[str, Any], at: datetime,
+                   contact_id: int | None = None) -> int:
+    """Store the customer's signature (from the signing page's payload) bound to the report's hash."""
+    with session_scope() as session:
+        existing = valid_signature(session, report_id)
+        if existing is not None:
+            return int(existing.id)  # type: ignore[arg-type]
+        report = session.get(Report, report_id)
+        assert report is not None
+        sig = sign_report(
+            # the approvals page signs the approval's text (its own hash); the report page sends the
+            # report's hash as `report_hash`. Without it, the signature binds to the report as issued.
+            session, report_id, signed_hash=payload.get("report_hash") or report.content_hash,
+            signer_name=payload.get("signer_name") or payload.get("signer") or signer_name, method=payload.get("method") or "typed",
+            image=payload.get("image") or "", statement=payload.get("statement") or "", contact_id=contact_id,
+            now=at, channel=payload.get("channel") or "web",
+        )
+        return int(sig.id)  # type: ignore[arg-type]
+
+
+@task(name="报告状态 / report status", **STEP)
+def set_report_status(report_ids: list[int], status: str, at: datetime) -> None:
+    """Mark reports approved / archived."""
+    with session_scope() as session:
+        for rid in report_ids:
+            report = session.get(Report, rid)
+            if report is not None and report.status != "superseded":
+                report.status = status
+                session.add(report)
+
+
+@task(name="修订方案 / revise the plan", **STEP)
+def revise_plan(plan: Plan, text: str, reason: str, author: str, note: str) -> Plan | None:
+    """Plan v+1 from the lead's text; None when the text is unusable (the form is asked for again)."""
+    try:
+        return revise(plan, text, reason=reason, author=author, note=note)
+    except PlanError:
+        return None
+
+
+@task(name="首版方案 / first plan", **STEP)
+def first_plan_of(text: str, author: str) -> Plan | None:
+    """Plan v1 from the lead's text; None when the text is unusable."""
+    try:
+        return first_plan(text, author=author)
+    except PlanError:
+        return None
+
+
+@task(name="审批材料 / the bundle to approve", **STEP)
+def report_bundle(report_ids: list[int], version: int = 1) -> str:
+    """The reports to approve, one after another, as one HTML page body."""
+    with session_scope() as session:
+        parts = []
+        for rid in report_ids:
+            report = session.get(Report, rid)
+            if report is not None:
+                sig = valid_signature(session, rid)
+                mark = f"（客户已签字：{sig.signer_name}）" if sig else ""
+                parts.append(f"【{report.title} v{report.version}{mark}】\n{plain_text(report.content)}")
+        # the approval page shows text: each document's readable text, one after another
+        return "\n\n".join(parts)

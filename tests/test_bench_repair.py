@@ -1,0 +1,25 @@
+"""The repair benchmark runs at CI size and writes its figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(400)
+def test_repair_bench_quick_writes_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "repair.json"
+    done = subprocess.run([sys.executable, "bench/repair.py", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=380)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["bench"] == "repair" and result["quick"] is True
+    assert result["direct_seconds"] > 0 and result["orchestrated_seconds"] > result["direct_seconds"]
+    assert abs(result["ratio"] - result["orchestrated_seconds"] / result["direct_seconds"]) <= 0.02 * result["ratio"]
+    assert "ratio:" in done.stdout

@@ -1,0 +1,31 @@
+"""bench/waiting.py --quick runs end to end (its own Prefect server, runner and web) and writes its figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_waiting_bench_quick_writes_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "waiting.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "waiting.py"), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        # the bench starts its own server: none of this test session's Prefect settings leak into it
+        env={k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AFTERCARE_"))},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["size"] == "quick"
+    assert figures["suspended_runs_in_prefect"] == figures["runs_waiting"] == 30
+    assert figures["runner_child_processes_while_waiting"] == 0  # waiting holds no process
+    assert figures["memory_while_waiting"]["runner"]["threads"] < 10  # and no thread per waiting run
+    assert figures["click_to_completed_p95_s"] > 0

@@ -1,0 +1,125 @@
+"""The `aftercare` command as a user runs it: `up` boots everything and stops cleanly; `check` and
+`up` explain bad settings instead of printing tracebacks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AFTERCARE = [sys.executable, "-m", "deployments.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", "PREFECT_"))}
+    env.update({"AFTERCARE_HOME": str(home), **extra})
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(AFTERCARE + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_check_reports_an_unreachable_database_clearly(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, AFTERCARE_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    result = run_cli(["check"], env)
+    assert result.returncode == 1
+    assert "数据库无法连接 / database unreachable" in result.stdout
+    assert "127.0.0.1:1" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_bad_setting_is_named_not_traced(tmp_path: Path) -> None:
+    result = run_cli(["check"], clean_env(tmp_path, AFTERCARE_DATABASE_URL="mysql://db/x"))
+    assert result.returncode == 2
+    assert "database_url" in result.stderr and "unsupported database URL" in result.stderr
+    result = run_cli(["up"], clean_env(tmp_path, AFTERCARE_WEB_PORT="not-a-port"))
+    assert result.returncode == 2 and "web_port" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli(["up", "--prefect-port", str(port), "--web-port", str(free_port())], clean_env(tmp_path))
+    assert result.returncode == 2
+    assert f"port {port} is in use" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    """Every process below `pid`, including those in their own sessions (found by parent links)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_up_serves_prefect_and_web_then_stops_without_leaving_children(tmp_path: Path, stop_signal: int) -> None:
+    prefect_port, web_port = free_port(), free_port()
+    env = clean_env(tmp_path / "var")
+    proc = subprocess.Popen(
+        AFTERCARE + ["up", "--prefect-port", str(prefect_port), "--web-port", str(web_port)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        output = "".join(lines)
+        assert "Ctrl-C" in output, output
+        assert "演示数据已写入" in output  # demo data on first run
+        assert f"http://127.0.0.1:{prefect_port}" in output and f"http://127.0.0.1:{web_port}" in output
+
+        assert httpx.get(f"http://127.0.0.1:{prefect_port}/api/health", timeout=10).json() is True
+        assert httpx.get(f"http://127.0.0.1:{web_port}/health", timeout=10).json() == {"status": "ok"}
+        # every deployment is served: the runner registered them with the server
+        from deployments.registry import all_deployments
+
+        expected = {d.name for d in all_deployments()}
+        deadline = time.monotonic() + 90
+        names: set[str] = set()
+        while time.monotonic() < deadline and not expected <= names:
+            found = httpx.post(f"http://127.0.0.1:{prefect_port}/api/deployments/filter", json={}, timeout=10)
+            names = {d["name"] for d in found.json()}
+            time.sleep(0.5)
+        assert expected <= names
+
+        children = _descendants(proc.pid)
+        assert len(children) >= 3  # server, web, runner (and their own children)
+        proc.send_signal(stop_signal)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, rest
+        assert "已停止 / stopped" in rest
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"left behind: {[p.cmdline() for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            for child in _descendants(proc.pid):
+                child.kill()

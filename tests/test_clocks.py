@@ -1,0 +1,132 @@
+"""SLA clock rows: start from the case's contract, pause while waiting for the customer, resume with
+the deadline moved on, stop met or breached — and the same figure recomputed from the event log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlmodel import Session, select
+
+from models import Case, Event
+from models.clocks import Clock, ClockStatus, Escalation
+from models.db import session_scope
+from tasks.clocks import (
+    ClockError,
+    fire_due_clocks,
+    pause_clock,
+    recompute_clock,
+    resume_clock,
+    start_clock,
+    stop_clock,
+)
+
+SH = ZoneInfo("Asia/Shanghai")
+
+
+def sh(*args: int) -> datetime:
+    return datetime(*args, tzinfo=SH).astimezone(UTC)  # type: ignore[misc]
+
+
+def new_case(session: Session, customer_id: int, severity: int, at: datetime) -> int:
+    """A repair case of a demo customer (1: 7x24 contract, 2: 5x8 contract), as the intake writes it."""
+    case = Case(kind="repair", customer_id=customer_id, site_id=customer_id if customer_id == 1 else 3,
+                contract_id=customer_id, severity=severity, title="存储控制器故障", reported_at=at,
+                created_at=at, updated_at=at)
+    session.add(case)
+    session.commit()
+    assert case.id is not None
+    return case.id
+
+
+def test_5x8_clock_starts_from_the_case_contract_and_is_idempotent(demo: str) -> None:
+    start = sh(2026, 11, 27, 16, 0)  # Friday
+    with session_scope() as s:
+        case_id = new_case(s, 2, 1, start)
+        clock = start_clock(s, case_id, "restore", started_at=start, severity=1)
+        again = start_clock(s, case_id, "restore", started_at=start + timedelta(hours=1), severity=1)
+        assert again.id == clock.id
+        assert clock.due_at == sh(2026, 11, 30, 11, 0)  # stops 18:00 Friday, restarts Monday 09:00
+        assert clock.basis == "4 小时（5x8 工作时间）"
+        assert clock.next_check_at == start  # level 1 of the ladder is entered at intake
+        events = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "clock.started")).all()
+        assert len(events) == 1 and events[0].data["due_at"] == clock.due_at.isoformat()  # type: ignore[union-attr]
+
+
+def test_paused_clock_neither_breaches_nor_escalates_and_resumes_with_deadline_moved(demo: str) -> None:
+    t0 = sh(2026, 11, 23, 10, 0)  # Monday, 7x24 contract: restore due 14:00
+    with session_scope() as s:
+        case_id = new_case(s, 1, 1, t0)
+        start_clock(s, case_id, "restore", started_at=t0, severity=1)
+    assert fire_due_clocks(t0 + timedelta(minutes=1)) == 1  # level 1
+    with session_scope() as s:
+        pause_clock(s, case_id, "restore", at=t0 + timedelta(hours=1), reason="等待客户提供停机窗口")
+    # long past the original deadline and level 2: nothing fires while paused
+    assert fire_due_clocks(t0 + timedelta(hours=5)) == 0
+    with session_scope() as s:
+        clock = resume_clock(s, case_id, "restore", at=t0 + timedelta(hours=3), reason="客户已确认窗口")
+        assert clock.due_at == t0 + timedelta(hours=6)  # 3 h were left at the pause
+        assert [lv for lv, _ in clock.ladder] == [1, 2, 3, 4]
+        assert clock.ladder[1][1] == (t0 + timedelta(hours=4)).isoformat()  # level 2: 1 h left at the pause
+    assert fire_due_clocks(t0 + timedelta(hours=4, minutes=30)) == 1  # level 2 only
+    with session_scope() as s:
+        stopped = stop_clock(s, case_id, "restore", at=t0 + timedelta(hours=5, minutes=45))
+        assert stopped is not None and stopped.met_at is not None and stopped.breached_at is None
+        figure = recompute_clock(s, case_id, "restore")
+        assert figure["met"] is True and figure["breached"] is False
+        assert figure["elapsed"] == timedelta(hours=3, minutes=45)  # 5 h 45 min minus the 2 h pause
+        assert figure["due_at"] == stopped.due_at
+        levels = s.exec(select(Escalation.level).where(Escalation.case_id == case_id).order_by(Escalation.id)).all()
+        assert levels == [1, 2]
+    assert fire_due_clocks(t0 + timedelta(days=3)) == 0  # stopped in time: nothing more, ever
+
+
+def test_5x8_pause_is_measured_in_working_time(demo: str) -> None:
+    start = sh(2026, 11, 27, 15, 0)  # Friday 15:00, due Monday 10:00 (3 h Friday + 1 h Monday)
+    with session_scope() as s:
+        case_id = new_case(s, 2, 2, start)
+        clock = start_clock(s, case_id, "restore", started_at=start, severity=2)
+        assert clock.due_at == sh(2026, 11, 30, 10, 0)
+        pause_clock(s, case_id, "restore", at=sh(2026, 11, 27, 17, 0), reason="等待客户")  # 2 working hours left
+        clock = resume_clock(s, case_id, "restore", at=sh(2026, 11, 30, 17, 0))  # Monday 17:00
+        assert clock.due_at == sh(2026, 12, 1, 10, 0)  # 1 h Monday + 1 h Tuesday
+        stopped = stop_clock(s, case_id, "restore", at=sh(2026, 12, 1, 9, 30))
+        assert stopped is not None and stopped.met_at is not None
+        figure = recompute_clock(s, case_id, "restore")
+        assert figure["elapsed"] == timedelta(hours=3, minutes=30)  # 2 h Friday + 1 h Monday + 0.5 h Tuesday
+
+
+def test_late_stop_is_breached_and_keeper_still_fires_the_breach_once(demo: str) -> None:
+    t0 = sh(2026, 11, 23, 10, 0)
+    with session_scope() as s:
+        case_id = new_case(s, 1, 3, t0)
+        start_clock(s, case_id, "first_contact", started_at=t0, severity=3)  # due 10:30
+        stopped = stop_clock(s, case_id, "first_contact", at=t0 + timedelta(minutes=45))
+        assert stopped is not None and stopped.breached_at == t0 + timedelta(minutes=30) and stopped.met_at is None
+        assert stopped.status == ClockStatus.STOPPED
+        assert recompute_clock(s, case_id, "first_contact")["met"] is False
+        assert stop_clock(s, case_id, "callback", at=t0) is None  # never started
+    assert fire_due_clocks(t0 + timedelta(hours=1)) == 1
+    assert fire_due_clocks(t0 + timedelta(hours=2)) == 0
+    with session_scope() as s:
+        clock = s.exec(select(Clock).where(Clock.case_id == case_id)).one()
+        assert clock.next_check_at is None
+
+
+def test_clock_errors_are_clear(demo: str) -> None:
+    t0 = sh(2026, 11, 23, 10, 0)
+    with session_scope() as s:
+        case_id = new_case(s, 1, 3, t0)
+        with pytest.raises(ClockError, match="unknown clock"):
+            start_clock(s, case_id, "lunch", started_at=t0, severity=3)
+        with pytest.raises(ClockError, match="not running"):
+            pause_clock(s, case_id, "restore", at=t0, reason="x")
+        start_clock(s, case_id, "restore", started_at=t0, severity=3)
+        with pytest.raises(ClockError, match="not paused"):
+            resume_clock(s, case_id, "callback", at=t0)
+        pause_clock(s, case_id, "restore", at=t0 + timedelta(hours=1), reason="等待客户")
+        with pytest.raises(ClockError, match="before the pause"):
+            resume_clock(s, case_id, "restore", at=t0)
+        with pytest.raises(ClockError, match="no case"):
+            start_clock(s, 99999, "restore", started_at=t0, severity=3)

@@ -1,0 +1,121 @@
+"""The escalation ladder as the keeper walks it: each step once, in order, with the right people told
+(PROCEDURES.md §1), a breach that raises the severity, stale records escalated to the next manager."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session, select
+
+from models import Case, Event, Staff
+from models.clocks import Escalation
+from models.db import session_scope
+from models.outbox import Notification
+from rules.escalation import BREACH, due_steps, next_check
+from tasks.clocks import escalate_stale_records, fire_due_clocks, start_clock
+
+SH = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=SH).astimezone(UTC)  # Monday 10:00
+
+
+def new_case(session: Session, severity: int, at: datetime, customer_id: int = 1) -> int:
+    case = Case(kind="repair", customer_id=customer_id, site_id=1 if customer_id == 1 else 3,
+                contract_id=customer_id, severity=severity, title="核心交换机宕机", reported_at=at,
+                created_at=at, updated_at=at)
+    session.add(case)
+    session.commit()
+    assert case.id is not None
+    return case.id
+
+
+def told(session: Session, key: str) -> list[str]:
+    """Names of the people a step's notifications went to, in row order."""
+    rows = session.exec(select(Notification).where(Notification.key == key).order_by(Notification.id)).all()
+    assert all(r.urgent for r in rows)
+    return [r.recipient_name for r in rows]
+
+
+def test_due_steps_are_ordered_and_skip_what_is_done() -> None:
+    ladder = [(1, T0), (2, T0 + timedelta(hours=2)), (3, T0 + timedelta(hours=4))]
+    steps = due_steps(due_at=T0 + timedelta(hours=4), ladder=ladder, done_levels={1}, now=T0 + timedelta(hours=5), running=True)
+    assert [(s.level, s.at) for s in steps] == [(2, T0 + timedelta(hours=2)), (BREACH, T0 + timedelta(hours=4)),
+                                                (3, T0 + timedelta(hours=4))]
+    assert next_check(due_at=T0 + timedelta(hours=4), ladder=ladder, done_levels={1, 2}, running=True) == T0 + timedelta(hours=4)
+    assert next_check(due_at=T0, ladder=ladder, done_levels={0, 1, 2, 3}, running=True) is None
+    assert due_steps(due_at=T0, ladder=ladder, done_levels=(), now=T0 + timedelta(days=9), running=False) == []
+
+
+def test_ladder_tells_each_level_its_people_and_breach_raises_severity(demo: str) -> None:
+    with session_scope() as s:
+        case_id = new_case(s, 2, T0)
+        clock_id = start_clock(s, case_id, "restore", started_at=T0, severity=2).id  # due 14:00
+    for hours in (0, 2, 4, 24):
+        fire_due_clocks(T0 + timedelta(hours=hours, minutes=1))
+    with session_scope() as s:
+        assert told(s, f"clock:{clock_id}:L1") == ["刘工程师", "陈工程师", "王值班", "李调度"]  # engineer, dispatcher informed
+        assert told(s, f"clock:{clock_id}:L2") == ["赵高工"]
+        assert told(s, f"clock:{clock_id}:L3") == ["孙专家", "周专家", "张技术"]  # + technical lead informed
+        assert told(s, f"clock:{clock_id}:L4") == ["吴总监", "原厂支持"]  # + vendor (standby machine)
+        assert told(s, f"clock:{clock_id}:breach") == ["张技术", "王值班", "李调度"]
+        body = s.exec(select(Notification).where(Notification.key == f"clock:{clock_id}:L4")).first().body  # type: ignore[union-attr]
+        assert "备机" in body and "技术总监" in body
+        breach = s.exec(select(Notification).where(Notification.key == f"clock:{clock_id}:breach")).first()
+        assert breach is not None and "超时" in breach.subject and "由 2 级自动提升为 1 级" in breach.body
+        case = s.get(Case, case_id)
+        assert case is not None and case.severity == 1
+        raised = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "severity.raised")).all()
+        assert [(e.data["from"], e.data["to"]) for e in raised] == [(2, 1)]
+
+
+def test_a_non_ladder_clock_breach_tells_its_owner(demo: str) -> None:
+    with session_scope() as s:
+        case_id = new_case(s, 3, T0)
+        clock_id = start_clock(s, case_id, "callback", started_at=T0, severity=3).id  # 2 days
+    assert fire_due_clocks(T0 + timedelta(days=1)) == 0
+    assert fire_due_clocks(T0 + timedelta(days=2, seconds=1)) == 1
+    with session_scope() as s:
+        assert told(s, f"clock:{clock_id}:breach") == ["王值班", "李调度", "郑协调"]
+        assert s.exec(select(Escalation).where(Escalation.case_id == case_id)).one().level == BREACH
+
+
+def test_stale_record_is_escalated_once_to_the_next_manager(demo: str) -> None:
+    with session_scope() as s:
+        case_id = new_case(s, 3, T0)
+    assert escalate_stale_records(T0 + timedelta(hours=23)) == 0
+    assert escalate_stale_records(T0 + timedelta(hours=25)) == 1
+    assert escalate_stale_records(T0 + timedelta(hours=26)) == 0  # once per quiet spell
+    with session_scope() as s:
+        esc = s.exec(select(Escalation).where(Escalation.case_id == case_id)).one()
+        assert (esc.kind, esc.level) == ("stale", 2)
+        assert told(s, esc.key) == ["赵高工"]
+        # the owner updates the case; a new quiet spell escalates again, one level higher
+        case = s.get(Case, case_id)
+        assert case is not None
+        case.updated_at = T0 + timedelta(hours=30)
+        s.add(case)
+    assert escalate_stale_records(T0 + timedelta(hours=55)) == 1
+    with session_scope() as s:
+        levels = s.exec(select(Escalation.level).where(Escalation.case_id == case_id).order_by(Escalation.id)).all()
+        assert levels == [2, 3]
+        case = s.get(Case, case_id)
+        assert case is not None
+        case.closed_at = T0 + timedelta(hours=56)
+        s.add(case)
+    assert escalate_stale_records(T0 + timedelta(days=30)) == 0  # closed cases never go stale
+
+
+def test_escalation_with_nobody_in_a_role_still_records_the_step(demo: str) -> None:
+    with session_scope() as s:
+        for person in s.exec(select(Staff)).all():
+            if person.has_role("senior_engineer"):
+                person.active = False
+                s.add(person)
+        case_id = new_case(s, 1, T0)
+        clock_id = start_clock(s, case_id, "restore", started_at=T0, severity=1).id
+    assert fire_due_clocks(T0 + timedelta(hours=3)) == 2
+    with session_scope() as s:
+        assert told(s, f"clock:{clock_id}:L2") == []
+        event = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "clock.escalated",
+                                           Event.key == "clock:restore:L2")).one()
+        assert event.data["recipients"] == []

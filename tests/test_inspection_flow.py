@@ -1,0 +1,160 @@
+"""The inspection against the real Prefect server: started once per contract × period whatever
+happens; plus the steps of one inspection (checklist, problems, cancellation) on a real database."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlmodel import Session, select
+
+from tests.conftest import T0
+
+
+def _new_contract(url: str, code: str, start: date, end: date) -> int:
+    from models import Contact, Contract, Customer, Device, Site
+    from models.db import session_scope
+
+    with session_scope(url) as s:
+        customer = Customer(code=code, name=f"{code} 巡检测试客户", created_at=T0)
+        s.add(customer)
+        s.flush()
+        site = Site(customer_id=customer.id, name="主机房")
+        s.add(site)
+        s.add(Contact(customer_id=customer.id, name="测试联系人", is_primary=True, notify_urls=["log://contact/x"]))
+        contract = Contract(code=f"HT-{code}", customer_id=customer.id, start_date=start, end_date=end, created_at=T0)
+        s.add(contract)
+        s.flush()
+        for cls, serial in (("server", f"{code}-SRV"), ("storage", f"{code}-STO")):
+            s.add(Device(customer_id=customer.id, site_id=site.id, contract_id=contract.id, device_class=cls,
+                         model=f"{cls} 型号", serial=serial))
+        return contract.id  # type: ignore[return-value]
+
+
+def test_planned_inspection_starts_one_run_despite_duplicate_ticks_and_a_lost_write(harness):
+    """The idempotent start against the real server: two ticks, and a restart that lost the run id."""
+    import sqlalchemy as sa
+
+    from models import Case
+    from models.db import get_engine, session_scope
+    from tasks.inspection import plan_inspections, start_inspection_runs
+
+    # a contract of its own in 2028, so the shared database's demo contracts are not due
+    contract_id = _new_contract(harness.db_url, "XJIDEM", date(2028, 3, 1), date(2029, 2, 28))
+    now = datetime(2028, 3, 1, 17, 15, tzinfo=UTC)
+    assert len(plan_inspections(now, url=harness.db_url).created) == 1
+    assert plan_inspections(now, url=harness.db_url).created == []  # duplicate tick
+    assert start_inspection_runs(now, url=harness.db_url) == 1
+    with session_scope(harness.db_url) as s:
+        case = s.exec(select(Case).where(Case.contract_id == contract_id)).one()
+        first_run = case.flow_run_id
+        # a crash after Prefect created the run but before our write: the run id is lost
+        s.execute(sa.update(Case.__table__).where(Case.__table__.c.id == case.id).values(flow_run_id=None))
+    get_engine(harness.db_url).dispose()  # and the process restarts
+    assert start_inspection_runs(now, url=harness.db_url) == 1  # tries again ...
+    with session_scope(harness.db_url) as s:
+        again = s.exec(select(Case).where(Case.contract_id == contract_id)).one()
+    assert again.flow_run_id == first_run  # ... and Prefect hands back the same run (idempotency key)
+    assert start_inspection_runs(now, url=harness.db_url) == 0  # nothing pending any more
+    run = harness.read(first_run)
+    assert run.idempotency_key == f"inspection:{contract_id}:2028-03"
+    assert run.parent_task_run_id is None  # not a subflow: it may suspend
+    # the scheduled deployment itself, ticked again: nothing new
+    tick = harness.run("plan-inspections/plan-inspections", {"now": now.isoformat()})
+    done = harness.wait(tick, "Completed", timeout=90)
+    assert done.state.result() == {"created": 0, "started": 0}
+
+
+# ---- the steps of one inspection (database only) ------------------------------------------------
+
+
+@pytest.fixture
+def planned(demo: str) -> int:
+    from tasks.inspection import plan_inspections
+
+    result = plan_inspections(datetime(2026, 9, 30, 17, 15, tzinfo=UTC), url=demo)  # Oct 1 local
+    return result.created[0]
+
+
+def _answers(spec: dict, problems: dict[tuple[str, str], dict]) -> dict:
+    items = []
+    for t in spec["targets"]:
+        for it in t["items"]:
+            items.append({"target": t["target"], "code": it["code"], "result": "normal", "note": "",
+                          **problems.get((t["target"], it["code"]), {})})
+    return {"prechecks": {"changes": "上月升级了存储微码", "backup_confirmed": True, "customer_reported": "无"}, "items": items}
+
+
+def test_checklist_with_two_problems_yields_two_repairs_and_one_fixed_on_site(planned: int, session: Session, demo: str):
+    from models.db import session_scope
+    from models.inspection import ChecklistResult
+    from tasks.inspection import InspectionError, checklist_spec, parse_checklist, store_checklist
+
+    with session_scope(demo) as s:
+        spec = checklist_spec(s, planned)
+    assert spec["targets"][0]["target"] == "site" and len(spec["targets"]) == 1 + 4  # BJYH: 2 sites × 2 devices
+    server, storage = spec["targets"][1]["target"], spec["targets"][2]["target"]
+    payload = _answers(spec, {
+        (server, "power"): {"result": "abnormal", "note": "电源1告警", "severity": 2},
+        (storage, "disks"): {"result": "abnormal", "note": "3号盘预警", "severity": 3},
+        ("site", "room_env"): {"result": "abnormal", "note": "空调滤网堵塞", "fixed_on_site": True},
+        (server, "cleaning"): {"result": "na"},
+    })
+    clean = parse_checklist(spec, payload)
+    with session_scope(demo) as s:
+        problems = store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
+    assert [(p["code"], p["severity"], p["serial"]) for p in problems] == [
+        ("power", 2, "SNBJYH0SE00"), ("disks", 3, "SNBJYH0ST00")]
+    with session_scope(demo) as s:  # a replay of the same version writes nothing twice
+        store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
+    rows = session.exec(select(ChecklistResult).where(ChecklistResult.case_id == planned)).all()
+    assert len(rows) == sum(len(t["items"]) for t in spec["targets"])
+    assert sum(r.result == "abnormal" for r in rows) == 3 and sum(r.result == "na" for r in rows) == 1
+
+    bad = _answers(spec, {(server, "power"): {"result": "abnormal", "note": ""}})
+    with pytest.raises(InspectionError, match="异常须填写说明"):
+        parse_checklist(spec, bad)
+    no_backup = {**payload, "prechecks": {"backup_confirmed": False}}
+    with pytest.raises(InspectionError, match="备份"):
+        parse_checklist(spec, no_backup)
+    missing = {**payload, "items": payload["items"][:-3]}
+    with pytest.raises(InspectionError, match="未填写"):
+        parse_checklist(spec, missing)
+
+
+def test_customer_cancellation_is_recorded_told_and_shown_in_plan_vs_done(planned: int, session: Session, demo: str):
+    from models import Case, Event
+    from models.outbox import Notification
+    from tasks.inspection import InspectionError, cancel_inspection
+    from tasks.summary import gather
+
+    at = datetime(2026, 10, 9, 2, tzinfo=UTC)
+    with pytest.raises(InspectionError, match="取消原因"):
+        cancel_inspection(planned, " ", by="客户", now=at, url=demo)
+    assert cancel_inspection(planned, "机房搬迁，本月暂停巡检", by="北京维护负责人", now=at, url=demo)
+    assert not cancel_inspection(planned, "再点一次", by="北京维护负责人", now=at, url=demo)
+    session.expire_all()
+    case = session.get(Case, planned)
+    assert case.status == "cancelled" and case.data["cancel_reason"] == "机房搬迁，本月暂停巡检"
+    events = session.exec(select(Event).where(Event.case_id == planned, Event.kind == "inspection_cancelled")).all()
+    assert len(events) == 1
+    told = session.exec(select(Notification).where(Notification.case_id == planned,
+                                                   Notification.template == "inspection/cancelled")).all()
+    # dispatchers, engineers, the technical lead and the customer contact
+    assert {n.recipient_name for n in told} >= {"王值班", "李调度", "刘工程师", "陈工程师", "张技术"}
+    assert any(n.recipient_kind == "contact" for n in told)
+    facts = gather(session, case.customer_id, kind="monthly", period="2026-10", first=date(2026, 10, 1),
+                   last=date(2026, 10, 31))
+    assert {"contract": "HT-2026-BJYH", "period": "2026-10", "state": "已取消",
+            "reason": "机房搬迁，本月暂停巡检"} in facts.plan_vs_done
+
+
+def test_notice_is_queued_once_for_the_customer_and_the_engineer(planned: int, session: Session, demo: str):
+    from models.outbox import Notification
+    from tasks.inspection import queue_notice
+
+    at = datetime(2026, 10, 9, 1, tzinfo=UTC)
+    assert queue_notice(planned, at=at, url=demo) == 2
+    queue_notice(planned, at=at, url=demo)
+    rows = session.exec(select(Notification).where(Notification.template == "inspection/notice")).all()
+    assert len(rows) == 2 and "2026-10-13" in rows[0].subject

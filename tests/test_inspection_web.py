@@ -1,0 +1,148 @@
+"""The inspection pages through the real web app and a real SQLite file: the engineer's checklist
+behind the same signed link every approval uses (bad input → Chinese errors, nothing recorded), and
+the monthly service summary with the customer's rating."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+AT = datetime(2026, 10, 13, 2, tzinfo=UTC)  # the visit day, 10:00 local
+
+
+@pytest.fixture
+def web(demo):
+    from web.app import create_app
+    from web.approvals import clock
+
+    app = create_app()
+    app.dependency_overrides[clock] = lambda: AT + timedelta(hours=2)
+    return TestClient(app)
+
+
+def _link(session: Session, case_id: int | None, template: str) -> str:
+    from models.outbox import Notification
+
+    session.expire_all()
+    body = session.exec(select(Notification.body).where(Notification.case_id == case_id,
+                                                        Notification.template == template)).first()
+    assert body, f"no {template} notification"
+    return re.search(r"https?://\S+", body)[0]  # type: ignore[index]
+
+
+@pytest.fixture
+def checklist(demo, session: Session) -> tuple[int, int, str]:
+    """A planned inspection whose checklist waits for 刘工程师: (case id, approval id, page path)."""
+    from flows.inspection import CHECKLIST_PAGE
+    from models import Staff
+    from models.db import session_scope
+    from tasks.approvals import open_approval
+    from tasks.inspection import checklist_spec, plan_inspections
+
+    case_id = plan_inspections(datetime(2026, 9, 30, 17, 15, tzinfo=UTC), url=demo).created[0]
+    with session_scope(demo) as s:
+        engineer = s.exec(select(Staff).where(Staff.name == "刘工程师")).one()
+        row = open_approval(s, case_id, "checklist-v1", 1, "请填写巡检检查表", "逐项填写", kind="form",
+                            approver_staff_ids=[engineer.id], approver_role="engineer", expires_at=AT + timedelta(days=3),
+                            now=AT, form={**checklist_spec(s, case_id), "page": CHECKLIST_PAGE},
+                            template="inspection/checklist_request", context={"page": CHECKLIST_PAGE})
+        approval_id = row.id
+    url = _link(session, case_id, "inspection/checklist_request")
+    assert "/inspection/checklist/" in url  # the engineer's link opens the checklist page, not the generic one
+    return case_id, approval_id, "/" + url.split("/", 3)[3]
+
+
+def _all_normal(page: str) -> dict[str, str]:
+    """Every item of the page answered 正常, the backup confirmed, as a phone would post it."""
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)[1]  # type: ignore[index]
+    data = {"csrf": csrf, "pre_changes": "上月升级了存储微码", "pre_reported": "夜间偶有告警", "pre_backup": "yes"}
+    for key in {html.unescape(k) for k in re.findall(r'name="r\|([^"]+)"', page)}:
+        data[f"r|{key}"] = "normal"
+    return data
+
+
+def test_checklist_page_refuses_bad_input_in_chinese_then_records_through_decide(web, checklist, session):
+    from models.approvals import Approval
+    from models.inspection import ChecklistResult
+
+    case_id, approval_id, path = checklist
+    page = web.get(path)
+    assert page.status_code == 200
+    assert "操作前确认" in page.text and "电源" in page.text and "现场已处理（经客户同意）" in page.text
+    good = _all_normal(page.text)
+    server = next(k for k in good if k.startswith("r|device:"))[2:]
+    power = next(k for k in good if k.startswith("r|device:") and k.endswith("|power"))[2:]
+
+    def refused(data: dict[str, str], message: str) -> None:
+        answer = web.post(path, data=data)
+        assert answer.status_code == 422 and message in answer.text, answer.text[:400]
+        session.expire_all()
+        assert session.get(Approval, approval_id).decision is None  # nothing recorded
+        assert not session.exec(select(ChecklistResult).where(ChecklistResult.case_id == case_id)).all()
+
+    refused({**good, "pre_backup": ""}, "操作前须确认数据已备份")
+    refused({k: v for k, v in good.items() if k != f"r|{server}"}, "以下检查项未填写")
+    refused({**good, f"r|{power}": "abnormal", f"h|{power}": "repair", f"n|{power}": ""}, "异常须填写说明")
+    refused({**good, f"r|{power}": "abnormal", f"n|{power}": "电源1告警"}, "请选择「现场已处理（经客户同意）」或「转维修」")
+    # the refused values stay on the page: the engineer corrects, not retypes
+    again = web.post(path, data={**good, f"r|{power}": "abnormal", f"n|{power}": "电源1告警"})
+    assert 'value="电源1告警"' in again.text
+
+    fixed = {**good, f"r|{power}": "abnormal", f"n|{power}": "电源1告警", f"h|{power}": "repair", f"s|{power}": "2"}
+    answer = web.post(path, data=fixed)
+    assert answer.status_code == 200 and "已记录：提交。流程将继续。" in answer.text, answer.text[:400]
+    session.expire_all()
+    row = session.get(Approval, approval_id)
+    assert row.decision == "submitted" and row.decided_by == "刘工程师" and row.channel == "link"
+    item = next(i for i in row.payload["items"] if i["target"] + "|" + i["code"] == power)
+    assert item == {"target": item["target"], "code": "power", "result": "abnormal", "note": "电源1告警",
+                    "fixed_on_site": False, "severity": "2"}
+    assert row.payload["prechecks"] == {"changes": "上月升级了存储微码", "customer_reported": "夜间偶有告警",
+                                        "backup_confirmed": True}
+    assert web.post(path, data=fixed).status_code == 409  # a second submission is refused, not recorded twice
+    assert web.get(path.replace("/checklist/", "/checklist/x")).status_code == 403  # a forged link
+
+
+def test_summary_page_shows_the_summary_and_takes_one_rating(web, demo, session):
+    from models.inspection import ServiceSummary
+    from tasks.inspection import calendar_for
+    from tasks.summary import issue_summary
+
+    from models.db import session_scope
+
+    now = datetime(2026, 11, 2, 2, tzinfo=UTC)
+    with session_scope(demo) as s:
+        row, created = issue_summary(s, 1, kind="monthly", period="2026-10", first=date(2026, 10, 1),
+                                     last=date(2026, 10, 31), now=now, calendar=calendar_for(s))
+        summary_id = row.id
+    assert created
+    path = "/" + _link(session, None, "inspection/service_summary").split("/", 3)[3]
+    page = web.get(path)
+    assert page.status_code == 200 and "阶段性服务总结" in page.text and "月度巡检质量" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]  # type: ignore[index]
+    rating = {"rate_inspection": "优", "rate_repair": "良", "rate_uptime": "优", "rate_skill": "良"}
+
+    missing = web.post(path, data={"csrf": csrf, **rating, "by": "北京维护负责人"})
+    assert missing.status_code == 422 and "请为每一项选择 优/良/中/差：总体评价" in missing.text
+    no_name = web.post(path, data={"csrf": csrf, **rating, "rate_overall": "优", "by": " "})
+    assert no_name.status_code == 422 and "请填写评价人姓名" in no_name.text
+    session.expire_all()
+    assert session.get(ServiceSummary, summary_id).rated_at is None
+
+    done = web.post(path, data={"csrf": csrf, **rating, "rate_overall": "优", "by": "北京维护负责人",
+                                "comment": "巡检细致，望保持"})
+    assert done.status_code == 200 and "感谢您的评价，已记录。" in done.text
+    session.expire_all()
+    saved = session.get(ServiceSummary, summary_id)
+    assert saved.rating == {"inspection": "优", "repair": "良", "uptime": "优", "skill": "良", "overall": "优",
+                            "comment": "巡检细致，望保持"}
+    assert saved.rated_by == "北京维护负责人"
+    twice = web.post(path, data={"csrf": csrf, **rating, "rate_overall": "差", "by": "别人"})
+    assert twice.status_code == 409 and "已由 北京维护负责人" in twice.text
+    assert "您的评价" in web.get(path).text  # the page now shows the rating, no form
+    assert web.post(path, data={**rating, "rate_overall": "差", "by": "x"}).status_code == 403  # no csrf

@@ -1,0 +1,133 @@
+"""事件 / incidents: the dispatcher's list of what needs a person (notifications that could not be
+sent, and any other open Incident rows), with "resend" and "resolved" buttons.
+
+Reached through a signed link (purpose "incidents") that `aftercare outbox` prints: the page shows
+customer names, so it is never open to whoever finds the URL. `?format=json` gives the same list
+as JSON for a monitoring screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlmodel import col
+
+from models.db import session_scope
+from models.outbox import STATUS_ZH, Notification, NotificationStatus
+from models.wallclock import now as wall_now
+
+router = APIRouter()
+PURPOSE = "incidents"
+_env = Environment(
+    loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
+    autoescape=select_autoescape(default=True),
+)
+
+
+def incidents_link(*, days: int = 30) -> str:
+    """A signed link to the incidents page, valid for `days` (printed by `aftercare outbox`)."""
+    from datetime import timedelta
+
+    from web.tokens import sign_link
+
+    return sign_link(
+        PURPOSE, {"role": "dispatcher"}, expires_at=wall_now() + timedelta(days=days), path="incidents"
+    )
+
+
+def _check(token: str) -> dict[str, Any]:
+    from web.tokens import BadLink, verify_link
+
+    try:
+        return verify_link(token, PURPOSE, now=wall_now())
+    except BadLink as exc:
+        raise HTTPException(
+            status_code=403, detail=f"链接无效或已过期 / link invalid or expired: {exc}"
+        ) from exc
+
+
+def _listing() -> dict[str, Any]:
+    from tasks.notify import open_incidents, outbox_counts
+
+    with session_scope() as session:
+        incidents = open_incidents(session)
+        ids = [i.data.get("notification_id") for i in incidents if i.data.get("notification_id")]
+        rows = (
+            {n.id: n for n in session.query(Notification).filter(col(Notification.id).in_(ids)).all()}
+            if ids
+            else {}
+        )
+        counts = outbox_counts(session)
+    items = []
+    for inc in incidents:
+        row = rows.get(inc.data.get("notification_id"))
+        items.append(
+            {
+                "id": inc.id,
+                "case_id": inc.case_id,
+                "kind": inc.kind,
+                "message": inc.message,
+                "opened_at": inc.opened_at.isoformat(),
+                "notification_id": row.id if row else None,
+                "can_resend": bool(row and row.status == "failed"),
+                "address": row.address if row else None,
+            }
+        )
+    return {
+        "open_incidents": items,
+        "outbox": {STATUS_ZH.get(NotificationStatus(k), k): v for k, v in counts.items()},
+        "outbox_raw": counts,
+    }
+
+
+@router.get("/incidents/{token}")
+def incidents_page(token: str, request: Request, format: str = "html") -> Any:
+    _check(token)
+    listing = _listing()
+    if format == "json":
+        return JSONResponse({"open_incidents": listing["open_incidents"], "outbox": listing["outbox_raw"]})
+    from web.tokens import csrf_token
+
+    html = _env.get_template("incidents.html.j2").render(token=token, csrf=csrf_token(token), **listing)
+    return HTMLResponse(html)
+
+
+@router.post("/incidents/{token}/{incident_id}")
+def incident_action(
+    token: str,
+    incident_id: int,
+    action: str = Form(...),
+    by: str = Form(""),
+    address: str = Form(""),
+    csrf: str = Form(""),
+) -> Any:
+    from tasks.channels import ChannelError
+    from tasks.notify import OutboxError, resolve_incident, retry_failed
+    from web.tokens import check_csrf
+
+    _check(token)
+    if not check_csrf(token, csrf):
+        raise HTTPException(status_code=403, detail="表单已失效，请刷新页面 / stale form, reload the page")
+    who = by.strip() or "调度员"
+    moment = wall_now()
+    try:
+        with session_scope() as session:
+            if action == "resend":
+                from models.cases import Incident
+
+                incident = session.get(Incident, incident_id)
+                nid = incident.data.get("notification_id") if incident else None
+                if nid is None:
+                    raise OutboxError(f"事件 #{incident_id} 不是通知失败 / not a failed notification")
+                retry_failed(session, nid, now=moment, by=who, address=address.strip() or None)
+            elif action == "resolve":
+                resolve_incident(session, incident_id, now=moment, by=who)
+            else:
+                raise OutboxError(f"未知操作 / unknown action {action!r}")
+    except (OutboxError, ChannelError) as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    return RedirectResponse(f"/incidents/{token}", status_code=303)

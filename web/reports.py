@@ -1,0 +1,191 @@
+"""Report pages: view a report (HTML / PDF) and sign it (typed name, drawn signature or a statement).
+
+Links are signed tokens (web.tokens) salted per purpose: a view link cannot sign. Signing binds
+to the hash of the content the customer was shown (a hidden field); if the report changed in
+between, the page refuses and shows the new content. Signing (or objecting) on this page also
+decides the pending signature approval of that report version, so the waiting flow continues —
+through the one writer of decisions, `tasks.approvals.decide`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Response
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlmodel import Session, select
+
+from models import Contact, wallclock
+from models.db import session_scope
+from models.reports import Report
+from web.tokens import BadLink, ExpiredLink, check_csrf, csrf_token, sign_link, verify_link
+
+router = APIRouter()
+
+VIEW, SIGN = "report", "report-sign"
+LINK_LIFETIME = timedelta(days=30)
+STATUS_ZH = {"issued": "已出具", "superseded": "已被新版本取代", "approved": "已审批", "archived": "已归档"}
+
+
+def page_now() -> datetime:
+    """The moment a page acts at (tests override this dependency with a fixed time)."""
+    return wallclock.now()
+
+
+Now = Annotated[datetime, Depends(page_now)]
+
+
+def report_url(report_id: int, *, now: datetime, lifetime: timedelta = LINK_LIFETIME) -> str:
+    return sign_link(VIEW, {"r": report_id}, expires_at=now + lifetime, path="reports")
+
+
+def sign_url(report_id: int, *, now: datetime, contact_id: int | None = None,
+             lifetime: timedelta = LINK_LIFETIME) -> str:
+    return sign_link(SIGN, {"r": report_id, "c": contact_id}, expires_at=now + lifetime, path="reports/sign")
+
+
+@cache
+def _pages() -> Environment:
+    from tasks.render import _local_time
+
+    env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")), undefined=StrictUndefined,
+                      autoescape=select_autoescape(enabled_extensions=("html", "html.j2")))
+    env.filters["local"] = _local_time
+    return env
+
+
+def _page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    return HTMLResponse(_pages().get_template(f"reports/{name}.html.j2").render(**ctx), status_code=status)
+
+
+def _message(title: str, message: str, status: int, css: str = "") -> HTMLResponse:
+    return _page("message", status, page_title=title, message=message, css=css)
+
+
+def _open(token: str, purpose: str, now: datetime) -> dict[str, Any] | HTMLResponse:
+    try:
+        return verify_link(token, purpose, now=now)
+    except ExpiredLink:
+        return _message("链接已过期", "此链接已过期，请联系客户服务中心重新发送。/ This link has expired.", 410)
+    except BadLink:
+        return _message("链接无效", "链接无效或已被篡改。/ The link is invalid.", 403)
+
+
+@router.get("/reports/sign/{token}", response_class=HTMLResponse)
+def sign_page(token: str, now: Now) -> HTMLResponse:
+    data = _open(token, SIGN, now)
+    if isinstance(data, HTMLResponse):
+        return data
+    with session_scope() as session:
+        return _sign_form(session, token, int(data["r"]), data.get("c"))
+
+
+def _sign_form(session: Session, token: str, report_id: int, contact_id: int | None, *, error: str = "",
+               status: int = 200) -> HTMLResponse:
+    from tasks.reports import valid_signature
+
+    report = session.get(Report, report_id)
+    if report is None:
+        return _message("报告不存在", "报告不存在。/ No such report.", 404)
+    contact = session.get(Contact, contact_id) if contact_id else None
+    return _page("sign", status, page_title=f"签字确认：{report.title}", report=report, csrf=csrf_token(token),
+                 contact_name=contact.name if contact else "", error=error, done=valid_signature(session, report_id))
+
+
+@router.post("/reports/sign/{token}", response_class=HTMLResponse)
+def sign_submit(
+    token: str,
+    now: Now,
+    csrf: Annotated[str, Form()] = "",
+    content_hash: Annotated[str, Form()] = "",
+    signer_name: Annotated[str, Form()] = "",
+    method: Annotated[str, Form()] = "typed",
+    image: Annotated[str, Form()] = "",
+    statement: Annotated[str, Form()] = "",
+    comment: Annotated[str, Form()] = "",
+    action: Annotated[str, Form()] = "sign",
+) -> HTMLResponse:
+    from tasks.reports import ReportError, sign_report
+
+    data = _open(token, SIGN, now)
+    if isinstance(data, HTMLResponse):
+        return data
+    if not check_csrf(token, csrf):
+        return _message("请求无效", "表单已失效，请重新打开链接。/ The form is stale; open the link again.", 403)
+    report_id, contact_id = int(data["r"]), data.get("c")
+    with session_scope() as session:
+        report = session.get(Report, report_id)
+        if report is None:
+            return _message("报告不存在", "报告不存在。/ No such report.", 404)
+        if action == "object":
+            if not comment.strip():
+                return _sign_form(session, token, report_id, contact_id, error="提出异议时请写明意见", status=422)
+            _decide(report, "objected", contact_id=contact_id, by=signer_name.strip(), comment=comment.strip(),
+                    payload={}, now=now)
+            return _message("已提交异议", "您的意见已提交，我们将修改后重新发给您。", 200)
+        try:
+            sig = sign_report(session, report_id, signed_hash=content_hash, signer_name=signer_name, method=method,
+                              image=image, statement=statement, contact_id=contact_id, now=now, channel="link")
+        except ReportError as exc:
+            session.rollback()
+            return _sign_form(session, token, report_id, contact_id, error=str(exc), status=422)
+        payload = {"report_hash": sig.content_hash, "signer_name": sig.signer_name, "method": sig.method,
+                   "signature_id": sig.id, "statement": sig.statement, "channel": "link"}
+    _decide(report, "signed", contact_id=contact_id, by=sig.signer_name, comment="", payload=payload, now=now)
+    return _message("签字成功", f"已签字：{sig.signer_name}。谢谢！", 200, "ok")
+
+
+def _decide(report: Report, decision: str, *, contact_id: int | None, by: str, comment: str, payload: dict[str, Any],
+            now: datetime) -> None:
+    """Decide the pending signature approval of this report version (if a flow waits on one)."""
+    from flows.steps import signature_step
+    from models.approvals import Approval, ApprovalStatus
+    from tasks.approvals import Approver, decide
+
+    with session_scope() as session:
+        pending = session.exec(select(Approval).where(
+            Approval.case_id == report.case_id, Approval.step == signature_step(report.kind),
+            Approval.version == report.version, Approval.status == ApprovalStatus.PENDING,
+        )).first()
+    if pending is not None:
+        who = Approver("contact", int(contact_id)) if contact_id else by
+        decide(pending.id, decision, by=who, comment=comment, payload=payload, channel="link", now=now)  # type: ignore[arg-type]
+
+
+@router.get("/reports/{token}/pdf")
+def report_pdf_page(token: str, now: Now) -> Response:
+    from tasks.reports import report_pdf
+
+    data = _open(token, VIEW, now)
+    if isinstance(data, HTMLResponse):
+        return data
+    with session_scope() as session:
+        report = session.get(Report, int(data["r"]))
+        if report is None:
+            return _message("报告不存在", "报告不存在。/ No such report.", 404)
+        pdf = report_pdf(report)
+        name = f"report-{report.case_id}-{report.kind}-v{report.version}.pdf"
+    return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}"'})
+
+
+@router.get("/reports/{token}", response_class=HTMLResponse)
+def report_page(token: str, now: Now) -> HTMLResponse:
+    from models.reports import Signature
+    from tasks.reports import valid_signature
+
+    data = _open(token, VIEW, now)
+    if isinstance(data, HTMLResponse):
+        return data
+    with session_scope() as session:
+        report = session.get(Report, int(data["r"]))
+        if report is None:
+            return _message("报告不存在", "报告不存在。/ No such report.", 404)
+        signature = valid_signature(session, report.id)  # type: ignore[arg-type]
+        stale = signature is None and session.exec(select(Signature).where(Signature.report_id == report.id)).first() is not None
+        return _page("view", page_title=report.title, report=report, signature=signature, stale=stale,
+                     status_zh=STATUS_ZH.get(report.status, report.status), pdf_url=f"/reports/{token}/pdf",
+                     sign_url="")
