@@ -65,6 +65,21 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
             raise
 
 
+def insert_ignore(session: Session, table: Any, values: dict[str, Any], *, returning: Any = None) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for the database in use; the new row's `returning` column
+    (its primary key by default), or None when a unique constraint already held the row.
+
+    RETURNING, not `rowcount`: PostgreSQL drivers report -1 for an INSERT with implicit RETURNING.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = getattr(table, "__table__", table)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    column = returning if returning is not None else list(table.primary_key.columns)[0]
+    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(column)
+    return session.execute(stmt).scalar_one_or_none()
+
+
 def alembic_config(url: str | None = None) -> Any:
     from alembic.config import Config
 

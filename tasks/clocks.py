@@ -321,12 +321,9 @@ def _claim(session: Session, **values: Any) -> bool:
     """Insert one escalation row unless it exists (unique per key and per (clock, level)); True when
     this call wrote it. INSERT … ON CONFLICT DO NOTHING: a duplicate keeper racing for the same step
     loses quietly instead of failing its whole batch."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    result = session.execute(insert(Escalation).values(**values).on_conflict_do_nothing())
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    from models.db import insert_ignore
+
+    return insert_ignore(session, Escalation, values) is not None
 
 
 def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.Step, now: datetime, people: _People) -> bool:

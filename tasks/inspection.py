@@ -55,17 +55,10 @@ def calendar_for(session: Session, name: str = "cn") -> Any:
 
 
 def _insert_ignore(session: Session, values: dict[str, Any]) -> int | None:
-    """INSERT … ON CONFLICT DO NOTHING on the unique (kind, contract_id, period); the new id or None."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(Case.__table__).values(**values).on_conflict_do_nothing()  # type: ignore[attr-defined]
-    result = session.execute(stmt)
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        return None
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
+    """Insert the case unless the unique (kind, contract_id, period) already holds it; the new id or None."""
+    from models.db import insert_ignore
+
+    return insert_ignore(session, Case, values)
 
 
 def create_inspection(
