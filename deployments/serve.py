@@ -7,26 +7,42 @@ flows and the benchmarks' waiting flow.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 
-from prefect import serve
+from deployments import warm_start
+from deployments.registry import PROCEDURE_MODULES, all_deployments
 
-from deployments.registry import all_deployments
+
+def extra_modules() -> list[str]:
+    return [n.strip() for n in os.environ.get("AFTERCARE_EXTRA_FLOW_MODULES", "").split(",") if n.strip()]
 
 
 def extra_deployments() -> list[object]:
     found: list[object] = []
-    for name in filter(
-        None, (n.strip() for n in os.environ.get("AFTERCARE_EXTRA_FLOW_MODULES", "").split(","))
-    ):
+    for name in extra_modules():
         found.extend(importlib.import_module(name).deployments())
     return found
 
 
 def main() -> None:
+    """`prefect.serve` with warm starts (deployments.warm_start): the same deployments and limit."""
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
     limit = int(os.environ.get("PREFECT_RUNNER_PROCESS_LIMIT", "20"))
-    serve(*all_deployments(), *extra_deployments(), limit=limit, print_starting_message=False)
+    deployments = [*all_deployments(), *extra_deployments()]
+    runner = Runner(limit=limit)
+    ids = [runner.add_deployment(d) for d in deployments]
+    if warm_start.enabled():
+        warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules(), "deployments.serve"])
+        warm = warm_start.register_flows(runner, zip(ids, deployments, strict=True))
+        print(f"aftercare runner: {len(deployments)} deployments, warm starts for {len(warm)}", flush=True)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        pass
 
 
 if __name__ == "__main__":
