@@ -1,0 +1,53 @@
+"""Warm starts (deployments.warm_start): the flow object the runner forks with must arrive whole."""
+
+from __future__ import annotations
+
+import typing
+
+import cloudpickle
+import pytest
+
+from deployments import warm_start
+from deployments.registry import all_deployments
+
+
+def test_entrypoints_map_to_importable_modules() -> None:
+    assert warm_start.module_of("flows/repair.py:repair") == ("flows.repair", "repair")
+    assert warm_start.module_of("flows.repair.repair") == ("flows.repair", "repair")
+    assert warm_start.module_of("/abs/x.py:f") is None
+    assert warm_start.module_of("../x.py:f") is None
+    assert warm_start.module_of("nothing") is None
+
+
+def test_a_pickled_flow_without_resolved_annotations_loses_its_parameter_model() -> None:
+    """Why `resolved` exists: flows.accident postpones annotations, and cloudpickle sends the
+    function by value with only the globals its code names."""
+    import flows.accident
+
+    raw = cloudpickle.loads(cloudpickle.dumps(flows.accident.accident))
+    with pytest.raises(NameError):
+        typing.get_type_hints(raw.fn)
+
+
+@pytest.mark.parametrize("deployment", all_deployments(), ids=lambda d: d.name)
+def test_every_served_flow_survives_the_trip_to_a_forked_run(deployment) -> None:
+    flow = warm_start.flow_for(deployment)
+    assert flow is not None, f"{deployment.name} would cold-start"
+    copy = cloudpickle.loads(cloudpickle.dumps(flow))
+    hints = typing.get_type_hints(copy.fn, include_extras=True)
+    assert set(hints) - {"return"} == set(deployment._parameter_openapi_schema.properties)
+    # the parameter model builds: a missing parameter is reported as missing, not as a broken model
+    required = deployment._parameter_openapi_schema.required or []
+    if required:
+        with pytest.raises(Exception) as err:
+            copy.validate_parameters({})
+        assert "Field required" in str(err.value) and "not fully defined" not in str(err.value)
+    else:
+        copy.validate_parameters({})
+
+
+def test_cold_start_switch(monkeypatch) -> None:
+    monkeypatch.setenv("AFTERCARE_COLD_START", "1")
+    assert not warm_start.enabled()
+    monkeypatch.delenv("AFTERCARE_COLD_START")
+    assert warm_start.enabled()
