@@ -23,6 +23,9 @@ def prefect_env(settings: Settings, *, api_url: str | None = None) -> dict[str, 
         "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "1"),
         "PREFECT_RUNNER_PROCESS_LIMIT": os.environ.get("PREFECT_RUNNER_PROCESS_LIMIT", "20"),
         "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+        # every flow-run process says it is alive; the keeper reschedules runs that fall silent
+        # (tasks.runs — a runner killed mid-run leaves its runs Running for ever otherwise)
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": os.environ.get(
             "PREFECT_SERVER_DATABASE_CONNECTION_URL",
             f"sqlite+aiosqlite:///{home / 'prefect.db'}",

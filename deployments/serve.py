@@ -36,7 +36,7 @@ def main() -> None:
     runner = Runner(limit=limit)
     ids = [runner.add_deployment(d) for d in deployments]
     if warm_start.enabled():
-        warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules(), "deployments.serve"])
+        warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules()])
         warm = warm_start.register_flows(runner, zip(ids, deployments, strict=True))
         print(f"aftercare runner: {len(deployments)} deployments, warm starts for {len(warm)}", flush=True)
     try:

@@ -28,6 +28,7 @@ KEEPER_DEPLOYMENT = "clock-keeper/clock-keeper"
 KEEPER_STEPS: list[str] = [
     "tasks.timers.fire_due_timers",
     "tasks.approvals.reconcile",
+    "tasks.runs.sweep_step",
     "tasks.clocks.fire_due_clocks",
     "tasks.clocks.escalate_stale_records",
     "tasks.accident.send_due_standby",
