@@ -210,6 +210,104 @@ def repair_new(
     typer.echo(f"已受理：{resolved.customer.name} · {resolved.site.name}；维修流程已启动 / flow run {run_id}")
 
 
+# --- aftercare calendar ... (节假日与调休) --------------------------------------------------------
+
+calendar_app = typer.Typer(help="工作日历：节假日、调休与年度确认 / the working-day calendar", no_args_is_help=True)
+app.add_typer(calendar_app, name="calendar")
+
+
+def _day(value: str):  # noqa: ANN202 - date
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"日期格式应为 YYYY-MM-DD / a date like 2027-02-07, not {value!r}")
+        raise  # unreachable
+
+
+def _ready_db() -> None:
+    """Settings checked and the schema up to date (these commands may be the first ones run)."""
+    from models.db import migrate as do_migrate
+
+    settings = load_settings()
+    try:
+        do_migrate(settings.db_url)
+    except DatabaseError as exc:
+        fail(str(exc))
+
+
+def _set_day(day: str, working: bool, note: str) -> None:
+    from models.db import session_scope
+    from models.wallclock import now
+    from tasks.clocks import set_calendar_day
+
+    parsed = _day(day)
+    _ready_db()
+    try:
+        with session_scope() as session:
+            set_calendar_day(session, parsed, working, note=note, now=now())
+    except DatabaseError as exc:
+        fail(str(exc))
+    typer.echo(f"{parsed.isoformat()}：{'调休上班' if working else '放假'}{'（' + note + '）' if note else ''}")
+
+
+@calendar_app.command("off")
+def calendar_off(day: Annotated[str, typer.Argument(help="YYYY-MM-DD")],
+                 note: Annotated[str, typer.Option(help="说明，如 春节")] = "") -> None:
+    """录入放假日 / enter a day off."""
+    _set_day(day, False, note)
+
+
+@calendar_app.command("working")
+def calendar_working(day: Annotated[str, typer.Argument(help="YYYY-MM-DD")],
+                     note: Annotated[str, typer.Option(help="说明，如 春节调休上班")] = "") -> None:
+    """录入调休上班日 / enter a make-up working day."""
+    _set_day(day, True, note)
+
+
+@calendar_app.command("confirm")
+def calendar_confirm(year: Annotated[int, typer.Argument(min=2000, max=2100)],
+                     note: Annotated[str, typer.Option(help="通知文号 / the notice")] = "") -> None:
+    """确认某年已按官方通知录入：该年期限不再标“暂定” / the year's official days are entered."""
+    from models.db import session_scope
+    from models.wallclock import now
+    from tasks.clocks import ClockError, confirm_year
+
+    _ready_db()
+    try:
+        with session_scope() as session:
+            confirm_year(session, year, note=note, now=now())
+    except (ClockError, DatabaseError) as exc:
+        fail(str(exc))
+    typer.echo(f"{year} 年工作日历已确认，期限不再为暂定 / {year} confirmed")
+
+
+@calendar_app.command("show")
+def calendar_show(year: Annotated[int, typer.Argument(min=2000, max=2100)]) -> None:
+    """显示某年的数据来源与录入的日期 / where a year's calendar comes from."""
+    from models.db import session_scope
+    from rules.calendar import covered_by_official_data
+    from tasks.clocks import load_calendar
+
+    _ready_db()
+    try:
+        with session_scope() as session:
+            cal = load_calendar(session)
+    except DatabaseError as exc:
+        fail(str(exc))
+        return
+    if covered_by_official_data(year):
+        source = "官方数据（chinese-calendar）/ official data"
+    elif year in cal.confirmed_years:
+        source = "已按官方通知录入并确认 / entered and confirmed"
+    else:
+        source = "暂定：按法定节假日推算 / provisional (statutory holidays only)"
+    typer.echo(f"{year}：{source}")
+    for day, working in sorted((d, w) for d, w in cal.overrides.items() if d.year == year):
+        typer.echo(f"  {day.isoformat()} {'调休上班' if working else '放假'}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -14,19 +14,18 @@ planner that fires it for every contract.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from prefect import flow
 from prefect.schedules import Cron
 from pydantic import BaseModel, Field
 
+from flows import steps
 from models.parties import Role
 
 PLAN_CRON = "15 1 * * *"  # daily 01:15 Asia/Shanghai, before the working day starts
 TZ = "Asia/Shanghai"
-CUSTOMER_LINK = timedelta(days=7)
-STAFF_LINK = timedelta(days=3)
 MAX_DATE_ROUNDS = 5  # after that many moves the dispatcher settles the date by phone
 # PROCEDURES.md §4 step 6: an unsigned report needs the department manager's signature.
 DEPARTMENT_MANAGER = Role.DEPARTMENT_MANAGER
@@ -74,42 +73,16 @@ def plan_inspections_flow(now: datetime | None = None) -> dict[str, int]:
 # ---- one inspection ---------------------------------------------------------------------------
 
 
-def _ask_customer_form(case_id: int, step: str, version: int, form: type[BaseModel], subject: str, content: str,
-                       now: datetime) -> Any:
-    """The customer answers a small form on the generic approvals page; the payload read into the form's types."""
-    from flows.steps import _form_spec, read_form
-    from tasks.approvals import await_approval, request_approval
-    from tasks.cases import contact_of
-
-    approval = request_approval(case_id, step, version, subject, content, kind="form",
-                                approver_contact_ids=[contact_of(case_id)], approver_role="customer",
-                                expires_at=now + CUSTOMER_LINK, now=now, form=_form_spec(form))
-    decision = await_approval(approval, step, version)
-    return decision.model_copy(update={"payload": read_form(form, decision.payload or {})})
-
-
-def _ask_staff(case_id: int, step: str, version: int, role: str, subject: str, content: str, now: datetime, *,
-               kind: str = "approval", form: dict[str, Any] | None = None, template: str | None = None,
-               context: dict[str, Any] | None = None) -> Any:
-    from tasks.approvals import await_approval, request_approval
-    from tasks.cases import assignees
-
-    approval = request_approval(case_id, step, version, subject, content, kind=kind,
-                                approver_staff_ids=assignees(case_id, role), approver_role=role,
-                                expires_at=now + STAFF_LINK, now=now, form=form, template=template, context=context)
-    return await_approval(approval, step, version)
-
-
 def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict[str, str] | None, datetime]:
     """Step 1: the dispatcher's proposal goes to the customer, who confirms, moves or cancels it."""
     from tasks.inspection import cancel_step, check_moved_day, fix_visit
 
     day, start, problem = facts["proposed_day"], "09:30", ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
-        decision = _ask_customer_form(
-            case_id, f"date-v{n}", n, DateForm, f"{facts['number']} 巡检日期确认：{day} {start}",
-            (f"您提出的日期无法安排：{problem}\n" if problem else "")
-            + f"客户服务中心建议于 {day} {start} 到场巡检（周期 {facts['period']}）。请确认、改期或取消。", now)
+        decision = steps.customer_form(
+            case_id, f"date-v{n}", n, form=DateForm, subject=f"{facts['number']} 巡检日期确认：{day} {start}",
+            content=(f"您提出的日期无法安排：{problem}\n" if problem else "")
+            + f"客户服务中心建议于 {day} {start} 到场巡检（周期 {facts['period']}）。请确认、改期或取消。", now=now)
         now = decision.at
         answer = decision.payload or {}
         if answer.get("action") == "取消":
@@ -136,26 +109,23 @@ def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict
 def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int, doc: dict[str, Any], now: datetime
                                ) -> tuple[bool, datetime]:
     """Step 6: the customer signs the report; unsigned → the reason, signed off by the department manager."""
-    from flows.steps import _form_spec
-    from tasks.approvals import await_approval, request_approval
     from tasks.cases import contact_of, record
     from tasks.reports import bind_signature
 
     step = "inspection-report-signature"
     # the text with the report page's signing link: the customer signs there (drawn or ticked), bound to the hash
-    approval = request_approval(case_id, step, version, f"{facts['number']} 请签收巡检报告", doc["sign_text"],
-                                kind="signature", approver_contact_ids=[contact_of(case_id)], approver_role="customer",
-                                expires_at=now + CUSTOMER_LINK, now=now)
-    decision = await_approval(approval, step, version)
+    approval = steps.ask_customer(case_id, step, version, subject=f"{facts['number']} 请签收巡检报告",
+                                  content=doc["sign_text"], now=now)
+    decision = steps.wait_for(approval, step, version)
     now = decision.at
     if decision.decision == "signed":
         bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
         record(case_id, "report_signed", now, decision.by, {"version": version}, key=f"report-signed:v{version}",
                status="submitted")
         return True, now
-    explained = _ask_staff(case_id, f"unsigned-v{version}", version, DEPARTMENT_MANAGER,
-                           f"{facts['number']} 巡检报告客户未签字，请说明并签字", f"客户意见：{decision.comment or '—'}",
-                           now, kind="form", form=_form_spec(UnsignedForm))
+    explained = steps.fill_form(case_id, f"unsigned-v{version}", version, role=DEPARTMENT_MANAGER,
+                                subject=f"{facts['number']} 巡检报告客户未签字，请说明并签字",
+                                content=f"客户意见：{decision.comment or '—'}", form=UnsignedForm, now=now)
     now = explained.at
     record(case_id, "report_unsigned", now, explained.by,
            {"version": version, "reason": (explained.payload or {}).get("reason", ""), "customer_comment": decision.comment},
@@ -199,8 +169,10 @@ def inspection(case_id: int) -> str:
     wait_until(case_id, reconfirm_at, "reconfirm")
     if is_cancelled(case_id, "reconfirm"):
         return "cancelled"
-    answer = _ask_customer_form(case_id, "reconfirm", 1, ReconfirmForm, f"{facts['number']} 巡检时间再确认：{visit['visit_day']}",
-                                f"我方将于 {visit['visit_day']} {visit['start']} 到场巡检，请确认到场时间。", reconfirm_at)
+    answer = steps.customer_form(case_id, "reconfirm", 1, form=ReconfirmForm,
+                                 subject=f"{facts['number']} 巡检时间再确认：{visit['visit_day']}",
+                                 content=f"我方将于 {visit['visit_day']} {visit['start']} 到场巡检，请确认到场时间。",
+                                 now=reconfirm_at)
     if (answer.payload or {}).get("action") == "取消":
         cancel_step(case_id, (answer.payload or {}).get("reason") or "客户取消", answer.by, answer.at)
         return "cancelled"
@@ -215,11 +187,12 @@ def inspection(case_id: int) -> str:
     version, note = 1, ""
     while True:
         spec = load_checklist_spec(case_id)
-        filled = _ask_staff(case_id, f"checklist-v{version}", version, Role.ENGINEER,
-                            f"{facts['number']} 请填写巡检检查表",
-                            note + "巡检前确认数据已备份；逐项填写 正常/异常/不适用。", now,
-                            kind="form", form={**spec, "page": CHECKLIST_PAGE},
-                            template="inspection/checklist_request", context={"page": CHECKLIST_PAGE})
+        step = f"checklist-v{version}"
+        filled = steps.wait_for(steps.ask_staff(
+            case_id, step, version, role=Role.ENGINEER, subject=f"{facts['number']} 请填写巡检检查表",
+            content=note + "巡检前确认数据已备份；逐项填写 正常/异常/不适用。", now=now,
+            kind="form", form={**spec, "page": CHECKLIST_PAGE},
+            template="inspection/checklist_request", context={"page": CHECKLIST_PAGE}), step, version)
         now = filled.at
         checked = record_checklist(case_id, version, filled.payload or {}, now, filled.by)
         if checked["error"]:  # only possible from the Prefect UI form: the web page checks before recording
@@ -232,8 +205,10 @@ def inspection(case_id: int) -> str:
         doc = issue(case_id, "inspection_report", "inspection/report", report_context(case_id, version), now,
                     filled.by, version)
         _signed, now = report_signed_or_explained(case_id, facts, version, doc, now)
-        check = _ask_staff(case_id, f"register-v{version}", version, Role.DISPATCHER,
-                           f"{facts['number']} 巡检报告待登记", doc["text"], now)
+        step = f"register-v{version}"
+        check = steps.wait_for(steps.ask_staff(case_id, step, version, role=Role.DISPATCHER,
+                                               subject=f"{facts['number']} 巡检报告待登记", content=doc["text"],
+                                               now=now), step, version)
         now = check.at
         if check.decision == "approved":
             record(case_id, "report_registered", now, check.by, {"version": version}, key="registered",

@@ -28,6 +28,7 @@ PROCEDURE_ZH = {"repair": "故障维修", "accident": "事故处理"}
 # How long a link stays valid; a late answer can still be requested again from the web page.
 STAFF_LINK = timedelta(days=3)
 CUSTOMER_LINK = timedelta(days=7)
+ACCOUNT_LINK = timedelta(days=14)  # the written account / summary is due within a week; a late one is still taken
 
 CALLBACK_WITHIN = timedelta(days=2)  # PROCEDURES.md §2 step 14
 CALLBACK_AFTER = timedelta(days=1)  # the centre calls the day after: the customer has run a day on the fix
@@ -98,27 +99,33 @@ class AccountForm(BaseModel):
 
 
 def ask_staff(case_id: int, step: str, version: int, *, role: str, subject: str, content: str, now: datetime,
-              kind: str = "approval", form: type[BaseModel] | None = None) -> int:
-    """Create a pending approval / form for the staff member the case assigns to `role`; returns its id."""
+              kind: str = "approval", form: type[BaseModel] | dict[str, Any] | None = None,
+              expires: timedelta = STAFF_LINK, template: str | None = None,
+              context: dict[str, Any] | None = None) -> int:
+    """Create a pending approval / form for the staff member the case assigns to `role`; returns its id.
+
+    `expires`: how long the link stays valid — at least as long as the step is given (an expired
+    link can still be renewed from its page)."""
     from tasks.approvals import request_approval
     from tasks.cases import assignees
 
     staff = assignees(case_id, role)
     return request_approval(
         case_id, step, version, subject, content, kind=kind, approver_staff_ids=staff, approver_role=role,
-        expires_at=now + STAFF_LINK, now=now, form=_form_spec(form),
+        expires_at=now + expires, now=now, form=_form_spec(form), template=template, context=context,
     )
 
 
-def ask_customer(case_id: int, step: str, version: int, *, subject: str, content: str, now: datetime) -> int:
-    """Ask the customer contact to accept-and-sign or object (a signature approval)."""
+def ask_customer(case_id: int, step: str, version: int, *, subject: str, content: str, now: datetime,
+                 kind: str = "signature", form: type[BaseModel] | None = None) -> int:
+    """Ask the customer contact to accept-and-sign or object (a signature), or to answer a small form."""
     from tasks.approvals import request_approval
     from tasks.cases import contact_of
 
     contact = contact_of(case_id)
     return request_approval(
-        case_id, step, version, subject, content, kind="signature", approver_contact_ids=[contact],
-        approver_role="customer", expires_at=now + CUSTOMER_LINK, now=now,
+        case_id, step, version, subject, content, kind=kind, approver_contact_ids=[contact],
+        approver_role="customer", expires_at=now + CUSTOMER_LINK, now=now, form=_form_spec(form),
     )
 
 
@@ -135,7 +142,18 @@ def fill_form(case_id: int, step: str, version: int, *, role: str, subject: str,
     the form's types (yes/no → bool, local times → aware UTC ISO text)."""
     approval_id = ask_staff(case_id, step, version, role=role, subject=subject, content=content, now=now,
                             kind="form", form=form)
-    decision = wait_for(approval_id, step, version)
+    return read_decision(form, wait_for(approval_id, step, version))
+
+
+def customer_form(case_id: int, step: str, version: int, *, subject: str, content: str,
+                  form: type[BaseModel], now: datetime) -> Any:
+    """The customer answers a small form through their link; the Decision with its payload read in."""
+    approval_id = ask_customer(case_id, step, version, subject=subject, content=content, now=now,
+                               kind="form", form=form)
+    return read_decision(form, wait_for(approval_id, step, version))
+
+
+def read_decision(form: type[BaseModel], decision: Any) -> Any:
     return decision.model_copy(update={"payload": read_form(form, decision.payload or {})})
 
 
@@ -156,10 +174,11 @@ def _field_type(annotation: Any) -> tuple[str, list[str] | None]:
     return "textarea", None
 
 
-def _form_spec(form: type[BaseModel] | None) -> Any:
-    """The approvals page's field list for a pydantic form: name, label, type, options, required."""
-    if form is None:
-        return None
+def _form_spec(form: type[BaseModel] | dict[str, Any] | None) -> Any:
+    """The approvals page's field list for a pydantic form: name, label, type, options, required
+    (a spec that is already a dict — a checklist — is passed through)."""
+    if form is None or isinstance(form, dict):
+        return form
     fields = []
     for name, field in form.model_fields.items():
         kind, options = _field_type(field.annotation)
@@ -396,6 +415,7 @@ def request_written_account(case_id: int, facts: dict[str, Any], *, now: datetim
                             what: str = "书面说明") -> int:
     """§2 step 16 / §3 step 9: ask for the written account (awaited later: it may take a week)."""
     return ask_staff(case_id, "written-account", 1, role=role, kind="form", form=AccountForm, now=now,
+                     expires=ACCOUNT_LINK,
                      subject=subject(facts, f"请在一周内提交{what}（含方案）"), content=facts["description"])
 
 

@@ -11,11 +11,12 @@ from models import clocks  # noqa: F401
 from models import approvals  # noqa: F401
 from models.assets import Device, SparePart, Stock, StockMove
 from models.cases import Case, CaseKind, Event, Incident, append_event
-from models.contracts import CalendarOverride, Contract, InspectionFrequency, ServiceHours, SeverityScheme
+from models.contracts import CalendarOverride, CalendarYear, Contract, InspectionFrequency, ServiceHours, SeverityScheme
 from models.parties import Contact, Customer, Role, Site, Staff
 
 __all__ = [
     "CalendarOverride",
+    "CalendarYear",
     "Case",
     "CaseKind",
     "Contact",

@@ -65,3 +65,16 @@ class CalendarOverride(SQLModel, table=True):
     working: bool = Field(description="True: a make-up working day (调休上班); False: a day off")
     note: str = Field(default="", max_length=200)
     created_at: datetime = utc_field(nullable=False)
+
+
+class CalendarYear(SQLModel, table=True):
+    """A year whose official holiday notice (国务院办公厅节假日安排) the operator has entered as
+    overrides: deadlines in it are no longer provisional."""
+
+    __table_args__ = (sa.UniqueConstraint("calendar", "year"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    calendar: str = Field(default="cn", max_length=32)
+    year: int
+    note: str = Field(default="", max_length=200, description="e.g. 国办发明电〔2026〕x号")
+    confirmed_at: datetime = utc_field(nullable=False)

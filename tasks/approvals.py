@@ -14,6 +14,7 @@ procedure continues (DESIGN.md §2).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -149,6 +150,9 @@ FORMS: dict[str, type[RunInput]] = {
 }
 
 
+STEP_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
 def approval_key(step: str, version: int) -> str:
     """The suspend key of an approval wait: fixed per step and version ("director-approval-v2")."""
     return f"{step}-v{version}"
@@ -280,6 +284,9 @@ def open_approval(
     urgent: bool = False,
 ) -> Approval:
     """`request_approval` in the caller's transaction (plain function: benches and tests use it)."""
+    if not STEP_NAME.fullmatch(step):
+        # the step names the suspend key and Prefect's run-input keys: lowercase, digits and dashes
+        raise ValueError(f"approval step {step!r}: use lowercase letters, digits and dashes (e.g. 'director-approval')")
     if kind not in ALLOWED_DECISIONS:
         raise ValueError(f"unknown approval kind {kind!r}: approval, signature or form")
     found = session.exec(

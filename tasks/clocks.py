@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, time
+from datetime import date, datetime, time
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from models.approvals import Timer
 from models.cases import Case, Event, append_event
 from models.clocks import Clock, ClockStatus, Escalation
-from models.contracts import CalendarOverride, Contract
+from models.contracts import CalendarOverride, CalendarYear, Contract
 from models.parties import Customer, Site, Staff
 from rules import escalation as ladder_rules
 from rules.calendar import Calendar, build_calendar
@@ -53,7 +54,41 @@ class ClockError(ValueError):
 def load_calendar(session: Session, name: str = "cn", tz: str = "Asia/Shanghai") -> Calendar:
     """The official calendar with the operator's overrides of `name` (read here, used by pure code)."""
     rows = session.exec(select(CalendarOverride).where(CalendarOverride.calendar == name)).all()
-    return build_calendar(((r.day, r.working) for r in rows), name=name, tz=tz)
+    years = session.exec(select(CalendarYear.year).where(CalendarYear.calendar == name)).all()
+    return build_calendar(((r.day, r.working) for r in rows), name=name, tz=tz, confirmed_years=years)
+
+
+def set_calendar_day(session: Session, day: date, working: bool, *, note: str, now: datetime,
+                     name: str = "cn") -> CalendarOverride:
+    """Enter one day of an official notice (or a local correction): a day off, or a make-up working day."""
+    row = session.exec(select(CalendarOverride).where(CalendarOverride.calendar == name,
+                                                      CalendarOverride.day == day)).first()
+    if row is None:
+        row = CalendarOverride(calendar=name, day=day, working=working, note=note, created_at=now)
+    else:
+        row.working, row.note = working, note
+    session.add(row)
+    session.flush()
+    return row
+
+
+def confirm_year(session: Session, year: int, *, note: str, now: datetime, name: str = "cn") -> CalendarYear:
+    """Mark `year` as entered from the official notice: its deadlines stop being provisional.
+
+    Refused while no day of that year has been entered: confirming the statutory estimate alone
+    would hide the 调休 make-up days the notice always brings."""
+    entered = session.exec(select(CalendarOverride.id).where(
+        CalendarOverride.calendar == name,
+        CalendarOverride.day >= date(year, 1, 1), CalendarOverride.day <= date(year, 12, 31))).first()
+    if entered is None:
+        raise ClockError(f"{year} 年尚未录入任何节假日/调休日，请先按国务院通知录入再确认 / "
+                         f"enter the official days of {year} first (aftercare calendar off|working DAY)")
+    row = session.exec(select(CalendarYear).where(CalendarYear.calendar == name, CalendarYear.year == year)).first()
+    if row is None:
+        row = CalendarYear(calendar=name, year=year, note=note, confirmed_at=now)
+        session.add(row)
+        session.flush()
+    return row
 
 
 def calendar_for_terms(session: Session, terms: dict[str, Any]) -> Calendar:
@@ -431,9 +466,17 @@ def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int 
             .where(Escalation.case_id == Case.id, Escalation.kind == "stale", Escalation.due_at > Case.updated_at)
             .exists()
         )
+        # A case whose procedure waits by plan for a date (an inspection's visit day, a callback in two
+        # days: a Timer not yet due) is not stale: nobody is expected to touch it before then.
+        waiting_by_plan = (
+            select(Timer.id)
+            .where(Timer.case_id == Case.id, Timer.fired_at.is_(None), Timer.due_at > now)  # type: ignore[union-attr,operator]
+            .exists()
+        )
         # Closed cases are excluded by `closed_at IS NULL`; the quickest-going-stale policy bounds the query.
         candidates = session.exec(
-            select(Case).where(Case.closed_at.is_(None), Case.updated_at <= now - default_stale, ~already)  # type: ignore[union-attr,operator]
+            select(Case).where(Case.closed_at.is_(None), Case.updated_at <= now - default_stale, ~already,  # type: ignore[union-attr,operator]
+                               ~waiting_by_plan)
             .order_by(Case.updated_at).limit(limit)
         ).all()
         people = _People(session)

@@ -274,3 +274,16 @@ def test_form_fields_are_required_and_stored(web, case_id) -> None:
     )
     assert row(aid).payload == {"satisfaction": "满意", "advice": "<b>好</b>"}
     assert "<b>好</b>" not in web.get(f"/a/{token}").text  # customer text is shown as text, never markup
+
+
+@pytest.mark.parametrize("step", ["Director_Approval", "director approval", "审批", "-x", ""])
+def test_a_step_name_prefect_cannot_key_is_refused_before_anything_is_recorded(case_id, step) -> None:
+    from models.approvals import Approval
+    from models.db import session_scope
+    from tasks.approvals import open_approval
+
+    with session_scope() as s, pytest.raises(ValueError, match="lowercase letters, digits and dashes"):
+        open_approval(s, case_id, step, 1, "解决方案", "内容", approver_role="technical_director",
+                      expires_at=EXPIRES, now=T0)
+    with session_scope() as s:
+        assert s.exec(select(Approval).where(Approval.case_id == case_id)).all() == []

@@ -123,3 +123,37 @@ def test_up_serves_prefect_and_web_then_stops_without_leaving_children(tmp_path:
             proc.kill()
             for child in _descendants(proc.pid):
                 child.kill()
+
+
+def test_entering_an_official_year_clears_the_provisional_flag(tmp_path: Path) -> None:
+    """2027 has no official data yet: the operator enters the notice's days, then confirms the year."""
+    from datetime import UTC, datetime, timedelta
+
+    env = clean_env(tmp_path)
+    shown = run_cli(["calendar", "show", "2027"], env)
+    assert shown.returncode == 0 and "暂定" in shown.stdout
+
+    refused = run_cli(["calendar", "confirm", "2027"], env)
+    assert refused.returncode == 2 and "请先按国务院通知录入" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    bad = run_cli(["calendar", "off", "2027-02-30"], env)
+    assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
+
+    assert run_cli(["calendar", "off", "2027-02-08", "--note", "春节"], env).returncode == 0
+    assert run_cli(["calendar", "working", "2027-02-20", "--note", "春节调休上班"], env).returncode == 0
+    confirmed = run_cli(["calendar", "confirm", "2027", "--note", "国办发明电"], env)
+    assert confirmed.returncode == 0, confirmed.stderr
+    shown = run_cli(["calendar", "show", "2027"], env)
+    assert "已按官方通知录入并确认" in shown.stdout and "2027-02-20 调休上班" in shown.stdout
+
+    # the calendar the clocks load now judges 2027 from the entered data, not provisionally
+    from models.db import session_scope
+    from rules.calendar import provisional_between
+    from tasks.clocks import load_calendar
+
+    with session_scope(f"sqlite:///{tmp_path / 'aftercare.db'}") as session:
+        cal = load_calendar(session)
+    start = datetime(2027, 2, 1, 2, 0, tzinfo=UTC)
+    assert not provisional_between(start, start + timedelta(days=30), cal)
+    assert cal.overrides[datetime(2027, 2, 20).date()] is True

@@ -105,6 +105,22 @@ def test_stale_record_is_escalated_once_to_the_next_manager(demo: str) -> None:
     assert escalate_stale_records(T0 + timedelta(days=30)) == 0  # closed cases never go stale
 
 
+def test_a_case_waiting_by_plan_for_a_date_is_not_stale_until_the_date_passes(demo: str) -> None:
+    from models.approvals import Timer
+
+    with session_scope() as s:
+        case_id = new_case(s, 3, T0)
+        case = s.get(Case, case_id)
+        assert case is not None
+        case.kind = "inspection"  # agreed, now waiting for its visit day
+        s.add(Timer(case_id=case_id, flow_run_id="run-1", key="visit", due_at=T0 + timedelta(days=10),
+                    created_at=T0))
+    assert escalate_stale_records(T0 + timedelta(days=5)) == 0
+    assert escalate_stale_records(T0 + timedelta(days=9, hours=23)) == 0
+    # the visit day came and went and nobody touched the case: now it is stale
+    assert escalate_stale_records(T0 + timedelta(days=10, hours=1)) == 1
+
+
 def test_escalation_with_nobody_in_a_role_still_records_the_step(demo: str) -> None:
     with session_scope() as s:
         for person in s.exec(select(Staff)).all():

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 09:17:08.938871
+Create Date: 2026-11-23 13:26:52.354268
 """
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ def upgrade() -> None:
     with op.batch_alter_table('calendaroverride', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_calendaroverride_day'), ['day'], unique=False)
 
+    op.create_table('calendaryear',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('calendar', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('year', sa.Integer(), nullable=False),
+    sa.Column('note', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('calendar', 'year')
+    )
     op.create_table('checklistitem',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('device_class', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
@@ -602,6 +611,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_checklistitem_device_class'))
 
     op.drop_table('checklistitem')
+    op.drop_table('calendaryear')
     with op.batch_alter_table('calendaroverride', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_calendaroverride_day'))
 
