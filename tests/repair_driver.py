@@ -130,10 +130,30 @@ class RepairDriver:
         assert answer.status_code == 200 and "签字成功" in answer.text, answer.text[:800]
         self.tick(at)
 
-    def tick(self, now: datetime) -> dict[str, Any]:
+    def tick(self, now: datetime, timeout: float = 60) -> dict[str, Any]:
+        """The keeper at `now`, as it runs in production — all the time: the runs reach their waits
+        first; a wake-up that met a run still suspending is tried again until every fired timer
+        and decided approval has woken its run."""
         from flows.clock_keeper import tick
 
-        return tick(now)
+        self.h.settle()
+        result = tick(now)
+        deadline = time.monotonic() + timeout
+        while self._unwoken() and time.monotonic() < deadline:
+            time.sleep(0.3)
+            tick(now)
+        return result
+
+    def _unwoken(self) -> bool:
+        from models.approvals import Timer
+
+        with self.session() as s:
+            timer = s.exec(select(Timer.id).where(col(Timer.fired_at).is_not(None),
+                                                   col(Timer.resumed_at).is_(None))).first()
+            decided = s.exec(select(Approval.id).where(col(Approval.decision).is_not(None),
+                                                       col(Approval.flow_run_id).is_not(None),
+                                                       col(Approval.resumed_at).is_(None))).first()
+        return timer is not None or decided is not None
 
     def finish(self, run_id: Any, timeout: float = 90) -> Any:
         return self.h.wait(run_id, "Completed", timeout=timeout)

@@ -150,14 +150,19 @@ def show(request: Request, token: str, now: datetime = Depends(clock)) -> HTMLRe
             request, "forged", "此链接无效或已被篡改，未记录任何操作。请使用通知中收到的原始链接。"
         )
     if problem == "expired":
-        return message_page(
-            request,
-            "expired",
-            f"此链接已于 {_local_time(data['expires_at'])} 过期，未记录任何操作。",
-            renew_action=f"/a/{token}/renew",
-            token=token,
-        )
+        return _expired(request, token, data)
     return _view(request, token, {**data, "now": now})
+
+
+def _expired(request: Request, token: str, data: dict[str, Any]) -> HTMLResponse:
+    """An expired link: nothing recorded; the page offers a fresh link to the same approver."""
+    return message_page(
+        request,
+        "expired",
+        f"此链接已于 {_local_time(data['expires_at'])} 过期，未记录任何操作。",
+        renew_action=f"/a/{token}/renew",
+        token=token,
+    )
 
 
 @router.post("/a/{token}", response_class=HTMLResponse)
@@ -171,13 +176,7 @@ async def submit(request: Request, token: str, now: datetime = Depends(clock)) -
             request, "forged", "此链接或表单无效，未记录任何操作。请从通知中的链接重新打开页面。"
         )
     if problem == "expired":
-        return message_page(
-            request,
-            "expired",
-            f"此链接已于 {_local_time(data['expires_at'])} 过期，未记录任何操作。",
-            renew_action=f"/a/{token}/renew",
-            token=token,
-        )
+        return _expired(request, token, data)
     decision = fields.get("decision", "")
     comment = fields.get("comment", "")
     payload: dict[str, Any] | None = None
