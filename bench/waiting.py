@@ -128,6 +128,8 @@ def main() -> int:
     parser.add_argument("--real", type=int, default=None, help="of which really executed until suspended")
     parser.add_argument("--latency", type=int, default=None, help="approvals timed")
     parser.add_argument("--poll", type=float, default=1.0, help="PREFECT_RUNNER_POLL_FREQUENCY (s)")
+    parser.add_argument("--prefect-db", default=None,
+                        help="Prefect's own database, e.g. postgresql+asyncpg://user@host/db (default: SQLite)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "waiting.json"))
     args = parser.parse_args()
     runs = args.runs or (30 if args.quick else 10_000)
@@ -148,6 +150,8 @@ def main() -> int:
         public_base_url=f"http://127.0.0.1:{web_port}",
     )
     env = prefect_env(settings, api_url=f"http://127.0.0.1:{api_port}/api")
+    if args.prefect_db:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = args.prefect_db
     env.update(
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
         PREFECT_LOGGING_LEVEL="WARNING",
@@ -178,6 +182,7 @@ def main() -> int:
         "runs_really_suspended": real,
         "approvals_timed": latency_n,
         "runner_poll_seconds": args.poll,
+        "prefect_database": "postgresql" if (args.prefect_db or "").startswith("postgresql") else "sqlite",
     }
     try:
         t = time.monotonic()

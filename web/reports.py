@@ -75,6 +75,17 @@ def _open(token: str, purpose: str, now: datetime) -> dict[str, Any] | HTMLRespo
         return _message("链接无效", "链接无效或已被篡改。/ The link is invalid.", 403)
 
 
+def _viewed_report(session: Session, token: str, now: datetime) -> Report | HTMLResponse:
+    """The report a view link opens, or the page that says why it does not."""
+    data = _open(token, VIEW, now)
+    if isinstance(data, HTMLResponse):
+        return data
+    report = session.get(Report, int(data["r"]))
+    if report is None:
+        return _message("报告不存在", "报告不存在。/ No such report.", 404)
+    return report
+
+
 @router.get("/reports/sign/{token}", response_class=HTMLResponse)
 def sign_page(token: str, now: Now) -> HTMLResponse:
     data = _open(token, SIGN, now)
@@ -160,13 +171,10 @@ def _decide(report: Report, decision: str, *, contact_id: int | None, by: str, c
 def report_pdf_page(token: str, now: Now) -> Response:
     from tasks.reports import report_pdf
 
-    data = _open(token, VIEW, now)
-    if isinstance(data, HTMLResponse):
-        return data
     with session_scope() as session:
-        report = session.get(Report, int(data["r"]))
-        if report is None:
-            return _message("报告不存在", "报告不存在。/ No such report.", 404)
+        report = _viewed_report(session, token, now)
+        if isinstance(report, HTMLResponse):
+            return report
         pdf = report_pdf(report)
         name = f"report-{report.case_id}-{report.kind}-v{report.version}.pdf"
     return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}"'})
@@ -177,13 +185,10 @@ def report_page(token: str, now: Now) -> HTMLResponse:
     from models.reports import Signature
     from tasks.reports import valid_signature
 
-    data = _open(token, VIEW, now)
-    if isinstance(data, HTMLResponse):
-        return data
     with session_scope() as session:
-        report = session.get(Report, int(data["r"]))
-        if report is None:
-            return _message("报告不存在", "报告不存在。/ No such report.", 404)
+        report = _viewed_report(session, token, now)
+        if isinstance(report, HTMLResponse):
+            return report
         signature = valid_signature(session, report.id)  # type: ignore[arg-type]
         stale = signature is None and session.exec(select(Signature).where(Signature.report_id == report.id)).first() is not None
         return _page("view", page_title=report.title, report=report, signature=signature, stale=stale,
