@@ -237,6 +237,12 @@ def orchestrated_repair(n: int) -> float:
     thread.join()
     if not state.is_completed():
         raise RuntimeError(f"the repair run ended {state.name}: {state.message}")
+    if os.environ.get("AFTERCARE_BENCH_TRACE"):
+        with get_client(sync_client=True) as client:
+            states = client.read_flow_run_states(run.id)
+        first = states[0].timestamp
+        for st in states:
+            print(f"  {(st.timestamp - first).total_seconds():7.2f}  {st.name}")
     return time.perf_counter() - started
 
 
