@@ -8,6 +8,7 @@ flows and the benchmarks' waiting flow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 
@@ -39,10 +40,8 @@ def main() -> None:
         warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules()])
         warm = warm_start.register_flows(runner, zip(ids, deployments, strict=True))
         print(f"aftercare runner: {len(deployments)} deployments, warm starts for {len(warm)}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt, TerminationSignal):
         asyncio.run(runner.start())
-    except (KeyboardInterrupt, TerminationSignal):
-        pass
 
 
 if __name__ == "__main__":

@@ -3,15 +3,27 @@
 Importing this package registers every table on `SQLModel.metadata` (Alembic reads it).
 """
 
-from models import assets, cases, contracts, parties  # noqa: F401
-from models import reports  # noqa: F401
-from models import inspection  # noqa: F401
-from models import outbox  # noqa: F401
-from models import clocks  # noqa: F401
-from models import approvals  # noqa: F401
+from models import (  # noqa: F401 - every table module, so the metadata is complete
+    approvals,
+    assets,
+    cases,
+    clocks,
+    contracts,
+    inspection,
+    outbox,
+    parties,
+    reports,
+)
 from models.assets import Device, SparePart, Stock, StockMove
 from models.cases import Case, CaseKind, Event, Incident, append_event
-from models.contracts import CalendarOverride, CalendarYear, Contract, InspectionFrequency, ServiceHours, SeverityScheme
+from models.contracts import (
+    CalendarOverride,
+    CalendarYear,
+    Contract,
+    InspectionFrequency,
+    ServiceHours,
+    SeverityScheme,
+)
 from models.parties import Contact, Customer, Role, Site, Staff
 
 __all__ = [

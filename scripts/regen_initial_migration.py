@@ -8,7 +8,6 @@ readable migration. After the first release, new migrations are added with
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 from alembic import command
 

@@ -109,11 +109,10 @@ def test_checklist_page_refuses_bad_input_in_chinese_then_records_through_decide
 
 
 def test_summary_page_shows_the_summary_and_takes_one_rating(web, demo, session):
+    from models.db import session_scope
     from models.inspection import ServiceSummary
     from tasks.inspection import calendar_for
     from tasks.summary import issue_summary
-
-    from models.db import session_scope
 
     now = datetime(2026, 11, 2, 2, tzinfo=UTC)
     with session_scope(demo) as s:
