@@ -35,6 +35,18 @@ def load_settings():  # noqa: ANN201 - Settings, imported lazily so that `--help
         raise  # unreachable
 
 
+def use_prefect_of(settings) -> None:  # noqa: ANN001 - Settings
+    """Point this process at the Prefect server `aftercare up` runs (unless PREFECT_API_URL names one),
+    with the same result storage — never at a throw-away temporary server."""
+    import os
+
+    from deployments.prefect_env import prefect_env
+
+    for key, value in prefect_env(settings).items():
+        if key.startswith("PREFECT_"):
+            os.environ.setdefault(key, value)
+
+
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (建库/升级)."""
@@ -178,12 +190,12 @@ def repair_new(
     parent: Annotated[int | None, typer.Option(help="关联工单号 / parent case id")] = None,
 ) -> None:
     """受理一张故障报修并启动维修流程 / take a repair request and start its flow."""
+    use_prefect_of(load_settings())  # before Prefect is imported: it reads its settings once
     from flows.repair import start_repair
     from models.db import session_scope
     from models.wallclock import now
     from tasks.cases import IntakeError, RepairRequest, resolve_request
 
-    load_settings()
     try:
         request = RepairRequest(customer=customer, site=site, device=device, reported_by=reported_by,
                                 channel=channel, description=description, severity=severity,
@@ -205,7 +217,8 @@ def repair_new(
     try:
         run_id = start_repair(request)
     except Exception as exc:  # Prefect unreachable or the deployment not served: say so, no traceback
-        fail(f"无法启动维修流程（Prefect 是否在运行？先执行 aftercare up） / cannot start the repair flow: {exc}")
+        fail(f"无法启动维修流程（Prefect 是否在运行？先执行 aftercare up） / cannot start the repair flow: "
+             f"{type(exc).__name__}: {exc}")
         return
     typer.echo(f"已受理：{resolved.customer.name} · {resolved.site.name}；维修流程已启动 / flow run {run_id}")
 

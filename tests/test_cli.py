@@ -110,6 +110,19 @@ def test_up_serves_prefect_and_web_then_stops_without_leaving_children(tmp_path:
             time.sleep(0.5)
         assert expected <= names
 
+        # a dispatcher takes a request on the command line: it reaches this Prefect (not a temporary
+        # one of its own), and the repair runs until it waits for the engineer's diagnosis form
+        taken = run_cli(["repair", "new", "--customer", "BJYH", "--site", "亦庄机房", "--description", "阵列告警",
+                         "--reported-by", "王先生"], {**env, "AFTERCARE_PREFECT_PORT": str(prefect_port)})
+        assert taken.returncode == 0, taken.stdout + taken.stderr
+        run_id = taken.stdout.strip().rsplit(" ", 1)[-1]
+        deadline = time.monotonic() + 90
+        state = ""
+        while time.monotonic() < deadline and state != "PAUSED":
+            state = httpx.get(f"http://127.0.0.1:{prefect_port}/api/flow_runs/{run_id}", timeout=10).json()["state_type"]
+            time.sleep(0.5)
+        assert state == "PAUSED"
+
         children = _descendants(proc.pid)
         assert len(children) >= 3  # server, web, runner (and their own children)
         proc.send_signal(stop_signal)
