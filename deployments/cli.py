@@ -47,9 +47,8 @@ def use_prefect_of(settings) -> None:  # noqa: ANN001 - Settings
             os.environ.setdefault(key, value)
 
 
-@app.command()
-def migrate() -> None:
-    """Create or upgrade the database schema (建库/升级)."""
+def ready_db() -> None:
+    """Settings checked and the schema up to date (a command may be the first one run)."""
     from models.db import migrate as do_migrate
 
     settings = load_settings()
@@ -57,6 +56,12 @@ def migrate() -> None:
         do_migrate(settings.db_url)
     except DatabaseError as exc:
         fail(str(exc))
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (建库/升级)."""
+    ready_db()
     typer.echo("数据库已是最新 / database is up to date")
 
 
@@ -239,24 +244,13 @@ def _day(value: str):  # noqa: ANN202 - date
         raise  # unreachable
 
 
-def _ready_db() -> None:
-    """Settings checked and the schema up to date (these commands may be the first ones run)."""
-    from models.db import migrate as do_migrate
-
-    settings = load_settings()
-    try:
-        do_migrate(settings.db_url)
-    except DatabaseError as exc:
-        fail(str(exc))
-
-
 def _set_day(day: str, working: bool, note: str) -> None:
     from models.db import session_scope
     from models.wallclock import now
     from tasks.clocks import set_calendar_day
 
     parsed = _day(day)
-    _ready_db()
+    ready_db()
     try:
         with session_scope() as session:
             set_calendar_day(session, parsed, working, note=note, now=now())
@@ -287,7 +281,7 @@ def calendar_confirm(year: Annotated[int, typer.Argument(min=2000, max=2100)],
     from models.wallclock import now
     from tasks.clocks import ClockError, confirm_year
 
-    _ready_db()
+    ready_db()
     try:
         with session_scope() as session:
             confirm_year(session, year, note=note, now=now())
@@ -303,7 +297,7 @@ def calendar_show(year: Annotated[int, typer.Argument(min=2000, max=2100)]) -> N
     from rules.calendar import covered_by_official_data
     from tasks.clocks import load_calendar
 
-    _ready_db()
+    ready_db()
     try:
         with session_scope() as session:
             cal = load_calendar(session)
