@@ -127,7 +127,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="waiting procedures in total")
     parser.add_argument("--real", type=int, default=None, help="of which really executed until suspended")
     parser.add_argument("--latency", type=int, default=None, help="approvals timed")
-    parser.add_argument("--poll", type=float, default=1.0, help="PREFECT_RUNNER_POLL_FREQUENCY (s)")
+    parser.add_argument("--poll", type=float, default=0.5, help="AFTERCARE_RUNNER_POLL_SECONDS (s)")
     parser.add_argument("--prefect-db", default=None,
                         help="Prefect's own database, e.g. postgresql+asyncpg://user@host/db (default: SQLite)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "waiting.json"))
@@ -137,7 +137,7 @@ def main() -> int:
     latency_n = min(args.latency or (1 if args.quick else 100), real)
 
     base = Path(tempfile.mkdtemp(prefix="aftercare-bench-waiting-"))
-    os.environ["PREFECT_RUNNER_POLL_FREQUENCY"] = str(args.poll)
+    os.environ["AFTERCARE_RUNNER_POLL_SECONDS"] = str(args.poll)
     os.environ["PREFECT_RUNNER_PROCESS_LIMIT"] = "8"
     from deployments.prefect_env import prefect_env
     from models.settings import Settings

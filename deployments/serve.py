@@ -27,6 +27,17 @@ def extra_deployments() -> list[object]:
     return found
 
 
+def poll_seconds() -> float:
+    """How often the runner asks for runs to start — the floor of approval-click latency.
+    `AFTERCARE_RUNNER_POLL_SECONDS` (default 0.5; Prefect's own setting takes whole seconds only)."""
+    raw = os.environ.get("AFTERCARE_RUNNER_POLL_SECONDS", "0.5")
+    try:
+        return max(0.1, float(raw))
+    except ValueError:
+        print(f"AFTERCARE_RUNNER_POLL_SECONDS={raw!r} is not a number; using 0.5", flush=True)
+        return 0.5
+
+
 def main() -> None:
     """`prefect.serve` with warm starts (deployments.warm_start): the same deployments and limit."""
     from prefect.exceptions import TerminationSignal
@@ -34,7 +45,7 @@ def main() -> None:
 
     limit = int(os.environ.get("PREFECT_RUNNER_PROCESS_LIMIT", "20"))
     deployments = [*all_deployments(), *extra_deployments()]
-    runner = Runner(limit=limit)
+    runner = Runner(limit=limit, query_seconds=poll_seconds())
     ids = [runner.add_deployment(d) for d in deployments]
     if warm_start.enabled():
         warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules()])
