@@ -131,8 +131,18 @@ def prepare_database(settings: Settings, *, seed: bool, echo: Callable[[str], No
 
 
 def run_up(settings: Settings, *, seed: bool = True, echo: Callable[[str], None] = print) -> int:
-    settings.home.mkdir(parents=True, exist_ok=True)
-    prepare_database(settings, seed=seed, echo=echo)
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        probe = settings.home / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(f"工作目录不可写 / cannot write to AFTERCARE_HOME {settings.home}: {exc.strerror or exc}") from None
+    try:
+        prepare_database(settings, seed=seed, echo=echo)
+    except KeyboardInterrupt:  # Ctrl-C while migrating or seeding: each runs in its own transaction
+        echo("已中断，数据库未改动或已完整迁移 / interrupted; the database is as before or fully migrated")
+        return 130
 
     external = bool(settings.prefect_api_url)
     api_url = settings.prefect_url

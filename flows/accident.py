@@ -36,21 +36,27 @@ from tasks.accident import (
     record_test_result,
     request_standby_machine,
     review_returned,
+    set_stage,
     start_vendor_support,
     window_expired,
 )
-from tasks.cases import load_case, record
+from tasks.cases import IntakeError, load_case, record
 
 
 @flow(name="accident", retries=0, persist_result=True, log_prints=True)
 def accident(request: AccidentRequest) -> dict[str, Any]:
     """事故处理服务流程: from the accident to the general manager's sign-off and the archive."""
+    from prefect.states import Failed
+
     from tasks.timers import current_time
 
     # the steps start from the moment the dispatcher entered (a hand-over: from now)
     now = request.reported_at or current_time("accident-opened")
     # 1. the lead goes on site at once; the centre informs the coordinator
-    case_id = open_accident(request, now, str(flow_run.get_id() or ""))
+    try:
+        case_id = open_accident(request, now, str(flow_run.get_id() or ""))
+    except IntakeError as exc:
+        return Failed(message=str(exc))  # type: ignore[return-value]  # a clear message, no traceback
     facts = load_case(case_id)
     # 2. the emergency accident team; the coordinator is the customer's single contact
     form_team(case_id, now)
@@ -82,45 +88,73 @@ def accident(request: AccidentRequest) -> dict[str, Any]:
 def plans_until_restored(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[Plan, datetime]:
     """§3 steps 2–5: plan → director → (test) → customer → execute; a failed test or execution means
     another plan, and out of the customer's tolerated window the director starts vendor support."""
-    version, attempt, vendor_calls, reason = 0, 0, 0, ""
+    written: dict[int, dict[str, Any]] = {}  # version → the recorded structured plan
+
+    def write(version: int, reason: str, now: datetime) -> tuple[Plan, datetime]:
+        plan, recorded, now = write_plan(case_id, facts, version, reason, now)
+        written[plan.version] = recorded
+        return plan, now
+
+    def revise(case_id: int, facts: dict[str, Any], plan: Plan, *, reason: str, note: str,
+               now: datetime) -> tuple[Plan, datetime]:
+        # the director or the customer sent plan v back: the lead writes v+1 on the accident plan form
+        who = "技术总监退回" if reason == "director" else "客户异议"
+        return write(plan.version + 1, f"第 {plan.version} 版{who}：{note or '—'}", now)
+
+    plan, now = write(1, "", now)
+    attempt, vendor_calls = 0, 0
     while True:
         attempt += 1
-        version += 1
-        written = steps.fill_form(case_id, f"accident-plan-v{version}", version, role=Role.TECHNICAL_LEAD,
-                                  form=AccidentPlanForm, now=now,
-                                  subject=steps.subject(facts, f"请提交事故处理方案（第 {version} 版）"),
-                                  content=reason or facts["description"])
-        now = written.at
-        recorded = record_plan(case_id, version, written.payload, written.by, now, reason)
-        plan = Plan(version=version, text=recorded["text"], reason=reason or "initial", author=written.by)
-        plan, now = steps.director_approves_plan(case_id, facts, plan, now=now, procedure="accident")
-        version = plan.version
-        if recorded["needs_testing"]:
-            test = steps.fill_form(case_id, "plan-test", version, role=Role.TECHNICAL_DIRECTOR, form=PlanTestForm,
-                                   now=now, subject=steps.subject(facts, f"请安排测试事故处理方案第 {version} 版"),
-                                   content=plan.text)
+        plan, now = steps.director_approves_plan(case_id, facts, plan, now=now, procedure="accident", revise=revise)
+        if written[plan.version]["needs_testing"]:
+            set_stage(case_id, "testing", now)
+            test = steps.fill_form(case_id, "plan-test", plan.version, role=Role.TECHNICAL_DIRECTOR,
+                                   form=PlanTestForm, now=now, content=plan.text,
+                                   subject=steps.subject(facts, f"请安排测试事故处理方案第 {plan.version} 版"))
             now = test.at
             note = test.payload.get("note", "")
-            if not record_test_result(case_id, version, bool(test.payload.get("passed")), note, test.by, now):
-                reason = f"第 {version} 版方案测试失败：{note}"
+            if not record_test_result(case_id, plan.version, bool(test.payload.get("passed")), note, test.by, now):
+                reason = f"第 {plan.version} 版方案测试失败：{note}"
                 vendor_calls += vendor_support_if_out_of_window(case_id, vendor_calls + 1, reason, now)
+                plan, now = write(plan.version + 1, reason, now)
                 continue
-        plan, now = steps.customer_accepts_plan(case_id, facts, plan, now=now, procedure="accident")
-        version = plan.version
-        done = steps.fill_form(case_id, "plan-execution", version, role=Role.TECHNICAL_LEAD, form=ExecutionForm,
-                               now=now, subject=steps.subject(facts, f"请登记第 {version} 版方案的实施结果"),
+        set_stage(case_id, "customer", now)
+        plan, now = steps.customer_accepts_plan(case_id, facts, plan, now=now, procedure="accident", revise=revise)
+        set_stage(case_id, "executing", now)
+        done = steps.fill_form(case_id, "plan-execution", plan.version, role=Role.TECHNICAL_LEAD, form=ExecutionForm,
+                               now=now, subject=steps.subject(facts, f"请登记第 {plan.version} 版方案的实施结果"),
                                content=plan.text)
         now = done.at
         note = done.payload.get("note", "")
-        result = record_execution(case_id, version, done.payload.get("result", "failed"), note, done.by, now)
+        result = record_execution(case_id, plan.version, done.payload.get("result", "failed"), note, done.by, now)
         if result == "restored":
             return plan, now
         # failed or partial: the director comes on site, the team looks for another plan
         if done.payload.get("standby_needed"):
-            request_standby_machine(case_id, f"第 {version} 版方案实施后无法按时恢复：{note}", now, done.by)
-        call_director_on_site(case_id, attempt, version, result, note, now)
-        reason = f"第 {version} 版方案实施结果：{'部分恢复' if result == 'partial' else '失败'}。{note}"
+            request_standby_machine(case_id, f"第 {plan.version} 版方案实施后无法按时恢复：{note}", now, done.by)
+        call_director_on_site(case_id, attempt, plan.version, result, note, now)
+        reason = f"第 {plan.version} 版方案实施结果：{'部分恢复' if result == 'partial' else '失败'}。{note}"
         vendor_calls += vendor_support_if_out_of_window(case_id, vendor_calls + 1, reason, now)
+        plan, now = write(plan.version + 1, reason, now)
+
+
+def write_plan(case_id: int, facts: dict[str, Any], version: int, reason: str,
+               now: datetime) -> tuple[Plan, dict[str, Any], datetime]:
+    """The lead writes plan `version` on the accident plan form (steps, minutes, tools, parts, risk,
+    testing). An incomplete form is not taken: the lead gets the form again with what is missing."""
+    problem = ""
+    for attempt in range(100):
+        step = f"accident-plan-v{version}" + (f"-again{attempt}" if attempt else "")
+        written = steps.fill_form(case_id, step, version, role=Role.TECHNICAL_LEAD, form=AccidentPlanForm, now=now,
+                                  subject=steps.subject(facts, f"请提交事故处理方案（第 {version} 版）"),
+                                  content="\n\n".join(t for t in (problem, reason or facts["description"]) if t))
+        now = written.at
+        recorded = record_plan(case_id, version, written.payload, written.by, now, reason)
+        if "error" not in recorded:
+            plan = Plan(version=version, text=recorded["text"], reason=reason or "initial", author=written.by)
+            return plan, recorded, now
+        problem = f"上次提交的方案未被接受 / not accepted: {recorded['error']}"
+    raise RuntimeError(f"plan v{version} of case {case_id}: 100 incomplete forms")
 
 
 def vendor_support_if_out_of_window(case_id: int, call: int, reason: str, at: datetime) -> int:

@@ -32,6 +32,7 @@ KEEPER_STEPS: list[str] = [
     "tasks.clocks.fire_due_clocks",
     "tasks.clocks.escalate_stale_records",
     "tasks.accident.send_due_standby",
+    "tasks.accident.send_due_vendor_support",
     "tasks.accident.send_progress_updates",
     "tasks.accident.send_vendor_daily_reports",
     "tasks.notify.send_due_step",

@@ -75,7 +75,7 @@ def plan_inspections_flow(now: datetime | None = None) -> dict[str, int]:
 
 def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict[str, str] | None, datetime]:
     """Step 1: the dispatcher's proposal goes to the customer, who confirms, moves or cancels it."""
-    from tasks.inspection import cancel_step, check_moved_day, fix_visit
+    from tasks.inspection import cancel_step, check_moved_day, fix_visit, propose_again
 
     day, start, problem = facts["proposed_day"], "09:30", ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
@@ -96,13 +96,15 @@ def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict
             if not problem:
                 day, start = moved["day"], moved["start"]
             continue
-        if (answer.get("start") or start) != start:  # confirmed with another time of day: check it too
-            moved = check_moved_day(case_id, day, answer["start"], now)
-            problem = moved["problem"]
-            if problem:
-                continue
-            start = moved["start"]
-        return fix_visit(case_id, day, start, decision.by, now), now
+        # a confirmation is checked too: another time of day must be readable, and a proposal confirmed
+        # so late that its 3-working-day notice has passed gives way to the earliest day that still can
+        checked = check_moved_day(case_id, day, answer.get("start") or start, now)
+        problem = checked["problem"]
+        if problem:
+            if (answer.get("start") or start) == start:  # the proposed day itself can no longer be kept
+                day = propose_again(case_id, now)
+            continue
+        return fix_visit(case_id, day, checked["start"], decision.by, now), now
     return fix_visit(case_id, day, start, "客户服务中心", now), now
 
 

@@ -139,15 +139,15 @@ def repair(request: RepairRequest) -> RepairOutcome:
     # Intake: the dispatcher's form; the clocks start at the reported time.
     now = request.reported_at or current_time("intake")
     try:
-        case_id = take_request(request, now, str(flow_run.id))
+        case_id = take_request(request, now, str(flow_run.id), tell=[
+            {"template": "repair/opened", "key": "opened", "roles": [DISPATCHER, LEAD, ENGINEER]},
+            {"template": "repair/received", "key": "received", "customer": True}])
     except IntakeError as exc:
         return Failed(message=str(exc))  # type: ignore[return-value]  # a clear message, no traceback
     facts = load_case(case_id)
     now = facts["reported_at"]
     for kind in ("first_contact", "remote_response", "restore"):
         clock(case_id, kind, "start", now)
-    notify(case_id, "repair/opened", "opened", now, roles=[DISPATCHER, LEAD, ENGINEER])
-    notify(case_id, "repair/received", "received", now, customer=True)
 
     # 1–2. First contact and remote diagnosis by the technical lead, with the command log.
     diagnosis = fill_form(case_id, "diagnosis", 1, role=LEAD, form=DiagnosisForm, now=now,
@@ -176,7 +176,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
         parts = found.get("parts", "").strip()
         if parts:
             clock(case_id, "spare_part", "start", now)
-            request_parts(case_id, parts, now, "parts", diagnosis.by)
+            parts, now = _issue_parts(case_id, facts, parts, diagnosis.by, now)
 
         # 4. The centre books the visit with the customer and tells the coordinator.
         visit = fill_form(case_id, "visit", 1, role=DISPATCHER, form=VisitForm, now=now,
@@ -184,10 +184,10 @@ def repair(request: RepairRequest) -> RepairOutcome:
         now = visit.at
         visit_at = _when(visit.payload.get("visit_at"), now)
         record(case_id, "visit_booked", now, visit.by, {"visit_at": visit_at.isoformat(),
-                                                        "coordinator_joins": visit.payload.get("coordinator_joins")})
+                                                        "coordinator_joins": visit.payload.get("coordinator_joins")},
+               tell=[{"template": "repair/visit_booked", "key": "visit-booked", "roles": [COORDINATOR_ROLE],
+                      "customer": True, "context": {"visit_at": visit_at}}])
         clock(case_id, "arrival", "start", now)
-        notify(case_id, "repair/visit_booked", "visit-booked", now, roles=[COORDINATOR_ROLE], customer=True,
-               context={"visit_at": visit_at})
 
         # 5–6. Arrival (clock by distance band) and on-site re-analysis; a changed plan goes to the director.
         onsite = fill_form(case_id, "onsite", 1, role=ENGINEER, form=OnsiteForm, now=now,
@@ -303,6 +303,24 @@ def _first_plan(case_id: int, facts: dict[str, Any], text: str, author: str, now
     return plan
 
 
+def _issue_parts(case_id: int, facts: dict[str, Any], parts: str, by: str, now: datetime) -> tuple[str, datetime]:
+    """The parts request goes to the store; a list it cannot take (an unreadable line, a code it does
+    not stock) issues nothing and goes back to the lead, told why, until it can — or is left empty."""
+    from flows.steps import PartsForm
+
+    attempt = 0
+    while parts:
+        issued = request_parts(case_id, parts, now, "parts" if attempt == 0 else f"parts-{attempt}", by)
+        if "error" not in issued:
+            break
+        attempt += 1
+        answer = fill_form(case_id, f"parts-{attempt}", attempt, role=LEAD, form=PartsForm, now=now,
+                           subject=subject(facts, "备件清单无法受理，请更正"),
+                           content=f"{issued['error']}\n\n原备件清单：{parts}")
+        now, parts, by = answer.at, answer.payload.get("parts", "").strip(), answer.by
+    return parts, now
+
+
 def _onsite_revision(case_id: int, facts: dict[str, Any], plan: Plan, text: str, by: str, now: datetime) -> Plan:
     from tasks.reports import revise_plan
 
@@ -317,9 +335,9 @@ def _hand_over(case_id: int, facts: dict[str, Any], reason: str, now: datetime) 
     """The director decided the repair cannot be completed: the accident flow takes the case over."""
     run_id = start_accident_run(case_id, reason, f"{case_id}:handover")
     record(case_id, "handed_over", now, "技术总监", {"accident_run": run_id, "reason": reason}, key="handed-over",
-           status="handed_over")
-    notify(case_id, "repair/handed_over", "handed-over", now, roles=[DIRECTOR, COORDINATOR_ROLE, DISPATCHER],
-           customer=True, context={"reason": reason}, urgent=True)
+           status="handed_over", tell=[{"template": "repair/handed_over", "key": "handed-over", "customer": True,
+                                        "roles": [DIRECTOR, COORDINATOR_ROLE, DISPATCHER], "urgent": True,
+                                        "context": {"reason": reason}}])
     return RepairOutcome(case_id=case_id, number=facts["number"], status="handed_over", accident_run=run_id)
 
 

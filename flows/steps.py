@@ -15,7 +15,7 @@ version or attempt number into every step name and task input (replays stay exac
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -24,6 +24,13 @@ from rules.plans import Plan
 
 Procedure = Literal["repair", "accident"]
 PROCEDURE_ZH = {"repair": "故障维修", "accident": "事故处理"}
+
+
+class Reviser(Protocol):
+    """How a procedure's lead writes plan v+1 after the director or the customer sent v back."""
+
+    def __call__(self, case_id: int, facts: dict[str, Any], plan: Plan, *, reason: str, note: str,
+                 now: datetime) -> tuple[Plan, datetime]: ...
 
 # How long a link stays valid; a late answer can still be requested again from the web page.
 STAFF_LINK = timedelta(days=3)
@@ -43,6 +50,13 @@ class PlanForm(BaseModel):
 
     plan: str = Field(title="方案内容", description="措施、步骤、时间安排、所需工具；修订时写明改了什么", min_length=10)
     parts: str = Field(default="", title="所需备件", description="硬件故障时填写：备件编码 x 数量，如 PSU-900W x1；无则留空")
+
+
+class PartsForm(BaseModel):
+    """备件清单（更正） — the store could not take the list as written; the lead corrects it."""
+
+    parts: str = Field(default="", title="所需备件",
+                       description="备件编码 x 数量，每行或用逗号分隔一项，如 PSU-900W x1；留空表示不需要备件")
 
 
 class TalkForm(BaseModel):
@@ -247,9 +261,10 @@ def subject(facts: dict[str, Any], text: str) -> str:
 
 def director_approves_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, now: datetime,
                            procedure: Procedure = "repair", role: str = Role.TECHNICAL_DIRECTOR,
-                           step: str = "plan-approval") -> tuple[Plan, datetime]:
+                           step: str = "plan-approval", revise: Reviser | None = None) -> tuple[Plan, datetime]:
     """The technical director approves the plan; "revise" or "rejected" sends it back to the lead
-    for version v+1, which goes to the director again — until one version is approved."""
+    for version v+1 (`revise`: how the procedure's plan is rewritten; the repair's free-text plan by
+    default), which goes to the director again — until one version is approved."""
     from tasks.cases import record
     from tasks.reports import issue
 
@@ -268,7 +283,8 @@ def director_approves_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, n
         record(case_id, "plan_returned", now, decision.by, {"version": plan.version, "step": step,
                                                             "decision": decision.decision, "comment": decision.comment},
                key=f"{step}:v{plan.version}")
-        plan, now = lead_revises_plan(case_id, facts, plan, reason="director", note=decision.comment, now=now)
+        plan, now = (revise or lead_revises_plan)(case_id, facts, plan, reason="director", note=decision.comment,
+                                                  now=now)
 
 
 def lead_revises_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, reason: str, note: str,
@@ -296,7 +312,7 @@ def lead_revises_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, reason
 
 
 def customer_accepts_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, now: datetime,
-                          procedure: Procedure = "repair") -> tuple[Plan, datetime]:
+                          procedure: Procedure = "repair", revise: Reviser | None = None) -> tuple[Plan, datetime]:
     """PROCEDURES.md §2 step 7: the written plan goes to the customer, who signs or objects. Each
     objection → plan v+1 by the lead, re-confirmed by the director, resent — until both sides have
     signed the same version."""
@@ -317,8 +333,9 @@ def customer_accepts_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, no
             return plan, now
         record(case_id, "plan_objected", now, decision.by, {"version": plan.version, "comment": decision.comment},
                key=f"plan-objected:v{plan.version}")
-        plan, now = lead_revises_plan(case_id, facts, plan, reason="customer", note=decision.comment, now=now)
-        plan, now = director_approves_plan(case_id, facts, plan, now=now, procedure=procedure)
+        plan, now = (revise or lead_revises_plan)(case_id, facts, plan, reason="customer", note=decision.comment,
+                                                  now=now)
+        plan, now = director_approves_plan(case_id, facts, plan, now=now, procedure=procedure, revise=revise)
 
 
 def five_minute_talk(case_id: int, facts: dict[str, Any], *, now: datetime, problems: str | None = None,
@@ -397,10 +414,11 @@ def service_report_signed(case_id: int, facts: dict[str, Any], *, now: datetime,
 
 def sms_to_centre(case_id: int, *, now: datetime, procedure: Procedure = "repair") -> None:
     """§2 step 13: the engineer tells the service centre by SMS that the task is done."""
-    from tasks.cases import notify, record
+    from tasks.cases import record
 
-    notify(case_id, "repair/done_sms", "done-sms", now, roles=[Role.DISPATCHER], context={"procedure": PROCEDURE_ZH[procedure]})
-    record(case_id, "sms_to_centre", now, "engineer", {}, key="done-sms")
+    record(case_id, "sms_to_centre", now, "engineer", {}, key="done-sms",
+           tell=[{"template": "repair/done_sms", "key": "done-sms", "roles": [Role.DISPATCHER],
+                  "context": {"procedure": PROCEDURE_ZH[procedure]}}])
 
 
 def start_after_service_clocks(case_id: int, completed_at: datetime) -> None:
@@ -437,7 +455,7 @@ def callback(case_id: int, facts: dict[str, Any], *, completed_at: datetime,
              role: str = Role.DISPATCHER) -> tuple[int, datetime]:
     """§2 step 14: the day after completion the centre calls the customer back and fills the callback
     form (客户回访表, scores 优/良/中/差); within 2 days; the coordinator is informed."""
-    from tasks.cases import clock, notify, record
+    from tasks.cases import clock, record
     from tasks.reports import issue
     from tasks.timers import wait_until
 
@@ -451,9 +469,9 @@ def callback(case_id: int, facts: dict[str, Any], *, completed_at: datetime,
                 {"callback": {**form, "by": decision.by, "at": decision.at}, "scores": scores}, decision.at, decision.by)
     outcome = clock(case_id, "callback", "stop", decision.at)
     record(case_id, "callback_done", decision.at, decision.by, {"scores": {s["key"]: s["value"] for s in scores},
-                                                               "clock": outcome, "report_id": doc["id"]}, key="callback")
-    notify(case_id, "repair/callback_done", "callback-done", decision.at, roles=[Role.COORDINATOR],
-           context={"scores": scores, "comments": form.get("comments", "")})
+                                                               "clock": outcome, "report_id": doc["id"]}, key="callback",
+           tell=[{"template": "repair/callback_done", "key": "callback-done", "roles": [Role.COORDINATOR],
+                  "context": {"scores": scores, "comments": form.get("comments", "")}}])
     return doc["id"], decision.at
 
 

@@ -6,6 +6,7 @@ from datetime import datetime, time
 from enum import StrEnum
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Field, SQLModel
 
 from models.base import json_field, utc_field
@@ -94,3 +95,27 @@ class Staff(SQLModel, table=True):
 
     def has_role(self, role: Role | str) -> bool:
         return str(role) in self.roles
+
+
+# --- addresses are checked whenever they are written -----------------------------------------------
+
+_CHECKED = ("notify_urls", "quiet_start", "quiet_end")
+
+
+@sa.event.listens_for(OrmSession, "before_flush")
+def _check_people(session: OrmSession, _flush_context: object, _instances: object) -> None:
+    """Refuse a Staff or Contact whose notification addresses or quiet hours are not usable, on every
+    write through a session (seed, admin, import, a script), not only where a form checks them.
+
+    The rules live in one place, `tasks.channels.validate_person` (it knows aftercare's own channels,
+    e.g. `smsgw://`); it raises ChannelError with the reasons before anything is written. A person
+    loaded and changed elsewhere is checked only when these fields changed.
+    """
+    from tasks.channels import validate_person  # imported late: tasks.channels imports models
+
+    for person in (*session.new, *session.dirty):
+        if not isinstance(person, Staff | Contact):
+            continue
+        state = sa.inspect(person)
+        if person in session.new or any(state.attrs[name].history.has_changes() for name in _CHECKED):
+            validate_person(person)

@@ -8,7 +8,9 @@ list of four (severity 1..4); `null` means "no such deadline" for that severity.
 may instead give distance `bands`.
 
 Minutes and hours count working time on a 5x8 contract (wall-clock time on 7x24); days count
-calendar days; working days follow the contract's calendar and keep the time of day.
+calendar days. Working days follow the contract's calendar: on 7x24 they keep the time of day; on
+5x8, N working days are N x the day's working hours of working time, counted from the next working
+moment — a Saturday-morning or after-hours start runs out at the close of business, never at night.
 """
 
 from __future__ import annotations
@@ -259,6 +261,9 @@ class Deadline:
     severity: int
     provisional: bool
     basis: str  # how it was computed, in Chinese, e.g. "4 小时（5x8 工作时间）"
+    # whether the working-day calendar entered the computation (a later pause or a confirmed year
+    # can change `provisional` only then); pure wall-clock spans do not depend on it
+    uses_calendar: bool = False
 
     @property
     def warning(self) -> str | None:
@@ -326,6 +331,11 @@ def lay_span(start: datetime, span: Span, calendar: Calendar) -> datetime:
         return add_working_time(start, timedelta(hours=span.amount), calendar)
     if span.unit == "days":
         return (start + timedelta(days=span.amount)).astimezone(UTC)
+    if not calendar.round_the_clock:
+        # "Same time on the Nth working day" would put a Saturday 10:00 start's deadline at Monday
+        # 10:00 (before a 2-hour step laid in working time) and a Friday 23:30 start's at Monday
+        # 23:30: count whole working days of working time instead.
+        return add_working_time(start, calendar.hours_per_day() * span.amount, calendar)
     local = start.astimezone(calendar.zone)
     day = add_working_days(local.date(), int(span.amount), calendar)
     return datetime.combine(day, local.timetz().replace(tzinfo=None), tzinfo=calendar.zone).astimezone(UTC)
@@ -360,29 +370,71 @@ def deadline(
     uses_calendar = span.unit == "working_days" or (span.unit in ("minutes", "hours") and not cal.round_the_clock)
     provisional = uses_calendar and provisional_between(started_at, at, cal)
     return Deadline(at=at, clock=str(clock), severity=severity, provisional=provisional,
-                    basis=span.describe(pol.service_hours))
+                    basis=span.describe(pol.service_hours), uses_calendar=uses_calendar)
 
 
-def ladder(policy: SlaPolicy, clock: str, started_at: datetime, calendar: Calendar | None = None) -> list[tuple[int, datetime, bool]]:
-    """The escalation ladder of a clock: (level, when, provisional) per level; empty for clocks without one."""
+@dataclass(frozen=True)
+class LadderStep:
+    """One level of a clock's escalation ladder, laid on the calendar."""
+
+    level: int
+    at: datetime  # aware, UTC
+    provisional: bool
+    uses_calendar: bool  # as Deadline.uses_calendar
+
+
+def ladder_steps(policy: SlaPolicy, clock: str, started_at: datetime, calendar: Calendar | None = None) -> list[LadderStep]:
+    """The escalation ladder of a clock, levels in ascending order and never earlier than a lower
+    level; empty for clocks without one."""
     esc = policy.escalation
     if str(clock) not in esc.get("clocks", []):
         return []
     cal = policy.calendar(calendar)
-    steps: list[tuple[int, datetime, bool]] = []
+    laid: list[tuple[int, datetime, bool]] = []
     for step in esc.get("ladder", []):
         unit = next(u for u in UNITS if u in step)
-        span = Span(unit, float(step[unit]))
-        at = lay_span(started_at, span, cal)
-        uses_calendar = unit == "working_days" or not cal.round_the_clock
-        steps.append((int(step["level"]), at, uses_calendar and provisional_between(started_at, at, cal)))
-    return sorted(steps, key=lambda s: (s[1], s[0]))
+        at = lay_span(started_at, Span(unit, float(step[unit])), cal)
+        uses_calendar = unit == "working_days" or (unit in ("minutes", "hours") and not cal.round_the_clock)
+        laid.append((int(step["level"]), at, uses_calendar))
+    # A higher level never comes before a lower one, whatever units a contract mixes (e.g. 30 hours
+    # for level 3 and 1 working day for level 4): a step due earlier waits for the level below it.
+    steps: list[LadderStep] = []
+    for level, at, uses_calendar in sorted(laid, key=lambda s: s[0]):
+        if steps and at < steps[-1].at:
+            at, uses_calendar = steps[-1].at, steps[-1].uses_calendar
+        provisional = uses_calendar and provisional_between(started_at, at, cal)
+        steps.append(LadderStep(level, at, provisional, uses_calendar))
+    return steps
+
+
+def ladder(policy: SlaPolicy, clock: str, started_at: datetime, calendar: Calendar | None = None) -> list[tuple[int, datetime, bool]]:
+    """The escalation ladder of a clock: (level, when, provisional) per level (see `ladder_steps`)."""
+    return [(s.level, s.at, s.provisional) for s in ladder_steps(policy, clock, started_at, calendar)]
+
+
+def _stale_rule(policy: SlaPolicy) -> Span:
+    rule = policy.escalation.get("stale_after", {"hours": 24})
+    unit = next((u for u in ("minutes", "hours", "days") if u in rule), "hours")
+    return Span(unit, float(rule.get(unit, 24)))
 
 
 def stale_span(policy: SlaPolicy) -> timedelta:
-    rule = policy.escalation.get("stale_after", {"hours": 24})
-    unit = next((u for u in ("minutes", "hours", "days") if u in rule), "hours")
-    return timedelta(**{unit: float(rule.get(unit, 24))})
+    """How long a case may go without an update (`escalation.stale_after`), as a length of time.
+
+    Never more than the wall-clock time `stale_at` gives (working time runs no faster than the
+    wall clock), so it bounds a query for candidates from below."""
+    span = _stale_rule(policy)
+    return timedelta(**{span.unit: span.amount})
+
+
+def stale_at(policy: SlaPolicy, updated_at: datetime, calendar: Calendar | None = None) -> datetime:
+    """When a case last updated at `updated_at` becomes stale, counted like a clock: minutes and
+    hours of working time on a 5x8 contract (a Friday-evening update is not stale on Saturday),
+    wall-clock time on 7x24; days are calendar days."""
+    try:
+        return lay_span(updated_at, _stale_rule(policy), policy.calendar(calendar))
+    except CalendarError as exc:
+        raise PolicyError(str(exc)) from exc
 
 
 def shift_after_pause(

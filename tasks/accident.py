@@ -121,7 +121,7 @@ def _staff_named(session: Session, names: Sequence[str]) -> list[Staff]:
     for name in names:
         person = session.exec(select(Staff).where(Staff.name == name, Staff.active == True)).first()  # noqa: E712
         if person is None:
-            raise LookupError(f"没有在岗员工“{name}” / no active staff named {name!r}")
+            raise IntakeError(f"紧急抢修小组成员“{name}”不是在岗员工 / no active staff named {name!r}")
         found.append(person)
     return found
 
@@ -143,6 +143,8 @@ class AccidentRequest(RepairRequest):
         default=None, ge=1, le=4, title="事故级别 (1–4)", description="不填：一级；由维修单转入时沿用维修单的级别。" + SEVERITY_HELP)
     parent_case_id: int | None = Field(
         default=None, title="转入的维修单", description="维修无法完成而转入事故处理时，填维修单号（数字）；事故单继承其全部记录")
+    handover_reason: str | None = Field(
+        default=None, title="转入原因", description="维修转事故时技术总监的判断（由维修流程填写）", max_length=2000)
     found_by: FoundBy = Field(default="customer", title="发现方式", description="客户 / 服务中心 / 巡检 / 维修中")
     tolerance_hours: float | None = Field(
         default=None, gt=0, le=720, title="客户可容忍时间（小时）",
@@ -199,6 +201,7 @@ def open_accident(request: AccidentRequest, now: datetime, flow_run_id: str | No
     """Open the accident case (from the form or by hand-over from a repair); idempotent per run."""
     with session_scope() as session:
         request, parent = _fill_from_repair(session, request)
+        _staff_named(session, request.team)  # a misspelt team member is an intake error, not a later failure
         case = open_case(session, request, kind=CaseKind.ACCIDENT, now=now, flow_run_id=flow_run_id,
                          team_roles=ACCIDENT_ROLES)
         assert case.id is not None
@@ -212,22 +215,24 @@ def open_accident(request: AccidentRequest, now: datetime, flow_run_id: str | No
                      data={"severity": case.severity, "tolerance_hours": hours, "found_by": request.found_by},
                      key="accident-opened")
         if parent is not None:
-            _take_over_history(session, parent, case, now)
+            _take_over_history(session, parent, case, now, request.handover_reason)
         _start_restore_clock(session, case, case.reported_at)
         _announce(session, case, now)
         return case.id
 
 
-def _take_over_history(session: Session, parent: Case, case: Case, now: datetime) -> None:
+def _take_over_history(session: Session, parent: Case, case: Case, now: datetime, reason: str | None) -> None:
     """The accident carries the repair's history: a copy of its events, and links both ways."""
     history = session.exec(select(Event).where(Event.case_id == parent.id).order_by(Event.at, Event.id)).all()
     # the repair's history up to the hand-over (its "linked case opened" entry is this accident itself)
     lines = [{"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "data": e.data} for e in history
              if e.key != f"linked:{case.id}"]
     append_event(session, case.id, "handed_over_from_repair", at=now, actor="技术总监",  # type: ignore[arg-type]
-                 data={"repair": parent.number, "repair_id": parent.id, "history": lines}, key="handover")
+                 data={"repair": parent.number, "repair_id": parent.id, "reason": reason or "", "history": lines},
+                 key="handover")
     append_event(session, parent.id, "handed_over_to_accident", at=now, actor="技术总监",  # type: ignore[arg-type]
-                 data={"accident": case.number, "accident_id": case.id}, key=f"handover-to-accident-{case.id}")
+                 data={"accident": case.number, "accident_id": case.id, "reason": reason or ""},
+                 key=f"handover-to-accident-{case.id}")
 
 
 def _start_restore_clock(session: Session, case: Case, started_at: datetime) -> None:
@@ -305,10 +310,14 @@ def _team_role(person: Staff) -> str:
 @task(name="登记事故处理方案", **STEP)
 def record_plan(case_id: int, version: int, payload: dict[str, Any], by: str, at: datetime,
                 reason: str = "") -> dict[str, Any]:
-    """Validate and store plan version `version`; returns the plan and its rendered text."""
+    """Validate and store plan version `version`; returns the plan and its rendered text, or
+    `{"error": ...}` naming what is missing (nothing stored: the lead is asked again)."""
     from tasks.render import render
 
-    plan = rules.plan_from_form(payload)
+    try:
+        plan = rules.plan_from_form(payload)
+    except rules.PlanError as exc:
+        return {"version": version, "error": str(exc)}
     with session_scope() as session:
         case = _case(session, case_id)
         ctx = {"version": version, "plan": plan.model_dump(), "total_minutes": plan.total_minutes, "reason": reason,
@@ -323,6 +332,16 @@ def record_plan(case_id: int, version: int, payload: dict[str, Any], by: str, at
                      key=f"plan-v{version}")
         return {"version": version, "plan": plan.model_dump(), "text": text, "html": html,
                 "needs_testing": plan.needs_testing}
+
+
+@task(name="事故处理阶段 / accident stage", **STEP)
+def set_stage(case_id: int, stage: str, at: datetime) -> str:
+    """Where the accident stands (shown in the hourly updates): one of STAGE_ZH."""
+    if stage not in STAGE_ZH:
+        raise ValueError(f"unknown accident stage {stage!r}")
+    with session_scope() as session:
+        _set(_case(session, case_id), at, stage=stage)
+    return stage
 
 
 @task(name="登记方案测试结果", **STEP)
@@ -347,23 +366,53 @@ def window_expired(case_id: int, at: datetime) -> bool:
 
 @task(name="启动原厂商支持", **STEP)
 def start_vendor_support(case_id: int, attempt: int, reason: str, at: datetime) -> bool:
-    """The director starts vendor support: the vendor contact is told, the event recorded."""
+    """The director starts vendor support: the vendor contact is told, the event recorded. The first
+    call, made because the window closed, dates from the window's close (when the keeper calls it)."""
     with session_scope() as session:
         case = _case(session, case_id)
-        director = first_with_role(session, Role.TECHNICAL_DIRECTOR)
-        coordinator = first_with_role(session, Role.COORDINATOR)
-        vendors = staff_with_role(session, Role.VENDOR)
         if not case.data.get("vendor_engaged_at"):
-            _set(case, at, vendor_engaged_at=at.isoformat())
-        append_event(session, case_id, "vendor_support_started", at=at, actor=director.name,
-                     data={"attempt": attempt, "reason": reason, "vendors": [v.name for v in vendors]},
-                     key=f"vendor-support-{attempt}")
-        plans_tried = len(case.data.get("plans") or {})
-        for vendor in vendors:
-            _queue(session, case, [vendor], "accident_vendor_support", f"vendor-support-{attempt}", at, urgent=True,
-                   who=vendor.name, director=director.name, coordinator=coordinator.name, attempt=attempt,
-                   reason=reason, plans_tried=plans_tried)
-        return True
+            at = min(at, _window_closes(case))
+        return _start_vendor_support(session, case, attempt, reason, at)
+
+
+def _window_closes(case: Case) -> datetime:
+    started = _parse(case.data.get("started_at")) or case.reported_at
+    return rules.window_closes_at(started, float(case.data.get("tolerance_hours") or rules.DEFAULT_TOLERANCE_HOURS))
+
+
+def _start_vendor_support(session: Session, case: Case, attempt: int, reason: str, at: datetime) -> bool:
+    """Record vendor-support call `attempt` (once per attempt) and tell the vendor and the director."""
+    director = first_with_role(session, Role.TECHNICAL_DIRECTOR)
+    coordinator = first_with_role(session, Role.COORDINATOR)
+    vendors = staff_with_role(session, Role.VENDOR)
+    key = f"vendor-support-{attempt}"
+    if _has_event_key(session, case.id, key):  # type: ignore[arg-type]
+        return False
+    if not case.data.get("vendor_engaged_at"):
+        _set(case, at, vendor_engaged_at=at.isoformat())
+    append_event(session, case.id, "vendor_support_started", at=at, actor=director.name,  # type: ignore[arg-type]
+                 data={"attempt": attempt, "reason": reason, "vendors": [v.name for v in vendors]}, key=key)
+    plans_tried = len(case.data.get("plans") or {})
+    for person in [*vendors, director]:
+        _queue(session, case, [person], "accident_vendor_support", key, at, urgent=True,
+               who=person.name, director=director.name, coordinator=coordinator.name, attempt=attempt,
+               reason=reason, plans_tried=plans_tried)
+    return True
+
+
+def send_due_vendor_support(now: datetime) -> int:
+    """Keeper step: an accident still without a working plan when the customer's tolerated window
+    closes gets vendor support at once, in the director's name — not only when a plan fails."""
+    started = 0
+    with session_scope() as session:
+        for case in _active_accidents(session):
+            if case.data.get("vendor_engaged_at"):
+                continue
+            closes = _window_closes(case)
+            if now >= closes and _start_vendor_support(
+                    session, case, 1, f"客户可容忍时间（{case.data.get('tolerance_hours')} 小时）内没有恢复业务的方案", closes):
+                started += 1
+    return started
 
 
 # --- execution -------------------------------------------------------------------------------
@@ -432,6 +481,10 @@ def _request_standby(session: Session, case: Case, reason: str, at: datetime, ac
         _queue(session, case, [person], "accident_standby", "standby", at, urgent=True,
                who=person.name, reason=reason, coordinator=coordinator.name)
     return True
+
+
+def _has_event_key(session: Session, case_id: int, key: str) -> bool:
+    return session.exec(select(Event.id).where(Event.case_id == case_id, Event.key == key)).first() is not None
 
 
 def _has_event(session: Session, case_id: int, kind: str) -> bool:

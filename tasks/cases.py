@@ -357,18 +357,41 @@ def set_status(session: Session, case_id: int, status: str, *, at: datetime, clo
     case.updated_at = at
     if closed:
         case.closed_at = at
+        _close_clocks(session, case_id, status, at)
     session.add(case)
     return case
+
+
+def _close_clocks(session: Session, case_id: int, status: str, at: datetime) -> None:
+    """A case that closes with clocks still running (a repair handed over to the accident flow, a
+    cancelled inspection) stops them where they are: not met — the service did not finish under
+    them — and a deadline already passed stays breached. The keeper looks at them no more."""
+    from models.clocks import Clock, ClockStatus
+
+    for clock in session.exec(select(Clock).where(Clock.case_id == case_id, Clock.status != ClockStatus.STOPPED)):
+        stopped = clock.paused_at if clock.status == ClockStatus.PAUSED and clock.paused_at else at
+        clock.status, clock.stopped_at, clock.paused_at, clock.next_check_at = ClockStatus.STOPPED, stopped, None, None
+        if clock.breached_at is None and clock.due_at is not None and stopped > clock.due_at:
+            clock.breached_at = clock.due_at
+        session.add(clock)
+        append_event(session, case_id, "clock.closed", at=stopped, key=f"clock:{clock.kind}:closed",
+                     data={"clock": clock.kind, "case_status": status, "due_at": clock.due_at.isoformat()
+                           if clock.due_at else None, "breached": clock.breached_at is not None})
 
 
 # --- tasks (each opens its own session; flows call these) ------------------------------------
 
 
 @task(name="受理报修 / take the request", **STEP)
-def take_request(request: RepairRequest, now: datetime, flow_run_id: str | None = None) -> int:
-    """Validate the request and open the case (raises IntakeError with a clear message)."""
+def take_request(request: RepairRequest, now: datetime, flow_run_id: str | None = None,
+                 tell: list[dict[str, Any]] | None = None) -> int:
+    """Validate the request and open the case (raises IntakeError with a clear message); `tell`:
+    the notices of the opening, queued in the same transaction (see `record`)."""
     with session_scope() as session:
-        return int(open_case(session, request, now=now, flow_run_id=flow_run_id).id)  # type: ignore[arg-type]
+        case = open_case(session, request, now=now, flow_run_id=flow_run_id)
+        for notice in tell or []:
+            queue_for_case(session, int(case.id), now=case.reported_at, **notice)  # type: ignore[arg-type]
+        return int(case.id)  # type: ignore[arg-type]
 
 
 @task(name="工单概况 / case facts", **STEP)
@@ -380,12 +403,19 @@ def load_case(case_id: int) -> dict[str, Any]:
 
 @task(name="记录 / record", **STEP)
 def record(case_id: int, kind: str, at: datetime, actor: str = "system", data: dict[str, Any] | None = None,
-           key: str | None = None, status: str | None = None) -> int:
-    """Append one event to the case's history (idempotent by key), optionally setting its status."""
+           key: str | None = None, status: str | None = None, tell: list[dict[str, Any]] | None = None) -> int:
+    """Append one event to the case's history (idempotent by key), optionally setting its status.
+
+    `tell`: the messages this event sends — each a dict of `queue_for_case`'s arguments (template,
+    key, roles, customer, context, urgent) — queued in the outbox in the same transaction as the
+    event (DESIGN.md §4): both are written or neither.
+    """
     with session_scope() as session:
         event = append_event(session, case_id, kind, at=at, actor=actor, data=data or {}, key=key or kind)
         if status:
             set_status(session, case_id, status, at=at, closed=status in {"archived", "handed_over", "closed"})
+        for notice in tell or []:
+            queue_for_case(session, case_id, now=at, **notice)
         return int(event.id)  # type: ignore[arg-type]
 
 
@@ -412,30 +442,40 @@ def paid_prefix(case: Case | dict[str, Any]) -> str:
 @task(name="通知 / notify", **STEP)
 def notify(case_id: int, template: str, key: str, now: datetime, roles: list[str] | None = None,
            customer: bool = False, context: dict[str, Any] | None = None, urgent: bool | None = None) -> int:
-    """Queue a message to the case's people by role (and the customer contact); returns rows written."""
+    """Queue a message to the case's people by role (and the customer contact); returns rows written.
+    A message that goes with an event is better queued by `record(..., tell=[...])`."""
+    with session_scope() as session:
+        return queue_for_case(session, case_id, template=template, key=key, now=now, roles=roles,
+                              customer=customer, context=context, urgent=urgent)
+
+
+def queue_for_case(session: Session, case_id: int, *, template: str, key: str, now: datetime,
+                   roles: list[str] | None = None, customer: bool = False, context: dict[str, Any] | None = None,
+                   urgent: bool | None = None) -> int:
+    """Queue `template` to the case's people in `roles` (and its customer contact) in the caller's
+    transaction; urgent (through quiet hours) for severity 1–2 unless said otherwise."""
     from tasks.notify import queue
 
-    with session_scope() as session:
-        facts = case_facts(session, case_id)
-        recipients: list[Any] = []
-        for role in roles or []:
-            person = team_member(session, case_id, role)
-            if all(getattr(p, "id", None) != person.id or not isinstance(p, Staff) for p in recipients):
-                recipients.append(person)
-        if customer:
-            recipients.append(customer_contact(session, case_id))
-        extra = dict(context or {})
-        if "report_id" in extra:  # a message about a report carries a signed link to it
-            from web.reports import report_url
+    facts = case_facts(session, case_id)
+    recipients: list[Any] = []
+    for role in roles or []:
+        person = team_member(session, case_id, role)
+        if all(getattr(p, "id", None) != person.id or not isinstance(p, Staff) for p in recipients):
+            recipients.append(person)
+    if customer:
+        recipients.append(customer_contact(session, case_id))
+    extra = dict(context or {})
+    if "report_id" in extra:  # a message about a report carries a signed link to it
+        from web.reports import report_url
 
-            extra["report_url"] = report_url(extra["report_id"], now=now)
-        rows = queue(
-            session, recipients=recipients, template=template,
-            context={"case": facts.as_dict(), "paid": paid_prefix(facts.as_dict()), **extra},
-            key=f"{case_id}:{key}", case_id=case_id, now=now,
-            urgent=facts.severity <= 2 if urgent is None else urgent,
-        )
-        return len(rows)
+        extra["report_url"] = report_url(extra["report_id"], now=now)
+    rows = queue(
+        session, recipients=recipients, template=template,
+        context={"case": facts.as_dict(), "paid": paid_prefix(facts.as_dict()), **extra},
+        key=f"{case_id}:{key}", case_id=case_id, now=now,
+        urgent=facts.severity <= 2 if urgent is None else urgent,
+    )
+    return len(rows)
 
 
 @task(name="服务时限 / SLA clock", **STEP)
@@ -480,6 +520,7 @@ def start_accident_run(case_id: int, reason: str, idempotency_key: str) -> str:
     """Start the `accident` flow with this repair case as its link (it takes over the history)."""
     from prefect.deployments import run_deployment
 
-    run = run_deployment(ACCIDENT_DEPLOYMENT, parameters={"request": {"parent_case_id": case_id, "found_by": "repair"}},
+    request = {"parent_case_id": case_id, "found_by": "repair", "handover_reason": reason}
+    run = run_deployment(ACCIDENT_DEPLOYMENT, parameters={"request": request},
                          timeout=0, as_subflow=False, idempotency_key=idempotency_key)
     return str(run.id)

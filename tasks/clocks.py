@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models.approvals import Timer
 from models.cases import Case, Event, append_event
@@ -25,23 +25,32 @@ from models.clocks import Clock, ClockStatus, Escalation
 from models.contracts import CalendarOverride, CalendarYear, Contract
 from models.parties import Customer, Site, Staff
 from rules import escalation as ladder_rules
-from rules.calendar import Calendar, build_calendar
+from rules.calendar import Calendar, build_calendar, provisional_between
 from rules.sla import (
     CLOCK_LABELS_ZH,
     ClockKind,
     PolicyError,
     SlaPolicy,
     deadline,
-    ladder,
+    ladder_steps,
     merge_policy,
     policy_for,
     shift_after_pause,
+    stale_at,
     stale_span,
 )
 
 log = logging.getLogger("aftercare.clocks")
 
 PROVISIONAL_WARNING = "暂定：该年度官方节假日安排未发布，按法定节假日推算"
+
+# Severity 1–2 go out even in a recipient's quiet hours (DESIGN §4); the rest wait for the morning.
+URGENT_SEVERITY = 2
+
+
+def _urgent(*severities: int | None) -> bool:
+    """Whether a message about a case of these severities ignores quiet hours."""
+    return any(s is not None and int(s) <= URGENT_SEVERITY for s in severities)
 
 
 class ClockError(ValueError):
@@ -88,7 +97,43 @@ def confirm_year(session: Session, year: int, *, note: str, now: datetime, name:
         row = CalendarYear(calendar=name, year=year, note=note, confirmed_at=now)
         session.add(row)
         session.flush()
+    # The clocks whose deadlines rested on this year's estimate: re-judged with the year confirmed
+    # (a clock that also touches another unconfirmed year stays provisional). Provisional clocks
+    # are few and a confirmation is rare, so a filtered read of them is fine here.
+    cleared = 0
+    for clock in session.exec(select(Clock).where(Clock.provisional == True)).all():  # noqa: E712
+        if clock.terms.get("calendar", "cn") != name:
+            continue
+        clock.provisional = _provisional_now(clock, calendar_for_terms(session, clock.terms))
+        if not clock.provisional:
+            cleared += 1
+        session.add(clock)
+    session.flush()
+    log.info("calendar %s year %s confirmed: %d clock(s) no longer provisional", name, year, cleared)
     return row
+
+
+def _bound_times(clock: Clock) -> list[datetime]:
+    """The clock's current due time and ladder times that were laid on the working-day calendar.
+
+    Clocks started before `terms["calendar_bound"]` was recorded count every time that may be
+    (a 5x8 or working-day deadline, every ladder level): better flagged once too often than hidden."""
+    bound = clock.terms.get("calendar_bound")
+    if bound is None:
+        due_bound = "5x8" in clock.basis or "工作日" in clock.basis
+        levels = {int(level) for level, _ in clock.ladder}
+    else:
+        due_bound = bool(bound.get("due"))
+        levels = {int(level) for level in bound.get("levels", [])}
+    times = [t for level, t in _ladder_pairs(clock) if level in levels]
+    if due_bound and clock.due_at is not None:
+        times.append(clock.due_at)
+    return times
+
+
+def _provisional_now(clock: Clock, cal: Calendar) -> bool:
+    """Whether the clock's calendar-bound times rest on a provisionally judged day, as the calendar stands."""
+    return any(provisional_between(clock.started_at, t, cal) for t in _bound_times(clock))
 
 
 def calendar_for_terms(session: Session, terms: dict[str, Any]) -> Calendar:
@@ -189,7 +234,7 @@ def start_clock(
     tz = contract.timezone if contract else "Asia/Shanghai"
     base = calendar or load_calendar(session, cal_name, tz)
     due = deadline(pol, kind, severity, started_at, site=site, calendar=base)
-    steps = ladder(pol, kind, started_at, base)
+    steps = ladder_steps(pol, kind, started_at, base)
     wh = pol.data.get("working_hours", {})
     clock = Clock(
         case_id=case_id,
@@ -198,7 +243,7 @@ def start_clock(
         status=ClockStatus.RUNNING,
         started_at=started_at,
         due_at=due.at if due else None,
-        provisional=bool(due and due.provisional) or any(p for _, _, p in steps),
+        provisional=bool(due and due.provisional) or any(s.provisional for s in steps),
         basis=due.basis if due else "无时限",
         terms={
             "service_hours": pol.service_hours,
@@ -208,8 +253,12 @@ def start_clock(
             "calendar": base.name,
             "tz": base.tz,
             "raise_severity": kind in pol.escalation.get("raise_severity_on", []),
+            # which times were laid on the working-day calendar: only these can turn provisional
+            # (or stop being so) when a pause moves them or a year is confirmed
+            "calendar_bound": {"due": bool(due and due.uses_calendar),
+                               "levels": [s.level for s in steps if s.uses_calendar]},
         },
-        ladder=[[level, at.isoformat()] for level, at, _ in steps],
+        ladder=[[s.level, s.at.isoformat()] for s in steps],
     )
     _schedule(clock, set())
     session.add(clock)
@@ -262,11 +311,14 @@ def resume_clock(session: Session, case_id: int, kind: str, *, at: datetime, rea
     clock.pauses = [*clock.pauses, {"from": paused_at.isoformat(), "to": at.isoformat(), "reason": reason}]
     clock.status = ClockStatus.RUNNING
     clock.paused_at = None
+    # the moved times may now reach into (or out of) a year without official calendar data
+    clock.provisional = _provisional_now(clock, cal)
     _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
     session.add(clock)
     append_event(session, case_id, "clock.resumed", at=at, key=f"clock:{kind}:resumed:{len(clock.pauses) - 1}",
                  data={"clock": kind, "paused_at": paused_at.isoformat(), "due_at": _iso(clock.due_at),
-                       "ladder": clock.ladder, "reason": reason})
+                       "ladder": clock.ladder, "reason": reason, "provisional": clock.provisional,
+                       "warning": PROVISIONAL_WARNING if clock.provisional else None})
     return clock
 
 
@@ -406,8 +458,9 @@ def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.St
         template = "escalation"
     context.setdefault("raised_from", None)
     if recipients:
+        # the case's severity after a raise counts: a case raised to 2 is a severity-2 case now
         _queue(session, recipients=recipients, template=template, context=context, key=key,
-               case_id=case.id, now=now, urgent=True)
+               case_id=case.id, now=now, urgent=_urgent(clock.severity, case.severity))
     else:
         log.warning("escalation %s of case %s has nobody to tell (roles %s)", key, case.id, [*acts, *informed])
     return True
@@ -455,12 +508,18 @@ def fire_due_clocks(now: datetime, *, url: str | None = None, batch: int = 100) 
 
 
 def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int = 200) -> int:
-    """Keeper step: escalate open cases nobody updated within the policy's time to the next manager."""
+    """Keeper step: escalate open cases nobody updated within their contract's time (working time
+    on 5x8) to the next manager; fires at most `limit` escalations per call."""
     from models.db import session_scope
 
-    default_stale = stale_span(merge_policy())
+    default_policy = merge_policy()
     fired = 0
     with session_scope(url) as session:
+        policies = _stale_policies(session, default_policy)
+        # The shortest limit any contract uses bounds the query: a case of a 4-hour contract must be
+        # found before the default 24 hours. Working time never runs faster than the wall clock, so
+        # no case stale by its own limit is left out; each case's own limit is applied below.
+        shortest = min([stale_span(default_policy), *(stale_span(p) for p, _ in policies.values())])
         already = (
             select(Escalation.id)
             .where(Escalation.case_id == Case.id, Escalation.kind == "stale", Escalation.due_at > Case.updated_at)
@@ -473,40 +532,78 @@ def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int 
             .where(Timer.case_id == Case.id, Timer.fired_at.is_(None), Timer.due_at > now)  # type: ignore[union-attr,operator]
             .exists()
         )
-        # Closed cases are excluded by `closed_at IS NULL`; the quickest-going-stale policy bounds the query.
-        candidates = session.exec(
-            select(Case).where(Case.closed_at.is_(None), Case.updated_at <= now - default_stale, ~already,  # type: ignore[union-attr,operator]
-                               ~waiting_by_plan)
-            .order_by(Case.updated_at).limit(limit)
-        ).all()
+        calendars: dict[tuple[str, str], Calendar] = {}
         people = _People(session)
-        for case in candidates:
-            contract = session.get(Contract, case.contract_id) if case.contract_id else None
-            try:
-                span = stale_span(policy_for(contract))
-            except PolicyError:
-                span = default_stale
-            if case.updated_at + span > now:
-                continue
-            current = session.exec(select(sa.func.max(Escalation.level)).where(Escalation.case_id == case.id)).one() or 1
-            level = ladder_rules.next_manager_level(int(current))
-            key = f"stale:{case.id}:{case.updated_at.isoformat()}"
-            if not _claim(session, key=key, clock_id=None, case_id=case.id, kind="stale", level=level,  # type: ignore[arg-type]
-                          due_at=case.updated_at + span, fired_at=now, note="工单状态超时未更新，升级至上一级负责人"):
-                continue
-            acts, informed = ladder_rules.LEVELS[level][:2]
-            recipients = people.with_roles([*acts, *informed])
-            append_event(session, case.id, "case.stale_escalated", at=now, key=key,  # type: ignore[arg-type]
-                         data={"level": level, "last_update": case.updated_at.isoformat(),
-                               "recipients": [p.name for p in recipients]})
-            if recipients:
-                _queue(session, recipients=recipients, template="escalation_stale", key=key, case_id=case.id,
-                       now=now, urgent=True,
-                       context={"case": _case_context(session, case), "level": level,
-                                "level_label": ladder_rules.LEVEL_LABELS_ZH[level],
-                                "last_update": case.updated_at, "stale_hours": span.total_seconds() / 3600})
-            fired += 1
+        after: tuple[datetime, int] | None = None
+        # Pages in (updated_at, id) order: candidates not yet stale by their own (longer or working-
+        # time) limit do not use up the page and hide a stale case behind them.
+        while fired < limit:
+            query = select(Case).where(Case.closed_at.is_(None), Case.updated_at <= now - shortest,  # type: ignore[union-attr,operator]
+                                       ~already, ~waiting_by_plan)
+            if after is not None:
+                query = query.where(sa.or_(col(Case.updated_at) > after[0],
+                                           sa.and_(col(Case.updated_at) == after[0], col(Case.id) > after[1])))
+            page = session.exec(query.order_by(col(Case.updated_at), col(Case.id)).limit(limit)).all()
+            for case in page:
+                policy, base = policies.get(case.contract_id, (default_policy, ("cn", "Asia/Shanghai")))  # type: ignore[arg-type]
+                if base not in calendars:
+                    calendars[base] = load_calendar(session, *base)
+                try:
+                    due = stale_at(policy, case.updated_at, calendars[base])
+                    span = stale_span(policy)
+                except PolicyError:
+                    due, span = stale_at(default_policy, case.updated_at), stale_span(default_policy)
+                if due > now:
+                    continue
+                if _escalate_stale(session, case, due, span, now, people):
+                    fired += 1
+                    if fired >= limit:
+                        break
+            if len(page) < limit:
+                break
+            after = (page[-1].updated_at, page[-1].id)  # type: ignore[assignment]
     return fired
+
+
+def _stale_policies(session: Session, default: SlaPolicy) -> dict[int, tuple[SlaPolicy, tuple[str, str]]]:
+    """Each contract's policy and calendar (name, tz), for the stale sweep; contracts are reference
+    data (few rows), and equal overrides are merged once."""
+    import json
+
+    merged: dict[str, SlaPolicy] = {}
+    out: dict[int, tuple[SlaPolicy, tuple[str, str]]] = {}
+    for contract in session.exec(select(Contract)).all():
+        key = json.dumps([contract.sla_policy or {}, str(contract.service_hours)], sort_keys=True, default=str)
+        if key not in merged:
+            try:
+                merged[key] = policy_for(contract)
+            except PolicyError:
+                merged[key] = default
+        out[contract.id] = (merged[key], (contract.calendar, contract.timezone))  # type: ignore[index]
+    return out
+
+
+def _escalate_stale(session: Session, case: Case, due: datetime, span: timedelta, now: datetime,
+                    people: _People) -> bool:
+    """Write one stale-record escalation with its event and notifications; False when already written."""
+    current = session.exec(select(sa.func.max(Escalation.level)).where(Escalation.case_id == case.id)).one() or 1
+    level = ladder_rules.next_manager_level(int(current))
+    key = f"stale:{case.id}:{case.updated_at.isoformat()}"
+    if not _claim(session, key=key, clock_id=None, case_id=case.id, kind="stale", level=level,  # type: ignore[arg-type]
+                  due_at=due, fired_at=now, note="工单状态超时未更新，升级至上一级负责人"):
+        return False
+    acts, informed = ladder_rules.LEVELS[level][:2]
+    recipients = people.with_roles([*acts, *informed])
+    append_event(session, case.id, "case.stale_escalated", at=now, key=key,  # type: ignore[arg-type]
+                 data={"level": level, "last_update": case.updated_at.isoformat(),
+                       "recipients": [p.name for p in recipients]})
+    if recipients:
+        _queue(session, recipients=recipients, template="escalation_stale", key=key, case_id=case.id,
+               now=now, urgent=_urgent(case.severity),
+               context={"case": _case_context(session, case), "level": level,
+                        "level_label": ladder_rules.LEVEL_LABELS_ZH[level],
+                        "last_update": case.updated_at, "stale_hours": span.total_seconds() / 3600})
+    return True
 
 
 def next_due(now: datetime, *, url: str | None = None) -> datetime | None:

@@ -480,9 +480,52 @@ def record_checklist(case_id: int, version: int, payload: dict[str, Any], at: da
         return {"error": "", "problems": store_checklist(session, case_id, version, clean, at=at, by=by)}
 
 
+def record_move(session: Session, case_id: int, *, day: str, start: str, reason: str, by: str, at: datetime) -> bool:
+    """Record that the visit moved to `day` and why (case.data `delay_reason`, the summary's plan vs done).
+
+    Returns False when nothing moved: the same day as already planned (only the time changed), or
+    this very move already recorded (a replayed step).
+    """
+    case = _case(session, case_id)
+    moves = list(case.data.get("moves") or [])
+    before = (moves[-1]["to"] if moves else None) or case.data.get("visit_day") or case.data.get("proposed_day") or ""
+    if day == before:
+        return False
+    why = reason.strip() or "客户要求改期"
+    move = {"from": before, "to": day, "start": start, "reason": why, "by": by, "at": at.isoformat()}
+    event = append_event(session, case_id, "visit_moved", at=at, actor=by or "customer", data=move,
+                         key=f"moved:{len(moves) + 1}")
+    if event.data != move:  # this move recorded before (a replayed step): keep the first record
+        return False
+    case.data = {**case.data, "moves": [*moves, move],
+                 "delay_reason": f"客户改期（{before or '原定日期'} → {day}）：{why}"}
+    case.updated_at = at
+    session.add(case)
+    return True
+
+
+def _move_request(session: Session, case_id: int, at: datetime) -> tuple[str, str]:
+    """The reason and the person of the customer's latest "改期" answer on the date form, up to `at`."""
+    from models.approvals import Approval
+
+    answers = session.exec(
+        select(Approval).where(Approval.case_id == case_id, col(Approval.step).startswith("date-v"),
+                               Approval.decided_at != None)  # noqa: E711
+        .order_by(col(Approval.decided_at).desc(), col(Approval.id).desc())
+    ).all()
+    for a in answers:
+        if a.decided_at is not None and a.decided_at <= at:
+            payload = a.payload or {}
+            if payload.get("action") == "改期":
+                return str(payload.get("reason") or ""), a.decided_by or ""
+            break
+    return "", ""
+
+
 @task(name="检查改期日期 / check the moved date", **STEP)
-def check_moved_day(case_id: int, day: str, start: str, at: datetime) -> dict[str, str]:
-    """The customer's new date and time, checked: {"day", "start", "problem": "" or why it cannot be kept}."""
+def check_moved_day(case_id: int, day: str, start: str, at: datetime, reason: str | None = None,
+                    by: str | None = None) -> dict[str, str]:
+    """The customer's new date and time, checked (and a date that can be kept recorded as a move, with its reason)."""
     import re
 
     out = {"day": day.strip(), "start": start.strip() or "09:30", "problem": ""}
@@ -500,7 +543,23 @@ def check_moved_day(case_id: int, day: str, start: str, at: datetime) -> dict[st
                                   today=local_day(at, contract.timezone))
         except rules.PlanningError as exc:
             return {**out, "problem": str(exc)}
+        # the reason: the one given, else what the customer wrote on the date form that asked for the move
+        asked_reason, asked_by = _move_request(session, case_id, at)
+        record_move(session, case_id, day=out["day"], start=out["start"], reason=reason or asked_reason,
+                    by=by or asked_by, at=at)
     return out
+
+
+@task(name="重新建议巡检日期 / propose the date again", **STEP)
+def propose_again(case_id: int, at: datetime) -> str:
+    """The earliest day that, seen from `at`, still leaves room for the notice and the answer (the
+    proposal confirmed too late for its own notice is replaced by this one)."""
+    with session_scope() as session:
+        contract = session.get(Contract, _case(session, case_id).contract_id)
+        assert contract is not None
+        today = local_day(at, contract.timezone)
+        return rules.proposed_day(calendar_for(session, contract.calendar), planned_on=today, window_start=today,
+                                  window_end=today).isoformat()
 
 
 @task(name="关联维修单 / link the repair", **STEP)

@@ -13,6 +13,10 @@
   different rows without waiting; SQLite has a single writer, so the UPDATE itself is the atomic
   claim (SQLAlchemy leaves FOR UPDATE out there). A claim is a lease: rows of a notifier that died
   are taken over once `claimed_until` passes.
+- A batch can outlast its lease (200 rows, each send up to the channel timeout), so just before each
+  send the notifier renews the lease of that one row, atomically and only if its claim still holds
+  and has not run out (`renew`). A row whose lease ran out is not sent by this notifier: another one
+  may have taken it over (or will), and only one of them may send it.
 - Quiet hours: non-urgent messages to someone inside their quiet hours (local time) are held until
   the hours end, when they are queued and again when they fall due. Urgent ones (severity 1–2,
   escalations) always go out.
@@ -24,9 +28,10 @@ import hashlib
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from time import monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -290,18 +295,57 @@ def claim(now: datetime, *, worker: str, limit: int = 200, url: str | None = Non
     return token, [i for i in ids if i is not None]
 
 
+def renew(row_id: int | None, token: str, at: datetime, *, url: str | None = None) -> bool:
+    """Extend this notifier's claim on one row just before sending it; False if the claim is gone.
+
+    One UPDATE that re-checks the claim token and that the lease has not run out at `at`: if it had,
+    another notifier may already have taken the row over (a claim only needs `claimed_until <= now`),
+    and sending it here too would send it twice. The new lease covers at least a few send timeouts.
+    """
+    settings = get_notify_settings()
+    hold = timedelta(seconds=max(settings.lease_seconds, 3 * settings.timeout_seconds))
+    table = Notification.__table__
+    with session_scope(url) as session:
+        # RETURNING, not rowcount (see models.db.insert_ignore): the same on SQLite and PostgreSQL.
+        renewed = session.execute(
+            sa.update(table)
+            .where(
+                table.c.id == row_id,
+                table.c.claim_token == token,
+                table.c.status == NotificationStatus.PENDING,
+                table.c.claimed_until > at,
+            )
+            .values(claimed_until=at + hold)
+            .returning(table.c.id)
+        ).scalar_one_or_none()
+    return renewed is not None
+
+
 def send_due(now: datetime, *, worker: str, limit: int = 200, url: str | None = None) -> int:
     """Send the due notifications; returns how many went out."""
     return run_notifier(now, worker=worker, limit=limit, url=url).sent
 
 
-def run_notifier(now: datetime, *, worker: str, limit: int = 200, url: str | None = None) -> SendReport:
-    """One pass of the notifier, with the full account of what happened."""
+def run_notifier(
+    now: datetime,
+    *,
+    worker: str,
+    limit: int = 200,
+    url: str | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> SendReport:
+    """One pass of the notifier, with the full account of what happened.
+
+    `clock` tells the time while the pass runs, to judge the leases before each send; by default it
+    is `now` plus the time really elapsed since the pass began (sends are slow; `now` stays fixed).
+    """
     report = SendReport()
     token, ids = claim(now, worker=worker, limit=limit, url=url)
     report.claimed = len(ids)
     if not ids:
         return report
+    started = monotonic()
+    current = clock or (lambda: now + timedelta(seconds=monotonic() - started))
     with session_scope(url) as session:
         rows = list(
             session.exec(
@@ -314,6 +358,9 @@ def run_notifier(now: datetime, *, worker: str, limit: int = 200, url: str | Non
         release = None if row.urgent else hold_until(now, person)
         if release is not None:
             outcome: str | None = "held"
+        elif not renew(row.id, token, current(), url=url):
+            report.lost_claims += 1  # the lease ran out before its turn: not ours to send any more
+            continue
         else:
             outcome = deliver(row.address, title=row.subject, body=row.body)
         with session_scope(url) as session:

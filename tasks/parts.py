@@ -96,23 +96,32 @@ def issue_parts(session: Session, case_id: int, items: list[tuple[str, int]], *,
 
 @task(name="备件申请 / spare-part request", **STEP)
 def request_parts(case_id: int, parts: str, now: datetime, key: str = "parts", actor: str = "system") -> dict[str, Any]:
-    """Issue the plan's spare parts from the store; a shortage is escalated to the keeper and director."""
+    """Issue the plan's spare parts from the store; a shortage is escalated to the keeper and director.
+    An unreadable line or an unknown part code issues nothing and returns `{"error": ...}`."""
+    try:
+        items = parse_parts(parts)
+        with session_scope() as session:
+            result = issue_parts(session, case_id, items, now=now, key=key, actor=actor)
+            _tell_store(session, case_id, key, now, result)
+            return result.as_dict()
+    except PartsError as exc:  # the transaction rolled back: no line of the request was taken
+        return {"error": str(exc)}
+
+
+def _tell_store(session: Session, case_id: int, key: str, now: datetime, result: PartsResult) -> None:
+    """Issued → the parts keeper is told; short → the keeper and the director, urgently."""
     from models import Role
     from tasks.cases import case_facts, team_member
 
-    items = parse_parts(parts)
-    with session_scope() as session:
-        result = issue_parts(session, case_id, items, now=now, key=key, actor=actor)
-        facts = case_facts(session, case_id)
-        keeper = team_member(session, case_id, Role.PARTS_KEEPER)
-        if result.complete:
-            _queue(session, [keeper], "repair/parts_issued", facts, result, key=f"{case_id}:{key}:issued",
-                   case_id=case_id, now=now, urgent=False)
-        else:
-            director = team_member(session, case_id, Role.TECHNICAL_DIRECTOR)
-            _queue(session, [keeper, director], "repair/parts_shortage", facts, result,
-                   key=f"{case_id}:{key}:shortage", case_id=case_id, now=now, urgent=True)
-        return result.as_dict()
+    facts = case_facts(session, case_id)
+    keeper = team_member(session, case_id, Role.PARTS_KEEPER)
+    if result.complete:
+        _queue(session, [keeper], "repair/parts_issued", facts, result, key=f"{case_id}:{key}:issued",
+               case_id=case_id, now=now, urgent=False)
+    else:
+        director = team_member(session, case_id, Role.TECHNICAL_DIRECTOR)
+        _queue(session, [keeper, director], "repair/parts_shortage", facts, result,
+               key=f"{case_id}:{key}:shortage", case_id=case_id, now=now, urgent=True)
 
 
 def _queue(session: Session, recipients: list[Any], template: str, facts: Any, result: PartsResult, *, key: str,

@@ -208,6 +208,9 @@ def clock_summary(session: Session, case_id: int) -> list[dict[str, Any]]:
             "due_at": getattr(clock, "due_at", None),
             "met_at": getattr(clock, "met_at", None),
             "breached_at": getattr(clock, "breached_at", None),
+            "stopped": clock.status == "stopped",  # stopped, neither met nor breached: the case closed under it
+            # a deadline resting on a year whose official holiday notice is not entered yet
+            "provisional": bool(getattr(clock, "provisional", False)),
         })
     return out
 

@@ -161,8 +161,93 @@ def _restored_at(case: Case, events: list[Event], clocks: list[Any]) -> datetime
     return None
 
 
-def _fault_text(case: Case, reports: dict[int, dict[str, Any]], key: str) -> str:
-    return str(case.data.get(key) or reports.get(case.id or 0, {}).get(key) or "")
+# The documents a fault's cause and analysis are read from, as the flows issue them (Report.data
+# holds the context each was rendered from): the repair's 故障处理报告 (FaultReportForm: cause,
+# solution, ...), the engineer's 书面说明 and the accident team's 事故总结 (`account`), the
+# accident's technical review report (`review`: conclusion, actions).
+CAUSE_REPORTS = ("fault_report", "written_account", "accident_summary", "accident_review")
+FAULT_REPORT_ANALYSIS = (("symptoms", "故障现象"), ("business_impact", "业务影响"), ("process", "处理过程"),
+                         ("advice", "预防建议"))
+
+
+def _text(value: Any) -> str:
+    return str(value or "").strip()
+
+
+def fault_texts(case: Case, reports: dict[str, dict[str, Any]]) -> tuple[str, str, str]:
+    """(cause, analysis, solution) of one fault from its latest reports of each kind (`reports`: kind → data).
+
+    A repair: the fault report's 原因分析 and 解决方案, its other parts as the analysis (else the
+    written account). An accident: the review meeting's conclusion (事故原因、处理评价) as the cause,
+    the team's accident summary as the analysis, the review's actions as the solution. Values put
+    in the case's data by hand (imports, older records) are the last resort.
+    """
+    fault = reports.get("fault_report") or {}
+    review = (reports.get("accident_review") or {}).get("review") or {}
+    summary = _text((reports.get("accident_summary") or {}).get("account"))
+    account = _text((reports.get("written_account") or {}).get("account"))
+    parts = "；".join(f"{label}：{_text(fault.get(key))}" for key, label in FAULT_REPORT_ANALYSIS if _text(fault.get(key)))
+    cause = _text(fault.get("cause")) or _text(review.get("conclusion")) or _text(case.data.get("cause"))
+    if case.kind == str(CaseKind.ACCIDENT):
+        analysis = summary or parts or account
+    else:
+        analysis = parts or account or summary
+    analysis = analysis or _text(case.data.get("analysis")) or _text(case.data.get("summary"))
+    solution = _text(fault.get("solution")) or _text(review.get("actions")) or _text(case.data.get("solution"))
+    return cause, analysis, solution
+
+
+def _problem_repairs(session: Session, inspection_ids: list[int], rows: list[ChecklistResult]) -> dict[int, Case]:
+    """The repair case each checklist problem became, by checklist result id.
+
+    `link_repair` records the repair's flow run (`repair_run_id`); the run opens the case later
+    with that `flow_run_id` and `parent_id` = the inspection. Without a run id (or before it was
+    written) the child case of the inspection whose description names the item and the note is
+    taken. `repair_case_id`, when set, wins.
+    """
+    wanted = [r for r in rows if r.result == ItemResult.ABNORMAL and not r.fixed_on_site]
+    if not wanted:
+        return {}
+    run_ids = sorted({r.repair_run_id for r in wanted if r.repair_run_id})
+    direct = sorted({r.repair_case_id for r in wanted if r.repair_case_id})
+    conditions = [col(Case.parent_id).in_(inspection_ids)]
+    if run_ids:
+        conditions.append(col(Case.flow_run_id).in_(run_ids))
+    if direct:
+        conditions.append(col(Case.id).in_(direct))
+    cases = session.exec(select(Case).where(sa.or_(*conditions)).order_by(Case.id)).all()
+    by_id = {c.id: c for c in cases}
+    by_run = {c.flow_run_id: c for c in cases if c.flow_run_id}
+    children = [c for c in cases if c.parent_id in inspection_ids and c.kind in FAULT_KINDS]
+    out: dict[int, Case] = {}
+    for r in wanted:
+        case = by_id.get(r.repair_case_id) if r.repair_case_id else None
+        case = case or (by_run.get(r.repair_run_id) if r.repair_run_id else None)
+        if case is not None:
+            out[r.id or 0] = case
+    taken = {c.id for c in out.values()}
+    for r in wanted:
+        if (r.id or 0) in out:
+            continue
+        # start_problem_repair's description: "巡检发现：<target>·<item>：<note>"
+        case = next((c for c in children if c.id not in taken and c.parent_id == r.case_id
+                     and f"·{r.item_label}：{r.note}" in c.description
+                     and (r.device_id is None or c.device_id in (None, r.device_id))), None)
+        if case is not None:
+            out[r.id or 0] = case
+            taken.add(case.id)
+    return out
+
+
+def _handling(r: ChecklistResult, repairs: dict[int, Case]) -> str:
+    if r.fixed_on_site:
+        return "现场已处理"
+    case = repairs.get(r.id or 0)
+    if case is not None:
+        return f"已转{'事故处理' if case.kind == str(CaseKind.ACCIDENT) else '维修'} {case.number}"
+    if r.repair_run_id:
+        return "已转维修（工单建立中）"
+    return "待处理"
 
 
 def gather(session: Session, customer_id: int, *, kind: str, period: str, first: date, last: date, tz: str = "Asia/Shanghai") -> SummaryFacts:
@@ -186,20 +271,21 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
     ids = [c.id for c in in_period]
     events: dict[int, list[Event]] = {}
     clocks: dict[int, list[Any]] = {}
-    fault_reports: dict[int, dict[str, Any]] = {}
+    fault_reports: dict[int, dict[str, dict[str, Any]]] = {}
     if ids:
         for e in session.exec(select(Event).where(col(Event.case_id).in_(ids)).order_by(Event.at, Event.id)):
             events.setdefault(e.case_id, []).append(e)
         for c in session.exec(select(Clock).where(col(Clock.case_id).in_(ids)).order_by(Clock.id)):
             clocks.setdefault(c.case_id, []).append(c)
         for r in session.exec(
-            select(Report).where(col(Report.case_id).in_(ids), col(Report.kind).in_(("fault_report", "accident_summary"))).order_by(Report.version)
+            select(Report).where(col(Report.case_id).in_(ids), col(Report.kind).in_(CAUSE_REPORTS)).order_by(Report.version, Report.id)
         ):
-            fault_reports.setdefault(r.case_id, {}).update(r.data or {})
+            fault_reports.setdefault(r.case_id, {})[r.kind] = r.data or {}  # the latest version of each kind
     devices = {d.id: d for d in session.exec(select(Device).where(Device.customer_id == customer_id))}
 
     def fact(c: Case) -> kpi.FaultFact:
         dev = devices.get(c.device_id) if c.device_id else None
+        cause, analysis, solution = fault_texts(c, fault_reports.get(c.id or 0, {}))
         return kpi.FaultFact(
             case_id=c.id or 0,
             number=c.number,
@@ -212,9 +298,9 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
             restored_at=_restored_at(c, events.get(c.id or 0, []), clocks.get(c.id or 0, [])),
             closed_at=c.closed_at,
             status=c.status,
-            cause=_fault_text(c, fault_reports, "cause"),
-            analysis=_fault_text(c, fault_reports, "analysis") or _fault_text(c, fault_reports, "summary"),
-            solution=_fault_text(c, fault_reports, "solution"),
+            cause=cause,
+            analysis=analysis,
+            solution=solution,
             from_inspection=c.channel == "巡检" or bool(c.data.get("inspection_case_id")),
         )
 
@@ -253,10 +339,13 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
     if insp_ids:
         for r in session.exec(select(ChecklistResult).where(col(ChecklistResult.case_id).in_(insp_ids)).order_by(ChecklistResult.id)):
             results.setdefault(r.case_id, []).append(r)
+    latest_rows: dict[int, list[ChecklistResult]] = {}
+    for case_id, rows in results.items():
+        latest = max(r.version for r in rows)
+        latest_rows[case_id] = [r for r in rows if r.version == latest]
+    repairs = _problem_repairs(session, insp_ids, [r for rows in latest_rows.values() for r in rows]) if insp_ids else {}
     for c in insp_in_period:
-        rows = results.get(c.id or 0, [])
-        latest = max((r.version for r in rows), default=0)
-        rows = [r for r in rows if r.version == latest]
+        rows = latest_rows.get(c.id or 0, [])
         abnormal = [r for r in rows if r.result == ItemResult.ABNORMAL]
         facts.inspections.append(
             {
@@ -274,7 +363,7 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
                         "item": r.item_label,
                         "result": RESULT_ZH[ItemResult(r.result)],
                         "note": r.note,
-                        "handling": "现场已处理" if r.fixed_on_site else (f"已转维修 WX-{r.repair_case_id:06d}" if r.repair_case_id else "待处理"),
+                        "handling": _handling(r, repairs),
                     }
                     for r in abnormal
                 ],

@@ -206,7 +206,8 @@ def test_failed_tests_past_the_window_bring_in_the_vendor_and_a_partial_fix_the_
                                                          Event.kind == "vendor_support_started")).all()) == 1)
     assert [e.data["version"] for e in d.event("plan_test_failed")] == [1, 2]
     [vendor] = d.event("vendor_support_started")
-    assert vendor.at == failed_2 and vendor.actor == DIRECTOR and vendor.data["attempt"] == 1
+    # the window (3 h) closed before the second test failed: the support dates from its close
+    assert vendor.at == T0 + 3 * H and vendor.actor == DIRECTOR and vendor.data["attempt"] == 1
     # while the vendor is engaged it gets a daily report
     tick(failed_2 + 24 * H)
     assert d.sent("accident_vendor_daily") == {("accident_vendor_daily", VENDOR): 1}
@@ -226,10 +227,57 @@ def test_failed_tests_past_the_window_bring_in_the_vendor_and_a_partial_fix_the_
     # request found it there and sent nothing twice
     [standby] = d.event("standby_machine_requested")
     assert standby.at == T0 + 2 * H and standby.actor == "system"
-    assert d.sent("accident_vendor_support") == {("accident_vendor_support", VENDOR): 2}
+    assert d.sent("accident_vendor_support") == {("accident_vendor_support", p): 2 for p in (VENDOR, DIRECTOR)}
     assert d.sent("accident_vendor_daily") == {("accident_vendor_daily", VENDOR): 1}
     assert d.sent("accident_director_on_site") == {("accident_director_on_site", DIRECTOR): 1}
     assert d.sent("accident_standby") == {("accident_standby", p): 1 for p in (VENDOR, "何备件", COORDINATOR)}
+
+
+def test_an_incomplete_form_a_rejection_and_an_objection_each_give_a_structured_plan(harness):
+    from tasks.accident import accident_report_context
+
+    d = _start(harness, "accident-revisions")
+    m = timedelta(minutes=1)
+    at = T0 + 30 * m
+    # a step line without its minutes is not taken: the lead gets the form again, told what is wrong
+    d.act("accident-plan-v1", 1, "submitted", by=LEAD, at=at, fields=dict(PLAN, steps="隔离故障控制器"))
+    with session_scope() as s:
+        again = s.exec(select(Approval).where(Approval.case_id == d.case_id,
+                                              Approval.step == "accident-plan-v1-again1")).one()
+    assert "分钟数" in again.content  # the message names the missing part
+    d.act("accident-plan-v1-again1", 1, "submitted", by=LEAD, at=at + 5 * m, fields=PLAN)
+    # the director sends v1 back: the lead writes v2 on the accident plan form, with the reason shown
+    d.act("plan-approval", 1, "rejected", by=DIRECTOR, at=at + 10 * m, comment="先切换再隔离")
+    with session_scope() as s:
+        form_v2 = s.exec(select(Approval).where(Approval.case_id == d.case_id,
+                                                Approval.step == "accident-plan-v2")).one()
+    assert "先切换再隔离" in form_v2.content
+    v2 = dict(PLAN, steps="切换到备用控制器并校验业务 | 40\n隔离故障控制器 | 20")
+    d.act("accident-plan-v2", 2, "submitted", by=LEAD, at=at + 20 * m, fields=v2)
+    d.act("plan-approval", 2, "approved", by=DIRECTOR, at=at + 25 * m)
+    d.wait_for(lambda s: s.get(Case, d.case_id).data.get("stage") == "customer")
+    # the customer objects to v2: v3 on the same form, approved by the director again, then signed
+    d.act(signature_step("solution_plan"), 2, "objected", by=CUSTOMER, at=at + 40 * m, comment="请在 22:00 业务低峰后切换")
+    v3 = dict(v2, measures="22:00 业务低峰后隔离故障存储控制器，业务切换到备用控制器")
+    d.act("accident-plan-v3", 3, "submitted", by=LEAD, at=at + 50 * m, fields=v3)
+    d.act("plan-approval", 3, "approved", by=DIRECTOR, at=at + 55 * m)
+    d.act(signature_step("solution_plan"), 3, "signed", by=CUSTOMER, at=at + 60 * m)
+    d.wait_for(lambda s: s.get(Case, d.case_id).data.get("stage") == "executing")
+    d.act("plan-execution", 3, "submitted", by=LEAD, at=at + 120 * m, fields={"result": "restored"})
+    d.wait_for(lambda s: s.get(Case, d.case_id).status == "restored")
+
+    assert [e.data["version"] for e in d.event("plan_submitted")] == [1, 2, 3]
+    assert [e.data["version"] for e in d.event("plan_returned")] == [1]
+    assert [e.data["version"] for e in d.event("plan_objected")] == [2]
+    assert [e.data["version"] for e in d.event("plan_signed")] == [3]
+    case = d.case()
+    assert sorted(case.data["plans"]) == ["1", "2", "3"] and case.data["final_plan_version"] == 3
+    assert "先切换再隔离" in case.data["plans"]["2"]["reason"] and "22:00" in case.data["plans"]["3"]["reason"]
+    # the report shows the structured plan that was carried out (v3), not v1
+    facts = accident_report_context.fn(d.case_id)
+    assert facts["final_version"] == 3
+    assert facts["final_plan"]["measures"].startswith("22:00")
+    assert [step["action"] for step in facts["final_plan"]["steps"]] == ["切换到备用控制器并校验业务", "隔离故障控制器"]
 
 
 @pytest.mark.timeout(400)

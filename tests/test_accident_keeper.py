@@ -69,11 +69,33 @@ def test_vendor_gets_a_daily_report_only_while_support_is_engaged(demo):
     case_id = _open(tolerance_hours=2)
     assert A.send_vendor_daily_reports(T0 + 48 * H) == 0  # no vendor support yet
     assert A.window_expired.fn(case_id, T0 + 2 * H) is True
+    # the flow asks at 3 h (a failed test); the support dates from the window's close at 2 h
     A.start_vendor_support.fn(case_id, 1, "方案测试失败且超出客户可容忍时间", T0 + 3 * H)
-    assert A.send_vendor_daily_reports(T0 + 26 * H) == 0
-    assert A.send_vendor_daily_reports(T0 + 27 * H) == 1
-    assert A.send_vendor_daily_reports(T0 + 75 * H) == 2
+    [started] = _events(case_id, "vendor_support_started")
+    assert started.at == T0 + 2 * H
+    assert A.send_vendor_daily_reports(T0 + 26 * H - timedelta(seconds=1)) == 0
+    assert A.send_vendor_daily_reports(T0 + 26 * H) == 1
+    assert A.send_vendor_daily_reports(T0 + 74 * H) == 2
     A.record_execution.fn(case_id, 3, "restored", "", "张技术", T0 + 76 * H)
     assert A.send_vendor_daily_reports(T0 + 200 * H) == 0
-    assert _sent(case_id, "accident_vendor_support") == {"原厂支持": 1}
+    assert _sent(case_id, "accident_vendor_support") == {"原厂支持": 1, "吴总监": 1}
     assert _sent(case_id, "accident_vendor_daily") == {"原厂支持": 3}
+
+
+def test_a_window_that_closes_without_a_plan_brings_in_the_vendor_by_itself(demo):
+    waiting = _open(tolerance_hours=2)
+    restored = _open(tolerance_hours=2, team=["张技术"])
+    A.record_execution.fn(restored, 1, "restored", "", "张技术", T0 + H)
+    assert A.send_due_vendor_support(T0 + 2 * H - timedelta(seconds=1)) == 0
+    # the keeper was down for an hour: the support still dates from the window's close
+    assert A.send_due_vendor_support(T0 + 3 * H) == 1
+    assert A.send_due_vendor_support(T0 + 4 * H) == 0  # once
+    [started] = _events(waiting, "vendor_support_started")
+    assert started.at == T0 + 2 * H and started.actor == "吴总监" and started.data["attempt"] == 1
+    assert "可容忍时间" in started.data["reason"]
+    assert _events(restored, "vendor_support_started") == []
+    assert _sent(waiting, "accident_vendor_support") == {"原厂支持": 1, "吴总监": 1}
+    # a plan that fails later is the flow's second call, not a repeat of the first
+    assert A.start_vendor_support.fn(waiting, 1, "第 1 版方案测试失败", T0 + 5 * H) is False
+    assert A.start_vendor_support.fn(waiting, 2, "第 2 版方案部分恢复", T0 + 6 * H) is True
+    assert [e.data["attempt"] for e in _events(waiting, "vendor_support_started")] == [1, 2]

@@ -53,6 +53,15 @@ def test_a_bad_setting_is_named_not_traced(tmp_path: Path) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_up_names_a_home_it_cannot_write(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_cli(["up"], clean_env(blocker / "home"))
+    assert result.returncode == 2
+    assert "AFTERCARE_HOME" in result.stdout + result.stderr and str(blocker) in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -122,6 +131,15 @@ def test_up_serves_prefect_and_web_then_stops_without_leaving_children(tmp_path:
             state = httpx.get(f"http://127.0.0.1:{prefect_port}/api/flow_runs/{run_id}", timeout=10).json()["state_type"]
             time.sleep(0.5)
         assert state == "PAUSED"
+        # the clock keeper runs as its own long-lived flow run, started by `up`
+        deadline = time.monotonic() + 90
+        keepers: list[dict] = []
+        while time.monotonic() < deadline and not keepers:
+            keepers = httpx.post(f"http://127.0.0.1:{prefect_port}/api/flow_runs/filter", timeout=10, json={
+                "flows": {"name": {"any_": ["clock-keeper"]}},
+                "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}).json()
+            time.sleep(0.5)
+        assert len(keepers) == 1, keepers
 
         children = _descendants(proc.pid)
         assert len(children) >= 3  # server, web, runner (and their own children)

@@ -130,3 +130,60 @@ def test_clock_errors_are_clear(demo: str) -> None:
             resume_clock(s, case_id, "restore", at=t0)
         with pytest.raises(ClockError, match="no case"):
             start_clock(s, 99999, "restore", started_at=t0, severity=3)
+
+
+def test_pause_that_moves_a_deadline_into_an_unofficial_year_flags_it_and_the_report_says_so(demo: str) -> None:
+    from tasks.render import render
+    from tasks.reports import clock_summary, timeline
+
+    start = sh(2026, 12, 28, 10, 0)  # Monday, 5x8: restore due 14:00, level 4 Tuesday 10:00 — all in 2026
+    with session_scope() as s:
+        case_id = new_case(s, 2, 1, start)
+        clock = start_clock(s, case_id, "restore", started_at=start, severity=1)
+        assert clock.due_at == sh(2026, 12, 28, 14, 0) and not clock.provisional
+        pause_clock(s, case_id, "restore", at=sh(2026, 12, 28, 11, 0), reason="等待客户")  # 3 h left
+        clock = resume_clock(s, case_id, "restore", at=sh(2026, 12, 31, 17, 0))
+        # 1 h on Dec 31, then 2027 (no official calendar yet): Jan 1 a statutory holiday, Monday Jan 4
+        assert clock.due_at == sh(2027, 1, 4, 11, 0) and clock.provisional
+        resumed = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "clock.resumed")).one()
+        assert resumed.data["provisional"] is True and resumed.data["warning"]
+        rows = clock_summary(s, case_id)
+        assert rows[0]["provisional"] is True
+        html = render("common/_times", times=timeline(s, case_id), clocks=rows)
+        assert "（暂定：该年节假日安排未正式公布）" in html
+
+
+def test_pause_within_official_data_keeps_a_clock_firm_and_the_report_unmarked(demo: str) -> None:
+    from tasks.render import render
+    from tasks.reports import clock_summary, timeline
+
+    start = sh(2026, 12, 28, 10, 0)
+    with session_scope() as s:
+        case_id = new_case(s, 1, 1, start)  # 7x24
+        start_clock(s, case_id, "restore", started_at=start, severity=1)
+        pause_clock(s, case_id, "restore", at=sh(2026, 12, 28, 11, 0), reason="等待客户")
+        clock = resume_clock(s, case_id, "restore", at=sh(2026, 12, 30, 10, 0))
+        # due and level 4 (1 working day, moved by the pause to Dec 31 10:00) stay within 2026's official data
+        assert clock.due_at == sh(2026, 12, 30, 13, 0) and not clock.provisional
+        html = render("common/_times", times=timeline(s, case_id), clocks=clock_summary(s, case_id))
+        assert "暂定" not in html
+
+
+def test_confirming_a_year_clears_the_provisional_flag_of_its_clocks(demo: str) -> None:
+    from datetime import date
+
+    from tasks.clocks import confirm_year, set_calendar_day
+
+    start = sh(2027, 3, 1, 10, 0)  # Monday 2027, 5x8: computed from statutory holidays only
+    with session_scope() as s:
+        case_id = new_case(s, 2, 1, start)
+        clock = start_clock(s, case_id, "restore", started_at=start, severity=1)
+        other = new_case(s, 2, 1, start)
+        analysis = start_clock(s, other, "analysis_report", started_at=sh(2027, 12, 31, 10, 0), severity=1)
+        assert clock.provisional and analysis.provisional  # the latter runs into 2028
+        set_calendar_day(s, date(2027, 2, 20), True, note="国务院通知：春节调休上班", now=start)
+        confirm_year(s, 2027, note="国办发明电〔2026〕号", now=start)
+        s.refresh(clock)
+        s.refresh(analysis)
+        assert not clock.provisional
+        assert analysis.provisional  # still rests on 2028, which nobody confirmed

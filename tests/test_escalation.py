@@ -29,10 +29,11 @@ def new_case(session: Session, severity: int, at: datetime, customer_id: int = 1
     return case.id
 
 
-def told(session: Session, key: str) -> list[str]:
-    """Names of the people a step's notifications went to, in row order."""
+def told(session: Session, key: str, *, urgent: bool = True) -> list[str]:
+    """Names of the people a step's notifications went to, in row order; `urgent`: whether they
+    ignore quiet hours (severity 1–2 only, DESIGN §4)."""
     rows = session.exec(select(Notification).where(Notification.key == key).order_by(Notification.id)).all()
-    assert all(r.urgent for r in rows)
+    assert all(r.urgent == urgent for r in rows), [(r.recipient_name, r.urgent) for r in rows]
     return [r.recipient_name for r in rows]
 
 
@@ -75,7 +76,7 @@ def test_a_non_ladder_clock_breach_tells_its_owner(demo: str) -> None:
     assert fire_due_clocks(T0 + timedelta(days=1)) == 0
     assert fire_due_clocks(T0 + timedelta(days=2, seconds=1)) == 1
     with session_scope() as s:
-        assert told(s, f"clock:{clock_id}:breach") == ["王值班", "李调度", "郑协调"]
+        assert told(s, f"clock:{clock_id}:breach", urgent=False) == ["王值班", "李调度", "郑协调"]  # severity 3
         assert s.exec(select(Escalation).where(Escalation.case_id == case_id)).one().level == BREACH
 
 
@@ -88,7 +89,7 @@ def test_stale_record_is_escalated_once_to_the_next_manager(demo: str) -> None:
     with session_scope() as s:
         esc = s.exec(select(Escalation).where(Escalation.case_id == case_id)).one()
         assert (esc.kind, esc.level) == ("stale", 2)
-        assert told(s, esc.key) == ["赵高工"]
+        assert told(s, esc.key, urgent=False) == ["赵高工"]  # severity 3: waits for quiet hours to end
         # the owner updates the case; a new quiet spell escalates again, one level higher
         case = s.get(Case, case_id)
         assert case is not None
@@ -135,3 +136,81 @@ def test_escalation_with_nobody_in_a_role_still_records_the_step(demo: str) -> N
         event = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "clock.escalated",
                                            Event.key == "clock:restore:L2")).one()
         assert event.data["recipients"] == []
+
+
+def test_only_severity_1_and_2_notifications_ignore_quiet_hours(demo: str) -> None:
+    with session_scope() as s:
+        ids = {sev: new_case(s, sev, T0) for sev in (1, 2, 3, 4)}
+        clocks = {sev: start_clock(s, case_id, "restore", started_at=T0, severity=sev).id for sev, case_id in ids.items()}
+    fire_due_clocks(T0 + timedelta(minutes=1))  # level 1 of every clock
+    assert escalate_stale_records(T0 + timedelta(hours=25)) == 4
+    with session_scope() as s:
+        for sev, clock_id in clocks.items():
+            assert told(s, f"clock:{clock_id}:L1", urgent=sev <= 2)
+            stale = s.exec(select(Escalation).where(Escalation.case_id == ids[sev], Escalation.kind == "stale")).one()
+            assert told(s, stale.key, urgent=sev <= 2)
+
+
+def test_a_breach_that_raises_the_case_to_severity_2_goes_out_urgently(demo: str) -> None:
+    with session_scope() as s:
+        case_id = new_case(s, 3, T0)
+        clock_id = start_clock(s, case_id, "restore", started_at=T0, severity=3).id  # due in 24 h
+    fire_due_clocks(T0 + timedelta(hours=4, minutes=1))
+    fire_due_clocks(T0 + timedelta(hours=24, minutes=1))
+    with session_scope() as s:
+        assert told(s, f"clock:{clock_id}:L2", urgent=False)
+        assert told(s, f"clock:{clock_id}:breach", urgent=True)  # raised 3 → 2 by the breach itself
+        assert s.get(Case, case_id).severity == 2  # type: ignore[union-attr]
+
+
+def test_stale_limit_counts_working_time_on_a_5x8_contract(demo: str) -> None:
+    friday_17 = datetime(2026, 11, 27, 17, 0, tzinfo=SH).astimezone(UTC)
+    with session_scope() as s:
+        case_id = new_case(s, 3, friday_17, customer_id=2)  # 5x8 contract, default 24 h
+    # 25 wall-clock hours later is Saturday evening: 1 working hour has passed
+    assert escalate_stale_records(friday_17 + timedelta(hours=25)) == 0
+    # 24 working hours: Friday 1 h + Monday 9 h + Tuesday 9 h + Wednesday 5 h → Wednesday 14:00
+    wednesday_14 = datetime(2026, 12, 2, 14, 0, tzinfo=SH).astimezone(UTC)
+    assert escalate_stale_records(wednesday_14 - timedelta(minutes=1)) == 0
+    assert escalate_stale_records(wednesday_14 + timedelta(minutes=1)) == 1
+    with session_scope() as s:
+        esc = s.exec(select(Escalation).where(Escalation.case_id == case_id)).one()
+        assert esc.kind == "stale" and esc.due_at == wednesday_14
+
+
+def _set_stale_limit(session: Session, contract_id: int, hours: float) -> None:
+    from models.contracts import Contract
+
+    contract = session.get(Contract, contract_id)
+    assert contract is not None
+    contract.sla_policy = {**(contract.sla_policy or {}), "escalation": {"stale_after": {"hours": hours}}}
+    session.add(contract)
+
+
+def test_a_contract_stale_limit_below_the_default_takes_effect(demo: str) -> None:
+    with session_scope() as s:
+        _set_stale_limit(s, 1, 4)
+        quick = new_case(s, 3, T0)  # contract 1: 4 h
+        slow = new_case(s, 3, T0, customer_id=3)  # contract 3: the default 24 h
+    assert escalate_stale_records(T0 + timedelta(hours=3, minutes=59)) == 0
+    assert escalate_stale_records(T0 + timedelta(hours=4, minutes=1)) == 1
+    with session_scope() as s:
+        esc = s.exec(select(Escalation).where(Escalation.kind == "stale")).one()
+        assert esc.case_id == quick and esc.due_at == T0 + timedelta(hours=4)
+    assert escalate_stale_records(T0 + timedelta(hours=23)) == 0  # the default-limit case keeps its 24 h
+    assert escalate_stale_records(T0 + timedelta(hours=24, minutes=1)) == 1
+    with session_scope() as s:
+        assert s.exec(select(Escalation.case_id).where(Escalation.kind == "stale").order_by(Escalation.id)).all() == [
+            quick, slow]
+
+
+def test_candidates_not_yet_stale_by_their_own_limit_do_not_hide_a_stale_case(demo: str) -> None:
+    friday_17 = datetime(2026, 11, 27, 17, 0, tzinfo=SH).astimezone(UTC)
+    with session_scope() as s:
+        _set_stale_limit(s, 1, 4)
+        new_case(s, 3, friday_17, customer_id=2)  # 5x8: not stale over the weekend, and older
+        stale = new_case(s, 3, friday_17 + timedelta(hours=16))  # 7x24, 4 h: stale by Saturday 13:00
+    # one candidate per page: the older 5x8 case comes first and must not use up the sweep
+    assert escalate_stale_records(friday_17 + timedelta(hours=21), limit=1) == 1
+    with session_scope() as s:
+        assert s.exec(select(Escalation.case_id).where(Escalation.kind == "stale")).all() == [stale]

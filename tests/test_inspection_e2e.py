@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pendulum
@@ -206,6 +206,25 @@ def test_inspection_the_whole_way_two_problems_become_repairs_and_a_sent_back_re
         ("测试联系人", "signature_request"),
         ("王值班", "approval_request"),
     ], told
+
+
+def test_a_proposal_confirmed_too_late_for_its_notice_is_proposed_again(drive: RepairDriver):
+    from models.wallclock import now as wall
+    from rules.calendar import add_working_days
+
+    t0 = wall()
+    visit_day = add_working_days(_local(t0), 8)
+    run_id, case_id = _start(drive, "XJLATE", visit_day, t0)
+    # the customer answers on the day before the proposed visit (10:00 Beijing): too late for the notice
+    late = datetime.combine(visit_day - timedelta(days=1), datetime.min.time(), tzinfo=UTC) + timedelta(hours=2)
+    drive.act(case_id, "date-v1", "submitted", late, run_id=run_id, fields={"action": "确认", "start": "09:30"})
+    v2 = drive.pending(case_id, "date-v2", run_id)
+    again = add_working_days(_local(late), 5)
+    assert "太近" in v2.content and again.isoformat() in v2.subject, (v2.subject, v2.content)
+    assert "visit_at" not in _case(drive, case_id).data  # nothing fixed on the stale proposal
+    drive.act(case_id, "date-v2", "submitted", late + timedelta(hours=1), run_id=run_id,
+              fields={"action": "取消", "reason": "本月不再安排"})
+    drive.finish(run_id)
 
 
 def test_customer_cancels_at_the_date_and_everyone_involved_is_told(drive: RepairDriver):

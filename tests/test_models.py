@@ -109,3 +109,32 @@ def test_stock_cannot_go_negative(demo: str) -> None:
         s.add(stock)
         with pytest.raises(IntegrityError):
             s.commit()
+
+
+# --- notification addresses are checked on every write ---------------------------------------------
+
+
+def test_a_person_with_an_address_apprise_cannot_use_is_refused_on_any_write(session: Session) -> None:
+    from tasks.channels import ChannelError
+
+    session.add(Staff(name="李调度", notify_urls=["nosuch://x"]))
+    with pytest.raises(ChannelError, match=r"李调度: 通知地址无效 / invalid notification URL"):
+        session.commit()
+    session.rollback()
+    assert session.exec(select(Staff)).all() == []
+
+    good = Staff(name="王值班", notify_urls=[" json://127.0.0.1:8080/hook "])
+    session.add(good)
+    session.commit()
+    session.expire_all()
+    assert session.exec(select(Staff.notify_urls)).one() == ["json://127.0.0.1:8080/hook"]
+
+    contact = Contact(customer_id=_customer(session).id, name="张经理", notify_urls=["mailto://zhang@example.com"])
+    session.add(contact)
+    session.commit()
+    contact.notify_urls = ["dingtalk://!!bad!!"]  # an edit of a stored person, not only a new one
+    with pytest.raises(ChannelError, match="张经理: .*DingTalk"):
+        session.flush()
+    session.rollback()
+    session.expire_all()
+    assert session.get(Contact, contact.id).notify_urls == ["mailto://zhang@example.com"]

@@ -4,6 +4,7 @@ incident, held by quiet hours, claimed once by racing notifiers. Time passes by 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime, time, timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from sqlmodel import Session, select
 from models.cases import Case, Event, Incident
 from models.outbox import Notification, NotificationStatus
 from models.parties import Contact, Customer, Role, Staff
-from tasks.notify import claim, queue, quiet_release, run_notifier, send_due
+from tasks.notify import SendReport, claim, queue, quiet_release, run_notifier, send_due
 from tests.conftest import T0
 from tests.fixtures.notify import at_time
 
@@ -322,6 +323,102 @@ def test_two_notifiers_racing_send_each_row_once(session: Session, notifications
     assert (
         len(notifications.to(people["engineer"])) == 60 and len(notifications.to(people["dispatcher"])) == 60
     )
+
+
+class SlowChannel:
+    """`slow://…`: a channel that answers slowly. Each send of the notifier under test moves its fake
+    clock on by `seconds`; `during(n, rival)` runs `rival` while the n-th such send is under way (its
+    own sends are recorded but take no time)."""
+
+    def __init__(self, start: datetime, seconds: float) -> None:
+        self.now = start
+        self.seconds = seconds
+        self.sent: list[str] = []
+        self._rivals: dict[int, Callable[[], object]] = {}
+        self._in_rival = False
+        self._mine = 0
+
+    def clock(self) -> datetime:
+        return self.now
+
+    def during(self, n: int, rival: Callable[[], object]) -> None:
+        self._rivals[n] = rival
+
+    def send(self, url: str) -> bool:
+        self.sent.append(url)
+        if not self._in_rival:
+            self._mine += 1
+            self.now += timedelta(seconds=self.seconds)
+            if rival := self._rivals.pop(self._mine, None):
+                self._in_rival = True
+                try:
+                    rival()
+                finally:
+                    self._in_rival = False
+        return True
+
+
+@pytest.fixture
+def slow_channel() -> Iterator[SlowChannel]:
+    from apprise.decorators import notify
+    from apprise.manager_plugins import NotificationManager
+
+    channel = SlowChannel(T0, seconds=200)
+
+    def _send(body: str, title: str, notify_type: str, meta: dict, *args: object, **kwargs: object) -> bool:
+        return channel.send(meta.get("url", ""))
+
+    notify(on="slow", name="aftercare slow test channel")(_send)
+    try:
+        yield channel
+    finally:
+        NotificationManager().remove("slow")
+
+
+def slow_rows(session: Session, n: int = 3) -> None:
+    people = [Staff(name=f"慢{i}", notify_urls=[f"slow://staff/{i}"]) for i in range(n)]
+    session.add_all(people)
+    session.commit()
+    queue(
+        session,
+        recipients=people,
+        template="outbox/test",
+        context={"now": T0},
+        key="slow",
+        case_id=None,
+        now=T0,
+        urgent=True,
+    )
+    session.commit()
+
+
+def test_a_batch_outlasting_its_lease_leaves_rows_a_rival_took_over_to_the_rival(
+    session: Session, slow_channel: SlowChannel
+) -> None:
+    # A claims 3 rows at T0 (lease 300 s); each of its sends takes 200 s. While its 2nd send is under
+    # way (T0+400), B claims what is free then: row 3, whose lease ran out at T0+300, and sends it.
+    slow_rows(session)
+    rival: list[SendReport] = []
+    slow_channel.during(2, lambda: rival.append(run_notifier(slow_channel.now, worker="B")))
+    first = run_notifier(T0, worker="A", clock=slow_channel.clock)
+    assert sorted(slow_channel.sent) == ["slow://staff/0", "slow://staff/1", "slow://staff/2"]  # once each
+    [second] = rival
+    assert (second.claimed, second.sent) == (1, 1)
+    assert (first.claimed, first.sent, first.lost_claims) == (3, 2, 1)
+    assert [(r.status, r.attempts, r.claim_token) for r in rows(session)] == [("sent", 1, None)] * 3
+
+
+def test_a_row_whose_lease_ran_out_before_its_turn_is_left_for_the_next_pass(
+    session: Session, slow_channel: SlowChannel
+) -> None:
+    slow_channel.seconds = 400  # the first send alone outlasts the 300 s lease
+    slow_rows(session)
+    first = run_notifier(T0, worker="A", clock=slow_channel.clock)
+    assert (first.sent, first.lost_claims) == (1, 2)
+    assert slow_channel.sent == ["slow://staff/0"]
+    later = run_notifier(slow_channel.now, worker="C")
+    assert (later.claimed, later.sent) == (2, 2)
+    assert sorted(slow_channel.sent) == ["slow://staff/0", "slow://staff/1", "slow://staff/2"]
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from models import Case
+from models.approvals import Approval
 from models.clocks import Clock
 from models.reports import Report, Signature
 from tests.repair_driver import RepairDriver
@@ -112,18 +113,25 @@ def test_solved_remotely_goes_straight_to_the_signed_report(drive: RepairDriver)
 PLAN_V1 = "更换故障电源模块：1. 备件出库 2. 上门热插拔更换 PSU 3. 检查告警清除，预计 30 分钟"
 
 
-def on_site(drive: RepairDriver, t: datetime, **request: Any) -> tuple[Any, int]:
-    """Steps 1–6 with a hardware fault: diagnosis, director's approval, parts, visit, arrival, re-analysis."""
+def on_site(drive: RepairDriver, t: datetime, *, parts: str = "PSU-900W x1", revised_plan: str = "",
+            **request: Any) -> tuple[Any, int]:
+    """Steps 1–6 with a hardware fault: diagnosis, director's approval, parts, visit, arrival, re-analysis.
+    A parts list the store cannot take is corrected by the lead; a plan revised on site goes to the director."""
     run_id, case_id = start(drive, t, description="服务器电源模块故障灯亮，冗余失效", severity=2, **request)
     drive.act(case_id, "diagnosis", "submitted", t + timedelta(minutes=4), run_id=run_id, fields={
         "contacted_at": bj(t + timedelta(minutes=3)), "fault_confirmed": "是", "result": "PSU2 故障",
-        "command_log": "$ ipmitool sdr | grep PSU", "solved_remotely": "否", "plan": PLAN_V1, "parts": "PSU-900W x1"})
+        "command_log": "$ ipmitool sdr | grep PSU", "solved_remotely": "否", "plan": PLAN_V1, "parts": parts})
     drive.act(case_id, "plan-approval", "approved", t + timedelta(minutes=15), run_id=run_id)
+    if parts != "PSU-900W x1":
+        drive.act(case_id, "parts-1", "submitted", t + timedelta(minutes=16), run_id=run_id,
+                  fields={"parts": "PSU-900W x1"})
     drive.act(case_id, "visit", "submitted", t + timedelta(minutes=18), run_id=run_id,
               fields={"visit_at": bj(t + timedelta(minutes=45)), "coordinator_joins": "否"})
     drive.act(case_id, "onsite", "submitted", t + timedelta(minutes=45), run_id=run_id, fields={
         "arrived_at": bj(t + timedelta(minutes=40)), "room_rules_followed": "是", "findings": "确认 PSU2 损坏",
-        "revised_plan": ""})
+        "revised_plan": revised_plan})
+    if revised_plan:
+        drive.act(case_id, "onsite-revision", "approved", t + timedelta(minutes=50), run_id=run_id)
     return run_id, case_id
 
 
@@ -262,7 +270,11 @@ def test_five_minute_talk_opens_two_new_linked_repairs(drive: RepairDriver) -> N
 
 def test_director_hands_an_unfinished_repair_over_to_the_accident_flow(drive: RepairDriver) -> None:
     t = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
-    run_id, case_id = on_site(drive, t)
+    revised = PLAN_V1 + "\n现场再分析：先排查主板供电，再更换 PSU2。"
+    run_id, case_id = on_site(drive, t, parts="PSU-9000W x1", revised_plan=revised)
+    with drive.session() as s:
+        asked = s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == "parts-1")).one()
+    assert "PSU-9000W" in asked.content and "备件库中没有" in asked.content  # the lead is told why
     drive.act(case_id, "solution-plan-signature", "signed", t + timedelta(minutes=55), run_id=run_id)
     drive.act(case_id, "repair-1", "submitted", t + timedelta(minutes=90), run_id=run_id, fields={
         "completed": "否", "work_done": "更换 PSU 后仍无法上电", "anomaly": "主板供电异常，业务中断"})
@@ -283,8 +295,23 @@ def test_director_hands_an_unfinished_repair_over_to_the_accident_flow(drive: Re
                              f"{state.message if state else ''}") from None
     assert accident.kind == "accident"
     with drive.session() as s:
+        from models import Event
+        from models.assets import StockMove
+
         case = s.get(Case, case_id)
         assert case.status == "handed_over"
+        # the director's reason reaches the accident; the repair's own clocks stop, judged neither met nor
+        # breached (the accident runs its own restore clock), so the keeper does not escalate a closed case
+        taken = s.exec(select(Event).where(Event.case_id == accident.id, Event.kind == "handed_over_from_repair")).one()
+        assert taken.data["reason"] == "主板故障，转事故处理"
+        # the corrected parts list was issued once; the plan revised on site (v2) was confirmed by the director
+        moves = s.exec(select(StockMove).where(StockMove.case_id == case_id)).all()
+        assert [(m.key, m.quantity) for m in moves] == [("parts-1:PSU-900W", -1)], moves
+        approved = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "plan_approved")).all()
+        assert [(e.data["step"], e.data["version"]) for e in approved] == [("plan-approval", 1), ("onsite-revision", 2)]
+        restore = s.exec(select(Clock).where(Clock.case_id == case_id, Clock.kind == "restore")).one()
+        assert restore.status == "stopped" and restore.met_at is None and restore.breached_at is None
+        assert restore.next_check_at is None
     events = drive.events(case_id)
     assert [e for e in events if e in ("repair_anomaly", "lead_guidance", "handed_over")] == [
         "repair_anomaly", "lead_guidance", "handed_over"]

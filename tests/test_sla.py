@@ -19,6 +19,7 @@ from rules.sla import (
     policy_for,
     severity_choices,
     severity_label,
+    stale_at,
 )
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -103,6 +104,59 @@ def test_escalation_ladder_times_7x24_and_5x8() -> None:
         datetime(2026, 11, 30, 16, 0, tzinfo=SH),
     ]
     assert ladder(merge_policy(), "callback", MON_10) == []
+
+
+def test_5x8_working_days_after_a_weekend_start_end_at_the_close_of_business_after_l2_and_l3() -> None:
+    policy = merge_policy({}, service_hours="5x8")
+    sat_10 = datetime(2026, 11, 28, 10, 0, tzinfo=SH)
+    steps = ladder(policy, "restore", sat_10)
+    assert [(lv, at.astimezone(SH)) for lv, at, _ in steps] == [
+        (1, sat_10),  # level 1 is entered at intake, whenever that is
+        (2, datetime(2026, 11, 30, 11, 0, tzinfo=SH)),
+        (3, datetime(2026, 11, 30, 13, 0, tzinfo=SH)),
+        (4, datetime(2026, 11, 30, 18, 0, tzinfo=SH)),  # 1 working day = Monday's 9 working hours, not Mon 10:00
+    ]
+    assert due("analysis_report", 2, start=sat_10, policy=policy) == datetime(2026, 11, 30, 18, 0, tzinfo=SH)
+
+
+def test_5x8_working_days_after_hours_never_escalate_at_midnight() -> None:
+    policy = merge_policy({}, service_hours="5x8")
+    fri_2330 = datetime(2026, 11, 27, 23, 30, tzinfo=SH)
+    times = [at.astimezone(SH) for _, at, _ in ladder(policy, "restore", fri_2330)]
+    assert times[1:] == [datetime(2026, 11, 30, 11, 0, tzinfo=SH), datetime(2026, 11, 30, 13, 0, tzinfo=SH),
+                         datetime(2026, 11, 30, 18, 0, tzinfo=SH)]  # was Monday 23:30
+    assert times == sorted(times)
+    assert due("analysis_report", 1, start=fri_2330, policy=policy) == datetime(2026, 11, 30, 18, 0, tzinfo=SH)
+    # within working hours N working days still land at the same time of day (lunch not counted)
+    lunch = merge_policy({"working_hours": {"lunch": ["12:00", "13:00"]},
+                          "clocks": {"analysis_report": {"working_days": 2}}}, service_hours="5x8")
+    wed_10 = datetime(2026, 11, 25, 10, 0, tzinfo=SH)
+    assert due("analysis_report", 1, start=wed_10, policy=lunch) == datetime(2026, 11, 27, 10, 0, tzinfo=SH)
+    # across National Day 2026 (Oct 1–7 off, Saturday Oct 10 a make-up working day)
+    assert due("analysis_report", 1, start=datetime(2026, 9, 30, 20, 0, tzinfo=SH), policy=policy) == datetime(
+        2026, 10, 8, 18, 0, tzinfo=SH)
+
+
+def test_ladder_levels_never_go_back_in_time_whatever_units_a_contract_mixes() -> None:
+    policy = merge_policy({"escalation": {"ladder": [{"level": 1, "minutes": 0}, {"level": 2, "hours": 2},
+                                                     {"level": 3, "hours": 30}, {"level": 4, "working_days": 1}]}})
+    steps = ladder(policy, "restore", MON_10)
+    assert [lv for lv, _, _ in steps] == [1, 2, 3, 4]
+    assert [at.astimezone(SH) for _, at, _ in steps][2:] == [MON_10 + timedelta(hours=30)] * 2  # L4 waits for L3
+    for hours in ("5x8", "7x24"):
+        for start in (MON_10, datetime(2026, 11, 28, 10, 0, tzinfo=SH), datetime(2026, 11, 27, 23, 30, tzinfo=SH)):
+            times = [at for _, at, _ in ladder(merge_policy({}, service_hours=hours), "restore", start)]
+            assert times == sorted(times), (hours, start)
+
+
+def test_stale_limit_is_working_time_on_5x8_and_wall_clock_on_7x24() -> None:
+    fri_17 = datetime(2026, 11, 27, 17, 0, tzinfo=SH)
+    # 24 working hours: Friday 1 h, Monday 9 h, Tuesday 9 h, Wednesday 5 h
+    assert stale_at(merge_policy({}, service_hours="5x8"), fri_17).astimezone(SH) == datetime(2026, 12, 2, 14, 0, tzinfo=SH)
+    assert stale_at(merge_policy(), fri_17).astimezone(SH) == fri_17 + timedelta(hours=24)
+    # calendar days stay calendar days
+    days = merge_policy({"escalation": {"stale_after": {"days": 2}}}, service_hours="5x8")
+    assert stale_at(days, fri_17).astimezone(SH) == fri_17 + timedelta(days=2)
 
 
 def test_severity_schemes_have_zh_labels() -> None:

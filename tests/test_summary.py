@@ -3,7 +3,9 @@ summary with its figures, the quarterly analysis, the customer's rating."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlmodel import Session, select
@@ -38,11 +40,71 @@ def _clock(session: Session, case_id: int, kind: str, started: datetime, minutes
                       breached_at=started + timedelta(minutes=60) if breached else None, stopped_at=stop))
 
 
+def _issue(case_id: int, kind: str, template: str, context: dict, at: datetime, by: str) -> int:
+    """A report issued the way the flows issue it (tasks.reports.issue, with the case's times and clocks)."""
+    from tasks.reports import issue, report_context
+
+    return issue.fn(case_id, kind, template, {**report_context.fn(case_id, 2), **context}, at, by)["id"]
+
+
+def _fault_report(case_id: int, at: datetime, **parts: str) -> int:
+    """The lead's 故障处理报告 as flows/repair.py issues it: the FaultReportForm payload and the engineer."""
+    form = {"customer_engineer": "王工", "symptoms": "告警", "business_impact": "无", "process": "检查并处理",
+            "solution": "已处理", "advice": "加强巡检"} | parts
+    return _issue(case_id, "fault_report", "repair/fault_report", {**form, "engineer": "刘工程师"}, at, "刘组长")
+
+
+def _accident_summary(case_id: int, account: str, at: datetime) -> int:
+    """The team's 事故总结 as steps.written_account_received stores it (the AccountForm's `account`)."""
+    return _issue(case_id, "accident_summary", "accident/summary", {"account": account, "engineer": "孙专家", "plan": None},
+                  at, "孙专家")
+
+
+def _inspection_problem_becomes_repair(monkeypatch: pytest.MonkeyPatch, insp_id: int, version: int, problem: dict,
+                                       at: datetime) -> tuple[str, int]:
+    """What flows/inspection.py does with a problem (start_problem_repair, link_repair) and what the repair
+    run then does first (take_request with its own run id): (run id, repair case id)."""
+    import tasks.cases
+    from tasks.cases import take_request
+    from tasks.inspection import link_repair, start_problem_repair
+
+    started = []
+
+    def fake_start(request, idempotency_key):  # run_deployment without a server: remember the request
+        started.append(request)
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key))
+
+    monkeypatch.setattr(tasks.cases, "start_repair_run", SimpleNamespace(fn=fake_start))
+    run_id = start_problem_repair.fn(insp_id, version, 1, problem, at)
+    link_repair.fn(insp_id, version, problem["target"], problem["code"], run_id)
+    return run_id, take_request.fn(started[-1], at, run_id)
+
+
+def _checklist(session: Session, insp_id: int, server, storage, at: datetime) -> list[dict]:
+    """Ten normal server items, a site problem fixed on site and a storage problem (tasks.inspection.store_checklist)."""
+    from tasks.inspection import store_checklist
+
+    def item(target, dev, code, label, result="normal", note="", fixed=False, severity=None):
+        return {"target": target, "device_id": dev.id if dev else None, "device_class": dev.device_class if dev else "common",
+                "code": code, "label": label, "result": result, "note": note, "fixed_on_site": fixed, "severity": severity,
+                "target_label": f"{dev.model}（{dev.serial}）" if dev else "机房与管理", "serial": dev.serial if dev else None,
+                "site": None}
+
+    items = [item(f"device:{server.id}", server, f"i{n}", f"检查项{n}") for n in range(10)]
+    items.append(item("site", None, "room_env", "机房温度、湿度、供电情况", "abnormal", "空调滤网堵塞", fixed=True))
+    items.append(item(f"device:{storage.id}", storage, "disks", "硬盘状态与重构情况", "abnormal", "3号盘预警", severity=3))
+    clean = {"prechecks": {"changes": "", "customer_reported": "", "backup_confirmed": True}, "items": items}
+    problems = store_checklist(session, insp_id, 1, clean, at=at, by="刘工程师")
+    session.commit()
+    return problems
+
+
 @pytest.fixture
-def march(demo: str, session: Session) -> dict:
-    """March 2026 at 北京某银行数据中心: three repairs, an accident, an inspection with two problems."""
-    from models import Contract, Customer, Device, Event, SparePart, Stock, StockMove
-    from models.inspection import ChecklistResult
+def march(demo: str, session: Session, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """March 2026 at 北京某银行数据中心: three repairs (one found by the inspection), an accident, an
+    inspection with two problems. Causes and analyses come from the reports the flows issue."""
+    from models import Case, Contract, Customer, Device, Event, SparePart, Stock, StockMove
+    from tasks.accident import record_review
 
     customer = session.exec(select(Customer).where(Customer.code == "BJYH")).one()
     contract = session.exec(select(Contract).where(Contract.customer_id == customer.id)).one()
@@ -51,13 +113,19 @@ def march(demo: str, session: Session) -> dict:
     cid, kid = customer.id, contract.id
 
     _case(session, cid, kid, "repair", _at(2026, 2, 10), severity=3, status="closed", title="二月故障", closed_at=_at(2026, 2, 11))
-    r1 = _case(session, cid, kid, "repair", _at(2026, 3, 5), severity=3, status="closed", title="存储硬盘告警",
-               device_id=storage.id, closed_at=_at(2026, 3, 6), data={"cause": "硬盘老化"})
+    insp = _case(session, cid, kid, "inspection", _at(2026, 3, 1, 1), period="2026-03", status="registered",
+                 title="巡检 2026-03", data={"visit_day": "2026-03-05", "period_end": "2026-03-31"})
+    session.commit()
+    # the inspection on March 5: the disk warning becomes repair r1 (its own run opens the case)
+    (problem,) = _checklist(session, insp.id, server, storage, _at(2026, 3, 5))
+    run_id, r1_id = _inspection_problem_becomes_repair(monkeypatch, insp.id, 1, problem, _at(2026, 3, 5))
+    r1 = session.get(Case, r1_id)
+    r1.status, r1.closed_at = "closed", _at(2026, 3, 6)
     session.add(Event(case_id=r1.id, at=_at(2026, 3, 5, 15), kind="restored", actor="刘工程师"))
     _clock(session, r1.id, "first_contact", _at(2026, 3, 5), 10)
     _clock(session, r1.id, "arrival", _at(2026, 3, 5), 50)
     r2 = _case(session, cid, kid, "repair", _at(2026, 3, 12), severity=2, status="closed", title="服务器电源故障",
-               device_id=server.id, closed_at=_at(2026, 3, 13), data={"cause": "电源模块故障"})
+               device_id=server.id, closed_at=_at(2026, 3, 13))
     session.add(Event(case_id=r2.id, at=_at(2026, 3, 12, 13), kind="restored", actor="陈工程师"))
     _clock(session, r2.id, "first_contact", _at(2026, 3, 12), 20)
     _clock(session, r2.id, "arrival", _at(2026, 3, 12), 90, breached=True)
@@ -66,31 +134,26 @@ def march(demo: str, session: Session) -> dict:
     session.add(StockMove(part_id=part.id, stock_id=stock.id, case_id=r2.id, key="issue-1", quantity=-1,
                           reason="电源模块损坏", at=_at(2026, 3, 12, 11)))
     acc = _case(session, cid, kid, "accident", _at(2026, 3, 20), severity=1, status="closed", title="核心存储宕机",
-                device_id=storage.id, closed_at=_at(2026, 3, 25),
-                data={"cause": "控制器固件缺陷", "analysis": "双控制器同时触发固件缺陷，已升级固件并加入巡检项"})
+                device_id=storage.id, closed_at=_at(2026, 3, 25))
     session.add(Event(case_id=acc.id, at=_at(2026, 3, 20, 20), kind="service_restored", actor="孙专家"))
     _case(session, cid, kid, "repair", _at(2026, 3, 28), severity=4, status="open", title="网络端口告警")  # open at month end
-
-    insp = _case(session, cid, kid, "inspection", _at(2026, 3, 1, 1), period="2026-03", status="registered",
-                 title="巡检 2026-03", data={"visit_day": "2026-03-17", "period_end": "2026-03-31"})
-    for n in range(10):
-        session.add(ChecklistResult(case_id=insp.id, version=1, target=f"device:{server.id}", device_id=server.id,
-                                    device_class="server", item_code=f"i{n}", item_label=f"检查项{n}", result="normal",
-                                    recorded_at=_at(2026, 3, 17)))
-    session.add(ChecklistResult(case_id=insp.id, version=1, target="site", device_class="common", item_code="room_env",
-                                item_label="机房温度、湿度、供电情况", result="abnormal", note="空调滤网堵塞",
-                                fixed_on_site=True, recorded_at=_at(2026, 3, 17)))
-    session.add(ChecklistResult(case_id=insp.id, version=1, target=f"device:{storage.id}", device_id=storage.id,
-                                device_class="storage", item_code="disks", item_label="硬盘状态与重构情况",
-                                result="abnormal", note="3号盘预警", severity=3, repair_case_id=r1.id,
-                                recorded_at=_at(2026, 3, 17)))
     # an inspection of another customer whose report was never returned
     other = session.exec(select(Customer).where(Customer.code == "SJZY")).one()
     other_contract = session.exec(select(Contract).where(Contract.customer_id == other.id)).one()
     late = _case(session, other.id, other_contract.id, "inspection", _at(2026, 1, 1, 1), period="2026-Q1",
                  status="report_pending", title="巡检 2026-Q1", data={"visit_day": "2026-03-24"})
     session.commit()
-    return {"customer_id": cid, "inspection": insp.id, "late": late.id, "r2": r2.id}
+
+    # the documents the flows issue: fault reports of the repairs, the accident's summary and review
+    _fault_report(r1.id, _at(2026, 3, 6), cause="硬盘老化", solution="更换3号盘")
+    _fault_report(r2.id, _at(2026, 3, 13), cause="电源模块故障", solution="更换 900W 电源模块",
+                  business_impact="一台数据库服务器停机3小时", advice="电源模块纳入季度巡检")
+    _accident_summary(acc.id, "双控制器同时触发固件缺陷，已升级固件并加入巡检项", _at(2026, 3, 23))
+    record_review.fn(acc.id, 1, {"participants": "吴总监，孙专家", "conclusion": "控制器固件缺陷",
+                                 "actions": "全部同型号存储升级固件"}, "吴总监", _at(2026, 3, 25))
+    session.expire_all()
+    return {"customer_id": cid, "inspection": insp.id, "late": late.id, "r1": r1.id, "r2": r2.id, "acc": acc.id,
+            "run_id": run_id}
 
 
 def test_summary_for_a_month_with_repairs_an_accident_and_an_inspection(march: dict, session: Session, demo: str):
@@ -119,9 +182,12 @@ def test_summary_for_a_month_with_repairs_an_accident_and_an_inspection(march: d
     for part in ("服务概况", "重大故障分析", "故障明细及原因", "巡检情况", "备件更换", "维护操作", "计划与完成情况",
                  "未结问题清单", "故障频率与趋势"):
         assert part in html, part
-    assert "双控制器同时触发固件缺陷" in html  # the accident's analysis
+    assert "双控制器同时触发固件缺陷" in html  # the accident's analysis: the team's accident summary
+    assert "全部同型号存储升级固件" in html  # ... and the review meeting's actions
+    assert "业务影响：一台数据库服务器停机3小时" in html and "预防建议：电源模块纳入季度巡检" in html  # r2's fault report
     assert "900W 电源模块" in html and "电源模块损坏" in html
-    assert "空调滤网堵塞" in html and "现场已处理" in html and "已转维修 WX-" in html
+    assert "空调滤网堵塞" in html and "现场已处理" in html
+    assert f"已转维修 WX-{march['r1']:06d}" in html and "待处理" not in html  # the repair the problem became
     assert "网络端口告警" in html  # the open issue
     assert row.due_by == date(2026, 4, 8)  # Apr 1, 2, 3, 7, 8: Qingming (Apr 4–6) does not count
     assert not row.late
@@ -181,3 +247,115 @@ def test_customer_rating_is_recorded_once_and_checked(march: dict, session: Sess
     assert saved.rating["uptime"] == "良" and saved.rating["comment"] == "响应及时"
     with pytest.raises(ValueError, match="已由 北京维护负责人"):
         record_rating(row.id, rating, by="别人", comment="", now=T0, url=demo)
+
+
+# ---- plan vs done: the reason of a moved or cancelled inspection ------------------------------------
+
+
+def _april_inspection(session: Session, db_url: str) -> int:
+    """BJYH's April 2026 inspection, planned by the daily tick of April 1."""
+    from models import Case, Contract, Customer
+    from tasks.inspection import plan_inspections
+
+    plan_inspections(_at(2026, 4, 1, 1, 15), url=db_url)
+    customer = session.exec(select(Customer).where(Customer.code == "BJYH")).one()
+    contract = session.exec(select(Contract).where(Contract.customer_id == customer.id)).one()
+    return session.exec(select(Case.id).where(Case.kind == "inspection", Case.contract_id == contract.id,
+                                              Case.period == "2026-04")).one()
+
+
+def _customer_answers_date_form(session: Session, case_id: int, version: int, answer: dict, at: datetime) -> None:
+    """The customer's answer on the date form (steps.customer_form: a form approval the contact decides by link)."""
+    from tasks.approvals import Approver, decide, open_approval
+    from tasks.cases import customer_contact
+
+    contact = customer_contact(session, case_id)
+    row = open_approval(session, case_id, f"date-v{version}", version, "巡检日期确认", "请确认、改期或取消。", kind="form",
+                        approver_contact_ids=[contact.id], approver_role="customer", expires_at=at + timedelta(days=7),
+                        now=at - timedelta(hours=1))
+    session.commit()
+    result = decide(row.id, "submitted", by=Approver("contact", contact.id), payload=answer, channel="link", now=at,
+                    wake=False)
+    assert result.outcome == "recorded", result
+
+
+def _plan_vs_done(session: Session, customer_id: int) -> list[dict]:
+    from tasks.summary import gather
+
+    session.expire_all()
+    facts = gather(session, customer_id, kind="monthly", period="2026-04", first=date(2026, 4, 1), last=date(2026, 4, 30))
+    return [p for p in facts.plan_vs_done if p["period"] == "2026-04"]
+
+
+def test_an_inspection_the_customer_moved_shows_the_reason_in_plan_vs_done(session: Session, demo: str):
+    from models import Case, Event
+    from tasks.inspection import check_moved_day, fix_visit
+
+    case_id = _april_inspection(session, demo)
+    at = _at(2026, 4, 20, 9)
+    _customer_answers_date_form(session, case_id, 1, {"action": "改期", "day": "2026-05-07", "start": "10:00",
+                                                      "reason": "四月底系统割接，机房封闭"}, at)
+    # what agree_date does with the answer: check the moved day, then (confirmed) fix the visit
+    moved = check_moved_day.fn(case_id, "2026-05-07", "10:00", at)
+    assert moved["problem"] == ""
+    check_moved_day.fn(case_id, "2026-05-07", "10:00", at)  # a replayed step records nothing twice
+    fix_visit.fn(case_id, "2026-05-07", "10:00", "北京维护负责人", at + timedelta(hours=1))
+    session.expire_all()
+    case = session.get(Case, case_id)
+    assert "四月底系统割接，机房封闭" in case.data["delay_reason"] and "2026-05-07" in case.data["delay_reason"]
+    assert len(case.data["moves"]) == 1
+    assert len(session.exec(select(Event).where(Event.case_id == case_id, Event.kind == "visit_moved")).all()) == 1
+    (row,) = _plan_vs_done(session, case.customer_id)
+    assert row["state"] == "未完成" and "四月底系统割接，机房封闭" in row["reason"]
+
+
+def test_a_moved_day_that_cannot_be_kept_or_a_new_time_only_is_no_move(session: Session, demo: str):
+    from models import Case
+    from tasks.inspection import check_moved_day
+
+    case_id = _april_inspection(session, demo)
+    at = _at(2026, 4, 1, 9)
+    _customer_answers_date_form(session, case_id, 1, {"action": "改期", "day": "2026-04-05", "reason": "周末"}, at)
+    assert check_moved_day.fn(case_id, "2026-04-05", "09:30", at)["problem"]  # a holiday: explained, not moved
+    proposed = session.get(Case, case_id).data["proposed_day"]
+    assert check_moved_day.fn(case_id, proposed, "14:00", at)["problem"] == ""  # the proposal, at another time
+    session.expire_all()
+    assert "delay_reason" not in session.get(Case, case_id).data
+
+
+def test_a_cancelled_inspection_shows_the_reason_in_plan_vs_done(session: Session, demo: str):
+    from models import Case
+    from tasks.inspection import cancel_inspection
+
+    case_id = _april_inspection(session, demo)
+    assert cancel_inspection(case_id, "设备下线迁移，本月不巡检", by="北京维护负责人", now=_at(2026, 4, 10), url=demo)
+    (row,) = _plan_vs_done(session, session.get(Case, case_id).customer_id)
+    assert row == {"contract": "HT-2026-BJYH", "period": "2026-04", "state": "已取消", "reason": "设备下线迁移，本月不巡检"}
+
+
+# ---- an inspection problem and the repair it became -------------------------------------------------
+
+
+def test_an_inspection_problem_shows_its_repair_once_the_repair_run_opened_it(march: dict, session: Session):
+    from models import Case
+    from models.inspection import ChecklistResult
+    from tasks.summary import gather
+
+    def handling() -> str:
+        session.expire_all()
+        facts = gather(session, march["customer_id"], kind="monthly", period="2026-03", first=date(2026, 3, 1),
+                       last=date(2026, 3, 31))
+        (insp,) = facts.inspections
+        return next(p["handling"] for p in insp["problems"] if p["item"] == "硬盘状态与重构情况")
+
+    r1 = session.get(Case, march["r1"])
+    row = session.exec(select(ChecklistResult).where(ChecklistResult.item_code == "disks")).one()
+    assert row.repair_case_id is None and row.repair_run_id == march["run_id"] == r1.flow_run_id
+    assert r1.parent_id == march["inspection"]
+    assert handling() == f"已转维修 {r1.number}"  # found by the repair's run id
+    r1.flow_run_id = None  # e.g. a case opened again by hand: found as the inspection's child naming the item
+    session.commit()
+    assert handling() == f"已转维修 {r1.number}"
+    r1.parent_id = None  # the run started but has not opened its case yet
+    session.commit()
+    assert handling() == "已转维修（工单建立中）"
