@@ -38,5 +38,8 @@ def prefect_env(settings: Settings, *, api_url: str | None = None) -> dict[str, 
         "AFTERCARE_PUBLIC_BASE_URL": settings.web_base_url,
         "AFTERCARE_WEB_HOST": settings.web_host,
         "AFTERCARE_WEB_PORT": str(settings.web_port),
+        "AFTERCARE_STUCK_RUN_SECONDS": str(settings.stuck_run_seconds),
+        "AFTERCARE_RUNNER_POLL_SECONDS": str(settings.runner_poll_seconds),
+        "AFTERCARE_COLD_START": "true" if settings.cold_start else "false",
     }
     return env

@@ -14,6 +14,9 @@ import os
 
 from deployments import warm_start
 from deployments.registry import PROCEDURE_MODULES, all_deployments
+from models.settings import Settings, get_settings
+
+MIN_POLL_SECONDS = 0.1  # below this the runner's polls load the Prefect server for no gain
 
 
 def extra_modules() -> list[str]:
@@ -27,15 +30,11 @@ def extra_deployments() -> list[object]:
     return found
 
 
-def poll_seconds() -> float:
+def poll_seconds(settings: Settings | None = None) -> float:
     """How often the runner asks for runs to start — the floor of approval-click latency.
-    `AFTERCARE_RUNNER_POLL_SECONDS` (default 0.5; Prefect's own setting takes whole seconds only)."""
-    raw = os.environ.get("AFTERCARE_RUNNER_POLL_SECONDS", "0.5")
-    try:
-        return max(0.1, float(raw))
-    except ValueError:
-        print(f"AFTERCARE_RUNNER_POLL_SECONDS={raw!r} is not a number; using 0.5", flush=True)
-        return 0.5
+    `AFTERCARE_RUNNER_POLL_SECONDS` (default 0.5, at least 0.1; Prefect's own setting takes whole
+    seconds only)."""
+    return max(MIN_POLL_SECONDS, (settings or get_settings()).runner_poll_seconds)
 
 
 def main() -> None:
@@ -43,11 +42,12 @@ def main() -> None:
     from prefect.exceptions import TerminationSignal
     from prefect.runner import Runner
 
+    settings = get_settings()  # `aftercare up` validated the same environment before starting us
     limit = int(os.environ.get("PREFECT_RUNNER_PROCESS_LIMIT", "20"))
     deployments = [*all_deployments(), *extra_deployments()]
-    runner = Runner(limit=limit, query_seconds=poll_seconds())
+    runner = Runner(limit=limit, query_seconds=poll_seconds(settings))
     ids = [runner.add_deployment(d) for d in deployments]
-    if warm_start.enabled():
+    if warm_start.enabled(settings):
         warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules()])
         warm = warm_start.register_flows(runner, zip(ids, deployments, strict=True))
         print(f"aftercare runner: {len(deployments)} deployments, warm starts for {len(warm)}", flush=True)

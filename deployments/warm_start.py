@@ -19,7 +19,7 @@ module attribute is the `Flow`, not the function), and only the globals its code
 it — string annotations (`from __future__ import annotations`) would then name classes the child
 cannot see. `resolved(flow)` evaluates them first, so parameter models and forms stay whole.
 
-`AFTERCARE_COLD_START=1` turns all of this off (every run then starts `python -m prefect.engine`).
+`AFTERCARE_COLD_START=1` (or true/yes/on) turns all of this off (every run then starts `python -m prefect.engine`).
 """
 
 from __future__ import annotations
@@ -27,17 +27,19 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing
-import os
 import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from models.settings import Settings, get_settings
+
 log = logging.getLogger("aftercare.serve")
 
 
-def enabled() -> bool:
-    return os.environ.get("AFTERCARE_COLD_START", "").lower() not in {"1", "true", "yes"}
+def enabled(settings: Settings | None = None) -> bool:
+    """Warm starts, unless `AFTERCARE_COLD_START` is on."""
+    return not (settings or get_settings()).cold_start
 
 
 def module_of(entrypoint: str) -> tuple[str, str] | None:

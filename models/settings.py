@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +31,28 @@ class Settings(BaseSettings):
     language: Literal["zh", "en"] = "zh"
     timezone: str = "Asia/Shanghai"
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    stuck_run_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="a Running flow run silent this long is scheduled again (tasks.runs; at least two heartbeats)",
+    )
+    runner_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="how often the runner asks for runs to start (deployments.serve; at least 0.1)",
+    )
+    cold_start: bool = Field(
+        default=False,
+        description="start every flow run in a new interpreter, not a warm fork (deployments.warm_start)",
+    )
+
+    @field_validator("stuck_run_seconds", "runner_poll_seconds", "cold_start", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        # `AFTERCARE_COLD_START=` (set, but empty) has always meant "off", and likewise the default
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name or ""].default
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -60,10 +83,27 @@ class Settings(BaseSettings):
             return self.secret_key
         path = self.home / "secret_key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
+            _create_private(path, secrets.token_urlsafe(48))
         return path.read_text().strip()
+
+
+def _create_private(path: Path, text: str) -> None:
+    """Write `text` to a new file readable by its owner only (0600 from the first byte). The file
+    appears whole or not at all; when another process created it first, its content stays."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    try:
+        os.link(draft, path)  # fails if the file exists: the first key written is the key
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
 
 
 @lru_cache

@@ -11,7 +11,6 @@ an event, so the history says why a step ran in another process.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,21 +18,32 @@ from uuid import UUID
 
 from sqlmodel import select
 
+from models.settings import Settings, get_settings
+
 log = logging.getLogger("aftercare.runs")
 
 HEARTBEAT_SECONDS = 30  # Prefect's minimum heartbeat interval
-DEFAULT_STUCK_SECONDS = 300  # ten missed heartbeats
+DEFAULT_STUCK_SECONDS = Settings.model_fields["stuck_run_seconds"].default  # ten missed heartbeats
 
 
-def stuck_after() -> timedelta:
+def stuck_after(settings: Settings | None = None) -> timedelta:
     """How long a Running run may go without a heartbeat (AFTERCARE_STUCK_RUN_SECONDS, ≥ 2 heartbeats)."""
-    raw = os.environ.get("AFTERCARE_STUCK_RUN_SECONDS", "")
-    try:
-        seconds = float(raw) if raw else DEFAULT_STUCK_SECONDS
-    except ValueError:
-        log.warning("AFTERCARE_STUCK_RUN_SECONDS=%r is not a number; using %s", raw, DEFAULT_STUCK_SECONDS)
-        seconds = DEFAULT_STUCK_SECONDS
+    seconds = (settings or get_settings()).stuck_run_seconds
     return timedelta(seconds=max(seconds, 2 * HEARTBEAT_SECONDS))
+
+
+def silence_reference(now: datetime, *, trust_now: bool = False) -> datetime:
+    """The moment silence is measured up to.
+
+    Heartbeats and state times are stamped by the real clock, so by default the reference is no
+    later than the wall clock: a keeper tick at a `now` that a test moved days ahead (to fire
+    timers) must not make every live run look silent. A caller whose `now` is the time to judge by
+    says so with `trust_now` — a test that lets a dead runner's silence pass by handing in a later
+    `now` instead of sleeping through it.
+    """
+    from models import wallclock
+
+    return now if trust_now else min(now, wallclock.now())
 
 
 def last_heartbeats(client: Any, run_ids: list[UUID], since: datetime) -> dict[UUID, datetime]:
@@ -82,21 +92,20 @@ def stuck_runs(client: Any, now: datetime, limit: timedelta, batch: int = 200) -
     return out
 
 
-def sweep_stuck_runs(now: datetime, *, limit: timedelta | None = None) -> int:
+def sweep_stuck_runs(now: datetime, *, limit: timedelta | None = None, trust_now: bool = False) -> int:
     """Keeper step: schedule again every Running run without a heartbeat for too long; returns how many.
 
-    Heartbeats are real events, so silence is measured against the real clock too: a `now` that a
-    test moved days ahead (to fire timers) must not make every live run look silent.
+    Silence is measured up to `silence_reference(now, trust_now=trust_now)`: the wall clock at the
+    latest, unless the caller vouches for its `now`.
     """
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
-    from models import wallclock
     from models.cases import Case, append_event
     from models.db import session_scope
 
     limit = limit or stuck_after()
-    reference = min(now, wallclock.now())
+    reference = silence_reference(now, trust_now=trust_now)
     rescheduled = 0
     with get_client(sync_client=True) as client:
         for run, last in stuck_runs(client, reference, limit):
@@ -119,7 +128,10 @@ _last_sweep = [float("-inf")]
 
 def sweep_step(now: datetime) -> int:
     """The keeper's step: `sweep_stuck_runs` at most once per heartbeat interval (the keeper ticks
-    every few seconds); an unreachable Prefect server is logged and tried again later."""
+    every few seconds); an unreachable Prefect server is logged and tried again later.
+
+    No `trust_now`: the keeper's loop ticks at the wall clock, where the default changes nothing,
+    and tests tick the keeper at `now`s moved ahead for timers, which must not sweep live runs."""
     import httpx
 
     if time.monotonic() - _last_sweep[0] < HEARTBEAT_SECONDS:

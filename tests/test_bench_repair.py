@@ -19,7 +19,7 @@ def test_repair_bench_quick_writes_its_figures(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=380)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["bench"] == "repair" and result["quick"] is True
+    assert result["bench"] == "repair" and result["quick"] is True and result["path"].startswith("on site")
     assert result["direct_seconds"] > 0 and result["orchestrated_seconds"] > result["direct_seconds"]
     assert abs(result["ratio"] - result["orchestrated_seconds"] / result["direct_seconds"]) <= 0.02 * result["ratio"]
     assert "ratio:" in done.stdout

@@ -46,8 +46,24 @@ def test_every_served_flow_survives_the_trip_to_a_forked_run(deployment) -> None
         copy.validate_parameters({})
 
 
-def test_cold_start_switch(monkeypatch) -> None:
-    monkeypatch.setenv("AFTERCARE_COLD_START", "1")
-    assert not warm_start.enabled()
-    monkeypatch.delenv("AFTERCARE_COLD_START")
-    assert warm_start.enabled()
+@pytest.mark.parametrize(("raw", "warm"), [("1", False), ("true", False), ("YES", False), ("on", False),
+                                           ("0", True), ("false", True), ("", True), (None, True)])
+def test_cold_start_switch(monkeypatch, aftercare_home, raw: str | None, warm: bool) -> None:
+    from models.settings import get_settings
+
+    if raw is None:
+        monkeypatch.delenv("AFTERCARE_COLD_START", raising=False)
+    else:
+        monkeypatch.setenv("AFTERCARE_COLD_START", raw)
+    get_settings.cache_clear()
+    assert warm_start.enabled() is warm
+
+
+def test_a_cold_start_switch_that_is_not_yes_or_no_is_a_bad_setting(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from models.settings import Settings
+
+    monkeypatch.setenv("AFTERCARE_COLD_START", "sometimes")
+    with pytest.raises(ValidationError, match="cold_start"):
+        Settings()
