@@ -1,4 +1,5 @@
-"""The `aftercare` command: up (the main job), seed, check, migrate."""
+"""The `aftercare` command: up (the main job), seed, check, migrate, and the dispatcher's commands
+(repair, inspection, checklist, calendar, outbox)."""
 
 from __future__ import annotations
 
@@ -313,6 +314,195 @@ def calendar_show(year: Annotated[int, typer.Argument(min=2000, max=2100)]) -> N
     typer.echo(f"{year}：{source}")
     for day, working in sorted((d, w) for d, w in cal.overrides.items() if d.year == year):
         typer.echo(f"  {day.isoformat()} {'调休上班' if working else '放假'}")
+
+
+# --- aftercare inspection ... (巡检) ------------------------------------------------------------
+
+inspection_app = typer.Typer(help="巡检：加做巡检与取消 / inspections: extra ones and cancellations", no_args_is_help=True)
+app.add_typer(inspection_app, name="inspection")
+
+
+@inspection_app.command("extra")
+def inspection_extra(
+    customer: Annotated[str, typer.Option(help="客户名称或编码 / customer name or code")],
+    reason: Annotated[str, typer.Option(help="加做原因，如 核心系统升级前 / why the customer asks")],
+    site: Annotated[str | None, typer.Option(help="机房/站点；客户只有一个站点时可不填 / site name")] = None,
+    day: Annotated[str | None, typer.Option(help="建议巡检日期 YYYY-MM-DD（默认最早可安排的工作日）")] = None,
+    requested_by: Annotated[str, typer.Option(help="客户方提出人 / who asked")] = "",
+) -> None:
+    """登记客户要求的加做巡检并启动巡检流程 / register an extra inspection and start its flow."""
+    settings = load_settings()
+    use_prefect_of(settings)  # before Prefect is imported: it reads its settings once
+    from models.wallclock import now
+    from tasks.inspection import (
+        ExtraInspectionRequest,
+        InspectionError,
+        open_extra_inspection,
+        start_inspection_run,
+    )
+
+    try:
+        request = ExtraInspectionRequest(customer=customer, site=site, reason=reason, day=_day(day) if day else None,
+                                         requested_by=requested_by)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+        return
+    ready_db()
+    moment = now()
+    try:
+        opened = open_extra_inspection(request, now=moment)
+    except (InspectionError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    again = "" if opened.created else "（该合同当天已有加做巡检，未重复登记）"
+    typer.echo(f"{opened.number} 加做巡检已登记{again}：{opened.customer} · {opened.site}（合同 {opened.contract}），"
+               f"建议日期 {opened.day.isoformat()} / extra inspection registered")
+    try:
+        run_id = start_inspection_run(opened.case_id, now=moment)
+    except Exception as exc:  # Prefect unreachable or not served: the daily planner starts it (status planned)
+        typer.secho(f"注意：巡检流程未能启动（{type(exc).__name__}），每日巡检计划将启动它；或先执行 aftercare up "
+                    f"/ the flow was not started, plan-inspections will start it", fg=typer.colors.YELLOW)
+        return
+    typer.echo(f"巡检流程已启动 / flow run {run_id}")
+
+
+@inspection_app.command("cancel")
+def inspection_cancel(
+    number: Annotated[str, typer.Argument(help="巡检单号，如 XJ-000123 / inspection number")],
+    reason: Annotated[str, typer.Option(help="取消原因 / why")],
+    by: Annotated[str, typer.Option(help="提出取消的人，如 客户张先生（电话） / who cancelled")] = "客户服务中心",
+) -> None:
+    """取消一次巡检：记录原因，通知相关人员，结束等待中的流程 / cancel an inspection."""
+    settings = load_settings()
+    use_prefect_of(settings)
+    from models.db import session_scope
+    from models.wallclock import now
+    from tasks.inspection import InspectionError, cancel_inspection, end_waiting_run, find_inspection
+
+    ready_db()
+    moment = now()
+    try:
+        with session_scope() as session:
+            case = find_inspection(session, number)
+            case_id, case_number = int(case.id), case.number  # type: ignore[arg-type]
+        done = cancel_inspection(case_id, reason, by=by, now=moment)
+    except (InspectionError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    if not done:
+        typer.echo(f"{case_number} 已是取消状态，未作更改 / already cancelled")
+        return
+    typer.echo(f"{case_number} 已取消：{reason.strip()}；已通知调度、工程师、技术负责人与客户 / cancelled, everyone told")
+    typer.echo(end_waiting_run(case_id, moment))
+
+
+# --- aftercare checklist ... (巡检检查表) ---------------------------------------------------------
+
+checklist_app = typer.Typer(help="巡检检查表：查看、增加、停用、修改检查项 / the inspection checklists",
+                            no_args_is_help=True)
+app.add_typer(checklist_app, name="checklist")
+
+APPLIES = "之后发出的检查表生效；已发出的检查表不变 / applies to checklists sent from now on"
+
+
+def _checklist_change(code: str, kind: str | None, **change: object) -> None:
+    from models.db import session_scope
+    from tasks.inspection import InspectionError, change_checklist_item
+
+    ready_db()
+    try:
+        with session_scope() as session:
+            items = change_checklist_item(session, code, kind=kind, **change)  # type: ignore[arg-type]
+            shown = [f"{i.device_class}/{i.code} {i.label}{'' if i.active else '（已停用）'}" for i in items]
+    except (InspectionError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    typer.echo("；".join(shown) + f"。{APPLIES}")
+
+
+@checklist_app.command("show")
+def checklist_show(
+    kind: Annotated[str | None, typer.Option(help="设备类别，如 server、storage、common（机房与管理）")] = None,
+) -> None:
+    """列出检查项（含已停用的）/ list the checklist items."""
+    from models.db import session_scope
+    from tasks.inspection import checklist_items
+
+    ready_db()
+    try:
+        with session_scope() as session:
+            rows = [(i.device_class, i.position, i.code, i.label, i.active) for i in checklist_items(session, kind)]
+    except DatabaseError as exc:
+        fail(str(exc))
+        return
+    if not rows:
+        typer.echo(f"没有设备类别 {kind} 的检查项 / no items")
+        return
+    current = None
+    for device_class, position, code, label, active in rows:
+        if device_class != current:
+            current = device_class
+            typer.echo(f"[{device_class}]")
+        typer.echo(f"  {position:>3}  {code:<16} {label}{'' if active else '  （已停用 / off）'}")
+
+
+@checklist_app.command("add")
+def checklist_add(
+    kind: Annotated[str, typer.Option(help="设备类别，如 server、storage、network、common")],
+    code: Annotated[str, typer.Option(help="编码：小写字母、数字、下划线，如 fan_speed")],
+    label: Annotated[str, typer.Option(help="检查项名称，如 风扇转速与告警")],
+    position: Annotated[int | None, typer.Option(help="排序位置（默认排在最后）")] = None,
+) -> None:
+    """增加一个检查项 / add a checklist item."""
+    from sqlmodel import select
+
+    from models.assets import Device
+    from models.db import session_scope
+    from tasks.inspection import InspectionError, add_checklist_item
+
+    ready_db()
+    try:
+        with session_scope() as session:
+            item = add_checklist_item(session, kind, code, label, position=position)
+            text = f"已增加 {item.device_class}/{item.code} {item.label}（位置 {item.position}）"
+            devices = session.exec(select(Device.id).where(Device.device_class == item.device_class)).first()
+    except (InspectionError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    typer.echo(f"{text}。{APPLIES}")
+    if devices is None and kind != "common":
+        typer.secho(f"注意：目前没有类别为 {kind} 的设备 / no device of this kind yet", fg=typer.colors.YELLOW)
+
+
+@checklist_app.command("off")
+def checklist_off(
+    code: Annotated[str, typer.Argument(help="检查项编码 / item code")],
+    kind: Annotated[str | None, typer.Option(help="设备类别（编码在多个类别中时必填）")] = None,
+) -> None:
+    """停用一个检查项（保留历史记录）/ switch an item off."""
+    _checklist_change(code, kind, active=False)
+
+
+@checklist_app.command("on")
+def checklist_on(
+    code: Annotated[str, typer.Argument(help="检查项编码 / item code")],
+    kind: Annotated[str | None, typer.Option(help="设备类别（编码在多个类别中时必填）")] = None,
+) -> None:
+    """重新启用一个检查项 / switch an item on again."""
+    _checklist_change(code, kind, active=True)
+
+
+@checklist_app.command("edit")
+def checklist_edit(
+    code: Annotated[str, typer.Argument(help="检查项编码 / item code")],
+    kind: Annotated[str | None, typer.Option(help="设备类别（编码在多个类别中时必填）")] = None,
+    label: Annotated[str | None, typer.Option(help="新名称 / new label")] = None,
+    position: Annotated[int | None, typer.Option(help="新位置 / new position")] = None,
+) -> None:
+    """修改检查项的名称或位置 / rename or move an item."""
+    if label is None and position is None:
+        fail("请给出 --label 或 --position / nothing to change")
+    _checklist_change(code, kind, label=label, position=position)
 
 
 def main() -> None:  # pragma: no cover - console entry

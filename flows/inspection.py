@@ -10,6 +10,8 @@ planner that fires it for every contract.
   not fixed on site starts its own repair flow; the inspection report goes to the customer for
   signature (unsigned: the reason, signed off by the department manager); the centre registers
   the report or rejects it back to the engineer.
+- `extra-inspection` (a dispatcher's form in the Prefect UI, or `aftercare inspection extra`): an
+  extra inspection the customer asked for before an important operation, registered and started.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from flows import steps
 from models.parties import Role
+from tasks.inspection import ExtraInspectionRequest
 
 PLAN_CRON = "15 1 * * *"  # daily 01:15 Asia/Shanghai, before the working day starts
 TZ = "Asia/Shanghai"
@@ -75,7 +78,7 @@ def plan_inspections_flow(now: datetime | None = None) -> dict[str, int]:
 
 def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict[str, str] | None, datetime]:
     """Step 1: the dispatcher's proposal goes to the customer, who confirms, moves or cancels it."""
-    from tasks.inspection import cancel_step, check_moved_day, fix_visit, propose_again
+    from tasks.inspection import cancel_step, check_moved_day, fix_visit, is_cancelled, propose_again
 
     day, start, problem = facts["proposed_day"], "09:30", ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
@@ -85,6 +88,8 @@ def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict
             + f"客户服务中心建议于 {day} {start} 到场巡检（周期 {facts['period']}）。请确认、改期或取消。", now=now)
         now = decision.at
         answer = decision.payload or {}
+        if is_cancelled(case_id, f"date-v{n}"):  # the centre cancelled while the form was open
+            return None, now
         if answer.get("action") == "取消":
             cancel_step(case_id, answer.get("reason") or "客户取消", decision.by, now)
             return None, now
@@ -108,31 +113,48 @@ def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict
     return fix_visit(case_id, day, start, "客户服务中心", now), now
 
 
+def issue_report(case_id: int, version: int, now: datetime, by: str, unsigned: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The 巡检报告 of checklist `version`; with `unsigned`, re-issued as a new version that shows why the
+    customer did not sign and the department manager's sign-off."""
+    from tasks.inspection import report_context, report_version
+    from tasks.reports import issue
+
+    key = f"unsigned-v{version}" if unsigned else f"checklist-v{version}"
+    context = {**report_context(case_id, version), "report_key": key, "unsigned": unsigned}
+    return issue(case_id, "inspection_report", "inspection/report", context, now, by, report_version(case_id, key))
+
+
 def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int, doc: dict[str, Any], now: datetime
-                               ) -> tuple[bool, datetime]:
-    """Step 6: the customer signs the report; unsigned → the reason, signed off by the department manager."""
+                               ) -> tuple[bool, dict[str, Any], datetime]:
+    """Step 6: the customer signs the report; unsigned → the reason, signed off by the department manager,
+    written into a new version of the report. Returns (signed?, the report as it stands, now)."""
     from tasks.cases import contact_of, record
     from tasks.reports import bind_signature
 
     step = "inspection-report-signature"
-    # the text with the report page's signing link: the customer signs there (drawn or ticked), bound to the hash
-    approval = steps.ask_customer(case_id, step, version, subject=f"{facts['number']} 请签收巡检报告",
+    # the text with the report page's signing link: the customer signs there (drawn or ticked), bound to the
+    # hash; the approval carries the report's version (the signing page finds it by that)
+    approval = steps.ask_customer(case_id, step, doc["version"], subject=f"{facts['number']} 请签收巡检报告",
                                   content=doc["sign_text"], now=now)
-    decision = steps.wait_for(approval, step, version)
+    decision = steps.wait_for(approval, step, doc["version"])
     now = decision.at
     if decision.decision == "signed":
         bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
-        record(case_id, "report_signed", now, decision.by, {"version": version}, key=f"report-signed:v{version}",
-               status="submitted")
-        return True, now
+        record(case_id, "report_signed", now, decision.by, {"version": version, "report_version": doc["version"]},
+               key=f"report-signed:v{version}", status="submitted")
+        return True, doc, now
     explained = steps.fill_form(case_id, f"unsigned-v{version}", version, role=DEPARTMENT_MANAGER,
                                 subject=f"{facts['number']} 巡检报告客户未签字，请说明并签字",
                                 content=f"客户意见：{decision.comment or '—'}", form=UnsignedForm, now=now)
     now = explained.at
+    reason = (explained.payload or {}).get("reason", "")
     record(case_id, "report_unsigned", now, explained.by,
-           {"version": version, "reason": (explained.payload or {}).get("reason", ""), "customer_comment": decision.comment},
+           {"version": version, "reason": reason, "customer_comment": decision.comment},
            key=f"report-unsigned:v{version}", status="submitted")
-    return False, now
+    unsigned = {"reason": reason, "manager": explained.by, "at": explained.at, "customer_comment": decision.comment,
+                "signed_version": doc["version"]}
+    return False, issue_report(case_id, version, now, explained.by, unsigned), now
 
 
 @flow(name="inspection", retries=0, log_prints=True)
@@ -146,11 +168,9 @@ def inspection(case_id: int) -> str:
         load_checklist_spec,
         load_inspection,
         record_checklist,
-        report_context,
         send_notice,
         start_problem_repair,
     )
-    from tasks.reports import issue
     from tasks.timers import current_time, wait_until
 
     facts = load_inspection(case_id)
@@ -175,6 +195,8 @@ def inspection(case_id: int) -> str:
                                  subject=f"{facts['number']} 巡检时间再确认：{visit['visit_day']}",
                                  content=f"我方将于 {visit['visit_day']} {visit['start']} 到场巡检，请确认到场时间。",
                                  now=reconfirm_at)
+    if is_cancelled(case_id, "reconfirm-answer"):  # the centre cancelled while the form was open
+        return "cancelled"
     if (answer.payload or {}).get("action") == "取消":
         cancel_step(case_id, (answer.payload or {}).get("reason") or "客户取消", answer.by, answer.at)
         return "cancelled"
@@ -196,7 +218,7 @@ def inspection(case_id: int) -> str:
             kind="form", form={**spec, "page": CHECKLIST_PAGE},
             template="inspection/checklist_request", context={"page": CHECKLIST_PAGE}), step, version)
         now = filled.at
-        checked = record_checklist(case_id, version, filled.payload or {}, now, filled.by)
+        checked = record_checklist(case_id, version, filled.payload or {}, now, filled.by, spec)
         if checked["error"]:  # only possible from the Prefect UI form: the web page checks before recording
             note, version = f"上次提交的检查表未通过检查：{checked['error']}\n", version + 1
             continue
@@ -204,9 +226,8 @@ def inspection(case_id: int) -> str:
         for n, problem in enumerate(problems, start=1):
             run_id = start_problem_repair(case_id, version, n, problem, now)
             link_repair(case_id, version, problem["target"], problem["code"], run_id)
-        doc = issue(case_id, "inspection_report", "inspection/report", report_context(case_id, version), now,
-                    filled.by, version)
-        _signed, now = report_signed_or_explained(case_id, facts, version, doc, now)
+        doc = issue_report(case_id, version, now, filled.by)
+        _signed, doc, now = report_signed_or_explained(case_id, facts, version, doc, now)
         step = f"register-v{version}"
         check = steps.wait_for(steps.ask_staff(case_id, step, version, role=Role.DISPATCHER,
                                                subject=f"{facts['number']} 巡检报告待登记", content=doc["text"],
@@ -221,6 +242,29 @@ def inspection(case_id: int) -> str:
         note, version = f"巡检报告被退回：{check.comment}\n", version + 1
 
 
+# ---- an extra inspection on request -------------------------------------------------------------
+
+
+@flow(name="extra-inspection", retries=0, log_prints=True)
+def extra_inspection(request: ExtraInspectionRequest) -> str:
+    """加做巡检: the inspection a customer asks for before an important operation, registered and started
+    (its own `inspection` run then agrees the date with the customer like every other inspection)."""
+    from prefect.states import Failed
+
+    from tasks.inspection import open_extra_step, start_run_step
+    from tasks.timers import current_time
+
+    now = current_time("extra-inspection")
+    opened = open_extra_step(request, now)
+    if opened["error"]:
+        return Failed(message=opened["error"])  # type: ignore[return-value]  # a clear message, no traceback
+    run_id = start_run_step(opened["case_id"], now)
+    again = "" if opened["created"] else "（该合同当天已有加做巡检，未重复登记）"
+    print(f"{opened['number']} 加做巡检已登记{again}：{opened['customer']} · {opened['site']}，建议日期 {opened['day']}；"
+          f"巡检流程 {run_id}")
+    return opened["number"]
+
+
 # ---- deployments --------------------------------------------------------------------------------
 
 
@@ -229,6 +273,10 @@ def deployments() -> list[Any]:
 
     return [
         inspection.to_deployment(name="inspection", description="巡检：约定日期、通知、检查表、报告签字与登记"),
+        extra_inspection.to_deployment(
+            name="extra-inspection", tags=["inspection", "巡检"],
+            description="加做巡检：客户在重要业务操作前要求的巡检——填写客户、站点、原因（与建议日期），登记并启动巡检流程",
+        ),
         plan_inspections_flow.to_deployment(
             name="plan-inspections", schedules=[Cron(PLAN_CRON, timezone=TZ)],
             description="每日：为每个有效合同按频率创建到期的巡检并启动流程（每合同每周期一次）",

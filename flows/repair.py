@@ -166,6 +166,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
     work: dict[str, Any] = {}
     new_repairs: list[str] = []
     if found.get("solved_remotely"):  # → straight to the report (step 12)
+        record(case_id, "repaired", now, diagnosis.by, {"remote": True})
         record(case_id, "restored", now, diagnosis.by, {"remote": True})
         clock(case_id, "restore", "stop", now)
         repaired_at = now
@@ -187,7 +188,8 @@ def repair(request: RepairRequest) -> RepairOutcome:
                                                         "coordinator_joins": visit.payload.get("coordinator_joins")},
                tell=[{"template": "repair/visit_booked", "key": "visit-booked", "roles": [COORDINATOR_ROLE],
                       "customer": True, "context": {"visit_at": visit_at}}])
-        clock(case_id, "arrival", "start", now)
+        # the arrival clock runs from the moment the customer is ready for us: the agreed time, if later
+        clock(case_id, "arrival", "start", max(now, visit_at))
 
         # 5–6. Arrival (clock by distance band) and on-site re-analysis; a changed plan goes to the director.
         onsite = fill_form(case_id, "onsite", 1, role=ENGINEER, form=OnsiteForm, now=now,
@@ -205,7 +207,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
             plan, now = director_approves_plan(case_id, facts, plan, now=now, step="onsite-revision")
 
         # 7. The customer accepts or objects; a loop until both sides sign the same version.
-        plan, now = customer_accepts_plan(case_id, facts, plan, now=now)
+        plan, now = customer_accepts_plan(case_id, facts, plan, now=now, pause="restore")
 
         # 8. Repair by the plan; on an anomaly the lead guides; still stuck → the director may hand over.
         attempt = 1

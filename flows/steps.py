@@ -312,11 +312,13 @@ def lead_revises_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, reason
 
 
 def customer_accepts_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, now: datetime,
-                          procedure: Procedure = "repair", revise: Reviser | None = None) -> tuple[Plan, datetime]:
+                          procedure: Procedure = "repair", revise: Reviser | None = None,
+                          pause: str | None = None) -> tuple[Plan, datetime]:
     """PROCEDURES.md §2 step 7: the written plan goes to the customer, who signs or objects. Each
     objection → plan v+1 by the lead, re-confirmed by the director, resent — until both sides have
-    signed the same version."""
-    from tasks.cases import contact_of, record
+    signed the same version. `pause`: the clock that stands still while the plan is with the
+    customer (the repair's restore clock: that wait is the customer's, not the provider's)."""
+    from tasks.cases import clock, contact_of, record
     from tasks.reports import bind_signature, issue
 
     while True:
@@ -325,8 +327,12 @@ def customer_accepts_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, no
         step = signature_step("solution_plan")
         approval = ask_customer(case_id, step, plan.version, now=now, content=doc["sign_text"],
                                 subject=subject(facts, f"请确认解决方案 v{plan.version}"))
+        if pause:
+            clock(case_id, pause, "pause", now, f"解决方案 v{plan.version} 等待客户确认")
         decision = wait_for(approval, step, plan.version)
         now = decision.at
+        if pause:
+            clock(case_id, pause, "resume", now, f"客户已答复解决方案 v{plan.version}")
         if decision.decision == "signed":
             bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
             record(case_id, "plan_signed", now, decision.by, {"version": plan.version}, key=f"plan-signed:v{plan.version}")

@@ -26,6 +26,7 @@ class ReportKind(StrEnum):
     WRITTEN_ACCOUNT = "written_account"  # 工程师书面说明 (within 1 week)
     ACCIDENT_REPORT = "accident_report"  # 事故处理服务报告
     ACCIDENT_SUMMARY = "accident_summary"  # 事故总结
+    ACCIDENT_REVIEW = "accident_review"  # 事故技术评审报告 (to the general manager)
 
 
 REPORT_TITLES_ZH: dict[str, str] = {
@@ -36,6 +37,7 @@ REPORT_TITLES_ZH: dict[str, str] = {
     ReportKind.WRITTEN_ACCOUNT: "维修书面说明",
     ReportKind.ACCIDENT_REPORT: "事故处理服务报告",
     ReportKind.ACCIDENT_SUMMARY: "事故总结",
+    ReportKind.ACCIDENT_REVIEW: "事故技术评审报告",
 }
 
 

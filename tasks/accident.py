@@ -33,6 +33,8 @@ FoundBy = Literal["customer", "service_centre", "inspection", "repair"]
 
 # Statuses of an accident whose service is not restored yet: the hourly updates run while in them.
 ACTIVE = ("open", "handling")
+# Stages in which the accident has a working plan: the keeper does not call the vendor for lack of one.
+WORKING_PLAN_STAGES = ("customer", "executing")
 SEVERITY_ZH = {1: "一级（特大）", 2: "二级（重大）", 3: "三级（严重）", 4: "四级（一般）"}
 FOUND_BY_ZH = {"customer": "客户发现", "service_centre": "服务中心发现", "inspection": "巡检发现", "repair": "维修中发现"}
 STAGE_ZH = {
@@ -45,8 +47,13 @@ STAGE_ZH = {
     "restored": "业务已恢复",
 }
 
-# History lines of the accident report: event kind → Chinese text (data fields formatted in).
+# History lines of the accident report: event kind → Chinese text (data fields formatted in). Every
+# kind a case can record is here — the accident's own and those a repair hands over with its history
+# (tasks.cases, flows.steps, flows.repair, tasks.clocks, tasks.approvals, tasks.reports, tasks.parts…);
+# derived fields (`clock_zh`, `report_zh`, `decision_zh`, `kind_zh`) are added by `event_text`. A field
+# that is missing or empty leaves the text before its "：" (or "—" in its place).
 EVENT_TEXT_ZH = {
+    # accident handling (§3)
     "accident_opened": "事故立案",
     "handed_over_from_repair": "由维修单 {repair} 转入事故处理",
     "team_formed": "紧急抢修小组组建（{size} 人），总协调人 {coordinator} 为客户唯一联系人",
@@ -58,7 +65,74 @@ EVENT_TEXT_ZH = {
     "director_on_site": "技术总监到场协调（第 {attempt} 次）",
     "standby_machine_requested": "启用备机：{reason}",
     "restored": "业务恢复",
+    "progress_update": "第 {n} 次进展通报",
+    "vendor_daily_report": "第 {day} 天向原厂商报告进展",
+    "review_meeting_held": "召开技术评审会议（第 {version} 版评审报告）：{conclusion}",
+    "gm_rejected": "总经理退回第 {version} 版评审报告：{comment}",
+    "gm_signed_off": "总经理签批第 {version} 版评审报告",
+    # intake, links, hand-over
+    "opened": "工单受理（{channel}，{severity} 级）",
+    "linked_case_opened": "开立关联{kind_zh}",
+    "handed_over": "技术总监决定转入事故处理流程：{reason}",
+    "handed_over_to_accident": "转入事故单 {accident}：{reason}",
+    "handover_declined": "技术总监决定继续维修，不转事故处理：{comment}",
+    # repair steps (§2)
+    "first_contact": "首次联系客户",
+    "remote_diagnosis": "远程诊断：{result}",
+    "plan_written": "编写解决方案第 {version} 版",
+    "plan_approved": "技术总监批准方案第 {version} 版",
+    "plan_returned": "方案第 {version} 版被退回：{comment}",
+    "plan_revised": "方案修订为第 {version} 版：{note}",
+    "plan_objected": "客户对方案第 {version} 版提出异议：{comment}",
+    "plan_signed": "客户签字确认方案第 {version} 版",
+    "parts_issued": "备件出库",
+    "parts_shortage": "备件缺货，已升级协调",
+    "visit_booked": "与客户预约上门时间",
+    "arrived": "工程师到达现场",
+    "onsite_analysis": "现场再分析：{findings}",
+    "repair_anomaly": "维修遇到异常（第 {attempt} 次）：{anomaly}",
+    "lead_guidance": "技术负责人指导：{guidance}",
+    "repaired": "维修完成：{work_done}",
+    "preventive_maintenance": "预防性维护：{done}",
+    "five_minute_talk": "5分钟交流",
+    "service_report_signed": "客户签署维修服务报告（第 {version} 版）",
+    "service_report_objected": "客户对维修服务报告第 {version} 版提出异议：{comment}",
+    "accident_report_signed": "客户签署事故处理服务报告（第 {version} 版）",
+    "accident_report_objected": "客户对事故处理服务报告第 {version} 版提出异议：{comment}",
+    "sms_to_centre": "短信通知服务中心任务完成",
+    "callback_done": "完成客户回访",
+    "final_approved": "技术总监审批通过报告",
+    "final_returned": "技术总监退回报告：{comment}",
+    "archived": "归档",
+    # approvals, signatures, forms
+    "approval_requested": "发出审批请求：{subject}",
+    "signature_requested": "请客户签字确认：{subject}",
+    "form_requested": "请求填写表单：{subject}",
+    "approval_decided": "审批结果：{decision_zh}",
+    "signature_decided": "客户答复：{decision_zh}",
+    "form_decided": "表单已提交",
+    "approval_link_renewed": "审批链接已续期",
+    # reports
+    "report_issued": "出具{report_zh}（第 {version} 版）",
+    "report_edited": "报告内容已修改，须重新签字",
+    "report_signed": "报告已签字",
+    # SLA clocks, escalation, the machinery
+    "clock.started": "{clock_zh}开始计时",
+    "clock.paused": "{clock_zh}暂停计时：{reason}",
+    "clock.resumed": "{clock_zh}恢复计时",
+    "clock.met": "{clock_zh}按时完成",
+    "clock.breached": "{clock_zh}超时完成",
+    "clock.breach": "{clock_zh}超时未完成",
+    "clock.escalated": "{clock_zh}未完成，第 {level} 级升级",
+    "clock.closed": "{clock_zh}停止计时（工单关闭或转交）",
+    "severity.raised": "故障级别由 {from} 级提升为 {to} 级：{reason}",
+    "case.stale_escalated": "工单长时间未更新，升级至第 {level} 级负责人",
+    "notification_failed": "通知发送失败：{recipient}",
+    "run.rescheduled": "流程进程中断，已重新调度",
 }
+# A kind not listed above (a step added later) still reads as Chinese in a customer's report.
+EVENT_TEXT_FALLBACK_ZH = "其他处理记录"
+CASE_KIND_ZH = {"repair": "维修单", "accident": "事故单", "inspection": "巡检单"}
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -406,7 +480,9 @@ def send_due_vendor_support(now: datetime) -> int:
     started = 0
     with session_scope() as session:
         for case in _active_accidents(session):
-            if case.data.get("vendor_engaged_at"):
+            # a plan approved (and tested) that is with the customer or being carried out is a plan
+            # within the window (§3 step 3); if it then fails out of the window the flow calls the vendor
+            if case.data.get("vendor_engaged_at") or case.data.get("stage") in WORKING_PLAN_STAGES:
                 continue
             closes = _window_closes(case)
             if now >= closes and _start_vendor_support(
@@ -594,13 +670,39 @@ def send_due_standby(now: datetime) -> int:
 
 
 def _event_text(event: Event) -> str:
-    template = EVENT_TEXT_ZH.get(event.kind)
+    return event_text(event.kind, event.data)
+
+
+def event_text(kind: str, data: dict[str, Any] | None) -> str:
+    """The Chinese history line of one event (of this case, or copied from a repair): never the raw kind."""
+    from models.approvals import DECISION_ZH
+    from models.reports import REPORT_TITLES_ZH
+    from rules.sla import CLOCK_LABELS_ZH
+
+    template = EVENT_TEXT_ZH.get(kind)
     if template is None:
-        return event.kind
+        return EVENT_TEXT_FALLBACK_ZH
+    values = data or {}
+    fields = {k: v for k, v in values.items() if v not in (None, "") and not isinstance(v, (dict, list))}
+    if kind.startswith("clock."):
+        fields["clock_zh"] = CLOCK_LABELS_ZH.get(str(fields.get("clock", "")), "服务时限")
+    if kind == "report_issued":
+        fields["report_zh"] = REPORT_TITLES_ZH.get(str(fields.get("kind", "")), "报告")
+    if "decision" in fields:
+        fields["decision_zh"] = DECISION_ZH.get(str(fields["decision"]), "已答复")
+    if kind == "linked_case_opened":
+        fields["kind_zh"] = CASE_KIND_ZH.get(str(fields.get("kind", "")), "工单")
     try:
-        return template.format(**event.data)
-    except (KeyError, IndexError):
-        return template.split("：")[0].split("{")[0]
+        return template.format_map(fields)
+    except (KeyError, IndexError, ValueError):
+        # a field left empty: the text before it, with "—" for what is still missing
+        head = template.split("：")[0]
+        return head.format_map(_Blank(fields))
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "—"
 
 
 def accident_history(session: Session, case_id: int) -> list[dict[str, Any]]:
@@ -609,7 +711,8 @@ def accident_history(session: Session, case_id: int) -> list[dict[str, Any]]:
     for event in session.exec(select(Event).where(Event.case_id == case_id).order_by(Event.at, Event.id)).all():
         if event.kind == "handed_over_from_repair":
             for old in event.data.get("history", []):
-                lines.append({"at": datetime.fromisoformat(old["at"]), "text": f"[维修单] {old['kind']}",
+                lines.append({"at": datetime.fromisoformat(old["at"]),
+                              "text": f"[维修单] {event_text(old['kind'], old.get('data'))}",
                               "kind": old["kind"]})
         if event.kind in ("progress_update", "vendor_daily_report"):
             continue
@@ -631,13 +734,16 @@ def accident_report_context(case_id: int, attempt: int = 0) -> dict[str, Any]:
         vendor_at = _parse(case.data.get("vendor_engaged_at"))
         standby = session.exec(select(Event).where(Event.case_id == case_id,
                                                    Event.kind == "standby_machine_requested")).first()
+        team = case.data.get("accident_team") or []
         return {
             "started_at": ctx["started_at"],
             "restored_at": restored,
             "duration": _duration_zh(restored - ctx["started_at"]) if restored else "未恢复",
             "parent": ctx["parent"],
             "severity_zh": ctx["severity_zh"],
-            "team": case.data.get("accident_team") or [],
+            "team": team,
+            # the provider's signature row of the report: the team's leader (form_team puts the lead first)
+            "engineer": f"{team[0]['name']}（紧急抢修小组组长）" if team else "紧急抢修小组",
             "coordinator": (case.data.get("coordinator") or {}).get("name", ""),
             "vendor": f"{vendor_at:%Y-%m-%d %H:%M} UTC 启动" if vendor_at else "未启动",
             "standby": f"已启用（{standby.data.get('reason', '')}）" if standby else "未启用",

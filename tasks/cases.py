@@ -479,13 +479,25 @@ def queue_for_case(session: Session, case_id: int, *, template: str, key: str, n
 
 
 @task(name="服务时限 / SLA clock", **STEP)
-def clock(case_id: int, kind: str, action: str, at: datetime) -> str:
-    """Start or stop one SLA clock of the case; returns "running", "met", "breached" or "none"."""
+def clock(case_id: int, kind: str, action: str, at: datetime, reason: str = "") -> str:
+    """Start, pause, resume or stop one SLA clock of the case; returns "running", "paused", "met",
+    "breached" or "none". A pause (waiting for the customer) moves the deadline on by its length."""
     from tasks import clocks
 
     with session_scope() as session:
         case = session.get(Case, case_id)
         assert case is not None
+        if action in ("pause", "resume"):
+            from models.clocks import Clock, ClockStatus
+
+            row = session.exec(select(Clock).where(Clock.case_id == case_id, Clock.kind == kind)).first()
+            if row is None or row.status == ClockStatus.STOPPED:
+                return "none" if row is None else "stopped"  # nothing left to pause: the clock has run its course
+            if action == "pause":
+                clocks.pause_clock(session, case_id, kind, at=at, reason=reason or "等待客户")
+                return "paused"
+            clocks.resume_clock(session, case_id, kind, at=at, reason=reason)
+            return "running"
         if action == "start":
             contract = session.get(Contract, case.contract_id) if case.contract_id else None
             site = session.get(Site, case.site_id) if case.site_id else None

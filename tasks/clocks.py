@@ -332,6 +332,9 @@ def stop_clock(session: Session, case_id: int, kind: str, *, at: datetime) -> Cl
         return clock  # a replayed stop
     # A paused clock stopped later counts up to its pause: the waiting time is not the provider's.
     effective = clock.paused_at if clock.status == ClockStatus.PAUSED and clock.paused_at else at
+    # done before the clock was due to run (an engineer on site before the time agreed with the
+    # customer): it counts as done at its start, never as a negative time
+    effective = max(effective, clock.started_at)
     clock.status = ClockStatus.STOPPED
     clock.stopped_at = effective
     clock.paused_at = None
@@ -385,6 +388,10 @@ class _People:
 
 
 def _case_context(session: Session, case: Case) -> dict[str, Any]:
+    # an out-of-contract case says so in every message (PROCEDURES.md §6 step 7): the same mark as
+    # the procedures' own notices (tasks.cases.paid_prefix), imported here to keep one wording
+    from tasks.cases import paid_prefix
+
     customer = session.get(Customer, case.customer_id)
     site = session.get(Site, case.site_id) if case.site_id else None
     return {
@@ -394,6 +401,9 @@ def _case_context(session: Session, case: Case) -> dict[str, Any]:
         "customer": customer.name if customer else "",
         "site": site.name if site else "",
         "severity": case.severity,
+        "out_of_contract": bool(case.out_of_contract),
+        "paid": paid_prefix(case),
+        "paid_service_reason": (case.data or {}).get("paid_service_reason", ""),
     }
 
 

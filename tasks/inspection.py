@@ -17,6 +17,7 @@ from typing import Any
 import pendulum
 import sqlalchemy as sa
 from prefect import task
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, select
 
 from models.cases import Case, CaseKind, Event, append_event
@@ -71,10 +72,13 @@ def create_inspection(
     proposed: date,
     now: datetime,
     extra_reason: str = "",
+    site_id: int | None = None,
+    requested_by: str = "",
 ) -> int | None:
     """Create the inspection case of one contract and period (in the caller's transaction).
 
-    Returns the new case id, or None when that period already has its inspection.
+    Returns the new case id, or None when that period already has its inspection. `site_id`: an
+    inspection of one site only (an extra one on request); its checklist covers that site's devices.
     """
     data = {
         "period_start": period.start.isoformat(),
@@ -93,12 +97,13 @@ def create_inspection(
             "kind": str(CaseKind.INSPECTION),
             "customer_id": contract.customer_id,
             "contract_id": contract.id,
+            "site_id": site_id,
             "period": period.label,
             "status": "planned",
             "title": title,
             "description": extra_reason,
             "channel": "schedule" if not extra_reason else "request",
-            "reported_by": "system",
+            "reported_by": requested_by or "system",
             "reported_at": now,
             "out_of_contract": False,
             "data": data,
@@ -172,26 +177,132 @@ def request_extra_inspection(
             raise InspectionError(f"日期 {day} 已过 / the date is in the past")
         if not contract.is_active(day):
             raise InspectionError(f"合同 {contract_code} 在 {day} 不在有效期内 / contract not active on that day")
-        period = rules.extra_period(day)
-        case_id = create_inspection(
-            session, contract, period, window_start=day, window_end=day, proposed=day, now=now, extra_reason=reason.strip()
+        return _create_extra(session, contract, day, reason.strip(), now=now)
+
+
+def _create_extra(session: Session, contract: Contract, day: date, reason: str, *, now: datetime,
+                  site_id: int | None = None, requested_by: str = "") -> tuple[int, bool]:
+    """The extra inspection of `contract` on `day` (one per contract and day): (case id, created?)."""
+    period = rules.extra_period(day)
+    case_id = create_inspection(session, contract, period, window_start=day, window_end=day, proposed=day, now=now,
+                                extra_reason=reason, site_id=site_id, requested_by=requested_by)
+    if case_id is not None:
+        return case_id, True
+    existing = session.exec(
+        select(Case.id).where(
+            Case.kind == str(CaseKind.INSPECTION), Case.contract_id == contract.id, Case.period == period.label
         )
-        if case_id is not None:
-            return case_id, True
-        existing = session.exec(
-            select(Case.id).where(
-                Case.kind == str(CaseKind.INSPECTION), Case.contract_id == contract.id, Case.period == period.label
-            )
-        ).one()
-        return int(existing), False  # type: ignore[arg-type]
+    ).one()
+    return int(existing), False  # type: ignore[arg-type]
+
+
+class ExtraInspectionRequest(BaseModel):
+    """加做巡检申请 — what the dispatcher fills in when a customer asks for an extra inspection
+    (before an important operation: an upgrade, a migration, a holiday peak)."""
+
+    model_config = ConfigDict(title="加做巡检 / extra inspection")
+
+    customer: str = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1)
+    site: str | None = Field(
+        default=None, title="机房/站点", description="要巡检的站点名称；客户只有一个站点时可不填。检查表只含该站点的设备"
+    )
+    reason: str = Field(title="加做原因", description="客户为何要求加做巡检，如：5月23日核心系统升级前", min_length=2,
+                        max_length=400)
+    day: date | None = Field(
+        default=None, title="建议巡检日期",
+        description="须为工作日，且留出 3 个工作日通知期；不填为最早可安排的工作日。客户仍可确认或改期",
+    )
+    requested_by: str = Field(default="", title="提出人", description="客户方提出要求的人员姓名与电话", max_length=100)
+
+    @field_validator("customer", "reason")
+    @classmethod
+    def _stripped(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("不能为空 / must not be empty")
+        return value
+
+
+@dataclass(frozen=True)
+class ExtraOpened:
+    case_id: int
+    number: str
+    created: bool  # False: that contract already had an extra inspection on that day
+    customer: str
+    site: str
+    contract: str
+    day: date
+
+
+def _site_of(session: Session, customer_id: int, customer_name: str, wanted: str | None) -> Any:
+    """The customer's site by name (the only one when none is named); InspectionError says which exist."""
+    from models.parties import Site
+
+    sites = list(session.exec(select(Site).where(Site.customer_id == customer_id).order_by(col(Site.id))).all())
+    known = "、".join(s.name for s in sites) or "（无）"
+    if wanted and wanted.strip():
+        site = next((s for s in sites if s.name == wanted.strip()), None)
+        if site is None:
+            raise InspectionError(f"未知站点“{wanted.strip()}”；客户 {customer_name} 的站点：{known} / unknown site")
+        return site
+    if len(sites) == 1:
+        return sites[0]
+    raise InspectionError(f"请指定站点；客户 {customer_name} 的站点：{known} / please name the site")
+
+
+def open_extra_inspection(request: ExtraInspectionRequest, *, now: datetime, url: str | None = None) -> ExtraOpened:
+    """Register the extra inspection a customer asked for (idempotent per contract and day).
+
+    The customer and site are looked up by name or code; the contract is the one in force on the
+    day that covers the site's devices. A day that is not a working day or leaves no room for the
+    3-working-day notice is refused with the earliest day that can be kept. InspectionError says
+    what to correct, in Chinese.
+    """
+    from models.assets import Device
+    from tasks.cases import IntakeError, find_customer
+
+    with session_scope(url) as session:
+        try:
+            customer = find_customer(session, request.customer)
+        except IntakeError as exc:
+            raise InspectionError(str(exc)) from None
+        assert customer.id is not None
+        site = _site_of(session, customer.id, customer.name, request.site)
+        contracts = list(session.exec(select(Contract).where(Contract.customer_id == customer.id)
+                                      .order_by(col(Contract.end_date).desc())).all())
+        tz = contracts[0].timezone if contracts else "Asia/Shanghai"
+        today = local_day(now, tz)
+        cal = calendar_for(session, contracts[0].calendar if contracts else "cn")
+        earliest = rules.proposed_day(cal, planned_on=today, window_start=today, window_end=today)
+        day = request.day or earliest
+        if day < today:
+            raise InspectionError(f"日期 {day} 已过 / the date is in the past")
+        active = [c for c in contracts if c.is_active(day)]
+        if not active:
+            raise InspectionError(f"客户 {customer.name} 在 {day} 没有有效的服务合同，不能加做合同内巡检"
+                                  f" / no contract in force on {day}")
+        at_site = {d for d in session.exec(select(Device.contract_id).where(Device.site_id == site.id)).all()}
+        contract = next((c for c in active if c.id in at_site), active[0])
+        try:
+            rules.check_visit_day(calendar_for(session, contract.calendar), day, today=today)
+        except rules.PlanningError as exc:
+            raise InspectionError(f"{exc}；最早可安排 {earliest.isoformat()}") from None
+        case_id, created = _create_extra(session, contract, day, request.reason, now=now, site_id=site.id,
+                                         requested_by=request.requested_by.strip())
+        if created and request.requested_by.strip():
+            append_event(session, case_id, "extra_requested", at=now, actor=request.requested_by.strip(),
+                         data={"reason": request.reason, "site": site.name}, key="extra-requested")
+        case = _case(session, case_id)
+        return ExtraOpened(case_id=case_id, number=case.number, created=created, customer=customer.name,
+                           site=site.name, contract=contract.code, day=date.fromisoformat(case.data["proposed_day"]))
 
 
 def idempotency_key(contract_id: int, period: str) -> str:
     return f"inspection:{contract_id}:{period}"
 
 
-def start_inspection_runs(now: datetime, *, url: str | None = None, limit: int | None = None) -> int:
-    """Start the flow run of every planned inspection that has none yet; returns how many were started.
+def start_inspection_run(case_id: int, *, now: datetime, url: str | None = None) -> str:
+    """Start the flow run of one inspection (idempotent by its key) and remember it; returns the run id.
 
     `run_deployment` with the case's idempotency key returns the existing run when one was already
     created (a crash between the start and the write below, or another worker), so the case ends
@@ -200,33 +311,41 @@ def start_inspection_runs(now: datetime, *, url: str | None = None, limit: int |
     from prefect.deployments import run_deployment
 
     with session_scope(url) as session:
+        case = _case(session, case_id)
+        contract_id, period = case.contract_id, case.period
+    assert contract_id is not None and period is not None
+    run = run_deployment(
+        INSPECTION_DEPLOYMENT,
+        parameters={"case_id": case_id},
+        idempotency_key=idempotency_key(contract_id, period),
+        as_subflow=False,
+        timeout=0,
+        flow_run_name=f"巡检 XJ-{case_id:06d} {period}",
+    )
+    with session_scope(url) as session:
+        session.execute(
+            sa.update(Case.__table__)  # type: ignore[attr-defined]
+            .where(Case.__table__.c.id == case_id, Case.__table__.c.flow_run_id.is_(None))  # type: ignore[attr-defined]
+            .values(flow_run_id=str(run.id), updated_at=now)
+        )
+        append_event(session, case_id, "inspection_run_started", at=now, data={"flow_run_id": str(run.id)}, key="run-started")
+    return str(run.id)
+
+
+def start_inspection_runs(now: datetime, *, url: str | None = None, limit: int | None = None) -> int:
+    """Start the flow run of every planned inspection that has none yet; returns how many were started."""
+    with session_scope(url) as session:
         query = (
-            select(Case.id, Case.contract_id, Case.period)
+            select(Case.id)
             .where(Case.kind == str(CaseKind.INSPECTION), Case.flow_run_id == None, Case.status == "planned")  # noqa: E711
             .order_by(Case.id)
         )
         if limit:
             query = query.limit(limit)
         pending = list(session.exec(query).all())
-    started = 0
-    for case_id, contract_id, period in pending:
-        run = run_deployment(
-            INSPECTION_DEPLOYMENT,
-            parameters={"case_id": case_id},
-            idempotency_key=idempotency_key(contract_id, period),
-            as_subflow=False,
-            timeout=0,
-            flow_run_name=f"巡检 XJ-{case_id:06d} {period}",
-        )
-        with session_scope(url) as session:
-            session.execute(
-                sa.update(Case.__table__)  # type: ignore[attr-defined]
-                .where(Case.__table__.c.id == case_id, Case.__table__.c.flow_run_id.is_(None))  # type: ignore[attr-defined]
-                .values(flow_run_id=str(run.id), updated_at=now)
-            )
-            append_event(session, case_id, "inspection_run_started", at=now, data={"flow_run_id": str(run.id)}, key="run-started")
-        started += 1
-    return started
+    for case_id in pending:
+        start_inspection_run(case_id, now=now, url=url)  # type: ignore[arg-type]
+    return len(pending)
 
 
 # ---- the steps of one inspection (tasks: each opens its own session) ------------------------------
@@ -248,11 +367,15 @@ def checklist_spec(session: Session, case_id: int) -> dict[str, Any]:
     from models.inspection import COMMON, checklist_for
 
     case = _case(session, case_id)
-    devices = session.exec(select(Device).where(Device.contract_id == case.contract_id).order_by(Device.id)).all()
+    query = select(Device).where(Device.contract_id == case.contract_id)
+    if case.site_id is not None:  # an inspection of one site (an extra one on request): that site's devices
+        query = query.where(Device.site_id == case.site_id)
+    devices = session.exec(query.order_by(col(Device.id))).all()
     from models.parties import Site
 
     site_ids = sorted({d.site_id for d in devices})
-    site = session.get(Site, site_ids[0]) if site_ids else None
+    site_id = case.site_id if case.site_id is not None else (site_ids[0] if site_ids else None)
+    site = session.get(Site, site_id) if site_id is not None else None
     targets = [{"target": "site", "label": "机房与管理", "device_class": COMMON, "device_id": None, "serial": None,
                 "site": site.name if site else None,
                 "items": [{"code": i.code, "label": i.label} for i in checklist_for(session, COMMON)]}]
@@ -322,6 +445,20 @@ def store_checklist(session: Session, case_id: int, version: int, clean: dict[st
     return [i for i in clean["items"] if i["result"] == ItemResult.ABNORMAL and not i["fixed_on_site"]]
 
 
+# the engineer is on site or the report is out: the visit happened, there is nothing left to cancel
+STARTED = ("on_site", "submitted", "rejected")
+
+
+def find_inspection(session: Session, number: str) -> Case:
+    """An inspection by the number people quote (XJ-000123, or 123); InspectionError when there is none."""
+    import re
+
+    m = re.fullmatch(r"(?:XJ-?)?0*(\d+)", number.strip(), flags=re.IGNORECASE)
+    if m is None:
+        raise InspectionError(f"巡检单号应如 XJ-000123，不是 {number!r} / not an inspection number")
+    return _case(session, int(m[1]))
+
+
 def cancel_inspection(case_id: int, reason: str, *, by: str, now: datetime, url: str | None = None) -> bool:
     """The customer cancels: recorded, the period marked cancelled with the reason, everyone involved told.
 
@@ -340,6 +477,8 @@ def cancel_inspection(case_id: int, reason: str, *, by: str, now: datetime, url:
             return False
         if case.status in ("registered", "closed"):
             raise InspectionError(f"{case.number} 已完成，不能取消 / already done")
+        if case.status in STARTED:
+            raise InspectionError(f"{case.number} 工程师已到场巡检（状态 {case.status}），不能再取消 / the visit has begun")
         case.data = {**case.data, "cancel_reason": reason.strip(), "cancelled_by": by}
         set_status(session, case_id, "cancelled", at=now, closed=True)
         append_event(session, case_id, "inspection_cancelled", at=now, actor=by, key="cancelled",
@@ -388,7 +527,9 @@ def fix_visit(case_id: int, day: str, start: str, by: str, at: datetime) -> dict
         out = {"visit_day": day, "start": f"{hh:02d}:{mm:02d}", "notice_at": moment(dates.notice_day, dtime(9, 0)),
                "reconfirm_at": moment(dates.reconfirm_day, dtime(10, 0)), "visit_at": moment(visit_day, dtime(hh, mm))}
         case.data = {**case.data, **out}
-        case.status, case.updated_at = "scheduled", at
+        if case.status != "cancelled":  # a cancellation recorded meanwhile stands (the run checks it next)
+            case.status = "scheduled"
+        case.updated_at = at
         session.add(case)
         append_event(session, case_id, "visit_agreed", at=at, actor=by, data=out, key=f"visit:{day}:{out['start']}")
         return out
@@ -468,11 +609,15 @@ def load_checklist_spec(case_id: int) -> dict[str, Any]:
 
 
 @task(name="记录检查结果 / record the checklist", **STEP)
-def record_checklist(case_id: int, version: int, payload: dict[str, Any], at: datetime, by: str) -> dict[str, Any]:
-    """Store the submitted checklist: {"error": "" or why it was refused, "problems": those not fixed on site}."""
+def record_checklist(case_id: int, version: int, payload: dict[str, Any], at: datetime, by: str,
+                     spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Store the submitted checklist: {"error": "" or why it was refused, "problems": those not fixed on site}.
+
+    `spec`: the checklist the engineer was given (the form of the request); the items are data and
+    may have been edited since, and the answers are checked against what was asked."""
     with session_scope() as session:
         try:
-            clean = parse_checklist(checklist_spec(session, case_id), payload)
+            clean = parse_checklist(spec or checklist_spec(session, case_id), payload)
         except InspectionError as exc:
             append_event(session, case_id, "checklist_refused", at=at, actor=by, key=f"checklist-refused:v{version}",
                          data={"version": version, "error": str(exc)})
@@ -636,3 +781,172 @@ def plan_inspections_step(now: datetime) -> int:
 def start_runs_step(now: datetime) -> int:
     """Start the run of every planned inspection without one (idempotent by key)."""
     return start_inspection_runs(now)
+
+
+# ---- an extra inspection on request (the `extra-inspection` deployment, `aftercare inspection extra`) ----
+
+
+@task(name="登记加做巡检 / register the extra inspection", **STEP)
+def open_extra_step(request: ExtraInspectionRequest, at: datetime) -> dict[str, Any]:
+    """Register the extra inspection: {"error": "" or what to correct, "case_id", "number", ...}."""
+    try:
+        opened = open_extra_inspection(request, now=at)
+    except InspectionError as exc:
+        return {"error": str(exc)}
+    return {"error": "", "case_id": opened.case_id, "number": opened.number, "created": opened.created,
+            "customer": opened.customer, "site": opened.site, "day": opened.day.isoformat()}
+
+
+@task(name="启动巡检流程 / start its run", **STEP)
+def start_run_step(case_id: int, at: datetime) -> str:
+    """Start the inspection's own run (idempotent by its key); returns the run id."""
+    return start_inspection_run(case_id, now=at)
+
+
+# ---- a cancellation from the centre (`aftercare inspection cancel`) -------------------------------
+
+
+def end_waiting_run(case_id: int, now: datetime, *, url: str | None = None) -> str:
+    """After a cancellation: let the inspection's run end now instead of waiting for a day or an
+    answer that will not come. Returns what happened, for the person who cancelled.
+
+    - Its timers (notice, re-confirmation, visit) are fired now: the run, woken here or by the
+      keeper's next tick (the fired row is the truth, the wake only a wake-up), finds the
+      inspection cancelled and completes with "cancelled".
+    - A run waiting for a person's answer (the date form, the re-confirmation) is cancelled in
+      Prefect: a suspended run holds no process, so nothing else needs stopping.
+    - A run that is executing checks the cancellation after its next wait.
+    Never raises for Prefect being unreachable: the timers are fired, the keeper wakes the run.
+    """
+    from uuid import UUID
+
+    from models.approvals import Timer
+    from tasks.timers import Wake, timer_key, wake_run
+
+    with session_scope(url) as session:
+        run_id = _case(session, case_id).flow_run_id
+        session.execute(sa.update(Timer).where(col(Timer.case_id) == case_id, col(Timer.fired_at).is_(None))
+                        .values(fired_at=now))
+        timers = [(t.id, t.flow_run_id, t.key) for t in session.exec(
+            select(Timer).where(Timer.case_id == case_id, col(Timer.resumed_at).is_(None)))]
+    if not run_id:
+        return "尚未启动流程 / no run yet"
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelling
+
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(run_id)).state
+            if state is None or state.is_final():
+                return "流程已结束 / the run has ended"
+            on_timer = (state.state_details.pause_key or "").startswith(timer_key(""))
+            if state.is_paused() and not on_timer:
+                client.set_flow_run_state(UUID(run_id), Cancelling(message="巡检已取消 / inspection cancelled"))
+                return "等待中的流程已取消 / the waiting run is cancelled"
+    except Exception as exc:  # Prefect unreachable: the timers are fired, the keeper wakes the run
+        from prefect.exceptions import ObjectNotFound
+
+        if isinstance(exc, ObjectNotFound):
+            return "Prefect 中没有此流程 / no such run"
+        return f"Prefect 不可达（{type(exc).__name__}），时钟守护将唤醒流程 / the keeper will wake the run"
+    woken = False
+    for timer_id, flow_run_id, key in timers:
+        outcome = wake_run(flow_run_id, timer_key(key))
+        if outcome is not Wake.NOT_YET:
+            woken = woken or outcome is Wake.RESUMED
+            with session_scope(url) as session:
+                session.execute(sa.update(Timer).where(col(Timer.id) == timer_id).values(resumed_at=now))
+    if woken:
+        return "流程已唤醒，将以“已取消”结束 / the run is woken and ends as cancelled"
+    return "流程将在下一步检查到取消后结束 / the run ends at its next check"
+
+
+# ---- the editable checklists (`aftercare checklist ...`) ----------------------------------------
+
+_CODE = r"[a-z][a-z0-9_]{0,39}"
+
+
+def checklist_items(session: Session, kind: str | None = None) -> list[Any]:
+    """Every checklist item (active or not), by device class and position; `kind` narrows to one class."""
+    from models.inspection import ChecklistItem, ensure_checklists
+
+    ensure_checklists(session)
+    query = select(ChecklistItem)
+    if kind:
+        query = query.where(ChecklistItem.device_class == kind.strip())
+    return list(session.exec(query.order_by(col(ChecklistItem.device_class), col(ChecklistItem.position),
+                                            col(ChecklistItem.id))).all())
+
+
+def add_checklist_item(session: Session, kind: str, code: str, label: str, *, position: int | None = None) -> Any:
+    """Add an item to a device class's checklist (last, unless `position`); inspections asked for from now on get it."""
+    import re
+
+    from models.inspection import ChecklistItem
+
+    kind, code, label = kind.strip(), code.strip(), label.strip()
+    for name, value in (("设备类别 / kind", kind), ("编码 / code", code)):
+        if not re.fullmatch(_CODE, value):
+            raise InspectionError(f"{name} 应为小写字母开头的字母、数字或下划线（≤40 个），不是 {value!r}")
+    if not label or len(label) > 200:
+        raise InspectionError("请填写检查项名称（1–200 字）/ a label of 1–200 characters is required")
+    items = checklist_items(session, kind)  # seeds an empty table first: an addition never hides the seed
+    found = next((i for i in items if i.code == code), None)
+    if found is not None:
+        state = "启用" if found.active else "已停用，可用 checklist on 重新启用"
+        raise InspectionError(f"{kind} 已有检查项 {code}（{found.label}，{state}）/ the item exists")
+    item = ChecklistItem(device_class=kind, code=code, label=label,
+                         position=position if position is not None else max((i.position for i in items), default=-1) + 1)
+    session.add(item)
+    session.flush()
+    return item
+
+
+def change_checklist_item(session: Session, code: str, *, kind: str | None = None, active: bool | None = None,
+                          label: str | None = None, position: int | None = None) -> list[Any]:
+    """Switch an item off or on, rename or move it; `kind` picks the class when the code is in several.
+
+    Returns the items changed. A change applies to checklists asked for from now on: a form already
+    sent keeps the items it showed.
+    """
+    from models.inspection import ChecklistItem
+
+    code = code.strip()
+    found = [i for i in checklist_items(session, kind) if i.code == code]
+    if not found:
+        where = f"设备类别 {kind} 中" if kind else ""
+        raise InspectionError(f"{where}没有编码为 {code!r} 的检查项（aftercare checklist show 可查看）/ no such item")
+    if len(found) > 1:
+        kinds = "、".join(i.device_class for i in found)
+        raise InspectionError(f"编码 {code} 在多个设备类别中：{kinds}；请用 --kind 指定 / name the kind")
+    if label is not None and not (0 < len(label.strip()) <= 200):
+        raise InspectionError("请填写检查项名称（1–200 字）/ a label of 1–200 characters is required")
+    item: ChecklistItem = found[0]
+    if active is not None:
+        item.active = active
+    if label is not None:
+        item.label = label.strip()
+    if position is not None:
+        item.position = position
+    session.add(item)
+    session.flush()
+    return found
+
+
+# ---- the report when the customer does not sign ---------------------------------------------------
+
+
+@task(name="巡检报告版本 / report version", **STEP)
+def report_version(case_id: int, key: str) -> int:
+    """The version of the inspection report issued for `key` ("checklist-v2", "unsigned-v1"), or the next one.
+
+    A checklist filled in again and a report re-issued with the department manager's note each
+    become a new version of the one 巡检报告; the version the customer signs is the version the
+    signature approval carries (web/reports.py finds it by that).
+    """
+    from models.reports import Report
+
+    with session_scope() as session:
+        reports = session.exec(select(Report).where(Report.case_id == case_id, Report.kind == "inspection_report")).all()
+        same = next((r.version for r in reports if (r.data or {}).get("report_key") == key), None)
+        return same if same is not None else max((r.version for r in reports), default=0) + 1

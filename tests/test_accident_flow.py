@@ -305,11 +305,12 @@ def test_handover_from_a_repair_keeps_its_history_and_30_hours_bring_30_hourly_u
         repair_kinds = [e.kind for e in s.exec(select(Event).where(Event.case_id == repair_id))]
         history = [line["text"] for line in accident_history(s, d.case_id)]
     assert "handed_over_to_accident" in repair_kinds and "linked_case_opened" in repair_kinds
-    assert history[:2] == ["[维修单] opened", "[维修单] remote_diagnosis"]
+    assert history[:2] == ["[维修单] 工单受理（热线，2 级）", "[维修单] 远程诊断"]  # Chinese, never the raw kind
     assert {r for (_, r) in d.sent("accident_opened")} == {LEAD, DIRECTOR, COORDINATOR}
 
     started = case.reported_at
     d.plan_to_execution(1, started + 10 * timedelta(minutes=1))
+    d.wait_for(lambda s: s.get(Case, d.case_id).data.get("stage") == "executing")  # the plan is carried out
     for hour in range(1, 31):  # the keeper ticks every hour while the plan is carried out
         tick(started + hour * H + timedelta(seconds=30))
     d.act("plan-execution", 1, "submitted", by=LEAD, at=started + 30 * H + 30 * timedelta(minutes=1),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -188,3 +189,77 @@ def test_entering_an_official_year_clears_the_provisional_flag(tmp_path: Path) -
     start = datetime(2027, 2, 1, 2, 0, tzinfo=UTC)
     assert not provisional_between(start, start + timedelta(days=30), cal)
     assert cal.overrides[datetime(2027, 2, 20).date()] is True
+
+
+def test_dispatcher_registers_and_cancels_an_extra_inspection_on_the_command_line(tmp_path: Path) -> None:
+    """`aftercare inspection extra` and `aftercare inspection cancel`: clear refusals, no tracebacks; the
+    case is registered even when no Prefect server is up (the daily planner starts its run)."""
+    from sqlmodel import select
+
+    from models import Case
+    from models.db import session_scope
+    from models.outbox import Notification
+
+    env = clean_env(tmp_path, AFTERCARE_PREFECT_PORT=str(free_port()))  # nothing listens there
+    assert run_cli(["seed"], env).returncode == 0
+    for args, message in [
+        (["--customer", "NOPE", "--site", "亦庄机房"], "未知客户"),
+        (["--customer", "BJYH", "--site", "火星机房"], "未知站点“火星机房”"),
+        (["--customer", "BJYH", "--site", "亦庄机房", "--day", "2026-02-30"], "YYYY-MM-DD"),
+    ]:
+        refused = run_cli(["inspection", "extra", *args, "--reason", "核心系统升级前"], env)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stdout + refused.stderr
+
+    taken = run_cli(["inspection", "extra", "--customer", "BJYH", "--site", "亦庄机房", "--reason", "核心系统升级前",
+                     "--requested-by", "王主任"], env)
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    assert "加做巡检已登记" in taken.stdout and "亦庄机房" in taken.stdout
+    assert "巡检流程未能启动" in taken.stdout and "Traceback" not in taken.stdout + taken.stderr
+    number = re.search(r"XJ-\d{6}", taken.stdout)[0]  # type: ignore[index]
+
+    url = f"sqlite:///{tmp_path / 'aftercare.db'}"
+    with session_scope(url) as s:
+        case = s.exec(select(Case).where(Case.kind == "inspection")).one()
+        assert case.number == number and case.period.startswith("extra-") and case.status == "planned"
+
+    unknown = run_cli(["inspection", "cancel", "XJ-999999", "--reason", "升级推迟"], env)
+    assert unknown.returncode == 2 and "巡检单 999999 不存在" in unknown.stderr and "Traceback" not in unknown.stderr
+    no_reason = run_cli(["inspection", "cancel", number, "--reason", " "], env)
+    assert no_reason.returncode == 2 and "请填写取消原因" in no_reason.stderr
+    cancelled = run_cli(["inspection", "cancel", number, "--reason", "客户升级推迟到明年", "--by", "李调度"], env)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert f"{number} 已取消：客户升级推迟到明年" in cancelled.stdout and "尚未启动流程" in cancelled.stdout
+    again = run_cli(["inspection", "cancel", number, "--reason", "再取消一次"], env)
+    assert again.returncode == 0 and "已是取消状态" in again.stdout
+    with session_scope(url) as s:
+        case = s.exec(select(Case).where(Case.kind == "inspection")).one()
+        assert case.status == "cancelled" and case.data["cancel_reason"] == "客户升级推迟到明年"
+        told = {n.recipient_name for n in s.exec(select(Notification).where(Notification.case_id == case.id,
+                                                                             Notification.template == "inspection/cancelled"))}
+    assert {"王值班", "李调度", "刘工程师", "北京维护负责人"} <= told
+
+
+def test_checklists_are_edited_on_the_command_line(tmp_path: Path) -> None:
+    from models.db import session_scope
+    from models.inspection import checklist_for
+
+    env = clean_env(tmp_path)
+    added = run_cli(["checklist", "add", "--kind", "server", "--code", "fan_speed", "--label", "风扇转速与告警"], env)
+    assert added.returncode == 0, added.stderr
+    assert "已增加 server/fan_speed 风扇转速与告警" in added.stdout
+    assert run_cli(["checklist", "off", "cleaning", "--kind", "server"], env).returncode == 0
+    ambiguous = run_cli(["checklist", "off", "power"], env)
+    assert ambiguous.returncode == 2 and "请用 --kind 指定" in ambiguous.stderr and "Traceback" not in ambiguous.stderr
+    twice = run_cli(["checklist", "add", "--kind", "server", "--code", "fan_speed", "--label", "又一次"], env)
+    assert twice.returncode == 2 and "已有检查项" in twice.stderr
+    assert run_cli(["checklist", "edit", "hw_diag", "--kind", "server", "--label", "硬件诊断（含 BMC 日志）"],
+                   env).returncode == 0
+    shown = run_cli(["checklist", "show", "--kind", "server"], env)
+    assert shown.returncode == 0 and "[server]" in shown.stdout and "[storage]" not in shown.stdout
+    assert "fan_speed" in shown.stdout and "设备清洁  （已停用 / off）" in shown.stdout
+
+    with session_scope(f"sqlite:///{tmp_path / 'aftercare.db'}") as s:
+        items = {i.code: i.label for i in checklist_for(s, "server")}
+    assert items["fan_speed"] == "风扇转速与告警" and items["hw_diag"] == "硬件诊断（含 BMC 日志）"
+    assert "cleaning" not in items and list(items)[-1] == "fan_speed"

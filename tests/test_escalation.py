@@ -63,10 +63,32 @@ def test_ladder_tells_each_level_its_people_and_breach_raises_severity(demo: str
         assert "备机" in body and "技术总监" in body
         breach = s.exec(select(Notification).where(Notification.key == f"clock:{clock_id}:breach")).first()
         assert breach is not None and "超时" in breach.subject and "由 2 级自动提升为 1 级" in breach.body
+        assert breach.subject.startswith("【") and "有偿服务" not in breach.subject + breach.body  # in contract
         case = s.get(Case, case_id)
         assert case is not None and case.severity == 1
         raised = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "severity.raised")).all()
         assert [(e.data["from"], e.data["to"]) for e in raised] == [(2, 1)]
+
+
+def test_every_escalation_of_a_lapsed_contract_case_says_paid_service(demo: str) -> None:
+    """Issue 7: an out-of-contract request says so in every message — the keeper's escalations too."""
+    from tasks.cases import RepairRequest, open_case
+
+    with session_scope() as s:
+        case = open_case(s, RepairRequest(customer="TYDX", reported_by="客户 孙老师", description="图书馆机房 UPS 告警",
+                                          severity=2, reported_at=T0), now=T0)
+        assert case.out_of_contract
+        case_id, reason = case.id, case.data["paid_service_reason"]
+        start_clock(s, case_id, "restore", started_at=T0, severity=2)
+    for hours in (0, 2, 4, 24):  # the ladder, then the breach
+        fire_due_clocks(T0 + timedelta(hours=hours, minutes=1))
+    assert escalate_stale_records(T0 + timedelta(days=3)) == 1
+    with session_scope() as s:
+        rows = s.exec(select(Notification).where(Notification.case_id == case_id)).all()
+        assert {r.template for r in rows} == {"escalation", "escalation_breach", "escalation_stale"}
+        for row in rows:
+            assert row.subject.startswith("【合同外·有偿服务】"), (row.template, row.subject)
+            assert f"合同外 / 有偿服务 —— {reason}" in row.body, (row.template, row.body)
 
 
 def test_a_non_ladder_clock_breach_tells_its_owner(demo: str) -> None:

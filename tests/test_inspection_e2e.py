@@ -181,7 +181,23 @@ def test_inspection_the_whole_way_two_problems_become_repairs_and_a_sent_back_re
     for run in {r.repair_run_id for r in linked}:
         assert drive.h.read(run).deployment_id is not None
     assert len(repairs) == 2 and all(r.kind == "repair" for r in repairs)
-    assert [r.version for r in reports] == [1, 2]
+    # v1 as filled in; v2 the same with why it is unsigned, signed off by the department manager (the
+    # version the centre saw, and sent back); v3 after the engineer filled the checklist in again
+    assert [r.version for r in reports] == [1, 2, 3]
+    from tasks.reports import plain_text
+
+    unsigned = plain_text(reports[1].content)
+    assert "客户未签字" in unsigned and "客户意见 报告未写明3号盘的更换时间" in unsigned
+    assert "未签字原因 客户要求补充更换时间，已电话说明，报告先行提交" in unsigned and "部门经理签字 孔经理" in unsigned
+    assert "客户未签字" not in reports[0].content and "客户未签字" not in reports[2].content
+    with drive.session() as s:
+        from models.approvals import Approval
+
+        register = s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == "register-v1")).one()
+        signature = s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == "inspection-report-signature")
+                           .order_by(Approval.version)).all()
+    assert "客户未签字" in register.content
+    assert [(a.version, a.decision) for a in signature] == [(1, "objected"), (3, "signed")]
 
     events = drive.events(case_id)
     for kind in ("inspection_planned", "visit_agreed", "notice_sent", "on_site", "checklist_submitted",
@@ -213,10 +229,10 @@ def test_a_proposal_confirmed_too_late_for_its_notice_is_proposed_again(drive: R
     from rules.calendar import add_working_days
 
     t0 = wall()
-    visit_day = add_working_days(_local(t0), 8)
+    visit_day = add_working_days(_local(t0), 4)  # its notice is due 1 working day from now
     run_id, case_id = _start(drive, "XJLATE", visit_day, t0)
-    # the customer answers on the day before the proposed visit (10:00 Beijing): too late for the notice
-    late = datetime.combine(visit_day - timedelta(days=1), datetime.min.time(), tzinfo=UTC) + timedelta(hours=2)
+    # the customer answers 2 working days later (10:00 Beijing): too late for that notice
+    late = datetime.combine(add_working_days(_local(t0), 2), datetime.min.time(), tzinfo=UTC) + timedelta(hours=2)
     drive.act(case_id, "date-v1", "submitted", late, run_id=run_id, fields={"action": "确认", "start": "09:30"})
     v2 = drive.pending(case_id, "date-v2", run_id)
     again = add_working_days(_local(late), 5)
@@ -245,3 +261,60 @@ def test_customer_cancels_at_the_date_and_everyone_involved_is_told(drive: Repai
     cancelled = {name for name, template in told if template == "inspection/cancelled"}
     assert cancelled == {"王值班", "李调度", "刘工程师", "陈工程师", "张技术", "测试联系人"}
     assert len(told) == 1 + len(cancelled)
+
+
+def test_dispatcher_starts_an_extra_inspection_from_the_form_and_the_centre_cancels_it(drive: RepairDriver):
+    """The `extra-inspection` deployment (the dispatcher's form) registers the inspection and starts its run;
+    `aftercare inspection cancel` ends a run asleep until the notice day at once, and a run waiting for
+    the customer's answer on the date form is cancelled in Prefect."""
+    import os
+
+    from models.approvals import Timer
+    from models.wallclock import now as wall
+    from rules.calendar import add_working_days
+    from tasks.inspection import cancel_inspection, end_waiting_run
+    from tests.test_cli import run_cli
+    from tests.test_inspection_flow import _new_contract
+
+    t0 = wall()
+    today = _local(t0)
+    contract_id = _new_contract(drive.h.db_url, "XJDSP", today - timedelta(days=30), today + timedelta(days=335))
+    form = {"customer": "XJDSP", "site": "主机房", "reason": "核心系统升级前", "requested_by": "王主任"}
+    refused = drive.h.run("extra-inspection/extra-inspection", {"request": {**form, "site": "火星机房"}})
+    assert "未知站点“火星机房”" in drive.h.wait(refused, "Failed", timeout=90).state.message
+
+    def start(day: date) -> tuple[int, str, str]:
+        started = drive.h.run("extra-inspection/extra-inspection", {"request": {**form, "day": day.isoformat()}})
+        number = drive.h.wait(started, "Completed", timeout=90).state.result()
+        with drive.session() as s:
+            case = s.exec(select(Case).where(Case.contract_id == contract_id, Case.period == f"extra-{day}")).one()
+        assert case.number == number and case.flow_run_id and case.site_id is not None
+        return int(case.id), case.number, case.flow_run_id  # type: ignore[arg-type]
+
+    # 1. confirmed, asleep until the notice day: the centre cancels on the command line
+    case_id, number, run_id = start(add_working_days(today, 8))
+    drive.act(case_id, "date-v1", "submitted", t0 + timedelta(hours=1), run_id=run_id,
+              fields={"action": "确认", "start": "09:30"})
+
+    def asleep() -> bool:
+        with drive.session() as s:
+            timer = s.exec(select(Timer).where(Timer.case_id == case_id, Timer.key == "notice")).first()
+        return timer is not None and drive.h.state_name(run_id) == "Suspended"
+
+    _until(asleep)
+    cancelled = run_cli(["inspection", "cancel", number, "--reason", "客户升级推迟到明年", "--by", "李调度"],
+                        dict(os.environ))  # this test's Prefect server and database
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert f"{number} 已取消" in cancelled.stdout and "流程已唤醒" in cancelled.stdout
+    assert drive.finish(run_id).state.result() == "cancelled"  # no keeper tick needed, days before the notice
+    assert _case(drive, case_id).status == "cancelled"
+    assert ("测试联系人", "inspection/cancelled") in drive.notifications(case_id)
+    assert ("测试联系人", "inspection/notice") not in drive.notifications(case_id)
+
+    # 2. waiting for the customer's answer on the date form: the waiting run is cancelled in Prefect
+    case_id, _number, run_id = start(add_working_days(today, 9))
+    drive.pending(case_id, "date-v1", run_id)
+    at = t0 + timedelta(hours=2)
+    assert cancel_inspection(case_id, "客户改为明年再做", by="李调度", now=at)
+    assert "已取消" in end_waiting_run(case_id, at)
+    drive.h.wait(run_id, "Cancelled", timeout=60)

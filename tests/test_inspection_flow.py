@@ -158,3 +158,92 @@ def test_notice_is_queued_once_for_the_customer_and_the_engineer(planned: int, s
     queue_notice(planned, at=at, url=demo)
     rows = session.exec(select(Notification).where(Notification.template == "inspection/notice")).all()
     assert len(rows) == 2 and "2026-10-13" in rows[0].subject
+
+
+def test_centre_cancels_a_sleeping_inspection_and_its_timers_fire_at_once(planned: int, session: Session, demo: str):
+    """`aftercare inspection cancel`: the run asleep until the notice day is not left waiting weeks — its
+    timers fire now, so the keeper wakes it and it ends on its cancellation check."""
+    from uuid import uuid4
+
+    from models import Case
+    from models.approvals import Timer
+    from models.db import session_scope
+    from tasks.inspection import InspectionError, cancel_inspection, end_waiting_run, find_inspection
+
+    at = datetime(2026, 10, 9, 2, tzinfo=UTC)
+    later = datetime(2026, 10, 20, 1, tzinfo=UTC)
+    with session_scope(demo) as s:
+        case = s.get(Case, planned)
+        case.flow_run_id, case.status = str(uuid4()), "scheduled"
+        s.add(case)
+        s.add(Timer(case_id=planned, flow_run_id=case.flow_run_id, key="notice", due_at=later, created_at=at))
+        s.add(Timer(case_id=None, flow_run_id=str(uuid4()), key="callback-2d", due_at=later, created_at=at))
+        assert find_inspection(s, case.number).id == planned and find_inspection(s, str(planned)).id == planned
+        with pytest.raises(InspectionError, match="XJ-000123"):
+            find_inspection(s, "WX-000001")
+
+    assert cancel_inspection(planned, "客户来电：机房断电检修，本月取消", by="李调度", now=at, url=demo)
+    said = end_waiting_run(planned, at, url=demo)
+    assert "Prefect" in said  # no server in this test: the keeper wakes the run (fired, not yet resumed)
+    session.expire_all()
+    timers = {t.key: t for t in session.exec(select(Timer))}
+    assert timers["notice"].fired_at == at and timers["notice"].resumed_at is None
+    assert timers["callback-2d"].fired_at is None  # another run's wait is untouched
+    assert session.get(Case, planned).status == "cancelled"
+
+
+def test_an_inspection_under_way_cannot_be_cancelled(planned: int, demo: str):
+    from models import Case
+    from models.db import session_scope
+    from tasks.inspection import InspectionError, cancel_inspection
+
+    with session_scope(demo) as s:
+        case = s.get(Case, planned)
+        case.status = "on_site"
+        s.add(case)
+    with pytest.raises(InspectionError, match="已到场"):
+        cancel_inspection(planned, "太晚了", by="李调度", now=datetime(2026, 10, 13, 3, tzinfo=UTC), url=demo)
+
+
+def test_unsigned_report_is_reissued_with_the_reason_and_the_managers_sign_off(planned: int, session: Session, demo: str):
+    """PROCEDURES.md §4 step 6: unsigned → the reason, signed by the department manager — on the report itself."""
+    from models.db import session_scope
+    from models.reports import Report
+    from tasks.inspection import (
+        checklist_spec,
+        parse_checklist,
+        report_context,
+        report_version,
+        store_checklist,
+    )
+    from tasks.reports import issue, plain_text
+
+    with session_scope(demo) as s:
+        spec = checklist_spec(s, planned)
+    with session_scope(demo) as s:
+        store_checklist(s, planned, 1, parse_checklist(spec, _answers(spec, {})), at=T0, by="刘工程师")
+    context = report_context.fn(planned, 1)
+    on_site = datetime(2026, 10, 13, 4, tzinfo=UTC)
+    assert report_version.fn(planned, "checklist-v1") == 1
+    first = issue.fn(planned, "inspection_report", "inspection/report", {**context, "report_key": "checklist-v1",
+                     "unsigned": None}, on_site, "刘工程师", 1)
+    assert "客户未签字" not in first["content"]
+
+    signed_off = datetime(2026, 10, 13, 7, 30, tzinfo=UTC)  # 15:30 in Beijing
+    unsigned = {"reason": "客户要求补充更换时间，已电话说明，报告先行提交", "manager": "孔经理", "at": signed_off,
+                "customer_comment": "报告未写明3号盘的更换时间", "signed_version": 1}
+    version = report_version.fn(planned, "unsigned-v1")
+    second = issue.fn(planned, "inspection_report", "inspection/report",
+                      {**context, "report_key": "unsigned-v1", "unsigned": unsigned}, signed_off, "孔经理", version)
+    assert second["version"] == 2
+    text = plain_text(second["content"])
+    assert "客户未签字" in text and "第 2 版" in text
+    assert "客户意见 报告未写明3号盘的更换时间" in text
+    assert "未签字原因 客户要求补充更换时间，已电话说明，报告先行提交" in text
+    assert "部门经理签字 孔经理 签字时间 2026-10-13 15:30" in text
+    assert "客户未签字" in second["text"]  # what the centre is shown when it registers the report
+    # a replayed step finds its version; the checklist filled in again after a rejection is the next one
+    assert report_version.fn(planned, "unsigned-v1") == 2 and report_version.fn(planned, "checklist-v2") == 3
+    statuses = [(r.version, r.status) for r in session.exec(select(Report).where(Report.case_id == planned)
+                                                             .order_by(Report.version))]
+    assert statuses == [(1, "superseded"), (2, "issued")]

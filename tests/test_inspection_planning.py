@@ -193,3 +193,53 @@ def test_extra_inspection_on_request(session: Session, db_url: str):
     with pytest.raises(InspectionError, match="不在有效期"):
         request_extra_inspection("HT-E", date(2027, 1, 5), "升级前", now=now, url=db_url)
     assert _inspections(session)[1] == ["extra-2026-05-20"]
+
+
+def test_dispatcher_registers_an_extra_inspection_of_one_site_with_clear_refusals(demo: str, session: Session):
+    """The form behind the `extra-inspection` deployment and `aftercare inspection extra`."""
+    from models import Case
+    from models.db import session_scope
+    from tasks.inspection import ExtraInspectionRequest as Request
+    from tasks.inspection import InspectionError, checklist_spec, open_extra_inspection
+
+    now = datetime(2026, 11, 23, 2, tzinfo=UTC)  # Monday 10:00 in Beijing
+    for request, message in [
+        (Request(customer="NOPE", site="亦庄机房", reason="升级前"), "未知客户"),
+        (Request(customer="BJYH", site="火星机房", reason="升级前"), "未知站点“火星机房”；.*亦庄机房、天津灾备机房"),
+        (Request(customer="BJYH", reason="升级前"), "请指定站点"),
+        (Request(customer="BJYH", site="亦庄机房", reason="升级前", day=date(2026, 11, 25)), "太近.*最早可安排 2026-11-30"),
+        (Request(customer="BJYH", site="亦庄机房", reason="升级前", day=date(2026, 12, 5)), "不是工作日"),
+        (Request(customer="TYDX", reason="升级前"), "没有有效的服务合同"),  # its contract lapsed in March
+    ]:
+        with pytest.raises(InspectionError, match=message):
+            open_extra_inspection(request, now=now, url=demo)
+
+    opened = open_extra_inspection(Request(customer="北京某银行", site="亦庄机房", reason="12月核心系统升级前",
+                                           requested_by="王主任 13900000000"), now=now, url=demo)
+    assert opened.created and opened.number.startswith("XJ-") and opened.contract == "HT-2026-BJYH"
+    assert opened.day == date(2026, 11, 30)  # the earliest day the 3-working-day notice allows
+    case = session.get(Case, opened.case_id)
+    assert case.period == "extra-2026-11-30" and case.status == "planned" and case.channel == "request"
+    assert case.description == "12月核心系统升级前" and case.reported_by == "王主任 13900000000"
+    with session_scope(demo) as s:
+        spec = checklist_spec(s, opened.case_id)
+    # one site only: its own two devices, not the disaster-recovery room's
+    assert spec["targets"][0]["site"] == "亦庄机房"
+    assert [t["serial"] for t in spec["targets"][1:]] == ["SNBJYH0SE00", "SNBJYH0ST00"]
+    again = open_extra_inspection(Request(customer="BJYH", site="亦庄机房", reason="重复提交", day=date(2026, 11, 30)),
+                                  now=now, url=demo)
+    assert (again.case_id, again.created) == (opened.case_id, False)
+
+
+def test_extra_inspection_is_a_deployment_with_a_chinese_form():
+    from deployments.registry import all_deployments
+
+    deployment = next(d for d in all_deployments() if d.name == "extra-inspection")
+    assert deployment.flow_name == "extra-inspection"
+    schema = deployment._parameter_openapi_schema.model_dump()
+    form = schema["definitions"]["ExtraInspectionRequest"]
+    assert form["title"] == "加做巡检 / extra inspection" and form["required"] == ["customer", "reason"]
+    titles = {k: v["title"] for k, v in form["properties"].items()}
+    assert titles == {"customer": "客户", "site": "机房/站点", "reason": "加做原因", "day": "建议巡检日期",
+                      "requested_by": "提出人"}
+    assert all(v.get("description") for v in form["properties"].values())

@@ -38,13 +38,19 @@ def _link(session: Session, case_id: int | None, template: str) -> str:
 @pytest.fixture
 def checklist(demo, session: Session) -> tuple[int, int, str]:
     """A planned inspection whose checklist waits for 刘工程师: (case id, approval id, page path)."""
+    from tasks.inspection import plan_inspections
+
+    return _checklist_request(demo, session, plan_inspections(datetime(2026, 9, 30, 17, 15, tzinfo=UTC), url=demo).created[0])
+
+
+def _checklist_request(demo: str, session: Session, case_id: int) -> tuple[int, int, str]:
+    """The engineer's checklist request of `case_id`, as the flow asks for it: (case id, approval id, page path)."""
     from flows.inspection import CHECKLIST_PAGE
     from models import Staff
     from models.db import session_scope
     from tasks.approvals import open_approval
-    from tasks.inspection import checklist_spec, plan_inspections
+    from tasks.inspection import checklist_spec
 
-    case_id = plan_inspections(datetime(2026, 9, 30, 17, 15, tzinfo=UTC), url=demo).created[0]
     with session_scope(demo) as s:
         engineer = s.exec(select(Staff).where(Staff.name == "刘工程师")).one()
         row = open_approval(s, case_id, "checklist-v1", 1, "请填写巡检检查表", "逐项填写", kind="form",
@@ -145,3 +151,56 @@ def test_summary_page_shows_the_summary_and_takes_one_rating(web, demo, session)
     assert twice.status_code == 409 and "已由 北京维护负责人" in twice.text
     assert "您的评价" in web.get(path).text  # the page now shows the rating, no form
     assert web.post(path, data={**rating, "rate_overall": "差", "by": "x"}).status_code == 403  # no csrf
+
+
+def test_checklist_edits_reach_the_engineers_page_and_a_form_sent_keeps_its_items(web, demo, session):
+    """Checklists are data (PROCEDURES.md §4 step 4): an added item is on the page the engineer gets, a
+    switched-off one is not; a form already sent is checked against the items it showed."""
+    from models.approvals import Approval
+    from models.db import session_scope
+    from tasks.inspection import (
+        InspectionError,
+        add_checklist_item,
+        change_checklist_item,
+        checklist_items,
+        plan_inspections,
+        record_checklist,
+    )
+
+    with session_scope(demo) as s:
+        add_checklist_item(s, "server", "fan_speed", "风扇转速与告警")
+        change_checklist_item(s, "cleaning", kind="server", active=False)
+        with pytest.raises(InspectionError, match="多个设备类别"):
+            change_checklist_item(s, "power", active=False)  # server, storage, network, ups all have one
+        with pytest.raises(InspectionError, match="已有检查项"):
+            add_checklist_item(s, "server", "fan_speed", "再加一次")
+        with pytest.raises(InspectionError, match="编码"):
+            add_checklist_item(s, "server", "Fan|1", "坏编码")
+    with session_scope(demo) as s:
+        server = [(i.code, i.active) for i in checklist_items(s, "server")]
+    assert server[-1] == ("fan_speed", True) and ("cleaning", False) in server
+    assert len([c for c, _ in server]) == 11  # the 10 seeded ones stay, one switched off
+
+    case_id = plan_inspections(datetime(2026, 9, 30, 17, 15, tzinfo=UTC), url=demo).created[0]
+    _, approval_id, path = _checklist_request(demo, session, case_id)
+    page = web.get(path)
+    assert page.status_code == 200
+    form = session.get(Approval, approval_id).form
+    servers = [t["target"] for t in form["targets"] if t["device_class"] == "server"]
+    storages = [t["target"] for t in form["targets"] if t["device_class"] == "storage"]
+    assert len(servers) == 2 and len(storages) == 2
+    for target in servers:
+        assert f'name="r|{target}|fan_speed"' in page.text and f'name="r|{target}|cleaning"' not in page.text
+    for target in storages:  # the other classes are as seeded
+        assert f'name="r|{target}|fan_speed"' not in page.text and f'name="r|{target}|cleaning"' in page.text
+    assert page.text.count("风扇转速与告警") == 2
+
+    # after the form went out, an item is switched on again: the answers are checked against what was asked
+    with session_scope(demo) as s:
+        change_checklist_item(s, "cleaning", kind="server", active=True)
+    answer = web.post(path, data=_all_normal(page.text))
+    assert answer.status_code == 200 and "已记录" in answer.text, answer.text[:400]
+    session.expire_all()
+    row = session.get(Approval, approval_id)
+    assert record_checklist.fn(case_id, 1, row.payload, AT, "刘工程师", row.form) == {"error": "", "problems": []}
+    assert "未填写" in record_checklist.fn(case_id, 2, row.payload, AT, "刘工程师")["error"]  # today's items

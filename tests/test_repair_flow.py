@@ -47,12 +47,16 @@ def clocks(drive: RepairDriver, case_id: int) -> dict[str, str]:
         return {c.kind: "breached" if c.breached_at else "met" if c.met_at else "running" for c in rows}
 
 
+# What the lead posts on the fault-report form (故障处理报告, PROCEDURES.md §2 step 15).
+FAULT_REPORT = {
+    "customer_engineer": "客户 王先生", "symptoms": "阵列告警，LUN 读写慢", "business_impact": "核心业务响应变慢",
+    "process": "远程登录检查控制器日志，重新平衡缓存", "cause": "控制器缓存策略异常", "solution": "恢复缓存策略",
+    "advice": "每月巡检检查缓存策略"}
+
+
 def after_service(drive: RepairDriver, run_id: Any, case_id: int, done_at: datetime) -> None:
     """Steps 13–17: fault report and account (filled early), callback after the timer, final approval."""
-    drive.act(case_id, "fault-report", "submitted", done_at + timedelta(hours=2), run_id=run_id, fields={
-        "customer_engineer": "客户 王先生", "symptoms": "阵列告警，LUN 读写慢", "business_impact": "核心业务响应变慢",
-        "process": "远程登录检查控制器日志，重新平衡缓存", "cause": "控制器缓存策略异常", "solution": "恢复缓存策略",
-        "advice": "每月巡检检查缓存策略"})
+    drive.act(case_id, "fault-report", "submitted", done_at + timedelta(hours=2), run_id=run_id, fields=FAULT_REPORT)
     drive.act(case_id, "written-account", "submitted", done_at + timedelta(hours=3),
               fields={"account": "远程登录后检查日志，发现缓存策略被改，恢复后观察一小时正常。"})
     drive.h.wait(run_id, "Suspended")  # waiting for the callback timer
@@ -98,6 +102,21 @@ def test_solved_remotely_goes_straight_to_the_signed_report(drive: RepairDriver)
         fault = reports["fault_report"]
         for part in ("报告时间", "客户工程师", "业务影响", "处理过程", "原因分析", "解决方案", "预防建议"):
             assert part in fault.content
+        # the 7 required parts carry what was filled in, not just their labels: the times from the log …
+        for label, moment in (("报告时间", t), ("首次联系", t + timedelta(minutes=5)),
+                              ("远程诊断", t + timedelta(minutes=8)), ("业务恢复", t + timedelta(minutes=8))):
+            assert f"<th>{label}</th><td>{bj(moment)}</td>" in fault.content, label
+        assert "<th>到达现场</th><td>—（远程解决）</td>" in fault.content
+        # … the people, and every value the lead posted on the fault-report form
+        assert "<th>服务工程师</th><td>张技术</td>" in fault.content and fault.issued_by == "张技术"
+        assert f"<th>客户工程师</th><td>{FAULT_REPORT['customer_engineer']}</td>" in fault.content
+        for name, value in FAULT_REPORT.items():
+            assert value in fault.content, name
+        for section, value in (("故障现象与业务影响", FAULT_REPORT["symptoms"]), ("处理过程", FAULT_REPORT["process"]),
+                               ("原因分析", FAULT_REPORT["cause"]), ("解决方案", FAULT_REPORT["solution"]),
+                               ("预防建议", FAULT_REPORT["advice"])):
+            assert fault.content.index(value) > fault.content.index(f"<h2>{section}</h2>"), section
+        assert f"业务影响：{FAULT_REPORT['business_impact']}" in fault.content
         assert "优" in reports["callback_form"].content and "处理及时" in reports["callback_form"].content
         sigs = s.exec(select(Signature).where(Signature.report_id == service.id)).all()
         assert len(sigs) == 1 and sigs[0].method == "drawn" and sigs[0].is_valid_for(service)
@@ -165,6 +184,11 @@ def test_on_site_repair_with_one_objection_and_a_revised_plan(drive: RepairDrive
         "first_contact": "met", "remote_response": "met", "restore": "met", "spare_part": "met", "arrival": "met",
         "callback": "met", "written_account": "met", "fault_report": "met"}
     with drive.session() as s:
+        # the restore clock stood still while each plan version was with the customer
+        restore = s.exec(select(Clock).where(Clock.case_id == case_id, Clock.kind == "restore")).one()
+        paused = [(datetime.fromisoformat(p["from"]), datetime.fromisoformat(p["to"])) for p in restore.pauses]
+        m = timedelta(minutes=1)
+        assert paused == [(t + 45 * m, t + 55 * m), (t + 65 * m, t + 70 * m)], restore.pauses
         plans = s.exec(select(Report).where(Report.case_id == case_id, Report.kind == "solution_plan")
                        .order_by(Report.version)).all()
         assert [(p.version, p.status) for p in plans] == [(1, "superseded"), (2, "archived")] or \
