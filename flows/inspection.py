@@ -44,6 +44,15 @@ class DateForm(BaseModel):
     reason: str = Field(default="", title="原因", description="改期或取消的原因")
 
 
+class ProposalForm(BaseModel):
+    """巡检日期建议 — the dispatcher agrees a day with the customer by phone and proposes it."""
+
+    day: str = Field(default="", title="建议巡检日期",
+                     description="电话与客户商定的日期，如 2026-10-20（须为工作日，且留出 3 个工作日通知期）；留空即采用系统建议的日期")
+    start: str = Field(default="09:30", title="开始时间", description="如 09:30")
+    note: str = Field(default="", title="沟通情况", description="与客户电话沟通的要点，可不填")
+
+
 class ReconfirmForm(BaseModel):
     """巡检时间再确认 — two days before: the exact time, or a cancellation."""
 
@@ -80,7 +89,8 @@ def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict
     """Step 1: the dispatcher's proposal goes to the customer, who confirms, moves or cancels it."""
     from tasks.inspection import cancel_step, check_moved_day, fix_visit, is_cancelled, propose_again
 
-    day, start, problem = facts["proposed_day"], "09:30", ""
+    day, start, now = dispatcher_proposes(case_id, facts, now)
+    problem = ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
         decision = steps.customer_form(
             case_id, f"date-v{n}", n, form=DateForm, subject=f"{facts['number']} 巡检日期确认：{day} {start}",
@@ -111,6 +121,28 @@ def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict
             continue
         return fix_visit(case_id, day, checked["start"], decision.by, now), now
     return fix_visit(case_id, day, start, "客户服务中心", now), now
+
+
+def dispatcher_proposes(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[str, str, datetime]:
+    """The dispatcher agrees the day with the customer by phone and proposes it (empty: the day the
+    planner suggested); a day that cannot be kept is explained and asked for again."""
+    from tasks.inspection import dispatcher_proposal
+
+    suggested, problem = facts["proposed_day"], ""
+    for n in range(1, MAX_DATE_ROUNDS + 1):
+        answer = steps.fill_form(
+            case_id, "date-proposal", n, role=Role.DISPATCHER, form=ProposalForm, now=now,
+            subject=f"{facts['number']} 请与客户商定巡检日期（建议 {suggested}）",
+            content=(f"上次填写的日期无法安排：{problem}\n" if problem else "")
+            + f"{facts['customer']} 本期（{facts['period']}）巡检，系统建议 {suggested} 09:30。"
+            "电话与客户商定后填写日期；留空即采用建议日期。")
+        now = answer.at
+        form = answer.payload or {}
+        proposed = dispatcher_proposal(case_id, form.get("day") or suggested, form.get("start") or "09:30", answer.by, now)
+        if not proposed["problem"]:
+            return proposed["day"], proposed["start"], now
+        problem = proposed["problem"]
+    return suggested, "09:30", now
 
 
 def issue_report(case_id: int, version: int, now: datetime, by: str, unsigned: dict[str, Any] | None = None

@@ -671,6 +671,19 @@ def _move_request(session: Session, case_id: int, at: datetime) -> tuple[str, st
 def check_moved_day(case_id: int, day: str, start: str, at: datetime, reason: str | None = None,
                     by: str | None = None) -> dict[str, str]:
     """The customer's new date and time, checked (and a date that can be kept recorded as a move, with its reason)."""
+    with session_scope() as session:
+        out = _checked_day(session, case_id, day, start, at)
+        if out["problem"]:
+            return out
+        # the reason: the one given, else what the customer wrote on the date form that asked for the move
+        asked_reason, asked_by = _move_request(session, case_id, at)
+        record_move(session, case_id, day=out["day"], start=out["start"], reason=reason or asked_reason,
+                    by=by or asked_by, at=at)
+    return out
+
+
+def _checked_day(session: Session, case_id: int, day: str, start: str, at: datetime) -> dict[str, str]:
+    """{"day", "start", "problem"}: problem is "" for a working day that leaves room for the notice."""
     import re
 
     out = {"day": day.strip(), "start": start.strip() or "09:30", "problem": ""}
@@ -680,18 +693,30 @@ def check_moved_day(case_id: int, day: str, start: str, at: datetime, reason: st
         return {**out, "problem": f"「{day}」不是有效日期，请按 2026-10-20 的格式填写"}
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", out["start"]):
         return {**out, "problem": f"「{start}」不是有效时间，请按 09:30 的格式填写"}
+    contract = session.get(Contract, _case(session, case_id).contract_id)
+    assert contract is not None
+    try:
+        rules.check_visit_day(calendar_for(session, contract.calendar), visit_day, today=local_day(at, contract.timezone))
+    except rules.PlanningError as exc:
+        return {**out, "problem": str(exc)}
+    return out
+
+
+@task(name="调度员建议巡检日期 / the dispatcher proposes the date", **STEP)
+def dispatcher_proposal(case_id: int, day: str, start: str, by: str, at: datetime) -> dict[str, str]:
+    """The day and time the dispatcher agreed with the customer by phone (or the planned suggestion),
+    checked like any date; a day that can be kept becomes the case's proposal, on the record."""
     with session_scope() as session:
-        contract = session.get(Contract, _case(session, case_id).contract_id)
-        assert contract is not None
-        try:
-            rules.check_visit_day(calendar_for(session, contract.calendar), visit_day,
-                                  today=local_day(at, contract.timezone))
-        except rules.PlanningError as exc:
-            return {**out, "problem": str(exc)}
-        # the reason: the one given, else what the customer wrote on the date form that asked for the move
-        asked_reason, asked_by = _move_request(session, case_id, at)
-        record_move(session, case_id, day=out["day"], start=out["start"], reason=reason or asked_reason,
-                    by=by or asked_by, at=at)
+        out = _checked_day(session, case_id, day, start, at)
+        if out["problem"]:
+            return out
+        case = _case(session, case_id)
+        suggested = case.data.get("suggested_day") or case.data.get("proposed_day")
+        case.data = {**case.data, "suggested_day": suggested, "proposed_day": out["day"], "proposed_start": out["start"]}
+        case.updated_at = at
+        session.add(case)
+        append_event(session, case_id, "date_proposed", at=at, actor=by,
+                     data={"day": out["day"], "start": out["start"], "suggested": suggested}, key="date-proposed")
     return out
 
 

@@ -33,8 +33,9 @@ def _local(moment: datetime) -> date:
     return pendulum.instance(moment).in_timezone("Asia/Shanghai").date()
 
 
-def _start(drive: RepairDriver, code: str, visit_day: date, now: datetime) -> tuple[Any, int]:
-    """A contract of its own, an extra inspection on `visit_day`, and its run."""
+def _start(drive: RepairDriver, code: str, visit_day: date, now: datetime, *, propose: bool = True) -> tuple[Any, int]:
+    """A contract of its own, an extra inspection on `visit_day`, and its run; the dispatcher takes
+    the suggested day half an hour later (`propose`)."""
     from tasks.inspection import request_extra_inspection
     from tests.test_inspection_flow import _new_contract
 
@@ -47,7 +48,15 @@ def _start(drive: RepairDriver, code: str, visit_day: date, now: datetime) -> tu
         case.flow_run_id = str(run_id)
         s.add(case)
         s.commit()
+    if propose:
+        _propose(drive, case_id, run_id, now + timedelta(minutes=30))
     return run_id, case_id
+
+
+def _propose(drive: RepairDriver, case_id: int, run_id: Any, at: datetime, version: int = 1, **fields: str) -> None:
+    """The dispatcher's proposal form (after the phone call); empty fields take the suggested day."""
+    row = drive.act(case_id, "date-proposal", "submitted", at, run_id=run_id, fields=fields)
+    assert row.version == version and row.approver_role == "dispatcher"
 
 
 def _until(check: Any, timeout: float = 60) -> Any:
@@ -210,6 +219,7 @@ def test_inspection_the_whole_way_two_problems_become_repairs_and_a_sent_back_re
     # days pass between the steps: the clocks' stale-record escalation also speaks (another area's rule)
     own = [t for t in told if not t[1].startswith("escalation")]
     assert own == [
+        ("王值班", "form_request"),  # the dispatcher agrees the day by phone and proposes it
         ("测试联系人", "form_request"),  # date, first proposal
         ("测试联系人", "form_request"),  # date, again after the Sunday was refused
         ("测试联系人", "inspection/notice"), ("刘工程师", "inspection/notice"),  # 3 working days before
@@ -230,10 +240,18 @@ def test_a_proposal_confirmed_too_late_for_its_notice_is_proposed_again(drive: R
 
     t0 = wall()
     visit_day = add_working_days(_local(t0), 4)  # its notice is due 1 working day from now
-    run_id, case_id = _start(drive, "XJLATE", visit_day, t0)
+    run_id, case_id = _start(drive, "XJLATE", visit_day, t0, propose=False)
+    # the dispatcher first enters a Sunday: explained and asked again; then the suggested day
+    sunday = _local(t0) + timedelta(days=(6 - _local(t0).weekday()) % 7 + 7)
+    _propose(drive, case_id, run_id, t0 + timedelta(minutes=20), day=sunday.isoformat())
+    again = drive.pending(case_id, "date-proposal", run_id)
+    assert again.version == 2 and "不是工作日" in again.content
+    _propose(drive, case_id, run_id, t0 + timedelta(minutes=30), version=2, day=visit_day.isoformat(), start="10:30")
+    v1 = drive.pending(case_id, "date-v1", run_id)
+    assert f"{visit_day} 10:30" in v1.subject
     # the customer answers 2 working days later (10:00 Beijing): too late for that notice
     late = datetime.combine(add_working_days(_local(t0), 2), datetime.min.time(), tzinfo=UTC) + timedelta(hours=2)
-    drive.act(case_id, "date-v1", "submitted", late, run_id=run_id, fields={"action": "确认", "start": "09:30"})
+    drive.act(case_id, "date-v1", "submitted", late, run_id=run_id, fields={"action": "确认", "start": "10:30"})
     v2 = drive.pending(case_id, "date-v2", run_id)
     again = add_working_days(_local(late), 5)
     assert "太近" in v2.content and again.isoformat() in v2.subject, (v2.subject, v2.content)
@@ -257,10 +275,10 @@ def test_customer_cancels_at_the_date_and_everyone_involved_is_told(drive: Repai
     assert case.status == "cancelled" and case.data["cancel_reason"] == "机房搬迁，本月暂停巡检"
     assert drive.events(case_id)[-1] == "inspection_cancelled"
     told = drive.notifications(case_id)
-    assert told[0] == ("测试联系人", "form_request")
+    assert told[:2] == [("王值班", "form_request"), ("测试联系人", "form_request")]  # the proposal, then the date
     cancelled = {name for name, template in told if template == "inspection/cancelled"}
     assert cancelled == {"王值班", "李调度", "刘工程师", "陈工程师", "张技术", "测试联系人"}
-    assert len(told) == 1 + len(cancelled)
+    assert len(told) == 2 + len(cancelled)
 
 
 def test_dispatcher_starts_an_extra_inspection_from_the_form_and_the_centre_cancels_it(drive: RepairDriver):
@@ -293,6 +311,7 @@ def test_dispatcher_starts_an_extra_inspection_from_the_form_and_the_centre_canc
 
     # 1. confirmed, asleep until the notice day: the centre cancels on the command line
     case_id, number, run_id = start(add_working_days(today, 8))
+    _propose(drive, case_id, run_id, t0 + timedelta(minutes=30))
     drive.act(case_id, "date-v1", "submitted", t0 + timedelta(hours=1), run_id=run_id,
               fields={"action": "确认", "start": "09:30"})
 
@@ -313,6 +332,7 @@ def test_dispatcher_starts_an_extra_inspection_from_the_form_and_the_centre_canc
 
     # 2. waiting for the customer's answer on the date form: the waiting run is cancelled in Prefect
     case_id, _number, run_id = start(add_working_days(today, 9))
+    _propose(drive, case_id, run_id, t0 + timedelta(minutes=30))
     drive.pending(case_id, "date-v1", run_id)
     at = t0 + timedelta(hours=2)
     assert cancel_inspection(case_id, "客户改为明年再做", by="李调度", now=at)
