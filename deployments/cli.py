@@ -197,10 +197,9 @@ def repair_new(
 ) -> None:
     """受理一张故障报修并启动维修流程 / take a repair request and start its flow."""
     use_prefect_of(load_settings())  # before Prefect is imported: it reads its settings once
-    from flows.repair import start_repair
     from models.db import session_scope
     from models.wallclock import now
-    from tasks.cases import IntakeError, RepairRequest, resolve_request
+    from tasks.cases import IntakeError, RepairRequest, resolve_request, start_repair
 
     try:
         request = RepairRequest(customer=customer, site=site, device=device, reported_by=reported_by,

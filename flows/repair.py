@@ -2,7 +2,7 @@
 archived, approved report.
 
 Started from the Prefect UI (deployment `repair`, the form is `RepairRequest`), from the command
-line (`aftercare repair new`), or by another flow (`start_repair`: inspections, 5-minute talks).
+line (`aftercare repair new`), or by another flow (`tasks.cases.start_repair`: inspections, 5-minute talks).
 Whatever a person enters arrives through a form link of the approvals machinery; the flow body
 only decides from those decisions and from task results (DESIGN.md §2), so it can be replayed.
 """
@@ -367,16 +367,6 @@ def _parts_used(case_id: int) -> list[dict[str, Any]]:
 
 
 # --- starting a repair from elsewhere ---------------------------------------------------------
-
-
-def start_repair(request: RepairRequest | dict[str, Any], *, idempotency_key: str | None = None) -> str:
-    """Start a `repair` run (CLI, other flows' tasks); returns the run id. Not a subflow (DESIGN.md §2)."""
-    from prefect.deployments import run_deployment
-
-    req = request if isinstance(request, RepairRequest) else RepairRequest.model_validate(request)
-    run = run_deployment("repair/repair", parameters={"request": req.model_dump(mode="json")}, timeout=0,
-                         as_subflow=False, idempotency_key=idempotency_key)
-    return str(run.id)
 
 
 def deployments() -> list[Any]:

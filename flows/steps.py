@@ -396,7 +396,8 @@ def service_report_signed(case_id: int, facts: dict[str, Any], *, now: datetime,
     from tasks.cases import contact_of, record
     from tasks.reports import bind_signature, issue
 
-    version, corrections = 1, []
+    version = 1
+    corrections: list[str] = []
     while True:
         doc = issue(case_id, kind, template, {**context, "corrections": corrections}, now, by, version)
         step = signature_step(kind)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, Session, SQLModel, func, select
+from sqlmodel import Field, Session, SQLModel, col, func, select
 
 from models.base import json_field, utc_field
 
@@ -88,7 +88,7 @@ def checklist_for(session: Session, device_class: str) -> list[ChecklistItem]:
         session.exec(
             select(ChecklistItem)
             .where(ChecklistItem.device_class == device_class, ChecklistItem.active == True)  # noqa: E712
-            .order_by(ChecklistItem.position, ChecklistItem.id)
+            .order_by(col(ChecklistItem.position), col(ChecklistItem.id))
         ).all()
     )
 

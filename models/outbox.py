@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
+from typing import TYPE_CHECKING, ClassVar
 
 import sqlalchemy as sa
 from pydantic import Field as PField
@@ -40,6 +41,9 @@ class Notification(SQLModel, table=True):
         # The notifier's query: due rows first. Claims are checked on the same rows.
         sa.Index("ix_notification_due", "status", "next_try_at"),
     )
+    if TYPE_CHECKING:
+        # set by `table=True`; SQLModel's stubs leave it out (the notifier works on the table itself)
+        __table__: ClassVar[sa.Table]
 
     id: int | None = Field(default=None, primary_key=True)
     # Idempotency: `key` (the caller's event key) + recipient + address, hashed. Unique, so the

@@ -297,7 +297,7 @@ def open_accident(request: AccidentRequest, now: datetime, flow_run_id: str | No
 
 def _take_over_history(session: Session, parent: Case, case: Case, now: datetime, reason: str | None) -> None:
     """The accident carries the repair's history: a copy of its events, and links both ways."""
-    history = session.exec(select(Event).where(Event.case_id == parent.id).order_by(Event.at, Event.id)).all()
+    history = session.exec(select(Event).where(Event.case_id == parent.id).order_by(col(Event.at), col(Event.id))).all()
     # the repair's history up to the hand-over (its "linked case opened" entry is this accident itself)
     lines = [{"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "data": e.data} for e in history
              if e.key != f"linked:{case.id}"]
@@ -394,7 +394,7 @@ def record_plan(case_id: int, version: int, payload: dict[str, Any], by: str, at
         return {"version": version, "error": str(exc)}
     with session_scope() as session:
         case = _case(session, case_id)
-        ctx = {"version": version, "plan": plan.model_dump(), "total_minutes": plan.total_minutes, "reason": reason,
+        ctx: dict[str, Any] = {"version": version, "plan": plan.model_dump(), "total_minutes": plan.total_minutes, "reason": reason,
                "case": case_context(session, case)}
         text = render("accident/plan", fmt="txt", **ctx)
         html = render("accident/plan", fmt="html", **ctx)
@@ -581,7 +581,7 @@ def _duration_zh(delta: timedelta) -> str:
 
 def _active_accidents(session: Session) -> list[Case]:
     return list(session.exec(
-        select(Case).where(Case.kind == CaseKind.ACCIDENT, col(Case.status).in_(ACTIVE)).order_by(Case.id)
+        select(Case).where(Case.kind == CaseKind.ACCIDENT, col(Case.status).in_(ACTIVE)).order_by(col(Case.id))
     ).all())
 
 
@@ -708,7 +708,7 @@ class _Blank(dict[str, Any]):
 def accident_history(session: Session, case_id: int) -> list[dict[str, Any]]:
     """The accident's history for its report, in time order: the repair's events it carries, then its own."""
     lines: list[dict[str, Any]] = []
-    for event in session.exec(select(Event).where(Event.case_id == case_id).order_by(Event.at, Event.id)).all():
+    for event in session.exec(select(Event).where(Event.case_id == case_id).order_by(col(Event.at), col(Event.id))).all():
         if event.kind == "handed_over_from_repair":
             for old in event.data.get("history", []):
                 lines.append({"at": datetime.fromisoformat(old["at"]),

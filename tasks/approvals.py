@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, cast
 
 import sqlalchemy as sa
 from prefect import task
@@ -160,6 +160,7 @@ def approval_key(step: str, version: int) -> str:
 
 def run_input_for(row: Approval) -> dict[str, Any]:
     """The form input a decided approval resumes its run with (matches the saved form schema)."""
+    assert row.decision is not None  # only decided approvals resume their run
     value: dict[str, Any] = {
         "decision": DECISION_ZH[DecisionKind(row.decision)],
         "comment": row.comment or "",
@@ -371,7 +372,14 @@ def open_approval(
 
 # SQLite answers "database is locked" at once when a read transaction must become a write while
 # another process writes; the step is idempotent, so a retry is safe (DESIGN.md §7 row 10).
-RETRY = dict(retries=3, retry_delay_seconds=[0.5, 2, 5])
+class RetryOptions(TypedDict):
+    """The `@task` retry keywords, typed so `**RETRY` checks against `task`'s overloads."""
+
+    retries: int
+    retry_delay_seconds: list[float]
+
+
+RETRY: RetryOptions = dict(retries=3, retry_delay_seconds=[0.5, 2, 5])
 
 
 @task(name="request_approval", **STEP, **RETRY)
@@ -583,7 +591,7 @@ def decide(
         if row.kind == ApprovalKind.SIGNATURE:
             data["content_hash"] = row.content_hash  # the signature binds to exactly what was shown
         # conditional write: of two simultaneous clicks exactly one is recorded
-        written = session.execute(
+        written = cast("sa.CursorResult[Any]", session.execute(
             sa.update(Approval)
             .where(col(Approval.id) == approval_id, col(Approval.decision).is_(None))
             .values(
@@ -598,7 +606,7 @@ def decide(
                 status=ApprovalStatus.DECIDED,
                 resumed_at=None if wake else now,
             )
-        ).rowcount
+        )).rowcount
         session.expire(row)
         session.refresh(row)
         if not written:
@@ -705,7 +713,7 @@ def reconcile(now: datetime, limit: int = 500) -> int:
                 col(Approval.resumed_at).is_(None),
                 col(Approval.flow_run_id).is_not(None),
             )
-            .order_by(Approval.decided_at)
+            .order_by(col(Approval.decided_at))
             .limit(limit)
         ).all()
     return sum(wake_approval(row, now) is Wake.RESUMED for row in rows)

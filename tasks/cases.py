@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from prefect import task
 from prefect.cache_policies import INPUTS, RUN_ID, CachePolicy
@@ -23,6 +23,9 @@ from models import Case, CaseKind, Contact, Contract, Customer, Device, Role, Si
 from models.db import session_scope
 from models.parties import ROLE_LABELS_ZH
 from tasks.people import customer_contacts, first_with_role
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 
 class TaskName(CachePolicy):
@@ -39,9 +42,16 @@ class TaskName(CachePolicy):
         return f"{fn.__module__}.{fn.__qualname__}"
 
 
+class StepOptions(TypedDict):
+    """The `@task` keywords of a replayable step, typed so `**STEP` checks against `task`'s overloads."""
+
+    cache_policy: CachePolicy
+    persist_result: bool
+
+
 # Replays return a finished step's persisted result; the task's source is left out of the key so
 # that upgrading aftercare while cases wait does not re-run finished steps (DESIGN.md §2).
-STEP = dict(cache_policy=TaskName() + INPUTS + RUN_ID, persist_result=True)
+STEP: StepOptions = dict(cache_policy=TaskName() + INPUTS + RUN_ID, persist_result=True)
 
 
 class Channel(StrEnum):
@@ -127,7 +137,7 @@ def find_customer(session: Session, text: str) -> Customer:
     exact = session.exec(select(Customer).where(or_(Customer.code == text.upper(), Customer.name == text))).first()
     if exact is not None:
         return exact
-    like = session.exec(select(Customer).where(col(Customer.name).contains(text)).order_by(Customer.id)).all()
+    like = session.exec(select(Customer).where(col(Customer.name).contains(text)).order_by(col(Customer.id))).all()
     if len(like) == 1:
         return like[0]
     if not like:
@@ -140,7 +150,7 @@ def resolve_request(session: Session, request: RepairRequest, *, today: datetime
     """Names to rows, with a clear message for each thing that does not fit."""
     customer = find_customer(session, request.customer)
     assert customer.id is not None
-    sites = list(session.exec(select(Site).where(Site.customer_id == customer.id).order_by(Site.id)).all())
+    sites = list(session.exec(select(Site).where(Site.customer_id == customer.id).order_by(col(Site.id))).all())
     device = None
     if request.device:
         device = session.exec(select(Device).where(Device.serial == request.device.strip())).first()
@@ -514,17 +524,25 @@ REPAIR_DEPLOYMENT = "repair/repair"
 ACCIDENT_DEPLOYMENT = "accident/accident"
 
 
-@task(name="新建维修流程 / start a repair flow", **STEP)
-def start_repair_run(request: RepairRequest, idempotency_key: str) -> str:
+def start_repair(request: RepairRequest | dict[str, Any], *, idempotency_key: str | None = None) -> str:
     """Start a separate `repair` run (not a subflow: a run with a parent cannot suspend); returns its id.
+    The one way a repair starts besides the Prefect-UI form: the CLI, inspections, 5-minute talks.
 
     The idempotency key makes a replayed start return the run started the first time.
     """
     from prefect.deployments import run_deployment
 
-    run = run_deployment(REPAIR_DEPLOYMENT, parameters={"request": request.model_dump(mode="json")}, timeout=0,
-                         as_subflow=False, idempotency_key=idempotency_key)
+    req = request if isinstance(request, RepairRequest) else RepairRequest.model_validate(request)
+    # called from sync code, so `run_deployment` returns the FlowRun itself (not a coroutine)
+    run = cast("FlowRun", run_deployment(REPAIR_DEPLOYMENT, parameters={"request": req.model_dump(mode="json")},
+                                          timeout=0, as_subflow=False, idempotency_key=idempotency_key))
     return str(run.id)
+
+
+@task(name="新建维修流程 / start a repair flow", **STEP)
+def start_repair_run(request: RepairRequest, idempotency_key: str) -> str:
+    """`start_repair` as a step of a flow (a replay returns the run started the first time)."""
+    return start_repair(request, idempotency_key=idempotency_key)
 
 
 @task(name="转事故处理 / start the accident flow", **STEP)
@@ -533,6 +551,6 @@ def start_accident_run(case_id: int, reason: str, idempotency_key: str) -> str:
     from prefect.deployments import run_deployment
 
     request = {"parent_case_id": case_id, "found_by": "repair", "handover_reason": reason}
-    run = run_deployment(ACCIDENT_DEPLOYMENT, parameters={"request": request},
-                         timeout=0, as_subflow=False, idempotency_key=idempotency_key)
+    run = cast("FlowRun", run_deployment(ACCIDENT_DEPLOYMENT, parameters={"request": request},
+                                          timeout=0, as_subflow=False, idempotency_key=idempotency_key))
     return str(run.id)

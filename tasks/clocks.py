@@ -357,7 +357,7 @@ def recompute_clock(session: Session, case_id: int, kind: str) -> dict[str, Any]
 
     kind = _kind(kind)
     events = session.exec(
-        select(Event).where(Event.case_id == case_id, Event.kind.like("clock.%")).order_by(Event.at, Event.id)  # type: ignore[attr-defined]
+        select(Event).where(Event.case_id == case_id, col(Event.kind).like("clock.%")).order_by(col(Event.at), col(Event.id))
     ).all()
     mine = [(e.kind, e.at, e.data) for e in events if e.data.get("clock") == kind]
     if not mine:
@@ -379,7 +379,7 @@ class _People:
     def with_roles(self, roles: Sequence[str]) -> list[Staff]:
         if self._all is None:
             self._all = list(
-                self.session.exec(select(Staff).where(Staff.active == True).order_by(Staff.id)).all()  # noqa: E712
+                self.session.exec(select(Staff).where(Staff.active == True).order_by(col(Staff.id))).all()  # noqa: E712
             )
         picked: list[Staff] = []
         for role in roles:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pendulum
 import sqlalchemy as sa
@@ -25,6 +25,9 @@ from models.contracts import Contract
 from models.db import session_scope
 from rules import inspection as rules
 from tasks.cases import STEP
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 INSPECTION_DEPLOYMENT = "inspection/inspection"
 
@@ -314,14 +317,15 @@ def start_inspection_run(case_id: int, *, now: datetime, url: str | None = None)
         case = _case(session, case_id)
         contract_id, period = case.contract_id, case.period
     assert contract_id is not None and period is not None
-    run = run_deployment(
+    # called from sync code, so `run_deployment` returns the FlowRun itself (not a coroutine)
+    run = cast("FlowRun", run_deployment(
         INSPECTION_DEPLOYMENT,
         parameters={"case_id": case_id},
         idempotency_key=idempotency_key(contract_id, period),
         as_subflow=False,
         timeout=0,
         flow_run_name=f"巡检 XJ-{case_id:06d} {period}",
-    )
+    ))
     with session_scope(url) as session:
         session.execute(
             sa.update(Case.__table__)  # type: ignore[attr-defined]
@@ -338,7 +342,7 @@ def start_inspection_runs(now: datetime, *, url: str | None = None, limit: int |
         query = (
             select(Case.id)
             .where(Case.kind == str(CaseKind.INSPECTION), Case.flow_run_id == None, Case.status == "planned")  # noqa: E711
-            .order_by(Case.id)
+            .order_by(col(Case.id))
         )
         if limit:
             query = query.limit(limit)
@@ -376,7 +380,7 @@ def checklist_spec(session: Session, case_id: int) -> dict[str, Any]:
     site_ids = sorted({d.site_id for d in devices})
     site_id = case.site_id if case.site_id is not None else (site_ids[0] if site_ids else None)
     site = session.get(Site, site_id) if site_id is not None else None
-    targets = [{"target": "site", "label": "机房与管理", "device_class": COMMON, "device_id": None, "serial": None,
+    targets: list[dict[str, Any]] = [{"target": "site", "label": "机房与管理", "device_class": COMMON, "device_id": None, "serial": None,
                 "site": site.name if site else None,
                 "items": [{"code": i.code, "label": i.label} for i in checklist_for(session, COMMON)]}]
     for d in devices:
@@ -596,6 +600,7 @@ def queue_notices(session: Session, case_ids: Sequence[int], *, at: datetime) ->
     for case in cases:
         if case.status in ("planned", "scheduled"):
             case.status, case.updated_at = "notified", at
+        assert case.id is not None  # loaded from the database
         session.add(Event(case_id=case.id, kind="notice_sent", at=at, actor="system", data={}, key="notice"))
     session.flush()
     return rows
@@ -754,8 +759,8 @@ def report_context(case_id: int, version: int) -> dict[str, Any]:
     with session_scope() as session:
         case = _case(session, case_id)
         rows = session.exec(select(ChecklistResult).where(ChecklistResult.case_id == case_id, ChecklistResult.version == version)
-                            .order_by(ChecklistResult.id)).all()
-        pre = next((e.data.get("prechecks", {}) for e in session.exec(
+                            .order_by(col(ChecklistResult.id))).all()
+        pre: dict[str, Any] = next((e.data.get("prechecks", {}) for e in session.exec(
             select(Event).where(Event.case_id == case_id, Event.key == f"checklist:v{version}"))), {})
         spec = checklist_spec(session, case_id)
         labels = {t["target"]: t["label"] for t in spec["targets"]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models import Contact, Role, Staff
 
@@ -13,7 +13,7 @@ class NobodyForRole(LookupError):
 
 def staff_with_role(session: Session, role: Role | str) -> list[Staff]:
     """Active staff holding `role`, in a stable order (by id)."""
-    people = session.exec(select(Staff).where(Staff.active == True).order_by(Staff.id)).all()  # noqa: E712
+    people = session.exec(select(Staff).where(Staff.active == True).order_by(col(Staff.id))).all()  # noqa: E712
     return [p for p in people if p.has_role(role)]
 
 
@@ -31,4 +31,4 @@ def customer_contacts(session: Session, customer_id: int, *, primary_only: bool 
     query = select(Contact).where(Contact.customer_id == customer_id)
     if primary_only:
         query = query.where(Contact.is_primary == True)  # noqa: E712
-    return list(session.exec(query.order_by(Contact.is_primary.desc(), Contact.id)).all())  # type: ignore[attr-defined]
+    return list(session.exec(query.order_by(col(Contact.is_primary).desc(), col(Contact.id))).all())

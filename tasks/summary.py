@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -90,9 +90,9 @@ def unreturned_reports(session: Session, *, month_last_day: date) -> list[dict[s
     """Inspections whose visit fell on or before the month's end and whose report is not registered."""
     rows = session.exec(
         select(Case, Customer)
-        .join(Customer, Customer.id == Case.customer_id)
+        .join(Customer, col(Customer.id) == Case.customer_id)
         .where(Case.kind == str(CaseKind.INSPECTION), col(Case.status).not_in(RETURNED))
-        .order_by(Customer.name, Case.id)
+        .order_by(col(Customer.name), col(Case.id))
     ).all()
     out = []
     for case, customer in rows:
@@ -215,7 +215,7 @@ def _problem_repairs(session: Session, inspection_ids: list[int], rows: list[Che
         conditions.append(col(Case.flow_run_id).in_(run_ids))
     if direct:
         conditions.append(col(Case.id).in_(direct))
-    cases = session.exec(select(Case).where(sa.or_(*conditions)).order_by(Case.id)).all()
+    cases = session.exec(select(Case).where(sa.or_(*conditions)).order_by(col(Case.id))).all()
     by_id = {c.id: c for c in cases}
     by_run = {c.flow_run_id: c for c in cases if c.flow_run_id}
     children = [c for c in cases if c.parent_id in inspection_ids and c.kind in FAULT_KINDS]
@@ -265,7 +265,7 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
     fault_cases = session.exec(
         select(Case)
         .where(Case.customer_id == customer_id, col(Case.kind).in_(FAULT_KINDS), Case.reported_at >= trend_start, Case.reported_at < end)
-        .order_by(Case.reported_at, Case.id)
+        .order_by(col(Case.reported_at), col(Case.id))
     ).all()
     in_period = [c for c in fault_cases if c.reported_at >= start]
     ids = [c.id for c in in_period]
@@ -273,14 +273,15 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
     clocks: dict[int, list[Any]] = {}
     fault_reports: dict[int, dict[str, dict[str, Any]]] = {}
     if ids:
-        for e in session.exec(select(Event).where(col(Event.case_id).in_(ids)).order_by(Event.at, Event.id)):
+        for e in session.exec(select(Event).where(col(Event.case_id).in_(ids)).order_by(col(Event.at), col(Event.id))):
             events.setdefault(e.case_id, []).append(e)
-        for c in session.exec(select(Clock).where(col(Clock.case_id).in_(ids)).order_by(Clock.id)):
-            clocks.setdefault(c.case_id, []).append(c)
-        for r in session.exec(
-            select(Report).where(col(Report.case_id).in_(ids), col(Report.kind).in_(CAUSE_REPORTS)).order_by(Report.version, Report.id)
+        for clock in session.exec(select(Clock).where(col(Clock.case_id).in_(ids)).order_by(col(Clock.id))):
+            clocks.setdefault(clock.case_id, []).append(clock)
+        for report in session.exec(
+            select(Report).where(col(Report.case_id).in_(ids), col(Report.kind).in_(CAUSE_REPORTS))
+            .order_by(col(Report.version), col(Report.id))
         ):
-            fault_reports.setdefault(r.case_id, {})[r.kind] = r.data or {}  # the latest version of each kind
+            fault_reports.setdefault(report.case_id, {})[report.kind] = report.data or {}  # the latest version of each kind
     devices = {d.id: d for d in session.exec(select(Device).where(Device.customer_id == customer_id))}
 
     def fact(c: Case) -> kpi.FaultFact:
@@ -331,13 +332,13 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
 
     # inspections of the period: the tables of their checklists
     insp_cases = session.exec(
-        select(Case).where(Case.customer_id == customer_id, Case.kind == str(CaseKind.INSPECTION)).order_by(Case.id)
+        select(Case).where(Case.customer_id == customer_id, Case.kind == str(CaseKind.INSPECTION)).order_by(col(Case.id))
     ).all()
     insp_in_period = [c for c in insp_cases if first <= visit_day_of(c) <= last]
-    insp_ids = [c.id for c in insp_in_period]
+    insp_ids = cast(list[int], [c.id for c in insp_in_period])  # rows read from the database: ids are set
     results: dict[int, list[ChecklistResult]] = {}
     if insp_ids:
-        for r in session.exec(select(ChecklistResult).where(col(ChecklistResult.case_id).in_(insp_ids)).order_by(ChecklistResult.id)):
+        for r in session.exec(select(ChecklistResult).where(col(ChecklistResult.case_id).in_(insp_ids)).order_by(col(ChecklistResult.id))):
             results.setdefault(r.case_id, []).append(r)
     latest_rows: dict[int, list[ChecklistResult]] = {}
     for case_id, rows in results.items():
@@ -380,10 +381,10 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
     fact_by_id = {f.case_id: f for f in facts.faults}
     moves = session.exec(
         select(StockMove, SparePart, Case)
-        .join(SparePart, SparePart.id == StockMove.part_id)
-        .join(Case, Case.id == StockMove.case_id)
+        .join(SparePart, col(SparePart.id) == StockMove.part_id)
+        .join(Case, col(Case.id) == StockMove.case_id)
         .where(Case.customer_id == customer_id, StockMove.quantity < 0, StockMove.at >= start, StockMove.at < end)
-        .order_by(StockMove.at)
+        .order_by(col(StockMove.at))
     ).all()
     for move, part, case in moves:
         f = fact_by_id.get(case.id or 0)
@@ -412,15 +413,15 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
             first, last, frequency=contract.inspection_frequency, contract_start=contract.start_date,
             contract_end=contract.end_date, every_months=contract.inspection_every_months,
         ):
-            c = by_key.get((contract.id, p.label))
-            if c is None:
+            inspection = by_key.get((contract.id, p.label))
+            if inspection is None:
                 state, reason = "未安排", "系统中无该周期的巡检记录"
-            elif c.status == "cancelled":
-                state, reason = "已取消", str(c.data.get("cancel_reason") or "客户取消")
-            elif c.status in ("registered", "submitted", "report_pending", "closed"):
+            elif inspection.status == "cancelled":
+                state, reason = "已取消", str(inspection.data.get("cancel_reason") or "客户取消")
+            elif inspection.status in ("registered", "submitted", "report_pending", "closed"):
                 state, reason = "已完成", ""
             else:
-                state, reason = "未完成", str(c.data.get("delay_reason") or STATUS_ZH.get(c.status, c.status))
+                state, reason = "未完成", str(inspection.data.get("delay_reason") or STATUS_ZH.get(inspection.status, inspection.status))
             facts.plan_vs_done.append({"contract": contract.code, "period": p.label, "state": state, "reason": reason})
         for c in insp_in_period:
             if c.contract_id == contract.id and plan_rules.is_extra(c.period or ""):
@@ -433,9 +434,9 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
             Case.customer_id == customer_id,
             col(Case.kind).in_(OPEN_KINDS),
             Case.reported_at < end,
-            sa.or_(Case.closed_at == None, Case.closed_at >= end),  # noqa: E711
+            sa.or_(col(Case.closed_at).is_(None), col(Case.closed_at) >= end),
         )
-        .order_by(Case.reported_at)
+        .order_by(col(Case.reported_at))
     ).all()
     for c in open_cases:
         facts.open_issues.append(

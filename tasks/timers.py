@@ -12,7 +12,7 @@ import logging
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -151,15 +151,15 @@ def fire_due_timers(now: datetime) -> int:
         due = session.exec(
             select(Timer.id)
             .where(col(Timer.fired_at).is_(None), Timer.due_at <= now)
-            .order_by(Timer.due_at, Timer.id)
+            .order_by(col(Timer.due_at), col(Timer.id))
         ).all()
         for timer_id in due:
             # conditional: two keepers (or a keeper and a replay) never fire one timer twice
-            result = session.execute(
+            result = cast("sa.CursorResult[Any]", session.execute(
                 sa.update(Timer)
                 .where(col(Timer.id) == timer_id, col(Timer.fired_at).is_(None))
                 .values(fired_at=now)
-            )
+            ))
             fired += result.rowcount or 0
     wake_fired_timers(now)
     return fired
@@ -171,7 +171,7 @@ def wake_fired_timers(now: datetime, limit: int = 500) -> int:
         waiting = session.exec(
             select(Timer)
             .where(col(Timer.fired_at).is_not(None), col(Timer.resumed_at).is_(None))
-            .order_by(Timer.due_at, Timer.id)
+            .order_by(col(Timer.due_at), col(Timer.id))
             .limit(limit)
         ).all()
     woken = 0

@@ -85,7 +85,7 @@ def message_page(
     )
 
 
-def _open(token: str, now: datetime) -> tuple[dict[str, Any] | None, HTMLResponse | str | None]:
+def _open(token: str, now: datetime) -> tuple[dict[str, Any] | None, str | None]:
     """Verify the link: (data, None) when good; else (data or None, the reason)."""
     try:
         return verify_link(token, LINK_PURPOSE, now=now), None

@@ -124,6 +124,7 @@ async def checklist_submit(request: Request, token: str, now: datetime = Depends
         parse_checklist(row.form, payload)
     except InspectionError as exc:
         return _page(request, token, row, name, values=fields, error=str(exc), status_code=422)
+    assert row.id is not None  # a row read from the database
     result = await run_in_threadpool(
         decide, row.id, "submitted", by=Approver.parse(str(data["p"])), comment=fields.get("comment", ""),
         payload=payload, channel=Channel.LINK, now=now, content_hash=str(data["h"]),
@@ -163,7 +164,10 @@ def _open_summary(request: Request, token: str, now: datetime) -> tuple[ServiceS
 def summary_view(request: Request, token: str, now: datetime = Depends(clock)) -> HTMLResponse:
     """The summary as issued, and the rating form (or the rating already given)."""
     row, bad = _open_summary(request, token, now)
-    return bad if row is None or bad is not None else _summary_page(request, token, row)
+    if bad is not None:
+        return bad
+    assert row is not None  # `_open_summary` gives either the row or the page saying why not
+    return _summary_page(request, token, row)
 
 
 @router.post("/summary/{token}", response_class=HTMLResponse)
@@ -176,6 +180,7 @@ async def summary_rate(request: Request, token: str, now: datetime = Depends(clo
     if not check_csrf(token, fields.get("csrf")):
         return message_page(request, "forged", "此表单无效，未记录任何评价。请从通知中的链接重新打开页面。")
     rating = {k: fields[f"rate_{k}"] for k in RATING_ITEMS if fields.get(f"rate_{k}")}
+    assert row.id is not None  # a row read from the database
     try:
         saved = await run_in_threadpool(record_rating, row.id, rating, by=fields.get("by", ""),
                                         comment=fields.get("comment", ""), now=now)
