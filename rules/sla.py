@@ -418,6 +418,11 @@ def _stale_rule(policy: SlaPolicy) -> Span:
     return Span(unit, float(rule.get(unit, 24)))
 
 
+def stale_in_working_time(policy: SlaPolicy) -> bool:
+    """Whether `stale_at` counts the limit in working hours (minutes/hours on a contract not 7x24)."""
+    return policy.service_hours != "7x24" and _stale_rule(policy).unit != "days"
+
+
 def stale_span(policy: SlaPolicy) -> timedelta:
     """How long a case may go without an update (`escalation.stale_after`), as a length of time.
 

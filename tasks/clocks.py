@@ -37,6 +37,7 @@ from rules.sla import (
     policy_for,
     shift_after_pause,
     stale_at,
+    stale_in_working_time,
     stale_span,
 )
 
@@ -565,7 +566,7 @@ def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int 
                     due, span = stale_at(default_policy, case.updated_at), stale_span(default_policy)
                 if due > now:
                     continue
-                if _escalate_stale(session, case, due, span, now, people):
+                if _escalate_stale(session, case, due, span, now, people, working_time=stale_in_working_time(policy)):
                     fired += 1
                     if fired >= limit:
                         break
@@ -594,7 +595,7 @@ def _stale_policies(session: Session, default: SlaPolicy) -> dict[int, tuple[Sla
 
 
 def _escalate_stale(session: Session, case: Case, due: datetime, span: timedelta, now: datetime,
-                    people: _People) -> bool:
+                    people: _People, *, working_time: bool = False) -> bool:
     """Write one stale-record escalation with its event and notifications; False when already written."""
     current = session.exec(select(sa.func.max(Escalation.level)).where(Escalation.case_id == case.id)).one() or 1
     level = ladder_rules.next_manager_level(int(current))
@@ -612,7 +613,8 @@ def _escalate_stale(session: Session, case: Case, due: datetime, span: timedelta
                now=now, urgent=_urgent(case.severity),
                context={"case": _case_context(session, case), "level": level,
                         "level_label": ladder_rules.LEVEL_LABELS_ZH[level],
-                        "last_update": case.updated_at, "stale_hours": span.total_seconds() / 3600})
+                        "last_update": case.updated_at, "stale_hours": span.total_seconds() / 3600,
+                        "hours_word": "个工作小时" if working_time else "小时"})
     return True
 
 

@@ -198,6 +198,11 @@ def test_stale_limit_counts_working_time_on_a_5x8_contract(demo: str) -> None:
     with session_scope() as s:
         esc = s.exec(select(Escalation).where(Escalation.case_id == case_id)).one()
         assert esc.kind == "stale" and esc.due_at == wednesday_14
+        from models.outbox import Notification
+
+        bodies = [n.body for n in s.exec(select(Notification).where(Notification.case_id == case_id,
+                                                                    Notification.template == "escalation_stale"))]
+    assert bodies and all("已超过 24 个工作小时未更新状态" in b for b in bodies), bodies
 
 
 def _set_stale_limit(session: Session, contract_id: int, hours: float) -> None:
