@@ -41,7 +41,6 @@ from tasks.cases import (
     RepairRequest,
     clock,
     load_case,
-    notify,
     record,
     start_accident_run,
     take_request,
@@ -269,10 +268,9 @@ def repair(request: RepairRequest) -> RepairOutcome:
     # before the callback (14): its 24 h run out before the callback's 2 days.
     fault = wait_for(fault_request, "fault-report", 1)
     fault_report = issue(case_id, "fault_report", "repair/fault_report",
-                         {**report_context(case_id, 2), **fault.payload, "engineer": fault.by}, fault.at, fault.by)
+                         {**report_context(case_id, 2), **fault.payload, "engineer": fault.by}, fault.at, fault.by,
+                         tell=[{"template": "repair/fault_report", "key": "fault-report", "customer": True}])
     clock(case_id, "fault_report", "stop", fault.at)
-    notify(case_id, "repair/fault_report", "fault-report", fault.at, customer=True,
-           context={"report_id": fault_report["id"]})
 
     # 14. Callback within 2 days with the callback form (客户回访表).
     callback_form, now = callback(case_id, facts, completed_at=signed_at)

@@ -449,16 +449,6 @@ def paid_prefix(case: Case | dict[str, Any]) -> str:
     return "【合同外·有偿服务】" if out else ""
 
 
-@task(name="通知 / notify", **STEP)
-def notify(case_id: int, template: str, key: str, now: datetime, roles: list[str] | None = None,
-           customer: bool = False, context: dict[str, Any] | None = None, urgent: bool | None = None) -> int:
-    """Queue a message to the case's people by role (and the customer contact); returns rows written.
-    A message that goes with an event is better queued by `record(..., tell=[...])`."""
-    with session_scope() as session:
-        return queue_for_case(session, case_id, template=template, key=key, now=now, roles=roles,
-                              customer=customer, context=context, urgent=urgent)
-
-
 def queue_for_case(session: Session, case_id: int, *, template: str, key: str, now: datetime,
                    roles: list[str] | None = None, customer: bool = False, context: dict[str, Any] | None = None,
                    urgent: bool | None = None) -> int:

@@ -266,14 +266,21 @@ def _jsonable(value: Any) -> Any:
 
 @task(name="出具报告 / issue a report", **STEP)
 def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: datetime, by: str = "system",
-          version: int = 1) -> dict[str, Any]:
-    """Render and store a report; returns {id, hash, title, content} (the content the signer will see)."""
+          version: int = 1, tell: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Render and store a report; returns {id, hash, title, content} (the content the signer will see).
+    `tell`: messages about the report (as `tasks.cases.record`'s), queued in the same transaction,
+    each with a signed link to the report."""
+    from tasks.cases import queue_for_case
+
     with session_scope() as session:
         ctx = dict(context)
         ctx.setdefault("times", timeline(session, case_id))
         ctx.setdefault("clocks", clock_summary(session, case_id))
         report = issue_report(session, case_id, kind, template=template, context=ctx, now=now, by=by,
                               version=version)
+        for notice in tell or []:
+            queue_for_case(session, case_id, now=now, **{**notice, "context": {**notice.get("context", {}),
+                                                                               "report_id": report.id}})
         from web.reports import report_url, sign_url
 
         case = session.get(Case, case_id)
