@@ -155,9 +155,11 @@ def _restored_at(case: Case, events: list[Event], clocks: list[Any]) -> datetime
     for e in events:
         if e.kind in ("restored", "service_restored"):
             return e.at
+    # the flows record the restore as an event; a clock alone says so only when it was met (a clock
+    # stopped otherwise may have closed with its case — a repair handed over — unrestored)
     for c in clocks:
-        if c.kind == "restore" and (c.met_at or c.stopped_at):
-            return c.met_at or c.stopped_at
+        if c.kind == "restore" and c.met_at:
+            return c.met_at
     return None
 
 
@@ -325,6 +327,7 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
         )
         for cs in clocks.values()
         for c in cs
+        if not (c.status == "stopped" and c.met_at is None and c.breached_at is None)  # closed with its case
     ]
     facts.figures = kpi.figures(
         facts.faults, clock_facts, history=history, months=months, month_of={h.case_id: _local_month(h.reported_at, tz) for h in history}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
@@ -359,3 +360,33 @@ def test_an_inspection_problem_shows_its_repair_once_the_repair_run_opened_it(ma
     r1.parent_id = None  # the run started but has not opened its case yet
     session.commit()
     assert handling() == "已转维修（工单建立中）"
+
+
+def test_a_repair_handed_over_to_the_accident_flow_counts_neither_restored_nor_in_time(march: dict, session: Session):
+    """The repair's clocks stop when it is handed over (closed, neither met nor breached): the summary
+    takes no restore time from them and leaves them out of SLA compliance."""
+    from models import Contract
+    from models.clocks import Clock
+    from tasks.cases import set_status
+    from tasks.summary import gather
+
+    def facts() -> tuple[Any, Any]:
+        session.expire_all()
+        got = gather(session, march["customer_id"], kind="monthly", period="2026-03", first=date(2026, 3, 1),
+                     last=date(2026, 3, 31))
+        return got.figures, next(f for f in got.faults if f.title == "主板故障")
+
+    contract = session.exec(select(Contract).where(Contract.customer_id == march["customer_id"])).one()
+    repair = _case(session, march["customer_id"], contract.id, "repair", _at(2026, 3, 20), severity=2,
+                   status="open", title="主板故障")
+    session.add(Clock(case_id=repair.id, kind="restore", severity=2, status="running", started_at=_at(2026, 3, 20),
+                      due_at=_at(2026, 3, 20, 14)))
+    session.flush()
+    before, _ = facts()
+    set_status(session, repair.id, "handed_over", at=_at(2026, 3, 20, 12), closed=True)  # inside its 4 hours
+    session.flush()
+    after, fault = facts()
+    clock = session.exec(select(Clock).where(Clock.case_id == repair.id)).one()
+    assert clock.status == "stopped" and clock.met_at is None and clock.breached_at is None
+    assert fault.restored_at is None
+    assert after.sla_compliance == before.sla_compliance  # a clock that closed with its case is not counted as met
