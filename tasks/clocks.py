@@ -101,17 +101,51 @@ def confirm_year(session: Session, year: int, *, note: str, now: datetime, name:
     # The clocks whose deadlines rested on this year's estimate: re-judged with the year confirmed
     # (a clock that also touches another unconfirmed year stays provisional). Provisional clocks
     # are few and a confirmation is rare, so a filtered read of them is fine here.
-    cleared = 0
+    cleared = moved = 0
     for clock in session.exec(select(Clock).where(Clock.provisional == True)).all():  # noqa: E712
         if clock.terms.get("calendar", "cn") != name:
             continue
-        clock.provisional = _provisional_now(clock, calendar_for_terms(session, clock.terms))
+        cal = calendar_for_terms(session, clock.terms)
+        if clock.status != ClockStatus.STOPPED and _relay(session, clock, cal, now):
+            moved += 1  # the official days moved its deadline (a holiday or a make-up working day)
+        clock.provisional = _provisional_now(clock, cal)
         if not clock.provisional:
             cleared += 1
         session.add(clock)
     session.flush()
-    log.info("calendar %s year %s confirmed: %d clock(s) no longer provisional", name, year, cleared)
+    log.info("calendar %s year %s confirmed: %d clock(s) no longer provisional, %d deadline(s) moved",
+             name, year, cleared, moved)
     return row
+
+
+def _relay(session: Session, clock: Clock, cal: Calendar, now: datetime) -> bool:
+    """Lay a running or paused clock's due time and ladder again on `cal` — from its start, with the
+    pauses it had — as `start_clock` laid them on the estimate; True (and an event) when they moved.
+    A level already fired stays fired."""
+    case = session.get(Case, clock.case_id)
+    contract = session.get(Contract, case.contract_id) if case is not None and case.contract_id else None
+    site = session.get(Site, case.site_id) if case is not None and case.site_id else None
+    try:
+        pol = policy_for(contract)
+        due = deadline(pol, clock.kind, clock.severity, clock.started_at, site=site, calendar=cal)
+        steps = ladder_steps(pol, clock.kind, clock.started_at, cal)
+    except PolicyError as exc:
+        log.warning("clock %s of case %s not re-laid: %s", clock.kind, clock.case_id, exc)
+        return False
+    times = [step.at for step in steps] + ([due.at] if due else [])
+    for pause in clock.pauses:
+        times = shift_after_pause(times, datetime.fromisoformat(pause["from"]), datetime.fromisoformat(pause["to"]), cal)
+    ladder = [[step.level, at.isoformat()] for step, at in zip(steps, times, strict=False)]
+    due_at = times[-1] if due else None
+    if due_at == clock.due_at and ladder == clock.ladder:
+        return False
+    old_due = clock.due_at
+    clock.due_at, clock.ladder = due_at, ladder
+    _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
+    append_event(session, clock.case_id, "clock.relaid", at=now, key=f"clock:{clock.kind}:relaid:{cal.name}:{now.isoformat()}",
+                 data={"clock": clock.kind, "due_at_before": _iso(old_due), "due_at": _iso(due_at), "ladder": ladder,
+                       "reason": "已录入该年国务院节假日安排，按正式日历重新计算期限"})
+    return True
 
 
 def _bound_times(clock: Clock) -> list[datetime]:

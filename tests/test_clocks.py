@@ -169,6 +169,30 @@ def test_pause_within_official_data_keeps_a_clock_firm_and_the_report_unmarked(d
         assert "暂定" not in html
 
 
+def test_confirming_a_year_lays_running_deadlines_again_on_the_official_days(demo: str) -> None:
+    """A deadline laid on 2027's estimate moves when the State Council's notice makes its day a
+    holiday; a level already reached stays reached; the case history says why."""
+    from datetime import date
+
+    from models import Event
+    from tasks.clocks import confirm_year, set_calendar_day
+
+    start = sh(2027, 3, 5, 16, 0)  # Friday 16:00, 5x8: 2 working hours that day, the rest on Monday
+    with session_scope() as s:
+        case_id = new_case(s, 2, 1, start)
+        clock = start_clock(s, case_id, "restore", started_at=start, severity=1)
+        before = clock.due_at
+        assert clock.provisional and before is not None and before.astimezone(SH).date() == date(2027, 3, 8)
+        # the notice (hypothetical here) gives Monday 8 March off: the deadline moves to Tuesday, same hour
+        set_calendar_day(s, date(2027, 3, 8), False, note="国务院通知：放假", now=start)
+        confirm_year(s, 2027, note="国办发明电〔2026〕号", now=sh(2027, 3, 6, 9, 0))
+        s.refresh(clock)
+        assert clock.due_at == before + timedelta(days=1) and not clock.provisional
+        [relaid] = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "clock.relaid")).all()
+        assert relaid.data["due_at_before"] == before.isoformat() and "国务院" in relaid.data["reason"]
+        assert clock.next_check_at is not None and clock.next_check_at <= clock.due_at
+
+
 def test_confirming_a_year_clears_the_provisional_flag_of_its_clocks(demo: str) -> None:
     from datetime import date
 
