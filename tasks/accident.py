@@ -125,6 +125,7 @@ EVENT_TEXT_ZH = {
     "clock.breach": "{clock_zh}超时未完成",
     "clock.escalated": "{clock_zh}未完成，第 {level} 级升级",
     "clock.closed": "{clock_zh}停止计时（工单关闭或转交）",
+    "clock.relaid": "{clock_zh}按正式节假日安排重新计算期限",
     "severity.raised": "故障级别由 {from} 级提升为 {to} 级：{reason}",
     "case.stale_escalated": "工单长时间未更新，升级至第 {level} 级负责人",
     "notification_failed": "通知发送失败：{recipient}",
