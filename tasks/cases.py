@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict, cast
 
 from prefect import task
 from prefect.cache_policies import INPUTS, RUN_ID, CachePolicy
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, or_, select
 
 from models import Case, CaseKind, Contact, Contract, Customer, Device, Role, Site, Staff, append_event
@@ -77,19 +77,30 @@ SEVERITY_WORDS = {
 }
 
 
+def _required_text(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("不能为空 / must not be empty")
+    return value
+
+
+# A text a form must not leave blank: surrounding blanks dropped, nothing left refused.
+RequiredText = Annotated[str, AfterValidator(_required_text)]
+
+
 class RepairRequest(BaseModel):
     """故障报修受理单 — what the dispatcher fills in while the customer is on the phone."""
 
     model_config = ConfigDict(title="故障报修 / repair request")
 
-    customer: str = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1)
+    customer: RequiredText = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1)
     site: str | None = Field(
         default=None, title="机房/站点", description="站点名称；客户只有一个站点或已填设备序列号时可不填"
     )
     device: str | None = Field(default=None, title="设备序列号", description="可选：故障设备的序列号（设备档案）")
-    reported_by: str = Field(title="报告人", description="报告故障的客户人员姓名与电话", min_length=1)
+    reported_by: RequiredText = Field(title="报告人", description="报告故障的客户人员姓名与电话", min_length=1)
     channel: Channel = Field(default=Channel.HOTLINE, title="报告渠道", description="热线 / 邮件 / 网站 / 巡检 / 销售 / 现场")
-    description: str = Field(title="故障描述", description="现象、影响的业务、开始时间", min_length=2, max_length=4000)
+    description: RequiredText = Field(title="故障描述", description="现象、影响的业务、开始时间", min_length=2, max_length=4000)
     severity: int = Field(default=3, ge=1, le=4, title="故障级别 (1–4)", description=SEVERITY_HELP)
     reported_at: datetime | None = Field(
         default=None, title="报告时间", description="客户报告故障的时间；不填为当前时间（时钟由此开始计时）"
@@ -97,14 +108,6 @@ class RepairRequest(BaseModel):
     parent_case_id: int | None = Field(
         default=None, title="关联工单", description="由巡检、5分钟交流或其他工单发现时，填来源工单号（数字）"
     )
-
-    @field_validator("customer", "reported_by", "description")
-    @classmethod
-    def _stripped(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("不能为空 / must not be empty")
-        return value
 
     @field_validator("reported_at")
     @classmethod
@@ -367,26 +370,11 @@ def set_status(session: Session, case_id: int, status: str, *, at: datetime, clo
     case.updated_at = at
     if closed:
         case.closed_at = at
-        _close_clocks(session, case_id, status, at)
+        from tasks.clocks import close_clocks
+
+        close_clocks(session, case_id, at=at, reason=status)
     session.add(case)
     return case
-
-
-def _close_clocks(session: Session, case_id: int, status: str, at: datetime) -> None:
-    """A case that closes with clocks still running (a repair handed over to the accident flow, a
-    cancelled inspection) stops them where they are: not met — the service did not finish under
-    them — and a deadline already passed stays breached. The keeper looks at them no more."""
-    from models.clocks import Clock, ClockStatus
-
-    for clock in session.exec(select(Clock).where(Clock.case_id == case_id, Clock.status != ClockStatus.STOPPED)):
-        stopped = clock.paused_at if clock.status == ClockStatus.PAUSED and clock.paused_at else at
-        clock.status, clock.stopped_at, clock.paused_at, clock.next_check_at = ClockStatus.STOPPED, stopped, None, None
-        if clock.breached_at is None and clock.due_at is not None and stopped > clock.due_at:
-            clock.breached_at = clock.due_at
-        session.add(clock)
-        append_event(session, case_id, "clock.closed", at=stopped, key=f"clock:{clock.kind}:closed",
-                     data={"clock": clock.kind, "case_status": status, "due_at": clock.due_at.isoformat()
-                           if clock.due_at else None, "breached": clock.breached_at is not None})
 
 
 # --- tasks (each opens its own session; flows call these) ------------------------------------
@@ -488,21 +476,16 @@ def clock(case_id: int, kind: str, action: str, at: datetime, reason: str = "") 
         case = session.get(Case, case_id)
         assert case is not None
         if action in ("pause", "resume"):
-            from models.clocks import Clock, ClockStatus
-
-            row = session.exec(select(Clock).where(Clock.case_id == case_id, Clock.kind == kind)).first()
-            if row is None or row.status == ClockStatus.STOPPED:
+            row = clocks.find_clock(session, case_id, kind)
+            if row is None or row.status == "stopped":
                 return "none" if row is None else "stopped"  # nothing left to pause: the clock has run its course
             if action == "pause":
                 clocks.pause_clock(session, case_id, kind, at=at, reason=reason or "等待客户")
                 return "paused"
             clocks.resume_clock(session, case_id, kind, at=at, reason=reason)
             return "running"
-        if action == "start":
-            contract = session.get(Contract, case.contract_id) if case.contract_id else None
-            site = session.get(Site, case.site_id) if case.site_id else None
-            clocks.start_clock(session, case_id, kind, started_at=at, severity=case.severity or 4,
-                               contract=contract, site=site)
+        if action == "start":  # laid by the case's contract and site
+            clocks.start_clock(session, case_id, kind, started_at=at, severity=case.severity or 4)
             return "running"
         stopped = clocks.stop_clock(session, case_id, kind, at=at)
         if stopped is None:

@@ -123,8 +123,7 @@ def _relay(session: Session, clock: Clock, cal: Calendar, now: datetime) -> bool
     pauses it had — as `start_clock` laid them on the estimate; True (and an event) when they moved.
     A level already fired stays fired."""
     case = session.get(Case, clock.case_id)
-    contract = session.get(Contract, case.contract_id) if case is not None and case.contract_id else None
-    site = session.get(Site, case.site_id) if case is not None and case.site_id else None
+    contract, site = _contract_and_site(session, case) if case is not None else (None, None)
     try:
         pol = policy_for(contract)
         due = deadline(pol, clock.kind, clock.severity, clock.started_at, site=site, calendar=cal)
@@ -232,6 +231,23 @@ def _get(session: Session, case_id: int, kind: str) -> Clock | None:
     return session.exec(select(Clock).where(Clock.case_id == case_id, Clock.kind == kind)).first()
 
 
+def _contract_and_site(session: Session, case: Case) -> tuple[Contract | None, Site | None]:
+    """The contract and site a case's clocks are laid by (its SLA table, its distance band)."""
+    contract = session.get(Contract, case.contract_id) if case.contract_id is not None else None
+    site = session.get(Site, case.site_id) if case.site_id is not None else None
+    return contract, site
+
+
+def find_clock(session: Session, case_id: int, kind: str) -> Clock | None:
+    """The case's clock of `kind`, None when it was never started."""
+    return _get(session, case_id, _kind(kind))
+
+
+def _stop_moment(clock: Clock, at: datetime) -> datetime:
+    # A paused clock stopped later counts up to its pause: the waiting time is not the provider's.
+    return clock.paused_at if clock.status == ClockStatus.PAUSED and clock.paused_at else at
+
+
 def start_clock(
     session: Session,
     case_id: int,
@@ -255,10 +271,8 @@ def start_clock(
     case = session.get(Case, case_id)
     if case is None:
         raise ClockError(f"没有编号为 {case_id} 的工单 / no case {case_id}")
-    if contract is None and case.contract_id is not None:
-        contract = session.get(Contract, case.contract_id)
-    if site is None and case.site_id is not None:
-        site = session.get(Site, case.site_id)
+    found_contract, found_site = _contract_and_site(session, case)
+    contract, site = contract or found_contract, site or found_site
     if isinstance(policy, SlaPolicy):
         pol = policy
     elif policy is not None:
@@ -365,8 +379,7 @@ def stop_clock(session: Session, case_id: int, kind: str, *, at: datetime) -> Cl
         return None
     if clock.status == ClockStatus.STOPPED:
         return clock  # a replayed stop
-    # A paused clock stopped later counts up to its pause: the waiting time is not the provider's.
-    effective = clock.paused_at if clock.status == ClockStatus.PAUSED and clock.paused_at else at
+    effective = _stop_moment(clock, at)
     # done before the clock was due to run (an engineer on site before the time agreed with the
     # customer): it counts as done at its start, never as a negative time
     effective = max(effective, clock.started_at)
@@ -384,6 +397,24 @@ def stop_clock(session: Session, case_id: int, kind: str, *, at: datetime) -> Cl
                  key=f"clock:{kind}:stopped",
                  data={"clock": kind, "due_at": _iso(clock.due_at), "stopped_at": effective.isoformat()})
     return clock
+
+
+def close_clocks(session: Session, case_id: int, *, at: datetime, reason: str) -> int:
+    """A case that closes with clocks still running (a repair handed over to the accident flow, a
+    cancelled inspection) stops them where they are: not met — the service did not finish under
+    them — and a deadline already passed stays breached. The keeper looks at them no more."""
+    closed = 0
+    for clock in session.exec(select(Clock).where(Clock.case_id == case_id, Clock.status != ClockStatus.STOPPED)):
+        stopped = _stop_moment(clock, at)
+        clock.status, clock.stopped_at, clock.paused_at, clock.next_check_at = ClockStatus.STOPPED, stopped, None, None
+        if clock.breached_at is None and clock.due_at is not None and stopped > clock.due_at:
+            clock.breached_at = clock.due_at
+        session.add(clock)
+        append_event(session, case_id, "clock.closed", at=stopped, key=f"clock:{clock.kind}:closed",
+                     data={"clock": clock.kind, "case_status": reason, "due_at": _iso(clock.due_at),
+                           "breached": clock.breached_at is not None})
+        closed += 1
+    return closed
 
 
 def recompute_clock(session: Session, case_id: int, kind: str) -> dict[str, Any]:

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, cast
 import pendulum
 import sqlalchemy as sa
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from models.cases import Case, CaseKind, Event, append_event
 from models.contracts import Contract
 from models.db import session_scope
 from rules import inspection as rules
-from tasks.cases import STEP
+from tasks.cases import STEP, RequiredText
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -205,25 +205,17 @@ class ExtraInspectionRequest(BaseModel):
 
     model_config = ConfigDict(title="加做巡检 / extra inspection")
 
-    customer: str = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1)
+    customer: RequiredText = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1)
     site: str | None = Field(
         default=None, title="机房/站点", description="要巡检的站点名称；客户只有一个站点时可不填。检查表只含该站点的设备"
     )
-    reason: str = Field(title="加做原因", description="客户为何要求加做巡检，如：5月23日核心系统升级前", min_length=2,
+    reason: RequiredText = Field(title="加做原因", description="客户为何要求加做巡检，如：5月23日核心系统升级前", min_length=2,
                         max_length=400)
     day: date | None = Field(
         default=None, title="建议巡检日期",
         description="须为工作日，且留出 3 个工作日通知期；不填为最早可安排的工作日。客户仍可确认或改期",
     )
     requested_by: str = Field(default="", title="提出人", description="客户方提出要求的人员姓名与电话", max_length=100)
-
-    @field_validator("customer", "reason")
-    @classmethod
-    def _stripped(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("不能为空 / must not be empty")
-        return value
 
 
 @dataclass(frozen=True)
