@@ -189,8 +189,9 @@ def main() -> int:
         start(
             "server",
             [
-                str(Path(sys.executable).parent / "prefect"),
-                "server",
+                sys.executable,
+                "-m",
+                "deployments.prefect_server",
                 "start",
                 "--host",
                 "127.0.0.1",

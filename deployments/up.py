@@ -104,11 +104,6 @@ def wait_http(url: str, *, timeout: float, child: Child | None = None) -> bool:
     return False
 
 
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -176,7 +171,7 @@ def run_up(settings: Settings, *, seed: bool = True, echo: Callable[[str], None]
             echo("• 启动 Prefect 服务 / starting the Prefect server (SQLite) …")
             server = sup.start(
                 "prefect-server",
-                [_bin("prefect"), "server", "start", "--host", settings.prefect_host,
+                [sys.executable, "-m", "deployments.prefect_server", "start", "--host", settings.prefect_host,
                  "--port", str(settings.prefect_port)],
                 env, logs,
             )

@@ -103,10 +103,21 @@ class _ForkserverMultiprocessing:
         return multiprocessing.get_context("forkserver")
 
 
+# Imported late by the steps (inside functions, to keep import cycles out), so the procedures'
+# imports do not bring them in; a run forked without them pays for them at its first use — Apprise
+# loading its ~120 plugin modules on the first write of a person (models.parties' address check),
+# FastAPI for the report pages — on every resume. Profiled: over half of a resumed run's time.
+LATE_IMPORTS = ("tasks.channels", "tasks.notify", "tasks.clocks", "rules.sla", "web.reports", "web.tokens")
+
+
 def use_forkserver(preload: Iterable[str]) -> None:
-    """Run flow subprocesses as forks of a server that has imported `preload` (and Prefect's engine)."""
+    """Run flow subprocesses as forks of a server that has imported `preload`, Prefect's engine and
+    the steps' late imports; the server starts now, so the first run after start-up is warm too."""
+    import multiprocessing.forkserver
+
     import prefect.flow_engine
 
-    modules = ["prefect.flow_engine", "prefect.task_engine", *preload]
+    modules = ["prefect.flow_engine", "prefect.task_engine", *preload, *LATE_IMPORTS]
     multiprocessing.set_forkserver_preload(list(dict.fromkeys(modules)))
     prefect.flow_engine.multiprocessing = _ForkserverMultiprocessing()  # type: ignore[assignment]
+    multiprocessing.forkserver.ensure_running()
