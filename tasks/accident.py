@@ -52,6 +52,7 @@ STAGE_ZH = {
 # (tasks.cases, flows.steps, flows.repair, tasks.clocks, tasks.approvals, tasks.reports, tasks.parts…);
 # derived fields (`clock_zh`, `report_zh`, `decision_zh`, `kind_zh`) are added by `event_text`. A field
 # that is missing or empty leaves the text before its "：" (or "—" in its place).
+VERDICT_ZH = {"met": "按时完成", "breached": "超时", "stopped": "未超时（已停止计时）"}
 EVENT_TEXT_ZH = {
     # accident handling (§3)
     "accident_opened": "事故立案",
@@ -687,6 +688,9 @@ def event_text(kind: str, data: dict[str, Any] | None) -> str:
     fields = {k: v for k, v in values.items() if v not in (None, "") and not isinstance(v, (dict, list))}
     if kind.startswith("clock."):
         fields["clock_zh"] = CLOCK_LABELS_ZH.get(str(fields.get("clock", "")), "服务时限")
+    if kind == "clock.relaid" and fields.get("verdict") and fields.get("verdict") != fields.get("verdict_before"):
+        # a stopped clock judged again: say what it is now
+        return EVENT_TEXT_ZH[kind].format_map(fields) + "，判定改为" + VERDICT_ZH.get(str(fields["verdict"]), "已停止")
     if kind == "report_issued":
         fields["report_zh"] = REPORT_TITLES_ZH.get(str(fields.get("kind", "")), "报告")
     if "decision" in fields:

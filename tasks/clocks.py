@@ -106,7 +106,7 @@ def confirm_year(session: Session, year: int, *, note: str, now: datetime, name:
         if clock.terms.get("calendar", "cn") != name:
             continue
         cal = calendar_for_terms(session, clock.terms)
-        if clock.status != ClockStatus.STOPPED and _relay(session, clock, cal, now):
+        if _relay(session, clock, cal, now):
             moved += 1  # the official days moved its deadline (a holiday or a make-up working day)
         clock.provisional = _provisional_now(clock, cal)
         if not clock.provisional:
@@ -119,9 +119,10 @@ def confirm_year(session: Session, year: int, *, note: str, now: datetime, name:
 
 
 def _relay(session: Session, clock: Clock, cal: Calendar, now: datetime) -> bool:
-    """Lay a running or paused clock's due time and ladder again on `cal` — from its start, with the
-    pauses it had — as `start_clock` laid them on the estimate; True (and an event) when they moved.
-    A level already fired stays fired."""
+    """Lay a clock's due time and ladder again on `cal` — from its start, with the pauses it had —
+    as `start_clock` laid them on the estimate; True (and an event) when they moved. A running
+    clock's levels already fired stay fired; a stopped clock is judged again on the new deadline
+    (met or breached: the report and the SLA figures then say what the official days make true)."""
     case = session.get(Case, clock.case_id)
     contract, site = _contract_and_site(session, case) if case is not None else (None, None)
     try:
@@ -140,11 +141,37 @@ def _relay(session: Session, clock: Clock, cal: Calendar, now: datetime) -> bool
         return False
     old_due = clock.due_at
     clock.due_at, clock.ladder = due_at, ladder
+    data: dict[str, Any] = {"clock": clock.kind, "due_at_before": _iso(old_due), "due_at": _iso(due_at), "ladder": ladder,
+                            "reason": "已录入该年国务院节假日安排，按正式日历重新计算期限"}
+    if clock.status == ClockStatus.STOPPED:
+        data["verdict_before"] = _verdict(clock)
+        _judge(clock, closed=_was_closed(session, clock))
+        data["verdict"] = _verdict(clock)
     _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
     append_event(session, clock.case_id, "clock.relaid", at=now, key=f"clock:{clock.kind}:relaid:{cal.name}:{now.isoformat()}",
-                 data={"clock": clock.kind, "due_at_before": _iso(old_due), "due_at": _iso(due_at), "ladder": ladder,
-                       "reason": "已录入该年国务院节假日安排，按正式日历重新计算期限"})
+                 data=data)
     return True
+
+
+def _judge(clock: Clock, *, closed: bool = False) -> None:
+    """Judge a stopped clock against its deadline. Stopped by its step: met when it stopped in time,
+    breached otherwise. Closed with its case (`close_clocks`): never met — the service did not finish
+    under it — and breached only when the deadline passed before it closed."""
+    stopped = clock.stopped_at
+    assert stopped is not None  # only stopped clocks are judged
+    late = clock.due_at is not None and stopped > clock.due_at
+    clock.met_at = stopped if not closed and not late else None
+    clock.breached_at = clock.due_at if late else None
+
+
+def _verdict(clock: Clock) -> str:
+    return "met" if clock.met_at else "breached" if clock.breached_at else "stopped"
+
+
+def _was_closed(session: Session, clock: Clock) -> bool:
+    """Whether the clock was stopped by its case closing (`close_clocks`), not by its own step."""
+    return session.exec(select(Event.id).where(Event.case_id == clock.case_id,
+                                               Event.key == f"clock:{clock.kind}:closed")).first() is not None
 
 
 def _bound_times(clock: Clock) -> list[datetime]:
@@ -386,10 +413,7 @@ def stop_clock(session: Session, case_id: int, kind: str, *, at: datetime) -> Cl
     clock.status = ClockStatus.STOPPED
     clock.stopped_at = effective
     clock.paused_at = None
-    if clock.due_at is None or effective <= clock.due_at:
-        clock.met_at = effective
-    elif clock.breached_at is None:
-        clock.breached_at = clock.due_at
+    _judge(clock)
     # a breach that became due before the stop and was not fired yet is still the keeper's to fire
     _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
     session.add(clock)
@@ -407,8 +431,7 @@ def close_clocks(session: Session, case_id: int, *, at: datetime, reason: str) -
     for clock in session.exec(select(Clock).where(Clock.case_id == case_id, Clock.status != ClockStatus.STOPPED)):
         stopped = _stop_moment(clock, at)
         clock.status, clock.stopped_at, clock.paused_at, clock.next_check_at = ClockStatus.STOPPED, stopped, None, None
-        if clock.breached_at is None and clock.due_at is not None and stopped > clock.due_at:
-            clock.breached_at = clock.due_at
+        _judge(clock, closed=True)
         session.add(clock)
         append_event(session, case_id, "clock.closed", at=stopped, key=f"clock:{clock.kind}:closed",
                      data={"clock": clock.kind, "case_status": reason, "due_at": _iso(clock.due_at),

@@ -193,6 +193,47 @@ def test_confirming_a_year_lays_running_deadlines_again_on_the_official_days(dem
         assert clock.next_check_at is not None and clock.next_check_at <= clock.due_at
 
 
+def test_confirming_a_year_judges_stopped_clocks_again_on_the_official_days(demo: str) -> None:
+    """A repair restored on Monday 12:00 missed a deadline laid on the estimate (Monday 11:00); the
+    notice makes that Monday a holiday, the deadline becomes Tuesday 11:00: it was met after all. A
+    clock closed with its case at the same moment is no longer breached, and still not met."""
+    from datetime import date
+
+    from models import Event
+    from tasks.clocks import close_clocks, confirm_year, set_calendar_day, stop_clock
+
+    start = sh(2027, 3, 5, 16, 0)  # Friday 16:00, 5x8
+    with session_scope() as s:
+        restored, handed_over = new_case(s, 2, 1, start), new_case(s, 2, 1, start)
+        for case_id in (restored, handed_over):
+            estimate = start_clock(s, case_id, "restore", started_at=start, severity=1).due_at
+        assert estimate is not None
+        late = estimate + timedelta(hours=1)
+        done = stop_clock(s, restored, "restore", at=late)
+        close_clocks(s, handed_over, at=late, reason="handed_over")
+        closed = s.exec(select(Clock).where(Clock.case_id == handed_over)).one()
+        assert done is not None and done.breached_at == estimate and done.met_at is None
+        assert closed.breached_at == estimate and closed.met_at is None
+
+        set_calendar_day(s, estimate.astimezone(SH).date(), False, note="国务院通知：放假", now=late)
+        assert estimate.astimezone(SH).date() == date(2027, 3, 8)
+        confirm_year(s, 2027, note="国办发明电〔2026〕号", now=sh(2027, 3, 9, 9, 0))
+        s.refresh(done)
+        s.refresh(closed)
+        assert done.due_at == estimate + timedelta(days=1)
+        assert done.met_at == late and done.breached_at is None and not done.provisional
+        assert closed.met_at is None and closed.breached_at is None
+        verdicts = {e.case_id: (e.data["verdict_before"], e.data["verdict"])
+                    for e in s.exec(select(Event).where(Event.kind == "clock.relaid"))}
+        assert verdicts == {restored: ("breached", "met"), handed_over: ("breached", "stopped")}
+        from tasks.accident import event_text
+
+        relaid = s.exec(select(Event).where(Event.kind == "clock.relaid", Event.case_id == restored)).one()
+        assert event_text(relaid.kind, relaid.data).endswith("判定改为按时完成")
+        # the keeper still owes only the ladder steps that fell before the stop — not the old breach
+        assert done.next_check_at is not None and done.next_check_at < late
+
+
 def test_confirming_a_year_clears_the_provisional_flag_of_its_clocks(demo: str) -> None:
     from datetime import date
 
