@@ -204,7 +204,7 @@ def repair_new(
     try:
         request = RepairRequest(customer=customer, site=site, device=device, reported_by=reported_by,
                                 channel=channel, description=description, severity=severity,
-                                reported_at=reported_at, parent_case_id=parent)  # type: ignore[arg-type]
+                                reported_at=reported_at, parent_case_id=parent)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
         return

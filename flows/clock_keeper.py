@@ -61,7 +61,7 @@ def resolve_step(name: str) -> Callable[[datetime], int]:
     func = getattr(module, func_name, None)
     if func is None:
         raise MissingStep(f"keeper step {name}: {module_name} has no {func_name}")
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def tick(now: datetime, steps: list[str] | None = None) -> dict[str, Any]:

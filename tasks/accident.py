@@ -231,7 +231,7 @@ class AccidentRequest(RepairRequest):
 
     @field_validator("customer", "reported_by", "description")
     @classmethod
-    def _stripped(cls, value: str | None) -> str | None:  # type: ignore[override]
+    def _stripped(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
 
     @model_validator(mode="after")

@@ -517,7 +517,7 @@ def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.St
     another keeper already did (the unique row says so)."""
     key = f"clock:{clock.id}:{step.key}"
     label = CLOCK_LABELS_ZH.get(clock.kind, clock.kind)
-    if not _claim(session, key=key, clock_id=clock.id, case_id=case.id,  # type: ignore[arg-type]
+    if not _claim(session, key=key, clock_id=clock.id, case_id=case.id,
                   kind="breach" if step.level == ladder_rules.BREACH else "ladder", level=step.level,
                   due_at=step.at, fired_at=now,
                   note=f"{label}超时" if step.level == ladder_rules.BREACH else ladder_rules.LEVELS[step.level][2]):
@@ -628,7 +628,7 @@ def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int 
         # days: a Timer not yet due) is not stale: nobody is expected to touch it before then.
         waiting_by_plan = (
             select(Timer.id)
-            .where(Timer.case_id == Case.id, Timer.fired_at.is_(None), Timer.due_at > now)  # type: ignore[union-attr,operator]
+            .where(Timer.case_id == Case.id, Timer.fired_at.is_(None), Timer.due_at > now)  # type: ignore[union-attr]
             .exists()
         )
         calendars: dict[tuple[str, str], Calendar] = {}
@@ -637,7 +637,7 @@ def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int 
         # Pages in (updated_at, id) order: candidates not yet stale by their own (longer or working-
         # time) limit do not use up the page and hide a stale case behind them.
         while fired < limit:
-            query = select(Case).where(Case.closed_at.is_(None), Case.updated_at <= now - shortest,  # type: ignore[union-attr,operator]
+            query = select(Case).where(Case.closed_at.is_(None), Case.updated_at <= now - shortest,  # type: ignore[union-attr]
                                        ~already, ~waiting_by_plan)
             if after is not None:
                 query = query.where(sa.or_(col(Case.updated_at) > after[0],
@@ -688,7 +688,7 @@ def _escalate_stale(session: Session, case: Case, due: datetime, span: timedelta
     current = session.exec(select(sa.func.max(Escalation.level)).where(Escalation.case_id == case.id)).one() or 1
     level = ladder_rules.next_manager_level(int(current))
     key = f"stale:{case.id}:{case.updated_at.isoformat()}"
-    if not _claim(session, key=key, clock_id=None, case_id=case.id, kind="stale", level=level,  # type: ignore[arg-type]
+    if not _claim(session, key=key, clock_id=None, case_id=case.id, kind="stale", level=level,
                   due_at=due, fired_at=now, note="工单状态超时未更新，升级至上一级负责人"):
         return False
     acts, informed = ladder_rules.LEVELS[level][:2]

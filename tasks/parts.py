@@ -76,7 +76,7 @@ def issue_parts(session: Session, case_id: int, items: list[tuple[str, int]], *,
         for stock in stocks:
             updated = session.execute(
                 sa.update(Stock).where(col(Stock.id) == stock.id, col(Stock.quantity) >= wanted)
-                .values(quantity=Stock.quantity - wanted)  # type: ignore[operator]
+                .values(quantity=Stock.quantity - wanted)
             )
             if updated.rowcount == 1:  # type: ignore[attr-defined]
                 taken = stock
