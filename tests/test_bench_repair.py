@@ -23,3 +23,5 @@ def test_repair_bench_quick_writes_its_figures(tmp_path: Path) -> None:
     assert result["direct_seconds"] > 0 and result["orchestrated_seconds"] > result["direct_seconds"]
     assert abs(result["ratio"] - result["orchestrated_seconds"] / result["direct_seconds"]) <= 0.02 * result["ratio"]
     assert "ratio:" in done.stdout
+    # no resume waited for a retry: the server begins its SQLite write transactions IMMEDIATE
+    assert result["prefect_database_locked_errors"] == 0
