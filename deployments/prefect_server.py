@@ -38,6 +38,7 @@ def immediate_sqlite_writes() -> None:
             yield transaction
 
     begin_transaction.aftercare_immediate = True  # type: ignore[attr-defined]
+    begin_transaction.prefect_begin_transaction = deferred  # type: ignore[attr-defined]
     sqlite.begin_transaction = begin_transaction  # type: ignore[method-assign]
 
 

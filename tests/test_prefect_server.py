@@ -8,7 +8,6 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from deployments import prefect_server
@@ -46,9 +45,8 @@ def test_prefect_alone_leaves_the_write_lock_to_the_first_write(tmp_path, monkey
     """The race exists without the fix: a DEFERRED transaction that has only read holds no lock."""
     from prefect.server.database.configurations import AioSqliteConfiguration
 
-    monkeypatch.setattr(AioSqliteConfiguration, "begin_transaction", AioSqliteConfiguration.begin_transaction)
-    if getattr(AioSqliteConfiguration.begin_transaction, "aftercare_immediate", False):
-        pytest.skip("the fix is already applied in this process")
+    current = AioSqliteConfiguration.begin_transaction
+    monkeypatch.setattr(AioSqliteConfiguration, "begin_transaction", getattr(current, "prefect_begin_transaction", current))
     assert _write_lock_held_inside_a_transaction(tmp_path / "prefect.db") is False
 
 
