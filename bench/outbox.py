@@ -34,6 +34,7 @@ T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI size")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "outbox.json"), help="JSON file")
     args = parser.parse_args()
     rows = 400 if args.quick else 20_000
     events = rows // 2
@@ -121,7 +122,7 @@ def main() -> int:
     }
     for key, value in result.items():
         print(f"{key:32} {value}")
-    out = ROOT / "bench" / "results" / "outbox.json"
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if total == sent_once == 2 * rows else 1
