@@ -8,7 +8,7 @@ final approval → archive: 10 waits and 1 timer); `--path remote` measures the 
 - direct: the very flow function (`repair.fn`) with every Prefect task called as its plain function
   and every wait answered at once in the same thread (`direct_mode`), against the same database;
 - orchestrated: the `repair` deployment run by a real local Prefect server and runner, a decider
-  thread answering every approval the moment it appears and the keeper ticked at once for the
+  thread answering every approval the moment the run is suspended on it, the keeper ticked for the
   callback timer (so the figure is Prefect's suspend / resume / replay cost, not people's).
 
 Prints both and their ratio and writes bench/results/repair.json. `--quick`: one repair each.
