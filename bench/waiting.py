@@ -127,7 +127,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="waiting procedures in total")
     parser.add_argument("--real", type=int, default=None, help="of which really executed until suspended")
     parser.add_argument("--latency", type=int, default=None, help="approvals timed")
-    parser.add_argument("--poll", type=float, default=0.5, help="AFTERCARE_RUNNER_POLL_SECONDS (s)")
+    parser.add_argument("--poll", type=float, default=0.25, help="AFTERCARE_RUNNER_POLL_SECONDS (s)")
     parser.add_argument("--prefect-db", default=None,
                         help="Prefect's own database, e.g. postgresql+asyncpg://user@host/db (default: SQLite)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "waiting.json"))

@@ -32,7 +32,7 @@ def extra_deployments() -> list[object]:
 
 def poll_seconds(settings: Settings | None = None) -> float:
     """How often the runner asks for runs to start — the floor of approval-click latency.
-    `AFTERCARE_RUNNER_POLL_SECONDS` (default 0.5, at least 0.1; Prefect's own setting takes whole
+    `AFTERCARE_RUNNER_POLL_SECONDS` (default 0.25, at least 0.1; Prefect's own setting takes whole
     seconds only)."""
     return max(MIN_POLL_SECONDS, (settings or get_settings()).runner_poll_seconds)
 

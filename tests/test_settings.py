@@ -40,7 +40,7 @@ def test_the_runner_settings_default_as_documented(monkeypatch) -> None:
     settings = Settings()
     assert (settings.stuck_run_seconds, settings.runner_poll_seconds, settings.cold_start) == (
         300,
-        0.5,
+        0.25,
         False,
     )
 
