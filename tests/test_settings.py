@@ -48,12 +48,12 @@ def test_the_runner_settings_default_as_documented(monkeypatch) -> None:
 def test_the_runner_polls_as_often_as_set_but_not_more_than_ten_times_a_second(monkeypatch) -> None:
     from deployments.serve import poll_seconds
 
-    monkeypatch.setenv("AFTERCARE_RUNNER_POLL_SECONDS", "0.25")
-    assert poll_seconds(Settings()) == 0.25
+    monkeypatch.setenv("AFTERCARE_RUNNER_POLL_SECONDS", "0.4")
+    assert poll_seconds(Settings()) == 0.4
     monkeypatch.setenv("AFTERCARE_RUNNER_POLL_SECONDS", "0.01")
     assert poll_seconds(Settings()) == 0.1
     monkeypatch.setenv("AFTERCARE_RUNNER_POLL_SECONDS", "")  # set but empty: the default
-    assert poll_seconds(Settings()) == 0.5
+    assert poll_seconds(Settings()) == 0.25
 
 
 @pytest.mark.parametrize("raw", ["fast", "0", "-1"])
