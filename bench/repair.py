@@ -176,8 +176,10 @@ class Stack:
         import httpx
 
         log = (self.home / "server.log").open("ab")
-        self.procs.append(subprocess.Popen([sys.executable, "-m", "deployments.prefect_server", "start", "--host",
-                                            "127.0.0.1", "--port", self.env["PREFECT_API_URL"].split(":")[-1].split("/")[0]],
+        from deployments import prefect_server
+
+        port = int(self.env["PREFECT_API_URL"].split(":")[-1].split("/")[0])
+        self.procs.append(subprocess.Popen(prefect_server.command("127.0.0.1", port),
                                            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         api = self.env["PREFECT_API_URL"]
         deadline = time.monotonic() + 120

@@ -139,6 +139,7 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="aftercare-bench-waiting-"))
     os.environ["AFTERCARE_RUNNER_POLL_SECONDS"] = str(args.poll)
     os.environ["PREFECT_RUNNER_PROCESS_LIMIT"] = "8"
+    from deployments import prefect_server
     from deployments.prefect_env import prefect_env
     from models.settings import Settings
 
@@ -188,16 +189,7 @@ def main() -> int:
         t = time.monotonic()
         start(
             "server",
-            [
-                sys.executable,
-                "-m",
-                "deployments.prefect_server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(api_port),
-            ],
+            prefect_server.command("127.0.0.1", api_port),
         )
         from models.db import migrate, session_scope
 

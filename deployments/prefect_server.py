@@ -42,6 +42,11 @@ def immediate_sqlite_writes() -> None:
     sqlite.begin_transaction = begin_transaction  # type: ignore[method-assign]
 
 
+def command(host: str, port: int) -> list[str]:
+    """The command line that starts this server (for `aftercare up`, the tests and the benchmarks)."""
+    return [sys.executable, "-m", "deployments.prefect_server", "start", "--host", host, "--port", str(port)]
+
+
 def main(argv: list[str] | None = None) -> None:
     """`prefect server <argv>` (default `start`) in this process, with the fix above (a Prefect
     whose internals moved starts unchanged, and says so, rather than not at all)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from deployments import prefect_server
 from deployments.prefect_env import prefect_env
 from models.db import migrate, session_scope
 from models.settings import Settings
@@ -171,8 +172,7 @@ def run_up(settings: Settings, *, seed: bool = True, echo: Callable[[str], None]
             echo("• 启动 Prefect 服务 / starting the Prefect server (SQLite) …")
             server = sup.start(
                 "prefect-server",
-                [sys.executable, "-m", "deployments.prefect_server", "start", "--host", settings.prefect_host,
-                 "--port", str(settings.prefect_port)],
+                prefect_server.command(settings.prefect_host, settings.prefect_port),
                 env, logs,
             )
             if not wait_http(f"{api_url}/health", timeout=120, child=server):

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from sqlmodel import Session, col, or_, select
 
 from models import Case, CaseKind, Contact, Contract, Customer, Device, Role, Site, Staff, append_event
+from models.clocks import ClockStatus
 from models.db import session_scope
 from models.parties import ROLE_LABELS_ZH
 from tasks.people import customer_contacts, first_with_role
@@ -477,7 +478,7 @@ def clock(case_id: int, kind: str, action: str, at: datetime, reason: str = "") 
         assert case is not None
         if action in ("pause", "resume"):
             row = clocks.find_clock(session, case_id, kind)
-            if row is None or row.status == "stopped":
+            if row is None or row.status == ClockStatus.STOPPED:
                 return "none" if row is None else "stopped"  # nothing left to pause: the clock has run its course
             if action == "pause":
                 clocks.pause_clock(session, case_id, kind, at=at, reason=reason or "等待客户")
@@ -490,7 +491,7 @@ def clock(case_id: int, kind: str, action: str, at: datetime, reason: str = "") 
         stopped = clocks.stop_clock(session, case_id, kind, at=at)
         if stopped is None:
             return "none"
-        return "breached" if stopped.breached_at is not None else "met"
+        return clocks.verdict(stopped)
 
 
 REPAIR_DEPLOYMENT = "repair/repair"

@@ -144,9 +144,9 @@ def _relay(session: Session, clock: Clock, cal: Calendar, now: datetime) -> bool
     data: dict[str, Any] = {"clock": clock.kind, "due_at_before": _iso(old_due), "due_at": _iso(due_at), "ladder": ladder,
                             "reason": "已录入该年国务院节假日安排，按正式日历重新计算期限"}
     if clock.status == ClockStatus.STOPPED:
-        data["verdict_before"] = _verdict(clock)
+        data["verdict_before"] = verdict(clock)
         _judge(clock, closed=_was_closed(session, clock))
-        data["verdict"] = _verdict(clock)
+        data["verdict"] = verdict(clock)
     _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
     append_event(session, clock.case_id, "clock.relaid", at=now, key=f"clock:{clock.kind}:relaid:{cal.name}:{now.isoformat()}",
                  data=data)
@@ -164,7 +164,8 @@ def _judge(clock: Clock, *, closed: bool = False) -> None:
     clock.breached_at = clock.due_at if late else None
 
 
-def _verdict(clock: Clock) -> str:
+def verdict(clock: Clock) -> str:
+    """A stopped clock's judgement: met, breached, or stopped (closed with its case, deadline not passed)."""
     return "met" if clock.met_at else "breached" if clock.breached_at else "stopped"
 
 

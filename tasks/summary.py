@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from models.assets import Device, SparePart, StockMove
 from models.cases import Case, CaseKind, Event
+from models.clocks import ClockStatus
 from models.contracts import Contract
 from models.db import session_scope
 from models.inspection import RESULT_ZH, ChecklistResult, ItemResult, ServiceSummary
@@ -27,6 +28,7 @@ from models.parties import Customer, Role
 from models.reports import content_hash
 from rules import inspection as plan_rules
 from rules import kpi
+from tasks.clocks import verdict
 from tasks.render import render
 
 FAULT_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT))
@@ -327,7 +329,7 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
         )
         for cs in clocks.values()
         for c in cs
-        if not (c.status == "stopped" and c.met_at is None and c.breached_at is None)  # closed with its case
+        if not (c.status == ClockStatus.STOPPED and verdict(c) == "stopped")  # closed with its case
     ]
     facts.figures = kpi.figures(
         facts.faults, clock_facts, history=history, months=months, month_of={h.case_id: _local_month(h.reported_at, tz) for h in history}
