@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# a benchmark: deselected by the default run, `uv run pytest -m bench` runs it (.ci/run does)
+pytestmark = pytest.mark.bench
+
 
 @pytest.mark.timeout(400)
 def test_repair_bench_quick_writes_its_figures(tmp_path: Path) -> None:

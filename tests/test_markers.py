@@ -1,0 +1,27 @@
+"""The default run leaves out the benchmarks and the browser test; each of them carries its marker."""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_bench_file_is_marked_bench_and_the_default_run_deselects_it() -> None:
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    args = shlex.split(options["addopts"])
+    assert args[args.index("-m") + 1] == "not bench and not browser"
+    registered = {line.split(":")[0] for line in options["markers"]}
+    assert {"bench", "browser"} <= registered
+    bench_files = sorted((ROOT / "tests").glob("test_bench_*.py"))
+    assert bench_files
+    unmarked = [p.name for p in bench_files if "pytestmark = pytest.mark.bench" not in p.read_text()]
+    assert unmarked == []
+
+
+def test_ci_runs_the_default_run_then_the_benchmarks() -> None:
+    steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+             if line.strip().startswith("uv run pytest")]
+    assert steps[:2] == ["uv run pytest", "uv run pytest -m bench"]
