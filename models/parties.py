@@ -116,6 +116,6 @@ def _check_people(session: OrmSession, _flush_context: object, _instances: objec
     for person in (*session.new, *session.dirty):
         if not isinstance(person, Staff | Contact):
             continue
-        state = sa.inspect(person)
+        state = sa.inspect(person, raiseerr=True)  # typed Optional under SQLAlchemy 2.0 without raiseerr
         if person in session.new or any(state.attrs[name].history.has_changes() for name in _CHECKED):
             validate_person(person)
