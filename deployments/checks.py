@@ -1,8 +1,16 @@
-"""`aftercare check`: is the database reachable, is Prefect reachable, are channels configured."""
+"""`aftercare check`: is the database reachable, is Prefect reachable, does every scheduled
+deployment have its next run, are Prefect's own services healthy, are channels configured."""
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlmodel import select
@@ -27,11 +35,25 @@ def run_checks(settings: Settings, *, echo: Callable[[str], None] = print) -> bo
         return False
 
     api = settings.prefect_url
+    healthy = False
     try:
-        healthy = httpx.get(f"{api}/health", timeout=5).status_code == 200
+        with prefect_api(api) as client:
+            healthy = client.get("/health").status_code == 200
         report(healthy, "Prefect", api if healthy else f"{api} answered but is not healthy")
     except httpx.HTTPError as exc:
         report(False, "Prefect", f"无法连接 / not reachable at {api} ({type(exc).__name__}); is `aftercare up` running?")
+    if healthy:
+        for good, label, detail in schedule_checks(api, tz=settings.timezone):
+            report(good, label, detail)
+    server_log = settings.home / "logs" / "prefect-server.log"
+    if server_log.exists():
+        errors = prefect_service_errors(server_log)
+        report(not errors, "Prefect 服务日志 / server log",
+               f"{server_log}: no service error since the server started" if not errors else
+               f"Prefect 后台服务出错 / {len(errors)} service error(s) since the server started — "
+               f"scheduled runs may never be created; see {server_log}")
+        for line in errors[-3:]:
+            echo(f"    {line}")
 
     from models import Contact, Staff
     from tasks.channels import ChannelError, validate_url
@@ -55,3 +77,136 @@ def run_checks(settings: Settings, *, echo: Callable[[str], None] = print) -> bo
     for line in bad:
         echo(f"    {line}")
     return ok
+
+
+
+# ---- Prefect: scheduled deployments and the server's services -----------------------------------
+
+
+def prefect_api(api: str) -> httpx.Client:
+    """An HTTP client for the Prefect API (with Prefect's basic auth when PREFECT_API_AUTH_STRING is set).
+    Plain HTTP, not Prefect's client: `check` must answer even when Prefect's settings are wrong."""
+    auth_string = os.environ.get("PREFECT_API_AUTH_STRING", "")
+    user, _, password = auth_string.partition(":")
+    return httpx.Client(base_url=api.rstrip("/"), timeout=5,
+                        auth=httpx.BasicAuth(user, password) if auth_string else None)
+
+
+@dataclass
+class ScheduleState:
+    """One scheduled deployment as the Prefect server sees it."""
+
+    name: str  # flow-name/deployment-name
+    registered: bool
+    paused: bool
+    next_run: datetime | None  # the earliest Scheduled run still ahead (created by Prefect's scheduler)
+    crons: list[str]
+
+
+def scheduled_deployments() -> list[Any]:
+    """Every deployment aftercare serves that has a schedule (deployments.registry): a new cron
+    deployment is checked without touching this file."""
+    from deployments.registry import all_deployments
+
+    return [d for d in all_deployments() if d.schedules]
+
+
+def schedule_states(api: str, now: datetime | None = None) -> list[ScheduleState]:
+    """Ask the Prefect API, for each scheduled deployment, whether it is registered and active and
+    when its next Scheduled run starts."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    states: list[ScheduleState] = []
+    with prefect_api(api) as client:
+        for d in scheduled_deployments():
+            name = f"{d.flow_name}/{d.name}"
+            crons = [str(getattr(s.schedule, "cron", s.schedule)) for s in d.schedules]
+            answer = client.get(f"/deployments/name/{d.flow_name}/{d.name}")
+            if answer.status_code == 404:
+                states.append(ScheduleState(name, False, False, None, crons))
+                continue
+            answer.raise_for_status()
+            deployment = answer.json()
+            active = any(s.get("active", True) for s in deployment.get("schedules") or [])
+            runs = client.post("/flow_runs/filter", json={
+                "deployments": {"id": {"any_": [deployment["id"]]}},
+                "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}},
+                              "expected_start_time": {"after_": moment.isoformat()}},
+                "sort": "EXPECTED_START_TIME_ASC", "limit": 1,
+            })
+            runs.raise_for_status()
+            found = runs.json()
+            next_run = datetime.fromisoformat(found[0]["expected_start_time"]) if found else None
+            states.append(ScheduleState(name, True, bool(deployment.get("paused")) or not active, next_run, crons))
+    return states
+
+
+def schedule_checks(api: str, *, tz: str = "Asia/Shanghai", now: datetime | None = None) -> list[tuple[bool, str, str]]:
+    """(good, label, detail) for each scheduled deployment: its next run time in `tz`, or why it has none."""
+    try:
+        states = schedule_states(api, now)
+    except httpx.HTTPError as exc:
+        return [(False, "定时流程 / schedules", f"Prefect API error ({type(exc).__name__}: {exc})")]
+    zone = ZoneInfo(tz)
+    checks: list[tuple[bool, str, str]] = []
+    for state in states:
+        label = f"定时流程 / schedule {state.name}"
+        if not state.registered:
+            checks.append((False, label, "未注册 / not registered with Prefect — is the runner of `aftercare up` running?"))
+        elif state.paused:
+            checks.append((False, label, "已暂停 / paused — no run will start until the runner serves it again"))
+        elif state.next_run is None:
+            checks.append((False, label, "没有待运行的计划 / no upcoming run: Prefect's scheduler created none "
+                                         "(see the Prefect server log)"))
+        else:
+            at = state.next_run.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+            checks.append((True, label, f"下次运行 / next run {at} ({tz}), cron {', '.join(state.crons)}"))
+    return checks
+
+
+# A record of Prefect's server log: "03:00:01.282 | ERROR   | docket.dependencies - message"
+_RECORD = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \| (?P<level>[A-Z]+)\s*\| (?P<logger>\S+) - (?P<message>.*)$")
+# Printed by `prefect server start` each time it starts; the log is appended to across restarts.
+_SERVER_STARTED = "Configure Prefect to communicate with the server"
+# The background services (scheduler, late runs, pause expirations, ...) run as docket tasks.
+_SERVICE_LOGGERS = ("prefect.server.services", "docket")
+_SERVICE_CODE = "prefect/server/services/"
+_LOG_TAIL_BYTES = 4_000_000
+
+
+def service_errors_in(text: str) -> list[str]:
+    """The errors of Prefect's background services in a server log since the server last started:
+    an ERROR/CRITICAL record of a service logger, or any traceback through prefect/server/services.
+    Each is one line: time, logger, message and the exception that ended the traceback."""
+    start = text.rfind(_SERVER_STARTED)
+    lines = text[start:].splitlines() if start >= 0 else text.splitlines()
+    chunks: list[tuple[re.Match[str] | None, list[str]]] = [(None, [])]
+    for line in lines:
+        record = _RECORD.match(line)
+        if record:
+            chunks.append((record, []))
+        else:
+            chunks[-1][1].append(line)
+    errors: list[str] = []
+    for record, rest in chunks:
+        body = "\n".join(rest)
+        traced = "Traceback (most recent call last)" in body and _SERVICE_CODE in body
+        flagged = record is not None and record["level"] in ("ERROR", "CRITICAL") and (
+            record["logger"].startswith(_SERVICE_LOGGERS) or _SERVICE_CODE in body)
+        if not (traced or flagged):
+            continue
+        raised = [r.strip() for r in rest if r.strip() and not r.startswith((" ", "\t", "Traceback"))]
+        head = (f"{record['logger']} {record['level']}: {record['message'].strip()}" if record
+                else "traceback")
+        errors.append(head + (f" — {raised[-1]}" if raised else ""))
+    return errors
+
+
+def prefect_service_errors(log: Path) -> list[str]:
+    """service_errors_in() of the Prefect server log `log` (its last few MB)."""
+    try:
+        with log.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _LOG_TAIL_BYTES))
+            return service_errors_in(handle.read().decode(errors="replace"))
+    except FileNotFoundError:
+        return []

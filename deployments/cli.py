@@ -96,6 +96,7 @@ def check() -> None:
     from deployments.checks import run_checks
 
     settings = load_settings()
+    use_prefect_of(settings)  # the scheduled deployments are read from the registry, which imports Prefect
     ok = run_checks(settings, echo=typer.echo)
     raise typer.Exit(0 if ok else 1)
 
