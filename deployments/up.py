@@ -24,7 +24,7 @@ import httpx
 from deployments import prefect_server
 from deployments.prefect_env import prefect_env
 from models.db import migrate, session_scope
-from models.settings import Settings
+from models.settings import Settings, open_private, private_dir
 
 
 class StartupError(RuntimeError):
@@ -45,9 +45,8 @@ class Supervisor:
     stopping: bool = False
 
     def start(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> Child:
-        logs.mkdir(parents=True, exist_ok=True)
-        log = logs / f"{name}.log"
-        handle = log.open("ab")
+        log = private_dir(logs) / f"{name}.log"
+        handle = open_private(log, "ab")
         proc = subprocess.Popen(
             argv, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stopping it stops its children too
@@ -128,7 +127,10 @@ def prepare_database(settings: Settings, *, seed: bool, echo: Callable[[str], No
 
 def run_up(settings: Settings, *, seed: bool = True, echo: Callable[[str], None] = print) -> int:
     try:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        # what this process and the servers it starts create is their owner's only (the Prefect
+        # server's database, its storage of task results): the umask its children inherit
+        os.umask(0o077)
+        private_dir(settings.home)
         probe = settings.home / ".write-test"
         probe.touch()
         probe.unlink()

@@ -105,6 +105,9 @@ class Approval(SQLModel, table=True):
     channel: str | None = Field(default=None, max_length=16)
     flow_run_id: str | None = Field(default=None, max_length=64, index=True)
     resumed_at: datetime | None = utc_field(description="when the waiting run was woken after the decision")
+    link_renewed_at: datetime | None = utc_field(
+        description="when a fresh link was last sent from an expired one's page (at most one per 10 minutes)"
+    )
 
     @property
     def label(self) -> str:

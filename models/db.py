@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from models.settings import get_settings
+from models.settings import PRIVATE_DIR, get_settings, private_dir, private_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -29,8 +29,8 @@ class DatabaseError(RuntimeError):
 def _engine(url: str, busy_timeout_ms: int) -> sa.Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            _private_sqlite_file(Path(parsed.database))
         engine = sa.create_engine(
             url, connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
         )
@@ -46,6 +46,20 @@ def _engine(url: str, busy_timeout_ms: int) -> sa.Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """The database file is created 0600 before SQLite opens it: SQLite gives its -wal and -shm files
+    the database file's mode, so they are 0600 too (an older install's files are narrowed)."""
+    home = get_settings().home
+    if path.parent.resolve() == home.resolve():
+        private_dir(home)
+    elif not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=PRIVATE_DIR)
+    private_file(path)
+    for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if extra.exists():
+            private_file(extra)
 
 
 def get_engine(url: str | None = None) -> sa.Engine:

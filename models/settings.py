@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from functools import lru_cache
@@ -83,16 +84,47 @@ class Settings(BaseSettings):
         """The secret that signs links: the setting, else a key generated once into home."""
         if self.secret_key:
             return self.secret_key
-        path = self.home / "secret_key"
+        path = private_dir(self.home) / "secret_key"
         if not path.exists():
             _create_private(path, secrets.token_urlsafe(48))
         return path.read_text().strip()
 
 
+# AFTERCARE_HOME holds the database, the secret key, the logs and notifications.log — and those hold
+# customers' names, signatures and live signed links: the directory is its owner's only (0700), and
+# each of those files is 0600 from the moment it is created (never created wider, then narrowed).
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a directory only its owner may enter (0700): created so, or narrowed if it exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR:
+        with contextlib.suppress(PermissionError):  # not ours (a shared directory named on purpose)
+            path.chmod(PRIVATE_DIR)
+    return path
+
+
+def open_private(path: Path, mode: str = "a", encoding: str | None = "utf-8") -> Any:
+    """Open `path` for appending (created 0600 if new; an existing file is narrowed to 0600)."""
+    binary = "b" in mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+    with contextlib.suppress(PermissionError):  # whatever the umask; narrows a file an older version made 0644
+        os.fchmod(fd, PRIVATE_FILE)
+    return os.fdopen(fd, "ab" if binary else "a", encoding=None if binary else encoding)
+
+
+def private_file(path: Path) -> Path:
+    """Make sure `path` exists and is readable by its owner only (an empty file if new)."""
+    open_private(path, "ab").close()
+    return path
+
+
 def _create_private(path: Path, text: str) -> None:
     """Write `text` to a new file readable by its owner only (0600 from the first byte). The file
     appears whole or not at all; when another process created it first, its content stays."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     draft = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

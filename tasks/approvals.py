@@ -48,6 +48,7 @@ log = logging.getLogger("aftercare.approvals")
 
 LINK_PURPOSE = "a"  # links look like <base>/a/<token>
 _MIN_WINDOW = timedelta(days=1)  # a renewed link lives at least this long
+RENEW_EVERY = timedelta(minutes=10)  # at most one fresh link per approval in this long (a page reloaded, a bot)
 
 
 class Decision(BaseModel):
@@ -93,6 +94,7 @@ Outcome = Literal[
     "invalid",
     "content_changed",
     "not_found",
+    "too_soon",
 ]
 
 
@@ -648,23 +650,49 @@ def wake_approval(row: Approval, now: datetime) -> Wake:
 
 
 def renew_link(approval_id: int, who: Approver, *, now: datetime) -> DecisionResult:
-    """Send the same approver a fresh link to a still-open approval whose link expired."""
+    """Send the same approver a fresh link to a still-open approval whose link expired — at most one
+    per approval in `RENEW_EVERY`; a second request is told when the last one went out."""
     with session_scope() as session:
+        # First statement of the transaction, so it takes the write lock before reading anything:
+        # of two web processes asking at once, exactly one claims the send (SQLite and PostgreSQL).
+        claimed = cast("sa.CursorResult[Any]", session.execute(
+            sa.update(Approval)
+            .where(
+                col(Approval.id) == approval_id,
+                sa.or_(col(Approval.link_renewed_at).is_(None), col(Approval.link_renewed_at) <= now - RENEW_EVERY),
+            )
+            .values(link_renewed_at=now)
+            .execution_options(synchronize_session=False)
+        )).rowcount
         row = session.get(Approval, approval_id)
         if row is None:
             return DecisionResult("not_found", "找不到此审批事项。")
+        match = [(w, p) for w, p in approvers_of(session, row) if w == who]
+        refused: DecisionResult | None = None
         if row.status == ApprovalStatus.SUPERSEDED:
-            return DecisionResult(
+            refused = DecisionResult(
                 "superseded",
                 f"此方案已被 v{row.superseded_by} 取代，无需新链接。",
                 row,
                 newer_version=row.superseded_by,
             )
-        if row.decision is not None:
-            return DecisionResult("already_decided", _already_message(row), row, decision_of(row))
-        match = [(w, p) for w, p in approvers_of(session, row) if w == who]
-        if not match:
-            return DecisionResult("not_entitled", "您不是此事项指定的审批人。", row)
+        elif row.decision is not None:
+            refused = DecisionResult("already_decided", _already_message(row), row, decision_of(row))
+        elif not match:
+            refused = DecisionResult("not_entitled", "您不是此事项指定的审批人。", row)
+        if refused is not None:  # nothing is sent: the claim is given back
+            session.expunge(row)
+            session.rollback()
+            return refused
+        if not claimed:
+            last = row.link_renewed_at or now
+            return DecisionResult(
+                "too_soon",
+                f"新链接已于 {_local(last)} 发送给 {match[0][1].name}，请查看您的通知（短信、微信或邮件）。"
+                f"为免重复打扰，10 分钟内不再重复发送；如仍未收到，请于 {_local(last + RENEW_EVERY)} 后再试，"
+                "或联系客户服务中心。",
+                row,
+            )
         if now >= row.expires_at:
             # the same validity window again, from now
             row.expires_at = now + max(row.expires_at - row.created_at, _MIN_WINDOW)

@@ -31,6 +31,7 @@ from typing import Any
 
 import apprise
 import requests
+from apprise.conversion import convert_between
 from apprise.decorators import notify
 from apprise.manager_plugins import NotificationManager
 from apprise.plugins.base import NotifyBase
@@ -41,16 +42,16 @@ from apprise.plugins.wecombot import NotifyWeComBot
 from apprise.utils.parse import parse_list, parse_phone_no
 
 from models.outbox import get_notify_settings
-from models.settings import get_settings
+from models.settings import get_settings, open_private, private_dir
 
 
 def _log_channel(
     body: str, title: str, notify_type: str, meta: dict[str, Any], *args: Any, **kwargs: Any
 ) -> bool:
-    path = get_settings().home / "notifications.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # the log holds live signed links: 0600 in the 0700 home, like the database
+    path = private_dir(get_settings().home) / "notifications.log"
     record = {"to": meta.get("url", ""), "title": title, "body": body, "type": str(notify_type)}
-    with path.open("a", encoding="utf-8") as out:
+    with open_private(path, "a") as out:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
     return True
 
@@ -294,6 +295,19 @@ class _ThreadLog(logging.Handler):
             self.lines.append(record.getMessage())
 
 
+def _as_plain_text(plugin: NotifyBase, *, title: str, body: str) -> dict[str, Any]:
+    """Our messages are plain text (`*.txt.j2`, rendered unescaped so a chat message never shows
+    "&lt;"). A channel that shows HTML (e-mail) gets them converted by Apprise's own text→HTML, which
+    escapes them — what `Apprise.notify(body_format=TEXT)` does; `deliver` calls the plugin directly
+    to read its failure reason, so the conversion is made here."""
+    fmt = plugin.notify_format
+    if fmt == apprise.NotifyFormat.TEXT:
+        return {"title": title, "body": body}
+    if title and plugin.title_maxlen <= 0:  # the title is put into the body: it is converted too
+        title = convert_between(apprise.NotifyFormat.TEXT, fmt, title)
+    return {"title": title, "body": convert_between(apprise.NotifyFormat.TEXT, fmt, body), "body_format": fmt}
+
+
 def deliver(url: str, *, title: str, body: str) -> str | None:
     """Send one message to one Apprise URL; None when it went out, else the reason it did not."""
     handler = _ThreadLog()
@@ -303,7 +317,7 @@ def deliver(url: str, *, title: str, body: str) -> str | None:
         plugin = apprise.Apprise.instantiate(url, suppress_exceptions=False)
         if plugin is None:
             return "; ".join(handler.lines) or f"unknown channel {_mask(url)}"
-        ok = plugin.notify(body=body, title=title)
+        ok = plugin.notify(**_as_plain_text(plugin, title=title, body=body))
     except Exception as exc:  # a plugin's own bug must fail this row, not the notifier
         return f"{type(exc).__name__}: {exc}"
     finally:

@@ -16,12 +16,27 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFo
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
+# What autoescapes: every HTML page aftercare serves or renders (web/templates/*.html.j2, the report
+# templates) escapes; the plain-text notification bodies (*.txt.j2, *.md.j2) must not, or a customer
+# would read "&lt;" in a chat message — they are escaped where they are shown as HTML (tasks.channels
+# converts them with Apprise's own text→HTML for an HTML channel). Anything else escapes too.
+AUTOESCAPE = select_autoescape(
+    enabled_extensions=("html", "htm", "xml", "svg", "html.j2", "htm.j2", "xml.j2", "svg.j2"),
+    disabled_extensions=("txt", "md", "txt.j2", "md.j2"),
+    default_for_string=True,
+    default=True,
+)
+
+
 @cache
-def environment() -> Environment:
+def environment(root: Path = TEMPLATES) -> Environment:
+    """The one Jinja2 environment factory: reports and notifications (`templates/`) and every page of
+    the approval web (`web/templates/`) are rendered by an environment made here — autoescaped HTML,
+    StrictUndefined, the `local` time filter."""
     env = Environment(
-        loader=FileSystemLoader(str(TEMPLATES)),
+        loader=FileSystemLoader(str(root)),
         undefined=StrictUndefined,
-        autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
+        autoescape=AUTOESCAPE,
         trim_blocks=True,
         lstrip_blocks=True,
     )

@@ -1,22 +1,38 @@
 """The approval web: signed links land here; plan, report and form pages; phone-friendly.
 
 Each page family is a router in its own module; `ROUTERS` lists them. Stateless: any number of
-these processes can run behind a load balancer.
+these processes can run behind a load balancer. Every response carries the security headers of
+`web.pages`; no OpenAPI schema or docs pages are served (this is a site for people, not an API).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from web.pages import STATIC, SecurityHeaders, templates
 
 # Router modules: each exposes `router` (fastapi.APIRouter).
 ROUTERS: list[str] = ["web.incidents", "web.reports", "web.approvals", "web.inspection"]
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="aftercare", docs_url=None, redoc_url=None)
+    app = FastAPI(title="aftercare", openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", response_class=HTMLResponse)
+    def home(request: Request) -> HTMLResponse:
+        """A plain page saying the service runs, with where to go next."""
+        from models.settings import get_settings
+
+        settings = get_settings()
+        return templates.TemplateResponse(
+            request, "home.html.j2", {"prefect_ui": settings.prefect_url.removesuffix("/api")}
+        )
 
     @app.get("/health")
     def health() -> JSONResponse:

@@ -12,12 +12,10 @@ with `app.dependency_overrides[clock]` instead of patching the clock.
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from models import Case, wallclock
@@ -25,10 +23,8 @@ from models.approvals import KIND_ZH, Approval, ApprovalKind, Channel
 from models.db import session_scope
 from tasks.approvals import LINK_PURPOSE, Approver, DecisionResult, approvers_of, decide, refusal, renew_link
 from tasks.render import _local_time
+from web.pages import templates
 from web.tokens import BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
-
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-templates.env.filters["local"] = _local_time
 
 router = APIRouter()
 
@@ -41,6 +37,7 @@ STATUS = {
     "not_entitled": 403,
     "invalid": 422,
     "not_found": 404,
+    "too_soon": 429,
 }
 TITLES = {
     "recorded": "已提交",
@@ -52,8 +49,9 @@ TITLES = {
     "invalid": "无法提交",
     "not_found": "找不到此事项",
     "forged": "链接无效",
+    "too_soon": "新链接已发送",
 }
-TONE = {"recorded": "ok", "already_decided": "warn", "superseded": "warn", "expired": "warn"}
+TONE = {"recorded": "ok", "already_decided": "warn", "superseded": "warn", "expired": "warn", "too_soon": "warn"}
 
 
 def clock() -> datetime:

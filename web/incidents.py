@@ -8,24 +8,19 @@ as JSON for a monitoring screen.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlmodel import col
 
 from models.db import session_scope
 from models.outbox import STATUS_ZH, Notification, NotificationStatus
 from models.wallclock import now as wall_now
+from web.pages import templates
 
 router = APIRouter()
 PURPOSE = "incidents"
-_env = Environment(
-    loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
-    autoescape=select_autoescape(default=True),
-)
 
 
 def incidents_link(*, days: int = 30) -> str:
@@ -92,7 +87,7 @@ def incidents_page(token: str, request: Request, format: str = "html") -> Any:
         return JSONResponse({"open_incidents": listing["open_incidents"], "outbox": listing["outbox_raw"]})
     from web.tokens import csrf_token
 
-    html = _env.get_template("incidents.html.j2").render(token=token, csrf=csrf_token(token), **listing)
+    html = templates.get_template("incidents.html.j2").render(token=token, csrf=csrf_token(token), **listing)
     return HTMLResponse(html)
 
 

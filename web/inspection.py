@@ -29,7 +29,8 @@ from tasks.approvals import Approver, approvers_of, decide, refusal
 from tasks.inspection import InspectionError, parse_checklist
 from tasks.render import _local_time
 from tasks.summary import RATING_ITEMS, RATING_PURPOSE, RATING_VALUES, record_rating
-from web.approvals import _open, _result_page, clock, message_page, templates
+from web.approvals import _open, _result_page, clock, message_page
+from web.pages import templates
 from web.tokens import BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 
 router = APIRouter()

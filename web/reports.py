@@ -10,18 +10,16 @@ through the one writer of decisions, `tasks.approvals.decide`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from functools import cache
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Response
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlmodel import Session, select
 
 from models import Contact, wallclock
 from models.db import session_scope
 from models.reports import Report
+from web.pages import templates
 from web.tokens import BadLink, ExpiredLink, check_csrf, csrf_token, sign_link, verify_link
 
 router = APIRouter()
@@ -48,18 +46,8 @@ def sign_url(report_id: int, *, now: datetime, contact_id: int | None = None,
     return sign_link(SIGN, {"r": report_id, "c": contact_id}, expires_at=now + lifetime, path="reports/sign")
 
 
-@cache
-def _pages() -> Environment:
-    from tasks.render import _local_time
-
-    env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")), undefined=StrictUndefined,
-                      autoescape=select_autoescape(enabled_extensions=("html", "html.j2")))
-    env.filters["local"] = _local_time
-    return env
-
-
 def _page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-    return HTMLResponse(_pages().get_template(f"reports/{name}.html.j2").render(**ctx), status_code=status)
+    return HTMLResponse(templates.get_template(f"reports/{name}.html.j2").render(**ctx), status_code=status)
 
 
 def _message(title: str, message: str, status: int, css: str = "") -> HTMLResponse:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 13:26:52.354268
+Create Date: 2026-12-02 02:59:30.569173
 """
 from __future__ import annotations
 
@@ -266,6 +266,7 @@ def upgrade() -> None:
     sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
     sa.Column('flow_run_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('resumed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('link_renewed_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
     sa.ForeignKeyConstraint(['decided_by_contact_id'], ['contact.id'], ),
     sa.ForeignKeyConstraint(['decided_by_staff_id'], ['staff.id'], ),
