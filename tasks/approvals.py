@@ -509,7 +509,12 @@ def _local(at: datetime | None) -> str:
 def _already_message(row: Approval) -> str:
     verb = DECISION_ZH.get(str(row.decision), str(row.decision))
     via = "（Prefect 界面）" if row.channel == Channel.PREFECT_UI else ""
-    return f"已由 {row.decided_by} 于 {_local(row.decided_at)} {verb}{via}"
+    who = row.decided_by
+    # a signature names who signed (the name typed on the page) on behalf of the contact asked to sign
+    signer = str((row.payload or {}).get("signer_name") or (row.payload or {}).get("signer") or "").strip()
+    if row.kind == ApprovalKind.SIGNATURE and signer and signer != who:
+        who = f"{signer}（代表 {who}）"
+    return f"已由 {who} 于 {_local(row.decided_at)} {verb}{via}"
 
 
 def _resolve_decider(

@@ -7,6 +7,9 @@ and every signature made on the old content stops being valid (DESIGN.md §7 row
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -160,11 +163,62 @@ def valid_signature(session: Session, report_id: int) -> Signature | None:
     return None
 
 
-def report_pdf(report: Report) -> bytes:
-    """The report as PDF (WeasyPrint; the print CSS is part of the HTML)."""
-    from weasyprint import HTML
+def report_pdf(report: Report, content: str | None = None) -> bytes:
+    """The report as PDF (WeasyPrint in a worker process, tasks.pdf; the print CSS is part of the HTML).
+    `content`: what to print instead of the issued content — `signed_content(...)` of a signed report."""
+    from tasks.pdf import html_to_pdf
 
-    return HTML(string=report.content).write_pdf()
+    return html_to_pdf(report.content if content is None else content)
+
+
+# The customer's cell of the signature block (templates/common/_signatures) between these markers is
+# filled in when a signed report is shown or printed; the issued content (what the hash binds) keeps it blank.
+SIGNATURE_SLOT = re.compile(r"<!--customer-signature-->.*?<!--/customer-signature-->", re.S)
+METHOD_ZH = {"drawn": "手写签名", "typed": "以姓名签署", "statement": "勾选确认声明"}
+PNG_DATA_URL = "data:image/png;base64,"
+
+
+def _png_data_url(image: str) -> str:
+    """The drawn signature as a data: URL if it really is a PNG, else "" (shown without the image)."""
+    if not image.startswith(PNG_DATA_URL):
+        return ""
+    try:
+        data = base64.b64decode(image[len(PNG_DATA_URL):], validate=True)
+    except (binascii.Error, ValueError):
+        return ""
+    return image if data.startswith(b"\x89PNG\r\n\x1a\n") else ""
+
+
+def on_behalf_of(session: Session, signature: Signature) -> str:
+    """The customer's contact the signer signed for, when that is someone else ("" otherwise)."""
+    from models import Contact
+
+    contact = session.get(Contact, signature.signer_contact_id) if signature.signer_contact_id else None
+    return contact.name if contact is not None and contact.name and contact.name != signature.signer_name else ""
+
+
+def signer_label(session: Session, signature: Signature) -> str:
+    """Who signed: the typed name, and for whom ("李先生（代表 北京维护负责人）")."""
+    behalf = on_behalf_of(session, signature)
+    return f"{signature.signer_name}（代表 {behalf}）" if behalf else signature.signer_name
+
+
+def signed_content(session: Session, report: Report, signature: Signature | None = None) -> str:
+    """The report as the customer signed it: the signature block shows the drawn signature, who
+    signed (on behalf of which contact) and when. Unsigned (or signed content since edited): as issued."""
+    signature = signature or valid_signature(session, report.id)  # type: ignore[arg-type]
+    if signature is None or not signature.is_valid_for(report):
+        return report.content
+    cell = render("common/_signed", lang="zh", fmt="html", image=_png_data_url(signature.image),
+                  signer=signature.signer_name, on_behalf_of=on_behalf_of(session, signature), signed_at=signature.signed_at,
+                  method_zh=METHOD_ZH.get(signature.method, signature.method), statement=signature.statement)
+    slot = f"<!--customer-signature-->{cell}<!--/customer-signature-->"
+    if SIGNATURE_SLOT.search(report.content):
+        return SIGNATURE_SLOT.sub(lambda _m: slot, report.content, count=1)
+    # a report issued without the block (or edited out of it): the signature goes at its end
+    block = f'<div class="section signatures"><h2>客户签字</h2><table class="sign"><tr><th>客户签字</th><td>{slot}</td></tr></table></div>'
+    head, sep, tail = report.content.rpartition("</body>")
+    return f"{head}{block}{sep}{tail}" if sep else report.content + block
 
 
 def timeline(session: Session, case_id: int) -> dict[str, Any]:

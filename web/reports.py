@@ -157,21 +157,26 @@ def _decide(report: Report, decision: str, *, contact_id: int | None, by: str, c
 
 @router.get("/reports/{token}/pdf")
 def report_pdf_page(token: str, now: Now) -> Response:
-    from tasks.reports import report_pdf
+    from tasks.pdf import PdfError
+    from tasks.reports import report_pdf, signed_content
 
     with session_scope() as session:
         report = _viewed_report(session, token, now)
         if isinstance(report, HTMLResponse):
             return report
-        pdf = report_pdf(report)
+        content = signed_content(session, report)  # with the customer's signature, once signed
         name = f"report-{report.case_id}-{report.kind}-v{report.version}.pdf"
+    try:
+        pdf = report_pdf(report, content)  # printed in the PDF worker, outside the database session
+    except PdfError as exc:
+        return _message("PDF 生成失败", f"PDF 暂时无法生成，请稍后再试。/ {exc}", 503)
     return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}"'})
 
 
 @router.get("/reports/{token}", response_class=HTMLResponse)
 def report_page(token: str, now: Now) -> HTMLResponse:
     from models.reports import Signature
-    from tasks.reports import valid_signature
+    from tasks.reports import signed_content, signer_label, valid_signature
 
     with session_scope() as session:
         report = _viewed_report(session, token, now)
@@ -180,5 +185,7 @@ def report_page(token: str, now: Now) -> HTMLResponse:
         signature = valid_signature(session, report.id)  # type: ignore[arg-type]
         stale = signature is None and session.exec(select(Signature).where(Signature.report_id == report.id)).first() is not None
         return _page("view", page_title=report.title, report=report, signature=signature, stale=stale,
+                     content=signed_content(session, report, signature),
+                     signer=signer_label(session, signature) if signature else "",
                      status_zh=STATUS_ZH.get(report.status, report.status), pdf_url=f"/reports/{token}/pdf",
                      sign_url="")
