@@ -27,6 +27,15 @@ def run_checks(settings: Settings, *, echo: Callable[[str], None] = print) -> bo
         ok = ok and good
         echo(f"{'✔' if good else '✘'} {label}: {detail}")
 
+    # PDFs: a font that covers Chinese, or every report prints boxes (tasks/pdf.py)
+    from tasks.pdf import PdfError, cjk_font_problem
+
+    try:
+        problem, used = cjk_font_problem()
+    except PdfError as exc:
+        problem, used = str(exc), ""
+    report(problem is None, "中文字体 / CJK font", used if problem is None else problem)
+
     try:
         ping(settings.db_url)
         report(True, "数据库 / database", settings.db_url)

@@ -178,3 +178,32 @@ def _stop_pdf_worker():  # noqa: ANN202
     from tasks.pdf import shutdown
 
     shutdown()
+
+
+def test_aftercare_check_names_the_font_or_says_chinese_would_print_as_boxes(tmp_path: Path) -> None:
+    """`aftercare check` with the font wheel: a ✔ line naming it. With the wheel's file gone (a package
+    of the same name without the font ahead on the path) and no system CJK font (an `fc-list` that finds
+    nothing): a ✘ line saying Chinese would print as boxes, and the exit status 1."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", "PREFECT_"))}
+    env.update(AFTERCARE_HOME=str(tmp_path / "var"), PREFECT_API_URL="http://127.0.0.1:9/api")
+    run = [sys.executable, "-m", "deployments.cli", "check"]
+    good = subprocess.run(run, env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    assert "✔ 中文字体 / CJK font: Noto Sans CJK SC" in good.stdout, good.stdout + good.stderr
+
+    empty = tmp_path / "shadow" / "cvttf_NotoSansCJK_Regular"
+    empty.mkdir(parents=True)
+    (empty / "__init__.py").write_text("")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "fc-list").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "fc-list").chmod(0o755)
+    env.update(PYTHONPATH=str(empty.parent), PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
+    bad = subprocess.run(run, env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    line = next(line for line in bad.stdout.splitlines() if "中文字体" in line)
+    assert line.startswith("✘") and "方框" in line and "uv sync" in line, bad.stdout
+    assert bad.returncode == 1 and "Traceback" not in bad.stdout + bad.stderr
