@@ -466,7 +466,7 @@ def settle_approval(approval_id: int, attempt: int, reply: dict[str, Any]) -> De
         comment=str(reply.get("comment", "")),
         payload=reply.get("data") or None,
         channel=Channel.PREFECT_UI,
-        now=wallclock.now(),
+        now=wallclock.now(),  # when the run received the answer: the decision's time (a link's expiry does not apply)
         wake=False,
     )
     if not result.recorded:
@@ -537,9 +537,14 @@ def _resolve_decider(
 
 
 def refusal(
-    session: Session, row: Approval, *, now: datetime, content_hash: str | None = None
+    session: Session, row: Approval, *, now: datetime, content_hash: str | None = None, link: bool = True
 ) -> DecisionResult | None:
-    """Why nobody can decide this approval now (replaced, decided, content changed, expired), or None."""
+    """Why nobody can decide this approval now (replaced, decided, content changed, expired), or None.
+
+    `expires_at` is the validity of the approval's *links* (a person asks for a new one and the
+    window moves on; the run waits regardless). It is judged at `now`, the decision's time passed
+    in by the caller, and only for a decision made through a link (`link=True`): a decision in the
+    Prefect UI (staff signed in to Prefect, no link involved) is not refused for an expired link."""
     newest = session.exec(
         select(func.max(Approval.version)).where(Approval.case_id == row.case_id, Approval.step == row.step)
     ).one()
@@ -552,7 +557,7 @@ def refusal(
         return DecisionResult("already_decided", _already_message(row), row, decision_of(row))
     if content_hash and not row.content_hash.startswith(content_hash):
         return DecisionResult("content_changed", "此事项的内容已更改，此链接不再有效，请使用新链接。", row)
-    if now >= row.expires_at:
+    if link and now >= row.expires_at:
         return DecisionResult("expired", f"此链接已于 {_local(row.expires_at)} 过期，未记录任何操作。", row)
     return None
 
@@ -578,7 +583,7 @@ def decide(
         row = session.get(Approval, approval_id)
         if row is None:
             return DecisionResult("not_found", "找不到此审批事项，链接可能有误。")
-        refused = refusal(session, row, now=now, content_hash=content_hash)
+        refused = refusal(session, row, now=now, content_hash=content_hash, link=channel != Channel.PREFECT_UI)
         if refused is not None:
             return refused
         allowed = ALLOWED_DECISIONS[row.kind]

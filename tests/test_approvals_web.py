@@ -154,6 +154,25 @@ def test_expired_link_explains_and_sends_a_fresh_link_to_the_same_approver(web, 
     assert row(aid).decision == "approved"
 
 
+def test_link_expiry_is_judged_at_the_decisions_time_and_only_for_links(web, case_id) -> None:
+    """The link's validity is judged at the time of the decision passed in, never the machine's
+    clock; a decision in the Prefect UI (no link) is not refused for an expired link."""
+    from tasks.approvals import decide
+
+    aid = open_plan(case_id, 1, PLAN_V1)
+    # within the window: recorded whatever today's date is
+    in_time = decide(aid, "approved", by="吴总监", channel="link", now=EXPIRES - timedelta(minutes=1), wake=False)
+    assert in_time.outcome == "recorded" and row(aid).decided_at == EXPIRES - timedelta(minutes=1)
+
+    aid = open_plan(case_id, 2, PLAN_V2)
+    late = EXPIRES + timedelta(days=2)
+    refused = decide(aid, "approved", by="吴总监", channel="link", now=late, wake=False)
+    assert refused.outcome == "expired" and row(aid).decision is None
+    ui = decide(aid, "rejected", by="吴总监", comment="请先做回退演练", channel="prefect_ui", now=late, wake=False)
+    assert ui.outcome == "recorded"
+    assert (row(aid).decision, row(aid).channel, row(aid).decided_at) == ("rejected", "prefect_ui", late)
+
+
 def test_link_for_replaced_plan_version_is_refused(web, case_id) -> None:
     v1 = open_plan(case_id, 1, PLAN_V1)
     [old] = links(v1)
