@@ -753,3 +753,37 @@ def test_an_older_homes_wide_files_are_narrowed(tmp_path: Path, monkeypatch: pyt
         get_engine(url).dispose()
     finally:
         get_settings.cache_clear()
+
+
+def test_two_web_processes_asked_at_once_send_one_fresh_link(demo: str) -> None:
+    """The limit lives in the database: of two renewals racing (two web processes), one sends."""
+    import threading
+
+    from models.db import session_scope
+    from models.outbox import Notification
+    from tasks.approvals import Approver, open_approval, renew_link
+    from tasks.cases import RepairRequest, take_request
+    from web.tokens import verify_token
+
+    case_id = plain(take_request)(RepairRequest(customer="TYDX", reported_by="王", description="存储告警",
+                                                reported_at=T0), T0, "run-race")
+    with session_scope() as s:
+        aid = open_approval(s, case_id, "plan-approval", 1, "解决方案", "更换电源模块", approver_role="technical_director",
+                            expires_at=T0 + timedelta(hours=1), now=T0).id
+    who = Approver.parse(str(verify_token(link_of(aid).rsplit("/", 1)[1], "a", now=T0)["p"]))
+    now = T0 + timedelta(hours=2)
+    start = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def ask() -> None:
+        start.wait()
+        outcomes.append(renew_link(aid, who, now=now).outcome)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == ["recorded", "too_soon", "too_soon", "too_soon"]
+    with session_scope() as s:
+        assert len(s.exec(select(Notification).where(Notification.template == "approval_link_renewed")).all()) == 1
