@@ -787,3 +787,25 @@ def test_two_web_processes_asked_at_once_send_one_fresh_link(demo: str) -> None:
     assert sorted(outcomes) == ["recorded", "too_soon", "too_soon", "too_soon"]
     with session_scope() as s:
         assert len(s.exec(select(Notification).where(Notification.template == "approval_link_renewed")).all()) == 1
+
+
+def test_pages_and_reports_share_one_autoescaping_environment_and_no_template_carries_inline_script() -> None:
+    """Every page is rendered by the one factory's environment (HTML escaped, text messages not), and no
+    template needs what the Content-Security-Policy forbids: an inline script or an `on…` handler."""
+    from tasks.render import TEMPLATES, environment
+    from web.pages import STATIC, WEB_TEMPLATES, templates
+
+    assert templates.env is environment(WEB_TEMPLATES)
+    for env in (templates.env, environment()):
+        assert env.autoescape("approvals/page.html.j2") is True  # type: ignore[operator]
+        assert env.autoescape("repair/service_report.zh.html.j2") is True  # type: ignore[operator]
+        assert env.autoescape("notify/repair/opened.zh.txt.j2") is False  # type: ignore[operator]
+    assert environment().from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
+    for template in [*WEB_TEMPLATES.rglob("*.j2"), *TEMPLATES.rglob("*.html.j2")]:
+        source = template.read_text(encoding="utf-8")
+        for tag in re.findall(r"<script\b[^>]*>", source):
+            assert "src=" in tag, f"{template}: inline script"
+            src = re.search(r'src="/static/([^"]+)"', tag)
+            assert src and (STATIC / src[1]).is_file(), f"{template}: {tag}"
+        assert not re.search(r"<[a-zA-Z][^>]*\son[a-z]+\s*=", source), f"{template}: an on… handler"
+        assert "javascript:" not in source, template
