@@ -40,6 +40,8 @@ def prefect_env(settings: Settings, *, api_url: str | None = None) -> dict[str, 
         "AFTERCARE_WEB_PORT": str(settings.web_port),
         "AFTERCARE_STUCK_RUN_SECONDS": str(settings.stuck_run_seconds),
         "AFTERCARE_RUNNER_POLL_SECONDS": str(settings.runner_poll_seconds),
+        "AFTERCARE_BUSY_RETRY_SECONDS": str(settings.busy_retry_seconds),
+        "AFTERCARE_BUSY_RETRY_STEP_SECONDS": str(settings.busy_retry_step_seconds),
         "AFTERCARE_COLD_START": "true" if settings.cold_start else "false",
     }
     return env

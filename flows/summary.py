@@ -12,9 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 
 from tasks.cases import STEP
+from tasks.retry import task
 
 
 @task(name="月末总结 / month-end step", **STEP)

@@ -1,16 +1,29 @@
-"""The database engine, sessions and migrations.
+"""The database engine, sessions, migrations, and the retry of work that meets a busy database.
 
 One engine per URL. SQLite runs in WAL mode with a busy timeout so that the web, the runners and
 the clock keeper can write the same file; PostgreSQL is one setting away (`AFTERCARE_DATABASE_URL`).
+
+A busy database — SQLite `database is locked` (another process holds the write lock longer than
+the busy timeout), PostgreSQL serialization failures, deadlocks and lost connections — is not an
+error of the work but of the moment: `retrying` re-runs the **whole unit of work** (a flow step, a
+web request, a `transaction(...)`) with jittered back-off until a deadline
+(`AFTERCARE_BUSY_RETRY_SECONDS` for pages and commands, `AFTERCARE_BUSY_RETRY_STEP_SECONDS` for
+flow steps), then raises `DatabaseBusy`. Re-running is safe because every unit is idempotent
+(unique keys; DESIGN.md §2) and a failed transaction left nothing behind (session_scope rolls back).
+Units nest: an inner unit retries until the outer one's deadline, never past it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -20,9 +33,18 @@ from models.settings import PRIVATE_DIR, get_settings, private_dir, private_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+log = logging.getLogger("aftercare.db")
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class DatabaseError(RuntimeError):
     """The database cannot be reached or used; the message says why, for a person."""
+
+
+class DatabaseBusy(DatabaseError):
+    """The database stayed busy (locked, conflicting or unreachable) for the whole retry bound;
+    the unit of work was rolled back and nothing of it is recorded."""
 
 
 @cache
@@ -125,6 +147,156 @@ def _safe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+# --- a busy database: re-run the whole unit of work ---------------------------------------------
+
+# SQLite's primary result codes SQLITE_BUSY and SQLITE_LOCKED (extended codes such as
+# SQLITE_BUSY_SNAPSHOT carry them in the low byte).
+_SQLITE_BUSY = {5, 6}
+# PostgreSQL SQLSTATEs worth a second try: serialization failure, deadlock, lock not available,
+# the server shutting down or starting, too many connections; and the whole class 08 (connection).
+_PG_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"}
+
+_deadline: ContextVar[float | None] = ContextVar("aftercare_busy_deadline", default=None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an error of a busy database that a re-run of the unit of work may not meet again."""
+    if isinstance(exc, DatabaseBusy):
+        return False  # an inner unit already waited until the shared deadline
+    if isinstance(exc, sa.exc.DisconnectionError | sa.exc.TimeoutError):  # pool: lost or exhausted
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:  # the driver lost the connection (server restarted, backend killed)
+        return True
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _SQLITE_BUSY
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state:
+        return state in _PG_TRANSIENT or state.startswith("08")
+    # psycopg raises a bare OperationalError (no SQLSTATE) when it cannot reach the server at all
+    module = type(orig).__module__ or ""
+    if isinstance(exc, sa.exc.OperationalError) and module.startswith("psycopg"):
+        return True
+    text = str(orig).lower()
+    return isinstance(exc, sa.exc.OperationalError) and ("database is locked" in text or "is busy" in text)
+
+
+def busy_bound(kind: Literal["request", "step"] = "request") -> float:
+    """Seconds a unit of work is re-run for: requests and commands, or flow steps (the run waits)."""
+    settings = get_settings()
+    return settings.busy_retry_step_seconds if kind == "step" else settings.busy_retry_seconds
+
+
+def _policy(deadline: float, what: str) -> Any:
+    """The tenacity policy of one unit: retry transient errors with full-jitter exponential back-off
+    (0.1 s doubling up to 5 s, so that clicks and steps waiting on one lock spread out), never
+    sleeping past the deadline and stopping at it."""
+    import tenacity
+
+    jitter = tenacity.wait_random_exponential(multiplier=0.1, max=5)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        return max(0.0, min(jitter(state), deadline - time.monotonic()))
+
+    def warn(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("database busy (%s): %s runs again (attempt %d)", _reason(exc) if isinstance(exc, Exception)
+                    else exc, what, state.attempt_number + 1)
+
+    return dict(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=lambda state: time.monotonic() >= deadline,
+        wait=wait,
+        before_sleep=warn,
+        reraise=True,
+    )
+
+
+def _busy(exc: Exception, started: float) -> DatabaseBusy:
+    return DatabaseBusy(
+        f"数据库繁忙，{time.monotonic() - started:.0f} 秒内未能完成，已撤销本次操作 / "
+        f"database busy, gave up after {time.monotonic() - started:.0f} s: {_reason(exc)}"
+    )
+
+
+def run_retrying(work: Callable[[], T], *, kind: Literal["request", "step"] = "request",
+                 seconds: float | None = None, what: str = "the unit of work") -> T:
+    """Call `work()`; while it fails on a busy database, call it again (the whole of it) until the
+    deadline — this unit's bound, or the enclosing unit's deadline when nested — then DatabaseBusy."""
+    import tenacity
+
+    started = time.monotonic()
+    outer = _deadline.get()
+    deadline = outer if outer is not None else started + (seconds if seconds is not None else busy_bound(kind))
+    token = _deadline.set(deadline)
+    try:
+        for attempt in tenacity.Retrying(**_policy(deadline, what)):
+            with attempt:
+                return work()
+    except Exception as exc:
+        if is_transient(exc):
+            raise _busy(exc, started) from exc
+        raise
+    finally:
+        _deadline.reset(token)
+    raise AssertionError("unreachable: tenacity either returns, or raises")  # pragma: no cover
+
+
+async def run_retrying_async(work: Callable[[], Awaitable[T]], *, seconds: float | None = None,
+                             what: str = "the request") -> T:
+    """`run_retrying` for async work (the web's middleware re-runs a whole request this way); the
+    deadline is shared with the sync units the request runs in its thread pool."""
+    import tenacity
+
+    started = time.monotonic()
+    outer = _deadline.get()
+    deadline = outer if outer is not None else started + (seconds if seconds is not None else busy_bound())
+    token = _deadline.set(deadline)
+    try:
+        async for attempt in tenacity.AsyncRetrying(**_policy(deadline, what)):
+            with attempt:
+                return await work()
+    except Exception as exc:
+        if is_transient(exc):
+            raise _busy(exc, started) from exc
+        raise
+    finally:
+        _deadline.reset(token)
+    raise AssertionError("unreachable: tenacity either returns, or raises")  # pragma: no cover
+
+
+def retrying(fn: Callable[P, T] | None = None, *, kind: Literal["request", "step"] = "request") -> Any:
+    """Decorator: the function is one unit of work, re-run whole on a busy database (`run_retrying`).
+
+    `kind="step"` for flow steps (tasks.retry.task applies it to every task): their run waits
+    `AFTERCARE_BUSY_RETRY_STEP_SECONDS` rather than failing."""
+
+    def decorate(func: Callable[P, T]) -> Callable[P, T]:
+        what = f"{func.__module__}.{func.__qualname__}"
+
+        @functools.wraps(func)
+        def unit(*args: P.args, **kwargs: P.kwargs) -> T:
+            return run_retrying(lambda: func(*args, **kwargs), kind=kind, what=what)
+
+        return unit
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def transaction(work: Callable[[Session], T], *, url: str | None = None,
+                kind: Literal["request", "step"] = "request") -> T:
+    """`work(session)` in one transaction (`session_scope`), the whole of it re-run on a busy database."""
+
+    def once() -> T:
+        with session_scope(url) as session:
+            return work(session)
+
+    return run_retrying(once, kind=kind, what=getattr(work, "__qualname__", "a transaction"))

@@ -44,12 +44,27 @@ class Settings(BaseSettings):
         gt=0,
         description="how often the runner asks for runs to start (deployments.serve; at least 0.1)",
     )
+    busy_retry_seconds: float = Field(
+        # ≥ 60 s by the fault matrix (DESIGN.md §7 row 10): a click during a long write by another
+        # process waits and is recorded; only a lock held longer answers "系统繁忙" (HTTP 503)
+        default=90,
+        gt=0,
+        description="how long a web request (or a command) re-runs its work while the database is busy",
+    )
+    busy_retry_step_seconds: float = Field(
+        default=900,
+        gt=0,
+        description="how long a flow step re-runs its work while the database is busy (the run waits)",
+    )
     cold_start: bool = Field(
         default=False,
         description="start every flow run in a new interpreter, not a warm fork (deployments.warm_start)",
     )
 
-    @field_validator("stuck_run_seconds", "runner_poll_seconds", "cold_start", mode="before")
+    @field_validator(
+        "stuck_run_seconds", "runner_poll_seconds", "busy_retry_seconds", "busy_retry_step_seconds", "cold_start",
+        mode="before",
+    )
     @classmethod
     def _empty_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         # `AFTERCARE_COLD_START=` (set, but empty) has always meant "off", and likewise the default

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from prefect import task
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from sqlmodel import Session, col, func, select
 
@@ -28,6 +27,7 @@ from models.parties import Customer
 from rules import accident as rules
 from tasks.cases import SEVERITY_HELP, STEP, IntakeError, RepairRequest, case_facts, open_case
 from tasks.people import customer_contacts, first_with_role, staff_with_role
+from tasks.retry import task
 
 FoundBy = Literal["customer", "service_centre", "inspection", "repair"]
 

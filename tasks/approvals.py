@@ -18,10 +18,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
-from prefect import task
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
@@ -39,9 +38,10 @@ from models.approvals import (
     DecisionKind,
     content_hash,
 )
-from models.db import session_scope
+from models.db import session_scope, transaction
 from models.parties import ROLE_LABELS_ZH, Role
 from tasks.cases import STEP
+from tasks.retry import task
 from tasks.timers import Wake, current_run_id, suspend_key, wake_run
 
 log = logging.getLogger("aftercare.approvals")
@@ -372,19 +372,7 @@ def open_approval(
     return row
 
 
-# SQLite answers "database is locked" at once when a read transaction must become a write while
-# another process writes; the step is idempotent, so a retry is safe (DESIGN.md §7 row 10).
-class RetryOptions(TypedDict):
-    """The `@task` retry keywords, typed so `**RETRY` checks against `task`'s overloads."""
-
-    retries: int
-    retry_delay_seconds: list[float]
-
-
-RETRY: RetryOptions = dict(retries=3, retry_delay_seconds=[0.5, 2, 5])
-
-
-@task(name="request_approval", **STEP, **RETRY)
+@task(name="request_approval", **STEP)
 def request_approval(
     case_id: int,
     step: str,
@@ -438,7 +426,7 @@ class ApprovalState(BaseModel):
     decision: Decision | None = None
 
 
-@task(name="approval_status", **STEP, **RETRY)
+@task(name="approval_status", **STEP)
 def approval_status(approval_id: int, attempt: int) -> ApprovalState:
     """Read whether the approval is decided (the attempt number makes each re-check a fresh read)."""
     with session_scope() as session:
@@ -448,7 +436,7 @@ def approval_status(approval_id: int, attempt: int) -> ApprovalState:
         return ApprovalState(kind=row.kind, decision=decision_of(row))
 
 
-@task(name="settle_approval", **STEP, **RETRY)
+@task(name="settle_approval", **STEP)
 def settle_approval(approval_id: int, attempt: int, reply: dict[str, Any]) -> Decision | None:
     """After a wake-up: the recorded decision, or record the one submitted in the Prefect UI form."""
     from prefect import get_run_logger
@@ -654,8 +642,9 @@ def wake_approval(row: Approval, now: datetime) -> Wake:
     else:
         outcome = wake_run(row.flow_run_id, approval_key(row.step, row.version), run_input_for(row))
     if outcome is not Wake.NOT_YET:
-        with session_scope() as session:
-            session.execute(sa.update(Approval).where(col(Approval.id) == row.id).values(resumed_at=now))
+        # its own unit of work: the run is already woken, so a busy database must not re-run the click
+        transaction(lambda session: session.execute(
+            sa.update(Approval).where(col(Approval.id) == row.id).values(resumed_at=now)))
     return outcome
 
 

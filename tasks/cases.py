@@ -14,7 +14,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict, cast
 
-from prefect import task
 from prefect.cache_policies import INPUTS, RUN_ID, CachePolicy
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, or_, select
@@ -24,6 +23,7 @@ from models.clocks import ClockStatus
 from models.db import session_scope
 from models.parties import ROLE_LABELS_ZH
 from tasks.people import customer_contacts, first_with_role
+from tasks.retry import task
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pendulum
 import sqlalchemy as sa
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
@@ -25,6 +24,7 @@ from models.contracts import Contract
 from models.db import session_scope
 from rules import inspection as rules
 from tasks.cases import STEP, RequiredText
+from tasks.retry import task
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun

@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from prefect import task
 from sqlmodel import Session, col, select
 
 from models import SparePart, Stock, StockMove, append_event
 from models.db import session_scope
 from tasks.cases import STEP
+from tasks.retry import task
 
 
 class PartsError(ValueError):

@@ -13,7 +13,6 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from prefect import task
 from sqlmodel import Session, col, select
 
 from models import Case, Event, append_event
@@ -22,6 +21,7 @@ from models.reports import REPORT_TITLES_ZH, Report, ReportKind, Signature, cont
 from rules.plans import Plan, PlanError, first_plan, revise
 from tasks.cases import STEP, case_facts
 from tasks.render import render
+from tasks.retry import task
 
 
 class ReportError(ValueError):

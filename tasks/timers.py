@@ -16,7 +16,6 @@ from typing import Any, cast
 from uuid import UUID
 
 import sqlalchemy as sa
-from prefect import task
 from prefect.flow_runs import suspend_flow_run
 from sqlmodel import col, select
 
@@ -24,6 +23,7 @@ from models import wallclock
 from models.approvals import Timer
 from models.db import session_scope
 from tasks.cases import STEP
+from tasks.retry import task
 
 log = logging.getLogger("aftercare.timers")
 
@@ -96,7 +96,7 @@ def current_time(key: str) -> datetime:
     return wallclock.now()
 
 
-@task(name="set_timer", **STEP, retries=3, retry_delay_seconds=[0.5, 2, 5])
+@task(name="set_timer", **STEP)
 def set_timer(case_id: int | None, when: datetime, key: str) -> int:
     """Record the wait (idempotent per run and key)."""
     run_id = current_run_id()
@@ -114,7 +114,7 @@ def set_timer(case_id: int | None, when: datetime, key: str) -> int:
         return found.id
 
 
-@task(name="timer_fired", **STEP, retries=3, retry_delay_seconds=[0.5, 2, 5])
+@task(name="timer_fired", **STEP)
 def timer_fired(timer_id: int, attempt: int) -> bool:
     """Has the keeper fired the timer? (the attempt number keeps each re-check a fresh read)."""
     with session_scope() as session:

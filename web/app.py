@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from web.busy import BusyRetry
 from web.pages import STATIC, SecurityHeaders, templates
 
 # Router modules: each exposes `router` (fastapi.APIRouter).
@@ -21,6 +22,9 @@ ROUTERS: list[str] = ["web.incidents", "web.reports", "web.approvals", "web.insp
 
 def create_app() -> FastAPI:
     app = FastAPI(title="aftercare", openapi_url=None, docs_url=None, redoc_url=None)
+    # a busy database re-runs the whole request, then answers "系统繁忙" (503), never a bare 500;
+    # added first, so that the security headers wrap its page too
+    app.add_middleware(BusyRetry)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

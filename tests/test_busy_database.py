@@ -1,0 +1,273 @@
+"""A busy database (DESIGN.md §7 rows 10, 11): a write that meets another process's write lock is
+re-run whole until the lock goes — in a `transaction`, a flow step and a web click alike — and
+after the bound the work gives up with nothing recorded: the web with a "系统繁忙" page (503).
+
+Real SQLite files, and a real second process holding `BEGIN IMMEDIATE` (tests/fixtures/locks.py).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from tests.conftest import T0
+from tests.fixtures.locks import sqlite_path, write_lock
+
+
+@pytest.fixture
+def sqlite_demo(aftercare_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migrated SQLite file with the demo data; SQLite's own busy wait short (200 ms), so that
+    each try of a unit of work gives up quickly and the retry around it is what waits."""
+    from deployments.seed import seed_demo
+    from models.db import migrate, session_scope
+    from models.settings import get_settings
+
+    url = f"sqlite:///{aftercare_home / 'aftercare.db'}"
+    monkeypatch.setenv("AFTERCARE_DATABASE_URL", url)
+    monkeypatch.setenv("AFTERCARE_SQLITE_BUSY_TIMEOUT_MS", "200")
+    get_settings.cache_clear()
+    migrate(url)
+    with session_scope(url) as s:
+        seed_demo(s, today=T0.date(), now=T0)
+    return url
+
+
+def new_case(title: str = "存储控制器告警") -> int:
+    from models import Case
+    from models.db import session_scope
+
+    with session_scope() as s:
+        case = Case(kind="repair", customer_id=1, title=title, reported_at=T0, created_at=T0, updated_at=T0)
+        s.add(case)
+        s.flush()
+        assert case.id is not None
+        return case.id
+
+
+def events(case_id: int, kind: str | None = None) -> list[str]:
+    from models import Event
+    from models.db import session_scope
+
+    with session_scope() as s:
+        rows = s.exec(select(Event).where(Event.case_id == case_id)).all()
+        return [e.kind for e in rows if kind is None or e.kind == kind]
+
+
+def note(case_id: int, key: str, calls: list[float]):
+    def work(session):
+        from models import append_event
+
+        calls.append(time.monotonic())
+        return append_event(session, case_id, "note", at=T0, data={"k": key}, key=key).id
+
+    return work
+
+
+# --- the unit of work --------------------------------------------------------------------------
+
+
+def test_a_transaction_waits_out_another_process_s_write_lock_and_records_once(sqlite_demo) -> None:
+    from models.db import session_scope, transaction
+
+    case_id = new_case()
+    calls: list[float] = []
+    with write_lock(sqlite_path(sqlite_demo), 3) as lock:
+        # without the retry: SQLite's own busy wait runs out and the write is lost
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"), session_scope() as s:
+            note(case_id, "plain", [])(s)
+        event_id = transaction(note(case_id, "retried", calls))
+        released = lock.wait()
+    assert event_id is not None
+    assert time.monotonic() >= released and calls[-1] >= lock.held_at + 2.5  # it really waited
+    assert len(calls) > 2  # the whole unit ran again, not one statement
+    assert events(case_id, "note") == ["note"]  # recorded once; the failed tries left nothing
+
+
+def test_a_lock_held_past_the_bound_gives_up_with_nothing_recorded(sqlite_demo, monkeypatch) -> None:
+    from models.db import DatabaseBusy, transaction
+    from models.settings import get_settings
+
+    monkeypatch.setenv("AFTERCARE_BUSY_RETRY_SECONDS", "1.5")
+    get_settings.cache_clear()
+    case_id = new_case()
+    calls: list[float] = []
+    with write_lock(sqlite_path(sqlite_demo), 4) as lock:
+        started = time.monotonic()
+        with pytest.raises(DatabaseBusy, match="数据库繁忙"):
+            transaction(note(case_id, "too-late", calls))
+        gave_up = time.monotonic() - started
+        lock.wait()
+    assert 1.4 <= gave_up < 3.5 and len(calls) >= 2
+    assert events(case_id, "note") == []
+
+
+def test_nested_units_share_one_deadline(sqlite_demo, monkeypatch) -> None:
+    """A helper that retries itself inside a request or a step stops at the outer deadline: the
+    bound is the caller's, however deep the work goes."""
+    from models.db import DatabaseBusy, run_retrying, transaction
+    from models.settings import get_settings
+
+    monkeypatch.setenv("AFTERCARE_BUSY_RETRY_SECONDS", "30")
+    get_settings.cache_clear()
+    case_id = new_case()
+    outer_calls: list[float] = []
+
+    def outer() -> int:
+        outer_calls.append(time.monotonic())
+        return transaction(note(case_id, "inner", []))  # its own bound would be 30 s
+
+    with write_lock(sqlite_path(sqlite_demo), 4) as lock:
+        started = time.monotonic()
+        with pytest.raises(DatabaseBusy):
+            run_retrying(outer, seconds=1.5)
+        assert time.monotonic() - started < 3.5
+        lock.wait()
+    assert len(outer_calls) == 1  # the inner unit used the whole deadline; the outer did not start over
+
+
+def test_an_error_that_is_not_a_busy_database_is_not_retried(sqlite_demo) -> None:
+    from models.db import run_retrying
+
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise sa.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+
+    with pytest.raises(sa.exc.IntegrityError):
+        run_retrying(broken)
+    assert calls == [1]
+
+
+def test_a_flow_step_waits_for_the_lock_and_completes(sqlite_demo) -> None:
+    """Every step is a unit of work (tasks.retry.task): `record` — the step that ended a repair run
+    Failed with `database is locked [INSERT INTO event …]` — waits and records its event once."""
+    from tasks.cases import record
+
+    case_id = new_case()
+    with write_lock(sqlite_path(sqlite_demo), 3) as lock:
+        event_id = record.fn(case_id, "remote_diagnosis", T0, key="diag")  # the step's own function
+        assert time.monotonic() >= lock.held_at + 2.5
+    assert event_id and events(case_id, "remote_diagnosis") == ["remote_diagnosis"]
+
+
+# --- the web -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def web(sqlite_demo):
+    from web.app import create_app
+    from web.approvals import clock
+
+    app = create_app()
+    app.dependency_overrides[clock] = lambda: T0 + timedelta(hours=1)
+    return TestClient(app)
+
+
+def open_plan(case_id: int) -> tuple[int, str]:
+    """A pending plan approval for the technical director, and the token of the link sent."""
+    from models.db import session_scope
+    from models.outbox import Notification
+    from tasks.approvals import open_approval
+
+    with session_scope() as s:
+        row = open_approval(s, case_id, "director-approval", 1, "解决方案", "更换电源模块，预计 30 分钟。",
+                            approver_role="technical_director", expires_at=T0 + timedelta(days=3), now=T0)
+        approval_id = row.id
+    with session_scope() as s:
+        body = s.exec(select(Notification.body).where(Notification.key.like(f"approval:{approval_id}:%"))).first()
+    token = re.search(r"/a/([A-Za-z0-9_.\-]+)", body or "")
+    assert approval_id is not None and token
+    return approval_id, token[1]
+
+
+def decision_of(approval_id: int):
+    from models.approvals import Approval
+    from models.db import session_scope
+
+    with session_scope() as s:
+        row = s.get(Approval, approval_id)
+        return row.decision if row else None
+
+
+def test_an_approval_clicked_during_a_20_s_write_lock_waits_and_is_recorded_once(
+    sqlite_demo, web, monkeypatch
+) -> None:
+    """DESIGN.md §7 row 10 as issue 15 found it: another process holds the write lock 20 s (SQLite's
+    default busy wait, 10 s, runs out twice). The click waits and is recorded once the lock goes —
+    not the bare 500 after 10 s with nothing recorded."""
+    from models.settings import get_settings
+
+    monkeypatch.delenv("AFTERCARE_SQLITE_BUSY_TIMEOUT_MS")  # the shipped busy wait, 10 s per try
+    monkeypatch.delenv("AFTERCARE_BUSY_RETRY_SECONDS", raising=False)  # the shipped bound, 90 s
+    get_settings.cache_clear()
+    case_id = new_case()
+    approval_id, token = open_plan(case_id)
+    page = web.get(f"/a/{token}")
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)[1]  # type: ignore[index]
+    with write_lock(sqlite_path(sqlite_demo), 20) as lock:
+        answer = web.post(f"/a/{token}", data={"csrf": csrf, "decision": "approved", "comment": "同意"})
+        answered = time.monotonic()
+        released = lock.wait()
+    assert answered >= released - 0.5 and answered - lock.held_at >= 19.5  # it waited for the lock
+    assert answer.status_code == 200, answer.text[:500]
+    assert "已记录" in answer.text
+    assert decision_of(approval_id) == "approved"
+    assert events(case_id, "approval_decided") == ["approval_decided"]
+
+
+def test_a_click_while_the_lock_outlasts_the_bound_answers_503_and_records_nothing(
+    sqlite_demo, web, monkeypatch
+) -> None:
+    from models.settings import get_settings
+
+    monkeypatch.setenv("AFTERCARE_BUSY_RETRY_SECONDS", "1.5")
+    get_settings.cache_clear()
+    case_id = new_case()
+    approval_id, token = open_plan(case_id)
+    page = web.get(f"/a/{token}")
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)[1]  # type: ignore[index]
+    with write_lock(sqlite_path(sqlite_demo), 5) as lock:
+        answer = web.post(f"/a/{token}", data={"csrf": csrf, "decision": "approved", "comment": "同意"})
+        assert time.monotonic() < lock.held_at + 4.5  # it gave up at the bound, before the lock went
+        lock.wait()
+    assert answer.status_code == 503
+    assert "系统繁忙，请稍后再试" in answer.text and "Traceback" not in answer.text
+    assert answer.headers["retry-after"] == "60"
+    assert decision_of(approval_id) is None and events(case_id, "approval_decided") == []
+    # nothing half-recorded: the same link works once the database is free again
+    again = web.post(f"/a/{token}", data={"csrf": csrf, "decision": "approved", "comment": "同意"})
+    assert again.status_code == 200 and decision_of(approval_id) == "approved"
+
+
+def test_two_clicks_waiting_on_one_lock_record_one_decision(sqlite_demo, web) -> None:
+    """The request is re-run whole: of two clicks that both waited, one is recorded, the other is
+    told it was already decided — the retry never records a decision twice."""
+    case_id = new_case()
+    approval_id, token = open_plan(case_id)
+    page = web.get(f"/a/{token}")
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)[1]  # type: ignore[index]
+    answers: list[int] = []
+
+    def click() -> None:
+        answers.append(web.post(f"/a/{token}", data={"csrf": csrf, "decision": "approved", "comment": "同意"})
+                       .status_code)
+
+    with write_lock(sqlite_path(sqlite_demo), 3) as lock:
+        clicks = [threading.Thread(target=click) for _ in range(2)]
+        for c in clicks:
+            c.start()
+        for c in clicks:
+            c.join(timeout=60)
+        lock.wait()
+    assert sorted(answers) == [200, 409]
+    assert decision_of(approval_id) == "approved"
+    assert events(case_id, "approval_decided") == ["approval_decided"]
