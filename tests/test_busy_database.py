@@ -271,3 +271,63 @@ def test_two_clicks_waiting_on_one_lock_record_one_decision(sqlite_demo, web) ->
     assert sorted(answers) == [200, 409]
     assert decision_of(approval_id) == "approved"
     assert events(case_id, "approval_decided") == ["approval_decided"]
+
+
+# --- PostgreSQL: the connection dies during a step ------------------------------------------------
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("AFTERCARE_TEST_PG_URL"),
+                    reason="needs AFTERCARE_TEST_PG_URL (scripts/start_test_postgres.sh)")
+def test_a_step_whose_postgresql_connection_is_killed_mid_transaction_runs_again_and_records_once(
+    aftercare_home, monkeypatch
+) -> None:
+    """DESIGN.md §7 row 11: the server ends the step's backend (`pg_terminate_backend`, as a
+    restart or a failover does) between the step's statements; the step runs again on a new
+    connection and its event is recorded once."""
+    import os
+
+    from deployments.seed import seed_demo
+    from models.db import get_engine, migrate, session_scope
+    from models.settings import get_settings
+    from tasks.cases import record
+    from tests.conftest import _drop_pg_database, _fresh_pg_database
+
+    base = os.environ["AFTERCARE_TEST_PG_URL"]
+    url, name = _fresh_pg_database(base)
+    monkeypatch.setenv("AFTERCARE_DATABASE_URL", url)
+    get_settings.cache_clear()
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        migrate(url)
+        with session_scope(url) as s:
+            seed_demo(s, today=T0.date(), now=T0)
+        case_id = new_case()
+        killed: list[int] = []
+        inserts: list[int] = []
+
+        def kill_the_backend(conn, cursor, statement, parameters, context, executemany) -> None:
+            if not statement.lstrip().upper().startswith("INSERT INTO EVENT"):
+                return
+            inserts.append(1)
+            if killed:
+                return
+            pid = conn.connection.dbapi_connection.info.backend_pid
+            with admin.connect() as a:
+                assert a.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+                while a.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                                {"pid": pid}).scalar():
+                    time.sleep(0.05)
+            killed.append(pid)
+
+        engine = get_engine(url)
+        sa.event.listen(engine, "before_cursor_execute", kill_the_backend)
+        try:
+            event_id = record.fn(case_id, "remote_diagnosis", T0, key="diag")
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", kill_the_backend)
+        assert killed and len(inserts) == 2  # the first try died with its connection; the step ran again
+        assert event_id and events(case_id, "remote_diagnosis") == ["remote_diagnosis"]
+    finally:
+        get_engine(url).dispose()
+        admin.dispose()
+        _drop_pg_database(base, name)
