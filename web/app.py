@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from web.busy import BusyRetry
@@ -41,6 +41,11 @@ def create_app() -> FastAPI:
     @app.get("/health")
     def health() -> JSONResponse:
         return JSONResponse({"status": "ok"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        # every browser asks for it: a 404 here is an error in the console of every page a person opens
+        return Response(status_code=204)
 
     for name in ROUTERS:
         app.include_router(importlib.import_module(name).router)
