@@ -21,7 +21,9 @@ def test_every_bench_file_is_marked_bench_and_the_default_run_deselects_it() -> 
     assert unmarked == []
 
 
-def test_ci_runs_the_default_run_then_the_benchmarks() -> None:
+def test_ci_runs_the_default_run_then_the_benchmarks_then_the_browser() -> None:
     steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
              if line.strip().startswith("uv run pytest")]
-    assert steps[:2] == ["uv run pytest", "uv run pytest -m bench"]
+    assert steps[:3] == ["uv run pytest", "uv run pytest -m bench", "uv run pytest -m browser"]
+    # the browser test needs Chromium: .ci/run installs Debian's package when it is missing
+    assert "need+=(chromium)" in (ROOT / ".ci" / "run").read_text()

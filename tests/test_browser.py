@@ -1,0 +1,353 @@
+"""The path a person takes, in a real browser: Debian's Chromium at a phone's 390×844 viewport against
+a real `aftercare up` (its own AFTERCARE_HOME, free ports).
+
+The dispatcher starts a repair from the Prefect UI's custom run form; the technical lead opens the
+link the notification carried and fills the diagnosis form (not solved remotely, a plan); the
+technical director approves the plan from his link; the dispatcher books the visit; the engineer
+fills the on-site record; the customer opens the plan, draws a signature on the signature pad and
+signs; the engineer's next notification (the repair record) appears. No JavaScript dialog and no
+console error may fire on aftercare's pages. Each step is saved as a PNG under
+test-artifacts/browser/ (git-ignored; CI keeps it as an artifact).
+
+Slow (`aftercare up` boots Prefect; each step is a resumed flow run): only with `pytest -m browser`.
+
+Driver: the `playwright` package (maintained by Microsoft; its wheel carries its own driver, no
+browser download) launches Debian's `chromium` through `executable_path` — `playwright install`
+is never run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "test-artifacts" / "browser"
+PHONE: Any = {"width": 390, "height": 844}  # playwright's ViewportSize
+LOCAL = ZoneInfo("Asia/Shanghai")
+# the operator's Prefect login (`aftercare up` protects the Prefect API and UI with it)
+PREFECT_AUTH = "admin:browser-test-login"
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
+
+
+def chromium_path() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def local_minute() -> str:
+    """What a person types into a time field: the current minute, Beijing time."""
+    return datetime.now(LOCAL).strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass
+class Up:
+    """A running `aftercare up`: its home, its URLs, the notifications it sent."""
+
+    home: Path
+    ui: str
+    web: str
+    proc: subprocess.Popen[str]
+
+    @property
+    def notifications(self) -> list[dict[str, Any]]:
+        log = self.home / "notifications.log"  # the demo channel log:// appends one JSON line per message
+        if not log.exists():
+            return []
+        return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def addresses(self, role: str) -> set[str]:
+        """Where the staff holding `role` are notified (the demo data's log:// addresses)."""
+        from models.db import session_scope
+        from tasks.people import staff_with_role
+
+        with session_scope(f"sqlite:///{self.home / 'aftercare.db'}") as session:
+            return {url for person in staff_with_role(session, role) for url in person.notify_urls}
+
+    def message_after(self, mark: int, *, to: set[str], title: str, timeout: float = 240) -> dict[str, Any]:
+        """The first message after the first `mark` ones, to one of `to`, whose title has `title`
+        (a real process writes it: poll, bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.notifications[mark:]:
+                if message["to"] in to and title in message["title"]:
+                    return message
+            if self.proc.poll() is not None:
+                raise AssertionError(f"aftercare up exited ({self.proc.returncode})")
+            time.sleep(0.5)
+        sent = [f"{m['to']} {m['title']}" for m in self.notifications[mark:]]
+        raise AssertionError(f"no message to {to} with {title!r} within {timeout:.0f} s; sent since: {sent}")
+
+
+def link_in(message: dict[str, Any]) -> str:
+    found = re.search(r"https?://\S+", message["body"])
+    assert found, message
+    return found[0]
+
+
+@pytest.fixture
+def aftercare_up(tmp_path: Path) -> Iterator[Up]:
+    home = tmp_path / "var"
+    prefect_port, web_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", "PREFECT_"))}
+    env.update({"AFTERCARE_HOME": str(home), "PREFECT_API_AUTH_STRING": PREFECT_AUTH})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "up", "--prefect-port", str(prefect_port), "--web-port", str(web_port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+    )
+    up = Up(home, f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{web_port}", proc)
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any("Ctrl-C" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        assert any("Ctrl-C" in line for line in lines), "".join(lines)
+        # the dispatcher's form exists once the runner has registered the repair deployment
+        user, password = PREFECT_AUTH.split(":", 1)
+        deadline, names = time.monotonic() + 180, set()
+        while time.monotonic() < deadline and "repair" not in names:
+            answer = httpx.post(f"{up.ui}/api/deployments/filter", json={}, auth=(user, password), timeout=10)
+            names = {d["name"] for d in answer.json()} if answer.status_code == 200 else set()
+            time.sleep(0.5)
+        assert "repair" in names, names
+        yield up
+    finally:
+        children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        _, alive = psutil.wait_procs(children, timeout=10)
+        for leftover in alive:
+            leftover.kill()
+
+
+@dataclass
+class Watch:
+    """What a person would see go wrong: JavaScript dialogs anywhere, console errors and uncaught
+    exceptions on aftercare's pages (the Prefect UI's own console is Prefect's business)."""
+
+    web: str
+    dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def attach(self, page: Any) -> None:
+        def on_dialog(dialog: Any) -> None:
+            self.dialogs.append(f"{dialog.type}: {dialog.message} on {page.url}")
+            dialog.dismiss()
+
+        def on_console(message: Any) -> None:
+            where = (message.location or {}).get("url", "") or page.url
+            if message.type == "error" and (where.startswith(self.web) or page.url.startswith(self.web)):
+                self.errors.append(f"{message.text} ({where})")
+
+        def on_page_error(error: Any) -> None:
+            if page.url.startswith(self.web):
+                self.errors.append(f"uncaught: {error} on {page.url}")
+
+        page.on("dialog", on_dialog)
+        page.on("console", on_console)
+        page.on("pageerror", on_page_error)
+
+
+@dataclass
+class Shots:
+    n: int = 0
+
+    def take(self, page: Any, name: str, *, full_page: bool = True) -> None:
+        self.n += 1
+        # animations finished: a toast is shown where it comes to rest, not halfway in
+        page.screenshot(path=str(SCREENSHOTS / f"{self.n:02d}-{name}.png"), full_page=full_page, animations="disabled")
+
+
+def prefect_login(page: Any) -> None:
+    """The Prefect UI asks for the API login when the server requires one."""
+    login = page.locator("input[type=password]")
+    try:
+        login.wait_for(timeout=3000)
+    except Exception:  # no login asked: the server runs without basic auth
+        return
+    login.fill(PREFECT_AUTH)
+    login.press("Enter")
+    login.wait_for(state="detached")
+
+
+def run_field(page: Any, title: str) -> Any:
+    """One field of the Prefect UI's run form, found by the title aftercare gave it."""
+    return page.locator(f"xpath=//label[.//span[normalize-space()='{title}']]/../..")
+
+
+def fill_form(page: Any, values: dict[str, str]) -> None:
+    """An aftercare form page: each field is `#f_<name>`; yes/no questions are selects."""
+    for name, value in values.items():
+        control = page.locator(f"#f_{name}")
+        if control.evaluate("e => e.tagName") == "SELECT":
+            control.select_option(value)
+        else:
+            control.fill(value)
+
+
+def submit(page: Any, button: str) -> str:
+    page.get_by_role("button", name=button, exact=True).click()
+    page.wait_for_load_state()
+    return str(page.locator("main").inner_text())
+
+
+def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(aftercare_up: Up) -> None:
+    chromium = chromium_path()
+    if chromium is None:
+        pytest.skip("no Chromium: `apt-get install chromium` (Debian's package; .ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    from models import Role
+
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+    up, shots, watch = aftercare_up, Shots(), Watch(aftercare_up.web)
+    assert not any("远程诊断" in m["title"] for m in up.notifications)
+
+    with sync_playwright() as pw:
+        # Chromium refuses to run as root with its sandbox on (CI runs as root)
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"] if os.geteuid() == 0 else [])
+
+        def phone() -> Any:  # each person has a phone of their own
+            context = browser.new_context(viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai")
+            page = context.new_page()
+            watch.attach(page)
+            return page
+
+        # 1. The dispatcher: Prefect UI → deployment repair → ⋮ → Custom run → fill → Submit.
+        dispatcher = phone()
+        dispatcher.goto(f"{up.ui}/deployments")
+        prefect_login(dispatcher)
+        dispatcher.get_by_role("link", name="repair", exact=True).first.click()
+        # at a phone's width the deployment's Run actions sit in the page heading's ⋮ menu
+        dispatcher.locator(".page-heading__trailing .p-icon-button-menu button").click()
+        dispatcher.get_by_text("Custom run", exact=True).click()
+        run_field(dispatcher, "客户").locator("textarea").fill("BJYH")
+        site = run_field(dispatcher, "机房/站点 (Optional)")
+        site.get_by_role("button", name="str", exact=True).click()
+        site.locator("textarea").fill("亦庄机房")
+        run_field(dispatcher, "报告人").locator("textarea").fill("王先生 13800000000")
+        run_field(dispatcher, "故障描述").locator("textarea").fill("存储阵列告警，第3槽硬盘故障灯亮")
+        severity = run_field(dispatcher, "故障级别 (1–4) (Optional)").locator("input")
+        severity.fill("2")
+        run_field(dispatcher, "客户").scroll_into_view_if_needed()
+        shots.take(dispatcher, "prefect-custom-run-form", full_page=False)
+        mark = len(up.notifications)
+        dispatcher.get_by_role("button", name="Submit", exact=True).click()
+        dispatcher.get_by_text("scheduled to start").first.wait_for()
+        shots.take(dispatcher, "prefect-run-submitted", full_page=False)
+
+        # 2. The technical lead opens the link the notification carried: the diagnosis form.
+        ask = up.message_after(mark, to=up.addresses(Role.TECHNICAL_LEAD), title="请联系客户并远程诊断")
+        assert "WX-" in ask["title"] and "存储阵列告警" in ask["body"]
+        lead = phone()
+        lead.goto(link_in(ask))
+        assert lead.get_by_text("诊断结论").count() == 1
+        fill_form(lead, {"contacted_at": local_minute(), "fault_confirmed": "是", "result": "阵列第3槽硬盘故障",
+                         "command_log": "show disk 3 → FAILED", "solved_remotely": "否",
+                         "plan": "1. 上门更换第3槽硬盘\n2. 重建 RAID 并校验"})
+        shots.take(lead, "diagnosis-form-filled")
+        mark = len(up.notifications)
+        assert "已记录：提交" in submit(lead, "提交")
+        shots.take(lead, "diagnosis-submitted")
+
+        # 3. The technical director approves the plan from his link.
+        ask = up.message_after(mark, to=up.addresses(Role.TECHNICAL_DIRECTOR), title="待技术总监审批")
+        director = phone()
+        director.goto(link_in(ask))
+        assert director.get_by_text("上门更换第3槽硬盘").count() >= 1  # the plan he approves is on the page
+        shots.take(director, "director-approval")
+        mark = len(up.notifications)
+        assert "已记录：批准" in submit(director, "批准")
+        shots.take(director, "director-approved")
+
+        # 4. The dispatcher books the visit with the customer.
+        ask = up.message_after(mark, to=up.addresses(Role.DISPATCHER), title="请与客户预约上门时间")
+        dispatcher.goto(link_in(ask))
+        fill_form(dispatcher, {"visit_at": local_minute(), "coordinator_joins": "否", "note": "已准备报告单和工具"})
+        shots.take(dispatcher, "visit-form-filled")
+        mark = len(up.notifications)
+        assert "已记录：提交" in submit(dispatcher, "提交")
+
+        # 5. The engineer arrives and records the on-site re-analysis (the plan stays as approved).
+        ask = up.message_after(mark, to=up.addresses(Role.ENGINEER), title="到场后请填写现场记录")
+        engineer = phone()
+        engineer.goto(link_in(ask))
+        fill_form(engineer, {"arrived_at": local_minute(), "room_rules_followed": "是",
+                             "findings": "确认第3槽硬盘故障，方案不变"})
+        shots.take(engineer, "onsite-form-filled")
+        mark = len(up.notifications)
+        assert "已记录：提交" in submit(engineer, "提交")
+
+        # 6. The customer opens the plan from the link and signs it on the signature pad.
+        ask = up.message_after(mark, to={"log://contact/BJYH"}, title="请确认解决方案 v1")
+        customer = phone()
+        customer.goto(link_in(ask))
+        shots.take(customer, "customer-plan-link")
+        # the plan's page lists its signing page; the link is shown as text, the customer opens it
+        sign_link = re.search(r"https?://\S+/reports/sign/\S+", customer.locator(".content").inner_text())
+        assert sign_link, customer.locator(".content").inner_text()
+        customer.goto(sign_link[0])
+        pad = customer.locator("canvas#pad")
+        pad.scroll_into_view_if_needed()
+        box = pad.bounding_box()
+        assert box and box["width"] <= PHONE["width"]  # the pad fits the phone's screen
+        customer.mouse.move(box["x"] + 30, box["y"] + box["height"] * 0.7)
+        customer.mouse.down()
+        for i in range(1, 28):  # a zig-zag stroke, as a finger or a mouse draws it
+            customer.mouse.move(box["x"] + 30 + i * 10, box["y"] + box["height"] * (0.7 - 0.4 * (i % 4) / 4), steps=3)
+        customer.mouse.up()
+        drawn = customer.locator("#image").input_value()
+        assert drawn.startswith("data:image/png;base64,") and len(drawn) > 1000  # the stroke, not an empty pad
+        shots.take(customer, "signature-drawn", full_page=False)
+        mark = len(up.notifications)
+        answer = submit(customer, "确认并签字")
+        shots.take(customer, "signed")
+        assert "签字成功" in answer, answer
+
+        # 7. The next notification appears: the engineer is asked for the repair record.
+        ask = up.message_after(mark, to=up.addresses(Role.ENGINEER), title="请按方案维修并填写维修记录")
+        assert link_in(ask).startswith(up.web)
+        engineer.goto(link_in(ask))
+        assert engineer.get_by_text("维修内容").count() >= 1
+        shots.take(engineer, "next-step-repair-form")
+        browser.close()
+
+    assert watch.dialogs == [], watch.dialogs
+    assert watch.errors == [], watch.errors
+    assert len(list(SCREENSHOTS.glob("*.png"))) == shots.n
