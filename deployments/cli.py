@@ -199,23 +199,24 @@ def repair_new(
     """受理一张故障报修并启动维修流程 / take a repair request and start its flow."""
     use_prefect_of(load_settings())  # before Prefect is imported: it reads its settings once
     from models.db import session_scope
+    from models.forms import explain
     from models.wallclock import now
-    from tasks.cases import IntakeError, RepairRequest, resolve_request, start_repair
+    from tasks.cases import IntakeError, RepairRequest, check_report_time, resolve_request, start_repair
 
+    # everything is checked before anything is written or started: one line says what to correct
     try:
         request = RepairRequest(customer=customer, site=site, device=device, reported_by=reported_by,
                                 channel=channel, description=description, severity=severity,
                                 reported_at=reported_at, parent_case_id=parent)
     except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+        fail(str(explain(exc, RepairRequest)))
         return
+    moment = now()
     try:
+        check_report_time(request.reported_at, moment)
         with session_scope() as session:
-            resolved = resolve_request(session, request, today=request.reported_at or now())
-    except IntakeError as exc:
-        fail(str(exc))
-        return
-    except DatabaseError as exc:
+            resolved = resolve_request(session, request, today=request.reported_at or moment)
+    except (IntakeError, DatabaseError) as exc:
         fail(str(exc))
         return
     if resolved.out_of_contract:
@@ -226,7 +227,37 @@ def repair_new(
         fail(f"无法启动维修流程（Prefect 是否在运行？先执行 aftercare up） / cannot start the repair flow: "
              f"{type(exc).__name__}: {exc}")
         return
-    typer.echo(f"已受理：{resolved.customer.name} · {resolved.site.name}；维修流程已启动 / flow run {run_id}")
+    number, problem = _wait_for_case(run_id)
+    if problem:
+        fail(f"未受理 / not taken: {problem}（流程 {run_id}）", code=1)
+    typer.echo(f"已受理：{number} {resolved.customer.name} · {resolved.site.name}；维修流程已启动 / flow run {run_id}")
+
+
+def _wait_for_case(run_id: str, timeout: float = 90.0) -> tuple[str, str]:
+    """(case number, "") once the run has opened its case; ("", why not) when the run ended without
+    one or did not open it in time — "已受理" is printed only for a case that exists."""
+    import time
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from sqlmodel import select
+
+    from models import Case
+    from models.db import session_scope
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope() as session:
+            case = session.exec(select(Case).where(Case.flow_run_id == run_id)).first()
+            if case is not None:
+                return case.number, ""
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(run_id)).state
+        if state is not None and state.is_final():
+            return "", state.message or state.name or "已结束"
+        if time.monotonic() > deadline:
+            return "", f"{timeout:.0f} 秒内流程未开单（状态 {state.name if state else '未知'}），请稍后用 Prefect 界面查看"
+        time.sleep(0.3)
 
 
 # --- aftercare calendar ... (节假日与调休) --------------------------------------------------------

@@ -43,5 +43,6 @@ def prefect_env(settings: Settings, *, api_url: str | None = None) -> dict[str, 
         "AFTERCARE_BUSY_RETRY_SECONDS": str(settings.busy_retry_seconds),
         "AFTERCARE_BUSY_RETRY_STEP_SECONDS": str(settings.busy_retry_step_seconds),
         "AFTERCARE_COLD_START": "true" if settings.cold_start else "false",
+        "AFTERCARE_INTAKE_MAX_AGE_DAYS": str(settings.intake_max_age_days),
     }
     return env

@@ -21,7 +21,8 @@ from prefect.runtime import flow_run
 
 from flows import steps
 from models import Role
-from rules.accident import AccidentPlanForm, ExecutionForm, PlanTestForm, ReviewForm
+from models.approvals import DecisionKind
+from models.forms import AccidentPlanForm, ExecutionForm, PlanTestForm, ReviewForm
 from rules.plans import Plan
 from tasks.accident import (
     AccidentRequest,
@@ -51,10 +52,12 @@ def accident(request: AccidentRequest) -> dict[str, Any]:
     from tasks.timers import current_time
 
     # the steps start from the moment the dispatcher entered (a hand-over: from now)
-    now = request.reported_at or current_time("accident-opened")
-    # 1. the lead goes on site at once; the centre informs the coordinator
+    entered = current_time("accident-opened")
+    now = request.reported_at or entered
+    # 1. the lead goes on site at once; the centre informs the coordinator (a request that cannot be
+    # taken ends the run at once, nothing written)
     try:
-        case_id = open_accident(request, now, str(flow_run.get_id() or ""))
+        case_id = open_accident(request, now, str(flow_run.get_id() or ""), entered_at=entered)
     except IntakeError as exc:
         return Failed(message=str(exc))  # type: ignore[return-value]  # a clear message, no traceback
     facts = load_case(case_id)
@@ -112,8 +115,8 @@ def plans_until_restored(case_id: int, facts: dict[str, Any], now: datetime) -> 
                                    form=PlanTestForm, now=now, content=plan.text,
                                    subject=steps.subject(facts, f"请安排测试事故处理方案第 {plan.version} 版"))
             now = test.at
-            note = test.payload.get("note", "")
-            if not record_test_result(case_id, plan.version, bool(test.payload.get("passed")), note, test.by, now):
+            note = test.value.note
+            if not record_test_result(case_id, plan.version, test.value.passed, note, test.by, now):
                 reason = f"第 {plan.version} 版方案测试失败：{note}"
                 vendor_calls += vendor_support_if_out_of_window(case_id, vendor_calls + 1, reason, now)
                 plan, now = write(plan.version + 1, reason, now)
@@ -125,12 +128,12 @@ def plans_until_restored(case_id: int, facts: dict[str, Any], now: datetime) -> 
                                now=now, subject=steps.subject(facts, f"请登记第 {plan.version} 版方案的实施结果"),
                                content=plan.text)
         now = done.at
-        note = done.payload.get("note", "")
-        result = record_execution(case_id, plan.version, done.payload.get("result", "failed"), note, done.by, now)
+        note = done.value.note
+        result = record_execution(case_id, plan.version, done.value.result, note, done.by, now)
         if result == "restored":
             return plan, now
         # failed or partial: the director comes on site, the team looks for another plan
-        if done.payload.get("standby_needed"):
+        if done.value.standby_needed:
             request_standby_machine(case_id, f"第 {plan.version} 版方案实施后无法按时恢复：{note}", now, done.by)
         call_director_on_site(case_id, attempt, plan.version, result, note, now)
         reason = f"第 {plan.version} 版方案实施结果：{'部分恢复' if result == 'partial' else '失败'}。{note}"
@@ -149,7 +152,7 @@ def write_plan(case_id: int, facts: dict[str, Any], version: int, reason: str,
                                   subject=steps.subject(facts, f"请提交事故处理方案（第 {version} 版）"),
                                   content="\n\n".join(t for t in (problem, reason or facts["description"]) if t))
         now = written.at
-        recorded = record_plan(case_id, version, written.payload, written.by, now, reason)
+        recorded = record_plan(case_id, version, written.value.model_dump(), written.by, now, reason)
         if "error" not in recorded:
             plan = Plan(version=version, text=recorded["text"], reason=reason or "initial", author=written.by)
             return plan, recorded, now
@@ -175,13 +178,13 @@ def review_until_signed_off(case_id: int, facts: dict[str, Any], now: datetime) 
                                now=now, subject=steps.subject(facts, f"请召开技术评审会议并提交评审报告（第 {version} 版）"),
                                content=f"总经理意见：{comment}" if comment else facts["description"])
         now = held.at
-        review = record_review(case_id, version, held.payload, held.by, now, comment)
+        review = record_review(case_id, version, held.value.model_dump(), held.by, now, comment)
         approval = steps.ask_staff(case_id, "gm-sign-off", version, role=Role.GENERAL_MANAGER, now=now,
                                    content=review["content"],
                                    subject=steps.subject(facts, f"技术评审报告第 {version} 版待总经理签批"))
         decision = steps.wait_for(approval, "gm-sign-off", version)
         now = decision.at
-        if decision.decision == "approved":
+        if decision.decision == DecisionKind.APPROVED:
             gm_signed_off(case_id, version, decision.by, now)
             return review["report_id"], now
         review_returned(case_id, version, decision.by, decision.comment, now)

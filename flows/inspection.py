@@ -17,13 +17,14 @@ planner that fires it for every contract.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow
 from prefect.schedules import Cron
-from pydantic import BaseModel, Field
 
 from flows import steps
+from models.approvals import DecisionKind
+from models.forms import DateForm, ProposalForm, ReconfirmForm, UnsignedForm
 from models.parties import Role
 from tasks.inspection import ExtraInspectionRequest
 
@@ -33,38 +34,6 @@ MAX_DATE_ROUNDS = 5  # after that many moves the dispatcher settles the date by 
 # PROCEDURES.md §4 step 6: an unsigned report needs the department manager's signature.
 DEPARTMENT_MANAGER = Role.DEPARTMENT_MANAGER
 CHECKLIST_PAGE = "inspection/checklist"  # web/inspection.py: the checklist form behind the engineer's link
-
-
-class DateForm(BaseModel):
-    """巡检日期确认 — the customer confirms the proposed day, proposes another, or cancels."""
-
-    action: Literal["确认", "改期", "取消"] = Field(title="操作", description="确认建议日期 / 改到另一天 / 取消本次巡检")
-    day: str = Field(default="", title="新的巡检日期", description="改期时填写，如 2026-10-20（须为工作日，且留出 3 个工作日通知期）")
-    start: str = Field(default="09:30", title="开始时间", description="如 09:30")
-    reason: str = Field(default="", title="原因", description="改期或取消的原因")
-
-
-class ProposalForm(BaseModel):
-    """巡检日期建议 — the dispatcher agrees a day with the customer by phone and proposes it."""
-
-    day: str = Field(default="", title="建议巡检日期",
-                     description="电话与客户商定的日期，如 2026-10-20（须为工作日，且留出 3 个工作日通知期）；留空即采用系统建议的日期")
-    start: str = Field(default="09:30", title="开始时间", description="如 09:30")
-    note: str = Field(default="", title="沟通情况", description="与客户电话沟通的要点，可不填")
-
-
-class ReconfirmForm(BaseModel):
-    """巡检时间再确认 — two days before: the exact time, or a cancellation."""
-
-    action: Literal["确认", "取消"] = Field(title="操作")
-    start: str = Field(default="09:30", title="到场时间", description="如 09:30")
-    reason: str = Field(default="", title="取消原因")
-
-
-class UnsignedForm(BaseModel):
-    """报告未签字说明 — why the customer did not sign, signed off by the department manager."""
-
-    reason: str = Field(title="未签字原因", min_length=2)
 
 
 # ---- the planner ------------------------------------------------------------------------------
@@ -97,26 +66,26 @@ def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict
             content=(f"您提出的日期无法安排：{problem}\n" if problem else "")
             + f"客户服务中心建议于 {day} {start} 到场巡检（周期 {facts['period']}）。请确认、改期或取消。", now=now)
         now = decision.at
-        answer = decision.payload or {}
+        answer = decision.value
         if is_cancelled(case_id, f"date-v{n}"):  # the centre cancelled while the form was open
             return None, now
-        if answer.get("action") == "取消":
-            cancel_step(case_id, answer.get("reason") or "客户取消", decision.by, now)
+        if answer.action == "取消":
+            cancel_step(case_id, answer.reason or "客户取消", decision.by, now)
             return None, now
-        if answer.get("action") == "改期":
+        if answer.action == "改期":
             # the moved date goes back to the customer as the new proposal, on the record; a date
             # that cannot be kept (not a working day, too soon for the notice) is explained instead
-            moved = check_moved_day(case_id, answer.get("day") or "", answer.get("start") or start, now)
+            moved = check_moved_day(case_id, answer.day, answer.start or start, now)
             problem = moved["problem"]
             if not problem:
                 day, start = moved["day"], moved["start"]
             continue
         # a confirmation is checked too: another time of day must be readable, and a proposal confirmed
         # so late that its 3-working-day notice has passed gives way to the earliest day that still can
-        checked = check_moved_day(case_id, day, answer.get("start") or start, now)
+        checked = check_moved_day(case_id, day, answer.start or start, now)
         problem = checked["problem"]
         if problem:
-            if (answer.get("start") or start) == start:  # the proposed day itself can no longer be kept
+            if (answer.start or start) == start:  # the proposed day itself can no longer be kept
                 day = propose_again(case_id, now)
             continue
         return fix_visit(case_id, day, checked["start"], decision.by, now), now
@@ -137,8 +106,8 @@ def dispatcher_proposes(case_id: int, facts: dict[str, Any], now: datetime) -> t
             + f"{facts['customer']} 本期（{facts['period']}）巡检，系统建议 {suggested} 09:30。"
             "电话与客户商定后填写日期；留空即采用建议日期。")
         now = answer.at
-        form = answer.payload or {}
-        proposed = dispatcher_proposal(case_id, form.get("day") or suggested, form.get("start") or "09:30", answer.by, now)
+        form = answer.value
+        proposed = dispatcher_proposal(case_id, form.day or suggested, form.start or "09:30", answer.by, now)
         if not proposed["problem"]:
             return proposed["day"], proposed["start"], now
         problem = proposed["problem"]
@@ -171,7 +140,7 @@ def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int
                                   content=doc["sign_text"], now=now)
     decision = steps.wait_for(approval, step, doc["version"])
     now = decision.at
-    if decision.decision == "signed":
+    if decision.decision == DecisionKind.SIGNED:
         bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
         record(case_id, "report_signed", now, decision.by, {"version": version, "report_version": doc["version"]},
                key=f"report-signed:v{version}", status="submitted")
@@ -180,7 +149,7 @@ def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int
                                 subject=f"{facts['number']} 巡检报告客户未签字，请说明并签字",
                                 content=f"客户意见：{decision.comment or '—'}", form=UnsignedForm, now=now)
     now = explained.at
-    reason = (explained.payload or {}).get("reason", "")
+    reason = explained.value.reason
     record(case_id, "report_unsigned", now, explained.by,
            {"version": version, "reason": reason, "customer_comment": decision.comment},
            key=f"report-unsigned:v{version}", status="submitted")
@@ -229,8 +198,8 @@ def inspection(case_id: int) -> str:
                                  now=reconfirm_at)
     if is_cancelled(case_id, "reconfirm-answer"):  # the centre cancelled while the form was open
         return "cancelled"
-    if (answer.payload or {}).get("action") == "取消":
-        cancel_step(case_id, (answer.payload or {}).get("reason") or "客户取消", answer.by, answer.at)
+    if answer.value.action == "取消":
+        cancel_step(case_id, answer.value.reason or "客户取消", answer.by, answer.at)
         return "cancelled"
     visit_at = datetime.fromisoformat(visit["visit_at"])
     wait_until(case_id, visit_at, "visit")
@@ -265,7 +234,7 @@ def inspection(case_id: int) -> str:
                                                subject=f"{facts['number']} 巡检报告待登记", content=doc["text"],
                                                now=now), step, version)
         now = check.at
-        if check.decision == "approved":
+        if check.decision == DecisionKind.APPROVED:
             record(case_id, "report_registered", now, check.by, {"version": version}, key="registered",
                    status="registered")
             return "registered"

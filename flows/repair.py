@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows.steps import (
+    answer_of,
     archive,
     ask_staff,
     callback,
@@ -35,6 +36,17 @@ from flows.steps import (
     written_account_received,
 )
 from models import Role
+from models.approvals import DecisionKind
+from models.forms import (
+    DiagnosisForm,
+    FaultReportForm,
+    GuidanceForm,
+    OnsiteForm,
+    PartsForm,
+    PlanForm,
+    RepairForm,
+    VisitForm,
+)
 from rules.plans import Plan
 from tasks.cases import (
     IntakeError,
@@ -49,70 +61,6 @@ from tasks.parts import request_parts
 from tasks.reports import first_plan_of, issue, report_context
 
 LEAD, ENGINEER, DIRECTOR, DISPATCHER = Role.TECHNICAL_LEAD, Role.ENGINEER, Role.TECHNICAL_DIRECTOR, Role.DISPATCHER
-
-
-# --- the forms of the repair flow ---------------------------------------------------------------
-
-
-class DiagnosisForm(BaseModel):
-    """远程诊断 — the technical lead calls the customer and logs in remotely."""
-
-    contacted_at: datetime = Field(title="首次联系客户时间", description="电话联系客户并确认故障的时间")
-    fault_confirmed: bool = Field(default=True, title="已与客户确认故障")
-    result: str = Field(title="诊断结论", min_length=2)
-    command_log: str = Field(default="", title="远程操作命令记录", description="远程登录执行的命令与输出，随报告提交")
-    solved_remotely: bool = Field(default=False, title="已远程解决")
-    plan: str = Field(default="", title="解决方案", description="未远程解决时填写：措施、步骤、时间安排（由技术总监审批）")
-    parts: str = Field(default="", title="所需备件", description="硬件故障：备件编码 x 数量，如 PSU-900W x1")
-
-
-class VisitForm(BaseModel):
-    """预约上门 — the centre books the visit with the customer and tells the coordinator."""
-
-    visit_at: datetime = Field(title="预约上门时间")
-    coordinator_joins: bool = Field(default=False, title="项目总协调人随同前往")
-    note: str = Field(default="", title="备注", description="已准备维修服务报告单和工具等")
-
-
-class OnsiteForm(BaseModel):
-    """到场与现场再分析 — the engineer arrives, re-confirms with the customer and re-analyses."""
-
-    arrived_at: datetime = Field(title="到场时间")
-    room_rules_followed: bool = Field(default=True, title="已按机房规定进入（鞋套、防静电垫）")
-    findings: str = Field(title="现场再分析结论", min_length=2)
-    revised_plan: str = Field(default="", title="修订后的方案", description="方案需要修改时填写；不改则留空")
-
-
-class RepairForm(BaseModel):
-    """维修记录 — repair, preventive maintenance, the 5-minute talk and the restore, as done on site."""
-
-    completed: bool = Field(title="已按方案修复")
-    work_done: str = Field(title="维修内容", min_length=2)
-    anomaly: str = Field(default="", title="异常情况", description="未能修复时说明现象，技术负责人将给予指导")
-    repaired_at: datetime | None = Field(default=None, title="修复时间")
-    maintenance: str = Field(default="", title="预防性维护", description="对所修设备做的预防性维护")
-    problems: str = Field(default="", title="5分钟交流发现的其他问题",
-                          description="每行一个，可写 [级别] 开头；每个问题都会新建维修单")
-    restored_at: datetime | None = Field(default=None, title="业务恢复时间")
-
-
-class GuidanceForm(BaseModel):
-    """技术指导 — the lead guides the engineer on an anomaly."""
-
-    guidance: str = Field(title="指导意见", min_length=2)
-    solvable: bool = Field(title="按指导可以继续维修", description="否：请技术总监决定是否转入事故处理流程")
-
-
-class FaultReportForm(BaseModel):
-    """故障处理报告 — the parts PROCEDURES.md §2 step 15 requires (times come from the record)."""
-
-    customer_engineer: str = Field(title="客户工程师", min_length=1)
-    symptoms: str = Field(title="故障现象", min_length=2)
-    business_impact: str = Field(title="业务影响", min_length=2)
-    process: str = Field(title="处理过程", min_length=2)
-    cause: str = Field(title="原因分析", min_length=2)
-    solution: str = Field(title="解决方案", min_length=2)
-    advice: str = Field(title="预防建议", min_length=2)
 
 
 class RepairOutcome(BaseModel):
@@ -135,12 +83,14 @@ def repair(request: RepairRequest) -> RepairOutcome:
 
     from tasks.timers import current_time
 
-    # Intake: the dispatcher's form; the clocks start at the reported time.
-    now = request.reported_at or current_time("intake")
+    # Intake: the dispatcher's form; the clocks start at the reported time. A request that cannot be
+    # taken (unknown customer or case, a report time in the future or long past) ends the run at once.
+    entered = current_time("intake")
+    now = request.reported_at or entered
     try:
         case_id = take_request(request, now, str(flow_run.id), tell=[
             {"template": "repair/opened", "key": "opened", "roles": [DISPATCHER, LEAD, ENGINEER]},
-            {"template": "repair/received", "key": "received", "customer": True}])
+            {"template": "repair/received", "key": "received", "customer": True}], entered_at=entered)
     except IntakeError as exc:
         return Failed(message=str(exc))  # type: ignore[return-value]  # a clear message, no traceback
     facts = load_case(case_id)
@@ -152,28 +102,27 @@ def repair(request: RepairRequest) -> RepairOutcome:
     diagnosis = fill_form(case_id, "diagnosis", 1, role=LEAD, form=DiagnosisForm, now=now,
                           subject=subject(facts, "请联系客户并远程诊断"), content=facts["description"])
     now = diagnosis.at
-    found = diagnosis.payload
-    contacted_at = _when(found.get("contacted_at"), now)
-    record(case_id, "first_contact", contacted_at, diagnosis.by, {"fault_confirmed": found.get("fault_confirmed", True)})
-    clock(case_id, "first_contact", "stop", contacted_at)
-    clock(case_id, "remote_response", "stop", contacted_at)
+    found = diagnosis.value
+    record(case_id, "first_contact", found.contacted_at, diagnosis.by, {"fault_confirmed": found.fault_confirmed})
+    clock(case_id, "first_contact", "stop", found.contacted_at)
+    clock(case_id, "remote_response", "stop", found.contacted_at)
     record(case_id, "remote_diagnosis", now, diagnosis.by,
-           {"result": found.get("result", ""), "command_log": found.get("command_log", ""),
-            "solved": bool(found.get("solved_remotely"))})
+           {"result": found.result, "command_log": found.command_log, "solved": found.solved_remotely})
 
     plan: Plan | None = None
-    work: dict[str, Any] = {}
+    work: RepairForm | None = None
+    engineer = diagnosis.by
     new_repairs: list[str] = []
-    if found.get("solved_remotely"):  # → straight to the report (step 12)
+    if found.solved_remotely:  # → straight to the report (step 12)
         record(case_id, "repaired", now, diagnosis.by, {"remote": True})
         record(case_id, "restored", now, diagnosis.by, {"remote": True})
         clock(case_id, "restore", "stop", now)
         repaired_at = now
     else:
         # 3. Solution plan, approved by the technical director; spare parts from the store.
-        plan = _first_plan(case_id, facts, found.get("plan", ""), diagnosis.by, now)
+        plan = _first_plan(case_id, facts, found.plan, diagnosis.by, now)
         plan, now = director_approves_plan(case_id, facts, plan, now=now)
-        parts = found.get("parts", "").strip()
+        parts = found.parts
         if parts:
             clock(case_id, "spare_part", "start", now)
             parts, now = _issue_parts(case_id, facts, parts, diagnosis.by, now)
@@ -182,9 +131,9 @@ def repair(request: RepairRequest) -> RepairOutcome:
         visit = fill_form(case_id, "visit", 1, role=DISPATCHER, form=VisitForm, now=now,
                           subject=subject(facts, "请与客户预约上门时间"), content=plan.text)
         now = visit.at
-        visit_at = _when(visit.payload.get("visit_at"), now)
+        visit_at = visit.value.visit_at
         record(case_id, "visit_booked", now, visit.by, {"visit_at": visit_at.isoformat(),
-                                                        "coordinator_joins": visit.payload.get("coordinator_joins")},
+                                                        "coordinator_joins": visit.value.coordinator_joins},
                tell=[{"template": "repair/visit_booked", "key": "visit-booked", "roles": [COORDINATOR_ROLE],
                       "customer": True, "context": {"visit_at": visit_at}}])
         # the arrival clock runs from the moment the customer is ready for us: the agreed time, if later
@@ -194,13 +143,13 @@ def repair(request: RepairRequest) -> RepairOutcome:
         onsite = fill_form(case_id, "onsite", 1, role=ENGINEER, form=OnsiteForm, now=now,
                            subject=subject(facts, "到场后请填写现场记录"), content=plan.text)
         now = onsite.at
-        arrived_at = _when(onsite.payload.get("arrived_at"), now)
-        record(case_id, "arrived", arrived_at, onsite.by, {"room_rules_followed": onsite.payload.get("room_rules_followed")})
+        arrived_at = onsite.value.arrived_at
+        record(case_id, "arrived", arrived_at, onsite.by, {"room_rules_followed": onsite.value.room_rules_followed})
         clock(case_id, "arrival", "stop", arrived_at)
         if parts:
             clock(case_id, "spare_part", "stop", arrived_at)
-        record(case_id, "onsite_analysis", now, onsite.by, {"findings": onsite.payload.get("findings", "")})
-        revised = (onsite.payload.get("revised_plan") or "").strip()
+        record(case_id, "onsite_analysis", now, onsite.by, {"findings": onsite.value.findings})
+        revised = onsite.value.revised_plan
         if revised and revised != plan.text:
             plan = _onsite_revision(case_id, facts, plan, revised, onsite.by, now)
             plan, now = director_approves_plan(case_id, facts, plan, now=now, step="onsite-revision")
@@ -214,45 +163,47 @@ def repair(request: RepairRequest) -> RepairOutcome:
             done = fill_form(case_id, f"repair-{attempt}", attempt, role=ENGINEER, form=RepairForm, now=now,
                              subject=subject(facts, "请按方案维修并填写维修记录"), content=plan.text)
             now = done.at
-            work = done.payload
-            if work.get("completed"):
+            work = done.value
+            if work.completed:
                 break
-            record(case_id, "repair_anomaly", now, done.by, {"attempt": attempt, "anomaly": work.get("anomaly", "")},
+            record(case_id, "repair_anomaly", now, done.by, {"attempt": attempt, "anomaly": work.anomaly},
                    key=f"anomaly:{attempt}")
             guidance = fill_form(case_id, f"guidance-{attempt}", attempt, role=LEAD, form=GuidanceForm, now=now,
-                                 subject=subject(facts, "维修遇到异常，请指导"), content=work.get("anomaly", ""))
+                                 subject=subject(facts, "维修遇到异常，请指导"), content=work.anomaly)
             now = guidance.at
-            record(case_id, "lead_guidance", now, guidance.by, dict(guidance.payload), key=f"guidance:{attempt}")
-            if not guidance.payload.get("solvable"):
+            record(case_id, "lead_guidance", now, guidance.by, guidance.value.model_dump(), key=f"guidance:{attempt}")
+            if not guidance.value.solvable:
                 handover = wait_for(ask_staff(case_id, "handover", attempt, role=DIRECTOR, now=now,
                                               subject=subject(facts, "维修无法完成，是否转入事故处理流程"),
-                                              content=f"{work.get('anomaly', '')}\n\n技术负责人：{guidance.payload.get('guidance', '')}"),
+                                              content=f"{work.anomaly}\n\n技术负责人：{guidance.value.guidance}"),
                                     "handover", attempt)
                 now = handover.at
-                if handover.decision == "approved":
-                    return _hand_over(case_id, facts, handover.comment or work.get("anomaly", ""), now)
+                if handover.decision == DecisionKind.APPROVED:
+                    return _hand_over(case_id, facts, handover.comment or work.anomaly, now)
                 record(case_id, "handover_declined", now, handover.by, {"comment": handover.comment}, key=f"handover:{attempt}")
             attempt += 1
-        repaired_at = _when(work.get("repaired_at"), now)
-        record(case_id, "repaired", repaired_at, done.by, {"work_done": work.get("work_done", ""), "attempts": attempt})
+        engineer = done.by
+        repaired_at = work.repaired_at or now
+        record(case_id, "repaired", repaired_at, done.by, {"work_done": work.work_done, "attempts": attempt})
 
         # 9. Preventive maintenance.  10. 5-minute talk: each further problem opens a new repair flow.
-        record(case_id, "preventive_maintenance", now, done.by, {"done": work.get("maintenance", "")})
-        new_repairs, now = five_minute_talk(case_id, facts, now=now, problems=work.get("problems", ""))
+        record(case_id, "preventive_maintenance", now, done.by, {"done": work.maintenance})
+        new_repairs, now = five_minute_talk(case_id, facts, now=now, problems=work.problems)
 
         # 11. The customer's business is restored first.
-        restored_at = _when(work.get("restored_at"), repaired_at)
+        restored_at = work.restored_at or repaired_at
         record(case_id, "restored", restored_at, done.by, {})
         clock(case_id, "restore", "stop", restored_at)
 
     # 12. Repair service report (维修服务报告), signed by the customer.
     times = report_context(case_id, 1)
     service_report, now = service_report_signed(case_id, facts, now=now, context={
-        **times, "solved_remotely": bool(found.get("solved_remotely")), "diagnosis": found.get("result", ""),
-        "command_log": found.get("command_log", ""), "plan": plan.model_dump() if plan else None,
-        "work_done": work.get("work_done") or found.get("result", ""), "parts_used": _parts_used(case_id),
-        "maintenance": work.get("maintenance", ""), "further_problems": [p for p in (work.get("problems") or "").splitlines() if p.strip()],
-        "engineer": diagnosis.by if not work else done.by,
+        **times, "solved_remotely": found.solved_remotely, "diagnosis": found.result,
+        "command_log": found.command_log, "plan": plan.model_dump() if plan else None,
+        "work_done": (work.work_done if work else "") or found.result, "parts_used": _parts_used(case_id),
+        "maintenance": work.maintenance if work else "",
+        "further_problems": [p for p in (work.problems if work else "").splitlines() if p.strip()],
+        "engineer": engineer,
     })
 
     # 13. SMS to the service centre.  Clocks after completion: callback 2 days, account 1 week, report 24 h.
@@ -266,9 +217,10 @@ def repair(request: RepairRequest) -> RepairOutcome:
 
     # 15. Fault-handling report (故障处理报告) to the customer within 24 h of the repair — awaited
     # before the callback (14): its 24 h run out before the callback's 2 days.
-    fault = wait_for(fault_request, "fault-report", 1)
+    fault = answer_of(FaultReportForm, wait_for(fault_request, "fault-report", 1))
     fault_report = issue(case_id, "fault_report", "repair/fault_report",
-                         {**report_context(case_id, 2), **fault.payload, "engineer": fault.by}, fault.at, fault.by,
+                         {**report_context(case_id, 2), **fault.value.model_dump(), "engineer": fault.by}, fault.at,
+                         fault.by,
                          tell=[{"template": "repair/fault_report", "key": "fault-report", "customer": True}])
     clock(case_id, "fault_report", "stop", fault.at)
 
@@ -291,14 +243,12 @@ COORDINATOR_ROLE = Role.COORDINATOR
 
 def _first_plan(case_id: int, facts: dict[str, Any], text: str, author: str, now: datetime) -> Plan:
     """Plan v1 from the diagnosis form; left empty or unusable → the lead is asked for it on its own form."""
-    from flows.steps import PlanForm
-
     plan, attempt = first_plan_of(text, author), 0
     while plan is None:
         attempt += 1
         answer = fill_form(case_id, f"plan-v1-{attempt}", 1, role=LEAD, form=PlanForm, now=now,
                            subject=subject(facts, "未远程解决，请填写解决方案"), content=facts["description"])
-        plan, author = first_plan_of(answer.payload.get("plan", ""), answer.by), answer.by
+        plan, author = first_plan_of(answer.value.plan, answer.by), answer.by
     record(case_id, "plan_written", now, author, {"version": 1}, key="plan:v1")
     return plan
 
@@ -306,8 +256,6 @@ def _first_plan(case_id: int, facts: dict[str, Any], text: str, author: str, now
 def _issue_parts(case_id: int, facts: dict[str, Any], parts: str, by: str, now: datetime) -> tuple[str, datetime]:
     """The parts request goes to the store; a list it cannot take (an unreadable line, a code it does
     not stock) issues nothing and goes back to the lead, told why, until it can — or is left empty."""
-    from flows.steps import PartsForm
-
     attempt = 0
     while parts:
         issued = request_parts(case_id, parts, now, "parts" if attempt == 0 else f"parts-{attempt}", by)
@@ -317,7 +265,7 @@ def _issue_parts(case_id: int, facts: dict[str, Any], parts: str, by: str, now: 
         answer = fill_form(case_id, f"parts-{attempt}", attempt, role=LEAD, form=PartsForm, now=now,
                            subject=subject(facts, "备件清单无法受理，请更正"),
                            content=f"{issued['error']}\n\n原备件清单：{parts}")
-        now, parts, by = answer.at, answer.payload.get("parts", "").strip(), answer.by
+        now, parts, by = answer.at, answer.value.parts, answer.by
     return parts, now
 
 
@@ -339,23 +287,6 @@ def _hand_over(case_id: int, facts: dict[str, Any], reason: str, now: datetime) 
                                         "roles": [DIRECTOR, COORDINATOR_ROLE, DISPATCHER], "urgent": True,
                                         "context": {"reason": reason}}])
     return RepairOutcome(case_id=case_id, number=facts["number"], status="handed_over", accident_run=run_id)
-
-
-def _when(value: Any, default: datetime) -> datetime:
-    """A time from a form (ISO text, local time when naive) — or `default` when left empty."""
-    if not value:
-        return default
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        import pendulum
-
-        moment = pendulum.instance(moment, tz="Asia/Shanghai")
-    from datetime import UTC
-
-    return moment.astimezone(UTC)
 
 
 def _parts_used(case_id: int) -> list[dict[str, Any]]:

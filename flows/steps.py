@@ -15,12 +15,29 @@ version or attempt number into every step name and task input (replays stay exac
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from models import Role
+from models.approvals import DecisionKind
+from models.forms import (
+    CALLBACK_ITEMS,
+    AccountForm,
+    Answer,
+    CallbackForm,
+    CorrectionForm,
+    PlanForm,
+    TalkForm,
+    form_name,
+    form_spec,
+)
 from rules.plans import Plan
+
+if TYPE_CHECKING:
+    from tasks.approvals import Decision
+
+F = TypeVar("F", bound=BaseModel)
 
 Procedure = Literal["repair", "accident"]
 PROCEDURE_ZH = {"repair": "故障维修", "accident": "事故处理"}
@@ -42,73 +59,6 @@ CALLBACK_AFTER = timedelta(days=1)  # the centre calls the day after: the custom
 ACCOUNT_WITHIN = timedelta(days=7)  # §2 step 16
 
 
-# --- forms (what people fill in through their link) ------------------------------------------
-
-
-class PlanForm(BaseModel):
-    """解决方案（修订） — the lead writes or revises the plan."""
-
-    plan: str = Field(title="方案内容", description="措施、步骤、时间安排、所需工具；修订时写明改了什么", min_length=10)
-    parts: str = Field(default="", title="所需备件", description="硬件故障时填写：备件编码 x 数量，如 PSU-900W x1；无则留空")
-
-
-class PartsForm(BaseModel):
-    """备件清单（更正） — the store could not take the list as written; the lead corrects it."""
-
-    parts: str = Field(default="", title="所需备件",
-                       description="备件编码 x 数量，每行或用逗号分隔一项，如 PSU-900W x1；留空表示不需要备件")
-
-
-class TalkForm(BaseModel):
-    """5分钟交流 — other problems the customer mentions or the engineer sees."""
-
-    problems: str = Field(default="", title="发现的其他问题",
-                          description="每行一个问题，可在行首写级别如 [2]；没有则留空。每个问题都会新建一张维修单")
-
-
-Score = Literal["优", "良", "中", "差"]
-CALLBACK_ITEMS: dict[str, str] = {  # PROCEDURES.md §8, per-service scorecard
-    "response": "响应时间（30分钟内）",
-    "arrival": "到场时间",
-    "fix_speed": "故障处理速度",
-    "spare_parts": "备件供应",
-    "one_visit": "一次修复",
-    "follow_up": "跟踪与总结",
-    "attitude": "服务态度与沟通",
-    "skill": "工程师技术水平",
-    "overall": "总体评价",
-}
-
-
-class CallbackForm(BaseModel):
-    """客户回访表 — the centre calls the customer back and records the scores (优/良/中/差)."""
-
-    customer_person: str = Field(title="受访客户人员", min_length=1)
-    centre_confirmed: bool = Field(default=True, title="服务中心已确认任务完成")
-    response: Score = Field(title=CALLBACK_ITEMS["response"])
-    arrival: Score = Field(title=CALLBACK_ITEMS["arrival"])
-    fix_speed: Score = Field(title=CALLBACK_ITEMS["fix_speed"])
-    spare_parts: Score = Field(title=CALLBACK_ITEMS["spare_parts"])
-    one_visit: Score = Field(title=CALLBACK_ITEMS["one_visit"])
-    follow_up: Score = Field(title=CALLBACK_ITEMS["follow_up"])
-    attitude: Score = Field(title=CALLBACK_ITEMS["attitude"])
-    skill: Score = Field(title=CALLBACK_ITEMS["skill"])
-    overall: Score = Field(title=CALLBACK_ITEMS["overall"])
-    comments: str = Field(default="", title="客户意见与建议")
-
-
-class CorrectionForm(BaseModel):
-    """报告更正 — the engineer answers the customer's objection to a report."""
-
-    correction: str = Field(title="更正说明", description="根据客户意见所做的更正", min_length=2)
-
-
-class AccountForm(BaseModel):
-    """书面说明 — the engineer's written account of the work, within a week."""
-
-    account: str = Field(title="书面说明", description="经过、所用方案、遇到的问题与处理、遗留事项", min_length=10)
-
-
 # --- the adapter to the approvals machinery (one place) -------------------------------------
 
 
@@ -118,15 +68,17 @@ def ask_staff(case_id: int, step: str, version: int, *, role: str, subject: str,
               context: dict[str, Any] | None = None) -> int:
     """Create a pending approval / form for the staff member the case assigns to `role`; returns its id.
 
-    `expires`: how long the link stays valid — at least as long as the step is given (an expired
-    link can still be renewed from its page)."""
+    `form`: a registered form (models.forms; every answer is validated with it) or a page's own
+    spec (the inspection checklist). `expires`: how long the link stays valid — at least as long
+    as the step is given (an expired link can still be renewed from its page)."""
     from tasks.approvals import request_approval
     from tasks.cases import assignees
 
     staff = assignees(case_id, role)
+    spec, name = _form(form)
     return request_approval(
         case_id, step, version, subject, content, kind=kind, approver_staff_ids=staff, approver_role=role,
-        expires_at=now + expires, now=now, form=_form_spec(form), template=template, context=context,
+        expires_at=now + expires, now=now, form=spec, form_name=name, template=template, context=context,
     )
 
 
@@ -137,13 +89,21 @@ def ask_customer(case_id: int, step: str, version: int, *, subject: str, content
     from tasks.cases import contact_of
 
     contact = contact_of(case_id)
+    spec, name = _form(form)
     return request_approval(
         case_id, step, version, subject, content, kind=kind, approver_contact_ids=[contact],
-        approver_role="customer", expires_at=now + CUSTOMER_LINK, now=now, form=_form_spec(form),
+        approver_role="customer", expires_at=now + CUSTOMER_LINK, now=now, form=spec, form_name=name,
     )
 
 
-def wait_for(approval_id: int, step: str, version: int) -> Any:
+def _form(form: type[BaseModel] | dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(the page's field list, the registered form's name) of a step's form."""
+    if form is None or isinstance(form, dict):
+        return form, None
+    return form_spec(form), form_name(form)
+
+
+def wait_for(approval_id: int, step: str, version: int) -> Decision:
     """Suspend until the approval / signature / form is decided; returns the Decision."""
     from tasks.approvals import await_approval
 
@@ -151,91 +111,26 @@ def wait_for(approval_id: int, step: str, version: int) -> Any:
 
 
 def fill_form(case_id: int, step: str, version: int, *, role: str, subject: str, content: str,
-              form: type[BaseModel], now: datetime) -> Any:
-    """A staff member fills a form through their link; returns the Decision, its payload read into
-    the form's types (yes/no → bool, local times → aware UTC ISO text)."""
+              form: type[F], now: datetime) -> Answer[F]:
+    """A staff member fills a form through their link (or the Prefect UI); returns the validated form."""
     approval_id = ask_staff(case_id, step, version, role=role, subject=subject, content=content, now=now,
                             kind="form", form=form)
-    return read_decision(form, wait_for(approval_id, step, version))
+    return answer_of(form, wait_for(approval_id, step, version))
 
 
 def customer_form(case_id: int, step: str, version: int, *, subject: str, content: str,
-                  form: type[BaseModel], now: datetime) -> Any:
-    """The customer answers a small form through their link; the Decision with its payload read in."""
+                  form: type[F], now: datetime) -> Answer[F]:
+    """The customer answers a small form through their link; returns the validated form."""
     approval_id = ask_customer(case_id, step, version, subject=subject, content=content, now=now,
                                kind="form", form=form)
-    return read_decision(form, wait_for(approval_id, step, version))
+    return answer_of(form, wait_for(approval_id, step, version))
 
 
-def read_decision(form: type[BaseModel], decision: Any) -> Any:
-    return decision.model_copy(update={"payload": read_form(form, decision.payload or {})})
-
-
-YES = {"是", "true", "True", "1", "on", "yes", "y"}
-SHORT_TEXT = {"customer_person", "customer_engineer", "parts"}
-
-
-def _field_type(annotation: Any) -> tuple[str, list[str] | None]:
-    from typing import get_args, get_origin
-
-    if annotation is bool:
-        return "choice", ["是", "否"]
-    if get_origin(annotation) is Literal:
-        return "choice", [str(a) for a in get_args(annotation)]
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    if annotation is datetime or datetime in args:
-        return "datetime", None
-    return "textarea", None
-
-
-def _form_spec(form: type[BaseModel] | dict[str, Any] | None) -> Any:
-    """The approvals page's field list for a pydantic form: name, label, type, options, required
-    (a spec that is already a dict — a checklist — is passed through)."""
-    if form is None or isinstance(form, dict):
-        return form
-    fields = []
-    for name, field in form.model_fields.items():
-        kind, options = _field_type(field.annotation)
-        label = field.title or name
-        if kind == "datetime":
-            label += "（如 2026-11-23 10:30，北京时间）"
-        elif kind == "textarea" and name in SHORT_TEXT:
-            kind = "text"
-        spec: dict[str, Any] = {"name": name, "label": label, "type": "text" if kind == "datetime" else kind,
-                                "required": field.is_required(), "help": field.description or ""}
-        if options:
-            spec["options"] = options
-        fields.append(spec)
-    return {"title": form.__doc__.strip().splitlines()[0] if form.__doc__ else "", "fields": fields}
-
-
-def read_form(form: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
-    """Form text back into values of the form's types; an empty or unreadable field takes its default."""
-    out: dict[str, Any] = {}
-    for name, field in form.model_fields.items():
-        raw = values.get(name)
-        kind, _ = _field_type(field.annotation)
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            default = None if field.is_required() else field.get_default(call_default_factory=True)
-            out[name] = default.isoformat() if isinstance(default, datetime) else default
-        elif field.annotation is bool:
-            out[name] = raw if isinstance(raw, bool) else str(raw).strip() in YES
-        elif kind == "datetime":
-            out[name] = _read_time(raw)
-        else:
-            out[name] = raw
-    return out
-
-
-def _read_time(raw: Any) -> str | None:
-    """`2026-11-23 10:30` (Beijing time) or ISO text → aware UTC ISO text; None when unreadable."""
-    import pendulum
-
-    try:
-        moment = pendulum.parse(str(raw).strip(), tz="Asia/Shanghai", strict=False)
-    except Exception:  # pendulum raises several parser errors; an unreadable time is just empty
-        return None
-    return moment.in_timezone("UTC").isoformat()  # type: ignore[union-attr]
+def answer_of(form: type[F], decision: Decision) -> Answer[F]:
+    """The recorded answer read back as its form: `decide` validated it before recording, so this
+    only restores the types (no check against "now" again: the answer is of its own moment)."""
+    return Answer(value=form.model_validate(decision.payload), by=decision.by, at=decision.at,
+                  comment=decision.comment)
 
 
 # --- the steps --------------------------------------------------------------------------------
@@ -275,7 +170,7 @@ def director_approves_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, n
                              subject=subject(facts, f"解决方案 v{plan.version} 待技术总监审批"))
         decision = wait_for(approval, step, plan.version)
         now = decision.at
-        if decision.decision == "approved":
+        if decision.decision == DecisionKind.APPROVED:
             record(case_id, "plan_approved", now, decision.by, {"version": plan.version, "step": step,
                                                                  "comment": decision.comment},
                    key=f"{step}:v{plan.version}")
@@ -297,14 +192,14 @@ def lead_revises_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, reason
     attempt = 0
     while True:  # a "revision" identical to the old plan is asked for again, under a new step name
         step = f"plan-v{version}" if attempt == 0 else f"plan-v{version}-again{attempt}"
-        decision = fill_form(case_id, step, version, role=role, form=PlanForm, now=now,
-                             subject=subject(facts, f"请修订解决方案（v{plan.version} → v{version}）"),
-                             content=f"修订原因：{note or '—'}\n\n当前方案 v{plan.version}：\n{plan.text}")
-        now = decision.at
-        new = revise_plan(plan, decision.payload.get("plan", ""), reason, decision.by, note)
+        written = fill_form(case_id, step, version, role=role, form=PlanForm, now=now,
+                            subject=subject(facts, f"请修订解决方案（v{plan.version} → v{version}）"),
+                            content=f"修订原因：{note or '—'}\n\n当前方案 v{plan.version}：\n{plan.text}")
+        now = written.at
+        new = revise_plan(plan, written.value.plan, reason, written.by, note)
         if new is not None:
-            record(case_id, "plan_revised", now, decision.by,
-                   {"version": new.version, "reason": reason, "note": note, "parts": decision.payload.get("parts", "")},
+            record(case_id, "plan_revised", now, written.by,
+                   {"version": new.version, "reason": reason, "note": note, "parts": written.value.parts},
                    key=f"plan-revised:v{new.version}")
             return new, now
         attempt += 1
@@ -333,7 +228,7 @@ def customer_accepts_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, no
         now = decision.at
         if pause:
             clock(case_id, pause, "resume", now, f"客户已答复解决方案 v{plan.version}")
-        if decision.decision == "signed":
+        if decision.decision == DecisionKind.SIGNED:
             bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
             record(case_id, "plan_signed", now, decision.by, {"version": plan.version}, key=f"plan-signed:v{plan.version}")
             return plan, now
@@ -351,10 +246,10 @@ def five_minute_talk(case_id: int, facts: dict[str, Any], *, now: datetime, prob
     from tasks.cases import record
 
     if problems is None:
-        decision = fill_form(case_id, "five-minute-talk", 1, role=role, form=TalkForm, now=now,
-                             subject=subject(facts, "请填写5分钟交流记录"), content=facts["description"])
-        now = decision.at
-        problems = decision.payload.get("problems", "")
+        talk = fill_form(case_id, "five-minute-talk", 1, role=role, form=TalkForm, now=now,
+                         subject=subject(facts, "请填写5分钟交流记录"), content=facts["description"])
+        now = talk.at
+        problems = talk.value.problems
     found = split_problems(problems)
     record(case_id, "five_minute_talk", now, "engineer", {"problems": [p for _, p in found]}, key="five-minute-talk")
     runs = []
@@ -405,7 +300,7 @@ def service_report_signed(case_id: int, facts: dict[str, Any], *, now: datetime,
                                 subject=subject(facts, f"请签收{doc['title']}"))
         decision = wait_for(approval, step, version)
         now = decision.at
-        if decision.decision == "signed":
+        if decision.decision == DecisionKind.SIGNED:
             bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
             record(case_id, f"{kind}_signed", now, decision.by, {"report_id": doc["id"], "version": version},
                    key=f"{kind}-signed")
@@ -415,7 +310,7 @@ def service_report_signed(case_id: int, facts: dict[str, Any], *, now: datetime,
         fix = fill_form(case_id, f"{_dashed(kind)}-correction", version, role=role, form=CorrectionForm, now=now,
                         subject=subject(facts, f"客户对{doc['title']}有异议，请更正"), content=decision.comment)
         now = fix.at
-        corrections = [*corrections, fix.payload.get("correction", "")]
+        corrections = [*corrections, fix.value.correction]
         version += 1
 
 
@@ -450,12 +345,12 @@ def written_account_received(case_id: int, approval_id: int, *, plan: Plan | Non
     from tasks.cases import clock
     from tasks.reports import issue
 
-    decision = wait_for(approval_id, "written-account", 1)
+    written = answer_of(AccountForm, wait_for(approval_id, "written-account", 1))
     doc = issue(case_id, kind, template,
-                {"account": decision.payload.get("account", ""), "engineer": decision.by,
-                 "plan": plan.model_dump() if plan else None}, decision.at, decision.by)
-    clock(case_id, "written_account", "stop", decision.at)
-    return doc["id"], max(now, decision.at)
+                {"account": written.value.account, "engineer": written.by,
+                 "plan": plan.model_dump() if plan else None}, written.at, written.by)
+    clock(case_id, "written_account", "stop", written.at)
+    return doc["id"], max(now, written.at)
 
 
 def callback(case_id: int, facts: dict[str, Any], *, completed_at: datetime,
@@ -468,18 +363,19 @@ def callback(case_id: int, facts: dict[str, Any], *, completed_at: datetime,
 
     wait_until(case_id, completed_at + CALLBACK_AFTER, "callback-due")
     due = completed_at + CALLBACK_AFTER
-    decision = fill_form(case_id, "callback", 1, role=role, form=CallbackForm, now=due,
-                         subject=subject(facts, "请回访客户并填写客户回访表"), content=facts["description"])
-    form = decision.payload
-    scores = [{"key": k, "label": label, "value": form.get(k, "")} for k, label in CALLBACK_ITEMS.items()]
+    answer = fill_form(case_id, "callback", 1, role=role, form=CallbackForm, now=due,
+                       subject=subject(facts, "请回访客户并填写客户回访表"), content=facts["description"])
+    form = answer.value
+    scores = [{"key": k, "label": label, "value": getattr(form, k)} for k, label in CALLBACK_ITEMS.items()]
     doc = issue(case_id, "callback_form", "common/callback_form",
-                {"callback": {**form, "by": decision.by, "at": decision.at}, "scores": scores}, decision.at, decision.by)
-    outcome = clock(case_id, "callback", "stop", decision.at)
-    record(case_id, "callback_done", decision.at, decision.by, {"scores": {s["key"]: s["value"] for s in scores},
-                                                               "clock": outcome, "report_id": doc["id"]}, key="callback",
+                {"callback": {**form.model_dump(), "by": answer.by, "at": answer.at}, "scores": scores},
+                answer.at, answer.by)
+    outcome = clock(case_id, "callback", "stop", answer.at)
+    record(case_id, "callback_done", answer.at, answer.by, {"scores": {s["key"]: s["value"] for s in scores},
+                                                           "clock": outcome, "report_id": doc["id"]}, key="callback",
            tell=[{"template": "repair/callback_done", "key": "callback-done", "roles": [Role.COORDINATOR],
-                  "context": {"scores": scores, "comments": form.get("comments", "")}}])
-    return doc["id"], decision.at
+                  "context": {"scores": scores, "comments": form.comments}}])
+    return doc["id"], answer.at
 
 
 def final_approval(case_id: int, facts: dict[str, Any], report_ids: list[int], *, now: datetime,
@@ -496,9 +392,10 @@ def final_approval(case_id: int, facts: dict[str, Any], report_ids: list[int], *
                              subject=subject(facts, "报告、回访表与书面说明待技术总监审批"))
         decision = wait_for(approval, step, version)
         now = decision.at
-        record(case_id, "final_approved" if decision.decision == "approved" else "final_returned", now, decision.by,
+        approved = decision.decision == DecisionKind.APPROVED
+        record(case_id, "final_approved" if approved else "final_returned", now, decision.by,
                {"version": version, "comment": decision.comment}, key=f"{step}:v{version}")
-        if decision.decision == "approved":
+        if approved:
             return now
         answer = fill_form(case_id, f"{step}-answer", version, role=Role.DISPATCHER, form=CorrectionForm, now=now,
                            subject=subject(facts, "技术总监退回了报告，请补充"), content=decision.comment)

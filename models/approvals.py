@@ -87,6 +87,9 @@ class Approval(SQLModel, table=True):
     content: str = Field(sa_type=sa.Text, description="exactly what the approver is shown")
     content_hash: str = Field(max_length=64)
     form: dict[str, Any] = json_field(default_factory=dict, description="fields of a form (kind=form)")
+    form_name: str | None = Field(
+        default=None, max_length=40, description="the form (models.forms registry) an answer is validated with"
+    )
     # Who may decide: any one of these people; the role is what the procedure asked for.
     approver_role: str | None = Field(default=None, max_length=40)
     approver_staff_ids: list[int] = json_field(default_factory=list)

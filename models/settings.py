@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         gt=0,
         description="how long a flow step re-runs its work while the database is busy (the run waits)",
     )
+    intake_max_age_days: int = Field(
+        default=30,
+        ge=1,
+        description="how far back a report time may lie when a request is taken (older: a typing error, refused)",
+    )
     cold_start: bool = Field(
         default=False,
         description="start every flow run in a new interpreter, not a warm fork (deployments.warm_start)",

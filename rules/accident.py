@@ -115,44 +115,6 @@ def period_at(started_at: datetime, n: int, interval: timedelta) -> datetime:
     return started_at + n * interval
 
 
-# --- the forms people fill through their links (flat fields: they render on a phone page) ----
-
-class AccidentPlanForm(BaseModel):
-    """事故处理方案 — the emergency team's plan, one version per form."""
-
-    measures: str = Field(min_length=1, title="处理措施", description="采取哪些措施恢复业务")
-    steps: str = Field(min_length=1, title="实施步骤与时间", description="每行一步：操作 | 预计分钟数，如：切换备用控制器 | 30")
-    expected_effect: str = Field(min_length=1, title="预期效果")
-    fallback: str = Field(min_length=1, title="回退方案", description="方案失败时如何回退")
-    executor: str = Field(min_length=1, title="实施人")
-    tools: str = Field(default="", title="所需工具", description="以逗号或顿号分隔")
-    spare_parts: str = Field(default="", title="所需备件", description="以逗号或顿号分隔；无则留空")
-    needs_testing: bool = Field(default=False, title="需要先测试", description="勾选后由技术总监安排测试")
-
-
-class PlanTestForm(BaseModel):
-    """方案测试结果 — the director records the test he arranged."""
-
-    passed: bool = Field(title="测试通过")
-    note: str = Field(default="", title="测试情况", description="测试内容与结果；失败时写明原因")
-
-
-class ExecutionForm(BaseModel):
-    """方案实施结果 — restored, partly restored, or failed."""
-
-    result: ExecutionResult = Field(title="实施结果", description="restored = 已恢复，partial = 部分恢复，failed = 失败")
-    note: str = Field(default="", title="说明")
-    standby_needed: bool = Field(default=False, title="需要备机", description="无法按时恢复时以同档次备机替代")
-
-
-class ReviewForm(BaseModel):
-    """技术评审会议记录 — the director's record, the written report to the general manager."""
-
-    participants: str = Field(min_length=1, title="参会人员", description="以逗号或顿号分隔")
-    conclusion: str = Field(min_length=1, title="评审结论", description="事故原因、处理评价")
-    actions: str = Field(default="", title="整改措施")
-
-
 def _split_list(text: str) -> list[str]:
     for sep in ("，", "、", ";", "；"):
         text = text.replace(sep, ",")

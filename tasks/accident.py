@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 from sqlmodel import Session, col, func, select
 
 from models import Case, CaseKind, Contract, Device, Event, Role, Site, Staff, append_event
@@ -210,15 +210,15 @@ class AccidentRequest(RepairRequest):
     model_config = ConfigDict(title="事故处理 / accident")
 
     customer: str | None = Field(  # type: ignore[assignment]
-        default=None, title="客户", description="客户名称或客户编码，如 BJYH；由维修单转入时可不填")
+        default=None, title="客户", description="客户名称或客户编码，如 BJYH；由维修单转入时可不填", max_length=100)
     reported_by: str | None = Field(  # type: ignore[assignment]
-        default=None, title="报告人", description="发现事故的人员姓名与电话；由维修单转入时可不填")
+        default=None, title="报告人", description="发现事故的人员姓名与电话；由维修单转入时可不填", max_length=100)
     description: str | None = Field(  # type: ignore[assignment]
         default=None, title="事故描述", description="现象、受影响的业务、开始时间；由维修单转入时可不填", max_length=4000)
     severity: int | None = Field(  # type: ignore[assignment]
         default=None, ge=1, le=4, title="事故级别 (1–4)", description="不填：一级；由维修单转入时沿用维修单的级别。" + SEVERITY_HELP)
     parent_case_id: int | None = Field(
-        default=None, title="转入的维修单", description="维修无法完成而转入事故处理时，填维修单号（数字）；事故单继承其全部记录")
+        default=None, ge=1, title="转入的维修单", description="维修无法完成而转入事故处理时，填维修单号（数字）；事故单继承其全部记录")
     handover_reason: str | None = Field(
         default=None, title="转入原因", description="维修转事故时技术总监的判断（由维修流程填写）", max_length=2000)
     found_by: FoundBy = Field(default="customer", title="发现方式", description="客户 / 服务中心 / 巡检 / 维修中")
@@ -226,8 +226,9 @@ class AccidentRequest(RepairRequest):
         default=None, gt=0, le=720, title="客户可容忍时间（小时）",
         description="此时间内没有可行方案则由技术总监启动原厂商支持；不填按合同约定")
     lead_on_site: bool = Field(default=False, title="技术负责人已在现场", description="已在现场时由技术总监协调公司最优资源")
-    team: list[str] = Field(
-        default_factory=list, title="紧急抢修小组成员", description="员工姓名；不填则由技术负责人、专家组和一名工程师组成")
+    team: list[Annotated[str, StringConstraints(max_length=100)]] = Field(
+        default_factory=list, max_length=30, title="紧急抢修小组成员",
+        description="员工姓名；不填则由技术负责人、专家组和一名工程师组成")
 
     @field_validator("customer", "reported_by", "description")
     @classmethod
@@ -273,13 +274,15 @@ ACCIDENT_ROLES = (Role.DISPATCHER, Role.TECHNICAL_LEAD, Role.ENGINEER, Role.TECH
 
 
 @task(name="事故立案 / open the accident", **STEP)
-def open_accident(request: AccidentRequest, now: datetime, flow_run_id: str | None = None) -> int:
-    """Open the accident case (from the form or by hand-over from a repair); idempotent per run."""
+def open_accident(request: AccidentRequest, now: datetime, flow_run_id: str | None = None,
+                  entered_at: datetime | None = None) -> int:
+    """Open the accident case (from the form or by hand-over from a repair); idempotent per run.
+    Raises IntakeError (nothing written) for a request that cannot be taken."""
     with session_scope() as session:
         request, parent = _fill_from_repair(session, request)
         _staff_named(session, request.team)  # a misspelt team member is an intake error, not a later failure
         case = open_case(session, request, kind=CaseKind.ACCIDENT, now=now, flow_run_id=flow_run_id,
-                         team_roles=ACCIDENT_ROLES)
+                         team_roles=ACCIDENT_ROLES, entered_at=entered_at)
         assert case.id is not None
         if case.data.get("started_at"):  # this run opened it already (a replay)
             return case.id

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
@@ -39,6 +39,8 @@ from models.approvals import (
     content_hash,
 )
 from models.db import session_scope, transaction
+from models.forms import COMMENT_MAX, SIGNER_MAX, AnswerError, validate_answer
+from models.forms import FORMS as FORM_MODELS
 from models.parties import ROLE_LABELS_ZH, Role
 from tasks.cases import STEP
 from tasks.retry import task
@@ -106,6 +108,7 @@ class DecisionResult:
     decision: Decision | None = None
     resumed: bool = False
     newer_version: int | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # an "invalid" answer: field → Chinese reason
 
     @property
     def recorded(self) -> bool:
@@ -124,25 +127,29 @@ class ApprovalForm(RunInput):
     decision: Literal["批准", "驳回", "要求修改"] = Field(
         title="审批意见", description="批准 / 驳回 / 要求修改"
     )
-    comment: str = Field(default="", title="说明", description="驳回或要求修改时请写明原因")
-    approver: str = Field(title="审批人", min_length=1, description="审批人姓名，须为此事项的审批人之一")
+    comment: str = Field(default="", title="说明", description="驳回或要求修改时请写明原因", max_length=COMMENT_MAX)
+    approver: str = Field(title="审批人", min_length=1, max_length=SIGNER_MAX,
+                          description="审批人姓名，须为此事项的审批人之一（在此录入即代其录入，并通知本人）")
 
 
 class SignatureForm(RunInput):
     """客户签字确认或提出异议"""
 
     decision: Literal["签字确认", "提出异议"] = Field(title="确认结果", description="签字确认 / 提出异议")
-    comment: str = Field(default="", title="意见", description="提出异议时请写明原因")
-    approver: str = Field(title="签字人", min_length=1, description="签字人姓名，须为此事项指定的客户联系人")
+    comment: str = Field(default="", title="意见", description="提出异议时请写明原因", max_length=COMMENT_MAX)
+    approver: str = Field(title="签字人", min_length=1, max_length=SIGNER_MAX,
+                          description="签字人姓名，须为此事项指定的客户联系人（在此录入即代其录入，并通知本人）")
 
 
 class FormSubmission(RunInput):
     """填写表单"""
 
     decision: Literal["提交"] = Field(default="提交", title="操作")
-    comment: str = Field(default="", title="备注")
-    approver: str = Field(title="填写人", min_length=1, description="填写人姓名")
-    data: dict[str, Any] = Field(default_factory=dict, title="表单内容", description="各字段的填写内容")
+    comment: str = Field(default="", title="备注", max_length=COMMENT_MAX)
+    approver: str = Field(title="填写人", min_length=1, max_length=SIGNER_MAX,
+                          description="填写人姓名（在此录入即代其录入，并通知本人）")
+    data: dict[str, Any] = Field(default_factory=dict, title="表单内容",
+                                 description="各字段的填写内容，按字段名填写；时间写成 2026-11-23 10:30（北京时间）")
 
 
 FORMS: dict[str, type[RunInput]] = {
@@ -282,6 +289,7 @@ def open_approval(
     now: datetime,
     flow_run_id: str | None = None,
     form: dict[str, Any] | None = None,
+    form_name: str | None = None,
     template: str | None = None,
     context: dict[str, Any] | None = None,
     urgent: bool = False,
@@ -292,6 +300,12 @@ def open_approval(
         raise ValueError(f"approval step {step!r}: use lowercase letters, digits and dashes (e.g. 'director-approval')")
     if kind not in ALLOWED_DECISIONS:
         raise ValueError(f"unknown approval kind {kind!r}: approval, signature or form")
+    if form_name is not None and form_name not in FORM_MODELS:
+        raise ValueError(f"unknown form {form_name!r}: register it in models.forms")
+    if kind == ApprovalKind.FORM and form_name is None and not (form or {}).get("page"):
+        # every answer is validated by its form before it is recorded: a form approval names its
+        # registered form, or the page of its own that checks it (the inspection checklist)
+        raise ValueError(f"form approval {step} v{version} names no registered form (models.forms)")
     found = session.exec(
         select(Approval).where(
             Approval.case_id == case_id, Approval.step == step, Approval.version == version
@@ -322,6 +336,7 @@ def open_approval(
         content=content,
         content_hash=content_hash(content),
         form=form or {},
+        form_name=form_name,
         approver_role=approver_role,
         approver_staff_ids=staff_ids,
         approver_contact_ids=list(approver_contact_ids),
@@ -388,6 +403,7 @@ def request_approval(
     now: datetime,
     flow_run_id: str | None = None,
     form: dict[str, Any] | None = None,
+    form_name: str | None = None,
     template: str | None = None,
     context: dict[str, Any] | None = None,
     urgent: bool = False,
@@ -409,6 +425,7 @@ def request_approval(
             now=now,
             flow_run_id=flow_run_id or current_run_id(),
             form=form,
+            form_name=form_name,
             template=template,
             context=context,
             urgent=urgent,
@@ -496,13 +513,19 @@ def _local(at: datetime | None) -> str:
 
 def _already_message(row: Approval) -> str:
     verb = DECISION_ZH.get(str(row.decision), str(row.decision))
-    via = "（Prefect 界面）" if row.channel == Channel.PREFECT_UI else ""
+    via = f"（{entered_on_behalf(row.decided_by or '')}）" if row.channel == Channel.PREFECT_UI else ""
     who = row.decided_by
     # a signature names who signed (the name typed on the page) on behalf of the contact asked to sign
     signer = str((row.payload or {}).get("signer_name") or (row.payload or {}).get("signer") or "").strip()
     if row.kind == ApprovalKind.SIGNATURE and signer and signer != who:
         who = f"{signer}（代表 {who}）"
     return f"已由 {who} 于 {_local(row.decided_at)} {verb}{via}"
+
+
+def entered_on_behalf(name: str) -> str:
+    """How the record names a decision typed into the Prefect UI: someone entered it for `name`
+    (the UI form does not prove who typed it; `name` is told so — see `decide`)."""
+    return f"在 Prefect 界面代 {name} 录入"
 
 
 def _resolve_decider(
@@ -586,8 +609,12 @@ def decide(
             decision in (DecisionKind.REJECTED, DecisionKind.REVISE, DecisionKind.OBJECTED)
             and not comment.strip()
         ):
-            return DecisionResult("invalid", "驳回、要求修改或提出异议时请写明原因。", row)
-        data = dict(payload or {})
+            return DecisionResult("invalid", "驳回、要求修改或提出异议时请写明原因。", row,
+                                  errors={"comment": "请写明原因"})
+        try:
+            data = _checked_payload(session, row, decision, comment, payload, now)
+        except AnswerError as exc:
+            return DecisionResult("invalid", f"未记录，请更正：{exc}", row, errors=exc.errors)
         if row.kind == ApprovalKind.SIGNATURE:
             data["content_hash"] = row.content_hash  # the signature binds to exactly what was shown
         # conditional write: of two simultaneous clicks exactly one is recorded
@@ -611,12 +638,13 @@ def decide(
         session.refresh(row)
         if not written:
             return DecisionResult("already_decided", _already_message(row), row, decision_of(row))
+        on_behalf = channel == Channel.PREFECT_UI
         append_event(
             session,
             row.case_id,
             f"{row.kind}_decided",
             at=now,
-            actor=person.name,
+            actor=entered_on_behalf(person.name) if on_behalf else person.name,
             data={
                 "approval_id": row.id,
                 "step": row.step,
@@ -624,15 +652,64 @@ def decide(
                 "decision": str(decision),
                 "comment": row.comment,
                 "channel": str(channel),
+                **({"entered": entered_on_behalf(person.name)} if on_behalf else {}),
             },
             key=f"approval:{row.id}:decided",
         )
+        if on_behalf:
+            # whoever reached the Prefect UI typed a name: the person named is told at once (same
+            # transaction), so a decision nobody of theirs made does not go unnoticed
+            _notify(
+                session,
+                row,
+                who,
+                person,
+                template="approval_entered_for_you",
+                key=f"approval:{row.id}:entered-for:{who.code}",
+                now=now,
+                urgent=True,
+                extra={"decision": DECISION_ZH[DecisionKind(decision)], "comment": row.comment,
+                       "decided_at": now, "entered": entered_on_behalf(person.name)},
+            )
     result = DecisionResult(
         "recorded", f"已记录：{DECISION_ZH[DecisionKind(decision)]}。流程将继续。", row, decision_of(row)
     )
     if wake:
         result.resumed = wake_approval(row, now) is Wake.RESUMED
     return result
+
+
+def _checked_payload(
+    session: Session, row: Approval, decision: str, comment: str, payload: dict[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """The answer as it will be recorded, validated before anything is written (DESIGN.md §2
+    "Typed answers"): the comment's length, the signer's name, and a form's values through the form
+    the row names (`models.forms`) — a refused field raises AnswerError with its Chinese reason."""
+    errors: dict[str, str] = {}
+    labels = {"comment": "备注" if row.kind == ApprovalKind.FORM else "意见", "signer": "签字人", "data": "表单内容"}
+    if len(comment.strip()) > COMMENT_MAX:
+        errors["comment"] = f"不能超过 {COMMENT_MAX} 个字"
+    data = dict(payload or {}) if isinstance(payload, dict) or payload is None else None
+    if data is None:
+        raise AnswerError({"data": "格式不对：应为 字段名 → 内容"}, labels)
+    signer = data.get("signer") or data.get("signer_name")
+    if row.kind == ApprovalKind.SIGNATURE and isinstance(signer, str) and len(signer.strip()) > SIGNER_MAX:
+        errors["signer"] = f"不能超过 {SIGNER_MAX} 个字"
+    if row.kind == ApprovalKind.FORM and row.form_name and decision == DecisionKind.SUBMITTED:
+        model = FORM_MODELS.get(row.form_name)
+        if model is None:
+            raise AnswerError({"data": f"此表单（{row.form_name}）已不再使用，请联系客户服务中心"}, labels)
+        case = session.get(Case, row.case_id)
+        try:
+            data = validate_answer(model, data, now=now, not_before=case.reported_at if case else None).model_dump(
+                mode="json"
+            )
+        except AnswerError as exc:
+            errors.update(exc.errors)
+            labels.update(exc.labels)
+    if errors:
+        raise AnswerError(errors, labels)
+    return data
 
 
 def wake_approval(row: Approval, now: datetime) -> Wake:

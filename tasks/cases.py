@@ -21,6 +21,7 @@ from sqlmodel import Session, col, or_, select
 from models import Case, CaseKind, Contact, Contract, Customer, Device, Role, Site, Staff, append_event
 from models.clocks import ClockStatus
 from models.db import session_scope
+from models.forms import read_time
 from models.parties import ROLE_LABELS_ZH
 from tasks.people import customer_contacts, first_with_role
 from tasks.retry import task
@@ -94,35 +95,58 @@ class RepairRequest(BaseModel):
 
     model_config = ConfigDict(title="故障报修 / repair request")
 
-    customer: RequiredText = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1)
+    customer: RequiredText = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1,
+                                   max_length=100)
     site: str | None = Field(
-        default=None, title="机房/站点", description="站点名称；客户只有一个站点或已填设备序列号时可不填"
+        default=None, title="机房/站点", description="站点名称；客户只有一个站点或已填设备序列号时可不填", max_length=100
     )
-    device: str | None = Field(default=None, title="设备序列号", description="可选：故障设备的序列号（设备档案）")
-    reported_by: RequiredText = Field(title="报告人", description="报告故障的客户人员姓名与电话", min_length=1)
+    device: str | None = Field(default=None, title="设备序列号", description="可选：故障设备的序列号（设备档案）",
+                               max_length=64)
+    reported_by: RequiredText = Field(title="报告人", description="报告故障的客户人员姓名与电话", min_length=1,
+                                      max_length=100)
     channel: Channel = Field(default=Channel.HOTLINE, title="报告渠道", description="热线 / 邮件 / 网站 / 巡检 / 销售 / 现场")
     description: RequiredText = Field(title="故障描述", description="现象、影响的业务、开始时间", min_length=2, max_length=4000)
     severity: int = Field(default=3, ge=1, le=4, title="故障级别 (1–4)", description=SEVERITY_HELP)
     reported_at: datetime | None = Field(
-        default=None, title="报告时间", description="客户报告故障的时间；不填为当前时间（时钟由此开始计时）"
+        default=None, title="报告时间",
+        description="客户报告故障的时间（北京时间，如 2026-11-23 10:30）；不填为当前时间（时钟由此开始计时）。"
+                    "不能晚于当前时间，也不能早于 30 天以前",
     )
     parent_case_id: int | None = Field(
-        default=None, title="关联工单", description="由巡检、5分钟交流或其他工单发现时，填来源工单号（数字）"
+        default=None, ge=1, title="关联工单", description="由巡检、5分钟交流或其他工单发现时，填来源工单号（数字）"
     )
 
-    @field_validator("reported_at")
+    @field_validator("reported_at", mode="before")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            # a dispatcher types local time: read it in the service's time zone
-            import pendulum
-
-            return pendulum.instance(value, tz="Asia/Shanghai").in_timezone("UTC")
-        return value
+    def _aware(cls, value: Any) -> Any:
+        # a dispatcher types local time (`2026-11-23 10:30`): read it in the service's time zone;
+        # text that is no time is refused here, never taken as "now"
+        return read_time(value)
 
 
 class IntakeError(ValueError):
     """The request cannot be taken as entered; the message says what to correct."""
+
+
+def check_report_time(reported_at: datetime | None, now: datetime) -> None:
+    """A report time may not lie in the future (a few minutes' slack for a fast clock) nor further
+    back than the intake window (`AFTERCARE_INTAKE_MAX_AGE_DAYS`, 30 days): either is a typing
+    error that would lay every deadline wrong. Raises IntakeError with the local times."""
+    from datetime import timedelta
+
+    from models.forms import FUTURE_SLACK
+    from models.settings import get_settings
+    from tasks.render import _local_time
+
+    if reported_at is None:
+        return
+    if reported_at > now + FUTURE_SLACK:
+        raise IntakeError(f"报告时间 {_local_time(reported_at)} 晚于当前时间 {_local_time(now)}，请更正 "
+                          "/ the report time lies in the future")
+    days = get_settings().intake_max_age_days
+    if reported_at < now - timedelta(days=days):
+        raise IntakeError(f"报告时间 {_local_time(reported_at)} 早于 {days} 天以前，请更正 "
+                          f"/ the report time is more than {days} days back")
 
 
 @dataclass(frozen=True)
@@ -152,6 +176,8 @@ def find_customer(session: Session, text: str) -> Customer:
 
 def resolve_request(session: Session, request: RepairRequest, *, today: datetime) -> Resolved:
     """Names to rows, with a clear message for each thing that does not fit."""
+    if request.parent_case_id is not None and session.get(Case, request.parent_case_id) is None:
+        raise IntakeError(f"关联工单 {request.parent_case_id} 不存在 / no case {request.parent_case_id}")
     customer = find_customer(session, request.customer)
     assert customer.id is not None
     sites = list(session.exec(select(Site).where(Site.customer_id == customer.id).order_by(col(Site.id))).all())
@@ -225,12 +251,15 @@ def open_case(
     now: datetime,
     flow_run_id: str | None = None,
     team_roles: tuple[Role, ...] = REPAIR_TEAM,
+    entered_at: datetime | None = None,
 ) -> Case:
-    """Validate and record a request as a case with its team; idempotent per flow run."""
+    """Validate and record a request as a case with its team; idempotent per flow run.
+    `entered_at`: when the request was entered (the report time is checked against it; default `now`)."""
     if flow_run_id:
         existing = session.exec(select(Case).where(Case.flow_run_id == flow_run_id)).first()
         if existing is not None:
             return existing
+    check_report_time(request.reported_at, entered_at or now)
     reported_at = request.reported_at or now
     resolved = resolve_request(session, request, today=reported_at)
     team = {str(role): first_with_role(session, role).id for role in team_roles}
@@ -383,11 +412,11 @@ def set_status(session: Session, case_id: int, status: str, *, at: datetime, clo
 
 @task(name="受理报修 / take the request", **STEP)
 def take_request(request: RepairRequest, now: datetime, flow_run_id: str | None = None,
-                 tell: list[dict[str, Any]] | None = None) -> int:
-    """Validate the request and open the case (raises IntakeError with a clear message); `tell`:
-    the notices of the opening, queued in the same transaction (see `record`)."""
+                 tell: list[dict[str, Any]] | None = None, entered_at: datetime | None = None) -> int:
+    """Validate the request and open the case (raises IntakeError with a clear message, nothing
+    written); `tell`: the notices of the opening, queued in the same transaction (see `record`)."""
     with session_scope() as session:
-        case = open_case(session, request, now=now, flow_run_id=flow_run_id)
+        case = open_case(session, request, now=now, flow_run_id=flow_run_id, entered_at=entered_at)
         for notice in tell or []:
             queue_for_case(session, int(case.id), now=case.reported_at, **notice)  # type: ignore[arg-type]
         return int(case.id)  # type: ignore[arg-type]

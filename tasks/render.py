@@ -41,7 +41,29 @@ def environment(root: Path = TEMPLATES) -> Environment:
         lstrip_blocks=True,
     )
     env.filters["local"] = _local_time
+    env.filters["fold"] = fold
     return env
+
+
+FOLD_LINES = 8
+FOLD_CHARS = 600
+
+
+def fold(text: Any, lines: int = FOLD_LINES, chars: int = FOLD_CHARS, where: str = "报告") -> str:
+    """A long text as pages and messages show it: its first lines, then "……（共 N 行，全文见报告）".
+
+    The record keeps the whole text (a 20,000-character command log is stored as typed); the
+    signing page, the PDF and every message show the beginning only. Used everywhere a person's
+    long text is shown (Jinja filter `fold`); `where` names where the whole text is (the report
+    itself says 案件记录)."""
+    value = "" if text is None else str(text)
+    kept = value.splitlines()
+    head = "\n".join(kept[:lines])
+    if len(kept) <= lines and len(value) <= chars:
+        return value
+    if len(head) > chars:
+        head = head[:chars].rstrip()
+    return f"{head}\n……（共 {len(kept)} 行、{len(value)} 字，全文见{where}）"
 
 
 def _local_time(value: Any, fmt: str = "%Y-%m-%d %H:%M", tz: str = "Asia/Shanghai") -> str:

@@ -263,19 +263,10 @@ def test_customer_signature_binds_to_content_hash(web, case_id) -> None:
 def test_form_fields_are_required_and_stored(web, case_id) -> None:
     from models import Contact
     from models.db import session_scope
+    from models.forms import CallbackForm, form_spec
 
     with session_scope() as s:
         contact = s.exec(select(Contact).where(Contact.customer_id == 1)).first()
-    fields = [
-        {
-            "name": "satisfaction",
-            "label": "满意度",
-            "type": "choice",
-            "options": ["满意", "一般", "不满意"],
-            "required": True,
-        },
-        {"name": "advice", "label": "建议", "type": "textarea"},
-    ]
     aid = open_plan(
         case_id,
         1,
@@ -283,15 +274,20 @@ def test_form_fields_are_required_and_stored(web, case_id) -> None:
         kind="form",
         approver_role=None,
         approver_contact_ids=[contact.id],
-        form={"fields": fields},
+        form=form_spec(CallbackForm),
+        form_name="callback",
     )
     [token] = links(aid)
-    missing = post(web, token, decision="submitted")
-    assert missing.status_code == 422 and "请填写：满意度" in missing.text
-    assert (
-        post(web, token, decision="submitted", f_satisfaction="满意", f_advice="<b>好</b>").status_code == 200
-    )
-    assert row(aid).payload == {"satisfaction": "满意", "advice": "<b>好</b>"}
+    missing = post(web, token, decision="submitted", f_customer_person="王先生")
+    assert missing.status_code == 422 and "「总体评价」必填" in missing.text
+    assert row(aid).decision is None
+    scores = {f"f_{k}": "优" for k in ("response", "arrival", "fix_speed", "spare_parts", "one_visit", "follow_up",
+                                       "attitude", "skill", "overall")}
+    done = post(web, token, decision="submitted", f_customer_person=" 王先生 ", f_centre_confirmed="是",
+                f_comments="<b>好</b>", **scores)
+    assert done.status_code == 200
+    assert row(aid).payload == {"customer_person": "王先生", "centre_confirmed": True, "comments": "<b>好</b>",
+                                **{k[2:]: v for k, v in scores.items()}}
     assert "<b>好</b>" not in web.get(f"/a/{token}").text  # customer text is shown as text, never markup
 
 

@@ -273,7 +273,7 @@ def _customer_answers_date_form(session: Session, case_id: int, version: int, an
     contact = customer_contact(session, case_id)
     row = open_approval(session, case_id, f"date-v{version}", version, "巡检日期确认", "请确认、改期或取消。", kind="form",
                         approver_contact_ids=[contact.id], approver_role="customer", expires_at=at + timedelta(days=7),
-                        now=at - timedelta(hours=1))
+                        now=at - timedelta(hours=1), form_name="inspection-date")
     session.commit()
     result = decide(row.id, "submitted", by=Approver("contact", contact.id), payload=answer, channel="link", now=at,
                     wake=False)

@@ -108,6 +108,7 @@ def _view(
     error: str = "",
     comment: str = "",
     values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     who = Approver.parse(str(data["p"]))
@@ -135,6 +136,7 @@ def _view(
             "comment": comment,
             "fields": (row.form or {}).get("fields", []),
             "values": values or {},
+            "errors": errors or {},
         }
     return templates.TemplateResponse(request, "approvals/page.html.j2", context, status_code=status_code)
 
@@ -178,6 +180,7 @@ async def submit(request: Request, token: str, now: datetime = Depends(clock)) -
     decision = fields.get("decision", "")
     comment = fields.get("comment", "")
     payload: dict[str, Any] | None = None
+    values: dict[str, str] = {}
     with session_scope() as session:
         row = session.get(Approval, int(data["a"]))
         kind = row.kind if row else ApprovalKind.APPROVAL
@@ -191,23 +194,14 @@ async def submit(request: Request, token: str, now: datetime = Depends(clock)) -
                 {**data, "now": now},
                 error="请输入签字人姓名。",
                 comment=comment,
+                errors={"signer": "必填"},
                 status_code=422,
             )
         payload = {"signer": signer, "signed_at": now.isoformat()}
     elif kind == ApprovalKind.FORM:
-        values = {f["name"]: fields.get(f"f_{f['name']}", "").strip() for f in form_fields}
-        missing = [f["label"] for f in form_fields if f.get("required") and not values.get(f["name"])]
-        if missing:
-            return _view(
-                request,
-                token,
-                {**data, "now": now},
-                error="请填写：" + "、".join(missing),
-                comment=comment,
-                values=values,
-                status_code=422,
-            )
-        payload = values
+        # as typed: decide() validates them with the step's form and refuses what does not fit
+        values = {f["name"]: fields.get(f"f_{f['name']}", "") for f in form_fields}
+        payload = dict(values)
     # decide() writes and calls Prefect: blocking work, kept off the event loop
     result = await run_in_threadpool(
         decide,
@@ -220,14 +214,15 @@ async def submit(request: Request, token: str, now: datetime = Depends(clock)) -
         now=now,
         content_hash=str(data["h"]),
     )
-    if result.outcome == "invalid":
+    if result.outcome == "invalid":  # nothing recorded: the page again, with what was typed
         return _view(
             request,
             token,
             {**data, "now": now},
             error=result.message,
             comment=comment,
-            values={k: str(v) for k, v in (payload or {}).items()},
+            values=values,
+            errors=result.errors,
             status_code=422,
         )
     return _result_page(request, result, token)

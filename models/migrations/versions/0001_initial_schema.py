@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 02:59:30.569173
+Create Date: 2026-12-02 03:11:42.228632
 """
 from __future__ import annotations
 
@@ -249,6 +249,7 @@ def upgrade() -> None:
     sa.Column('content', sa.Text(), nullable=False),
     sa.Column('content_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('form', sa.JSON(), nullable=False),
+    sa.Column('form_name', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
     sa.Column('approver_role', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
     sa.Column('approver_staff_ids', sa.JSON(), nullable=False),
     sa.Column('approver_contact_ids', sa.JSON(), nullable=False),

@@ -1,0 +1,515 @@
+"""The forms people fill in through their links (表单): pydantic input models, a registry by name,
+and the one validation of a person's answer (DESIGN.md §2 "Typed answers").
+
+Every route a person answers through — the link page, the Prefect UI form, the command line —
+hands the typed values to `tasks.approvals.decide`, which validates them with the form the
+approval row names (`Approval.form_name`) **before** anything is recorded:
+
+- a time is Beijing local `2026-11-23 10:30` (or ISO with an offset); anything else is refused,
+  never replaced by "now";
+- a time that records something that happened (contact, arrival, repair, restore) may not lie
+  more than a few minutes after the moment of the answer, nor before the case was reported;
+- every free text has a maximum length; a choice not offered is refused.
+
+The reasons are Chinese and name the field by its title (`explain`). What is recorded is the
+validated form (`model_dump(mode="json")`), so the flow reads it back as the same typed model
+(`Answer[F].value`), never as a dict of strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+)
+
+from models.settings import get_settings
+from rules.accident import ExecutionResult
+
+# A clock on a phone or a PC may run a little ahead; more than this in the future is not a record.
+FUTURE_SLACK = timedelta(minutes=5)
+PLANNED_AHEAD = timedelta(days=366)  # a visit booked further ahead than a year is a typing error
+PLANNED_BACK = timedelta(days=30)
+TIME_EXAMPLE = "2026-11-23 10:30"
+
+
+# --- value types ------------------------------------------------------------------------------
+
+
+def _local(moment: datetime) -> str:
+    return moment.astimezone(ZoneInfo(get_settings().timezone)).strftime("%Y-%m-%d %H:%M")
+
+
+def read_time(value: Any) -> Any:
+    """A time as a person types it → aware UTC datetime: `2026-11-23 10:30` is local time in the
+    service's time zone; ISO text with an offset (or `Z`) is taken as written; empty → None.
+    Anything else is refused with the format to use."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = str(value).strip().replace("：", ":").replace("/", "-")
+        if not text:
+            return None
+        try:
+            # the standard library reads ISO 8601 and `YYYY-MM-DD HH:MM`; nothing looser is guessed
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"无法识别的时间，请写成 {TIME_EXAMPLE}（北京时间）") from None
+        if "T" not in text and " " not in text:  # a day without its time is not the moment asked for
+            raise ValueError(f"请写明日期和时刻，如 {TIME_EXAMPLE}（北京时间）")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(get_settings().timezone))
+    return moment.astimezone(UTC)
+
+
+def _happened(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    """A recorded event's time: not after the answer (a few minutes' slack), not before the case.
+    Checked when the answer is given (the context carries `now`), not when the flow reads it back."""
+    context = info.context or {}
+    now, since = context.get("now"), context.get("not_before")
+    if value is None:
+        return None
+    if now is not None and value > now + FUTURE_SLACK:
+        raise ValueError(f"不能晚于当前时间（现在是 {_local(now)}）")
+    if since is not None and value < since - FUTURE_SLACK:
+        raise ValueError(f"不能早于报修时间（{_local(since)}）")
+    return value
+
+
+def _planned(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    """A time agreed for later (a visit): within a month back and a year ahead of the answer."""
+    now = (info.context or {}).get("now")
+    if value is None or now is None:
+        return value
+    if value > now + PLANNED_AHEAD:
+        raise ValueError(f"不能晚于一年以后（现在是 {_local(now)}）")
+    if value < now - PLANNED_BACK:
+        raise ValueError(f"不能早于 30 天以前（现在是 {_local(now)}）")
+    return value
+
+
+def _yes_no(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in {"是", "yes", "y", "true", "1", "on"}:
+            return True
+        if text in {"否", "no", "n", "false", "0", "off"}:
+            return False
+        raise ValueError("请选择“是”或“否”")
+    return value
+
+
+Happened = Annotated[datetime, BeforeValidator(read_time), AfterValidator(_happened)]
+Planned = Annotated[datetime, BeforeValidator(read_time), AfterValidator(_planned)]
+YesNo = Annotated[bool, BeforeValidator(_yes_no)]
+# Free texts, surrounding blanks dropped, each with its maximum length.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
+Line = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+List = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20_000)]
+# A command log is kept whole in the record (pages and messages fold it: tasks.render.fold).
+Log = Annotated[str, StringConstraints(strip_whitespace=False, max_length=200_000)]
+Comment = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+
+COMMENT_MAX = 2000  # the comment beside every decision (approve, reject, sign, object)
+SIGNER_MAX = 100
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+F = TypeVar("F", bound=BaseModel)
+FORMS: dict[str, type[BaseModel]] = {}
+
+
+def form(name: str):  # noqa: ANN201 - a class decorator
+    """Register a form under the name its approval rows record (stable: waiting rows carry it)."""
+
+    def register(cls: type[F]) -> type[F]:
+        if name in FORMS:
+            raise ValueError(f"form {name!r} registered twice")
+        FORMS[name] = cls
+        cls.__form_name__ = name  # type: ignore[attr-defined]
+        return cls
+
+    return register
+
+
+def form_name(model: type[BaseModel]) -> str:
+    name = getattr(model, "__form_name__", None)
+    if name is None or FORMS.get(name) is not model:
+        raise ValueError(f"{model.__name__} is not a registered form (decorate it with @form)")
+    return str(name)
+
+
+# --- the shared steps' forms (flows.steps) ----------------------------------------------------
+
+
+@form("plan")
+class PlanForm(BaseModel):
+    """解决方案（修订） — the lead writes or revises the plan."""
+
+    plan: Text = Field(title="方案内容", description="措施、步骤、时间安排、所需工具；修订时写明改了什么", min_length=10)
+    parts: List = Field(default="", title="所需备件", description="硬件故障时填写：备件编码 x 数量，如 PSU-900W x1；无则留空")
+
+
+@form("parts")
+class PartsForm(BaseModel):
+    """备件清单（更正） — the store could not take the list as written; the lead corrects it."""
+
+    parts: List = Field(default="", title="所需备件",
+                        description="备件编码 x 数量，每行或用逗号分隔一项，如 PSU-900W x1；留空表示不需要备件")
+
+
+@form("five-minute-talk")
+class TalkForm(BaseModel):
+    """5分钟交流 — other problems the customer mentions or the engineer sees."""
+
+    problems: Text = Field(default="", title="发现的其他问题",
+                           description="每行一个问题，可在行首写级别如 [2]；没有则留空。每个问题都会新建一张维修单")
+
+
+Score = Literal["优", "良", "中", "差"]
+CALLBACK_ITEMS: dict[str, str] = {  # PROCEDURES.md §8, per-service scorecard
+    "response": "响应时间（30分钟内）",
+    "arrival": "到场时间",
+    "fix_speed": "故障处理速度",
+    "spare_parts": "备件供应",
+    "one_visit": "一次修复",
+    "follow_up": "跟踪与总结",
+    "attitude": "服务态度与沟通",
+    "skill": "工程师技术水平",
+    "overall": "总体评价",
+}
+
+
+@form("callback")
+class CallbackForm(BaseModel):
+    """客户回访表 — the centre calls the customer back and records the scores (优/良/中/差)."""
+
+    customer_person: Name = Field(title="受访客户人员", min_length=1)
+    centre_confirmed: YesNo = Field(default=True, title="服务中心已确认任务完成")
+    response: Score = Field(title=CALLBACK_ITEMS["response"])
+    arrival: Score = Field(title=CALLBACK_ITEMS["arrival"])
+    fix_speed: Score = Field(title=CALLBACK_ITEMS["fix_speed"])
+    spare_parts: Score = Field(title=CALLBACK_ITEMS["spare_parts"])
+    one_visit: Score = Field(title=CALLBACK_ITEMS["one_visit"])
+    follow_up: Score = Field(title=CALLBACK_ITEMS["follow_up"])
+    attitude: Score = Field(title=CALLBACK_ITEMS["attitude"])
+    skill: Score = Field(title=CALLBACK_ITEMS["skill"])
+    overall: Score = Field(title=CALLBACK_ITEMS["overall"])
+    comments: Text = Field(default="", title="客户意见与建议")
+
+
+@form("correction")
+class CorrectionForm(BaseModel):
+    """报告更正 — the engineer answers the customer's objection to a report."""
+
+    correction: Text = Field(title="更正说明", description="根据客户意见所做的更正", min_length=2)
+
+
+@form("account")
+class AccountForm(BaseModel):
+    """书面说明 — the engineer's written account of the work, within a week."""
+
+    account: LongText = Field(title="书面说明", description="经过、所用方案、遇到的问题与处理、遗留事项", min_length=10)
+
+
+# --- the repair flow's forms (flows.repair, PROCEDURES.md §2) ----------------------------------
+
+
+@form("diagnosis")
+class DiagnosisForm(BaseModel):
+    """远程诊断 — the technical lead calls the customer and logs in remotely."""
+
+    contacted_at: Happened = Field(title="首次联系客户时间", description=f"电话联系客户并确认故障的时间，如 {TIME_EXAMPLE}")
+    fault_confirmed: YesNo = Field(default=True, title="已与客户确认故障")
+    result: Text = Field(title="诊断结论", min_length=2)
+    command_log: Log = Field(default="", title="远程操作命令记录", description="远程登录执行的命令与输出，随报告提交")
+    solved_remotely: YesNo = Field(default=False, title="已远程解决")
+    plan: Text = Field(default="", title="解决方案", description="未远程解决时填写：措施、步骤、时间安排（由技术总监审批）")
+    parts: List = Field(default="", title="所需备件", description="硬件故障：备件编码 x 数量，如 PSU-900W x1")
+
+
+@form("visit")
+class VisitForm(BaseModel):
+    """预约上门 — the centre books the visit with the customer and tells the coordinator."""
+
+    visit_at: Planned = Field(title="预约上门时间", description=f"与客户约定的时间，如 {TIME_EXAMPLE}")
+    coordinator_joins: YesNo = Field(default=False, title="项目总协调人随同前往")
+    note: Text = Field(default="", title="备注", description="已准备维修服务报告单和工具等")
+
+
+@form("onsite")
+class OnsiteForm(BaseModel):
+    """到场与现场再分析 — the engineer arrives, re-confirms with the customer and re-analyses."""
+
+    arrived_at: Happened = Field(title="到场时间", description=f"如 {TIME_EXAMPLE}")
+    room_rules_followed: YesNo = Field(default=True, title="已按机房规定进入（鞋套、防静电垫）")
+    findings: Text = Field(title="现场再分析结论", min_length=2)
+    revised_plan: Text = Field(default="", title="修订后的方案", description="方案需要修改时填写；不改则留空")
+
+
+@form("repair")
+class RepairForm(BaseModel):
+    """维修记录 — repair, preventive maintenance, the 5-minute talk and the restore, as done on site."""
+
+    completed: YesNo = Field(title="已按方案修复")
+    work_done: Text = Field(title="维修内容", min_length=2)
+    anomaly: Text = Field(default="", title="异常情况", description="未能修复时说明现象，技术负责人将给予指导")
+    repaired_at: Happened | None = Field(default=None, title="修复时间", description="不填为提交时间")
+    maintenance: Text = Field(default="", title="预防性维护", description="对所修设备做的预防性维护")
+    problems: Text = Field(default="", title="5分钟交流发现的其他问题",
+                           description="每行一个，可写 [级别] 开头；每个问题都会新建维修单")
+    restored_at: Happened | None = Field(default=None, title="业务恢复时间", description="不填为修复时间")
+
+
+@form("guidance")
+class GuidanceForm(BaseModel):
+    """技术指导 — the lead guides the engineer on an anomaly."""
+
+    guidance: Text = Field(title="指导意见", min_length=2)
+    solvable: YesNo = Field(title="按指导可以继续维修", description="否：请技术总监决定是否转入事故处理流程")
+
+
+@form("fault-report")
+class FaultReportForm(BaseModel):
+    """故障处理报告 — the parts PROCEDURES.md §2 step 15 requires (times come from the record)."""
+
+    customer_engineer: Name = Field(title="客户工程师", min_length=1)
+    symptoms: Text = Field(title="故障现象", min_length=2)
+    business_impact: Text = Field(title="业务影响", min_length=2)
+    process: Text = Field(title="处理过程", min_length=2)
+    cause: Text = Field(title="原因分析", min_length=2)
+    solution: Text = Field(title="解决方案", min_length=2)
+    advice: Text = Field(title="预防建议", min_length=2)
+
+
+# --- the accident flow's forms (flows.accident, PROCEDURES.md §3) -------------------------------
+
+
+@form("accident-plan")
+class AccidentPlanForm(BaseModel):
+    """事故处理方案 — the emergency team's plan, one version per form."""
+
+    measures: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] = Field(
+        min_length=1, title="处理措施", description="采取哪些措施恢复业务")
+    steps: Text = Field(min_length=1, title="实施步骤与时间", description="每行一步：操作 | 预计分钟数，如：切换备用控制器 | 30")
+    expected_effect: List = Field(min_length=1, title="预期效果")
+    fallback: List = Field(min_length=1, title="回退方案", description="方案失败时如何回退")
+    executor: Line = Field(min_length=1, title="实施人")
+    tools: List = Field(default="", title="所需工具", description="以逗号或顿号分隔")
+    spare_parts: List = Field(default="", title="所需备件", description="以逗号或顿号分隔；无则留空")
+    needs_testing: YesNo = Field(default=False, title="需要先测试", description="勾选后由技术总监安排测试")
+
+
+@form("plan-test")
+class PlanTestForm(BaseModel):
+    """方案测试结果 — the director records the test he arranged."""
+
+    passed: YesNo = Field(title="测试通过")
+    note: Text = Field(default="", title="测试情况", description="测试内容与结果；失败时写明原因")
+
+
+@form("plan-execution")
+class ExecutionForm(BaseModel):
+    """方案实施结果 — restored, partly restored, or failed."""
+
+    result: ExecutionResult = Field(title="实施结果", description="restored = 已恢复，partial = 部分恢复，failed = 失败")
+    note: Text = Field(default="", title="说明")
+    standby_needed: YesNo = Field(default=False, title="需要备机", description="无法按时恢复时以同档次备机替代")
+
+
+@form("review")
+class ReviewForm(BaseModel):
+    """技术评审会议记录 — the director's record, the written report to the general manager."""
+
+    participants: List = Field(min_length=1, title="参会人员", description="以逗号或顿号分隔")
+    conclusion: Text = Field(min_length=1, title="评审结论", description="事故原因、处理评价")
+    actions: Text = Field(default="", title="整改措施")
+
+
+# --- the inspection's forms (flows.inspection, PROCEDURES.md §4) --------------------------------
+
+Day = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)]
+ClockTime = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10)]
+
+
+@form("inspection-date")
+class DateForm(BaseModel):
+    """巡检日期确认 — the customer confirms the proposed day, proposes another, or cancels."""
+
+    action: Literal["确认", "改期", "取消"] = Field(title="操作", description="确认建议日期 / 改到另一天 / 取消本次巡检")
+    day: Day = Field(default="", title="新的巡检日期", description="改期时填写，如 2026-10-20（须为工作日，且留出 3 个工作日通知期）")
+    start: ClockTime = Field(default="09:30", title="开始时间", description="如 09:30")
+    reason: List = Field(default="", title="原因", description="改期或取消的原因")
+
+
+@form("inspection-proposal")
+class ProposalForm(BaseModel):
+    """巡检日期建议 — the dispatcher agrees a day with the customer by phone and proposes it."""
+
+    day: Day = Field(default="", title="建议巡检日期",
+                     description="电话与客户商定的日期，如 2026-10-20（须为工作日，且留出 3 个工作日通知期）；留空即采用系统建议的日期")
+    start: ClockTime = Field(default="09:30", title="开始时间", description="如 09:30")
+    note: List = Field(default="", title="沟通情况", description="与客户电话沟通的要点，可不填")
+
+
+@form("inspection-reconfirm")
+class ReconfirmForm(BaseModel):
+    """巡检时间再确认 — two days before: the exact time, or a cancellation."""
+
+    action: Literal["确认", "取消"] = Field(title="操作")
+    start: ClockTime = Field(default="09:30", title="到场时间", description="如 09:30")
+    reason: List = Field(default="", title="取消原因")
+
+
+@form("inspection-unsigned")
+class UnsignedForm(BaseModel):
+    """报告未签字说明 — why the customer did not sign, signed off by the department manager."""
+
+    reason: Text = Field(title="未签字原因", min_length=2)
+
+
+# --- validating an answer ---------------------------------------------------------------------
+
+
+class AnswerError(ValueError):
+    """An answer refused: `errors` maps each field to its Chinese reason; `message` names them."""
+
+    def __init__(self, errors: dict[str, str], labels: dict[str, str]) -> None:
+        self.errors = errors
+        self.labels = labels
+        super().__init__("；".join(f"「{labels.get(k, k)}」{v}" for k, v in errors.items()))
+
+
+def _reason(err: Any) -> str:
+    """One pydantic error → a Chinese reason a person can act on."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "missing":
+        return "必填"
+    if kind == "string_too_long":
+        return f"不能超过 {ctx.get('max_length')} 个字"
+    if kind == "string_too_short":
+        return "必填" if ctx.get("min_length") == 1 else f"至少 {ctx.get('min_length')} 个字"
+    if kind == "literal_error":
+        return "只能选择：" + str(ctx.get("expected", "")).replace("'", "").replace(" or ", "、").replace(", ", "、")
+    if kind in ("bool_type", "bool_parsing"):
+        return "请选择“是”或“否”"
+    if kind.startswith(("datetime", "date")):
+        return f"无法识别的时间，请写成 {TIME_EXAMPLE}（北京时间）"
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    if kind in ("string_type", "int_type", "int_parsing", "float_parsing"):
+        return "格式不对"
+    return str(err.get("msg", "无效"))
+
+
+def labels_of(model: type[BaseModel]) -> dict[str, str]:
+    return {name: (field.title or name) for name, field in model.model_fields.items()}
+
+
+def explain(exc: ValidationError, model: type[BaseModel]) -> AnswerError:
+    """A ValidationError as field → Chinese reason (the first reason per field)."""
+    errors: dict[str, str] = {}
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "__all__"
+        errors.setdefault(field, _reason(err))
+    return AnswerError(errors, labels_of(model))
+
+
+def validate_answer(model: type[F], values: dict[str, Any], *, now: datetime,
+                    not_before: datetime | None = None) -> F:
+    """The person's values as the form, or AnswerError naming each refused field.
+
+    An empty text counts as "not filled in" (the form's default, or refused when required);
+    fields the form does not have are dropped. `now` is the moment of the answer (the future
+    check of times that record what happened); `not_before` the case's report time."""
+    clean: dict[str, Any] = {}
+    for name in model.model_fields:
+        if name not in values:
+            continue
+        value = values[name]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        clean[name] = value
+    try:
+        return model.model_validate(clean, context={"now": now, "not_before": not_before})
+    except ValidationError as exc:
+        raise explain(exc, model) from None
+
+
+# --- the page's field list --------------------------------------------------------------------
+
+SHORT_TEXT = {"customer_person", "customer_engineer", "executor", "participants", "day", "start"}
+
+
+def _field_kind(annotation: Any) -> tuple[str, list[str] | None]:
+    if get_origin(annotation) is not Literal:  # `X | None` → X; `Annotated[X, ...]` → X
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and get_origin(annotation) is not Annotated:
+            annotation = args[0]
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+    if annotation is bool:
+        return "choice", ["是", "否"]
+    if get_origin(annotation) is Literal:
+        return "choice", [str(a) for a in get_args(annotation)]
+    if annotation is datetime:
+        return "datetime", None
+    return "textarea", None
+
+
+def _max_length(field: Any) -> int | None:
+    for meta in field.metadata:
+        limit = getattr(meta, "max_length", None)
+        if limit is not None:
+            return int(limit)
+    return None
+
+
+def form_spec(model: type[BaseModel]) -> dict[str, Any]:
+    """What the link page draws for a form: name, label, type, options, required, help, max length."""
+    fields = []
+    for name, field in model.model_fields.items():
+        kind, options = _field_kind(field.annotation)
+        label = field.title or name
+        if kind == "datetime":
+            label += f"（如 {TIME_EXAMPLE}，北京时间）"
+        elif kind == "textarea" and name in SHORT_TEXT:
+            kind = "text"
+        spec: dict[str, Any] = {"name": name, "label": label, "type": "text" if kind == "datetime" else kind,
+                                "required": field.is_required(), "help": field.description or ""}
+        if options:
+            spec["options"] = options
+        limit = _max_length(field)
+        if limit is not None:
+            spec["max_length"] = limit
+        fields.append(spec)
+    title = model.__doc__.strip().splitlines()[0] if model.__doc__ else ""
+    return {"title": title, "fields": fields}
+
+
+# --- what a flow gets back ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer(Generic[F]):
+    """A person's validated answer to a form: the form itself (`value`), who gave it and when."""
+
+    value: F
+    by: str
+    at: datetime
+    comment: str = ""
