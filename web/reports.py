@@ -123,8 +123,10 @@ def sign_submit(
         if action == "object":
             if not comment.strip():
                 return _sign_form(session, token, report_id, contact_id, error="提出异议时请写明意见", status=422)
-            _decide(report, "objected", contact_id=contact_id, by=signer_name.strip(), comment=comment.strip(),
-                    payload={}, now=now)
+            refused = _decide(report, "objected", contact_id=contact_id, by=signer_name.strip(),
+                              comment=comment.strip(), payload={}, now=now)
+            if refused:  # nothing recorded (an over-long comment …): the form again, saying why
+                return _sign_form(session, token, report_id, contact_id, error=refused, status=422)
             return _message("已提交异议", "您的意见已提交，我们将修改后重新发给您。", 200)
         try:
             sig = sign_report(session, report_id, signed_hash=content_hash, signer_name=signer_name, method=method,
@@ -139,8 +141,9 @@ def sign_submit(
 
 
 def _decide(report: Report, decision: str, *, contact_id: int | None, by: str, comment: str, payload: dict[str, Any],
-            now: datetime) -> None:
-    """Decide the pending signature approval of this report version (if a flow waits on one)."""
+            now: datetime) -> str:
+    """Decide the pending signature approval of this report version (if a flow waits on one);
+    returns why an answer was refused as invalid ("" otherwise)."""
     from flows.steps import signature_step
     from models.approvals import Approval, ApprovalStatus
     from tasks.approvals import Approver, decide
@@ -152,7 +155,10 @@ def _decide(report: Report, decision: str, *, contact_id: int | None, by: str, c
         )).first()
     if pending is not None:
         who = Approver("contact", int(contact_id)) if contact_id else by
-        decide(pending.id, decision, by=who, comment=comment, payload=payload, channel="link", now=now)  # type: ignore[arg-type]
+        result = decide(pending.id, decision, by=who, comment=comment, payload=payload, channel="link", now=now)  # type: ignore[arg-type]
+        if result.outcome == "invalid":
+            return result.message
+    return ""
 
 
 @router.get("/reports/{token}/pdf")
