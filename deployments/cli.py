@@ -376,7 +376,9 @@ def inspection_extra(
         request = ExtraInspectionRequest(customer=customer, site=site, reason=reason, day=_day(day) if day else None,
                                          requested_by=requested_by)
     except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+        from models.forms import explain
+
+        fail(str(explain(exc, ExtraInspectionRequest)))
         return
     ready_db()
     moment = now()

@@ -205,9 +205,11 @@ class ExtraInspectionRequest(BaseModel):
 
     model_config = ConfigDict(title="加做巡检 / extra inspection")
 
-    customer: RequiredText = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1)
+    customer: RequiredText = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1,
+                                   max_length=100)
     site: str | None = Field(
-        default=None, title="机房/站点", description="要巡检的站点名称；客户只有一个站点时可不填。检查表只含该站点的设备"
+        default=None, title="机房/站点", description="要巡检的站点名称；客户只有一个站点时可不填。检查表只含该站点的设备",
+        max_length=100,
     )
     reason: RequiredText = Field(title="加做原因", description="客户为何要求加做巡检，如：5月23日核心系统升级前", min_length=2,
                         max_length=400)

@@ -107,3 +107,14 @@ def test_accident_hand_over_from_an_unknown_repair_is_refused(demo: str, session
     with pytest.raises(ValueError):
         AccidentRequest(customer="BJYH", reported_by="王先生", description="宕机", team=["王" * 101])
     assert nothing_written(session)
+
+
+def test_an_extra_inspection_request_is_refused_in_one_line_with_its_field_named(demo: str, session: Any) -> None:
+    from deployments.cli import app
+
+    result = CliRunner().invoke(app, ["inspection", "extra", "--customer", "BJYH", "--reason", "升级前" * 200])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code != 0 and len(lines) == 1 and "「加做原因」不能超过 400 个字" in lines[0], result.output
+    unknown = CliRunner().invoke(app, ["inspection", "extra", "--customer", "不存在的客户", "--reason", "核心系统升级前"])
+    assert unknown.exit_code != 0 and "未知客户" in unknown.output
+    assert nothing_written(session)
