@@ -193,14 +193,15 @@ class Shots:
         page.screenshot(path=str(SCREENSHOTS / f"{self.n:02d}-{name}.png"), full_page=full_page, animations="disabled")
 
 
-def prefect_login(page: Any) -> None:
-    """The Prefect UI asks for the API login when the server requires one."""
+def prefect_login(page: Any, shots: Shots) -> None:
+    """The Prefect UI asks for the API login when the server requires one (`aftercare up` sets it)."""
     login = page.locator("input[type=password]")
     try:
-        login.wait_for(timeout=3000)
+        login.wait_for(timeout=5000)
     except Exception:  # no login asked: the server runs without basic auth
         return
     login.fill(PREFECT_AUTH)
+    shots.take(page, "prefect-login", full_page=False)
     login.press("Enter")
     login.wait_for(state="detached")
 
@@ -252,7 +253,7 @@ def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(aft
         # 1. The dispatcher: Prefect UI → deployment repair → ⋮ → Custom run → fill → Submit.
         dispatcher = phone()
         dispatcher.goto(f"{up.ui}/deployments")
-        prefect_login(dispatcher)
+        prefect_login(dispatcher, shots)
         dispatcher.get_by_role("link", name="repair", exact=True).first.click()
         # at a phone's width the deployment's Run actions sit in the page heading's ⋮ menu
         dispatcher.locator(".page-heading__trailing .p-icon-button-menu button").click()
