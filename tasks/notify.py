@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -39,7 +40,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models.cases import Incident, append_event
-from models.db import session_scope
+from models.db import session_scope, transaction
 from models.outbox import Notification, NotificationStatus, get_notify_settings
 from models.parties import Contact, Role, Staff
 from models.settings import get_settings
@@ -363,24 +364,34 @@ def run_notifier(
             continue
         else:
             outcome = deliver(row.address, title=row.subject, body=row.body)
-        with session_scope(url) as session:
-            if release is not None:
-                done = _record(session, row.id, token, now, held=release)
-                report.held += done
-            elif outcome is None:
-                done = _record(session, row.id, token, now, sent=True)
-                report.sent += done
-            else:
-                state = _record(session, row.id, token, now, error=outcome, person=person)
-                done = state != 0
-                if state == 2:
-                    report.failed += 1
-                elif state == 1:
-                    report.retrying += 1
-                report.errors.append(f"#{row.id} {row.channel}: {outcome}")
-            if not done:
-                report.lost_claims += 1
+        # its own unit of work, re-run while the database is busy: a message sent but not recorded
+        # would be sent again once its lease ran out
+        state = transaction(functools.partial(
+            _write_outcome, row_id=row.id, token=token, now=now, release=release, outcome=outcome, person=person,
+        ), url=url)
+        if release is not None:
+            report.held += state
+        elif outcome is None:
+            report.sent += state
+        else:
+            if state == 2:
+                report.failed += 1
+            elif state == 1:
+                report.retrying += 1
+            report.errors.append(f"#{row.id} {row.channel}: {outcome}")
+        if not state:
+            report.lost_claims += 1
     return report
+
+
+def _write_outcome(session: Session, *, row_id: int | None, token: str, now: datetime, release: datetime | None,
+                   outcome: str | None, person: Recipient | None) -> int:
+    """Record what became of one send (see `_record`): held for quiet hours, sent, or failed."""
+    if release is not None:
+        return _record(session, row_id, token, now, held=release)
+    if outcome is None:
+        return _record(session, row_id, token, now, sent=True)
+    return _record(session, row_id, token, now, error=outcome, person=person)
 
 
 def _recipients(session: Session, rows: Sequence[Notification]) -> dict[tuple[str, int], Recipient]:

@@ -71,6 +71,21 @@ def note(case_id: int, key: str, calls: list[float]):
     return work
 
 
+def test_the_bounds_default_to_at_least_a_minute_and_refuse_nonsense(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from models.settings import Settings
+
+    monkeypatch.delenv("AFTERCARE_BUSY_RETRY_SECONDS", raising=False)
+    monkeypatch.delenv("AFTERCARE_BUSY_RETRY_STEP_SECONDS", raising=False)
+    settings = Settings()
+    assert settings.busy_retry_seconds >= 60 and settings.busy_retry_step_seconds >= 60
+    for raw in ("0", "-1", "a minute"):
+        monkeypatch.setenv("AFTERCARE_BUSY_RETRY_SECONDS", raw)
+        with pytest.raises(ValidationError, match="busy_retry_seconds"):
+            Settings()
+
+
 # --- the unit of work --------------------------------------------------------------------------
 
 
@@ -159,6 +174,48 @@ def test_a_flow_step_waits_for_the_lock_and_completes(sqlite_demo) -> None:
     assert event_id and events(case_id, "remote_diagnosis") == ["remote_diagnosis"]
 
 
+def test_a_message_sent_while_the_database_locks_is_recorded_after_the_lock_and_never_sent_again(
+    sqlite_demo,
+) -> None:
+    """The notifier's write after a send is its own unit of work: when another process takes the
+    write lock right as a message goes out, the outcome waits for the lock instead of being lost —
+    a lost outcome would send the message again once its lease ran out."""
+    from apprise.decorators import notify
+    from apprise.manager_plugins import NotificationManager
+
+    from models.db import session_scope
+    from models.outbox import Notification, NotificationStatus
+    from tasks.notify import send_due
+
+    sends: list[str] = []
+    locks: list = []
+
+    @notify(on="lockrec", name="sends, then another process locks the database")
+    def _send(body: str, title: str, notify_type: str, *args, **kwargs) -> bool:
+        sends.append(body)
+        holder = write_lock(sqlite_path(sqlite_demo), 3)
+        locks.append((holder, holder.__enter__()))
+        return True
+
+    with session_scope() as s:
+        s.add(Notification(idempotency_key="busy-outcome", key="busy-outcome", recipient_kind="staff",
+                           recipient_id=1, recipient_name="张技术", channel="lockrec", address="lockrec://zhang",
+                           template="test", subject="测试", body="数据库忙时发送的消息", next_try_at=T0,
+                           created_at=T0))
+    try:
+        assert send_due(T0, worker="test") == 1
+        (holder, lock), = locks
+        assert time.monotonic() >= lock.held_at + 2.5  # the outcome waited for the lock
+        holder.__exit__(None, None, None)
+        # long after any lease: nothing is due again
+        assert send_due(T0 + timedelta(hours=2), worker="test") == 0
+    finally:
+        NotificationManager().remove("lockrec")
+    with session_scope() as s:
+        row = s.exec(select(Notification).where(Notification.key == "busy-outcome")).one()
+    assert row.status == NotificationStatus.SENT and sends == ["数据库忙时发送的消息"]
+
+
 # --- the web -----------------------------------------------------------------------------------
 
 
@@ -242,6 +299,7 @@ def test_a_click_while_the_lock_outlasts_the_bound_answers_503_and_records_nothi
     assert answer.status_code == 503
     assert "系统繁忙，请稍后再试" in answer.text and "Traceback" not in answer.text
     assert answer.headers["retry-after"] == "60"
+    assert "script-src 'self'" in answer.headers["content-security-policy"]  # a page like every other
     assert decision_of(approval_id) is None and events(case_id, "approval_decided") == []
     # nothing half-recorded: the same link works once the database is free again
     again = web.post(f"/a/{token}", data={"csrf": csrf, "decision": "approved", "comment": "同意"})
