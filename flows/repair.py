@@ -134,8 +134,11 @@ def repair(request: RepairRequest) -> RepairOutcome:
         visit_at = visit.value.visit_at
         record(case_id, "visit_booked", now, visit.by, {"visit_at": visit_at.isoformat(),
                                                         "coordinator_joins": visit.value.coordinator_joins},
-               tell=[{"template": "repair/visit_booked", "key": "visit-booked", "roles": [COORDINATOR_ROLE],
-                      "customer": True, "context": {"visit_at": visit_at}}])
+               tell=[{"template": "repair/visit_booked", "key": "visit-booked", "customer": True,
+                      "context": {"visit_at": visit_at}},
+                     # the coordinator's own notice: whether to go along is an internal decision
+                     {"template": "repair/visit_coordinator", "key": "visit-booked-coordinator",
+                      "roles": [COORDINATOR_ROLE], "context": {"visit_at": visit_at}}])
         # the arrival clock runs from the moment the customer is ready for us: the agreed time, if later
         clock(case_id, "arrival", "start", max(now, visit_at))
 

@@ -93,6 +93,18 @@ def severity_label(scheme: str, level: int) -> str:
         raise PolicyError(f"未知的故障级别 / unknown severity {level!r} in scheme {scheme!r}: use 1–4") from exc
 
 
+def severity_text(scheme: str | None, level: int | None) -> str:
+    """A severity as messages and reports show it, its level said once: "1 级（特大故障）" in the
+    outage scheme, "三级" in the business scheme (whose labels carry the level)."""
+    if level is None:
+        return "未定级"
+    levels = SEVERITY_LEVELS_ZH.get(str(scheme or "outage"), SEVERITY_LEVELS_ZH["outage"])
+    if int(level) not in levels:
+        return f"{level} 级"
+    label = levels[int(level)][0]
+    return label if "级" in label else f"{level} 级（{label}）"
+
+
 def severity_choices(scheme: str) -> list[tuple[int, str, str]]:
     """(level, label, definition) for each level of a scheme: the choices of the repair intake form."""
     if str(scheme) not in SEVERITY_LEVELS_ZH:

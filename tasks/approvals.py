@@ -237,12 +237,17 @@ def _notify(
     from tasks.notify import queue
 
     case = session.get(Case, row.case_id)
+    number = case.number if case else ""
     context = {
         "recipient": person.name,
-        "case_number": case.number if case else "",
+        "case_number": number,
         "case_title": case.title if case else "",
         "kind": KIND_ZH.get(row.kind, row.kind),
         "subject": row.subject,
+        # the subject names the case once (most subjects start with the case number already) …
+        "subject_line": row.subject if number and number in row.subject else f"{number} {row.subject}".strip(),
+        # … and the body says what is asked without the case prefix ("请与客户预约上门时间")
+        "task": _task_of(row.subject, number),
         "version": row.version,
         "role": ROLE_LABELS_ZH.get(Role(row.approver_role), row.approver_role)
         if row.approver_role in set(Role)
@@ -262,6 +267,16 @@ def _notify(
         now=now,
         urgent=urgent,
     )
+
+
+def _task_of(subject: str, number: str) -> str:
+    """What a subject asks for, without its case prefix: "【合同外·有偿服务】WX-000012 故障维修：请填写…" →
+    "请填写…" (subjects are made by flows.steps.subject, or "<number> <text>")."""
+    if not number or number not in subject:
+        return subject.strip()
+    rest = subject.split(number, 1)[1].strip()
+    head, sep, tail = rest.partition("：")
+    return (tail if sep and " " not in head and len(head) <= 8 else rest).strip() or subject.strip()
 
 
 def _summary(content: str, limit: int = 160) -> str:

@@ -23,6 +23,7 @@ from models.clocks import ClockStatus
 from models.db import session_scope
 from models.forms import read_time
 from models.parties import ROLE_LABELS_ZH
+from rules.sla import severity_text
 from tasks.people import customer_contacts, first_with_role
 from tasks.retry import task
 
@@ -323,6 +324,7 @@ class CaseFacts:
     device: str
     severity: int
     severity_label: str
+    severity_text: str  # the level said once, for messages and reports ("1 级（特大故障）", "三级")
     description: str
     reported_by: str
     reported_at: datetime
@@ -357,6 +359,7 @@ def case_facts(session: Session, case_id: int) -> CaseFacts:
         device=f"{device.model}（{device.serial}）" if device else "",
         severity=case.severity or 4,
         severity_label=case.data.get("severity_label", ""),
+        severity_text=severity_text(contract.severity_scheme if contract else None, case.severity or 4),
         description=case.description,
         reported_by=case.reported_by,
         reported_at=case.reported_at,

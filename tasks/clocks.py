@@ -35,6 +35,7 @@ from rules.sla import (
     ladder_steps,
     merge_policy,
     policy_for,
+    severity_text,
     shift_after_pause,
     stale_at,
     stale_in_working_time,
@@ -466,6 +467,18 @@ class _People:
         self.session = session
         self._all: list[Staff] | None = None
 
+    def for_case(self, case: Case, roles: Sequence[str]) -> list[Staff]:
+        """The people a step names, role by role: the one the case assigned to the role at intake
+        (its engineer, its dispatcher …), else everyone holding the role (the expert group, the vendor)."""
+        team = (case.data or {}).get("team") or {}
+        picked: list[Staff] = []
+        for role in roles:
+            assigned = self.session.get(Staff, team[role]) if team.get(role) else None
+            for person in [assigned] if assigned is not None and assigned.active else self.with_roles([role]):
+                if person not in picked:
+                    picked.append(person)
+        return picked
+
     def with_roles(self, roles: Sequence[str]) -> list[Staff]:
         if self._all is None:
             self._all = list(
@@ -484,6 +497,8 @@ def _case_context(session: Session, case: Case) -> dict[str, Any]:
 
     customer = session.get(Customer, case.customer_id)
     site = session.get(Site, case.site_id) if case.site_id else None
+    contract = session.get(Contract, case.contract_id) if case.contract_id else None
+    scheme = contract.severity_scheme if contract else None
     return {
         "id": case.id,
         "number": case.number,
@@ -491,6 +506,8 @@ def _case_context(session: Session, case: Case) -> dict[str, Any]:
         "customer": customer.name if customer else "",
         "site": site.name if site else "",
         "severity": case.severity,
+        "severity_scheme": scheme,
+        "severity_text": severity_text(scheme, case.severity),
         "out_of_contract": bool(case.out_of_contract),
         "paid": paid_prefix(case),
         "paid_service_reason": (case.data or {}).get("paid_service_reason", ""),
@@ -524,7 +541,10 @@ def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.St
                   note=f"{label}超时" if step.level == ladder_rules.BREACH else ladder_rules.LEVELS[step.level][2]):
         return False
     acts, informed = ladder_rules.recipients_roles(clock.kind, step.level)
-    recipients = people.with_roles([*acts, *informed])
+    # the level a clock starts in (level 1, entered at intake) is the normal handling, not an
+    # escalation: it is recorded, and the people on it were told by the procedure's own notice
+    starting = step.level != ladder_rules.BREACH and step.at <= clock.started_at
+    recipients = [] if starting else people.for_case(case, [*acts, *informed])
     context: dict[str, Any] = {
         "case": _case_context(session, case),
         "clock": {"kind": clock.kind, "label": label, "started_at": clock.started_at, "due_at": clock.due_at,
@@ -550,7 +570,9 @@ def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.St
             append_event(session, case.id, "severity.raised", at=now, key=f"clock:{clock.kind}:severity",  # type: ignore[arg-type]
                          data={"from": old, "to": case.severity, "reason": f"{label}超时未恢复，自动提升故障级别"})
             context["case"]["severity"] = case.severity
+            context["case"]["severity_text"] = severity_text(context["case"]["severity_scheme"], case.severity)
             context["raised_from"] = old
+            context["raised_from_text"] = severity_text(context["case"]["severity_scheme"], old)
         template = "escalation_breach"
     else:
         clock.level = max(clock.level, step.level)
@@ -561,7 +583,7 @@ def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.St
         # the case's severity after a raise counts: a case raised to 2 is a severity-2 case now
         _queue(session, recipients=recipients, template=template, context=context, key=key,
                case_id=case.id, now=now, urgent=_urgent(clock.severity, case.severity))
-    else:
+    elif not starting:
         log.warning("escalation %s of case %s has nobody to tell (roles %s)", key, case.id, [*acts, *informed])
     return True
 

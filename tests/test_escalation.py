@@ -54,7 +54,9 @@ def test_ladder_tells_each_level_its_people_and_breach_raises_severity(demo: str
     for hours in (0, 2, 4, 24):
         fire_due_clocks(T0 + timedelta(hours=hours, minutes=1))
     with session_scope() as s:
-        assert told(s, f"clock:{clock_id}:L1") == ["刘工程师", "陈工程师", "王值班", "李调度"]  # engineer, dispatcher informed
+        # level 1 is where the case starts (entered at intake): recorded, but nobody is told "恢复服务未完成"
+        assert told(s, f"clock:{clock_id}:L1") == []
+        assert s.exec(select(Escalation).where(Escalation.key == f"clock:{clock_id}:L1")).one().level == 1
         assert told(s, f"clock:{clock_id}:L2") == ["赵高工"]
         assert told(s, f"clock:{clock_id}:L3") == ["孙专家", "周专家", "张技术"]  # + technical lead informed
         assert told(s, f"clock:{clock_id}:L4") == ["吴总监", "原厂支持"]  # + vendor (standby machine)
@@ -62,7 +64,7 @@ def test_ladder_tells_each_level_its_people_and_breach_raises_severity(demo: str
         body = s.exec(select(Notification).where(Notification.key == f"clock:{clock_id}:L4")).first().body  # type: ignore[union-attr]
         assert "备机" in body and "技术总监" in body
         breach = s.exec(select(Notification).where(Notification.key == f"clock:{clock_id}:breach")).first()
-        assert breach is not None and "超时" in breach.subject and "由 2 级自动提升为 1 级" in breach.body
+        assert breach is not None and "超时" in breach.subject and "由 2 级（重大故障）自动提升为 1 级（特大故障）" in breach.body
         assert breach.subject.startswith("【") and "有偿服务" not in breach.subject + breach.body  # in contract
         case = s.get(Case, case_id)
         assert case is not None and case.severity == 1
@@ -164,11 +166,11 @@ def test_only_severity_1_and_2_notifications_ignore_quiet_hours(demo: str) -> No
     with session_scope() as s:
         ids = {sev: new_case(s, sev, T0) for sev in (1, 2, 3, 4)}
         clocks = {sev: start_clock(s, case_id, "restore", started_at=T0, severity=sev).id for sev, case_id in ids.items()}
-    fire_due_clocks(T0 + timedelta(minutes=1))  # level 1 of every clock
+    fire_due_clocks(T0 + timedelta(hours=2, minutes=1))  # levels 1 (silent) and 2 of every clock
     assert escalate_stale_records(T0 + timedelta(hours=25)) == 4
     with session_scope() as s:
         for sev, clock_id in clocks.items():
-            assert told(s, f"clock:{clock_id}:L1", urgent=sev <= 2)
+            assert told(s, f"clock:{clock_id}:L2", urgent=sev <= 2)
             stale = s.exec(select(Escalation).where(Escalation.case_id == ids[sev], Escalation.kind == "stale")).one()
             assert told(s, stale.key, urgent=sev <= 2)
 

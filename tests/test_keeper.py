@@ -94,8 +94,8 @@ def test_keeper_down_for_3_hours_catches_up_each_step_once_in_order(demo: str) -
             (0, T0 + timedelta(hours=4), back),  # the breach before level 3 due at the same moment
             (3, T0 + timedelta(hours=4), back),
         ]
-        assert notification_keys(s) == [f"clock:{clock_id}:L1", f"clock:{clock_id}:L2", f"clock:{clock_id}:breach",
-                                        f"clock:{clock_id}:L3"]
+        # level 1 (where the case starts) is recorded without a message
+        assert notification_keys(s) == [f"clock:{clock_id}:L2", f"clock:{clock_id}:breach", f"clock:{clock_id}:L3"]
         clock = s.get(Clock, clock_id)
         assert clock is not None and clock.level == 3 and clock.next_check_at == T0 + timedelta(days=1)
     # ticking again — at the same moment or later — repeats nothing
@@ -121,7 +121,7 @@ def test_keeper_restarted_mid_ladder_fires_the_rest_once(demo: str) -> None:
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [[0, 0], [2, 0]]  # replay: nothing; then breach + L3
     with session_scope() as s:
         assert [lv for lv, _, _ in fired(s, clock_id)] == [1, 2, 0, 3]
-        assert len(notification_keys(s)) == 4
+        assert len(notification_keys(s)) == 3  # L2, breach, L3 (level 1 is recorded without a message)
 
 
 def test_duplicate_keepers_fire_each_step_once(demo: str) -> None:

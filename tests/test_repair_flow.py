@@ -200,7 +200,8 @@ def test_on_site_repair_with_one_objection_and_a_revised_plan(drive: RepairDrive
         assert "现场维修" in service.content and "900W 电源模块" in service.content and "v2" in service.content
     sent = set(drive.notifications(case_id))
     assert ("何备件", "repair/parts_issued") in sent
-    assert ("郑协调", "repair/visit_booked") in sent and ("北京维护负责人", "repair/visit_booked") in sent
+    assert ("郑协调", "repair/visit_coordinator") in sent and ("北京维护负责人", "repair/visit_booked") in sent
+    assert ("郑协调", "repair/visit_booked") not in sent  # the customer's notice is not the coordinator's
     assert ("吴总监", "approval_request") in sent and ("张技术", "form_request") in sent
     assert ("北京维护负责人", "signature_request") in sent
 
