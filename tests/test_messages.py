@@ -89,7 +89,7 @@ def test_request_titles_name_the_case_once(demo: str, notifications) -> None:  #
         director = s.exec(select(Staff).where(Staff.name == "吴总监")).one()
         open_approval(s, case_id, "visit", 1, subject(facts, "请与客户预约上门时间"), "方案：更换控制器电池",
                       kind=ApprovalKind.FORM, approver_staff_ids=[dispatcher.id], expires_at=T + timedelta(days=1),
-                      now=T, form={"fields": []})
+                      now=T, form_name="visit")
         open_approval(s, case_id, "plan-approval", 2, subject(facts, "请审批解决方案 v2"), "更换电池\n回退：原样恢复",
                       approver_staff_ids=[director.id], approver_role="technical_director",
                       expires_at=T + timedelta(days=1), now=T)
