@@ -227,10 +227,16 @@ def submit(page: Any, button: str) -> str:
     return str(page.locator("main").inner_text())
 
 
-def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(aftercare_up: Up) -> None:
-    chromium = chromium_path()
-    if chromium is None:
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium; asked for before `aftercare up` starts, so a machine without it skips at once."""
+    found = chromium_path()
+    if found is None:
         pytest.skip("no Chromium: `apt-get install chromium` (Debian's package; .ci/run installs it)")
+    return found
+
+
+def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(chromium: str, aftercare_up: Up) -> None:
     from playwright.sync_api import sync_playwright
 
     from models import Role
@@ -241,8 +247,10 @@ def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(aft
     assert not any("远程诊断" in m["title"] for m in up.notifications)
 
     with sync_playwright() as pw:
-        # Chromium refuses to run as root with its sandbox on (CI runs as root)
-        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        # Chromium refuses to run as root with its sandbox on (CI runs as root);
+        # /dev/shm is small in containers: Chromium keeps its shared memory in /tmp instead
+        args = ["--disable-dev-shm-usage"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
+        browser = pw.chromium.launch(executable_path=chromium, args=args)
 
         def phone() -> Any:  # each person has a phone of their own
             context = browser.new_context(viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai")
