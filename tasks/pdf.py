@@ -14,7 +14,9 @@ Worker. WeasyPrint keeps fonts, images and layout caches for the life of its pro
 web grew to 620 MB after a few PDFs). Printing happens in one spawned worker process that is
 replaced after `TASKS_PER_WORKER` PDFs (`concurrent.futures.ProcessPoolExecutor` with
 `max_tasks_per_child`), so the web process never imports WeasyPrint and its memory stays flat
-(bench/pdf_memory.py measures it).
+(bench/pdf_memory.py measures it). Spawned workers import the parent's main module again, as
+multiprocessing's spawn always does: a script that prints PDFs needs the `if __name__ == "__main__":`
+guard (uvicorn, pytest and the benches have it).
 """
 
 from __future__ import annotations
