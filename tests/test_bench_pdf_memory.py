@@ -8,7 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# a benchmark: deselected by the default run, `uv run pytest -m bench` runs it (.ci/run does)
+pytestmark = pytest.mark.bench
 
 
 def test_pdf_memory_bench_quick_writes_its_figures(tmp_path: Path) -> None:

@@ -19,6 +19,10 @@ def test_every_bench_file_is_marked_bench_and_the_default_run_deselects_it() -> 
     assert bench_files
     unmarked = [p.name for p in bench_files if "pytestmark = pytest.mark.bench" not in p.read_text()]
     assert unmarked == []
+    # a test that runs a benchmark script (they all take --quick) lives in a test_bench_*.py file
+    elsewhere = [p.name for p in (ROOT / "tests").glob("test_*.py")
+                 if not p.name.startswith("test_bench_") and p.name != "test_markers.py" and '"--quick"' in p.read_text()]
+    assert elsewhere == []
 
 
 def test_ci_runs_the_default_run_then_the_benchmarks_then_the_browser() -> None:
