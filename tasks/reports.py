@@ -412,7 +412,7 @@ def report_bundle(report_ids: list[int], version: int = 1) -> str:
             report = session.get(Report, rid)
             if report is not None:
                 sig = valid_signature(session, rid)
-                mark = f"（客户已签字：{sig.signer_name}）" if sig else ""
+                mark = f"（客户已签字：{signer_label(session, sig)}）" if sig else ""
                 parts.append(f"【{report.title} v{report.version}{mark}】\n{plain_text(report.content)}")
         # the approval page shows text: each document's readable text, one after another
         return "\n\n".join(parts)

@@ -87,6 +87,9 @@ def test_signed_report_page_and_pdf_show_the_drawn_signature_who_signed_and_when
     assert "签字见签字页" not in text
     session.expire_all()
     assert session.get(Report, report.id).content == report.content  # the issued content (its hash) is untouched
+    from tasks.reports import report_bundle
+
+    assert f"【维修服务报告 v1（客户已签字：{who}）】" in report_bundle.fn([report.id])  # what the director approves
 
 
 def test_a_signature_edited_away_is_not_printed_and_a_forged_image_is_not_embedded(demo: str, session) -> None:  # noqa: ANN001
