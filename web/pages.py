@@ -9,9 +9,11 @@ leak to another site in a Referer) and may not be framed by another site.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tasks.render import environment
@@ -22,6 +24,31 @@ STATIC = Path(__file__).resolve().parent / "static"
 # Starlette's `Jinja2Templates(directory=…)` builds its own environment, which autoescapes only
 # `.html/.htm/.xml` names — our pages are `*.html.j2`. It is given the shared one instead.
 templates = Jinja2Templates(env=environment(WEB_TEMPLATES))
+
+_URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+def links(text: str) -> Markup:
+    """Plain text, escaped, with this site's own links made links: the content of an approval lists
+    the report's page and its signing page, and a person on a phone cannot copy a URL out of a
+    page to open it. Other addresses stay text."""
+    from models.settings import get_settings
+
+    own = get_settings().web_base_url + "/"
+    parts: list[Markup] = []
+    last = 0
+    for found in _URL.finditer(text or ""):
+        url = found.group(0)
+        if not url.startswith(own):
+            continue
+        parts.append(escape(text[last:found.start()]))
+        parts.append(Markup('<a href="{0}">{0}</a>').format(url))  # format() escapes the URL
+        last = found.end()
+    parts.append(escape((text or "")[last:]))
+    return Markup("").join(parts)
+
+
+templates.env.filters["links"] = links
 
 # Styles may be inline (the pages and the printable reports in their sandboxed frames carry
 # <style> blocks and style attributes); scripts may not: only files served from this site run.
