@@ -3,13 +3,53 @@
 Durable waits rely on them (DESIGN.md §2): task results are persisted so that a resumed run
 replays finished steps from their results instead of running them again, and runners poll often
 so that an approval click continues the run within about a second.
+
+The Prefect server `aftercare up` starts requires basic auth (Prefect's own
+`PREFECT_SERVER_API_AUTH_STRING`; its clients send `PREFECT_API_AUTH_STRING`): without it anyone who
+reaches the API could resume a waiting run with any decision. The credential `user:password` is
+generated once into `AFTERCARE_HOME/prefect_auth` (0600, beside `secret_key`); the Prefect UI asks
+for it at login.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 
-from models.settings import Settings
+import httpx
+
+from models.settings import Settings, _create_private
+
+AUTH_FILE = "prefect_auth"
+AUTH_USER = "aftercare"
+
+
+def auth_file(settings: Settings) -> os.PathLike[str]:
+    return settings.home / AUTH_FILE
+
+
+def auth_string(settings: Settings) -> str | None:
+    """The `user:password` of the Prefect API: `PREFECT_API_AUTH_STRING` when the operator set it;
+    else, for the server `aftercare up` runs itself, the one generated into home; else (a Prefect
+    server of the operator's, PREFECT_API_URL) none."""
+    given = os.environ.get("PREFECT_API_AUTH_STRING", "").strip()
+    if given:
+        return given
+    if settings.prefect_api_url:
+        return None
+    path = settings.home / AUTH_FILE
+    if not path.exists():
+        _create_private(path, f"{AUTH_USER}:{secrets.token_urlsafe(24)}")
+    return path.read_text().strip()
+
+
+def api_auth(settings: Settings) -> httpx.BasicAuth | None:
+    """The same credential for a plain HTTP client (httpx) that talks to the Prefect API."""
+    found = auth_string(settings)
+    if not found:
+        return None
+    user, _, password = found.partition(":")
+    return httpx.BasicAuth(user, password)
 
 
 def prefect_env(settings: Settings, *, api_url: str | None = None) -> dict[str, str]:
@@ -45,4 +85,10 @@ def prefect_env(settings: Settings, *, api_url: str | None = None) -> dict[str, 
         "AFTERCARE_COLD_START": "true" if settings.cold_start else "false",
         "AFTERCARE_INTAKE_MAX_AGE_DAYS": str(settings.intake_max_age_days),
     }
+    credential = auth_string(settings)
+    if credential:
+        env["PREFECT_API_AUTH_STRING"] = credential  # every client: runner, flow runs, web, CLI
+        if not settings.prefect_api_url:
+            # the server aftercare starts (deployments.prefect_server) requires it
+            env["PREFECT_SERVER_API_AUTH_STRING"] = credential
     return env

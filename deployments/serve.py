@@ -10,13 +10,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import os
+import signal
+import time
+from pathlib import Path
 
 from deployments import warm_start
 from deployments.registry import PROCEDURE_MODULES, all_deployments
 from models.settings import Settings, get_settings
 
 MIN_POLL_SECONDS = 0.1  # below this the runner's polls load the Prefect server for no gain
+SERVED_FILE = "served.json"  # in PREFECT_HOME: what this runner registered, read by `aftercare up`
+
+
+def served_file() -> Path:
+    return Path(os.environ.get("PREFECT_HOME", ".")) / SERVED_FILE
+
+
+def wait_for_server(timeout: float = 180.0) -> None:
+    """Wait until the Prefect API answers: `aftercare up` starts the runner together with the
+    server, so that importing the procedures overlaps the server's own start."""
+    import httpx
+
+    url = os.environ.get("PREFECT_API_URL", "").rstrip("/") + "/health"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"aftercare runner: the Prefect API at {url} did not answer in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def write_served(names: list[str], started: float) -> None:
+    """Say which deployments this runner registered and since when it polls (for `aftercare up`)."""
+    path = served_file()
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    draft.write_text(json.dumps({"pid": os.getpid(), "since": started, "deployments": names}))
+    draft.replace(path)
 
 
 def extra_modules() -> list[str]:
@@ -45,14 +80,31 @@ def main() -> None:
     settings = get_settings()  # `aftercare up` validated the same environment before starting us
     limit = int(os.environ.get("PREFECT_RUNNER_PROCESS_LIMIT", "20"))
     deployments = [*all_deployments(), *extra_deployments()]
+    wait_for_server()
     runner = Runner(limit=limit, query_seconds=poll_seconds(settings))
+    started = time.time()
     ids = [runner.add_deployment(d) for d in deployments]
+    write_served([d.name for d in deployments], started)
     if warm_start.enabled(settings):
         warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules()])
         warm = warm_start.register_flows(runner, zip(ids, deployments, strict=True))
         print(f"aftercare runner: {len(deployments)} deployments, warm starts for {len(warm)}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt, TerminationSignal):
-        asyncio.run(runner.start())
+    try:
+        with contextlib.suppress(KeyboardInterrupt, TerminationSignal):
+            asyncio.run(runner.start())
+    finally:
+        end_own_group()
+
+
+def end_own_group() -> None:
+    """Stopped (Ctrl-C, SIGTERM — also the one the kernel sends when `aftercare up` dies): end the
+    flow-run processes too, which share this runner's process group. A runner that is killed
+    outright runs no code, and its flow runs finish on their own."""
+    if os.getpgrp() != os.getpid():  # not the leader of its own group (started by hand): leave it
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(os.getpgrp(), signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -1,83 +1,51 @@
 """`aftercare up`: the one command that runs the main job.
 
-It migrates the database, seeds demo data when empty, starts a local Prefect server on SQLite
-(unless PREFECT_API_URL points at one), serves every deployment with its schedules, starts the
-approval web and the clock keeper, prints the URLs, and on Ctrl-C / SIGTERM stops every child
-process group it started.
+It starts a local Prefect server on SQLite (unless PREFECT_API_URL points at one) and, while that
+server starts, migrates the database, seeds demo data when empty, and starts the approval web and
+the runner (which imports the procedures meanwhile and registers the deployments as soon as the
+server answers). It prints the URLs and the time to ready once every deployment is served —
+registered and polled by the runner — and then starts the clock keeper.
+
+From then on it supervises (deployments.supervisor): a child that dies is restarted with back-off
+and the restart is logged; exactly one clock keeper runs (flows.clock_keeper holds a lease; `up`
+starts a keeper run when no keeper holds it, and marks keeper runs Cancelled when it stops). It
+stops only on Ctrl-C / SIGTERM, at any moment of start-up too, within a few seconds, and leaves no
+process behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from deployments import prefect_server
-from deployments.prefect_env import prefect_env
+from deployments.prefect_env import api_auth, auth_file, prefect_env
+from deployments.supervisor import Child, Stop, Supervisor, held_signals
 from models.db import migrate, session_scope
-from models.settings import Settings, open_private, private_dir
+from models.settings import Settings, private_dir
+
+KEEPER_FLOW = "clock-keeper"
+KEEPER_LEASE = "clock-keeper"  # flows.clock_keeper.KEEPER_LEASE (not imported: that imports Prefect)
+KEEPER_CHECK_SECONDS = 10.0  # how often `up` looks whether a keeper holds its lease
+KEEPER_START_GRACE = 90.0  # a keeper run `up` started gets this long to start and take the lease
+STARTUP_TIMEOUT = 300.0
+STARTUP_FAILURES = 3  # a child that dies this often before the stack is ready: start-up fails
+LIVE_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
 
 
 class StartupError(RuntimeError):
     """aftercare cannot start; the message says why and what to do."""
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-@dataclass
-class Supervisor:
-    echo: Callable[[str], None]
-    children: list[Child] = field(default_factory=list)
-    stopping: bool = False
-
-    def start(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> Child:
-        log = private_dir(logs) / f"{name}.log"
-        handle = open_private(log, "ab")
-        proc = subprocess.Popen(
-            argv, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: stopping it stops its children too
-        )
-        handle.close()
-        child = Child(name, proc, log)
-        self.children.append(child)
-        return child
-
-    def stop_all(self, grace: float = 15.0) -> None:
-        self.stopping = True
-        for child in reversed(self.children):
-            _signal_group(child.proc, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in reversed(self.children):
-            try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(child.proc, signal.SIGKILL)
-                child.proc.wait(timeout=5)
-        # a process group may outlive its leader (a flow run started by the runner): end it too
-        for child in self.children:
-            _signal_group(child.proc, signal.SIGKILL)
-
-    def first_exited(self) -> Child | None:
-        return next((c for c in self.children if c.proc.poll() is not None), None)
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -87,20 +55,6 @@ def port_in_use(host: str, port: int) -> bool:
             sock.bind((host, port))
         except OSError:
             return True
-    return False
-
-
-def wait_http(url: str, *, timeout: float, child: Child | None = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child is not None and child.proc.poll() is not None:
-            return False
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
     return False
 
 
@@ -116,16 +70,136 @@ def prepare_database(settings: Settings, *, seed: bool, echo: Callable[[str], No
     from models.wallclock import now
 
     echo(f"• 数据库 / database: {settings.db_url}")
-    migrate(settings.db_url)
+    # Ctrl-C waits for the migration (a few hundred ms): on SQLite its DDL is not one transaction
+    with held_signals():
+        migrate(settings.db_url)
     if seed:
-        with session_scope(settings.db_url) as session:
+        with session_scope(settings.db_url) as session:  # one transaction: interrupted, nothing is written
             if is_empty(session):
                 moment = now()
                 counts = seed_demo(session, today=moment.date(), now=moment)
                 echo("• 演示数据已写入 / demo data loaded: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
-def run_up(settings: Settings, *, seed: bool = True, echo: Callable[[str], None] = print) -> int:
+class PrefectAPI:
+    """The few calls `up` makes to the Prefect REST API (plain httpx: `up` does not import Prefect,
+    which would cost seconds of start-up)."""
+
+    def __init__(self, url: str, auth: httpx.Auth | None) -> None:
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(base_url=self.url, auth=auth, timeout=5)
+
+    def healthy(self) -> bool:
+        try:
+            return self.client.get("/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def deployments(self) -> list[dict[str, Any]]:
+        answer = self.client.post("/deployments/filter", json={"limit": 200})
+        answer.raise_for_status()
+        return list(answer.json())
+
+    def keeper_runs(self) -> list[dict[str, Any]]:
+        answer = self.client.post("/flow_runs/filter", json={
+            "flows": {"name": {"any_": [KEEPER_FLOW]}},
+            "flow_runs": {"state": {"type": {"any_": LIVE_STATES}}},
+            "limit": 200,
+        })
+        answer.raise_for_status()
+        return list(answer.json())
+
+    def start_keeper(self) -> str:
+        found = self.client.get(f"/deployments/name/{KEEPER_FLOW}/{KEEPER_FLOW}")
+        found.raise_for_status()
+        created = self.client.post(f"/deployments/{found.json()['id']}/create_flow_run", json={})
+        created.raise_for_status()
+        return str(created.json()["id"])
+
+    def cancel(self, run_id: str, message: str, timeout: float = 2.0) -> None:
+        self.client.post(f"/flow_runs/{run_id}/set_state", timeout=timeout, json={
+            "state": {"type": "CANCELLED", "name": "Cancelled", "message": message}, "force": True,
+        }).raise_for_status()
+
+
+def served(api: PrefectAPI, runner: Child, served_file: Path) -> bool:
+    """True once the runner running now registered its deployments and has polled for each."""
+    try:
+        info = json.loads(served_file.read_text())
+    except (OSError, ValueError):
+        return False
+    if info.get("pid") != runner.pid or not runner.alive:
+        return False
+    since = float(info["since"]) - 1
+    polled = {
+        d["name"] for d in api.deployments()
+        if d.get("last_polled") and datetime.fromisoformat(d["last_polled"]).timestamp() >= since
+    }
+    return set(info["deployments"]) <= polled
+
+
+@dataclass
+class KeeperWatch:
+    """Exactly one clock keeper: start a keeper run when no keeper holds the lease; cancel the
+    keeper runs that hold none; on stop, cancel every keeper run and release the lease."""
+
+    api: PrefectAPI
+    db_url: str
+    note: Callable[[str], None]
+    started_at: float | None = None
+    next_check: float = 0.0
+
+    def lease_held(self) -> bool:
+        from models.leases import current
+        from models.wallclock import now
+
+        with session_scope(self.db_url) as session:
+            return current(session, KEEPER_LEASE, now()) is not None
+
+    def check(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if now < self.next_check:
+            return
+        self.next_check = now + KEEPER_CHECK_SECONDS
+        if self.started_at is not None and now - self.started_at < KEEPER_START_GRACE:
+            return
+        try:
+            if self.lease_held():
+                return
+            # no keeper holds the lease: keeper runs still marked live are dead (their runner was
+            # killed) or would find the lease taken — mark them Cancelled, start one afresh
+            for run in self.api.keeper_runs():
+                self.api.cancel(run["id"], "aftercare up: 无租约的时钟守护 / a keeper run without the lease")
+            run_id = self.api.start_keeper()
+        except (httpx.HTTPError, OSError) as exc:
+            self.note(f"  时钟守护暂未启动 / clock keeper not started yet ({type(exc).__name__}); retrying")
+            return
+        except Exception as exc:  # the database busy or unreachable: try again at the next check
+            self.note(f"  时钟守护暂未启动 / clock keeper not started yet ({type(exc).__name__}: {exc}); retrying")
+            return
+        first = self.started_at is None
+        self.started_at = now
+        self.note(f"• {'启动' if first else '重新启动'}时钟守护 / clock keeper {'started' if first else 'restarted'}"
+                  f" (flow run {run_id})")
+
+    def stop(self, deadline: float) -> None:
+        """Mark every live keeper run Cancelled and release the lease (best effort, by `deadline`)."""
+        if self.started_at is None:
+            return
+        with contextlib.suppress(Exception):
+            for run in self.api.keeper_runs():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.api.cancel(run["id"], "aftercare up 已停止 / stopped", timeout=min(2.0, left))
+        with contextlib.suppress(Exception):
+            from models.leases import release
+
+            with session_scope(self.db_url) as session:
+                release(session, KEEPER_LEASE)
+
+
+def _check_home(settings: Settings) -> None:
     try:
         # what this process and the servers it starts create is their owner's only (the Prefect
         # server's database, its storage of task results): the umask its children inherit
@@ -135,13 +209,14 @@ def run_up(settings: Settings, *, seed: bool = True, echo: Callable[[str], None]
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise StartupError(f"工作目录不可写 / cannot write to AFTERCARE_HOME {settings.home}: {exc.strerror or exc}") from None
-    try:
-        prepare_database(settings, seed=seed, echo=echo)
-    except KeyboardInterrupt:  # Ctrl-C while migrating or seeding: each runs in its own transaction
-        echo("已中断，数据库未改动或已完整迁移 / interrupted; the database is as before or fully migrated")
-        return 130
+        raise StartupError(
+            f"工作目录不可写 / cannot write to AFTERCARE_HOME {settings.home}: {exc.strerror or exc}"
+        ) from None
 
+
+def run_up(settings: Settings, *, seed: bool = True, echo: Callable[[str], None] = print) -> int:
+    began = time.monotonic()
+    _check_home(settings)
     external = bool(settings.prefect_api_url)
     api_url = settings.prefect_url
     if not external and port_in_use(settings.prefect_host, settings.prefect_port):
@@ -156,62 +231,87 @@ def run_up(settings: Settings, *, seed: bool = True, echo: Callable[[str], None]
 
     env = {**os.environ, **prefect_env(settings, api_url=api_url)}
     logs = settings.home / "logs"
-    sup = Supervisor(echo)
-    stop_requested = False
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    old_int = signal.signal(signal.SIGINT, _on_signal)
-    old_term = signal.signal(signal.SIGTERM, _on_signal)
+    sup = Supervisor(echo, logs)
+    api = PrefectAPI(api_url, api_auth(settings))
+    keeper = KeeperWatch(api, settings.db_url, sup.note)
+    served_file = Path(env["PREFECT_HOME"]) / "served.json"
+    web_url = f"http://{settings.web_host}:{settings.web_port}"
+    sup.install_signals()
     try:
         if external:
             echo(f"• Prefect: 使用已有服务 / using {api_url}")
-            if not wait_http(f"{api_url}/health", timeout=10):
-                raise StartupError(f"Prefect 无法连接 / Prefect API not reachable at {api_url}")
         else:
             echo("• 启动 Prefect 服务 / starting the Prefect server (SQLite) …")
-            server = sup.start(
-                "prefect-server",
-                prefect_server.command(settings.prefect_host, settings.prefect_port),
-                env, logs,
-            )
-            if not wait_http(f"{api_url}/health", timeout=120, child=server):
-                raise StartupError(f"Prefect 服务未能启动 / Prefect server did not start:\n{_tail(server.log)}")
+            Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+            sup.add("prefect-server", prefect_server.command(settings.prefect_host, settings.prefect_port), env)
+        prepare_database(settings, seed=seed, echo=echo)
 
-        echo("• 启动审批网页 / starting the approval web …")
-        web = sup.start(
-            "web",
-            [sys.executable, "-m", "uvicorn", "web.app:app", "--host", settings.web_host,
-             "--port", str(settings.web_port), "--no-access-log"],
-            env, logs,
-        )
-        if not wait_http(f"http://{settings.web_host}:{settings.web_port}/health", timeout=60, child=web):
-            raise StartupError(f"网页未能启动 / web did not start:\n{_tail(web.log)}")
-
-        echo("• 注册并运行流程部署 / serving the deployments …")
-        sup.start("runner", [sys.executable, "-m", "deployments.serve"], env, logs)
-        sup.start("keeper-starter", [sys.executable, "-m", "deployments.start_keeper"], env, logs)
+        echo("• 启动审批网页与流程部署 / starting the approval web and serving the deployments …")
+        with contextlib.suppress(FileNotFoundError):
+            served_file.unlink()
+        sup.add("web", [sys.executable, "-m", "uvicorn", "web.app:app", "--host", settings.web_host,
+                        "--port", str(settings.web_port), "--no-access-log"], env)
+        # the runner's flow-run processes (the keeper among them) finish on their own if it dies
+        runner = sup.add("runner", [sys.executable, "-m", "deployments.serve"], env, kill_group_on_exit=False)
+        _wait_ready(sup, api, runner, served_file, web_url, external=external)
+        ready = time.monotonic() - began
 
         ui = api_url.removesuffix("/api")
         echo("")
         echo(f"  Prefect 界面 / UI:   {ui}")
-        echo(f"  审批网页 / web:      http://{settings.web_host}:{settings.web_port}  (links: {settings.web_base_url})")
+        if not external:
+            echo(f"  Prefect 登录 / login: 密码框填入 / enter in the password box: the contents of {Path(auth_file(settings)).resolve()}")
+        echo(f"  审批网页 / web:      {web_url}  (links: {settings.web_base_url})")
         echo(f"  日志 / logs:         {logs.resolve()}")
+        echo(f"  就绪用时 / ready in: {ready:.1f} s")
         echo("  按 Ctrl-C 停止 / press Ctrl-C to stop")
-        while not stop_requested:
-            gone = sup.first_exited()
-            if gone is not None and not (gone.name == "keeper-starter" and gone.proc.returncode == 0):
-                echo(f"进程退出 / {gone.name} exited ({gone.proc.returncode}):\n{_tail(gone.log)}")
-                return 1
-            if gone is not None:
-                sup.children.remove(gone)
+        while True:
+            sup.poll()
+            keeper.check()
             time.sleep(0.5)
+    except Stop:
         echo("正在停止 / stopping …")
         return 0
     finally:
-        sup.stop_all()
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+        sup.stopping = True  # a second Ctrl-C from here on kills at once
+        keeper.stop(deadline=time.monotonic() + 1.5)
+        sup.stop_all(grace=2.5)  # all in all at most ~4 s from the signal
+        sup.restore_signals()
+        api.client.close()
         echo("已停止 / stopped")
+
+
+def _wait_ready(sup: Supervisor, api: PrefectAPI, runner: Child, served_file: Path, web_url: str, *,
+                external: bool) -> None:
+    """Supervise until the server and the web answer and every deployment is served."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    external_deadline = time.monotonic() + 10
+    web_ok = server_ok = False
+    while True:
+        for child in sup.poll():
+            if child.failures >= STARTUP_FAILURES:
+                raise StartupError(f"{child.name} 未能启动 / {child.name} did not start "
+                                   f"({child.failures} tries):\n{_tail(child.log)}")
+        if not server_ok:
+            server_ok = api.healthy()
+            if external and not server_ok and time.monotonic() > external_deadline:
+                raise StartupError(f"Prefect 无法连接 / Prefect API not reachable at {api.url}")
+        if not web_ok:
+            with contextlib.suppress(httpx.HTTPError):
+                web_ok = httpx.get(f"{web_url}/health", timeout=1).status_code == 200
+        if server_ok and web_ok:
+            try:
+                if served(api, runner, served_file):
+                    return
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 401:
+                    raise StartupError("Prefect 拒绝了凭据 / the Prefect API refused the credential "
+                                       "(PREFECT_API_AUTH_STRING)") from None
+            except httpx.HTTPError:
+                server_ok = False
+        if time.monotonic() > deadline:
+            waiting = [name for name, ok in (("Prefect", server_ok), ("web", web_ok)) if not ok] or ["runner"]
+            logs = "\n".join(f"--- {c.name} ---\n{_tail(c.log)}" for c in sup.children.values())
+            raise StartupError(f"未能在 {STARTUP_TIMEOUT:.0f} s 内就绪 / not ready in {STARTUP_TIMEOUT:.0f} s "
+                               f"(waiting for {', '.join(waiting)}):\n{logs}")
+        time.sleep(0.2)

@@ -8,12 +8,19 @@ logged with its traceback and counted in the result, and the other steps still r
 The loop is not a replayed procedure: it reads the wall clock (models.wallclock.now) inside the
 loop and sleeps until the next due clock, at most a few seconds. Tests call `tick(later_now)`
 directly to let time pass.
+
+Exactly one keeper runs: the keeper holds the lease `clock-keeper` (models.leases) and renews it on
+every wake-up; a keeper that finds it held by another exits at once. `aftercare up` starts a keeper
+run when no keeper holds the lease and marks keeper runs Cancelled when it stops
+(deployments.up.KeeperWatch).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -39,6 +46,10 @@ KEEPER_STEPS: list[str] = [
 ]
 
 MAX_SLEEP_SECONDS = 5.0
+KEEPER_LEASE = "clock-keeper"
+# renewed every wake-up (at most MAX_SLEEP_SECONDS apart, plus a tick); a keeper killed without
+# releasing it is replaced once it runs out
+LEASE_TTL = timedelta(seconds=60)
 
 log = logging.getLogger("aftercare.keeper")
 
@@ -149,30 +160,86 @@ def run_loop(
     return ticks
 
 
+def keeper_holder() -> str:
+    """Who holds the lease: the keeper's flow run id (what `aftercare up` cancels), else host:pid."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    return str(run_id) if run_id else f"{socket.gethostname()}:{os.getpid()}"
+
+
+def take_lease(holder: str, now: datetime, ttl: timedelta = LEASE_TTL) -> bool:
+    from models.db import session_scope
+    from models.leases import take
+
+    with session_scope() as session:
+        return take(session, KEEPER_LEASE, holder, now, ttl)
+
+
+def lease_holder(now: datetime) -> str | None:
+    from models.db import session_scope
+    from models.leases import current
+
+    with session_scope() as session:
+        lease = current(session, KEEPER_LEASE, now)
+        return lease.holder if lease is not None else None
+
+
+def keep_lease(holder: str, now: datetime, ttl: timedelta = LEASE_TTL,
+               logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> bool:
+    """Renew the lease; False only when another keeper holds it now. A database error is logged and
+    counts as kept: the lease then runs out by itself if the error lasts."""
+    from models.db import session_scope
+    from models.leases import renew
+
+    try:
+        with session_scope() as session:
+            return renew(session, KEEPER_LEASE, holder, now, ttl)
+    except Exception:
+        logger.exception("keeper could not renew its lease")
+        return True
+
+
+def release_lease(holder: str) -> None:
+    from models.db import session_scope
+    from models.leases import release
+
+    try:
+        with session_scope() as session:
+            release(session, KEEPER_LEASE, holder)
+    except Exception:
+        log.exception("keeper could not release its lease (it runs out by itself)")
+
+
 @flow(name="clock-keeper", retries=0)
 def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLEEP_SECONDS) -> int:
     """时钟守护: wakes at the next due time, fires timers, breaches and escalations."""
-    return run_loop(max_ticks=max_ticks, cap=min(interval_seconds, MAX_SLEEP_SECONDS), logger=_logger())
+    from models.wallclock import now as wall_now
+
+    logger = _logger()
+    holder = keeper_holder()
+    if not take_lease(holder, wall_now()):
+        logger.info("另一个时钟守护正在运行，本次退出 / another clock keeper (%s) holds the lease; this one exits",
+                    lease_holder(wall_now()))
+        return 0
+    lost = False
+
+    def lease_lost() -> bool:
+        nonlocal lost
+        lost = not keep_lease(holder, wall_now(), logger=logger)
+        if lost:
+            logger.warning("时钟守护租约已被接管，本次退出 / the lease was taken over by another keeper; exiting")
+        return lost
+
+    try:
+        return run_loop(max_ticks=max_ticks, cap=min(interval_seconds, MAX_SLEEP_SECONDS), logger=logger,
+                        should_stop=lease_lost)
+    finally:
+        if not lost:
+            release_lease(holder)
 
 
 def deployments() -> list[Any]:
     # No deployment concurrency limit: a keeper run left "Running" by a killed runner would hold
-    # the slot for ever. A duplicate keeper is harmless instead — every step is idempotent and
-    # every escalation unique per (clock, level).
+    # the slot for ever. The lease above keeps it to one keeper instead, and it runs out on its own.
     return [clock_keeper.to_deployment(name="clock-keeper", description="时钟守护：定时器、SLA 超时与升级")]
-
-
-def ensure_keeper_running(wait_seconds: float = 120.0) -> None:
-    """Wait for the keeper's deployment to be served, then start one run of it."""
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound
-
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            run_deployment(KEEPER_DEPLOYMENT, timeout=0)
-            return
-        except ObjectNotFound:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)

@@ -10,6 +10,7 @@ from models import (  # noqa: F401 - every table module, so the metadata is comp
     clocks,
     contracts,
     inspection,
+    leases,
     outbox,
     parties,
     reports,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 03:11:42.228632
+Create Date: 2026-12-02 03:34:23.949192
 """
 from __future__ import annotations
 
@@ -67,6 +67,12 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_customer_code'), ['code'], unique=True)
         batch_op.create_index(batch_op.f('ix_customer_name'), ['name'], unique=False)
 
+    op.create_table('lease',
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('holder', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name')
+    )
     op.create_table('sparepart',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
@@ -604,6 +610,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_sparepart_code'))
 
     op.drop_table('sparepart')
+    op.drop_table('lease')
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_customer_name'))
         batch_op.drop_index(batch_op.f('ix_customer_code'))
