@@ -123,7 +123,13 @@ def up(
     except (StartupError, DatabaseError) as exc:
         fail(str(exc))
         return
-    raise typer.Exit(code)
+    # Everything is stopped and closed: leave now. Tearing the interpreter down would only free
+    # memory, and took 1–2.5 s of CPU on a busy 2-core machine — time a Ctrl-C should not wait.
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command("notify-test")

@@ -42,6 +42,7 @@ KEEPER_START_GRACE = 90.0  # a keeper run `up` started gets this long to start a
 STARTUP_TIMEOUT = 300.0
 STARTUP_FAILURES = 3  # a child that dies this often before the stack is ready: start-up fails
 LIVE_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
+STOPPED = "aftercare up 已停止 / stopped"
 
 
 class StartupError(RuntimeError):
@@ -100,8 +101,8 @@ class PrefectAPI:
         answer.raise_for_status()
         return list(answer.json())
 
-    def keeper_runs(self) -> list[dict[str, Any]]:
-        answer = self.client.post("/flow_runs/filter", json={
+    def keeper_runs(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        answer = self.client.post("/flow_runs/filter", timeout=timeout, json={
             "flows": {"name": {"any_": [KEEPER_FLOW]}},
             "flow_runs": {"state": {"type": {"any_": LIVE_STATES}}},
             "limit": 200,
@@ -147,6 +148,7 @@ class KeeperWatch:
     db_url: str
     note: Callable[[str], None]
     started_at: float | None = None
+    run_id: str | None = None
     next_check: float = 0.0
 
     def lease_held(self) -> bool:
@@ -178,20 +180,23 @@ class KeeperWatch:
             self.note(f"  时钟守护暂未启动 / clock keeper not started yet ({type(exc).__name__}: {exc}); retrying")
             return
         first = self.started_at is None
-        self.started_at = now
+        self.started_at, self.run_id = now, run_id
         self.note(f"• {'启动' if first else '重新启动'}时钟守护 / clock keeper {'started' if first else 'restarted'}"
                   f" (flow run {run_id})")
 
     def stop(self, deadline: float) -> None:
-        """Mark every live keeper run Cancelled and release the lease (best effort, by `deadline`)."""
+        """Mark the keeper runs Cancelled and release the lease (best effort, by `deadline`): first
+        the run `up` started (one request, when the server is busy), then any other live one."""
         if self.started_at is None:
             return
+        done: set[str] = set()
         with contextlib.suppress(Exception):
-            for run in self.api.keeper_runs():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.api.cancel(run["id"], "aftercare up 已停止 / stopped", timeout=min(2.0, left))
+            if self.run_id is not None:
+                self.api.cancel(self.run_id, STOPPED, timeout=max(0.1, deadline - time.monotonic()))
+                done.add(self.run_id)
+            for run in self.api.keeper_runs(timeout=max(0.1, deadline - time.monotonic())):
+                if run["id"] not in done:
+                    self.api.cancel(run["id"], STOPPED, timeout=max(0.1, deadline - time.monotonic()))
         with contextlib.suppress(Exception):
             from models.leases import release
 
@@ -274,10 +279,16 @@ def run_up(settings: Settings, *, seed: bool = True, echo: Callable[[str], None]
         return 0
     finally:
         sup.stopping = True  # a second Ctrl-C from here on kills at once
-        keeper.stop(deadline=time.monotonic() + 1.5)
-        sup.stop_all(grace=2.5)  # all in all at most ~4 s from the signal
+        # the keeper runs are marked Cancelled while the server still answers (a keeper killed
+        # first would be reported Crashed); then every process group ends: at most ~4.5 s in all
+        keeper.stop(deadline=time.monotonic() + 2.5)
+        sup.stop_all(grace=2.0)
         sup.restore_signals()
         api.client.close()
+        with contextlib.suppress(Exception):
+            from models.db import get_engine
+
+            get_engine(settings.db_url).dispose()  # closes SQLite cleanly (its WAL checkpointed) now
         echo("已停止 / stopped")
 
 

@@ -107,6 +107,9 @@ def test_up_serves_prefect_and_web_then_stops_without_leaving_children(tmp_path:
         assert f"http://127.0.0.1:{prefect_port}" in output and f"http://127.0.0.1:{web_port}" in output
 
         assert httpx.get(f"http://127.0.0.1:{prefect_port}/api/health", timeout=10).json() is True
+        # the Prefect API answers only with the credential `up` generated (deployments.prefect_env)
+        user, _, password = (tmp_path / "var" / "prefect_auth").read_text().partition(":")
+        prefect = httpx.Client(auth=httpx.BasicAuth(user, password), timeout=10)
         assert httpx.get(f"http://127.0.0.1:{web_port}/health", timeout=10).json() == {"status": "ok"}
         # every deployment is served: the runner registered them with the server
         from deployments.registry import all_deployments
@@ -115,7 +118,7 @@ def test_up_serves_prefect_and_web_then_stops_without_leaving_children(tmp_path:
         deadline = time.monotonic() + 90
         names: set[str] = set()
         while time.monotonic() < deadline and not expected <= names:
-            found = httpx.post(f"http://127.0.0.1:{prefect_port}/api/deployments/filter", json={}, timeout=10)
+            found = prefect.post(f"http://127.0.0.1:{prefect_port}/api/deployments/filter", json={})
             names = {d["name"] for d in found.json()}
             time.sleep(0.5)
         assert expected <= names
@@ -129,14 +132,14 @@ def test_up_serves_prefect_and_web_then_stops_without_leaving_children(tmp_path:
         deadline = time.monotonic() + 90
         state = ""
         while time.monotonic() < deadline and state != "PAUSED":
-            state = httpx.get(f"http://127.0.0.1:{prefect_port}/api/flow_runs/{run_id}", timeout=10).json()["state_type"]
+            state = prefect.get(f"http://127.0.0.1:{prefect_port}/api/flow_runs/{run_id}").json()["state_type"]
             time.sleep(0.5)
         assert state == "PAUSED"
         # the clock keeper runs as its own long-lived flow run, started by `up`
         deadline = time.monotonic() + 90
         keepers: list[dict] = []
         while time.monotonic() < deadline and not keepers:
-            keepers = httpx.post(f"http://127.0.0.1:{prefect_port}/api/flow_runs/filter", timeout=10, json={
+            keepers = prefect.post(f"http://127.0.0.1:{prefect_port}/api/flow_runs/filter", json={
                 "flows": {"name": {"any_": ["clock-keeper"]}},
                 "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}).json()
             time.sleep(0.5)

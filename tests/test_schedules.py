@@ -92,14 +92,22 @@ def scheduling_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
             _kill_group(proc, signal.SIGTERM)
 
 
+def _basic_auth() -> httpx.BasicAuth | None:
+    """The Prefect API's credential: the session harness put it in this process's environment, and
+    `prefect_env` gives the same one to the stack above (deployments.prefect_env.auth_string)."""
+    found = os.environ.get("PREFECT_API_AUTH_STRING", "")
+    user, _, password = found.partition(":")
+    return httpx.BasicAuth(user, password) if found else None
+
+
 def _deployment(api: str, d: Any) -> dict[str, Any] | None:
-    answer = httpx.get(f"{api}/deployments/name/{d.flow_name}/{d.name}", timeout=10)
+    answer = httpx.get(f"{api}/deployments/name/{d.flow_name}/{d.name}", timeout=10, auth=_basic_auth())
     return answer.json() if answer.status_code == 200 else None
 
 
 def _scheduler_runs(api: str, deployment_id: str) -> list[dict[str, Any]]:
     """The deployment's Scheduled runs that Prefect's scheduler created."""
-    answer = httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
+    answer = httpx.post(f"{api}/flow_runs/filter", timeout=10, auth=_basic_auth(), json={
         "deployments": {"id": {"any_": [deployment_id]}},
         "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
         "sort": "EXPECTED_START_TIME_ASC", "limit": 50,
@@ -203,6 +211,7 @@ def test_service_errors_are_found_in_the_server_log_since_its_last_start() -> No
 def _check_env(home: Path, api: str) -> dict[str, str]:
     env = _clean_env()
     env.update(AFTERCARE_HOME=str(home), AFTERCARE_SECRET_KEY="schedules-check-key", PREFECT_API_URL=api,
+               PREFECT_API_AUTH_STRING=os.environ.get("PREFECT_API_AUTH_STRING", ""),
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])))
     return env
 

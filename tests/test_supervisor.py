@@ -103,10 +103,9 @@ def test_sigterm_raises_stop_wherever_the_supervisor_waits_and_is_held_only_whil
             time.sleep(5)  # a wait the signal must cut short
         sup._raised = False
         arrived = []
-        with pytest.raises(Stop):
-            with held_signals():
-                os.kill(os.getpid(), signal.SIGINT)
-                arrived.append("still inside")  # held: the block finishes first
+        with pytest.raises(Stop), held_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            arrived.append("still inside")  # held: the block finishes first
         assert arrived == ["still inside"]
     finally:
         sup.restore_signals()
