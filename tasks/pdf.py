@@ -22,6 +22,8 @@ guard (uvicorn, pytest and the benches have it).
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
 import shutil
 import subprocess
 import threading
@@ -134,6 +136,20 @@ def print_in_process(html: str) -> bytes:
     return _print(html)
 
 
+def _exit_with_parent() -> None:
+    """Worker initializer: end the worker when the process that started it ends (stopped, killed):
+    the worker holds both ends of its task queue, so it would otherwise wait on it for ever."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -144,7 +160,7 @@ def _executor() -> ProcessPoolExecutor:
         if _pool is None:
             # spawn: the web serves requests from threads, and forking a threaded process is unsafe
             _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        max_tasks_per_child=TASKS_PER_WORKER)
+                                        max_tasks_per_child=TASKS_PER_WORKER, initializer=_exit_with_parent)
         return _pool
 
 

@@ -210,3 +210,37 @@ def test_aftercare_check_names_the_font_or_says_chinese_would_print_as_boxes(tmp
     line = next(line for line in bad.stdout.splitlines() if "中文字体" in line)
     assert line.startswith("✘") and "方框" in line and "uv sync" in line, bad.stdout
     assert bad.returncode == 1 and "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_the_pdf_worker_ends_when_the_web_process_is_killed(tmp_path: Path) -> None:
+    """A web process stopped or killed leaves no PDF worker behind (it would hold its memory for ever)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = tmp_path / "web_like.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "if __name__ == '__main__':\n"
+        "    from tasks import pdf\n"
+        "    assert pdf.html_to_pdf('<html lang=\"zh-CN\"><body>维修服务报告</body></html>').startswith(b'%PDF')\n"
+        "    print(*pdf.worker_pids(), flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    web = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        [worker] = [int(pid) for pid in web.stdout.readline().split()]  # type: ignore[union-attr]
+        assert psutil.pid_exists(worker)
+        os.kill(web.pid, signal.SIGKILL)
+        web.wait(10)
+        deadline = time.monotonic() + 15
+        while psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the PDF worker outlived the process that started it"
+            time.sleep(0.2)
+    finally:
+        web.kill()
