@@ -98,7 +98,12 @@ def tick(now: datetime, steps: list[str] | None = None) -> dict[str, Any]:
         try:
             count = int(func(now) or 0)
         except Exception as exc:
-            log.exception("keeper step %s failed at %s", name, now.isoformat())
+            from models.db import is_transient
+
+            if is_transient(exc):  # a busy database: the next tick does the step again, no traceback
+                log.warning("keeper step %s waits for a busy database (%s)", name, str(getattr(exc, "orig", exc)))
+            else:
+                log.exception("keeper step %s failed at %s", name, now.isoformat())
             result["steps"][name] = "error"
             result["errors"].append({"step": name, "error": f"{type(exc).__name__}: {exc}"})
             continue

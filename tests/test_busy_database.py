@@ -216,6 +216,24 @@ def test_a_message_sent_while_the_database_locks_is_recorded_after_the_lock_and_
     assert row.status == NotificationStatus.SENT and sends == ["数据库忙时发送的消息"]
 
 
+def test_a_keeper_step_that_meets_a_locked_database_says_so_in_one_line_and_runs_next_tick(
+    sqlite_demo, caplog
+) -> None:
+    """The keeper is a loop: a step that meets the lock is done again at the next tick; the log
+    says the database was busy, without a traceback."""
+    import logging
+
+    from flows.clock_keeper import tick
+
+    step = "tasks.notify.send_due_step"
+    with write_lock(sqlite_path(sqlite_demo), 3), caplog.at_level(logging.WARNING, logger="aftercare.keeper"):
+        result = tick(T0, steps=[step])
+    assert result["steps"][step] == "error"
+    [line] = [r for r in caplog.records if r.name == "aftercare.keeper"]
+    assert line.levelname == "WARNING" and "busy database" in line.getMessage() and line.exc_info is None
+    assert tick(T0, steps=[step])["steps"][step] == 0  # the lock is gone: the step runs
+
+
 # --- the web -----------------------------------------------------------------------------------
 
 
