@@ -28,6 +28,7 @@ def test_every_bench_file_is_marked_bench_and_the_default_run_deselects_it() -> 
 def test_ci_runs_the_default_run_then_the_benchmarks_then_the_browser() -> None:
     steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
              if line.strip().startswith("uv run pytest")]
-    assert steps[:3] == ["uv run pytest", "uv run pytest -m bench", "uv run pytest -m browser"]
+    assert steps[0] == "uv run pytest"  # the README's command comes first; other steps may go between
+    assert steps.index("uv run pytest -m bench") < steps.index("uv run pytest -m browser")
     # the browser test needs Chromium: .ci/run installs Debian's package when it is missing
     assert "need+=(chromium)" in (ROOT / ".ci" / "run").read_text()
