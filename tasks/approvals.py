@@ -18,12 +18,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 from sqlmodel import Session, col, func, select
 
 from models import Case, Contact, Staff, append_event, wallclock
@@ -39,7 +40,7 @@ from models.approvals import (
     content_hash,
 )
 from models.db import session_scope, transaction
-from models.forms import COMMENT_MAX, SIGNER_MAX, AnswerError, validate_answer
+from models.forms import COMMENT_MAX, SIGNER_MAX, AnswerError, form_spec, validate_answer
 from models.forms import FORMS as FORM_MODELS
 from models.parties import ROLE_LABELS_ZH, Role
 from tasks.cases import STEP
@@ -159,6 +160,37 @@ FORMS: dict[str, type[RunInput]] = {
 }
 
 
+UI_FIELDS = ("decision", "comment", "approver", "data")
+
+
+@cache
+def ui_form(kind: str, form_name: str | None = None) -> type[RunInput]:
+    """The Prefect-UI form a waiting step shows: for a registered form, its own fields with their
+    Chinese labels (choices as choices, everything else as text) — `decide` validates them as it
+    does a link's answer, so the UI form itself takes any text and never fails the run."""
+    model = FORM_MODELS.get(form_name or "") if kind == ApprovalKind.FORM else None
+    if model is None:
+        return FORMS[kind]
+    spec = form_spec(model)
+    fields: dict[str, Any] = {
+        "decision": (Literal["提交"], Field(default="提交", title="操作")),
+        "approver": (str, Field(title="填写人", min_length=1, max_length=SIGNER_MAX,
+                                description="填写人姓名（在此录入即代其录入，并通知本人）")),
+        "comment": (str, Field(default="", title="备注", max_length=COMMENT_MAX)),
+    }
+    for f in spec["fields"]:
+        if f["name"] in UI_FIELDS:
+            raise ValueError(f"form {form_name}: field {f['name']!r} is taken by the approval form")
+        if f.get("options"):
+            fields[f["name"]] = (Literal[tuple(f["options"])] | None,
+                                 Field(default=None, title=f["label"], description=f["help"]))
+        else:
+            fields[f["name"]] = (str, Field(default="", title=f["label"] + ("（必填）" if f["required"] else ""),
+                                            description=f["help"]))
+    return create_model(f"{model.__name__}Input", __base__=RunInput,
+                        __doc__=f"填写表单：{spec['title']}（在此提交即代填写人录入，并通知其本人）", **fields)
+
+
 STEP_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 
@@ -175,8 +207,8 @@ def run_input_for(row: Approval) -> dict[str, Any]:
         "comment": row.comment or "",
         "approver": row.decided_by or "?",
     }
-    if row.kind == ApprovalKind.FORM:
-        value["data"] = row.payload or {}
+    if row.kind == ApprovalKind.FORM and not row.form_name:
+        value["data"] = row.payload or {}  # a page's own form (the checklist): the generic UI form
     return value
 
 
@@ -456,6 +488,7 @@ def request_approval(
 class ApprovalState(BaseModel):
     kind: str
     decision: Decision | None = None
+    form_name: str | None = None
 
 
 @task(name="approval_status", **STEP)
@@ -465,7 +498,7 @@ def approval_status(approval_id: int, attempt: int) -> ApprovalState:
         row = session.get(Approval, approval_id)
         if row is None:
             raise LookupError(f"approval {approval_id} does not exist")
-        return ApprovalState(kind=row.kind, decision=decision_of(row))
+        return ApprovalState(kind=row.kind, decision=decision_of(row), form_name=row.form_name)
 
 
 @task(name="settle_approval", **STEP)
@@ -484,7 +517,7 @@ def settle_approval(approval_id: int, attempt: int, reply: dict[str, Any]) -> De
         code,
         by=str(reply.get("approver", "")),
         comment=str(reply.get("comment", "")),
-        payload=reply.get("data") or None,
+        payload=reply.get("data") or {k: v for k, v in reply.items() if k not in UI_FIELDS} or None,
         channel=Channel.PREFECT_UI,
         now=wallclock.now(),  # when the run received the answer: the decision's time (a link's expiry does not apply)
         wake=False,
@@ -508,7 +541,7 @@ def await_approval(approval_id: int, step: str, version: int) -> Decision:
         if state.decision is not None:
             return state.decision
         reply = suspend_flow_run(
-            wait_for_input=FORMS[state.kind], key=suspend_key(approval_key(step, version), attempt)
+            wait_for_input=ui_form(state.kind, state.form_name), key=suspend_key(approval_key(step, version), attempt)
         )
         decision = settle_approval(approval_id, attempt, reply.model_dump(mode="json"))
         if decision is not None:

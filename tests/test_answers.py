@@ -278,3 +278,20 @@ def test_messages_fold_a_long_text_typed_by_a_person() -> None:
     _, body = render_message("repair/handed_over", {"case": case, "paid": "", "reason": reason})
     assert "第 7 步" in body and "第 8 步" not in body and "共 300 行" in body and "全文见报告" in body
     assert len(body) < 1000
+
+
+def test_the_prefect_ui_shows_a_steps_own_form_with_its_chinese_labels() -> None:
+    """The Prefect-UI form of a waiting step is built from its registered form: choices as choices,
+    every other field as text (decide validates it), the approver named; other kinds keep theirs."""
+    from prefect.input import RunInput
+
+    from models.forms import FORMS
+    from tasks.approvals import ApprovalForm, ui_form
+
+    for name in FORMS:
+        assert issubclass(ui_form("form", name), RunInput)  # no form field collides with the approval's own
+    schema = ui_form("form", "callback").model_json_schema()
+    assert schema["properties"]["customer_person"]["title"] == "受访客户人员（必填）"
+    assert schema["properties"]["overall"]["anyOf"][0]["enum"] == ["优", "良", "中", "差"]
+    assert schema["required"] == ["approver"] and schema["additionalProperties"] is False
+    assert ui_form("approval") is ApprovalForm and ui_form("form", "no-such-form").__name__ == "FormSubmission"

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -63,17 +64,29 @@ def test_a_bad_prefect_ui_answer_keeps_the_run_waiting_and_a_good_one_is_recorde
         case = s.exec(select(Case).where(Case.flow_run_id == str(run_id))).one()
     good = {"contacted_at": bj(reported + timedelta(minutes=3)), "result": "缓存策略被改，已恢复", "solved_remotely": "是"}
 
-    harness.resume(run_id, {"decision": "提交", "approver": "张技术", "data": {**good, "contacted_at": "明天下午三点"}})
-    wait_paused_on(harness, run_id, "diagnosis-v1-a2")  # asked again
-    with pytest.raises(RuntimeError):  # no approver: the server refuses the shape, the run stays suspended
-        harness.resume(run_id, {"decision": "提交", "data": good})
+    # the step's own form in the Prefect UI: its fields with their Chinese labels
+    from prefect.client.orchestration import get_client
+
+    keyset = harness.read(run_id).state.state_details.run_input_keyset
+    with get_client(sync_client=True) as client:
+        schema = json.loads(client.read_flow_run_input(run_id, keyset["schema"]))
+    titles = {name: p.get("title") for name, p in schema["properties"].items()}
+    assert titles["contacted_at"].startswith("首次联系客户时间") and titles["approver"] == "填写人"
+    assert schema["properties"]["solved_remotely"]["anyOf"][0]["enum"] == ["是", "否"]
+    harness.resume(run_id, {"decision": "提交", "approver": "张技术", **good, "contacted_at": "明天下午三点"})
+    wait_paused_on(harness, run_id, "diagnosis-v1-a2")  # refused by decide: asked again
+    for shape in ({"decision": "提交", **good},  # no approver
+                  {"decision": "提交", "approver": "张技术", "data": good},  # a field the form does not have
+                  {"decision": "提交", "approver": "张技术", **good, "solved_remotely": "也许"}):  # a choice not offered
+        with pytest.raises(RuntimeError):  # the server refuses the shape; the run stays suspended
+            harness.resume(run_id, shape)
     assert harness.read(run_id).state.is_paused()
     with session_scope() as s:
         row = s.exec(select(Approval).where(Approval.case_id == case.id, Approval.step == "diagnosis")).one()
         assert row.decision is None and row.payload == {}
         assert not s.exec(select(Event).where(Event.case_id == case.id, Event.kind == "form_decided")).all()
 
-    harness.resume(run_id, {"decision": "提交", "approver": "张技术", "data": good})
+    harness.resume(run_id, {"decision": "提交", "approver": "张技术", **good})
     wait_paused_on(harness, run_id, "service-report-signature-v1")  # solved remotely: on to the signed report
     with session_scope() as s:
         row = s.exec(select(Approval).where(Approval.case_id == case.id, Approval.step == "diagnosis")).one()
