@@ -266,6 +266,44 @@ def _wait_for_case(run_id: str, timeout: float = 90.0) -> tuple[str, str]:
         time.sleep(0.3)
 
 
+# --- aftercare answer ... (代录入) ----------------------------------------------------------------
+
+
+@app.command()
+def answer(
+    approval: Annotated[int, typer.Argument(help="审批/表单编号（审批页面与 Prefect 界面上显示） / approval id")],
+    by: Annotated[str, typer.Option("--as", help="代谁录入：审批人、签字人或填写人的姓名 / on behalf of")],
+    decision: Annotated[str, typer.Option(help="批准/驳回/要求修改/签字确认/提出异议/提交")] = "提交",
+    field: Annotated[list[str] | None, typer.Option(help="表单字段 名称=内容，可多次，如 --field contacted_at='2026-11-23 10:30'")] = None,
+    comment: Annotated[str, typer.Option(help="说明 / 意见")] = "",
+) -> None:
+    """代人录入一项审批、签字或表单（记为“在命令行代 X 录入”并通知本人） / enter an answer on someone's behalf.
+
+    The same validation as the link page and the Prefect UI (tasks.approvals.decide): a refused
+    answer records nothing and says why in one line."""
+    use_prefect_of(load_settings())  # the run is woken through Prefect (the keeper retries if it is down)
+    from models.approvals import Channel
+    from models.wallclock import now
+    from tasks.approvals import ZH_TO_DECISION, decide
+
+    values: dict[str, str] = {}
+    for item in field or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            fail(f"--field 应写成 名称=内容 / --field name=value, not {item[:40]!r}")
+        values[name.strip()] = value
+    ready_db()
+    try:
+        result = decide(approval, ZH_TO_DECISION.get(decision.strip(), decision.strip()), by=by, comment=comment,
+                        payload=values or None, channel=Channel.CLI, now=now())
+    except DatabaseError as exc:
+        fail(str(exc))
+        return
+    if not result.recorded:
+        fail(" ".join(result.message.split()), code=1)
+    typer.echo(f"{result.message}（在命令行代 {by.strip()} 录入，已通知本人）")
+
+
 # --- aftercare calendar ... (节假日与调休) --------------------------------------------------------
 
 calendar_app = typer.Typer(help="工作日历：节假日、调休与年度确认 / the working-day calendar", no_args_is_help=True)

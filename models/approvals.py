@@ -65,6 +65,12 @@ class ApprovalStatus(StrEnum):
 class Channel(StrEnum):
     LINK = "link"  # the signed link of a notification
     PREFECT_UI = "prefect_ui"  # the suspended run's form in the Prefect UI
+    CLI = "cli"  # `aftercare answer`, typed by an operator
+
+
+# Where a decision is entered by someone other than the person it is recorded for (no link proves
+# who typed it): the record says so and the person named is told (tasks.approvals.decide).
+ENTERED_ON_BEHALF: dict[str, str] = {Channel.PREFECT_UI: "在 Prefect 界面", Channel.CLI: "在命令行"}
 
 
 def content_hash(content: str) -> str:

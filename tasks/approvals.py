@@ -31,6 +31,7 @@ from models import Case, Contact, Staff, append_event, wallclock
 from models.approvals import (
     ALLOWED_DECISIONS,
     DECISION_ZH,
+    ENTERED_ON_BEHALF,
     KIND_ZH,
     Approval,
     ApprovalKind,
@@ -561,7 +562,7 @@ def _local(at: datetime | None) -> str:
 
 def _already_message(row: Approval) -> str:
     verb = DECISION_ZH.get(str(row.decision), str(row.decision))
-    via = f"（{entered_on_behalf(row.decided_by or '')}）" if row.channel == Channel.PREFECT_UI else ""
+    via = f"（{entered_on_behalf(row.decided_by or '', row.channel)}）" if row.channel in ENTERED_ON_BEHALF else ""
     who = row.decided_by
     # a signature names who signed (the name typed on the page) on behalf of the contact asked to sign
     signer = str((row.payload or {}).get("signer_name") or (row.payload or {}).get("signer") or "").strip()
@@ -570,10 +571,10 @@ def _already_message(row: Approval) -> str:
     return f"已由 {who} 于 {_local(row.decided_at)} {verb}{via}"
 
 
-def entered_on_behalf(name: str) -> str:
-    """How the record names a decision typed into the Prefect UI: someone entered it for `name`
-    (the UI form does not prove who typed it; `name` is told so — see `decide`)."""
-    return f"在 Prefect 界面代 {name} 录入"
+def entered_on_behalf(name: str, channel: str | None = Channel.PREFECT_UI) -> str:
+    """How the record names a decision typed into the Prefect UI or on the command line: someone
+    entered it for `name` (neither proves who typed it; `name` is told so — see `decide`)."""
+    return f"{ENTERED_ON_BEHALF.get(str(channel), '')}代 {name} 录入"
 
 
 def _resolve_decider(
@@ -642,7 +643,7 @@ def decide(
         row = session.get(Approval, approval_id)
         if row is None:
             return DecisionResult("not_found", "找不到此审批事项，链接可能有误。")
-        refused = refusal(session, row, now=now, content_hash=content_hash, link=channel != Channel.PREFECT_UI)
+        refused = refusal(session, row, now=now, content_hash=content_hash, link=channel not in ENTERED_ON_BEHALF)
         if refused is not None:
             return refused
         allowed = ALLOWED_DECISIONS[row.kind]
@@ -686,13 +687,14 @@ def decide(
         session.refresh(row)
         if not written:
             return DecisionResult("already_decided", _already_message(row), row, decision_of(row))
-        on_behalf = channel == Channel.PREFECT_UI
+        on_behalf = channel in ENTERED_ON_BEHALF
+        entered = entered_on_behalf(person.name, channel)
         append_event(
             session,
             row.case_id,
             f"{row.kind}_decided",
             at=now,
-            actor=entered_on_behalf(person.name) if on_behalf else person.name,
+            actor=entered if on_behalf else person.name,
             data={
                 "approval_id": row.id,
                 "step": row.step,
@@ -700,7 +702,7 @@ def decide(
                 "decision": str(decision),
                 "comment": row.comment,
                 "channel": str(channel),
-                **({"entered": entered_on_behalf(person.name)} if on_behalf else {}),
+                **({"entered": entered} if on_behalf else {}),
             },
             key=f"approval:{row.id}:decided",
         )
@@ -717,7 +719,7 @@ def decide(
                 now=now,
                 urgent=True,
                 extra={"decision": DECISION_ZH[DecisionKind(decision)], "comment": row.comment,
-                       "decided_at": now, "entered": entered_on_behalf(person.name)},
+                       "decided_at": now, "entered": entered},
             )
     result = DecisionResult(
         "recorded", f"已记录：{DECISION_ZH[DecisionKind(decision)]}。流程将继续。", row, decision_of(row)

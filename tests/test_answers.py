@@ -295,3 +295,33 @@ def test_the_prefect_ui_shows_a_steps_own_form_with_its_chinese_labels() -> None
     assert schema["properties"]["overall"]["anyOf"][0]["enum"] == ["优", "良", "中", "差"]
     assert schema["required"] == ["approver"] and schema["additionalProperties"] is False
     assert ui_form("approval") is ApprovalForm and ui_form("form", "no-such-form").__name__ == "FormSubmission"
+
+
+def test_an_answer_entered_on_the_command_line_is_validated_the_same_way(case_id: int) -> None:
+    """`aftercare answer`: refused in one line with exit code ≠ 0 and nothing recorded; a good answer
+    is recorded as entered on the command line on behalf of the person named, who is told."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from models.db import session_scope
+    from models.forms import DiagnosisForm
+    from models.outbox import Notification
+
+    aid = ask(case_id, DiagnosisForm)
+    fields = [f"--field={k}={v}" for k, v in {**GOOD, "contacted_at": "2026-13-45 99:99"}.items()]
+    refused = CliRunner().invoke(app, ["answer", str(aid), "--as", "张技术", *fields])
+    lines = [line for line in refused.output.splitlines() if line.strip()]
+    assert refused.exit_code == 1 and len(lines) == 1, refused.output
+    assert "「首次联系客户时间」无法识别的时间" in lines[0]
+    stranger = CliRunner().invoke(app, ["answer", str(aid), "--as", "吴总监", *fields])
+    assert stranger.exit_code == 1 and "无权处理" in stranger.output
+    assert recorded(case_id, aid)[0].decision is None
+
+    good = [f"--field={k}={v}" for k, v in GOOD.items()]
+    done = CliRunner().invoke(app, ["answer", str(aid), "--as", "张技术", *good])
+    assert done.exit_code == 0 and "已记录" in done.output and "在命令行代 张技术 录入" in done.output, done.output
+    row, kinds, _ = recorded(case_id, aid)
+    assert (row.decided_by, row.channel, row.payload["solved_remotely"]) == ("张技术", "cli", True)
+    with session_scope() as s:
+        told = s.exec(select(Notification).where(Notification.template == "approval_entered_for_you")).all()
+    assert [n.recipient_name for n in told] == ["张技术"] and "在命令行代 张技术 录入" in told[0].body
