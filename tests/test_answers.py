@@ -273,7 +273,8 @@ def test_messages_fold_a_long_text_typed_by_a_person() -> None:
     from tasks.notify import render_message
 
     reason = "\n".join(f"第 {n} 步：切换控制器失败，日志见附件" for n in range(300))
-    case = {"number": "WX-000001", "severity": 2, "severity_label": "重大", "customer": "北京某银行数据中心",
+    case = {"number": "WX-000001", "severity": 2, "severity_label": "重大", "severity_text": "2 级（重大）",
+            "customer": "北京某银行数据中心",
             "site": "亦庄机房", "device": "", "out_of_contract": False, "paid_service_reason": ""}
     _, body = render_message("repair/handed_over", {"case": case, "paid": "", "reason": reason})
     assert "第 7 步" in body and "第 8 步" not in body and "共 300 行" in body and "全文见报告" in body
