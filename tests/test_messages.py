@@ -145,3 +145,22 @@ def test_a_markdown_robot_keeps_every_line_break(demo: str, robot_server) -> Non
     [call] = robot_server.received
     text = call.payload["markdown"]["text"]
     assert "门诊楼机房  \n" in text and "（三级）  \n" in text and "\n\n报告人：客户 刘主任" in text
+
+
+def test_every_message_template_says_who_sent_it_and_no_line_loses_its_break() -> None:
+    """Conventions of templates/notify/README.md, checked on the sources: each message ends with the
+    sender line, and no line ends in a block tag after text (trim_blocks would glue the next line on)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "templates"
+    glued = re.compile(r"\S.*\{%-?[^}]*?[^+]%\}$")  # text, then a block tag closing the line (not "+%}")
+    sources = [p for p in root.rglob("*.txt.j2") if not p.name.startswith("_")]
+    assert len(sources) > 30
+    for path in sources:
+        text = path.read_text()
+        if "notify" in path.parts:  # a message (templates/accident/plan.zh.txt.j2 is a document)
+            assert '{% include "notify/_signature.' in text, path
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.lstrip().startswith(("{%", "{#")):
+                assert not glued.search(line), f"{path}:{n}: {line}"
