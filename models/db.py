@@ -286,6 +286,7 @@ def retrying(fn: Callable[P, T] | None = None, *, kind: Literal["request", "step
         def unit(*args: P.args, **kwargs: P.kwargs) -> T:
             return run_retrying(lambda: func(*args, **kwargs), kind=kind, what=what)
 
+        unit.busy_retry = kind  # type: ignore[attr-defined]  # tests/test_busy_database.py checks every step has it
         return unit
 
     return decorate(fn) if fn is not None else decorate

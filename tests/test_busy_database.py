@@ -162,6 +162,28 @@ def test_an_error_that_is_not_a_busy_database_is_not_retried(sqlite_demo) -> Non
     assert calls == [1]
 
 
+def test_every_step_is_a_unit_of_work_re_run_on_a_busy_database() -> None:
+    """Every Prefect task of the step modules runs under `models.db.retrying(kind="step")` — a new
+    step module or a new way of declaring steps (the step ledger) must keep it."""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+
+    import tasks
+
+    found: dict[str, object] = {}
+    for info in pkgutil.iter_modules(tasks.__path__):
+        module = importlib.import_module(f"tasks.{info.name}")
+        found.update({f"{module.__name__}.{k}": v for k, v in vars(module).items()
+                      if isinstance(v, Task) and v.fn.__module__ == module.__name__})
+    summary = importlib.import_module("flows.summary")
+    found.update({f"flows.summary.{k}": v for k, v in vars(summary).items() if isinstance(v, Task)})
+    assert len(found) >= 50, sorted(found)
+    missing = sorted(name for name, t in found.items() if getattr(t.fn, "busy_retry", None) != "step")  # type: ignore[attr-defined]
+    assert missing == []
+
+
 def test_a_flow_step_waits_for_the_lock_and_completes(sqlite_demo) -> None:
     """Every step is a unit of work (tasks.retry.task): `record` — the step that ended a repair run
     Failed with `database is locked [INSERT INTO event …]` — waits and records its event once."""
