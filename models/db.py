@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -271,6 +271,16 @@ async def run_retrying_async(work: Callable[[], Awaitable[T]], *, seconds: float
     finally:
         _deadline.reset(token)
     raise AssertionError("unreachable: tenacity either returns, or raises")  # pragma: no cover
+
+
+@overload
+def retrying(fn: Callable[P, T], *, kind: Literal["request", "step"] = "request") -> Callable[P, T]: ...
+
+
+@overload
+def retrying(
+    fn: None = None, *, kind: Literal["request", "step"] = "request"
+) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
 
 
 def retrying(fn: Callable[P, T] | None = None, *, kind: Literal["request", "step"] = "request") -> Any:

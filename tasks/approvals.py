@@ -40,7 +40,7 @@ from models.approvals import (
     DecisionKind,
     content_hash,
 )
-from models.db import session_scope, transaction
+from models.db import retrying, session_scope, transaction
 from models.forms import COMMENT_MAX, SIGNER_MAX, AnswerError, form_spec, validate_answer
 from models.forms import FORMS as FORM_MODELS
 from models.parties import ROLE_LABELS_ZH, Role
@@ -622,6 +622,9 @@ def refusal(
     return None
 
 
+# Its own unit of work (models.db.retrying, within the caller's deadline): a page that wrote
+# something first (a report's signature) waits here instead of running again from the top.
+@retrying
 def decide(
     approval_id: int,
     decision: str,

@@ -429,3 +429,67 @@ def test_a_step_whose_postgresql_connection_is_killed_mid_transaction_runs_again
         get_engine(url).dispose()
         admin.dispose()
         _drop_pg_database(base, name)
+
+
+def test_a_signature_whose_decision_meets_the_lock_is_recorded_with_its_decision(sqlite_demo) -> None:
+    """The sign page writes the signature, then decides the waiting signature approval, in two
+    transactions. Another process takes the write lock between the two: the page waits for it, and
+    the signature and its decision are both recorded, once — the flow is not left waiting."""
+    from sqlalchemy.orm import Session as OrmSession
+
+    from flows.steps import signature_step
+    from models.approvals import Approval
+    from models.db import session_scope
+    from models.reports import Signature
+    from tasks.approvals import open_approval
+    from tasks.cases import RepairRequest, customer_contact, open_case
+    from tasks.reports import issue_report
+    from web.app import create_app
+    from web.reports import page_now, sign_url
+
+    with session_scope() as s:
+        case = open_case(s, RepairRequest(customer="TYDX", reported_by="王", description="告警"), now=T0)
+        ctx = {"times": {"reported_at": T0, "contact_at": T0, "remote_at": T0, "arrived_at": None,
+                         "repaired_at": T0, "restored_at": T0}, "clocks": [], "solved_remotely": True,
+               "diagnosis": "恢复", "command_log": "$ ls", "plan": None, "work_done": "远程恢复", "parts_used": [],
+               "maintenance": "", "further_problems": [], "engineer": "刘工程师", "corrections": []}
+        report = issue_report(s, case.id, "service_report", template="repair/service_report", context=ctx, now=T0)
+        contact = customer_contact(s, case.id)
+        approval = open_approval(s, case.id, signature_step("service_report"), report.version, "签字", report.content,
+                                 kind="signature", approver_contact_ids=[contact.id], approver_role="customer",
+                                 expires_at=T0 + timedelta(days=3), now=T0)
+        report_id, approval_id, content_hash = report.id, approval.id, report.content_hash
+
+    locked: list = []
+
+    def after_commit(session) -> None:  # the fault: the lock arrives right after the signature's commit
+        if not locked and session.info.pop("signed", False):
+            holder = write_lock(sqlite_path(sqlite_demo), 3)
+            locked.append((holder, holder.__enter__()))
+
+    def before_flush(session, _ctx, _instances) -> None:
+        if any(isinstance(o, Signature) for o in session.new):
+            session.info["signed"] = True
+
+    app = create_app()
+    app.dependency_overrides[page_now] = lambda: T0 + timedelta(minutes=5)
+    client = TestClient(app)
+    path = "/" + sign_url(report_id, now=T0, contact_id=contact.id).split("/", 3)[3]
+    page = client.get(path)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]  # type: ignore[index]
+    sa.event.listen(OrmSession, "before_flush", before_flush)
+    sa.event.listen(OrmSession, "after_commit", after_commit)
+    try:
+        answer = client.post(path, data={"csrf": csrf, "content_hash": content_hash, "signer_name": "客户 王先生",
+                                          "method": "typed", "statement": "", "action": "sign"})
+    finally:
+        sa.event.remove(OrmSession, "before_flush", before_flush)
+        sa.event.remove(OrmSession, "after_commit", after_commit)
+        for holder, _ in locked:
+            holder.__exit__(None, None, None)
+    assert locked, "the lock was not taken between the signature and the decision"
+    assert time.monotonic() >= locked[0][1].held_at + 2.5  # it waited for the lock
+    assert answer.status_code == 200 and "签字成功" in answer.text, answer.text[:600]
+    with session_scope() as s:
+        assert s.get(Approval, approval_id).decision == "signed"
+        assert len(s.exec(select(Signature).where(Signature.report_id == report_id)).all()) == 1
