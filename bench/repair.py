@@ -125,14 +125,14 @@ def direct_mode(run_id: str, case_ids: set[int], now: datetime, path: str) -> It
             s.execute(sa.update(Timer).where(Timer.flow_run_id == run_id, Timer.fired_at.is_(None))  # type: ignore[union-attr]
                       .values(fired_at=Timer.due_at))
 
-    saved = Task.__call__, tasks.approvals.suspend_flow_run, tasks.timers.suspend_flow_run
+    saved = Task.__call__, tasks.approvals.suspend_announced, tasks.timers.suspend_announced
     os.environ["PREFECT__FLOW_RUN_ID"] = run_id
     Task.__call__ = lambda self, *args, **kwargs: self.fn(*args, **kwargs)  # type: ignore[method-assign]
-    tasks.approvals.suspend_flow_run, tasks.timers.suspend_flow_run = answer_now, fire_now  # type: ignore[assignment]
+    tasks.approvals.suspend_announced, tasks.timers.suspend_announced = answer_now, fire_now  # type: ignore[assignment]
     try:
         yield
     finally:
-        Task.__call__, tasks.approvals.suspend_flow_run, tasks.timers.suspend_flow_run = saved  # type: ignore[method-assign]
+        Task.__call__, tasks.approvals.suspend_announced, tasks.timers.suspend_announced = saved  # type: ignore[method-assign]
         del os.environ["PREFECT__FLOW_RUN_ID"]
 
 

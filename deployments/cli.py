@@ -1,5 +1,5 @@
 """The `aftercare` command: up (the main job), seed, check, migrate, and the dispatcher's commands
-(repair, inspection, checklist, calendar, outbox)."""
+(repair, inspection, checklist, calendar, outbox, board-link)."""
 
 from __future__ import annotations
 
@@ -182,6 +182,19 @@ def outbox(
     from web.incidents import incidents_link
 
     typer.echo(f"事件页面（30 天有效）/ incidents page: {incidents_link()}")
+
+
+@app.command("board-link")
+def board_link_command(
+    days: Annotated[int, typer.Option(min=1, max=365, help="有效天数 / days the link stays valid")] = 30,
+) -> None:
+    """调度看板链接 / a staff link to the dispatcher's board (the web root also opens with the Prefect login)."""
+    from web.board import board_link, prefect_credential
+
+    settings = load_settings()
+    typer.echo(f"调度看板（{days} 天有效，请勿外传）/ board link, valid {days} days: {board_link(days=days)}")
+    if prefect_credential():
+        typer.echo(f"或打开 / or open {settings.web_base_url}/ 并用 Prefect 的登录名与密码登录 / with the Prefect login")
 
 
 # --- aftercare repair ... (故障维修) -----------------------------------------------------------

@@ -41,10 +41,11 @@ from tasks.accident import (
     start_vendor_support,
     window_expired,
 )
+from tasks.board import name_run, run_name
 from tasks.cases import IntakeError, load_case, record
 
 
-@flow(name="accident", retries=0, persist_result=True, log_prints=True)
+@flow(name="accident", flow_run_name=run_name, retries=0, persist_result=True, log_prints=True)
 def accident(request: AccidentRequest) -> dict[str, Any]:
     """事故处理服务流程: from the accident to the general manager's sign-off and the archive."""
     from prefect.states import Failed
@@ -60,6 +61,7 @@ def accident(request: AccidentRequest) -> dict[str, Any]:
         case_id = open_accident(request, now, str(flow_run.get_id() or ""), entered_at=entered)
     except IntakeError as exc:
         return Failed(message=str(exc))  # type: ignore[return-value]  # a clear message, no traceback
+    name_run(case_id)  # "SG-000002 事故处理 北京某银行" in the Prefect UI from now on
     facts = load_case(case_id)
     # 2. the emergency accident team; the coordinator is the customer's single contact
     form_team(case_id, now)

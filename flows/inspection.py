@@ -26,6 +26,7 @@ from flows import steps
 from models.approvals import DecisionKind
 from models.forms import DateForm, ProposalForm, ReconfirmForm, UnsignedForm
 from models.parties import Role
+from tasks.board import name_run, run_name
 from tasks.inspection import ExtraInspectionRequest
 
 PLAN_CRON = "15 1 * * *"  # daily 01:15 Asia/Shanghai, before the working day starts
@@ -158,7 +159,7 @@ def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int
     return False, issue_report(case_id, version, now, explained.by, unsigned), now
 
 
-@flow(name="inspection", retries=0, log_prints=True)
+@flow(name="inspection", flow_run_name=run_name, retries=0, log_prints=True)
 def inspection(case_id: int) -> str:
     """巡检: agree the date, notify, re-confirm, check on site, report, register."""
     from tasks.cases import record
@@ -246,7 +247,7 @@ def inspection(case_id: int) -> str:
 # ---- an extra inspection on request -------------------------------------------------------------
 
 
-@flow(name="extra-inspection", retries=0, log_prints=True)
+@flow(name="extra-inspection", flow_run_name=run_name, retries=0, log_prints=True)
 def extra_inspection(request: ExtraInspectionRequest) -> str:
     """加做巡检: the inspection a customer asks for before an important operation, registered and started
     (its own `inspection` run then agrees the date with the customer like every other inspection)."""
@@ -259,6 +260,7 @@ def extra_inspection(request: ExtraInspectionRequest) -> str:
     opened = open_extra_step(request, now)
     if opened["error"]:
         return Failed(message=opened["error"])  # type: ignore[return-value]  # a clear message, no traceback
+    name_run(opened["case_id"], "加做巡检")  # "XJ-000003 加做巡检 北京某银行"
     run_id = start_run_step(opened["case_id"], now)
     again = "" if opened["created"] else "（该合同当天已有加做巡检，未重复登记）"
     print(f"{opened['number']} 加做巡检已登记{again}：{opened['customer']} · {opened['site']}，建议日期 {opened['day']}；"

@@ -48,6 +48,7 @@ from models.forms import (
     VisitForm,
 )
 from rules.plans import Plan
+from tasks.board import name_run, run_name
 from tasks.cases import (
     IntakeError,
     RepairRequest,
@@ -76,7 +77,7 @@ class RepairOutcome(BaseModel):
 # --- the flow ---------------------------------------------------------------------------------
 
 
-@flow(name="repair", retries=0, persist_result=True, log_prints=True)
+@flow(name="repair", flow_run_name=run_name, retries=0, persist_result=True, log_prints=True)
 def repair(request: RepairRequest) -> RepairOutcome:
     """故障维修服务流程: from the customer's report to the archived, approved report."""
     from prefect.states import Failed
@@ -93,6 +94,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
             {"template": "repair/received", "key": "received", "customer": True}], entered_at=entered)
     except IntakeError as exc:
         return Failed(message=str(exc))  # type: ignore[return-value]  # a clear message, no traceback
+    name_run(case_id)  # "WX-000001 故障维修 北京某银行" in the Prefect UI from now on
     facts = load_case(case_id)
     now = facts["reported_at"]
     for kind in ("first_contact", "remote_response", "restore"):

@@ -22,7 +22,6 @@ from functools import cache
 from typing import Any, Literal, cast
 
 import sqlalchemy as sa
-from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, Field, create_model
 from sqlmodel import Session, col, func, select
@@ -44,6 +43,7 @@ from models.db import retrying, session_scope, transaction
 from models.forms import COMMENT_MAX, SIGNER_MAX, AnswerError, form_spec, validate_answer
 from models.forms import FORMS as FORM_MODELS
 from models.parties import ROLE_LABELS_ZH, Role
+from tasks.board import suspend_announced
 from tasks.cases import STEP
 from tasks.retry import task
 from tasks.timers import Wake, current_run_id, suspend_key, wake_run
@@ -541,8 +541,9 @@ def await_approval(approval_id: int, step: str, version: int) -> Decision:
         state = approval_status(approval_id, attempt)
         if state.decision is not None:
             return state.decision
-        reply = suspend_flow_run(
-            wait_for_input=ui_form(state.kind, state.form_name), key=suspend_key(approval_key(step, version), attempt)
+        reply = suspend_announced(  # the run's state and artifact say what it waits for, from whom
+            suspend_key(approval_key(step, version), attempt), ui_form(state.kind, state.form_name),
+            approval_id=approval_id,
         )
         decision = settle_approval(approval_id, attempt, reply.model_dump(mode="json"))
         if decision is not None:

@@ -16,12 +16,12 @@ from typing import Any, cast
 from uuid import UUID
 
 import sqlalchemy as sa
-from prefect.flow_runs import suspend_flow_run
 from sqlmodel import col, select
 
 from models import wallclock
 from models.approvals import Timer
 from models.db import session_scope
+from tasks.board import suspend_announced
 from tasks.cases import STEP
 from tasks.retry import task
 
@@ -136,7 +136,7 @@ def wait_until(case_id: int | None, when: datetime, key: str) -> None:
     timer_id = set_timer(case_id, when, key)
     attempt = 1
     while not timer_fired(timer_id, attempt):
-        suspend_flow_run(key=suspend_key(timer_key(key), attempt))
+        suspend_announced(suspend_key(timer_key(key), attempt), timer_id=timer_id)  # says what it waits for
         attempt += 1
 
 

@@ -604,16 +604,24 @@ def test_every_response_sends_the_security_headers_and_no_api_docs_are_served(db
     assert script.headers["content-type"].startswith(("application/javascript", "text/javascript"))
 
 
-def test_the_root_page_says_aftercare_runs_and_where_to_go(db_url: str) -> None:
+def test_the_root_page_is_the_board_behind_the_staff_login(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
     from models.settings import get_settings
     from web.app import create_app
 
-    page = TestClient(create_app()).get("/")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    text = shown(page)
-    assert "aftercare 正在运行" in text and '"detail"' not in page.text
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "aftercare:root-page-test")
+    client = TestClient(create_app())
+    refused = client.get("/")
+    assert refused.status_code == 401 and refused.headers["content-type"].startswith("text/html")
+    assert "需要登录" in shown(refused) and '"detail"' not in refused.text
+    assert_safe_headers(refused)
+    page = client.get("/", headers={"Authorization": "Basic " + base64.b64encode(b"aftercare:root-page-test").decode()})
+    assert page.status_code == 200 and "调度看板" in shown(page)
     ui = get_settings().prefect_url.removesuffix("/api")
-    assert f'href="{ui}"' in page.text and 'href="/health"' in page.text and "/reports/" in text
+    assert f'href="{ui}"' in page.text
+    assert_safe_headers(page)
+    assert client.get("/health").status_code == 200
 
 
 def test_the_signing_page_runs_no_inline_script_and_its_pad_still_posts_a_drawing(demo: str, web: TestClient,

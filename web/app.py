@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import importlib
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from web.busy import BusyRetry
-from web.pages import STATIC, SecurityHeaders, templates
+from web.pages import STATIC, SecurityHeaders
 
 # Router modules: each exposes `router` (fastapi.APIRouter).
-ROUTERS: list[str] = ["web.incidents", "web.reports", "web.approvals", "web.inspection"]
+ROUTERS: list[str] = ["web.board", "web.incidents", "web.reports", "web.approvals", "web.inspection"]
 
 
 def create_app() -> FastAPI:
@@ -27,16 +27,6 @@ def create_app() -> FastAPI:
     app.add_middleware(BusyRetry)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/", response_class=HTMLResponse)
-    def home(request: Request) -> HTMLResponse:
-        """A plain page saying the service runs, with where to go next."""
-        from models.settings import get_settings
-
-        settings = get_settings()
-        return templates.TemplateResponse(
-            request, "home.html.j2", {"prefect_ui": settings.prefect_url.removesuffix("/api")}
-        )
 
     @app.get("/health")
     def health() -> JSONResponse:

@@ -1,0 +1,136 @@
+"""调度看板 / the dispatcher's board at the web root: the open cases, each with what it waits for,
+for whom, since and until when (the next deadline of its running clocks, a breach in red), its
+severity, the paid-service mark, its reports and its Prefect run. Chinese, fits a phone, reloads
+itself every minute (a `<meta http-equiv="refresh">`: the CSP runs no inline script).
+
+The board names customers and carries live report links, so it is for staff only. Until staff
+logins exist, two keys open it:
+
+- HTTP basic auth with the Prefect API's credential `user:password` (`PREFECT_API_AUTH_STRING`, which
+  `aftercare up` gives every process it starts, else the one generated into `AFTERCARE_HOME/prefect_auth`):
+  the same login the Prefect UI asks for;
+- a staff link signed with the site's secret (`/board/<token>`, like the incidents page), printed by
+  `aftercare board-link` — for a phone, or when no Prefect credential is set.
+
+Anything else gets a Chinese 401 page. `/health` stays open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import os
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from models import wallclock
+from models.db import session_scope
+from models.settings import get_settings
+from web.pages import templates
+
+router = APIRouter()
+
+PURPOSE = "board"
+REFRESH_SECONDS = 60
+LINK_DAYS = 30
+REALM = 'Basic realm="aftercare", charset="UTF-8"'
+
+
+def board_now() -> datetime:
+    """The moment the board is drawn at (tests override this dependency with a fixed time)."""
+    return wallclock.now()
+
+
+Now = Annotated[datetime, Depends(board_now)]
+
+
+def prefect_credential() -> str | None:
+    """The Prefect API's `user:password`, read only (never generated here): the environment's
+    `PREFECT_API_AUTH_STRING`, else the file `aftercare up` generates into its home, else None."""
+    given = os.environ.get("PREFECT_API_AUTH_STRING", "").strip()
+    if given:
+        return given
+    path = get_settings().home / "prefect_auth"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def basic_auth_ok(header: str | None) -> bool:
+    """Does an `Authorization: Basic …` header carry the Prefect credential? (constant-time compare)"""
+    expected = prefect_credential()
+    if not expected or not header or not header.lower().startswith("basic "):
+        return False
+    try:
+        given = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def board_link(*, days: int = LINK_DAYS, now: datetime | None = None) -> str:
+    """A staff link to the board, valid for `days` (`aftercare board-link`)."""
+    from web.tokens import sign_link
+
+    moment = now or wallclock.now()
+    return sign_link(PURPOSE, {"role": "staff"}, expires_at=moment + timedelta(days=days), path="board")
+
+
+def _refused(reason: str) -> HTMLResponse:
+    html = templates.get_template("board/refused.html.j2").render(reason=reason)
+    return HTMLResponse(html, status_code=401, headers={"WWW-Authenticate": REALM})
+
+
+def _page(now: datetime, *, refresh_url: str) -> HTMLResponse:
+    from tasks.board import SEVERITY_ZH, board
+    from web.reports import report_url
+
+    settings = get_settings()
+    ui = settings.prefect_url.removesuffix("/").removesuffix("/api")
+    with session_scope() as session:
+        cases = board(session, now=now)
+    links: dict[int, str] = {r.report_id: report_url(r.report_id, now=now) for c in cases for r in c.reports}
+    context: dict[str, Any] = {
+        "cases": cases,
+        "now": now,
+        "refresh": REFRESH_SECONDS,
+        "refresh_url": refresh_url,
+        "prefect_ui": ui,
+        "report_links": links,
+        "severity_zh": SEVERITY_ZH,
+        "breached": sum(c.breached for c in cases),
+    }
+    html = templates.get_template("board/page.html.j2").render(**context)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/", response_class=HTMLResponse)
+def board_page(request: Request, now: Now) -> HTMLResponse:
+    """The board, for whoever gives the Prefect login (HTTP basic auth)."""
+    if not basic_auth_ok(request.headers.get("authorization")):
+        return _refused(
+            "请使用 Prefect 界面的登录名与密码（aftercare up 启动时显示其所在文件），"
+            "或使用 aftercare board-link 生成的看板链接。"
+            if prefect_credential()
+            else "本机未设置 Prefect 登录密码：请使用 aftercare board-link 生成的看板链接。"
+        )
+    return _page(now, refresh_url="/")
+
+
+@router.get("/board/{token}", response_class=HTMLResponse)
+def board_by_link(token: str, now: Now) -> HTMLResponse:
+    """The board, for whoever holds a staff link (`aftercare board-link`)."""
+    from web.tokens import BadLink, ExpiredLink, verify_link
+
+    try:
+        verify_link(token, PURPOSE, now=now)
+    except ExpiredLink:
+        return _refused("此看板链接已过期，请用 aftercare board-link 重新生成。")
+    except BadLink:
+        return _refused("看板链接无效或已被篡改。")
+    return _page(now, refresh_url=f"/board/{token}")
