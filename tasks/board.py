@@ -24,7 +24,7 @@ from typing import Any, TypeVar, overload
 
 from sqlmodel import Session, col, select
 
-from models import Case, CaseKind, Contact, Customer, Site, Staff
+from models import Case, CaseKind, Contact, Contract, Customer, Site, Staff
 from models.approvals import Approval, ApprovalKind, ApprovalStatus, Timer
 from models.cases import CASE_KIND_ZH
 from models.clocks import Clock, ClockStatus
@@ -32,6 +32,7 @@ from models.db import session_scope
 from models.parties import ROLE_LABELS_ZH, Role
 from models.reports import REPORT_TITLES_ZH, Report
 from rules.kpi import CLOCK_ZH
+from rules.sla import severity_text
 from tasks.render import _local_time
 
 log = logging.getLogger("aftercare.board")
@@ -57,9 +58,6 @@ TIMER_ZH: dict[str, str] = {
     "reconfirm": "巡检再确认日",
     "visit": "巡检日",
 }
-
-SEVERITY_ZH = {1: "1 特急", 2: "2 紧急", 3: "3 严重", 4: "4 一般"}
-
 
 # ---------------------------------------------------------------------------------------------
 # One wait, in words
@@ -163,7 +161,7 @@ class BoardCase:
     site: str
     title: str
     severity: int | None
-    severity_label: str
+    severity_text: str  # the level said once, in the contract's scheme: "1 级（特大故障）", "三级"
     paid: bool
     paid_reason: str
     status: str
@@ -213,6 +211,8 @@ def board(session: Session, *, now: datetime, limit: int = 500) -> list[BoardCas
     if not ids:
         return []
     customers = {c.id: c for c in session.exec(select(Customer).where(col(Customer.id).in_({c.customer_id for c in cases})))}
+    contract_ids = {c.contract_id for c in cases if c.contract_id is not None}
+    schemes = {k.id: k.severity_scheme for k in session.exec(select(Contract).where(col(Contract.id).in_(contract_ids)))}
     site_ids = {c.site_id for c in cases if c.site_id is not None}
     sites = {s.id: s for s in session.exec(select(Site).where(col(Site.id).in_(site_ids)))} if site_ids else {}
 
@@ -265,7 +265,8 @@ def board(session: Session, *, now: datetime, limit: int = 500) -> list[BoardCas
             id=case.id, number=case.number, kind=case.kind,
             kind_zh=CASE_KIND_ZH.get(CaseKind(case.kind), case.kind) if case.kind in set(CaseKind) else case.kind,
             customer=customer.name if customer else "", site=site.name if site else "", title=case.title,
-            severity=case.severity, severity_label=str(case.data.get("severity_label") or ""),
+            severity=case.severity,
+            severity_text=severity_text(schemes.get(case.contract_id) if case.contract_id else None, case.severity),
             paid=case.out_of_contract, paid_reason=str(case.data.get("paid_service_reason") or ""),
             status=case.status, reported_at=case.reported_at, updated_at=case.updated_at,
             flow_run_id=case.flow_run_id, waits=waits.get(case.id, []), clocks=clocks.get(case.id, []),

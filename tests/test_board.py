@@ -64,6 +64,7 @@ def open_repair(customer: str = "BJYH", site: str | None = "亦庄机房", descr
         case_id = case.id
     with session_scope() as s:
         open_approval(s, case_id, "diagnosis", 1, subject(facts, "请联系客户并远程诊断"), description, kind="form",
+                      form_name="diagnosis",
                       approver_staff_ids=assignees.fn(case_id, "technical_lead"), approver_role="technical_lead",
                       expires_at=T0 + timedelta(days=3), now=T0, flow_run_id=run)
     return case_id
@@ -105,7 +106,7 @@ def test_the_board_lists_a_waiting_repair_with_its_step_person_and_deadline(boar
     assert "自 2026-11-23 10:00" in text  # since when (Beijing time)
     # until when: the nearest deadline of its running clocks — first contact within 30 minutes of T0
     assert "首次联系 2026-11-23 10:30" in text and "已超时" not in text
-    assert "4 一般" in text and "有偿服务" not in text
+    assert "4 级（一般故障）" in text and "有偿服务" not in text  # the contract's severity wording
     ui = get_settings().prefect_url.removesuffix("/api")
     assert f'<a href="{ui}/runs/flow-run/11111111-2222-3333-4444-555555555555">Prefect 运行</a>' in page.text
     # refreshes itself without script; a phone-sized layout

@@ -87,7 +87,7 @@ def _refused(reason: str) -> HTMLResponse:
 
 
 def _page(now: datetime, *, refresh_url: str) -> HTMLResponse:
-    from tasks.board import SEVERITY_ZH, board
+    from tasks.board import board
     from web.reports import report_url
 
     settings = get_settings()
@@ -102,7 +102,6 @@ def _page(now: datetime, *, refresh_url: str) -> HTMLResponse:
         "refresh_url": refresh_url,
         "prefect_ui": ui,
         "report_links": links,
-        "severity_zh": SEVERITY_ZH,
         "breached": sum(c.breached for c in cases),
     }
     html = templates.get_template("board/page.html.j2").render(**context)
