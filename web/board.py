@@ -54,7 +54,9 @@ def prefect_credential() -> str | None:
     given = os.environ.get("PREFECT_API_AUTH_STRING", "").strip()
     if given:
         return given
-    path = get_settings().home / "prefect_auth"
+    from deployments.prefect_env import AUTH_FILE
+
+    path = get_settings().home / AUTH_FILE
     try:
         return path.read_text().strip() or None
     except OSError:
