@@ -118,14 +118,16 @@ def crashed_runs(client: Any, batch: int = 200) -> list[Any]:
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
-    found = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-            type=FlowRunFilterStateType(any_=[StateType.CRASHED, StateType.FAILED]))),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-        limit=batch,
-    )
-    return [r for r in found if r.state is not None and (
-        r.state.type == StateType.CRASHED or BUSY_FAILURE in (r.state.message or ""))]
+    def newest(kind: StateType) -> list[Any]:
+        # one query per state: failed runs of other causes (a refused intake) never crowd crashed ones out
+        return list(client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[kind]))),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=batch,
+        ))
+
+    failed = [r for r in newest(StateType.FAILED) if r.state is not None and BUSY_FAILURE in (r.state.message or "")]
+    return newest(StateType.CRASHED) + failed
 
 
 def case_of_run(session: Any, run_id: str) -> Any:
