@@ -81,7 +81,15 @@ def main() -> None:
     limit = int(os.environ.get("PREFECT_RUNNER_PROCESS_LIMIT", "20"))
     deployments = [*all_deployments(), *extra_deployments()]
     wait_for_server()
-    runner = Runner(limit=limit, query_seconds=poll_seconds(settings))
+    class AftercareRunner(Runner):
+        def handle_sigterm(self, *args: object, **kwargs: object) -> None:
+            # Prefect's own handler first pauses every deployment through the API; when `aftercare
+            # up` stops, or dies, that server is going away too, and the runner hung retrying. End
+            # this runner and its flow runs now instead (the next runner registers them again).
+            end_own_group()
+            os._exit(0)
+
+    runner = AftercareRunner(limit=limit, query_seconds=poll_seconds(settings))
     started = time.time()
     ids = [runner.add_deployment(d) for d in deployments]
     write_served([d.name for d in deployments], started)
@@ -96,15 +104,40 @@ def main() -> None:
         end_own_group()
 
 
-def end_own_group() -> None:
+def end_own_group(grace: float = 3.0) -> None:
     """Stopped (Ctrl-C, SIGTERM — also the one the kernel sends when `aftercare up` dies): end the
-    flow-run processes too, which share this runner's process group. A runner that is killed
-    outright runs no code, and its flow runs finish on their own."""
-    if os.getpgrp() != os.getpid():  # not the leader of its own group (started by hand): leave it
+    flow-run processes too, which share this runner's process group — SIGTERM, then SIGKILL for
+    what is still there after `grace` (a flow run whose server is gone retries its last report for
+    a minute). A runner that is killed outright runs no code, and its flow runs finish on their own."""
+    group = os.getpgrp()
+    if group != os.getpid():  # not the leader of its own group (started by hand): leave it
         return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(os.getpgrp(), signal.SIGTERM)
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _others_in_group(group):
+        time.sleep(0.1)
+    if _others_in_group(group):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)  # this runner too: it was leaving anyway
+
+
+def _others_in_group(group: int) -> bool:
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != me:
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry.name)) == group and not _zombie(entry):
+                    return True
+    return False
+
+
+def _zombie(proc: Path) -> bool:
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 if __name__ == "__main__":

@@ -86,6 +86,9 @@ class Child:
     restart_due: float | None = None
     groups: list[int] = field(default_factory=list)  # every process group this child ever led
     done: bool = False
+    dependents: list[str] = field(default_factory=list)  # children to start afresh when this one dies
+    recycled: bool = False  # asked to exit and start afresh (not a failure)
+    recycled_reason: str = ""
 
     @property
     def alive(self) -> bool:
@@ -154,9 +157,9 @@ class Supervisor:
             fh.write(f"{_clock()} {line}\n")
 
     def add(self, name: str, argv: list[str], env: dict[str, str], *, restart: bool = True,
-            kill_group_on_exit: bool = True) -> Child:
+            kill_group_on_exit: bool = True, dependents: list[str] | None = None) -> Child:
         child = Child(name, argv, env, self.logs / f"{name}.log", restart=restart,
-                      kill_group_on_exit=kill_group_on_exit)
+                      kill_group_on_exit=kill_group_on_exit, dependents=list(dependents or []))
         self.children[name] = child
         self._spawn(child)
         return child
@@ -196,12 +199,31 @@ class Supervisor:
             if not child.restart and code == 0:
                 child.done = True
                 continue
-            child.failures = 1 if lived >= self.stable_after else child.failures + 1
-            delay = min(self.cap, self.base_delay * 2 ** (child.failures - 1))
+            if child.recycled:  # asked to start afresh: not a failure
+                child.recycled, child.failures, delay = False, 0, self.base_delay
+                self.note(f"↻ 重启 / restarting {child.name}: {child.recycled_reason}; in {delay:g} s")
+            else:
+                child.failures = 1 if lived >= self.stable_after else child.failures + 1
+                delay = min(self.cap, self.base_delay * 2 ** (child.failures - 1))
+                self.note(f"↻ 重启 / restarting {child.name}: exited {_exit_text(code)} after {lived:.0f} s; "
+                          f"restart {child.starts} in {delay:g} s (log: {child.log})")
             child.restart_due = now + delay
-            self.note(f"↻ 重启 / restarting {child.name}: exited {_exit_text(code)} after {lived:.0f} s; "
-                      f"restart {child.starts} in {delay:g} s (log: {child.log})")
+            for name in child.dependents:
+                self.recycle(name, f"{child.name} exited")
         return exited
+
+    def recycle(self, name: str, reason: str) -> None:
+        """Ask a child to exit and start afresh: SIGHUP to its leader only, whose default action ends
+        it without clean-up — a runner's flow runs carry on, as when a runner dies. Used for the
+        runner when the Prefect server was restarted: its cancellation and suspension observers
+        gave up while the server was away (Prefect logs "flow run cancellation will fail")."""
+        child = self.children.get(name)
+        if child is None or not child.alive or child.recycled:
+            return
+        child.recycled, child.recycled_reason = True, reason
+        assert child.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            child.proc.send_signal(signal.SIGHUP)
 
     def stop_all(self, grace: float = 3.0) -> None:
         """SIGTERM every process group started, SIGKILL what is left after `grace` seconds."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -58,6 +59,24 @@ def test_a_child_that_stayed_up_a_while_restarts_after_the_shortest_delay(tmp_pa
     finally:
         sup.stop_all(grace=1)
     assert [float(line.split(" in ")[1].split(" s")[0]) for line in lines[:2]] == [0.1, 0.1]
+
+
+def test_when_the_server_dies_its_dependent_runner_starts_afresh_and_its_group_lives_on(tmp_path: Path) -> None:
+    lines: list[str] = []
+    sup = Supervisor(lines.append, tmp_path / "logs", base_delay=0.1)
+    # the "runner" leaves a "flow run" in its group: it must survive the runner's recycling
+    runner_script = "import subprocess, time; subprocess.Popen(['sleep', '120']); time.sleep(120)"
+    runner = sup.add("runner", [sys.executable, "-c", runner_script], dict(os.environ), kill_group_on_exit=False)
+    server = sup.add("server", [sys.executable, "-c", "import time; time.sleep(0.5)"], dict(os.environ),
+                     dependents=["runner"])
+    try:
+        _run_until(sup, lambda: server.starts >= 2 and runner.starts >= 2)
+        assert any("restarting runner: server exited" in line for line in lines), lines
+        assert runner.failures == 0  # asked to restart: not counted as a failure
+        flow_runs = [p for p in psutil.process_iter() if _in_group(p, runner.groups[0])]
+        assert flow_runs and all(p.is_running() for p in flow_runs)
+    finally:
+        sup.stop_all(grace=1)
 
 
 def test_a_one_shot_child_that_succeeded_is_not_started_again(tmp_path: Path) -> None:
@@ -188,3 +207,11 @@ def test_the_prefect_credential_is_generated_once_private_and_given_to_server_an
     monkeypatch.setenv("PREFECT_API_AUTH_STRING", "ops:s3cret")
     env = prefect_env(theirs)
     assert env["PREFECT_API_AUTH_STRING"] == "ops:s3cret" and "PREFECT_SERVER_API_AUTH_STRING" not in env
+
+
+def test_the_time_to_ready_counts_from_the_start_of_the_process() -> None:
+    script = "import time; time.sleep(0.5); from deployments.up import process_age; print(process_age())"
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert 0.5 <= float(done.stdout) < 30
