@@ -250,6 +250,23 @@ def test_a_wait_is_said_in_chinese_with_whom_and_until_when(demo: str) -> None:
     assert timer_waiting(timer).text == "等待回访时间到 2026-11-24 10:00"
 
 
+def test_runs_are_named_after_their_case(demo: str) -> None:
+    from models import Case
+    from models.db import session_scope
+    from tasks.board import case_run_name
+
+    repair = open_repair()
+    with session_scope() as s:
+        inspection = Case(kind="inspection", customer_id=1, title="月度巡检", reported_at=T0, created_at=T0, updated_at=T0)
+        s.add(inspection)
+        s.flush()
+        case = s.get(Case, repair)
+        assert case is not None
+        assert case_run_name(s, case) == f"{number_of(repair)} 故障维修 北京某银行数据中心"
+        assert case_run_name(s, inspection) == f"XJ-{inspection.id:06d} 巡检 北京某银行数据中心"
+        assert case_run_name(s, inspection, "加做巡检") == f"XJ-{inspection.id:06d} 加做巡检 北京某银行数据中心"
+
+
 # --- on the real Prefect harness: one repair run ---------------------------------------------------
 
 

@@ -37,6 +37,7 @@ router = APIRouter()
 PURPOSE = "board"
 REFRESH_SECONDS = 60
 LINK_DAYS = 30
+BOARD_LIMIT = 500  # the oldest open cases; the page says so when there are more
 REALM = 'Basic realm="aftercare", charset="UTF-8"'
 
 
@@ -95,7 +96,7 @@ def _page(now: datetime, *, refresh_url: str) -> HTMLResponse:
     settings = get_settings()
     ui = settings.prefect_url.removesuffix("/").removesuffix("/api")
     with session_scope() as session:
-        cases = board(session, now=now)
+        cases = board(session, now=now, limit=BOARD_LIMIT)
     links: dict[int, str] = {r.report_id: report_url(r.report_id, now=now) for c in cases for r in c.reports}
     context: dict[str, Any] = {
         "cases": cases,
@@ -105,6 +106,7 @@ def _page(now: datetime, *, refresh_url: str) -> HTMLResponse:
         "prefect_ui": ui,
         "report_links": links,
         "breached": sum(c.breached for c in cases),
+        "truncated": len(cases) >= BOARD_LIMIT,
     }
     html = templates.get_template("board/page.html.j2").render(**context)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
