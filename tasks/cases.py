@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypedDict, cast
 
 from prefect.cache_policies import INPUTS, RUN_ID, CachePolicy
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, func, or_, select
 
-from models import Case, CaseKind, Contact, Contract, Customer, Device, Role, Site, Staff, append_event
+from models import Case, CaseKind, Contact, Contract, Customer, Device, Event, Role, Site, Staff, append_event
 from models.clocks import ClockStatus
 from models.db import session_scope
 from models.forms import read_time
@@ -127,6 +127,16 @@ class RepairRequest(BaseModel):
 
 class IntakeError(ValueError):
     """The request cannot be taken as entered; the message says what to correct."""
+
+
+def _latest_known(session: Session, parent_case_id: int | None, entered_at: datetime) -> datetime:
+    """The latest moment the record knows of: when the request is entered, or — for a problem found
+    in another case (an inspection, a 5-minute talk, a hand-over) — that case's last recorded event,
+    whose time was itself checked when it was answered."""
+    if parent_case_id is None:
+        return entered_at
+    last = session.exec(select(func.max(Event.at)).where(Event.case_id == parent_case_id)).one()
+    return max(entered_at, last) if last is not None else entered_at
 
 
 def check_report_time(reported_at: datetime | None, now: datetime) -> None:
@@ -260,7 +270,7 @@ def open_case(
         existing = session.exec(select(Case).where(Case.flow_run_id == flow_run_id)).first()
         if existing is not None:
             return existing
-    check_report_time(request.reported_at, entered_at or now)
+    check_report_time(request.reported_at, _latest_known(session, request.parent_case_id, entered_at or now))
     reported_at = request.reported_at or now
     resolved = resolve_request(session, request, today=reported_at)
     team = {str(role): first_with_role(session, role).id for role in team_roles}

@@ -118,3 +118,26 @@ def test_an_extra_inspection_request_is_refused_in_one_line_with_its_field_named
     unknown = CliRunner().invoke(app, ["inspection", "extra", "--customer", "不存在的客户", "--reason", "核心系统升级前"])
     assert unknown.exit_code != 0 and "未知客户" in unknown.output
     assert nothing_written(session)
+
+
+def test_a_problem_found_in_another_case_may_be_reported_at_that_cases_last_recorded_moment(
+    demo: str, session: Any
+) -> None:
+    """A repair opened by an inspection or a 5-minute talk reports at the moment the other case
+    recorded it (checked when it was answered): taken even when that moment lies after the entry
+    time, as it does when time is moved by passing values; a typed time later than both is not."""
+    from models import append_event
+
+    request = {"customer": "BJYH", "site": "亦庄机房", "reported_by": "王先生", "description": "阵列告警"}
+    parent = open_case(session, RepairRequest(**request), now=T0)
+    later = T0 + timedelta(days=10)
+    append_event(session, parent.id, "five_minute_talk", at=later, data={}, key="talk")
+    session.flush()
+    found = open_case(session, RepairRequest(**request, reported_at=later, parent_case_id=parent.id), now=later,
+                      entered_at=T0)
+    assert found.parent_id == parent.id and found.reported_at == later
+    with pytest.raises(IntakeError, match="晚于当前时间"):
+        open_case(session, RepairRequest(**request, reported_at=later), now=later, entered_at=T0)
+    with pytest.raises(IntakeError, match="晚于当前时间"):
+        open_case(session, RepairRequest(**request, reported_at=later + timedelta(hours=1), parent_case_id=parent.id),
+                  now=later, entered_at=T0)
