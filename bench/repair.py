@@ -29,7 +29,9 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from uuid import UUID
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -207,13 +209,13 @@ class Stack:
 def orchestrated_repair(n: int, path: str) -> float:
     """The `repair` deployment end to end, every approval answered at once, the timer ticked at once."""
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
     from sqlmodel import select
 
     from flows.clock_keeper import tick
     from models import Case
     from models.db import session_scope
+    from tasks.cases import start_deployment_run
 
     started = time.perf_counter()
     give_up = time.monotonic() + 120
@@ -221,7 +223,7 @@ def orchestrated_repair(n: int, path: str) -> float:
         if time.monotonic() > give_up:
             raise RuntimeError("the runner did not serve the repair deployment within 120 s (see runner.log)")
         try:
-            run = run_deployment("repair/repair", parameters={"request": request(1000 + n)}, timeout=0, as_subflow=False)
+            run = SimpleNamespace(id=UUID(start_deployment_run("repair/repair", {"request": request(1000 + n)})))
             break
         except ObjectNotFound:  # the runner has not registered the deployment yet
             time.sleep(0.2)

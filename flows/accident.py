@@ -194,9 +194,12 @@ def review_until_signed_off(case_id: int, facts: dict[str, Any], now: datetime) 
 
 
 def deployments() -> list[Any]:
-    return [accident.to_deployment(
+    from deployments.run_forms import AccidentRequestForm, use_form
+
+    # the dispatcher's run form: Chinese fields, customers and sites as choices read now (serve time)
+    return [use_form(accident.to_deployment(
         name="accident",
         description="事故处理服务流程：紧急抢修小组、事故处理方案及审批、测试、原厂商支持、备机、每小时进展通报、"
                     "事故处理服务报告、回访、事故总结、技术评审与总经理签批。",
         tags=["事故处理"],
-    )]
+    ), AccidentRequestForm)]

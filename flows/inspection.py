@@ -272,14 +272,15 @@ def extra_inspection(request: ExtraInspectionRequest) -> str:
 
 
 def deployments() -> list[Any]:
+    from deployments.run_forms import ExtraInspectionForm, use_form
     from flows.summary import month_end_flow
 
     return [
         inspection.to_deployment(name="inspection", description="巡检：约定日期、通知、检查表、报告签字与登记"),
-        extra_inspection.to_deployment(
+        use_form(extra_inspection.to_deployment(
             name="extra-inspection", tags=["inspection", "巡检"],
             description="加做巡检：客户在重要业务操作前要求的巡检——填写客户、站点、原因（与建议日期），登记并启动巡检流程",
-        ),
+        ), ExtraInspectionForm),
         plan_inspections_flow.to_deployment(
             name="plan-inspections", schedules=[Cron(PLAN_CRON, timezone=TZ)],
             description="每日：为每个有效合同按频率创建到期的巡检并启动流程（每合同每周期一次）",

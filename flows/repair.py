@@ -304,8 +304,11 @@ def _parts_used(case_id: int) -> list[dict[str, Any]]:
 
 
 def deployments() -> list[Any]:
-    return [repair.to_deployment(
+    from deployments.run_forms import RepairRequestForm, use_form
+
+    # the dispatcher's run form: Chinese fields, customers and sites as choices read now (serve time)
+    return [use_form(repair.to_deployment(
         name="repair",
         description="故障维修服务流程：客户报修 → 远程诊断 → 方案审批 → 上门维修 → 报告签字 → 回访 → 审批归档",
         tags=["repair", "故障维修"],
-    )]
+    ), RepairRequestForm)]

@@ -25,7 +25,7 @@ from models import Case, CaseKind, Contract, Device, Event, Role, Site, Staff, a
 from models.db import session_scope
 from models.parties import Customer
 from rules import accident as rules
-from tasks.cases import SEVERITY_HELP, STEP, IntakeError, RepairRequest, case_facts, open_case
+from tasks.cases import SEVERITY_HELP, STEP, IntakeError, RepairRequest, blank_none, case_facts, open_case
 from tasks.people import customer_contacts, first_with_role, staff_with_role
 from tasks.retry import task
 
@@ -229,6 +229,20 @@ class AccidentRequest(RepairRequest):
     team: list[Annotated[str, StringConstraints(max_length=100)]] = Field(
         default_factory=list, max_length=30, title="紧急抢修小组成员",
         description="员工姓名；不填则由技术负责人、专家组和一名工程师组成")
+
+    _blank_reason = field_validator("handover_reason", mode="before")(blank_none)
+
+    @field_validator("found_by", mode="before")
+    @classmethod
+    def _found_by(cls, value: Any) -> Any:
+        # the run form (deployments.run_forms) offers the Chinese words; the flow keeps the keys
+        return next((key for key, words in FOUND_BY_ZH.items() if words == value), value)
+
+    @field_validator("tolerance_hours", mode="before")
+    @classmethod
+    def _tolerance(cls, value: Any) -> Any:
+        # the run form's 0 (or nothing) means: as the contract says
+        return None if value in (0, "", None) else value
 
     @field_validator("customer", "reported_by", "description")
     @classmethod

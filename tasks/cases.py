@@ -9,10 +9,11 @@ contract / paid service** (PROCEDURES.md §6 step 7), and every message about it
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict, cast
+from typing import Annotated, Any, TypedDict
 
 from prefect.cache_policies import INPUTS, RUN_ID, CachePolicy
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -23,12 +24,9 @@ from models.clocks import ClockStatus
 from models.db import session_scope
 from models.forms import read_time
 from models.parties import ROLE_LABELS_ZH
-from rules.sla import severity_text
+from rules.sla import SEVERITY_LEVELS_ZH, severity_text
 from tasks.people import customer_contacts, first_with_role
 from tasks.retry import task
-
-if TYPE_CHECKING:
-    from prefect.client.schemas.objects import FlowRun
 
 
 class TaskName(CachePolicy):
@@ -80,6 +78,45 @@ SEVERITY_WORDS = {
 }
 
 
+# The severity choices of the Prefect-UI run forms: the level, then its words in both schemes of
+# PROCEDURES.md §1 (the form is filled before the customer's contract, and so its scheme, is known).
+SEVERITY_CHOICES: dict[int, str] = {
+    level: f"{level} {SEVERITY_LEVELS_ZH['outage'][level][0]} / {SEVERITY_LEVELS_ZH['business'][level][0]}"
+    for level in (1, 2, 3, 4)
+}
+
+
+def read_severity(value: Any) -> Any:
+    """A severity as a form sends it — 2, "2" or the choice "2 重大故障 / 二级（严重）" — → 2; empty → None."""
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if not text:
+        return None
+    found = re.match(r"([1-4])(?!\d)", text)
+    if found is None:
+        raise ValueError("故障级别请选 1–4：" + "；".join(SEVERITY_CHOICES.values()))
+    return int(found.group(1))
+
+
+def read_case_ref(value: Any) -> Any:
+    """A case as a dispatcher names it — "WX-000123", "123" — → its id; empty (or 0) → None."""
+    if value is None or isinstance(value, int):
+        return value or None
+    text = str(value).strip().upper()
+    if not text:
+        return None
+    found = re.fullmatch(r"(?:[A-Z]{2}-?)?0*(\d+)", text)
+    if found is None:
+        raise ValueError("工单号请写成 WX-000123 或 123")
+    return int(found.group(1)) or None
+
+
+def blank_none(value: Any) -> Any:
+    """An optional form field left empty ("") → None: the run forms send "" for 不填."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _required_text(value: str) -> str:
     value = value.strip()
     if not value:
@@ -116,6 +153,12 @@ class RepairRequest(BaseModel):
     parent_case_id: int | None = Field(
         default=None, ge=1, title="关联工单", description="由巡检、5分钟交流或其他工单发现时，填来源工单号（数字）"
     )
+
+    # The Prefect-UI run form (deployments.run_forms) sends "" for a field left empty, the
+    # severity as its labelled choice and a case as its number; programs send plain values.
+    _blank = field_validator("site", "device", mode="before")(blank_none)
+    _severity = field_validator("severity", mode="before")(read_severity)
+    _case_ref = field_validator("parent_case_id", mode="before")(read_case_ref)
 
     @field_validator("reported_at", mode="before")
     @classmethod
@@ -173,6 +216,12 @@ class Resolved:
 def find_customer(session: Session, text: str) -> Customer:
     """A customer by exact code or name, else by a unique part of the name."""
     text = text.strip()
+    # the run form's choice "北京某银行数据中心（BJYH）" names the customer by its code
+    choice = re.fullmatch(r"(.+)（([^（）]+)）", text)
+    if choice is not None:
+        by_code = session.exec(select(Customer).where(Customer.code == choice.group(2).upper())).first()
+        if by_code is not None:
+            return by_code
     exact = session.exec(select(Customer).where(or_(Customer.code == text.upper(), Customer.name == text))).first()
     if exact is not None:
         return exact
@@ -540,19 +589,42 @@ REPAIR_DEPLOYMENT = "repair/repair"
 ACCIDENT_DEPLOYMENT = "accident/accident"
 
 
+def start_deployment_run(deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None = None,
+                         as_form: bool = False) -> str:
+    """Start a run of `flow/deployment` from a program (not a subflow: a run with a parent cannot
+    suspend); returns its id. A duplicate idempotency key returns the run started the first time.
+
+    The deployments a dispatcher starts carry the Prefect-UI run form as their schema
+    (deployments.run_forms: customers as choices, "" for 不填), which the server enforces on what
+    the form sends. A program sends the flow's own model instead (a customer code, None), which
+    that model validates when the run starts: the schema is not enforced on this run. Prefect's
+    `run_deployment` cannot say so, hence the API's own request. `as_form=True` starts it the way
+    the Prefect UI's run form does: the server checks the parameters against the form.
+    """
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentFlowRunCreate
+    from prefect.states import Scheduled, to_state_create
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployment_by_name(deployment)
+        create = DeploymentFlowRunCreate(parameters=parameters, state=to_state_create(Scheduled()),
+                                         idempotency_key=idempotency_key, enforce_parameter_schema=as_form)
+        response = client.request("POST", "/deployments/{id}/create_flow_run", path_params={"id": found.id},
+                                  json=create.model_dump(mode="json", exclude_unset=True))
+        return str(UUID(response.json()["id"]))
+
+
 def start_repair(request: RepairRequest | dict[str, Any], *, idempotency_key: str | None = None) -> str:
     """Start a separate `repair` run (not a subflow: a run with a parent cannot suspend); returns its id.
     The one way a repair starts besides the Prefect-UI form: the CLI, inspections, 5-minute talks.
 
     The idempotency key makes a replayed start return the run started the first time.
     """
-    from prefect.deployments import run_deployment
-
     req = request if isinstance(request, RepairRequest) else RepairRequest.model_validate(request)
-    # called from sync code, so `run_deployment` returns the FlowRun itself (not a coroutine)
-    run = cast("FlowRun", run_deployment(REPAIR_DEPLOYMENT, parameters={"request": req.model_dump(mode="json")},
-                                          timeout=0, as_subflow=False, idempotency_key=idempotency_key))
-    return str(run.id)
+    return start_deployment_run(REPAIR_DEPLOYMENT, {"request": req.model_dump(mode="json")},
+                                idempotency_key=idempotency_key)
 
 
 @task(name="新建维修流程 / start a repair flow", **STEP)
@@ -564,9 +636,5 @@ def start_repair_run(request: RepairRequest, idempotency_key: str) -> str:
 @task(name="转事故处理 / start the accident flow", **STEP)
 def start_accident_run(case_id: int, reason: str, idempotency_key: str) -> str:
     """Start the `accident` flow with this repair case as its link (it takes over the history)."""
-    from prefect.deployments import run_deployment
-
     request = {"parent_case_id": case_id, "found_by": "repair", "handover_reason": reason}
-    run = cast("FlowRun", run_deployment(ACCIDENT_DEPLOYMENT, parameters={"request": request},
-                                          timeout=0, as_subflow=False, idempotency_key=idempotency_key))
-    return str(run.id)
+    return start_deployment_run(ACCIDENT_DEPLOYMENT, {"request": request}, idempotency_key=idempotency_key)

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pendulum
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, select
 
 from models.cases import Case, CaseKind, Event, append_event
 from models.contracts import Contract
 from models.db import session_scope
 from rules import inspection as rules
-from tasks.cases import STEP, RequiredText
+from tasks.cases import STEP, RequiredText, blank_none
 from tasks.retry import task
 
 if TYPE_CHECKING:
@@ -218,6 +218,9 @@ class ExtraInspectionRequest(BaseModel):
         description="须为工作日，且留出 3 个工作日通知期；不填为最早可安排的工作日。客户仍可确认或改期",
     )
     requested_by: str = Field(default="", title="提出人", description="客户方提出要求的人员姓名与电话", max_length=100)
+
+    # the run form (deployments.run_forms) sends "" for a site or day left empty
+    _blank = field_validator("site", "day", mode="before")(blank_none)
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,12 @@ def run_field(page: Any, title: str) -> Any:
     return page.locator(f"xpath=//label[.//span[normalize-space()='{title}']]/../..")
 
 
+def choose(page: Any, title: str, option: str) -> None:
+    """Pick a choice of a run-form field (Prefect draws a list of choices as a searchable combobox)."""
+    run_field(page, title).locator(".p-select-button").first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+
+
 def fill_form(page: Any, values: dict[str, str]) -> None:
     """An aftercare form page: each field is `#f_<name>`; yes/no questions are selects."""
     for name, value in values.items():
@@ -266,14 +272,13 @@ def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(chr
         # at a phone's width the deployment's Run actions sit in the page heading's ⋮ menu
         dispatcher.locator(".page-heading__trailing .p-icon-button-menu button").click()
         dispatcher.get_by_text("Custom run", exact=True).click()
-        run_field(dispatcher, "客户").locator("textarea").fill("BJYH")
-        site = run_field(dispatcher, "机房/站点 (Optional)")
-        site.get_by_role("button", name="str", exact=True).click()
-        site.locator("textarea").fill("亦庄机房")
+        # customers, sites and severities are choices (deployments.run_forms); no "None" toggle
+        assert dispatcher.get_by_text('Property is type "None"').count() == 0
+        choose(dispatcher, "客户", "北京某银行数据中心（BJYH）")
+        choose(dispatcher, "机房/站点 (Optional)", "亦庄机房")
         run_field(dispatcher, "报告人").locator("textarea").fill("王先生 13800000000")
         run_field(dispatcher, "故障描述").locator("textarea").fill("存储阵列告警，第3槽硬盘故障灯亮")
-        severity = run_field(dispatcher, "故障级别 (1–4) (Optional)").locator("input")
-        severity.fill("2")
+        choose(dispatcher, "故障级别 (Optional)", "2 重大故障 / 二级（严重）")
         run_field(dispatcher, "客户").scroll_into_view_if_needed()
         shots.take(dispatcher, "prefect-custom-run-form", full_page=False)
         mark = len(up.notifications)
