@@ -103,7 +103,7 @@ def plans_until_restored(case_id: int, facts: dict[str, Any], now: datetime) -> 
     def revise(case_id: int, facts: dict[str, Any], plan: Plan, *, reason: str, note: str,
                now: datetime) -> tuple[Plan, datetime]:
         # the director or the customer sent plan v back: the lead writes v+1 on the accident plan form
-        who = "技术总监退回" if reason == "director" else "客户异议"
+        who = {"director": "技术总监要求修改", "rejected": "技术总监驳回"}.get(reason, "客户异议")
         return write(plan.version + 1, f"第 {plan.version} 版{who}：{note or '—'}", now)
 
     plan, now = write(1, "", now)

@@ -47,6 +47,7 @@ from models.forms import (
     RepairForm,
     VisitForm,
 )
+from models.parties import ROLE_LABELS_ZH
 from rules.plans import Plan
 from tasks.board import name_run, run_name
 from tasks.cases import (
@@ -224,7 +225,8 @@ def repair(request: RepairRequest) -> RepairOutcome:
     # before the callback (14): its 24 h run out before the callback's 2 days.
     fault = answer_of(FaultReportForm, wait_for(fault_request, "fault-report", 1))
     fault_report = issue(case_id, "fault_report", "repair/fault_report",
-                         {**report_context(case_id, 2), **fault.value.model_dump(), "engineer": fault.by}, fault.at,
+                         {**report_context(case_id, 2), **fault.value.model_dump(), **_people(engineer, work is not None, fault.by)},
+                         fault.at,
                          fault.by,
                          tell=[{"template": "repair/fault_report", "key": "fault-report", "customer": True}])
     clock(case_id, "fault_report", "stop", fault.at)
@@ -301,6 +303,13 @@ def _parts_used(case_id: int) -> list[dict[str, Any]]:
 
 
 # --- starting a repair from elsewhere ---------------------------------------------------------
+
+
+def _people(engineer: str, on_site: bool, lead: str) -> dict[str, str]:
+    """Who the fault report names, each under their own role: the service engineer who repaired
+    on site (solved remotely: the technical lead who did) and the lead who wrote the report."""
+    role = ROLE_LABELS_ZH[ENGINEER] if on_site else f"{ROLE_LABELS_ZH[LEAD]}（远程处理）"
+    return {"engineer": engineer, "engineer_role": role, "lead": lead}
 
 
 def deployments() -> list[Any]:

@@ -65,17 +65,20 @@ ACCOUNT_WITHIN = timedelta(days=7)  # §2 step 16
 def ask_staff(case_id: int, step: str, version: int, *, role: str, subject: str, content: str, now: datetime,
               kind: str = "approval", form: type[BaseModel] | dict[str, Any] | None = None,
               expires: timedelta = STAFF_LINK, template: str | None = None,
-              context: dict[str, Any] | None = None) -> int:
+              context: dict[str, Any] | None = None, prefill: dict[str, str] | None = None) -> int:
     """Create a pending approval / form for the staff member the case assigns to `role`; returns its id.
 
     `form`: a registered form (models.forms; every answer is validated with it) or a page's own
     spec (the inspection checklist). `expires`: how long the link stays valid — at least as long
-    as the step is given (an expired link can still be renewed from its page)."""
+    as the step is given (an expired link can still be renewed from its page). `prefill`: what the
+    form's page shows filled in (field → text), e.g. the current plan to revise."""
     from tasks.approvals import request_approval
     from tasks.cases import assignees
 
     staff = assignees(case_id, role)
     spec, name = _form(form)
+    if prefill and spec is not None:
+        spec = {**spec, "values": prefill}
     return request_approval(
         case_id, step, version, subject, content, kind=kind, approver_staff_ids=staff, approver_role=role,
         expires_at=now + expires, now=now, form=spec, form_name=name, template=template, context=context,
@@ -111,10 +114,11 @@ def wait_for(approval_id: int, step: str, version: int) -> Decision:
 
 
 def fill_form(case_id: int, step: str, version: int, *, role: str, subject: str, content: str,
-              form: type[F], now: datetime) -> Answer[F]:
-    """A staff member fills a form through their link (or the Prefect UI); returns the validated form."""
+              form: type[F], now: datetime, prefill: dict[str, str] | None = None) -> Answer[F]:
+    """A staff member fills a form through their link (or the Prefect UI); returns the validated form.
+    `prefill`: the form's fields shown already filled in on the link page."""
     approval_id = ask_staff(case_id, step, version, role=role, subject=subject, content=content, now=now,
-                            kind="form", form=form)
+                            kind="form", form=form, prefill=prefill)
     return answer_of(form, wait_for(approval_id, step, version))
 
 
@@ -157,9 +161,13 @@ def subject(facts: dict[str, Any], text: str) -> str:
 def director_approves_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, now: datetime,
                            procedure: Procedure = "repair", role: str = Role.TECHNICAL_DIRECTOR,
                            step: str = "plan-approval", revise: Reviser | None = None) -> tuple[Plan, datetime]:
-    """The technical director approves the plan; "revise" or "rejected" sends it back to the lead
-    for version v+1 (`revise`: how the procedure's plan is rewritten; the repair's free-text plan by
-    default), which goes to the director again — until one version is approved."""
+    """The technical director approves the plan, or sends it back for version v+1, which goes to the
+    director again — until one version is approved (`revise`: how the procedure's plan is rewritten;
+    the repair's free-text plan by default). The two ways back differ (PROCEDURES.md §2 step 3, §3
+    step 3.2.2: the lead and the engineer make the plan, the director approves it):
+    "要求修改" (revise) asks for changes to this plan — the lead's form comes filled in with it;
+    "驳回" (rejected) refuses the plan as a whole — the lead and the engineer work out another plan
+    on an empty form, and the engineer is told it was rejected and why."""
     from tasks.cases import record
     from tasks.reports import issue
 
@@ -175,16 +183,21 @@ def director_approves_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, n
                                                                  "comment": decision.comment},
                    key=f"{step}:v{plan.version}")
             return plan, now
+        rejected = decision.decision == DecisionKind.REJECTED
         record(case_id, "plan_returned", now, decision.by, {"version": plan.version, "step": step,
                                                             "decision": decision.decision, "comment": decision.comment},
-               key=f"{step}:v{plan.version}")
-        plan, now = (revise or lead_revises_plan)(case_id, facts, plan, reason="director", note=decision.comment,
-                                                  now=now)
+               key=f"{step}:v{plan.version}",
+               tell=[{"template": "plan_rejected", "key": f"{step}:v{plan.version}:rejected",
+                      "roles": [Role.ENGINEER], "context": {"version": plan.version, "reason": decision.comment}}]
+               if rejected else None)
+        plan, now = (revise or lead_revises_plan)(case_id, facts, plan, reason="rejected" if rejected else "director",
+                                                  note=decision.comment, now=now)
 
 
 def lead_revises_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, reason: str, note: str,
                       now: datetime, role: str = Role.TECHNICAL_LEAD) -> tuple[Plan, datetime]:
-    """The lead writes plan v+1 on the form (the old plan and the reason are on the page)."""
+    """The lead writes plan v+1 on the form (the old plan and the reason are on the page). A plan to
+    revise comes filled in on the form; a rejected one does not (another plan is wanted)."""
     from tasks.cases import record
     from tasks.reports import revise_plan
 
@@ -192,9 +205,15 @@ def lead_revises_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, reason
     attempt = 0
     while True:  # a "revision" identical to the old plan is asked for again, under a new step name
         step = f"plan-v{version}" if attempt == 0 else f"plan-v{version}-again{attempt}"
-        written = fill_form(case_id, step, version, role=role, form=PlanForm, now=now,
-                            subject=subject(facts, f"请修订解决方案（v{plan.version} → v{version}）"),
-                            content=f"修订原因：{note or '—'}\n\n当前方案 v{plan.version}：\n{plan.text}")
+        if reason == "rejected":
+            written = fill_form(case_id, step, version, role=role, form=PlanForm, now=now,
+                                subject=subject(facts, f"解决方案 v{plan.version} 被驳回，请与工程师重新制定方案（v{version}）"),
+                                content=f"驳回原因：{note or '—'}\n\n被驳回的方案 v{plan.version}（仅供对照，请勿照搬）：\n{plan.text}")
+        else:
+            written = fill_form(case_id, step, version, role=role, form=PlanForm, now=now,
+                                subject=subject(facts, f"请修订解决方案（v{plan.version} → v{version}）"),
+                                content=f"修订原因：{note or '—'}\n\n当前方案 v{plan.version}：\n{plan.text}",
+                                prefill={"plan": plan.text})
         now = written.at
         new = revise_plan(plan, written.value.plan, reason, written.by, note)
         if new is not None:

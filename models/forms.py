@@ -249,7 +249,8 @@ class VisitForm(BaseModel):
 
     visit_at: Planned = Field(title="预约上门时间", description=f"与客户约定的时间，如 {TIME_EXAMPLE}")
     coordinator_joins: YesNo = Field(default=False, title="项目总协调人随同前往")
-    note: Text = Field(default="", title="备注", description="已准备维修服务报告单和工具等")
+    # not "备注": every form page ends with its own 备注 box (web/templates/approvals/page.html.j2)
+    note: Text = Field(default="", title="准备情况", description="可不填：如 已准备维修服务报告单、工具和备件")
 
 
 @form("onsite")

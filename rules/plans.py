@@ -17,6 +17,7 @@ MAX_PLAN_CHARS = 20_000
 REVISION_REASONS_ZH = {
     "initial": "初始方案",
     "director": "技术总监要求修改",
+    "rejected": "技术总监驳回后重新制定",
     "onsite": "现场再分析后修订",
     "customer": "客户提出异议后修订",
 }

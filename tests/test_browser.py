@@ -364,3 +364,42 @@ def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(chr
     assert watch.dialogs == [], watch.dialogs
     assert watch.errors == [], watch.errors
     assert len(list(SCREENSHOTS.glob("*.png"))) == shots.n
+
+
+def test_a_report_table_on_a_phone_keeps_its_labels_whole(chromium: str, demo: str, session: Any) -> None:
+    """Issue 18: at a phone's width the report tables wrapped their labels one character per line.
+    The fault report's page in Chromium at 390 px: every label (th) on one line, nothing wider than
+    the screen."""
+    from datetime import timedelta
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import T0
+    from tests.test_form_fixes import _fault_report
+
+    clocks = [{"label": label, "started_at": T0, "due_at": T0 + timedelta(hours=4), "provisional": True,
+               "breached_at": T0 + timedelta(hours=5), "met_at": None, "stopped": False}
+              for label in ("首次联系客户", "电话/远程响应", "到达现场（≤100 公里）", "业务恢复")]
+    content = _fault_report(session, engineer="刘工程师", engineer_role="服务工程师", lead="张技术", clocks=clocks,
+                            customer_engineer="李工（客户方数据中心运维部系统管理员，负责存储与备份，电话 13900000000）")
+    with sync_playwright() as pw:
+        args = ["--disable-dev-shm-usage"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
+        browser = pw.chromium.launch(executable_path=chromium, args=args)
+        page = browser.new_page(viewport=PHONE)
+        page.set_content(content)
+        lines = page.eval_on_selector_all("th", """cells => cells.map(cell => {
+            const range = document.createRange(); range.selectNodeContents(cell);
+            return [cell.textContent, new Set([...range.getClientRects()].map(r => Math.round(r.top))).size];
+        })""")
+        assert len(lines) > 10
+        assert [label for label, count in lines if count != 1] == []
+        # a label/value row stacks: the label above its value (a header-row table stays a table)
+        beside = page.eval_on_selector_all("th + td", """cells => cells.map(td => {
+            const th = td.previousElementSibling;
+            return [th.textContent, th.getBoundingClientRect().bottom <= td.getBoundingClientRect().top + 1];
+        })""")
+        assert beside and [label for label, above in beside if not above] == []
+        header = page.locator("th", has_text="服务时限").bounding_box()
+        assert header is not None and header["y"] == page.locator("th", has_text="期限").bounding_box()["y"]
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        browser.close()

@@ -108,7 +108,9 @@ def test_solved_remotely_goes_straight_to_the_signed_report(drive: RepairDriver)
             assert f"<th>{label}</th><td>{bj(moment)}</td>" in fault.content, label
         assert "<th>到达现场</th><td>—（远程解决）</td>" in fault.content
         # … the people, and every value the lead posted on the fault-report form
-        assert "<th>服务工程师</th><td>张技术</td>" in fault.content and fault.issued_by == "张技术"
+        # solved remotely by the technical lead, who also wrote the report: named by his own role
+        assert "<th>项目技术负责人（远程处理）</th><td>张技术</td>" in fault.content and fault.issued_by == "张技术"
+        assert "<th>服务工程师</th>" not in fault.content
         assert f"<th>客户工程师</th><td>{FAULT_REPORT['customer_engineer']}</td>" in fault.content
         for name, value in FAULT_REPORT.items():
             assert value in fault.content, name
@@ -227,10 +229,47 @@ def test_director_sends_the_first_plan_back_to_the_lead(drive: RepairDriver) -> 
         approvals = s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == "plan-approval")
                            .order_by(Approval.version)).all()
         assert [(a.version, a.decision) for a in approvals] == [(1, "revise"), (2, "approved")]
+        # "要求修改": the lead's form comes filled in with the plan to change
+        revision = s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == "plan-v2")).one()
+        assert revision.form["values"] == {"plan": "上门更换光模块，观察端口状态"} and "请修订" in revision.subject
     sent = drive.notifications(case_id)
     assert sent.count(("吴总监", "approval_request")) == 2  # v1 and v2
     assert ("张技术", "form_request") in sent  # the lead is asked to revise
+    assert not [who for who, template in sent if template == "plan_rejected"]  # a revision is no rejection
     drive.h.read(run_id)  # the run is left waiting for the visit; the session's server ends it
+
+
+def test_a_rejected_plan_is_made_anew_with_the_engineer_not_edited(drive: RepairDriver) -> None:
+    """"驳回" refuses the plan as a whole: the lead gets an empty form (not the old plan to edit), the
+    engineer is told why, and the new version records that it follows a rejection."""
+    t = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
+    run_id, case_id = start(drive, t, description="核心交换机风扇告警")
+    drive.act(case_id, "diagnosis", "submitted", t + timedelta(minutes=8), run_id=run_id, fields={
+        "contacted_at": bj(t + timedelta(minutes=5)), "result": "风扇模块故障", "solved_remotely": "否",
+        "plan": "业务高峰期直接热插拔更换风扇模块"})
+    drive.act(case_id, "plan-approval", "rejected", t + timedelta(minutes=20), run_id=run_id,
+              comment="高峰期操作风险过大，须改在维护窗口并先切换流量")
+    drive.pending(case_id, "plan-v2", run_id)
+    with drive.session() as s:
+        from models.approvals import Approval
+
+        anew = s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == "plan-v2")).one()
+        assert "values" not in anew.form and "被驳回" in anew.subject and "驳回原因" in anew.content
+    drive.act(case_id, "plan-v2", "submitted", t + timedelta(minutes=40), run_id=run_id,
+              fields={"plan": "夜间维护窗口内先将流量切到备用交换机，再更换风扇模块，观察 30 分钟后切回"})
+    drive.act(case_id, "plan-approval", "approved", t + timedelta(minutes=45), run_id=run_id)
+    drive.pending(case_id, "visit", run_id)
+    events = drive.events(case_id)
+    assert [e for e in events if e.startswith("plan_")] == ["plan_written", "plan_returned", "plan_revised",
+                                                            "plan_approved"]
+    with drive.session() as s:
+
+        plans = s.exec(select(Report).where(Report.case_id == case_id, Report.kind == "solution_plan")
+                       .order_by(Report.version)).all()
+        assert "技术总监驳回后重新制定" in plans[-1].content
+    sent = drive.notifications(case_id)
+    assert ("刘工程师", "plan_rejected") in sent or ("陈工程师", "plan_rejected") in sent
+    drive.h.read(run_id)
 
 
 def test_lapsed_contract_is_taken_as_paid_service_and_every_message_says_so(drive: RepairDriver) -> None:

@@ -135,7 +135,8 @@ def _view(
             "error": error,
             "comment": comment,
             "fields": (row.form or {}).get("fields", []),
-            "values": values or {},
+            # the form's own prefill (e.g. the plan to revise) until the person posted their values
+            "values": values if values is not None else dict((row.form or {}).get("values") or {}),
             "errors": errors or {},
         }
     return templates.TemplateResponse(request, "approvals/page.html.j2", context, status_code=status_code)
