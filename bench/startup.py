@@ -46,7 +46,7 @@ def one_start(home: Path) -> dict[str, float]:
     prefect_port, web_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", "PREFECT_"))}
     env["AFTERCARE_HOME"] = str(home)
-    launched = time.monotonic()
+    launched = time.monotonic()  # before the launch: `up` counts from its own process start
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployments.cli", "up", "--prefect-port", str(prefect_port),
          "--web-port", str(web_port)],

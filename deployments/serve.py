@@ -116,21 +116,31 @@ def end_own_group(grace: float = 3.0) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _others_in_group(group):
+    while time.monotonic() < deadline and any(_heeds_sigterm(p) for p in _others_in_group(group)):
         time.sleep(0.1)
-    if _others_in_group(group):
+    if _others_in_group(group):  # multiprocessing's resource tracker ignores SIGTERM: no use waiting
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)  # this runner too: it was leaving anyway
 
 
-def _others_in_group(group: int) -> bool:
-    me = os.getpid()
+def _others_in_group(group: int) -> list[Path]:
+    """The live processes of `group` other than this one (Linux: /proc)."""
+    me, found = os.getpid(), []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != me:
             with contextlib.suppress(OSError):
                 if os.getpgid(int(entry.name)) == group and not _zombie(entry):
-                    return True
-    return False
+                    found.append(entry)
+    return found
+
+
+def _heeds_sigterm(proc: Path) -> bool:
+    try:
+        status = (proc / "status").read_text()
+        ignored = int(status.split("SigIgn:", 1)[1].split()[0], 16)
+    except (OSError, IndexError, ValueError):
+        return False
+    return not ignored & (1 << (signal.SIGTERM - 1))
 
 
 def _zombie(proc: Path) -> bool:

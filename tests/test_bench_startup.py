@@ -26,7 +26,8 @@ def test_startup_bench_quick_writes_its_figures(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "startup.json").read_text())
     assert result["size"] == "quick" and result["rounds"] == 1
     [first] = result["first_start"]
-    assert 0 < first["ready_printed_s"] <= first["ready_s"]  # printed after it measured itself
+    # `up` counts from its own start and prints one decimal; the bench counts from just before the launch
+    assert 0 < first["ready_printed_s"] <= first["ready_s"] + 0.1
     assert first["keeper_running_s"] >= first["ready_s"]  # the keeper starts once the stack is ready
     assert 0 < first["stop_s"] <= 5
     assert "time to ready" in done.stdout
