@@ -20,7 +20,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -236,12 +238,29 @@ def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLE
             logger.warning("时钟守护租约已被接管，本次退出 / the lease was taken over by another keeper; exiting")
         return lost
 
+    previous = _exit_on_sigterm()
     try:
         return run_loop(max_ticks=max_ticks, cap=min(interval_seconds, MAX_SLEEP_SECONDS), logger=logger,
                         should_stop=lease_lost)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if not lost:
             release_lease(holder)
+
+
+def _exit_on_sigterm() -> Any:
+    """SIGTERM ends the keeper at once, quietly. `aftercare up` marks the keeper run Cancelled and
+    releases the lease before it stops the runner; Prefect's own handler would then report the run
+    Crashed over that (seen when the two came 50 ms apart). Returns the handler it replaced (None
+    when not on the main thread, where no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def leave(_signum: int, _frame: object) -> None:
+        os._exit(0)
+
+    return signal.signal(signal.SIGTERM, leave)
 
 
 def deployments() -> list[Any]:
