@@ -206,8 +206,9 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def orchestrated_repair(n: int, path: str) -> float:
-    """The `repair` deployment end to end, every approval answered at once, the timer ticked at once."""
+def orchestrated_repair(n: int, path: str) -> tuple[float, dict[str, Any]]:
+    """The `repair` deployment end to end, every approval answered at once, the timer ticked at once;
+    its time and the timing of each wait (`wait_timings`)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
     from sqlmodel import select
@@ -230,6 +231,7 @@ def orchestrated_repair(n: int, path: str) -> float:
             started = time.perf_counter()
     stop = threading.Event()
     case_ids: set[int] = set()
+    clicks: list[datetime] = []  # when each wait was answered (the decision, or the keeper's tick)
 
     def decider() -> None:
         """A person who acts the moment the run waits for them: nothing is answered before the run
@@ -242,6 +244,7 @@ def orchestrated_repair(n: int, path: str) -> float:
                     with session_scope() as s:
                         case_ids.update(c.id for c in s.exec(select(Case).where(Case.flow_run_id == str(run.id))))  # type: ignore[misc]
                     t0 = time.perf_counter()
+                    clicks.append(datetime.now(UTC))
                     done = decide_pending(case_ids, T0 + timedelta(minutes=1000 + n), wake=True, path=path)
                     t1 = time.perf_counter()
                     if not done:
@@ -266,13 +269,73 @@ def orchestrated_repair(n: int, path: str) -> float:
     thread.join()
     if not state.is_completed():
         raise RuntimeError(f"the repair run ended {state.name}: {state.message}")
+    elapsed = time.perf_counter() - started
+    with get_client(sync_client=True) as client:
+        states = sorted(client.read_flow_run_states(run.id), key=lambda st: st.timestamp)
     if os.environ.get("AFTERCARE_BENCH_TRACE"):
-        with get_client(sync_client=True) as client:
-            states = client.read_flow_run_states(run.id)
         first = states[0].timestamp
         for st in states:
             print(f"  {(st.timestamp - first).total_seconds():7.2f}  {st.name}")
-    return time.perf_counter() - started
+    return elapsed, {**wait_timings(clicks, [(st.timestamp, st.name) for st in states]), **task_runs_of(run.id)}
+
+
+def wait_timings(clicks: list[datetime], states: list[tuple[datetime, str]]) -> dict[str, Any]:
+    """Per wait, from the run's state history (server timestamps) and the moments it was answered:
+
+    - cycle: the answer (click) → the run suspended on its next wait (or completed);
+    - its legs: click → the run rescheduled (our decide + Prefect's resume), → Pending (the runner's
+      poll picked it up), → Running (fork and flow engine start), → Suspended (the replay and the
+      new steps up to the next wait);
+    - run_to_suspend: every Running → the next Suspended / Completed, the first run (intake) included.
+    """
+    def after(moment: datetime, *names: str) -> datetime | None:
+        return next((at for at, name in states if at >= moment and name in names), None)
+
+    ends = ("Suspended", "Completed")
+    cycles, legs = [], []
+    for click in clicks:
+        end = after(click, *ends)
+        if end is None:
+            continue
+        cycles.append((end - click).total_seconds())
+        scheduled = after(click, "Scheduled", "Resuming", "AwaitingRetry")
+        pending = after(scheduled, "Pending") if scheduled else None
+        running = after(pending, "Running") if pending else None
+        if scheduled and pending and running and running <= end:
+            legs.append({"resume": round((scheduled - click).total_seconds(), 3),
+                         "poll": round((pending - scheduled).total_seconds(), 3),
+                         "start": round((running - pending).total_seconds(), 3),
+                         "replay_to_wait": round((end - running).total_seconds(), 3)})
+    to_suspend = []
+    for at, name in states:
+        if name == "Running":
+            end = after(at, *ends)
+            if end is not None:
+                to_suspend.append(round((end - at).total_seconds(), 3))
+    return {"cycle_seconds": [round(c, 3) for c in cycles], "cycle_legs": legs,
+            "running_to_suspended_seconds": to_suspend}
+
+
+def task_runs_of(run_id: Any) -> dict[str, Any]:
+    """The run's Prefect task runs against its ledger: one task run per new step, none per replay."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from sqlmodel import select
+
+    from models.db import session_scope
+    from models.steps import StepRecord
+
+    deadline = time.monotonic() + 15  # Prefect records task runs from their events, a moment later
+    with session_scope() as s:
+        keys = s.exec(select(StepRecord.key).where(StepRecord.flow_run_id == str(run_id))).all()
+    fresh = sum(k.startswith(("approval-status:", "timer-fired:")) for k in keys)
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200)
+            if len(runs) >= len(keys) - fresh or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    return {"task_runs": len(runs), "distinct_steps": len(keys), "fresh_reads_recorded": fresh}
 
 
 def main() -> int:
@@ -310,26 +373,66 @@ def main() -> int:
     try:
         if not args.quick:
             orchestrated_repair(0, args.path)  # warm-up: the runner's first run
-        orchestrated = []
+        orchestrated, timings = [], []
         for n in range(1, runs + 1):
-            orchestrated.append(orchestrated_repair(n, args.path))
-            print(f"  orchestrated run {n}/{runs}: {orchestrated[-1]:.1f} s", flush=True)
+            seconds, timing = orchestrated_repair(n, args.path)
+            orchestrated.append(seconds)
+            timings.append(timing)
+            print(f"  orchestrated run {n}/{runs}: {seconds:.1f} s; cycles "
+                  + " ".join(f"{c:.2f}" for c in timing["cycle_seconds"]), flush=True)
     finally:
         stack.stop()
     d, o = sum(direct) / runs, sum(orchestrated) / runs
     waits = WAITS[args.path]
+    summary = summarise(timings)
     result = {"bench": "repair", "quick": args.quick, "runs": runs, "path": PATHS[args.path],
               "direct_seconds": round(d, 3), "orchestrated_seconds": round(o, 3), "ratio": round(o / d, 1),
               "target_ratio": 3.0, "meets_target": o / d <= 3.0,
               "suspensions_per_repair": waits, "orchestrated_seconds_per_suspension": round(o / waits, 2),
+              **summary, "targets": TARGETS, "per_run": timings,
               "prefect_database_locked_errors": (home / "server.log").read_text(errors="replace").count("database is locked"),
               "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count()}
     print(f"repair, direct:        {d:.3f} s per repair")
     print(f"repair, orchestrated:  {o:.3f} s per repair (Prefect server + runner, {waits} suspensions)")
     print(f"ratio:                 {o / d:.1f}x (target <= 3x: {'met' if o / d <= 3 else 'NOT met'})")
+    print(f"cycle click → next wait: median {summary['cycle_median_seconds']} s, first {summary['cycle_first_seconds']} s, "
+          f"last {summary['cycle_last_seconds']} s (last/first {summary['cycle_last_over_first']})")
+    print(f"  legs (median): {summary['cycle_legs_median']}")
+    print(f"Running → Suspended: {summary['running_to_suspended_median_seconds']} s median")
+    print(f"task runs per repair: {summary['task_runs_per_repair']} for {summary['distinct_steps_per_repair']} "
+          f"distinct steps ({summary['task_runs_per_distinct_step']} per step)")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
     return 0
+
+
+TARGETS = {"task_runs_per_distinct_step": 1.1, "cycle_median_seconds": 1.0, "cycle_last_over_first": 1.3,
+           "orchestrated_seconds": 15.0}
+
+
+def summarise(timings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the runs: per wait position, then over the waits."""
+    from statistics import median
+
+    cycles = [t["cycle_seconds"] for t in timings if t["cycle_seconds"]]
+    by_wait = [median(c[i] for c in cycles if len(c) > i) for i in range(max(map(len, cycles), default=0))]
+    legs = [leg for t in timings for leg in t["cycle_legs"]]
+    steps = median(t["distinct_steps"] for t in timings)
+    task_runs = median(t["task_runs"] for t in timings)
+    return {
+        "cycle_seconds_by_wait": [round(c, 3) for c in by_wait],
+        "cycle_median_seconds": round(median(by_wait), 3) if by_wait else None,
+        "cycle_first_seconds": round(by_wait[0], 3) if by_wait else None,
+        "cycle_last_seconds": round(by_wait[-1], 3) if by_wait else None,
+        "cycle_last_over_first": round(by_wait[-1] / by_wait[0], 2) if by_wait else None,
+        "cycle_legs_median": {k: round(median(leg[k] for leg in legs), 3) for k in legs[0]} if legs else {},
+        "running_to_suspended_by_run": [round(median(t["running_to_suspended_seconds"][i] for t in timings
+                                                     if len(t["running_to_suspended_seconds"]) > i), 3)
+                                        for i in range(max(len(t["running_to_suspended_seconds"]) for t in timings))],
+        "running_to_suspended_median_seconds": round(median(x for t in timings for x in t["running_to_suspended_seconds"]), 3),
+        "task_runs_per_repair": task_runs, "distinct_steps_per_repair": steps,
+        "task_runs_per_distinct_step": round(task_runs / steps, 2) if steps else None,
+    }
 
 
 def _stock_up(session: Any, repairs: int) -> None:

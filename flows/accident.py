@@ -53,7 +53,7 @@ def accident(request: AccidentRequest) -> dict[str, Any]:
     from tasks.timers import current_time
 
     # the steps start from the moment the dispatcher entered (a hand-over: from now)
-    entered = current_time("accident-opened")
+    entered = current_time()
     now = request.reported_at or entered
     # 1. the lead goes on site at once; the centre informs the coordinator (a request that cannot be
     # taken ends the run at once, nothing written)
@@ -72,7 +72,7 @@ def accident(request: AccidentRequest) -> dict[str, Any]:
            key="preventive-maintenance")
     _, now = steps.five_minute_talk(case_id, facts, now=now, role=Role.TECHNICAL_LEAD)
     # 8. accident service report signed by the customer; SMS to the centre; callback within 2 days
-    context = accident_report_context(case_id, plan.version)
+    context = accident_report_context(case_id)
     report_id, now = steps.service_report_signed(case_id, facts, now=now, context=context,
                                                  template="accident/service_report", kind="accident_report",
                                                  by="紧急抢修小组", role=Role.TECHNICAL_LEAD)

@@ -46,7 +46,7 @@ def plan_inspections_flow(now: datetime | None = None) -> dict[str, int]:
     from tasks.inspection import plan_inspections_step, start_runs_step
     from tasks.timers import current_time
 
-    at = now or current_time("plan-inspections")
+    at = now or current_time()
     created = plan_inspections_step(at)
     started = start_runs_step(at)
     return {"created": created, "started": started}
@@ -68,7 +68,7 @@ def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict
             + f"客户服务中心建议于 {day} {start} 到场巡检（周期 {facts['period']}）。请确认、改期或取消。", now=now)
         now = decision.at
         answer = decision.value
-        if is_cancelled(case_id, f"date-v{n}"):  # the centre cancelled while the form was open
+        if is_cancelled(case_id):  # the centre cancelled while the form was open
             return None, now
         if answer.action == "取消":
             cancel_step(case_id, answer.reason or "客户取消", decision.by, now)
@@ -178,7 +178,7 @@ def inspection(case_id: int) -> str:
     facts = load_inspection(case_id)
     if facts["status"] == "cancelled":
         return "cancelled"
-    now = current_time(f"inspection:{case_id}:start")
+    now = current_time()
 
     # 1. the date, the notice 3 working days before, the re-confirmation 2 days before
     visit, now = agree_date(case_id, facts, now)
@@ -186,25 +186,25 @@ def inspection(case_id: int) -> str:
         return "cancelled"
     notice_at = datetime.fromisoformat(visit["notice_at"])
     wait_until(case_id, notice_at, "notice")
-    if is_cancelled(case_id, "notice"):
+    if is_cancelled(case_id):
         return "cancelled"
     send_notice(case_id, notice_at)
     reconfirm_at = datetime.fromisoformat(visit["reconfirm_at"])
     wait_until(case_id, reconfirm_at, "reconfirm")
-    if is_cancelled(case_id, "reconfirm"):
+    if is_cancelled(case_id):
         return "cancelled"
     answer = steps.customer_form(case_id, "reconfirm", 1, form=ReconfirmForm,
                                  subject=f"{facts['number']} 巡检时间再确认：{visit['visit_day']}",
                                  content=f"我方将于 {visit['visit_day']} {visit['start']} 到场巡检，请确认到场时间。",
                                  now=reconfirm_at)
-    if is_cancelled(case_id, "reconfirm-answer"):  # the centre cancelled while the form was open
+    if is_cancelled(case_id):  # the centre cancelled while the form was open
         return "cancelled"
     if answer.value.action == "取消":
         cancel_step(case_id, answer.value.reason or "客户取消", answer.by, answer.at)
         return "cancelled"
     visit_at = datetime.fromisoformat(visit["visit_at"])
     wait_until(case_id, visit_at, "visit")
-    if is_cancelled(case_id, "visit"):
+    if is_cancelled(case_id):
         return "cancelled"
     record(case_id, "on_site", visit_at, "engineer", {}, key="on-site", status="on_site")
     now = visit_at
@@ -256,7 +256,7 @@ def extra_inspection(request: ExtraInspectionRequest) -> str:
     from tasks.inspection import open_extra_step, start_run_step
     from tasks.timers import current_time
 
-    now = current_time("extra-inspection")
+    now = current_time()
     opened = open_extra_step(request, now)
     if opened["error"]:
         return Failed(message=opened["error"])  # type: ignore[return-value]  # a clear message, no traceback

@@ -87,7 +87,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
 
     # Intake: the dispatcher's form; the clocks start at the reported time. A request that cannot be
     # taken (unknown customer or case, a report time in the future or long past) ends the run at once.
-    entered = current_time("intake")
+    entered = current_time()
     now = request.reported_at or entered
     try:
         case_id = take_request(request, now, str(flow_run.id), tell=[
@@ -202,7 +202,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
         clock(case_id, "restore", "stop", restored_at)
 
     # 12. Repair service report (维修服务报告), signed by the customer.
-    times = report_context(case_id, 1)
+    times = report_context(case_id)
     service_report, now = service_report_signed(case_id, facts, now=now, context={
         **times, "solved_remotely": found.solved_remotely, "diagnosis": found.result,
         "command_log": found.command_log, "plan": plan.model_dump() if plan else None,
@@ -225,7 +225,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
     # before the callback (14): its 24 h run out before the callback's 2 days.
     fault = answer_of(FaultReportForm, wait_for(fault_request, "fault-report", 1))
     fault_report = issue(case_id, "fault_report", "repair/fault_report",
-                         {**report_context(case_id, 2), **fault.value.model_dump(), **_people(engineer, work is not None, fault.by)},
+                         {**report_context(case_id), **fault.value.model_dump(), **_people(engineer, work is not None, fault.by)},
                          fault.at,
                          fault.by,
                          tell=[{"template": "repair/fault_report", "key": "fault-report", "customer": True}])

@@ -14,11 +14,11 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.cases import STEP
-from tasks.retry import task
+from tasks.ledger import step
 
 
-@task(name="月末总结 / month-end step", **STEP)
+# a batch committed per customer (idempotent per month), not one transaction
+@step("month-end-step", title="月末总结 / month-end step", transactional=False)
 def month_end_step(now: datetime) -> dict[str, Any]:
     """Unreturned-report list, monthly summaries and quarterly analyses for the month before `now`."""
     from tasks.summary import month_end
@@ -33,7 +33,7 @@ def month_end_flow(now: datetime | None = None) -> dict[str, Any]:
     """月末：未交巡检报告清单、阶段性服务总结、季度分析报告。"""
     from tasks.timers import current_time
 
-    return month_end_step(now or current_time("month-end"))
+    return month_end_step(now or current_time())
 
 
 def deployments() -> list[Any]:

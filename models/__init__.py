@@ -14,6 +14,7 @@ from models import (  # noqa: F401 - every table module, so the metadata is comp
     outbox,
     parties,
     reports,
+    steps,
 )
 from models.assets import Device, SparePart, Stock, StockMove
 from models.cases import Case, CaseKind, Event, Incident, append_event

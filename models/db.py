@@ -89,9 +89,25 @@ def get_engine(url: str | None = None) -> sa.Engine:
     return _engine(url or settings.db_url, settings.sqlite_busy_timeout_ms)
 
 
+# The transaction a running step shares with everything it calls (tasks.ledger): while it is set,
+# `session_scope()` joins it instead of opening its own, so the step's effect and its ledger row
+# commit together or not at all.
+_AMBIENT: ContextVar[Session | None] = ContextVar("aftercare_ambient_session", default=None)
+
+
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
-    """A session that commits when the block ends and rolls back on error."""
+    """A session that commits when the block ends and rolls back on error.
+
+    Inside `ambient_transaction()` (a step of a flow run) the block joins the step's transaction
+    as a SAVEPOINT: an error inside it undoes only the block (a caller that catches it goes on),
+    and nothing is committed before the step's own commit.
+    """
+    ambient = _AMBIENT.get()
+    if ambient is not None and url is None:
+        with ambient.begin_nested():
+            yield ambient
+        return
     with Session(get_engine(url), expire_on_commit=False) as session:
         try:
             yield session
@@ -99,6 +115,21 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def ambient_transaction() -> Iterator[Session]:
+    """One transaction that every `session_scope()` inside the block joins; committed at its end.
+
+    The caller must write first (the step ledger claims its row): SQLite's Python driver begins a
+    transaction only at the first write, and a SAVEPOINT taken before it would commit on release.
+    """
+    with session_scope() as session:
+        token = _AMBIENT.set(session)
+        try:
+            yield session
+        finally:
+            _AMBIENT.reset(token)
 
 
 def insert_ignore(session: Session, table: Any, values: dict[str, Any], *, returning: Any = None) -> Any:
@@ -286,7 +317,7 @@ def retrying(
 def retrying(fn: Callable[P, T] | None = None, *, kind: Literal["request", "step"] = "request") -> Any:
     """Decorator: the function is one unit of work, re-run whole on a busy database (`run_retrying`).
 
-    `kind="step"` for flow steps (tasks.retry.task applies it to every task): their run waits
+    `kind="step"` for flow steps (tasks.ledger.step applies it to every step): their run waits
     `AFTERCARE_BUSY_RETRY_STEP_SECONDS` rather than failing."""
 
     def decorate(func: Callable[P, T]) -> Callable[P, T]:

@@ -25,9 +25,9 @@ from models import Case, CaseKind, Contract, Device, Event, Role, Site, Staff, a
 from models.db import session_scope
 from models.parties import Customer
 from rules import accident as rules
-from tasks.cases import SEVERITY_HELP, STEP, IntakeError, RepairRequest, blank_none, case_facts, open_case
+from tasks.cases import SEVERITY_HELP, IntakeError, RepairRequest, blank_none, case_facts, open_case
+from tasks.ledger import step
 from tasks.people import customer_contacts, first_with_role, staff_with_role
-from tasks.retry import task
 
 FoundBy = Literal["customer", "service_centre", "inspection", "repair"]
 
@@ -287,7 +287,7 @@ ACCIDENT_ROLES = (Role.DISPATCHER, Role.TECHNICAL_LEAD, Role.ENGINEER, Role.TECH
                   Role.COORDINATOR, Role.GENERAL_MANAGER, Role.PARTS_KEEPER)
 
 
-@task(name="事故立案 / open the accident", **STEP)
+@step("open-accident", title="事故立案 / open the accident")
 def open_accident(request: AccidentRequest, now: datetime, flow_run_id: str | None = None,
                   entered_at: datetime | None = None) -> int:
     """Open the accident case (from the form or by hand-over from a repair); idempotent per run.
@@ -362,7 +362,7 @@ def _announce(session: Session, case: Case, now: datetime) -> None:
 
 # --- step 2: the emergency accident team ----------------------------------------------------
 
-@task(name="组建紧急抢修小组", **STEP)
+@step("form-team", title="组建紧急抢修小组")
 def form_team(case_id: int, now: datetime) -> dict[str, Any]:
     """Form the emergency accident team (named people and roles); the coordinator is the customer's one contact."""
     with session_scope() as session:
@@ -400,7 +400,7 @@ def _team_role(person: Staff) -> str:
 
 # --- plans and their tests --------------------------------------------------------------------
 
-@task(name="登记事故处理方案", **STEP)
+@step("record-plan", title="登记事故处理方案", key="v{version}")
 def record_plan(case_id: int, version: int, payload: dict[str, Any], by: str, at: datetime,
                 reason: str = "") -> dict[str, Any]:
     """Validate and store plan version `version`; returns the plan and its rendered text, or
@@ -427,7 +427,7 @@ def record_plan(case_id: int, version: int, payload: dict[str, Any], by: str, at
                 "needs_testing": plan.needs_testing}
 
 
-@task(name="事故处理阶段 / accident stage", **STEP)
+@step("set-stage", title="事故处理阶段 / accident stage", key="{stage}")
 def set_stage(case_id: int, stage: str, at: datetime) -> str:
     """Where the accident stands (shown in the hourly updates): one of STAGE_ZH."""
     if stage not in STAGE_ZH:
@@ -437,7 +437,7 @@ def set_stage(case_id: int, stage: str, at: datetime) -> str:
     return stage
 
 
-@task(name="登记方案测试结果", **STEP)
+@step("record-test-result", title="登记方案测试结果", key="v{version}")
 def record_test_result(case_id: int, version: int, passed: bool, note: str, by: str, at: datetime) -> bool:
     """Record the director-arranged test of plan `version`."""
     with session_scope() as session:
@@ -448,7 +448,7 @@ def record_test_result(case_id: int, version: int, passed: bool, note: str, by: 
         return passed
 
 
-@task(name="检查客户可容忍时间", **STEP)
+@step("window-expired", title="检查客户可容忍时间")
 def window_expired(case_id: int, at: datetime) -> bool:
     """Whether the customer's tolerated window is over at `at` without a working plan."""
     with session_scope() as session:
@@ -457,7 +457,7 @@ def window_expired(case_id: int, at: datetime) -> bool:
         return rules.window_expired(ctx["started_at"], float(case.data["tolerance_hours"]), at)
 
 
-@task(name="启动原厂商支持", **STEP)
+@step("start-vendor-support", title="启动原厂商支持", key="{attempt}")
 def start_vendor_support(case_id: int, attempt: int, reason: str, at: datetime) -> bool:
     """The director starts vendor support: the vendor contact is told, the event recorded. The first
     call, made because the window closed, dates from the window's close (when the keeper calls it)."""
@@ -512,7 +512,7 @@ def send_due_vendor_support(now: datetime) -> int:
 
 # --- execution -------------------------------------------------------------------------------
 
-@task(name="登记方案实施结果", **STEP)
+@step("record-execution", title="登记方案实施结果", key="v{version}")
 def record_execution(case_id: int, version: int, result: str, note: str, by: str, at: datetime) -> str:
     """Record how executing plan `version` went: restored, partial or failed."""
     if result not in rules.EXECUTION_RESULT_ZH:
@@ -545,7 +545,7 @@ def record_execution(case_id: int, version: int, result: str, note: str, by: str
         return result
 
 
-@task(name="技术总监到场", **STEP)
+@step("call-director-on-site", title="技术总监到场", key="{attempt}")
 def call_director_on_site(case_id: int, attempt: int, version: int, result: str, note: str, at: datetime) -> None:
     """Failed or partial: the director comes on site and the team looks for another plan."""
     with session_scope() as session:
@@ -557,7 +557,7 @@ def call_director_on_site(case_id: int, attempt: int, version: int, result: str,
                who=director.name, version=version, result_zh=rules.EXECUTION_RESULT_ZH.get(result, result), note=note)
 
 
-@task(name="启用备机", **STEP)
+@step("request-standby-machine", title="启用备机")
 def request_standby_machine(case_id: int, reason: str, at: datetime, actor: str = "技术总监") -> bool:
     """A standby machine of the same class replaces the failed system; once per accident."""
     with session_scope() as session:
@@ -744,8 +744,8 @@ def accident_history(session: Session, case_id: int) -> list[dict[str, Any]]:
 
 # --- reports, review meeting, GM sign-off, archive -------------------------------------------
 
-@task(name="事故报告所需事实 / accident report facts", **STEP)
-def accident_report_context(case_id: int, attempt: int = 0) -> dict[str, Any]:
+@step("accident-report-context", title="事故报告所需事实 / accident report facts")
+def accident_report_context(case_id: int) -> dict[str, Any]:
     """What the accident service report and the summary show besides the case facts."""
     with session_scope() as session:
         case = _case(session, case_id)
@@ -776,7 +776,7 @@ def accident_report_context(case_id: int, attempt: int = 0) -> dict[str, Any]:
         }
 
 
-@task(name="记录技术评审会议 / record the review meeting", **STEP)
+@step("record-review", title="记录技术评审会议 / record the review meeting", key="v{version}")
 def record_review(case_id: int, version: int, payload: dict[str, Any], by: str, at: datetime,
                   previous_comment: str = "") -> dict[str, Any]:
     """The director's record of the technical review meeting, issued as the written report to the GM."""
@@ -803,7 +803,7 @@ def record_review(case_id: int, version: int, payload: dict[str, Any], by: str, 
                 "gm_id": gm.id}
 
 
-@task(name="总经理退回评审报告 / GM returns the review", **STEP)
+@step("review-returned", title="总经理退回评审报告 / GM returns the review", key="v{version}")
 def review_returned(case_id: int, version: int, gm: str, comment: str, at: datetime) -> None:
     """The GM did not sign: recorded; the director is asked for the next version (by the flow's form)."""
     with session_scope() as session:
@@ -812,7 +812,7 @@ def review_returned(case_id: int, version: int, gm: str, comment: str, at: datet
                      key=f"gm-rejected-v{version}")
 
 
-@task(name="总经理签批 / GM signs off", **STEP)
+@step("gm-signed-off", title="总经理签批 / GM signs off", key="v{version}")
 def gm_signed_off(case_id: int, version: int, gm: str, at: datetime) -> None:
     """The GM signed the review report; the director and the coordinator are told it will be archived."""
     with session_scope() as session:

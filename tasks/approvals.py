@@ -44,8 +44,7 @@ from models.forms import COMMENT_MAX, SIGNER_MAX, AnswerError, form_spec, valida
 from models.forms import FORMS as FORM_MODELS
 from models.parties import ROLE_LABELS_ZH, Role
 from tasks.board import suspend_announced
-from tasks.cases import STEP
-from tasks.retry import task
+from tasks.ledger import step
 from tasks.timers import Wake, current_run_id, suspend_key, wake_run
 
 log = logging.getLogger("aftercare.approvals")
@@ -435,7 +434,7 @@ def open_approval(
     return row
 
 
-@task(name="request_approval", **STEP)
+@step("request-approval", title="审批请求 / request an approval", key="{step}-v{version}")
 def request_approval(
     case_id: int,
     step: str,
@@ -492,9 +491,9 @@ class ApprovalState(BaseModel):
     form_name: str | None = None
 
 
-@task(name="approval_status", **STEP)
-def approval_status(approval_id: int, attempt: int) -> ApprovalState:
-    """Read whether the approval is decided (the attempt number makes each re-check a fresh read)."""
+@step("approval-status", key="{approval_id}", fresh=lambda state: state.decision is not None)
+def approval_status(approval_id: int) -> ApprovalState:
+    """Read whether the approval is decided (read again on every wake-up until it is; then recorded)."""
     with session_scope() as session:
         row = session.get(Approval, approval_id)
         if row is None:
@@ -502,8 +501,8 @@ def approval_status(approval_id: int, attempt: int) -> ApprovalState:
         return ApprovalState(kind=row.kind, decision=decision_of(row), form_name=row.form_name)
 
 
-@task(name="settle_approval", **STEP)
-def settle_approval(approval_id: int, attempt: int, reply: dict[str, Any]) -> Decision | None:
+@step("settle-approval", title="记录审批结果 / settle the approval", key="{approval_id}")
+def settle_approval(approval_id: int, reply: dict[str, Any]) -> Decision | None:
     """After a wake-up: the recorded decision, or record the one submitted in the Prefect UI form."""
     from prefect import get_run_logger
 
@@ -538,14 +537,14 @@ def await_approval(approval_id: int, step: str, version: int) -> Decision:
     """
     attempt = 1
     while True:
-        state = approval_status(approval_id, attempt)
+        state = approval_status(approval_id)
         if state.decision is not None:
             return state.decision
         reply = suspend_announced(  # the run's state and artifact say what it waits for, from whom
             suspend_key(approval_key(step, version), attempt), ui_form(state.kind, state.form_name),
             approval_id=approval_id,
         )
-        decision = settle_approval(approval_id, attempt, reply.model_dump(mode="json"))
+        decision = settle_approval(approval_id, reply.model_dump(mode="json"))
         if decision is not None:
             return decision
         attempt += 1

@@ -13,9 +13,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
-from prefect.cache_policies import INPUTS, RUN_ID, CachePolicy
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, func, or_, select
 
@@ -25,34 +24,8 @@ from models.db import session_scope
 from models.forms import read_time
 from models.parties import ROLE_LABELS_ZH
 from rules.sla import SEVERITY_LEVELS_ZH, severity_text
+from tasks.ledger import step
 from tasks.people import customer_contacts, first_with_role
-from tasks.retry import task
-
-
-class TaskName(CachePolicy):
-    """The task's dotted name as part of the cache key.
-
-    INPUTS + RUN_ID alone gives two *different* tasks called with the same inputs in one run the
-    same key — the second would return the first one's result. Prefect's TASK_SOURCE would separate
-    them but also re-run finished steps after an upgrade; the name separates them and stays stable.
-    """
-
-    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
-                    **kwargs: Any) -> str | None:
-        fn = task_ctx.task.fn
-        return f"{fn.__module__}.{fn.__qualname__}"
-
-
-class StepOptions(TypedDict):
-    """The `@task` keywords of a replayable step, typed so `**STEP` checks against `task`'s overloads."""
-
-    cache_policy: CachePolicy
-    persist_result: bool
-
-
-# Replays return a finished step's persisted result; the task's source is left out of the key so
-# that upgrading aftercare while cases wait does not re-run finished steps (DESIGN.md §2).
-STEP: StepOptions = dict(cache_policy=TaskName() + INPUTS + RUN_ID, persist_result=True)
 
 
 class Channel(StrEnum):
@@ -472,7 +445,7 @@ def set_status(session: Session, case_id: int, status: str, *, at: datetime, clo
 # --- tasks (each opens its own session; flows call these) ------------------------------------
 
 
-@task(name="受理报修 / take the request", **STEP)
+@step("take-request", title="受理报修 / take the request")
 def take_request(request: RepairRequest, now: datetime, flow_run_id: str | None = None,
                  tell: list[dict[str, Any]] | None = None, entered_at: datetime | None = None) -> int:
     """Validate the request and open the case (raises IntakeError with a clear message, nothing
@@ -484,14 +457,14 @@ def take_request(request: RepairRequest, now: datetime, flow_run_id: str | None 
         return int(case.id)  # type: ignore[arg-type]
 
 
-@task(name="工单概况 / case facts", **STEP)
+@step("load-case", title="工单概况 / case facts")
 def load_case(case_id: int) -> dict[str, Any]:
     """The case's facts as plain values."""
     with session_scope() as session:
         return case_facts(session, case_id).as_dict()
 
 
-@task(name="记录 / record", **STEP)
+@step("record", title="记录 / record", key=lambda a: a["key"] or a["kind"])
 def record(case_id: int, kind: str, at: datetime, actor: str = "system", data: dict[str, Any] | None = None,
            key: str | None = None, status: str | None = None, tell: list[dict[str, Any]] | None = None) -> int:
     """Append one event to the case's history (idempotent by key), optionally setting its status.
@@ -509,14 +482,14 @@ def record(case_id: int, kind: str, at: datetime, actor: str = "system", data: d
         return int(event.id)  # type: ignore[arg-type]
 
 
-@task(name="分派人员 / who does the step", **STEP)
+@step("assignees", title="分派人员 / who does the step", key="{role}")
 def assignees(case_id: int, role: str) -> list[int]:
     """The staff ids assigned to `role` on this case."""
     with session_scope() as session:
         return [int(team_member(session, case_id, role).id)]  # type: ignore[arg-type]
 
 
-@task(name="客户联系人 / customer contact", **STEP)
+@step("contact-of", title="客户联系人 / customer contact")
 def contact_of(case_id: int) -> int:
     """The customer contact who signs for this case."""
     with session_scope() as session:
@@ -558,7 +531,7 @@ def queue_for_case(session: Session, case_id: int, *, template: str, key: str, n
     return len(rows)
 
 
-@task(name="服务时限 / SLA clock", **STEP)
+@step("clock", title="服务时限 / SLA clock", key="{kind}-{action}")
 def clock(case_id: int, kind: str, action: str, at: datetime, reason: str = "") -> str:
     """Start, pause, resume or stop one SLA clock of the case; returns "running", "paused", "met",
     "breached" or "none". A pause (waiting for the customer) moves the deadline on by its length."""
@@ -627,13 +600,14 @@ def start_repair(request: RepairRequest | dict[str, Any], *, idempotency_key: st
                                 idempotency_key=idempotency_key)
 
 
-@task(name="新建维修流程 / start a repair flow", **STEP)
+@step("start-repair-run", title="新建维修流程 / start a repair flow", key="{idempotency_key}",
+      transactional=False)  # a Prefect run, idempotent by its key
 def start_repair_run(request: RepairRequest, idempotency_key: str) -> str:
     """`start_repair` as a step of a flow (a replay returns the run started the first time)."""
     return start_repair(request, idempotency_key=idempotency_key)
 
 
-@task(name="转事故处理 / start the accident flow", **STEP)
+@step("start-accident-run", title="转事故处理 / start the accident flow", transactional=False)  # idempotent by its key
 def start_accident_run(case_id: int, reason: str, idempotency_key: str) -> str:
     """Start the `accident` flow with this repair case as its link (it takes over the history)."""
     request = {"parent_case_id": case_id, "found_by": "repair", "handover_reason": reason}

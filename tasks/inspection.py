@@ -23,8 +23,8 @@ from models.cases import Case, CaseKind, Event, append_event
 from models.contracts import Contract
 from models.db import session_scope
 from rules import inspection as rules
-from tasks.cases import STEP, RequiredText, blank_none
-from tasks.retry import task
+from tasks.cases import RequiredText, blank_none
+from tasks.ledger import step
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -494,7 +494,7 @@ def cancel_inspection(case_id: int, reason: str, *, by: str, now: datetime, url:
         return True
 
 
-@task(name="巡检概况 / inspection facts", **STEP)
+@step("load-inspection", title="巡检概况 / inspection facts")
 def load_inspection(case_id: int) -> dict[str, Any]:
     """The inspection's facts as plain values (customer, contract, period, proposed day)."""
     from tasks.cases import case_facts
@@ -507,7 +507,7 @@ def load_inspection(case_id: int) -> dict[str, Any]:
         return facts
 
 
-@task(name="约定巡检日期 / fix the visit", **STEP)
+@step("fix-visit", title="约定巡检日期 / fix the visit")
 def fix_visit(case_id: int, day: str, start: str, by: str, at: datetime) -> dict[str, str]:
     """Record the agreed day and time; returns when to notify, re-confirm and arrive (UTC ISO)."""
     from datetime import time as dtime
@@ -536,14 +536,14 @@ def fix_visit(case_id: int, day: str, start: str, by: str, at: datetime) -> dict
         return out
 
 
-@task(name="巡检是否已取消 / cancelled?", **STEP)
-def is_cancelled(case_id: int, attempt: str) -> bool:
-    """Whether the customer cancelled meanwhile (attempt: re-read after each wait)."""
+@step("is-cancelled", title="巡检是否已取消 / cancelled?")
+def is_cancelled(case_id: int) -> bool:
+    """Whether the customer cancelled meanwhile (each call, after a wait, is its own step)."""
     with session_scope() as session:
         return _case(session, case_id).status == "cancelled"
 
 
-@task(name="巡检通知 / notice to the customer", **STEP)
+@step("send-notice", title="巡检通知 / notice to the customer")
 def send_notice(case_id: int, at: datetime) -> int:
     """The customer and the engineer are told of the visit (3 working days before it)."""
     return queue_notice(case_id, at=at)
@@ -603,14 +603,14 @@ def queue_notices(session: Session, case_ids: Sequence[int], *, at: datetime) ->
     return rows
 
 
-@task(name="巡检检查表 / checklist form", **STEP)
+@step("load-checklist-spec", title="巡检检查表 / checklist form")
 def load_checklist_spec(case_id: int) -> dict[str, Any]:
     """The checklist the engineer fills in for this inspection (from the editable checklist table)."""
     with session_scope() as session:
         return checklist_spec(session, case_id)
 
 
-@task(name="记录检查结果 / record the checklist", **STEP)
+@step("record-checklist", title="记录检查结果 / record the checklist", key="v{version}")
 def record_checklist(case_id: int, version: int, payload: dict[str, Any], at: datetime, by: str,
                      spec: dict[str, Any] | None = None) -> dict[str, Any]:
     """Store the submitted checklist: {"error": "" or why it was refused, "problems": those not fixed on site}.
@@ -669,7 +669,7 @@ def _move_request(session: Session, case_id: int, at: datetime) -> tuple[str, st
     return "", ""
 
 
-@task(name="检查改期日期 / check the moved date", **STEP)
+@step("check-moved-day", title="检查改期日期 / check the moved date")
 def check_moved_day(case_id: int, day: str, start: str, at: datetime, reason: str | None = None,
                     by: str | None = None) -> dict[str, str]:
     """The customer's new date and time, checked (and a date that can be kept recorded as a move, with its reason)."""
@@ -704,7 +704,7 @@ def _checked_day(session: Session, case_id: int, day: str, start: str, at: datet
     return out
 
 
-@task(name="调度员建议巡检日期 / the dispatcher proposes the date", **STEP)
+@step("dispatcher-proposal", title="调度员建议巡检日期 / the dispatcher proposes the date")
 def dispatcher_proposal(case_id: int, day: str, start: str, by: str, at: datetime) -> dict[str, str]:
     """The day and time the dispatcher agreed with the customer by phone (or the planned suggestion),
     checked like any date; a day that can be kept becomes the case's proposal, on the record."""
@@ -722,7 +722,7 @@ def dispatcher_proposal(case_id: int, day: str, start: str, by: str, at: datetim
     return out
 
 
-@task(name="重新建议巡检日期 / propose the date again", **STEP)
+@step("propose-again", title="重新建议巡检日期 / propose the date again")
 def propose_again(case_id: int, at: datetime) -> str:
     """The earliest day that, seen from `at`, still leaves room for the notice and the answer (the
     proposal confirmed too late for its own notice is replaced by this one)."""
@@ -734,7 +734,7 @@ def propose_again(case_id: int, at: datetime) -> str:
                                   window_end=today).isoformat()
 
 
-@task(name="关联维修单 / link the repair", **STEP)
+@step("link-repair", title="关联维修单 / link the repair")
 def link_repair(case_id: int, version: int, target: str, code: str, run_id: str) -> None:
     """Remember which repair run a checklist problem started."""
     from models.inspection import ChecklistResult
@@ -748,7 +748,7 @@ def link_repair(case_id: int, version: int, target: str, code: str, run_id: str)
             session.add(row)
 
 
-@task(name="巡检报告内容 / report context", **STEP)
+@step("inspection-report-context", title="巡检报告内容 / report context", key="v{version}")
 def report_context(case_id: int, version: int) -> dict[str, Any]:
     """What the inspection report (巡检报告) shows: customer, date, work done, each device's state."""
     from models.inspection import RESULT_ZH, ChecklistResult, ItemResult
@@ -771,13 +771,13 @@ def report_context(case_id: int, version: int) -> dict[str, Any]:
 
 
 
-@task(name="取消巡检 / cancel", **STEP)
+@step("cancel-step", title="取消巡检 / cancel")
 def cancel_step(case_id: int, reason: str, by: str, at: datetime) -> bool:
     """The customer's cancellation, from a flow: recorded, everyone told."""
     return cancel_inspection(case_id, reason, by=by, now=at)
 
 
-@task(name="巡检问题转维修 / start a repair", **STEP)
+@step("start-problem-repair", title="巡检问题转维修 / start a repair", transactional=False)  # a Prefect run
 def start_problem_repair(case_id: int, version: int, n: int, problem: dict[str, Any], at: datetime) -> str:
     """A problem not fixed on site becomes its own repair flow, linked to this inspection; returns the run id."""
     from tasks.cases import Channel, RepairRequest, start_repair_run
@@ -798,13 +798,14 @@ def start_problem_repair(case_id: int, version: int, n: int, problem: dict[str, 
     return start_repair_run.fn(request, idempotency_key=f"{case_id}:checklist:{problem['target']}:{problem['code']}")
 
 
-@task(name="巡检计划 / plan the due inspections", **STEP)
+# a batch committed per contract (idempotent), not one transaction
+@step("plan-inspections-step", title="巡检计划 / plan the due inspections", transactional=False)
 def plan_inspections_step(now: datetime) -> int:
     """Create the inspections due on `now` (idempotent); returns how many were new."""
     return len(plan_inspections(now).created)
 
 
-@task(name="启动巡检流程 / start the runs", **STEP)
+@step("start-runs-step", title="启动巡检流程 / start the runs", transactional=False)  # Prefect runs
 def start_runs_step(now: datetime) -> int:
     """Start the run of every planned inspection without one (idempotent by key)."""
     return start_inspection_runs(now)
@@ -813,7 +814,7 @@ def start_runs_step(now: datetime) -> int:
 # ---- an extra inspection on request (the `extra-inspection` deployment, `aftercare inspection extra`) ----
 
 
-@task(name="登记加做巡检 / register the extra inspection", **STEP)
+@step("open-extra-step", title="登记加做巡检 / register the extra inspection")
 def open_extra_step(request: ExtraInspectionRequest, at: datetime) -> dict[str, Any]:
     """Register the extra inspection: {"error": "" or what to correct, "case_id", "number", ...}."""
     try:
@@ -824,7 +825,7 @@ def open_extra_step(request: ExtraInspectionRequest, at: datetime) -> dict[str, 
             "customer": opened.customer, "site": opened.site, "day": opened.day.isoformat()}
 
 
-@task(name="启动巡检流程 / start its run", **STEP)
+@step("start-run-step", title="启动巡检流程 / start its run", transactional=False)  # a Prefect run
 def start_run_step(case_id: int, at: datetime) -> str:
     """Start the inspection's own run (idempotent by its key); returns the run id."""
     return start_inspection_run(case_id, now=at)
@@ -963,7 +964,7 @@ def change_checklist_item(session: Session, code: str, *, kind: str | None = Non
 # ---- the report when the customer does not sign ---------------------------------------------------
 
 
-@task(name="巡检报告版本 / report version", **STEP)
+@step("report-version", title="巡检报告版本 / report version", key="{key}")
 def report_version(case_id: int, key: str) -> int:
     """The version of the inspection report issued for `key` ("checklist-v2", "unsigned-v1"), or the next one.
 

@@ -12,8 +12,7 @@ from sqlmodel import Session, col, select
 
 from models import SparePart, Stock, StockMove, append_event
 from models.db import session_scope
-from tasks.cases import STEP
-from tasks.retry import task
+from tasks.ledger import step
 
 
 class PartsError(ValueError):
@@ -94,7 +93,7 @@ def issue_parts(session: Session, case_id: int, items: list[tuple[str, int]], *,
     return result
 
 
-@task(name="备件申请 / spare-part request", **STEP)
+@step("request-parts", title="备件申请 / spare-part request", key="{key}")
 def request_parts(case_id: int, parts: str, now: datetime, key: str = "parts", actor: str = "system") -> dict[str, Any]:
     """Issue the plan's spare parts from the store; a shortage is escalated to the keeper and director.
     An unreadable line or an unknown part code issues nothing and returns `{"error": ...}`."""
@@ -133,7 +132,7 @@ def _queue(session: Session, recipients: list[Any], template: str, facts: Any, r
           key=key, case_id=case_id, now=now, urgent=urgent)
 
 
-@task(name="已领用备件 / parts used", **STEP)
+@step("parts-of-case", title="已领用备件 / parts used")
 def parts_of_case(case_id: int) -> list[dict[str, Any]]:
     """The parts issued to a case (for the service report)."""
     with session_scope() as session:

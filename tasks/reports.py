@@ -19,9 +19,9 @@ from models import Case, Event, append_event
 from models.db import session_scope
 from models.reports import REPORT_TITLES_ZH, Report, ReportKind, Signature, content_hash
 from rules.plans import Plan, PlanError, first_plan, revise
-from tasks.cases import STEP, case_facts
+from tasks.cases import case_facts
+from tasks.ledger import step
 from tasks.render import render
-from tasks.retry import task
 
 
 class ReportError(ValueError):
@@ -318,7 +318,7 @@ def _jsonable(value: Any) -> Any:
 # --- tasks ------------------------------------------------------------------------------------
 
 
-@task(name="出具报告 / issue a report", **STEP)
+@step("issue", title="出具报告 / issue a report", key="{kind}-v{version}")
 def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: datetime, by: str = "system",
           version: int = 1, tell: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Render and store a report; returns {id, hash, title, content} (the content the signer will see).
@@ -346,14 +346,14 @@ def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: 
                 "sign_text": f"{text}\n手写签名或勾选确认：{sign}"}
 
 
-@task(name="报告所需事实 / report facts", **STEP)
-def report_context(case_id: int, attempt: int = 0) -> dict[str, Any]:
-    """Times and clocks of the case as they stand now (attempt: re-read after new events)."""
+@step("report-context", title="报告所需事实 / report facts")
+def report_context(case_id: int) -> dict[str, Any]:
+    """Times and clocks of the case as they stand now (each call is its own step: read after new events)."""
     with session_scope() as session:
         return {"times": timeline(session, case_id), "clocks": clock_summary(session, case_id)}
 
 
-@task(name="记录客户签字 / bind the signature", **STEP)
+@step("bind-signature", title="记录客户签字 / bind the signature", key="{report_id}")
 def bind_signature(report_id: int, signer_name: str, payload: dict[str, Any], at: datetime,
                    contact_id: int | None = None) -> int:
     """Store the customer's signature (from the signing page's payload) bound to the report's hash."""
@@ -374,7 +374,7 @@ def bind_signature(report_id: int, signer_name: str, payload: dict[str, Any], at
         return int(sig.id)  # type: ignore[arg-type]
 
 
-@task(name="报告状态 / report status", **STEP)
+@step("set-report-status", title="报告状态 / report status", key="{status}")
 def set_report_status(report_ids: list[int], status: str, at: datetime) -> None:
     """Mark reports approved / archived."""
     with session_scope() as session:
@@ -385,7 +385,7 @@ def set_report_status(report_ids: list[int], status: str, at: datetime) -> None:
                 session.add(report)
 
 
-@task(name="修订方案 / revise the plan", **STEP)
+@step("revise-plan", title="修订方案 / revise the plan")
 def revise_plan(plan: Plan, text: str, reason: str, author: str, note: str) -> Plan | None:
     """Plan v+1 from the lead's text; None when the text is unusable (the form is asked for again)."""
     try:
@@ -394,7 +394,7 @@ def revise_plan(plan: Plan, text: str, reason: str, author: str, note: str) -> P
         return None
 
 
-@task(name="首版方案 / first plan", **STEP)
+@step("first-plan-of", title="首版方案 / first plan")
 def first_plan_of(text: str, author: str) -> Plan | None:
     """Plan v1 from the lead's text; None when the text is unusable."""
     try:
@@ -403,7 +403,7 @@ def first_plan_of(text: str, author: str) -> Plan | None:
         return None
 
 
-@task(name="审批材料 / the bundle to approve", **STEP)
+@step("report-bundle", title="审批材料 / the bundle to approve", key="v{version}")
 def report_bundle(report_ids: list[int], version: int = 1) -> str:
     """The reports to approve, one after another, as one HTML page body."""
     with session_scope() as session:

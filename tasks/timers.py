@@ -22,8 +22,7 @@ from models import wallclock
 from models.approvals import Timer
 from models.db import session_scope
 from tasks.board import suspend_announced
-from tasks.cases import STEP
-from tasks.retry import task
+from tasks.ledger import step
 
 log = logging.getLogger("aftercare.timers")
 
@@ -90,13 +89,13 @@ def current_run_id() -> str | None:
 # Steps flows call
 
 
-@task(name="current_time", **STEP)
-def current_time(key: str) -> datetime:
-    """Now, read once per key: a replay of the flow sees the same instant."""
+@step("current-time", title="当前时间 / now")
+def current_time() -> datetime:
+    """Now, read once: a replay of the flow sees the same instant (each call is its own step)."""
     return wallclock.now()
 
 
-@task(name="set_timer", **STEP)
+@step("set-timer", title="定时等待 / set a timer", key="{key}")
 def set_timer(case_id: int | None, when: datetime, key: str) -> int:
     """Record the wait (idempotent per run and key)."""
     run_id = current_run_id()
@@ -114,9 +113,9 @@ def set_timer(case_id: int | None, when: datetime, key: str) -> int:
         return found.id
 
 
-@task(name="timer_fired", **STEP)
-def timer_fired(timer_id: int, attempt: int) -> bool:
-    """Has the keeper fired the timer? (the attempt number keeps each re-check a fresh read)."""
+@step("timer-fired", key="{timer_id}", fresh=bool)
+def timer_fired(timer_id: int) -> bool:
+    """Has the keeper fired the timer? (read again on every wake-up until it has; then recorded)."""
     with session_scope() as session:
         timer = session.get(Timer, timer_id)
         return timer is not None and timer.fired_at is not None
@@ -135,7 +134,7 @@ def wait_until(case_id: int | None, when: datetime, key: str) -> None:
     """
     timer_id = set_timer(case_id, when, key)
     attempt = 1
-    while not timer_fired(timer_id, attempt):
+    while not timer_fired(timer_id):
         suspend_announced(suspend_key(timer_key(key), attempt), timer_id=timer_id)  # says what it waits for
         attempt += 1
 

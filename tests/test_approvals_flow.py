@@ -39,6 +39,14 @@ def approval(case_id: int, step: str):
         return s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == step)).first()
 
 
+def timer_id(run_id) -> int:
+    from models.approvals import Timer
+    from models.db import session_scope
+
+    with session_scope() as s:
+        return s.exec(select(Timer.id).where(Timer.flow_run_id == str(run_id))).one()
+
+
 def wait_paused_on(harness, run_id, key: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -48,7 +56,9 @@ def wait_paused_on(harness, run_id, key: str, timeout: float = 60.0) -> None:
         if state is not None and state.is_final():
             raise AssertionError(f"run ended {state.name}: {state.message}")
         time.sleep(0.2)
-    raise AssertionError(f"run not suspended on {key!r} after {timeout} s (is {harness.state_name(run_id)})")
+    state = harness.read(run_id).state
+    raise AssertionError(f"run not suspended on {key!r} after {timeout} s (is {state.name}"
+                         f" on {state.state_details.pause_key!r}); ledger {harness.ledger_keys(run_id)}")
 
 
 def test_two_approvals_and_a_two_day_timer_survive_a_runner_restart(harness) -> None:
@@ -123,23 +133,28 @@ def test_two_approvals_and_a_two_day_timer_survive_a_runner_restart(harness) -> 
         "probe_outcome": 1,
     }
 
-    # every step ran exactly once across four processes; replays were served from results
-    expected = {
-        "request_approval": 2,
-        "approval_status": 3,  # lead #1, director #1, director #2 (after the refused input)
-        "settle_approval": 3,
-        "set_timer": 1,
-        "timer_fired": 2,  # before the wait, after the wake-up
-        "note_outcome": 1,
-    }
+    # every step ran once across four processes, as one task run named by its ledger key; a replay
+    # made no task run for a finished step, and the fresh reads (decided yet? fired yet?) make none
+    lead_id, director_id = first.id, second.id
+    expected = Counter({
+        "current-time#1": 1,
+        "request-approval:lead-approval-v1#1": 1,
+        "request-approval:director-approval-v1#1": 1,
+        f"settle-approval:{director_id}#1": 1,  # the refused input: recorded as "nothing decided"
+        f"settle-approval:{director_id}#2": 1,  # the director's rejection from the UI form
+        "set-timer:callback-2d#1": 1,
+        "note-outcome#1": 1,
+    })
     # Prefect records task runs from their events, a moment after the flow run's own state
     deadline = time.monotonic() + 20
     while True:
-        executed = Counter(
-            t.name.rsplit("-", 1)[0] for t in harness.task_runs(run_id) if t.state.name == "Completed"
-        )
+        executed = Counter(t.name for t in harness.task_runs(run_id))
         if executed == expected or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert executed == expected
+    ledger = set(harness.ledger_keys(run_id))
+    assert set(expected) <= ledger
+    assert ledger - set(expected) == {f"approval-status:{lead_id}#1", f"approval-status:{director_id}#1",
+                                      f"approval-status:{director_id}#2", f"timer-fired:{timer_id(run_id)}#1"}
     assert tick(T0 + timedelta(days=3))["steps"]["tasks.timers.fire_due_timers"] == 0  # fires once

@@ -185,7 +185,7 @@ def test_every_step_is_a_unit_of_work_re_run_on_a_busy_database() -> None:
 
 
 def test_a_flow_step_waits_for_the_lock_and_completes(sqlite_demo) -> None:
-    """Every step is a unit of work (tasks.retry.task): `record` — the step that ended a repair run
+    """Every step is a unit of work (tasks.ledger.step): `record` — the step that ended a repair run
     Failed with `database is locked [INSERT INTO event …]` — waits and records its event once."""
     from tasks.cases import record
 

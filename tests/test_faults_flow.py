@@ -156,7 +156,7 @@ def test_a_run_resumed_while_another_process_holds_the_write_lock_waits_and_comp
     drive: RepairDriver,
 ) -> None:
     """Issue 15: a repair run resumed during a 20 s lock ended `Failed … database is locked [INSERT
-    INTO event …]`. Each step is now a unit of work re-run until the lock goes (tasks.retry)."""
+    INTO event …]`. Each step is now a unit of work re-run until the lock goes (tasks.ledger)."""
     run_id, case_id = start(drive, "存储阵列告警（数据库忙）")
     row = decide_without_waking(drive, case_id, run_id)
     with write_lock(sqlite_path(drive.h.db_url), 15) as lock:

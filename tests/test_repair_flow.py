@@ -206,6 +206,22 @@ def test_on_site_repair_with_one_objection_and_a_revised_plan(drive: RepairDrive
     assert ("郑协调", "repair/visit_booked") not in sent  # the customer's notice is not the coordinator's
     assert ("吴总监", "approval_request") in sent and ("张技术", "form_request") in sent
     assert ("北京维护负责人", "signature_request") in sent
+    each_step_ran_once(drive, run_id)
+
+
+def each_step_ran_once(drive: RepairDriver, run_id: Any) -> None:
+    """Across all the run's wake-ups, one Prefect task run per step, named by its ledger key: a
+    replay made none for a finished step (the fresh reads — decided yet? fired yet? — make none)."""
+    import time
+    from collections import Counter
+
+    keys = drive.h.ledger_keys(run_id)
+    stepped = Counter(k for k in keys if not k.startswith(("approval-status:", "timer-fired:")))
+    assert sum(k.startswith("approval-status:") for k in keys) >= 12  # the waits the run went through
+    deadline = time.monotonic() + 20  # Prefect records task runs from their events, a moment later
+    while (ran := Counter(t.name for t in drive.h.task_runs(run_id))) != stepped and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ran == stepped
 
 
 def test_director_sends_the_first_plan_back_to_the_lead(drive: RepairDriver) -> None:

@@ -45,7 +45,7 @@ def _issue(case_id: int, kind: str, template: str, context: dict, at: datetime, 
     """A report issued the way the flows issue it (tasks.reports.issue, with the case's times and clocks)."""
     from tasks.reports import issue, report_context
 
-    return issue.fn(case_id, kind, template, {**report_context.fn(case_id, 2), **context}, at, by)["id"]
+    return issue.fn(case_id, kind, template, {**report_context.fn(case_id), **context}, at, by)["id"]
 
 
 def _fault_report(case_id: int, at: datetime, **parts: str) -> int:

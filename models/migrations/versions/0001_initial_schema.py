@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 03:34:23.949192
+Create Date: 2026-12-02 04:08:51.460221
 """
 from __future__ import annotations
 
@@ -94,6 +94,15 @@ def upgrade() -> None:
     sa.Column('quiet_end', sa.Time(), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('id')
+    )
+    op.create_table('step_record',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('flow_run_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
+    sa.Column('result_json', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('flow_run_id', 'key', name='uq_step_record_run_key')
     )
     op.create_table('contact',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -605,6 +614,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_contact_customer_id'))
 
     op.drop_table('contact')
+    op.drop_table('step_record')
     op.drop_table('staff')
     with op.batch_alter_table('sparepart', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sparepart_code'))
