@@ -222,6 +222,7 @@ def release_lease(holder: str) -> None:
 def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLEEP_SECONDS) -> int:
     """时钟守护: wakes at the next due time, fires timers, breaches and escalations."""
     from models.wallclock import now as wall_now
+    from tasks.ledger import unrecorded
 
     logger = _logger()
     holder = keeper_holder()
@@ -240,8 +241,9 @@ def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLE
 
     previous = _exit_on_sigterm()
     try:
-        return run_loop(max_ticks=max_ticks, cap=min(interval_seconds, MAX_SLEEP_SECONDS), logger=logger,
-                        should_stop=lease_lost)
+        with unrecorded():  # a loop, never replayed: a step its code calls just runs (tasks.ledger)
+            return run_loop(max_ticks=max_ticks, cap=min(interval_seconds, MAX_SLEEP_SECONDS), logger=logger,
+                            should_stop=lease_lost)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

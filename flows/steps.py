@@ -406,7 +406,7 @@ def final_approval(case_id: int, facts: dict[str, Any], report_ids: list[int], *
 
     version = 1
     while True:
-        content = report_bundle(report_ids, version)
+        content = report_bundle(report_ids)
         approval = ask_staff(case_id, step, version, role=role, now=now, content=content,
                              subject=subject(facts, "报告、回访表与书面说明待技术总监审批"))
         decision = wait_for(approval, step, version)

@@ -10,9 +10,10 @@ body is replayed. `@step(...)` makes a function a replayable step of that body:
   So a wake-up costs the same at the first and the fiftieth wait, and each real step shows once in
   the Prefect UI (as a task run named after its ledger key).
 - **A new step runs as a Prefect task** (logs, the UI) **and commits its effect and its ledger row
-  in one transaction**, re-run whole while the database is busy (`models.db.run_retrying`): the step claims its row first, every `session_scope()` the
-  step's code opens joins that transaction (`models.db.ambient_transaction`), and one commit ends
-  it. A process killed before the commit leaves neither: the step runs again on the next replay.
+  in one transaction**: the step claims its row first, every `session_scope()` the step's code
+  opens joins that transaction (`models.db.ambient_transaction`), and one commit ends it; on a
+  busy database the whole transaction is rolled back and run again (`models.db.run_retrying`).
+  A process killed before the commit leaves neither: the step runs again on the next replay.
   A process killed after it leaves both: the replay returns the result and repeats nothing.
   Steps whose effect is outside our database (starting another Prefect run, month-end batches
   that commit per customer) are declared `transactional=False`: they run first and record after;
@@ -39,8 +40,9 @@ because a flow body decides only from step results (docs/internals.md).
 **Scope.** The run is the Prefect flow run (its id keys the ledger, see `models.steps`). Outside a
 flow run — tests calling a step, the CLI, the keeper — a step simply runs its function and records
 nothing: there is no replay to serve. `replaying(run_id)` opens a ledger for a plain call of a flow
-body (benchmarks, tests); steps then run inline, recorded, without Prefect. A step called inside
-another step's code is part of that step's effect and runs plainly.
+body (benchmarks, tests); steps then run inline, recorded, without Prefect; `unrecorded()` turns
+the ledger off for a flow that is never replayed (the clock keeper's loop). A step called inside
+another step's code is part of that step's effect and runs plainly, in that step's transaction.
 """
 
 from __future__ import annotations
@@ -221,12 +223,15 @@ def load(flow_run_id: str, *, as_tasks: bool, owner: Any = None) -> RunLedger:
 _current: RunLedger | None = None  # the flow run this process replays (a forked run has one)
 _SCOPE: ContextVar[RunLedger | None] = ContextVar("aftercare_ledger_scope", default=None)
 _IN_STEP: ContextVar[bool] = ContextVar("aftercare_in_step", default=False)
+_OFF: ContextVar[bool] = ContextVar("aftercare_ledger_off", default=False)
 _PENDING: ContextVar[tuple[RunLedger, str] | None] = ContextVar("aftercare_step_pending", default=None)
 
 
 def active() -> RunLedger | None:
     """The ledger of the flow run being replayed here, or None outside a flow run."""
     global _current
+    if _OFF.get():
+        return None
     scoped = _SCOPE.get()
     if scoped is not None:
         return scoped
@@ -251,6 +256,17 @@ def replaying(flow_run_id: str) -> Iterator[RunLedger]:
         yield ledger
     finally:
         _SCOPE.reset(token)
+
+
+@contextmanager
+def unrecorded() -> Iterator[None]:
+    """Steps called inside the block just run, even in a flow run (a flow that is never replayed:
+    the clock keeper's loop)."""
+    token = _OFF.set(True)
+    try:
+        yield
+    finally:
+        _OFF.reset(token)
 
 
 def _write(ledger: RunLedger, key: str, text: str) -> None:

@@ -403,9 +403,9 @@ def first_plan_of(text: str, author: str) -> Plan | None:
         return None
 
 
-@step("report-bundle", title="审批材料 / the bundle to approve", key="v{version}")
-def report_bundle(report_ids: list[int], version: int = 1) -> str:
-    """The reports to approve, one after another, as one HTML page body."""
+@step("report-bundle", title="审批材料 / the bundle to approve")
+def report_bundle(report_ids: list[int]) -> str:
+    """The reports to approve, one after another, as one HTML page body (each call reads them anew)."""
     with session_scope() as session:
         parts = []
         for rid in report_ids:

@@ -28,3 +28,11 @@ def test_repair_bench_quick_writes_its_figures(tmp_path: Path) -> None:
     assert "ratio:" in done.stdout
     # no resume waited for a retry: the server begins its SQLite write transactions IMMEDIATE
     assert result["prefect_database_locked_errors"] == 0
+    # per wait: the click → next-wait cycle and its legs; Running → Suspended for every start of the run
+    waits = result["suspensions_per_repair"]
+    assert len(result["cycle_seconds_by_wait"]) == waits and all(c > 0 for c in result["cycle_seconds_by_wait"])
+    assert set(result["cycle_legs_median"]) == {"resume", "poll", "start", "replay_to_wait"}
+    assert len(result["running_to_suspended_by_run"]) == waits + 1
+    # the step ledger: one Prefect task run per new step, none for a replayed one
+    assert 0 < result["task_runs_per_repair"] <= result["distinct_steps_per_repair"]
+    assert "cycle click → next wait" in done.stdout

@@ -275,3 +275,23 @@ def test_two_steps_cannot_share_a_name() -> None:
         @step("test-note")
         def another(case_id: int) -> int:
             return case_id
+
+
+def test_a_not_yet_the_run_went_on_from_stays_its_history(case_id: int) -> None:
+    """A fresh read that said "not yet" and after which the run recorded more (a refused Prefect-UI
+    input, then the next attempt) is recorded with that record: later replays take the same path."""
+    with session_scope() as s:
+        timer = Timer(case_id=case_id, flow_run_id="run-path", key="callback", due_at=T0, created_at=T0)
+        s.add(timer)
+        s.flush()
+        timer_id = timer.id
+    with replaying("run-path"):
+        assert timer_fired(timer_id) is False
+        note(case_id, "after-not-yet", T0)  # the run went on from the "not yet"
+    with session_scope() as s:
+        s.execute(sa.update(Timer).where(Timer.id == timer_id).values(fired_at=T0))
+    with replaying("run-path") as ledger:
+        assert timer_fired(timer_id) is False  # what the run acted on, not what the row says now
+        assert timer_fired(timer_id) is True  # the next check (the run's next attempt) reads afresh
+        assert set(ledger.records) == {f"timer-fired:{timer_id}#1", f"timer-fired:{timer_id}#2",
+                                       "test-note:after-not-yet#1"}
