@@ -699,7 +699,7 @@ def test_home_is_0700_and_database_logs_secret_and_notification_log_are_0600(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from deployments.up import Supervisor
+    from deployments.supervisor import Supervisor
     from models.db import get_engine, migrate
     from models.settings import get_settings
     from tasks.channels import deliver
@@ -720,9 +720,12 @@ def test_home_is_0700_and_database_logs_secret_and_notification_log_are_0600(
             files = [db, home / "aftercare.db-wal", home / "aftercare.db-shm", home / "secret_key"]
             assert deliver("log://staff/13800000001", title="标题", body="正文") is None
             files.append(home / "notifications.log")
-            sup = Supervisor(echo=lambda _: None)
-            child = sup.start("web", ["true"], dict(os.environ), home / "logs")
+            sup = Supervisor(echo=lambda _: None, logs=home / "logs")
+            child = sup.add("web", ["true"], dict(os.environ), restart=False)
+            assert child.proc is not None
             child.proc.wait(timeout=30)
+            sup.note("web exited")  # the supervisor's own log is private too
+            files.append(home / "logs" / "supervisor.log")
             files.append(child.log)
             assert _mode(home) == 0o700 and _mode(home / "logs") == 0o700
             for f in files:
