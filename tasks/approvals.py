@@ -43,6 +43,7 @@ from models.db import retrying, session_scope, transaction
 from models.forms import COMMENT_MAX, SIGNER_MAX, AnswerError, form_spec, validate_answer
 from models.forms import FORMS as FORM_MODELS
 from models.parties import ROLE_LABELS_ZH, Role
+from tasks.answering import responder
 from tasks.board import suspend_announced
 from tasks.ledger import step
 from tasks.timers import Wake, current_run_id, suspend_key, wake_run
@@ -540,6 +541,10 @@ def await_approval(approval_id: int, step: str, version: int) -> Decision:
         state = approval_status(approval_id)
         if state.decision is not None:
             return state.decision
+        scripted = responder()
+        if scripted is not None:  # the fast test layer: its script answers through decide(), read it again
+            scripted.approval(approval_id)
+            continue
         reply = suspend_announced(  # the run's state and artifact say what it waits for, from whom
             suspend_key(approval_key(step, version), attempt), ui_form(state.kind, state.form_name),
             approval_id=approval_id,

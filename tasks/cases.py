@@ -578,6 +578,12 @@ def start_deployment_run(deployment: str, parameters: dict[str, Any], *, idempot
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentFlowRunCreate
+
+    from tasks.answering import responder
+
+    scripted = responder()
+    if scripted is not None:  # the fast test layer: the test runs the started flow body itself
+        return scripted.start_run(deployment, parameters, idempotency_key)
     from prefect.states import Scheduled, to_state_create
 
     with get_client(sync_client=True) as client:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins: list[str] = ["tests.fixtures.prefect", "tests.fixtures.notify"]
+pytest_plugins: list[str] = ["tests.fixtures.prefect", "tests.fixtures.notify", "tests.fixtures.fastflow"]
 
 # A fixed moment that tests start from; they move time by passing later values.
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 Asia/Shanghai
