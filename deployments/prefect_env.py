@@ -20,12 +20,11 @@ import httpx
 
 from models.settings import Settings, _create_private
 
-AUTH_FILE = "prefect_auth"
 AUTH_USER = "aftercare"
 
 
 def auth_file(settings: Settings) -> os.PathLike[str]:
-    return settings.home / AUTH_FILE
+    return settings.prefect_auth_file
 
 
 def auth_string(settings: Settings) -> str | None:
@@ -37,7 +36,7 @@ def auth_string(settings: Settings) -> str | None:
         return given
     if settings.prefect_api_url:
         return None
-    path = settings.home / AUTH_FILE
+    path = settings.prefect_auth_file
     if not path.exists():
         _create_private(path, f"{AUTH_USER}:{secrets.token_urlsafe(24)}")
     return path.read_text().strip()

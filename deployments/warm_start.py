@@ -107,7 +107,7 @@ class _ForkserverMultiprocessing:
 # imports do not bring them in; a run forked without them pays for them at its first use — Apprise
 # loading its ~120 plugin modules on the first write of a person (models.parties' address check),
 # FastAPI for the report pages — on every resume. Profiled: over half of a resumed run's time.
-LATE_IMPORTS = ("tasks.channels", "tasks.notify", "tasks.clocks", "rules.sla", "web.reports", "web.tokens")
+LATE_IMPORTS = ("tasks.channels", "tasks.notify", "tasks.clocks", "rules.sla", "web.reports", "tasks.links")
 
 
 def use_forkserver(preload: Iterable[str]) -> None:

@@ -28,13 +28,13 @@ from models.forms import DateForm, ProposalForm, ReconfirmForm, UnsignedForm
 from models.parties import Role
 from tasks.board import name_run, run_name
 from tasks.inspection import ExtraInspectionRequest
+from tasks.links import CHECKLIST_PAGE
 
 PLAN_CRON = "15 1 * * *"  # daily 01:15 Asia/Shanghai, before the working day starts
 TZ = "Asia/Shanghai"
 MAX_DATE_ROUNDS = 5  # after that many moves the dispatcher settles the date by phone
 # PROCEDURES.md §4 step 6: an unsigned report needs the department manager's signature.
 DEPARTMENT_MANAGER = Role.DEPARTMENT_MANAGER
-CHECKLIST_PAGE = "inspection/checklist"  # web/inspection.py: the checklist form behind the engineer's link
 
 
 # ---- the planner ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from models import Role
 from models.approvals import DecisionKind
+from models.cases import paid_prefix
 from models.forms import (
     CALLBACK_ITEMS,
     AccountForm,
@@ -33,6 +34,7 @@ from models.forms import (
     form_spec,
 )
 from rules.plans import Plan
+from tasks.approvals import dashed, signature_step
 
 if TYPE_CHECKING:
     from tasks.approvals import Decision
@@ -140,21 +142,8 @@ def answer_of(form: type[F], decision: Decision) -> Answer[F]:
 # --- the steps --------------------------------------------------------------------------------
 
 
-def _dashed(name: str) -> str:
-    # Prefect keeps a suspended run's input schema under a key made of the step name; such keys
-    # may hold only lowercase letters, digits and dashes.
-    return name.replace("_", "-")
-
-
-def signature_step(report_kind: str) -> str:
-    """The approval step of the customer's signature on a report kind ("service-report-signature")."""
-    return f"{_dashed(report_kind)}-signature"
-
-
 def subject(facts: dict[str, Any], text: str) -> str:
     """`【有偿服务】WX-000012 故障维修：text` — every message names the case and an out-of-contract mark."""
-    from tasks.cases import paid_prefix
-
     return f"{paid_prefix(facts)}{facts['number']} {PROCEDURE_ZH.get(facts['kind'], '')}：{text}"
 
 
@@ -326,7 +315,7 @@ def service_report_signed(case_id: int, facts: dict[str, Any], *, now: datetime,
             return doc["id"], now
         record(case_id, f"{kind}_objected", now, decision.by, {"version": version, "comment": decision.comment},
                key=f"{kind}-objected:v{version}")
-        fix = fill_form(case_id, f"{_dashed(kind)}-correction", version, role=role, form=CorrectionForm, now=now,
+        fix = fill_form(case_id, f"{dashed(kind)}-correction", version, role=role, form=CorrectionForm, now=now,
                         subject=subject(facts, f"客户对{doc['title']}有异议，请更正"), content=decision.comment)
         now = fix.at
         corrections = [*corrections, fix.value.correction]

@@ -84,6 +84,12 @@ class Case(SQLModel, table=True):
         return f"{CASE_PREFIX.get(CaseKind(self.kind), 'CS')}-{self.id:06d}"
 
 
+def paid_prefix(case: Case | dict[str, Any]) -> str:
+    """The mark every message about an out-of-contract case starts with (PROCEDURES.md §6 step 7)."""
+    out = case.out_of_contract if isinstance(case, Case) else case.get("out_of_contract")
+    return "【合同外·有偿服务】" if out else ""
+
+
 class Event(SQLModel, table=True):
     """One entry of a case's history. Append-only: never updated, never deleted."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, time
 from enum import StrEnum
 
@@ -102,20 +103,33 @@ class Staff(SQLModel, table=True):
 _CHECKED = ("notify_urls", "quiet_start", "quiet_end")
 
 
+PersonCheck = Callable[["Staff | Contact"], object]
+_person_checks: list[PersonCheck] = []
+
+
+def register_person_check(check: PersonCheck) -> PersonCheck:
+    """Run `check` on every Staff or Contact written whose addresses or quiet hours changed.
+
+    The layer that knows aftercare's channels (`tasks.channels.validate_person`, e.g. `smsgw://`)
+    registers itself here when it is imported, so models/ never imports tasks/. `tasks.people`
+    imports it, so every process that handles people has the check. Idempotent."""
+    if check not in _person_checks:
+        _person_checks.append(check)
+    return check
+
+
 @sa.event.listens_for(OrmSession, "before_flush")
 def _check_people(session: OrmSession, _flush_context: object, _instances: object) -> None:
     """Refuse a Staff or Contact whose notification addresses or quiet hours are not usable, on every
     write through a session (seed, admin, import, a script), not only where a form checks them.
 
-    The rules live in one place, `tasks.channels.validate_person` (it knows aftercare's own channels,
-    e.g. `smsgw://`); it raises ChannelError with the reasons before anything is written. A person
-    loaded and changed elsewhere is checked only when these fields changed.
+    The checks raise (ChannelError with the reasons) before anything is written. A person loaded and
+    changed elsewhere is checked only when these fields changed.
     """
-    from tasks.channels import validate_person  # imported late: tasks.channels imports models
-
     for person in (*session.new, *session.dirty):
         if not isinstance(person, Staff | Contact):
             continue
         state = sa.inspect(person, raiseerr=True)  # typed Optional under SQLAlchemy 2.0 without raiseerr
         if person in session.new or any(state.attrs[name].history.has_changes() for name in _CHECKED):
-            validate_person(person)
+            for check in _person_checks:
+                check(person)

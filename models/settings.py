@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         return (self.public_base_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
 
     @property
+    def prefect_auth_file(self) -> Path:
+        """Where `aftercare up` generates the Prefect API's `user:password` (read by the board too)."""
+        return self.home / "prefect_auth"
+
+    @property
     def prefect_url(self) -> str:
         return self.prefect_api_url or f"http://{self.prefect_host}:{self.prefect_port}/api"
 

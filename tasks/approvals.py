@@ -46,11 +46,23 @@ from models.parties import ROLE_LABELS_ZH, Role
 from tasks.answering import responder
 from tasks.board import suspend_announced
 from tasks.ledger import step
+from tasks.links import sign_link
 from tasks.timers import Wake, current_run_id, suspend_key, wake_run
 
 log = logging.getLogger("aftercare.approvals")
 
 LINK_PURPOSE = "a"  # links look like <base>/a/<token>
+
+
+def dashed(name: str) -> str:
+    """A step name as Prefect may key it: a suspended run's input schema is kept under a key made of
+    the step name, and such keys may hold only lowercase letters, digits and dashes."""
+    return name.replace("_", "-")
+
+
+def signature_step(report_kind: str) -> str:
+    """The approval step of the customer's signature on a report kind ("service-report-signature")."""
+    return f"{dashed(report_kind)}-signature"
 _MIN_WINDOW = timedelta(days=1)  # a renewed link lives at least this long
 RENEW_EVERY = timedelta(minutes=10)  # at most one fresh link per approval in this long (a page reloaded, a bot)
 
@@ -235,8 +247,6 @@ def decision_of(row: Approval) -> Decision | None:
 
 def approval_link(row: Approval, who: Approver) -> str:
     """The signed link one approver receives: binds approval, approver, content hash and expiry."""
-    from web.tokens import sign_link
-
     return sign_link(
         LINK_PURPOSE, {"a": row.id, "p": who.code, "h": row.content_hash[:16]}, expires_at=row.expires_at
     )

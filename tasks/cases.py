@@ -19,12 +19,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from sqlmodel import Session, col, func, or_, select
 
 from models import Case, CaseKind, Contact, Contract, Customer, Device, Event, Role, Site, Staff, append_event
+from models.cases import paid_prefix
 from models.clocks import ClockStatus
 from models.db import session_scope
 from models.forms import read_time
 from models.parties import ROLE_LABELS_ZH
 from rules.sla import SEVERITY_LEVELS_ZH, severity_text
 from tasks.ledger import step
+from tasks.links import report_url
 from tasks.people import customer_contacts, first_with_role
 
 
@@ -496,12 +498,6 @@ def contact_of(case_id: int) -> int:
         return int(customer_contact(session, case_id).id)  # type: ignore[arg-type]
 
 
-def paid_prefix(case: Case | dict[str, Any]) -> str:
-    """The mark every message about an out-of-contract case starts with."""
-    out = case.out_of_contract if isinstance(case, Case) else case.get("out_of_contract")
-    return "【合同外·有偿服务】" if out else ""
-
-
 def queue_for_case(session: Session, case_id: int, *, template: str, key: str, now: datetime,
                    roles: list[str] | None = None, customer: bool = False, context: dict[str, Any] | None = None,
                    urgent: bool | None = None) -> int:
@@ -519,8 +515,6 @@ def queue_for_case(session: Session, case_id: int, *, template: str, key: str, n
         recipients.append(customer_contact(session, case_id))
     extra = dict(context or {})
     if "report_id" in extra:  # a message about a report carries a signed link to it
-        from web.reports import report_url
-
         extra["report_url"] = report_url(extra["report_id"], now=now)
     rows = queue(
         session, recipients=recipients, template=template,

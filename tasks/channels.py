@@ -42,6 +42,7 @@ from apprise.plugins.wecombot import NotifyWeComBot
 from apprise.utils.parse import parse_list, parse_phone_no
 
 from models.outbox import get_notify_settings
+from models.parties import register_person_check
 from models.settings import get_settings, open_private, private_dir
 
 
@@ -371,6 +372,7 @@ def validate_urls(urls: Iterable[str]) -> list[str]:
     return good
 
 
+@register_person_check
 def validate_person(person: Any) -> Any:
     """The hook for every place that enters a Staff or Contact (seed, admin, import).
 

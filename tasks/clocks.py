@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models.approvals import Timer
-from models.cases import Case, Event, append_event
+from models.cases import Case, Event, append_event, paid_prefix
 from models.clocks import Clock, ClockStatus, Escalation
 from models.contracts import CalendarOverride, CalendarYear, Contract
 from models.parties import Customer, Site, Staff
@@ -492,9 +492,7 @@ class _People:
 
 def _case_context(session: Session, case: Case) -> dict[str, Any]:
     # an out-of-contract case says so in every message (PROCEDURES.md §6 step 7): the same mark as
-    # the procedures' own notices (tasks.cases.paid_prefix), imported here to keep one wording
-    from tasks.cases import paid_prefix
-
+    # the procedures' own notices (models.cases.paid_prefix)
     customer = session.get(Customer, case.customer_id)
     site = session.get(Site, case.site_id) if case.site_id else None
     contract = session.get(Contract, case.contract_id) if case.contract_id else None

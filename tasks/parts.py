@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models import SparePart, Stock, StockMove, append_event
+from models.cases import paid_prefix
 from models.db import session_scope
 from tasks.ledger import step
 
@@ -125,7 +126,6 @@ def _tell_store(session: Session, case_id: int, key: str, now: datetime, result:
 
 def _queue(session: Session, recipients: list[Any], template: str, facts: Any, result: PartsResult, *, key: str,
            case_id: int, now: datetime, urgent: bool) -> None:
-    from tasks.cases import paid_prefix
     from tasks.notify import queue
 
     queue(session, recipients=recipients, template=template, context={"case": facts.as_dict(), "paid": paid_prefix(facts.as_dict()), **result.as_dict()},

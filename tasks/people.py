@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from models import Contact, Role, Staff
+from tasks import channels  # noqa: F401  registers the address check on every person written
 
 
 class NobodyForRole(LookupError):

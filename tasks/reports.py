@@ -21,6 +21,7 @@ from models.reports import REPORT_TITLES_ZH, Report, ReportKind, Signature, cont
 from rules.plans import Plan, PlanError, first_plan, revise
 from tasks.cases import case_facts
 from tasks.ledger import step
+from tasks.links import report_url, sign_url
 from tasks.render import render
 
 
@@ -335,7 +336,6 @@ def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: 
         for notice in tell or []:
             queue_for_case(session, case_id, now=now, **{**notice, "context": {**notice.get("context", {}),
                                                                                "report_id": report.id}})
-        from web.reports import report_url, sign_url
 
         case = session.get(Case, case_id)
         contact_id = case.data.get("contact_id") if case else None

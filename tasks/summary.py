@@ -29,6 +29,7 @@ from models.reports import content_hash
 from rules import inspection as plan_rules
 from rules import kpi
 from tasks.clocks import verdict
+from tasks.links import sign_link
 from tasks.render import render
 
 FAULT_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT))
@@ -531,8 +532,6 @@ RATING_LINK_DAYS = 60
 
 def rating_link(summary_id: int, *, now: datetime) -> str:
     """The signed link of the summary's page, where the customer reads it and rates the service."""
-    from web.tokens import sign_link
-
     return sign_link(RATING_PURPOSE, {"s": summary_id}, expires_at=now + timedelta(days=RATING_LINK_DAYS))
 
 

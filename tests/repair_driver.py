@@ -76,7 +76,7 @@ class RepairDriver:
         for body in bodies:
             for url in re.findall(r"https?://\S+/a/[A-Za-z0-9_.\-]+", body):
                 token = url.rsplit("/a/", 1)[1]
-                from web.tokens import verify_token
+                from tasks.links import verify_token
 
                 try:
                     data = verify_token(token, "a", now=row.created_at)

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from flows.steps import signature_step
 from models import Case, Event
 from models.approvals import Approval
 from models.db import session_scope
 from models.outbox import Notification
+from tasks.approvals import signature_step
 from tests.conftest import T0
 from tests.fixtures.prefect import _tail
 

@@ -128,7 +128,7 @@ def test_forged_or_tampered_link_is_refused_and_nothing_recorded(web, case_id) -
 
     assert web.get(f"/a/{tampered}").status_code == 403
     assert "无效或已被篡改" in web.get(f"/a/{tampered}").text
-    from web.tokens import csrf_token
+    from tasks.links import csrf_token
 
     forged = web.post(f"/a/{tampered}", data={"csrf": csrf_token(tampered), "decision": "approved"})
     assert forged.status_code == 403
@@ -181,7 +181,7 @@ def test_link_for_replaced_plan_version_is_refused(web, case_id) -> None:
 
     page = web.get(f"/a/{old}")
     assert page.status_code == 409 and "此方案已被 v2 取代" in page.text
-    from web.tokens import csrf_token
+    from tasks.links import csrf_token
 
     assert web.post(f"/a/{old}", data={"csrf": csrf_token(old), "decision": "approved"}).status_code == 409
     assert row(v1).decision is None and row(v1).status == "superseded"
@@ -192,7 +192,7 @@ def test_link_for_replaced_plan_version_is_refused(web, case_id) -> None:
 
 def test_approver_not_entitled_is_refused(web, case_id) -> None:
     from tasks.approvals import LINK_PURPOSE, decide
-    from web.tokens import sign_token
+    from tasks.links import sign_token
 
     aid = open_plan(case_id, 1, PLAN_V1)
     r = row(aid)
@@ -201,7 +201,7 @@ def test_approver_not_entitled_is_refused(web, case_id) -> None:
         LINK_PURPOSE, {"a": aid, "p": f"s:{staff_id('张技术')}", "h": r.content_hash[:16]}, expires_at=EXPIRES
     )
     assert web.get(f"/a/{outsider}").status_code == 403
-    from web.tokens import csrf_token
+    from tasks.links import csrf_token
 
     refused = web.post(f"/a/{outsider}", data={"csrf": csrf_token(outsider), "decision": "approved"})
     assert refused.status_code == 403 and "无权" in refused.text
@@ -222,7 +222,7 @@ def test_rejection_needs_a_reason_and_bad_choice_is_refused(web, case_id) -> Non
 
 def test_link_for_other_content_is_refused(web, case_id) -> None:
     from tasks.approvals import LINK_PURPOSE
-    from web.tokens import sign_token
+    from tasks.links import sign_token
 
     aid = open_plan(case_id, 1, PLAN_V1)
     from models.approvals import content_hash

@@ -437,15 +437,15 @@ def test_a_signature_whose_decision_meets_the_lock_is_recorded_with_its_decision
     the signature and its decision are both recorded, once — the flow is not left waiting."""
     from sqlalchemy.orm import Session as OrmSession
 
-    from flows.steps import signature_step
     from models.approvals import Approval
     from models.db import session_scope
     from models.reports import Signature
-    from tasks.approvals import open_approval
+    from tasks.approvals import open_approval, signature_step
     from tasks.cases import RepairRequest, customer_contact, open_case
+    from tasks.links import sign_url
     from tasks.reports import issue_report
     from web.app import create_app
-    from web.reports import page_now, sign_url
+    from web.reports import page_now
 
     with session_scope() as s:
         case = open_case(s, RepairRequest(customer="TYDX", reported_by="王", description="告警"), now=T0)

@@ -57,7 +57,7 @@ def decide_without_waking(drive: RepairDriver, case_id: int, run_id: Any) -> Any
     """The lead's diagnosis is recorded (as the link page records it) but the run is not woken yet:
     the test wakes it itself, under the fault it injects."""
     from tasks.approvals import Approver, decide
-    from web.tokens import verify_token
+    from tasks.links import verify_token
 
     row = drive.pending(case_id, "diagnosis", run_id)
     token = drive.link_for(row).rsplit("/a/", 1)[1]

@@ -85,7 +85,7 @@ def _checklist_page(drive: RepairDriver, case_id: int, step: str, run_id: Any) -
                                                                     Notification.template == "inspection/checklist_request"))]
     for body in bodies:
         for url in re.findall(r"https?://\S+/inspection/checklist/\S+", body):
-            from web.tokens import verify_token
+            from tasks.links import verify_token
 
             if int(verify_token(url.rsplit("/", 1)[1], "a", now=row.created_at)["a"]) == row.id:
                 return "/" + url.split("/", 3)[3]

@@ -45,11 +45,11 @@ def checklist(demo, session: Session) -> tuple[int, int, str]:
 
 def _checklist_request(demo: str, session: Session, case_id: int) -> tuple[int, int, str]:
     """The engineer's checklist request of `case_id`, as the flow asks for it: (case id, approval id, page path)."""
-    from flows.inspection import CHECKLIST_PAGE
     from models import Staff
     from models.db import session_scope
     from tasks.approvals import open_approval
     from tasks.inspection import checklist_spec
+    from tasks.links import CHECKLIST_PAGE
 
     with session_scope(demo) as s:
         engineer = s.exec(select(Staff).where(Staff.name == "刘工程师")).one()

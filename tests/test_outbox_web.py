@@ -57,7 +57,7 @@ def test_incidents_page_lists_the_failure_and_resends_to_a_corrected_address(
     assert item["notification_id"] == row.id and item["can_resend"] is True
     assert listing["outbox"] == {"failed": 1}
 
-    from web.tokens import csrf_token
+    from tasks.links import csrf_token
 
     token = path.rsplit("/", 1)[1]
     refused = client.post(

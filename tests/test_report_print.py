@@ -53,8 +53,9 @@ def _path(url: str) -> str:
 
 
 def test_signed_report_page_and_pdf_show_the_drawn_signature_who_signed_and_when(demo: str, session) -> None:  # noqa: ANN001
+    from tasks.links import report_url, sign_url
     from web.app import create_app
-    from web.reports import page_now, report_url, sign_url
+    from web.reports import page_now
 
     report, contact = _service_report(session)
     assert contact is not None and contact.name != "李先生"

@@ -61,8 +61,9 @@ def test_fault_report_needs_its_seven_parts() -> None:
 
 
 def test_sign_page_takes_a_drawn_signature_and_refuses_a_forged_link(demo: str, session) -> None:  # noqa: ANN001
+    from tasks.links import report_url, sign_url
     from web.app import create_app
-    from web.reports import page_now, report_url, sign_url
+    from web.reports import page_now
 
     report = _report(session)
     app = create_app()

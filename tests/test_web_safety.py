@@ -146,7 +146,7 @@ def link_of(approval_id: int) -> str:
     from models.approvals import Approval
     from models.db import session_scope
     from models.outbox import Notification
-    from web.tokens import BadLink, verify_token
+    from tasks.links import BadLink, verify_token
 
     with session_scope() as s:
         row = s.get(Approval, approval_id)
@@ -462,7 +462,7 @@ def _accident_reports() -> list[tuple[dict[str, Any], list[str]]]:
     with session_scope() as s:
         row = s.get(Report, review["report_id"])
         assert row is not None
-        from web.reports import report_url, sign_url
+        from tasks.links import report_url, sign_url
 
         review_doc = {"title": row.title, "view_url": report_url(row.id, now=T0), "sign_url": sign_url(row.id, now=T0)}  # type: ignore[arg-type]
     return [(service, [evil("accident.description"), evil("accident.correction")]),
@@ -472,7 +472,6 @@ def _accident_reports() -> list[tuple[dict[str, Any], list[str]]]:
 
 def _inspection_pages(web: TestClient, session: Session) -> None:
     """The engineer's checklist page (every note and pre-check), then the inspection report built from it."""
-    from flows.inspection import CHECKLIST_PAGE
     from models import Staff
     from models.db import session_scope
     from models.outbox import Notification
@@ -484,6 +483,7 @@ def _inspection_pages(web: TestClient, session: Session) -> None:
         report_context,
         report_version,
     )
+    from tasks.links import CHECKLIST_PAGE
     from tasks.reports import issue
 
     visit = datetime(2026, 10, 13, 2, tzinfo=UTC)
@@ -766,7 +766,7 @@ def test_two_web_processes_asked_at_once_send_one_fresh_link(demo: str) -> None:
     from models.outbox import Notification
     from tasks.approvals import Approver, open_approval, renew_link
     from tasks.cases import RepairRequest, take_request
-    from web.tokens import verify_token
+    from tasks.links import verify_token
 
     case_id = plain(take_request)(RepairRequest(customer="TYDX", reported_by="王", description="存储告警",
                                                 reported_at=T0), T0, "run-race")

@@ -22,9 +22,9 @@ from models import Case, wallclock
 from models.approvals import KIND_ZH, Approval, ApprovalKind, Channel
 from models.db import session_scope
 from tasks.approvals import LINK_PURPOSE, Approver, DecisionResult, approvers_of, decide, refusal, renew_link
+from tasks.links import BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 from tasks.render import _local_time
 from web.pages import templates
-from web.tokens import BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 
 router = APIRouter()
 

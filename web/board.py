@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse
 from models import wallclock
 from models.db import session_scope
 from models.settings import get_settings
+from tasks.links import BadLink, ExpiredLink, report_url, sign_link, verify_link
 from web.pages import templates
 
 router = APIRouter()
@@ -55,9 +56,7 @@ def prefect_credential() -> str | None:
     given = os.environ.get("PREFECT_API_AUTH_STRING", "").strip()
     if given:
         return given
-    from deployments.prefect_env import AUTH_FILE
-
-    path = get_settings().home / AUTH_FILE
+    path = get_settings().prefect_auth_file
     try:
         return path.read_text().strip() or None
     except OSError:
@@ -78,8 +77,6 @@ def basic_auth_ok(header: str | None) -> bool:
 
 def board_link(*, days: int = LINK_DAYS, now: datetime | None = None) -> str:
     """A staff link to the board, valid for `days` (`aftercare board-link`)."""
-    from web.tokens import sign_link
-
     moment = now or wallclock.now()
     return sign_link(PURPOSE, {"role": "staff"}, expires_at=moment + timedelta(days=days), path="board")
 
@@ -91,7 +88,6 @@ def _refused(reason: str) -> HTMLResponse:
 
 def _page(now: datetime, *, refresh_url: str) -> HTMLResponse:
     from tasks.board import board
-    from web.reports import report_url
 
     settings = get_settings()
     ui = settings.prefect_url.removesuffix("/").removesuffix("/api")
@@ -128,8 +124,6 @@ def board_page(request: Request, now: Now) -> HTMLResponse:
 @router.get("/board/{token}", response_class=HTMLResponse)
 def board_by_link(token: str, now: Now) -> HTMLResponse:
     """The board, for whoever holds a staff link (`aftercare board-link`)."""
-    from web.tokens import BadLink, ExpiredLink, verify_link
-
     try:
         verify_link(token, PURPOSE, now=now)
     except ExpiredLink:

@@ -17,6 +17,7 @@ from sqlmodel import col
 from models.db import session_scope
 from models.outbox import STATUS_ZH, Notification, NotificationStatus
 from models.wallclock import now as wall_now
+from tasks.links import BadLink, check_csrf, csrf_token, sign_link, verify_link
 from web.pages import templates
 
 router = APIRouter()
@@ -27,16 +28,12 @@ def incidents_link(*, days: int = 30) -> str:
     """A signed link to the incidents page, valid for `days` (printed by `aftercare outbox`)."""
     from datetime import timedelta
 
-    from web.tokens import sign_link
-
     return sign_link(
         PURPOSE, {"role": "dispatcher"}, expires_at=wall_now() + timedelta(days=days), path="incidents"
     )
 
 
 def _check(token: str) -> dict[str, Any]:
-    from web.tokens import BadLink, verify_link
-
     try:
         return verify_link(token, PURPOSE, now=wall_now())
     except BadLink as exc:
@@ -85,8 +82,6 @@ def incidents_page(token: str, request: Request, format: str = "html") -> Any:
     listing = _listing()
     if format == "json":
         return JSONResponse({"open_incidents": listing["open_incidents"], "outbox": listing["outbox_raw"]})
-    from web.tokens import csrf_token
-
     html = templates.get_template("incidents.html.j2").render(token=token, csrf=csrf_token(token), **listing)
     return HTMLResponse(html)
 
@@ -102,8 +97,6 @@ def incident_action(
 ) -> Any:
     from tasks.channels import ChannelError
     from tasks.notify import OutboxError, resolve_incident, retry_failed
-    from web.tokens import check_csrf
-
     _check(token)
     if not check_csrf(token, csrf):
         raise HTTPException(status_code=403, detail="表单已失效，请刷新页面 / stale form, reload the page")

@@ -21,17 +21,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from flows.inspection import CHECKLIST_PAGE  # the form dict of the checklist approval names this page
 from models.approvals import Approval, Channel
 from models.db import session_scope
 from models.inspection import RESULT_ZH, ItemResult, ServiceSummary
 from tasks.approvals import Approver, approvers_of, decide, refusal
 from tasks.inspection import InspectionError, parse_checklist
+from tasks.links import CHECKLIST_PAGE, BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 from tasks.render import _local_time
 from tasks.summary import RATING_ITEMS, RATING_PURPOSE, RATING_VALUES, record_rating
 from web.approvals import _open, _result_page, clock, message_page
 from web.pages import templates
-from web.tokens import BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 
 router = APIRouter()
 

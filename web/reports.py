@@ -1,6 +1,6 @@
 """Report pages: view a report (HTML / PDF) and sign it (typed name, drawn signature or a statement).
 
-Links are signed tokens (web.tokens) salted per purpose: a view link cannot sign. Signing binds
+Links are signed tokens (tasks.links) salted per purpose: a view link cannot sign. Signing binds
 to the hash of the content the customer was shown (a hidden field); if the report changed in
 between, the page refuses and shows the new content. Signing (or objecting) on this page also
 decides the pending signature approval of that report version, so the waiting flow continues —
@@ -9,7 +9,7 @@ through the one writer of decisions, `tasks.approvals.decide`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Response
@@ -19,13 +19,12 @@ from sqlmodel import Session, select
 from models import Contact, wallclock
 from models.db import session_scope
 from models.reports import Report
+from tasks.approvals import Approver, decide, signature_step
+from tasks.links import REPORT_SIGN, REPORT_VIEW, BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 from web.pages import templates
-from web.tokens import BadLink, ExpiredLink, check_csrf, csrf_token, sign_link, verify_link
 
 router = APIRouter()
 
-VIEW, SIGN = "report", "report-sign"
-LINK_LIFETIME = timedelta(days=30)
 STATUS_ZH = {"issued": "已出具", "superseded": "已被新版本取代", "approved": "已审批", "archived": "已归档"}
 
 
@@ -35,15 +34,6 @@ def page_now() -> datetime:
 
 
 Now = Annotated[datetime, Depends(page_now)]
-
-
-def report_url(report_id: int, *, now: datetime, lifetime: timedelta = LINK_LIFETIME) -> str:
-    return sign_link(VIEW, {"r": report_id}, expires_at=now + lifetime, path="reports")
-
-
-def sign_url(report_id: int, *, now: datetime, contact_id: int | None = None,
-             lifetime: timedelta = LINK_LIFETIME) -> str:
-    return sign_link(SIGN, {"r": report_id, "c": contact_id}, expires_at=now + lifetime, path="reports/sign")
 
 
 def _page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
@@ -65,7 +55,7 @@ def _open(token: str, purpose: str, now: datetime) -> dict[str, Any] | HTMLRespo
 
 def _viewed_report(session: Session, token: str, now: datetime) -> Report | HTMLResponse:
     """The report a view link opens, or the page that says why it does not."""
-    data = _open(token, VIEW, now)
+    data = _open(token, REPORT_VIEW, now)
     if isinstance(data, HTMLResponse):
         return data
     report = session.get(Report, int(data["r"]))
@@ -76,7 +66,7 @@ def _viewed_report(session: Session, token: str, now: datetime) -> Report | HTML
 
 @router.get("/reports/sign/{token}", response_class=HTMLResponse)
 def sign_page(token: str, now: Now) -> HTMLResponse:
-    data = _open(token, SIGN, now)
+    data = _open(token, REPORT_SIGN, now)
     if isinstance(data, HTMLResponse):
         return data
     with session_scope() as session:
@@ -110,7 +100,7 @@ def sign_submit(
 ) -> HTMLResponse:
     from tasks.reports import ReportError, sign_report
 
-    data = _open(token, SIGN, now)
+    data = _open(token, REPORT_SIGN, now)
     if isinstance(data, HTMLResponse):
         return data
     if not check_csrf(token, csrf):
@@ -144,9 +134,7 @@ def _decide(report: Report, decision: str, *, contact_id: int | None, by: str, c
             now: datetime) -> str:
     """Decide the pending signature approval of this report version (if a flow waits on one);
     returns why an answer was refused as invalid ("" otherwise)."""
-    from flows.steps import signature_step
     from models.approvals import Approval, ApprovalStatus
-    from tasks.approvals import Approver, decide
 
     with session_scope() as session:
         pending = session.exec(select(Approval).where(

@@ -1,5 +1,8 @@
 """Signed links (itsdangerous): the capability a person holds to act on one approval, report or form.
 
+The one module that signs and verifies links and builds their URLs: tasks/ put them in messages,
+web/ checks them when a page opens, so it lives below both (tasks/, imported by web/).
+
 A token carries a small dict (e.g. approval id, approver, content hash) and its expiry, signed
 with the site's secret and salted with its *purpose*, so a token made for one page can never be
 replayed on another. Expiry is checked against a `now` the caller passes in (never the token
@@ -12,7 +15,7 @@ library's own clock), so tests and the keeper can move time by passing values.
 from __future__ import annotations
 
 import hmac
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from typing import Any
 
@@ -86,3 +89,24 @@ def csrf_token(token: str) -> str:
 
 def check_csrf(token: str, value: str | None) -> bool:
     return bool(value) and hmac.compare_digest(csrf_token(token), value or "")
+
+
+CHECKLIST_PAGE = "inspection/checklist"  # web/inspection.py: the checklist form behind the engineer's link
+
+
+# ---------------------------------------------------------------------------------------------
+# Report links: a view link cannot sign (its own purpose)
+
+REPORT_VIEW, REPORT_SIGN = "report", "report-sign"
+REPORT_LINK_LIFETIME = timedelta(days=30)
+
+
+def report_url(report_id: int, *, now: datetime, lifetime: timedelta = REPORT_LINK_LIFETIME) -> str:
+    """The link to read and print a report."""
+    return sign_link(REPORT_VIEW, {"r": report_id}, expires_at=now + lifetime, path="reports")
+
+
+def sign_url(report_id: int, *, now: datetime, contact_id: int | None = None,
+             lifetime: timedelta = REPORT_LINK_LIFETIME) -> str:
+    """The link where the customer signs a report (or objects to it)."""
+    return sign_link(REPORT_SIGN, {"r": report_id, "c": contact_id}, expires_at=now + lifetime, path="reports/sign")
