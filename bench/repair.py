@@ -79,23 +79,37 @@ def answers(path: str) -> dict[str, dict[str, Any]]:
     return {**ANSWERS, **(ON_SITE if path == "on-site" else {})}
 
 
+# The times typed on the forms, as minutes after the case's report: a time that records what happened
+# may lie neither before the report nor after the answer (models.forms), so they follow each case.
+TIMED = {"contacted_at": 3, "arrived_at": 4, "repaired_at": 5, "restored_at": 5, "visit_at": 60}
+
+
+def timed(payload: dict[str, Any], reported_at: datetime) -> dict[str, Any]:
+    import pendulum
+
+    return {k: pendulum.instance(reported_at + timedelta(minutes=TIMED[k])).in_timezone("Asia/Shanghai")
+            .strftime("%Y-%m-%d %H:%M") if k in TIMED else v for k, v in payload.items()}
+
+
 def decide_pending(case_ids: set[int] | None, now: datetime, *, wake: bool, path: str = "on-site") -> int:
     """Answer every pending approval (of these cases) at once, as the form pages would."""
-    from sqlmodel import select
+    from sqlmodel import col, select
 
+    from models import Case
     from models.approvals import Approval, ApprovalStatus
     from models.db import session_scope
     from tasks.approvals import Approver, decide
 
     with session_scope() as s:
         rows = s.exec(select(Approval).where(Approval.status == ApprovalStatus.PENDING)).all()
+        reported = {c.id: c.reported_at for c in s.exec(select(Case).where(col(Case.id).in_({r.case_id for r in rows})))}
     done = 0
     for row in rows:
         if case_ids is not None and row.case_id not in case_ids:
             continue
         who = (Approver("staff", row.approver_staff_ids[0]) if row.approver_staff_ids
                else Approver("contact", row.approver_contact_ids[0]))
-        payload = answers(path).get(row.step, {}) if row.kind == "form" else {}
+        payload = timed(answers(path).get(row.step, {}), reported[row.case_id]) if row.kind == "form" else {}
         result = decide(row.id, DECISION[row.kind], by=who, payload=payload, channel="link",  # type: ignore[arg-type]
                         now=max(now, row.created_at), wake=wake)
         done += result.recorded
