@@ -45,7 +45,7 @@ from models.forms import FORMS as FORM_MODELS
 from models.parties import ROLE_LABELS_ZH, Role
 from tasks.answering import responder
 from tasks.board import suspend_announced
-from tasks.ledger import step
+from tasks.ledger import as_if_woken, step
 from tasks.links import sign_link
 from tasks.timers import Wake, current_run_id, suspend_key, wake_run
 
@@ -554,6 +554,7 @@ def await_approval(approval_id: int, step: str, version: int) -> Decision:
         scripted = responder()
         if scripted is not None:  # the fast test layer: its script answers through decide(), read it again
             scripted.approval(approval_id)
+            as_if_woken()
             continue
         reply = suspend_announced(  # the run's state and artifact say what it waits for, from whom
             suspend_key(approval_key(step, version), attempt), ui_form(state.kind, state.form_name),

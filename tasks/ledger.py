@@ -258,6 +258,18 @@ def replaying(flow_run_id: str) -> Iterator[RunLedger]:
         _SCOPE.reset(token)
 
 
+def as_if_woken() -> None:
+    """A wait answered in this process without suspending (the fast test layer, `tasks.answering`):
+    as on a wake-up's replay, the "not yet" read right before the wait is read again under its own
+    key — it stays unrecorded, as a suspend leaves it — so the ledger is the one a real run writes."""
+    ledger = active()
+    if ledger is None or not ledger.unsettled:
+        return
+    key = next(reversed(ledger.unsettled))
+    del ledger.unsettled[key]
+    ledger.calls[key.rpartition("#")[0]] -= 1
+
+
 @contextmanager
 def unrecorded() -> Iterator[None]:
     """Steps called inside the block just run, even in a flow run (a flow that is never replayed:

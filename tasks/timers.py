@@ -23,7 +23,7 @@ from models.approvals import Timer
 from models.db import session_scope
 from tasks.answering import responder
 from tasks.board import suspend_announced
-from tasks.ledger import step
+from tasks.ledger import as_if_woken, step
 
 log = logging.getLogger("aftercare.timers")
 
@@ -141,6 +141,7 @@ def wait_until(case_id: int | None, when: datetime, key: str) -> None:
         scripted = responder()
         if scripted is not None:  # the fast test layer: its clock moves to the timer and fires it
             scripted.timer(timer_id)
+            as_if_woken()
             continue
         suspend_announced(suspend_key(timer_key(key), attempt), timer_id=timer_id)  # says what it waits for
         attempt += 1
