@@ -6,21 +6,18 @@ Each procedure module exposes `deployments() -> list[RunnerDeployment]`; this is
 
 from __future__ import annotations
 
-import importlib
+from types import ModuleType
 from typing import Any
 
-# Procedure modules that contribute deployments; a module that is missing its function is a bug.
-PROCEDURE_MODULES = [
-    "flows.clock_keeper",
-    "flows.accident",
-    "flows.repair",
-    "flows.inspection",
-]
+from flows import accident, clock_keeper, inspection, repair
+
+# The procedure modules that contribute deployments, each with its `deployments()`.
+PROCEDURES: list[ModuleType] = [clock_keeper, accident, repair, inspection]
+PROCEDURE_MODULES = [module.__name__ for module in PROCEDURES]  # what a flow-run fork preloads
 
 
 def all_deployments() -> list[Any]:
     found: list[Any] = []
-    for name in PROCEDURE_MODULES:
-        module = importlib.import_module(name)
+    for module in PROCEDURES:
         found.extend(module.deployments())
     return found

@@ -1,9 +1,9 @@
 """The clock keeper (时钟守护): a long-running flow that fires due timers, SLA breaches and escalations.
 
-Each wake-up is one `tick(now)`: it runs every step of `KEEPER_STEPS` — dotted names of functions
-`f(now) -> int` (how many things the step did) that each area appends its own to. Steps are
-independent: a step whose module is not there yet is logged and skipped; a step that raises is
-logged with its traceback and counted in the result, and the other steps still run.
+Each wake-up is one `tick(now)`: it runs every step of `KEEPER_STEPS` — functions `f(now) -> int`
+(how many things the step did), imported here, so a missing one fails at import, not at a tick.
+Steps are independent: a step that raises is logged with its traceback and counted in the result
+(under its dotted name), and the other steps still run.
 
 The loop is not a replayed procedure: it reads the wall clock (models.wallclock.now) inside the
 loop and sleeps until the next due clock, at most a few seconds. Tests call `tick(later_now)`
@@ -17,34 +17,36 @@ run when no keeper holds the lease and marks keeper runs Cancelled when it stops
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow
 
+from tasks import accident, approvals, clocks, notify, runs, timers
+
 KEEPER_DEPLOYMENT = "clock-keeper/clock-keeper"
 
 # Each area appends its own step (a function `f(now) -> int`); the order is the order they run in:
 # timers and approvals first (they wake flows), then clocks, then the notifier sends what they queued.
-KEEPER_STEPS: list[str] = [
-    "tasks.timers.fire_due_timers",
-    "tasks.approvals.reconcile",
-    "tasks.runs.sweep_step",
-    "tasks.clocks.fire_due_clocks",
-    "tasks.clocks.escalate_stale_records",
-    "tasks.accident.send_due_standby",
-    "tasks.accident.send_due_vendor_support",
-    "tasks.accident.send_progress_updates",
-    "tasks.accident.send_vendor_daily_reports",
-    "tasks.notify.send_due_step",
+KeeperStep = Callable[[datetime], int]
+KEEPER_STEPS: list[KeeperStep] = [
+    timers.fire_due_timers,
+    approvals.reconcile,
+    runs.sweep_step,
+    clocks.fire_due_clocks,
+    clocks.escalate_stale_records,
+    accident.send_due_standby,
+    accident.send_due_vendor_support,
+    accident.send_progress_updates,
+    accident.send_vendor_daily_reports,
+    notify.send_due_step,
 ]
 
 MAX_SLEEP_SECONDS = 5.0
@@ -56,47 +58,19 @@ LEASE_TTL = timedelta(seconds=60)
 log = logging.getLogger("aftercare.keeper")
 
 
-class MissingStep(LookupError):
-    """A keeper step whose module or function does not exist (yet)."""
+def step_name(step: KeeperStep) -> str:
+    """The dotted name a step is reported under ("tasks.clocks.fire_due_clocks")."""
+    return f"{step.__module__}.{step.__name__}"
 
 
-def resolve_step(name: str) -> Callable[[datetime], int]:
-    """The function a dotted step name points at; MissingStep when its module or function is absent."""
-    module_name, _, func_name = name.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only the step's own module (or a package of it) being absent is "not written yet"; a module
-        # that exists but imports something missing is a real error and propagates.
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise MissingStep(f"keeper step {name}: module {module_name} not found") from exc
-        raise
-    func = getattr(module, func_name, None)
-    if func is None:
-        raise MissingStep(f"keeper step {name}: {module_name} has no {func_name}")
-    return func
-
-
-def tick(now: datetime, steps: list[str] | None = None) -> dict[str, Any]:
+def tick(now: datetime, steps: Sequence[KeeperStep] | None = None) -> dict[str, Any]:
     """Run every keeper step once for `now`.
 
-    Returns {"now", "steps": {name: count | "missing" | "error"}, "done": total count,
-    "errors": [{"step", "error"}], "missing": [names]}.
+    Returns {"now", "steps": {name: count | "error"}, "done": total count, "errors": [{"step", "error"}]}.
     """
-    result: dict[str, Any] = {"now": now, "steps": {}, "done": 0, "errors": [], "missing": []}
-    for name in KEEPER_STEPS if steps is None else steps:
-        try:
-            func = resolve_step(name)
-        except MissingStep as exc:
-            log.warning("%s — skipped", exc)
-            result["steps"][name] = "missing"
-            result["missing"].append(name)
-            continue
-        except Exception as exc:  # a step module that fails to import is a failed step
-            log.exception("keeper step %s failed to import", name)
-            result["steps"][name] = "error"
-            result["errors"].append({"step": name, "error": f"{type(exc).__name__}: {exc}"})
-            continue
+    result: dict[str, Any] = {"now": now, "steps": {}, "done": 0, "errors": []}
+    for func in KEEPER_STEPS if steps is None else steps:
+        name = step_name(func)
         try:
             count = int(func(now) or 0)
         except Exception as exc:
@@ -136,7 +110,7 @@ def run_loop(
     *,
     max_ticks: int | None = None,
     cap: float = MAX_SLEEP_SECONDS,
-    steps: list[str] | None = None,
+    steps: Sequence[KeeperStep] | None = None,
     on_tick: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,

@@ -246,14 +246,15 @@ def test_a_keeper_step_that_meets_a_locked_database_says_so_in_one_line_and_runs
     import logging
 
     from flows.clock_keeper import tick
+    from tasks.notify import send_due_step
 
     step = "tasks.notify.send_due_step"
     with write_lock(sqlite_path(sqlite_demo), 3), caplog.at_level(logging.WARNING, logger="aftercare.keeper"):
-        result = tick(T0, steps=[step])
+        result = tick(T0, steps=[send_due_step])
     assert result["steps"][step] == "error"
     [line] = [r for r in caplog.records if r.name == "aftercare.keeper"]
     assert line.levelname == "WARNING" and "busy database" in line.getMessage() and line.exc_info is None
-    assert tick(T0, steps=[step])["steps"][step] == 0  # the lock is gone: the step runs
+    assert tick(T0, steps=[send_due_step])["steps"][step] == 0  # the lock is gone: the step runs
 
 
 # --- the web -----------------------------------------------------------------------------------

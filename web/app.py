@@ -7,17 +7,16 @@ these processes can run behind a load balancer. Every response carries the secur
 
 from __future__ import annotations
 
-import importlib
-
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from web import approvals, board, incidents, inspection, reports
 from web.busy import BusyRetry
 from web.pages import STATIC, SecurityHeaders
 
-# Router modules: each exposes `router` (fastapi.APIRouter).
-ROUTERS: list[str] = ["web.board", "web.incidents", "web.reports", "web.approvals", "web.inspection"]
+# The page families, each a module with its `router` (fastapi.APIRouter).
+ROUTERS: list[APIRouter] = [board.router, incidents.router, reports.router, approvals.router, inspection.router]
 
 
 def create_app() -> FastAPI:
@@ -37,8 +36,8 @@ def create_app() -> FastAPI:
         # every browser asks for it: a 404 here is an error in the console of every page a person opens
         return Response(status_code=204)
 
-    for name in ROUTERS:
-        app.include_router(importlib.import_module(name).router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app
 
 
