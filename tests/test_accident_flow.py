@@ -2,8 +2,9 @@
 every decision taken through `decide` (the one writer the link pages and the Prefect UI call),
 time moved by the decision times and by ticking the clock keeper with later `now` values.
 
-Runs are expensive, so each test drives one run through the behaviour it names and stops where
-that behaviour is proven; every case is brought to restore so the keeper leaves it alone after.
+One end-to-end run here (the real layer); the flow's branches (failed tests past the window and
+the vendor, a partial fix, an incomplete form, rejection and objection, the hand-over from a repair
+with 30 hourly updates) run on the fast layer: tests/test_accident_branches.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlmodel import select
 
 from models import Case, Event
@@ -193,133 +193,3 @@ def test_plan_works_first_time_and_a_gm_rejection_goes_back_to_the_director(harn
     assert {r for (t, r) in sent if t == "accident_archived"} == {DIRECTOR, COORDINATOR}
     assert not [k for k in sent if k[0] in ("accident_vendor_support", "accident_vendor_daily",
                                             "accident_director_on_site", "accident_standby")]
-
-
-def test_failed_tests_past_the_window_bring_in_the_vendor_and_a_partial_fix_the_director(harness):
-    from flows.clock_keeper import tick
-
-    d = _start(harness, "accident-vendor", tolerance_hours=3)
-    tested = dict(PLAN, needs_testing="是")
-    failed_1 = d.plan_to_execution(1, T0 + H, plan=tested, tested=False)  # T0+1h20: inside the window
-    failed_2 = d.plan_to_execution(2, failed_1 + 2 * H, plan=tested, tested=False)  # T0+3h40: window over
-    d.wait_for(lambda s: len(s.exec(select(Event).where(Event.case_id == d.case_id,
-                                                         Event.kind == "vendor_support_started")).all()) == 1)
-    assert [e.data["version"] for e in d.event("plan_test_failed")] == [1, 2]
-    [vendor] = d.event("vendor_support_started")
-    # the window (3 h) closed before the second test failed: the support dates from its close
-    assert vendor.at == T0 + 3 * H and vendor.actor == DIRECTOR and vendor.data["attempt"] == 1
-    # while the vendor is engaged it gets a daily report
-    tick(failed_2 + 24 * H)
-    assert d.sent("accident_vendor_daily") == {("accident_vendor_daily", VENDOR): 1}
-    # plan v3 is carried out but only partly restores: the director comes on site, the vendor again
-    at = d.plan_to_execution(3, failed_2 + 25 * H)
-    d.act("plan-execution", 3, "submitted", by=LEAD, at=at + H,
-          fields={"result": "partial", "note": "部分业务恢复", "standby_needed": "是"})
-    at = d.plan_to_execution(4, at + 2 * H)
-    d.act("plan-execution", 4, "submitted", by=LEAD, at=at + H, fields={"result": "restored"})
-    d.wait_for(lambda s: s.get(Case, d.case_id).status == "restored")
-    tick(failed_2 + 72 * H)  # restored: no more daily reports
-    assert [e.data["version"] for e in d.event("plan_submitted")] == [1, 2, 3, 4]
-    assert [e.data["result"] for e in d.event("execution_result")] == ["partial", "restored"]
-    assert [e.data["version"] for e in d.event("director_on_site")] == [3]
-    assert [e.data["attempt"] for e in d.event("vendor_support_started")] == [1, 2]
-    # the standby machine went out by itself at half of the 4-hour restore time; the lead's later
-    # request found it there and sent nothing twice
-    [standby] = d.event("standby_machine_requested")
-    assert standby.at == T0 + 2 * H and standby.actor == "system"
-    assert d.sent("accident_vendor_support") == {("accident_vendor_support", p): 2 for p in (VENDOR, DIRECTOR)}
-    assert d.sent("accident_vendor_daily") == {("accident_vendor_daily", VENDOR): 1}
-    assert d.sent("accident_director_on_site") == {("accident_director_on_site", DIRECTOR): 1}
-    assert d.sent("accident_standby") == {("accident_standby", p): 1 for p in (VENDOR, "何备件", COORDINATOR)}
-
-
-def test_an_incomplete_form_a_rejection_and_an_objection_each_give_a_structured_plan(harness):
-    from tasks.accident import accident_report_context
-
-    d = _start(harness, "accident-revisions")
-    m = timedelta(minutes=1)
-    at = T0 + 30 * m
-    # a step line without its minutes is not taken: the lead gets the form again, told what is wrong
-    d.act("accident-plan-v1", 1, "submitted", by=LEAD, at=at, fields=dict(PLAN, steps="隔离故障控制器"))
-    with session_scope() as s:
-        again = s.exec(select(Approval).where(Approval.case_id == d.case_id,
-                                              Approval.step == "accident-plan-v1-again1")).one()
-    assert "分钟数" in again.content  # the message names the missing part
-    d.act("accident-plan-v1-again1", 1, "submitted", by=LEAD, at=at + 5 * m, fields=PLAN)
-    # the director sends v1 back: the lead writes v2 on the accident plan form, with the reason shown
-    d.act("plan-approval", 1, "rejected", by=DIRECTOR, at=at + 10 * m, comment="先切换再隔离")
-    with session_scope() as s:
-        form_v2 = s.exec(select(Approval).where(Approval.case_id == d.case_id,
-                                                Approval.step == "accident-plan-v2")).one()
-    assert "先切换再隔离" in form_v2.content
-    v2 = dict(PLAN, steps="切换到备用控制器并校验业务 | 40\n隔离故障控制器 | 20")
-    d.act("accident-plan-v2", 2, "submitted", by=LEAD, at=at + 20 * m, fields=v2)
-    d.act("plan-approval", 2, "approved", by=DIRECTOR, at=at + 25 * m)
-    d.wait_for(lambda s: s.get(Case, d.case_id).data.get("stage") == "customer")
-    # the customer objects to v2: v3 on the same form, approved by the director again, then signed
-    d.act(signature_step("solution_plan"), 2, "objected", by=CUSTOMER, at=at + 40 * m, comment="请在 22:00 业务低峰后切换")
-    v3 = dict(v2, measures="22:00 业务低峰后隔离故障存储控制器，业务切换到备用控制器")
-    d.act("accident-plan-v3", 3, "submitted", by=LEAD, at=at + 50 * m, fields=v3)
-    d.act("plan-approval", 3, "approved", by=DIRECTOR, at=at + 55 * m)
-    d.act(signature_step("solution_plan"), 3, "signed", by=CUSTOMER, at=at + 60 * m)
-    d.wait_for(lambda s: s.get(Case, d.case_id).data.get("stage") == "executing")
-    d.act("plan-execution", 3, "submitted", by=LEAD, at=at + 120 * m, fields={"result": "restored"})
-    d.wait_for(lambda s: s.get(Case, d.case_id).status == "restored")
-
-    assert [e.data["version"] for e in d.event("plan_submitted")] == [1, 2, 3]
-    assert [e.data["version"] for e in d.event("plan_returned")] == [1]
-    assert [e.data["version"] for e in d.event("plan_objected")] == [2]
-    assert [e.data["version"] for e in d.event("plan_signed")] == [3]
-    case = d.case()
-    assert sorted(case.data["plans"]) == ["1", "2", "3"] and case.data["final_plan_version"] == 3
-    assert "先切换再隔离" in case.data["plans"]["2"]["reason"] and "22:00" in case.data["plans"]["3"]["reason"]
-    # the report shows the structured plan that was carried out (v3), not v1
-    facts = accident_report_context.fn(d.case_id)
-    assert facts["final_version"] == 3
-    assert facts["final_plan"]["measures"].startswith("22:00")
-    assert [step["action"] for step in facts["final_plan"]["steps"]] == ["切换到备用控制器并校验业务", "隔离故障控制器"]
-
-
-@pytest.mark.timeout(400)
-def test_handover_from_a_repair_keeps_its_history_and_30_hours_bring_30_hourly_updates(harness):
-    from flows.clock_keeper import tick
-    from models import CaseKind, append_event
-    from tasks.accident import accident_history
-    from tasks.cases import RepairRequest, open_case, start_accident_run
-
-    with session_scope() as s:
-        repair = open_case(s, RepairRequest(customer="BJYH", site="亦庄机房", reported_by="客户 王五",
-                                            description="存储阵列告警，性能下降", severity=2, reported_at=T0),
-                           kind=CaseKind.REPAIR, now=T0)
-        append_event(s, repair.id, "remote_diagnosis", at=T0 + H, actor=LEAD, key="remote")
-        repair_id, repair_number = repair.id, repair.number
-    d = Driver(harness, start_accident_run.fn(repair_id, "维修无法完成", f"{repair_id}:accident:1"))
-    d.wait_for(lambda s: s.get(Case, d.case_id).data.get("accident_team"))
-    case = d.case()
-    assert case.parent_id == repair_id and case.data["found_by"] == "repair" and case.severity == 2
-    assert case.description == "存储阵列告警，性能下降"
-    [handover] = d.event("handed_over_from_repair")
-    assert handover.data["repair"] == repair_number
-    assert [h["kind"] for h in handover.data["history"]] == ["opened", "remote_diagnosis"]
-    with session_scope() as s:
-        repair_kinds = [e.kind for e in s.exec(select(Event).where(Event.case_id == repair_id))]
-        history = [line["text"] for line in accident_history(s, d.case_id)]
-    assert "handed_over_to_accident" in repair_kinds and "linked_case_opened" in repair_kinds
-    assert history[:2] == ["[维修单] 工单受理（热线，2 级）", "[维修单] 远程诊断"]  # Chinese, never the raw kind
-    assert {r for (_, r) in d.sent("accident_opened")} == {LEAD, DIRECTOR, COORDINATOR}
-
-    started = case.reported_at
-    d.plan_to_execution(1, started + 10 * timedelta(minutes=1))
-    d.wait_for(lambda s: s.get(Case, d.case_id).data.get("stage") == "executing")  # the plan is carried out
-    for hour in range(1, 31):  # the keeper ticks every hour while the plan is carried out
-        tick(started + hour * H + timedelta(seconds=30))
-    d.act("plan-execution", 1, "submitted", by=LEAD, at=started + 30 * H + 30 * timedelta(minutes=1),
-          fields={"result": "restored"})
-    d.wait_for(lambda s: s.get(Case, d.case_id).status == "restored")
-    for hour in (31, 32, 40):
-        tick(started + hour * H)
-    assert [e.data["n"] for e in d.event("progress_update")] == list(range(1, 31))
-    assert d.sent("accident_progress") == {("accident_progress", COORDINATOR): 30, ("accident_progress", CUSTOMER): 30}
-    [standby] = d.event("standby_machine_requested")  # half of the 4-hour restore time of severity 2
-    assert standby.at == started + 2 * H and standby.actor == "system"
-    assert d.event("vendor_support_started") == [] and d.event("director_on_site") == []
