@@ -212,8 +212,11 @@ def run_field(page: Any, title: str) -> Any:
 
 
 def choose(page: Any, title: str, option: str) -> None:
-    """Pick a choice of a run-form field (Prefect draws a list of choices as a searchable combobox)."""
-    run_field(page, title).locator(".p-select-button").first.click()
+    """Pick a choice of a run-form field. Prefect draws a list of choices as a combobox whose list
+    opens from the keyboard (a tap on it in a phone-sized window toggles it shut again at once)."""
+    control = run_field(page, title).locator("button.p-select-button__control").first
+    control.focus()
+    page.keyboard.press("ArrowDown")
     page.get_by_role("option", name=option, exact=True).first.click()
 
 
