@@ -1,14 +1,17 @@
 """The monthly inspection (PROCEDURES.md §4) end to end against the real Prefect server and the real
 web app: every step answered by opening the link a notification carried, time moved by ticking
-the clock keeper with later moments. Two runs: the whole way (with a report the customer would not
-sign and the centre sent back), and a cancellation by the customer.
+the clock keeper with later moments: the whole way (with a report the customer would not sign and
+the centre sent back), and the dispatcher's extra-inspection form with two cancellations by the
+centre (the command line waking a sleeping run, a waiting run cancelled in Prefect). The flow's
+other branches (a proposal confirmed too late, the customer's cancellation) run on the fast layer:
+tests/test_inspection_branches.py.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pendulum
@@ -232,53 +235,6 @@ def test_inspection_the_whole_way_two_problems_become_repairs_and_a_sent_back_re
         ("测试联系人", "signature_request"),
         ("王值班", "approval_request"),
     ], told
-
-
-def test_a_proposal_confirmed_too_late_for_its_notice_is_proposed_again(drive: RepairDriver):
-    from models.wallclock import now as wall
-    from rules.calendar import add_working_days
-
-    t0 = wall()
-    visit_day = add_working_days(_local(t0), 4)  # its notice is due 1 working day from now
-    run_id, case_id = _start(drive, "XJLATE", visit_day, t0, propose=False)
-    # the dispatcher first enters a Sunday: explained and asked again; then the suggested day
-    sunday = _local(t0) + timedelta(days=(6 - _local(t0).weekday()) % 7 + 7)
-    _propose(drive, case_id, run_id, t0 + timedelta(minutes=20), day=sunday.isoformat())
-    again = drive.pending(case_id, "date-proposal", run_id)
-    assert again.version == 2 and "不是工作日" in again.content
-    _propose(drive, case_id, run_id, t0 + timedelta(minutes=30), version=2, day=visit_day.isoformat(), start="10:30")
-    v1 = drive.pending(case_id, "date-v1", run_id)
-    assert f"{visit_day} 10:30" in v1.subject
-    # the customer answers 2 working days later (10:00 Beijing): too late for that notice
-    late = datetime.combine(add_working_days(_local(t0), 2), datetime.min.time(), tzinfo=UTC) + timedelta(hours=2)
-    drive.act(case_id, "date-v1", "submitted", late, run_id=run_id, fields={"action": "确认", "start": "10:30"})
-    v2 = drive.pending(case_id, "date-v2", run_id)
-    again = add_working_days(_local(late), 5)
-    assert "太近" in v2.content and again.isoformat() in v2.subject, (v2.subject, v2.content)
-    assert "visit_at" not in _case(drive, case_id).data  # nothing fixed on the stale proposal
-    drive.act(case_id, "date-v2", "submitted", late + timedelta(hours=1), run_id=run_id,
-              fields={"action": "取消", "reason": "本月不再安排"})
-    drive.finish(run_id)
-
-
-def test_customer_cancels_at_the_date_and_everyone_involved_is_told(drive: RepairDriver):
-    from models.wallclock import now as wall
-    from rules.calendar import add_working_days
-
-    t0 = wall()
-    run_id, case_id = _start(drive, "XJCXL", add_working_days(_local(t0), 8), t0)
-    drive.act(case_id, "date-v1", "submitted", t0 + timedelta(hours=1), run_id=run_id,
-              fields={"action": "取消", "reason": "机房搬迁，本月暂停巡检"})
-    done = drive.finish(run_id)
-    assert done.state.result() == "cancelled"
-    case = _case(drive, case_id)
-    assert case.status == "cancelled" and case.data["cancel_reason"] == "机房搬迁，本月暂停巡检"
-    assert drive.events(case_id)[-1] == "inspection_cancelled"
-    told = drive.notifications(case_id)
-    assert told[:2] == [("王值班", "form_request"), ("测试联系人", "form_request")]  # the proposal, then the date
-    cancelled = {name for name, template in told if template == "inspection/cancelled"}
-    assert cancelled == {"王值班", "李调度", "刘工程师", "陈工程师", "张技术", "测试联系人"}
-    assert len(told) == 2 + len(cancelled)
 
 
 def test_dispatcher_starts_an_extra_inspection_from_the_form_and_the_centre_cancels_it(drive: RepairDriver):
