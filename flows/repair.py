@@ -98,7 +98,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
     name_run(case_id)  # "WX-000001 故障维修 北京某银行" in the Prefect UI from now on
     facts = load_case(case_id)
     now = facts["reported_at"]
-    for kind in ("first_contact", "remote_response", "restore"):
+    for kind in ("first_contact", "remote_response", "workaround", "restore"):
         clock(case_id, kind, "start", now)
 
     # 1–2. First contact and remote diagnosis by the technical lead, with the command log.
@@ -111,6 +111,9 @@ def repair(request: RepairRequest) -> RepairOutcome:
     clock(case_id, "remote_response", "stop", found.contacted_at)
     record(case_id, "remote_diagnosis", now, diagnosis.by,
            {"result": found.result, "command_log": found.command_log, "solved": found.solved_remotely})
+    # 业务先恢复: a workaround the lead gave remotely stops the workaround clock (§1, §2 step 11)
+    if found.workaround:
+        _workaround(case_id, found.workaround, found.workaround_at or now, diagnosis.by, remote=True)
 
     plan: Plan | None = None
     work: RepairForm | None = None
@@ -119,8 +122,9 @@ def repair(request: RepairRequest) -> RepairOutcome:
     if found.solved_remotely:  # → straight to the report (step 12)
         record(case_id, "repaired", now, diagnosis.by, {"remote": True})
         record(case_id, "restored", now, diagnosis.by, {"remote": True})
+        clock(case_id, "workaround", "stop", now)  # restored before any workaround: see _workaround
         clock(case_id, "restore", "stop", now)
-        repaired_at = now
+        repaired_at = restored_at = now
     else:
         # 3. Solution plan, approved by the technical director; spare parts from the store.
         plan = _first_plan(case_id, facts, found.plan, diagnosis.by, now)
@@ -155,6 +159,8 @@ def repair(request: RepairRequest) -> RepairOutcome:
         if parts:
             clock(case_id, "spare_part", "stop", arrived_at)
         record(case_id, "onsite_analysis", now, onsite.by, {"findings": onsite.value.findings})
+        if onsite.value.workaround:  # 业务先恢复 on site (one given remotely already stopped the clock)
+            _workaround(case_id, onsite.value.workaround, onsite.value.workaround_at or now, onsite.by, remote=False)
         revised = onsite.value.revised_plan
         if revised and revised != plan.text:
             plan = _onsite_revision(case_id, facts, plan, revised, onsite.by, now)
@@ -199,6 +205,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
         # 11. The customer's business is restored first.
         restored_at = work.restored_at or repaired_at
         record(case_id, "restored", restored_at, done.by, {})
+        clock(case_id, "workaround", "stop", restored_at)  # no workaround came first: see _workaround
         clock(case_id, "restore", "stop", restored_at)
 
     # 12. Repair service report (维修服务报告), signed by the customer.
@@ -217,6 +224,14 @@ def repair(request: RepairRequest) -> RepairOutcome:
     sms_to_centre(case_id, now=now)
     start_after_service_clocks(case_id, now)
     clock(case_id, "fault_report", "start", repaired_at)
+    # The fault-analysis report (故障分析报告, 1 working day after the restore, 003 §8.5.4) is this same
+    # 故障处理报告: the form asks for the cause analysis (原因分析) with the symptoms, process, solution
+    # and advice that 001 §2.2.6 wants, so one report filed meets both deliverables. The two clocks
+    # stay apart because the contracts measure them differently: 24 h (wall-clock, or working time on
+    # 5x8) from the repair, against one working day from the restore — on a Friday evening restore the
+    # working day runs into Monday, while 24 h do not; a contract drops the one it does not promise
+    # (`null` in its SLA policy) and the clock is then not started (tasks.clocks.applies).
+    clock(case_id, "analysis_report", "start", restored_at)
     fault_request = ask_staff(case_id, "fault-report", 1, role=LEAD, kind="form", form=FaultReportForm, now=now,
                               subject=subject(facts, "请在24小时内提交故障处理报告"), content=facts["description"])
     account_request = request_written_account(case_id, facts, now=now)
@@ -230,6 +245,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
                          fault.by,
                          tell=[{"template": "repair/fault_report", "key": "fault-report", "customer": True}])
     clock(case_id, "fault_report", "stop", fault.at)
+    clock(case_id, "analysis_report", "stop", fault.at)
 
     # 14. Callback within 2 days with the callback form (客户回访表).
     callback_form, now = callback(case_id, facts, completed_at=signed_at)
@@ -274,6 +290,20 @@ def _issue_parts(case_id: int, facts: dict[str, Any], parts: str, by: str, now: 
                            content=f"{issued['error']}\n\n原备件清单：{parts}")
         now, parts, by = answer.at, answer.value.parts, answer.by
     return parts, now
+
+
+def _workaround(case_id: int, text: str, at: datetime, by: str, *, remote: bool) -> None:
+    """业务先恢复 (001 §2.2.5.3, §2.2.5.8 "发出临时解决方案"): the workaround given to the customer
+    and its time are recorded and the workaround clock (30/30/60 min by severity) stops there.
+
+    What counts: the first workaround issued — by the lead during remote diagnosis or by the engineer
+    on site. A service restored before any workaround stops the clock at the restore: the clock is
+    there for the customer's business to run again as soon as possible, and a restore does that
+    better than a workaround (the stop of an already stopped clock changes nothing)."""
+    where = "remote" if remote else "onsite"
+    record(case_id, "workaround", at, by, {"workaround": text, "where": where, "at": at.isoformat()},
+           key=f"workaround:{where}")
+    clock(case_id, "workaround", "stop", at)
 
 
 def _onsite_revision(case_id: int, facts: dict[str, Any], plan: Plan, text: str, by: str, now: datetime) -> Plan:

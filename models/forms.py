@@ -31,6 +31,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    field_validator,
 )
 
 from models.settings import get_settings
@@ -123,6 +124,20 @@ LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20
 # A command log is kept whole in the record (pages and messages fold it: tasks.render.fold).
 Log = Annotated[str, StringConstraints(strip_whitespace=False, max_length=200_000)]
 Comment = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+
+# 业务先恢复 (PROCEDURES.md §1 "temporary workaround issued", §2 step 11; 001 §2.2.5.3): the lead during
+# remote diagnosis, or the engineer on site, records the workaround given to the customer and when.
+WORKAROUND_TITLE = "临时解决方案（业务先恢复）"
+WORKAROUND_HELP = "已给客户、使业务先恢复的临时措施（如 切换到备用链路）；没有则留空"
+WORKAROUND_AT_TITLE = "临时方案发出时间"
+WORKAROUND_AT_HELP = f"如 {TIME_EXAMPLE}；不填为提交时间"
+
+
+def _workaround_time(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    """A workaround's time without the workaround itself is not a record of one."""
+    if value is not None and not (info.data or {}).get("workaround"):
+        raise ValueError(f"请同时填写「{WORKAROUND_TITLE}」")
+    return value
 
 COMMENT_MAX = 2000  # the comment beside every decision (approve, reject, sign, object)
 SIGNER_MAX = 100
@@ -241,6 +256,10 @@ class DiagnosisForm(BaseModel):
     solved_remotely: YesNo = Field(default=False, title="已远程解决")
     plan: Text = Field(default="", title="解决方案", description="未远程解决时填写：措施、步骤、时间安排（由技术总监审批）")
     parts: List = Field(default="", title="所需备件", description="硬件故障：备件编码 x 数量，如 PSU-900W x1")
+    workaround: Text = Field(default="", title=WORKAROUND_TITLE, description=WORKAROUND_HELP)
+    workaround_at: Happened | None = Field(default=None, title=WORKAROUND_AT_TITLE, description=WORKAROUND_AT_HELP)
+
+    _check_workaround_at = field_validator("workaround_at")(_workaround_time)
 
 
 @form("visit")
@@ -261,6 +280,10 @@ class OnsiteForm(BaseModel):
     room_rules_followed: YesNo = Field(default=True, title="已按机房规定进入（鞋套、防静电垫）")
     findings: Text = Field(title="现场再分析结论", min_length=2)
     revised_plan: Text = Field(default="", title="修订后的方案", description="方案需要修改时填写；不改则留空")
+    workaround: Text = Field(default="", title=WORKAROUND_TITLE, description=WORKAROUND_HELP)
+    workaround_at: Happened | None = Field(default=None, title=WORKAROUND_AT_TITLE, description=WORKAROUND_AT_HELP)
+
+    _check_workaround_at = field_validator("workaround_at")(_workaround_time)
 
 
 @form("repair")

@@ -544,6 +544,8 @@ def clock(case_id: int, kind: str, action: str, at: datetime, reason: str = "") 
             clocks.resume_clock(session, case_id, kind, at=at, reason=reason)
             return "running"
         if action == "start":  # laid by the case's contract and site
+            if not clocks.applies(session, case_id, kind, case.severity or 4):
+                return "none"  # the contract sets no such deadline for this severity
             clocks.start_clock(session, case_id, kind, started_at=at, severity=case.severity or 4)
             return "running"
         stopped = clocks.stop_clock(session, case_id, kind, at=at)

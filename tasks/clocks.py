@@ -37,6 +37,7 @@ from rules.sla import (
     policy_for,
     severity_text,
     shift_after_pause,
+    span_for,
     stale_at,
     stale_in_working_time,
     stale_span,
@@ -275,6 +276,22 @@ def find_clock(session: Session, case_id: int, kind: str) -> Clock | None:
 def _stop_moment(clock: Clock, at: datetime) -> datetime:
     # A paused clock stopped later counts up to its pause: the waiting time is not the provider's.
     return clock.paused_at if clock.status == ClockStatus.PAUSED and clock.paused_at else at
+
+
+def applies(session: Session, case_id: int, kind: str, severity: int) -> bool:
+    """Whether the case's SLA table sets this clock for the severity at all. A null entry means "no
+    such deadline" (临时解决方案 for level 4: 不适用, PROCEDURES.md §1): such a clock is not started,
+    so no report or summary counts it as met. The escalation clocks always run (their ladder counts
+    from the start, deadline or not)."""
+    case = session.get(Case, case_id)
+    if case is None:
+        return False
+    contract, _site = _contract_and_site(session, case)
+    pol = policy_for(contract)
+    kind = _kind(kind)
+    if kind in pol.escalation.get("clocks", []) or "bands" in pol.clock_rule(kind):
+        return True
+    return span_for(pol, kind, severity) is not None
 
 
 def start_clock(

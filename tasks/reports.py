@@ -245,6 +245,9 @@ def timeline(session: Session, case_id: int) -> dict[str, Any]:
         "arrived_at": at("arrived"),
         "repaired_at": at("repaired"),
         "restored_at": at("restored"),
+        # 业务先恢复: the first workaround given (remote or on site), its time and what it was
+        "workaround_at": at("workaround"),
+        "workaround": first["workaround"].data.get("workaround", "") if "workaround" in first else "",
     }
 
 

@@ -77,7 +77,7 @@ def test_solved_remotely_goes_straight_to_the_signed_report(fast: FastFlow) -> N
     assert "plan_approved" not in events and "arrived" not in events  # no plan, no visit
     assert clocks(fast, case_id) == {
         "first_contact": "met", "remote_response": "met", "restore": "met", "callback": "met",
-        "written_account": "met", "fault_report": "met"}
+        "written_account": "met", "fault_report": "met", "workaround": "met", "analysis_report": "met"}
     with fast.session() as s:
         case = s.get(Case, case_id)
         assert case is not None and case.status == "archived" and not case.out_of_contract
