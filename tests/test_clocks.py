@@ -252,3 +252,31 @@ def test_confirming_a_year_clears_the_provisional_flag_of_its_clocks(demo: str) 
         s.refresh(analysis)
         assert not clock.provisional
         assert analysis.provisional  # still rests on 2028, which nobody confirmed
+
+
+def test_workaround_and_fault_analysis_clocks_on_both_calendars(demo: str) -> None:
+    """Issue 22 items 1–2: the workaround clock (30/30/60 min, none for level 4) counts working time
+    on 5x8; the fault-analysis clock (1 working day from the restore) keeps the time of day on 7x24
+    and runs to the close of the next working day after hours on 5x8."""
+    from tasks.cases import clock as case_clock
+
+    fri_1745, fri_20 = sh(2026, 11, 27, 17, 45), sh(2026, 11, 27, 20, 0)
+    with session_scope() as s:
+        round_the_clock, office = new_case(s, 1, 1, fri_1745), new_case(s, 2, 1, fri_1745)
+        assert start_clock(s, round_the_clock, "workaround", started_at=fri_1745, severity=1).due_at == sh(2026, 11, 27, 18, 15)
+        # 15 min before the close on Friday, 15 min after the opening on Monday
+        assert start_clock(s, office, "workaround", started_at=fri_1745, severity=1).due_at == sh(2026, 11, 30, 9, 15)
+        assert start_clock(s, round_the_clock, "analysis_report", started_at=fri_20, severity=1).due_at == sh(2026, 11, 30, 20, 0)
+        assert start_clock(s, office, "analysis_report", started_at=fri_20, severity=1).due_at == sh(2026, 11, 30, 18, 0)
+        late = stop_clock(s, round_the_clock, "workaround", at=sh(2026, 11, 27, 18, 30))
+        in_time = stop_clock(s, office, "workaround", at=sh(2026, 11, 30, 9, 10))
+        assert late is not None and late.breached_at == sh(2026, 11, 27, 18, 15)
+        assert in_time is not None and in_time.met_at is not None
+        level4 = new_case(s, 1, 4, fri_1745)
+    # level 4: 不适用 — the repair's start of the clock starts nothing (and its stop finds nothing)
+    assert case_clock(level4, "workaround", "start", fri_1745) == "none"
+    assert case_clock(level4, "workaround", "stop", fri_1745 + timedelta(hours=3)) == "none"
+    assert case_clock(level4, "analysis_report", "start", fri_20) == "running"
+    with session_scope() as s:
+        kinds = s.exec(select(Clock.kind).where(Clock.case_id == level4)).all()
+    assert kinds == ["analysis_report"]
