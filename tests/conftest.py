@@ -1,7 +1,10 @@
 """Shared fixtures: a real database per test (SQLite file, or PostgreSQL when
 AFTERCARE_TEST_PG_URL names a server), settings pointing at it, demo reference data.
 
-Fixture families live in tests/fixtures/ and are loaded here.
+Fixture families live in tests/fixtures/ and are loaded here. The layers (README, "Tests"): the
+default run (units, pages, the fast flow layer of tests/fixtures/fastflow.py), `-m real` (a real
+Prefect server and runner, `aftercare up`: every test that uses one of REAL_FIXTURES is marked
+`real` here, so a new one cannot slip into the default run), `-m bench`, `-m browser`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,17 @@ from pathlib import Path
 import pytest
 
 pytest_plugins: list[str] = ["tests.fixtures.prefect", "tests.fixtures.notify", "tests.fixtures.fastflow"]
+
+# The fixtures of the real layer: a test that uses one is marked `real` (run by `pytest -m real`).
+REAL_FIXTURES = frozenset({"prefect_server", "prefect_runner", "harness", "scheduling_stack", "restarted_up"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects (pytest's own hook of the same name)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real)
+
 
 # A fixed moment that tests start from; they move time by passing later values.
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 Asia/Shanghai

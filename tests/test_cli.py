@@ -82,6 +82,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+@pytest.mark.real  # the whole `aftercare up`: the real layer
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_up_serves_prefect_and_web_then_stops_without_leaving_children(tmp_path: Path, stop_signal: int) -> None:
     prefect_port, web_port = free_port(), free_port()

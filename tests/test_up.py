@@ -30,6 +30,8 @@ import pytest
 
 from tests.test_cli import AFTERCARE, ROOT, clean_env, free_port
 
+pytestmark = pytest.mark.real  # `aftercare up` started as a subprocess: the real layer
+
 STOP_WITHIN = 5.0  # seconds from SIGTERM to `up` gone, children included (issue 15)
 READY_WITHIN = 240.0
 
