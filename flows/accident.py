@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from flows import steps
 from models import Role
 from models.approvals import DecisionKind
-from models.forms import AccidentPlanForm, ExecutionForm, PlanTestForm, ReviewForm
+from models.forms import AccidentMaintenanceForm, AccidentPlanForm, ExecutionForm, PlanTestForm, ReviewForm
 from rules.plans import Plan
 from tasks.accident import (
     AccidentRequest,
@@ -42,7 +42,8 @@ from tasks.accident import (
     window_expired,
 )
 from tasks.board import name_run, run_name
-from tasks.cases import IntakeError, load_case, record
+from tasks.cases import IntakeError, clock, load_case, record
+from tasks.parts import parts_of_case
 
 
 @flow(name="accident", flow_run_name=run_name, retries=0, persist_result=True, log_prints=True)
@@ -67,12 +68,20 @@ def accident(request: AccidentRequest) -> dict[str, Any]:
     form_team(case_id, now)
     # 2–6. plans until one restores the service (hourly updates run in the keeper meanwhile)
     plan, now = plans_until_restored(case_id, facts, now)
-    # 7. preventive maintenance; 5-minute talk (each further problem opens a repair flow)
-    record(case_id, "preventive_maintenance", now, "紧急抢修小组", {"plan_version": plan.version},
+    # 7. preventive maintenance, on its form (what was maintained, shown in the accident report);
+    # 5-minute talk (each further problem opens a repair flow)
+    upkeep = steps.fill_form(case_id, "maintenance", 1, role=Role.TECHNICAL_LEAD, form=AccidentMaintenanceForm,
+                             now=now, content=plan.text,
+                             subject=steps.subject(facts, "业务已恢复，请做预防性维护并登记维护内容"))
+    now = upkeep.at
+    maintenance = {**upkeep.value.model_dump(mode="json"), "done_at": (upkeep.value.done_at or upkeep.at).isoformat(),
+                   "by": upkeep.by, "plan_version": plan.version}
+    record(case_id, "preventive_maintenance", upkeep.value.done_at or now, upkeep.by, maintenance,
            key="preventive-maintenance")
     _, now = steps.five_minute_talk(case_id, facts, now=now, role=Role.TECHNICAL_LEAD)
     # 8. accident service report signed by the customer; SMS to the centre; callback within 2 days
-    context = accident_report_context(case_id)
+    context = {**accident_report_context(case_id), "parts_used": parts_of_case(case_id),
+               "maintenance": {**maintenance, "done_at": upkeep.value.done_at or upkeep.at}}
     report_id, now = steps.service_report_signed(case_id, facts, now=now, context=context,
                                                  template="accident/service_report", kind="accident_report",
                                                  by="紧急抢修小组", role=Role.TECHNICAL_LEAD)
@@ -108,9 +117,18 @@ def plans_until_restored(case_id: int, facts: dict[str, Any], now: datetime) -> 
 
     plan, now = write(1, "", now)
     attempt, vendor_calls = 0, 0
+    parts_on_the_way = False  # issued for a plan whose execution has not come yet (a failed test in between)
     while True:
         attempt += 1
         plan, now = steps.director_approves_plan(case_id, facts, plan, now=now, procedure="accident", revise=revise)
+        # the approved plan's spare parts are issued through the parts store, as the repair's are
+        # (shortage alert to the keeper and the director; the 4 h spare-part clock from the approval)
+        parts = "、".join(written[plan.version]["plan"]["spare_parts"])
+        if parts:
+            parts_on_the_way = True
+            clock(case_id, "spare_part", "start", now)
+            _, now = steps.parts_from_store(case_id, facts, parts, plan.author or "紧急抢修小组", now,
+                                            step=f"accident-parts-v{plan.version}")
         if written[plan.version]["needs_testing"]:
             set_stage(case_id, "testing", now)
             test = steps.fill_form(case_id, "plan-test", plan.version, role=Role.TECHNICAL_DIRECTOR,
@@ -131,6 +149,9 @@ def plans_until_restored(case_id: int, facts: dict[str, Any], now: datetime) -> 
                                content=plan.text)
         now = done.at
         note = done.value.note
+        if parts_on_the_way:  # the parts reached the site for this execution (the time typed, or the answer's)
+            clock(case_id, "spare_part", "stop", done.value.parts_arrived_at or done.at)
+            parts_on_the_way = False
         result = record_execution(case_id, plan.version, done.value.result, note, done.by, now)
         if result == "restored":
             return plan, now

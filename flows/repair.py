@@ -27,6 +27,7 @@ from flows.steps import (
     fill_form,
     final_approval,
     five_minute_talk,
+    parts_from_store,
     request_written_account,
     service_report_signed,
     sms_to_centre,
@@ -42,7 +43,6 @@ from models.forms import (
     FaultReportForm,
     GuidanceForm,
     OnsiteForm,
-    PartsForm,
     PlanForm,
     RepairForm,
     VisitForm,
@@ -59,7 +59,6 @@ from tasks.cases import (
     start_accident_run,
     take_request,
 )
-from tasks.parts import request_parts
 from tasks.reports import first_plan_of, issue, report_context
 
 LEAD, ENGINEER, DIRECTOR, DISPATCHER = Role.TECHNICAL_LEAD, Role.ENGINEER, Role.TECHNICAL_DIRECTOR, Role.DISPATCHER
@@ -132,7 +131,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
         parts = found.parts
         if parts:
             clock(case_id, "spare_part", "start", now)
-            parts, now = _issue_parts(case_id, facts, parts, diagnosis.by, now)
+            parts, now = parts_from_store(case_id, facts, parts, diagnosis.by, now)
 
         # 4. The centre books the visit with the customer and tells the coordinator.
         visit = fill_form(case_id, "visit", 1, role=DISPATCHER, form=VisitForm, now=now,
@@ -274,22 +273,6 @@ def _first_plan(case_id: int, facts: dict[str, Any], text: str, author: str, now
         plan, author = first_plan_of(answer.value.plan, answer.by), answer.by
     record(case_id, "plan_written", now, author, {"version": 1}, key="plan:v1")
     return plan
-
-
-def _issue_parts(case_id: int, facts: dict[str, Any], parts: str, by: str, now: datetime) -> tuple[str, datetime]:
-    """The parts request goes to the store; a list it cannot take (an unreadable line, a code it does
-    not stock) issues nothing and goes back to the lead, told why, until it can — or is left empty."""
-    attempt = 0
-    while parts:
-        issued = request_parts(case_id, parts, now, "parts" if attempt == 0 else f"parts-{attempt}", by)
-        if "error" not in issued:
-            break
-        attempt += 1
-        answer = fill_form(case_id, f"parts-{attempt}", attempt, role=LEAD, form=PartsForm, now=now,
-                           subject=subject(facts, "备件清单无法受理，请更正"),
-                           content=f"{issued['error']}\n\n原备件清单：{parts}")
-        now, parts, by = answer.at, answer.value.parts, answer.by
-    return parts, now
 
 
 def _workaround(case_id: int, text: str, at: datetime, by: str, *, remote: bool) -> None:

@@ -28,6 +28,7 @@ from models.forms import (
     Answer,
     CallbackForm,
     CorrectionForm,
+    PartsForm,
     PlanForm,
     TalkForm,
     form_name,
@@ -320,6 +321,28 @@ def service_report_signed(case_id: int, facts: dict[str, Any], *, now: datetime,
         now = fix.at
         corrections = [*corrections, fix.value.correction]
         version += 1
+
+
+def parts_from_store(case_id: int, facts: dict[str, Any], parts: str, by: str, now: datetime, *,
+                     step: str = "parts", role: str = Role.TECHNICAL_LEAD) -> tuple[str, datetime]:
+    """The plan's spare parts go to the store (tasks.parts.request_parts: each line one stock move, a
+    shortage told urgently to the parts keeper and the director). A list the store cannot take (an
+    unreadable line, a code it does not stock) issues nothing and goes back to the lead, told why,
+    until it can — or is left empty. `step` names the request and the correction forms
+    (`parts`, `parts-1`, …; the accident's `accident-parts-v2`, …). Returns the list issued and the time."""
+    from tasks.parts import request_parts
+
+    attempt = 0
+    while parts:
+        issued = request_parts(case_id, parts, now, step if attempt == 0 else f"{step}-{attempt}", by)
+        if "error" not in issued:
+            break
+        attempt += 1
+        answer = fill_form(case_id, f"{step}-{attempt}", attempt, role=role, form=PartsForm, now=now,
+                           subject=subject(facts, "备件清单无法受理，请更正"),
+                           content=f"{issued['error']}\n\n原备件清单：{parts}")
+        now, parts, by = answer.at, answer.value.parts, answer.by
+    return parts, now
 
 
 def sms_to_centre(case_id: int, *, now: datetime, procedure: Procedure = "repair") -> None:

@@ -335,7 +335,9 @@ class AccidentPlanForm(BaseModel):
     fallback: List = Field(min_length=1, title="回退方案", description="方案失败时如何回退")
     executor: Line = Field(min_length=1, title="实施人")
     tools: List = Field(default="", title="所需工具", description="以逗号或顿号分隔")
-    spare_parts: List = Field(default="", title="所需备件", description="以逗号或顿号分隔；无则留空")
+    spare_parts: List = Field(default="", title="所需备件",
+                              description="备件编码 x 数量，以逗号或顿号分隔，如 CTRL-5000 x1；方案批准后从备件库出库"
+                                          "（新版方案只写尚需出库的备件）；无则留空")
     needs_testing: YesNo = Field(default=False, title="需要先测试", description="勾选后由技术总监安排测试")
 
 
@@ -354,6 +356,18 @@ class ExecutionForm(BaseModel):
     result: ExecutionResult = Field(title="实施结果", description="restored = 已恢复，partial = 部分恢复，failed = 失败")
     note: Text = Field(default="", title="说明")
     standby_needed: YesNo = Field(default=False, title="需要备机", description="无法按时恢复时以同档次备机替代")
+    parts_arrived_at: Happened | None = Field(default=None, title="备件到场时间",
+                                              description="方案从备件库领用了备件时填写；不填为提交时间")
+
+
+@form("accident-maintenance")
+class AccidentMaintenanceForm(BaseModel):
+    """事故后预防性维护 — what the team maintained once the service was restored (PROCEDURES.md §3 step 7)."""
+
+    devices: Line = Field(min_length=1, title="维护的设备", description="设备名称或序列号，以逗号或顿号分隔")
+    maintenance: Text = Field(min_length=2, title="维护内容", description="检查、清洁、固件/配置调整等，逐项写明")
+    findings: Text = Field(default="", title="维护中发现的情况", description="没有则留空；需要处理的问题请在5分钟交流中写明")
+    done_at: Happened | None = Field(default=None, title="维护完成时间", description=f"如 {TIME_EXAMPLE}；不填为提交时间")
 
 
 @form("review")

@@ -37,9 +37,10 @@ _LINE = re.compile(r"^\s*(?P<code>[A-Za-z0-9._/-]+?)\s*(?:[xX×*]\s*(?P<qty>-?\d
 
 
 def parse_parts(text: str) -> list[tuple[str, int]]:
-    """`"PSU-900W x1, HDD-1.2T x2"` (or one per line; a code alone means 1) → [(code, qty)]."""
+    """`"PSU-900W x1, HDD-1.2T x2"` (or one per line, or 、 between them as the accident plan's list is
+    written; a code alone means 1) → [(code, qty)]."""
     items: list[tuple[str, int]] = []
-    for raw in re.split(r"[,，;；\n]", text or ""):
+    for raw in re.split(r"[,，、;；\n]", text or ""):
         if not raw.strip():
             continue
         match = _LINE.match(raw)

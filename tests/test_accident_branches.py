@@ -35,6 +35,9 @@ PLAN = {
     "spare_parts": "",
     "needs_testing": "否",
 }
+# 事故后预防性维护 (PROCEDURES.md §3 step 7), as the lead fills it in
+MAINTENANCE = {"devices": "核心存储 A 控制器、B 控制器", "maintenance": "升级两台控制器固件，清洁风扇，检查电源冗余",
+               "findings": ""}
 SCORES = {k: "优" for k in ("response", "arrival", "fix_speed", "spare_parts", "one_visit", "follow_up",
                              "attitude", "skill", "overall")}
 
@@ -66,6 +69,7 @@ def finish_after_restore(restored_at: datetime, *, gm_rejects: bool = False) -> 
     review = {"participants": f"{DIRECTOR}、{LEAD}、孙专家、周专家", "conclusion": "固件缺陷，处理得当",
               "actions": "全网同型号控制器升级固件"}
     script = [
+        say("maintenance", MAINTENANCE, by=LEAD, at=restored_at + 5 * MIN),
         say("five-minute-talk", {"problems": ""}, by=LEAD, at=restored_at + 10 * MIN),
         say(signature_step("accident_report"), decision="signed", by=CUSTOMER, report=True, at=signed),
         say("callback", {"customer_person": CUSTOMER, **SCORES, "comments": "处理及时"}, by=DISPATCHER,
@@ -157,10 +161,10 @@ def test_failed_tests_past_the_window_bring_in_the_vendor_and_a_partial_fix_the_
     partial = say("plan-execution", {"result": "partial", "note": "部分业务恢复", "standby_needed": "是"}, by=LEAD,
                   at=at + H)
     fourth, at = plan_to_execution(4, at + 2 * H)
-    waiting = fast.run(accident, request(tolerance_hours=3), at=T0, until="five-minute-talk", script=[
+    waiting = fast.run(accident, request(tolerance_hours=3), at=T0, until="maintenance", script=[
         *first, *second, *third, partial, *fourth,
         say("plan-execution", {"result": "restored"}, by=LEAD, at=at + H)])
-    assert waiting.step == "five-minute-talk"
+    assert waiting.step == "maintenance"
     case_id = fast.case_of_run()
     fast.tick(failed_2 + 72 * H)  # restored: no more daily reports
     with fast.session() as s:
@@ -192,7 +196,7 @@ def test_an_incomplete_form_a_rejection_and_an_objection_each_give_a_structured_
     at = T0 + 30 * MIN
     v2 = dict(PLAN, steps="切换到备用控制器并校验业务 | 40\n隔离故障控制器 | 20")
     v3 = dict(v2, measures="22:00 业务低峰后隔离故障存储控制器，业务切换到备用控制器")
-    waiting = fast.run(accident, request(), at=T0, until="five-minute-talk", script=[
+    waiting = fast.run(accident, request(), at=T0, until="maintenance", script=[
         # a step line without its minutes is not taken: the lead gets the form again, told what is wrong
         say("accident-plan-v1", dict(PLAN, steps="隔离故障控制器"), by=LEAD, at=at),
         say("accident-plan-v1-again1", PLAN, by=LEAD, at=at + 5 * MIN),
@@ -206,7 +210,7 @@ def test_an_incomplete_form_a_rejection_and_an_objection_each_give_a_structured_
         say("plan-approval", decision="approved", by=DIRECTOR, at=at + 55 * MIN),
         say(SIGN, decision="signed", by=CUSTOMER, report=True, at=at + 60 * MIN),
         say("plan-execution", {"result": "restored"}, by=LEAD, at=at + 120 * MIN)])
-    assert waiting.step == "five-minute-talk"
+    assert waiting.step == "maintenance"
     case_id = fast.case_of_run()
     with fast.session() as s:
         again = s.exec(select(Approval).where(Approval.case_id == case_id,
@@ -271,10 +275,10 @@ def test_handover_from_a_repair_keeps_its_history_and_30_hours_bring_30_hourly_u
     plan, _ = plan_to_execution(1, started + 10 * MIN)
     # the keeper ticks every hour while the plan is carried out; the run replays from its ledger
     hourly = tuple(started + hour * H + timedelta(seconds=30) for hour in range(1, 31))
-    waiting = fast.run(accident, req, run_id=run_id, until="five-minute-talk", script=[
+    waiting = fast.run(accident, req, run_id=run_id, until="maintenance", script=[
         *plan, say("plan-execution", {"result": "restored"}, by=LEAD, at=started + 30 * H + 30 * MIN,
                    ticks=hourly)])
-    assert waiting.step == "five-minute-talk"
+    assert waiting.step == "maintenance"
     for hour in (31, 32, 40):
         fast.tick(started + hour * H)
     with fast.session() as s:

@@ -130,6 +130,8 @@ def _finish_after_restore(d: Driver, restored_at: datetime, *, gm_rejects: bool 
     """§3 steps 7–10 as people do them: talk, report signed, callback, summary, review, GM."""
     from flows.clock_keeper import tick
 
+    d.act("maintenance", 1, "submitted", by=LEAD, at=restored_at + timedelta(minutes=5),
+          fields={"devices": "核心存储 A 控制器", "maintenance": "升级控制器固件，清洁风扇，检查电源冗余"})
     d.act("five-minute-talk", 1, "submitted", by=LEAD, at=restored_at + timedelta(minutes=10), fields={"problems": ""})
     signed = restored_at + timedelta(minutes=40)
     d.act(signature_step("accident_report"), 1, "signed", by=CUSTOMER, at=signed)
