@@ -103,11 +103,11 @@ class _ForkserverMultiprocessing:
         return multiprocessing.get_context("forkserver")
 
 
-# Imported late by the steps (inside functions, to keep import cycles out), so the procedures'
-# imports do not bring them in; a run forked without them pays for them at its first use — Apprise
-# loading its ~120 plugin modules on the first write of a person (models.parties' address check),
-# FastAPI for the report pages — on every resume. Profiled: over half of a resumed run's time.
-LATE_IMPORTS = ("tasks.channels", "tasks.notify", "tasks.clocks", "rules.sla", "web.reports", "tasks.links")
+# The procedures import their step modules at module top (no import cycle: tests/test_architecture.py),
+# so preloading the procedures brings the steps in. `tasks.channels` (Apprise, for the address check
+# on every write of a person) is named here as well, so a run is forked with it even if a procedure
+# stops importing it.
+LATE_IMPORTS = ("tasks.channels",)
 
 
 def use_forkserver(preload: Iterable[str]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+from deployments.run_forms import AccidentRequestForm, use_form
 from flows import steps
 from models import Role
 from models.approvals import DecisionKind
@@ -44,6 +45,7 @@ from tasks.accident import (
 from tasks.board import name_run, run_name
 from tasks.cases import IntakeError, clock, load_case, record
 from tasks.parts import parts_of_case
+from tasks.timers import current_time
 
 
 @flow(name="accident", flow_run_name=run_name, retries=0, persist_result=True, log_prints=True)
@@ -51,7 +53,6 @@ def accident(request: AccidentRequest) -> dict[str, Any]:
     """事故处理服务流程: from the accident to the general manager's sign-off and the archive."""
     from prefect.states import Failed
 
-    from tasks.timers import current_time
 
     # the steps start from the moment the dispatcher entered (a hand-over: from now)
     entered = current_time()
@@ -215,8 +216,6 @@ def review_until_signed_off(case_id: int, facts: dict[str, Any], now: datetime) 
 
 
 def deployments() -> list[Any]:
-    from deployments.run_forms import AccidentRequestForm, use_form
-
     # the dispatcher's run form: Chinese fields, customers and sites as choices read now (serve time)
     return [use_form(accident.to_deployment(
         name="accident",

@@ -29,7 +29,12 @@ from typing import Any
 
 from prefect import flow
 
+from models.db import is_transient, session_scope
+from models.leases import current, release, renew, take
+from models.wallclock import now as wall_now
 from tasks import accident, approvals, clocks, notify, runs, timers
+from tasks.clocks import next_due
+from tasks.ledger import unrecorded
 
 KEEPER_DEPLOYMENT = "clock-keeper/clock-keeper"
 
@@ -74,8 +79,6 @@ def tick(now: datetime, steps: Sequence[KeeperStep] | None = None) -> dict[str, 
         try:
             count = int(func(now) or 0)
         except Exception as exc:
-            from models.db import is_transient
-
             if is_transient(exc):  # a busy database: the next tick does the step again, no traceback
                 log.warning("keeper step %s waits for a busy database (%s)", name, str(getattr(exc, "orig", exc)))
             else:
@@ -116,9 +119,6 @@ def run_loop(
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
 ) -> int:
     """The keeper's loop: tick at the wall clock's `now`, sleep until the next due clock (capped)."""
-    from models.wallclock import now as wall_now
-    from tasks.clocks import next_due
-
     ticks = 0
     while max_ticks is None or ticks < max_ticks:
         ticks += 1
@@ -150,17 +150,11 @@ def keeper_holder() -> str:
 
 
 def take_lease(holder: str, now: datetime, ttl: timedelta = LEASE_TTL) -> bool:
-    from models.db import session_scope
-    from models.leases import take
-
     with session_scope() as session:
         return take(session, KEEPER_LEASE, holder, now, ttl)
 
 
 def lease_holder(now: datetime) -> str | None:
-    from models.db import session_scope
-    from models.leases import current
-
     with session_scope() as session:
         lease = current(session, KEEPER_LEASE, now)
         return lease.holder if lease is not None else None
@@ -170,9 +164,6 @@ def keep_lease(holder: str, now: datetime, ttl: timedelta = LEASE_TTL,
                logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> bool:
     """Renew the lease; False only when another keeper holds it now. A database error is logged and
     counts as kept: the lease then runs out by itself if the error lasts."""
-    from models.db import session_scope
-    from models.leases import renew
-
     try:
         with session_scope() as session:
             return renew(session, KEEPER_LEASE, holder, now, ttl)
@@ -182,9 +173,6 @@ def keep_lease(holder: str, now: datetime, ttl: timedelta = LEASE_TTL,
 
 
 def release_lease(holder: str) -> None:
-    from models.db import session_scope
-    from models.leases import release
-
     try:
         with session_scope() as session:
             release(session, KEEPER_LEASE, holder)
@@ -195,9 +183,6 @@ def release_lease(holder: str) -> None:
 @flow(name="clock-keeper", retries=0)
 def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLEEP_SECONDS) -> int:
     """时钟守护: wakes at the next due time, fires timers, breaches and escalations."""
-    from models.wallclock import now as wall_now
-    from tasks.ledger import unrecorded
-
     logger = _logger()
     holder = keeper_holder()
     if not take_lease(holder, wall_now()):

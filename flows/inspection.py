@@ -22,13 +22,38 @@ from typing import Any
 from prefect import flow
 from prefect.schedules import Cron
 
+from deployments.run_forms import ExtraInspectionForm, use_form
 from flows import steps
+from flows.summary import month_end_flow
 from models.approvals import DecisionKind
 from models.forms import DateForm, ProposalForm, ReconfirmForm, UnsignedForm
 from models.parties import Role
 from tasks.board import name_run, run_name
-from tasks.inspection import ExtraInspectionRequest
+from tasks.cases import contact_of, record
+from tasks.inspection import (
+    ExtraInspectionRequest,
+    cancel_step,
+    check_moved_day,
+    dispatcher_proposal,
+    fix_visit,
+    is_cancelled,
+    link_repair,
+    load_checklist_spec,
+    load_inspection,
+    open_extra_step,
+    plan_inspections_step,
+    propose_again,
+    record_checklist,
+    report_context,
+    report_version,
+    send_notice,
+    start_problem_repair,
+    start_run_step,
+    start_runs_step,
+)
 from tasks.links import CHECKLIST_PAGE
+from tasks.reports import bind_signature, issue
+from tasks.timers import current_time, wait_until
 
 PLAN_CRON = "15 1 * * *"  # daily 01:15 Asia/Shanghai, before the working day starts
 TZ = "Asia/Shanghai"
@@ -43,9 +68,6 @@ DEPARTMENT_MANAGER = Role.DEPARTMENT_MANAGER
 @flow(name="plan-inspections", retries=0, log_prints=True)
 def plan_inspections_flow(now: datetime | None = None) -> dict[str, int]:
     """巡检计划: create each contract's due inspections once and start their runs once."""
-    from tasks.inspection import plan_inspections_step, start_runs_step
-    from tasks.timers import current_time
-
     at = now or current_time()
     created = plan_inspections_step(at)
     started = start_runs_step(at)
@@ -57,8 +79,6 @@ def plan_inspections_flow(now: datetime | None = None) -> dict[str, int]:
 
 def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict[str, str] | None, datetime]:
     """Step 1: the dispatcher's proposal goes to the customer, who confirms, moves or cancels it."""
-    from tasks.inspection import cancel_step, check_moved_day, fix_visit, is_cancelled, propose_again
-
     day, start, now = dispatcher_proposes(case_id, facts, now)
     problem = ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
@@ -96,8 +116,6 @@ def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict
 def dispatcher_proposes(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[str, str, datetime]:
     """The dispatcher agrees the day with the customer by phone and proposes it (empty: the day the
     planner suggested); a day that cannot be kept is explained and asked for again."""
-    from tasks.inspection import dispatcher_proposal
-
     suggested, problem = facts["proposed_day"], ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
         answer = steps.fill_form(
@@ -119,9 +137,6 @@ def issue_report(case_id: int, version: int, now: datetime, by: str, unsigned: d
                  ) -> dict[str, Any]:
     """The 巡检报告 of checklist `version`; with `unsigned`, re-issued as a new version that shows why the
     customer did not sign and the department manager's sign-off."""
-    from tasks.inspection import report_context, report_version
-    from tasks.reports import issue
-
     key = f"unsigned-v{version}" if unsigned else f"checklist-v{version}"
     context = {**report_context(case_id, version), "report_key": key, "unsigned": unsigned}
     return issue(case_id, "inspection_report", "inspection/report", context, now, by, report_version(case_id, key))
@@ -131,9 +146,6 @@ def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int
                                ) -> tuple[bool, dict[str, Any], datetime]:
     """Step 6: the customer signs the report; unsigned → the reason, signed off by the department manager,
     written into a new version of the report. Returns (signed?, the report as it stands, now)."""
-    from tasks.cases import contact_of, record
-    from tasks.reports import bind_signature
-
     step = "inspection-report-signature"
     # the text with the report page's signing link: the customer signs there (drawn or ticked), bound to the
     # hash; the approval carries the report's version (the signing page finds it by that)
@@ -162,19 +174,6 @@ def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int
 @flow(name="inspection", flow_run_name=run_name, retries=0, log_prints=True)
 def inspection(case_id: int) -> str:
     """巡检: agree the date, notify, re-confirm, check on site, report, register."""
-    from tasks.cases import record
-    from tasks.inspection import (
-        cancel_step,
-        is_cancelled,
-        link_repair,
-        load_checklist_spec,
-        load_inspection,
-        record_checklist,
-        send_notice,
-        start_problem_repair,
-    )
-    from tasks.timers import current_time, wait_until
-
     facts = load_inspection(case_id)
     if facts["status"] == "cancelled":
         return "cancelled"
@@ -253,8 +252,6 @@ def extra_inspection(request: ExtraInspectionRequest) -> str:
     (its own `inspection` run then agrees the date with the customer like every other inspection)."""
     from prefect.states import Failed
 
-    from tasks.inspection import open_extra_step, start_run_step
-    from tasks.timers import current_time
 
     now = current_time()
     opened = open_extra_step(request, now)
@@ -272,9 +269,6 @@ def extra_inspection(request: ExtraInspectionRequest) -> str:
 
 
 def deployments() -> list[Any]:
-    from deployments.run_forms import ExtraInspectionForm, use_form
-    from flows.summary import month_end_flow
-
     return [
         inspection.to_deployment(name="inspection", description="巡检：约定日期、通知、检查表、报告签字与登记"),
         use_form(extra_inspection.to_deployment(

@@ -17,6 +17,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
+from deployments.run_forms import RepairRequestForm, use_form
 from flows.steps import (
     answer_of,
     archive,
@@ -59,7 +60,9 @@ from tasks.cases import (
     start_accident_run,
     take_request,
 )
-from tasks.reports import first_plan_of, issue, report_context
+from tasks.parts import parts_of_case
+from tasks.reports import first_plan_of, issue, report_context, revise_plan
+from tasks.timers import current_time
 
 LEAD, ENGINEER, DIRECTOR, DISPATCHER = Role.TECHNICAL_LEAD, Role.ENGINEER, Role.TECHNICAL_DIRECTOR, Role.DISPATCHER
 
@@ -82,7 +85,6 @@ def repair(request: RepairRequest) -> RepairOutcome:
     """故障维修服务流程: from the customer's report to the archived, approved report."""
     from prefect.states import Failed
 
-    from tasks.timers import current_time
 
     # Intake: the dispatcher's form; the clocks start at the reported time. A request that cannot be
     # taken (unknown customer or case, a report time in the future or long past) ends the run at once.
@@ -290,8 +292,6 @@ def _workaround(case_id: int, text: str, at: datetime, by: str, *, remote: bool)
 
 
 def _onsite_revision(case_id: int, facts: dict[str, Any], plan: Plan, text: str, by: str, now: datetime) -> Plan:
-    from tasks.reports import revise_plan
-
     new = revise_plan(plan, text, "onsite", by, "现场再分析")
     if new is None:
         return plan
@@ -310,8 +310,6 @@ def _hand_over(case_id: int, facts: dict[str, Any], reason: str, now: datetime) 
 
 
 def _parts_used(case_id: int) -> list[dict[str, Any]]:
-    from tasks.parts import parts_of_case
-
     return parts_of_case(case_id)
 
 
@@ -326,8 +324,6 @@ def _people(engineer: str, on_site: bool, lead: str) -> dict[str, str]:
 
 
 def deployments() -> list[Any]:
-    from deployments.run_forms import RepairRequestForm, use_form
-
     # the dispatcher's run form: Chinese fields, customers and sites as choices read now (serve time)
     return [use_form(repair.to_deployment(
         name="repair",

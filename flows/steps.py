@@ -35,7 +35,10 @@ from models.forms import (
     form_spec,
 )
 from rules.plans import Plan
-from tasks.approvals import dashed, signature_step
+from tasks.approvals import await_approval, dashed, request_approval, signature_step
+from tasks.cases import RepairRequest, assignees, clock, contact_of, record, start_repair_run
+from tasks.reports import bind_signature, issue, report_bundle, revise_plan, set_report_status
+from tasks.timers import wait_until
 
 if TYPE_CHECKING:
     from tasks.approvals import Decision
@@ -75,9 +78,6 @@ def ask_staff(case_id: int, step: str, version: int, *, role: str, subject: str,
     spec (the inspection checklist). `expires`: how long the link stays valid — at least as long
     as the step is given (an expired link can still be renewed from its page). `prefill`: what the
     form's page shows filled in (field → text), e.g. the current plan to revise."""
-    from tasks.approvals import request_approval
-    from tasks.cases import assignees
-
     staff = assignees(case_id, role)
     spec, name = _form(form)
     if prefill and spec is not None:
@@ -91,9 +91,6 @@ def ask_staff(case_id: int, step: str, version: int, *, role: str, subject: str,
 def ask_customer(case_id: int, step: str, version: int, *, subject: str, content: str, now: datetime,
                  kind: str = "signature", form: type[BaseModel] | None = None) -> int:
     """Ask the customer contact to accept-and-sign or object (a signature), or to answer a small form."""
-    from tasks.approvals import request_approval
-    from tasks.cases import contact_of
-
     contact = contact_of(case_id)
     spec, name = _form(form)
     return request_approval(
@@ -111,8 +108,6 @@ def _form(form: type[BaseModel] | dict[str, Any] | None) -> tuple[dict[str, Any]
 
 def wait_for(approval_id: int, step: str, version: int) -> Decision:
     """Suspend until the approval / signature / form is decided; returns the Decision."""
-    from tasks.approvals import await_approval
-
     return await_approval(approval_id, step, version)
 
 
@@ -158,9 +153,6 @@ def director_approves_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, n
     "要求修改" (revise) asks for changes to this plan — the lead's form comes filled in with it;
     "驳回" (rejected) refuses the plan as a whole — the lead and the engineer work out another plan
     on an empty form, and the engineer is told it was rejected and why."""
-    from tasks.cases import record
-    from tasks.reports import issue
-
     while True:
         doc = issue(case_id, "solution_plan", "common/plan", _plan_context(plan), now, plan.author or "技术负责人",
                     plan.version)
@@ -188,9 +180,6 @@ def lead_revises_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, reason
                       now: datetime, role: str = Role.TECHNICAL_LEAD) -> tuple[Plan, datetime]:
     """The lead writes plan v+1 on the form (the old plan and the reason are on the page). A plan to
     revise comes filled in on the form; a rejected one does not (another plan is wanted)."""
-    from tasks.cases import record
-    from tasks.reports import revise_plan
-
     version = plan.version + 1
     attempt = 0
     while True:  # a "revision" identical to the old plan is asked for again, under a new step name
@@ -222,9 +211,6 @@ def customer_accepts_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, no
     objection → plan v+1 by the lead, re-confirmed by the director, resent — until both sides have
     signed the same version. `pause`: the clock that stands still while the plan is with the
     customer (the repair's restore clock: that wait is the customer's, not the provider's)."""
-    from tasks.cases import clock, contact_of, record
-    from tasks.reports import bind_signature, issue
-
     while True:
         doc = issue(case_id, "solution_plan", "common/plan", _plan_context(plan), now, plan.author or "技术负责人",
                     plan.version)
@@ -252,8 +238,6 @@ def five_minute_talk(case_id: int, facts: dict[str, Any], *, now: datetime, prob
                      role: str = Role.ENGINEER) -> tuple[list[str], datetime]:
     """5分钟交流: each further problem found opens a new repair flow linked to this case.
     `problems` given (from a form already filled) → no separate form. Returns the new runs' ids."""
-    from tasks.cases import record
-
     if problems is None:
         talk = fill_form(case_id, "five-minute-talk", 1, role=role, form=TalkForm, now=now,
                          subject=subject(facts, "请填写5分钟交流记录"), content=facts["description"])
@@ -284,8 +268,6 @@ def split_problems(text: str) -> list[tuple[int, str]]:
 def start_linked_repair(case_id: int, facts: dict[str, Any], description: str, severity: int, n: int,
                         now: datetime) -> str:
     """Start a new repair flow for a problem found in this case (the link is the parent case id)."""
-    from tasks.cases import RepairRequest, start_repair_run
-
     request = RepairRequest(customer=facts["customer_code"], site=facts["site"], reported_by=facts["contact_name"] or "客户",
                             channel="现场", description=description, severity=severity, reported_at=now,
                             parent_case_id=case_id)
@@ -297,9 +279,6 @@ def service_report_signed(case_id: int, facts: dict[str, Any], *, now: datetime,
                           by: str = "服务工程师", role: str = Role.ENGINEER) -> tuple[int, datetime]:
     """PROCEDURES.md §2 step 12: the report is issued and the customer signs it (bound to its hash).
     An objection goes to the engineer, whose correction is issued as version v+1 and sent again."""
-    from tasks.cases import contact_of, record
-    from tasks.reports import bind_signature, issue
-
     version = 1
     corrections: list[str] = []
     while True:
@@ -347,8 +326,6 @@ def parts_from_store(case_id: int, facts: dict[str, Any], parts: str, by: str, n
 
 def sms_to_centre(case_id: int, *, now: datetime, procedure: Procedure = "repair") -> None:
     """§2 step 13: the engineer tells the service centre by SMS that the task is done."""
-    from tasks.cases import record
-
     record(case_id, "sms_to_centre", now, "engineer", {}, key="done-sms",
            tell=[{"template": "repair/done_sms", "key": "done-sms", "roles": [Role.DISPATCHER],
                   "context": {"procedure": PROCEDURE_ZH[procedure]}}])
@@ -356,8 +333,6 @@ def sms_to_centre(case_id: int, *, now: datetime, procedure: Procedure = "repair
 
 def start_after_service_clocks(case_id: int, completed_at: datetime) -> None:
     """The clocks that run from completion: callback (2 days), written account (1 week)."""
-    from tasks.cases import clock
-
     clock(case_id, "callback", "start", completed_at)
     clock(case_id, "written_account", "start", completed_at)
 
@@ -373,9 +348,6 @@ def request_written_account(case_id: int, facts: dict[str, Any], *, now: datetim
 def written_account_received(case_id: int, approval_id: int, *, plan: Plan | None, now: datetime,
                              kind: str = "written_account", template: str = "repair/written_account") -> tuple[int, datetime]:
     """Wait for the written account; store it as a report (`kind`, `template`) and stop its clock."""
-    from tasks.cases import clock
-    from tasks.reports import issue
-
     written = answer_of(AccountForm, wait_for(approval_id, "written-account", 1))
     doc = issue(case_id, kind, template,
                 {"account": written.value.account, "engineer": written.by,
@@ -388,10 +360,6 @@ def callback(case_id: int, facts: dict[str, Any], *, completed_at: datetime,
              role: str = Role.DISPATCHER) -> tuple[int, datetime]:
     """§2 step 14: the day after completion the centre calls the customer back and fills the callback
     form (客户回访表, scores 优/良/中/差); within 2 days; the coordinator is informed."""
-    from tasks.cases import clock, record
-    from tasks.reports import issue
-    from tasks.timers import wait_until
-
     wait_until(case_id, completed_at + CALLBACK_AFTER, "callback-due")
     due = completed_at + CALLBACK_AFTER
     answer = fill_form(case_id, "callback", 1, role=role, form=CallbackForm, now=due,
@@ -413,9 +381,6 @@ def final_approval(case_id: int, facts: dict[str, Any], report_ids: list[int], *
                    role: str = Role.TECHNICAL_DIRECTOR, step: str = "final-approval") -> datetime:
     """§2 step 17: the centre sends report, callback form and account to the director; a return
     ("revise"/"rejected") is recorded and sent again as the next version once the centre has answered."""
-    from tasks.cases import record
-    from tasks.reports import report_bundle
-
     version = 1
     while True:
         content = report_bundle(report_ids)
@@ -436,9 +401,6 @@ def final_approval(case_id: int, facts: dict[str, Any], report_ids: list[int], *
 
 def archive(case_id: int, report_ids: list[int], *, now: datetime, procedure: Procedure = "repair") -> None:
     """Everything approved is archived; the case is closed."""
-    from tasks.cases import record
-    from tasks.reports import set_report_status
-
     set_report_status(report_ids, "archived", now)
     record(case_id, "archived", now, "system", {"reports": report_ids}, key="archived", status="archived")
 

@@ -15,14 +15,14 @@ from typing import Any
 from prefect import flow
 
 from tasks.ledger import step
+from tasks.summary import month_end
+from tasks.timers import current_time
 
 
 # a batch committed per customer (idempotent per month), not one transaction
 @step("month-end-step", title="月末总结 / month-end step", transactional=False)
 def month_end_step(now: datetime) -> dict[str, Any]:
     """Unreturned-report list, monthly summaries and quarterly analyses for the month before `now`."""
-    from tasks.summary import month_end
-
     result = month_end(now)
     return {"month": result.month, "unreturned": result.unreturned, "monthly": result.monthly,
             "quarterly": result.quarterly, "late": result.late}
@@ -31,8 +31,6 @@ def month_end_step(now: datetime) -> dict[str, Any]:
 @flow(name="month-end", retries=0, log_prints=True)
 def month_end_flow(now: datetime | None = None) -> dict[str, Any]:
     """月末：未交巡检报告清单、阶段性服务总结、季度分析报告。"""
-    from tasks.timers import current_time
-
     return month_end_step(now or current_time())
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import date, time, timedelta
 from typing import Any
 
+from rules.calendar import add_working_days, is_working_day
+
 # PROCEDURES.md §4 step 1 defaults (per contract in `Contract.sla_policy["inspection"]`).
 NOTICE_WORKING_DAYS = 3  # the customer is notified 3 working days before
 RECONFIRM_DAYS = 2  # the exact time is re-confirmed 2 days before
@@ -158,14 +160,10 @@ class VisitDates:
 
 
 def _add_wd(calendar: Any, start: date, n: int) -> date:
-    from rules.calendar import add_working_days
-
     return add_working_days(start, n, calendar)
 
 
 def _is_wd(calendar: Any, day: date) -> bool:
-    from rules.calendar import is_working_day
-
     return is_working_day(day, calendar)
 
 

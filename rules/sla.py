@@ -29,6 +29,7 @@ from rules.calendar import (
     add_working_days,
     add_working_time,
     provisional_between,
+    working_time_between,
 )
 
 
@@ -459,8 +460,6 @@ def shift_after_pause(
 ) -> list[datetime]:
     """Move each time still ahead at the pause by the pause, measured in the clock's own time
     (working time on 5x8): what was left at `paused_at` is left again at `resumed_at`."""
-    from rules.calendar import working_time_between
-
     out = []
     for t in times:
         if t <= paused_at:
@@ -478,8 +477,6 @@ def figure_from_events(
     `elapsed` is the time the clock ran (in its own hours: working time on 5x8), pauses excluded,
     up to its stop — or up to `as_of` for a clock still running.
     """
-    from rules.calendar import working_time_between
-
     started_at: datetime | None = None
     due_at: datetime | None = None
     stopped_at: datetime | None = None

@@ -22,12 +22,19 @@ from pydantic import ConfigDict, Field, StringConstraints, field_validator, mode
 from sqlmodel import Session, col, func, select
 
 from models import Case, CaseKind, Contract, Device, Event, Role, Site, Staff, append_event
+from models.approvals import DECISION_ZH
 from models.db import session_scope
-from models.parties import Customer
+from models.parties import ROLE_LABELS_ZH, Customer
+from models.reports import REPORT_TITLES_ZH
 from rules import accident as rules
+from rules.sla import CLOCK_LABELS_ZH
 from tasks.cases import SEVERITY_HELP, IntakeError, RepairRequest, blank_none, case_facts, open_case
+from tasks.clocks import start_clock, stop_clock
 from tasks.ledger import step
+from tasks.notify import queue
 from tasks.people import customer_contacts, first_with_role, staff_with_role
+from tasks.render import render
+from tasks.reports import issue_report
 
 FoundBy = Literal["customer", "service_centre", "inspection", "repair"]
 
@@ -176,8 +183,6 @@ def case_context(session: Session, case: Case) -> dict[str, Any]:
 
 def _queue(session: Session, case: Case, recipients: Sequence[Any], template: str, key: str, now: datetime,
            urgent: bool | None = None, **context: Any) -> None:
-    from tasks.notify import queue
-
     if not recipients:
         return
     queue(
@@ -330,8 +335,6 @@ def _take_over_history(session: Session, parent: Case, case: Case, now: datetime
 
 def _start_restore_clock(session: Session, case: Case, started_at: datetime) -> None:
     """Start the restore clock; its due time also fixes when a standby machine must go out."""
-    from tasks.clocks import start_clock
-
     contract = session.get(Contract, case.contract_id) if case.contract_id else None
     site = session.get(Site, case.site_id) if case.site_id else None
     clock = start_clock(session, case.id, "restore", started_at=started_at, severity=case.severity or 1,  # type: ignore[arg-type]
@@ -393,8 +396,6 @@ def form_team(case_id: int, now: datetime) -> dict[str, Any]:
 
 
 def _team_role(person: Staff) -> str:
-    from models.parties import ROLE_LABELS_ZH
-
     return "、".join(ROLE_LABELS_ZH.get(Role(r), r) for r in person.roles if r in Role.__members__.values()) or "成员"
 
 
@@ -405,8 +406,6 @@ def record_plan(case_id: int, version: int, payload: dict[str, Any], by: str, at
                 reason: str = "") -> dict[str, Any]:
     """Validate and store plan version `version`; returns the plan and its rendered text, or
     `{"error": ...}` naming what is missing (nothing stored: the lead is asked again)."""
-    from tasks.render import render
-
     try:
         plan = rules.plan_from_form(payload)
     except rules.PlanError as exc:
@@ -531,7 +530,6 @@ def record_execution(case_id: int, version: int, result: str, note: str, by: str
         case.status = "restored"
         append_event(session, case_id, "restored", at=at, actor=by, data={"version": version},
                      key="restored")
-        from tasks.clocks import stop_clock
 
         stop_clock(session, case_id, "restore", at=at)
         started = case_context(session, case)["started_at"]
@@ -694,10 +692,6 @@ def _event_text(event: Event) -> str:
 
 def event_text(kind: str, data: dict[str, Any] | None) -> str:
     """The Chinese history line of one event (of this case, or copied from a repair): never the raw kind."""
-    from models.approvals import DECISION_ZH
-    from models.reports import REPORT_TITLES_ZH
-    from rules.sla import CLOCK_LABELS_ZH
-
     template = EVENT_TEXT_ZH.get(kind)
     if template is None:
         return EVENT_TEXT_FALLBACK_ZH
@@ -780,8 +774,6 @@ def accident_report_context(case_id: int) -> dict[str, Any]:
 def record_review(case_id: int, version: int, payload: dict[str, Any], by: str, at: datetime,
                   previous_comment: str = "") -> dict[str, Any]:
     """The director's record of the technical review meeting, issued as the written report to the GM."""
-    from tasks.reports import issue_report
-
     review = {
         "participants": [p.strip() for p in str(payload.get("participants", "")).replace("，", ",").split(",")
                          if p.strip()],

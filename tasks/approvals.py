@@ -47,6 +47,9 @@ from tasks.answering import responder
 from tasks.board import suspend_announced
 from tasks.ledger import as_if_woken, step
 from tasks.links import sign_link
+from tasks.notify import queue
+from tasks.people import first_with_role, staff_with_role
+from tasks.render import _local_time
 from tasks.timers import Wake, current_run_id, suspend_key, wake_run
 
 log = logging.getLogger("aftercare.approvals")
@@ -277,8 +280,6 @@ def _notify(
     urgent: bool,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    from tasks.notify import queue
-
     case = session.get(Case, row.case_id)
     number = case.number if case else ""
     context = {
@@ -377,8 +378,6 @@ def open_approval(
 
     staff_ids = list(approver_staff_ids)
     if not staff_ids and not approver_contact_ids and approver_role:
-        from tasks.people import first_with_role, staff_with_role
-
         staff_ids = [s.id for s in staff_with_role(session, approver_role) if s.id is not None]
         if not staff_ids:
             first_with_role(session, approver_role)  # raises NobodyForRole with the Chinese message
@@ -571,8 +570,6 @@ def await_approval(approval_id: int, step: str, version: int) -> Decision:
 
 
 def _local(at: datetime | None) -> str:
-    from tasks.render import _local_time
-
     return _local_time(at)
 
 

@@ -31,6 +31,7 @@ from models.clocks import Clock, ClockStatus
 from models.db import session_scope
 from models.parties import ROLE_LABELS_ZH, Role
 from models.reports import REPORT_TITLES_ZH, Report
+from models.settings import get_settings
 from rules.kpi import CLOCK_ZH
 from rules.sla import severity_text
 from tasks.render import _local_time
@@ -374,8 +375,6 @@ def describe_wait(*, approval_id: int | None = None, timer_id: int | None = None
 
 def artifact_markdown(case: Case, waiting: Waiting, customer: str) -> str:
     """The case's artifact in the Prefect UI: what the run waits for, for whom, since and until when."""
-    from models.settings import get_settings
-
     rows = [
         ("工单", f"{case.number} {CASE_KIND_ZH.get(CaseKind(case.kind), case.kind)}"),
         ("客户", customer),

@@ -22,12 +22,18 @@ from models import Case, CaseKind, Contact, Contract, Customer, Device, Event, R
 from models.cases import paid_prefix
 from models.clocks import ClockStatus
 from models.db import session_scope
-from models.forms import read_time
+from models.forms import FUTURE_SLACK, read_time
 from models.parties import ROLE_LABELS_ZH
+from models.settings import get_settings
 from rules.sla import SEVERITY_LEVELS_ZH, severity_text
+from tasks import clocks
+from tasks.answering import responder
+from tasks.clocks import close_clocks
 from tasks.ledger import step
 from tasks.links import report_url
+from tasks.notify import queue
 from tasks.people import customer_contacts, first_with_role
+from tasks.render import _local_time
 
 
 class Channel(StrEnum):
@@ -163,9 +169,6 @@ def check_report_time(reported_at: datetime | None, now: datetime) -> None:
     error that would lay every deadline wrong. Raises IntakeError with the local times."""
     from datetime import timedelta
 
-    from models.forms import FUTURE_SLACK
-    from models.settings import get_settings
-    from tasks.render import _local_time
 
     if reported_at is None:
         return
@@ -437,7 +440,6 @@ def set_status(session: Session, case_id: int, status: str, *, at: datetime, clo
     case.updated_at = at
     if closed:
         case.closed_at = at
-        from tasks.clocks import close_clocks
 
         close_clocks(session, case_id, at=at, reason=status)
     session.add(case)
@@ -503,8 +505,6 @@ def queue_for_case(session: Session, case_id: int, *, template: str, key: str, n
                    urgent: bool | None = None) -> int:
     """Queue `template` to the case's people in `roles` (and its customer contact) in the caller's
     transaction; urgent (through quiet hours) for severity 1–2 unless said otherwise."""
-    from tasks.notify import queue
-
     facts = case_facts(session, case_id)
     recipients: list[Any] = []
     for role in roles or []:
@@ -529,8 +529,6 @@ def queue_for_case(session: Session, case_id: int, *, template: str, key: str, n
 def clock(case_id: int, kind: str, action: str, at: datetime, reason: str = "") -> str:
     """Start, pause, resume or stop one SLA clock of the case; returns "running", "paused", "met",
     "breached" or "none". A pause (waiting for the customer) moves the deadline on by its length."""
-    from tasks import clocks
-
     with session_scope() as session:
         case = session.get(Case, case_id)
         assert case is not None
@@ -575,7 +573,6 @@ def start_deployment_run(deployment: str, parameters: dict[str, Any], *, idempot
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentFlowRunCreate
 
-    from tasks.answering import responder
 
     scripted = responder()
     if scripted is not None:  # the fast test layer: the test runs the started flow body itself

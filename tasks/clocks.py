@@ -23,6 +23,7 @@ from models.approvals import Timer
 from models.cases import Case, Event, append_event, paid_prefix
 from models.clocks import Clock, ClockStatus, Escalation
 from models.contracts import CalendarOverride, CalendarYear, Contract
+from models.db import insert_ignore, session_scope
 from models.parties import Customer, Site, Staff
 from rules import escalation as ladder_rules
 from rules.calendar import Calendar, build_calendar, provisional_between
@@ -32,6 +33,7 @@ from rules.sla import (
     PolicyError,
     SlaPolicy,
     deadline,
+    figure_from_events,
     ladder_steps,
     merge_policy,
     policy_for,
@@ -42,6 +44,7 @@ from rules.sla import (
     stale_in_working_time,
     stale_span,
 )
+from tasks.notify import queue
 
 log = logging.getLogger("aftercare.clocks")
 
@@ -461,8 +464,6 @@ def close_clocks(session: Session, case_id: int, *, at: datetime, reason: str) -
 
 def recompute_clock(session: Session, case_id: int, kind: str) -> dict[str, Any]:
     """The clock's figure rebuilt from the case's event log alone (see rules.sla.figure_from_events)."""
-    from rules.sla import figure_from_events
-
     kind = _kind(kind)
     events = session.exec(
         select(Event).where(Event.case_id == case_id, col(Event.kind).like("clock.%")).order_by(col(Event.at), col(Event.id))
@@ -531,8 +532,6 @@ def _case_context(session: Session, case: Case) -> dict[str, Any]:
 
 def _queue(session: Session, **kwargs: Any) -> None:
     # The outbox engineer's function; imported here so a missing outbox fails this step loudly.
-    from tasks.notify import queue
-
     queue(session, **kwargs)
 
 
@@ -540,8 +539,6 @@ def _claim(session: Session, **values: Any) -> bool:
     """Insert one escalation row unless it exists (unique per key and per (clock, level)); True when
     this call wrote it. INSERT … ON CONFLICT DO NOTHING: a duplicate keeper racing for the same step
     loses quietly instead of failing its whole batch."""
-    from models.db import insert_ignore
-
     return insert_ignore(session, Escalation, values) is not None
 
 
@@ -605,8 +602,6 @@ def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.St
 
 def fire_due_clocks(now: datetime, *, url: str | None = None, batch: int = 100) -> int:
     """Keeper step: mark breaches and walk the escalation ladder of every clock due by `now`; returns steps fired."""
-    from models.db import session_scope
-
     # Small batches, each its own transaction: the first notifications are committed (and can be
     # sent) while a long backlog is still being worked through.
 
@@ -647,8 +642,6 @@ def fire_due_clocks(now: datetime, *, url: str | None = None, batch: int = 100) 
 def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int = 200) -> int:
     """Keeper step: escalate open cases nobody updated within their contract's time (working time
     on 5x8) to the next manager; fires at most `limit` escalations per call."""
-    from models.db import session_scope
-
     default_policy = merge_policy()
     fired = 0
     with session_scope(url) as session:
@@ -746,7 +739,5 @@ def _escalate_stale(session: Session, case: Case, due: datetime, span: timedelta
 
 def next_due(now: datetime, *, url: str | None = None) -> datetime | None:
     """The earliest moment a clock needs the keeper (indexed), for the keeper loop's sleep."""
-    from models.db import session_scope
-
     with session_scope(url) as session:
         return session.exec(select(sa.func.min(Clock.next_check_at))).one()

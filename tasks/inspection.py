@@ -19,12 +19,41 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, select
 
+from models.approvals import Approval, Timer
+from models.assets import Device
 from models.cases import Case, CaseKind, Event, append_event
 from models.contracts import Contract
-from models.db import session_scope
+from models.db import insert_ignore, session_scope
+from models.inspection import (
+    COMMON,
+    RESULT_ZH,
+    ChecklistItem,
+    ChecklistResult,
+    ItemResult,
+    checklist_for,
+    ensure_checklists,
+)
+from models.parties import Contact, Customer, Role, Site
+from models.reports import Report
 from rules import inspection as rules
-from tasks.cases import RequiredText, blank_none
+from rules.calendar import Calendar
+from tasks.cases import (
+    Channel,
+    IntakeError,
+    RepairRequest,
+    RequiredText,
+    blank_none,
+    case_facts,
+    customer_contact,
+    find_customer,
+    set_status,
+    start_repair_run,
+)
+from tasks.clocks import load_calendar
 from tasks.ledger import step
+from tasks.notify import Message, queue, queue_many
+from tasks.people import staff_with_role
+from tasks.timers import Wake, timer_key, wake_run
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -47,21 +76,13 @@ def local_day(now: datetime, tz: str = "Asia/Shanghai") -> date:
     return pendulum.instance(now).in_timezone(tz).date()
 
 
-def calendar_for(session: Session, name: str = "cn") -> Any:
+def calendar_for(session: Session, name: str = "cn") -> Calendar:
     """The working-day calendar of a contract, with the operator's overrides (tasks.clocks loads it)."""
-    try:
-        from tasks.clocks import load_calendar
-    except ImportError:  # the clocks module not installed yet: the official calendar alone
-        from rules.calendar import DEFAULT_CALENDAR
-
-        return DEFAULT_CALENDAR
     return load_calendar(session, name)
 
 
 def _insert_ignore(session: Session, values: dict[str, Any]) -> int | None:
     """Insert the case unless the unique (kind, contract_id, period) already holds it; the new id or None."""
-    from models.db import insert_ignore
-
     return insert_ignore(session, Case, values)
 
 
@@ -236,8 +257,6 @@ class ExtraOpened:
 
 def _site_of(session: Session, customer_id: int, customer_name: str, wanted: str | None) -> Any:
     """The customer's site by name (the only one when none is named); InspectionError says which exist."""
-    from models.parties import Site
-
     sites = list(session.exec(select(Site).where(Site.customer_id == customer_id).order_by(col(Site.id))).all())
     known = "、".join(s.name for s in sites) or "（无）"
     if wanted and wanted.strip():
@@ -258,9 +277,6 @@ def open_extra_inspection(request: ExtraInspectionRequest, *, now: datetime, url
     3-working-day notice is refused with the earliest day that can be kept. InspectionError says
     what to correct, in Chinese.
     """
-    from models.assets import Device
-    from tasks.cases import IntakeError, find_customer
-
     with session_scope(url) as session:
         try:
             customer = find_customer(session, request.customer)
@@ -364,15 +380,11 @@ def _case(session: Session, case_id: int) -> Case:
 
 def checklist_spec(session: Session, case_id: int) -> dict[str, Any]:
     """What the engineer fills in: the site-level items once, then each device's class checklist."""
-    from models.assets import Device
-    from models.inspection import COMMON, checklist_for
-
     case = _case(session, case_id)
     query = select(Device).where(Device.contract_id == case.contract_id)
     if case.site_id is not None:  # an inspection of one site (an extra one on request): that site's devices
         query = query.where(Device.site_id == case.site_id)
     devices = session.exec(query.order_by(col(Device.id))).all()
-    from models.parties import Site
 
     site_ids = sorted({d.site_id for d in devices})
     site_id = case.site_id if case.site_id is not None else (site_ids[0] if site_ids else None)
@@ -388,8 +400,6 @@ def checklist_spec(session: Session, case_id: int) -> dict[str, Any]:
 
 def parse_checklist(spec: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Check a submitted checklist against its spec; the clean data, or InspectionError saying what is missing."""
-    from models.inspection import ItemResult
-
     pre = payload.get("prechecks") or {}
     if not pre.get("backup_confirmed"):
         raise InspectionError("操作前须确认数据已备份（第3步）/ confirm the backup before any action")
@@ -429,8 +439,6 @@ def parse_checklist(spec: dict[str, Any], payload: dict[str, Any]) -> dict[str, 
 
 def store_checklist(session: Session, case_id: int, version: int, clean: dict[str, Any], *, at: datetime, by: str) -> list[dict[str, Any]]:
     """Write the results of one submitted version (idempotent); returns the problems to start repairs for."""
-    from models.inspection import ChecklistResult, ItemResult
-
     have = {(r.target, r.item_code) for r in session.exec(
         select(ChecklistResult).where(ChecklistResult.case_id == case_id, ChecklistResult.version == version))}
     for it in clean["items"]:
@@ -465,11 +473,6 @@ def cancel_inspection(case_id: int, reason: str, *, by: str, now: datetime, url:
 
     Returns False when it was already cancelled (a second click changes nothing).
     """
-    from models.parties import Role
-    from tasks.cases import customer_contact, set_status
-    from tasks.notify import queue
-    from tasks.people import staff_with_role
-
     if not reason.strip():
         raise InspectionError("请填写取消原因 / a reason is required")
     with session_scope(url) as session:
@@ -497,8 +500,6 @@ def cancel_inspection(case_id: int, reason: str, *, by: str, now: datetime, url:
 @step("load-inspection", title="巡检概况 / inspection facts")
 def load_inspection(case_id: int) -> dict[str, Any]:
     """The inspection's facts as plain values (customer, contract, period, proposed day)."""
-    from tasks.cases import case_facts
-
     with session_scope() as session:
         case = _case(session, case_id)
         facts = case_facts(session, case_id).as_dict()
@@ -565,10 +566,6 @@ def queue_notices(session: Session, case_ids: Sequence[int], *, at: datetime) ->
     bulk. Idempotent: a case that already has its `notice` event is skipped, and the outbox key
     `<case>:notice` writes nothing twice either.
     """
-    from models.parties import Contact, Role
-    from tasks.notify import Message, queue_many
-    from tasks.people import staff_with_role
-
     ids = sorted(set(case_ids))
     done = set(session.exec(select(Event.case_id).where(col(Event.case_id).in_(ids), Event.key == "notice")).all())
     cases = [c for c in session.exec(select(Case).where(col(Case.id).in_(ids)).order_by(col(Case.id))).all()
@@ -653,8 +650,6 @@ def record_move(session: Session, case_id: int, *, day: str, start: str, reason:
 
 def _move_request(session: Session, case_id: int, at: datetime) -> tuple[str, str]:
     """The reason and the person of the customer's latest "改期" answer on the date form, up to `at`."""
-    from models.approvals import Approval
-
     answers = session.exec(
         select(Approval).where(Approval.case_id == case_id, col(Approval.step).startswith("date-v"),
                                Approval.decided_at != None)  # noqa: E711
@@ -737,8 +732,6 @@ def propose_again(case_id: int, at: datetime) -> str:
 @step("link-repair", title="关联维修单 / link the repair")
 def link_repair(case_id: int, version: int, target: str, code: str, run_id: str) -> None:
     """Remember which repair run a checklist problem started."""
-    from models.inspection import ChecklistResult
-
     with session_scope() as session:
         row = session.exec(select(ChecklistResult).where(
             ChecklistResult.case_id == case_id, ChecklistResult.version == version,
@@ -751,8 +744,6 @@ def link_repair(case_id: int, version: int, target: str, code: str, run_id: str)
 @step("inspection-report-context", title="巡检报告内容 / report context", key="v{version}")
 def report_context(case_id: int, version: int) -> dict[str, Any]:
     """What the inspection report (巡检报告) shows: customer, date, work done, each device's state."""
-    from models.inspection import RESULT_ZH, ChecklistResult, ItemResult
-
     with session_scope() as session:
         case = _case(session, case_id)
         rows = session.exec(select(ChecklistResult).where(ChecklistResult.case_id == case_id, ChecklistResult.version == version)
@@ -780,11 +771,8 @@ def cancel_step(case_id: int, reason: str, by: str, at: datetime) -> bool:
 @step("start-problem-repair", title="巡检问题转维修 / start a repair", transactional=False)  # a Prefect run
 def start_problem_repair(case_id: int, version: int, n: int, problem: dict[str, Any], at: datetime) -> str:
     """A problem not fixed on site becomes its own repair flow, linked to this inspection; returns the run id."""
-    from tasks.cases import Channel, RepairRequest, start_repair_run
-
     with session_scope() as session:
         case = _case(session, case_id)
-        from models.parties import Customer
 
         customer = session.get(Customer, case.customer_id)
         assert customer is not None
@@ -848,8 +836,6 @@ def end_waiting_run(case_id: int, now: datetime, *, url: str | None = None) -> s
     """
     from uuid import UUID
 
-    from models.approvals import Timer
-    from tasks.timers import Wake, timer_key, wake_run
 
     with session_scope(url) as session:
         run_id = _case(session, case_id).flow_run_id
@@ -896,8 +882,6 @@ _CODE = r"[a-z][a-z0-9_]{0,39}"
 
 def checklist_items(session: Session, kind: str | None = None) -> list[Any]:
     """Every checklist item (active or not), by device class and position; `kind` narrows to one class."""
-    from models.inspection import ChecklistItem, ensure_checklists
-
     ensure_checklists(session)
     query = select(ChecklistItem)
     if kind:
@@ -910,7 +894,6 @@ def add_checklist_item(session: Session, kind: str, code: str, label: str, *, po
     """Add an item to a device class's checklist (last, unless `position`); inspections asked for from now on get it."""
     import re
 
-    from models.inspection import ChecklistItem
 
     kind, code, label = kind.strip(), code.strip(), label.strip()
     for name, value in (("设备类别 / kind", kind), ("编码 / code", code)):
@@ -937,8 +920,6 @@ def change_checklist_item(session: Session, code: str, *, kind: str | None = Non
     Returns the items changed. A change applies to checklists asked for from now on: a form already
     sent keeps the items it showed.
     """
-    from models.inspection import ChecklistItem
-
     code = code.strip()
     found = [i for i in checklist_items(session, kind) if i.code == code]
     if not found:
@@ -972,8 +953,6 @@ def report_version(case_id: int, key: str) -> int:
     become a new version of the one 巡检报告; the version the customer signs is the version the
     signature approval carries (web/reports.py finds it by that).
     """
-    from models.reports import Report
-
     with session_scope() as session:
         reports = session.exec(select(Report).where(Report.case_id == case_id, Report.kind == "inspection_report")).all()
         same = next((r.version for r in reports if (r.data or {}).get("report_key") == key), None)

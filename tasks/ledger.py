@@ -64,6 +64,10 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from models import wallclock
+from models.db import ambient_transaction, insert_ignore, retrying, run_retrying, session_scope
+from models.steps import StepRecord
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -208,8 +212,6 @@ def load(flow_run_id: str, *, as_tasks: bool, owner: Any = None) -> RunLedger:
     """The run's ledger: one query."""
     from sqlmodel import col, select
 
-    from models.db import run_retrying, session_scope
-    from models.steps import StepRecord
 
     def read() -> list[Any]:
         with session_scope() as session:
@@ -283,8 +285,6 @@ def unrecorded() -> Iterator[None]:
 
 def _write(ledger: RunLedger, key: str, text: str) -> None:
     """Record a result outside a step's transaction (fresh reads, non-transactional steps)."""
-    from models.db import session_scope
-
     with session_scope() as session:
         _insert(session, ledger, key, text)
         _settle(session, ledger)
@@ -292,10 +292,6 @@ def _write(ledger: RunLedger, key: str, text: str) -> None:
 
 def _insert(session: Any, ledger: RunLedger, key: str, text: str) -> Any:
     """The row's id, or None when the key was recorded already."""
-    from models import wallclock
-    from models.db import insert_ignore
-    from models.steps import StepRecord
-
     return insert_ignore(session, StepRecord, {"flow_run_id": ledger.flow_run_id, "key": key, "result_json": text,
                                                "created_at": wallclock.now()})
 
@@ -332,7 +328,6 @@ class Step(Generic[P, R]):
         from prefect.cache_policies import NO_CACHE
         from prefect.tasks import Task
 
-        from models.db import retrying
 
         self.body = fn
         self.fn: Callable[P, R] = retrying(fn, kind="step")
@@ -392,8 +387,6 @@ class Step(Generic[P, R]):
 
     def _read(self, ledger: RunLedger, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         """A fresh read: run inline; recorded once it is an answer."""
-        from models.db import run_retrying
-
         result = self.fn(*args, **kwargs)
         text = dumps(result)
         if self.fresh is not None and self.fresh(result):
@@ -406,8 +399,6 @@ class Step(Generic[P, R]):
     def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The step's body and its ledger row, one unit of work: on a busy database the whole
         transaction is rolled back and run again (`models.db.run_retrying`)."""
-        from models.db import run_retrying
-
         pending = _PENDING.get()
         assert pending is not None, "a step's body runs through Step.__call__"
         ledger, key = pending
@@ -430,8 +421,6 @@ class Step(Generic[P, R]):
         import sqlalchemy as sa
         from sqlmodel import col, select
 
-        from models.db import ambient_transaction
-        from models.steps import StepRecord
 
         with ambient_transaction() as session:
             # the claim is the transaction's first write (see ambient_transaction)

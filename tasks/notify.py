@@ -39,12 +39,13 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models.cases import Incident, append_event
+from models.cases import Case, Incident, append_event
 from models.db import session_scope, transaction
 from models.outbox import Notification, NotificationStatus, get_notify_settings
 from models.parties import Contact, Role, Staff
 from models.settings import get_settings
-from tasks.channels import deliver
+from tasks.channels import deliver, validate_url
+from tasks.people import staff_with_role
 from tasks.render import render
 
 Recipient = Staff | Contact
@@ -490,8 +491,6 @@ def _give_up(session: Session, row: Notification, reason: str, now: datetime) ->
             key=f"notification-failed:{row.id}",
         )
     if row.template != FAILED_TEMPLATE:
-        from tasks.people import staff_with_role
-
         dispatchers = [
             p
             for p in staff_with_role(session, Role.DISPATCHER)
@@ -518,7 +517,6 @@ def _give_up(session: Session, row: Notification, reason: str, now: datetime) ->
 def _case_number(session: Session, case_id: int | None) -> str:
     if case_id is None:
         return ""
-    from models.cases import Case
 
     case = session.get(Case, case_id)
     return case.number if case is not None else ""
@@ -555,8 +553,6 @@ def retry_failed(
             f"通知 #{notification_id} 状态为 {row.status}，无需重发 / not failed, nothing to retry"
         )
     if address is not None:
-        from tasks.channels import validate_url
-
         row.address = validate_url(address)
         row.channel = channel_of(row.address)
     if not row.address:

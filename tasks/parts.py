@@ -10,10 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models import SparePart, Stock, StockMove, append_event
+from models import Role, SparePart, Stock, StockMove, append_event
 from models.cases import paid_prefix
 from models.db import session_scope
+from tasks.cases import case_facts, team_member
 from tasks.ledger import step
+from tasks.notify import queue
 
 
 class PartsError(ValueError):
@@ -111,9 +113,6 @@ def request_parts(case_id: int, parts: str, now: datetime, key: str = "parts", a
 
 def _tell_store(session: Session, case_id: int, key: str, now: datetime, result: PartsResult) -> None:
     """Issued → the parts keeper is told; short → the keeper and the director, urgently."""
-    from models import Role
-    from tasks.cases import case_facts, team_member
-
     facts = case_facts(session, case_id)
     keeper = team_member(session, case_id, Role.PARTS_KEEPER)
     if result.complete:
@@ -127,8 +126,6 @@ def _tell_store(session: Session, case_id: int, key: str, now: datetime, result:
 
 def _queue(session: Session, recipients: list[Any], template: str, facts: Any, result: PartsResult, *, key: str,
            case_id: int, now: datetime, urgent: bool) -> None:
-    from tasks.notify import queue
-
     queue(session, recipients=recipients, template=template, context={"case": facts.as_dict(), "paid": paid_prefix(facts.as_dict()), **result.as_dict()},
           key=key, case_id=case_id, now=now, urgent=urgent)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from models import Contact, Role, Staff
+from models.parties import ROLE_LABELS_ZH
 from tasks import channels  # noqa: F401  registers the address check on every person written
 
 
@@ -21,8 +22,6 @@ def staff_with_role(session: Session, role: Role | str) -> list[Staff]:
 def first_with_role(session: Session, role: Role | str) -> Staff:
     people = staff_with_role(session, role)
     if not people:
-        from models.parties import ROLE_LABELS_ZH
-
         label = ROLE_LABELS_ZH.get(Role(role), str(role))
         raise NobodyForRole(f"没有在岗的{label} / no active staff with role {role}: add one in the staff list")
     return people[0]

@@ -15,13 +15,16 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from models import Case, Event, append_event
+from models import Case, Contact, Event, append_event
+from models.clocks import Clock
 from models.db import session_scope
 from models.reports import REPORT_TITLES_ZH, Report, ReportKind, Signature, content_hash
 from rules.plans import Plan, PlanError, first_plan, revise
-from tasks.cases import case_facts
+from rules.sla import CLOCK_LABELS_ZH
+from tasks.cases import case_facts, queue_for_case
 from tasks.ledger import step
 from tasks.links import report_url, sign_url
+from tasks.pdf import html_to_pdf
 from tasks.render import render
 
 
@@ -167,8 +170,6 @@ def valid_signature(session: Session, report_id: int) -> Signature | None:
 def report_pdf(report: Report, content: str | None = None) -> bytes:
     """The report as PDF (WeasyPrint in a worker process, tasks.pdf; the print CSS is part of the HTML).
     `content`: what to print instead of the issued content — `signed_content(...)` of a signed report."""
-    from tasks.pdf import html_to_pdf
-
     return html_to_pdf(report.content if content is None else content)
 
 
@@ -192,8 +193,6 @@ def _png_data_url(image: str) -> str:
 
 def on_behalf_of(session: Session, signature: Signature) -> str:
     """The customer's contact the signer signed for, when that is someone else ("" otherwise)."""
-    from models import Contact
-
     contact = session.get(Contact, signature.signer_contact_id) if signature.signer_contact_id else None
     return contact.name if contact is not None and contact.name and contact.name != signature.signer_name else ""
 
@@ -253,9 +252,6 @@ def timeline(session: Session, case_id: int) -> dict[str, Any]:
 
 def clock_summary(session: Session, case_id: int) -> list[dict[str, Any]]:
     """Each SLA clock of the case with its due time and whether it was met (for the reports)."""
-    from models.clocks import Clock
-    from rules.sla import CLOCK_LABELS_ZH
-
     rows = session.exec(select(Clock).where(Clock.case_id == case_id).order_by(col(Clock.id)))
     out = []
     for clock in rows:
@@ -328,8 +324,6 @@ def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: 
     """Render and store a report; returns {id, hash, title, content} (the content the signer will see).
     `tell`: messages about the report (as `tasks.cases.record`'s), queued in the same transaction,
     each with a signed link to the report."""
-    from tasks.cases import queue_for_case
-
     with session_scope() as session:
         ctx = dict(context)
         ctx.setdefault("times", timeline(session, case_id))

@@ -28,6 +28,10 @@ from uuid import UUID
 
 from sqlmodel import select
 
+from models import wallclock
+from models.approvals import Approval, Timer
+from models.cases import Case, Event, Incident, append_event
+from models.db import session_scope, transaction
 from models.settings import Settings, get_settings
 
 log = logging.getLogger("aftercare.runs")
@@ -51,8 +55,6 @@ def silence_reference(now: datetime, *, trust_now: bool = False) -> datetime:
     says so with `trust_now` — a test that lets a dead runner's silence pass by handing in a later
     `now` instead of sleeping through it.
     """
-    from models import wallclock
-
     return now if trust_now else min(now, wallclock.now())
 
 
@@ -132,9 +134,6 @@ def crashed_runs(client: Any, batch: int = 200) -> list[Any]:
 
 def case_of_run(session: Any, run_id: str) -> Any:
     """The case a flow run works for: the case it opened, else the case of its approvals or timers."""
-    from models.approvals import Approval, Timer
-    from models.cases import Case
-
     case = session.exec(select(Case).where(Case.flow_run_id == run_id)).first()
     if case is not None:
         return case
@@ -155,7 +154,6 @@ def _step_at(session: Any, case_id: int) -> tuple[str, str]:
 
     from sqlmodel import col
 
-    from models.cases import Event
 
     last = session.exec(
         select(Event).where(Event.case_id == case_id, ~col(Event.kind).startswith("run."))
@@ -171,8 +169,6 @@ def _judge_crash(run: Any, now: datetime) -> tuple[str, Any] | None:
     given up (opening the incident). ("reschedule" | "gave_up", case) or None: not ours to touch."""
     from sqlmodel import col
 
-    from models.cases import Event, Incident, append_event
-    from models.db import transaction
 
     state_message = (run.state.message or "")[:300]
     why = "数据库繁忙" if run.state.type.value == "FAILED" else "流程进程被终止"
@@ -247,8 +243,6 @@ def sweep_stuck_runs(now: datetime, *, limit: timedelta | None = None, trust_now
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
-    from models.cases import Case, append_event
-    from models.db import session_scope
 
     limit = limit or stuck_after()
     reference = silence_reference(now, trust_now=trust_now)

@@ -20,16 +20,19 @@ from sqlmodel import Session, col, select
 
 from models.assets import Device, SparePart, StockMove
 from models.cases import Case, CaseKind, Event
-from models.clocks import ClockStatus
+from models.clocks import Clock, ClockStatus
 from models.contracts import Contract
 from models.db import session_scope
 from models.inspection import RESULT_ZH, ChecklistResult, ItemResult, ServiceSummary
 from models.parties import Customer, Role
-from models.reports import content_hash
+from models.reports import Report, content_hash
 from rules import inspection as plan_rules
 from rules import kpi
 from tasks.clocks import verdict
+from tasks.inspection import calendar_for, local_day
 from tasks.links import sign_link
+from tasks.notify import queue
+from tasks.people import customer_contacts, staff_with_role
 from tasks.render import render
 
 FAULT_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT))
@@ -118,9 +121,6 @@ def unreturned_reports(session: Session, *, month_last_day: date) -> list[dict[s
 
 def queue_unreturned_list(session: Session, *, month: str, month_last_day: date, now: datetime) -> list[dict[str, Any]]:
     """Send the month's list of unreturned inspection reports to the technical director and supervision."""
-    from tasks.notify import queue
-    from tasks.people import staff_with_role
-
     items = unreturned_reports(session, month_last_day=month_last_day)
     people = staff_with_role(session, Role.TECHNICAL_DIRECTOR) + staff_with_role(session, Role.SUPERVISION)
     queue(
@@ -257,9 +257,6 @@ def _handling(r: ChecklistResult, repairs: dict[int, Case]) -> str:
 
 def gather(session: Session, customer_id: int, *, kind: str, period: str, first: date, last: date, tz: str = "Asia/Shanghai") -> SummaryFacts:
     """Everything PROCEDURES.md §4 step 8 asks for, for one customer and period."""
-    from models.clocks import Clock
-    from models.reports import Report
-
     customer = session.get(Customer, customer_id)
     if customer is None:
         raise ValueError(f"客户 {customer_id} 不存在 / no customer {customer_id}")
@@ -536,9 +533,6 @@ def rating_link(summary_id: int, *, now: datetime) -> str:
 
 
 def _send_summary(session: Session, row: ServiceSummary, facts: SummaryFacts, *, now: datetime) -> None:
-    from tasks.notify import queue
-    from tasks.people import customer_contacts
-
     contacts = customer_contacts(session, row.customer_id)
     queue(
         session,
@@ -581,8 +575,6 @@ class MonthEndResult:
 
 def month_end(now: datetime, *, url: str | None = None, limit: int | None = None) -> MonthEndResult:
     """The month-end step for the month before `now` (local): list, summaries, quarterly analyses."""
-    from tasks.inspection import calendar_for, local_day
-
     today = local_day(now)
     first, last = plan_rules.previous_month(today)
     month = f"{last.year}-{last.month:02d}"

@@ -65,7 +65,7 @@ def _inspection_problem_becomes_repair(monkeypatch: pytest.MonkeyPatch, insp_id:
                                        at: datetime) -> tuple[str, int]:
     """What flows/inspection.py does with a problem (start_problem_repair, link_repair) and what the repair
     run then does first (take_request with its own run id): (run id, repair case id)."""
-    import tasks.cases
+    import tasks.inspection
     from tasks.cases import take_request
     from tasks.inspection import link_repair, start_problem_repair
 
@@ -75,7 +75,7 @@ def _inspection_problem_becomes_repair(monkeypatch: pytest.MonkeyPatch, insp_id:
         started.append(request)
         return str(uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key))
 
-    monkeypatch.setattr(tasks.cases, "start_repair_run", SimpleNamespace(fn=fake_start))
+    monkeypatch.setattr(tasks.inspection, "start_repair_run", SimpleNamespace(fn=fake_start))
     run_id = start_problem_repair.fn(insp_id, version, 1, problem, at)
     link_repair.fn(insp_id, version, problem["target"], problem["code"], run_id)
     return run_id, take_request.fn(started[-1], at, run_id)

@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse
 from models import wallclock
 from models.db import session_scope
 from models.settings import get_settings
+from tasks.board import board
 from tasks.links import BadLink, ExpiredLink, report_url, sign_link, verify_link
 from web.pages import templates
 
@@ -87,8 +88,6 @@ def _refused(reason: str) -> HTMLResponse:
 
 
 def _page(now: datetime, *, refresh_url: str) -> HTMLResponse:
-    from tasks.board import board
-
     settings = get_settings()
     ui = settings.prefect_url.removesuffix("/").removesuffix("/api")
     with session_scope() as session:

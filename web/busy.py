@@ -21,6 +21,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.db import DatabaseBusy, run_retrying_async
+from web.pages import templates
 
 BUSY_TITLE = "系统繁忙"
 BUSY_MESSAGE = "系统繁忙，请稍后再试。本次操作未被记录，请过几分钟后重新打开链接提交。"
@@ -30,8 +31,6 @@ RETRY_AFTER_SECONDS = 60
 
 def busy_page() -> bytes:
     """The page a person sees when the database stayed busy for the whole bound."""
-    from web.pages import templates  # the pages' one autoescaping environment
-
     return templates.env.get_template("busy.html.j2").render(title=BUSY_TITLE, message=BUSY_MESSAGE).encode()
 
 

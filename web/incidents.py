@@ -14,10 +14,13 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlmodel import col
 
+from models.cases import Incident
 from models.db import session_scope
 from models.outbox import STATUS_ZH, Notification, NotificationStatus
 from models.wallclock import now as wall_now
+from tasks.channels import ChannelError
 from tasks.links import BadLink, check_csrf, csrf_token, sign_link, verify_link
+from tasks.notify import OutboxError, open_incidents, outbox_counts, resolve_incident, retry_failed
 from web.pages import templates
 
 router = APIRouter()
@@ -43,8 +46,6 @@ def _check(token: str) -> dict[str, Any]:
 
 
 def _listing() -> dict[str, Any]:
-    from tasks.notify import open_incidents, outbox_counts
-
     with session_scope() as session:
         incidents = open_incidents(session)
         ids = [i.data.get("notification_id") for i in incidents if i.data.get("notification_id")]
@@ -95,8 +96,6 @@ def incident_action(
     address: str = Form(""),
     csrf: str = Form(""),
 ) -> Any:
-    from tasks.channels import ChannelError
-    from tasks.notify import OutboxError, resolve_incident, retry_failed
     _check(token)
     if not check_csrf(token, csrf):
         raise HTTPException(status_code=403, detail="表单已失效，请刷新页面 / stale form, reload the page")
@@ -105,8 +104,6 @@ def incident_action(
     try:
         with session_scope() as session:
             if action == "resend":
-                from models.cases import Incident
-
                 incident = session.get(Incident, incident_id)
                 nid = incident.data.get("notification_id") if incident else None
                 if nid is None:

@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from models.settings import get_settings
 from tasks.render import environment
 
 WEB_TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -32,8 +33,6 @@ def links(text: str) -> Markup:
     """Plain text, escaped, with this site's own links made links: the content of an approval lists
     the report's page and its signing page, and a person on a phone cannot copy a URL out of a
     page to open it. Other addresses stay text."""
-    from models.settings import get_settings
-
     own = get_settings().web_base_url + "/"
     parts: list[Markup] = []
     last = 0

@@ -17,10 +17,13 @@ from fastapi.responses import HTMLResponse
 from sqlmodel import Session, select
 
 from models import Contact, wallclock
+from models.approvals import Approval, ApprovalStatus
 from models.db import session_scope
-from models.reports import Report
+from models.reports import Report, Signature
 from tasks.approvals import Approver, decide, signature_step
 from tasks.links import REPORT_SIGN, REPORT_VIEW, BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
+from tasks.pdf import PdfError
+from tasks.reports import ReportError, report_pdf, sign_report, signed_content, signer_label, valid_signature
 from web.pages import templates
 
 router = APIRouter()
@@ -75,8 +78,6 @@ def sign_page(token: str, now: Now) -> HTMLResponse:
 
 def _sign_form(session: Session, token: str, report_id: int, contact_id: int | None, *, error: str = "",
                status: int = 200) -> HTMLResponse:
-    from tasks.reports import valid_signature
-
     report = session.get(Report, report_id)
     if report is None:
         return _message("报告不存在", "报告不存在。/ No such report.", 404)
@@ -98,8 +99,6 @@ def sign_submit(
     comment: Annotated[str, Form()] = "",
     action: Annotated[str, Form()] = "sign",
 ) -> HTMLResponse:
-    from tasks.reports import ReportError, sign_report
-
     data = _open(token, REPORT_SIGN, now)
     if isinstance(data, HTMLResponse):
         return data
@@ -134,8 +133,6 @@ def _decide(report: Report, decision: str, *, contact_id: int | None, by: str, c
             now: datetime) -> str:
     """Decide the pending signature approval of this report version (if a flow waits on one);
     returns why an answer was refused as invalid ("" otherwise)."""
-    from models.approvals import Approval, ApprovalStatus
-
     with session_scope() as session:
         pending = session.exec(select(Approval).where(
             Approval.case_id == report.case_id, Approval.step == signature_step(report.kind),
@@ -151,9 +148,6 @@ def _decide(report: Report, decision: str, *, contact_id: int | None, by: str, c
 
 @router.get("/reports/{token}/pdf")
 def report_pdf_page(token: str, now: Now) -> Response:
-    from tasks.pdf import PdfError
-    from tasks.reports import report_pdf, signed_content
-
     with session_scope() as session:
         report = _viewed_report(session, token, now)
         if isinstance(report, HTMLResponse):
@@ -169,9 +163,6 @@ def report_pdf_page(token: str, now: Now) -> Response:
 
 @router.get("/reports/{token}", response_class=HTMLResponse)
 def report_page(token: str, now: Now) -> HTMLResponse:
-    from models.reports import Signature
-    from tasks.reports import signed_content, signer_label, valid_signature
-
     with session_scope() as session:
         report = _viewed_report(session, token, now)
         if isinstance(report, HTMLResponse):
