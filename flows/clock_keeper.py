@@ -36,8 +36,6 @@ from tasks import accident, approvals, clocks, notify, runs, timers
 from tasks.clocks import next_due
 from tasks.ledger import unrecorded
 
-KEEPER_DEPLOYMENT = "clock-keeper/clock-keeper"
-
 # Each area appends its own step (a function `f(now) -> int`); the order is the order they run in:
 # timers and approvals first (they wake flows), then clocks, then the notifier sends what they queued.
 KeeperStep = Callable[[datetime], int]

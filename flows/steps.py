@@ -60,9 +60,7 @@ STAFF_LINK = timedelta(days=3)
 CUSTOMER_LINK = timedelta(days=7)
 ACCOUNT_LINK = timedelta(days=14)  # the written account / summary is due within a week; a late one is still taken
 
-CALLBACK_WITHIN = timedelta(days=2)  # PROCEDURES.md §2 step 14
 CALLBACK_AFTER = timedelta(days=1)  # the centre calls the day after: the customer has run a day on the fix
-ACCOUNT_WITHIN = timedelta(days=7)  # §2 step 16
 
 
 # --- the adapter to the approvals machinery (one place) -------------------------------------

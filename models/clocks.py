@@ -28,9 +28,6 @@ class ClockStatus(StrEnum):
     STOPPED = "stopped"
 
 
-CLOCK_STATUS_ZH = {ClockStatus.RUNNING: "计时中", ClockStatus.PAUSED: "已暂停", ClockStatus.STOPPED: "已停止"}
-
-
 class Clock(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("case_id", "kind", name="uq_clock_case_kind"),)
 

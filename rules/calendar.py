@@ -157,11 +157,6 @@ def add_working_days(start: date, n: int, calendar: Calendar | None = None) -> d
     return day
 
 
-def next_working_day(day: date, calendar: Calendar | None = None) -> date:
-    """`day` itself when it is a working day, else the first working day after it."""
-    return day if is_working_day(day, calendar) else add_working_days(day, 1, calendar)
-
-
 def provisional_between(a: datetime | date, b: datetime | date, calendar: Calendar | None = None) -> bool:
     """True when any day from `a` to `b` (local dates, inclusive) is judged provisionally."""
     cal = calendar or DEFAULT_CALENDAR
@@ -177,11 +172,6 @@ def provisional_between(a: datetime | date, b: datetime | date, calendar: Calend
             return True
         day += timedelta(days=1)
     return False
-
-
-def provisional_years(days: Iterable[date], calendar: Calendar | None = None) -> list[int]:
-    cal = calendar or DEFAULT_CALENDAR
-    return sorted({d.year for d in days if is_provisional_day(d, cal)})
 
 
 # ---------------------------------------------------------------- working time (5x8) / wall clock (7x24)

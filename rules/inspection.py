@@ -18,7 +18,6 @@ that was down for a few days catches up; a contract that has lapsed is never due
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date, time, timedelta
 from typing import Any
@@ -123,16 +122,6 @@ def extra_period(day: date) -> Period:
 
 def is_extra(label: str) -> bool:
     return label.startswith(EXTRA_PREFIX)
-
-
-_LABEL = re.compile(r"^(\d{4})-(\d{2})(/\d+M)?$|^(\d{4})-Q([1-4])$|^extra-\d{4}-\d{2}-\d{2}$")
-
-
-def check_label(label: str) -> str:
-    """Validate a period label (e.g. from a form); returns it or raises PlanningError."""
-    if not _LABEL.match(label):
-        raise PlanningError(f"无效的巡检周期 {label!r}（应如 2026-03、2026-Q2、extra-2026-05-20）")
-    return label
 
 
 def periods_between(

@@ -66,11 +66,6 @@ def revise(plan: Plan, text: str, *, reason: str, author: str = "", note: str = 
     return Plan(version=plan.version + 1, text=cleaned, reason=reason, author=author, note=note)
 
 
-def is_changed(plan: Plan, text: str | None) -> bool:
-    """Whether an on-site re-analysis changes the plan (an empty answer means "unchanged")."""
-    return bool(text and text.strip() and text.strip() != plan.text)
-
-
 def agreed(customer_signed_version: int | None, provider_confirmed_version: int | None) -> bool:
     """Both sides have signed the same version."""
     return customer_signed_version is not None and customer_signed_version == provider_confirmed_version

@@ -23,7 +23,6 @@ from models.cases import paid_prefix
 from models.clocks import ClockStatus
 from models.db import session_scope
 from models.forms import FUTURE_SLACK, read_time
-from models.parties import ROLE_LABELS_ZH
 from models.settings import get_settings
 from rules.sla import SEVERITY_LEVELS_ZH, severity_text
 from tasks import clocks
@@ -416,10 +415,6 @@ def team_member(session: Session, case_id: int, role: Role | str) -> Staff:
     if staff is None or not staff.active:
         staff = first_with_role(session, role)
     return staff
-
-
-def role_label(role: Role | str) -> str:
-    return ROLE_LABELS_ZH.get(Role(role), str(role))
 
 
 def customer_contact(session: Session, case_id: int) -> Contact:

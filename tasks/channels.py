@@ -71,10 +71,6 @@ register_log_channel()
 # --- robots whose answer is checked --------------------------------------------------------------
 
 
-class RobotAnswerError(RuntimeError):
-    """The robot answered, but with an error code in the body."""
-
-
 def robot_answer_error(response: requests.Response) -> str | None:
     """The error a robot reported in its answer, or None when it accepted the message.
 
