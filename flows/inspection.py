@@ -26,6 +26,7 @@ from deployments.run_forms import ExtraInspectionForm, use_form
 from flows import steps
 from flows.summary import month_end_flow
 from models.approvals import DecisionKind
+from models.cases import CaseStatus
 from models.forms import DateForm, ProposalForm, ReconfirmForm, UnsignedForm
 from models.parties import Role
 from tasks.board import name_run, run_name
@@ -156,7 +157,7 @@ def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int
     if decision.decision == DecisionKind.SIGNED:
         bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
         record(case_id, "report_signed", now, decision.by, {"version": version, "report_version": doc["version"]},
-               key=f"report-signed:v{version}", status="submitted")
+               key=f"report-signed:v{version}", status=CaseStatus.SUBMITTED)
         return True, doc, now
     explained = steps.fill_form(case_id, f"unsigned-v{version}", version, role=DEPARTMENT_MANAGER,
                                 subject=f"{facts['number']} 巡检报告客户未签字，请说明并签字",
@@ -165,7 +166,7 @@ def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int
     reason = explained.value.reason
     record(case_id, "report_unsigned", now, explained.by,
            {"version": version, "reason": reason, "customer_comment": decision.comment},
-           key=f"report-unsigned:v{version}", status="submitted")
+           key=f"report-unsigned:v{version}", status=CaseStatus.SUBMITTED)
     unsigned = {"reason": reason, "manager": explained.by, "at": explained.at, "customer_comment": decision.comment,
                 "signed_version": doc["version"]}
     return False, issue_report(case_id, version, now, explained.by, unsigned), now
@@ -175,7 +176,7 @@ def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int
 def inspection(case_id: int) -> str:
     """巡检: agree the date, notify, re-confirm, check on site, report, register."""
     facts = load_inspection(case_id)
-    if facts["status"] == "cancelled":
+    if facts["status"] == CaseStatus.CANCELLED:
         return "cancelled"
     now = current_time()
 
@@ -205,7 +206,7 @@ def inspection(case_id: int) -> str:
     wait_until(case_id, visit_at, "visit")
     if is_cancelled(case_id):
         return "cancelled"
-    record(case_id, "on_site", visit_at, "engineer", {}, key="on-site", status="on_site")
+    record(case_id, "on_site", visit_at, "engineer", {}, key="on-site", status=CaseStatus.ON_SITE)
     now = visit_at
 
     # 2–6. pre-checks and checklist; problems become repairs; the report; the centre registers it
@@ -236,10 +237,10 @@ def inspection(case_id: int) -> str:
         now = check.at
         if check.decision == DecisionKind.APPROVED:
             record(case_id, "report_registered", now, check.by, {"version": version}, key="registered",
-                   status="registered")
+                   status=CaseStatus.REGISTERED)
             return "registered"
         record(case_id, "report_rejected", now, check.by, {"version": version, "comment": check.comment},
-               key=f"rejected:v{version}", status="rejected")
+               key=f"rejected:v{version}", status=CaseStatus.REJECTED)
         note, version = f"巡检报告被退回：{check.comment}\n", version + 1
 
 

@@ -37,7 +37,7 @@ from flows.steps import (
     wait_for,
     written_account_received,
 )
-from models import Role
+from models import CaseStatus, Role
 from models.approvals import DecisionKind
 from models.forms import (
     DiagnosisForm,
@@ -70,7 +70,7 @@ LEAD, ENGINEER, DIRECTOR, DISPATCHER = Role.TECHNICAL_LEAD, Role.ENGINEER, Role.
 class RepairOutcome(BaseModel):
     case_id: int | None = None
     number: str = ""
-    status: str
+    status: CaseStatus
     message: str = ""
     reports: list[int] = Field(default_factory=list)
     new_repairs: list[str] = Field(default_factory=list)
@@ -258,7 +258,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
     reports = [service_report, fault_report["id"], callback_form, account]
     now = final_approval(case_id, facts, reports, now=now)
     archive(case_id, reports, now=now)
-    return RepairOutcome(case_id=case_id, number=facts["number"], status="archived", reports=reports,
+    return RepairOutcome(case_id=case_id, number=facts["number"], status=CaseStatus.ARCHIVED, reports=reports,
                          new_repairs=new_repairs)
 
 
@@ -303,10 +303,10 @@ def _hand_over(case_id: int, facts: dict[str, Any], reason: str, now: datetime) 
     """The director decided the repair cannot be completed: the accident flow takes the case over."""
     run_id = start_accident_run(case_id, reason, f"{case_id}:handover")
     record(case_id, "handed_over", now, "技术总监", {"accident_run": run_id, "reason": reason}, key="handed-over",
-           status="handed_over", tell=[{"template": "repair/handed_over", "key": "handed-over", "customer": True,
+           status=CaseStatus.HANDED_OVER, tell=[{"template": "repair/handed_over", "key": "handed-over", "customer": True,
                                         "roles": [DIRECTOR, COORDINATOR_ROLE, DISPATCHER], "urgent": True,
                                         "context": {"reason": reason}}])
-    return RepairOutcome(case_id=case_id, number=facts["number"], status="handed_over", accident_run=run_id)
+    return RepairOutcome(case_id=case_id, number=facts["number"], status=CaseStatus.HANDED_OVER, accident_run=run_id)
 
 
 def _parts_used(case_id: int) -> list[dict[str, Any]]:

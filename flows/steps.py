@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from models import Role
 from models.approvals import DecisionKind
-from models.cases import paid_prefix
+from models.cases import CaseStatus, paid_prefix
 from models.forms import (
     CALLBACK_ITEMS,
     AccountForm,
@@ -400,7 +400,7 @@ def final_approval(case_id: int, facts: dict[str, Any], report_ids: list[int], *
 def archive(case_id: int, report_ids: list[int], *, now: datetime, procedure: Procedure = "repair") -> None:
     """Everything approved is archived; the case is closed."""
     set_report_status(report_ids, "archived", now)
-    record(case_id, "archived", now, "system", {"reports": report_ids}, key="archived", status="archived")
+    record(case_id, "archived", now, "system", {"reports": report_ids}, key="archived", status=CaseStatus.ARCHIVED)
 
 
 def _plan_context(plan: Plan) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from models import (  # noqa: F401 - every table module, so the metadata is comp
     steps,
 )
 from models.assets import Device, SparePart, Stock, StockMove
-from models.cases import Case, CaseKind, Event, Incident, append_event
+from models.cases import Case, CaseKind, CaseStatus, Event, Incident, append_event
 from models.contracts import (
     CalendarOverride,
     CalendarYear,
@@ -33,6 +33,7 @@ __all__ = [
     "CalendarYear",
     "Case",
     "CaseKind",
+    "CaseStatus",
     "Contact",
     "Contract",
     "Customer",

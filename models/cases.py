@@ -47,6 +47,94 @@ CASE_KIND_ZH = {
 }
 
 
+class CaseStatus(StrEnum):
+    """Where a case stands. Faults (repair, accident) go open → (handling → restored →) archived, or a
+    repair is handed over to the accident flow; an inspection goes planned → scheduled/notified →
+    on_site → submitted (→ rejected → submitted …) → registered, or is cancelled before the visit."""
+
+    OPEN = "open"
+    HANDLING = "handling"  # an accident's emergency team is at work
+    RESTORED = "restored"  # the accident's business is running again
+    ARCHIVED = "archived"
+    HANDED_OVER = "handed_over"  # a repair that became an accident (the accident case goes on)
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+    PLANNED = "planned"  # an inspection created by the planner, its day not agreed yet
+    SCHEDULED = "scheduled"
+    NOTIFIED = "notified"
+    CONFIRMED = "confirmed"
+    ON_SITE = "on_site"
+    REPORT_PENDING = "report_pending"
+    SUBMITTED = "submitted"
+    REJECTED = "rejected"
+    REGISTERED = "registered"
+
+    @property
+    def ends_case(self) -> bool:
+        """A status the case is closed in (its clocks stop, `closed_at` is set)."""
+        return self in ENDED_STATUSES
+
+
+ENDED_STATUSES = frozenset({CaseStatus.ARCHIVED, CaseStatus.HANDED_OVER, CaseStatus.CLOSED, CaseStatus.CANCELLED})
+
+CASE_STATUS_ZH: dict[str, str] = {
+    CaseStatus.PLANNED: "待约定日期",
+    CaseStatus.SCHEDULED: "已约定日期",
+    CaseStatus.NOTIFIED: "已通知客户",
+    CaseStatus.CONFIRMED: "已确认时间",
+    CaseStatus.ON_SITE: "现场巡检中",
+    CaseStatus.REPORT_PENDING: "报告待签字",
+    CaseStatus.SUBMITTED: "报告待登记",
+    CaseStatus.REJECTED: "报告退回补充",
+    CaseStatus.REGISTERED: "已登记",
+    CaseStatus.CANCELLED: "已取消",
+    CaseStatus.CLOSED: "已关闭",
+    CaseStatus.OPEN: "处理中",
+    CaseStatus.RESTORED: "业务已恢复",
+}
+
+_S = CaseStatus
+# status → the statuses a case may move to from it (staying in the same status is always allowed: a
+# replayed step writes it again); an ended status moves nowhere.
+CASE_TRANSITIONS: dict[CaseStatus, frozenset[CaseStatus]] = {
+    _S.OPEN: frozenset({_S.HANDLING, _S.RESTORED, _S.ARCHIVED, _S.HANDED_OVER, _S.CLOSED, _S.CANCELLED}),
+    _S.HANDLING: frozenset({_S.RESTORED, _S.ARCHIVED, _S.HANDED_OVER, _S.CLOSED, _S.CANCELLED}),
+    _S.RESTORED: frozenset({_S.HANDLING, _S.ARCHIVED, _S.CLOSED}),
+    _S.PLANNED: frozenset({_S.SCHEDULED, _S.NOTIFIED, _S.CONFIRMED, _S.ON_SITE, _S.CANCELLED}),
+    _S.SCHEDULED: frozenset({_S.NOTIFIED, _S.CONFIRMED, _S.ON_SITE, _S.CANCELLED}),
+    _S.NOTIFIED: frozenset({_S.SCHEDULED, _S.CONFIRMED, _S.ON_SITE, _S.CANCELLED}),
+    _S.CONFIRMED: frozenset({_S.SCHEDULED, _S.NOTIFIED, _S.ON_SITE, _S.CANCELLED}),
+    _S.ON_SITE: frozenset({_S.REPORT_PENDING, _S.SUBMITTED, _S.REJECTED, _S.REGISTERED}),
+    _S.REPORT_PENDING: frozenset({_S.SUBMITTED, _S.REJECTED, _S.REGISTERED}),
+    _S.SUBMITTED: frozenset({_S.REGISTERED, _S.REJECTED}),
+    _S.REJECTED: frozenset({_S.ON_SITE, _S.REPORT_PENDING, _S.SUBMITTED, _S.REGISTERED}),
+    _S.REGISTERED: frozenset({_S.ARCHIVED, _S.CLOSED}),
+    _S.ARCHIVED: frozenset(),
+    _S.HANDED_OVER: frozenset(),
+    _S.CLOSED: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    """A case asked to move to a status its current one does not lead to."""
+
+
+def check_transition(current: str, new: CaseStatus | str) -> CaseStatus:
+    """`new` as a CaseStatus when a case in `current` may move to it; IllegalTransition otherwise."""
+    try:
+        target = CaseStatus(new)
+        source = CaseStatus(current)
+    except ValueError as exc:
+        raise IllegalTransition(f"未知的案件状态 / unknown case status: {exc}") from exc
+    if target != source and target not in CASE_TRANSITIONS[source]:
+        raise IllegalTransition(
+            f"案件状态不能从「{CASE_STATUS_ZH.get(source, source)}」变为「{CASE_STATUS_ZH.get(target, target)}」"
+            f" / a case cannot move from {source} to {target}"
+        )
+    return target
+
+
 class Case(SQLModel, table=True):
     # One inspection (or renewal, drill) per contract and period: `period` is NULL for kinds
     # that have none, and NULLs never collide in a unique constraint.
@@ -65,7 +153,7 @@ class Case(SQLModel, table=True):
     parent_id: int | None = Field(default=None, foreign_key="case.id", index=True)
     period: str | None = Field(default=None, max_length=32)
     severity: int | None = Field(default=None, ge=1, le=4)
-    status: str = Field(default="open", max_length=32, index=True)
+    status: str = Field(default=CaseStatus.OPEN, max_length=32, index=True)  # a CaseStatus; move_to changes it
     title: str = Field(default="", max_length=200)
     description: str = Field(default="", sa_type=sa.Text)
     channel: str = Field(default="", max_length=16)
@@ -82,6 +170,12 @@ class Case(SQLModel, table=True):
     def number(self) -> str:
         """The number people quote: WX-000123 for repair 123."""
         return f"{CASE_PREFIX.get(CaseKind(self.kind), 'CS')}-{self.id:06d}"
+
+    def move_to(self, status: CaseStatus, at: datetime) -> CaseStatus:
+        """Set the status (checked against CASE_TRANSITIONS: IllegalTransition, nothing changed)."""
+        self.status = check_transition(self.status, status)
+        self.updated_at = at
+        return CaseStatus(self.status)
 
 
 def paid_prefix(case: Case | dict[str, Any]) -> str:

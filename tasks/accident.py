@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 from sqlmodel import Session, col, func, select
 
-from models import Case, CaseKind, Contract, Device, Event, Role, Site, Staff, append_event
+from models import Case, CaseKind, CaseStatus, Contract, Device, Event, Role, Site, Staff, append_event
 from models.approvals import DECISION_ZH
 from models.db import session_scope
 from models.parties import ROLE_LABELS_ZH, Customer
@@ -39,7 +39,7 @@ from tasks.reports import issue_report
 FoundBy = Literal["customer", "service_centre", "inspection", "repair"]
 
 # Statuses of an accident whose service is not restored yet: the hourly updates run while in them.
-ACTIVE = ("open", "handling")
+ACTIVE = (CaseStatus.OPEN, CaseStatus.HANDLING)
 # Stages in which the accident has a working plan: the keeper does not call the vendor for lack of one.
 WORKING_PLAN_STAGES = ("customer", "executing")
 SEVERITY_ZH = {1: "一级（特大）", 2: "二级（重大）", 3: "三级（严重）", 4: "四级（一般）"}
@@ -386,7 +386,7 @@ def form_team(case_id: int, now: datetime) -> dict[str, Any]:
         coord = {"staff_id": coordinator.id, "name": coordinator.name}
         # "team" (role → staff id) belongs to the shared steps; the named accident team is kept apart.
         _set(case, now, accident_team=team, coordinator=coord, stage="plan")
-        case.status = "handling"
+        case.move_to(CaseStatus.HANDLING, now)
         append_event(session, case_id, "team_formed", at=now, actor=lead.name,
                      data={"team": team, "coordinator": coordinator.name, "size": len(team)}, key="team")
         for member, (person, _role) in zip(team, members, strict=True):
@@ -527,7 +527,7 @@ def record_execution(case_id: int, version: int, result: str, note: str, by: str
         # updates due before the restore that a late keeper has not sent yet go out now, then they stop
         _progress_updates(session, case, at, at)
         _set(case, at, restored_at=at.isoformat(), stage="restored", final_plan_version=version)
-        case.status = "restored"
+        case.move_to(CaseStatus.RESTORED, at)
         append_event(session, case_id, "restored", at=at, actor=by, data={"version": version},
                      key="restored")
 

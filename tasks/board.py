@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 
 from models import Case, CaseKind, Contact, Contract, Customer, Site, Staff
 from models.approvals import Approval, ApprovalKind, ApprovalStatus, Timer
-from models.cases import CASE_KIND_ZH
+from models.cases import CASE_KIND_ZH, ENDED_STATUSES, CaseStatus
 from models.clocks import Clock, ClockStatus
 from models.db import session_scope
 from models.parties import ROLE_LABELS_ZH, Role
@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 # A case in one of these has nothing left to wait for, even where `closed_at` is not set
 # (a registered inspection stays on record as such).
-DONE_STATUSES = frozenset({"archived", "handed_over", "closed", "cancelled", "registered"})
+DONE_STATUSES = ENDED_STATUSES | {CaseStatus.REGISTERED}
 
 # The run-name word of each procedure (the flow's name → Chinese).
 PROCEDURE_ZH: dict[str, str] = {

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from sqlmodel import Session, col, func, or_, select
 
 from models import Case, CaseKind, Contact, Contract, Customer, Device, Event, Role, Site, Staff, append_event
-from models.cases import paid_prefix
+from models.cases import CaseStatus, paid_prefix
 from models.clocks import ClockStatus
 from models.db import session_scope
 from models.forms import FUTURE_SLACK, read_time
@@ -316,7 +316,7 @@ def open_case(
         contract_id=resolved.contract.id if resolved.contract else None,
         parent_id=request.parent_case_id,
         severity=request.severity,
-        status="open",
+        status=CaseStatus.OPEN,
         title=request.description.splitlines()[0][:80],
         description=request.description,
         channel=str(request.channel),
@@ -428,12 +428,12 @@ def customer_contact(session: Session, case_id: int) -> Contact:
     return contact
 
 
-def set_status(session: Session, case_id: int, status: str, *, at: datetime, closed: bool = False) -> Case:
+def set_status(session: Session, case_id: int, status: CaseStatus, *, at: datetime) -> Case:
+    """Move the case to `status` (IllegalTransition if it may not); an ending status closes the case
+    and stops its clocks."""
     case = session.get(Case, case_id)
     assert case is not None
-    case.status = status
-    case.updated_at = at
-    if closed:
+    if case.move_to(status, at).ends_case:
         case.closed_at = at
 
         close_clocks(session, case_id, at=at, reason=status)
@@ -465,7 +465,7 @@ def load_case(case_id: int) -> dict[str, Any]:
 
 @step("record", title="记录 / record", key=lambda a: a["key"] or a["kind"])
 def record(case_id: int, kind: str, at: datetime, actor: str = "system", data: dict[str, Any] | None = None,
-           key: str | None = None, status: str | None = None, tell: list[dict[str, Any]] | None = None) -> int:
+           key: str | None = None, status: CaseStatus | None = None, tell: list[dict[str, Any]] | None = None) -> int:
     """Append one event to the case's history (idempotent by key), optionally setting its status.
 
     `tell`: the messages this event sends — each a dict of `queue_for_case`'s arguments (template,
@@ -475,7 +475,7 @@ def record(case_id: int, kind: str, at: datetime, actor: str = "system", data: d
     with session_scope() as session:
         event = append_event(session, case_id, kind, at=at, actor=actor, data=data or {}, key=key or kind)
         if status:
-            set_status(session, case_id, status, at=at, closed=status in {"archived", "handed_over", "closed"})
+            set_status(session, case_id, status, at=at)
         for notice in tell or []:
             queue_for_case(session, case_id, now=at, **notice)
         return int(event.id)  # type: ignore[arg-type]

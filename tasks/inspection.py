@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from models.approvals import Approval, Timer
 from models.assets import Device
-from models.cases import Case, CaseKind, Event, append_event
+from models.cases import Case, CaseKind, CaseStatus, Event, append_event
 from models.contracts import Contract
 from models.db import insert_ignore, session_scope
 from models.inspection import (
@@ -123,7 +123,7 @@ def create_inspection(
             "contract_id": contract.id,
             "site_id": site_id,
             "period": period.label,
-            "status": "planned",
+            "status": CaseStatus.PLANNED,
             "title": title,
             "description": extra_reason,
             "channel": "schedule" if not extra_reason else "request",
@@ -354,7 +354,7 @@ def start_inspection_runs(now: datetime, *, url: str | None = None, limit: int |
     with session_scope(url) as session:
         query = (
             select(Case.id)
-            .where(Case.kind == str(CaseKind.INSPECTION), Case.flow_run_id == None, Case.status == "planned")  # noqa: E711
+            .where(Case.kind == str(CaseKind.INSPECTION), Case.flow_run_id == None, Case.status == CaseStatus.PLANNED)  # noqa: E711
             .order_by(col(Case.id))
         )
         if limit:
@@ -455,7 +455,7 @@ def store_checklist(session: Session, case_id: int, version: int, clean: dict[st
 
 
 # the engineer is on site or the report is out: the visit happened, there is nothing left to cancel
-STARTED = ("on_site", "submitted", "rejected")
+STARTED = (CaseStatus.ON_SITE, CaseStatus.SUBMITTED, CaseStatus.REJECTED)
 
 
 def find_inspection(session: Session, number: str) -> Case:
@@ -477,14 +477,14 @@ def cancel_inspection(case_id: int, reason: str, *, by: str, now: datetime, url:
         raise InspectionError("请填写取消原因 / a reason is required")
     with session_scope(url) as session:
         case = _case(session, case_id)
-        if case.status == "cancelled":
+        if case.status == CaseStatus.CANCELLED:
             return False
-        if case.status in ("registered", "closed"):
+        if case.status in (CaseStatus.REGISTERED, CaseStatus.CLOSED):
             raise InspectionError(f"{case.number} 已完成，不能取消 / already done")
         if case.status in STARTED:
             raise InspectionError(f"{case.number} 工程师已到场巡检（状态 {case.status}），不能再取消 / the visit has begun")
         case.data = {**case.data, "cancel_reason": reason.strip(), "cancelled_by": by}
-        set_status(session, case_id, "cancelled", at=now, closed=True)
+        set_status(session, case_id, CaseStatus.CANCELLED, at=now)
         append_event(session, case_id, "inspection_cancelled", at=now, actor=by, key="cancelled",
                      data={"reason": reason.strip(), "period": case.period})
         people: list[Any] = []
@@ -529,8 +529,8 @@ def fix_visit(case_id: int, day: str, start: str, by: str, at: datetime) -> dict
         out = {"visit_day": day, "start": f"{hh:02d}:{mm:02d}", "notice_at": moment(dates.notice_day, dtime(9, 0)),
                "reconfirm_at": moment(dates.reconfirm_day, dtime(10, 0)), "visit_at": moment(visit_day, dtime(hh, mm))}
         case.data = {**case.data, **out}
-        if case.status != "cancelled":  # a cancellation recorded meanwhile stands (the run checks it next)
-            case.status = "scheduled"
+        if case.status != CaseStatus.CANCELLED:  # a cancellation recorded meanwhile stands (the run checks it next)
+            case.move_to(CaseStatus.SCHEDULED, at)
         case.updated_at = at
         session.add(case)
         append_event(session, case_id, "visit_agreed", at=at, actor=by, data=out, key=f"visit:{day}:{out['start']}")
@@ -541,7 +541,7 @@ def fix_visit(case_id: int, day: str, start: str, by: str, at: datetime) -> dict
 def is_cancelled(case_id: int) -> bool:
     """Whether the customer cancelled meanwhile (each call, after a wait, is its own step)."""
     with session_scope() as session:
-        return _case(session, case_id).status == "cancelled"
+        return _case(session, case_id).status == CaseStatus.CANCELLED
 
 
 @step("send-notice", title="巡检通知 / notice to the customer")
@@ -592,8 +592,8 @@ def queue_notices(session: Session, case_ids: Sequence[int], *, at: datetime) ->
                              "start": case.data.get("start", "09:30")}))
     rows = queue_many(session, messages)
     for case in cases:
-        if case.status in ("planned", "scheduled"):
-            case.status, case.updated_at = "notified", at
+        if case.status in (CaseStatus.PLANNED, CaseStatus.SCHEDULED):
+            case.move_to(CaseStatus.NOTIFIED, at)
         assert case.id is not None  # loaded from the database
         session.add(Event(case_id=case.id, kind="notice_sent", at=at, actor="system", data={}, key="notice"))
     session.flush()

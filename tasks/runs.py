@@ -30,7 +30,7 @@ from sqlmodel import select
 
 from models import wallclock
 from models.approvals import Approval, Timer
-from models.cases import Case, Event, Incident, append_event
+from models.cases import ENDED_STATUSES, Case, Event, Incident, append_event
 from models.db import session_scope, transaction
 from models.settings import Settings, get_settings
 
@@ -109,7 +109,6 @@ CRASH_EVENT = "run.crash_rescheduled"
 GAVE_UP_EVENT = "run.crash_gave_up"
 INCIDENT_KIND = "run_crashed"
 # a case whose procedure has ended: a crashed run of it has nothing left to do
-ENDED_STATUSES = {"closed", "archived", "handed_over", "cancelled"}
 # how a flow run that failed on a busy database says so (its state message names the exception)
 BUSY_FAILURE = "DatabaseBusy"
 

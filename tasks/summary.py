@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models.assets import Device, SparePart, StockMove
-from models.cases import Case, CaseKind, Event
+from models.cases import CASE_STATUS_ZH, Case, CaseKind, CaseStatus, Event
 from models.clocks import Clock, ClockStatus
 from models.contracts import Contract
 from models.db import session_scope
@@ -38,22 +38,7 @@ from tasks.render import render
 FAULT_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT))
 OPEN_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT), str(CaseKind.COMPLAINT))
 # An inspection report counts as returned once the centre registered it (or the visit was cancelled).
-RETURNED = ("registered", "cancelled", "closed")
-STATUS_ZH = {
-    "planned": "待约定日期",
-    "scheduled": "已约定日期",
-    "notified": "已通知客户",
-    "confirmed": "已确认时间",
-    "on_site": "现场巡检中",
-    "report_pending": "报告待签字",
-    "submitted": "报告待登记",
-    "rejected": "报告退回补充",
-    "registered": "已登记",
-    "cancelled": "已取消",
-    "closed": "已关闭",
-    "open": "处理中",
-    "restored": "业务已恢复",
-}
+RETURNED = (CaseStatus.REGISTERED, CaseStatus.CANCELLED, CaseStatus.CLOSED)
 TREND_MONTHS = 6
 
 
@@ -112,7 +97,7 @@ def unreturned_reports(session: Session, *, month_last_day: date) -> list[dict[s
                 "customer": customer.name,
                 "period": case.period,
                 "visit_day": day.isoformat(),
-                "status": STATUS_ZH.get(case.status, case.status),
+                "status": CASE_STATUS_ZH.get(case.status, case.status),
                 "days_overdue": (month_last_day - day).days,
             }
         )
@@ -356,7 +341,7 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
                 "number": c.number,
                 "period": c.period,
                 "visit_day": visit_day_of(c).isoformat(),
-                "status": STATUS_ZH.get(c.status, c.status),
+                "status": CASE_STATUS_ZH.get(c.status, c.status),
                 "items": len(rows),
                 "normal": sum(1 for r in rows if r.result == ItemResult.NORMAL),
                 "abnormal": len(abnormal),
@@ -419,12 +404,13 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
             inspection = by_key.get((contract.id, p.label))
             if inspection is None:
                 state, reason = "未安排", "系统中无该周期的巡检记录"
-            elif inspection.status == "cancelled":
+            elif inspection.status == CaseStatus.CANCELLED:
                 state, reason = "已取消", str(inspection.data.get("cancel_reason") or "客户取消")
-            elif inspection.status in ("registered", "submitted", "report_pending", "closed"):
+            elif inspection.status in (CaseStatus.REGISTERED, CaseStatus.SUBMITTED, CaseStatus.REPORT_PENDING,
+                                       CaseStatus.CLOSED):
                 state, reason = "已完成", ""
             else:
-                state, reason = "未完成", str(inspection.data.get("delay_reason") or STATUS_ZH.get(inspection.status, inspection.status))
+                state, reason = "未完成", str(inspection.data.get("delay_reason") or CASE_STATUS_ZH.get(inspection.status, inspection.status))
             facts.plan_vs_done.append({"contract": contract.code, "period": p.label, "state": state, "reason": reason})
         for c in insp_in_period:
             if c.contract_id == contract.id and plan_rules.is_extra(c.period or ""):
@@ -443,7 +429,7 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
     ).all()
     for c in open_cases:
         facts.open_issues.append(
-            {"number": c.number, "title": c.title or c.description[:60], "severity": c.severity, "status": STATUS_ZH.get(c.status, c.status), "since": c.reported_at}
+            {"number": c.number, "title": c.title or c.description[:60], "severity": c.severity, "status": CASE_STATUS_ZH.get(c.status, c.status), "since": c.reported_at}
         )
     return facts
 

@@ -130,13 +130,14 @@ def test_a_breached_clock_is_marked_in_red_and_listed_first(board_client: TestCl
 
 
 def test_a_closed_case_is_not_listed_and_paid_service_is_marked(board_client: TestClient) -> None:
+    from models.cases import CaseStatus
     from models.db import session_scope
     from tasks.cases import set_status
 
     closed = open_repair(description="已处理完毕的告警")
     paid = open_repair(customer="TYDX", site=None, description="交换机端口故障")  # contract lapsed: paid service
     with session_scope() as s:
-        set_status(s, closed, "archived", at=T0 + timedelta(minutes=5), closed=True)
+        set_status(s, closed, CaseStatus.ARCHIVED, at=T0 + timedelta(minutes=5))
     page = board_client.get("/", headers=basic())
     assert f'id="case-{number_of(closed)}"' not in page.text
     assert "有偿服务" in card(page, number_of(paid))

@@ -138,3 +138,23 @@ def test_a_person_with_an_address_apprise_cannot_use_is_refused_on_any_write(ses
     session.rollback()
     session.expire_all()
     assert session.get(Contact, contact.id).notify_urls == ["mailto://zhang@example.com"]
+
+
+def test_a_case_moves_only_along_its_allowed_status_transitions() -> None:
+    """An inspection goes planned → notified → on site → submitted → rejected → submitted → registered;
+    a registered one cannot go back on site, a cancelled one cannot be planned again (clear message)."""
+    from models.cases import CaseStatus, IllegalTransition
+
+    case = Case(kind="inspection", customer_id=1, status=CaseStatus.PLANNED, reported_at=T0, created_at=T0,
+                updated_at=T0)
+    later = T0 + timedelta(hours=1)
+    for status in ("notified", "on_site", "submitted", "rejected", "submitted", "registered", "registered"):
+        case.move_to(CaseStatus(status), later)
+    assert case.status == CaseStatus.REGISTERED and case.updated_at == later
+    with pytest.raises(IllegalTransition, match="案件状态不能从「已登记」变为「现场巡检中」"):
+        case.move_to(CaseStatus.ON_SITE, later + timedelta(hours=1))
+    assert case.status == CaseStatus.REGISTERED and case.updated_at == later  # nothing changed
+    repair = Case(kind="repair", customer_id=1, reported_at=T0, created_at=T0, updated_at=T0)
+    assert repair.move_to(CaseStatus.HANDED_OVER, later).ends_case
+    with pytest.raises(IllegalTransition, match="handed_over to archived"):
+        repair.move_to(CaseStatus.ARCHIVED, later)

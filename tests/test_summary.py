@@ -366,6 +366,7 @@ def test_a_repair_handed_over_to_the_accident_flow_counts_neither_restored_nor_i
     """The repair's clocks stop when it is handed over (closed, neither met nor breached): the summary
     takes no restore time from them and leaves them out of SLA compliance."""
     from models import Contract
+    from models.cases import CaseStatus
     from models.clocks import Clock
     from tasks.cases import set_status
     from tasks.summary import gather
@@ -383,7 +384,7 @@ def test_a_repair_handed_over_to_the_accident_flow_counts_neither_restored_nor_i
                       due_at=_at(2026, 3, 20, 14)))
     session.flush()
     before, _ = facts()
-    set_status(session, repair.id, "handed_over", at=_at(2026, 3, 20, 12), closed=True)  # inside its 4 hours
+    set_status(session, repair.id, CaseStatus.HANDED_OVER, at=_at(2026, 3, 20, 12))  # inside its 4 hours
     session.flush()
     after, fault = facts()
     clock = session.exec(select(Clock).where(Clock.case_id == repair.id)).one()
