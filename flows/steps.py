@@ -37,6 +37,7 @@ from models.forms import (
 from rules.plans import Plan
 from tasks.approvals import await_approval, dashed, request_approval, signature_step
 from tasks.cases import RepairRequest, assignees, clock, contact_of, record, start_repair_run
+from tasks.parts import request_parts
 from tasks.reports import bind_signature, issue, report_bundle, revise_plan, set_report_status
 from tasks.timers import wait_until
 
@@ -307,8 +308,6 @@ def parts_from_store(case_id: int, facts: dict[str, Any], parts: str, by: str, n
     unreadable line, a code it does not stock) issues nothing and goes back to the lead, told why,
     until it can — or is left empty. `step` names the request and the correction forms
     (`parts`, `parts-1`, …; the accident's `accident-parts-v2`, …). Returns the list issued and the time."""
-    from tasks.parts import request_parts
-
     attempt = 0
     while parts:
         issued = request_parts(case_id, parts, now, step if attempt == 0 else f"{step}-{attempt}", by)
