@@ -16,7 +16,7 @@ import httpx
 from sqlmodel import select
 
 from models.db import DatabaseError, ping, session_scope
-from models.settings import Settings
+from models.settings import Settings, business_timezone
 
 
 def run_checks(settings: Settings, *, echo: Callable[[str], None] = print) -> bool:
@@ -149,12 +149,13 @@ def schedule_states(api: str, now: datetime | None = None) -> list[ScheduleState
     return states
 
 
-def schedule_checks(api: str, *, tz: str = "Asia/Shanghai", now: datetime | None = None) -> list[tuple[bool, str, str]]:
+def schedule_checks(api: str, *, tz: str | None = None, now: datetime | None = None) -> list[tuple[bool, str, str]]:
     """(good, label, detail) for each scheduled deployment: its next run time in `tz`, or why it has none."""
     try:
         states = schedule_states(api, now)
     except httpx.HTTPError as exc:
         return [(False, "定时流程 / schedules", f"Prefect API error ({type(exc).__name__}: {exc})")]
+    tz = tz or business_timezone()
     zone = ZoneInfo(tz)
     checks: list[tuple[bool, str, str]] = []
     for state in states:

@@ -1,7 +1,7 @@
 """Monthly inspection (巡检, preventive maintenance), PROCEDURES.md §4 steps 1–6, and the daily
 planner that fires it for every contract.
 
-- `plan-inspections` (daily, Asia/Shanghai): for every active contract, the inspection of each
+- `plan-inspections` (daily, business time zone): for every active contract, the inspection of each
   period due by its frequency is created once (unique (kind, contract, period)) and its run is
   started once (Prefect idempotency key `inspection:<contract>:<period>`).
 - `inspection` (one run per case): the date is agreed with the customer, the customer is notified
@@ -29,6 +29,7 @@ from models.approvals import DecisionKind
 from models.cases import CaseStatus
 from models.forms import DateForm, ProposalForm, ReconfirmForm, UnsignedForm
 from models.parties import Role
+from models.settings import business_timezone
 from tasks.board import name_run, run_name
 from tasks.cases import contact_of, record
 from tasks.inspection import (
@@ -56,8 +57,7 @@ from tasks.links import CHECKLIST_PAGE
 from tasks.reports import bind_signature, issue
 from tasks.timers import current_time, wait_until
 
-PLAN_CRON = "15 1 * * *"  # daily 01:15 Asia/Shanghai, before the working day starts
-TZ = "Asia/Shanghai"
+PLAN_CRON = "15 1 * * *"  # daily 01:15 business time (settings.timezone), before the working day starts
 MAX_DATE_ROUNDS = 5  # after that many moves the dispatcher settles the date by phone
 # PROCEDURES.md §4 step 6: an unsigned report needs the department manager's signature.
 DEPARTMENT_MANAGER = Role.DEPARTMENT_MANAGER
@@ -277,11 +277,11 @@ def deployments() -> list[Any]:
             description="加做巡检：客户在重要业务操作前要求的巡检——填写客户、站点、原因（与建议日期），登记并启动巡检流程",
         ), ExtraInspectionForm),
         plan_inspections_flow.to_deployment(
-            name="plan-inspections", schedules=[Cron(PLAN_CRON, timezone=TZ)],
+            name="plan-inspections", schedules=[Cron(PLAN_CRON, timezone=business_timezone())],
             description="每日：为每个有效合同按频率创建到期的巡检并启动流程（每合同每周期一次）",
         ),
         month_end_flow.to_deployment(
-            name="month-end", schedules=[Cron("30 2 * * *", timezone=TZ)],
+            name="month-end", schedules=[Cron("30 2 * * *", timezone=business_timezone())],
             description="月末：未交巡检报告清单、阶段性服务总结（月末后5个工作日内）、季度分析报告",
         ),
     ]

@@ -3,7 +3,7 @@ goes to the technical director and supervision; every customer gets the monthly 
 (阶段性服务总结) within 5 working days after month end, with a link to rate the service; at a
 quarter's end the quarterly analysis goes out the same way.
 
-Runs daily (cron, Asia/Shanghai): every step is idempotent per month and customer, so the first run
+Runs daily (cron, business time zone): every step is idempotent per month and customer, so the first run
 after month end does the work and a day the scheduler missed is caught up by the next.
 """
 

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from models.base import json_field, utc_field
+from models.settings import business_timezone
 
 
 class ServiceHours(StrEnum):
@@ -44,7 +45,7 @@ class Contract(SQLModel, table=True):
     # Overrides of the default SLA table (rules/sla.py reads it); empty = the defaults of PROCEDURES.md.
     sla_policy: dict[str, Any] = json_field(default_factory=dict)
     calendar: str = Field(default="cn", max_length=32, description="working-day calendar name")
-    timezone: str = Field(default="Asia/Shanghai", max_length=64)
+    timezone: str = Field(default_factory=business_timezone, max_length=64)
     warranty_until: date | None = None
     fee: float = Field(default=0.0, sa_type=sa.Numeric(14, 2))
     restore_tolerance_hours: float | None = Field(default=None, description="customer's tolerated window, accidents")

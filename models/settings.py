@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     public_base_url: str = Field(default="", description="base of the links sent in notifications")
     secret_key: str = Field(default="", description="signs approval links; generated into home if unset")
     language: Literal["zh", "en"] = "zh"
+    # the business time zone: the one place it is written (a contract's own zone is data on the contract)
     timezone: str = "Asia/Shanghai"
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     stuck_run_seconds: float = Field(
@@ -163,6 +164,11 @@ def _create_private(path: Path, text: str) -> None:
         pass
     finally:
         draft.unlink()
+
+
+def business_timezone() -> str:
+    """The time zone aftercare shows and counts business time in when no contract says otherwise."""
+    return get_settings().timezone
 
 
 @lru_cache

@@ -26,6 +26,10 @@ import chinese_calendar
 # (e.g. overrides marking every day off): fail with a clear message instead of looping for ever.
 _MAX_DAYS = 3660
 
+# a calendar built without a zone (the pure layer cannot read settings; tasks pass the contract's
+# zone or models.settings.business_timezone())
+DEFAULT_TZ = "Asia/Shanghai"
+
 
 class CalendarError(ValueError):
     """The calendar or its input cannot be used; the message says why, for a person."""
@@ -36,7 +40,7 @@ class Calendar:
     """What counts as working time for one contract."""
 
     name: str = "cn"
-    tz: str = "Asia/Shanghai"
+    tz: str = DEFAULT_TZ
     # date -> True (a make-up working day, 调休上班) / False (a day off); wins over everything.
     overrides: Mapping[date, bool] = field(default_factory=lambda: MappingProxyType({}))
     # Years outside chinese-calendar's data whose official notice the operator has entered.
@@ -258,7 +262,7 @@ def build_calendar(
     overrides: Iterable[tuple[date, bool]] = (),
     *,
     name: str = "cn",
-    tz: str = "Asia/Shanghai",
+    tz: str = DEFAULT_TZ,
     confirmed_years: Iterable[int] = (),
 ) -> Calendar:
     """A calendar from override rows (already loaded by a task) — the data, not the I/O."""

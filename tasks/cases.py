@@ -23,7 +23,7 @@ from models.cases import CaseStatus, paid_prefix
 from models.clocks import ClockStatus
 from models.db import session_scope
 from models.forms import FUTURE_SLACK, read_time
-from models.settings import get_settings
+from models.settings import business_timezone, get_settings
 from rules.sla import SEVERITY_LEVELS_ZH, severity_text
 from tasks import clocks
 from tasks.answering import responder
@@ -266,7 +266,7 @@ def resolve_request(session: Session, request: RepairRequest, *, today: datetime
 def _local_day(moment: datetime) -> Any:
     import pendulum
 
-    return pendulum.instance(moment).in_timezone("Asia/Shanghai").date()
+    return pendulum.instance(moment).in_timezone(business_timezone()).date()
 
 
 # The roles a repair needs, in the order PROCEDURES.md §2 meets them.

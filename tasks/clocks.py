@@ -25,6 +25,7 @@ from models.clocks import Clock, ClockStatus, Escalation
 from models.contracts import CalendarOverride, CalendarYear, Contract
 from models.db import insert_ignore, session_scope
 from models.parties import Customer, Site, Staff
+from models.settings import business_timezone
 from rules import escalation as ladder_rules
 from rules.calendar import Calendar, build_calendar, provisional_between
 from rules.sla import (
@@ -66,11 +67,12 @@ class ClockError(ValueError):
 # ---------------------------------------------------------------- calendar data
 
 
-def load_calendar(session: Session, name: str = "cn", tz: str = "Asia/Shanghai") -> Calendar:
+def load_calendar(session: Session, name: str = "cn", tz: str | None = None) -> Calendar:
     """The official calendar with the operator's overrides of `name` (read here, used by pure code)."""
     rows = session.exec(select(CalendarOverride).where(CalendarOverride.calendar == name)).all()
     years = session.exec(select(CalendarYear.year).where(CalendarYear.calendar == name)).all()
-    return build_calendar(((r.day, r.working) for r in rows), name=name, tz=tz, confirmed_years=years)
+    return build_calendar(((r.day, r.working) for r in rows), name=name, tz=tz or business_timezone(),
+                          confirmed_years=years)
 
 
 def set_calendar_day(session: Session, day: date, working: bool, *, note: str, now: datetime,
@@ -205,7 +207,7 @@ def _provisional_now(clock: Clock, cal: Calendar) -> bool:
 
 def calendar_for_terms(session: Session, terms: dict[str, Any]) -> Calendar:
     """The calendar a clock counts in, rebuilt from its stored terms."""
-    cal = load_calendar(session, terms.get("calendar", "cn"), terms.get("tz", "Asia/Shanghai"))
+    cal = load_calendar(session, terms.get("calendar", "cn"), terms.get("tz") or business_timezone())
     lunch = terms.get("lunch")
     return cal.with_hours(
         round_the_clock=terms.get("service_hours", "7x24") == "7x24",
@@ -329,7 +331,7 @@ def start_clock(
     else:
         pol = policy_for(contract)
     cal_name = contract.calendar if contract else "cn"
-    tz = contract.timezone if contract else "Asia/Shanghai"
+    tz = contract.timezone if contract else business_timezone()
     base = calendar or load_calendar(session, cal_name, tz)
     due = deadline(pol, kind, severity, started_at, site=site, calendar=base)
     steps = ladder_steps(pol, kind, started_at, base)
@@ -675,7 +677,7 @@ def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int 
                                            sa.and_(col(Case.updated_at) == after[0], col(Case.id) > after[1])))
             page = session.exec(query.order_by(col(Case.updated_at), col(Case.id)).limit(limit)).all()
             for case in page:
-                policy, base = policies.get(case.contract_id, (default_policy, ("cn", "Asia/Shanghai")))  # type: ignore[arg-type]
+                policy, base = policies.get(case.contract_id, (default_policy, ("cn", business_timezone())))  # type: ignore[arg-type]
                 if base not in calendars:
                     calendars[base] = load_calendar(session, *base)
                 try:

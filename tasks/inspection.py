@@ -35,6 +35,7 @@ from models.inspection import (
 )
 from models.parties import Contact, Customer, Role, Site
 from models.reports import Report
+from models.settings import business_timezone
 from rules import inspection as rules
 from rules.calendar import Calendar
 from tasks.cases import (
@@ -71,9 +72,9 @@ class PlanResult:
     already: int = 0  # due periods that already had their inspection
 
 
-def local_day(now: datetime, tz: str = "Asia/Shanghai") -> date:
-    """The calendar day of `now` in the contract's time zone."""
-    return pendulum.instance(now).in_timezone(tz).date()
+def local_day(now: datetime, tz: str | None = None) -> date:
+    """The calendar day of `now` in the contract's time zone (the business time zone by default)."""
+    return pendulum.instance(now).in_timezone(tz or business_timezone()).date()
 
 
 def calendar_for(session: Session, name: str = "cn") -> Calendar:
@@ -286,7 +287,7 @@ def open_extra_inspection(request: ExtraInspectionRequest, *, now: datetime, url
         site = _site_of(session, customer.id, customer.name, request.site)
         contracts = list(session.exec(select(Contract).where(Contract.customer_id == customer.id)
                                       .order_by(col(Contract.end_date).desc())).all())
-        tz = contracts[0].timezone if contracts else "Asia/Shanghai"
+        tz = contracts[0].timezone if contracts else business_timezone()
         today = local_day(now, tz)
         cal = calendar_for(session, contracts[0].calendar if contracts else "cn")
         earliest = rules.proposed_day(cal, planned_on=today, window_start=today, window_end=today)

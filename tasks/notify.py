@@ -208,7 +208,7 @@ def quiet_release(
 ) -> datetime | None:
     """When the quiet period that `at` falls in ends (aware UTC), or None if `at` is not quiet.
 
-    `start`/`end` are local times of day (Asia/Shanghai by default); 22:00–07:30 spans midnight.
+    `start`/`end` are local times of day (the business time zone, settings.timezone, by default); 22:00–07:30 spans midnight.
     """
     if start is None or end is None or start == end:
         return None

@@ -13,6 +13,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
+from models.settings import business_timezone
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -66,13 +68,13 @@ def fold(text: Any, lines: int = FOLD_LINES, chars: int = FOLD_CHARS, where: str
     return f"{head}\n……（共 {len(kept)} 行、{len(value)} 字，全文见{where}）"
 
 
-def _local_time(value: Any, fmt: str = "%Y-%m-%d %H:%M", tz: str = "Asia/Shanghai") -> str:
-    """Show an aware UTC datetime in the contract's time zone (Asia/Shanghai by default)."""
+def _local_time(value: Any, fmt: str = "%Y-%m-%d %H:%M", tz: str | None = None) -> str:
+    """Show an aware UTC datetime in the contract's time zone (the business time zone by default)."""
     if value is None:
         return ""
     import pendulum
 
-    return pendulum.instance(value).in_timezone(tz).strftime(fmt)
+    return pendulum.instance(value).in_timezone(tz or business_timezone()).strftime(fmt)
 
 
 def template_name(name: str, lang: str = "zh", fmt: str = "html") -> str:

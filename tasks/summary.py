@@ -26,6 +26,7 @@ from models.db import session_scope
 from models.inspection import RESULT_ZH, ChecklistResult, ItemResult, ServiceSummary
 from models.parties import Customer, Role
 from models.reports import Report, content_hash
+from models.settings import business_timezone
 from rules import inspection as plan_rules
 from rules import kpi
 from tasks.clocks import verdict
@@ -42,9 +43,9 @@ RETURNED = (CaseStatus.REGISTERED, CaseStatus.CANCELLED, CaseStatus.CLOSED)
 TREND_MONTHS = 6
 
 
-def local_bounds(first: date, last: date, tz: str = "Asia/Shanghai") -> tuple[datetime, datetime]:
-    """[start, end) in UTC of the local days first..last."""
-    zone = ZoneInfo(tz)
+def local_bounds(first: date, last: date, tz: str | None = None) -> tuple[datetime, datetime]:
+    """[start, end) in UTC of the local days first..last (in the business time zone by default)."""
+    zone = ZoneInfo(tz or business_timezone())
     start = datetime(first.year, first.month, first.day, tzinfo=zone).astimezone(UTC)
     end_day = last + timedelta(days=1)
     end = datetime(end_day.year, end_day.month, end_day.day, tzinfo=zone).astimezone(UTC)
@@ -240,8 +241,9 @@ def _handling(r: ChecklistResult, repairs: dict[int, Case]) -> str:
     return "待处理"
 
 
-def gather(session: Session, customer_id: int, *, kind: str, period: str, first: date, last: date, tz: str = "Asia/Shanghai") -> SummaryFacts:
+def gather(session: Session, customer_id: int, *, kind: str, period: str, first: date, last: date, tz: str | None = None) -> SummaryFacts:
     """Everything PROCEDURES.md §4 step 8 asks for, for one customer and period."""
+    tz = tz or business_timezone()
     customer = session.get(Customer, customer_id)
     if customer is None:
         raise ValueError(f"客户 {customer_id} 不存在 / no customer {customer_id}")
@@ -497,7 +499,7 @@ def issue_summary(
     due_by = plan_rules.summary_due_day(calendar, last)
     facts = gather(session, customer_id, kind=kind, period=period, first=first, last=last)
     html = render_summary(facts, issued_at=now, due_by=due_by)
-    today = now.astimezone(ZoneInfo("Asia/Shanghai")).date()
+    today = now.astimezone(ZoneInfo(business_timezone())).date()
     row = ServiceSummary(
         customer_id=customer_id, kind=kind, period=period, due_by=due_by, issued_at=now, late=today > due_by,
         content_html=html, content_hash=content_hash(html), figures=_figures_json(facts),

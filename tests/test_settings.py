@@ -162,3 +162,23 @@ def test_the_generated_key_is_never_committed(tmp_path: Path) -> None:
         (repo / ".gitignore").write_bytes((ROOT / ".gitignore").read_bytes())
     result = subprocess.run(["git", "check-ignore", "-q", "var/secret_key"], cwd=repo)
     assert result.returncode == 0
+
+
+def test_business_time_is_shown_and_counted_in_the_configured_time_zone(aftercare_home, monkeypatch) -> None:
+    """The business time zone is read from settings (AFTERCARE_TIMEZONE), not written beside them."""
+    from datetime import UTC, datetime
+
+    from models.contracts import Contract
+    from models.settings import get_settings
+    from tasks.inspection import local_day
+    from tasks.render import _local_time
+    from tasks.summary import local_bounds
+
+    moment = datetime(2026, 11, 23, 20, 30, tzinfo=UTC)  # Tuesday 04:30 in Shanghai, Monday 21:30 in Berlin
+    assert local_day(moment).isoformat() == "2026-11-24" and _local_time(moment) == "2026-11-24 04:30"
+    monkeypatch.setenv("AFTERCARE_TIMEZONE", "Europe/Berlin")
+    get_settings.cache_clear()
+    assert local_day(moment).isoformat() == "2026-11-23" and _local_time(moment) == "2026-11-23 21:30"
+    assert local_bounds(moment.date(), moment.date())[0] == datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
+    assert Contract(customer_id=1, start_date=moment.date(), end_date=moment.date()).timezone == "Europe/Berlin"
+    assert local_day(moment, "Asia/Shanghai").isoformat() == "2026-11-24"  # a contract's own zone is data
