@@ -36,6 +36,8 @@ BREACH_ROLES: dict[str, tuple[str, ...]] = {
     "written_account": ("engineer", "technical_director"),
     "complaint_answer": ("dispatcher", "technical_director"),
     "complaint_close": ("technical_director", "general_manager"),
+    # an inspection's problem not fed back in time: the centre feeds back, its manager is told
+    "inspection_feedback": ("dispatcher", "department_manager"),
 }
 
 LEVEL_LABELS_ZH = {0: "超时", 1: "一级", 2: "二级", 3: "三级", 4: "四级"}

@@ -52,6 +52,7 @@ class ClockKind(StrEnum):
     WRITTEN_ACCOUNT = "written_account"
     COMPLAINT_ANSWER = "complaint_answer"
     COMPLAINT_CLOSE = "complaint_close"
+    INSPECTION_FEEDBACK = "inspection_feedback"
 
 
 CLOCK_LABELS_ZH: dict[str, str] = {
@@ -67,6 +68,7 @@ CLOCK_LABELS_ZH: dict[str, str] = {
     ClockKind.WRITTEN_ACCOUNT: "书面维修报告",
     ClockKind.COMPLAINT_ANSWER: "投诉首次答复",
     ClockKind.COMPLAINT_CLOSE: "投诉处理完毕",
+    ClockKind.INSPECTION_FEEDBACK: "巡检问题反馈",
 }
 
 # The two severity schemes (Contract.severity_scheme): level -> (label, definition), for the intake form.
@@ -138,6 +140,9 @@ DEFAULT_POLICY: dict[str, Any] = {
         "written_account": {"days": 7},
         "complaint_answer": {"hours": 2},
         "complaint_close": {"days": 15},
+        # every problem an inspection finds is fed back to the customer, with its repair's number,
+        # within 2 working days [PROCEDURES.md §4.5]; its breach escalates like every clock's
+        "inspection_feedback": {"working_days": 2},
     },
     # The escalation ladder [001 §3.1; 003 §8.5.5]: level -> offset from the clock's start, counted
     # like the clock (working time on 5x8). Level 1 is entered at intake.

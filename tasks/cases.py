@@ -343,6 +343,10 @@ def open_case(
             session, request.parent_case_id, "linked_case_opened", at=reported_at, key=f"linked:{case.id}",
             data={"case_id": case.id, "kind": str(kind)},
         )
+        if request.channel == Channel.INSPECTION:  # a problem an inspection found: the customer is told its number
+            from tasks.inspection import feedback_repair_opened
+
+            feedback_repair_opened(session, request.parent_case_id, case, at=now)
     return case
 
 

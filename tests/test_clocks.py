@@ -280,3 +280,18 @@ def test_workaround_and_fault_analysis_clocks_on_both_calendars(demo: str) -> No
     with session_scope() as s:
         kinds = s.exec(select(Clock.kind).where(Clock.case_id == level4)).all()
     assert kinds == ["analysis_report"]
+
+
+def test_inspection_feedback_clock_on_both_calendars(demo: str) -> None:
+    """Issue 22 item 7: the feedback on an inspection's problems (2 working days, PROCEDURES.md §4.5)
+    keeps the time of day on 7x24 and runs to the close of the second working day on 5x8; a late
+    feedback is a breach."""
+    fri_20 = sh(2026, 11, 27, 20, 0)
+    with session_scope() as s:
+        round_the_clock, office = new_case(s, 1, 3, fri_20), new_case(s, 2, 3, fri_20)
+        assert start_clock(s, round_the_clock, "inspection_feedback", started_at=fri_20, severity=3).due_at == sh(2026, 12, 1, 20, 0)
+        assert start_clock(s, office, "inspection_feedback", started_at=fri_20, severity=3).due_at == sh(2026, 12, 1, 18, 0)
+        late = stop_clock(s, round_the_clock, "inspection_feedback", at=sh(2026, 12, 2, 9, 0))
+        in_time = stop_clock(s, office, "inspection_feedback", at=sh(2026, 12, 1, 17, 0))
+        assert late is not None and late.breached_at == sh(2026, 12, 1, 20, 0)
+        assert in_time is not None and in_time.met_at is not None

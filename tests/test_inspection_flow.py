@@ -247,3 +247,79 @@ def test_unsigned_report_is_reissued_with_the_reason_and_the_managers_sign_off(p
     statuses = [(r.version, r.status) for r in session.exec(select(Report).where(Report.case_id == planned)
                                                              .order_by(Report.version))]
     assert statuses == [(1, "superseded"), (2, "issued")]
+
+
+def test_every_problem_is_fed_back_with_its_repair_number_and_the_clock_stops(planned: int, demo: str, notifications):
+    """Issue 22 item 7 (PROCEDURES.md §4.5): the problems of a checklist start the 2-working-day
+    feedback clock; each repair opened for one tells the customer its number (read from the
+    recording Apprise plugin); the clock stops when the last problem has its repair."""
+    from models.clocks import Clock
+    from models.db import session_scope
+    from models.inspection import ChecklistResult
+    from tasks.cases import Channel, RepairRequest, customer_contact, open_case
+    from tasks.inspection import checklist_spec, parse_checklist, store_checklist
+    from tasks.notify import send_due
+
+    with session_scope(demo) as s:
+        spec = checklist_spec(s, planned)
+    server, storage = spec["targets"][1], spec["targets"][2]
+    clean = parse_checklist(spec, _answers(spec, {
+        (server["target"], "power"): {"result": "abnormal", "note": "电源1告警", "severity": 2},
+        (storage["target"], "disks"): {"result": "abnormal", "note": "3号盘预警", "severity": 3}}))
+    with session_scope(demo) as s:
+        problems = store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
+        clock = s.exec(select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")).one()
+        assert clock.status == "running" and clock.due_at is not None and clock.due_at > T0
+        contact = customer_contact(s, planned)
+        s.expunge(contact)
+    numbers = []
+    for n, p in enumerate(problems, start=1):
+        with session_scope(demo) as s:
+            repair = open_case(s, RepairRequest(
+                customer="BJYH", site=p["site"], device=p["serial"], reported_by="巡检工程师", channel=Channel.INSPECTION,
+                severity=p["severity"], reported_at=T0,
+                description=f"巡检发现：{p['target_label']}·{p['label']}：{p['note']}", parent_case_id=planned),
+                now=T0.replace(hour=T0.hour + n))
+            numbers.append(repair.number)
+            running = s.exec(select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")).one()
+            assert (running.status == "stopped") == (n == len(problems))
+    with session_scope(demo) as s:
+        linked = s.exec(select(ChecklistResult.repair_case_id).where(
+            ChecklistResult.case_id == planned, ChecklistResult.repair_case_id != None)).all()  # noqa: E711
+        assert len(linked) == 2
+        done = s.exec(select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")).one()
+        assert done.met_at is not None
+    send_due(T0.replace(hour=T0.hour + 3), worker="test", url=demo)
+    told = [m for m in notifications.to(contact) if "巡检问题反馈" in m.title]
+    assert len(told) == 2
+    for number, message in zip(numbers, told, strict=True):
+        assert number in message.title and number in message.body
+
+
+def test_a_problem_without_feedback_breaches_and_the_keeper_escalates(planned: int, demo: str):
+    """A problem whose repair never opened (the feedback never went out): the keeper fires the breach
+    of the feedback clock to the centre."""
+    from datetime import timedelta
+
+    from models.clocks import Clock, Escalation
+    from models.db import session_scope
+    from models.outbox import Notification
+    from tasks.clocks import fire_due_clocks
+    from tasks.inspection import checklist_spec, parse_checklist, store_checklist
+
+    with session_scope(demo) as s:
+        spec = checklist_spec(s, planned)
+    server = spec["targets"][1]["target"]
+    clean = parse_checklist(spec, _answers(spec, {(server, "power"): {"result": "abnormal", "note": "电源1告警"}}))
+    with session_scope(demo) as s:
+        store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
+        due = s.exec(select(Clock.due_at).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")).one()
+    assert due is not None
+    assert fire_due_clocks(due - timedelta(minutes=1), url=demo) == 0
+    assert fire_due_clocks(due + timedelta(minutes=1), url=demo) >= 1
+    with session_scope(demo) as s:
+        breach = s.exec(select(Escalation).where(Escalation.case_id == planned, Escalation.kind == "breach")).one()
+        assert breach.note == "巡检问题反馈超时"
+        told = s.exec(select(Notification).where(Notification.case_id == planned,
+                                                 Notification.template == "escalation_breach")).all()
+        assert told
