@@ -358,3 +358,23 @@ def test_director_hands_an_unfinished_repair_over_to_the_accident_flow(fast: Fas
     sent = set(fast.notifications(case_id))
     assert {("吴总监", "repair/handed_over"), ("郑协调", "repair/handed_over"),
             ("北京维护负责人", "repair/handed_over")} <= sent
+
+
+def test_a_refused_answer_records_nothing_and_the_wait_takes_the_next_one(fast: FastFlow) -> None:
+    """The fast layer answers through the real decide(): a contact time in the future and a person who
+    is not the approver are refused with their Chinese reasons, nothing recorded, the run still waits."""
+    from models.approvals import Approval
+
+    t = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+    good = {"contacted_at": bj(t + 5 * MIN), "result": "缓存策略被改，已恢复", "solved_remotely": "是"}
+    waiting = fast.run(repair, request(t), at=t, until="service-report-signature", script=[
+        say("diagnosis", {**good, "contacted_at": bj(t + 3 * 60 * MIN)}, at=t + 8 * MIN),  # later than its answer
+        say("diagnosis", good, by="王值班", at=t + 9 * MIN),  # the dispatcher is not the step's approver
+        say("diagnosis", good, at=t + 10 * MIN)])
+    assert waiting.step == "service-report-signature"
+    assert [step for step, _ in fast.refused] == ["diagnosis", "diagnosis"], fast.refused
+    assert fast.refused[0][1] == "未记录，请更正：「首次联系客户时间」不能晚于当前时间（现在是 2026-11-23 10:08）"
+    assert "无权" in fast.refused[1][1]
+    with fast.session() as s:
+        row = s.exec(select(Approval).where(Approval.step == "diagnosis")).one()
+    assert row.decided_by == "张技术" and row.decided_at == t + 10 * MIN
