@@ -32,7 +32,7 @@ from prefect import flow
 from models.db import is_transient, session_scope
 from models.leases import current, release, renew, take
 from models.wallclock import now as wall_now
-from tasks import accident, approvals, clocks, notify, runs, timers
+from tasks import accident, approvals, clocks, escalation, notify, runs, timers
 from tasks.clocks import next_due
 from tasks.ledger import unrecorded
 
@@ -49,6 +49,9 @@ KEEPER_STEPS: list[KeeperStep] = [
     accident.send_due_vendor_support,
     accident.send_progress_updates,
     accident.send_vendor_daily_reports,
+    # levels 3–4 act on any case (the team, the vendor, the standby); after the accident's own steps,
+    # which date an accident's vendor call and standby by its window and half its restore time
+    escalation.act_on_escalations,
     notify.send_due_step,
 ]
 

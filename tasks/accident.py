@@ -98,6 +98,7 @@ EVENT_TEXT_ZH = {
     "visit_booked": "与客户预约上门时间",
     "arrived": "工程师到达现场",
     "onsite_analysis": "现场再分析：{findings}",
+    "workaround": "发出临时解决方案（业务先恢复）：{workaround}",
     "repair_anomaly": "维修遇到异常（第 {attempt} 次）：{anomaly}",
     "lead_guidance": "技术负责人指导：{guidance}",
     "repaired": "维修完成：{work_done}",
@@ -370,29 +371,39 @@ def form_team(case_id: int, now: datetime) -> dict[str, Any]:
     """Form the emergency accident team (named people and roles); the coordinator is the customer's one contact."""
     with session_scope() as session:
         case = _case(session, case_id)
-        if case.data.get("accident_team"):
+        formed = form_expert_team(session, case, now)
+        if formed is None:
             return {"team": case.data["accident_team"], "coordinator": case.data["coordinator"]}
-        lead = first_with_role(session, Role.TECHNICAL_LEAD)
-        coordinator = first_with_role(session, Role.COORDINATOR)
-        named = _staff_named(session, case.data.get("team_names") or [])
-        members = [(lead, "组长（项目技术负责人）")]
-        if named:
-            members += [(p, _team_role(p)) for p in named if p.id != lead.id]
-        else:
-            members += [(p, "专家（紧急抢修小组）") for p in staff_with_role(session, Role.EXPERT)]
-            members += [(p, "服务工程师") for p in staff_with_role(session, Role.ENGINEER)[:1]]
-        team = [rules.TeamMember(staff_id=int(p.id), name=p.name, role=r).model_dump()  # type: ignore[arg-type]
-                for p, r in members]
-        coord = {"staff_id": coordinator.id, "name": coordinator.name}
-        # "team" (role → staff id) belongs to the shared steps; the named accident team is kept apart.
-        _set(case, now, accident_team=team, coordinator=coord, stage="plan")
+        _set(case, now, stage="plan")
         case.move_to(CaseStatus.HANDLING, now)
-        append_event(session, case_id, "team_formed", at=now, actor=lead.name,
-                     data={"team": team, "coordinator": coordinator.name, "size": len(team)}, key="team")
-        for member, (person, _role) in zip(team, members, strict=True):
-            _queue(session, case, [person], "accident_team", f"team:{person.id}", now,
-                   member=member, team=team, coordinator=coordinator.name)
-        return {"team": team, "coordinator": coord}
+        return formed
+
+
+def form_expert_team(session: Session, case: Case, now: datetime) -> dict[str, Any] | None:
+    """The emergency team (紧急抢修小组) formed and named on the case: the accident's step 2, and the
+    escalation's level 3 on any case (tasks.escalation). None when the case has its team already."""
+    if case.data.get("accident_team"):
+        return None
+    lead = first_with_role(session, Role.TECHNICAL_LEAD)
+    coordinator = first_with_role(session, Role.COORDINATOR)
+    named = _staff_named(session, case.data.get("team_names") or [])
+    members = [(lead, "组长（项目技术负责人）")]
+    if named:
+        members += [(p, _team_role(p)) for p in named if p.id != lead.id]
+    else:
+        members += [(p, "专家（紧急抢修小组）") for p in staff_with_role(session, Role.EXPERT)]
+        members += [(p, "服务工程师") for p in staff_with_role(session, Role.ENGINEER)[:1]]
+    team = [rules.TeamMember(staff_id=int(p.id), name=p.name, role=r).model_dump()  # type: ignore[arg-type]
+            for p, r in members]
+    coord = {"staff_id": coordinator.id, "name": coordinator.name}
+    # "team" (role → staff id) belongs to the shared steps; the named accident team is kept apart.
+    _set(case, now, accident_team=team, coordinator=coord)
+    append_event(session, int(case.id), "team_formed", at=now, actor=lead.name,  # type: ignore[arg-type]
+                 data={"team": team, "coordinator": coordinator.name, "size": len(team)}, key="team")
+    for member, (person, _role) in zip(team, members, strict=True):
+        _queue(session, case, [person], "accident_team", f"team:{person.id}", now,
+               member=member, team=team, coordinator=coordinator.name)
+    return {"team": team, "coordinator": coord}
 
 
 def _team_role(person: Staff) -> str:
@@ -464,7 +475,7 @@ def start_vendor_support(case_id: int, attempt: int, reason: str, at: datetime) 
         case = _case(session, case_id)
         if not case.data.get("vendor_engaged_at"):
             at = min(at, _window_closes(case))
-        return _start_vendor_support(session, case, attempt, reason, at)
+        return request_vendor_support(session, case, attempt, reason, at)
 
 
 def _window_closes(case: Case) -> datetime:
@@ -472,7 +483,7 @@ def _window_closes(case: Case) -> datetime:
     return rules.window_closes_at(started, float(case.data.get("tolerance_hours") or rules.DEFAULT_TOLERANCE_HOURS))
 
 
-def _start_vendor_support(session: Session, case: Case, attempt: int, reason: str, at: datetime) -> bool:
+def request_vendor_support(session: Session, case: Case, attempt: int, reason: str, at: datetime) -> bool:
     """Record vendor-support call `attempt` (once per attempt) and tell the vendor and the director."""
     director = first_with_role(session, Role.TECHNICAL_DIRECTOR)
     coordinator = first_with_role(session, Role.COORDINATOR)
@@ -503,7 +514,7 @@ def send_due_vendor_support(now: datetime) -> int:
             if case.data.get("vendor_engaged_at") or case.data.get("stage") in WORKING_PLAN_STAGES:
                 continue
             closes = _window_closes(case)
-            if now >= closes and _start_vendor_support(
+            if now >= closes and request_vendor_support(
                     session, case, 1, f"客户可容忍时间（{case.data.get('tolerance_hours')} 小时）内没有恢复业务的方案", closes):
                 started += 1
     return started
@@ -559,11 +570,11 @@ def call_director_on_site(case_id: int, attempt: int, version: int, result: str,
 def request_standby_machine(case_id: int, reason: str, at: datetime, actor: str = "技术总监") -> bool:
     """A standby machine of the same class replaces the failed system; once per accident."""
     with session_scope() as session:
-        return _request_standby(session, _case(session, case_id), reason, at, actor)
+        return request_standby(session, _case(session, case_id), reason, at, actor)
 
 
-def _request_standby(session: Session, case: Case, reason: str, at: datetime, actor: str) -> bool:
-    if _has_event(session, case.id, "standby_machine_requested"):  # type: ignore[arg-type]
+def request_standby(session: Session, case: Case, reason: str, at: datetime, actor: str) -> bool:
+    if has_event(session, case.id, "standby_machine_requested"):  # type: ignore[arg-type]
         return False
     append_event(session, case.id, "standby_machine_requested", at=at, actor=actor,  # type: ignore[arg-type]
                  data={"reason": reason}, key="standby")
@@ -580,7 +591,7 @@ def _has_event_key(session: Session, case_id: int, key: str) -> bool:
     return session.exec(select(Event.id).where(Event.case_id == case_id, Event.key == key)).first() is not None
 
 
-def _has_event(session: Session, case_id: int, kind: str) -> bool:
+def has_event(session: Session, case_id: int, kind: str) -> bool:
     return session.exec(select(Event.id).where(Event.case_id == case_id, Event.kind == kind)).first() is not None
 
 
@@ -608,7 +619,7 @@ def _status_lines(session: Session, case: Case) -> dict[str, Any]:
         "stage": STAGE_ZH.get(case.data.get("stage", ""), case.data.get("stage", "")),
         "plan_version": f"第 {case.data['plan_version']} 版" if case.data.get("plan_version") else "编写中",
         "vendor": "已启动" if vendor_at else "未启动",
-        "standby": "已启用" if _has_event(session, case.id, "standby_machine_requested") else "未启用",  # type: ignore[arg-type]
+        "standby": "已启用" if has_event(session, case.id, "standby_machine_requested") else "未启用",  # type: ignore[arg-type]
     }
 
 
@@ -681,7 +692,7 @@ def send_due_standby(now: datetime) -> int:
             if restore_due is None or not rules.standby_needed(started, restore_due, now):
                 continue
             at = rules.standby_due_at(started, restore_due)
-            if _request_standby(session, case, "已过合同约定恢复时间的一半，仍未恢复", at, "system"):
+            if request_standby(session, case, "已过合同约定恢复时间的一半，仍未恢复", at, "system"):
                 sent += 1
     return sent
 
