@@ -43,7 +43,7 @@ from tasks.accident import (
     window_expired,
 )
 from tasks.board import name_run, run_name
-from tasks.cases import IntakeError, clock, load_case, record
+from tasks.cases import CaseFacts, IntakeError, clock, load_case, record
 from tasks.parts import parts_of_case
 from tasks.timers import current_time
 
@@ -97,10 +97,10 @@ def accident(request: AccidentRequest) -> dict[str, Any]:
     review_id, now = review_until_signed_off(case_id, facts, now)
     reports = [report_id, callback_id, summary_id, review_id]
     steps.archive(case_id, reports, now=now, procedure="accident")
-    return {"case_id": case_id, "number": facts["number"], "plan_version": plan.version, "reports": reports}
+    return {"case_id": case_id, "number": facts.number, "plan_version": plan.version, "reports": reports}
 
 
-def plans_until_restored(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[Plan, datetime]:
+def plans_until_restored(case_id: int, facts: CaseFacts, now: datetime) -> tuple[Plan, datetime]:
     """§3 steps 2–5: plan → director → (test) → customer → execute; a failed test or execution means
     another plan, and out of the customer's tolerated window the director starts vendor support."""
     written: dict[int, dict[str, Any]] = {}  # version → the recorded structured plan
@@ -110,7 +110,7 @@ def plans_until_restored(case_id: int, facts: dict[str, Any], now: datetime) -> 
         written[plan.version] = recorded
         return plan, now
 
-    def revise(case_id: int, facts: dict[str, Any], plan: Plan, *, reason: str, note: str,
+    def revise(case_id: int, facts: CaseFacts, plan: Plan, *, reason: str, note: str,
                now: datetime) -> tuple[Plan, datetime]:
         # the director or the customer sent plan v back: the lead writes v+1 on the accident plan form
         who = {"director": "技术总监要求修改", "rejected": "技术总监驳回"}.get(reason, "客户异议")
@@ -165,7 +165,7 @@ def plans_until_restored(case_id: int, facts: dict[str, Any], now: datetime) -> 
         plan, now = write(plan.version + 1, reason, now)
 
 
-def write_plan(case_id: int, facts: dict[str, Any], version: int, reason: str,
+def write_plan(case_id: int, facts: CaseFacts, version: int, reason: str,
                now: datetime) -> tuple[Plan, dict[str, Any], datetime]:
     """The lead writes plan `version` on the accident plan form (steps, minutes, tools, parts, risk,
     testing). An incomplete form is not taken: the lead gets the form again with what is missing."""
@@ -174,7 +174,7 @@ def write_plan(case_id: int, facts: dict[str, Any], version: int, reason: str,
         step = f"accident-plan-v{version}" + (f"-again{attempt}" if attempt else "")
         written = steps.fill_form(case_id, step, version, role=Role.TECHNICAL_LEAD, form=AccidentPlanForm, now=now,
                                   subject=steps.subject(facts, f"请提交事故处理方案（第 {version} 版）"),
-                                  content="\n\n".join(t for t in (problem, reason or facts["description"]) if t))
+                                  content="\n\n".join(t for t in (problem, reason or facts.description) if t))
         now = written.at
         recorded = record_plan(case_id, version, written.value.model_dump(), written.by, now, reason)
         if "error" not in recorded:
@@ -192,7 +192,7 @@ def vendor_support_if_out_of_window(case_id: int, call: int, reason: str, at: da
     return 0
 
 
-def review_until_signed_off(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[int, datetime]:
+def review_until_signed_off(case_id: int, facts: CaseFacts, now: datetime) -> tuple[int, datetime]:
     """§3 step 10: the director records the technical review meeting and reports in writing to the
     general manager; a GM who does not sign sends it back to the director for the next version."""
     version, comment = 0, ""
@@ -200,7 +200,7 @@ def review_until_signed_off(case_id: int, facts: dict[str, Any], now: datetime) 
         version += 1
         held = steps.fill_form(case_id, "review-meeting", version, role=Role.TECHNICAL_DIRECTOR, form=ReviewForm,
                                now=now, subject=steps.subject(facts, f"请召开技术评审会议并提交评审报告（第 {version} 版）"),
-                               content=f"总经理意见：{comment}" if comment else facts["description"])
+                               content=f"总经理意见：{comment}" if comment else facts.description)
         now = held.at
         review = record_review(case_id, version, held.value.model_dump(), held.by, now, comment)
         approval = steps.ask_staff(case_id, "gm-sign-off", version, role=Role.GENERAL_MANAGER, now=now,

@@ -52,6 +52,7 @@ from models.parties import ROLE_LABELS_ZH
 from rules.plans import Plan
 from tasks.board import name_run, run_name
 from tasks.cases import (
+    CaseFacts,
     IntakeError,
     RepairRequest,
     clock,
@@ -98,13 +99,13 @@ def repair(request: RepairRequest) -> RepairOutcome:
         return Failed(message=str(exc))  # type: ignore[return-value]  # a clear message, no traceback
     name_run(case_id)  # "WX-000001 故障维修 北京某银行" in the Prefect UI from now on
     facts = load_case(case_id)
-    now = facts["reported_at"]
+    now = facts.reported_at
     for kind in ("first_contact", "remote_response", "workaround", "restore"):
         clock(case_id, kind, "start", now)
 
     # 1–2. First contact and remote diagnosis by the technical lead, with the command log.
     diagnosis = fill_form(case_id, "diagnosis", 1, role=LEAD, form=DiagnosisForm, now=now,
-                          subject=subject(facts, "请联系客户并远程诊断"), content=facts["description"])
+                          subject=subject(facts, "请联系客户并远程诊断"), content=facts.description)
     now = diagnosis.at
     found = diagnosis.value
     record(case_id, "first_contact", found.contacted_at, diagnosis.by, {"fault_confirmed": found.fault_confirmed})
@@ -234,7 +235,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
     # (`null` in its SLA policy) and the clock is then not started (tasks.clocks.applies).
     clock(case_id, "analysis_report", "start", restored_at)
     fault_request = ask_staff(case_id, "fault-report", 1, role=LEAD, kind="form", form=FaultReportForm, now=now,
-                              subject=subject(facts, "请在24小时内提交故障处理报告"), content=facts["description"])
+                              subject=subject(facts, "请在24小时内提交故障处理报告"), content=facts.description)
     account_request = request_written_account(case_id, facts, now=now)
 
     # 15. Fault-handling report (故障处理报告) to the customer within 24 h of the repair — awaited
@@ -258,20 +259,20 @@ def repair(request: RepairRequest) -> RepairOutcome:
     reports = [service_report, fault_report["id"], callback_form, account]
     now = final_approval(case_id, facts, reports, now=now)
     archive(case_id, reports, now=now)
-    return RepairOutcome(case_id=case_id, number=facts["number"], status=CaseStatus.ARCHIVED, reports=reports,
+    return RepairOutcome(case_id=case_id, number=facts.number, status=CaseStatus.ARCHIVED, reports=reports,
                          new_repairs=new_repairs)
 
 
 COORDINATOR_ROLE = Role.COORDINATOR
 
 
-def _first_plan(case_id: int, facts: dict[str, Any], text: str, author: str, now: datetime) -> Plan:
+def _first_plan(case_id: int, facts: CaseFacts, text: str, author: str, now: datetime) -> Plan:
     """Plan v1 from the diagnosis form; left empty or unusable → the lead is asked for it on its own form."""
     plan, attempt = first_plan_of(text, author), 0
     while plan is None:
         attempt += 1
         answer = fill_form(case_id, f"plan-v1-{attempt}", 1, role=LEAD, form=PlanForm, now=now,
-                           subject=subject(facts, "未远程解决，请填写解决方案"), content=facts["description"])
+                           subject=subject(facts, "未远程解决，请填写解决方案"), content=facts.description)
         plan, author = first_plan_of(answer.value.plan, answer.by), answer.by
     record(case_id, "plan_written", now, author, {"version": 1}, key="plan:v1")
     return plan
@@ -291,7 +292,7 @@ def _workaround(case_id: int, text: str, at: datetime, by: str, *, remote: bool)
     clock(case_id, "workaround", "stop", at)
 
 
-def _onsite_revision(case_id: int, facts: dict[str, Any], plan: Plan, text: str, by: str, now: datetime) -> Plan:
+def _onsite_revision(case_id: int, facts: CaseFacts, plan: Plan, text: str, by: str, now: datetime) -> Plan:
     new = revise_plan(plan, text, "onsite", by, "现场再分析")
     if new is None:
         return plan
@@ -299,14 +300,14 @@ def _onsite_revision(case_id: int, facts: dict[str, Any], plan: Plan, text: str,
     return new
 
 
-def _hand_over(case_id: int, facts: dict[str, Any], reason: str, now: datetime) -> RepairOutcome:
+def _hand_over(case_id: int, facts: CaseFacts, reason: str, now: datetime) -> RepairOutcome:
     """The director decided the repair cannot be completed: the accident flow takes the case over."""
     run_id = start_accident_run(case_id, reason, f"{case_id}:handover")
     record(case_id, "handed_over", now, "技术总监", {"accident_run": run_id, "reason": reason}, key="handed-over",
            status=CaseStatus.HANDED_OVER, tell=[{"template": "repair/handed_over", "key": "handed-over", "customer": True,
                                         "roles": [DIRECTOR, COORDINATOR_ROLE, DISPATCHER], "urgent": True,
                                         "context": {"reason": reason}}])
-    return RepairOutcome(case_id=case_id, number=facts["number"], status=CaseStatus.HANDED_OVER, accident_run=run_id)
+    return RepairOutcome(case_id=case_id, number=facts.number, status=CaseStatus.HANDED_OVER, accident_run=run_id)
 
 
 def _parts_used(case_id: int) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ from models.forms import (
 )
 from rules.plans import Plan
 from tasks.approvals import await_approval, dashed, request_approval, signature_step
-from tasks.cases import RepairRequest, assignees, clock, contact_of, record, start_repair_run
+from tasks.cases import CaseFacts, RepairRequest, assignees, clock, contact_of, record, start_repair_run
 from tasks.parts import request_parts
 from tasks.reports import bind_signature, issue, report_bundle, revise_plan, set_report_status
 from tasks.timers import wait_until
@@ -53,7 +53,7 @@ PROCEDURE_ZH = {"repair": "故障维修", "accident": "事故处理"}
 class Reviser(Protocol):
     """How a procedure's lead writes plan v+1 after the director or the customer sent v back."""
 
-    def __call__(self, case_id: int, facts: dict[str, Any], plan: Plan, *, reason: str, note: str,
+    def __call__(self, case_id: int, facts: CaseFacts, plan: Plan, *, reason: str, note: str,
                  now: datetime) -> tuple[Plan, datetime]: ...
 
 # How long a link stays valid; a late answer can still be requested again from the web page.
@@ -137,12 +137,12 @@ def answer_of(form: type[F], decision: Decision) -> Answer[F]:
 # --- the steps --------------------------------------------------------------------------------
 
 
-def subject(facts: dict[str, Any], text: str) -> str:
+def subject(facts: CaseFacts, text: str) -> str:
     """`【有偿服务】WX-000012 故障维修：text` — every message names the case and an out-of-contract mark."""
-    return f"{paid_prefix(facts)}{facts['number']} {PROCEDURE_ZH.get(facts['kind'], '')}：{text}"
+    return f"{paid_prefix(facts)}{facts.number} {PROCEDURE_ZH.get(facts.kind, '')}：{text}"
 
 
-def director_approves_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, now: datetime,
+def director_approves_plan(case_id: int, facts: CaseFacts, plan: Plan, *, now: datetime,
                            procedure: Procedure = "repair", role: str = Role.TECHNICAL_DIRECTOR,
                            step: str = "plan-approval", revise: Reviser | None = None) -> tuple[Plan, datetime]:
     """The technical director approves the plan, or sends it back for version v+1, which goes to the
@@ -175,7 +175,7 @@ def director_approves_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, n
                                                   note=decision.comment, now=now)
 
 
-def lead_revises_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, reason: str, note: str,
+def lead_revises_plan(case_id: int, facts: CaseFacts, plan: Plan, *, reason: str, note: str,
                       now: datetime, role: str = Role.TECHNICAL_LEAD) -> tuple[Plan, datetime]:
     """The lead writes plan v+1 on the form (the old plan and the reason are on the page). A plan to
     revise comes filled in on the form; a rejected one does not (another plan is wanted)."""
@@ -203,7 +203,7 @@ def lead_revises_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, reason
         note = "修订内容与原方案相同，请修改方案 / the revision was identical to the plan"
 
 
-def customer_accepts_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, now: datetime,
+def customer_accepts_plan(case_id: int, facts: CaseFacts, plan: Plan, *, now: datetime,
                           procedure: Procedure = "repair", revise: Reviser | None = None,
                           pause: str | None = None) -> tuple[Plan, datetime]:
     """PROCEDURES.md §2 step 7: the written plan goes to the customer, who signs or objects. Each
@@ -233,13 +233,13 @@ def customer_accepts_plan(case_id: int, facts: dict[str, Any], plan: Plan, *, no
         plan, now = director_approves_plan(case_id, facts, plan, now=now, procedure=procedure, revise=revise)
 
 
-def five_minute_talk(case_id: int, facts: dict[str, Any], *, now: datetime, problems: str | None = None,
+def five_minute_talk(case_id: int, facts: CaseFacts, *, now: datetime, problems: str | None = None,
                      role: str = Role.ENGINEER) -> tuple[list[str], datetime]:
     """5分钟交流: each further problem found opens a new repair flow linked to this case.
     `problems` given (from a form already filled) → no separate form. Returns the new runs' ids."""
     if problems is None:
         talk = fill_form(case_id, "five-minute-talk", 1, role=role, form=TalkForm, now=now,
-                         subject=subject(facts, "请填写5分钟交流记录"), content=facts["description"])
+                         subject=subject(facts, "请填写5分钟交流记录"), content=facts.description)
         now = talk.at
         problems = talk.value.problems
     found = split_problems(problems)
@@ -264,16 +264,16 @@ def split_problems(text: str) -> list[tuple[int, str]]:
     return found
 
 
-def start_linked_repair(case_id: int, facts: dict[str, Any], description: str, severity: int, n: int,
+def start_linked_repair(case_id: int, facts: CaseFacts, description: str, severity: int, n: int,
                         now: datetime) -> str:
     """Start a new repair flow for a problem found in this case (the link is the parent case id)."""
-    request = RepairRequest(customer=facts["customer_code"], site=facts["site"], reported_by=facts["contact_name"] or "客户",
+    request = RepairRequest(customer=facts.customer_code, site=facts.site, reported_by=facts.contact_name or "客户",
                             channel="现场", description=description, severity=severity, reported_at=now,
                             parent_case_id=case_id)
     return start_repair_run(request, idempotency_key=f"{case_id}:talk:{n}")
 
 
-def service_report_signed(case_id: int, facts: dict[str, Any], *, now: datetime, context: dict[str, Any],
+def service_report_signed(case_id: int, facts: CaseFacts, *, now: datetime, context: dict[str, Any],
                           template: str = "repair/service_report", kind: str = "service_report",
                           by: str = "服务工程师", role: str = Role.ENGINEER) -> tuple[int, datetime]:
     """PROCEDURES.md §2 step 12: the report is issued and the customer signs it (bound to its hash).
@@ -301,7 +301,7 @@ def service_report_signed(case_id: int, facts: dict[str, Any], *, now: datetime,
         version += 1
 
 
-def parts_from_store(case_id: int, facts: dict[str, Any], parts: str, by: str, now: datetime, *,
+def parts_from_store(case_id: int, facts: CaseFacts, parts: str, by: str, now: datetime, *,
                      step: str = "parts", role: str = Role.TECHNICAL_LEAD) -> tuple[str, datetime]:
     """The plan's spare parts go to the store (tasks.parts.request_parts: each line one stock move, a
     shortage told urgently to the parts keeper and the director). A list the store cannot take (an
@@ -334,12 +334,12 @@ def start_after_service_clocks(case_id: int, completed_at: datetime) -> None:
     clock(case_id, "written_account", "start", completed_at)
 
 
-def request_written_account(case_id: int, facts: dict[str, Any], *, now: datetime, role: str = Role.ENGINEER,
+def request_written_account(case_id: int, facts: CaseFacts, *, now: datetime, role: str = Role.ENGINEER,
                             what: str = "书面说明") -> int:
     """§2 step 16 / §3 step 9: ask for the written account (awaited later: it may take a week)."""
     return ask_staff(case_id, "written-account", 1, role=role, kind="form", form=AccountForm, now=now,
                      expires=ACCOUNT_LINK,
-                     subject=subject(facts, f"请在一周内提交{what}（含方案）"), content=facts["description"])
+                     subject=subject(facts, f"请在一周内提交{what}（含方案）"), content=facts.description)
 
 
 def written_account_received(case_id: int, approval_id: int, *, plan: Plan | None, now: datetime,
@@ -353,14 +353,14 @@ def written_account_received(case_id: int, approval_id: int, *, plan: Plan | Non
     return doc["id"], max(now, written.at)
 
 
-def callback(case_id: int, facts: dict[str, Any], *, completed_at: datetime,
+def callback(case_id: int, facts: CaseFacts, *, completed_at: datetime,
              role: str = Role.DISPATCHER) -> tuple[int, datetime]:
     """§2 step 14: the day after completion the centre calls the customer back and fills the callback
     form (客户回访表, scores 优/良/中/差); within 2 days; the coordinator is informed."""
     wait_until(case_id, completed_at + CALLBACK_AFTER, "callback-due")
     due = completed_at + CALLBACK_AFTER
     answer = fill_form(case_id, "callback", 1, role=role, form=CallbackForm, now=due,
-                       subject=subject(facts, "请回访客户并填写客户回访表"), content=facts["description"])
+                       subject=subject(facts, "请回访客户并填写客户回访表"), content=facts.description)
     form = answer.value
     scores = [{"key": k, "label": label, "value": getattr(form, k)} for k, label in CALLBACK_ITEMS.items()]
     doc = issue(case_id, "callback_form", "common/callback_form",
@@ -374,7 +374,7 @@ def callback(case_id: int, facts: dict[str, Any], *, completed_at: datetime,
     return doc["id"], answer.at
 
 
-def final_approval(case_id: int, facts: dict[str, Any], report_ids: list[int], *, now: datetime,
+def final_approval(case_id: int, facts: CaseFacts, report_ids: list[int], *, now: datetime,
                    role: str = Role.TECHNICAL_DIRECTOR, step: str = "final-approval") -> datetime:
     """§2 step 17: the centre sends report, callback form and account to the director; a return
     ("revise"/"rejected") is recorded and sent again as the next version once the centre has answered."""

@@ -178,9 +178,10 @@ class Case(SQLModel, table=True):
         return CaseStatus(self.status)
 
 
-def paid_prefix(case: Case | dict[str, Any]) -> str:
-    """The mark every message about an out-of-contract case starts with (PROCEDURES.md §6 step 7)."""
-    out = case.out_of_contract if isinstance(case, Case) else case.get("out_of_contract")
+def paid_prefix(case: Case | dict[str, Any] | Any) -> str:
+    """The mark every message about an out-of-contract case starts with (PROCEDURES.md §6 step 7);
+    `case`: a Case, its facts (anything with `out_of_contract`) or their dict."""
+    out = case.get("out_of_contract") if isinstance(case, dict) else getattr(case, "out_of_contract", False)
     return "【合同外·有偿服务】" if out else ""
 
 

@@ -460,11 +460,13 @@ def take_request(request: RepairRequest, now: datetime, flow_run_id: str | None 
         return int(case.id)  # type: ignore[arg-type]
 
 
-@step("load-case", title="工单概况 / case facts")
-def load_case(case_id: int) -> dict[str, Any]:
-    """The case's facts as plain values."""
+# "case-facts", not the "load-case" of old: that one recorded a dict, and a waiting case replays a
+# recorded result as the type it was recorded with; under the new name a replay reads the facts anew.
+@step("case-facts", title="工单概况 / case facts")
+def load_case(case_id: int) -> CaseFacts:
+    """The case's facts (a typed, frozen record; the step ledger replays it as the same type)."""
     with session_scope() as session:
-        return case_facts(session, case_id).as_dict()
+        return case_facts(session, case_id)
 
 
 @step("record", title="记录 / record", key=lambda a: a["key"] or a["kind"])

@@ -26,6 +26,7 @@ from models.approvals import Timer
 from models.db import get_engine, session_scope
 from models.steps import StepRecord
 from tasks.approvals import Decision
+from tasks.cases import load_case
 from tasks.ledger import decode, dumps, encode, loads, replaying, step
 from tasks.timers import current_time, timer_fired
 from tests.conftest import T0
@@ -130,6 +131,18 @@ def test_results_come_back_typed() -> None:
     assert isinstance(decode(encode(decision)).at, datetime)
     with pytest.raises(TypeError, match="cannot be recorded"):
         dumps(object())
+
+
+def test_the_case_facts_a_flow_reads_are_recorded_and_replayed_as_case_facts(case_id: int) -> None:
+    """`load_case` gives the flow a typed CaseFacts (facts.number, not facts["number"]), and the ledger
+    gives the same type back on a replay."""
+    from tasks.cases import CaseFacts, case_facts
+
+    with session_scope() as s:
+        facts = case_facts(s, case_id)
+    back = loads(dumps(facts))
+    assert type(back) is CaseFacts and back == facts and back.number.startswith("WX-")
+    assert load_case.fn(case_id) == facts  # type: ignore[attr-defined]
 
 
 def test_a_replay_returns_recorded_results_without_running_a_step(case_id: int) -> None:
