@@ -115,3 +115,17 @@ class ServiceSummary(SQLModel, table=True):
     rating: dict[str, Any] = json_field(default_factory=dict)
     rated_at: datetime | None = utc_field()
     rated_by: str = Field(default="", max_length=100)
+
+
+def open_problems(session: Session, case_id: int) -> list[ChecklistResult]:
+    """The checklist rows of an inspection that became repairs (every version)."""
+    return list(session.exec(select(ChecklistResult).where(
+        ChecklistResult.case_id == case_id, ChecklistResult.result == str(ItemResult.ABNORMAL),
+        ChecklistResult.fixed_on_site == False)  # noqa: E712
+        .order_by(col(ChecklistResult.id))).all())
+
+
+def all_fed_back(session: Session, case_id: int) -> bool:
+    """Every problem of the inspection has its repair (the feedback clock may stop)."""
+    rows = open_problems(session, case_id)
+    return bool(rows) and all(r.repair_case_id is not None for r in rows)

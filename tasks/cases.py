@@ -23,6 +23,7 @@ from models.cases import CaseStatus, paid_prefix
 from models.clocks import ClockStatus
 from models.db import session_scope
 from models.forms import FUTURE_SLACK, read_time
+from models.inspection import all_fed_back, open_problems
 from models.settings import business_timezone, get_settings
 from rules.sla import SEVERITY_LEVELS_ZH, severity_text
 from tasks import clocks
@@ -344,8 +345,6 @@ def open_case(
             data={"case_id": case.id, "kind": str(kind)},
         )
         if request.channel == Channel.INSPECTION:  # a problem an inspection found: the customer is told its number
-            from tasks.inspection import feedback_repair_opened
-
             feedback_repair_opened(session, request.parent_case_id, case, at=now)
     return case
 
@@ -524,6 +523,40 @@ def queue_for_case(session: Session, case_id: int, *, template: str, key: str, n
         urgent=facts.severity <= 2 if urgent is None else urgent,
     )
     return len(rows)
+
+
+def feedback_repair_opened(session: Session, inspection_id: int, repair: Case, *, at: datetime) -> bool:
+    """A repair an inspection's problem started is open: the customer is told the problem and the
+    repair's number (巡检问题反馈, PROCEDURES.md §4.5), the checklist rows are linked to the repair, and
+    the inspection's feedback clock stops once every problem has its repair. Runs in the repair's
+    intake transaction; idempotent (the event and the outbox key are per repair). False: not an
+    inspection's repair, or no problem of it matches."""
+    inspection = session.get(Case, inspection_id)
+    if inspection is None or inspection.kind != str(CaseKind.INSPECTION) or repair.id is None:
+        return False
+    target = f"device:{repair.device_id}" if repair.device_id is not None else "site"
+    rows = [r for r in open_problems(session, inspection_id)
+            if r.target == target and f"·{r.item_label}：" in (repair.description or "")]
+    if not rows:
+        return False
+    for r in rows:
+        if r.repair_case_id is None:
+            r.repair_case_id = repair.id
+            session.add(r)
+    session.flush()
+    first = rows[0]
+    key = f"feedback:{repair.id}"
+    if session.exec(select(Event).where(Event.case_id == inspection_id, Event.key == key)).first() is None:
+        queue_for_case(session, inspection_id, template="inspection/problem_feedback", key=key, now=at, customer=True,
+                       urgent=False, context={"number": inspection.number, "repair_number": repair.number,
+                                              "problem": f"{first.item_label}：{first.note}",
+                                              "severity": repair.severity})
+        append_event(session, inspection_id, "problem_feedback_sent", at=at, actor="system", key=key,
+                     data={"repair_case_id": repair.id, "repair_number": repair.number, "item": first.item_code,
+                           "target": first.target})
+    if all_fed_back(session, inspection_id):
+        clocks.stop_clock(session, inspection_id, "inspection_feedback", at=at)
+    return True
 
 
 @step("clock", title="服务时限 / SLA clock", key="{kind}-{action}")

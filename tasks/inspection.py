@@ -30,6 +30,7 @@ from models.inspection import (
     ChecklistItem,
     ChecklistResult,
     ItemResult,
+    all_fed_back,
     checklist_for,
     ensure_checklists,
 )
@@ -50,7 +51,7 @@ from tasks.cases import (
     set_status,
     start_repair_run,
 )
-from tasks.clocks import load_calendar
+from tasks.clocks import load_calendar, start_clock
 from tasks.ledger import step
 from tasks.notify import Message, queue, queue_many
 from tasks.people import staff_with_role
@@ -453,66 +454,12 @@ def store_checklist(session: Session, case_id: int, version: int, clean: dict[st
                  data={"version": version, "prechecks": clean["prechecks"],
                        "abnormal": sum(1 for i in clean["items"] if i["result"] == ItemResult.ABNORMAL)})
     problems = [i for i in clean["items"] if i["result"] == ItemResult.ABNORMAL and not i["fixed_on_site"]]
-    if problems and not _all_fed_back(session, case_id):
+    if problems and not all_fed_back(session, case_id):
         # PROCEDURES.md §4.5: every problem found is fed back to the customer within 2 working days,
         # with its repair's number; the clock stops when the last problem's repair is opened and told
-        from tasks.clocks import start_clock
-
         start_clock(session, case_id, "inspection_feedback", started_at=at,
                     severity=min(int(p["severity"] or PROBLEM_SEVERITY_DEFAULT) for p in problems))
     return problems
-
-
-def _open_problems(session: Session, case_id: int) -> list[Any]:
-    """The checklist rows of an inspection that became repairs (every version)."""
-    from models.inspection import ChecklistResult, ItemResult
-
-    return list(session.exec(select(ChecklistResult).where(
-        ChecklistResult.case_id == case_id, ChecklistResult.result == str(ItemResult.ABNORMAL),
-        ChecklistResult.fixed_on_site == False)  # noqa: E712
-        .order_by(col(ChecklistResult.id))).all())
-
-
-def _all_fed_back(session: Session, case_id: int) -> bool:
-    rows = _open_problems(session, case_id)
-    return bool(rows) and all(r.repair_case_id is not None for r in rows)
-
-
-def feedback_repair_opened(session: Session, inspection_id: int, repair: Case, *, at: datetime) -> bool:
-    """A repair an inspection's problem started is open: the customer is told the problem and the
-    repair's number (巡检问题反馈, PROCEDURES.md §4.5), the checklist rows are linked to the repair, and
-    the inspection's feedback clock stops once every problem has its repair. Runs in the repair's
-    intake transaction; idempotent (the event and the outbox key are per repair). False: not an
-    inspection's repair, or no problem of it matches."""
-    from tasks.cases import queue_for_case
-    from tasks.clocks import stop_clock
-
-    inspection = session.get(Case, inspection_id)
-    if inspection is None or inspection.kind != str(CaseKind.INSPECTION) or repair.id is None:
-        return False
-    target = f"device:{repair.device_id}" if repair.device_id is not None else "site"
-    rows = [r for r in _open_problems(session, inspection_id)
-            if r.target == target and f"·{r.item_label}：" in (repair.description or "")]
-    if not rows:
-        return False
-    for r in rows:
-        if r.repair_case_id is None:
-            r.repair_case_id = repair.id
-            session.add(r)
-    session.flush()
-    first = rows[0]
-    key = f"feedback:{repair.id}"
-    if session.exec(select(Event).where(Event.case_id == inspection_id, Event.key == key)).first() is None:
-        queue_for_case(session, inspection_id, template="inspection/problem_feedback", key=key, now=at, customer=True,
-                       urgent=False, context={"number": inspection.number, "repair_number": repair.number,
-                                              "problem": f"{first.item_label}：{first.note}",
-                                              "severity": repair.severity})
-        append_event(session, inspection_id, "problem_feedback_sent", at=at, actor="system", key=key,
-                     data={"repair_case_id": repair.id, "repair_number": repair.number, "item": first.item_code,
-                           "target": first.target})
-    if _all_fed_back(session, inspection_id):
-        stop_clock(session, inspection_id, "inspection_feedback", at=at)
-    return True
 
 
 # the engineer is on site or the report is out: the visit happened, there is nothing left to cancel
