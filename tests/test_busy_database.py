@@ -163,22 +163,25 @@ def test_an_error_that_is_not_a_busy_database_is_not_retried(sqlite_demo) -> Non
 
 
 def test_every_step_is_a_unit_of_work_re_run_on_a_busy_database() -> None:
-    """Every Prefect task of the step modules runs under `models.db.retrying(kind="step")` — a new
-    step module or a new way of declaring steps (the step ledger) must keep it."""
+    """Every step of the step modules (tasks.ledger.Step, and any plain Prefect task left) runs under
+    `models.db.retrying(kind="step")` — a new step module or a new way of declaring steps must keep it."""
     import importlib
     import pkgutil
 
     from prefect import Task
 
     import tasks
+    from tasks.ledger import Step
+
+    def steps_of(module: object) -> dict[str, object]:
+        name = module.__name__  # type: ignore[attr-defined]
+        return {f"{name}.{k}": v for k, v in vars(module).items()
+                if isinstance(v, Step | Task) and getattr(v.fn, "__module__", name) == name}
 
     found: dict[str, object] = {}
     for info in pkgutil.iter_modules(tasks.__path__):
-        module = importlib.import_module(f"tasks.{info.name}")
-        found.update({f"{module.__name__}.{k}": v for k, v in vars(module).items()
-                      if isinstance(v, Task) and v.fn.__module__ == module.__name__})
-    summary = importlib.import_module("flows.summary")
-    found.update({f"flows.summary.{k}": v for k, v in vars(summary).items() if isinstance(v, Task)})
+        found.update(steps_of(importlib.import_module(f"tasks.{info.name}")))
+    found.update(steps_of(importlib.import_module("flows.summary")))
     assert len(found) >= 30, sorted(found)  # 55 when written: the scan found the steps
     missing = sorted(name for name, t in found.items() if getattr(t.fn, "busy_retry", None) != "step")  # type: ignore[attr-defined]
     assert missing == []

@@ -237,7 +237,7 @@ def test_extra_inspection_is_a_deployment_with_a_chinese_form():
     deployment = next(d for d in all_deployments() if d.name == "extra-inspection")
     assert deployment.flow_name == "extra-inspection"
     schema = deployment._parameter_openapi_schema.model_dump()
-    form = schema["definitions"]["ExtraInspectionRequest"]
+    form = schema["definitions"]["ExtraInspectionForm"]  # deployments.run_forms: the dispatcher's form
     assert form["title"] == "加做巡检 / extra inspection" and form["required"] == ["customer", "reason"]
     titles = {k: v["title"] for k, v in form["properties"].items()}
     assert titles == {"customer": "客户", "site": "机房/站点", "reason": "加做原因", "day": "建议巡检日期",
