@@ -23,8 +23,10 @@ from deployments.run_forms import AccidentRequestForm, use_form
 from flows import steps
 from models import Role
 from models.approvals import DecisionKind
+from models.clocks import ClockAction
 from models.forms import AccidentMaintenanceForm, AccidentPlanForm, ExecutionForm, PlanTestForm, ReviewForm
 from rules.plans import Plan
+from rules.sla import ClockKind
 from tasks.accident import (
     AccidentRequest,
     accident_report_context,
@@ -127,7 +129,7 @@ def plans_until_restored(case_id: int, facts: CaseFacts, now: datetime) -> tuple
         parts = "、".join(written[plan.version]["plan"]["spare_parts"])
         if parts:
             parts_on_the_way = True
-            clock(case_id, "spare_part", "start", now)
+            clock(case_id, ClockKind.SPARE_PART, ClockAction.START, now)
             _, now = steps.parts_from_store(case_id, facts, parts, plan.author or "紧急抢修小组", now,
                                             step=f"accident-parts-v{plan.version}")
         if written[plan.version]["needs_testing"]:
@@ -151,7 +153,7 @@ def plans_until_restored(case_id: int, facts: CaseFacts, now: datetime) -> tuple
         now = done.at
         note = done.value.note
         if parts_on_the_way:  # the parts reached the site for this execution (the time typed, or the answer's)
-            clock(case_id, "spare_part", "stop", done.value.parts_arrived_at or done.at)
+            clock(case_id, ClockKind.SPARE_PART, ClockAction.STOP, done.value.parts_arrived_at or done.at)
             parts_on_the_way = False
         result = record_execution(case_id, plan.version, done.value.result, note, done.by, now)
         if result == "restored":

@@ -39,6 +39,7 @@ from flows.steps import (
 )
 from models import CaseStatus, Role
 from models.approvals import DecisionKind
+from models.clocks import ClockAction
 from models.forms import (
     DiagnosisForm,
     FaultReportForm,
@@ -50,6 +51,7 @@ from models.forms import (
 )
 from models.parties import ROLE_LABELS_ZH
 from rules.plans import Plan
+from rules.sla import ClockKind
 from tasks.board import name_run, run_name
 from tasks.cases import (
     CaseFacts,
@@ -100,8 +102,8 @@ def repair(request: RepairRequest) -> RepairOutcome:
     name_run(case_id)  # "WX-000001 故障维修 北京某银行" in the Prefect UI from now on
     facts = load_case(case_id)
     now = facts.reported_at
-    for kind in ("first_contact", "remote_response", "workaround", "restore"):
-        clock(case_id, kind, "start", now)
+    for kind in (ClockKind.FIRST_CONTACT, ClockKind.REMOTE_RESPONSE, ClockKind.WORKAROUND, ClockKind.RESTORE):
+        clock(case_id, kind, ClockAction.START, now)
 
     # 1–2. First contact and remote diagnosis by the technical lead, with the command log.
     diagnosis = fill_form(case_id, "diagnosis", 1, role=LEAD, form=DiagnosisForm, now=now,
@@ -109,8 +111,8 @@ def repair(request: RepairRequest) -> RepairOutcome:
     now = diagnosis.at
     found = diagnosis.value
     record(case_id, "first_contact", found.contacted_at, diagnosis.by, {"fault_confirmed": found.fault_confirmed})
-    clock(case_id, "first_contact", "stop", found.contacted_at)
-    clock(case_id, "remote_response", "stop", found.contacted_at)
+    clock(case_id, ClockKind.FIRST_CONTACT, ClockAction.STOP, found.contacted_at)
+    clock(case_id, ClockKind.REMOTE_RESPONSE, ClockAction.STOP, found.contacted_at)
     record(case_id, "remote_diagnosis", now, diagnosis.by,
            {"result": found.result, "command_log": found.command_log, "solved": found.solved_remotely})
     # 业务先恢复: a workaround the lead gave remotely stops the workaround clock (§1, §2 step 11)
@@ -124,8 +126,8 @@ def repair(request: RepairRequest) -> RepairOutcome:
     if found.solved_remotely:  # → straight to the report (step 12)
         record(case_id, "repaired", now, diagnosis.by, {"remote": True})
         record(case_id, "restored", now, diagnosis.by, {"remote": True})
-        clock(case_id, "workaround", "stop", now)  # restored before any workaround: see _workaround
-        clock(case_id, "restore", "stop", now)
+        clock(case_id, ClockKind.WORKAROUND, ClockAction.STOP, now)  # restored before any workaround: see _workaround
+        clock(case_id, ClockKind.RESTORE, ClockAction.STOP, now)
         repaired_at = restored_at = now
     else:
         # 3. Solution plan, approved by the technical director; spare parts from the store.
@@ -133,7 +135,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
         plan, now = director_approves_plan(case_id, facts, plan, now=now)
         parts = found.parts
         if parts:
-            clock(case_id, "spare_part", "start", now)
+            clock(case_id, ClockKind.SPARE_PART, ClockAction.START, now)
             parts, now = parts_from_store(case_id, facts, parts, diagnosis.by, now)
 
         # 4. The centre books the visit with the customer and tells the coordinator.
@@ -149,7 +151,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
                      {"template": "repair/visit_coordinator", "key": "visit-booked-coordinator",
                       "roles": [COORDINATOR_ROLE], "context": {"visit_at": visit_at}}])
         # the arrival clock runs from the moment the customer is ready for us: the agreed time, if later
-        clock(case_id, "arrival", "start", max(now, visit_at))
+        clock(case_id, ClockKind.ARRIVAL, ClockAction.START, max(now, visit_at))
 
         # 5–6. Arrival (clock by distance band) and on-site re-analysis; a changed plan goes to the director.
         onsite = fill_form(case_id, "onsite", 1, role=ENGINEER, form=OnsiteForm, now=now,
@@ -157,9 +159,9 @@ def repair(request: RepairRequest) -> RepairOutcome:
         now = onsite.at
         arrived_at = onsite.value.arrived_at
         record(case_id, "arrived", arrived_at, onsite.by, {"room_rules_followed": onsite.value.room_rules_followed})
-        clock(case_id, "arrival", "stop", arrived_at)
+        clock(case_id, ClockKind.ARRIVAL, ClockAction.STOP, arrived_at)
         if parts:
-            clock(case_id, "spare_part", "stop", arrived_at)
+            clock(case_id, ClockKind.SPARE_PART, ClockAction.STOP, arrived_at)
         record(case_id, "onsite_analysis", now, onsite.by, {"findings": onsite.value.findings})
         if onsite.value.workaround:  # 业务先恢复 on site (one given remotely already stopped the clock)
             _workaround(case_id, onsite.value.workaround, onsite.value.workaround_at or now, onsite.by, remote=False)
@@ -169,7 +171,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
             plan, now = director_approves_plan(case_id, facts, plan, now=now, step="onsite-revision")
 
         # 7. The customer accepts or objects; a loop until both sides sign the same version.
-        plan, now = customer_accepts_plan(case_id, facts, plan, now=now, pause="restore")
+        plan, now = customer_accepts_plan(case_id, facts, plan, now=now, pause=ClockKind.RESTORE)
 
         # 8. Repair by the plan; on an anomaly the lead guides; still stuck → the director may hand over.
         attempt = 1
@@ -207,8 +209,8 @@ def repair(request: RepairRequest) -> RepairOutcome:
         # 11. The customer's business is restored first.
         restored_at = work.restored_at or repaired_at
         record(case_id, "restored", restored_at, done.by, {})
-        clock(case_id, "workaround", "stop", restored_at)  # no workaround came first: see _workaround
-        clock(case_id, "restore", "stop", restored_at)
+        clock(case_id, ClockKind.WORKAROUND, ClockAction.STOP, restored_at)  # no workaround came first: see _workaround
+        clock(case_id, ClockKind.RESTORE, ClockAction.STOP, restored_at)
 
     # 12. Repair service report (维修服务报告), signed by the customer.
     times = report_context(case_id)
@@ -225,7 +227,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
     signed_at = now
     sms_to_centre(case_id, now=now)
     start_after_service_clocks(case_id, now)
-    clock(case_id, "fault_report", "start", repaired_at)
+    clock(case_id, ClockKind.FAULT_REPORT, ClockAction.START, repaired_at)
     # The fault-analysis report (故障分析报告, 1 working day after the restore, 003 §8.5.4) is this same
     # 故障处理报告: the form asks for the cause analysis (原因分析) with the symptoms, process, solution
     # and advice that 001 §2.2.6 wants, so one report filed meets both deliverables. The two clocks
@@ -233,7 +235,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
     # 5x8) from the repair, against one working day from the restore — on a Friday evening restore the
     # working day runs into Monday, while 24 h do not; a contract drops the one it does not promise
     # (`null` in its SLA policy) and the clock is then not started (tasks.clocks.applies).
-    clock(case_id, "analysis_report", "start", restored_at)
+    clock(case_id, ClockKind.ANALYSIS_REPORT, ClockAction.START, restored_at)
     fault_request = ask_staff(case_id, "fault-report", 1, role=LEAD, kind="form", form=FaultReportForm, now=now,
                               subject=subject(facts, "请在24小时内提交故障处理报告"), content=facts.description)
     account_request = request_written_account(case_id, facts, now=now)
@@ -246,8 +248,8 @@ def repair(request: RepairRequest) -> RepairOutcome:
                          fault.at,
                          fault.by,
                          tell=[{"template": "repair/fault_report", "key": "fault-report", "customer": True}])
-    clock(case_id, "fault_report", "stop", fault.at)
-    clock(case_id, "analysis_report", "stop", fault.at)
+    clock(case_id, ClockKind.FAULT_REPORT, ClockAction.STOP, fault.at)
+    clock(case_id, ClockKind.ANALYSIS_REPORT, ClockAction.STOP, fault.at)
 
     # 14. Callback within 2 days with the callback form (客户回访表).
     callback_form, now = callback(case_id, facts, completed_at=signed_at)
@@ -289,7 +291,7 @@ def _workaround(case_id: int, text: str, at: datetime, by: str, *, remote: bool)
     where = "remote" if remote else "onsite"
     record(case_id, "workaround", at, by, {"workaround": text, "where": where, "at": at.isoformat()},
            key=f"workaround:{where}")
-    clock(case_id, "workaround", "stop", at)
+    clock(case_id, ClockKind.WORKAROUND, ClockAction.STOP, at)
 
 
 def _onsite_revision(case_id: int, facts: CaseFacts, plan: Plan, text: str, by: str, now: datetime) -> Plan:

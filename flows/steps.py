@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from models import Role
 from models.approvals import DecisionKind
 from models.cases import CaseStatus, paid_prefix
+from models.clocks import ClockAction
 from models.forms import (
     CALLBACK_ITEMS,
     AccountForm,
@@ -35,6 +36,7 @@ from models.forms import (
     form_spec,
 )
 from rules.plans import Plan
+from rules.sla import ClockKind
 from tasks.approvals import await_approval, dashed, request_approval, signature_step
 from tasks.cases import CaseFacts, RepairRequest, assignees, clock, contact_of, record, start_repair_run
 from tasks.parts import request_parts
@@ -205,7 +207,7 @@ def lead_revises_plan(case_id: int, facts: CaseFacts, plan: Plan, *, reason: str
 
 def customer_accepts_plan(case_id: int, facts: CaseFacts, plan: Plan, *, now: datetime,
                           procedure: Procedure = "repair", revise: Reviser | None = None,
-                          pause: str | None = None) -> tuple[Plan, datetime]:
+                          pause: ClockKind | None = None) -> tuple[Plan, datetime]:
     """PROCEDURES.md §2 step 7: the written plan goes to the customer, who signs or objects. Each
     objection → plan v+1 by the lead, re-confirmed by the director, resent — until both sides have
     signed the same version. `pause`: the clock that stands still while the plan is with the
@@ -217,11 +219,11 @@ def customer_accepts_plan(case_id: int, facts: CaseFacts, plan: Plan, *, now: da
         approval = ask_customer(case_id, step, plan.version, now=now, content=doc["sign_text"],
                                 subject=subject(facts, f"请确认解决方案 v{plan.version}"))
         if pause:
-            clock(case_id, pause, "pause", now, f"解决方案 v{plan.version} 等待客户确认")
+            clock(case_id, pause, ClockAction.PAUSE, now, f"解决方案 v{plan.version} 等待客户确认")
         decision = wait_for(approval, step, plan.version)
         now = decision.at
         if pause:
-            clock(case_id, pause, "resume", now, f"客户已答复解决方案 v{plan.version}")
+            clock(case_id, pause, ClockAction.RESUME, now, f"客户已答复解决方案 v{plan.version}")
         if decision.decision == DecisionKind.SIGNED:
             bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
             record(case_id, "plan_signed", now, decision.by, {"version": plan.version}, key=f"plan-signed:v{plan.version}")
@@ -330,8 +332,8 @@ def sms_to_centre(case_id: int, *, now: datetime, procedure: Procedure = "repair
 
 def start_after_service_clocks(case_id: int, completed_at: datetime) -> None:
     """The clocks that run from completion: callback (2 days), written account (1 week)."""
-    clock(case_id, "callback", "start", completed_at)
-    clock(case_id, "written_account", "start", completed_at)
+    clock(case_id, ClockKind.CALLBACK, ClockAction.START, completed_at)
+    clock(case_id, ClockKind.WRITTEN_ACCOUNT, ClockAction.START, completed_at)
 
 
 def request_written_account(case_id: int, facts: CaseFacts, *, now: datetime, role: str = Role.ENGINEER,
@@ -349,7 +351,7 @@ def written_account_received(case_id: int, approval_id: int, *, plan: Plan | Non
     doc = issue(case_id, kind, template,
                 {"account": written.value.account, "engineer": written.by,
                  "plan": plan.model_dump() if plan else None}, written.at, written.by)
-    clock(case_id, "written_account", "stop", written.at)
+    clock(case_id, ClockKind.WRITTEN_ACCOUNT, ClockAction.STOP, written.at)
     return doc["id"], max(now, written.at)
 
 
@@ -366,7 +368,7 @@ def callback(case_id: int, facts: CaseFacts, *, completed_at: datetime,
     doc = issue(case_id, "callback_form", "common/callback_form",
                 {"callback": {**form.model_dump(), "by": answer.by, "at": answer.at}, "scores": scores},
                 answer.at, answer.by)
-    outcome = clock(case_id, "callback", "stop", answer.at)
+    outcome = clock(case_id, ClockKind.CALLBACK, ClockAction.STOP, answer.at)
     record(case_id, "callback_done", answer.at, answer.by, {"scores": {s["key"]: s["value"] for s in scores},
                                                            "clock": outcome, "report_id": doc["id"]}, key="callback",
            tell=[{"template": "repair/callback_done", "key": "callback-done", "roles": [Role.COORDINATOR],

@@ -28,6 +28,15 @@ class ClockStatus(StrEnum):
     STOPPED = "stopped"
 
 
+class ClockAction(StrEnum):
+    """What a flow does to one SLA clock of its case (tasks.cases.clock)."""
+
+    START = "start"
+    PAUSE = "pause"  # waiting for the customer: the deadline moves on by the pause's length
+    RESUME = "resume"
+    STOP = "stop"
+
+
 class Clock(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("case_id", "kind", name="uq_clock_case_kind"),)
 

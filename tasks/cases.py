@@ -20,12 +20,12 @@ from sqlmodel import Session, col, func, or_, select
 
 from models import Case, CaseKind, Contact, Contract, Customer, Device, Event, Role, Site, Staff, append_event
 from models.cases import CaseStatus, paid_prefix
-from models.clocks import ClockStatus
+from models.clocks import ClockAction, ClockStatus
 from models.db import session_scope
 from models.forms import FUTURE_SLACK, read_time
 from models.inspection import all_fed_back, open_problems
 from models.settings import business_timezone, get_settings
-from rules.sla import SEVERITY_LEVELS_ZH, severity_text
+from rules.sla import SEVERITY_LEVELS_ZH, ClockKind, severity_text
 from tasks import clocks
 from tasks.answering import responder
 from tasks.clocks import close_clocks
@@ -560,22 +560,22 @@ def feedback_repair_opened(session: Session, inspection_id: int, repair: Case, *
 
 
 @step("clock", title="服务时限 / SLA clock", key="{kind}-{action}")
-def clock(case_id: int, kind: str, action: str, at: datetime, reason: str = "") -> str:
+def clock(case_id: int, kind: ClockKind, action: ClockAction, at: datetime, reason: str = "") -> str:
     """Start, pause, resume or stop one SLA clock of the case; returns "running", "paused", "met",
     "breached" or "none". A pause (waiting for the customer) moves the deadline on by its length."""
     with session_scope() as session:
         case = session.get(Case, case_id)
         assert case is not None
-        if action in ("pause", "resume"):
+        if action in (ClockAction.PAUSE, ClockAction.RESUME):
             row = clocks.find_clock(session, case_id, kind)
             if row is None or row.status == ClockStatus.STOPPED:
                 return "none" if row is None else "stopped"  # nothing left to pause: the clock has run its course
-            if action == "pause":
+            if action == ClockAction.PAUSE:
                 clocks.pause_clock(session, case_id, kind, at=at, reason=reason or "等待客户")
                 return "paused"
             clocks.resume_clock(session, case_id, kind, at=at, reason=reason)
             return "running"
-        if action == "start":  # laid by the case's contract and site
+        if action == ClockAction.START:  # laid by the case's contract and site
             if not clocks.applies(session, case_id, kind, case.severity or 4):
                 return "none"  # the contract sets no such deadline for this severity
             clocks.start_clock(session, case_id, kind, started_at=at, severity=case.severity or 4)
