@@ -57,6 +57,7 @@ from tasks.cases import (
     CaseFacts,
     IntakeError,
     RepairRequest,
+    Tell,
     clock,
     load_case,
     record,
@@ -95,8 +96,8 @@ def repair(request: RepairRequest) -> RepairOutcome:
     now = request.reported_at or entered
     try:
         case_id = take_request(request, now, str(flow_run.id), tell=[
-            {"template": "repair/opened", "key": "opened", "roles": [DISPATCHER, LEAD, ENGINEER]},
-            {"template": "repair/received", "key": "received", "customer": True}], entered_at=entered)
+            Tell(template="repair/opened", key="opened", roles=[DISPATCHER, LEAD, ENGINEER]),
+            Tell(template="repair/received", key="received", customer=True)], entered_at=entered)
     except IntakeError as exc:
         return Failed(message=str(exc))  # type: ignore[return-value]  # a clear message, no traceback
     name_run(case_id)  # "WX-000001 故障维修 北京某银行" in the Prefect UI from now on
@@ -145,11 +146,11 @@ def repair(request: RepairRequest) -> RepairOutcome:
         visit_at = visit.value.visit_at
         record(case_id, "visit_booked", now, visit.by, {"visit_at": visit_at.isoformat(),
                                                         "coordinator_joins": visit.value.coordinator_joins},
-               tell=[{"template": "repair/visit_booked", "key": "visit-booked", "customer": True,
-                      "context": {"visit_at": visit_at}},
+               tell=[Tell(template="repair/visit_booked", key="visit-booked", customer=True,
+                      context={"visit_at": visit_at}),
                      # the coordinator's own notice: whether to go along is an internal decision
-                     {"template": "repair/visit_coordinator", "key": "visit-booked-coordinator",
-                      "roles": [COORDINATOR_ROLE], "context": {"visit_at": visit_at}}])
+                     Tell(template="repair/visit_coordinator", key="visit-booked-coordinator",
+                      roles=[COORDINATOR_ROLE], context={"visit_at": visit_at})])
         # the arrival clock runs from the moment the customer is ready for us: the agreed time, if later
         clock(case_id, ClockKind.ARRIVAL, ClockAction.START, max(now, visit_at))
 
@@ -247,7 +248,7 @@ def repair(request: RepairRequest) -> RepairOutcome:
                          {**report_context(case_id), **fault.value.model_dump(), **_people(engineer, work is not None, fault.by)},
                          fault.at,
                          fault.by,
-                         tell=[{"template": "repair/fault_report", "key": "fault-report", "customer": True}])
+                         tell=[Tell(template="repair/fault_report", key="fault-report", customer=True)])
     clock(case_id, ClockKind.FAULT_REPORT, ClockAction.STOP, fault.at)
     clock(case_id, ClockKind.ANALYSIS_REPORT, ClockAction.STOP, fault.at)
 
@@ -306,9 +307,9 @@ def _hand_over(case_id: int, facts: CaseFacts, reason: str, now: datetime) -> Re
     """The director decided the repair cannot be completed: the accident flow takes the case over."""
     run_id = start_accident_run(case_id, reason, f"{case_id}:handover")
     record(case_id, "handed_over", now, "技术总监", {"accident_run": run_id, "reason": reason}, key="handed-over",
-           status=CaseStatus.HANDED_OVER, tell=[{"template": "repair/handed_over", "key": "handed-over", "customer": True,
-                                        "roles": [DIRECTOR, COORDINATOR_ROLE, DISPATCHER], "urgent": True,
-                                        "context": {"reason": reason}}])
+           status=CaseStatus.HANDED_OVER, tell=[Tell(template="repair/handed_over", key="handed-over", customer=True,
+                                        roles=[DIRECTOR, COORDINATOR_ROLE, DISPATCHER], urgent=True,
+                                        context={"reason": reason})])
     return RepairOutcome(case_id=case_id, number=facts.number, status=CaseStatus.HANDED_OVER, accident_run=run_id)
 
 

@@ -38,7 +38,7 @@ from models.forms import (
 from rules.plans import Plan
 from rules.sla import ClockKind
 from tasks.approvals import await_approval, dashed, request_approval, signature_step
-from tasks.cases import CaseFacts, RepairRequest, assignees, clock, contact_of, record, start_repair_run
+from tasks.cases import CaseFacts, RepairRequest, Tell, assignees, clock, contact_of, record, start_repair_run
 from tasks.parts import request_parts
 from tasks.reports import bind_signature, issue, report_bundle, revise_plan, set_report_status
 from tasks.timers import wait_until
@@ -170,8 +170,8 @@ def director_approves_plan(case_id: int, facts: CaseFacts, plan: Plan, *, now: d
         record(case_id, "plan_returned", now, decision.by, {"version": plan.version, "step": step,
                                                             "decision": decision.decision, "comment": decision.comment},
                key=f"{step}:v{plan.version}",
-               tell=[{"template": "plan_rejected", "key": f"{step}:v{plan.version}:rejected",
-                      "roles": [Role.ENGINEER], "context": {"version": plan.version, "reason": decision.comment}}]
+               tell=[Tell(template="plan_rejected", key=f"{step}:v{plan.version}:rejected",
+                      roles=[Role.ENGINEER], context={"version": plan.version, "reason": decision.comment})]
                if rejected else None)
         plan, now = (revise or lead_revises_plan)(case_id, facts, plan, reason="rejected" if rejected else "director",
                                                   note=decision.comment, now=now)
@@ -326,8 +326,8 @@ def parts_from_store(case_id: int, facts: CaseFacts, parts: str, by: str, now: d
 def sms_to_centre(case_id: int, *, now: datetime, procedure: Procedure = "repair") -> None:
     """§2 step 13: the engineer tells the service centre by SMS that the task is done."""
     record(case_id, "sms_to_centre", now, "engineer", {}, key="done-sms",
-           tell=[{"template": "repair/done_sms", "key": "done-sms", "roles": [Role.DISPATCHER],
-                  "context": {"procedure": PROCEDURE_ZH[procedure]}}])
+           tell=[Tell(template="repair/done_sms", key="done-sms", roles=[Role.DISPATCHER],
+                  context={"procedure": PROCEDURE_ZH[procedure]})])
 
 
 def start_after_service_clocks(case_id: int, completed_at: datetime) -> None:
@@ -371,8 +371,8 @@ def callback(case_id: int, facts: CaseFacts, *, completed_at: datetime,
     outcome = clock(case_id, ClockKind.CALLBACK, ClockAction.STOP, answer.at)
     record(case_id, "callback_done", answer.at, answer.by, {"scores": {s["key"]: s["value"] for s in scores},
                                                            "clock": outcome, "report_id": doc["id"]}, key="callback",
-           tell=[{"template": "repair/callback_done", "key": "callback-done", "roles": [Role.COORDINATOR],
-                  "context": {"scores": scores, "comments": form.comments}}])
+           tell=[Tell(template="repair/callback_done", key="callback-done", roles=[Role.COORDINATOR],
+                  context={"scores": scores, "comments": form.comments})])
     return doc["id"], answer.at
 
 

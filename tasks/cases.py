@@ -10,7 +10,8 @@ contract / paid service** (PROCEDURES.md §6 step 7), and every message about it
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -449,13 +450,13 @@ def set_status(session: Session, case_id: int, status: CaseStatus, *, at: dateti
 
 @step("take-request", title="受理报修 / take the request")
 def take_request(request: RepairRequest, now: datetime, flow_run_id: str | None = None,
-                 tell: list[dict[str, Any]] | None = None, entered_at: datetime | None = None) -> int:
+                 tell: list[Tell] | None = None, entered_at: datetime | None = None) -> int:
     """Validate the request and open the case (raises IntakeError with a clear message, nothing
     written); `tell`: the notices of the opening, queued in the same transaction (see `record`)."""
     with session_scope() as session:
         case = open_case(session, request, now=now, flow_run_id=flow_run_id, entered_at=entered_at)
         for notice in tell or []:
-            queue_for_case(session, int(case.id), now=case.reported_at, **notice)  # type: ignore[arg-type]
+            notice.queue(session, int(case.id), now=case.reported_at)  # type: ignore[arg-type]
         return int(case.id)  # type: ignore[arg-type]
 
 
@@ -470,11 +471,10 @@ def load_case(case_id: int) -> CaseFacts:
 
 @step("record", title="记录 / record", key=lambda a: a["key"] or a["kind"])
 def record(case_id: int, kind: str, at: datetime, actor: str = "system", data: dict[str, Any] | None = None,
-           key: str | None = None, status: CaseStatus | None = None, tell: list[dict[str, Any]] | None = None) -> int:
+           key: str | None = None, status: CaseStatus | None = None, tell: list[Tell] | None = None) -> int:
     """Append one event to the case's history (idempotent by key), optionally setting its status.
 
-    `tell`: the messages this event sends — each a dict of `queue_for_case`'s arguments (template,
-    key, roles, customer, context, urgent) — queued in the outbox in the same transaction as the
+    `tell`: the messages this event sends (`Tell`: template, key, roles, customer, context, urgent), queued in the outbox in the same transaction as the
     event (DESIGN.md §4): both are written or neither.
     """
     with session_scope() as session:
@@ -482,7 +482,7 @@ def record(case_id: int, kind: str, at: datetime, actor: str = "system", data: d
         if status:
             set_status(session, case_id, status, at=at)
         for notice in tell or []:
-            queue_for_case(session, case_id, now=at, **notice)
+            notice.queue(session, case_id, now=at)
         return int(event.id)  # type: ignore[arg-type]
 
 
@@ -498,6 +498,23 @@ def contact_of(case_id: int) -> int:
     """The customer contact who signs for this case."""
     with session_scope() as session:
         return int(customer_contact(session, case_id).id)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Tell:
+    """One message an event sends: `queue_for_case`'s arguments, queued in the event's transaction."""
+
+    template: str
+    key: str
+    roles: Sequence[str] = ()
+    customer: bool = False
+    context: dict[str, Any] = field(default_factory=dict)
+    urgent: bool | None = None
+
+    def queue(self, session: Session, case_id: int, *, now: datetime, **more: Any) -> int:
+        """Queue it for the case; `more`: context added by the step that sends it (e.g. a report id)."""
+        return queue_for_case(session, case_id, template=self.template, key=self.key, now=now, roles=list(self.roles),
+                              customer=self.customer, context={**self.context, **more}, urgent=self.urgent)
 
 
 def queue_for_case(session: Session, case_id: int, *, template: str, key: str, now: datetime,

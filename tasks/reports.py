@@ -21,7 +21,7 @@ from models.db import session_scope
 from models.reports import REPORT_TITLES_ZH, Report, ReportKind, Signature, content_hash
 from rules.plans import Plan, PlanError, first_plan, revise
 from rules.sla import CLOCK_LABELS_ZH
-from tasks.cases import case_facts, queue_for_case
+from tasks.cases import Tell, case_facts
 from tasks.ledger import step
 from tasks.links import report_url, sign_url
 from tasks.pdf import html_to_pdf
@@ -320,7 +320,7 @@ def _jsonable(value: Any) -> Any:
 
 @step("issue", title="出具报告 / issue a report", key="{kind}-v{version}")
 def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: datetime, by: str = "system",
-          version: int = 1, tell: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+          version: int = 1, tell: list[Tell] | None = None) -> dict[str, Any]:
     """Render and store a report; returns {id, hash, title, content} (the content the signer will see).
     `tell`: messages about the report (as `tasks.cases.record`'s), queued in the same transaction,
     each with a signed link to the report."""
@@ -331,8 +331,7 @@ def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: 
         report = issue_report(session, case_id, kind, template=template, context=ctx, now=now, by=by,
                               version=version)
         for notice in tell or []:
-            queue_for_case(session, case_id, now=now, **{**notice, "context": {**notice.get("context", {}),
-                                                                               "report_id": report.id}})
+            notice.queue(session, case_id, now=now, report_id=report.id)
 
         case = session.get(Case, case_id)
         contact_id = case.data.get("contact_id") if case else None

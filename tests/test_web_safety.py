@@ -285,7 +285,7 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(demo: 
     from flows.steps import CALLBACK_ITEMS, _plan_context
     from models.db import session_scope
     from tasks.approvals import open_approval
-    from tasks.cases import RepairRequest, take_request
+    from tasks.cases import RepairRequest, Tell, take_request
     from tasks.reports import first_plan_of, issue
 
     # 1. intake: every free-text field of the repair request (the customer and site are looked up, not shown)
@@ -293,8 +293,8 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(demo: 
                             description=evil("intake.description") + "\n第二行：" + evil("intake.line2"),
                             reported_at=T0)
     case_id = plain(take_request)(request, T0, "run-xss", tell=[
-        {"template": "repair/opened", "key": "opened", "roles": ["dispatcher", "technical_lead", "engineer"]},
-        {"template": "repair/received", "key": "received", "customer": True}])
+        Tell(template="repair/opened", key="opened", roles=["dispatcher", "technical_lead", "engineer"]),
+        Tell(template="repair/received", key="received", customer=True)])
     title = evil("intake.description")[:80]  # a case's title is its description's first line
 
     # 2. every form of every procedure, through its link page (the case title, the subject and the
