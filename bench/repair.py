@@ -35,6 +35,9 @@ from uuid import UUID
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+# The bench replays fixed dates whatever today's date is (as the test harness does): its requests
+# are reported at T0, which the intake's 30-day window would refuse from 2026-12-23 on.
+INTAKE_MAX_AGE_DAYS = 36_500
 
 ANSWERS: dict[str, dict[str, Any]] = {
     "diagnosis": {"contacted_at": "2026-11-23 10:20", "fault_confirmed": "是", "result": "缓存策略被改，已恢复",
@@ -183,7 +186,8 @@ class Stack:
 
         port = _free_port()
         settings = Settings(home=home, database_url=f"sqlite:///{home / 'aftercare.db'}", secret_key="bench",
-                            public_base_url="http://bench", prefect_port=port)
+                            public_base_url="http://bench", prefect_port=port,
+                            intake_max_age_days=INTAKE_MAX_AGE_DAYS)
         self.env = {**os.environ, **prefect_env(settings, api_url=f"http://127.0.0.1:{port}/api"),
                     "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
                     "PREFECT_LOGGING_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
@@ -371,7 +375,8 @@ def main() -> int:
         del os.environ[key]
     home = Path(tempfile.mkdtemp(prefix="aftercare-bench-repair-"))
     os.environ.update(AFTERCARE_HOME=str(home), AFTERCARE_DATABASE_URL=f"sqlite:///{home / 'aftercare.db'}",
-                      AFTERCARE_SECRET_KEY="bench", AFTERCARE_PUBLIC_BASE_URL="http://bench")
+                      AFTERCARE_SECRET_KEY="bench", AFTERCARE_PUBLIC_BASE_URL="http://bench",
+                      AFTERCARE_INTAKE_MAX_AGE_DAYS=str(INTAKE_MAX_AGE_DAYS))
     stack = Stack(home)
     for key, value in stack.env.items():
         if key.startswith("PREFECT_"):
