@@ -21,6 +21,7 @@ from deployments.run_forms import RepairRequestForm, use_form
 from flows.steps import (
     answer_of,
     archive,
+    ask_customer,
     ask_staff,
     callback,
     customer_accepts_plan,
@@ -47,6 +48,7 @@ from models.forms import (
     OnsiteForm,
     PlanForm,
     RepairForm,
+    RiskyRefusedForm,
     VisitForm,
 )
 from models.parties import ROLE_LABELS_ZH
@@ -159,13 +161,21 @@ def repair(request: RepairRequest) -> RepairOutcome:
                            subject=subject(facts, "到场后请填写现场记录"), content=plan.text)
         now = onsite.at
         arrived_at = onsite.value.arrived_at
-        record(case_id, "arrived", arrived_at, onsite.by, {"room_rules_followed": onsite.value.room_rules_followed})
+        record(case_id, "arrived", arrived_at, onsite.by, {"room_rules_followed": onsite.value.room_rules_followed,
+                                                         "fault_reconfirmed": onsite.value.fault_reconfirmed})
         clock(case_id, ClockKind.ARRIVAL, ClockAction.STOP, arrived_at)
         if parts:
             clock(case_id, ClockKind.SPARE_PART, ClockAction.STOP, arrived_at)
         record(case_id, "onsite_analysis", now, onsite.by, {"findings": onsite.value.findings})
         if onsite.value.workaround:  # 业务先恢复 on site (one given remotely already stopped the clock)
             _workaround(case_id, onsite.value.workaround, onsite.value.workaround_at or now, onsite.by, remote=False)
+        # 001 §2.2.5.2: the fault re-confirmed with the customer, who signs the 技术服务申请 on arrival
+        _, now = service_report_signed(case_id, facts, now=now, kind="service_request",
+                                       template="repair/service_request", context={
+                                           "arrived_at": arrived_at, "engineer": onsite.by,
+                                           "fault_reconfirmed": onsite.value.fault_reconfirmed,
+                                           "findings": onsite.value.findings, "plan": plan.model_dump(),
+                                           "risky_operations": onsite.value.risky_operations})
         revised = onsite.value.revised_plan
         if revised and revised != plan.text:
             plan = _onsite_revision(case_id, facts, plan, revised, onsite.by, now)
@@ -174,11 +184,16 @@ def repair(request: RepairRequest) -> RepairOutcome:
         # 7. The customer accepts or objects; a loop until both sides sign the same version.
         plan, now = customer_accepts_plan(case_id, facts, plan, now=now, pause=ClockKind.RESTORE)
 
+        # 001 §2.2.5.4: a reboot, a reinstall or any operation with data risk waits for the customer's
+        # approval on a link; refused → recorded, and the lead decides how the repair goes on
+        instructions, now = _risky_operations_approved(case_id, facts, onsite.value.risky_operations, now)
+
         # 8. Repair by the plan; on an anomaly the lead guides; still stuck → the director may hand over.
         attempt = 1
         while True:
             done = fill_form(case_id, f"repair-{attempt}", attempt, role=ENGINEER, form=RepairForm, now=now,
-                             subject=subject(facts, "请按方案维修并填写维修记录"), content=plan.text)
+                             subject=subject(facts, "请按方案维修并填写维修记录"),
+                             content="\n\n".join(t for t in (plan.text, instructions) if t))
             now = done.at
             work = done.value
             if work.completed:
@@ -293,6 +308,32 @@ def _workaround(case_id: int, text: str, at: datetime, by: str, *, remote: bool)
     record(case_id, "workaround", at, by, {"workaround": text, "where": where, "at": at.isoformat()},
            key=f"workaround:{where}")
     clock(case_id, ClockKind.WORKAROUND, ClockAction.STOP, at)
+
+
+def _risky_operations_approved(case_id: int, facts: CaseFacts, operations: str,
+                               now: datetime) -> tuple[str, datetime]:
+    """The customer approves or refuses the listed risky operations on a link (001 §2.2.5.4); a
+    refusal is recorded and the technical lead decides how the repair goes on. Returns what the
+    engineer is told with the plan ("" when nothing was listed) and the time."""
+    if not operations:
+        return "", now
+    approval = ask_customer(case_id, "risky-operations", 1, kind="approval", now=now, content=operations,
+                            subject=subject(facts, "现场维修需要您批准以下有数据风险的操作"))
+    decision = wait_for(approval, "risky-operations", 1)
+    now = decision.at
+    if decision.decision == DecisionKind.APPROVED:
+        record(case_id, "risky_operations_approved", now, decision.by, {"operations": operations},
+               key="risky-operations")
+        return f"客户已批准的操作：\n{operations}", now
+    record(case_id, "risky_operations_refused", now, decision.by,
+           {"operations": operations, "comment": decision.comment}, key="risky-operations")
+    lead = fill_form(case_id, "risky-operations-refused", 1, role=LEAD, form=RiskyRefusedForm, now=now,
+                     subject=subject(facts, "客户未批准有数据风险的操作，请决定如何继续"),
+                     content=f"{operations}\n\n客户意见：{decision.comment or '—'}")
+    now = lead.at
+    record(case_id, "risky_operations_decided", now, lead.by, {"instruction": lead.value.instruction},
+           key="risky-operations-decided")
+    return (f"客户未批准的操作（不得实施）：\n{operations}\n\n技术负责人处理意见：{lead.value.instruction}"), now
 
 
 def _onsite_revision(case_id: int, facts: CaseFacts, plan: Plan, text: str, by: str, now: datetime) -> Plan:

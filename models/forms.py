@@ -282,8 +282,23 @@ class OnsiteForm(BaseModel):
     revised_plan: Text = Field(default="", title="修订后的方案", description="方案需要修改时填写；不改则留空")
     workaround: Text = Field(default="", title=WORKAROUND_TITLE, description=WORKAROUND_HELP)
     workaround_at: Happened | None = Field(default=None, title=WORKAROUND_AT_TITLE, description=WORKAROUND_AT_HELP)
+    # 001 §2.2.5.2: the fault re-confirmed with the customer on arrival; the customer then signs the
+    # 技术服务申请 that states it (flows.repair)
+    fault_reconfirmed: YesNo = Field(default=True, title="已与客户再次确认故障现象",
+                                     description="到场后与客户再次确认故障；客户随后在《技术服务申请》上签字")
+    # 001 §2.2.5.4: an operation with data risk needs the customer's approval on a link first
+    risky_operations: Text = Field(default="", title="需客户批准的操作",
+                                   description="重启、重装系统或任何有数据风险的操作，逐项写明；填写后须客户在链接上批准才能实施；没有则留空")
 
     _check_workaround_at = field_validator("workaround_at")(_workaround_time)
+
+
+@form("risky-operations-refused")
+class RiskyRefusedForm(BaseModel):
+    """客户未批准有数据风险的操作 — the technical lead decides how the repair goes on."""
+
+    instruction: Text = Field(title="技术负责人处理意见", min_length=2,
+                           description="客户未批准时如何继续：替代做法、先备份后再申请，或暂停维修")
 
 
 @form("repair")

@@ -27,6 +27,7 @@ class ReportKind(StrEnum):
     ACCIDENT_REPORT = "accident_report"  # 事故处理服务报告
     ACCIDENT_SUMMARY = "accident_summary"  # 事故总结
     ACCIDENT_REVIEW = "accident_review"  # 事故技术评审报告 (to the general manager)
+    SERVICE_REQUEST = "service_request"  # 技术服务申请 (the customer signs on the engineer's arrival)
 
 
 REPORT_TITLES_ZH: dict[str, str] = {
@@ -38,6 +39,7 @@ REPORT_TITLES_ZH: dict[str, str] = {
     ReportKind.ACCIDENT_REPORT: "事故处理服务报告",
     ReportKind.ACCIDENT_SUMMARY: "事故总结",
     ReportKind.ACCIDENT_REVIEW: "事故技术评审报告",
+    ReportKind.SERVICE_REQUEST: "技术服务申请",
 }
 
 

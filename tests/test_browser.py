@@ -331,26 +331,40 @@ def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(chr
         mark = len(up.notifications)
         assert "已记录：提交" in submit(engineer, "提交")
 
+        def draw_signature(customer: Any, name: str) -> None:
+            """The customer taps the page's link to its signing page and signs on the pad."""
+            customer.locator(".content a[href*='/reports/sign/']").click()
+            customer.wait_for_load_state()
+            pad = customer.locator("canvas#pad")
+            pad.scroll_into_view_if_needed()
+            box = pad.bounding_box()
+            assert box and box["width"] <= PHONE["width"]  # the pad fits the phone's screen
+            customer.mouse.move(box["x"] + 30, box["y"] + box["height"] * 0.7)
+            customer.mouse.down()
+            for i in range(1, 28):  # a zig-zag stroke, as a finger or a mouse draws it
+                customer.mouse.move(box["x"] + 30 + i * 10, box["y"] + box["height"] * (0.7 - 0.4 * (i % 4) / 4),
+                                    steps=3)
+            customer.mouse.up()
+            drawn = customer.locator("#image").input_value()
+            assert drawn.startswith("data:image/png;base64,") and len(drawn) > 1000  # the stroke, not an empty pad
+            shots.take(customer, f"{name}-drawn", full_page=False)
+
+        # 5b. On arrival the customer signs the 技术服务申请 (001 §2.2.5.2) from the link.
+        ask = up.message_after(mark, to={"log://contact/BJYH"}, title="请签收技术服务申请")
+        customer = phone()
+        customer.goto(link_in(ask))
+        draw_signature(customer, "service-request")
+        mark = len(up.notifications)
+        answer = submit(customer, "确认并签字")
+        assert "签字成功" in answer, answer
+
         # 6. The customer opens the plan from the link and signs it on the signature pad.
         ask = up.message_after(mark, to={"log://contact/BJYH"}, title="请确认解决方案 v1")
         customer = phone()
         customer.goto(link_in(ask))
         shots.take(customer, "customer-plan-link")
         # the plan's page links its signing page: the customer taps it
-        customer.locator(".content a[href*='/reports/sign/']").click()
-        customer.wait_for_load_state()
-        pad = customer.locator("canvas#pad")
-        pad.scroll_into_view_if_needed()
-        box = pad.bounding_box()
-        assert box and box["width"] <= PHONE["width"]  # the pad fits the phone's screen
-        customer.mouse.move(box["x"] + 30, box["y"] + box["height"] * 0.7)
-        customer.mouse.down()
-        for i in range(1, 28):  # a zig-zag stroke, as a finger or a mouse draws it
-            customer.mouse.move(box["x"] + 30 + i * 10, box["y"] + box["height"] * (0.7 - 0.4 * (i % 4) / 4), steps=3)
-        customer.mouse.up()
-        drawn = customer.locator("#image").input_value()
-        assert drawn.startswith("data:image/png;base64,") and len(drawn) > 1000  # the stroke, not an empty pad
-        shots.take(customer, "signature-drawn", full_page=False)
+        draw_signature(customer, "signature")
         mark = len(up.notifications)
         answer = submit(customer, "确认并签字")
         shots.take(customer, "signed")

@@ -120,6 +120,8 @@ def on_site(t: datetime, *, parts: str = "PSU-900W x1", revised_plan: str = "") 
         say("visit", {"visit_at": bj(t + 45 * MIN), "coordinator_joins": "否"}, at=t + 18 * MIN),
         say("onsite", {"arrived_at": bj(t + 40 * MIN), "room_rules_followed": "是", "findings": "确认 PSU2 损坏",
                        "revised_plan": revised_plan}, at=t + 45 * MIN),
+        # 001 §2.2.5.2: on arrival the customer signs the 技术服务申请 (on its report page)
+        say("service-request-signature", decision="signed", signer="北京维护负责人", report=True, at=t + 45 * MIN),
         *([say("onsite-revision", decision="approved", at=t + 50 * MIN)] if revised_plan else [])]
 
 

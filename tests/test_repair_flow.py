@@ -99,6 +99,9 @@ def on_site(drive: RepairDriver, t: datetime, *, parts: str = "PSU-900W x1", rev
     drive.act(case_id, "onsite", "submitted", t + timedelta(minutes=45), run_id=run_id, fields={
         "arrived_at": bj(t + timedelta(minutes=40)), "room_rules_followed": "是", "findings": "确认 PSU2 损坏",
         "revised_plan": revised_plan})
+    # 001 §2.2.5.2: on arrival the customer signs the 技术服务申请 on its report page
+    drive.sign_on_report_page(case_id, "service-request-signature", t + timedelta(minutes=45), name="北京维护负责人",
+                              run_id=run_id)
     if revised_plan:
         drive.act(case_id, "onsite-revision", "approved", t + timedelta(minutes=50), run_id=run_id)
     return run_id, case_id
