@@ -34,6 +34,7 @@ from tasks.board import name_run, run_name
 from tasks.cases import contact_of, record
 from tasks.inspection import (
     ExtraInspectionRequest,
+    InspectionFacts,
     cancel_step,
     check_moved_day,
     dispatcher_proposal,
@@ -78,15 +79,15 @@ def plan_inspections_flow(now: datetime | None = None) -> dict[str, int]:
 # ---- one inspection ---------------------------------------------------------------------------
 
 
-def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict[str, str] | None, datetime]:
+def agree_date(case_id: int, facts: InspectionFacts, now: datetime) -> tuple[dict[str, str] | None, datetime]:
     """Step 1: the dispatcher's proposal goes to the customer, who confirms, moves or cancels it."""
     day, start, now = dispatcher_proposes(case_id, facts, now)
     problem = ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
         decision = steps.customer_form(
-            case_id, f"date-v{n}", n, form=DateForm, subject=f"{facts['number']} 巡检日期确认：{day} {start}",
+            case_id, f"date-v{n}", n, form=DateForm, subject=f"{facts.number} 巡检日期确认：{day} {start}",
             content=(f"您提出的日期无法安排：{problem}\n" if problem else "")
-            + f"客户服务中心建议于 {day} {start} 到场巡检（周期 {facts['period']}）。请确认、改期或取消。", now=now)
+            + f"客户服务中心建议于 {day} {start} 到场巡检（周期 {facts.period}）。请确认、改期或取消。", now=now)
         now = decision.at
         answer = decision.value
         if is_cancelled(case_id):  # the centre cancelled while the form was open
@@ -114,16 +115,16 @@ def agree_date(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[dict
     return fix_visit(case_id, day, start, "客户服务中心", now), now
 
 
-def dispatcher_proposes(case_id: int, facts: dict[str, Any], now: datetime) -> tuple[str, str, datetime]:
+def dispatcher_proposes(case_id: int, facts: InspectionFacts, now: datetime) -> tuple[str, str, datetime]:
     """The dispatcher agrees the day with the customer by phone and proposes it (empty: the day the
     planner suggested); a day that cannot be kept is explained and asked for again."""
-    suggested, problem = facts["proposed_day"], ""
+    suggested, problem = facts.proposed_day, ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
         answer = steps.fill_form(
             case_id, "date-proposal", n, role=Role.DISPATCHER, form=ProposalForm, now=now,
-            subject=f"{facts['number']} 请与客户商定巡检日期（建议 {suggested}）",
+            subject=f"{facts.number} 请与客户商定巡检日期（建议 {suggested}）",
             content=(f"上次填写的日期无法安排：{problem}\n" if problem else "")
-            + f"{facts['customer']} 本期（{facts['period']}）巡检，系统建议 {suggested} 09:30。"
+            + f"{facts.customer} 本期（{facts.period}）巡检，系统建议 {suggested} 09:30。"
             "电话与客户商定后填写日期；留空即采用建议日期。")
         now = answer.at
         form = answer.value
@@ -143,14 +144,14 @@ def issue_report(case_id: int, version: int, now: datetime, by: str, unsigned: d
     return issue(case_id, "inspection_report", "inspection/report", context, now, by, report_version(case_id, key))
 
 
-def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int, doc: dict[str, Any], now: datetime
+def report_signed_or_explained(case_id: int, facts: InspectionFacts, version: int, doc: dict[str, Any], now: datetime
                                ) -> tuple[bool, dict[str, Any], datetime]:
     """Step 6: the customer signs the report; unsigned → the reason, signed off by the department manager,
     written into a new version of the report. Returns (signed?, the report as it stands, now)."""
     step = "inspection-report-signature"
     # the text with the report page's signing link: the customer signs there (drawn or ticked), bound to the
     # hash; the approval carries the report's version (the signing page finds it by that)
-    approval = steps.ask_customer(case_id, step, doc["version"], subject=f"{facts['number']} 请签收巡检报告",
+    approval = steps.ask_customer(case_id, step, doc["version"], subject=f"{facts.number} 请签收巡检报告",
                                   content=doc["sign_text"], now=now)
     decision = steps.wait_for(approval, step, doc["version"])
     now = decision.at
@@ -160,7 +161,7 @@ def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int
                key=f"report-signed:v{version}", status=CaseStatus.SUBMITTED)
         return True, doc, now
     explained = steps.fill_form(case_id, f"unsigned-v{version}", version, role=DEPARTMENT_MANAGER,
-                                subject=f"{facts['number']} 巡检报告客户未签字，请说明并签字",
+                                subject=f"{facts.number} 巡检报告客户未签字，请说明并签字",
                                 content=f"客户意见：{decision.comment or '—'}", form=UnsignedForm, now=now)
     now = explained.at
     reason = explained.value.reason
@@ -176,7 +177,7 @@ def report_signed_or_explained(case_id: int, facts: dict[str, Any], version: int
 def inspection(case_id: int) -> str:
     """巡检: agree the date, notify, re-confirm, check on site, report, register."""
     facts = load_inspection(case_id)
-    if facts["status"] == CaseStatus.CANCELLED:
+    if facts.status == CaseStatus.CANCELLED:
         return "cancelled"
     now = current_time()
 
@@ -194,7 +195,7 @@ def inspection(case_id: int) -> str:
     if is_cancelled(case_id):
         return "cancelled"
     answer = steps.customer_form(case_id, "reconfirm", 1, form=ReconfirmForm,
-                                 subject=f"{facts['number']} 巡检时间再确认：{visit['visit_day']}",
+                                 subject=f"{facts.number} 巡检时间再确认：{visit['visit_day']}",
                                  content=f"我方将于 {visit['visit_day']} {visit['start']} 到场巡检，请确认到场时间。",
                                  now=reconfirm_at)
     if is_cancelled(case_id):  # the centre cancelled while the form was open
@@ -215,7 +216,7 @@ def inspection(case_id: int) -> str:
         spec = load_checklist_spec(case_id)
         step = f"checklist-v{version}"
         filled = steps.wait_for(steps.ask_staff(
-            case_id, step, version, role=Role.ENGINEER, subject=f"{facts['number']} 请填写巡检检查表",
+            case_id, step, version, role=Role.ENGINEER, subject=f"{facts.number} 请填写巡检检查表",
             content=note + "巡检前确认数据已备份；逐项填写 正常/异常/不适用。", now=now,
             kind="form", form={**spec, "page": CHECKLIST_PAGE},
             template="inspection/checklist_request", context={"page": CHECKLIST_PAGE}), step, version)
@@ -232,7 +233,7 @@ def inspection(case_id: int) -> str:
         _signed, doc, now = report_signed_or_explained(case_id, facts, version, doc, now)
         step = f"register-v{version}"
         check = steps.wait_for(steps.ask_staff(case_id, step, version, role=Role.DISPATCHER,
-                                               subject=f"{facts['number']} 巡检报告待登记", content=doc["text"],
+                                               subject=f"{facts.number} 巡检报告待登记", content=doc["text"],
                                                now=now), step, version)
         now = check.at
         if check.decision == DecisionKind.APPROVED:

@@ -40,6 +40,7 @@ from models.settings import business_timezone
 from rules import inspection as rules
 from rules.calendar import Calendar
 from tasks.cases import (
+    CaseFacts,
     Channel,
     IntakeError,
     RepairRequest,
@@ -505,15 +506,26 @@ def cancel_inspection(case_id: int, reason: str, *, by: str, now: datetime, url:
         return True
 
 
-@step("load-inspection", title="巡检概况 / inspection facts")
-def load_inspection(case_id: int) -> dict[str, Any]:
-    """The inspection's facts as plain values (customer, contract, period, proposed day)."""
+@dataclass(frozen=True)
+class InspectionFacts(CaseFacts):
+    """An inspection's facts: the case's, and its period, proposed day and status."""
+
+    period: str | None = None
+    proposed_day: str = ""  # the planner always proposes one
+    status: str = CaseStatus.PLANNED
+    extra: bool = False
+
+
+# "inspection-facts", not the "load-inspection" of old: that one recorded a dict, and a waiting case
+# replays a recorded result as the type it was recorded with; under the new name it reads them anew.
+@step("inspection-facts", title="巡检概况 / inspection facts")
+def load_inspection(case_id: int) -> InspectionFacts:
+    """The inspection's facts (customer, contract, period, proposed day), typed."""
     with session_scope() as session:
         case = _case(session, case_id)
-        facts = case_facts(session, case_id).as_dict()
-        facts.update(period=case.period, proposed_day=case.data.get("proposed_day"), status=case.status,
-                     extra=bool(case.data.get("extra")))
-        return facts
+        return InspectionFacts(**case_facts(session, case_id).as_dict(), period=case.period,
+                               proposed_day=case.data.get("proposed_day") or "", status=case.status,
+                               extra=bool(case.data.get("extra")))
 
 
 @step("fix-visit", title="约定巡检日期 / fix the visit")
