@@ -82,6 +82,7 @@ def prefect_env(settings: Settings, *, api_url: str | None = None) -> dict[str, 
         "AFTERCARE_BUSY_RETRY_SECONDS": str(settings.busy_retry_seconds),
         "AFTERCARE_BUSY_RETRY_STEP_SECONDS": str(settings.busy_retry_step_seconds),
         "AFTERCARE_COLD_START": "true" if settings.cold_start else "false",
+        "AFTERCARE_WARM_IDLE_SECONDS": str(settings.warm_idle_seconds),
         "AFTERCARE_INTAKE_MAX_AGE_DAYS": str(settings.intake_max_age_days),
     }
     credential = auth_string(settings)

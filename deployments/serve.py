@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -80,12 +81,18 @@ def main() -> None:
     settings = get_settings()  # `aftercare up` validated the same environment before starting us
     limit = int(os.environ.get("PREFECT_RUNNER_PROCESS_LIMIT", "20"))
     deployments = [*all_deployments(), *extra_deployments()]
+    warm = warm_start.enabled(settings)
+    if warm:
+        # before any thread starts (the API calls below start Prefect's event-loop thread): the
+        # fork server is then a fork of this process and shares its imports (warm_start.fork_server_here)
+        warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules()], fork_here=True)
     wait_for_server()
     class AftercareRunner(Runner):
         def handle_sigterm(self, *args: object, **kwargs: object) -> None:
             # Prefect's own handler first pauses every deployment through the API; when `aftercare
             # up` stops, or dies, that server is going away too, and the runner hung retrying. End
             # this runner and its flow runs now instead (the next runner registers them again).
+            release_keeper()
             end_own_group()
             os._exit(0)
 
@@ -93,15 +100,46 @@ def main() -> None:
     started = time.time()
     ids = [runner.add_deployment(d) for d in deployments]
     write_served([d.name for d in deployments], started)
-    if warm_start.enabled(settings):
-        warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules()])
-        warm = warm_start.register_flows(runner, zip(ids, deployments, strict=True))
-        print(f"aftercare runner: {len(deployments)} deployments, warm starts for {len(warm)}", flush=True)
+    if warm:
+        registered = warm_start.register_flows(runner, zip(ids, deployments, strict=True))
+        print(f"aftercare runner: {len(deployments)} deployments, warm starts for {len(registered)}", flush=True)
+        warm_start.stop_when_idle(settings.warm_idle_seconds)
+    host_keeper()
     try:
         with contextlib.suppress(KeyboardInterrupt, TerminationSignal):
             asyncio.run(runner.start())
     finally:
+        release_keeper()
         end_own_group()
+
+
+_keeper: list[threading.Thread] = []  # the hosted keeper's thread, if this runner hosts it
+
+
+def host_keeper() -> None:
+    """Under `aftercare up` (AFTERCARE_RUNNER_HOSTS_KEEPER), the clock keeper runs in this process,
+    on a thread (flows.clock_keeper.host): no interpreter of its own. The tests' runners host none.
+    SIGHUP (`aftercare up` starts the runner afresh after a Prefect server restart) ends the runner
+    as before — its flow runs carry on — but releases the keeper's lease first, so the next
+    runner's keeper starts at once instead of after the lease ran out."""
+    if os.environ.get("AFTERCARE_RUNNER_HOSTS_KEEPER", "").lower() not in {"1", "true", "yes", "on"}:
+        return
+    from flows.clock_keeper import host_in_thread
+
+    def recycled(_signum: int, _frame: object) -> None:
+        release_keeper()
+        os._exit(0)
+
+    signal.signal(signal.SIGHUP, recycled)
+    _keeper.append(host_in_thread())
+
+
+def release_keeper() -> None:
+    """Stop the hosted keeper (if any) and let it release its lease (at most ~1.5 s)."""
+    if _keeper:
+        from flows.clock_keeper import stop_hosting
+
+        stop_hosting(_keeper.pop())
 
 
 def end_own_group(grace: float = 3.0) -> None:

@@ -11,6 +11,10 @@ child that died with exponential back-off, stops every process it started when t
 - SIGINT/SIGTERM raise `Stop` in the main thread wherever it is (a wait, an HTTP call, a sleep):
   no wait outlives a Ctrl-C. Signals are held back only for the few instructions that start a
   child and record it (`held_signals`), so no child is ever started and left unrecorded.
+
+This module runs in the process that only supervises (deployments.supervise): it imports the
+standard library only — no Prefect, SQLModel or pydantic (issue 26: that process holds ~20 MB
+instead of ~90).
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-
-from models.settings import open_private, private_dir
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -112,6 +115,24 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def private_dir(path: Path) -> Path:
+    """The logs directory, its owner's only (0700) — the rule of models.settings.private_dir, which
+    this process does not import (models.settings loads pydantic)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o777 != 0o700:
+        with contextlib.suppress(PermissionError):
+            path.chmod(0o700)
+    return path
+
+
+def open_log(path: Path, mode: str = "a") -> Any:
+    """A log file opened for appending, its owner's only (0600) whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with contextlib.suppress(PermissionError):
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab" if "b" in mode else "a", encoding=None if "b" in mode else "utf-8")
+
+
 def _clock() -> str:
     return datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
@@ -153,7 +174,7 @@ class Supervisor:
     def note(self, line: str) -> None:
         """One line on the console and in logs/supervisor.log."""
         self.echo(line)
-        with contextlib.suppress(OSError), open_private(private_dir(self.logs) / "supervisor.log") as fh:
+        with contextlib.suppress(OSError), open_log(private_dir(self.logs) / "supervisor.log") as fh:
             fh.write(f"{_clock()} {line}\n")
 
     def add(self, name: str, argv: list[str], env: dict[str, str], *, restart: bool = True,
@@ -166,7 +187,7 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         private_dir(self.logs)
-        with open_private(child.log, "ab") as handle, held_signals():
+        with open_log(child.log, "ab") as handle, held_signals():
             child.proc = subprocess.Popen(
                 child.argv, env=child.env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stopping it stops its children too

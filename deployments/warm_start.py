@@ -110,14 +110,138 @@ class _ForkserverMultiprocessing:
 LATE_IMPORTS = ("tasks.channels",)
 
 
-def use_forkserver(preload: Iterable[str]) -> None:
+def use_forkserver(preload: Iterable[str], *, fork_here: bool = False) -> None:
     """Run flow subprocesses as forks of a server that has imported `preload`, Prefect's engine and
-    the steps' late imports; the server starts now, so the first run after start-up is warm too."""
+    the steps' late imports; the server starts now, so the first run after start-up is warm too.
+
+    `fork_here`: the server is a fork of this process (`fork_server_here`) instead of a new
+    interpreter, when this process has only one thread yet."""
     import multiprocessing.forkserver
+    import threading
 
     import prefect.flow_engine
 
-    modules = ["prefect.flow_engine", "prefect.task_engine", *preload, *LATE_IMPORTS]
-    multiprocessing.set_forkserver_preload(list(dict.fromkeys(modules)))
+    modules = list(dict.fromkeys(["prefect.flow_engine", "prefect.task_engine", *preload, *LATE_IMPORTS]))
+    multiprocessing.set_forkserver_preload(modules)
     prefect.flow_engine.multiprocessing = _ForkserverMultiprocessing()  # type: ignore[assignment]
-    multiprocessing.forkserver.ensure_running()
+    if fork_here and threading.active_count() == 1:
+        fork_server_here(modules)
+    else:
+        multiprocessing.forkserver.ensure_running()
+
+
+def fork_server_here(modules: list[str]) -> int:
+    """Start multiprocessing's fork server as a fork of this process, which has imported `modules`
+    (and will not run another thread before the fork): the server shares this process's pages
+    instead of importing Prefect and the procedures a second time in an interpreter of its own.
+
+    Measured (issue 26, bench/waiting.py): the fork server a new interpreter holds ~61 MB PSS; a fork
+    of the runner shares the runner's copy of Prefect and the procedures (gc.freeze keeps the
+    collector from writing to those pages and so unsharing them).
+
+    It is multiprocessing's own `ForkServer.ensure_running` with `os.fork` in place of spawning an
+    interpreter: the same listener socket, "alive" pipe and `forkserver.main` loop, so
+    `multiprocessing.get_context("forkserver")` uses it unchanged, and starts a new (spawned)
+    server the usual way if this one ever dies. Returns the server's pid."""
+    import gc
+    import importlib
+    import os
+    import socket
+    from multiprocessing import connection, forkserver, resource_tracker, util
+
+    for name in modules:
+        importlib.import_module(name)
+    server: Any = forkserver._forkserver  # multiprocessing's private state, as ensure_running keeps it
+    with server._lock:
+        resource_tracker.ensure_running()
+        gc.collect()
+        gc.freeze()  # objects alive now are never scanned again: their pages stay shared
+        with socket.socket(socket.AF_UNIX) as listener:
+            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+            listener.bind(address)
+            if not util.is_abstract_socket_namespace(address):
+                os.chmod(address, 0o600)
+            listener.listen()
+            alive_r, alive_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the fork server: serve until the last process holding `alive_w` ends
+                code = 0
+                try:
+                    os.close(alive_w)
+                    forkserver.main(listener.fileno(), alive_r, [])
+                except SystemExit:
+                    pass
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.close(alive_r)
+            server._forkserver_address = address
+            server._forkserver_alive_fd = alive_w
+            server._forkserver_pid = pid
+    return pid
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    if int(fh.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def stop_if_idle(idle_since: float, idle_seconds: float, now: float) -> float:
+    """Stop the fork server when no flow run has been running for `idle_seconds`; the new `idle_since`.
+
+    A flow run is a child of the fork server; while one runs (or the server is already gone) the
+    quiet spell starts again. The server is stopped under multiprocessing's own lock, so no run is
+    being handed to it meanwhile; it is not reaped here: the next `ensure_running` (the next flow
+    run) sees it dead and starts a new one, with the same preload (a new interpreter: a few seconds)."""
+    import os
+    import signal
+    from multiprocessing import forkserver
+
+    server: Any = forkserver._forkserver
+    with server._lock:
+        pid = server._forkserver_pid
+        if pid is None or not os.path.exists(f"/proc/{pid}") or _children(pid):
+            return now
+        if now - idle_since < idle_seconds:
+            return idle_since
+        try:
+            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            return now
+        if state != b"Z":
+            os.kill(pid, signal.SIGTERM)
+            log.info("warm-start fork server stopped after %.0f s without a flow run", now - idle_since)
+    return now
+
+
+def stop_when_idle(idle_seconds: float, check_seconds: float = 10.0) -> None:
+    """Start a thread that stops the fork server after `idle_seconds` without a flow run (issue 26:
+    at idle its memory is given back); 0: never."""
+    import threading
+    import time
+
+    if idle_seconds <= 0:
+        return
+
+    def watch() -> None:
+        idle_since = time.monotonic()
+        while True:
+            time.sleep(min(check_seconds, idle_seconds))
+            try:
+                idle_since = stop_if_idle(idle_since, idle_seconds, time.monotonic())
+            except Exception:
+                log.exception("could not check whether the fork server is idle")
+
+    threading.Thread(target=watch, name="forkserver-idle", daemon=True).start()

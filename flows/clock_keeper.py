@@ -10,9 +10,19 @@ loop and sleeps until the next due clock, at most a few seconds. Tests call `tic
 directly to let time pass.
 
 Exactly one keeper runs: the keeper holds the lease `clock-keeper` (models.leases) and renews it on
-every wake-up; a keeper that finds it held by another exits at once. `aftercare up` starts a keeper
-run when no keeper holds the lease and marks keeper runs Cancelled when it stops
-(deployments.up.KeeperWatch).
+every wake-up; a keeper that finds it held by another exits at once.
+
+Where it runs: under `aftercare up`, inside the runner process (`host`, a thread started by
+deployments.serve). The runner has imported Prefect and every procedure already, so the keeper
+costs the step modules' imports there (~25 MB) instead of an interpreter of its own forked from the
+warm-start server (~106 MB PSS, issue 26). The runner, not the approval web: the keeper is a flow
+run (Running in the Prefect UI, its id the lease's holder) and the runner is the process that has
+Prefect's engine loaded and is restarted by `up` like the keeper must be. Whenever no keeper holds
+the lease, `host` calls the keeper flow in its thread; the call lasts as long as that keeper holds
+the lease. A runner that is killed leaves its lease to run out (60 s), then the next runner's keeper
+takes it over and marks the dead keeper's runs Cancelled. `aftercare up` marks the keeper runs
+Cancelled when it stops (deployments.supervise.KeeperWatch); the runner releases the lease.
+The `clock-keeper` deployment stays: a run of it started by hand finds the lease held and exits.
 """
 
 from __future__ import annotations
@@ -57,6 +67,9 @@ KEEPER_STEPS: list[KeeperStep] = [
 
 MAX_SLEEP_SECONDS = 5.0
 KEEPER_LEASE = "clock-keeper"
+HOST_CHECK_SECONDS = 5.0  # how often a hosting process looks whether the lease is free
+# set when the process that hosts the keeper stops: the keeper's loop wakes and ends at once
+HOST_STOP = threading.Event()
 # renewed every wake-up (at most MAX_SLEEP_SECONDS apart, plus a tick); a keeper killed without
 # releasing it is replaced once it runs out
 LEASE_TTL = timedelta(seconds=60)
@@ -118,6 +131,7 @@ def run_loop(
     on_tick: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> int:
     """The keeper's loop: tick at the wall clock's `now`, sleep until the next due clock (capped)."""
     ticks = 0
@@ -138,7 +152,7 @@ def run_loop(
             logger.exception("keeper could not read the next due time")
             upcoming = None
         # a floor, so that a clock a failing step left overdue does not turn the loop into a spin
-        time.sleep(max(0.05, sleep_seconds(wall_now(), upcoming, cap)))
+        sleep(max(0.05, sleep_seconds(wall_now(), upcoming, cap)))
     return ticks
 
 
@@ -181,6 +195,17 @@ def release_lease(holder: str) -> None:
         log.exception("keeper could not release its lease (it runs out by itself)")
 
 
+# Functions, not HOST_STOP itself, in the flow's body: a warm start sends the body by value
+# (cloudpickle), and an Event (a lock) cannot travel; module functions go by name.
+def hosting_stopped() -> bool:
+    return HOST_STOP.is_set()
+
+
+def hosted_sleep(seconds: float) -> None:
+    """Sleep, woken at once when the hosting process stops."""
+    HOST_STOP.wait(seconds)
+
+
 @flow(name="clock-keeper", retries=0)
 def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLEEP_SECONDS) -> int:
     """时钟守护: wakes at the next due time, fires timers, breaches and escalations."""
@@ -190,10 +215,13 @@ def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLE
         logger.info("另一个时钟守护正在运行，本次退出 / another clock keeper (%s) holds the lease; this one exits",
                     lease_holder(wall_now()))
         return 0
+    cancel_other_keeper_runs(holder, logger)
     lost = False
 
     def lease_lost() -> bool:
         nonlocal lost
+        if hosting_stopped():  # the hosting process stops: release the lease on the way out
+            return True
         lost = not keep_lease(holder, wall_now(), logger=logger)
         if lost:
             logger.warning("时钟守护租约已被接管，本次退出 / the lease was taken over by another keeper; exiting")
@@ -203,7 +231,7 @@ def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLE
     try:
         with unrecorded():  # a loop, never replayed: a step its code calls just runs (tasks.ledger)
             return run_loop(max_ticks=max_ticks, cap=min(interval_seconds, MAX_SLEEP_SECONDS), logger=logger,
-                            should_stop=lease_lost)
+                            should_stop=lease_lost, sleep=hosted_sleep)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -223,6 +251,71 @@ def _exit_on_sigterm() -> Any:
         os._exit(0)
 
     return signal.signal(signal.SIGTERM, leave)
+
+
+def cancel_other_keeper_runs(holder: str, logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> int:
+    """This keeper holds the lease: any other keeper run still marked live is dead (its process was
+    killed without stopping it) — mark it Cancelled. Outside a flow run (a test calling the
+    function) there is nothing to do. Returns how many were marked."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.runtime import flow_run
+    from prefect.states import Cancelled
+
+    if not flow_run.get_id():
+        return 0
+    marked = 0
+    try:
+        with get_client(sync_client=True) as client:
+            live = client.read_flow_runs(
+                limit=200, sort=FlowRunSort.START_TIME_DESC,
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[KEEPER_DEPLOYMENT.split("/")[0]])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[
+                    StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED, StateType.CANCELLING]))),
+            )
+            for run in live:
+                if str(run.id) != holder:
+                    client.set_flow_run_state(run.id, Cancelled(message="时钟守护已由另一进程接管 / "
+                                                                        "the keeper's lease was taken over"), force=True)
+                    marked += 1
+    except Exception:  # the keeper keeps running; the stale runs only look alive in the UI
+        logger.exception("keeper could not mark the earlier keeper runs Cancelled")
+    return marked
+
+
+def host(stop: threading.Event = HOST_STOP, check_seconds: float = HOST_CHECK_SECONDS) -> None:
+    """Run the keeper in this process until `stop` is set: whenever no keeper holds the lease, call
+    the keeper flow (a flow run of its own in Prefect), which returns when its lease is lost or
+    `stop` is set. For a thread of a process that stays up (deployments.serve)."""
+    from models.wallclock import now as wall_now
+
+    while not stop.is_set():
+        try:
+            if lease_holder(wall_now()) is None:
+                clock_keeper()
+        except Exception:
+            log.exception("clock keeper ended with an error; it starts again when the lease is free")
+        stop.wait(check_seconds)
+
+
+def host_in_thread() -> threading.Thread:
+    thread = threading.Thread(target=host, name="clock-keeper", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_hosting(thread: threading.Thread, timeout: float = 1.5) -> None:
+    """Wake the hosted keeper, let it release its lease (at most `timeout` s: the process is stopping)."""
+    HOST_STOP.set()
+    thread.join(timeout)
 
 
 def deployments() -> list[Any]:

@@ -66,10 +66,17 @@ class Settings(BaseSettings):
         default=False,
         description="start every flow run in a new interpreter, not a warm fork (deployments.warm_start)",
     )
+    warm_idle_seconds: float = Field(
+        # issue 26: the warm-start fork server holds ~60-80 MB PSS; with nothing to run for this long
+        # it is stopped, and the next run after such a quiet spell starts it again (a few seconds more)
+        default=300,
+        ge=0,
+        description="stop the warm-start fork server after this many seconds without a flow run (0: never)",
+    )
 
     @field_validator(
         "stuck_run_seconds", "runner_poll_seconds", "busy_retry_seconds", "busy_retry_step_seconds", "cold_start",
-        mode="before",
+        "warm_idle_seconds", mode="before",
     )
     @classmethod
     def _empty_is_default(cls, value: Any, info: ValidationInfo) -> Any:

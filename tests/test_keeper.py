@@ -164,3 +164,43 @@ def test_keeper_flow_loop_reads_the_wall_clock_and_ticks(demo: str) -> None:
     assert clock_keeper.fn(max_ticks=1) == 1
     with session_scope() as s:
         assert sorted(lv for lv, _, _ in fired(s, clock_id)) == [0, 1, 2, 3, 4]
+
+
+# --- the keeper hosted in a process that stays up (the runner under `aftercare up`) -------------
+
+
+def test_a_hosted_keeper_waits_for_a_free_lease_runs_as_one_flow_run_and_releases_it_when_stopped(
+    demo: str, prefect_server: str
+) -> None:
+    """issue 26: the keeper lives on a thread of the runner process (flows.clock_keeper.host) instead
+    of an interpreter of its own; still exactly one keeper by the lease, still a flow run in Prefect."""
+    from prefect.client.orchestration import get_client
+
+    from flows.clock_keeper import HOST_STOP, KEEPER_LEASE, LEASE_TTL, host, lease_holder
+    from models.leases import take
+    from models.wallclock import now
+
+    with session_scope() as s:  # another keeper (a runner that is still up) holds the lease
+        assert take(s, KEEPER_LEASE, "other-runner:1", now(), LEASE_TTL)
+    HOST_STOP.clear()
+    thread = threading.Thread(target=host, kwargs={"check_seconds": 0.2}, daemon=True)
+    thread.start()
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=2)
+        while datetime.now(UTC) < deadline:
+            assert lease_holder(now()) == "other-runner:1"  # it never takes a held lease
+        with session_scope() as s:  # that runner was killed: its lease ran out
+            assert take(s, KEEPER_LEASE, "other-runner:1", now() - LEASE_TTL - timedelta(seconds=1), LEASE_TTL)
+        deadline = datetime.now(UTC) + timedelta(seconds=60)
+        while (holder := lease_holder(now())) in (None, "other-runner:1"):
+            assert datetime.now(UTC) < deadline, "the hosted keeper did not take the free lease"
+        with get_client(sync_client=True) as client:  # the holder is the keeper's flow run, Running
+            run = client.read_flow_run(holder)  # type: ignore[arg-type]
+            assert run.state is not None and run.state.is_running()
+            assert run.flow_id == client.read_flow_by_name("clock-keeper").id
+    finally:
+        HOST_STOP.set()
+        thread.join(15)
+    assert not thread.is_alive()
+    assert lease_holder(now()) is None  # released on the way out: the next runner's keeper starts at once
+    HOST_STOP.clear()

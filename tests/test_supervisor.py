@@ -215,3 +215,21 @@ def test_the_time_to_ready_counts_from_the_start_of_the_process() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert 0.5 <= float(done.stdout) < 30
+
+
+def test_the_process_that_supervises_imports_the_standard_library_only() -> None:
+    """issue 26: `aftercare up` execs deployments.supervise once it has checked and migrated; that
+    process loads no Prefect, SQLModel/SQLAlchemy, pydantic, httpx or aftercare model (~12 MB PSS
+    instead of ~86)."""
+    import subprocess
+    import sys
+
+    code = "import sys, deployments.supervise; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "deployments" in loaded
+    heavy = {"prefect", "sqlmodel", "sqlalchemy", "pydantic", "pydantic_settings", "httpx", "typer", "models",
+             "flows", "tasks", "web"}
+    assert not heavy & loaded, sorted(heavy & loaded)

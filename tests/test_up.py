@@ -128,17 +128,35 @@ def assert_nothing_left(home: Path) -> None:
     assert not names, f"left behind: {names}"
 
 
+def is_fork_server(proc: psutil.Process) -> bool:
+    """A runner's warm-start fork server: multiprocessing's, or a fork of the runner itself
+    (deployments.warm_start.fork_server_here: `deployments.serve`, a child of the runner)."""
+    cmd = " ".join(proc.cmdline())
+    if "multiprocessing.forkserver" in cmd:
+        return True
+    parent = proc.parent()
+    return "deployments.serve" in cmd and parent is not None and "deployments.serve" in " ".join(parent.cmdline())
+
+
 def flow_run_processes(home: Path) -> list[psutil.Process]:
     """Flow-run processes: the children of a runner's warm-start fork server (deployments.warm_start)."""
     found = []
     for proc in processes_of(home):
         try:
             parent = proc.parent()
-            if parent is not None and "multiprocessing.forkserver" in " ".join(parent.cmdline()):
+            if parent is not None and is_fork_server(parent):
                 found.append(proc)
         except psutil.Error:
             continue
     return found
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size of a process (/proc/<pid>/smaps_rollup), MB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no Pss in /proc/{pid}/smaps_rollup")
 
 
 def keeper_runs(api: httpx.Client, *states: str) -> list[dict[str, Any]]:
@@ -236,7 +254,16 @@ def test_up_restarted_five_times_runs_one_keeper_and_its_api_wants_the_credentia
         with session_scope(f"sqlite:///{up.home / 'aftercare.db'}") as session:
             lease = current(session, "clock-keeper", datetime.now(UTC))
             assert lease is not None and lease.holder == running[0]["id"]
-    assert len(flow_run_processes(up.home)) == 1  # the keeper, and nothing else runs
+    # the keeper runs on a thread of the runner (flows.clock_keeper.host): no process of its own
+    assert flow_run_processes(up.home) == []
+
+    # issue 26: `up` became the lean supervisor (deployments.supervise, same pid): no Prefect,
+    # SQLAlchemy or pydantic loaded (their compiled parts would be mapped), at most 25 MB PSS
+    assert up.proc is not None
+    maps = Path(f"/proc/{up.proc.pid}/maps").read_text()
+    assert "pydantic_core" not in maps and "sqlalchemy" not in maps, "the supervisor loaded heavy modules"
+    assert "deployments.supervise" in " ".join(psutil.Process(up.proc.pid).cmdline())
+    assert pss_mb(up.proc.pid) <= 25, f"the supervisor holds {pss_mb(up.proc.pid):.1f} MB PSS"
 
     # DESIGN.md §7 row 27: without the credential the API refuses (a resume above all)
     base = f"http://127.0.0.1:{up.prefect_port}/api"

@@ -67,3 +67,47 @@ def test_a_cold_start_switch_that_is_not_yes_or_no_is_a_bad_setting(monkeypatch)
     monkeypatch.setenv("AFTERCARE_COLD_START", "sometimes")
     with pytest.raises(ValidationError, match="cold_start"):
         Settings()
+
+
+def test_the_fork_server_is_a_fork_of_the_runner_stops_when_idle_and_starts_again_on_demand() -> None:
+    """issue 26: a fork server forked from the (single-threaded) runner shares its imports; after
+    `warm_idle_seconds` without a flow run it is stopped, and the next run starts a new one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = '''
+import multiprocessing, os, sys, time
+from deployments import warm_start
+from multiprocessing import forkserver
+
+ctx = multiprocessing.get_context("forkserver")
+pid = warm_start.fork_server_here(["json"])
+stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+assert int(stat[1]) == os.getpid(), "the fork server is this process's own fork"
+child = ctx.Process(target=time.sleep, args=(1.5,))
+child.start()
+time.sleep(0.5)
+assert warm_start._children(pid) == [child.pid], "a run is a child of the fork server"
+assert warm_start.stop_if_idle(0.0, 0.1, 100.0) == 100.0  # a run is running: not idle
+assert os.path.exists(f"/proc/{pid}")
+child.join(10)
+assert child.exitcode == 0
+assert warm_start.stop_if_idle(100.0, 60.0, 110.0) == 100.0  # quiet for 10 s of 60: kept
+assert warm_start.stop_if_idle(100.0, 60.0, 161.0) == 161.0  # quiet for 61 s: stopped
+for _ in range(100):
+    if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+        break
+    time.sleep(0.05)
+else:
+    raise AssertionError("the idle fork server is still running")
+again = ctx.Process(target=time.sleep, args=(0,))
+again.start()
+again.join(30)
+assert again.exitcode == 0
+assert forkserver._forkserver._forkserver_pid not in (None, pid), "a new fork server was started"
+print("ok")
+'''
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
