@@ -223,7 +223,42 @@ def stop_if_idle(idle_since: float, idle_seconds: float, now: float) -> float:
         if state != b"Z":
             os.kill(pid, signal.SIGTERM)
             log.info("warm-start fork server stopped after %.0f s without a flow run", now - idle_since)
+    _stop_resource_tracker()
+    _trim_heap()
     return now
+
+
+def _stop_resource_tracker(wait: float = 10.0) -> None:
+    """Let multiprocessing's resource tracker (~6 MB) end with the fork server that started it: it
+    ends when the last holder of its pipe closes it — this process, now that no flow run holds it.
+    The next fork server starts a new one (`resource_tracker.ensure_running`)."""
+    import contextlib
+    import os
+    import time
+    from multiprocessing import resource_tracker
+
+    tracker: Any = resource_tracker._resource_tracker
+    with tracker._lock:
+        fd, pid = tracker._fd, tracker._pid
+        if fd is None:
+            return
+        os.close(fd)
+        tracker._fd = tracker._pid = None
+    if pid is None:
+        return
+    deadline = time.monotonic() + wait
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(pid, os.WNOHANG)[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc `malloc_trim`); elsewhere nothing."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def stop_when_idle(idle_seconds: float, check_seconds: float = 10.0) -> None:
