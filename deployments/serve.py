@@ -79,6 +79,7 @@ def main() -> None:
     from prefect.runner import Runner
 
     settings = get_settings()  # `aftercare up` validated the same environment before starting us
+    host_keeper()
     limit = int(os.environ.get("PREFECT_RUNNER_PROCESS_LIMIT", "20"))
     deployments = [*all_deployments(), *extra_deployments()]
     warm = warm_start.enabled(settings)
@@ -104,7 +105,6 @@ def main() -> None:
         registered = warm_start.register_flows(runner, zip(ids, deployments, strict=True))
         print(f"aftercare runner: {len(deployments)} deployments, warm starts for {len(registered)}", flush=True)
         warm_start.stop_when_idle(settings.warm_idle_seconds)
-    host_keeper()
     try:
         with contextlib.suppress(KeyboardInterrupt, TerminationSignal):
             asyncio.run(runner.start())
@@ -119,19 +119,27 @@ _keeper: list[threading.Thread] = []  # the hosted keeper's thread, if this runn
 def host_keeper() -> None:
     """Under `aftercare up` (AFTERCARE_RUNNER_HOSTS_KEEPER), the clock keeper runs in this process,
     on a thread (flows.clock_keeper.host): no interpreter of its own. The tests' runners host none.
+
+    It starts on SIGUSR1, which `aftercare up` sends once this runner serves every deployment
+    (deployments.supervise.KeeperWatch): as before, the keeper's work does not slow start-up.
     SIGHUP (`aftercare up` starts the runner afresh after a Prefect server restart) ends the runner
     as before — its flow runs carry on — but releases the keeper's lease first, so the next
     runner's keeper starts at once instead of after the lease ran out."""
     if os.environ.get("AFTERCARE_RUNNER_HOSTS_KEEPER", "").lower() not in {"1", "true", "yes", "on"}:
         return
-    from flows.clock_keeper import host_in_thread
+
+    def start(_signum: int, _frame: object) -> None:
+        from flows.clock_keeper import host_in_thread
+
+        if not _keeper:
+            _keeper.append(host_in_thread())
 
     def recycled(_signum: int, _frame: object) -> None:
         release_keeper()
         os._exit(0)
 
+    signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGHUP, recycled)
-    _keeper.append(host_in_thread())
 
 
 def release_keeper() -> None:

@@ -10,8 +10,9 @@ plan's environment without it.
 It starts the Prefect server (unless PREFECT_API_URL points at one), the approval web and the
 runner, prints the addresses once every deployment is served — registered and polled by the
 runner — and from then on restarts a child that died (deployments.supervisor). The clock keeper
-runs inside the runner process (deployments.serve, flows.clock_keeper.host): this process only
-says when a keeper run is Running and, when it stops, marks the keeper runs Cancelled.
+runs inside the runner process (deployments.serve, flows.clock_keeper.host): this process tells a
+runner that serves every deployment to start it (SIGUSR1, so the keeper's work never slows
+start-up), says when a keeper run is Running and, when it stops, marks the keeper runs Cancelled.
 """
 
 from __future__ import annotations
@@ -132,11 +133,31 @@ class KeeperWatch:
 
     api: PrefectAPI
     note: Callable[[str], None]
+    runner: Child | None = None
+    served_file: Path | None = None
     run_id: str | None = None
     next_check: float = 0.0
+    told: int | None = None  # the runner process told to host the keeper
+
+    def tell_runner(self) -> None:
+        """SIGUSR1 to a runner that serves every deployment and was not told yet: it starts the
+        keeper on a thread (deployments.serve.host_keeper) — after start-up, as before."""
+        runner = self.runner
+        if runner is None or not runner.alive or runner.pid == self.told or self.served_file is None:
+            return
+        try:
+            if not served(self.api, runner, self.served_file):
+                return
+        except NETWORK_ERRORS:
+            return
+        assert runner.pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(runner.pid, signal.SIGUSR1)
+        self.told = runner.pid
 
     def check(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        self.tell_runner()
         if now < self.next_check:
             return
         self.next_check = now + (KEEPER_CHECK_SECONDS if self.run_id else 1.0)
@@ -214,8 +235,8 @@ def run(plan: dict[str, Any]) -> int:
     logs = Path(plan["logs"])
     sup = Supervisor(echo, logs)
     api = PrefectAPI(plan["api_url"], plan.get("credential"))
-    keeper = KeeperWatch(api, sup.note)
     served_file = Path(plan["served_file"])
+    keeper = KeeperWatch(api, sup.note, served_file=served_file)
     web_url = plan["web_url"]
     sup.install_signals()
     # `up` held SIGINT/SIGTERM back across the exec; one that came meanwhile raises Stop from here on
@@ -237,6 +258,7 @@ def run(plan: dict[str, Any]) -> int:
         runner = sup.add("runner", plan["runner_argv"], {**env, "AFTERCARE_RUNNER_HOSTS_KEEPER": "true"},
                          kill_group_on_exit=False)
         wait_ready(sup, api, runner, served_file, web_url, external=plan["external"])
+        keeper.runner = runner
         ready = time.monotonic() - began
 
         echo("")
