@@ -143,3 +143,35 @@ if __name__ == "__main__":
     import sys
 
     print(table(stack(Path(sys.argv[1]))))
+
+
+# What a fresh interpreter holds after importing only these (the floor under each of our processes)
+FLOORS = {
+    "bare interpreter": "",
+    "Prefect's client (what the web imports of Prefect: prefect.input, its API client)":
+        "import prefect.input, prefect.client.orchestration",
+    "Prefect's runner and engines (what the runner needs of Prefect)":
+        "import prefect.runner, prefect.flow_engine, prefect.task_engine",
+    "the approval web's imports (web.app)": "import web.app",
+    "the runner's imports (deployments.serve, the procedures, Prefect's engines, the keeper's steps)":
+        "import deployments.serve, flows.repair, flows.accident, flows.inspection, flows.clock_keeper, "
+        "prefect.runner, prefect.flow_engine, prefect.task_engine, tasks.timers, tasks.approvals, "
+        "tasks.runs, tasks.clocks, tasks.accident, tasks.notify",
+}
+
+
+def import_floors(root: Path) -> dict[str, dict[str, float]]:
+    """PSS and RSS (MB) of a fresh interpreter after each import line of FLOORS."""
+    import subprocess
+    import sys
+
+    probe = ("{}\nfor line in open('/proc/self/smaps_rollup'):\n"
+             "    if line.startswith(('Pss:', 'Rss:')): print(line.split()[0], line.split()[1])")
+    found: dict[str, dict[str, float]] = {}
+    for name, imports in FLOORS.items():
+        done = subprocess.run([sys.executable, "-c", probe.format(imports)], cwd=root, capture_output=True,
+                              text=True, timeout=300)
+        values = dict(line.split() for line in done.stdout.splitlines())
+        found[name] = {"pss_mb": round(int(values.get("Pss:", 0)) / KB, 1),
+                       "rss_mb": round(int(values.get("Rss:", 0)) / KB, 1)}
+    return found

@@ -265,6 +265,7 @@ def main() -> int:
             figures["click_to_running_mean_s"] = (
                 round(statistics.fmean(click_running), 2) if click_running else None
             )
+        figures["import_floors"] = footprint.import_floors(ROOT)
         figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         figures["targets"] = {"ours_pss_mb_idle": 250, "ours_pss_mb_waiting": 300,
                               "added_pss_kb_per_waiting_case": 5, "click_p95_s": 2.0}

@@ -143,11 +143,12 @@ def host_keeper() -> None:
 
 
 def release_keeper() -> None:
-    """Stop the hosted keeper (if any) and let it release its lease (at most ~1.5 s)."""
+    """Stop the hosted keeper (if any) and release its lease; the process ends right after."""
     if _keeper:
         from flows.clock_keeper import stop_hosting
 
-        stop_hosting(_keeper.pop())
+        _keeper.clear()
+        stop_hosting()
 
 
 def end_own_group(grace: float = 3.0) -> None:

@@ -197,13 +197,21 @@ def release_lease(holder: str) -> None:
 
 # Functions, not HOST_STOP itself, in the flow's body: a warm start sends the body by value
 # (cloudpickle), and an Event (a lock) cannot travel; module functions go by name.
-def hosting_stopped() -> bool:
-    return HOST_STOP.is_set()
+HOSTED_HOLDER: list[str] = []  # the lease holder of the keeper this process runs, once it took the lease
+
+
+def park_if_stopping() -> None:
+    """When the hosting process stops, the keeper's thread waits here until the process ends: its
+    flow run then reports nothing — `aftercare up` marked it Cancelled, and a keeper that returned
+    would report Completed over that — and it renews nothing after `stop_hosting` released the lease."""
+    if HOST_STOP.is_set():
+        threading.Event().wait()
 
 
 def hosted_sleep(seconds: float) -> None:
-    """Sleep, woken at once when the hosting process stops."""
+    """Sleep until the next wake-up; parked at once when the hosting process stops."""
     HOST_STOP.wait(seconds)
+    park_if_stopping()
 
 
 @flow(name="clock-keeper", retries=0)
@@ -215,13 +223,13 @@ def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLE
         logger.info("另一个时钟守护正在运行，本次退出 / another clock keeper (%s) holds the lease; this one exits",
                     lease_holder(wall_now()))
         return 0
+    HOSTED_HOLDER[:] = [holder]
     cancel_other_keeper_runs(holder, logger)
     lost = False
 
     def lease_lost() -> bool:
         nonlocal lost
-        if hosting_stopped():  # the hosting process stops: release the lease on the way out
-            return True
+        park_if_stopping()
         lost = not keep_lease(holder, wall_now(), logger=logger)
         if lost:
             logger.warning("时钟守护租约已被接管，本次退出 / the lease was taken over by another keeper; exiting")
@@ -312,10 +320,12 @@ def host_in_thread() -> threading.Thread:
     return thread
 
 
-def stop_hosting(thread: threading.Thread, timeout: float = 1.5) -> None:
-    """Wake the hosted keeper, let it release its lease (at most `timeout` s: the process is stopping)."""
+def stop_hosting() -> None:
+    """The hosting process stops: park the keeper's thread (`park_if_stopping`) and release the
+    lease it holds, so that the next keeper starts at once. The caller then ends the process."""
     HOST_STOP.set()
-    thread.join(timeout)
+    for holder in HOSTED_HOLDER:
+        release_lease(holder)
 
 
 def deployments() -> list[Any]:

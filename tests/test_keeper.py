@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -175,8 +176,9 @@ def test_a_hosted_keeper_waits_for_a_free_lease_runs_as_one_flow_run_and_release
     """issue 26: the keeper lives on a thread of the runner process (flows.clock_keeper.host) instead
     of an interpreter of its own; still exactly one keeper by the lease, still a flow run in Prefect."""
     from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
 
-    from flows.clock_keeper import HOST_STOP, KEEPER_LEASE, LEASE_TTL, host, lease_holder
+    from flows.clock_keeper import HOST_STOP, KEEPER_LEASE, LEASE_TTL, host, lease_holder, stop_hosting
     from models.leases import take
     from models.wallclock import now
 
@@ -199,8 +201,13 @@ def test_a_hosted_keeper_waits_for_a_free_lease_runs_as_one_flow_run_and_release
             assert run.state is not None and run.state.is_running()
             assert run.flow_id == client.read_flow_by_name("clock-keeper").id
     finally:
-        HOST_STOP.set()
-        thread.join(15)
-    assert not thread.is_alive()
-    assert lease_holder(now()) is None  # released on the way out: the next runner's keeper starts at once
-    HOST_STOP.clear()
+        stop_hosting()  # the runner stops: the lease is released, the keeper's thread parked
+    assert lease_holder(now()) is None  # the next runner's keeper starts at once
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(holder, Cancelled(), force=True)  # what `aftercare up` does when it stops
+        time.sleep(6)  # past the keeper's next wake-up: parked, it renews nothing and reports nothing
+        assert lease_holder(now()) is None
+        state = client.read_flow_run(holder).state  # type: ignore[arg-type]
+        assert state is not None and state.is_cancelled()
+    assert thread.is_alive()  # parked until the process ends (a daemon thread)
+    HOST_STOP.clear()  # for the tests after this one (the parked thread stays parked)
