@@ -285,7 +285,7 @@ def cancel_other_keeper_runs(holder: str, logger: logging.Logger | logging.Logge
         with get_client(sync_client=True) as client:
             live = client.read_flow_runs(
                 limit=200, sort=FlowRunSort.START_TIME_DESC,
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[KEEPER_DEPLOYMENT.split("/")[0]])),
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[clock_keeper.name])),
                 flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[
                     StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED, StateType.CANCELLING]))),
             )
