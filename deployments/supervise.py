@@ -245,10 +245,10 @@ def run(plan: dict[str, Any]) -> int:
         if plan["external"]:
             echo(f"• Prefect: 使用已有服务 / using {plan['api_url']}")
         else:
-            echo("• 启动 Prefect 服务 / starting the Prefect server (SQLite) …")
             Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
             # a restarted server: the runner starts afresh too (deployments.supervisor.recycle)
             sup.add("prefect-server", plan["server_argv"], env, dependents=["runner"])
+            echo("• 启动 Prefect 服务 / starting the Prefect server (SQLite) …")  # said once it is started
         echo("• 启动审批网页与流程部署 / starting the approval web and serving the deployments …")
         with contextlib.suppress(FileNotFoundError):
             served_file.unlink()
