@@ -43,6 +43,7 @@ from tasks.inspection import (
     link_repair,
     load_checklist_spec,
     load_inspection,
+    load_precheck,
     open_extra_step,
     plan_inspections_step,
     propose_again,
@@ -212,13 +213,14 @@ def inspection(case_id: int) -> str:
 
     # 2–6. pre-checks and checklist; problems become repairs; the report; the centre registers it
     version, note = 1, ""
+    precheck = load_precheck(case_id)  # the last visit's findings, open cases, changes since: shown on the page
     while True:
         spec = load_checklist_spec(case_id)
         step = f"checklist-v{version}"
         filled = steps.wait_for(steps.ask_staff(
             case_id, step, version, role=Role.ENGINEER, subject=f"{facts.number} 请填写巡检检查表",
             content=note + "巡检前确认数据已备份；逐项填写 正常/异常/不适用。", now=now,
-            kind="form", form={**spec, "page": CHECKLIST_PAGE},
+            kind="form", form={**spec, "page": CHECKLIST_PAGE, "precheck": precheck},
             template="inspection/checklist_request", context={"page": CHECKLIST_PAGE}), step, version)
         now = filled.at
         checked = record_checklist(case_id, version, filled.payload or {}, now, filled.by, spec)

@@ -401,11 +401,74 @@ def checklist_spec(session: Session, case_id: int) -> dict[str, Any]:
     return {"case_id": case_id, "number": case.number, "targets": targets}
 
 
+FAULT_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT))
+
+
+def precheck_facts(session: Session, case_id: int) -> dict[str, Any]:
+    """What the engineer starts the pre-checks from (PROCEDURES.md §4.2): the last inspection's
+    findings for the same contract (and site, for an inspection of one site), the open fault cases of
+    the devices inspected, and what changed since that visit (repairs closed, parts changed).
+
+    {"last": {"number", "visit_day", "findings": [text]} or None, "open_cases": [text], "changes": [text]}."""
+    from models.assets import Device, SparePart, StockMove
+    from models.inspection import ChecklistResult, ItemResult
+    from rules.sla import severity_text
+
+    case = _case(session, case_id)
+    query = select(Device).where(Device.contract_id == case.contract_id)
+    if case.site_id is not None:
+        query = query.where(Device.site_id == case.site_id)
+    devices = {d.id: d for d in session.exec(query).all()}
+    label = {f"device:{i}": f"{d.model}（{d.serial}）" for i, d in devices.items()} | {"site": "机房与管理"}
+    # the last visit: the latest earlier inspection of the contract with a checklist on record
+    earlier = session.exec(select(Case).where(
+        Case.kind == str(CaseKind.INSPECTION), Case.contract_id == case.contract_id, Case.id != case_id,
+        col(Case.id).in_(select(ChecklistResult.case_id))).order_by(col(Case.created_at).desc(), col(Case.id).desc())).all()
+    if case.site_id is not None:
+        earlier = [c for c in earlier if c.site_id in (None, case.site_id)]
+    last: dict[str, Any] | None = None
+    since: datetime | None = None
+    if earlier:
+        prev = earlier[0]
+        rows = session.exec(select(ChecklistResult).where(ChecklistResult.case_id == prev.id)
+                            .order_by(col(ChecklistResult.version).desc(), col(ChecklistResult.id))).all()
+        version = rows[0].version
+        rows = [r for r in rows if r.version == version and r.target in label]
+        since = max((r.recorded_at for r in rows), default=None)
+        findings = [f"{label[r.target]}·{r.item_label}：{r.note or '异常'}"
+                    f"（{'现场已处理' if r.fixed_on_site else '已转维修'}）"
+                    for r in rows if r.result == ItemResult.ABNORMAL]
+        last = {"number": prev.number, "visit_day": prev.data.get("visit_day", ""), "findings": findings}
+    ids = [i for i in devices if i is not None]
+    faults = session.exec(select(Case).where(col(Case.kind).in_(FAULT_KINDS), col(Case.device_id).in_(ids))
+                          .order_by(col(Case.id))).all()
+    device_name = {i: f"{d.model}（{d.serial}）" for i, d in devices.items()}
+    scheme = contract.severity_scheme if (contract := session.get(Contract, case.contract_id)) else None
+    open_cases = [f"{c.number} {device_name.get(c.device_id, '')} {severity_text(scheme, c.severity)}：{c.title}"
+                  for c in faults if c.closed_at is None and c.status not in ("restored",)]
+    changes = [f"维修单 {c.number} 已结束（{local_day(c.closed_at)}）：{c.title}" for c in faults
+               if c.closed_at is not None and (since is None or c.closed_at >= since)]
+    fault_ids = [c.id for c in faults]
+    moves = session.exec(select(StockMove, SparePart, Case).where(
+        col(StockMove.case_id).in_(fault_ids), StockMove.quantity < 0, StockMove.part_id == SparePart.id,
+        StockMove.case_id == Case.id).order_by(col(StockMove.at))).all()
+    changes += [f"更换备件 {part.name}×{-move.quantity}（{c.number}，{local_day(move.at)}）"
+                for move, part, c in moves if since is None or move.at >= since]
+    return {"last": last, "open_cases": open_cases, "changes": changes}
+
+
 def parse_checklist(spec: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Check a submitted checklist against its spec; the clean data, or InspectionError saying what is missing."""
     pre = payload.get("prechecks") or {}
     if not pre.get("backup_confirmed"):
         raise InspectionError("操作前须确认数据已备份（第3步）/ confirm the backup before any action")
+    # [001 §2.3.3.6]: before any operation the risks and remedies are agreed with the customer's
+    # maintenance staff, who permit it — who gave the permission is named
+    agreed_by = str(pre.get("agreed_by") or "").strip()
+    if not pre.get("customer_agreed") or not agreed_by:
+        raise InspectionError("操作前须与客户维护人员商定操作的风险和补救措施并获其许可：请勾选客户同意并填写同意人姓名")
+    if len(agreed_by) > 50:
+        raise InspectionError("客户同意人姓名过长（最多50字）")
     answers = {(a.get("target"), a.get("code")): a for a in payload.get("items") or []}
     clean, missing, errors = [], [], []
     for t in spec["targets"]:
@@ -437,7 +500,8 @@ def parse_checklist(spec: dict[str, Any], payload: dict[str, Any]) -> dict[str, 
     if errors:
         raise InspectionError("；".join(errors))
     return {"prechecks": {"changes": str(pre.get("changes") or ""), "customer_reported": str(pre.get("customer_reported") or ""),
-                          "backup_confirmed": True}, "items": clean}
+                          "backup_confirmed": True, "customer_agreed": True, "agreed_by": agreed_by,
+                          "risks": str(pre.get("risks") or "").strip()}, "items": clean}
 
 
 def store_checklist(session: Session, case_id: int, version: int, clean: dict[str, Any], *, at: datetime, by: str) -> list[dict[str, Any]]:
@@ -451,6 +515,10 @@ def store_checklist(session: Session, case_id: int, version: int, clean: dict[st
                                     device_class=it["device_class"], item_code=it["code"], item_label=it["label"],
                                     result=it["result"], note=it["note"], fixed_on_site=it["fixed_on_site"],
                                     severity=it["severity"], recorded_at=at))
+    append_event(session, case_id, "customer_agreed", at=at, actor=clean["prechecks"].get("agreed_by") or by,
+                 key=f"customer-agreed:v{version}",
+                 data={"version": version, "agreed_by": clean["prechecks"].get("agreed_by", ""),
+                       "risks": clean["prechecks"].get("risks", ""), "engineer": by})
     append_event(session, case_id, "checklist_submitted", at=at, actor=by, key=f"checklist:v{version}",
                  data={"version": version, "prechecks": clean["prechecks"],
                        "abnormal": sum(1 for i in clean["items"] if i["result"] == ItemResult.ABNORMAL)})
@@ -625,6 +693,13 @@ def load_checklist_spec(case_id: int) -> dict[str, Any]:
     """The checklist the engineer fills in for this inspection (from the editable checklist table)."""
     with session_scope() as session:
         return checklist_spec(session, case_id)
+
+
+@step("load-precheck", title="巡检前情况 / the last visit, open cases, changes since")
+def load_precheck(case_id: int) -> dict[str, Any]:
+    """The pre-check facts the checklist page shows the engineer (`precheck_facts`)."""
+    with session_scope() as session:
+        return precheck_facts(session, case_id)
 
 
 @step("record-checklist", title="记录检查结果 / record the checklist", key="v{version}")

@@ -104,7 +104,8 @@ def _fill_checklist(drive: RepairDriver, path: str, at: datetime, problems: dict
     page = drive.client.get(path)
     assert page.status_code == 200, page.text[:400]
     data = {"csrf": re.search(r'name="csrf" value="([^"]+)"', page.text)[1],  # type: ignore[index]
-            "pre_changes": "上次巡检后升级了存储微码", "pre_reported": "客户反映夜间偶有告警", "pre_backup": "yes" if backup else ""}
+            "pre_changes": "上次巡检后升级了存储微码", "pre_reported": "客户反映夜间偶有告警", "pre_backup": "yes" if backup else "",
+            "pre_agreed": "yes", "pre_agreed_by": "王维护", "pre_risks": "升级微码需重启存储控制器，失败则回退原版本"}
     for key in set(re.findall(r'name="r\|([^"]+)"', page.text)):
         data[f"r|{key}"] = "normal"
         for field, value in problems.get(key, {}).items():

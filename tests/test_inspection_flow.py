@@ -82,7 +82,8 @@ def _answers(spec: dict, problems: dict[tuple[str, str], dict]) -> dict:
         for it in t["items"]:
             items.append({"target": t["target"], "code": it["code"], "result": "normal", "note": "",
                           **problems.get((t["target"], it["code"]), {})})
-    return {"prechecks": {"changes": "上月升级了存储微码", "backup_confirmed": True, "customer_reported": "无"}, "items": items}
+    return {"prechecks": {"changes": "上月升级了存储微码", "backup_confirmed": True, "customer_reported": "无",
+                          "customer_agreed": True, "agreed_by": "王维护"}, "items": items}
 
 
 def test_checklist_with_two_problems_yields_two_repairs_and_one_fixed_on_site(planned: int, session: Session, demo: str):

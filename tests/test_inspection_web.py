@@ -48,14 +48,15 @@ def _checklist_request(demo: str, session: Session, case_id: int) -> tuple[int, 
     from models import Staff
     from models.db import session_scope
     from tasks.approvals import open_approval
-    from tasks.inspection import checklist_spec
+    from tasks.inspection import checklist_spec, precheck_facts
     from tasks.links import CHECKLIST_PAGE
 
     with session_scope(demo) as s:
         engineer = s.exec(select(Staff).where(Staff.name == "刘工程师")).one()
         row = open_approval(s, case_id, "checklist-v1", 1, "请填写巡检检查表", "逐项填写", kind="form",
                             approver_staff_ids=[engineer.id], approver_role="engineer", expires_at=AT + timedelta(days=3),
-                            now=AT, form={**checklist_spec(s, case_id), "page": CHECKLIST_PAGE},
+                            now=AT, form={**checklist_spec(s, case_id), "page": CHECKLIST_PAGE,
+                                                        "precheck": precheck_facts(s, case_id)},
                             template="inspection/checklist_request", context={"page": CHECKLIST_PAGE})
         approval_id = row.id
     url = _link(session, case_id, "inspection/checklist_request")
@@ -66,7 +67,8 @@ def _checklist_request(demo: str, session: Session, case_id: int) -> tuple[int, 
 def _all_normal(page: str) -> dict[str, str]:
     """Every item of the page answered 正常, the backup confirmed, as a phone would post it."""
     csrf = re.search(r'name="csrf" value="([^"]+)"', page)[1]  # type: ignore[index]
-    data = {"csrf": csrf, "pre_changes": "上月升级了存储微码", "pre_reported": "夜间偶有告警", "pre_backup": "yes"}
+    data = {"csrf": csrf, "pre_changes": "上月升级了存储微码", "pre_reported": "夜间偶有告警", "pre_backup": "yes",
+            "pre_agreed": "yes", "pre_agreed_by": "王维护", "pre_risks": "重启前切换到备机"}
     for key in {html.unescape(k) for k in re.findall(r'name="r\|([^"]+)"', page)}:
         data[f"r|{key}"] = "normal"
     return data
@@ -92,6 +94,10 @@ def test_checklist_page_refuses_bad_input_in_chinese_then_records_through_decide
         assert not session.exec(select(ChecklistResult).where(ChecklistResult.case_id == case_id)).all()
 
     refused({**good, "pre_backup": ""}, "操作前须确认数据已备份")
+    # [001 §2.3.3.6] the customer's staff agree the operations: the tick and who agreed, both required
+    refused({**good, "pre_agreed": ""}, "请勾选客户同意并填写同意人姓名")
+    refused({**good, "pre_agreed_by": "  "}, "请勾选客户同意并填写同意人姓名")
+    refused({**good, "pre_agreed_by": "王" * 51}, "客户同意人姓名过长")
     refused({k: v for k, v in good.items() if k != f"r|{server}"}, "以下检查项未填写")
     refused({**good, f"r|{power}": "abnormal", f"h|{power}": "repair", f"n|{power}": ""}, "异常须填写说明")
     refused({**good, f"r|{power}": "abnormal", f"n|{power}": "电源1告警"}, "请选择「现场已处理（经客户同意）」或「转维修」")
@@ -109,8 +115,17 @@ def test_checklist_page_refuses_bad_input_in_chinese_then_records_through_decide
     assert item == {"target": item["target"], "code": "power", "result": "abnormal", "note": "电源1告警",
                     "fixed_on_site": False, "severity": "2"}
     assert row.payload["prechecks"] == {"changes": "上月升级了存储微码", "customer_reported": "夜间偶有告警",
-                                        "backup_confirmed": True}
+                                        "backup_confirmed": True, "customer_agreed": True, "agreed_by": "王维护",
+                                        "risks": "重启前切换到备机"}
     assert web.post(path, data=fixed).status_code == 409  # a second submission is refused, not recorded twice
+    # the flow records it: the customer's agreement is an event of its own and the report says who agreed
+    from models import Event
+    from tasks.inspection import record_checklist, report_context
+
+    assert record_checklist.fn(case_id, 1, row.payload, AT, "刘工程师", row.form)["error"] == ""
+    agreed = session.exec(select(Event).where(Event.case_id == case_id, Event.kind == "customer_agreed")).one()
+    assert agreed.actor == "王维护" and agreed.data["risks"] == "重启前切换到备机" and agreed.data["engineer"] == "刘工程师"
+    assert report_context.fn(case_id, 1)["prechecks"]["agreed_by"] == "王维护"
     assert web.get(path.replace("/checklist/", "/checklist/x")).status_code == 403  # a forged link
 
 
@@ -204,3 +219,61 @@ def test_checklist_edits_reach_the_engineers_page_and_a_form_sent_keeps_its_item
     row = session.get(Approval, approval_id)
     assert record_checklist.fn(case_id, 1, row.payload, AT, "刘工程师", row.form) == {"error": "", "problems": []}
     assert "未填写" in record_checklist.fn(case_id, 2, row.payload, AT, "刘工程师")["error"]  # today's items
+
+
+def test_checklist_page_shows_the_last_findings_open_cases_and_changes_since(web, demo, session):
+    """Issue 22 item 7 (PROCEDURES.md §4.2): the engineer's pre-checks start from the last inspection's
+    findings, the devices' open cases and what changed since that visit — escaped, a long list folded;
+    the changes prefill the field the engineer edits."""
+    from models import Case, Device
+    from models.assets import SparePart, Stock, StockMove
+    from models.db import session_scope
+    from tasks.cases import Channel, RepairRequest, open_case
+    from tasks.inspection import checklist_spec, parse_checklist, plan_inspections, store_checklist
+    from tests.test_inspection_flow import _answers
+
+    september = plan_inspections(datetime(2026, 8, 31, 17, 15, tzinfo=UTC), url=demo).created[0]
+    last_visit = datetime(2026, 9, 15, 2, tzinfo=UTC)
+    with session_scope(demo) as s:
+        spec = checklist_spec(s, september)
+        server = spec["targets"][1]
+        codes = [it["code"] for it in server["items"]][:6]
+        problems = {(server["target"], c): {"result": "abnormal", "note": f"<b>问题{n}</b>", "fixed_on_site": True}
+                    for n, c in enumerate(codes)}
+        store_checklist(s, september, 1, parse_checklist(spec, _answers(spec, problems)), at=last_visit, by="刘工程师")
+        device = s.get(Device, server["device_id"])
+        assert device is not None
+        site = device.site_id
+    request = {"customer": "BJYH", "device": server["serial"], "reported_by": "值班员", "channel": Channel.HOTLINE}
+    with session_scope(demo) as s:
+        from models.parties import Site
+
+        site_name = s.get(Site, site).name  # type: ignore[union-attr]
+        still_open = open_case(s, RepairRequest(**request, site=site_name, severity=3, description="<i>风扇异响</i>",
+                                                reported_at=AT - timedelta(days=3)), now=AT - timedelta(days=3))
+        closed = open_case(s, RepairRequest(**request, site=site_name, severity=2, description="电源模块故障",
+                                            reported_at=AT - timedelta(days=10)), now=AT - timedelta(days=10))
+        closed.closed_at, closed.status = AT - timedelta(days=9), "closed"
+        s.add(closed)
+        part, stock = s.exec(select(SparePart)).first(), s.exec(select(Stock)).first()
+        assert part is not None and stock is not None
+        s.add(StockMove(part_id=part.id, stock_id=stock.id, case_id=closed.id, key="issue", quantity=-1,
+                        reason="更换", at=AT - timedelta(days=9)))
+        numbers = (still_open.number, closed.number)
+        part_name = part.name
+    october = plan_inspections(datetime(2026, 9, 30, 17, 15, tzinfo=UTC), url=demo).created[0]
+    _, _, path = _checklist_request(demo, session, october)
+    page = web.get(path)
+    assert page.status_code == 200
+    text = page.text
+    with session_scope(demo) as s:
+        prev = s.get(Case, september)
+        assert prev is not None and f"上次巡检 {prev.number}" in text
+    # six findings: folded, escaped (never markup)
+    assert "上次巡检发现的问题</strong>（6 条，点击展开）" in text and "<details>" in text
+    assert "&lt;b&gt;问题5&lt;/b&gt;" in text and "<b>问题5</b>" not in text
+    assert numbers[0] in text and "&lt;i&gt;风扇异响&lt;/i&gt;" in text  # the open case
+    # the changes since: the repair closed and the part changed, also prefilled in the engineer's field
+    assert f"维修单 {numbers[1]} 已结束" in text and f"更换备件 {part_name}×1" in text
+    prefilled = re.search(r'<textarea id="pre_changes" name="pre_changes">([^<]*)</textarea>', text)
+    assert prefilled and numbers[1] in prefilled[1] and part_name in html.unescape(prefilled[1])

@@ -351,9 +351,13 @@ def test_an_inspection_problem_shows_its_repair_once_the_repair_run_opened_it(ma
 
     r1 = session.get(Case, march["r1"])
     row = session.exec(select(ChecklistResult).where(ChecklistResult.item_code == "disks")).one()
-    assert row.repair_case_id is None and row.repair_run_id == march["run_id"] == r1.flow_run_id
+    # the repair's intake links the problem to it (and tells the customer its number)
+    assert row.repair_case_id == r1.id and row.repair_run_id == march["run_id"] == r1.flow_run_id
     assert r1.parent_id == march["inspection"]
-    assert handling() == f"已转维修 {r1.number}"  # found by the repair's run id
+    assert handling() == f"已转维修 {r1.number}"
+    row.repair_case_id = None  # a row from before the intake linked it: found by the repair's run id
+    session.commit()
+    assert handling() == f"已转维修 {r1.number}"
     r1.flow_run_id = None  # e.g. a case opened again by hand: found as the inspection's child naming the item
     session.commit()
     assert handling() == f"已转维修 {r1.number}"

@@ -514,7 +514,7 @@ def _inspection_pages(web: TestClient, session: Session) -> None:
     refused = web.post(link, data=data)  # the backup is not confirmed: refused, what was typed kept
     assert refused.status_code == 422
     shown(refused, evil("pre_changes"), evil("pre_reported"), evil("checklist.comment"), *notes.values())
-    done = web.post(link, data={**data, "pre_backup": "yes"})
+    done = web.post(link, data={**data, "pre_backup": "yes", "pre_agreed": "yes", "pre_agreed_by": evil("agreed")[:50]})
     assert done.status_code == 200, done.text[:500]
     shown(done, evil("checklist.subject"))
     row = approval_row(aid)

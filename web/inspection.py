@@ -67,13 +67,19 @@ def _bad_link(request: Request, token: str, data: dict[str, Any] | None, problem
     return message_page(request, "forged", "此链接或表单无效，未记录任何操作。请使用通知中收到的原始链接。")
 
 
+FOLD_AFTER = 5  # a list longer than this is folded (<details>): the page stays short on a phone
+
+
 def _page(request: Request, token: str, row: Approval, name: str, *, values: dict[str, str] | None = None,
           error: str = "", status_code: int = 200) -> HTMLResponse:
+    precheck = (row.form or {}).get("precheck") or {}
+    if values is None and precheck.get("changes"):  # the changes since the last visit, prefilled for the engineer to edit
+        values = {"pre_changes": "\n".join(precheck["changes"])}
     return templates.TemplateResponse(
         request, "inspection/checklist.html.j2",
         {"approval": row, "spec": row.form, "approver_name": name, "action": f"/{CHECKLIST_PAGE}/{token}",
          "csrf": csrf_token(token), "values": values or {}, "error": error, "results": RESULT_ZH,
-         "severities": SEVERITIES},
+         "severities": SEVERITIES, "precheck": precheck, "fold_after": FOLD_AFTER},
         status_code=status_code,
     )
 
@@ -93,7 +99,9 @@ def checklist_payload(spec: dict[str, Any], fields: dict[str, str]) -> dict[str,
     if unhandled:
         raise InspectionError("以下异常项请选择「现场已处理（经客户同意）」或「转维修」：" + "、".join(unhandled[:10]))
     return {"prechecks": {"changes": fields.get("pre_changes", ""), "customer_reported": fields.get("pre_reported", ""),
-                          "backup_confirmed": fields.get("pre_backup") == "yes"},
+                          "backup_confirmed": fields.get("pre_backup") == "yes",
+                          "customer_agreed": fields.get("pre_agreed") == "yes", "agreed_by": fields.get("pre_agreed_by", ""),
+                          "risks": fields.get("pre_risks", "")},
             "items": items}
 
 
