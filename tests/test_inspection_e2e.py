@@ -221,7 +221,10 @@ def test_inspection_the_whole_way_two_problems_become_repairs_and_a_sent_back_re
 
     told = drive.notifications(case_id)
     # days pass between the steps: the clocks' stale-record escalation also speaks (another area's rule)
-    own = [t for t in told if not t[1].startswith("escalation")]
+    # each repair tells the customer its number as its run opens it (when, against the flow's own
+    # messages, is the runner's business): checked on its own below
+    feedback = [t for t in told if t[1] == "inspection/problem_feedback"]
+    own = [t for t in told if not t[1].startswith("escalation") and t not in feedback]
     assert own == [
         ("王值班", "form_request"),  # the dispatcher agrees the day by phone and proposes it
         ("测试联系人", "form_request"),  # date, first proposal
@@ -236,6 +239,18 @@ def test_inspection_the_whole_way_two_problems_become_repairs_and_a_sent_back_re
         ("测试联系人", "signature_request"),
         ("王值班", "approval_request"),
     ], told
+    assert feedback == [("测试联系人", "inspection/problem_feedback")] * 2
+    with drive.session() as s:
+        from models.clocks import Clock
+        from models.outbox import Notification
+
+        bodies = s.exec(select(Notification.body).where(Notification.case_id == case_id,
+                                                        Notification.template == "inspection/problem_feedback")).all()
+        clock = s.exec(select(Clock).where(Clock.case_id == case_id, Clock.kind == "inspection_feedback")).one()
+    # each message names its own repair's number
+    assert sorted(sum(r.number in b for r in repairs) for b in bodies) == [1, 1]
+    assert {r.number for r in repairs} == {r.number for r in repairs for b in bodies if r.number in b}
+    assert clock.met_at is not None  # stopped by the second repair's feedback, in time
 
 
 def test_dispatcher_starts_an_extra_inspection_from_the_form_and_the_centre_cancels_it(drive: RepairDriver):
