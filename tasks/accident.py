@@ -104,6 +104,8 @@ EVENT_TEXT_ZH = {
     "risky_operations_decided": "技术负责人决定（客户未批准操作后）：{instruction}",
     "onsite_analysis": "现场再分析：{findings}",
     "workaround": "发出临时解决方案（业务先恢复）：{workaround}",
+    "customer_agreed": "客户维护人员同意巡检操作：{agreed_by}",
+    "problem_feedback_sent": "巡检发现的问题已反馈客户，维修单 {repair_number}",
     "repair_anomaly": "维修遇到异常（第 {attempt} 次）：{anomaly}",
     "lead_guidance": "技术负责人指导：{guidance}",
     "repaired": "维修完成：{work_done}",
