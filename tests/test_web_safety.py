@@ -306,7 +306,7 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(demo: 
     shown(page, title)
 
     # 3. the plan as the director sees it (the plan report's text) and his comment
-    plan = plain(first_plan_of)(evil("plan.text") + "\n更换电源模块，预计 30 分钟。", evil("plan.author"))
+    plan = plain(first_plan_of)(evil("plan.text") + "\n更换电源模块，预计 30 分钟。", evil("author"))  # a person's name: within issued_by's 100 characters
     assert plan is not None
     plan_doc = plain(issue)(case_id, "solution_plan", "common/plan", _plan_context(plan), T0, plan.author, 1)
     with session_scope() as s:
