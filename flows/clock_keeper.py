@@ -303,8 +303,6 @@ def host(stop: threading.Event = HOST_STOP, check_seconds: float = HOST_CHECK_SE
     """Run the keeper in this process until `stop` is set: whenever no keeper holds the lease, call
     the keeper flow (a flow run of its own in Prefect), which returns when its lease is lost or
     `stop` is set. For a thread of a process that stays up (deployments.serve)."""
-    from models.wallclock import now as wall_now
-
     while not stop.is_set():
         try:
             if lease_holder(wall_now()) is None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, select
 
 from models.approvals import Approval, Timer
-from models.assets import Device
+from models.assets import Device, SparePart, StockMove
 from models.cases import Case, CaseKind, CaseStatus, Event, append_event
 from models.contracts import Contract
 from models.db import insert_ignore, session_scope
@@ -39,6 +39,7 @@ from models.reports import Report
 from models.settings import business_timezone
 from rules import inspection as rules
 from rules.calendar import Calendar
+from rules.sla import severity_text
 from tasks.cases import (
     CaseFacts,
     Channel,
@@ -410,10 +411,6 @@ def precheck_facts(session: Session, case_id: int) -> dict[str, Any]:
     the devices inspected, and what changed since that visit (repairs closed, parts changed).
 
     {"last": {"number", "visit_day", "findings": [text]} or None, "open_cases": [text], "changes": [text]}."""
-    from models.assets import Device, SparePart, StockMove
-    from models.inspection import ChecklistResult, ItemResult
-    from rules.sla import severity_text
-
     case = _case(session, case_id)
     query = select(Device).where(Device.contract_id == case.contract_id)
     if case.site_id is not None:
