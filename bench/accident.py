@@ -63,8 +63,14 @@ def main() -> None:
 
     t = time.perf_counter()
     for i in range(n):
-        request = A.AccidentRequest(customer="BJYH", site="亦庄机房", reported_by="bench", severity=1,
-                                    description=f"基准事故 {i}", reported_at=T0)
+        request = A.AccidentRequest(
+            customer="BJYH",
+            site="亦庄机房",
+            reported_by="bench",
+            severity=1,
+            description=f"基准事故 {i}",
+            reported_at=T0,
+        )
         case_id = A.open_accident.fn(request, T0, f"bench-{i}")
         A.form_team.fn(case_id, T0)
         if i % 2:
@@ -88,10 +94,19 @@ def main() -> None:
         written.append(outbox_rows() - before)
 
     with session_scope() as s:
-        updates = int(s.exec(select(sa.func.count()).select_from(Event).where(Event.kind == "progress_update")).one())
-        daily = int(s.exec(select(sa.func.count()).select_from(Event).where(Event.kind == "vendor_daily_report")).one())
-        standby = int(s.exec(select(sa.func.count()).select_from(Event)
-                             .where(Event.kind == "standby_machine_requested")).one())
+        updates = int(
+            s.exec(select(sa.func.count()).select_from(Event).where(Event.kind == "progress_update")).one()
+        )
+        daily = int(
+            s.exec(
+                select(sa.func.count()).select_from(Event).where(Event.kind == "vendor_daily_report")
+            ).one()
+        )
+        standby = int(
+            s.exec(
+                select(sa.func.count()).select_from(Event).where(Event.kind == "standby_machine_requested")
+            ).one()
+        )
     figures = {
         "accidents": n,
         "hours": HOURS,

@@ -63,8 +63,17 @@ def seed(n: int, spread: float, lead: float) -> tuple[datetime, list[int]]:
     ids: list[int] = []
     with session_scope() as s:
         for i in range(n):
-            case = Case(kind="repair", customer_id=1, site_id=1, contract_id=1, severity=3, title=f"bench {i}",
-                        reported_at=far, created_at=far, updated_at=far + timedelta(days=30))
+            case = Case(
+                kind="repair",
+                customer_id=1,
+                site_id=1,
+                contract_id=1,
+                severity=3,
+                title=f"bench {i}",
+                reported_at=far,
+                created_at=far,
+                updated_at=far + timedelta(days=30),
+            )
             s.add(case)
             s.flush()
             ids.append(start_clock(s, case.id, "first_contact", started_at=far, severity=3).id)  # type: ignore[arg-type]
@@ -73,7 +82,14 @@ def seed(n: int, spread: float, lead: float) -> tuple[datetime, list[int]]:
         rows = []
         for i, clock_id in enumerate(ids):
             due = base + timedelta(seconds=spread * i / n)
-            rows.append({"id": clock_id, "due_at": due, "next_check_at": due, "started_at": due - timedelta(minutes=30)})
+            rows.append(
+                {
+                    "id": clock_id,
+                    "due_at": due,
+                    "next_check_at": due,
+                    "started_at": due - timedelta(minutes=30),
+                }
+            )
         s.execute(sa.update(Clock), rows)  # ORM bulk UPDATE by primary key
     return base, ids
 
@@ -82,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI size: 500 clocks over 10 s")
     parser.add_argument("--clocks", type=int, default=None)
-    parser.add_argument("--spread", type=float, default=None, help="seconds over which the deadlines fall due")
+    parser.add_argument(
+        "--spread", type=float, default=None, help="seconds over which the deadlines fall due"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "clocks.json"))
     args = parser.parse_args(argv)
     n = args.clocks or (500 if args.quick else 10_000)
@@ -121,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         if t < end_at:
             return False
         with session_scope() as s:
-            return s.exec(select(func.count()).select_from(Clock).where(Clock.next_check_at.is_not(None))).one() == 0  # type: ignore[union-attr]
+            return (
+                s.exec(select(func.count()).select_from(Clock).where(Clock.next_check_at.is_not(None))).one()
+                == 0
+            )  # type: ignore[union-attr]
 
     def on_tick(result: dict) -> None:  # type: ignore[type-arg]
         finished[result["now"]] = now()

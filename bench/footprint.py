@@ -84,7 +84,9 @@ def stack(home: Path, *, exclude: int | None = None) -> list[Proc]:
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
             ppid = int(_read(entry / "stat").rsplit(")", 1)[1].split()[1])
-            threads = int(next(x for x in _read(entry / "status").splitlines() if x.startswith("Threads:")).split()[1])
+            threads = int(
+                next(x for x in _read(entry / "status").splitlines() if x.startswith("Threads:")).split()[1]
+            )
         except (OSError, StopIteration, ValueError):
             continue
         found[pid] = (ppid, cmd, threads)
@@ -114,6 +116,7 @@ def stack(home: Path, *, exclude: int | None = None) -> list[Proc]:
 
 def summary(procs: list[Proc]) -> dict[str, object]:
     """The processes and the totals per group (Prefect, ours) and in all, in MB."""
+
     def total(group: str | None, key: str) -> float:
         return round(sum(getattr(p, key) for p in procs if group is None or p.group == group), 1)
 
@@ -148,15 +151,12 @@ if __name__ == "__main__":
 # What a fresh interpreter holds after importing only these (the floor under each of our processes)
 FLOORS = {
     "bare interpreter": "",
-    "Prefect's client (what the web imports of Prefect: prefect.input, its API client)":
-        "import prefect.input, prefect.client.orchestration",
-    "Prefect's runner and engines (what the runner needs of Prefect)":
-        "import prefect.runner, prefect.flow_engine, prefect.task_engine",
+    "Prefect's client (what the web imports of Prefect: prefect.input, its API client)": "import prefect.input, prefect.client.orchestration",
+    "Prefect's runner and engines (what the runner needs of Prefect)": "import prefect.runner, prefect.flow_engine, prefect.task_engine",
     "the approval web's imports (web.app)": "import web.app",
-    "the runner's imports (deployments.serve, the procedures, Prefect's engines, the keeper's steps)":
-        "import deployments.serve, flows.repair, flows.accident, flows.inspection, flows.clock_keeper, "
-        "prefect.runner, prefect.flow_engine, prefect.task_engine, tasks.timers, tasks.approvals, "
-        "tasks.runs, tasks.clocks, tasks.accident, tasks.notify",
+    "the runner's imports (deployments.serve, the procedures, Prefect's engines, the keeper's steps)": "import deployments.serve, flows.repair, flows.accident, flows.inspection, flows.clock_keeper, "
+    "prefect.runner, prefect.flow_engine, prefect.task_engine, tasks.timers, tasks.approvals, "
+    "tasks.runs, tasks.clocks, tasks.accident, tasks.notify",
 }
 
 
@@ -165,13 +165,22 @@ def import_floors(root: Path) -> dict[str, dict[str, float]]:
     import subprocess
     import sys
 
-    probe = ("{}\nfor line in open('/proc/self/smaps_rollup'):\n"
-             "    if line.startswith(('Pss:', 'Rss:')): print(line.split()[0], line.split()[1])")
+    probe = (
+        "{}\nfor line in open('/proc/self/smaps_rollup'):\n"
+        "    if line.startswith(('Pss:', 'Rss:')): print(line.split()[0], line.split()[1])"
+    )
     found: dict[str, dict[str, float]] = {}
     for name, imports in FLOORS.items():
-        done = subprocess.run([sys.executable, "-c", probe.format(imports)], cwd=root, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", probe.format(imports)],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         values = dict(line.split() for line in done.stdout.splitlines())
-        found[name] = {"pss_mb": round(int(values.get("Pss:", 0)) / KB, 1),
-                       "rss_mb": round(int(values.get("Rss:", 0)) / KB, 1)}
+        found[name] = {
+            "pss_mb": round(int(values.get("Pss:", 0)) / KB, 1),
+            "rss_mb": round(int(values.get("Rss:", 0)) / KB, 1),
+        }
     return found

@@ -41,17 +41,58 @@ def _setup(url: str, contracts: int, now: datetime) -> None:
         for i in range(contracts):
             cid = base + 1 + i
             customers.append({"id": cid, "code": f"B{i:05d}", "name": f"基准客户{i:05d}", "created_at": now})
-            sites.append({"id": cid, "customer_id": cid, "name": "主机房", "address": "", "service_point": "北京服务站",
-                          "distance_km": 10.0, "same_city": True, "room_rules": ""})
-            contacts.append({"customer_id": cid, "name": f"联系人{i:05d}", "title": "", "phone": "", "email": "",
-                             "is_primary": True, "notify_urls": [f"log://contact/B{i:05d}"]})
-            deals.append({"id": cid, "code": f"HT-B{i:05d}", "customer_id": cid, "start_date": date(2025, 1, 1),
-                          "end_date": date(2027, 12, 31), "service_hours": "7x24",
-                          "inspection_frequency": "monthly" if i % 4 else "quarterly", "inspection_every_months": 1,
-                          "severity_scheme": "outage", "sla_policy": {}, "calendar": "cn", "timezone": "Asia/Shanghai",
-                          "fee": 100000, "created_at": now})
-            devices.append({"customer_id": cid, "site_id": cid, "contract_id": cid, "device_class": "server",
-                            "model": "服务器", "serial": f"SNB{i:05d}", "config": {}})
+            sites.append(
+                {
+                    "id": cid,
+                    "customer_id": cid,
+                    "name": "主机房",
+                    "address": "",
+                    "service_point": "北京服务站",
+                    "distance_km": 10.0,
+                    "same_city": True,
+                    "room_rules": "",
+                }
+            )
+            contacts.append(
+                {
+                    "customer_id": cid,
+                    "name": f"联系人{i:05d}",
+                    "title": "",
+                    "phone": "",
+                    "email": "",
+                    "is_primary": True,
+                    "notify_urls": [f"log://contact/B{i:05d}"],
+                }
+            )
+            deals.append(
+                {
+                    "id": cid,
+                    "code": f"HT-B{i:05d}",
+                    "customer_id": cid,
+                    "start_date": date(2025, 1, 1),
+                    "end_date": date(2027, 12, 31),
+                    "service_hours": "7x24",
+                    "inspection_frequency": "monthly" if i % 4 else "quarterly",
+                    "inspection_every_months": 1,
+                    "severity_scheme": "outage",
+                    "sla_policy": {},
+                    "calendar": "cn",
+                    "timezone": "Asia/Shanghai",
+                    "fee": 100000,
+                    "created_at": now,
+                }
+            )
+            devices.append(
+                {
+                    "customer_id": cid,
+                    "site_id": cid,
+                    "contract_id": cid,
+                    "device_class": "server",
+                    "model": "服务器",
+                    "serial": f"SNB{i:05d}",
+                    "config": {},
+                }
+            )
         conn.execute(sa.insert(Customer.__table__), customers)
         conn.execute(sa.insert(Site.__table__), sites)
         conn.execute(sa.insert(Contact.__table__), contacts)
@@ -63,11 +104,26 @@ def _setup(url: str, contracts: int, now: datetime) -> None:
             cid = base + 1 + i
             for k in range(2):
                 at = datetime(2026, 2, 3 + 7 * k, 2, tzinfo=UTC)
-                faults.append({"kind": "repair", "customer_id": cid, "contract_id": cid, "site_id": cid, "severity": 3,
-                               "status": "closed", "title": f"故障{k}", "description": "告警", "channel": "热线",
-                               "reported_by": "客户", "reported_at": at, "out_of_contract": False,
-                               "data": {"cause": "硬盘老化" if k else "电源故障"}, "created_at": at, "updated_at": at,
-                               "closed_at": at + timedelta(hours=5)})
+                faults.append(
+                    {
+                        "kind": "repair",
+                        "customer_id": cid,
+                        "contract_id": cid,
+                        "site_id": cid,
+                        "severity": 3,
+                        "status": "closed",
+                        "title": f"故障{k}",
+                        "description": "告警",
+                        "channel": "热线",
+                        "reported_by": "客户",
+                        "reported_at": at,
+                        "out_of_contract": False,
+                        "data": {"cause": "硬盘老化" if k else "电源故障"},
+                        "created_at": at,
+                        "updated_at": at,
+                        "closed_at": at + timedelta(hours=5),
+                    }
+                )
         conn.execute(sa.insert(Case.__table__), faults)
 
 
@@ -115,8 +171,16 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = 0
     for cid in customers:
         with session_scope(url) as s:
-            row, _ = issue_summary(s, cid, kind="monthly", period="2026-02", first=date(2026, 2, 1),
-                                   last=date(2026, 2, 28), now=now, calendar=cal)
+            row, _ = issue_summary(
+                s,
+                cid,
+                kind="monthly",
+                period="2026-02",
+                first=date(2026, 2, 1),
+                last=date(2026, 2, 28),
+                now=now,
+                calendar=cal,
+            )
             sizes += len(row.content_html)
     t_summary = time.perf_counter() - t2
 
@@ -126,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
         "contracts": contracts,
         "inspections_created": len(plan.created),
         "what_is_timed": "planning (rows, unique per contract x period) and the notices, one transaction per "
-                         "inspection as its send_notice task does; not the Prefect run start of each inspection",
+        "inspection as its send_notice task does; not the Prefect run start of each inspection",
         "notices_queued": notices,
         "plan_seconds": round(t_plan, 2),
         "notice_seconds": round(t_notice, 2),

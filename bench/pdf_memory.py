@@ -39,14 +39,26 @@ TARGET_MB = 50
 
 def _signature_png(width: int = 600, height: int = 180) -> str:
     """A drawn signature as the signature pad sends it (a PNG data: URL of the pad's size)."""
-    rows = b"".join(b"\x00" + bytes(0 if abs(x - 3 * y - 40) < 5 or abs(x + 2 * y - 420) < 4 else 255
-                                    for x in range(width)) for y in range(height))
+    rows = b"".join(
+        b"\x00"
+        + bytes(0 if abs(x - 3 * y - 40) < 5 or abs(x + 2 * y - 420) < 4 else 255 for x in range(width))
+        for y in range(height)
+    )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
@@ -63,21 +75,58 @@ def _signed_report_html() -> str:
     with session_scope(url) as s:
         seed_demo(s, today=date(2026, 11, 23), now=T0)
     with session_scope(url) as s:
-        case = open_case(s, RepairRequest(customer="BJYH", site="亦庄机房", reported_by="客户 李先生",
-                                          description="存储控制器告警，业务读写变慢", severity=2, reported_at=T0), now=T0)
-        times = {"reported_at": T0, "contact_at": T0 + timedelta(minutes=5), "remote_at": T0 + timedelta(minutes=9),
-                 "arrived_at": T0 + timedelta(hours=1), "repaired_at": T0 + timedelta(hours=3),
-                 "restored_at": T0 + timedelta(hours=3)}
-        context = {"times": times, "clocks": [], "solved_remotely": False, "diagnosis": "控制器缓存电池老化",
-                   "command_log": "", "plan": None, "work_done": "更换控制器缓存电池，告警消除，业务读写恢复正常。" * 6,
-                   "parts_used": [{"name": "缓存电池", "code": "BAT-01", "quantity": 1}],
-                   "maintenance": "清洁风扇滤网，检查固件版本", "further_problems": [], "engineer": "刘工程师",
-                   "corrections": []}
-        report = issue_report(s, case.id, "service_report", template="repair/service_report", context=context,  # type: ignore[arg-type]
-                              now=T0 + timedelta(hours=3))
-        signature = sign_report(s, report.id, signed_hash=report.content_hash, signer_name="李先生",  # type: ignore[arg-type]
-                                method="drawn", image=_signature_png(), contact_id=case.data["contact_id"],
-                                now=T0 + timedelta(hours=3, minutes=10))
+        case = open_case(
+            s,
+            RepairRequest(
+                customer="BJYH",
+                site="亦庄机房",
+                reported_by="客户 李先生",
+                description="存储控制器告警，业务读写变慢",
+                severity=2,
+                reported_at=T0,
+            ),
+            now=T0,
+        )
+        times = {
+            "reported_at": T0,
+            "contact_at": T0 + timedelta(minutes=5),
+            "remote_at": T0 + timedelta(minutes=9),
+            "arrived_at": T0 + timedelta(hours=1),
+            "repaired_at": T0 + timedelta(hours=3),
+            "restored_at": T0 + timedelta(hours=3),
+        }
+        context = {
+            "times": times,
+            "clocks": [],
+            "solved_remotely": False,
+            "diagnosis": "控制器缓存电池老化",
+            "command_log": "",
+            "plan": None,
+            "work_done": "更换控制器缓存电池，告警消除，业务读写恢复正常。" * 6,
+            "parts_used": [{"name": "缓存电池", "code": "BAT-01", "quantity": 1}],
+            "maintenance": "清洁风扇滤网，检查固件版本",
+            "further_problems": [],
+            "engineer": "刘工程师",
+            "corrections": [],
+        }
+        report = issue_report(
+            s,
+            case.id,
+            "service_report",
+            template="repair/service_report",
+            context=context,  # type: ignore[arg-type]
+            now=T0 + timedelta(hours=3),
+        )
+        signature = sign_report(
+            s,
+            report.id,
+            signed_hash=report.content_hash,
+            signer_name="李先生",  # type: ignore[arg-type]
+            method="drawn",
+            image=_signature_png(),
+            contact_id=case.data["contact_id"],
+            now=T0 + timedelta(hours=3, minutes=10),
+        )
         html = signed_content(s, report, signature)
     get_engine(url).dispose()
     return html
@@ -118,7 +167,9 @@ def _run(html: str, counts: tuple[int, int], print_pdf) -> dict[str, float]:  # 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI size")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "pdf_memory.json"), help="JSON file")
+    parser.add_argument(
+        "--out", default=str(ROOT / "bench" / "results" / "pdf_memory.json"), help="JSON file"
+    )
     args = parser.parse_args()
     counts = (5, 20) if args.quick else (10, 100)
 
@@ -152,7 +203,9 @@ def main() -> int:
         "target_mb": TARGET_MB,
         "met": growth <= TARGET_MB,
         "in_process_for_comparison": in_process,
-        "in_process_rss_growth_mb": round(in_process[f"rss_after_{last}_mb"] - in_process[f"rss_after_{first}_mb"], 1),
+        "in_process_rss_growth_mb": round(
+            in_process[f"rss_after_{last}_mb"] - in_process[f"rss_after_{first}_mb"], 1
+        ),
         "cpu_count": os.cpu_count(),
     }
     for key, value in result.items():

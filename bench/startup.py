@@ -48,9 +48,21 @@ def one_start(home: Path) -> dict[str, float]:
     env["AFTERCARE_HOME"] = str(home)
     launched = time.monotonic()  # before the launch: `up` counts from its own process start
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "up", "--prefect-port", str(prefect_port),
-         "--web-port", str(web_port)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "deployments.cli",
+            "up",
+            "--prefect-port",
+            str(prefect_port),
+            "--web-port",
+            str(web_port),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     seen: dict[str, float] = {}
@@ -61,6 +73,7 @@ def one_start(home: Path) -> dict[str, float]:
             lines.append(line)
             if "就绪用时" in line:
                 seen["ready"] = time.monotonic() - launched
+
     threading.Thread(target=read, daemon=True).start()
     try:
         deadline = time.monotonic() + 300
@@ -70,12 +83,18 @@ def one_start(home: Path) -> dict[str, float]:
             time.sleep(0.05)
         printed = float(re.search(r"ready in: +([\d.]+) s", "".join(lines)).group(1))  # type: ignore[union-attr]
         user, _, password = (home / "prefect_auth").read_text().partition(":")
-        api = httpx.Client(base_url=f"http://127.0.0.1:{prefect_port}/api", auth=httpx.BasicAuth(user, password))
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{prefect_port}/api", auth=httpx.BasicAuth(user, password)
+        )
         keeper = None
         while keeper is None and time.monotonic() < deadline:
-            running = api.post("/flow_runs/filter", json={
-                "flows": {"name": {"any_": ["clock-keeper"]}},
-                "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}).json()
+            running = api.post(
+                "/flow_runs/filter",
+                json={
+                    "flows": {"name": {"any_": ["clock-keeper"]}},
+                    "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}},
+                },
+            ).json()
             if running:
                 keeper = time.monotonic() - launched
             time.sleep(0.1)
@@ -87,8 +106,12 @@ def one_start(home: Path) -> dict[str, float]:
     finally:
         if proc.poll() is None:
             proc.kill()
-    return {"ready_s": round(seen["ready"], 2), "ready_printed_s": printed,
-            "keeper_running_s": round(keeper, 2) if keeper is not None else -1.0, "stop_s": round(stopped, 2)}
+    return {
+        "ready_s": round(seen["ready"], 2),
+        "ready_printed_s": printed,
+        "keeper_running_s": round(keeper, 2) if keeper is not None else -1.0,
+        "stop_s": round(stopped, 2),
+    }
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -132,10 +155,12 @@ def main() -> int:
     figures["target_met"] = worst <= TARGET_SECONDS
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
-    print(f"time to ready: first start p50 {figures['first_start_ready_s']['p50']} s"
-          + (f", restart p50 {figures['restart_ready_s']['p50']} s" if again else "")
-          + f"; worst {worst} s (target ≤ {TARGET_SECONDS:.0f} s: {'met' if figures['target_met'] else 'NOT met'});"
-          f" stop p50 {figures['stop_s']['p50']} s; load average before {figures['load_average_before']}")
+    print(
+        f"time to ready: first start p50 {figures['first_start_ready_s']['p50']} s"
+        + (f", restart p50 {figures['restart_ready_s']['p50']} s" if again else "")
+        + f"; worst {worst} s (target ≤ {TARGET_SECONDS:.0f} s: {'met' if figures['target_met'] else 'NOT met'});"
+        f" stop p50 {figures['stop_s']['p50']} s; load average before {figures['load_average_before']}"
+    )
     return 0
 
 

@@ -138,22 +138,34 @@ KEEPER_PROCESSES = int(os.environ.get("AFTERCARE_BENCH_KEEPER_PROCESSES", "0"))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI size")
-    parser.add_argument("--idle", action="store_true",
-                        help="`aftercare up` with nothing to do: every process's memory, nothing waits")
+    parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="`aftercare up` with nothing to do: every process's memory, nothing waits",
+    )
     parser.add_argument("--runs", type=int, default=None, help="waiting procedures in total")
     parser.add_argument("--real", type=int, default=None, help="of which really executed until suspended")
     parser.add_argument("--latency", type=int, default=None, help="approvals timed")
     parser.add_argument("--poll", type=float, default=0.25, help="AFTERCARE_RUNNER_POLL_SECONDS (s)")
-    parser.add_argument("--prefect-db", default=None,
-                        help="Prefect's own database, e.g. postgresql+asyncpg://user@host/db (default: SQLite)")
-    parser.add_argument("--warm-idle", type=float, default=20.0,
-                        help="AFTERCARE_WARM_IDLE_SECONDS: the fork server stops after this long without a run")
+    parser.add_argument(
+        "--prefect-db",
+        default=None,
+        help="Prefect's own database, e.g. postgresql+asyncpg://user@host/db (default: SQLite)",
+    )
+    parser.add_argument(
+        "--warm-idle",
+        type=float,
+        default=20.0,
+        help="AFTERCARE_WARM_IDLE_SECONDS: the fork server stops after this long without a run",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     runs = 0 if args.idle else (args.runs or (30 if args.quick else 10_000))
     real = 0 if args.idle else min(runs, args.real or (1 if args.quick else 100))
     latency_n = min(args.latency or (1 if args.quick else 100), real)
-    out = Path(args.out or ROOT / "bench" / "results" / ("waiting_idle.json" if args.idle else "waiting.json"))
+    out = Path(
+        args.out or ROOT / "bench" / "results" / ("waiting_idle.json" if args.idle else "waiting.json")
+    )
 
     base = Path(tempfile.mkdtemp(prefix="aftercare-bench-waiting-"))
     home = base / "var"
@@ -181,8 +193,12 @@ def main() -> int:
     from bench import footprint
     from models.settings import Settings
 
-    settings = Settings(home=home, secret_key="bench-secret", web_port=web_port,
-                        public_base_url=f"http://127.0.0.1:{web_port}")
+    settings = Settings(
+        home=home,
+        secret_key="bench-secret",
+        web_port=web_port,
+        public_base_url=f"http://127.0.0.1:{web_port}",
+    )
     figures: dict[str, Any] = {
         "size": "idle" if args.idle else ("quick" if args.quick else "full"),
         "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -194,8 +210,8 @@ def main() -> int:
         "warm_idle_seconds": args.warm_idle,
         "prefect_database": "postgresql" if (args.prefect_db or "").startswith("postgresql") else "sqlite",
         "memory_figures": "PSS (proportional set size, /proc/<pid>/smaps_rollup: a page shared by n "
-                          "processes counts 1/n in each) and RSS (every resident page, shared ones in "
-                          "every sharer); totals and targets are PSS",
+        "processes counts 1/n in each) and RSS (every resident page, shared ones in "
+        "every sharer); totals and targets are PSS",
     }
     up: subprocess.Popen[bytes] | None = None
     try:
@@ -209,9 +225,22 @@ def main() -> int:
         t = time.monotonic()
         with up_log.open("ab") as log:
             up = subprocess.Popen(
-                [sys.executable, "-m", "deployments.cli", "up", "--no-seed", "--prefect-port", str(api_port),
-                 "--web-port", str(web_port)],
-                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "deployments.cli",
+                    "up",
+                    "--no-seed",
+                    "--prefect-port",
+                    str(api_port),
+                    "--web-port",
+                    str(web_port),
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         figures["startup_seconds"] = wait_ready(up, up_log, 300)
@@ -242,15 +271,18 @@ def main() -> int:
             figures["waiting"] = footprint.summary(waiting)
             print(f"— {runs} waiting —\n" + footprint.table(waiting), flush=True)
             figures["suspended_runs_in_prefect"] = count_suspended()
-            figures["flow_run_processes_while_waiting"] = sum(
-                1 for p in waiting if p.role.startswith("flow run")) - KEEPER_PROCESSES
+            figures["flow_run_processes_while_waiting"] = (
+                sum(1 for p in waiting if p.role.startswith("flow run")) - KEEPER_PROCESSES
+            )
             figures["runner_threads_while_waiting"] = sum(p.threads for p in waiting if p.role == "runner")
             added = figures["waiting"]["total_pss_mb"] - figures["idle"]["total_pss_mb"]
             figures["added_pss_kb_per_waiting_case"] = round(added * 1024 / runs, 2)
             figures["added_pss_kb_per_waiting_case_ours"] = round(
-                (figures["waiting"]["ours_pss_mb"] - figures["idle"]["ours_pss_mb"]) * 1024 / runs, 2)
+                (figures["waiting"]["ours_pss_mb"] - figures["idle"]["ours_pss_mb"]) * 1024 / runs, 2
+            )
             figures["added_pss_kb_per_waiting_case_prefect"] = round(
-                (figures["waiting"]["prefect_pss_mb"] - figures["idle"]["prefect_pss_mb"]) * 1024 / runs, 2)
+                (figures["waiting"]["prefect_pss_mb"] - figures["idle"]["prefect_pss_mb"]) * 1024 / runs, 2
+            )
 
             # the first click after the quiet spell starts the fork server again (a new interpreter)
             click_running, click_done = approve_and_time(settings, web_port, real_runs[:latency_n])
@@ -267,8 +299,12 @@ def main() -> int:
             )
         figures["import_floors"] = footprint.import_floors(ROOT)
         figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        figures["targets"] = {"ours_pss_mb_idle": 250, "ours_pss_mb_waiting": 300,
-                              "added_pss_kb_per_waiting_case": 5, "click_p95_s": 2.0}
+        figures["targets"] = {
+            "ours_pss_mb_idle": 250,
+            "ours_pss_mb_waiting": 300,
+            "added_pss_kb_per_waiting_case": 5,
+            "click_p95_s": 2.0,
+        }
     finally:
         if up is not None and up.poll() is None:
             up.send_signal(signal.SIGTERM)

@@ -50,17 +50,25 @@ def run_checks(settings: Settings, *, echo: Callable[[str], None] = print) -> bo
             healthy = client.get("/health").status_code == 200
         report(healthy, "Prefect", api if healthy else f"{api} answered but is not healthy")
     except httpx.HTTPError as exc:
-        report(False, "Prefect", f"无法连接 / not reachable at {api} ({type(exc).__name__}); is `aftercare up` running?")
+        report(
+            False,
+            "Prefect",
+            f"无法连接 / not reachable at {api} ({type(exc).__name__}); is `aftercare up` running?",
+        )
     if healthy:
         for good, label, detail in schedule_checks(api, tz=settings.timezone):
             report(good, label, detail)
     server_log = settings.home / "logs" / "prefect-server.log"
     if server_log.exists():
         errors = prefect_service_errors(server_log)
-        report(not errors, "Prefect 服务日志 / server log",
-               f"{server_log}: no service error since the server started" if not errors else
-               f"Prefect 后台服务出错 / {len(errors)} service error(s) since the server started — "
-               f"scheduled runs may never be created; see {server_log}")
+        report(
+            not errors,
+            "Prefect 服务日志 / server log",
+            f"{server_log}: no service error since the server started"
+            if not errors
+            else f"Prefect 后台服务出错 / {len(errors)} service error(s) since the server started — "
+            f"scheduled runs may never be created; see {server_log}",
+        )
         for line in errors[-3:]:
             echo(f"    {line}")
 
@@ -72,7 +80,11 @@ def run_checks(settings: Settings, *, echo: Callable[[str], None] = print) -> bo
             people = [("staff", s.name, s.notify_urls) for s in session.exec(select(Staff)).all()]
             people += [("contact", c.name, c.notify_urls) for c in session.exec(select(Contact)).all()]
     except Exception as exc:  # schema missing: not migrated yet
-        report(False, "通知渠道 / channels", f"cannot read people ({type(exc).__name__}); run `aftercare migrate`")
+        report(
+            False,
+            "通知渠道 / channels",
+            f"cannot read people ({type(exc).__name__}); run `aftercare migrate`",
+        )
         return False
     missing = [name for _, name, urls in people if not urls]
     bad: list[str] = []
@@ -82,11 +94,14 @@ def run_checks(settings: Settings, *, echo: Callable[[str], None] = print) -> bo
                 validate_url(url)
             except ChannelError as exc:
                 bad.append(f"{name}: {exc}")
-    report(not bad, "通知渠道 / channels", f"{len(people)} people, {len(missing)} without an address, {len(bad)} invalid")
+    report(
+        not bad,
+        "通知渠道 / channels",
+        f"{len(people)} people, {len(missing)} without an address, {len(bad)} invalid",
+    )
     for line in bad:
         echo(f"    {line}")
     return ok
-
 
 
 # ---- Prefect: scheduled deployments and the server's services -----------------------------------
@@ -97,8 +112,9 @@ def prefect_api(api: str) -> httpx.Client:
     Plain HTTP, not Prefect's client: `check` must answer even when Prefect's settings are wrong."""
     auth_string = os.environ.get("PREFECT_API_AUTH_STRING", "")
     user, _, password = auth_string.partition(":")
-    return httpx.Client(base_url=api.rstrip("/"), timeout=5,
-                        auth=httpx.BasicAuth(user, password) if auth_string else None)
+    return httpx.Client(
+        base_url=api.rstrip("/"), timeout=5, auth=httpx.BasicAuth(user, password) if auth_string else None
+    )
 
 
 @dataclass
@@ -136,20 +152,30 @@ def schedule_states(api: str, now: datetime | None = None) -> list[ScheduleState
             answer.raise_for_status()
             deployment = answer.json()
             active = any(s.get("active", True) for s in deployment.get("schedules") or [])
-            runs = client.post("/flow_runs/filter", json={
-                "deployments": {"id": {"any_": [deployment["id"]]}},
-                "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}},
-                              "expected_start_time": {"after_": moment.isoformat()}},
-                "sort": "EXPECTED_START_TIME_ASC", "limit": 1,
-            })
+            runs = client.post(
+                "/flow_runs/filter",
+                json={
+                    "deployments": {"id": {"any_": [deployment["id"]]}},
+                    "flow_runs": {
+                        "state": {"type": {"any_": ["SCHEDULED"]}},
+                        "expected_start_time": {"after_": moment.isoformat()},
+                    },
+                    "sort": "EXPECTED_START_TIME_ASC",
+                    "limit": 1,
+                },
+            )
             runs.raise_for_status()
             found = runs.json()
             next_run = datetime.fromisoformat(found[0]["expected_start_time"]) if found else None
-            states.append(ScheduleState(name, True, bool(deployment.get("paused")) or not active, next_run, crons))
+            states.append(
+                ScheduleState(name, True, bool(deployment.get("paused")) or not active, next_run, crons)
+            )
     return states
 
 
-def schedule_checks(api: str, *, tz: str | None = None, now: datetime | None = None) -> list[tuple[bool, str, str]]:
+def schedule_checks(
+    api: str, *, tz: str | None = None, now: datetime | None = None
+) -> list[tuple[bool, str, str]]:
     """(good, label, detail) for each scheduled deployment: its next run time in `tz`, or why it has none."""
     try:
         states = schedule_states(api, now)
@@ -161,12 +187,26 @@ def schedule_checks(api: str, *, tz: str | None = None, now: datetime | None = N
     for state in states:
         label = f"定时流程 / schedule {state.name}"
         if not state.registered:
-            checks.append((False, label, "未注册 / not registered with Prefect — is the runner of `aftercare up` running?"))
+            checks.append(
+                (
+                    False,
+                    label,
+                    "未注册 / not registered with Prefect — is the runner of `aftercare up` running?",
+                )
+            )
         elif state.paused:
-            checks.append((False, label, "已暂停 / paused — no run will start until the runner serves it again"))
+            checks.append(
+                (False, label, "已暂停 / paused — no run will start until the runner serves it again")
+            )
         elif state.next_run is None:
-            checks.append((False, label, "没有待运行的计划 / no upcoming run: Prefect's scheduler created none "
-                                         "(see the Prefect server log)"))
+            checks.append(
+                (
+                    False,
+                    label,
+                    "没有待运行的计划 / no upcoming run: Prefect's scheduler created none "
+                    "(see the Prefect server log)",
+                )
+            )
         else:
             at = state.next_run.astimezone(zone).strftime("%Y-%m-%d %H:%M")
             checks.append((True, label, f"下次运行 / next run {at} ({tz}), cron {', '.join(state.crons)}"))
@@ -200,13 +240,15 @@ def service_errors_in(text: str) -> list[str]:
     for record, rest in chunks:
         body = "\n".join(rest)
         traced = "Traceback (most recent call last)" in body and _SERVICE_CODE in body
-        flagged = record is not None and record["level"] in ("ERROR", "CRITICAL") and (
-            record["logger"].startswith(_SERVICE_LOGGERS) or _SERVICE_CODE in body)
+        flagged = (
+            record is not None
+            and record["level"] in ("ERROR", "CRITICAL")
+            and (record["logger"].startswith(_SERVICE_LOGGERS) or _SERVICE_CODE in body)
+        )
         if not (traced or flagged):
             continue
         raised = [r.strip() for r in rest if r.strip() and not r.startswith((" ", "\t", "Traceback"))]
-        head = (f"{record['logger']} {record['level']}: {record['message'].strip()}" if record
-                else "traceback")
+        head = f"{record['logger']} {record['level']}: {record['message'].strip()}" if record else "traceback"
         errors.append(head + (f" — {raised[-1]}" if raised else ""))
     return errors
 

@@ -194,7 +194,9 @@ def board_link_command(
     settings = load_settings()
     typer.echo(f"调度看板（{days} 天有效，请勿外传）/ board link, valid {days} days: {board_link(days=days)}")
     if prefect_credential():
-        typer.echo(f"或打开 / or open {settings.web_base_url}/ 并用 Prefect 的登录名与密码登录 / with the Prefect login")
+        typer.echo(
+            f"或打开 / or open {settings.web_base_url}/ 并用 Prefect 的登录名与密码登录 / with the Prefect login"
+        )
 
 
 # --- aftercare repair ... (故障维修) -----------------------------------------------------------
@@ -224,9 +226,17 @@ def repair_new(
 
     # everything is checked before anything is written or started: one line says what to correct
     try:
-        request = RepairRequest(customer=customer, site=site, device=device, reported_by=reported_by,
-                                channel=channel, description=description, severity=severity,
-                                reported_at=reported_at, parent_case_id=parent)
+        request = RepairRequest(
+            customer=customer,
+            site=site,
+            device=device,
+            reported_by=reported_by,
+            channel=channel,
+            description=description,
+            severity=severity,
+            reported_at=reported_at,
+            parent_case_id=parent,
+        )
     except ValidationError as exc:
         fail(str(explain(exc, RepairRequest)))
         return
@@ -243,13 +253,17 @@ def repair_new(
     try:
         run_id = start_repair(request)
     except Exception as exc:  # Prefect unreachable or the deployment not served: say so, no traceback
-        fail(f"无法启动维修流程（Prefect 是否在运行？先执行 aftercare up） / cannot start the repair flow: "
-             f"{type(exc).__name__}: {exc}")
+        fail(
+            f"无法启动维修流程（Prefect 是否在运行？先执行 aftercare up） / cannot start the repair flow: "
+            f"{type(exc).__name__}: {exc}"
+        )
         return
     number, problem = _wait_for_case(run_id)
     if problem:
         fail(f"未受理 / not taken: {problem}（流程 {run_id}）", code=1)
-    typer.echo(f"已受理：{number} {resolved.customer.name} · {resolved.site.name}；维修流程已启动 / flow run {run_id}")
+    typer.echo(
+        f"已受理：{number} {resolved.customer.name} · {resolved.site.name}；维修流程已启动 / flow run {run_id}"
+    )
 
 
 def _wait_for_case(run_id: str, timeout: float = 90.0) -> tuple[str, str]:
@@ -275,7 +289,10 @@ def _wait_for_case(run_id: str, timeout: float = 90.0) -> tuple[str, str]:
         if state is not None and state.is_final():
             return "", state.message or state.name or "已结束"
         if time.monotonic() > deadline:
-            return "", f"{timeout:.0f} 秒内流程未开单（状态 {state.name if state else '未知'}），请稍后用 Prefect 界面查看"
+            return (
+                "",
+                f"{timeout:.0f} 秒内流程未开单（状态 {state.name if state else '未知'}），请稍后用 Prefect 界面查看",
+            )
         time.sleep(0.3)
 
 
@@ -284,10 +301,15 @@ def _wait_for_case(run_id: str, timeout: float = 90.0) -> tuple[str, str]:
 
 @app.command()
 def answer(
-    approval: Annotated[int, typer.Argument(help="审批/表单编号（审批页面与 Prefect 界面上显示） / approval id")],
+    approval: Annotated[
+        int, typer.Argument(help="审批/表单编号（审批页面与 Prefect 界面上显示） / approval id")
+    ],
     by: Annotated[str, typer.Option("--as", help="代谁录入：审批人、签字人或填写人的姓名 / on behalf of")],
     decision: Annotated[str, typer.Option(help="批准/驳回/要求修改/签字确认/提出异议/提交")] = "提交",
-    field: Annotated[list[str] | None, typer.Option(help="表单字段 名称=内容，可多次，如 --field contacted_at='2026-11-23 10:30'")] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(help="表单字段 名称=内容，可多次，如 --field contacted_at='2026-11-23 10:30'"),
+    ] = None,
     comment: Annotated[str, typer.Option(help="说明 / 意见")] = "",
 ) -> None:
     """代人录入一项审批、签字或表单（记为“在命令行代 X 录入”并通知本人） / enter an answer on someone's behalf.
@@ -307,8 +329,15 @@ def answer(
         values[name.strip()] = value
     ready_db()
     try:
-        result = decide(approval, ZH_TO_DECISION.get(decision.strip(), decision.strip()), by=by, comment=comment,
-                        payload=values or None, channel=Channel.CLI, now=now())
+        result = decide(
+            approval,
+            ZH_TO_DECISION.get(decision.strip(), decision.strip()),
+            by=by,
+            comment=comment,
+            payload=values or None,
+            channel=Channel.CLI,
+            now=now(),
+        )
     except DatabaseError as exc:
         fail(str(exc))
         return
@@ -319,7 +348,9 @@ def answer(
 
 # --- aftercare calendar ... (节假日与调休) --------------------------------------------------------
 
-calendar_app = typer.Typer(help="工作日历：节假日、调休与年度确认 / the working-day calendar", no_args_is_help=True)
+calendar_app = typer.Typer(
+    help="工作日历：节假日、调休与年度确认 / the working-day calendar", no_args_is_help=True
+)
 app.add_typer(calendar_app, name="calendar")
 
 
@@ -345,26 +376,34 @@ def _set_day(day: str, working: bool, note: str) -> None:
             set_calendar_day(session, parsed, working, note=note, now=now())
     except DatabaseError as exc:
         fail(str(exc))
-    typer.echo(f"{parsed.isoformat()}：{'调休上班' if working else '放假'}{'（' + note + '）' if note else ''}")
+    typer.echo(
+        f"{parsed.isoformat()}：{'调休上班' if working else '放假'}{'（' + note + '）' if note else ''}"
+    )
 
 
 @calendar_app.command("off")
-def calendar_off(day: Annotated[str, typer.Argument(help="YYYY-MM-DD")],
-                 note: Annotated[str, typer.Option(help="说明，如 春节")] = "") -> None:
+def calendar_off(
+    day: Annotated[str, typer.Argument(help="YYYY-MM-DD")],
+    note: Annotated[str, typer.Option(help="说明，如 春节")] = "",
+) -> None:
     """录入放假日 / enter a day off."""
     _set_day(day, False, note)
 
 
 @calendar_app.command("working")
-def calendar_working(day: Annotated[str, typer.Argument(help="YYYY-MM-DD")],
-                     note: Annotated[str, typer.Option(help="说明，如 春节调休上班")] = "") -> None:
+def calendar_working(
+    day: Annotated[str, typer.Argument(help="YYYY-MM-DD")],
+    note: Annotated[str, typer.Option(help="说明，如 春节调休上班")] = "",
+) -> None:
     """录入调休上班日 / enter a make-up working day."""
     _set_day(day, True, note)
 
 
 @calendar_app.command("confirm")
-def calendar_confirm(year: Annotated[int, typer.Argument(min=2000, max=2100)],
-                     note: Annotated[str, typer.Option(help="通知文号 / the notice")] = "") -> None:
+def calendar_confirm(
+    year: Annotated[int, typer.Argument(min=2000, max=2100)],
+    note: Annotated[str, typer.Option(help="通知文号 / the notice")] = "",
+) -> None:
     """确认某年已按官方通知录入：该年期限不再标“暂定” / the year's official days are entered."""
     from models.db import session_scope
     from models.wallclock import now
@@ -406,7 +445,9 @@ def calendar_show(year: Annotated[int, typer.Argument(min=2000, max=2100)]) -> N
 
 # --- aftercare inspection ... (巡检) ------------------------------------------------------------
 
-inspection_app = typer.Typer(help="巡检：加做巡检与取消 / inspections: extra ones and cancellations", no_args_is_help=True)
+inspection_app = typer.Typer(
+    help="巡检：加做巡检与取消 / inspections: extra ones and cancellations", no_args_is_help=True
+)
 app.add_typer(inspection_app, name="inspection")
 
 
@@ -430,8 +471,13 @@ def inspection_extra(
     )
 
     try:
-        request = ExtraInspectionRequest(customer=customer, site=site, reason=reason, day=_day(day) if day else None,
-                                         requested_by=requested_by)
+        request = ExtraInspectionRequest(
+            customer=customer,
+            site=site,
+            reason=reason,
+            day=_day(day) if day else None,
+            requested_by=requested_by,
+        )
     except ValidationError as exc:
         from models.forms import explain
 
@@ -445,13 +491,20 @@ def inspection_extra(
         fail(str(exc))
         return
     again = "" if opened.created else "（该合同当天已有加做巡检，未重复登记）"
-    typer.echo(f"{opened.number} 加做巡检已登记{again}：{opened.customer} · {opened.site}（合同 {opened.contract}），"
-               f"建议日期 {opened.day.isoformat()} / extra inspection registered")
+    typer.echo(
+        f"{opened.number} 加做巡检已登记{again}：{opened.customer} · {opened.site}（合同 {opened.contract}），"
+        f"建议日期 {opened.day.isoformat()} / extra inspection registered"
+    )
     try:
         run_id = start_inspection_run(opened.case_id, now=moment)
-    except Exception as exc:  # Prefect unreachable or not served: the daily planner starts it (status planned)
-        typer.secho(f"注意：巡检流程未能启动（{type(exc).__name__}），每日巡检计划将启动它；或先执行 aftercare up "
-                    f"/ the flow was not started, plan-inspections will start it", fg=typer.colors.YELLOW)
+    except (
+        Exception
+    ) as exc:  # Prefect unreachable or not served: the daily planner starts it (status planned)
+        typer.secho(
+            f"注意：巡检流程未能启动（{type(exc).__name__}），每日巡检计划将启动它；或先执行 aftercare up "
+            f"/ the flow was not started, plan-inspections will start it",
+            fg=typer.colors.YELLOW,
+        )
         return
     typer.echo(f"巡检流程已启动 / flow run {run_id}")
 
@@ -460,7 +513,9 @@ def inspection_extra(
 def inspection_cancel(
     number: Annotated[str, typer.Argument(help="巡检单号，如 XJ-000123 / inspection number")],
     reason: Annotated[str, typer.Option(help="取消原因 / why")],
-    by: Annotated[str, typer.Option(help="提出取消的人，如 客户张先生（电话） / who cancelled")] = "客户服务中心",
+    by: Annotated[
+        str, typer.Option(help="提出取消的人，如 客户张先生（电话） / who cancelled")
+    ] = "客户服务中心",
 ) -> None:
     """取消一次巡检：记录原因，通知相关人员，结束等待中的流程 / cancel an inspection."""
     settings = load_settings()
@@ -482,14 +537,17 @@ def inspection_cancel(
     if not done:
         typer.echo(f"{case_number} 已是取消状态，未作更改 / already cancelled")
         return
-    typer.echo(f"{case_number} 已取消：{reason.strip()}；已通知调度、工程师、技术负责人与客户 / cancelled, everyone told")
+    typer.echo(
+        f"{case_number} 已取消：{reason.strip()}；已通知调度、工程师、技术负责人与客户 / cancelled, everyone told"
+    )
     typer.echo(end_waiting_run(case_id, moment))
 
 
 # --- aftercare checklist ... (巡检检查表) ---------------------------------------------------------
 
-checklist_app = typer.Typer(help="巡检检查表：查看、增加、停用、修改检查项 / the inspection checklists",
-                            no_args_is_help=True)
+checklist_app = typer.Typer(
+    help="巡检检查表：查看、增加、停用、修改检查项 / the inspection checklists", no_args_is_help=True
+)
 app.add_typer(checklist_app, name="checklist")
 
 APPLIES = "之后发出的检查表生效；已发出的检查表不变 / applies to checklists sent from now on"
@@ -512,7 +570,9 @@ def _checklist_change(code: str, kind: str | None, **change: object) -> None:
 
 @checklist_app.command("show")
 def checklist_show(
-    kind: Annotated[str | None, typer.Option(help="设备类别，如 server、storage、common（机房与管理）")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="设备类别，如 server、storage、common（机房与管理）")
+    ] = None,
 ) -> None:
     """列出检查项（含已停用的）/ list the checklist items."""
     from models.db import session_scope
@@ -521,7 +581,10 @@ def checklist_show(
     ready_db()
     try:
         with session_scope() as session:
-            rows = [(i.device_class, i.position, i.code, i.label, i.active) for i in checklist_items(session, kind)]
+            rows = [
+                (i.device_class, i.position, i.code, i.label, i.active)
+                for i in checklist_items(session, kind)
+            ]
     except DatabaseError as exc:
         fail(str(exc))
         return
@@ -561,7 +624,9 @@ def checklist_add(
         return
     typer.echo(f"{text}。{APPLIES}")
     if devices is None and kind != "common":
-        typer.secho(f"注意：目前没有类别为 {kind} 的设备 / no device of this kind yet", fg=typer.colors.YELLOW)
+        typer.secho(
+            f"注意：目前没有类别为 {kind} 的设备 / no device of this kind yet", fg=typer.colors.YELLOW
+        )
 
 
 @checklist_app.command("off")

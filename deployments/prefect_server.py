@@ -33,7 +33,9 @@ def immediate_sqlite_writes() -> None:
     deferred = sqlite.begin_transaction
 
     @asynccontextmanager
-    async def begin_transaction(self: Any, session: Any, with_for_update: bool = False) -> AsyncGenerator[Any, None]:
+    async def begin_transaction(
+        self: Any, session: Any, with_for_update: bool = False
+    ) -> AsyncGenerator[Any, None]:
         async with deferred(self, session, with_for_update=True) as transaction:
             yield transaction
 

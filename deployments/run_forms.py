@@ -94,26 +94,61 @@ class RepairRequestForm(BaseModel):
 
     model_config = ConfigDict(title="故障报修 / repair request")
 
-    customer: str = Field(title="客户", min_length=1, max_length=100,
-                          description="必填：从列表中选择报修的客户（名称后括号内为客户编码）")
-    site: str = Field(default="", title="机房/站点", max_length=100,
-                      description="可留空：客户只有一个站点或已填设备序列号时不必选择")
-    device: str = Field(default="", title="设备序列号", max_length=64,
-                        description="可留空：故障设备的序列号（设备档案中的序列号）")
-    reported_by: str = Field(title="报告人", min_length=1, max_length=100,
-                             description="必填：报告故障的客户人员姓名与电话，如 王先生 13800000000")
-    channel: str = Field(default=Channel.HOTLINE.value, title="报告渠道",
-                         description="客户通过哪个渠道报告：热线 / 邮件 / 网站 / 巡检 / 销售 / 现场",
-                         json_schema_extra={"enum": [c.value for c in Channel]})
-    description: str = Field(title="故障描述", min_length=2, max_length=4000,
-                             description="必填：现象、影响的业务、开始时间（至少 2 个字）")
-    severity: str = Field(default=SEVERITY_CHOICES[3], title="故障级别", description=SEVERITY_FORM_HELP,
-                          json_schema_extra={"enum": list(SEVERITY_CHOICES.values())})
-    reported_at: str = Field(default="", title="报告时间", max_length=40,
-                             description=f"可留空（留空为当前时间）：客户报告故障的时间，{TIME_HELP}；时钟由此开始计时。"
-                                         "不能晚于当前时间，也不能早于 30 天以前")
-    parent_case_id: str = Field(default="", title="关联工单", max_length=20,
-                                description="可留空：由巡检、5分钟交流或其他工单发现时，填来源工单号，如 WX-000123")
+    customer: str = Field(
+        title="客户",
+        min_length=1,
+        max_length=100,
+        description="必填：从列表中选择报修的客户（名称后括号内为客户编码）",
+    )
+    site: str = Field(
+        default="",
+        title="机房/站点",
+        max_length=100,
+        description="可留空：客户只有一个站点或已填设备序列号时不必选择",
+    )
+    device: str = Field(
+        default="",
+        title="设备序列号",
+        max_length=64,
+        description="可留空：故障设备的序列号（设备档案中的序列号）",
+    )
+    reported_by: str = Field(
+        title="报告人",
+        min_length=1,
+        max_length=100,
+        description="必填：报告故障的客户人员姓名与电话，如 王先生 13800000000",
+    )
+    channel: str = Field(
+        default=Channel.HOTLINE.value,
+        title="报告渠道",
+        description="客户通过哪个渠道报告：热线 / 邮件 / 网站 / 巡检 / 销售 / 现场",
+        json_schema_extra={"enum": [c.value for c in Channel]},
+    )
+    description: str = Field(
+        title="故障描述",
+        min_length=2,
+        max_length=4000,
+        description="必填：现象、影响的业务、开始时间（至少 2 个字）",
+    )
+    severity: str = Field(
+        default=SEVERITY_CHOICES[3],
+        title="故障级别",
+        description=SEVERITY_FORM_HELP,
+        json_schema_extra={"enum": list(SEVERITY_CHOICES.values())},
+    )
+    reported_at: str = Field(
+        default="",
+        title="报告时间",
+        max_length=40,
+        description=f"可留空（留空为当前时间）：客户报告故障的时间，{TIME_HELP}；时钟由此开始计时。"
+        "不能晚于当前时间，也不能早于 30 天以前",
+    )
+    parent_case_id: str = Field(
+        default="",
+        title="关联工单",
+        max_length=20,
+        description="可留空：由巡检、5分钟交流或其他工单发现时，填来源工单号，如 WX-000123",
+    )
 
 
 class AccidentRequestForm(BaseModel):
@@ -121,36 +156,80 @@ class AccidentRequestForm(BaseModel):
 
     model_config = ConfigDict(title="事故处理 / accident")
 
-    customer: str = Field(default="", title="客户", max_length=100,
-                          description="由维修单转入时可留空，否则必选：发生事故的客户")
-    site: str = Field(default="", title="机房/站点", max_length=100,
-                      description="可留空：客户只有一个站点、已填设备序列号或由维修单转入时不必选择")
+    customer: str = Field(
+        default="", title="客户", max_length=100, description="由维修单转入时可留空，否则必选：发生事故的客户"
+    )
+    site: str = Field(
+        default="",
+        title="机房/站点",
+        max_length=100,
+        description="可留空：客户只有一个站点、已填设备序列号或由维修单转入时不必选择",
+    )
     device: str = Field(default="", title="设备序列号", max_length=64, description="可留空：故障设备的序列号")
-    reported_by: str = Field(default="", title="报告人", max_length=100,
-                             description="由维修单转入时可留空，否则必填：发现事故的人员姓名与电话")
-    channel: str = Field(default=Channel.HOTLINE.value, title="报告渠道",
-                         description="热线 / 邮件 / 网站 / 巡检 / 销售 / 现场",
-                         json_schema_extra={"enum": [c.value for c in Channel]})
-    description: str = Field(default="", title="事故描述", max_length=4000,
-                             description="由维修单转入时可留空，否则必填：现象、受影响的业务、开始时间")
-    severity: str = Field(default="", title="事故级别",
-                          description="可留空：留空为一级；由维修单转入时沿用维修单的级别。" + SEVERITY_HELP,
-                          json_schema_extra={"enum": ["", *SEVERITY_CHOICES.values()]})
-    reported_at: str = Field(default="", title="报告时间", max_length=40,
-                             description=f"可留空（留空为当前时间）：发现事故的时间，{TIME_HELP}")
-    parent_case_id: str = Field(default="", title="转入的维修单", max_length=20,
-                                description="可留空：维修无法完成而转入事故处理时，填维修单号，如 WX-000123；事故单继承其全部记录")
-    handover_reason: str = Field(default="", title="转入原因", max_length=2000,
-                                 description="可留空：维修转事故时技术总监的判断（由维修流程填写）")
-    found_by: str = Field(default=FOUND_BY_ZH["customer"], title="发现方式",
-                          description="谁发现了事故：客户、服务中心、巡检，或维修中发现",
-                          json_schema_extra={"enum": list(FOUND_BY_ZH.values())})
-    tolerance_hours: float = Field(default=0, ge=0, le=720, title="客户可容忍时间（小时）",
-                                   description="0 为按合同约定；此时间内没有可行方案则由技术总监启动原厂商支持")
-    lead_on_site: bool = Field(default=False, title="技术负责人已在现场",
-                               description="已在现场时由技术总监协调公司最优资源")
-    team: list[str] = Field(default_factory=list, max_length=30, title="紧急抢修小组成员",
-                            description="可留空：员工姓名，每行一人；留空则由技术负责人、专家组和一名工程师组成")
+    reported_by: str = Field(
+        default="",
+        title="报告人",
+        max_length=100,
+        description="由维修单转入时可留空，否则必填：发现事故的人员姓名与电话",
+    )
+    channel: str = Field(
+        default=Channel.HOTLINE.value,
+        title="报告渠道",
+        description="热线 / 邮件 / 网站 / 巡检 / 销售 / 现场",
+        json_schema_extra={"enum": [c.value for c in Channel]},
+    )
+    description: str = Field(
+        default="",
+        title="事故描述",
+        max_length=4000,
+        description="由维修单转入时可留空，否则必填：现象、受影响的业务、开始时间",
+    )
+    severity: str = Field(
+        default="",
+        title="事故级别",
+        description="可留空：留空为一级；由维修单转入时沿用维修单的级别。" + SEVERITY_HELP,
+        json_schema_extra={"enum": ["", *SEVERITY_CHOICES.values()]},
+    )
+    reported_at: str = Field(
+        default="",
+        title="报告时间",
+        max_length=40,
+        description=f"可留空（留空为当前时间）：发现事故的时间，{TIME_HELP}",
+    )
+    parent_case_id: str = Field(
+        default="",
+        title="转入的维修单",
+        max_length=20,
+        description="可留空：维修无法完成而转入事故处理时，填维修单号，如 WX-000123；事故单继承其全部记录",
+    )
+    handover_reason: str = Field(
+        default="",
+        title="转入原因",
+        max_length=2000,
+        description="可留空：维修转事故时技术总监的判断（由维修流程填写）",
+    )
+    found_by: str = Field(
+        default=FOUND_BY_ZH["customer"],
+        title="发现方式",
+        description="谁发现了事故：客户、服务中心、巡检，或维修中发现",
+        json_schema_extra={"enum": list(FOUND_BY_ZH.values())},
+    )
+    tolerance_hours: float = Field(
+        default=0,
+        ge=0,
+        le=720,
+        title="客户可容忍时间（小时）",
+        description="0 为按合同约定；此时间内没有可行方案则由技术总监启动原厂商支持",
+    )
+    lead_on_site: bool = Field(
+        default=False, title="技术负责人已在现场", description="已在现场时由技术总监协调公司最优资源"
+    )
+    team: list[str] = Field(
+        default_factory=list,
+        max_length=30,
+        title="紧急抢修小组成员",
+        description="可留空：员工姓名，每行一人；留空则由技术负责人、专家组和一名工程师组成",
+    )
 
 
 class ExtraInspectionForm(BaseModel):
@@ -158,17 +237,32 @@ class ExtraInspectionForm(BaseModel):
 
     model_config = ConfigDict(title="加做巡检 / extra inspection")
 
-    customer: str = Field(title="客户", min_length=1, max_length=100, description="必填：从列表中选择要求加做巡检的客户")
-    site: str = Field(default="", title="机房/站点", max_length=100,
-                      description="可留空：客户只有一个站点时不必选择；检查表只含该站点的设备")
-    reason: str = Field(title="加做原因", min_length=2, max_length=400,
-                        description="必填：客户为何要求加做巡检，如：5月23日核心系统升级前（至少 2 个字）")
+    customer: str = Field(
+        title="客户", min_length=1, max_length=100, description="必填：从列表中选择要求加做巡检的客户"
+    )
+    site: str = Field(
+        default="",
+        title="机房/站点",
+        max_length=100,
+        description="可留空：客户只有一个站点时不必选择；检查表只含该站点的设备",
+    )
+    reason: str = Field(
+        title="加做原因",
+        min_length=2,
+        max_length=400,
+        description="必填：客户为何要求加做巡检，如：5月23日核心系统升级前（至少 2 个字）",
+    )
     # text, not Prefect's date picker: a "date" field's empty default would fail its own format check
-    day: str = Field(default="", title="建议巡检日期", max_length=20,
-                     description="可留空（留空为最早可安排的工作日）：写成 2026-12-05；须为工作日，且留出 3 个工作日通知期。"
-                                 "客户仍可确认或改期")
-    requested_by: str = Field(default="", title="提出人", max_length=100,
-                              description="可留空：客户方提出要求的人员姓名与电话")
+    day: str = Field(
+        default="",
+        title="建议巡检日期",
+        max_length=20,
+        description="可留空（留空为最早可安排的工作日）：写成 2026-12-05；须为工作日，且留出 3 个工作日通知期。"
+        "客户仍可确认或改期",
+    )
+    requested_by: str = Field(
+        default="", title="提出人", max_length=100, description="可留空：客户方提出要求的人员姓名与电话"
+    )
 
 
 def with_choices(form: type[BaseModel], choices: Choices) -> type[BaseModel]:
@@ -185,8 +279,10 @@ def with_choices(form: type[BaseModel], choices: Choices) -> type[BaseModel]:
         description = info.description or ""
         if name == "site" and (helps := _sites_help(choices)):
             description = f"{description}。{helps}"
-        fields[name] = (info.annotation, FieldInfo.merge_field_infos(info, json_schema_extra=extra,
-                                                                     description=description))
+        fields[name] = (
+            info.annotation,
+            FieldInfo.merge_field_infos(info, json_schema_extra=extra, description=description),
+        )
     return create_model(form.__name__, __base__=form, __doc__=form.__doc__, **fields)
 
 
@@ -196,7 +292,9 @@ def form_schema(form: type[BaseModel]) -> Any:
 
     parameter = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=form)
     schema = generate_parameter_schema(inspect.Signature([parameter]), {})
-    schema.properties["request"]["title"] = str(form.model_config.get("title", "")).split(" / ")[0] or "request"
+    schema.properties["request"]["title"] = (
+        str(form.model_config.get("title", "")).split(" / ")[0] or "request"
+    )
     return schema
 
 

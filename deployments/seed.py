@@ -129,7 +129,10 @@ def seed_demo(session: Session, *, today: date, now: datetime) -> dict[str, int]
                         device_class=cls,
                         model=model,
                         serial=f"SN{code}{j}{cls[:2].upper()}{i:02d}",
-                        config={"rack": f"A{j + 1}", "os": "openEuler 22.03" if cls == "server" else "OceanStor OS"},
+                        config={
+                            "rack": f"A{j + 1}",
+                            "os": "openEuler 22.03" if cls == "server" else "OceanStor OS",
+                        },
                     )
                 )
 

@@ -88,6 +88,7 @@ def main() -> None:
         # fork server is then a fork of this process and shares its imports (warm_start.fork_server_here)
         warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules()], fork_here=True)
     wait_for_server()
+
     class AftercareRunner(Runner):
         def handle_sigterm(self, *args: object, **kwargs: object) -> None:
             # Prefect's own handler first pauses every deployment through the API; when `aftercare
@@ -103,7 +104,9 @@ def main() -> None:
     write_served([d.name for d in deployments], started)
     if warm:
         registered = warm_start.register_flows(runner, zip(ids, deployments, strict=True))
-        print(f"aftercare runner: {len(deployments)} deployments, warm starts for {len(registered)}", flush=True)
+        print(
+            f"aftercare runner: {len(deployments)} deployments, warm starts for {len(registered)}", flush=True
+        )
         warm_start.stop_when_idle(settings.warm_idle_seconds)
     try:
         with contextlib.suppress(KeyboardInterrupt, TerminationSignal):

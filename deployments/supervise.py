@@ -94,16 +94,29 @@ class PrefectAPI:
         return list(self.call("POST", "/deployments/filter", {"limit": 200}))
 
     def keeper_runs(self, timeout: float = 5.0) -> list[dict[str, Any]]:
-        return list(self.call("POST", "/flow_runs/filter", {
-            "flows": {"name": {"any_": [KEEPER_FLOW]}},
-            "flow_runs": {"state": {"type": {"any_": LIVE_STATES}}},
-            "limit": 200,
-        }, timeout=timeout))
+        return list(
+            self.call(
+                "POST",
+                "/flow_runs/filter",
+                {
+                    "flows": {"name": {"any_": [KEEPER_FLOW]}},
+                    "flow_runs": {"state": {"type": {"any_": LIVE_STATES}}},
+                    "limit": 200,
+                },
+                timeout=timeout,
+            )
+        )
 
     def cancel(self, run_id: str, message: str, timeout: float = 2.0) -> None:
-        self.call("POST", f"/flow_runs/{run_id}/set_state", {
-            "state": {"type": "CANCELLED", "name": "Cancelled", "message": message}, "force": True,
-        }, timeout=timeout)
+        self.call(
+            "POST",
+            f"/flow_runs/{run_id}/set_state",
+            {
+                "state": {"type": "CANCELLED", "name": "Cancelled", "message": message},
+                "force": True,
+            },
+            timeout=timeout,
+        )
 
 
 def served(api: PrefectAPI, runner: Child, served_file: Path) -> bool:
@@ -116,7 +129,8 @@ def served(api: PrefectAPI, runner: Child, served_file: Path) -> bool:
         return False
     since = float(info["since"]) - 1
     polled = {
-        d["name"] for d in api.deployments()
+        d["name"]
+        for d in api.deployments()
         if d.get("last_polled") and datetime.fromisoformat(d["last_polled"]).timestamp() >= since
     }
     return set(info["deployments"]) <= polled
@@ -172,8 +186,10 @@ class KeeperWatch:
             return
         first = self.run_id is None
         self.run_id = str(newest["id"])
-        self.note(f"• {'启动' if first else '重新启动'}时钟守护 / clock keeper {'started' if first else 'restarted'}"
-                  f" (flow run {self.run_id})")
+        self.note(
+            f"• {'启动' if first else '重新启动'}时钟守护 / clock keeper {'started' if first else 'restarted'}"
+            f" (flow run {self.run_id})"
+        )
 
     def stop(self, deadline: float) -> None:
         """Mark the keeper runs Cancelled (best effort, by `deadline`): first the one seen Running
@@ -189,8 +205,9 @@ class KeeperWatch:
                     self.api.cancel(run["id"], STOPPED, timeout=max(0.1, deadline - time.monotonic()))
 
 
-def wait_ready(sup: Supervisor, api: PrefectAPI, runner: Child, served_file: Path, web_url: str, *,
-               external: bool) -> None:
+def wait_ready(
+    sup: Supervisor, api: PrefectAPI, runner: Child, served_file: Path, web_url: str, *, external: bool
+) -> None:
     """Supervise until the server and the web answer and every deployment is served."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     external_deadline = time.monotonic() + 10
@@ -198,8 +215,10 @@ def wait_ready(sup: Supervisor, api: PrefectAPI, runner: Child, served_file: Pat
     while True:
         for child in sup.poll():
             if child.failures >= STARTUP_FAILURES:
-                raise StartupError(f"{child.name} 未能启动 / {child.name} did not start "
-                                   f"({child.failures} tries):\n{_tail(child.log)}")
+                raise StartupError(
+                    f"{child.name} 未能启动 / {child.name} did not start "
+                    f"({child.failures} tries):\n{_tail(child.log)}"
+                )
         if not server_ok:
             server_ok = api.healthy()
             if external and not server_ok and time.monotonic() > external_deadline:
@@ -212,15 +231,19 @@ def wait_ready(sup: Supervisor, api: PrefectAPI, runner: Child, served_file: Pat
                     return
             except urllib.error.HTTPError as exc:
                 if exc.code == 401:
-                    raise StartupError("Prefect 拒绝了凭据 / the Prefect API refused the credential "
-                                       "(PREFECT_API_AUTH_STRING)") from None
+                    raise StartupError(
+                        "Prefect 拒绝了凭据 / the Prefect API refused the credential "
+                        "(PREFECT_API_AUTH_STRING)"
+                    ) from None
             except NETWORK_ERRORS:
                 server_ok = False
         if time.monotonic() > deadline:
             waiting = [name for name, ok in (("Prefect", server_ok), ("web", web_ok)) if not ok] or ["runner"]
             logs = "\n".join(f"--- {c.name} ---\n{_tail(c.log)}" for c in sup.children.values())
-            raise StartupError(f"未能在 {STARTUP_TIMEOUT:.0f} s 内就绪 / not ready in {STARTUP_TIMEOUT:.0f} s "
-                               f"(waiting for {', '.join(waiting)}):\n{logs}")
+            raise StartupError(
+                f"未能在 {STARTUP_TIMEOUT:.0f} s 内就绪 / not ready in {STARTUP_TIMEOUT:.0f} s "
+                f"(waiting for {', '.join(waiting)}):\n{logs}"
+            )
         time.sleep(0.2)
 
 
@@ -255,8 +278,12 @@ def run(plan: dict[str, Any]) -> int:
         sup.add("web", plan["web_argv"], env)
         # the runner hosts the clock keeper (flows.clock_keeper.host); its flow-run processes finish
         # on their own if it dies
-        runner = sup.add("runner", plan["runner_argv"], {**env, "AFTERCARE_RUNNER_HOSTS_KEEPER": "true"},
-                         kill_group_on_exit=False)
+        runner = sup.add(
+            "runner",
+            plan["runner_argv"],
+            {**env, "AFTERCARE_RUNNER_HOSTS_KEEPER": "true"},
+            kill_group_on_exit=False,
+        )
         wait_ready(sup, api, runner, served_file, web_url, external=plan["external"])
         keeper.runner = runner
         ready = time.monotonic() - began
@@ -274,8 +301,11 @@ def run(plan: dict[str, Any]) -> int:
         echo("正在停止 / stopping …")
         return 0
     except StartupError as exc:
-        print(f"\033[31m错误 / error: {exc}\033[0m" if sys.stderr.isatty() else f"错误 / error: {exc}",
-              file=sys.stderr, flush=True)
+        print(
+            f"\033[31m错误 / error: {exc}\033[0m" if sys.stderr.isatty() else f"错误 / error: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
     finally:
         sup.stopping = True  # a second Ctrl-C from here on kills at once

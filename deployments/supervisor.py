@@ -177,10 +177,25 @@ class Supervisor:
         with contextlib.suppress(OSError), open_log(private_dir(self.logs) / "supervisor.log") as fh:
             fh.write(f"{_clock()} {line}\n")
 
-    def add(self, name: str, argv: list[str], env: dict[str, str], *, restart: bool = True,
-            kill_group_on_exit: bool = True, dependents: list[str] | None = None) -> Child:
-        child = Child(name, argv, env, self.logs / f"{name}.log", restart=restart,
-                      kill_group_on_exit=kill_group_on_exit, dependents=list(dependents or []))
+    def add(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        restart: bool = True,
+        kill_group_on_exit: bool = True,
+        dependents: list[str] | None = None,
+    ) -> Child:
+        child = Child(
+            name,
+            argv,
+            env,
+            self.logs / f"{name}.log",
+            restart=restart,
+            kill_group_on_exit=kill_group_on_exit,
+            dependents=list(dependents or []),
+        )
         self.children[name] = child
         self._spawn(child)
         return child
@@ -189,7 +204,11 @@ class Supervisor:
         private_dir(self.logs)
         with open_log(child.log, "ab") as handle, held_signals():
             child.proc = subprocess.Popen(
-                child.argv, env=child.env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                child.argv,
+                env=child.env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stopping it stops its children too
                 preexec_fn=_child_setup(os.getpid()),
             )
@@ -226,8 +245,10 @@ class Supervisor:
             else:
                 child.failures = 1 if lived >= self.stable_after else child.failures + 1
                 delay = min(self.cap, self.base_delay * 2 ** (child.failures - 1))
-                self.note(f"↻ 重启 / restarting {child.name}: exited {_exit_text(code)} after {lived:.0f} s; "
-                          f"restart {child.starts} in {delay:g} s (log: {child.log})")
+                self.note(
+                    f"↻ 重启 / restarting {child.name}: exited {_exit_text(code)} after {lived:.0f} s; "
+                    f"restart {child.starts} in {delay:g} s (log: {child.log})"
+                )
             child.restart_due = now + delay
             for name in child.dependents:
                 self.recycle(name, f"{child.name} exited")

@@ -61,7 +61,9 @@ def prepare_database(settings: Settings, *, seed: bool, echo: Callable[[str], No
             if is_empty(session):
                 moment = now()
                 counts = seed_demo(session, today=moment.date(), now=moment)
-                echo("• 演示数据已写入 / demo data loaded: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+                echo(
+                    "• 演示数据已写入 / demo data loaded: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+                )
 
 
 def _check_home(settings: Settings) -> None:
@@ -99,10 +101,14 @@ def plan(settings: Settings, *, began: float) -> dict[str, Any]:
     logs = settings.home / "logs"
     banner = [f"  Prefect 界面 / UI:   {api_url.removesuffix('/api')}"]
     if not external:
-        banner.append("  Prefect 登录 / login: 密码框填入 / enter in the password box: the contents of "
-                      f"{Path(auth_file(settings)).resolve()}")
-    banner += [f"  审批网页 / web:      {web_url}  (links: {settings.web_base_url})",
-               f"  日志 / logs:         {logs.resolve()}"]
+        banner.append(
+            "  Prefect 登录 / login: 密码框填入 / enter in the password box: the contents of "
+            f"{Path(auth_file(settings)).resolve()}"
+        )
+    banner += [
+        f"  审批网页 / web:      {web_url}  (links: {settings.web_base_url})",
+        f"  日志 / logs:         {logs.resolve()}",
+    ]
     return {
         "began": began,
         "external": external,
@@ -113,8 +119,17 @@ def plan(settings: Settings, *, began: float) -> dict[str, Any]:
         "served_file": str(Path(env["PREFECT_HOME"]) / "served.json"),
         "web_url": web_url,
         "server_argv": prefect_server.command(settings.prefect_host, settings.prefect_port),
-        "web_argv": [sys.executable, "-m", "uvicorn", "web.app:app", "--host", settings.web_host,
-                     "--port", str(settings.web_port), "--no-access-log"],
+        "web_argv": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "web.app:app",
+            "--host",
+            settings.web_host,
+            "--port",
+            str(settings.web_port),
+            "--no-access-log",
+        ],
         "runner_argv": [sys.executable, "-m", "deployments.serve"],
         "banner": banner,
     }
@@ -157,5 +172,8 @@ def run_up(settings: Settings, *, seed: bool = True, echo: Callable[[str], None]
     get_engine(settings.db_url).dispose()  # closes SQLite cleanly (its WAL checkpointed) before the exec
     # SIGINT/SIGTERM held back across the exec: the supervisor handles one that comes meanwhile
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    os.execve(sys.executable, [sys.executable, "-m", "deployments.supervise"],
-              {**found["env"], PLAN_VARIABLE: json.dumps(found)})
+    os.execve(
+        sys.executable,
+        [sys.executable, "-m", "deployments.supervise"],
+        {**found["env"], PLAN_VARIABLE: json.dumps(found)},
+    )

@@ -55,7 +55,6 @@ def accident(request: AccidentRequest) -> dict[str, Any]:
     """事故处理服务流程: from the accident to the general manager's sign-off and the archive."""
     from prefect.states import Failed
 
-
     # the steps start from the moment the dispatcher entered (a hand-over: from now)
     entered = current_time()
     now = request.reported_at or entered
@@ -73,28 +72,58 @@ def accident(request: AccidentRequest) -> dict[str, Any]:
     plan, now = plans_until_restored(case_id, facts, now)
     # 7. preventive maintenance, on its form (what was maintained, shown in the accident report);
     # 5-minute talk (each further problem opens a repair flow)
-    upkeep = steps.fill_form(case_id, "maintenance", 1, role=Role.TECHNICAL_LEAD, form=AccidentMaintenanceForm,
-                             now=now, content=plan.text,
-                             subject=steps.subject(facts, "业务已恢复，请做预防性维护并登记维护内容"))
+    upkeep = steps.fill_form(
+        case_id,
+        "maintenance",
+        1,
+        role=Role.TECHNICAL_LEAD,
+        form=AccidentMaintenanceForm,
+        now=now,
+        content=plan.text,
+        subject=steps.subject(facts, "业务已恢复，请做预防性维护并登记维护内容"),
+    )
     now = upkeep.at
-    maintenance = {**upkeep.value.model_dump(mode="json"), "done_at": (upkeep.value.done_at or upkeep.at).isoformat(),
-                   "by": upkeep.by, "plan_version": plan.version}
-    record(case_id, "preventive_maintenance", upkeep.value.done_at or now, upkeep.by, maintenance,
-           key="preventive-maintenance")
+    maintenance = {
+        **upkeep.value.model_dump(mode="json"),
+        "done_at": (upkeep.value.done_at or upkeep.at).isoformat(),
+        "by": upkeep.by,
+        "plan_version": plan.version,
+    }
+    record(
+        case_id,
+        "preventive_maintenance",
+        upkeep.value.done_at or now,
+        upkeep.by,
+        maintenance,
+        key="preventive-maintenance",
+    )
     _, now = steps.five_minute_talk(case_id, facts, now=now, role=Role.TECHNICAL_LEAD)
     # 8. accident service report signed by the customer; SMS to the centre; callback within 2 days
-    context = {**accident_report_context(case_id), "parts_used": parts_of_case(case_id),
-               "maintenance": {**maintenance, "done_at": upkeep.value.done_at or upkeep.at}}
-    report_id, now = steps.service_report_signed(case_id, facts, now=now, context=context,
-                                                 template="accident/service_report", kind="accident_report",
-                                                 by="紧急抢修小组", role=Role.TECHNICAL_LEAD)
+    context = {
+        **accident_report_context(case_id),
+        "parts_used": parts_of_case(case_id),
+        "maintenance": {**maintenance, "done_at": upkeep.value.done_at or upkeep.at},
+    }
+    report_id, now = steps.service_report_signed(
+        case_id,
+        facts,
+        now=now,
+        context=context,
+        template="accident/service_report",
+        kind="accident_report",
+        by="紧急抢修小组",
+        role=Role.TECHNICAL_LEAD,
+    )
     steps.sms_to_centre(case_id, now=now, procedure="accident")
     steps.start_after_service_clocks(case_id, now)
     # 9. the team's accident summary with the plan, within 1 week (asked now, awaited after the callback)
-    summary_request = steps.request_written_account(case_id, facts, now=now, role=Role.TECHNICAL_LEAD, what="事故总结")
+    summary_request = steps.request_written_account(
+        case_id, facts, now=now, role=Role.TECHNICAL_LEAD, what="事故总结"
+    )
     callback_id, now = steps.callback(case_id, facts, completed_at=now)
-    summary_id, now = steps.written_account_received(case_id, summary_request, plan=plan, now=now,
-                                                     kind="accident_summary", template="accident/summary")
+    summary_id, now = steps.written_account_received(
+        case_id, summary_request, plan=plan, now=now, kind="accident_summary", template="accident/summary"
+    )
     # 10. technical review meeting, written report to the general manager, sign-off, archive
     review_id, now = review_until_signed_off(case_id, facts, now)
     reports = [report_id, callback_id, summary_id, review_id]
@@ -112,8 +141,9 @@ def plans_until_restored(case_id: int, facts: CaseFacts, now: datetime) -> tuple
         written[plan.version] = recorded
         return plan, now
 
-    def revise(case_id: int, facts: CaseFacts, plan: Plan, *, reason: str, note: str,
-               now: datetime) -> tuple[Plan, datetime]:
+    def revise(
+        case_id: int, facts: CaseFacts, plan: Plan, *, reason: str, note: str, now: datetime
+    ) -> tuple[Plan, datetime]:
         # the director or the customer sent plan v back: the lead writes v+1 on the accident plan form
         who = {"director": "技术总监要求修改", "rejected": "技术总监驳回"}.get(reason, "客户异议")
         return write(plan.version + 1, f"第 {plan.version} 版{who}：{note or '—'}", now)
@@ -123,20 +153,35 @@ def plans_until_restored(case_id: int, facts: CaseFacts, now: datetime) -> tuple
     parts_on_the_way = False  # issued for a plan whose execution has not come yet (a failed test in between)
     while True:
         attempt += 1
-        plan, now = steps.director_approves_plan(case_id, facts, plan, now=now, procedure="accident", revise=revise)
+        plan, now = steps.director_approves_plan(
+            case_id, facts, plan, now=now, procedure="accident", revise=revise
+        )
         # the approved plan's spare parts are issued through the parts store, as the repair's are
         # (shortage alert to the keeper and the director; the 4 h spare-part clock from the approval)
         parts = "、".join(written[plan.version]["plan"]["spare_parts"])
         if parts:
             parts_on_the_way = True
             clock(case_id, ClockKind.SPARE_PART, ClockAction.START, now)
-            _, now = steps.parts_from_store(case_id, facts, parts, plan.author or "紧急抢修小组", now,
-                                            step=f"accident-parts-v{plan.version}")
+            _, now = steps.parts_from_store(
+                case_id,
+                facts,
+                parts,
+                plan.author or "紧急抢修小组",
+                now,
+                step=f"accident-parts-v{plan.version}",
+            )
         if written[plan.version]["needs_testing"]:
             set_stage(case_id, "testing", now)
-            test = steps.fill_form(case_id, "plan-test", plan.version, role=Role.TECHNICAL_DIRECTOR,
-                                   form=PlanTestForm, now=now, content=plan.text,
-                                   subject=steps.subject(facts, f"请安排测试事故处理方案第 {plan.version} 版"))
+            test = steps.fill_form(
+                case_id,
+                "plan-test",
+                plan.version,
+                role=Role.TECHNICAL_DIRECTOR,
+                form=PlanTestForm,
+                now=now,
+                content=plan.text,
+                subject=steps.subject(facts, f"请安排测试事故处理方案第 {plan.version} 版"),
+            )
             now = test.at
             note = test.value.note
             if not record_test_result(case_id, plan.version, test.value.passed, note, test.by, now):
@@ -145,14 +190,25 @@ def plans_until_restored(case_id: int, facts: CaseFacts, now: datetime) -> tuple
                 plan, now = write(plan.version + 1, reason, now)
                 continue
         set_stage(case_id, "customer", now)
-        plan, now = steps.customer_accepts_plan(case_id, facts, plan, now=now, procedure="accident", revise=revise)
+        plan, now = steps.customer_accepts_plan(
+            case_id, facts, plan, now=now, procedure="accident", revise=revise
+        )
         set_stage(case_id, "executing", now)
-        done = steps.fill_form(case_id, "plan-execution", plan.version, role=Role.TECHNICAL_LEAD, form=ExecutionForm,
-                               now=now, subject=steps.subject(facts, f"请登记第 {plan.version} 版方案的实施结果"),
-                               content=plan.text)
+        done = steps.fill_form(
+            case_id,
+            "plan-execution",
+            plan.version,
+            role=Role.TECHNICAL_LEAD,
+            form=ExecutionForm,
+            now=now,
+            subject=steps.subject(facts, f"请登记第 {plan.version} 版方案的实施结果"),
+            content=plan.text,
+        )
         now = done.at
         note = done.value.note
-        if parts_on_the_way:  # the parts reached the site for this execution (the time typed, or the answer's)
+        if (
+            parts_on_the_way
+        ):  # the parts reached the site for this execution (the time typed, or the answer's)
             clock(case_id, ClockKind.SPARE_PART, ClockAction.STOP, done.value.parts_arrived_at or done.at)
             parts_on_the_way = False
         result = record_execution(case_id, plan.version, done.value.result, note, done.by, now)
@@ -160,23 +216,33 @@ def plans_until_restored(case_id: int, facts: CaseFacts, now: datetime) -> tuple
             return plan, now
         # failed or partial: the director comes on site, the team looks for another plan
         if done.value.standby_needed:
-            request_standby_machine(case_id, f"第 {plan.version} 版方案实施后无法按时恢复：{note}", now, done.by)
+            request_standby_machine(
+                case_id, f"第 {plan.version} 版方案实施后无法按时恢复：{note}", now, done.by
+            )
         call_director_on_site(case_id, attempt, plan.version, result, note, now)
         reason = f"第 {plan.version} 版方案实施结果：{'部分恢复' if result == 'partial' else '失败'}。{note}"
         vendor_calls += vendor_support_if_out_of_window(case_id, vendor_calls + 1, reason, now)
         plan, now = write(plan.version + 1, reason, now)
 
 
-def write_plan(case_id: int, facts: CaseFacts, version: int, reason: str,
-               now: datetime) -> tuple[Plan, dict[str, Any], datetime]:
+def write_plan(
+    case_id: int, facts: CaseFacts, version: int, reason: str, now: datetime
+) -> tuple[Plan, dict[str, Any], datetime]:
     """The lead writes plan `version` on the accident plan form (steps, minutes, tools, parts, risk,
     testing). An incomplete form is not taken: the lead gets the form again with what is missing."""
     problem = ""
     for attempt in range(100):
         step = f"accident-plan-v{version}" + (f"-again{attempt}" if attempt else "")
-        written = steps.fill_form(case_id, step, version, role=Role.TECHNICAL_LEAD, form=AccidentPlanForm, now=now,
-                                  subject=steps.subject(facts, f"请提交事故处理方案（第 {version} 版）"),
-                                  content="\n\n".join(t for t in (problem, reason or facts.description) if t))
+        written = steps.fill_form(
+            case_id,
+            step,
+            version,
+            role=Role.TECHNICAL_LEAD,
+            form=AccidentPlanForm,
+            now=now,
+            subject=steps.subject(facts, f"请提交事故处理方案（第 {version} 版）"),
+            content="\n\n".join(t for t in (problem, reason or facts.description) if t),
+        )
         now = written.at
         recorded = record_plan(case_id, version, written.value.model_dump(), written.by, now, reason)
         if "error" not in recorded:
@@ -200,14 +266,27 @@ def review_until_signed_off(case_id: int, facts: CaseFacts, now: datetime) -> tu
     version, comment = 0, ""
     while True:
         version += 1
-        held = steps.fill_form(case_id, "review-meeting", version, role=Role.TECHNICAL_DIRECTOR, form=ReviewForm,
-                               now=now, subject=steps.subject(facts, f"请召开技术评审会议并提交评审报告（第 {version} 版）"),
-                               content=f"总经理意见：{comment}" if comment else facts.description)
+        held = steps.fill_form(
+            case_id,
+            "review-meeting",
+            version,
+            role=Role.TECHNICAL_DIRECTOR,
+            form=ReviewForm,
+            now=now,
+            subject=steps.subject(facts, f"请召开技术评审会议并提交评审报告（第 {version} 版）"),
+            content=f"总经理意见：{comment}" if comment else facts.description,
+        )
         now = held.at
         review = record_review(case_id, version, held.value.model_dump(), held.by, now, comment)
-        approval = steps.ask_staff(case_id, "gm-sign-off", version, role=Role.GENERAL_MANAGER, now=now,
-                                   content=review["content"],
-                                   subject=steps.subject(facts, f"技术评审报告第 {version} 版待总经理签批"))
+        approval = steps.ask_staff(
+            case_id,
+            "gm-sign-off",
+            version,
+            role=Role.GENERAL_MANAGER,
+            now=now,
+            content=review["content"],
+            subject=steps.subject(facts, f"技术评审报告第 {version} 版待总经理签批"),
+        )
         decision = steps.wait_for(approval, "gm-sign-off", version)
         now = decision.at
         if decision.decision == DecisionKind.APPROVED:
@@ -219,9 +298,14 @@ def review_until_signed_off(case_id: int, facts: CaseFacts, now: datetime) -> tu
 
 def deployments() -> list[Any]:
     # the dispatcher's run form: Chinese fields, customers and sites as choices read now (serve time)
-    return [use_form(accident.to_deployment(
-        name="accident",
-        description="事故处理服务流程：紧急抢修小组、事故处理方案及审批、测试、原厂商支持、备机、每小时进展通报、"
-                    "事故处理服务报告、回访、事故总结、技术评审与总经理签批。",
-        tags=["事故处理"],
-    ), AccidentRequestForm)]
+    return [
+        use_form(
+            accident.to_deployment(
+                name="accident",
+                description="事故处理服务流程：紧急抢修小组、事故处理方案及审批、测试、原厂商支持、备机、每小时进展通报、"
+                "事故处理服务报告、回访、事故总结、技术评审与总经理签批。",
+                tags=["事故处理"],
+            ),
+            AccidentRequestForm,
+        )
+    ]

@@ -94,7 +94,9 @@ def tick(now: datetime, steps: Sequence[KeeperStep] | None = None) -> dict[str, 
             count = int(func(now) or 0)
         except Exception as exc:
             if is_transient(exc):  # a busy database: the next tick does the step again, no traceback
-                log.warning("keeper step %s waits for a busy database (%s)", name, str(getattr(exc, "orig", exc)))
+                log.warning(
+                    "keeper step %s waits for a busy database (%s)", name, str(getattr(exc, "orig", exc))
+                )
             else:
                 log.exception("keeper step %s failed at %s", name, now.isoformat())
             result["steps"][name] = "error"
@@ -175,8 +177,12 @@ def lease_holder(now: datetime) -> str | None:
         return lease.holder if lease is not None else None
 
 
-def keep_lease(holder: str, now: datetime, ttl: timedelta = LEASE_TTL,
-               logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> bool:
+def keep_lease(
+    holder: str,
+    now: datetime,
+    ttl: timedelta = LEASE_TTL,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+) -> bool:
     """Renew the lease; False only when another keeper holds it now. A database error is logged and
     counts as kept: the lease then runs out by itself if the error lasts."""
     try:
@@ -220,8 +226,10 @@ def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLE
     logger = _logger()
     holder = keeper_holder()
     if not take_lease(holder, wall_now()):
-        logger.info("另一个时钟守护正在运行，本次退出 / another clock keeper (%s) holds the lease; this one exits",
-                    lease_holder(wall_now()))
+        logger.info(
+            "另一个时钟守护正在运行，本次退出 / another clock keeper (%s) holds the lease; this one exits",
+            lease_holder(wall_now()),
+        )
         return 0
     HOSTED_HOLDER[:] = [holder]
     cancel_other_keeper_runs(holder, logger)
@@ -232,14 +240,21 @@ def clock_keeper(max_ticks: int | None = None, interval_seconds: float = MAX_SLE
         park_if_stopping()
         lost = not keep_lease(holder, wall_now(), logger=logger)
         if lost:
-            logger.warning("时钟守护租约已被接管，本次退出 / the lease was taken over by another keeper; exiting")
+            logger.warning(
+                "时钟守护租约已被接管，本次退出 / the lease was taken over by another keeper; exiting"
+            )
         return lost
 
     previous = _exit_on_sigterm()
     try:
         with unrecorded():  # a loop, never replayed: a step its code calls just runs (tasks.ledger)
-            return run_loop(max_ticks=max_ticks, cap=min(interval_seconds, MAX_SLEEP_SECONDS), logger=logger,
-                            should_stop=lease_lost, sleep=hosted_sleep)
+            return run_loop(
+                max_ticks=max_ticks,
+                cap=min(interval_seconds, MAX_SLEEP_SECONDS),
+                logger=logger,
+                should_stop=lease_lost,
+                sleep=hosted_sleep,
+            )
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -261,7 +276,9 @@ def _exit_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, leave)
 
 
-def cancel_other_keeper_runs(holder: str, logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> int:
+def cancel_other_keeper_runs(
+    holder: str, logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
+) -> int:
     """This keeper holds the lease: any other keeper run still marked live is dead (its process was
     killed without stopping it) — mark it Cancelled. Outside a flow run (a test calling the
     function) there is nothing to do. Returns how many were marked."""
@@ -284,15 +301,29 @@ def cancel_other_keeper_runs(holder: str, logger: logging.Logger | logging.Logge
     try:
         with get_client(sync_client=True) as client:
             live = client.read_flow_runs(
-                limit=200, sort=FlowRunSort.START_TIME_DESC,
+                limit=200,
+                sort=FlowRunSort.START_TIME_DESC,
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[clock_keeper.name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[
-                    StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED, StateType.CANCELLING]))),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(
+                            any_=[
+                                StateType.RUNNING,
+                                StateType.PENDING,
+                                StateType.SCHEDULED,
+                                StateType.CANCELLING,
+                            ]
+                        )
+                    )
+                ),
             )
             for run in live:
                 if str(run.id) != holder:
-                    client.set_flow_run_state(run.id, Cancelled(message="时钟守护已由另一进程接管 / "
-                                                                        "the keeper's lease was taken over"), force=True)
+                    client.set_flow_run_state(
+                        run.id,
+                        Cancelled(message="时钟守护已由另一进程接管 / the keeper's lease was taken over"),
+                        force=True,
+                    )
                     marked += 1
     except Exception:  # the keeper keeps running; the stale runs only look alive in the UI
         logger.exception("keeper could not mark the earlier keeper runs Cancelled")

@@ -86,9 +86,15 @@ def agree_date(case_id: int, facts: InspectionFacts, now: datetime) -> tuple[dic
     problem = ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
         decision = steps.customer_form(
-            case_id, f"date-v{n}", n, form=DateForm, subject=f"{facts.number} 巡检日期确认：{day} {start}",
+            case_id,
+            f"date-v{n}",
+            n,
+            form=DateForm,
+            subject=f"{facts.number} 巡检日期确认：{day} {start}",
             content=(f"您提出的日期无法安排：{problem}\n" if problem else "")
-            + f"客户服务中心建议于 {day} {start} 到场巡检（周期 {facts.period}）。请确认、改期或取消。", now=now)
+            + f"客户服务中心建议于 {day} {start} 到场巡检（周期 {facts.period}）。请确认、改期或取消。",
+            now=now,
+        )
         now = decision.at
         answer = decision.value
         if is_cancelled(case_id):  # the centre cancelled while the form was open
@@ -122,11 +128,17 @@ def dispatcher_proposes(case_id: int, facts: InspectionFacts, now: datetime) -> 
     suggested, problem = facts.proposed_day, ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
         answer = steps.fill_form(
-            case_id, "date-proposal", n, role=Role.DISPATCHER, form=ProposalForm, now=now,
+            case_id,
+            "date-proposal",
+            n,
+            role=Role.DISPATCHER,
+            form=ProposalForm,
+            now=now,
             subject=f"{facts.number} 请与客户商定巡检日期（建议 {suggested}）",
             content=(f"上次填写的日期无法安排：{problem}\n" if problem else "")
             + f"{facts.customer} 本期（{facts.period}）巡检，系统建议 {suggested} 09:30。"
-            "电话与客户商定后填写日期；留空即采用建议日期。")
+            "电话与客户商定后填写日期；留空即采用建议日期。",
+        )
         now = answer.at
         form = answer.value
         proposed = dispatcher_proposal(case_id, form.day or suggested, form.start or "09:30", answer.by, now)
@@ -136,41 +148,76 @@ def dispatcher_proposes(case_id: int, facts: InspectionFacts, now: datetime) -> 
     return suggested, "09:30", now
 
 
-def issue_report(case_id: int, version: int, now: datetime, by: str, unsigned: dict[str, Any] | None = None
-                 ) -> dict[str, Any]:
+def issue_report(
+    case_id: int, version: int, now: datetime, by: str, unsigned: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The 巡检报告 of checklist `version`; with `unsigned`, re-issued as a new version that shows why the
     customer did not sign and the department manager's sign-off."""
     key = f"unsigned-v{version}" if unsigned else f"checklist-v{version}"
     context = {**report_context(case_id, version), "report_key": key, "unsigned": unsigned}
-    return issue(case_id, "inspection_report", "inspection/report", context, now, by, report_version(case_id, key))
+    return issue(
+        case_id, "inspection_report", "inspection/report", context, now, by, report_version(case_id, key)
+    )
 
 
-def report_signed_or_explained(case_id: int, facts: InspectionFacts, version: int, doc: dict[str, Any], now: datetime
-                               ) -> tuple[bool, dict[str, Any], datetime]:
+def report_signed_or_explained(
+    case_id: int, facts: InspectionFacts, version: int, doc: dict[str, Any], now: datetime
+) -> tuple[bool, dict[str, Any], datetime]:
     """Step 6: the customer signs the report; unsigned → the reason, signed off by the department manager,
     written into a new version of the report. Returns (signed?, the report as it stands, now)."""
     step = "inspection-report-signature"
     # the text with the report page's signing link: the customer signs there (drawn or ticked), bound to the
     # hash; the approval carries the report's version (the signing page finds it by that)
-    approval = steps.ask_customer(case_id, step, doc["version"], subject=f"{facts.number} 请签收巡检报告",
-                                  content=doc["sign_text"], now=now)
+    approval = steps.ask_customer(
+        case_id,
+        step,
+        doc["version"],
+        subject=f"{facts.number} 请签收巡检报告",
+        content=doc["sign_text"],
+        now=now,
+    )
     decision = steps.wait_for(approval, step, doc["version"])
     now = decision.at
     if decision.decision == DecisionKind.SIGNED:
         bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
-        record(case_id, "report_signed", now, decision.by, {"version": version, "report_version": doc["version"]},
-               key=f"report-signed:v{version}", status=CaseStatus.SUBMITTED)
+        record(
+            case_id,
+            "report_signed",
+            now,
+            decision.by,
+            {"version": version, "report_version": doc["version"]},
+            key=f"report-signed:v{version}",
+            status=CaseStatus.SUBMITTED,
+        )
         return True, doc, now
-    explained = steps.fill_form(case_id, f"unsigned-v{version}", version, role=DEPARTMENT_MANAGER,
-                                subject=f"{facts.number} 巡检报告客户未签字，请说明并签字",
-                                content=f"客户意见：{decision.comment or '—'}", form=UnsignedForm, now=now)
+    explained = steps.fill_form(
+        case_id,
+        f"unsigned-v{version}",
+        version,
+        role=DEPARTMENT_MANAGER,
+        subject=f"{facts.number} 巡检报告客户未签字，请说明并签字",
+        content=f"客户意见：{decision.comment or '—'}",
+        form=UnsignedForm,
+        now=now,
+    )
     now = explained.at
     reason = explained.value.reason
-    record(case_id, "report_unsigned", now, explained.by,
-           {"version": version, "reason": reason, "customer_comment": decision.comment},
-           key=f"report-unsigned:v{version}", status=CaseStatus.SUBMITTED)
-    unsigned = {"reason": reason, "manager": explained.by, "at": explained.at, "customer_comment": decision.comment,
-                "signed_version": doc["version"]}
+    record(
+        case_id,
+        "report_unsigned",
+        now,
+        explained.by,
+        {"version": version, "reason": reason, "customer_comment": decision.comment},
+        key=f"report-unsigned:v{version}",
+        status=CaseStatus.SUBMITTED,
+    )
+    unsigned = {
+        "reason": reason,
+        "manager": explained.by,
+        "at": explained.at,
+        "customer_comment": decision.comment,
+        "signed_version": doc["version"],
+    }
     return False, issue_report(case_id, version, now, explained.by, unsigned), now
 
 
@@ -195,10 +242,15 @@ def inspection(case_id: int) -> str:
     wait_until(case_id, reconfirm_at, "reconfirm")
     if is_cancelled(case_id):
         return "cancelled"
-    answer = steps.customer_form(case_id, "reconfirm", 1, form=ReconfirmForm,
-                                 subject=f"{facts.number} 巡检时间再确认：{visit['visit_day']}",
-                                 content=f"我方将于 {visit['visit_day']} {visit['start']} 到场巡检，请确认到场时间。",
-                                 now=reconfirm_at)
+    answer = steps.customer_form(
+        case_id,
+        "reconfirm",
+        1,
+        form=ReconfirmForm,
+        subject=f"{facts.number} 巡检时间再确认：{visit['visit_day']}",
+        content=f"我方将于 {visit['visit_day']} {visit['start']} 到场巡检，请确认到场时间。",
+        now=reconfirm_at,
+    )
     if is_cancelled(case_id):  # the centre cancelled while the form was open
         return "cancelled"
     if answer.value.action == "取消":
@@ -213,15 +265,29 @@ def inspection(case_id: int) -> str:
 
     # 2–6. pre-checks and checklist; problems become repairs; the report; the centre registers it
     version, note = 1, ""
-    precheck = load_precheck(case_id)  # the last visit's findings, open cases, changes since: shown on the page
+    precheck = load_precheck(
+        case_id
+    )  # the last visit's findings, open cases, changes since: shown on the page
     while True:
         spec = load_checklist_spec(case_id)
         step = f"checklist-v{version}"
-        filled = steps.wait_for(steps.ask_staff(
-            case_id, step, version, role=Role.ENGINEER, subject=f"{facts.number} 请填写巡检检查表",
-            content=note + "巡检前确认数据已备份；逐项填写 正常/异常/不适用。", now=now,
-            kind="form", form={**spec, "page": CHECKLIST_PAGE, "precheck": precheck},
-            template="inspection/checklist_request", context={"page": CHECKLIST_PAGE}), step, version)
+        filled = steps.wait_for(
+            steps.ask_staff(
+                case_id,
+                step,
+                version,
+                role=Role.ENGINEER,
+                subject=f"{facts.number} 请填写巡检检查表",
+                content=note + "巡检前确认数据已备份；逐项填写 正常/异常/不适用。",
+                now=now,
+                kind="form",
+                form={**spec, "page": CHECKLIST_PAGE, "precheck": precheck},
+                template="inspection/checklist_request",
+                context={"page": CHECKLIST_PAGE},
+            ),
+            step,
+            version,
+        )
         now = filled.at
         checked = record_checklist(case_id, version, filled.payload or {}, now, filled.by, spec)
         if checked["error"]:  # only possible from the Prefect UI form: the web page checks before recording
@@ -234,16 +300,40 @@ def inspection(case_id: int) -> str:
         doc = issue_report(case_id, version, now, filled.by)
         _signed, doc, now = report_signed_or_explained(case_id, facts, version, doc, now)
         step = f"register-v{version}"
-        check = steps.wait_for(steps.ask_staff(case_id, step, version, role=Role.DISPATCHER,
-                                               subject=f"{facts.number} 巡检报告待登记", content=doc["text"],
-                                               now=now), step, version)
+        check = steps.wait_for(
+            steps.ask_staff(
+                case_id,
+                step,
+                version,
+                role=Role.DISPATCHER,
+                subject=f"{facts.number} 巡检报告待登记",
+                content=doc["text"],
+                now=now,
+            ),
+            step,
+            version,
+        )
         now = check.at
         if check.decision == DecisionKind.APPROVED:
-            record(case_id, "report_registered", now, check.by, {"version": version}, key="registered",
-                   status=CaseStatus.REGISTERED)
+            record(
+                case_id,
+                "report_registered",
+                now,
+                check.by,
+                {"version": version},
+                key="registered",
+                status=CaseStatus.REGISTERED,
+            )
             return "registered"
-        record(case_id, "report_rejected", now, check.by, {"version": version, "comment": check.comment},
-               key=f"rejected:v{version}", status=CaseStatus.REJECTED)
+        record(
+            case_id,
+            "report_rejected",
+            now,
+            check.by,
+            {"version": version, "comment": check.comment},
+            key=f"rejected:v{version}",
+            status=CaseStatus.REJECTED,
+        )
         note, version = f"巡检报告被退回：{check.comment}\n", version + 1
 
 
@@ -256,7 +346,6 @@ def extra_inspection(request: ExtraInspectionRequest) -> str:
     (its own `inspection` run then agrees the date with the customer like every other inspection)."""
     from prefect.states import Failed
 
-
     now = current_time()
     opened = open_extra_step(request, now)
     if opened["error"]:
@@ -264,8 +353,10 @@ def extra_inspection(request: ExtraInspectionRequest) -> str:
     name_run(opened["case_id"], "加做巡检")  # "XJ-000003 加做巡检 北京某银行"
     run_id = start_run_step(opened["case_id"], now)
     again = "" if opened["created"] else "（该合同当天已有加做巡检，未重复登记）"
-    print(f"{opened['number']} 加做巡检已登记{again}：{opened['customer']} · {opened['site']}，建议日期 {opened['day']}；"
-          f"巡检流程 {run_id}")
+    print(
+        f"{opened['number']} 加做巡检已登记{again}：{opened['customer']} · {opened['site']}，建议日期 {opened['day']}；"
+        f"巡检流程 {run_id}"
+    )
     return opened["number"]
 
 
@@ -274,17 +365,25 @@ def extra_inspection(request: ExtraInspectionRequest) -> str:
 
 def deployments() -> list[Any]:
     return [
-        inspection.to_deployment(name="inspection", description="巡检：约定日期、通知、检查表、报告签字与登记"),
-        use_form(extra_inspection.to_deployment(
-            name="extra-inspection", tags=["inspection", "巡检"],
-            description="加做巡检：客户在重要业务操作前要求的巡检——填写客户、站点、原因（与建议日期），登记并启动巡检流程",
-        ), ExtraInspectionForm),
+        inspection.to_deployment(
+            name="inspection", description="巡检：约定日期、通知、检查表、报告签字与登记"
+        ),
+        use_form(
+            extra_inspection.to_deployment(
+                name="extra-inspection",
+                tags=["inspection", "巡检"],
+                description="加做巡检：客户在重要业务操作前要求的巡检——填写客户、站点、原因（与建议日期），登记并启动巡检流程",
+            ),
+            ExtraInspectionForm,
+        ),
         plan_inspections_flow.to_deployment(
-            name="plan-inspections", schedules=[Cron(PLAN_CRON, timezone=business_timezone())],
+            name="plan-inspections",
+            schedules=[Cron(PLAN_CRON, timezone=business_timezone())],
             description="每日：为每个有效合同按频率创建到期的巡检并启动流程（每合同每周期一次）",
         ),
         month_end_flow.to_deployment(
-            name="month-end", schedules=[Cron("30 2 * * *", timezone=business_timezone())],
+            name="month-end",
+            schedules=[Cron("30 2 * * *", timezone=business_timezone())],
             description="月末：未交巡检报告清单、阶段性服务总结（月末后5个工作日内）、季度分析报告",
         ),
     ]

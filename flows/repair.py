@@ -70,7 +70,12 @@ from tasks.parts import parts_of_case
 from tasks.reports import first_plan_of, issue, report_context, revise_plan
 from tasks.timers import current_time
 
-LEAD, ENGINEER, DIRECTOR, DISPATCHER = Role.TECHNICAL_LEAD, Role.ENGINEER, Role.TECHNICAL_DIRECTOR, Role.DISPATCHER
+LEAD, ENGINEER, DIRECTOR, DISPATCHER = (
+    Role.TECHNICAL_LEAD,
+    Role.ENGINEER,
+    Role.TECHNICAL_DIRECTOR,
+    Role.DISPATCHER,
+)
 
 
 class RepairOutcome(BaseModel):
@@ -91,15 +96,21 @@ def repair(request: RepairRequest) -> RepairOutcome:
     """故障维修服务流程: from the customer's report to the archived, approved report."""
     from prefect.states import Failed
 
-
     # Intake: the dispatcher's form; the clocks start at the reported time. A request that cannot be
     # taken (unknown customer or case, a report time in the future or long past) ends the run at once.
     entered = current_time()
     now = request.reported_at or entered
     try:
-        case_id = take_request(request, now, str(flow_run.id), tell=[
-            Tell(template="repair/opened", key="opened", roles=[DISPATCHER, LEAD, ENGINEER]),
-            Tell(template="repair/received", key="received", customer=True)], entered_at=entered)
+        case_id = take_request(
+            request,
+            now,
+            str(flow_run.id),
+            tell=[
+                Tell(template="repair/opened", key="opened", roles=[DISPATCHER, LEAD, ENGINEER]),
+                Tell(template="repair/received", key="received", customer=True),
+            ],
+            entered_at=entered,
+        )
     except IntakeError as exc:
         return Failed(message=str(exc))  # type: ignore[return-value]  # a clear message, no traceback
     name_run(case_id)  # "WX-000001 故障维修 北京某银行" in the Prefect UI from now on
@@ -109,15 +120,30 @@ def repair(request: RepairRequest) -> RepairOutcome:
         clock(case_id, kind, ClockAction.START, now)
 
     # 1–2. First contact and remote diagnosis by the technical lead, with the command log.
-    diagnosis = fill_form(case_id, "diagnosis", 1, role=LEAD, form=DiagnosisForm, now=now,
-                          subject=subject(facts, "请联系客户并远程诊断"), content=facts.description)
+    diagnosis = fill_form(
+        case_id,
+        "diagnosis",
+        1,
+        role=LEAD,
+        form=DiagnosisForm,
+        now=now,
+        subject=subject(facts, "请联系客户并远程诊断"),
+        content=facts.description,
+    )
     now = diagnosis.at
     found = diagnosis.value
-    record(case_id, "first_contact", found.contacted_at, diagnosis.by, {"fault_confirmed": found.fault_confirmed})
+    record(
+        case_id, "first_contact", found.contacted_at, diagnosis.by, {"fault_confirmed": found.fault_confirmed}
+    )
     clock(case_id, ClockKind.FIRST_CONTACT, ClockAction.STOP, found.contacted_at)
     clock(case_id, ClockKind.REMOTE_RESPONSE, ClockAction.STOP, found.contacted_at)
-    record(case_id, "remote_diagnosis", now, diagnosis.by,
-           {"result": found.result, "command_log": found.command_log, "solved": found.solved_remotely})
+    record(
+        case_id,
+        "remote_diagnosis",
+        now,
+        diagnosis.by,
+        {"result": found.result, "command_log": found.command_log, "solved": found.solved_remotely},
+    )
     # 业务先恢复: a workaround the lead gave remotely stops the workaround clock (§1, §2 step 11)
     if found.workaround:
         _workaround(case_id, found.workaround, found.workaround_at or now, diagnosis.by, remote=True)
@@ -129,7 +155,9 @@ def repair(request: RepairRequest) -> RepairOutcome:
     if found.solved_remotely:  # → straight to the report (step 12)
         record(case_id, "repaired", now, diagnosis.by, {"remote": True})
         record(case_id, "restored", now, diagnosis.by, {"remote": True})
-        clock(case_id, ClockKind.WORKAROUND, ClockAction.STOP, now)  # restored before any workaround: see _workaround
+        clock(
+            case_id, ClockKind.WORKAROUND, ClockAction.STOP, now
+        )  # restored before any workaround: see _workaround
         clock(case_id, ClockKind.RESTORE, ClockAction.STOP, now)
         repaired_at = restored_at = now
     else:
@@ -142,40 +170,90 @@ def repair(request: RepairRequest) -> RepairOutcome:
             parts, now = parts_from_store(case_id, facts, parts, diagnosis.by, now)
 
         # 4. The centre books the visit with the customer and tells the coordinator.
-        visit = fill_form(case_id, "visit", 1, role=DISPATCHER, form=VisitForm, now=now,
-                          subject=subject(facts, "请与客户预约上门时间"), content=plan.text)
+        visit = fill_form(
+            case_id,
+            "visit",
+            1,
+            role=DISPATCHER,
+            form=VisitForm,
+            now=now,
+            subject=subject(facts, "请与客户预约上门时间"),
+            content=plan.text,
+        )
         now = visit.at
         visit_at = visit.value.visit_at
-        record(case_id, "visit_booked", now, visit.by, {"visit_at": visit_at.isoformat(),
-                                                        "coordinator_joins": visit.value.coordinator_joins},
-               tell=[Tell(template="repair/visit_booked", key="visit-booked", customer=True,
-                      context={"visit_at": visit_at}),
-                     # the coordinator's own notice: whether to go along is an internal decision
-                     Tell(template="repair/visit_coordinator", key="visit-booked-coordinator",
-                      roles=[COORDINATOR_ROLE], context={"visit_at": visit_at})])
+        record(
+            case_id,
+            "visit_booked",
+            now,
+            visit.by,
+            {"visit_at": visit_at.isoformat(), "coordinator_joins": visit.value.coordinator_joins},
+            tell=[
+                Tell(
+                    template="repair/visit_booked",
+                    key="visit-booked",
+                    customer=True,
+                    context={"visit_at": visit_at},
+                ),
+                # the coordinator's own notice: whether to go along is an internal decision
+                Tell(
+                    template="repair/visit_coordinator",
+                    key="visit-booked-coordinator",
+                    roles=[COORDINATOR_ROLE],
+                    context={"visit_at": visit_at},
+                ),
+            ],
+        )
         # the arrival clock runs from the moment the customer is ready for us: the agreed time, if later
         clock(case_id, ClockKind.ARRIVAL, ClockAction.START, max(now, visit_at))
 
         # 5–6. Arrival (clock by distance band) and on-site re-analysis; a changed plan goes to the director.
-        onsite = fill_form(case_id, "onsite", 1, role=ENGINEER, form=OnsiteForm, now=now,
-                           subject=subject(facts, "到场后请填写现场记录"), content=plan.text)
+        onsite = fill_form(
+            case_id,
+            "onsite",
+            1,
+            role=ENGINEER,
+            form=OnsiteForm,
+            now=now,
+            subject=subject(facts, "到场后请填写现场记录"),
+            content=plan.text,
+        )
         now = onsite.at
         arrived_at = onsite.value.arrived_at
-        record(case_id, "arrived", arrived_at, onsite.by, {"room_rules_followed": onsite.value.room_rules_followed,
-                                                         "fault_reconfirmed": onsite.value.fault_reconfirmed})
+        record(
+            case_id,
+            "arrived",
+            arrived_at,
+            onsite.by,
+            {
+                "room_rules_followed": onsite.value.room_rules_followed,
+                "fault_reconfirmed": onsite.value.fault_reconfirmed,
+            },
+        )
         clock(case_id, ClockKind.ARRIVAL, ClockAction.STOP, arrived_at)
         if parts:
             clock(case_id, ClockKind.SPARE_PART, ClockAction.STOP, arrived_at)
         record(case_id, "onsite_analysis", now, onsite.by, {"findings": onsite.value.findings})
         if onsite.value.workaround:  # 业务先恢复 on site (one given remotely already stopped the clock)
-            _workaround(case_id, onsite.value.workaround, onsite.value.workaround_at or now, onsite.by, remote=False)
+            _workaround(
+                case_id, onsite.value.workaround, onsite.value.workaround_at or now, onsite.by, remote=False
+            )
         # 001 §2.2.5.2: the fault re-confirmed with the customer, who signs the 技术服务申请 on arrival
-        _, now = service_report_signed(case_id, facts, now=now, kind="service_request",
-                                       template="repair/service_request", context={
-                                           "arrived_at": arrived_at, "engineer": onsite.by,
-                                           "fault_reconfirmed": onsite.value.fault_reconfirmed,
-                                           "findings": onsite.value.findings, "plan": plan.model_dump(),
-                                           "risky_operations": onsite.value.risky_operations})
+        _, now = service_report_signed(
+            case_id,
+            facts,
+            now=now,
+            kind="service_request",
+            template="repair/service_request",
+            context={
+                "arrived_at": arrived_at,
+                "engineer": onsite.by,
+                "fault_reconfirmed": onsite.value.fault_reconfirmed,
+                "findings": onsite.value.findings,
+                "plan": plan.model_dump(),
+                "risky_operations": onsite.value.risky_operations,
+            },
+        )
         revised = onsite.value.revised_plan
         if revised and revised != plan.text:
             plan = _onsite_revision(case_id, facts, plan, revised, onsite.by, now)
@@ -191,28 +269,72 @@ def repair(request: RepairRequest) -> RepairOutcome:
         # 8. Repair by the plan; on an anomaly the lead guides; still stuck → the director may hand over.
         attempt = 1
         while True:
-            done = fill_form(case_id, f"repair-{attempt}", attempt, role=ENGINEER, form=RepairForm, now=now,
-                             subject=subject(facts, "请按方案维修并填写维修记录"),
-                             content="\n\n".join(t for t in (plan.text, instructions) if t))
+            done = fill_form(
+                case_id,
+                f"repair-{attempt}",
+                attempt,
+                role=ENGINEER,
+                form=RepairForm,
+                now=now,
+                subject=subject(facts, "请按方案维修并填写维修记录"),
+                content="\n\n".join(t for t in (plan.text, instructions) if t),
+            )
             now = done.at
             work = done.value
             if work.completed:
                 break
-            record(case_id, "repair_anomaly", now, done.by, {"attempt": attempt, "anomaly": work.anomaly},
-                   key=f"anomaly:{attempt}")
-            guidance = fill_form(case_id, f"guidance-{attempt}", attempt, role=LEAD, form=GuidanceForm, now=now,
-                                 subject=subject(facts, "维修遇到异常，请指导"), content=work.anomaly)
+            record(
+                case_id,
+                "repair_anomaly",
+                now,
+                done.by,
+                {"attempt": attempt, "anomaly": work.anomaly},
+                key=f"anomaly:{attempt}",
+            )
+            guidance = fill_form(
+                case_id,
+                f"guidance-{attempt}",
+                attempt,
+                role=LEAD,
+                form=GuidanceForm,
+                now=now,
+                subject=subject(facts, "维修遇到异常，请指导"),
+                content=work.anomaly,
+            )
             now = guidance.at
-            record(case_id, "lead_guidance", now, guidance.by, guidance.value.model_dump(), key=f"guidance:{attempt}")
+            record(
+                case_id,
+                "lead_guidance",
+                now,
+                guidance.by,
+                guidance.value.model_dump(),
+                key=f"guidance:{attempt}",
+            )
             if not guidance.value.solvable:
-                handover = wait_for(ask_staff(case_id, "handover", attempt, role=DIRECTOR, now=now,
-                                              subject=subject(facts, "维修无法完成，是否转入事故处理流程"),
-                                              content=f"{work.anomaly}\n\n技术负责人：{guidance.value.guidance}"),
-                                    "handover", attempt)
+                handover = wait_for(
+                    ask_staff(
+                        case_id,
+                        "handover",
+                        attempt,
+                        role=DIRECTOR,
+                        now=now,
+                        subject=subject(facts, "维修无法完成，是否转入事故处理流程"),
+                        content=f"{work.anomaly}\n\n技术负责人：{guidance.value.guidance}",
+                    ),
+                    "handover",
+                    attempt,
+                )
                 now = handover.at
                 if handover.decision == DecisionKind.APPROVED:
                     return _hand_over(case_id, facts, handover.comment or work.anomaly, now)
-                record(case_id, "handover_declined", now, handover.by, {"comment": handover.comment}, key=f"handover:{attempt}")
+                record(
+                    case_id,
+                    "handover_declined",
+                    now,
+                    handover.by,
+                    {"comment": handover.comment},
+                    key=f"handover:{attempt}",
+                )
             attempt += 1
         engineer = done.by
         repaired_at = work.repaired_at or now
@@ -225,19 +347,30 @@ def repair(request: RepairRequest) -> RepairOutcome:
         # 11. The customer's business is restored first.
         restored_at = work.restored_at or repaired_at
         record(case_id, "restored", restored_at, done.by, {})
-        clock(case_id, ClockKind.WORKAROUND, ClockAction.STOP, restored_at)  # no workaround came first: see _workaround
+        clock(
+            case_id, ClockKind.WORKAROUND, ClockAction.STOP, restored_at
+        )  # no workaround came first: see _workaround
         clock(case_id, ClockKind.RESTORE, ClockAction.STOP, restored_at)
 
     # 12. Repair service report (维修服务报告), signed by the customer.
     times = report_context(case_id)
-    service_report, now = service_report_signed(case_id, facts, now=now, context={
-        **times, "solved_remotely": found.solved_remotely, "diagnosis": found.result,
-        "command_log": found.command_log, "plan": plan.model_dump() if plan else None,
-        "work_done": (work.work_done if work else "") or found.result, "parts_used": _parts_used(case_id),
-        "maintenance": work.maintenance if work else "",
-        "further_problems": [p for p in (work.problems if work else "").splitlines() if p.strip()],
-        "engineer": engineer,
-    })
+    service_report, now = service_report_signed(
+        case_id,
+        facts,
+        now=now,
+        context={
+            **times,
+            "solved_remotely": found.solved_remotely,
+            "diagnosis": found.result,
+            "command_log": found.command_log,
+            "plan": plan.model_dump() if plan else None,
+            "work_done": (work.work_done if work else "") or found.result,
+            "parts_used": _parts_used(case_id),
+            "maintenance": work.maintenance if work else "",
+            "further_problems": [p for p in (work.problems if work else "").splitlines() if p.strip()],
+            "engineer": engineer,
+        },
+    )
 
     # 13. SMS to the service centre.  Clocks after completion: callback 2 days, account 1 week, report 24 h.
     signed_at = now
@@ -252,18 +385,35 @@ def repair(request: RepairRequest) -> RepairOutcome:
     # working day runs into Monday, while 24 h do not; a contract drops the one it does not promise
     # (`null` in its SLA policy) and the clock is then not started (tasks.clocks.applies).
     clock(case_id, ClockKind.ANALYSIS_REPORT, ClockAction.START, restored_at)
-    fault_request = ask_staff(case_id, "fault-report", 1, role=LEAD, kind="form", form=FaultReportForm, now=now,
-                              subject=subject(facts, "请在24小时内提交故障处理报告"), content=facts.description)
+    fault_request = ask_staff(
+        case_id,
+        "fault-report",
+        1,
+        role=LEAD,
+        kind="form",
+        form=FaultReportForm,
+        now=now,
+        subject=subject(facts, "请在24小时内提交故障处理报告"),
+        content=facts.description,
+    )
     account_request = request_written_account(case_id, facts, now=now)
 
     # 15. Fault-handling report (故障处理报告) to the customer within 24 h of the repair — awaited
     # before the callback (14): its 24 h run out before the callback's 2 days.
     fault = answer_of(FaultReportForm, wait_for(fault_request, "fault-report", 1))
-    fault_report = issue(case_id, "fault_report", "repair/fault_report",
-                         {**report_context(case_id), **fault.value.model_dump(), **_people(engineer, work is not None, fault.by)},
-                         fault.at,
-                         fault.by,
-                         tell=[Tell(template="repair/fault_report", key="fault-report", customer=True)])
+    fault_report = issue(
+        case_id,
+        "fault_report",
+        "repair/fault_report",
+        {
+            **report_context(case_id),
+            **fault.value.model_dump(),
+            **_people(engineer, work is not None, fault.by),
+        },
+        fault.at,
+        fault.by,
+        tell=[Tell(template="repair/fault_report", key="fault-report", customer=True)],
+    )
     clock(case_id, ClockKind.FAULT_REPORT, ClockAction.STOP, fault.at)
     clock(case_id, ClockKind.ANALYSIS_REPORT, ClockAction.STOP, fault.at)
 
@@ -277,8 +427,13 @@ def repair(request: RepairRequest) -> RepairOutcome:
     reports = [service_report, fault_report["id"], callback_form, account]
     now = final_approval(case_id, facts, reports, now=now)
     archive(case_id, reports, now=now)
-    return RepairOutcome(case_id=case_id, number=facts.number, status=CaseStatus.ARCHIVED, reports=reports,
-                         new_repairs=new_repairs)
+    return RepairOutcome(
+        case_id=case_id,
+        number=facts.number,
+        status=CaseStatus.ARCHIVED,
+        reports=reports,
+        new_repairs=new_repairs,
+    )
 
 
 COORDINATOR_ROLE = Role.COORDINATOR
@@ -289,8 +444,16 @@ def _first_plan(case_id: int, facts: CaseFacts, text: str, author: str, now: dat
     plan, attempt = first_plan_of(text, author), 0
     while plan is None:
         attempt += 1
-        answer = fill_form(case_id, f"plan-v1-{attempt}", 1, role=LEAD, form=PlanForm, now=now,
-                           subject=subject(facts, "未远程解决，请填写解决方案"), content=facts.description)
+        answer = fill_form(
+            case_id,
+            f"plan-v1-{attempt}",
+            1,
+            role=LEAD,
+            form=PlanForm,
+            now=now,
+            subject=subject(facts, "未远程解决，请填写解决方案"),
+            content=facts.description,
+        )
         plan, author = first_plan_of(answer.value.plan, answer.by), answer.by
     record(case_id, "plan_written", now, author, {"version": 1}, key="plan:v1")
     return plan
@@ -305,53 +468,118 @@ def _workaround(case_id: int, text: str, at: datetime, by: str, *, remote: bool)
     there for the customer's business to run again as soon as possible, and a restore does that
     better than a workaround (the stop of an already stopped clock changes nothing)."""
     where = "remote" if remote else "onsite"
-    record(case_id, "workaround", at, by, {"workaround": text, "where": where, "at": at.isoformat()},
-           key=f"workaround:{where}")
+    record(
+        case_id,
+        "workaround",
+        at,
+        by,
+        {"workaround": text, "where": where, "at": at.isoformat()},
+        key=f"workaround:{where}",
+    )
     clock(case_id, ClockKind.WORKAROUND, ClockAction.STOP, at)
 
 
-def _risky_operations_approved(case_id: int, facts: CaseFacts, operations: str,
-                               now: datetime) -> tuple[str, datetime]:
+def _risky_operations_approved(
+    case_id: int, facts: CaseFacts, operations: str, now: datetime
+) -> tuple[str, datetime]:
     """The customer approves or refuses the listed risky operations on a link (001 §2.2.5.4); a
     refusal is recorded and the technical lead decides how the repair goes on. Returns what the
     engineer is told with the plan ("" when nothing was listed) and the time."""
     if not operations:
         return "", now
-    approval = ask_customer(case_id, "risky-operations", 1, kind="approval", now=now, content=operations,
-                            subject=subject(facts, "现场维修需要您批准以下有数据风险的操作"))
+    approval = ask_customer(
+        case_id,
+        "risky-operations",
+        1,
+        kind="approval",
+        now=now,
+        content=operations,
+        subject=subject(facts, "现场维修需要您批准以下有数据风险的操作"),
+    )
     decision = wait_for(approval, "risky-operations", 1)
     now = decision.at
     if decision.decision == DecisionKind.APPROVED:
-        record(case_id, "risky_operations_approved", now, decision.by, {"operations": operations},
-               key="risky-operations")
+        record(
+            case_id,
+            "risky_operations_approved",
+            now,
+            decision.by,
+            {"operations": operations},
+            key="risky-operations",
+        )
         return f"客户已批准的操作：\n{operations}", now
-    record(case_id, "risky_operations_refused", now, decision.by,
-           {"operations": operations, "comment": decision.comment}, key="risky-operations")
-    lead = fill_form(case_id, "risky-operations-refused", 1, role=LEAD, form=RiskyRefusedForm, now=now,
-                     subject=subject(facts, "客户未批准有数据风险的操作，请决定如何继续"),
-                     content=f"{operations}\n\n客户意见：{decision.comment or '—'}")
+    record(
+        case_id,
+        "risky_operations_refused",
+        now,
+        decision.by,
+        {"operations": operations, "comment": decision.comment},
+        key="risky-operations",
+    )
+    lead = fill_form(
+        case_id,
+        "risky-operations-refused",
+        1,
+        role=LEAD,
+        form=RiskyRefusedForm,
+        now=now,
+        subject=subject(facts, "客户未批准有数据风险的操作，请决定如何继续"),
+        content=f"{operations}\n\n客户意见：{decision.comment or '—'}",
+    )
     now = lead.at
-    record(case_id, "risky_operations_decided", now, lead.by, {"instruction": lead.value.instruction},
-           key="risky-operations-decided")
-    return (f"客户未批准的操作（不得实施）：\n{operations}\n\n技术负责人处理意见：{lead.value.instruction}"), now
+    record(
+        case_id,
+        "risky_operations_decided",
+        now,
+        lead.by,
+        {"instruction": lead.value.instruction},
+        key="risky-operations-decided",
+    )
+    return (
+        f"客户未批准的操作（不得实施）：\n{operations}\n\n技术负责人处理意见：{lead.value.instruction}"
+    ), now
 
 
 def _onsite_revision(case_id: int, facts: CaseFacts, plan: Plan, text: str, by: str, now: datetime) -> Plan:
     new = revise_plan(plan, text, "onsite", by, "现场再分析")
     if new is None:
         return plan
-    record(case_id, "plan_revised", now, by, {"version": new.version, "reason": "onsite"}, key=f"plan-revised:v{new.version}")
+    record(
+        case_id,
+        "plan_revised",
+        now,
+        by,
+        {"version": new.version, "reason": "onsite"},
+        key=f"plan-revised:v{new.version}",
+    )
     return new
 
 
 def _hand_over(case_id: int, facts: CaseFacts, reason: str, now: datetime) -> RepairOutcome:
     """The director decided the repair cannot be completed: the accident flow takes the case over."""
     run_id = start_accident_run(case_id, reason, f"{case_id}:handover")
-    record(case_id, "handed_over", now, "技术总监", {"accident_run": run_id, "reason": reason}, key="handed-over",
-           status=CaseStatus.HANDED_OVER, tell=[Tell(template="repair/handed_over", key="handed-over", customer=True,
-                                        roles=[DIRECTOR, COORDINATOR_ROLE, DISPATCHER], urgent=True,
-                                        context={"reason": reason})])
-    return RepairOutcome(case_id=case_id, number=facts.number, status=CaseStatus.HANDED_OVER, accident_run=run_id)
+    record(
+        case_id,
+        "handed_over",
+        now,
+        "技术总监",
+        {"accident_run": run_id, "reason": reason},
+        key="handed-over",
+        status=CaseStatus.HANDED_OVER,
+        tell=[
+            Tell(
+                template="repair/handed_over",
+                key="handed-over",
+                customer=True,
+                roles=[DIRECTOR, COORDINATOR_ROLE, DISPATCHER],
+                urgent=True,
+                context={"reason": reason},
+            )
+        ],
+    )
+    return RepairOutcome(
+        case_id=case_id, number=facts.number, status=CaseStatus.HANDED_OVER, accident_run=run_id
+    )
 
 
 def _parts_used(case_id: int) -> list[dict[str, Any]]:
@@ -370,8 +598,13 @@ def _people(engineer: str, on_site: bool, lead: str) -> dict[str, str]:
 
 def deployments() -> list[Any]:
     # the dispatcher's run form: Chinese fields, customers and sites as choices read now (serve time)
-    return [use_form(repair.to_deployment(
-        name="repair",
-        description="故障维修服务流程：客户报修 → 远程诊断 → 方案审批 → 上门维修 → 报告签字 → 回访 → 审批归档",
-        tags=["repair", "故障维修"],
-    ), RepairRequestForm)]
+    return [
+        use_form(
+            repair.to_deployment(
+                name="repair",
+                description="故障维修服务流程：客户报修 → 远程诊断 → 方案审批 → 上门维修 → 报告签字 → 回访 → 审批归档",
+                tags=["repair", "故障维修"],
+            ),
+            RepairRequestForm,
+        )
+    ]

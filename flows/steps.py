@@ -55,13 +55,17 @@ PROCEDURE_ZH = {"repair": "故障维修", "accident": "事故处理"}
 class Reviser(Protocol):
     """How a procedure's lead writes plan v+1 after the director or the customer sent v back."""
 
-    def __call__(self, case_id: int, facts: CaseFacts, plan: Plan, *, reason: str, note: str,
-                 now: datetime) -> tuple[Plan, datetime]: ...
+    def __call__(
+        self, case_id: int, facts: CaseFacts, plan: Plan, *, reason: str, note: str, now: datetime
+    ) -> tuple[Plan, datetime]: ...
+
 
 # How long a link stays valid; a late answer can still be requested again from the web page.
 STAFF_LINK = timedelta(days=3)
 CUSTOMER_LINK = timedelta(days=7)
-ACCOUNT_LINK = timedelta(days=14)  # the written account / summary is due within a week; a late one is still taken
+ACCOUNT_LINK = timedelta(
+    days=14
+)  # the written account / summary is due within a week; a late one is still taken
 
 CALLBACK_AFTER = timedelta(days=1)  # the centre calls the day after: the customer has run a day on the fix
 
@@ -69,10 +73,22 @@ CALLBACK_AFTER = timedelta(days=1)  # the centre calls the day after: the custom
 # --- the adapter to the approvals machinery (one place) -------------------------------------
 
 
-def ask_staff(case_id: int, step: str, version: int, *, role: str, subject: str, content: str, now: datetime,
-              kind: str = "approval", form: type[BaseModel] | dict[str, Any] | None = None,
-              expires: timedelta = STAFF_LINK, template: str | None = None,
-              context: dict[str, Any] | None = None, prefill: dict[str, str] | None = None) -> int:
+def ask_staff(
+    case_id: int,
+    step: str,
+    version: int,
+    *,
+    role: str,
+    subject: str,
+    content: str,
+    now: datetime,
+    kind: str = "approval",
+    form: type[BaseModel] | dict[str, Any] | None = None,
+    expires: timedelta = STAFF_LINK,
+    template: str | None = None,
+    context: dict[str, Any] | None = None,
+    prefill: dict[str, str] | None = None,
+) -> int:
     """Create a pending approval / form for the staff member the case assigns to `role`; returns its id.
 
     `form`: a registered form (models.forms; every answer is validated with it) or a page's own
@@ -84,19 +100,50 @@ def ask_staff(case_id: int, step: str, version: int, *, role: str, subject: str,
     if prefill and spec is not None:
         spec = {**spec, "values": prefill}
     return request_approval(
-        case_id, step, version, subject, content, kind=kind, approver_staff_ids=staff, approver_role=role,
-        expires_at=now + expires, now=now, form=spec, form_name=name, template=template, context=context,
+        case_id,
+        step,
+        version,
+        subject,
+        content,
+        kind=kind,
+        approver_staff_ids=staff,
+        approver_role=role,
+        expires_at=now + expires,
+        now=now,
+        form=spec,
+        form_name=name,
+        template=template,
+        context=context,
     )
 
 
-def ask_customer(case_id: int, step: str, version: int, *, subject: str, content: str, now: datetime,
-                 kind: str = "signature", form: type[BaseModel] | None = None) -> int:
+def ask_customer(
+    case_id: int,
+    step: str,
+    version: int,
+    *,
+    subject: str,
+    content: str,
+    now: datetime,
+    kind: str = "signature",
+    form: type[BaseModel] | None = None,
+) -> int:
     """Ask the customer contact to accept-and-sign or object (a signature), or to answer a small form."""
     contact = contact_of(case_id)
     spec, name = _form(form)
     return request_approval(
-        case_id, step, version, subject, content, kind=kind, approver_contact_ids=[contact],
-        approver_role="customer", expires_at=now + CUSTOMER_LINK, now=now, form=spec, form_name=name,
+        case_id,
+        step,
+        version,
+        subject,
+        content,
+        kind=kind,
+        approver_contact_ids=[contact],
+        approver_role="customer",
+        expires_at=now + CUSTOMER_LINK,
+        now=now,
+        form=spec,
+        form_name=name,
     )
 
 
@@ -112,28 +159,51 @@ def wait_for(approval_id: int, step: str, version: int) -> Decision:
     return await_approval(approval_id, step, version)
 
 
-def fill_form(case_id: int, step: str, version: int, *, role: str, subject: str, content: str,
-              form: type[F], now: datetime, prefill: dict[str, str] | None = None) -> Answer[F]:
+def fill_form(
+    case_id: int,
+    step: str,
+    version: int,
+    *,
+    role: str,
+    subject: str,
+    content: str,
+    form: type[F],
+    now: datetime,
+    prefill: dict[str, str] | None = None,
+) -> Answer[F]:
     """A staff member fills a form through their link (or the Prefect UI); returns the validated form.
     `prefill`: the form's fields shown already filled in on the link page."""
-    approval_id = ask_staff(case_id, step, version, role=role, subject=subject, content=content, now=now,
-                            kind="form", form=form, prefill=prefill)
+    approval_id = ask_staff(
+        case_id,
+        step,
+        version,
+        role=role,
+        subject=subject,
+        content=content,
+        now=now,
+        kind="form",
+        form=form,
+        prefill=prefill,
+    )
     return answer_of(form, wait_for(approval_id, step, version))
 
 
-def customer_form(case_id: int, step: str, version: int, *, subject: str, content: str,
-                  form: type[F], now: datetime) -> Answer[F]:
+def customer_form(
+    case_id: int, step: str, version: int, *, subject: str, content: str, form: type[F], now: datetime
+) -> Answer[F]:
     """The customer answers a small form through their link; returns the validated form."""
-    approval_id = ask_customer(case_id, step, version, subject=subject, content=content, now=now,
-                               kind="form", form=form)
+    approval_id = ask_customer(
+        case_id, step, version, subject=subject, content=content, now=now, kind="form", form=form
+    )
     return answer_of(form, wait_for(approval_id, step, version))
 
 
 def answer_of(form: type[F], decision: Decision) -> Answer[F]:
     """The recorded answer read back as its form: `decide` validated it before recording, so this
     only restores the types (no check against "now" again: the answer is of its own moment)."""
-    return Answer(value=form.model_validate(decision.payload), by=decision.by, at=decision.at,
-                  comment=decision.comment)
+    return Answer(
+        value=form.model_validate(decision.payload), by=decision.by, at=decision.at, comment=decision.comment
+    )
 
 
 # --- the steps --------------------------------------------------------------------------------
@@ -144,9 +214,17 @@ def subject(facts: CaseFacts, text: str) -> str:
     return f"{paid_prefix(facts)}{facts.number} {PROCEDURE_ZH.get(facts.kind, '')}：{text}"
 
 
-def director_approves_plan(case_id: int, facts: CaseFacts, plan: Plan, *, now: datetime,
-                           procedure: Procedure = "repair", role: str = Role.TECHNICAL_DIRECTOR,
-                           step: str = "plan-approval", revise: Reviser | None = None) -> tuple[Plan, datetime]:
+def director_approves_plan(
+    case_id: int,
+    facts: CaseFacts,
+    plan: Plan,
+    *,
+    now: datetime,
+    procedure: Procedure = "repair",
+    role: str = Role.TECHNICAL_DIRECTOR,
+    step: str = "plan-approval",
+    revise: Reviser | None = None,
+) -> tuple[Plan, datetime]:
     """The technical director approves the plan, or sends it back for version v+1, which goes to the
     director again — until one version is approved (`revise`: how the procedure's plan is rewritten;
     the repair's free-text plan by default). The two ways back differ (PROCEDURES.md §2 step 3, §3
@@ -155,30 +233,80 @@ def director_approves_plan(case_id: int, facts: CaseFacts, plan: Plan, *, now: d
     "驳回" (rejected) refuses the plan as a whole — the lead and the engineer work out another plan
     on an empty form, and the engineer is told it was rejected and why."""
     while True:
-        doc = issue(case_id, "solution_plan", "common/plan", _plan_context(plan), now, plan.author or "技术负责人",
-                    plan.version)
-        approval = ask_staff(case_id, step, plan.version, role=role, now=now, content=doc["text"],
-                             subject=subject(facts, f"解决方案 v{plan.version} 待技术总监审批"))
+        doc = issue(
+            case_id,
+            "solution_plan",
+            "common/plan",
+            _plan_context(plan),
+            now,
+            plan.author or "技术负责人",
+            plan.version,
+        )
+        approval = ask_staff(
+            case_id,
+            step,
+            plan.version,
+            role=role,
+            now=now,
+            content=doc["text"],
+            subject=subject(facts, f"解决方案 v{plan.version} 待技术总监审批"),
+        )
         decision = wait_for(approval, step, plan.version)
         now = decision.at
         if decision.decision == DecisionKind.APPROVED:
-            record(case_id, "plan_approved", now, decision.by, {"version": plan.version, "step": step,
-                                                                 "comment": decision.comment},
-                   key=f"{step}:v{plan.version}")
+            record(
+                case_id,
+                "plan_approved",
+                now,
+                decision.by,
+                {"version": plan.version, "step": step, "comment": decision.comment},
+                key=f"{step}:v{plan.version}",
+            )
             return plan, now
         rejected = decision.decision == DecisionKind.REJECTED
-        record(case_id, "plan_returned", now, decision.by, {"version": plan.version, "step": step,
-                                                            "decision": decision.decision, "comment": decision.comment},
-               key=f"{step}:v{plan.version}",
-               tell=[Tell(template="plan_rejected", key=f"{step}:v{plan.version}:rejected",
-                      roles=[Role.ENGINEER], context={"version": plan.version, "reason": decision.comment})]
-               if rejected else None)
-        plan, now = (revise or lead_revises_plan)(case_id, facts, plan, reason="rejected" if rejected else "director",
-                                                  note=decision.comment, now=now)
+        record(
+            case_id,
+            "plan_returned",
+            now,
+            decision.by,
+            {
+                "version": plan.version,
+                "step": step,
+                "decision": decision.decision,
+                "comment": decision.comment,
+            },
+            key=f"{step}:v{plan.version}",
+            tell=[
+                Tell(
+                    template="plan_rejected",
+                    key=f"{step}:v{plan.version}:rejected",
+                    roles=[Role.ENGINEER],
+                    context={"version": plan.version, "reason": decision.comment},
+                )
+            ]
+            if rejected
+            else None,
+        )
+        plan, now = (revise or lead_revises_plan)(
+            case_id,
+            facts,
+            plan,
+            reason="rejected" if rejected else "director",
+            note=decision.comment,
+            now=now,
+        )
 
 
-def lead_revises_plan(case_id: int, facts: CaseFacts, plan: Plan, *, reason: str, note: str,
-                      now: datetime, role: str = Role.TECHNICAL_LEAD) -> tuple[Plan, datetime]:
+def lead_revises_plan(
+    case_id: int,
+    facts: CaseFacts,
+    plan: Plan,
+    *,
+    reason: str,
+    note: str,
+    now: datetime,
+    role: str = Role.TECHNICAL_LEAD,
+) -> tuple[Plan, datetime]:
     """The lead writes plan v+1 on the form (the old plan and the reason are on the page). A plan to
     revise comes filled in on the form; a rejected one does not (another plan is wanted)."""
     version = plan.version + 1
@@ -186,38 +314,79 @@ def lead_revises_plan(case_id: int, facts: CaseFacts, plan: Plan, *, reason: str
     while True:  # a "revision" identical to the old plan is asked for again, under a new step name
         step = f"plan-v{version}" if attempt == 0 else f"plan-v{version}-again{attempt}"
         if reason == "rejected":
-            written = fill_form(case_id, step, version, role=role, form=PlanForm, now=now,
-                                subject=subject(facts, f"解决方案 v{plan.version} 被驳回，请与工程师重新制定方案（v{version}）"),
-                                content=f"驳回原因：{note or '—'}\n\n被驳回的方案 v{plan.version}（仅供对照，请勿照搬）：\n{plan.text}")
+            written = fill_form(
+                case_id,
+                step,
+                version,
+                role=role,
+                form=PlanForm,
+                now=now,
+                subject=subject(
+                    facts, f"解决方案 v{plan.version} 被驳回，请与工程师重新制定方案（v{version}）"
+                ),
+                content=f"驳回原因：{note or '—'}\n\n被驳回的方案 v{plan.version}（仅供对照，请勿照搬）：\n{plan.text}",
+            )
         else:
-            written = fill_form(case_id, step, version, role=role, form=PlanForm, now=now,
-                                subject=subject(facts, f"请修订解决方案（v{plan.version} → v{version}）"),
-                                content=f"修订原因：{note or '—'}\n\n当前方案 v{plan.version}：\n{plan.text}",
-                                prefill={"plan": plan.text})
+            written = fill_form(
+                case_id,
+                step,
+                version,
+                role=role,
+                form=PlanForm,
+                now=now,
+                subject=subject(facts, f"请修订解决方案（v{plan.version} → v{version}）"),
+                content=f"修订原因：{note or '—'}\n\n当前方案 v{plan.version}：\n{plan.text}",
+                prefill={"plan": plan.text},
+            )
         now = written.at
         new = revise_plan(plan, written.value.plan, reason, written.by, note)
         if new is not None:
-            record(case_id, "plan_revised", now, written.by,
-                   {"version": new.version, "reason": reason, "note": note, "parts": written.value.parts},
-                   key=f"plan-revised:v{new.version}")
+            record(
+                case_id,
+                "plan_revised",
+                now,
+                written.by,
+                {"version": new.version, "reason": reason, "note": note, "parts": written.value.parts},
+                key=f"plan-revised:v{new.version}",
+            )
             return new, now
         attempt += 1
         note = "修订内容与原方案相同，请修改方案 / the revision was identical to the plan"
 
 
-def customer_accepts_plan(case_id: int, facts: CaseFacts, plan: Plan, *, now: datetime,
-                          procedure: Procedure = "repair", revise: Reviser | None = None,
-                          pause: ClockKind | None = None) -> tuple[Plan, datetime]:
+def customer_accepts_plan(
+    case_id: int,
+    facts: CaseFacts,
+    plan: Plan,
+    *,
+    now: datetime,
+    procedure: Procedure = "repair",
+    revise: Reviser | None = None,
+    pause: ClockKind | None = None,
+) -> tuple[Plan, datetime]:
     """PROCEDURES.md §2 step 7: the written plan goes to the customer, who signs or objects. Each
     objection → plan v+1 by the lead, re-confirmed by the director, resent — until both sides have
     signed the same version. `pause`: the clock that stands still while the plan is with the
     customer (the repair's restore clock: that wait is the customer's, not the provider's)."""
     while True:
-        doc = issue(case_id, "solution_plan", "common/plan", _plan_context(plan), now, plan.author or "技术负责人",
-                    plan.version)
+        doc = issue(
+            case_id,
+            "solution_plan",
+            "common/plan",
+            _plan_context(plan),
+            now,
+            plan.author or "技术负责人",
+            plan.version,
+        )
         step = signature_step("solution_plan")
-        approval = ask_customer(case_id, step, plan.version, now=now, content=doc["sign_text"],
-                                subject=subject(facts, f"请确认解决方案 v{plan.version}"))
+        approval = ask_customer(
+            case_id,
+            step,
+            plan.version,
+            now=now,
+            content=doc["sign_text"],
+            subject=subject(facts, f"请确认解决方案 v{plan.version}"),
+        )
         if pause:
             clock(case_id, pause, ClockAction.PAUSE, now, f"解决方案 v{plan.version} 等待客户确认")
         decision = wait_for(approval, step, plan.version)
@@ -226,26 +395,56 @@ def customer_accepts_plan(case_id: int, facts: CaseFacts, plan: Plan, *, now: da
             clock(case_id, pause, ClockAction.RESUME, now, f"客户已答复解决方案 v{plan.version}")
         if decision.decision == DecisionKind.SIGNED:
             bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
-            record(case_id, "plan_signed", now, decision.by, {"version": plan.version}, key=f"plan-signed:v{plan.version}")
+            record(
+                case_id,
+                "plan_signed",
+                now,
+                decision.by,
+                {"version": plan.version},
+                key=f"plan-signed:v{plan.version}",
+            )
             return plan, now
-        record(case_id, "plan_objected", now, decision.by, {"version": plan.version, "comment": decision.comment},
-               key=f"plan-objected:v{plan.version}")
-        plan, now = (revise or lead_revises_plan)(case_id, facts, plan, reason="customer", note=decision.comment,
-                                                  now=now)
+        record(
+            case_id,
+            "plan_objected",
+            now,
+            decision.by,
+            {"version": plan.version, "comment": decision.comment},
+            key=f"plan-objected:v{plan.version}",
+        )
+        plan, now = (revise or lead_revises_plan)(
+            case_id, facts, plan, reason="customer", note=decision.comment, now=now
+        )
         plan, now = director_approves_plan(case_id, facts, plan, now=now, procedure=procedure, revise=revise)
 
 
-def five_minute_talk(case_id: int, facts: CaseFacts, *, now: datetime, problems: str | None = None,
-                     role: str = Role.ENGINEER) -> tuple[list[str], datetime]:
+def five_minute_talk(
+    case_id: int, facts: CaseFacts, *, now: datetime, problems: str | None = None, role: str = Role.ENGINEER
+) -> tuple[list[str], datetime]:
     """5分钟交流: each further problem found opens a new repair flow linked to this case.
     `problems` given (from a form already filled) → no separate form. Returns the new runs' ids."""
     if problems is None:
-        talk = fill_form(case_id, "five-minute-talk", 1, role=role, form=TalkForm, now=now,
-                         subject=subject(facts, "请填写5分钟交流记录"), content=facts.description)
+        talk = fill_form(
+            case_id,
+            "five-minute-talk",
+            1,
+            role=role,
+            form=TalkForm,
+            now=now,
+            subject=subject(facts, "请填写5分钟交流记录"),
+            content=facts.description,
+        )
         now = talk.at
         problems = talk.value.problems
     found = split_problems(problems)
-    record(case_id, "five_minute_talk", now, "engineer", {"problems": [p for _, p in found]}, key="five-minute-talk")
+    record(
+        case_id,
+        "five_minute_talk",
+        now,
+        "engineer",
+        {"problems": [p for _, p in found]},
+        key="five-minute-talk",
+    )
     runs = []
     for n, (severity, text) in enumerate(found, start=1):
         runs.append(start_linked_repair(case_id, facts, text, severity, n, now))
@@ -266,18 +465,34 @@ def split_problems(text: str) -> list[tuple[int, str]]:
     return found
 
 
-def start_linked_repair(case_id: int, facts: CaseFacts, description: str, severity: int, n: int,
-                        now: datetime) -> str:
+def start_linked_repair(
+    case_id: int, facts: CaseFacts, description: str, severity: int, n: int, now: datetime
+) -> str:
     """Start a new repair flow for a problem found in this case (the link is the parent case id)."""
-    request = RepairRequest(customer=facts.customer_code, site=facts.site, reported_by=facts.contact_name or "客户",
-                            channel="现场", description=description, severity=severity, reported_at=now,
-                            parent_case_id=case_id)
+    request = RepairRequest(
+        customer=facts.customer_code,
+        site=facts.site,
+        reported_by=facts.contact_name or "客户",
+        channel="现场",
+        description=description,
+        severity=severity,
+        reported_at=now,
+        parent_case_id=case_id,
+    )
     return start_repair_run(request, idempotency_key=f"{case_id}:talk:{n}")
 
 
-def service_report_signed(case_id: int, facts: CaseFacts, *, now: datetime, context: dict[str, Any],
-                          template: str = "repair/service_report", kind: str = "service_report",
-                          by: str = "服务工程师", role: str = Role.ENGINEER) -> tuple[int, datetime]:
+def service_report_signed(
+    case_id: int,
+    facts: CaseFacts,
+    *,
+    now: datetime,
+    context: dict[str, Any],
+    template: str = "repair/service_report",
+    kind: str = "service_report",
+    by: str = "服务工程师",
+    role: str = Role.ENGINEER,
+) -> tuple[int, datetime]:
     """PROCEDURES.md §2 step 12: the report is issued and the customer signs it (bound to its hash).
     An objection goes to the engineer, whose correction is issued as version v+1 and sent again."""
     version = 1
@@ -285,26 +500,60 @@ def service_report_signed(case_id: int, facts: CaseFacts, *, now: datetime, cont
     while True:
         doc = issue(case_id, kind, template, {**context, "corrections": corrections}, now, by, version)
         step = signature_step(kind)
-        approval = ask_customer(case_id, step, version, now=now, content=doc["sign_text"],
-                                subject=subject(facts, f"请签收{doc['title']}"))
+        approval = ask_customer(
+            case_id,
+            step,
+            version,
+            now=now,
+            content=doc["sign_text"],
+            subject=subject(facts, f"请签收{doc['title']}"),
+        )
         decision = wait_for(approval, step, version)
         now = decision.at
         if decision.decision == DecisionKind.SIGNED:
             bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
-            record(case_id, f"{kind}_signed", now, decision.by, {"report_id": doc["id"], "version": version},
-                   key=f"{kind}-signed")
+            record(
+                case_id,
+                f"{kind}_signed",
+                now,
+                decision.by,
+                {"report_id": doc["id"], "version": version},
+                key=f"{kind}-signed",
+            )
             return doc["id"], now
-        record(case_id, f"{kind}_objected", now, decision.by, {"version": version, "comment": decision.comment},
-               key=f"{kind}-objected:v{version}")
-        fix = fill_form(case_id, f"{dashed(kind)}-correction", version, role=role, form=CorrectionForm, now=now,
-                        subject=subject(facts, f"客户对{doc['title']}有异议，请更正"), content=decision.comment)
+        record(
+            case_id,
+            f"{kind}_objected",
+            now,
+            decision.by,
+            {"version": version, "comment": decision.comment},
+            key=f"{kind}-objected:v{version}",
+        )
+        fix = fill_form(
+            case_id,
+            f"{dashed(kind)}-correction",
+            version,
+            role=role,
+            form=CorrectionForm,
+            now=now,
+            subject=subject(facts, f"客户对{doc['title']}有异议，请更正"),
+            content=decision.comment,
+        )
         now = fix.at
         corrections = [*corrections, fix.value.correction]
         version += 1
 
 
-def parts_from_store(case_id: int, facts: CaseFacts, parts: str, by: str, now: datetime, *,
-                     step: str = "parts", role: str = Role.TECHNICAL_LEAD) -> tuple[str, datetime]:
+def parts_from_store(
+    case_id: int,
+    facts: CaseFacts,
+    parts: str,
+    by: str,
+    now: datetime,
+    *,
+    step: str = "parts",
+    role: str = Role.TECHNICAL_LEAD,
+) -> tuple[str, datetime]:
     """The plan's spare parts go to the store (tasks.parts.request_parts: each line one stock move, a
     shortage told urgently to the parts keeper and the director). A list the store cannot take (an
     unreadable line, a code it does not stock) issues nothing and goes back to the lead, told why,
@@ -316,18 +565,38 @@ def parts_from_store(case_id: int, facts: CaseFacts, parts: str, by: str, now: d
         if "error" not in issued:
             break
         attempt += 1
-        answer = fill_form(case_id, f"{step}-{attempt}", attempt, role=role, form=PartsForm, now=now,
-                           subject=subject(facts, "备件清单无法受理，请更正"),
-                           content=f"{issued['error']}\n\n原备件清单：{parts}")
+        answer = fill_form(
+            case_id,
+            f"{step}-{attempt}",
+            attempt,
+            role=role,
+            form=PartsForm,
+            now=now,
+            subject=subject(facts, "备件清单无法受理，请更正"),
+            content=f"{issued['error']}\n\n原备件清单：{parts}",
+        )
         now, parts, by = answer.at, answer.value.parts, answer.by
     return parts, now
 
 
 def sms_to_centre(case_id: int, *, now: datetime, procedure: Procedure = "repair") -> None:
     """§2 step 13: the engineer tells the service centre by SMS that the task is done."""
-    record(case_id, "sms_to_centre", now, "engineer", {}, key="done-sms",
-           tell=[Tell(template="repair/done_sms", key="done-sms", roles=[Role.DISPATCHER],
-                  context={"procedure": PROCEDURE_ZH[procedure]})])
+    record(
+        case_id,
+        "sms_to_centre",
+        now,
+        "engineer",
+        {},
+        key="done-sms",
+        tell=[
+            Tell(
+                template="repair/done_sms",
+                key="done-sms",
+                roles=[Role.DISPATCHER],
+                context={"procedure": PROCEDURE_ZH[procedure]},
+            )
+        ],
+    )
 
 
 def start_after_service_clocks(case_id: int, completed_at: datetime) -> None:
@@ -336,64 +605,144 @@ def start_after_service_clocks(case_id: int, completed_at: datetime) -> None:
     clock(case_id, ClockKind.WRITTEN_ACCOUNT, ClockAction.START, completed_at)
 
 
-def request_written_account(case_id: int, facts: CaseFacts, *, now: datetime, role: str = Role.ENGINEER,
-                            what: str = "书面说明") -> int:
+def request_written_account(
+    case_id: int, facts: CaseFacts, *, now: datetime, role: str = Role.ENGINEER, what: str = "书面说明"
+) -> int:
     """§2 step 16 / §3 step 9: ask for the written account (awaited later: it may take a week)."""
-    return ask_staff(case_id, "written-account", 1, role=role, kind="form", form=AccountForm, now=now,
-                     expires=ACCOUNT_LINK,
-                     subject=subject(facts, f"请在一周内提交{what}（含方案）"), content=facts.description)
+    return ask_staff(
+        case_id,
+        "written-account",
+        1,
+        role=role,
+        kind="form",
+        form=AccountForm,
+        now=now,
+        expires=ACCOUNT_LINK,
+        subject=subject(facts, f"请在一周内提交{what}（含方案）"),
+        content=facts.description,
+    )
 
 
-def written_account_received(case_id: int, approval_id: int, *, plan: Plan | None, now: datetime,
-                             kind: str = "written_account", template: str = "repair/written_account") -> tuple[int, datetime]:
+def written_account_received(
+    case_id: int,
+    approval_id: int,
+    *,
+    plan: Plan | None,
+    now: datetime,
+    kind: str = "written_account",
+    template: str = "repair/written_account",
+) -> tuple[int, datetime]:
     """Wait for the written account; store it as a report (`kind`, `template`) and stop its clock."""
     written = answer_of(AccountForm, wait_for(approval_id, "written-account", 1))
-    doc = issue(case_id, kind, template,
-                {"account": written.value.account, "engineer": written.by,
-                 "plan": plan.model_dump() if plan else None}, written.at, written.by)
+    doc = issue(
+        case_id,
+        kind,
+        template,
+        {
+            "account": written.value.account,
+            "engineer": written.by,
+            "plan": plan.model_dump() if plan else None,
+        },
+        written.at,
+        written.by,
+    )
     clock(case_id, ClockKind.WRITTEN_ACCOUNT, ClockAction.STOP, written.at)
     return doc["id"], max(now, written.at)
 
 
-def callback(case_id: int, facts: CaseFacts, *, completed_at: datetime,
-             role: str = Role.DISPATCHER) -> tuple[int, datetime]:
+def callback(
+    case_id: int, facts: CaseFacts, *, completed_at: datetime, role: str = Role.DISPATCHER
+) -> tuple[int, datetime]:
     """§2 step 14: the day after completion the centre calls the customer back and fills the callback
     form (客户回访表, scores 优/良/中/差); within 2 days; the coordinator is informed."""
     wait_until(case_id, completed_at + CALLBACK_AFTER, "callback-due")
     due = completed_at + CALLBACK_AFTER
-    answer = fill_form(case_id, "callback", 1, role=role, form=CallbackForm, now=due,
-                       subject=subject(facts, "请回访客户并填写客户回访表"), content=facts.description)
+    answer = fill_form(
+        case_id,
+        "callback",
+        1,
+        role=role,
+        form=CallbackForm,
+        now=due,
+        subject=subject(facts, "请回访客户并填写客户回访表"),
+        content=facts.description,
+    )
     form = answer.value
     scores = [{"key": k, "label": label, "value": getattr(form, k)} for k, label in CALLBACK_ITEMS.items()]
-    doc = issue(case_id, "callback_form", "common/callback_form",
-                {"callback": {**form.model_dump(), "by": answer.by, "at": answer.at}, "scores": scores},
-                answer.at, answer.by)
+    doc = issue(
+        case_id,
+        "callback_form",
+        "common/callback_form",
+        {"callback": {**form.model_dump(), "by": answer.by, "at": answer.at}, "scores": scores},
+        answer.at,
+        answer.by,
+    )
     outcome = clock(case_id, ClockKind.CALLBACK, ClockAction.STOP, answer.at)
-    record(case_id, "callback_done", answer.at, answer.by, {"scores": {s["key"]: s["value"] for s in scores},
-                                                           "clock": outcome, "report_id": doc["id"]}, key="callback",
-           tell=[Tell(template="repair/callback_done", key="callback-done", roles=[Role.COORDINATOR],
-                  context={"scores": scores, "comments": form.comments})])
+    record(
+        case_id,
+        "callback_done",
+        answer.at,
+        answer.by,
+        {"scores": {s["key"]: s["value"] for s in scores}, "clock": outcome, "report_id": doc["id"]},
+        key="callback",
+        tell=[
+            Tell(
+                template="repair/callback_done",
+                key="callback-done",
+                roles=[Role.COORDINATOR],
+                context={"scores": scores, "comments": form.comments},
+            )
+        ],
+    )
     return doc["id"], answer.at
 
 
-def final_approval(case_id: int, facts: CaseFacts, report_ids: list[int], *, now: datetime,
-                   role: str = Role.TECHNICAL_DIRECTOR, step: str = "final-approval") -> datetime:
+def final_approval(
+    case_id: int,
+    facts: CaseFacts,
+    report_ids: list[int],
+    *,
+    now: datetime,
+    role: str = Role.TECHNICAL_DIRECTOR,
+    step: str = "final-approval",
+) -> datetime:
     """§2 step 17: the centre sends report, callback form and account to the director; a return
     ("revise"/"rejected") is recorded and sent again as the next version once the centre has answered."""
     version = 1
     while True:
         content = report_bundle(report_ids)
-        approval = ask_staff(case_id, step, version, role=role, now=now, content=content,
-                             subject=subject(facts, "报告、回访表与书面说明待技术总监审批"))
+        approval = ask_staff(
+            case_id,
+            step,
+            version,
+            role=role,
+            now=now,
+            content=content,
+            subject=subject(facts, "报告、回访表与书面说明待技术总监审批"),
+        )
         decision = wait_for(approval, step, version)
         now = decision.at
         approved = decision.decision == DecisionKind.APPROVED
-        record(case_id, "final_approved" if approved else "final_returned", now, decision.by,
-               {"version": version, "comment": decision.comment}, key=f"{step}:v{version}")
+        record(
+            case_id,
+            "final_approved" if approved else "final_returned",
+            now,
+            decision.by,
+            {"version": version, "comment": decision.comment},
+            key=f"{step}:v{version}",
+        )
         if approved:
             return now
-        answer = fill_form(case_id, f"{step}-answer", version, role=Role.DISPATCHER, form=CorrectionForm, now=now,
-                           subject=subject(facts, "技术总监退回了报告，请补充"), content=decision.comment)
+        answer = fill_form(
+            case_id,
+            f"{step}-answer",
+            version,
+            role=Role.DISPATCHER,
+            form=CorrectionForm,
+            now=now,
+            subject=subject(facts, "技术总监退回了报告，请补充"),
+            content=decision.comment,
+        )
         now = answer.at
         version += 1
 
@@ -401,7 +750,15 @@ def final_approval(case_id: int, facts: CaseFacts, report_ids: list[int], *, now
 def archive(case_id: int, report_ids: list[int], *, now: datetime, procedure: Procedure = "repair") -> None:
     """Everything approved is archived; the case is closed."""
     set_report_status(report_ids, "archived", now)
-    record(case_id, "archived", now, "system", {"reports": report_ids}, key="archived", status=CaseStatus.ARCHIVED)
+    record(
+        case_id,
+        "archived",
+        now,
+        "system",
+        {"reports": report_ids},
+        key="archived",
+        status=CaseStatus.ARCHIVED,
+    )
 
 
 def _plan_context(plan: Plan) -> dict[str, Any]:

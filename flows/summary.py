@@ -24,8 +24,13 @@ from tasks.timers import current_time
 def month_end_step(now: datetime) -> dict[str, Any]:
     """Unreturned-report list, monthly summaries and quarterly analyses for the month before `now`."""
     result = month_end(now)
-    return {"month": result.month, "unreturned": result.unreturned, "monthly": result.monthly,
-            "quarterly": result.quarterly, "late": result.late}
+    return {
+        "month": result.month,
+        "unreturned": result.unreturned,
+        "monthly": result.monthly,
+        "quarterly": result.quarterly,
+        "late": result.late,
+    }
 
 
 @flow(name="month-end", retries=0, log_prints=True)

@@ -94,7 +94,9 @@ class Approval(SQLModel, table=True):
     content_hash: str = Field(max_length=64)
     form: dict[str, Any] = json_field(default_factory=dict, description="fields of a form (kind=form)")
     form_name: str | None = Field(
-        default=None, max_length=40, description="the form (models.forms registry) an answer is validated with"
+        default=None,
+        max_length=40,
+        description="the form (models.forms registry) an answer is validated with",
     )
     # Who may decide: any one of these people; the role is what the procedure asked for.
     approver_role: str | None = Field(default=None, max_length=40)

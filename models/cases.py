@@ -75,7 +75,9 @@ class CaseStatus(StrEnum):
         return self in ENDED_STATUSES
 
 
-ENDED_STATUSES = frozenset({CaseStatus.ARCHIVED, CaseStatus.HANDED_OVER, CaseStatus.CLOSED, CaseStatus.CANCELLED})
+ENDED_STATUSES = frozenset(
+    {CaseStatus.ARCHIVED, CaseStatus.HANDED_OVER, CaseStatus.CLOSED, CaseStatus.CANCELLED}
+)
 
 CASE_STATUS_ZH: dict[str, str] = {
     CaseStatus.PLANNED: "待约定日期",
@@ -153,7 +155,9 @@ class Case(SQLModel, table=True):
     parent_id: int | None = Field(default=None, foreign_key="case.id", index=True)
     period: str | None = Field(default=None, max_length=32)
     severity: int | None = Field(default=None, ge=1, le=4)
-    status: str = Field(default=CaseStatus.OPEN, max_length=32, index=True)  # a CaseStatus; move_to changes it
+    status: str = Field(
+        default=CaseStatus.OPEN, max_length=32, index=True
+    )  # a CaseStatus; move_to changes it
     title: str = Field(default="", max_length=200)
     description: str = Field(default="", sa_type=sa.Text)
     channel: str = Field(default="", max_length=16)

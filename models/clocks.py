@@ -48,7 +48,9 @@ class Clock(SQLModel, table=True):
     started_at: datetime = utc_field(nullable=False)
     # None: the policy sets no deadline for this severity (the clock still measures).
     due_at: datetime | None = utc_field()
-    provisional: bool = Field(default=False, description="deadline rests on a year without official calendar data")
+    provisional: bool = Field(
+        default=False, description="deadline rests on a year without official calendar data"
+    )
     basis: str = Field(default="", max_length=80, description="how the deadline was computed, e.g. 4 小时")
     # The clock's terms, fixed at its start: the hours it counts in ({"service_hours": "5x8",
     # "start": "09:00", "end": "18:00", "lunch": null, "calendar": "cn", "tz": "Asia/Shanghai"},
@@ -69,7 +71,9 @@ class Escalation(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("clock_id", "level", name="uq_escalation_clock_level"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    key: str = Field(max_length=120, unique=True, description="clock:<id>:L<level> / clock:<id>:breach / stale:<case>:<n>")
+    key: str = Field(
+        max_length=120, unique=True, description="clock:<id>:L<level> / clock:<id>:breach / stale:<case>:<n>"
+    )
     clock_id: int | None = Field(default=None, foreign_key="clock.id", index=True)
     case_id: int = Field(foreign_key="case.id", index=True)
     kind: str = Field(max_length=16, description="breach | ladder | stale")

@@ -48,7 +48,9 @@ class Contract(SQLModel, table=True):
     timezone: str = Field(default_factory=business_timezone, max_length=64)
     warranty_until: date | None = None
     fee: float = Field(default=0.0, sa_type=sa.Numeric(14, 2))
-    restore_tolerance_hours: float | None = Field(default=None, description="customer's tolerated window, accidents")
+    restore_tolerance_hours: float | None = Field(
+        default=None, description="customer's tolerated window, accidents"
+    )
     created_at: datetime = utc_field(nullable=False)
 
     def is_active(self, day: date) -> bool:

@@ -163,7 +163,9 @@ def ping(url: str | None = None) -> None:
         with get_engine(target).connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except Exception as exc:  # the driver's own errors differ per backend
-        raise DatabaseError(f"数据库无法连接 / database unreachable: {_safe(target)}: {_reason(exc)}") from exc
+        raise DatabaseError(
+            f"数据库无法连接 / database unreachable: {_safe(target)}: {_reason(exc)}"
+        ) from exc
 
 
 def migrate(url: str | None = None) -> None:
@@ -239,8 +241,12 @@ def _policy(deadline: float, what: str) -> Any:
 
     def warn(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        log.warning("database busy (%s): %s runs again (attempt %d)", _reason(exc) if isinstance(exc, Exception)
-                    else exc, what, state.attempt_number + 1)
+        log.warning(
+            "database busy (%s): %s runs again (attempt %d)",
+            _reason(exc) if isinstance(exc, Exception) else exc,
+            what,
+            state.attempt_number + 1,
+        )
 
     return dict(
         retry=tenacity.retry_if_exception(is_transient),
@@ -258,15 +264,22 @@ def _busy(exc: Exception, started: float) -> DatabaseBusy:
     )
 
 
-def run_retrying(work: Callable[[], T], *, kind: Literal["request", "step"] = "request",
-                 seconds: float | None = None, what: str = "the unit of work") -> T:
+def run_retrying(
+    work: Callable[[], T],
+    *,
+    kind: Literal["request", "step"] = "request",
+    seconds: float | None = None,
+    what: str = "the unit of work",
+) -> T:
     """Call `work()`; while it fails on a busy database, call it again (the whole of it) until the
     deadline — this unit's bound, or the enclosing unit's deadline when nested — then DatabaseBusy."""
     import tenacity
 
     started = time.monotonic()
     outer = _deadline.get()
-    deadline = outer if outer is not None else started + (seconds if seconds is not None else busy_bound(kind))
+    deadline = (
+        outer if outer is not None else started + (seconds if seconds is not None else busy_bound(kind))
+    )
     token = _deadline.set(deadline)
     try:
         for attempt in tenacity.Retrying(**_policy(deadline, what)):
@@ -281,8 +294,9 @@ def run_retrying(work: Callable[[], T], *, kind: Literal["request", "step"] = "r
     raise AssertionError("unreachable: tenacity either returns, or raises")  # pragma: no cover
 
 
-async def run_retrying_async(work: Callable[[], Awaitable[T]], *, seconds: float | None = None,
-                             what: str = "the request") -> T:
+async def run_retrying_async(
+    work: Callable[[], Awaitable[T]], *, seconds: float | None = None, what: str = "the request"
+) -> T:
     """`run_retrying` for async work (the web's middleware re-runs a whole request this way); the
     deadline is shared with the sync units the request runs in its thread pool."""
     import tenacity
@@ -333,8 +347,9 @@ def retrying(fn: Callable[P, T] | None = None, *, kind: Literal["request", "step
     return decorate(fn) if fn is not None else decorate
 
 
-def transaction(work: Callable[[Session], T], *, url: str | None = None,
-                kind: Literal["request", "step"] = "request") -> T:
+def transaction(
+    work: Callable[[Session], T], *, url: str | None = None, kind: Literal["request", "step"] = "request"
+) -> T:
     """`work(session)` in one transaction (`session_scope`), the whole of it re-run on a busy database."""
 
     def once() -> T:

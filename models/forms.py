@@ -139,6 +139,7 @@ def _workaround_time(value: datetime | None, info: ValidationInfo) -> datetime |
         raise ValueError(f"请同时填写「{WORKAROUND_TITLE}」")
     return value
 
+
 COMMENT_MAX = 2000  # the comment beside every decision (approve, reject, sign, object)
 SIGNER_MAX = 100
 
@@ -176,24 +177,34 @@ def form_name(model: type[BaseModel]) -> str:
 class PlanForm(BaseModel):
     """解决方案（修订） — the lead writes or revises the plan."""
 
-    plan: Text = Field(title="方案内容", description="措施、步骤、时间安排、所需工具；修订时写明改了什么", min_length=10)
-    parts: List = Field(default="", title="所需备件", description="硬件故障时填写：备件编码 x 数量，如 PSU-900W x1；无则留空")
+    plan: Text = Field(
+        title="方案内容", description="措施、步骤、时间安排、所需工具；修订时写明改了什么", min_length=10
+    )
+    parts: List = Field(
+        default="", title="所需备件", description="硬件故障时填写：备件编码 x 数量，如 PSU-900W x1；无则留空"
+    )
 
 
 @form("parts")
 class PartsForm(BaseModel):
     """备件清单（更正） — the store could not take the list as written; the lead corrects it."""
 
-    parts: List = Field(default="", title="所需备件",
-                        description="备件编码 x 数量，每行或用逗号分隔一项，如 PSU-900W x1；留空表示不需要备件")
+    parts: List = Field(
+        default="",
+        title="所需备件",
+        description="备件编码 x 数量，每行或用逗号分隔一项，如 PSU-900W x1；留空表示不需要备件",
+    )
 
 
 @form("five-minute-talk")
 class TalkForm(BaseModel):
     """5分钟交流 — other problems the customer mentions or the engineer sees."""
 
-    problems: Text = Field(default="", title="发现的其他问题",
-                           description="每行一个问题，可在行首写级别如 [2]；没有则留空。每个问题都会新建一张维修单")
+    problems: Text = Field(
+        default="",
+        title="发现的其他问题",
+        description="每行一个问题，可在行首写级别如 [2]；没有则留空。每个问题都会新建一张维修单",
+    )
 
 
 Score = Literal["优", "良", "中", "差"]
@@ -239,7 +250,9 @@ class CorrectionForm(BaseModel):
 class AccountForm(BaseModel):
     """书面说明 — the engineer's written account of the work, within a week."""
 
-    account: LongText = Field(title="书面说明", description="经过、所用方案、遇到的问题与处理、遗留事项", min_length=10)
+    account: LongText = Field(
+        title="书面说明", description="经过、所用方案、遇到的问题与处理、遗留事项", min_length=10
+    )
 
 
 # --- the repair flow's forms (flows.repair, PROCEDURES.md §2) ----------------------------------
@@ -249,15 +262,23 @@ class AccountForm(BaseModel):
 class DiagnosisForm(BaseModel):
     """远程诊断 — the technical lead calls the customer and logs in remotely."""
 
-    contacted_at: Happened = Field(title="首次联系客户时间", description=f"电话联系客户并确认故障的时间，如 {TIME_EXAMPLE}")
+    contacted_at: Happened = Field(
+        title="首次联系客户时间", description=f"电话联系客户并确认故障的时间，如 {TIME_EXAMPLE}"
+    )
     fault_confirmed: YesNo = Field(default=True, title="已与客户确认故障")
     result: Text = Field(title="诊断结论", min_length=2)
-    command_log: Log = Field(default="", title="远程操作命令记录", description="远程登录执行的命令与输出，随报告提交")
+    command_log: Log = Field(
+        default="", title="远程操作命令记录", description="远程登录执行的命令与输出，随报告提交"
+    )
     solved_remotely: YesNo = Field(default=False, title="已远程解决")
-    plan: Text = Field(default="", title="解决方案", description="未远程解决时填写：措施、步骤、时间安排（由技术总监审批）")
+    plan: Text = Field(
+        default="", title="解决方案", description="未远程解决时填写：措施、步骤、时间安排（由技术总监审批）"
+    )
     parts: List = Field(default="", title="所需备件", description="硬件故障：备件编码 x 数量，如 PSU-900W x1")
     workaround: Text = Field(default="", title=WORKAROUND_TITLE, description=WORKAROUND_HELP)
-    workaround_at: Happened | None = Field(default=None, title=WORKAROUND_AT_TITLE, description=WORKAROUND_AT_HELP)
+    workaround_at: Happened | None = Field(
+        default=None, title=WORKAROUND_AT_TITLE, description=WORKAROUND_AT_HELP
+    )
 
     _check_workaround_at = field_validator("workaround_at")(_workaround_time)
 
@@ -269,7 +290,9 @@ class VisitForm(BaseModel):
     visit_at: Planned = Field(title="预约上门时间", description=f"与客户约定的时间，如 {TIME_EXAMPLE}")
     coordinator_joins: YesNo = Field(default=False, title="项目总协调人随同前往")
     # not "备注": every form page ends with its own 备注 box (web/templates/approvals/page.html.j2)
-    note: Text = Field(default="", title="准备情况", description="可不填：如 已准备维修服务报告单、工具和备件")
+    note: Text = Field(
+        default="", title="准备情况", description="可不填：如 已准备维修服务报告单、工具和备件"
+    )
 
 
 @form("onsite")
@@ -281,14 +304,22 @@ class OnsiteForm(BaseModel):
     findings: Text = Field(title="现场再分析结论", min_length=2)
     revised_plan: Text = Field(default="", title="修订后的方案", description="方案需要修改时填写；不改则留空")
     workaround: Text = Field(default="", title=WORKAROUND_TITLE, description=WORKAROUND_HELP)
-    workaround_at: Happened | None = Field(default=None, title=WORKAROUND_AT_TITLE, description=WORKAROUND_AT_HELP)
+    workaround_at: Happened | None = Field(
+        default=None, title=WORKAROUND_AT_TITLE, description=WORKAROUND_AT_HELP
+    )
     # 001 §2.2.5.2: the fault re-confirmed with the customer on arrival; the customer then signs the
     # 技术服务申请 that states it (flows.repair)
-    fault_reconfirmed: YesNo = Field(default=True, title="已与客户再次确认故障现象",
-                                     description="到场后与客户再次确认故障；客户随后在《技术服务申请》上签字")
+    fault_reconfirmed: YesNo = Field(
+        default=True,
+        title="已与客户再次确认故障现象",
+        description="到场后与客户再次确认故障；客户随后在《技术服务申请》上签字",
+    )
     # 001 §2.2.5.4: an operation with data risk needs the customer's approval on a link first
-    risky_operations: Text = Field(default="", title="需客户批准的操作",
-                                   description="重启、重装系统或任何有数据风险的操作，逐项写明；填写后须客户在链接上批准才能实施；没有则留空")
+    risky_operations: Text = Field(
+        default="",
+        title="需客户批准的操作",
+        description="重启、重装系统或任何有数据风险的操作，逐项写明；填写后须客户在链接上批准才能实施；没有则留空",
+    )
 
     _check_workaround_at = field_validator("workaround_at")(_workaround_time)
 
@@ -297,8 +328,11 @@ class OnsiteForm(BaseModel):
 class RiskyRefusedForm(BaseModel):
     """客户未批准有数据风险的操作 — the technical lead decides how the repair goes on."""
 
-    instruction: Text = Field(title="技术负责人处理意见", min_length=2,
-                           description="客户未批准时如何继续：替代做法、先备份后再申请，或暂停维修")
+    instruction: Text = Field(
+        title="技术负责人处理意见",
+        min_length=2,
+        description="客户未批准时如何继续：替代做法、先备份后再申请，或暂停维修",
+    )
 
 
 @form("repair")
@@ -307,11 +341,16 @@ class RepairForm(BaseModel):
 
     completed: YesNo = Field(title="已按方案修复")
     work_done: Text = Field(title="维修内容", min_length=2)
-    anomaly: Text = Field(default="", title="异常情况", description="未能修复时说明现象，技术负责人将给予指导")
+    anomaly: Text = Field(
+        default="", title="异常情况", description="未能修复时说明现象，技术负责人将给予指导"
+    )
     repaired_at: Happened | None = Field(default=None, title="修复时间", description="不填为提交时间")
     maintenance: Text = Field(default="", title="预防性维护", description="对所修设备做的预防性维护")
-    problems: Text = Field(default="", title="5分钟交流发现的其他问题",
-                           description="每行一个，可写 [级别] 开头；每个问题都会新建维修单")
+    problems: Text = Field(
+        default="",
+        title="5分钟交流发现的其他问题",
+        description="每行一个，可写 [级别] 开头；每个问题都会新建维修单",
+    )
     restored_at: Happened | None = Field(default=None, title="业务恢复时间", description="不填为修复时间")
 
 
@@ -344,15 +383,23 @@ class AccidentPlanForm(BaseModel):
     """事故处理方案 — the emergency team's plan, one version per form."""
 
     measures: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] = Field(
-        min_length=1, title="处理措施", description="采取哪些措施恢复业务")
-    steps: Text = Field(min_length=1, title="实施步骤与时间", description="每行一步：操作 | 预计分钟数，如：切换备用控制器 | 30")
+        min_length=1, title="处理措施", description="采取哪些措施恢复业务"
+    )
+    steps: Text = Field(
+        min_length=1,
+        title="实施步骤与时间",
+        description="每行一步：操作 | 预计分钟数，如：切换备用控制器 | 30",
+    )
     expected_effect: List = Field(min_length=1, title="预期效果")
     fallback: List = Field(min_length=1, title="回退方案", description="方案失败时如何回退")
     executor: Line = Field(min_length=1, title="实施人")
     tools: List = Field(default="", title="所需工具", description="以逗号或顿号分隔")
-    spare_parts: List = Field(default="", title="所需备件",
-                              description="备件编码 x 数量，以逗号或顿号分隔，如 CTRL-5000 x1；方案批准后从备件库出库"
-                                          "（新版方案只写尚需出库的备件）；无则留空")
+    spare_parts: List = Field(
+        default="",
+        title="所需备件",
+        description="备件编码 x 数量，以逗号或顿号分隔，如 CTRL-5000 x1；方案批准后从备件库出库"
+        "（新版方案只写尚需出库的备件）；无则留空",
+    )
     needs_testing: YesNo = Field(default=False, title="需要先测试", description="勾选后由技术总监安排测试")
 
 
@@ -368,11 +415,16 @@ class PlanTestForm(BaseModel):
 class ExecutionForm(BaseModel):
     """方案实施结果 — restored, partly restored, or failed."""
 
-    result: ExecutionResult = Field(title="实施结果", description="restored = 已恢复，partial = 部分恢复，failed = 失败")
+    result: ExecutionResult = Field(
+        title="实施结果", description="restored = 已恢复，partial = 部分恢复，failed = 失败"
+    )
     note: Text = Field(default="", title="说明")
-    standby_needed: YesNo = Field(default=False, title="需要备机", description="无法按时恢复时以同档次备机替代")
-    parts_arrived_at: Happened | None = Field(default=None, title="备件到场时间",
-                                              description="方案从备件库领用了备件时填写；不填为提交时间")
+    standby_needed: YesNo = Field(
+        default=False, title="需要备机", description="无法按时恢复时以同档次备机替代"
+    )
+    parts_arrived_at: Happened | None = Field(
+        default=None, title="备件到场时间", description="方案从备件库领用了备件时填写；不填为提交时间"
+    )
 
 
 @form("accident-maintenance")
@@ -380,9 +432,15 @@ class AccidentMaintenanceForm(BaseModel):
     """事故后预防性维护 — what the team maintained once the service was restored (PROCEDURES.md §3 step 7)."""
 
     devices: Line = Field(min_length=1, title="维护的设备", description="设备名称或序列号，以逗号或顿号分隔")
-    maintenance: Text = Field(min_length=2, title="维护内容", description="检查、清洁、固件/配置调整等，逐项写明")
-    findings: Text = Field(default="", title="维护中发现的情况", description="没有则留空；需要处理的问题请在5分钟交流中写明")
-    done_at: Happened | None = Field(default=None, title="维护完成时间", description=f"如 {TIME_EXAMPLE}；不填为提交时间")
+    maintenance: Text = Field(
+        min_length=2, title="维护内容", description="检查、清洁、固件/配置调整等，逐项写明"
+    )
+    findings: Text = Field(
+        default="", title="维护中发现的情况", description="没有则留空；需要处理的问题请在5分钟交流中写明"
+    )
+    done_at: Happened | None = Field(
+        default=None, title="维护完成时间", description=f"如 {TIME_EXAMPLE}；不填为提交时间"
+    )
 
 
 @form("review")
@@ -404,8 +462,14 @@ ClockTime = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1
 class DateForm(BaseModel):
     """巡检日期确认 — the customer confirms the proposed day, proposes another, or cancels."""
 
-    action: Literal["确认", "改期", "取消"] = Field(title="操作", description="确认建议日期 / 改到另一天 / 取消本次巡检")
-    day: Day = Field(default="", title="新的巡检日期", description="改期时填写，如 2026-10-20（须为工作日，且留出 3 个工作日通知期）")
+    action: Literal["确认", "改期", "取消"] = Field(
+        title="操作", description="确认建议日期 / 改到另一天 / 取消本次巡检"
+    )
+    day: Day = Field(
+        default="",
+        title="新的巡检日期",
+        description="改期时填写，如 2026-10-20（须为工作日，且留出 3 个工作日通知期）",
+    )
     start: ClockTime = Field(default="09:30", title="开始时间", description="如 09:30")
     reason: List = Field(default="", title="原因", description="改期或取消的原因")
 
@@ -414,8 +478,11 @@ class DateForm(BaseModel):
 class ProposalForm(BaseModel):
     """巡检日期建议 — the dispatcher agrees a day with the customer by phone and proposes it."""
 
-    day: Day = Field(default="", title="建议巡检日期",
-                     description="电话与客户商定的日期，如 2026-10-20（须为工作日，且留出 3 个工作日通知期）；留空即采用系统建议的日期")
+    day: Day = Field(
+        default="",
+        title="建议巡检日期",
+        description="电话与客户商定的日期，如 2026-10-20（须为工作日，且留出 3 个工作日通知期）；留空即采用系统建议的日期",
+    )
     start: ClockTime = Field(default="09:30", title="开始时间", description="如 09:30")
     note: List = Field(default="", title="沟通情况", description="与客户电话沟通的要点，可不填")
 
@@ -458,7 +525,9 @@ def _reason(err: Any) -> str:
     if kind == "string_too_short":
         return "必填" if ctx.get("min_length") == 1 else f"至少 {ctx.get('min_length')} 个字"
     if kind == "literal_error":
-        return "只能选择：" + str(ctx.get("expected", "")).replace("'", "").replace(" or ", "、").replace(", ", "、")
+        return "只能选择：" + str(ctx.get("expected", "")).replace("'", "").replace(" or ", "、").replace(
+            ", ", "、"
+        )
     if kind in ("bool_type", "bool_parsing"):
         return "请选择“是”或“否”"
     if kind.startswith(("datetime", "date")):
@@ -483,8 +552,9 @@ def explain(exc: ValidationError, model: type[BaseModel]) -> AnswerError:
     return AnswerError(errors, labels_of(model))
 
 
-def validate_answer(model: type[F], values: dict[str, Any], *, now: datetime,
-                    not_before: datetime | None = None) -> F:
+def validate_answer(
+    model: type[F], values: dict[str, Any], *, now: datetime, not_before: datetime | None = None
+) -> F:
     """The person's values as the form, or AnswerError naming each refused field.
 
     An empty text counts as "not filled in" (the form's default, or refused when required);
@@ -543,8 +613,13 @@ def form_spec(model: type[BaseModel]) -> dict[str, Any]:
             label += f"（如 {TIME_EXAMPLE}，北京时间）"
         elif kind == "textarea" and name in SHORT_TEXT:
             kind = "text"
-        spec: dict[str, Any] = {"name": name, "label": label, "type": "text" if kind == "datetime" else kind,
-                                "required": field.is_required(), "help": field.description or ""}
+        spec: dict[str, Any] = {
+            "name": name,
+            "label": label,
+            "type": "text" if kind == "datetime" else kind,
+            "required": field.is_required(),
+            "help": field.description or "",
+        }
         if options:
             spec["options"] = options
         limit = _max_length(field)

@@ -36,7 +36,9 @@ class ChecklistItem(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("device_class", "code", name="uq_checklist_item"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    device_class: str = Field(max_length=40, index=True, description="server / storage / network / ... or 'common'")
+    device_class: str = Field(
+        max_length=40, index=True, description="server / storage / network / ... or 'common'"
+    )
     code: str = Field(max_length=40)
     label: str = Field(max_length=200)
     position: int = Field(default=0)
@@ -61,7 +63,9 @@ class ChecklistResult(SQLModel, table=True):
     fixed_on_site: bool = Field(default=False)
     severity: int | None = Field(default=None, ge=1, le=4)
     repair_case_id: int | None = Field(default=None, foreign_key="case.id")
-    repair_run_id: str | None = Field(default=None, max_length=64, description="the repair flow run started for it")
+    repair_run_id: str | None = Field(
+        default=None, max_length=64, description="the repair flow run started for it"
+    )
     recorded_at: datetime = utc_field(nullable=False)
 
 
@@ -119,10 +123,17 @@ class ServiceSummary(SQLModel, table=True):
 
 def open_problems(session: Session, case_id: int) -> list[ChecklistResult]:
     """The checklist rows of an inspection that became repairs (every version)."""
-    return list(session.exec(select(ChecklistResult).where(
-        ChecklistResult.case_id == case_id, ChecklistResult.result == str(ItemResult.ABNORMAL),
-        ChecklistResult.fixed_on_site == False)  # noqa: E712
-        .order_by(col(ChecklistResult.id))).all())
+    return list(
+        session.exec(
+            select(ChecklistResult)
+            .where(
+                ChecklistResult.case_id == case_id,
+                ChecklistResult.result == str(ItemResult.ABNORMAL),
+                ChecklistResult.fixed_on_site == False,  # noqa: E712
+            )  # noqa: E712
+            .order_by(col(ChecklistResult.id))
+        ).all()
+    )
 
 
 def all_fed_back(session: Session, case_id: int) -> bool:

@@ -48,7 +48,9 @@ def renew(session: Session, name: str, holder: str, now: datetime, ttl: timedelt
     """Extend `holder`'s lease; False when it is no longer `holder`'s (another took it over)."""
     table = Lease.__table__  # type: ignore[attr-defined]
     renewed = session.execute(
-        sa.update(table).where(table.c.name == name, table.c.holder == holder).values(expires_at=now + ttl)
+        sa.update(table)
+        .where(table.c.name == name, table.c.holder == holder)
+        .values(expires_at=now + ttl)
         .returning(table.c.name)
     )
     return renewed.first() is not None

@@ -63,7 +63,9 @@ class Site(SQLModel, table=True):
     service_point: str = Field(default="", max_length=100)
     distance_km: float = Field(default=0.0, ge=0)
     same_city: bool = Field(default=True)
-    room_rules: str = Field(default="", max_length=400, description="machine-room rules: shoe covers, anti-static mat")
+    room_rules: str = Field(
+        default="", max_length=400, description="machine-room rules: shoe covers, anti-static mat"
+    )
 
 
 class Contact(SQLModel, table=True):

@@ -62,7 +62,9 @@ class Report(SQLModel, table=True):
     content_hash: str = Field(default="", max_length=64)
     # The facts the report was rendered from, so it can be re-rendered or checked.
     data: dict[str, Any] = json_field(default_factory=dict)
-    status: str = Field(default="issued", max_length=16, description="issued / superseded / approved / archived")
+    status: str = Field(
+        default="issued", max_length=16, description="issued / superseded / approved / archived"
+    )
     issued_by: str = Field(default="", max_length=100)
     issued_at: datetime = utc_field(nullable=False)
     edited_at: datetime | None = utc_field()

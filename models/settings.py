@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AFTERCARE_", env_file=".env", extra="ignore")
 
-    home: Path = Field(default=Path("var"), description="where the SQLite file, secret key and Prefect home live")
+    home: Path = Field(
+        default=Path("var"), description="where the SQLite file, secret key and Prefect home live"
+    )
     database_url: str = Field(default="", description="SQLAlchemy URL; default: SQLite file under home")
     prefect_api_url: str = Field(
         default="",
@@ -77,8 +79,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "stuck_run_seconds", "runner_poll_seconds", "busy_retry_seconds", "busy_retry_step_seconds", "cold_start",
-        "warm_idle_seconds", mode="before",
+        "stuck_run_seconds",
+        "runner_poll_seconds",
+        "busy_retry_seconds",
+        "busy_retry_step_seconds",
+        "cold_start",
+        "warm_idle_seconds",
+        mode="before",
     )
     @classmethod
     def _empty_is_default(cls, value: Any, info: ValidationInfo) -> Any:
@@ -145,7 +152,9 @@ def open_private(path: Path, mode: str = "a", encoding: str | None = "utf-8") ->
     """Open `path` for appending (created 0600 if new; an existing file is narrowed to 0600)."""
     binary = "b" in mode
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
-    with contextlib.suppress(PermissionError):  # whatever the umask; narrows a file an older version made 0644
+    with contextlib.suppress(
+        PermissionError
+    ):  # whatever the umask; narrows a file an older version made 0644
         os.fchmod(fd, PRIVATE_FILE)
     return os.fdopen(fd, "ab" if binary else "a", encoding=None if binary else encoding)
 

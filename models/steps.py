@@ -24,7 +24,11 @@ class StepRecord(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("flow_run_id", "key", name="uq_step_record_run_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    flow_run_id: str = Field(max_length=64, description="the Prefect flow run whose replay this step belongs to")
-    key: str = Field(max_length=300, description="step name, its own key (step/version/attempt) and occurrence")
+    flow_run_id: str = Field(
+        max_length=64, description="the Prefect flow run whose replay this step belongs to"
+    )
+    key: str = Field(
+        max_length=300, description="step name, its own key (step/version/attempt) and occurrence"
+    )
     result_json: str = Field(default="", sa_type=sa.Text)
     created_at: datetime = utc_field(nullable=False)

@@ -33,7 +33,9 @@ class AccidentPlan(BaseModel):
     executor: str = Field(min_length=1, max_length=200, title="实施人")
     tools: list[str] = Field(default_factory=list, title="所需工具")
     spare_parts: list[str] = Field(default_factory=list, title="所需备件")
-    needs_testing: bool = Field(default=False, title="是否需要测试", description="方案需先测试时由技术总监安排")
+    needs_testing: bool = Field(
+        default=False, title="是否需要测试", description="方案需先测试时由技术总监安排"
+    )
 
     @field_validator("measures", "expected_effect", "fallback", "executor")
     @classmethod
@@ -133,9 +135,16 @@ def plan_from_form(data: dict) -> AccidentPlan:
         try:
             steps.append({"action": action.strip(), "minutes": int(minutes.strip())})
         except ValueError:
-            raise PlanError(f"实施步骤第 {n} 行须写成“操作 | 分钟数” / step {n}: 'action | minutes'") from None
+            raise PlanError(
+                f"实施步骤第 {n} 行须写成“操作 | 分钟数” / step {n}: 'action | minutes'"
+            ) from None
     tools = data.get("tools", "")
     parts = data.get("spare_parts", "")
-    return parse_plan({**data, "steps": steps,
-                       "tools": _split_list(tools) if isinstance(tools, str) else tools,
-                       "spare_parts": _split_list(parts) if isinstance(parts, str) else parts})
+    return parse_plan(
+        {
+            **data,
+            "steps": steps,
+            "tools": _split_list(tools) if isinstance(tools, str) else tools,
+            "spare_parts": _split_list(parts) if isinstance(parts, str) else parts,
+        }
+    )

@@ -55,7 +55,9 @@ class Calendar:
         if not isinstance(self.overrides, MappingProxyType):
             object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
         if self.day_start >= self.day_end:
-            raise CalendarError(f"工作时间无效 / working hours {self.day_start}–{self.day_end}: start must be before end")
+            raise CalendarError(
+                f"工作时间无效 / working hours {self.day_start}–{self.day_end}: start must be before end"
+            )
         if self.lunch is not None:
             a, b = self.lunch
             if not (self.day_start <= a < b <= self.day_end):
@@ -155,7 +157,9 @@ def add_working_days(start: date, n: int, calendar: Calendar | None = None) -> d
         day += step
         searched += 1
         if searched > _MAX_DAYS + abs(n) * 7:
-            raise CalendarError(f"日历中找不到工作日 / no working day found near {start}: check the calendar overrides")
+            raise CalendarError(
+                f"日历中找不到工作日 / no working day found near {start}: check the calendar overrides"
+            )
         if is_working_day(day, calendar):
             remaining -= 1
     return day
@@ -233,7 +237,9 @@ def add_working_time(start: datetime, delta: timedelta, calendar: Calendar | Non
                     return (s + remaining).astimezone(UTC)
                 remaining -= available
         day += timedelta(days=1)
-    raise CalendarError(f"日历中找不到工作时间 / no working time found after {start}: check the calendar overrides")
+    raise CalendarError(
+        f"日历中找不到工作时间 / no working time found after {start}: check the calendar overrides"
+    )
 
 
 def working_time_between(a: datetime, b: datetime, calendar: Calendar | None = None) -> timedelta:

@@ -72,7 +72,11 @@ def due_steps(
 
 
 def next_check(
-    *, due_at: datetime | None, ladder: Sequence[tuple[int, datetime]], done_levels: Iterable[int], running: bool
+    *,
+    due_at: datetime | None,
+    ladder: Sequence[tuple[int, datetime]],
+    done_levels: Iterable[int],
+    running: bool,
 ) -> datetime | None:
     """The next moment the keeper must look at the clock; None when nothing is left to fire."""
     if not running:

@@ -63,7 +63,9 @@ def _month_end(year: int, month: int) -> date:
     return date(ny, nm, 1) - timedelta(days=1)
 
 
-def period_containing(day: date, frequency: str, *, every_months: int = 1, anchor: date | None = None) -> Period:
+def period_containing(
+    day: date, frequency: str, *, every_months: int = 1, anchor: date | None = None
+) -> Period:
     """The period of `frequency` that contains `day`."""
     if frequency == MONTHLY or (frequency == CUSTOM and every_months == 1):
         return Period(f"{day.year}-{day.month:02d}", day.replace(day=1), _month_end(day.year, day.month))
@@ -75,7 +77,9 @@ def period_containing(day: date, frequency: str, *, every_months: int = 1, ancho
         if every_months < 1:
             raise PlanningError(f"巡检间隔月数必须 ≥ 1 / every_months must be ≥ 1, got {every_months}")
         if anchor is None:
-            raise PlanningError("自定义巡检周期需要合同开始日期 / a custom frequency needs the contract's start")
+            raise PlanningError(
+                "自定义巡检周期需要合同开始日期 / a custom frequency needs the contract's start"
+            )
         offset = (day.year * 12 + day.month) - (anchor.year * 12 + anchor.month)
         k = offset // every_months
         y, m = _add_months(anchor.year, anchor.month, k * every_months)
@@ -97,7 +101,9 @@ def due_periods(
     if frequency == NONE:
         return []
     if contract_end < contract_start:
-        raise PlanningError(f"合同结束日 {contract_end} 早于开始日 {contract_start} / contract ends before it starts")
+        raise PlanningError(
+            f"合同结束日 {contract_end} 早于开始日 {contract_start} / contract ends before it starts"
+        )
     found: list[DuePeriod] = []
     # The period containing today, and the next one when the lead reaches into it.
     for probe in (today, today + timedelta(days=lead_days)) if lead_days else (today,):
@@ -125,7 +131,13 @@ def is_extra(label: str) -> bool:
 
 
 def periods_between(
-    first: date, last: date, *, frequency: str, contract_start: date, contract_end: date, every_months: int = 1
+    first: date,
+    last: date,
+    *,
+    frequency: str,
+    contract_start: date,
+    contract_end: date,
+    every_months: int = 1,
 ) -> list[Period]:
     """Every regular period the contract covers between two days (plan vs done in the summary)."""
     out: list[Period] = []
@@ -164,7 +176,9 @@ def proposed_day(calendar: Any, *, planned_on: date, window_start: date, window_
     return _add_wd(calendar, base, PROPOSAL_WORKING_DAYS)
 
 
-def visit_dates(calendar: Any, visit_day: date, *, notice_working_days: int = NOTICE_WORKING_DAYS) -> VisitDates:
+def visit_dates(
+    calendar: Any, visit_day: date, *, notice_working_days: int = NOTICE_WORKING_DAYS
+) -> VisitDates:
     """Notice 3 working days before the visit; re-confirmation 2 calendar days before."""
     return VisitDates(
         visit_day=visit_day,
@@ -173,7 +187,9 @@ def visit_dates(calendar: Any, visit_day: date, *, notice_working_days: int = NO
     )
 
 
-def check_visit_day(calendar: Any, visit_day: date, *, today: date, notice_working_days: int = NOTICE_WORKING_DAYS) -> None:
+def check_visit_day(
+    calendar: Any, visit_day: date, *, today: date, notice_working_days: int = NOTICE_WORKING_DAYS
+) -> None:
     """A date the customer picks must be a working day and leave room for the notice."""
     if not _is_wd(calendar, visit_day):
         raise PlanningError(f"{visit_day} 不是工作日，请选择工作日 / not a working day")

@@ -98,7 +98,9 @@ def _minutes(c: ClockFact) -> float | None:
 def clock_figures(clocks: list[ClockFact]) -> list[ClockFigure]:
     """Per clock kind: how many, met, breached, compliance, mean and max duration (minutes)."""
     out: list[ClockFigure] = []
-    for kind in sorted({c.kind for c in clocks}, key=lambda k: list(CLOCK_ZH).index(k) if k in CLOCK_ZH else 99):
+    for kind in sorted(
+        {c.kind for c in clocks}, key=lambda k: list(CLOCK_ZH).index(k) if k in CLOCK_ZH else 99
+    ):
         these = [c for c in clocks if c.kind == kind]
         breached = sum(1 for c in these if c.breached)
         met = sum(1 for c in these if not c.breached and c.stopped_at is not None)
@@ -120,7 +122,9 @@ def clock_figures(clocks: list[ClockFact]) -> list[ClockFigure]:
 
 def mttr_hours(faults: list[FaultFact]) -> tuple[float | None, int]:
     """Mean time to restore (report → restored), hours, over the faults restored; and how many."""
-    spans = [(f.restored_at - f.reported_at).total_seconds() / 3600 for f in faults if f.restored_at is not None]
+    spans = [
+        (f.restored_at - f.reported_at).total_seconds() / 3600 for f in faults if f.restored_at is not None
+    ]
     return (round(mean(spans), 2) if spans else None), len(spans)
 
 

@@ -45,7 +45,9 @@ def validate_plan_text(text: str) -> str:
     if not cleaned:
         raise PlanError("方案内容为空 / the plan is empty")
     if len(cleaned) < MIN_PLAN_CHARS:
-        raise PlanError(f"方案过短（至少 {MIN_PLAN_CHARS} 个字） / the plan is too short (at least {MIN_PLAN_CHARS} characters)")
+        raise PlanError(
+            f"方案过短（至少 {MIN_PLAN_CHARS} 个字） / the plan is too short (at least {MIN_PLAN_CHARS} characters)"
+        )
     if len(cleaned) > MAX_PLAN_CHARS:
         raise PlanError(f"方案过长（最多 {MAX_PLAN_CHARS} 个字） / the plan is too long")
     return cleaned

@@ -93,7 +93,9 @@ def severity_label(scheme: str, level: int) -> str:
     try:
         return SEVERITY_LEVELS_ZH[str(scheme)][int(level)][0]
     except (KeyError, ValueError) as exc:
-        raise PolicyError(f"未知的故障级别 / unknown severity {level!r} in scheme {scheme!r}: use 1–4") from exc
+        raise PolicyError(
+            f"未知的故障级别 / unknown severity {level!r} in scheme {scheme!r}: use 1–4"
+        ) from exc
 
 
 def severity_text(scheme: str | None, level: int | None) -> str:
@@ -217,7 +219,9 @@ def merge_policy(
     for key, value in (overrides or {}).items():
         if key in ("clocks",):
             if not isinstance(value, Mapping):
-                raise PolicyError("SLA 策略的 clocks 必须是字典 / 'clocks' must be a mapping of clock -> rule")
+                raise PolicyError(
+                    "SLA 策略的 clocks 必须是字典 / 'clocks' must be a mapping of clock -> rule"
+                )
             for clock, rule in value.items():
                 data["clocks"][clock] = copy.deepcopy(rule)  # a clock's rule is replaced as a whole
         elif isinstance(value, Mapping) and isinstance(data.get(key), dict):
@@ -240,15 +244,21 @@ def policy_for(contract: Any | None) -> SlaPolicy:
 
 def validate_policy(policy: SlaPolicy) -> None:
     if policy.service_hours not in ("7x24", "5x8"):
-        raise PolicyError(f"服务时间只能是 7x24 或 5x8 / service hours must be 7x24 or 5x8, got {policy.service_hours!r}")
+        raise PolicyError(
+            f"服务时间只能是 7x24 或 5x8 / service hours must be 7x24 or 5x8, got {policy.service_hours!r}"
+        )
     policy.calendar()  # checks working hours
     for clock, rule in policy.data["clocks"].items():
         if not isinstance(rule, Mapping):
-            raise PolicyError(f"时钟 {clock} 的规则必须是字典 / the rule of clock {clock!r} must be a mapping")
+            raise PolicyError(
+                f"时钟 {clock} 的规则必须是字典 / the rule of clock {clock!r} must be a mapping"
+            )
         if "bands" in rule:
             for band in rule["bands"]:
                 if "hours" not in band or not ("same_city" in band or "max_km" in band):
-                    raise PolicyError(f"到场距离档位缺少 hours/max_km / arrival band {band!r} needs hours and max_km or same_city")
+                    raise PolicyError(
+                        f"到场距离档位缺少 hours/max_km / arrival band {band!r} needs hours and max_km or same_city"
+                    )
             continue
         units = [u for u in UNITS if u in rule]
         if len(units) != 1:
@@ -258,13 +268,19 @@ def validate_policy(policy: SlaPolicy) -> None:
         value = rule[units[0]]
         values = value if isinstance(value, list) else [value]
         if isinstance(value, list) and len(value) != 4:
-            raise PolicyError(f"时钟 {clock} 需要 4 个级别的值 / clock {clock!r}: give one value or four (severity 1–4)")
+            raise PolicyError(
+                f"时钟 {clock} 需要 4 个级别的值 / clock {clock!r}: give one value or four (severity 1–4)"
+            )
         for v in values:
             if v is not None and (not isinstance(v, int | float) or v < 0):
-                raise PolicyError(f"时钟 {clock} 的时长无效 / clock {clock!r}: {v!r} is not a non-negative number")
+                raise PolicyError(
+                    f"时钟 {clock} 的时长无效 / clock {clock!r}: {v!r} is not a non-negative number"
+                )
     for step in policy.escalation.get("ladder", []):
         if "level" not in step or not any(u in step for u in UNITS):
-            raise PolicyError(f"升级梯级无效 / escalation step {step!r} needs a level and one of {', '.join(UNITS)}")
+            raise PolicyError(
+                f"升级梯级无效 / escalation step {step!r} needs a level and one of {', '.join(UNITS)}"
+            )
 
 
 # ---------------------------------------------------------------- deadlines
@@ -320,7 +336,9 @@ def span_for(policy: SlaPolicy, clock: str, severity: int, *, site: Any | None =
     _check_severity(severity)
     if "bands" in rule:
         if site is None:
-            raise PolicyError("到场时限按机房距离计算，需要机房信息 / the arrival clock needs the site (its distance)")
+            raise PolicyError(
+                "到场时限按机房距离计算，需要机房信息 / the arrival clock needs the site (its distance)"
+            )
         for band in rule["bands"]:
             if band.get("same_city") and getattr(site, "same_city", False):
                 return Span("hours", float(band["hours"]))
@@ -385,10 +403,18 @@ def deadline(
     except CalendarError as exc:
         raise PolicyError(str(exc)) from exc
     # Pure wall-clock spans (7x24 minutes/hours, calendar days) do not depend on the calendar.
-    uses_calendar = span.unit == "working_days" or (span.unit in ("minutes", "hours") and not cal.round_the_clock)
+    uses_calendar = span.unit == "working_days" or (
+        span.unit in ("minutes", "hours") and not cal.round_the_clock
+    )
     provisional = uses_calendar and provisional_between(started_at, at, cal)
-    return Deadline(at=at, clock=str(clock), severity=severity, provisional=provisional,
-                    basis=span.describe(pol.service_hours), uses_calendar=uses_calendar)
+    return Deadline(
+        at=at,
+        clock=str(clock),
+        severity=severity,
+        provisional=provisional,
+        basis=span.describe(pol.service_hours),
+        uses_calendar=uses_calendar,
+    )
 
 
 @dataclass(frozen=True)
@@ -401,7 +427,9 @@ class LadderStep:
     uses_calendar: bool  # as Deadline.uses_calendar
 
 
-def ladder_steps(policy: SlaPolicy, clock: str, started_at: datetime, calendar: Calendar | None = None) -> list[LadderStep]:
+def ladder_steps(
+    policy: SlaPolicy, clock: str, started_at: datetime, calendar: Calendar | None = None
+) -> list[LadderStep]:
     """The escalation ladder of a clock, levels in ascending order and never earlier than a lower
     level; empty for clocks without one."""
     esc = policy.escalation
@@ -425,7 +453,9 @@ def ladder_steps(policy: SlaPolicy, clock: str, started_at: datetime, calendar: 
     return steps
 
 
-def ladder(policy: SlaPolicy, clock: str, started_at: datetime, calendar: Calendar | None = None) -> list[tuple[int, datetime, bool]]:
+def ladder(
+    policy: SlaPolicy, clock: str, started_at: datetime, calendar: Calendar | None = None
+) -> list[tuple[int, datetime, bool]]:
     """The escalation ladder of a clock: (level, when, provisional) per level (see `ladder_steps`)."""
     return [(s.level, s.at, s.provisional) for s in ladder_steps(policy, clock, started_at, calendar)]
 
@@ -475,7 +505,10 @@ def shift_after_pause(
 
 
 def figure_from_events(
-    events: Sequence[tuple[str, datetime, Mapping[str, Any]]], calendar: Calendar, *, as_of: datetime | None = None
+    events: Sequence[tuple[str, datetime, Mapping[str, Any]]],
+    calendar: Calendar,
+    *,
+    as_of: datetime | None = None,
 ) -> dict[str, Any]:
     """A clock's figure from its events alone (kind, at, data), oldest first: what a report shows.
 

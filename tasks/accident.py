@@ -43,7 +43,12 @@ ACTIVE = (CaseStatus.OPEN, CaseStatus.HANDLING)
 # Stages in which the accident has a working plan: the keeper does not call the vendor for lack of one.
 WORKING_PLAN_STAGES = ("customer", "executing")
 SEVERITY_ZH = {1: "一级（特大）", 2: "二级（重大）", 3: "三级（严重）", 4: "四级（一般）"}
-FOUND_BY_ZH = {"customer": "客户发现", "service_centre": "服务中心发现", "inspection": "巡检发现", "repair": "维修中发现"}
+FOUND_BY_ZH = {
+    "customer": "客户发现",
+    "service_centre": "服务中心发现",
+    "inspection": "巡检发现",
+    "repair": "维修中发现",
+}
 STAGE_ZH = {
     "team": "组建紧急抢修小组",
     "plan": "编写事故处理方案",
@@ -189,8 +194,16 @@ def case_context(session: Session, case: Case) -> dict[str, Any]:
     }
 
 
-def _queue(session: Session, case: Case, recipients: Sequence[Any], template: str, key: str, now: datetime,
-           urgent: bool | None = None, **context: Any) -> None:
+def _queue(
+    session: Session,
+    case: Case,
+    recipients: Sequence[Any],
+    template: str,
+    key: str,
+    now: datetime,
+    urgent: bool | None = None,
+    **context: Any,
+) -> None:
     if not recipients:
         return
     queue(
@@ -217,31 +230,68 @@ def _staff_named(session: Session, names: Sequence[str]) -> list[Staff]:
 
 # --- step 1: open the case -------------------------------------------------------------------
 
+
 class AccidentRequest(RepairRequest):
     """事故报告单 — the `accident` deployment's form; by hand-over only `parent_case_id` is needed."""
 
     model_config = ConfigDict(title="事故处理 / accident")
 
     customer: str | None = Field(  # type: ignore[assignment]
-        default=None, title="客户", description="客户名称或客户编码，如 BJYH；由维修单转入时可不填", max_length=100)
+        default=None,
+        title="客户",
+        description="客户名称或客户编码，如 BJYH；由维修单转入时可不填",
+        max_length=100,
+    )
     reported_by: str | None = Field(  # type: ignore[assignment]
-        default=None, title="报告人", description="发现事故的人员姓名与电话；由维修单转入时可不填", max_length=100)
+        default=None,
+        title="报告人",
+        description="发现事故的人员姓名与电话；由维修单转入时可不填",
+        max_length=100,
+    )
     description: str | None = Field(  # type: ignore[assignment]
-        default=None, title="事故描述", description="现象、受影响的业务、开始时间；由维修单转入时可不填", max_length=4000)
+        default=None,
+        title="事故描述",
+        description="现象、受影响的业务、开始时间；由维修单转入时可不填",
+        max_length=4000,
+    )
     severity: int | None = Field(  # type: ignore[assignment]
-        default=None, ge=1, le=4, title="事故级别 (1–4)", description="不填：一级；由维修单转入时沿用维修单的级别。" + SEVERITY_HELP)
+        default=None,
+        ge=1,
+        le=4,
+        title="事故级别 (1–4)",
+        description="不填：一级；由维修单转入时沿用维修单的级别。" + SEVERITY_HELP,
+    )
     parent_case_id: int | None = Field(
-        default=None, ge=1, title="转入的维修单", description="维修无法完成而转入事故处理时，填维修单号（数字）；事故单继承其全部记录")
+        default=None,
+        ge=1,
+        title="转入的维修单",
+        description="维修无法完成而转入事故处理时，填维修单号（数字）；事故单继承其全部记录",
+    )
     handover_reason: str | None = Field(
-        default=None, title="转入原因", description="维修转事故时技术总监的判断（由维修流程填写）", max_length=2000)
-    found_by: FoundBy = Field(default="customer", title="发现方式", description="客户 / 服务中心 / 巡检 / 维修中")
+        default=None,
+        title="转入原因",
+        description="维修转事故时技术总监的判断（由维修流程填写）",
+        max_length=2000,
+    )
+    found_by: FoundBy = Field(
+        default="customer", title="发现方式", description="客户 / 服务中心 / 巡检 / 维修中"
+    )
     tolerance_hours: float | None = Field(
-        default=None, gt=0, le=720, title="客户可容忍时间（小时）",
-        description="此时间内没有可行方案则由技术总监启动原厂商支持；不填按合同约定")
-    lead_on_site: bool = Field(default=False, title="技术负责人已在现场", description="已在现场时由技术总监协调公司最优资源")
+        default=None,
+        gt=0,
+        le=720,
+        title="客户可容忍时间（小时）",
+        description="此时间内没有可行方案则由技术总监启动原厂商支持；不填按合同约定",
+    )
+    lead_on_site: bool = Field(
+        default=False, title="技术负责人已在现场", description="已在现场时由技术总监协调公司最优资源"
+    )
     team: list[Annotated[str, StringConstraints(max_length=100)]] = Field(
-        default_factory=list, max_length=30, title="紧急抢修小组成员",
-        description="员工姓名；不填则由技术负责人、专家组和一名工程师组成")
+        default_factory=list,
+        max_length=30,
+        title="紧急抢修小组成员",
+        description="员工姓名；不填则由技术负责人、专家组和一名工程师组成",
+    )
 
     _blank_reason = field_validator("handover_reason", mode="before")(blank_none)
 
@@ -265,10 +315,19 @@ class AccidentRequest(RepairRequest):
     @model_validator(mode="after")
     def _from_form_or_repair(self) -> AccidentRequest:
         if self.parent_case_id is None:
-            missing = [label for label, value in (("客户", self.customer), ("报告人", self.reported_by),
-                                                   ("事故描述", self.description)) if not value]
+            missing = [
+                label
+                for label, value in (
+                    ("客户", self.customer),
+                    ("报告人", self.reported_by),
+                    ("事故描述", self.description),
+                )
+                if not value
+            ]
             if missing:
-                raise ValueError("请填写：" + "、".join(missing) + " / required unless handed over from a repair")
+                raise ValueError(
+                    "请填写：" + "、".join(missing) + " / required unless handed over from a repair"
+                )
         return self
 
 
@@ -282,44 +341,80 @@ def _fill_from_repair(session: Session, request: AccidentRequest) -> tuple[Accid
     customer = session.get(Customer, parent.customer_id)
     site = session.get(Site, parent.site_id) if parent.site_id else None
     device = session.get(Device, parent.device_id) if parent.device_id else None
-    filled = request.model_copy(update={
-        "customer": request.customer or (customer.code if customer else None),
-        "site": request.site or (site.name if site else None),
-        "device": request.device or (device.serial if device else None),
-        "reported_by": request.reported_by or parent.reported_by or "维修转入",
-        "description": request.description or parent.description,
-        "severity": request.severity or parent.severity or 1,
-        "found_by": "repair",
-        "lead_on_site": True,  # the repair's engineers are on site already
-    })
+    filled = request.model_copy(
+        update={
+            "customer": request.customer or (customer.code if customer else None),
+            "site": request.site or (site.name if site else None),
+            "device": request.device or (device.serial if device else None),
+            "reported_by": request.reported_by or parent.reported_by or "维修转入",
+            "description": request.description or parent.description,
+            "severity": request.severity or parent.severity or 1,
+            "found_by": "repair",
+            "lead_on_site": True,  # the repair's engineers are on site already
+        }
+    )
     return filled, parent
 
 
 # The roles an accident needs at intake (the shared steps look them up in case.data["team"]).
-ACCIDENT_ROLES = (Role.DISPATCHER, Role.TECHNICAL_LEAD, Role.ENGINEER, Role.TECHNICAL_DIRECTOR,
-                  Role.COORDINATOR, Role.GENERAL_MANAGER, Role.PARTS_KEEPER)
+ACCIDENT_ROLES = (
+    Role.DISPATCHER,
+    Role.TECHNICAL_LEAD,
+    Role.ENGINEER,
+    Role.TECHNICAL_DIRECTOR,
+    Role.COORDINATOR,
+    Role.GENERAL_MANAGER,
+    Role.PARTS_KEEPER,
+)
 
 
 @step("open-accident", title="事故立案 / open the accident")
-def open_accident(request: AccidentRequest, now: datetime, flow_run_id: str | None = None,
-                  entered_at: datetime | None = None) -> int:
+def open_accident(
+    request: AccidentRequest,
+    now: datetime,
+    flow_run_id: str | None = None,
+    entered_at: datetime | None = None,
+) -> int:
     """Open the accident case (from the form or by hand-over from a repair); idempotent per run.
     Raises IntakeError (nothing written) for a request that cannot be taken."""
     with session_scope() as session:
         request, parent = _fill_from_repair(session, request)
         _staff_named(session, request.team)  # a misspelt team member is an intake error, not a later failure
-        case = open_case(session, request, kind=CaseKind.ACCIDENT, now=now, flow_run_id=flow_run_id,
-                         team_roles=ACCIDENT_ROLES, entered_at=entered_at)
+        case = open_case(
+            session,
+            request,
+            kind=CaseKind.ACCIDENT,
+            now=now,
+            flow_run_id=flow_run_id,
+            team_roles=ACCIDENT_ROLES,
+            entered_at=entered_at,
+        )
         assert case.id is not None
         if case.data.get("started_at"):  # this run opened it already (a replay)
             return case.id
         contract = session.get(Contract, case.contract_id) if case.contract_id else None
-        hours = rules.tolerance_hours(request.tolerance_hours, contract.restore_tolerance_hours if contract else None)
-        _set(case, now, found_by=request.found_by, started_at=case.reported_at.isoformat(), tolerance_hours=hours,
-             lead_on_site=request.lead_on_site, stage="team", team_names=list(request.team))
-        append_event(session, case.id, "accident_opened", at=case.reported_at, actor=case.reported_by,
-                     data={"severity": case.severity, "tolerance_hours": hours, "found_by": request.found_by},
-                     key="accident-opened")
+        hours = rules.tolerance_hours(
+            request.tolerance_hours, contract.restore_tolerance_hours if contract else None
+        )
+        _set(
+            case,
+            now,
+            found_by=request.found_by,
+            started_at=case.reported_at.isoformat(),
+            tolerance_hours=hours,
+            lead_on_site=request.lead_on_site,
+            stage="team",
+            team_names=list(request.team),
+        )
+        append_event(
+            session,
+            case.id,
+            "accident_opened",
+            at=case.reported_at,
+            actor=case.reported_by,
+            data={"severity": case.severity, "tolerance_hours": hours, "found_by": request.found_by},
+            key="accident-opened",
+        )
         if parent is not None:
             _take_over_history(session, parent, case, now, request.handover_reason)
         _start_restore_clock(session, case, case.reported_at)
@@ -329,24 +424,48 @@ def open_accident(request: AccidentRequest, now: datetime, flow_run_id: str | No
 
 def _take_over_history(session: Session, parent: Case, case: Case, now: datetime, reason: str | None) -> None:
     """The accident carries the repair's history: a copy of its events, and links both ways."""
-    history = session.exec(select(Event).where(Event.case_id == parent.id).order_by(col(Event.at), col(Event.id))).all()
+    history = session.exec(
+        select(Event).where(Event.case_id == parent.id).order_by(col(Event.at), col(Event.id))
+    ).all()
     # the repair's history up to the hand-over (its "linked case opened" entry is this accident itself)
-    lines = [{"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "data": e.data} for e in history
-             if e.key != f"linked:{case.id}"]
-    append_event(session, case.id, "handed_over_from_repair", at=now, actor="技术总监",  # type: ignore[arg-type]
-                 data={"repair": parent.number, "repair_id": parent.id, "reason": reason or "", "history": lines},
-                 key="handover")
-    append_event(session, parent.id, "handed_over_to_accident", at=now, actor="技术总监",  # type: ignore[arg-type]
-                 data={"accident": case.number, "accident_id": case.id, "reason": reason or ""},
-                 key=f"handover-to-accident-{case.id}")
+    lines = [
+        {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "data": e.data}
+        for e in history
+        if e.key != f"linked:{case.id}"
+    ]
+    append_event(
+        session,
+        case.id,  # type: ignore[arg-type]
+        "handed_over_from_repair",
+        at=now,
+        actor="技术总监",
+        data={"repair": parent.number, "repair_id": parent.id, "reason": reason or "", "history": lines},
+        key="handover",
+    )
+    append_event(
+        session,
+        parent.id,  # type: ignore[arg-type]
+        "handed_over_to_accident",
+        at=now,
+        actor="技术总监",
+        data={"accident": case.number, "accident_id": case.id, "reason": reason or ""},
+        key=f"handover-to-accident-{case.id}",
+    )
 
 
 def _start_restore_clock(session: Session, case: Case, started_at: datetime) -> None:
     """Start the restore clock; its due time also fixes when a standby machine must go out."""
     contract = session.get(Contract, case.contract_id) if case.contract_id else None
     site = session.get(Site, case.site_id) if case.site_id else None
-    clock = start_clock(session, case.id, "restore", started_at=started_at, severity=case.severity or 1,  # type: ignore[arg-type]
-                        contract=contract, site=site)
+    clock = start_clock(
+        session,
+        case.id,  # type: ignore[arg-type]
+        "restore",
+        started_at=started_at,
+        severity=case.severity or 1,
+        contract=contract,
+        site=site,
+    )
     if clock.due_at is not None:
         _set(case, case.updated_at, restore_due_at=clock.due_at.isoformat())
 
@@ -358,20 +477,61 @@ def _announce(session: Session, case: Case, now: datetime) -> None:
     director = first_with_role(session, Role.TECHNICAL_DIRECTOR)
     coordinator = first_with_role(session, Role.COORDINATOR)
     if case.data.get("lead_on_site"):
-        _queue(session, case, [director], "accident_opened", "opened:director", now, recipient_role="技术总监",
-               instruction="技术负责人已在现场，请协调公司最优资源支援。")
-        _queue(session, case, [lead], "accident_opened", "opened:lead", now, recipient_role="项目技术负责人",
-               instruction="请留在现场，组建紧急抢修小组。")
+        _queue(
+            session,
+            case,
+            [director],
+            "accident_opened",
+            "opened:director",
+            now,
+            recipient_role="技术总监",
+            instruction="技术负责人已在现场，请协调公司最优资源支援。",
+        )
+        _queue(
+            session,
+            case,
+            [lead],
+            "accident_opened",
+            "opened:lead",
+            now,
+            recipient_role="项目技术负责人",
+            instruction="请留在现场，组建紧急抢修小组。",
+        )
     else:
-        _queue(session, case, [lead], "accident_opened", "opened:lead", now, recipient_role="项目技术负责人",
-               instruction="请立即赶赴现场，组建紧急抢修小组。")
-        _queue(session, case, [director], "accident_opened", "opened:director", now, recipient_role="技术总监",
-               instruction="技术负责人正赶赴现场，请关注并准备审批事故处理方案。")
-    _queue(session, case, [coordinator], "accident_opened", "opened:coordinator", now, recipient_role="项目总协调人",
-           instruction="您是本次事故与客户的唯一联系人，请协调业务资源并联系客户。")
+        _queue(
+            session,
+            case,
+            [lead],
+            "accident_opened",
+            "opened:lead",
+            now,
+            recipient_role="项目技术负责人",
+            instruction="请立即赶赴现场，组建紧急抢修小组。",
+        )
+        _queue(
+            session,
+            case,
+            [director],
+            "accident_opened",
+            "opened:director",
+            now,
+            recipient_role="技术总监",
+            instruction="技术负责人正赶赴现场，请关注并准备审批事故处理方案。",
+        )
+    _queue(
+        session,
+        case,
+        [coordinator],
+        "accident_opened",
+        "opened:coordinator",
+        now,
+        recipient_role="项目总协调人",
+        instruction="您是本次事故与客户的唯一联系人，请协调业务资源并联系客户。",
+    )
 
 
 # --- step 2: the emergency accident team ----------------------------------------------------
+
 
 @step("form-team", title="组建紧急抢修小组")
 def form_team(case_id: int, now: datetime) -> dict[str, Any]:
@@ -400,28 +560,51 @@ def form_expert_team(session: Session, case: Case, now: datetime) -> dict[str, A
     else:
         members += [(p, "专家（紧急抢修小组）") for p in staff_with_role(session, Role.EXPERT)]
         members += [(p, "服务工程师") for p in staff_with_role(session, Role.ENGINEER)[:1]]
-    team = [rules.TeamMember(staff_id=int(p.id), name=p.name, role=r).model_dump()  # type: ignore[arg-type]
-            for p, r in members]
+    team = [
+        rules.TeamMember(staff_id=int(p.id), name=p.name, role=r).model_dump()  # type: ignore[arg-type]
+        for p, r in members
+    ]
     coord = {"staff_id": coordinator.id, "name": coordinator.name}
     # "team" (role → staff id) belongs to the shared steps; the named accident team is kept apart.
     _set(case, now, accident_team=team, coordinator=coord)
-    append_event(session, int(case.id), "team_formed", at=now, actor=lead.name,  # type: ignore[arg-type]
-                 data={"team": team, "coordinator": coordinator.name, "size": len(team)}, key="team")
+    append_event(
+        session,
+        int(case.id),  # type: ignore[arg-type]
+        "team_formed",
+        at=now,
+        actor=lead.name,
+        data={"team": team, "coordinator": coordinator.name, "size": len(team)},
+        key="team",
+    )
     for member, (person, _role) in zip(team, members, strict=True):
-        _queue(session, case, [person], "accident_team", f"team:{person.id}", now,
-               member=member, team=team, coordinator=coordinator.name)
+        _queue(
+            session,
+            case,
+            [person],
+            "accident_team",
+            f"team:{person.id}",
+            now,
+            member=member,
+            team=team,
+            coordinator=coordinator.name,
+        )
     return {"team": team, "coordinator": coord}
 
 
 def _team_role(person: Staff) -> str:
-    return "、".join(ROLE_LABELS_ZH.get(Role(r), r) for r in person.roles if r in Role.__members__.values()) or "成员"
+    return (
+        "、".join(ROLE_LABELS_ZH.get(Role(r), r) for r in person.roles if r in Role.__members__.values())
+        or "成员"
+    )
 
 
 # --- plans and their tests --------------------------------------------------------------------
 
+
 @step("record-plan", title="登记事故处理方案", key="v{version}")
-def record_plan(case_id: int, version: int, payload: dict[str, Any], by: str, at: datetime,
-                reason: str = "") -> dict[str, Any]:
+def record_plan(
+    case_id: int, version: int, payload: dict[str, Any], by: str, at: datetime, reason: str = ""
+) -> dict[str, Any]:
     """Validate and store plan version `version`; returns the plan and its rendered text, or
     `{"error": ...}` naming what is missing (nothing stored: the lead is asked again)."""
     try:
@@ -430,18 +613,34 @@ def record_plan(case_id: int, version: int, payload: dict[str, Any], by: str, at
         return {"version": version, "error": str(exc)}
     with session_scope() as session:
         case = _case(session, case_id)
-        ctx: dict[str, Any] = {"version": version, "plan": plan.model_dump(), "total_minutes": plan.total_minutes, "reason": reason,
-               "case": case_context(session, case)}
+        ctx: dict[str, Any] = {
+            "version": version,
+            "plan": plan.model_dump(),
+            "total_minutes": plan.total_minutes,
+            "reason": reason,
+            "case": case_context(session, case),
+        }
         text = render("accident/plan", fmt="txt", **ctx)
         html = render("accident/plan", fmt="html", **ctx)
         plans = dict(case.data.get("plans") or {})
         plans[str(version)] = {"plan": plan.model_dump(), "by": by, "at": at.isoformat(), "reason": reason}
         _set(case, at, plans=plans, plan_version=version, stage="approval")
-        append_event(session, case_id, "plan_submitted", at=at, actor=by,
-                     data={"version": version, "reason": reason, "needs_testing": plan.needs_testing},
-                     key=f"plan-v{version}")
-        return {"version": version, "plan": plan.model_dump(), "text": text, "html": html,
-                "needs_testing": plan.needs_testing}
+        append_event(
+            session,
+            case_id,
+            "plan_submitted",
+            at=at,
+            actor=by,
+            data={"version": version, "reason": reason, "needs_testing": plan.needs_testing},
+            key=f"plan-v{version}",
+        )
+        return {
+            "version": version,
+            "plan": plan.model_dump(),
+            "text": text,
+            "html": html,
+            "needs_testing": plan.needs_testing,
+        }
 
 
 @step("set-stage", title="事故处理阶段 / accident stage", key="{stage}")
@@ -460,8 +659,15 @@ def record_test_result(case_id: int, version: int, passed: bool, note: str, by: 
     with session_scope() as session:
         case = _case(session, case_id)
         _set(case, at, stage="customer" if passed else "plan")
-        append_event(session, case_id, "plan_test_passed" if passed else "plan_test_failed", at=at, actor=by,
-                     data={"version": version, "note": note}, key=f"plan-test-v{version}")
+        append_event(
+            session,
+            case_id,
+            "plan_test_passed" if passed else "plan_test_failed",
+            at=at,
+            actor=by,
+            data={"version": version, "note": note},
+            key=f"plan-test-v{version}",
+        )
         return passed
 
 
@@ -487,7 +693,9 @@ def start_vendor_support(case_id: int, attempt: int, reason: str, at: datetime) 
 
 def _window_closes(case: Case) -> datetime:
     started = _parse(case.data.get("started_at")) or case.reported_at
-    return rules.window_closes_at(started, float(case.data.get("tolerance_hours") or rules.DEFAULT_TOLERANCE_HOURS))
+    return rules.window_closes_at(
+        started, float(case.data.get("tolerance_hours") or rules.DEFAULT_TOLERANCE_HOURS)
+    )
 
 
 def request_vendor_support(session: Session, case: Case, attempt: int, reason: str, at: datetime) -> bool:
@@ -500,13 +708,32 @@ def request_vendor_support(session: Session, case: Case, attempt: int, reason: s
         return False
     if not case.data.get("vendor_engaged_at"):
         _set(case, at, vendor_engaged_at=at.isoformat())
-    append_event(session, case.id, "vendor_support_started", at=at, actor=director.name,  # type: ignore[arg-type]
-                 data={"attempt": attempt, "reason": reason, "vendors": [v.name for v in vendors]}, key=key)
+    append_event(
+        session,
+        case.id,  # type: ignore[arg-type]
+        "vendor_support_started",
+        at=at,
+        actor=director.name,
+        data={"attempt": attempt, "reason": reason, "vendors": [v.name for v in vendors]},
+        key=key,
+    )
     plans_tried = len(case.data.get("plans") or {})
     for person in [*vendors, director]:
-        _queue(session, case, [person], "accident_vendor_support", key, at, urgent=True,
-               who=person.name, director=director.name, coordinator=coordinator.name, attempt=attempt,
-               reason=reason, plans_tried=plans_tried)
+        _queue(
+            session,
+            case,
+            [person],
+            "accident_vendor_support",
+            key,
+            at,
+            urgent=True,
+            who=person.name,
+            director=director.name,
+            coordinator=coordinator.name,
+            attempt=attempt,
+            reason=reason,
+            plans_tried=plans_tried,
+        )
     return True
 
 
@@ -522,12 +749,18 @@ def send_due_vendor_support(now: datetime) -> int:
                 continue
             closes = _window_closes(case)
             if now >= closes and request_vendor_support(
-                    session, case, 1, f"客户可容忍时间（{case.data.get('tolerance_hours')} 小时）内没有恢复业务的方案", closes):
+                session,
+                case,
+                1,
+                f"客户可容忍时间（{case.data.get('tolerance_hours')} 小时）内没有恢复业务的方案",
+                closes,
+            ):
                 started += 1
     return started
 
 
 # --- execution -------------------------------------------------------------------------------
+
 
 @step("record-execution", title="登记方案实施结果", key="v{version}")
 def record_execution(case_id: int, version: int, result: str, note: str, by: str, at: datetime) -> str:
@@ -536,9 +769,20 @@ def record_execution(case_id: int, version: int, result: str, note: str, by: str
         raise ValueError(f"未知的实施结果 {result!r} / unknown result (restored, partial, failed)")
     with session_scope() as session:
         case = _case(session, case_id)
-        append_event(session, case_id, "execution_result", at=at, actor=by,
-                     data={"version": version, "result": result, "result_zh": rules.EXECUTION_RESULT_ZH[result],
-                           "note": note}, key=f"execution-v{version}")
+        append_event(
+            session,
+            case_id,
+            "execution_result",
+            at=at,
+            actor=by,
+            data={
+                "version": version,
+                "result": result,
+                "result_zh": rules.EXECUTION_RESULT_ZH[result],
+                "note": note,
+            },
+            key=f"execution-v{version}",
+        )
         if result != "restored":
             _set(case, at, stage="plan")
             return result
@@ -546,8 +790,7 @@ def record_execution(case_id: int, version: int, result: str, note: str, by: str
         _progress_updates(session, case, at, at)
         _set(case, at, restored_at=at.isoformat(), stage="restored", final_plan_version=version)
         case.move_to(CaseStatus.RESTORED, at)
-        append_event(session, case_id, "restored", at=at, actor=by, data={"version": version},
-                     key="restored")
+        append_event(session, case_id, "restored", at=at, actor=by, data={"version": version}, key="restored")
 
         stop_clock(session, case_id, "restore", at=at)
         started = case_context(session, case)["started_at"]
@@ -556,21 +799,51 @@ def record_execution(case_id: int, version: int, result: str, note: str, by: str
         recipients: list[Any] = [coordinator, first_with_role(session, Role.TECHNICAL_DIRECTOR)]
         recipients += customer_contacts(session, case.customer_id, primary_only=True)
         for person in recipients:
-            _queue(session, case, [person], "accident_restored", "restored", at, who=person.name, at=at,
-                   version=version, duration=duration)
+            _queue(
+                session,
+                case,
+                [person],
+                "accident_restored",
+                "restored",
+                at,
+                who=person.name,
+                at=at,
+                version=version,
+                duration=duration,
+            )
         return result
 
 
 @step("call-director-on-site", title="技术总监到场", key="{attempt}")
-def call_director_on_site(case_id: int, attempt: int, version: int, result: str, note: str, at: datetime) -> None:
+def call_director_on_site(
+    case_id: int, attempt: int, version: int, result: str, note: str, at: datetime
+) -> None:
     """Failed or partial: the director comes on site and the team looks for another plan."""
     with session_scope() as session:
         case = _case(session, case_id)
         director = first_with_role(session, Role.TECHNICAL_DIRECTOR)
-        append_event(session, case_id, "director_on_site", at=at, actor=director.name,
-                     data={"attempt": attempt, "version": version}, key=f"director-on-site-{attempt}")
-        _queue(session, case, [director], "accident_director_on_site", f"director-on-site-{attempt}", at, urgent=True,
-               who=director.name, version=version, result_zh=rules.EXECUTION_RESULT_ZH.get(result, result), note=note)
+        append_event(
+            session,
+            case_id,
+            "director_on_site",
+            at=at,
+            actor=director.name,
+            data={"attempt": attempt, "version": version},
+            key=f"director-on-site-{attempt}",
+        )
+        _queue(
+            session,
+            case,
+            [director],
+            "accident_director_on_site",
+            f"director-on-site-{attempt}",
+            at,
+            urgent=True,
+            who=director.name,
+            version=version,
+            result_zh=rules.EXECUTION_RESULT_ZH.get(result, result),
+            note=note,
+        )
 
 
 @step("request-standby-machine", title="启用备机")
@@ -583,28 +856,52 @@ def request_standby_machine(case_id: int, reason: str, at: datetime, actor: str 
 def request_standby(session: Session, case: Case, reason: str, at: datetime, actor: str) -> bool:
     if has_event(session, case.id, "standby_machine_requested"):  # type: ignore[arg-type]
         return False
-    append_event(session, case.id, "standby_machine_requested", at=at, actor=actor,  # type: ignore[arg-type]
-                 data={"reason": reason}, key="standby")
+    append_event(
+        session,
+        case.id,  # type: ignore[arg-type]
+        "standby_machine_requested",
+        at=at,
+        actor=actor,
+        data={"reason": reason},
+        key="standby",
+    )
     coordinator = first_with_role(session, Role.COORDINATOR)
     people = staff_with_role(session, Role.VENDOR) + staff_with_role(session, Role.PARTS_KEEPER)
     people.append(coordinator)
     for person in people:
-        _queue(session, case, [person], "accident_standby", "standby", at, urgent=True,
-               who=person.name, reason=reason, coordinator=coordinator.name)
+        _queue(
+            session,
+            case,
+            [person],
+            "accident_standby",
+            "standby",
+            at,
+            urgent=True,
+            who=person.name,
+            reason=reason,
+            coordinator=coordinator.name,
+        )
     return True
 
 
 def _has_event_key(session: Session, case_id: int, key: str) -> bool:
-    return session.exec(select(Event.id).where(Event.case_id == case_id, Event.key == key)).first() is not None
+    return (
+        session.exec(select(Event.id).where(Event.case_id == case_id, Event.key == key)).first() is not None
+    )
 
 
 def has_event(session: Session, case_id: int, kind: str) -> bool:
-    return session.exec(select(Event.id).where(Event.case_id == case_id, Event.kind == kind)).first() is not None
+    return (
+        session.exec(select(Event.id).where(Event.case_id == case_id, Event.kind == kind)).first() is not None
+    )
 
 
 def _count_events(session: Session, case_id: int, kind: str) -> int:
-    return int(session.exec(
-        select(func.count()).select_from(Event).where(Event.case_id == case_id, Event.kind == kind)).one())
+    return int(
+        session.exec(
+            select(func.count()).select_from(Event).where(Event.case_id == case_id, Event.kind == kind)
+        ).one()
+    )
 
 
 def _duration_zh(delta: timedelta) -> str:
@@ -614,10 +911,15 @@ def _duration_zh(delta: timedelta) -> str:
 
 # --- keeper steps: hourly updates, the vendor's daily report, the automatic standby ----------
 
+
 def _active_accidents(session: Session) -> list[Case]:
-    return list(session.exec(
-        select(Case).where(Case.kind == CaseKind.ACCIDENT, col(Case.status).in_(ACTIVE)).order_by(col(Case.id))
-    ).all())
+    return list(
+        session.exec(
+            select(Case)
+            .where(Case.kind == CaseKind.ACCIDENT, col(Case.status).in_(ACTIVE))
+            .order_by(col(Case.id))
+        ).all()
+    )
 
 
 def _status_lines(session: Session, case: Case) -> dict[str, Any]:
@@ -649,11 +951,29 @@ def _progress_updates(session: Session, case: Case, until: datetime, now: dateti
     status = _status_lines(session, case)
     for n in due:
         at = rules.period_at(started, n, rules.UPDATE_INTERVAL)
-        append_event(session, case.id, "progress_update", at=at, actor="system",  # type: ignore[arg-type]
-                     data={"n": n, **status}, key=f"progress-{n}")
+        append_event(
+            session,
+            case.id,  # type: ignore[arg-type]
+            "progress_update",
+            at=at,
+            actor="system",
+            data={"n": n, **status},
+            key=f"progress-{n}",
+        )
         for person in people:
-            _queue(session, case, [person], "accident_progress", f"progress-{n}", now,
-                   who=person.name, n=n, at=at, coordinator=coordinator.name, **status)
+            _queue(
+                session,
+                case,
+                [person],
+                "accident_progress",
+                f"progress-{n}",
+                now,
+                who=person.name,
+                n=n,
+                at=at,
+                coordinator=coordinator.name,
+                **status,
+            )
     return len(due)
 
 
@@ -673,18 +993,40 @@ def send_vendor_daily_reports(now: datetime) -> int:
             vendors = staff_with_role(session, Role.VENDOR)
             status = _status_lines(session, case)
             recent = [
-                _event_text(e) for e in session.exec(
-                    select(Event).where(Event.case_id == case.id, Event.kind != "progress_update")
-                    .order_by(col(Event.at).desc(), col(Event.id).desc()).limit(5)).all()
+                _event_text(e)
+                for e in session.exec(
+                    select(Event)
+                    .where(Event.case_id == case.id, Event.kind != "progress_update")
+                    .order_by(col(Event.at).desc(), col(Event.id).desc())
+                    .limit(5)
+                ).all()
             ]
             for day in due:
                 at = rules.period_at(engaged, day, rules.VENDOR_REPORT_INTERVAL)
-                append_event(session, case.id, "vendor_daily_report", at=at, actor="system",  # type: ignore[arg-type]
-                             data={"day": day}, key=f"vendor-daily-{day}")
+                append_event(
+                    session,
+                    case.id,  # type: ignore[arg-type]
+                    "vendor_daily_report",
+                    at=at,
+                    actor="system",
+                    data={"day": day},
+                    key=f"vendor-daily-{day}",
+                )
                 for vendor in vendors:
-                    _queue(session, case, [vendor], "accident_vendor_daily", f"vendor-daily-{day}", now,
-                           who=vendor.name, day=day, at=at, elapsed_hours=int((at - started).total_seconds() // 3600),
-                           recent=recent, **status)
+                    _queue(
+                        session,
+                        case,
+                        [vendor],
+                        "accident_vendor_daily",
+                        f"vendor-daily-{day}",
+                        now,
+                        who=vendor.name,
+                        day=day,
+                        at=at,
+                        elapsed_hours=int((at - started).total_seconds() // 3600),
+                        recent=recent,
+                        **status,
+                    )
                 sent += 1
     return sent
 
@@ -717,9 +1059,17 @@ def event_text(kind: str, data: dict[str, Any] | None) -> str:
     fields = {k: v for k, v in values.items() if v not in (None, "") and not isinstance(v, (dict, list))}
     if kind.startswith("clock."):
         fields["clock_zh"] = CLOCK_LABELS_ZH.get(str(fields.get("clock", "")), "服务时限")
-    if kind == "clock.relaid" and fields.get("verdict") and fields.get("verdict") != fields.get("verdict_before"):
+    if (
+        kind == "clock.relaid"
+        and fields.get("verdict")
+        and fields.get("verdict") != fields.get("verdict_before")
+    ):
         # a stopped clock judged again: say what it is now
-        return EVENT_TEXT_ZH[kind].format_map(fields) + "，判定改为" + VERDICT_ZH.get(str(fields["verdict"]), "已停止")
+        return (
+            EVENT_TEXT_ZH[kind].format_map(fields)
+            + "，判定改为"
+            + VERDICT_ZH.get(str(fields["verdict"]), "已停止")
+        )
     if kind == "report_issued":
         fields["report_zh"] = REPORT_TITLES_ZH.get(str(fields.get("kind", "")), "报告")
     if "decision" in fields:
@@ -742,12 +1092,18 @@ class _Blank(dict[str, Any]):
 def accident_history(session: Session, case_id: int) -> list[dict[str, Any]]:
     """The accident's history for its report, in time order: the repair's events it carries, then its own."""
     lines: list[dict[str, Any]] = []
-    for event in session.exec(select(Event).where(Event.case_id == case_id).order_by(col(Event.at), col(Event.id))).all():
+    for event in session.exec(
+        select(Event).where(Event.case_id == case_id).order_by(col(Event.at), col(Event.id))
+    ).all():
         if event.kind == "handed_over_from_repair":
             for old in event.data.get("history", []):
-                lines.append({"at": datetime.fromisoformat(old["at"]),
-                              "text": f"[维修单] {event_text(old['kind'], old.get('data'))}",
-                              "kind": old["kind"]})
+                lines.append(
+                    {
+                        "at": datetime.fromisoformat(old["at"]),
+                        "text": f"[维修单] {event_text(old['kind'], old.get('data'))}",
+                        "kind": old["kind"],
+                    }
+                )
         if event.kind in ("progress_update", "vendor_daily_report"):
             continue
         lines.append({"at": event.at, "text": _event_text(event), "kind": event.kind})
@@ -755,6 +1111,7 @@ def accident_history(session: Session, case_id: int) -> list[dict[str, Any]]:
 
 
 # --- reports, review meeting, GM sign-off, archive -------------------------------------------
+
 
 @step("accident-report-context", title="事故报告所需事实 / accident report facts")
 def accident_report_context(case_id: int) -> dict[str, Any]:
@@ -766,8 +1123,9 @@ def accident_report_context(case_id: int) -> dict[str, Any]:
         final = str(case.data.get("final_plan_version") or case.data.get("plan_version") or "")
         plan = (case.data.get("plans") or {}).get(final)
         vendor_at = _parse(case.data.get("vendor_engaged_at"))
-        standby = session.exec(select(Event).where(Event.case_id == case_id,
-                                                   Event.kind == "standby_machine_requested")).first()
+        standby = session.exec(
+            select(Event).where(Event.case_id == case_id, Event.kind == "standby_machine_requested")
+        ).first()
         team = case.data.get("accident_team") or []
         return {
             "started_at": ctx["started_at"],
@@ -782,19 +1140,23 @@ def accident_report_context(case_id: int) -> dict[str, Any]:
             "vendor": f"{vendor_at:%Y-%m-%d %H:%M} UTC 启动" if vendor_at else "未启动",
             "standby": f"已启用（{standby.data.get('reason', '')}）" if standby else "未启用",
             "updates": _count_events(session, case_id, "progress_update"),
-            "history": [{"at": line["at"], "text": line["text"]} for line in accident_history(session, case_id)],
+            "history": [
+                {"at": line["at"], "text": line["text"]} for line in accident_history(session, case_id)
+            ],
             "final_plan": plan["plan"] if plan else None,
             "final_version": int(final) if final else None,
         }
 
 
 @step("record-review", title="记录技术评审会议 / record the review meeting", key="v{version}")
-def record_review(case_id: int, version: int, payload: dict[str, Any], by: str, at: datetime,
-                  previous_comment: str = "") -> dict[str, Any]:
+def record_review(
+    case_id: int, version: int, payload: dict[str, Any], by: str, at: datetime, previous_comment: str = ""
+) -> dict[str, Any]:
     """The director's record of the technical review meeting, issued as the written report to the GM."""
     review = {
-        "participants": [p.strip() for p in str(payload.get("participants", "")).replace("，", ",").split(",")
-                         if p.strip()],
+        "participants": [
+            p.strip() for p in str(payload.get("participants", "")).replace("，", ",").split(",") if p.strip()
+        ],
         "conclusion": str(payload.get("conclusion", "")).strip(),
         "actions": str(payload.get("actions", "")).strip(),
     }
@@ -803,14 +1165,37 @@ def record_review(case_id: int, version: int, payload: dict[str, Any], by: str, 
     with session_scope() as session:
         _case(session, case_id)
         gm = first_with_role(session, Role.GENERAL_MANAGER)
-        report = issue_report(session, case_id, "accident_review", template="accident/review",
-                              context={"review": review, "director": by, "gm": gm.name, "held_at": at,
-                                       "previous_comment": previous_comment},
-                              now=at, by=by, version=version)
-        append_event(session, case_id, "review_meeting_held", at=at, actor=by,
-                     data={"version": version, "report_id": report.id, **review}, key=f"review-v{version}")
-        return {"report_id": report.id, "content": report.content, "conclusion": review["conclusion"],
-                "gm_id": gm.id}
+        report = issue_report(
+            session,
+            case_id,
+            "accident_review",
+            template="accident/review",
+            context={
+                "review": review,
+                "director": by,
+                "gm": gm.name,
+                "held_at": at,
+                "previous_comment": previous_comment,
+            },
+            now=at,
+            by=by,
+            version=version,
+        )
+        append_event(
+            session,
+            case_id,
+            "review_meeting_held",
+            at=at,
+            actor=by,
+            data={"version": version, "report_id": report.id, **review},
+            key=f"review-v{version}",
+        )
+        return {
+            "report_id": report.id,
+            "content": report.content,
+            "conclusion": review["conclusion"],
+            "gm_id": gm.id,
+        }
 
 
 @step("review-returned", title="总经理退回评审报告 / GM returns the review", key="v{version}")
@@ -818,8 +1203,15 @@ def review_returned(case_id: int, version: int, gm: str, comment: str, at: datet
     """The GM did not sign: recorded; the director is asked for the next version (by the flow's form)."""
     with session_scope() as session:
         _case(session, case_id)
-        append_event(session, case_id, "gm_rejected", at=at, actor=gm, data={"version": version, "comment": comment},
-                     key=f"gm-rejected-v{version}")
+        append_event(
+            session,
+            case_id,
+            "gm_rejected",
+            at=at,
+            actor=gm,
+            data={"version": version, "comment": comment},
+            key=f"gm-rejected-v{version}",
+        )
 
 
 @step("gm-signed-off", title="总经理签批 / GM signs off", key="v{version}")
@@ -827,7 +1219,21 @@ def gm_signed_off(case_id: int, version: int, gm: str, at: datetime) -> None:
     """The GM signed the review report; the director and the coordinator are told it will be archived."""
     with session_scope() as session:
         case = _case(session, case_id)
-        append_event(session, case_id, "gm_signed_off", at=at, actor=gm, data={"version": version},
-                     key="gm-signed-off")
-        for person in (first_with_role(session, Role.TECHNICAL_DIRECTOR), first_with_role(session, Role.COORDINATOR)):
-            _queue(session, case, [person], "accident_archived", "archived", at, urgent=False, who=person.name, gm=gm)
+        append_event(
+            session, case_id, "gm_signed_off", at=at, actor=gm, data={"version": version}, key="gm-signed-off"
+        )
+        for person in (
+            first_with_role(session, Role.TECHNICAL_DIRECTOR),
+            first_with_role(session, Role.COORDINATOR),
+        ):
+            _queue(
+                session,
+                case,
+                [person],
+                "accident_archived",
+                "archived",
+                at,
+                urgent=False,
+                who=person.name,
+                gm=gm,
+            )

@@ -66,8 +66,12 @@ def dashed(name: str) -> str:
 def signature_step(report_kind: str) -> str:
     """The approval step of the customer's signature on a report kind ("service-report-signature")."""
     return f"{dashed(report_kind)}-signature"
+
+
 _MIN_WINDOW = timedelta(days=1)  # a renewed link lives at least this long
-RENEW_EVERY = timedelta(minutes=10)  # at most one fresh link per approval in this long (a page reloaded, a bot)
+RENEW_EVERY = timedelta(
+    minutes=10
+)  # at most one fresh link per approval in this long (a page reloaded, a bot)
 
 
 class Decision(BaseModel):
@@ -144,9 +148,15 @@ class ApprovalForm(RunInput):
     decision: Literal["批准", "驳回", "要求修改"] = Field(
         title="审批意见", description="批准 / 驳回 / 要求修改"
     )
-    comment: str = Field(default="", title="说明", description="驳回或要求修改时请写明原因", max_length=COMMENT_MAX)
-    approver: str = Field(title="审批人", min_length=1, max_length=SIGNER_MAX,
-                          description="审批人姓名，须为此事项的审批人之一（在此录入即代其录入，并通知本人）")
+    comment: str = Field(
+        default="", title="说明", description="驳回或要求修改时请写明原因", max_length=COMMENT_MAX
+    )
+    approver: str = Field(
+        title="审批人",
+        min_length=1,
+        max_length=SIGNER_MAX,
+        description="审批人姓名，须为此事项的审批人之一（在此录入即代其录入，并通知本人）",
+    )
 
 
 class SignatureForm(RunInput):
@@ -154,8 +164,12 @@ class SignatureForm(RunInput):
 
     decision: Literal["签字确认", "提出异议"] = Field(title="确认结果", description="签字确认 / 提出异议")
     comment: str = Field(default="", title="意见", description="提出异议时请写明原因", max_length=COMMENT_MAX)
-    approver: str = Field(title="签字人", min_length=1, max_length=SIGNER_MAX,
-                          description="签字人姓名，须为此事项指定的客户联系人（在此录入即代其录入，并通知本人）")
+    approver: str = Field(
+        title="签字人",
+        min_length=1,
+        max_length=SIGNER_MAX,
+        description="签字人姓名，须为此事项指定的客户联系人（在此录入即代其录入，并通知本人）",
+    )
 
 
 class FormSubmission(RunInput):
@@ -163,10 +177,17 @@ class FormSubmission(RunInput):
 
     decision: Literal["提交"] = Field(default="提交", title="操作")
     comment: str = Field(default="", title="备注", max_length=COMMENT_MAX)
-    approver: str = Field(title="填写人", min_length=1, max_length=SIGNER_MAX,
-                          description="填写人姓名（在此录入即代其录入，并通知本人）")
-    data: dict[str, Any] = Field(default_factory=dict, title="表单内容",
-                                 description="各字段的填写内容，按字段名填写；时间写成 2026-11-23 10:30（北京时间）")
+    approver: str = Field(
+        title="填写人",
+        min_length=1,
+        max_length=SIGNER_MAX,
+        description="填写人姓名（在此录入即代其录入，并通知本人）",
+    )
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        title="表单内容",
+        description="各字段的填写内容，按字段名填写；时间写成 2026-11-23 10:30（北京时间）",
+    )
 
 
 FORMS: dict[str, type[RunInput]] = {
@@ -190,21 +211,40 @@ def ui_form(kind: str, form_name: str | None = None) -> type[RunInput]:
     spec = form_spec(model)
     fields: dict[str, Any] = {
         "decision": (Literal["提交"], Field(default="提交", title="操作")),
-        "approver": (str, Field(title="填写人", min_length=1, max_length=SIGNER_MAX,
-                                description="填写人姓名（在此录入即代其录入，并通知本人）")),
+        "approver": (
+            str,
+            Field(
+                title="填写人",
+                min_length=1,
+                max_length=SIGNER_MAX,
+                description="填写人姓名（在此录入即代其录入，并通知本人）",
+            ),
+        ),
         "comment": (str, Field(default="", title="备注", max_length=COMMENT_MAX)),
     }
     for f in spec["fields"]:
         if f["name"] in UI_FIELDS:
             raise ValueError(f"form {form_name}: field {f['name']!r} is taken by the approval form")
         if f.get("options"):
-            fields[f["name"]] = (Literal[tuple(f["options"])] | None,
-                                 Field(default=None, title=f["label"], description=f["help"]))
+            fields[f["name"]] = (
+                Literal[tuple(f["options"])] | None,
+                Field(default=None, title=f["label"], description=f["help"]),
+            )
         else:
-            fields[f["name"]] = (str, Field(default="", title=f["label"] + ("（必填）" if f["required"] else ""),
-                                            description=f["help"]))
-    return create_model(f"{model.__name__}Input", __base__=RunInput,
-                        __doc__=f"填写表单：{spec['title']}（在此提交即代填写人录入，并通知其本人）", **fields)
+            fields[f["name"]] = (
+                str,
+                Field(
+                    default="",
+                    title=f["label"] + ("（必填）" if f["required"] else ""),
+                    description=f["help"],
+                ),
+            )
+    return create_model(
+        f"{model.__name__}Input",
+        __base__=RunInput,
+        __doc__=f"填写表单：{spec['title']}（在此提交即代填写人录入，并通知其本人）",
+        **fields,
+    )
 
 
 STEP_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -289,7 +329,9 @@ def _notify(
         "kind": KIND_ZH.get(row.kind, row.kind),
         "subject": row.subject,
         # the subject names the case once (most subjects start with the case number already) …
-        "subject_line": row.subject if number and number in row.subject else f"{number} {row.subject}".strip(),
+        "subject_line": row.subject
+        if number and number in row.subject
+        else f"{number} {row.subject}".strip(),
         # … and the body says what is asked without the case prefix ("请与客户预约上门时间")
         "task": _task_of(row.subject, number),
         "version": row.version,
@@ -356,7 +398,9 @@ def open_approval(
     """`request_approval` in the caller's transaction (plain function: benches and tests use it)."""
     if not STEP_NAME.fullmatch(step):
         # the step names the suspend key and Prefect's run-input keys: lowercase, digits and dashes
-        raise ValueError(f"approval step {step!r}: use lowercase letters, digits and dashes (e.g. 'director-approval')")
+        raise ValueError(
+            f"approval step {step!r}: use lowercase letters, digits and dashes (e.g. 'director-approval')"
+        )
     if kind not in ALLOWED_DECISIONS:
         raise ValueError(f"unknown approval kind {kind!r}: approval, signature or form")
     if form_name is not None and form_name not in FORM_MODELS:
@@ -556,7 +600,8 @@ def await_approval(approval_id: int, step: str, version: int) -> Decision:
             as_if_woken()
             continue
         reply = suspend_announced(  # the run's state and artifact say what it waits for, from whom
-            suspend_key(approval_key(step, version), attempt), ui_form(state.kind, state.form_name),
+            suspend_key(approval_key(step, version), attempt),
+            ui_form(state.kind, state.form_name),
             approval_id=approval_id,
         )
         decision = settle_approval(approval_id, reply.model_dump(mode="json"))
@@ -575,7 +620,11 @@ def _local(at: datetime | None) -> str:
 
 def _already_message(row: Approval) -> str:
     verb = DECISION_ZH.get(str(row.decision), str(row.decision))
-    via = f"（{entered_on_behalf(row.decided_by or '', row.channel)}）" if row.channel in ENTERED_ON_BEHALF else ""
+    via = (
+        f"（{entered_on_behalf(row.decided_by or '', row.channel)}）"
+        if row.channel in ENTERED_ON_BEHALF
+        else ""
+    )
     who = row.decided_by
     # a signature names who signed (the name typed on the page) on behalf of the contact asked to sign
     signer = str((row.payload or {}).get("signer_name") or (row.payload or {}).get("signer") or "").strip()
@@ -659,7 +708,9 @@ def decide(
         row = session.get(Approval, approval_id)
         if row is None:
             return DecisionResult("not_found", "找不到此审批事项，链接可能有误。")
-        refused = refusal(session, row, now=now, content_hash=content_hash, link=channel not in ENTERED_ON_BEHALF)
+        refused = refusal(
+            session, row, now=now, content_hash=content_hash, link=channel not in ENTERED_ON_BEHALF
+        )
         if refused is not None:
             return refused
         allowed = ALLOWED_DECISIONS[row.kind]
@@ -674,8 +725,9 @@ def decide(
             decision in (DecisionKind.REJECTED, DecisionKind.REVISE, DecisionKind.OBJECTED)
             and not comment.strip()
         ):
-            return DecisionResult("invalid", "驳回、要求修改或提出异议时请写明原因。", row,
-                                  errors={"comment": "请写明原因"})
+            return DecisionResult(
+                "invalid", "驳回、要求修改或提出异议时请写明原因。", row, errors={"comment": "请写明原因"}
+            )
         try:
             data = _checked_payload(session, row, decision, comment, payload, now)
         except AnswerError as exc:
@@ -683,22 +735,25 @@ def decide(
         if row.kind == ApprovalKind.SIGNATURE:
             data["content_hash"] = row.content_hash  # the signature binds to exactly what was shown
         # conditional write: of two simultaneous clicks exactly one is recorded
-        written = cast("sa.CursorResult[Any]", session.execute(
-            sa.update(Approval)
-            .where(col(Approval.id) == approval_id, col(Approval.decision).is_(None))
-            .values(
-                decision=str(decision),
-                decided_at=now,
-                decided_by=person.name[:100],
-                comment=comment.strip(),
-                decided_by_staff_id=who.id if who.kind == "staff" else None,
-                decided_by_contact_id=who.id if who.kind == "contact" else None,
-                payload=data,
-                channel=str(channel),
-                status=ApprovalStatus.DECIDED,
-                resumed_at=None if wake else now,
-            )
-        )).rowcount
+        written = cast(
+            "sa.CursorResult[Any]",
+            session.execute(
+                sa.update(Approval)
+                .where(col(Approval.id) == approval_id, col(Approval.decision).is_(None))
+                .values(
+                    decision=str(decision),
+                    decided_at=now,
+                    decided_by=person.name[:100],
+                    comment=comment.strip(),
+                    decided_by_staff_id=who.id if who.kind == "staff" else None,
+                    decided_by_contact_id=who.id if who.kind == "contact" else None,
+                    payload=data,
+                    channel=str(channel),
+                    status=ApprovalStatus.DECIDED,
+                    resumed_at=None if wake else now,
+                )
+            ),
+        ).rowcount
         session.expire(row)
         session.refresh(row)
         if not written:
@@ -734,8 +789,12 @@ def decide(
                 key=f"approval:{row.id}:entered-for:{who.code}",
                 now=now,
                 urgent=True,
-                extra={"decision": DECISION_ZH[DecisionKind(decision)], "comment": row.comment,
-                       "decided_at": now, "entered": entered},
+                extra={
+                    "decision": DECISION_ZH[DecisionKind(decision)],
+                    "comment": row.comment,
+                    "decided_at": now,
+                    "entered": entered,
+                },
             )
     result = DecisionResult(
         "recorded", f"已记录：{DECISION_ZH[DecisionKind(decision)]}。流程将继续。", row, decision_of(row)
@@ -746,13 +805,22 @@ def decide(
 
 
 def _checked_payload(
-    session: Session, row: Approval, decision: str, comment: str, payload: dict[str, Any] | None, now: datetime
+    session: Session,
+    row: Approval,
+    decision: str,
+    comment: str,
+    payload: dict[str, Any] | None,
+    now: datetime,
 ) -> dict[str, Any]:
     """The answer as it will be recorded, validated before anything is written (DESIGN.md §2
     "Typed answers"): the comment's length, the signer's name, and a form's values through the form
     the row names (`models.forms`) — a refused field raises AnswerError with its Chinese reason."""
     errors: dict[str, str] = {}
-    labels = {"comment": "备注" if row.kind == ApprovalKind.FORM else "意见", "signer": "签字人", "data": "表单内容"}
+    labels = {
+        "comment": "备注" if row.kind == ApprovalKind.FORM else "意见",
+        "signer": "签字人",
+        "data": "表单内容",
+    }
     if len(comment.strip()) > COMMENT_MAX:
         errors["comment"] = f"不能超过 {COMMENT_MAX} 个字"
     data = dict(payload or {}) if isinstance(payload, dict) or payload is None else None
@@ -767,9 +835,9 @@ def _checked_payload(
             raise AnswerError({"data": f"此表单（{row.form_name}）已不再使用，请联系客户服务中心"}, labels)
         case = session.get(Case, row.case_id)
         try:
-            data = validate_answer(model, data, now=now, not_before=case.reported_at if case else None).model_dump(
-                mode="json"
-            )
+            data = validate_answer(
+                model, data, now=now, not_before=case.reported_at if case else None
+            ).model_dump(mode="json")
         except AnswerError as exc:
             errors.update(exc.errors)
             labels.update(exc.labels)
@@ -786,8 +854,11 @@ def wake_approval(row: Approval, now: datetime) -> Wake:
         outcome = wake_run(row.flow_run_id, approval_key(row.step, row.version), run_input_for(row))
     if outcome is not Wake.NOT_YET:
         # its own unit of work: the run is already woken, so a busy database must not re-run the click
-        transaction(lambda session: session.execute(
-            sa.update(Approval).where(col(Approval.id) == row.id).values(resumed_at=now)))
+        transaction(
+            lambda session: session.execute(
+                sa.update(Approval).where(col(Approval.id) == row.id).values(resumed_at=now)
+            )
+        )
     return outcome
 
 
@@ -797,15 +868,21 @@ def renew_link(approval_id: int, who: Approver, *, now: datetime) -> DecisionRes
     with session_scope() as session:
         # First statement of the transaction, so it takes the write lock before reading anything:
         # of two web processes asking at once, exactly one claims the send (SQLite and PostgreSQL).
-        claimed = cast("sa.CursorResult[Any]", session.execute(
-            sa.update(Approval)
-            .where(
-                col(Approval.id) == approval_id,
-                sa.or_(col(Approval.link_renewed_at).is_(None), col(Approval.link_renewed_at) <= now - RENEW_EVERY),
-            )
-            .values(link_renewed_at=now)
-            .execution_options(synchronize_session=False)
-        )).rowcount
+        claimed = cast(
+            "sa.CursorResult[Any]",
+            session.execute(
+                sa.update(Approval)
+                .where(
+                    col(Approval.id) == approval_id,
+                    sa.or_(
+                        col(Approval.link_renewed_at).is_(None),
+                        col(Approval.link_renewed_at) <= now - RENEW_EVERY,
+                    ),
+                )
+                .values(link_renewed_at=now)
+                .execution_options(synchronize_session=False)
+            ),
+        ).rowcount
         row = session.get(Approval, approval_id)
         if row is None:
             return DecisionResult("not_found", "找不到此审批事项。")

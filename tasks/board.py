@@ -115,17 +115,30 @@ def approval_waiting(session: Session, row: Approval) -> Waiting:
     else:
         what = action
     until = f"（链接已发送，{_local_time(row.expires_at)} 前有效）"
-    return Waiting(kind=row.kind, what=what, who=who, since=row.created_at, until=row.expires_at,
-                   text=f"等待{who} {what}{until}", flow_run_id=row.flow_run_id)
+    return Waiting(
+        kind=row.kind,
+        what=what,
+        who=who,
+        since=row.created_at,
+        until=row.expires_at,
+        text=f"等待{who} {what}{until}",
+        flow_run_id=row.flow_run_id,
+    )
 
 
 def timer_waiting(timer: Timer) -> Waiting:
     """What a timer waits for: the moment it is due."""
     base = re.sub(r"-\d+$", "", timer.key)
     label = TIMER_ZH.get(base, "定时")
-    return Waiting(kind="timer", what=f"{label}到 {_local_time(timer.due_at)}", who="", since=timer.created_at,
-                   until=timer.due_at, text=f"等待{label}到 {_local_time(timer.due_at)}",
-                   flow_run_id=timer.flow_run_id)
+    return Waiting(
+        kind="timer",
+        what=f"{label}到 {_local_time(timer.due_at)}",
+        who="",
+        since=timer.created_at,
+        until=timer.due_at,
+        text=f"等待{label}到 {_local_time(timer.due_at)}",
+        flow_run_id=timer.flow_run_id,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,11 +224,19 @@ def board(session: Session, *, now: datetime, limit: int = 500) -> list[BoardCas
     ids = [c.id for c in cases if c.id is not None]
     if not ids:
         return []
-    customers = {c.id: c for c in session.exec(select(Customer).where(col(Customer.id).in_({c.customer_id for c in cases})))}
+    customers = {
+        c.id: c
+        for c in session.exec(select(Customer).where(col(Customer.id).in_({c.customer_id for c in cases})))
+    }
     contract_ids = {c.contract_id for c in cases if c.contract_id is not None}
-    schemes = {k.id: k.severity_scheme for k in session.exec(select(Contract).where(col(Contract.id).in_(contract_ids)))}
+    schemes = {
+        k.id: k.severity_scheme
+        for k in session.exec(select(Contract).where(col(Contract.id).in_(contract_ids)))
+    }
     site_ids = {c.site_id for c in cases if c.site_id is not None}
-    sites = {s.id: s for s in session.exec(select(Site).where(col(Site.id).in_(site_ids)))} if site_ids else {}
+    sites = (
+        {s.id: s for s in session.exec(select(Site).where(col(Site.id).in_(site_ids)))} if site_ids else {}
+    )
 
     waits: dict[int, list[Waiting]] = defaultdict(list)
     pending = session.exec(
@@ -226,7 +247,9 @@ def board(session: Session, *, now: datetime, limit: int = 500) -> list[BoardCas
     for row in pending:
         waits[row.case_id].append(approval_waiting(session, row))
     timers = session.exec(
-        select(Timer).where(col(Timer.case_id).in_(ids), col(Timer.fired_at).is_(None)).order_by(col(Timer.due_at))
+        select(Timer)
+        .where(col(Timer.case_id).in_(ids), col(Timer.fired_at).is_(None))
+        .order_by(col(Timer.due_at))
     )
     for timer in timers:
         if timer.case_id is not None:
@@ -242,10 +265,16 @@ def board(session: Session, *, now: datetime, limit: int = 500) -> list[BoardCas
         breached = clock.breached_at is not None or (
             clock.status == ClockStatus.RUNNING and clock.due_at is not None and clock.due_at <= now
         )
-        clocks[clock.case_id].append(ClockLine(
-            kind=clock.kind, label=CLOCK_ZH.get(clock.kind, clock.kind), due_at=clock.due_at, breached=breached,
-            provisional=clock.provisional, paused=clock.status == ClockStatus.PAUSED,
-        ))
+        clocks[clock.case_id].append(
+            ClockLine(
+                kind=clock.kind,
+                label=CLOCK_ZH.get(clock.kind, clock.kind),
+                due_at=clock.due_at,
+                breached=breached,
+                provisional=clock.provisional,
+                paused=clock.status == ClockStatus.PAUSED,
+            )
+        )
 
     reports: dict[int, dict[str, ReportLink]] = defaultdict(dict)
     for report in session.exec(
@@ -253,8 +282,10 @@ def board(session: Session, *, now: datetime, limit: int = 500) -> list[BoardCas
     ):
         assert report.id is not None
         reports[report.case_id][report.kind] = ReportLink(  # the newest version of each kind
-            title=report.title or REPORT_TITLES_ZH.get(report.kind, report.kind), version=report.version,
-            report_id=report.id, status=report.status,
+            title=report.title or REPORT_TITLES_ZH.get(report.kind, report.kind),
+            version=report.version,
+            report_id=report.id,
+            status=report.status,
         )
 
     out = []
@@ -262,20 +293,41 @@ def board(session: Session, *, now: datetime, limit: int = 500) -> list[BoardCas
         assert case.id is not None
         customer = customers.get(case.customer_id)
         site = sites.get(case.site_id) if case.site_id else None
-        out.append(BoardCase(
-            id=case.id, number=case.number, kind=case.kind,
-            kind_zh=CASE_KIND_ZH.get(CaseKind(case.kind), case.kind) if case.kind in set(CaseKind) else case.kind,
-            customer=customer.name if customer else "", site=site.name if site else "", title=case.title,
-            severity=case.severity,
-            severity_text=severity_text(schemes.get(case.contract_id) if case.contract_id else None, case.severity),
-            paid=case.out_of_contract, paid_reason=str(case.data.get("paid_service_reason") or ""),
-            status=case.status, reported_at=case.reported_at, updated_at=case.updated_at,
-            flow_run_id=case.flow_run_id, waits=waits.get(case.id, []), clocks=clocks.get(case.id, []),
-            reports=list(reports.get(case.id, {}).values()),
-        ))
+        out.append(
+            BoardCase(
+                id=case.id,
+                number=case.number,
+                kind=case.kind,
+                kind_zh=CASE_KIND_ZH.get(CaseKind(case.kind), case.kind)
+                if case.kind in set(CaseKind)
+                else case.kind,
+                customer=customer.name if customer else "",
+                site=site.name if site else "",
+                title=case.title,
+                severity=case.severity,
+                severity_text=severity_text(
+                    schemes.get(case.contract_id) if case.contract_id else None, case.severity
+                ),
+                paid=case.out_of_contract,
+                paid_reason=str(case.data.get("paid_service_reason") or ""),
+                status=case.status,
+                reported_at=case.reported_at,
+                updated_at=case.updated_at,
+                flow_run_id=case.flow_run_id,
+                waits=waits.get(case.id, []),
+                clocks=clocks.get(case.id, []),
+                reports=list(reports.get(case.id, {}).values()),
+            )
+        )
     far = datetime.max.replace(tzinfo=now.tzinfo)
-    out.sort(key=lambda c: (not c.breached, c.deadline.due_at if c.deadline and c.deadline.due_at else far,
-                            c.severity or 5, c.reported_at))
+    out.sort(
+        key=lambda c: (
+            not c.breached,
+            c.deadline.due_at if c.deadline and c.deadline.due_at else far,
+            c.severity or 5,
+            c.reported_at,
+        )
+    )
     return out
 
 
@@ -286,7 +338,9 @@ def board(session: Session, *, now: datetime, limit: int = 500) -> list[BoardCas
 def case_run_name(session: Session, case: Case, procedure: str | None = None) -> str:
     """`WX-000001 故障维修 北京某银行`: what the Prefect UI lists the case's run as."""
     customer = session.get(Customer, case.customer_id)
-    kind = procedure or (CASE_KIND_ZH.get(CaseKind(case.kind), case.kind) if case.kind in set(CaseKind) else case.kind)
+    kind = procedure or (
+        CASE_KIND_ZH.get(CaseKind(case.kind), case.kind) if case.kind in set(CaseKind) else case.kind
+    )
     return " ".join(part for part in (case.number, kind, customer.name if customer else "") if part)
 
 
@@ -349,7 +403,9 @@ def name_run(case_id: int, procedure: str | None = None) -> None:
 # Announcing a wait: the Suspended state's message and the case's artifact
 
 
-def describe_wait(*, approval_id: int | None = None, timer_id: int | None = None) -> tuple[Case, Waiting] | None:
+def describe_wait(
+    *, approval_id: int | None = None, timer_id: int | None = None
+) -> tuple[Case, Waiting] | None:
     """The case and the sentence of a wait (None if it cannot be read: the wait goes on unannounced)."""
     try:
         with session_scope() as session:
@@ -415,13 +471,15 @@ def _publish(case: Case, waiting: Waiting) -> None:
 
 
 @overload
-def suspend_announced(key: str, wait_for_input: None = None, *, approval_id: int | None = None,
-                      timer_id: int | None = None) -> None: ...
+def suspend_announced(
+    key: str, wait_for_input: None = None, *, approval_id: int | None = None, timer_id: int | None = None
+) -> None: ...
 
 
 @overload
-def suspend_announced(key: str, wait_for_input: type[T], *, approval_id: int | None = None,
-                      timer_id: int | None = None) -> T: ...
+def suspend_announced(
+    key: str, wait_for_input: type[T], *, approval_id: int | None = None, timer_id: int | None = None
+) -> T: ...
 
 
 def suspend_announced(

@@ -115,25 +115,42 @@ class RepairRequest(BaseModel):
 
     model_config = ConfigDict(title="故障报修 / repair request")
 
-    customer: RequiredText = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1,
-                                   max_length=100)
-    site: str | None = Field(
-        default=None, title="机房/站点", description="站点名称；客户只有一个站点或已填设备序列号时可不填", max_length=100
+    customer: RequiredText = Field(
+        title="客户",
+        description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心",
+        min_length=1,
+        max_length=100,
     )
-    device: str | None = Field(default=None, title="设备序列号", description="可选：故障设备的序列号（设备档案）",
-                               max_length=64)
-    reported_by: RequiredText = Field(title="报告人", description="报告故障的客户人员姓名与电话", min_length=1,
-                                      max_length=100)
-    channel: Channel = Field(default=Channel.HOTLINE, title="报告渠道", description="热线 / 邮件 / 网站 / 巡检 / 销售 / 现场")
-    description: RequiredText = Field(title="故障描述", description="现象、影响的业务、开始时间", min_length=2, max_length=4000)
+    site: str | None = Field(
+        default=None,
+        title="机房/站点",
+        description="站点名称；客户只有一个站点或已填设备序列号时可不填",
+        max_length=100,
+    )
+    device: str | None = Field(
+        default=None, title="设备序列号", description="可选：故障设备的序列号（设备档案）", max_length=64
+    )
+    reported_by: RequiredText = Field(
+        title="报告人", description="报告故障的客户人员姓名与电话", min_length=1, max_length=100
+    )
+    channel: Channel = Field(
+        default=Channel.HOTLINE, title="报告渠道", description="热线 / 邮件 / 网站 / 巡检 / 销售 / 现场"
+    )
+    description: RequiredText = Field(
+        title="故障描述", description="现象、影响的业务、开始时间", min_length=2, max_length=4000
+    )
     severity: int = Field(default=3, ge=1, le=4, title="故障级别 (1–4)", description=SEVERITY_HELP)
     reported_at: datetime | None = Field(
-        default=None, title="报告时间",
+        default=None,
+        title="报告时间",
         description="客户报告故障的时间（北京时间，如 2026-11-23 10:30）；不填为当前时间（时钟由此开始计时）。"
-                    "不能晚于当前时间，也不能早于 30 天以前",
+        "不能晚于当前时间，也不能早于 30 天以前",
     )
     parent_case_id: int | None = Field(
-        default=None, ge=1, title="关联工单", description="由巡检、5分钟交流或其他工单发现时，填来源工单号（数字）"
+        default=None,
+        ge=1,
+        title="关联工单",
+        description="由巡检、5分钟交流或其他工单发现时，填来源工单号（数字）",
     )
 
     # The Prefect-UI run form (deployments.run_forms) sends "" for a field left empty, the
@@ -170,16 +187,19 @@ def check_report_time(reported_at: datetime | None, now: datetime) -> None:
     error that would lay every deadline wrong. Raises IntakeError with the local times."""
     from datetime import timedelta
 
-
     if reported_at is None:
         return
     if reported_at > now + FUTURE_SLACK:
-        raise IntakeError(f"报告时间 {_local_time(reported_at)} 晚于当前时间 {_local_time(now)}，请更正 "
-                          "/ the report time lies in the future")
+        raise IntakeError(
+            f"报告时间 {_local_time(reported_at)} 晚于当前时间 {_local_time(now)}，请更正 "
+            "/ the report time lies in the future"
+        )
     days = get_settings().intake_max_age_days
     if reported_at < now - timedelta(days=days):
-        raise IntakeError(f"报告时间 {_local_time(reported_at)} 早于 {days} 天以前，请更正 "
-                          f"/ the report time is more than {days} days back")
+        raise IntakeError(
+            f"报告时间 {_local_time(reported_at)} 早于 {days} 天以前，请更正 "
+            f"/ the report time is more than {days} days back"
+        )
 
 
 @dataclass(frozen=True)
@@ -201,10 +221,14 @@ def find_customer(session: Session, text: str) -> Customer:
         by_code = session.exec(select(Customer).where(Customer.code == choice.group(2).upper())).first()
         if by_code is not None:
             return by_code
-    exact = session.exec(select(Customer).where(or_(Customer.code == text.upper(), Customer.name == text))).first()
+    exact = session.exec(
+        select(Customer).where(or_(Customer.code == text.upper(), Customer.name == text))
+    ).first()
     if exact is not None:
         return exact
-    like = session.exec(select(Customer).where(col(Customer.name).contains(text)).order_by(col(Customer.id))).all()
+    like = session.exec(
+        select(Customer).where(col(Customer.name).contains(text)).order_by(col(Customer.id))
+    ).all()
     if len(like) == 1:
         return like[0]
     if not like:
@@ -219,14 +243,18 @@ def resolve_request(session: Session, request: RepairRequest, *, today: datetime
         raise IntakeError(f"关联工单 {request.parent_case_id} 不存在 / no case {request.parent_case_id}")
     customer = find_customer(session, request.customer)
     assert customer.id is not None
-    sites = list(session.exec(select(Site).where(Site.customer_id == customer.id).order_by(col(Site.id))).all())
+    sites = list(
+        session.exec(select(Site).where(Site.customer_id == customer.id).order_by(col(Site.id))).all()
+    )
     device = None
     if request.device:
         device = session.exec(select(Device).where(Device.serial == request.device.strip())).first()
         if device is None:
             raise IntakeError(f"未知设备序列号：{request.device} / unknown device serial")
         if device.customer_id != customer.id:
-            raise IntakeError(f"设备 {device.serial} 不属于客户 {customer.name} / device belongs to another customer")
+            raise IntakeError(
+                f"设备 {device.serial} 不属于客户 {customer.name} / device belongs to another customer"
+            )
     if request.site:
         wanted = request.site.strip()
         site = next((s for s in sites if s.name == wanted), None)
@@ -249,7 +277,11 @@ def resolve_request(session: Session, request: RepairRequest, *, today: datetime
         raise IntakeError(f"设备 {device.serial} 不在站点 {site.name} / the device is at another site")
 
     contracts = list(
-        session.exec(select(Contract).where(Contract.customer_id == customer.id).order_by(col(Contract.end_date).desc()))
+        session.exec(
+            select(Contract)
+            .where(Contract.customer_id == customer.id)
+            .order_by(col(Contract.end_date).desc())
+        )
     )
     day = _local_day(today)
     active = next((c for c in contracts if c.is_active(day)), None)
@@ -334,18 +366,33 @@ def open_case(
     session.flush()
     assert case.id is not None
     append_event(
-        session, case.id, "opened", at=reported_at, actor=request.reported_by, key="opened",
+        session,
+        case.id,
+        "opened",
+        at=reported_at,
+        actor=request.reported_by,
+        key="opened",
         data={
-            "channel": str(request.channel), "severity": request.severity, "out_of_contract": resolved.out_of_contract,
-            "reason": resolved.reason, "parent_id": request.parent_case_id, "team": team,
+            "channel": str(request.channel),
+            "severity": request.severity,
+            "out_of_contract": resolved.out_of_contract,
+            "reason": resolved.reason,
+            "parent_id": request.parent_case_id,
+            "team": team,
         },
     )
     if request.parent_case_id:
         append_event(
-            session, request.parent_case_id, "linked_case_opened", at=reported_at, key=f"linked:{case.id}",
+            session,
+            request.parent_case_id,
+            "linked_case_opened",
+            at=reported_at,
+            key=f"linked:{case.id}",
             data={"case_id": case.id, "kind": str(kind)},
         )
-        if request.channel == Channel.INSPECTION:  # a problem an inspection found: the customer is told its number
+        if (
+            request.channel == Channel.INSPECTION
+        ):  # a problem an inspection found: the customer is told its number
             feedback_repair_opened(session, request.parent_case_id, case, at=now)
     return case
 
@@ -449,8 +496,13 @@ def set_status(session: Session, case_id: int, status: CaseStatus, *, at: dateti
 
 
 @step("take-request", title="受理报修 / take the request")
-def take_request(request: RepairRequest, now: datetime, flow_run_id: str | None = None,
-                 tell: list[Tell] | None = None, entered_at: datetime | None = None) -> int:
+def take_request(
+    request: RepairRequest,
+    now: datetime,
+    flow_run_id: str | None = None,
+    tell: list[Tell] | None = None,
+    entered_at: datetime | None = None,
+) -> int:
     """Validate the request and open the case (raises IntakeError with a clear message, nothing
     written); `tell`: the notices of the opening, queued in the same transaction (see `record`)."""
     with session_scope() as session:
@@ -470,8 +522,16 @@ def load_case(case_id: int) -> CaseFacts:
 
 
 @step("record", title="记录 / record", key=lambda a: a["key"] or a["kind"])
-def record(case_id: int, kind: str, at: datetime, actor: str = "system", data: dict[str, Any] | None = None,
-           key: str | None = None, status: CaseStatus | None = None, tell: list[Tell] | None = None) -> int:
+def record(
+    case_id: int,
+    kind: str,
+    at: datetime,
+    actor: str = "system",
+    data: dict[str, Any] | None = None,
+    key: str | None = None,
+    status: CaseStatus | None = None,
+    tell: list[Tell] | None = None,
+) -> int:
     """Append one event to the case's history (idempotent by key), optionally setting its status.
 
     `tell`: the messages this event sends (`Tell`: template, key, roles, customer, context, urgent), queued in the outbox in the same transaction as the
@@ -513,13 +573,31 @@ class Tell:
 
     def queue(self, session: Session, case_id: int, *, now: datetime, **more: Any) -> int:
         """Queue it for the case; `more`: context added by the step that sends it (e.g. a report id)."""
-        return queue_for_case(session, case_id, template=self.template, key=self.key, now=now, roles=list(self.roles),
-                              customer=self.customer, context={**self.context, **more}, urgent=self.urgent)
+        return queue_for_case(
+            session,
+            case_id,
+            template=self.template,
+            key=self.key,
+            now=now,
+            roles=list(self.roles),
+            customer=self.customer,
+            context={**self.context, **more},
+            urgent=self.urgent,
+        )
 
 
-def queue_for_case(session: Session, case_id: int, *, template: str, key: str, now: datetime,
-                   roles: list[str] | None = None, customer: bool = False, context: dict[str, Any] | None = None,
-                   urgent: bool | None = None) -> int:
+def queue_for_case(
+    session: Session,
+    case_id: int,
+    *,
+    template: str,
+    key: str,
+    now: datetime,
+    roles: list[str] | None = None,
+    customer: bool = False,
+    context: dict[str, Any] | None = None,
+    urgent: bool | None = None,
+) -> int:
     """Queue `template` to the case's people in `roles` (and its customer contact) in the caller's
     transaction; urgent (through quiet hours) for severity 1–2 unless said otherwise."""
     facts = case_facts(session, case_id)
@@ -534,9 +612,13 @@ def queue_for_case(session: Session, case_id: int, *, template: str, key: str, n
     if "report_id" in extra:  # a message about a report carries a signed link to it
         extra["report_url"] = report_url(extra["report_id"], now=now)
     rows = queue(
-        session, recipients=recipients, template=template,
+        session,
+        recipients=recipients,
+        template=template,
         context={"case": facts.as_dict(), "paid": paid_prefix(facts.as_dict()), **extra},
-        key=f"{case_id}:{key}", case_id=case_id, now=now,
+        key=f"{case_id}:{key}",
+        case_id=case_id,
+        now=now,
         urgent=facts.severity <= 2 if urgent is None else urgent,
     )
     return len(rows)
@@ -552,8 +634,11 @@ def feedback_repair_opened(session: Session, inspection_id: int, repair: Case, *
     if inspection is None or inspection.kind != str(CaseKind.INSPECTION) or repair.id is None:
         return False
     target = f"device:{repair.device_id}" if repair.device_id is not None else "site"
-    rows = [r for r in open_problems(session, inspection_id)
-            if r.target == target and f"·{r.item_label}：" in (repair.description or "")]
+    rows = [
+        r
+        for r in open_problems(session, inspection_id)
+        if r.target == target and f"·{r.item_label}：" in (repair.description or "")
+    ]
     if not rows:
         return False
     for r in rows:
@@ -564,13 +649,35 @@ def feedback_repair_opened(session: Session, inspection_id: int, repair: Case, *
     first = rows[0]
     key = f"feedback:{repair.id}"
     if session.exec(select(Event).where(Event.case_id == inspection_id, Event.key == key)).first() is None:
-        queue_for_case(session, inspection_id, template="inspection/problem_feedback", key=key, now=at, customer=True,
-                       urgent=False, context={"number": inspection.number, "repair_number": repair.number,
-                                              "problem": f"{first.item_label}：{first.note}",
-                                              "severity": repair.severity})
-        append_event(session, inspection_id, "problem_feedback_sent", at=at, actor="system", key=key,
-                     data={"repair_case_id": repair.id, "repair_number": repair.number, "item": first.item_code,
-                           "target": first.target})
+        queue_for_case(
+            session,
+            inspection_id,
+            template="inspection/problem_feedback",
+            key=key,
+            now=at,
+            customer=True,
+            urgent=False,
+            context={
+                "number": inspection.number,
+                "repair_number": repair.number,
+                "problem": f"{first.item_label}：{first.note}",
+                "severity": repair.severity,
+            },
+        )
+        append_event(
+            session,
+            inspection_id,
+            "problem_feedback_sent",
+            at=at,
+            actor="system",
+            key=key,
+            data={
+                "repair_case_id": repair.id,
+                "repair_number": repair.number,
+                "item": first.item_code,
+                "target": first.target,
+            },
+        )
     if all_fed_back(session, inspection_id):
         clocks.stop_clock(session, inspection_id, "inspection_feedback", at=at)
     return True
@@ -586,7 +693,9 @@ def clock(case_id: int, kind: ClockKind, action: ClockAction, at: datetime, reas
         if action in (ClockAction.PAUSE, ClockAction.RESUME):
             row = clocks.find_clock(session, case_id, kind)
             if row is None or row.status == ClockStatus.STOPPED:
-                return "none" if row is None else "stopped"  # nothing left to pause: the clock has run its course
+                return (
+                    "none" if row is None else "stopped"
+                )  # nothing left to pause: the clock has run its course
             if action == ClockAction.PAUSE:
                 clocks.pause_clock(session, case_id, kind, at=at, reason=reason or "等待客户")
                 return "paused"
@@ -607,8 +716,9 @@ REPAIR_DEPLOYMENT = "repair/repair"
 ACCIDENT_DEPLOYMENT = "accident/accident"
 
 
-def start_deployment_run(deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None = None,
-                         as_form: bool = False) -> str:
+def start_deployment_run(
+    deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None = None, as_form: bool = False
+) -> str:
     """Start a run of `flow/deployment` from a program (not a subflow: a run with a parent cannot
     suspend); returns its id. A duplicate idempotency key returns the run started the first time.
 
@@ -624,7 +734,6 @@ def start_deployment_run(deployment: str, parameters: dict[str, Any], *, idempot
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentFlowRunCreate
 
-
     scripted = responder()
     if scripted is not None:  # the fast test layer: the test runs the started flow body itself
         return scripted.start_run(deployment, parameters, idempotency_key)
@@ -632,10 +741,18 @@ def start_deployment_run(deployment: str, parameters: dict[str, Any], *, idempot
 
     with get_client(sync_client=True) as client:
         found = client.read_deployment_by_name(deployment)
-        create = DeploymentFlowRunCreate(parameters=parameters, state=to_state_create(Scheduled()),
-                                         idempotency_key=idempotency_key, enforce_parameter_schema=as_form)
-        response = client.request("POST", "/deployments/{id}/create_flow_run", path_params={"id": found.id},
-                                  json=create.model_dump(mode="json", exclude_unset=True))
+        create = DeploymentFlowRunCreate(
+            parameters=parameters,
+            state=to_state_create(Scheduled()),
+            idempotency_key=idempotency_key,
+            enforce_parameter_schema=as_form,
+        )
+        response = client.request(
+            "POST",
+            "/deployments/{id}/create_flow_run",
+            path_params={"id": found.id},
+            json=create.model_dump(mode="json", exclude_unset=True),
+        )
         return str(UUID(response.json()["id"]))
 
 
@@ -646,18 +763,25 @@ def start_repair(request: RepairRequest | dict[str, Any], *, idempotency_key: st
     The idempotency key makes a replayed start return the run started the first time.
     """
     req = request if isinstance(request, RepairRequest) else RepairRequest.model_validate(request)
-    return start_deployment_run(REPAIR_DEPLOYMENT, {"request": req.model_dump(mode="json")},
-                                idempotency_key=idempotency_key)
+    return start_deployment_run(
+        REPAIR_DEPLOYMENT, {"request": req.model_dump(mode="json")}, idempotency_key=idempotency_key
+    )
 
 
-@step("start-repair-run", title="新建维修流程 / start a repair flow", key="{idempotency_key}",
-      transactional=False)  # a Prefect run, idempotent by its key
+@step(
+    "start-repair-run",
+    title="新建维修流程 / start a repair flow",
+    key="{idempotency_key}",
+    transactional=False,
+)  # a Prefect run, idempotent by its key
 def start_repair_run(request: RepairRequest, idempotency_key: str) -> str:
     """`start_repair` as a step of a flow (a replay returns the run started the first time)."""
     return start_repair(request, idempotency_key=idempotency_key)
 
 
-@step("start-accident-run", title="转事故处理 / start the accident flow", transactional=False)  # idempotent by its key
+@step(
+    "start-accident-run", title="转事故处理 / start the accident flow", transactional=False
+)  # idempotent by its key
 def start_accident_run(case_id: int, reason: str, idempotency_key: str) -> str:
     """Start the `accident` flow with this repair case as its link (it takes over the history)."""
     request = {"parent_case_id": case_id, "found_by": "repair", "handover_reason": reason}

@@ -304,8 +304,11 @@ def _as_plain_text(plugin: NotifyBase, *, title: str, body: str) -> dict[str, An
         # Apprise has no text→markdown conversion, and markdown joins lines that one newline separates
         # (a DingTalk robot with ?format=markdown showed "（SN…）报告人：…" on one line): every line
         # break becomes a hard one (two spaces before the newline), blank lines stay paragraph breaks
-        return {"title": title, "body": "\n".join(line.rstrip() + "  " if line.strip() else ""
-                                                 for line in body.splitlines()), "body_format": fmt}
+        return {
+            "title": title,
+            "body": "\n".join(line.rstrip() + "  " if line.strip() else "" for line in body.splitlines()),
+            "body_format": fmt,
+        }
     if title and plugin.title_maxlen <= 0:  # the title is put into the body: it is converted too
         title = convert_between(apprise.NotifyFormat.TEXT, fmt, title)
     return {"title": title, "body": convert_between(apprise.NotifyFormat.TEXT, fmt, body), "body_format": fmt}

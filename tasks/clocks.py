@@ -71,15 +71,18 @@ def load_calendar(session: Session, name: str = "cn", tz: str | None = None) -> 
     """The official calendar with the operator's overrides of `name` (read here, used by pure code)."""
     rows = session.exec(select(CalendarOverride).where(CalendarOverride.calendar == name)).all()
     years = session.exec(select(CalendarYear.year).where(CalendarYear.calendar == name)).all()
-    return build_calendar(((r.day, r.working) for r in rows), name=name, tz=tz or business_timezone(),
-                          confirmed_years=years)
+    return build_calendar(
+        ((r.day, r.working) for r in rows), name=name, tz=tz or business_timezone(), confirmed_years=years
+    )
 
 
-def set_calendar_day(session: Session, day: date, working: bool, *, note: str, now: datetime,
-                     name: str = "cn") -> CalendarOverride:
+def set_calendar_day(
+    session: Session, day: date, working: bool, *, note: str, now: datetime, name: str = "cn"
+) -> CalendarOverride:
     """Enter one day of an official notice (or a local correction): a day off, or a make-up working day."""
-    row = session.exec(select(CalendarOverride).where(CalendarOverride.calendar == name,
-                                                      CalendarOverride.day == day)).first()
+    row = session.exec(
+        select(CalendarOverride).where(CalendarOverride.calendar == name, CalendarOverride.day == day)
+    ).first()
     if row is None:
         row = CalendarOverride(calendar=name, day=day, working=working, note=note, created_at=now)
     else:
@@ -94,13 +97,21 @@ def confirm_year(session: Session, year: int, *, note: str, now: datetime, name:
 
     Refused while no day of that year has been entered: confirming the statutory estimate alone
     would hide the 调休 make-up days the notice always brings."""
-    entered = session.exec(select(CalendarOverride.id).where(
-        CalendarOverride.calendar == name,
-        CalendarOverride.day >= date(year, 1, 1), CalendarOverride.day <= date(year, 12, 31))).first()
+    entered = session.exec(
+        select(CalendarOverride.id).where(
+            CalendarOverride.calendar == name,
+            CalendarOverride.day >= date(year, 1, 1),
+            CalendarOverride.day <= date(year, 12, 31),
+        )
+    ).first()
     if entered is None:
-        raise ClockError(f"{year} 年尚未录入任何节假日/调休日，请先按国务院通知录入再确认 / "
-                         f"enter the official days of {year} first (aftercare calendar off|working DAY)")
-    row = session.exec(select(CalendarYear).where(CalendarYear.calendar == name, CalendarYear.year == year)).first()
+        raise ClockError(
+            f"{year} 年尚未录入任何节假日/调休日，请先按国务院通知录入再确认 / "
+            f"enter the official days of {year} first (aftercare calendar off|working DAY)"
+        )
+    row = session.exec(
+        select(CalendarYear).where(CalendarYear.calendar == name, CalendarYear.year == year)
+    ).first()
     if row is None:
         row = CalendarYear(calendar=name, year=year, note=note, confirmed_at=now)
         session.add(row)
@@ -120,8 +131,13 @@ def confirm_year(session: Session, year: int, *, note: str, now: datetime, name:
             cleared += 1
         session.add(clock)
     session.flush()
-    log.info("calendar %s year %s confirmed: %d clock(s) no longer provisional, %d deadline(s) moved",
-             name, year, cleared, moved)
+    log.info(
+        "calendar %s year %s confirmed: %d clock(s) no longer provisional, %d deadline(s) moved",
+        name,
+        year,
+        cleared,
+        moved,
+    )
     return row
 
 
@@ -141,22 +157,35 @@ def _relay(session: Session, clock: Clock, cal: Calendar, now: datetime) -> bool
         return False
     times = [step.at for step in steps] + ([due.at] if due else [])
     for pause in clock.pauses:
-        times = shift_after_pause(times, datetime.fromisoformat(pause["from"]), datetime.fromisoformat(pause["to"]), cal)
+        times = shift_after_pause(
+            times, datetime.fromisoformat(pause["from"]), datetime.fromisoformat(pause["to"]), cal
+        )
     ladder = [[step.level, at.isoformat()] for step, at in zip(steps, times, strict=False)]
     due_at = times[-1] if due else None
     if due_at == clock.due_at and ladder == clock.ladder:
         return False
     old_due = clock.due_at
     clock.due_at, clock.ladder = due_at, ladder
-    data: dict[str, Any] = {"clock": clock.kind, "due_at_before": _iso(old_due), "due_at": _iso(due_at), "ladder": ladder,
-                            "reason": "已录入该年国务院节假日安排，按正式日历重新计算期限"}
+    data: dict[str, Any] = {
+        "clock": clock.kind,
+        "due_at_before": _iso(old_due),
+        "due_at": _iso(due_at),
+        "ladder": ladder,
+        "reason": "已录入该年国务院节假日安排，按正式日历重新计算期限",
+    }
     if clock.status == ClockStatus.STOPPED:
         data["verdict_before"] = verdict(clock)
         _judge(clock, closed=_was_closed(session, clock))
         data["verdict"] = verdict(clock)
     _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
-    append_event(session, clock.case_id, "clock.relaid", at=now, key=f"clock:{clock.kind}:relaid:{cal.name}:{now.isoformat()}",
-                 data=data)
+    append_event(
+        session,
+        clock.case_id,
+        "clock.relaid",
+        at=now,
+        key=f"clock:{clock.kind}:relaid:{cal.name}:{now.isoformat()}",
+        data=data,
+    )
     return True
 
 
@@ -178,8 +207,12 @@ def verdict(clock: Clock) -> str:
 
 def _was_closed(session: Session, clock: Clock) -> bool:
     """Whether the clock was stopped by its case closing (`close_clocks`), not by its own step."""
-    return session.exec(select(Event.id).where(Event.case_id == clock.case_id,
-                                               Event.key == f"clock:{clock.kind}:closed")).first() is not None
+    return (
+        session.exec(
+            select(Event.id).where(Event.case_id == clock.case_id, Event.key == f"clock:{clock.kind}:closed")
+        ).first()
+        is not None
+    )
 
 
 def _bound_times(clock: Clock) -> list[datetime]:
@@ -355,8 +388,10 @@ def start_clock(
             "raise_severity": kind in pol.escalation.get("raise_severity_on", []),
             # which times were laid on the working-day calendar: only these can turn provisional
             # (or stop being so) when a pause moves them or a year is confirmed
-            "calendar_bound": {"due": bool(due and due.uses_calendar),
-                               "levels": [s.level for s in steps if s.uses_calendar]},
+            "calendar_bound": {
+                "due": bool(due and due.uses_calendar),
+                "levels": [s.level for s in steps if s.uses_calendar],
+            },
         },
         ladder=[[s.level, s.at.isoformat()] for s in steps],
     )
@@ -364,10 +399,21 @@ def start_clock(
     session.add(clock)
     session.flush()
     append_event(
-        session, case_id, "clock.started", at=started_at, key=f"clock:{kind}:started",
-        data={"clock": kind, "label": CLOCK_LABELS_ZH[kind], "severity": severity, "due_at": _iso(clock.due_at),
-              "provisional": clock.provisional, "basis": clock.basis, "terms": clock.terms,
-              "warning": PROVISIONAL_WARNING if clock.provisional else None},
+        session,
+        case_id,
+        "clock.started",
+        at=started_at,
+        key=f"clock:{kind}:started",
+        data={
+            "clock": kind,
+            "label": CLOCK_LABELS_ZH[kind],
+            "severity": severity,
+            "due_at": _iso(clock.due_at),
+            "provisional": clock.provisional,
+            "basis": clock.basis,
+            "terms": clock.terms,
+            "warning": PROVISIONAL_WARNING if clock.provisional else None,
+        },
     )
     return clock
 
@@ -379,13 +425,21 @@ def pause_clock(session: Session, case_id: int, kind: str, *, at: datetime, reas
     if clock is None or clock.status != ClockStatus.RUNNING:
         if clock is not None and clock.status == ClockStatus.PAUSED:
             return clock  # a replayed pause
-        raise ClockError(f"时钟 {CLOCK_LABELS_ZH[kind]} 未在计时，不能暂停 / clock {kind} of case {case_id} is not running")
+        raise ClockError(
+            f"时钟 {CLOCK_LABELS_ZH[kind]} 未在计时，不能暂停 / clock {kind} of case {case_id} is not running"
+        )
     clock.status = ClockStatus.PAUSED
     clock.paused_at = at
     _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
     session.add(clock)
-    append_event(session, case_id, "clock.paused", at=at, key=f"clock:{kind}:paused:{len(clock.pauses)}",
-                 data={"clock": kind, "reason": reason})
+    append_event(
+        session,
+        case_id,
+        "clock.paused",
+        at=at,
+        key=f"clock:{kind}:paused:{len(clock.pauses)}",
+        data={"clock": kind, "reason": reason},
+    )
     return clock
 
 
@@ -396,7 +450,9 @@ def resume_clock(session: Session, case_id: int, kind: str, *, at: datetime, rea
     if clock is None or clock.status != ClockStatus.PAUSED:
         if clock is not None and clock.status == ClockStatus.RUNNING:
             return clock  # a replayed resume
-        raise ClockError(f"时钟 {CLOCK_LABELS_ZH[kind]} 未暂停，不能恢复 / clock {kind} of case {case_id} is not paused")
+        raise ClockError(
+            f"时钟 {CLOCK_LABELS_ZH[kind]} 未暂停，不能恢复 / clock {kind} of case {case_id} is not paused"
+        )
     assert clock.paused_at is not None
     if at < clock.paused_at:
         raise ClockError(f"恢复时间早于暂停时间 / resume at {at} is before the pause at {clock.paused_at}")
@@ -415,10 +471,22 @@ def resume_clock(session: Session, case_id: int, kind: str, *, at: datetime, rea
     clock.provisional = _provisional_now(clock, cal)
     _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
     session.add(clock)
-    append_event(session, case_id, "clock.resumed", at=at, key=f"clock:{kind}:resumed:{len(clock.pauses) - 1}",
-                 data={"clock": kind, "paused_at": paused_at.isoformat(), "due_at": _iso(clock.due_at),
-                       "ladder": clock.ladder, "reason": reason, "provisional": clock.provisional,
-                       "warning": PROVISIONAL_WARNING if clock.provisional else None})
+    append_event(
+        session,
+        case_id,
+        "clock.resumed",
+        at=at,
+        key=f"clock:{kind}:resumed:{len(clock.pauses) - 1}",
+        data={
+            "clock": kind,
+            "paused_at": paused_at.isoformat(),
+            "due_at": _iso(clock.due_at),
+            "ladder": clock.ladder,
+            "reason": reason,
+            "provisional": clock.provisional,
+            "warning": PROVISIONAL_WARNING if clock.provisional else None,
+        },
+    )
     return clock
 
 
@@ -441,9 +509,14 @@ def stop_clock(session: Session, case_id: int, kind: str, *, at: datetime) -> Cl
     # a breach that became due before the stop and was not fired yet is still the keeper's to fire
     _schedule(clock, _done_levels(session, clock.id))  # type: ignore[arg-type]
     session.add(clock)
-    append_event(session, case_id, "clock.met" if clock.met_at else "clock.breached", at=effective,
-                 key=f"clock:{kind}:stopped",
-                 data={"clock": kind, "due_at": _iso(clock.due_at), "stopped_at": effective.isoformat()})
+    append_event(
+        session,
+        case_id,
+        "clock.met" if clock.met_at else "clock.breached",
+        at=effective,
+        key=f"clock:{kind}:stopped",
+        data={"clock": kind, "due_at": _iso(clock.due_at), "stopped_at": effective.isoformat()},
+    )
     return clock
 
 
@@ -452,14 +525,31 @@ def close_clocks(session: Session, case_id: int, *, at: datetime, reason: str) -
     cancelled inspection) stops them where they are: not met — the service did not finish under
     them — and a deadline already passed stays breached. The keeper looks at them no more."""
     closed = 0
-    for clock in session.exec(select(Clock).where(Clock.case_id == case_id, Clock.status != ClockStatus.STOPPED)):
+    for clock in session.exec(
+        select(Clock).where(Clock.case_id == case_id, Clock.status != ClockStatus.STOPPED)
+    ):
         stopped = _stop_moment(clock, at)
-        clock.status, clock.stopped_at, clock.paused_at, clock.next_check_at = ClockStatus.STOPPED, stopped, None, None
+        clock.status, clock.stopped_at, clock.paused_at, clock.next_check_at = (
+            ClockStatus.STOPPED,
+            stopped,
+            None,
+            None,
+        )
         _judge(clock, closed=True)
         session.add(clock)
-        append_event(session, case_id, "clock.closed", at=stopped, key=f"clock:{clock.kind}:closed",
-                     data={"clock": clock.kind, "case_status": reason, "due_at": _iso(clock.due_at),
-                           "breached": clock.breached_at is not None})
+        append_event(
+            session,
+            case_id,
+            "clock.closed",
+            at=stopped,
+            key=f"clock:{clock.kind}:closed",
+            data={
+                "clock": clock.kind,
+                "case_status": reason,
+                "due_at": _iso(clock.due_at),
+                "breached": clock.breached_at is not None,
+            },
+        )
         closed += 1
     return closed
 
@@ -468,11 +558,15 @@ def recompute_clock(session: Session, case_id: int, kind: str) -> dict[str, Any]
     """The clock's figure rebuilt from the case's event log alone (see rules.sla.figure_from_events)."""
     kind = _kind(kind)
     events = session.exec(
-        select(Event).where(Event.case_id == case_id, col(Event.kind).like("clock.%")).order_by(col(Event.at), col(Event.id))
+        select(Event)
+        .where(Event.case_id == case_id, col(Event.kind).like("clock.%"))
+        .order_by(col(Event.at), col(Event.id))
     ).all()
     mine = [(e.kind, e.at, e.data) for e in events if e.data.get("clock") == kind]
     if not mine:
-        raise ClockError(f"工单 {case_id} 没有时钟 {kind} 的记录 / no events of clock {kind} in case {case_id}")
+        raise ClockError(
+            f"工单 {case_id} 没有时钟 {kind} 的记录 / no events of clock {kind} in case {case_id}"
+        )
     terms = next((d.get("terms") for k, _, d in mine if k == "clock.started"), None) or {}
     return figure_from_events(mine, calendar_for_terms(session, terms))
 
@@ -544,15 +638,24 @@ def _claim(session: Session, **values: Any) -> bool:
     return insert_ignore(session, Escalation, values) is not None
 
 
-def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.Step, now: datetime, people: _People) -> bool:
+def _fire_step(
+    session: Session, clock: Clock, case: Case, step: ladder_rules.Step, now: datetime, people: _People
+) -> bool:
     """Write one escalation (breach or ladder level) with its event and notifications; False when
     another keeper already did (the unique row says so)."""
     key = f"clock:{clock.id}:{step.key}"
     label = CLOCK_LABELS_ZH.get(clock.kind, clock.kind)
-    if not _claim(session, key=key, clock_id=clock.id, case_id=case.id,
-                  kind="breach" if step.level == ladder_rules.BREACH else "ladder", level=step.level,
-                  due_at=step.at, fired_at=now,
-                  note=f"{label}超时" if step.level == ladder_rules.BREACH else ladder_rules.LEVELS[step.level][2]):
+    if not _claim(
+        session,
+        key=key,
+        clock_id=clock.id,
+        case_id=case.id,
+        kind="breach" if step.level == ladder_rules.BREACH else "ladder",
+        level=step.level,
+        due_at=step.at,
+        fired_at=now,
+        note=f"{label}超时" if step.level == ladder_rules.BREACH else ladder_rules.LEVELS[step.level][2],
+    ):
         return False
     acts, informed = ladder_rules.recipients_roles(clock.kind, step.level)
     # the level a clock starts in (level 1, entered at intake) is the normal handling, not an
@@ -561,8 +664,14 @@ def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.St
     recipients = [] if starting else people.for_case(case, [*acts, *informed])
     context: dict[str, Any] = {
         "case": _case_context(session, case),
-        "clock": {"kind": clock.kind, "label": label, "started_at": clock.started_at, "due_at": clock.due_at,
-                  "basis": clock.basis, "provisional": clock.provisional},
+        "clock": {
+            "kind": clock.kind,
+            "label": label,
+            "started_at": clock.started_at,
+            "due_at": clock.due_at,
+            "basis": clock.basis,
+            "provisional": clock.provisional,
+        },
         "level": step.level,
         "level_label": ladder_rules.LEVEL_LABELS_ZH[step.level],
         "action": "" if step.level == ladder_rules.BREACH else ladder_rules.LEVELS[step.level][2],
@@ -570,8 +679,12 @@ def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.St
         "fired_at": now,
         "warning": PROVISIONAL_WARNING if clock.provisional else "",
     }
-    data = {"clock": clock.kind, "level": step.level, "due_at": step.at.isoformat(),
-            "recipients": [p.name for p in recipients]}
+    data = {
+        "clock": clock.kind,
+        "level": step.level,
+        "due_at": step.at.isoformat(),
+        "recipients": [p.name for p in recipients],
+    }
     if step.level == ladder_rules.BREACH:
         if clock.breached_at is None:
             clock.breached_at = step.at
@@ -581,24 +694,49 @@ def _fire_step(session: Session, clock: Clock, case: Case, step: ladder_rules.St
             case.severity = ladder_rules.raised_severity(old)
             case.updated_at = now
             session.add(case)
-            append_event(session, case.id, "severity.raised", at=now, key=f"clock:{clock.kind}:severity",  # type: ignore[arg-type]
-                         data={"from": old, "to": case.severity, "reason": f"{label}超时未恢复，自动提升故障级别"})
+            append_event(
+                session,
+                case.id,  # type: ignore[arg-type]
+                "severity.raised",
+                at=now,
+                key=f"clock:{clock.kind}:severity",
+                data={"from": old, "to": case.severity, "reason": f"{label}超时未恢复，自动提升故障级别"},
+            )
             context["case"]["severity"] = case.severity
-            context["case"]["severity_text"] = severity_text(context["case"]["severity_scheme"], case.severity)
+            context["case"]["severity_text"] = severity_text(
+                context["case"]["severity_scheme"], case.severity
+            )
             context["raised_from"] = old
             context["raised_from_text"] = severity_text(context["case"]["severity_scheme"], old)
         template = "escalation_breach"
     else:
         clock.level = max(clock.level, step.level)
-        append_event(session, case.id, "clock.escalated", at=now, key=f"clock:{clock.kind}:L{step.level}", data=data)  # type: ignore[arg-type]
+        append_event(
+            session,
+            case.id,  # type: ignore[arg-type]
+            "clock.escalated",
+            at=now,
+            key=f"clock:{clock.kind}:L{step.level}",
+            data=data,
+        )
         template = "escalation"
     context.setdefault("raised_from", None)
     if recipients:
         # the case's severity after a raise counts: a case raised to 2 is a severity-2 case now
-        _queue(session, recipients=recipients, template=template, context=context, key=key,
-               case_id=case.id, now=now, urgent=_urgent(clock.severity, case.severity))
+        _queue(
+            session,
+            recipients=recipients,
+            template=template,
+            context=context,
+            key=key,
+            case_id=case.id,
+            now=now,
+            urgent=_urgent(clock.severity, case.severity),
+        )
     elif not starting:
-        log.warning("escalation %s of case %s has nobody to tell (roles %s)", key, case.id, [*acts, *informed])
+        log.warning(
+            "escalation %s of case %s has nobody to tell (roles %s)", key, case.id, [*acts, *informed]
+        )
     return True
 
 
@@ -611,10 +749,14 @@ def fire_due_clocks(now: datetime, *, url: str | None = None, batch: int = 100) 
     seen: set[int] = set()
     while True:
         with session_scope(url) as session:
-            clocks = list(session.exec(
-                select(Clock).where(Clock.next_check_at <= now)  # type: ignore[operator]
-                .order_by(Clock.next_check_at, Clock.id).limit(batch)  # type: ignore[arg-type]
-            ).all())
+            clocks = list(
+                session.exec(
+                    select(Clock)
+                    .where(Clock.next_check_at <= now)  # type: ignore[operator]
+                    .order_by(Clock.next_check_at, Clock.id)  # type: ignore[arg-type]
+                    .limit(batch)
+                ).all()
+            )
             clocks = [c for c in clocks if c.id not in seen]
             if not clocks:
                 return fired
@@ -624,16 +766,28 @@ def fire_due_clocks(now: datetime, *, url: str | None = None, batch: int = 100) 
                 select(Escalation.clock_id, Escalation.level).where(Escalation.clock_id.in_(ids))  # type: ignore[union-attr]
             ).all():
                 done[clock_id].add(level)  # type: ignore[index]
-            cases = {c.id: c for c in session.exec(select(Case).where(Case.id.in_({c.case_id for c in clocks}))).all()}  # type: ignore[union-attr]
+            cases = {
+                c.id: c
+                for c in session.exec(select(Case).where(Case.id.in_({c.case_id for c in clocks}))).all()  # type: ignore[union-attr]
+            }
             people = _People(session)
             for clock in clocks:
                 seen.add(clock.id)  # type: ignore[arg-type]
                 until = _active_until(clock)
                 horizon = now if until is None else min(now, until)
                 pairs = [(lv, at) for lv, at in _ladder_pairs(clock) if until is None or at < until]
-                due = clock.due_at if (clock.due_at is not None and (until is None or clock.due_at < until)) else None
-                for step in ladder_rules.due_steps(due_at=due, ladder=pairs, done_levels=done[clock.id],  # type: ignore[index]
-                                                   now=horizon, running=True):
+                due = (
+                    clock.due_at
+                    if (clock.due_at is not None and (until is None or clock.due_at < until))
+                    else None
+                )
+                for step in ladder_rules.due_steps(
+                    due_at=due,
+                    ladder=pairs,
+                    done_levels=done[clock.id],  # type: ignore[index]
+                    now=horizon,
+                    running=True,
+                ):
                     if _fire_step(session, clock, cases[clock.case_id], step, now, people):
                         fired += 1
                     done[clock.id].add(step.level)  # type: ignore[index]
@@ -654,7 +808,9 @@ def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int 
         shortest = min([stale_span(default_policy), *(stale_span(p) for p, _ in policies.values())])
         already = (
             select(Escalation.id)
-            .where(Escalation.case_id == Case.id, Escalation.kind == "stale", Escalation.due_at > Case.updated_at)
+            .where(
+                Escalation.case_id == Case.id, Escalation.kind == "stale", Escalation.due_at > Case.updated_at
+            )
             .exists()
         )
         # A case whose procedure waits by plan for a date (an inspection's visit day, a callback in two
@@ -670,11 +826,19 @@ def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int 
         # Pages in (updated_at, id) order: candidates not yet stale by their own (longer or working-
         # time) limit do not use up the page and hide a stale case behind them.
         while fired < limit:
-            query = select(Case).where(Case.closed_at.is_(None), Case.updated_at <= now - shortest,  # type: ignore[union-attr]
-                                       ~already, ~waiting_by_plan)
+            query = select(Case).where(
+                Case.closed_at.is_(None),  # type: ignore[union-attr]
+                Case.updated_at <= now - shortest,
+                ~already,
+                ~waiting_by_plan,
+            )
             if after is not None:
-                query = query.where(sa.or_(col(Case.updated_at) > after[0],
-                                           sa.and_(col(Case.updated_at) == after[0], col(Case.id) > after[1])))
+                query = query.where(
+                    sa.or_(
+                        col(Case.updated_at) > after[0],
+                        sa.and_(col(Case.updated_at) == after[0], col(Case.id) > after[1]),
+                    )
+                )
             page = session.exec(query.order_by(col(Case.updated_at), col(Case.id)).limit(limit)).all()
             for case in page:
                 policy, base = policies.get(case.contract_id, (default_policy, ("cn", business_timezone())))  # type: ignore[arg-type]
@@ -687,7 +851,9 @@ def escalate_stale_records(now: datetime, *, url: str | None = None, limit: int 
                     due, span = stale_at(default_policy, case.updated_at), stale_span(default_policy)
                 if due > now:
                     continue
-                if _escalate_stale(session, case, due, span, now, people, working_time=stale_in_working_time(policy)):
+                if _escalate_stale(
+                    session, case, due, span, now, people, working_time=stale_in_working_time(policy)
+                ):
                     fired += 1
                     if fired >= limit:
                         break
@@ -705,7 +871,9 @@ def _stale_policies(session: Session, default: SlaPolicy) -> dict[int, tuple[Sla
     merged: dict[str, SlaPolicy] = {}
     out: dict[int, tuple[SlaPolicy, tuple[str, str]]] = {}
     for contract in session.exec(select(Contract)).all():
-        key = json.dumps([contract.sla_policy or {}, str(contract.service_hours)], sort_keys=True, default=str)
+        key = json.dumps(
+            [contract.sla_policy or {}, str(contract.service_hours)], sort_keys=True, default=str
+        )
         if key not in merged:
             try:
                 merged[key] = policy_for(contract)
@@ -715,27 +883,66 @@ def _stale_policies(session: Session, default: SlaPolicy) -> dict[int, tuple[Sla
     return out
 
 
-def _escalate_stale(session: Session, case: Case, due: datetime, span: timedelta, now: datetime,
-                    people: _People, *, working_time: bool = False) -> bool:
+def _escalate_stale(
+    session: Session,
+    case: Case,
+    due: datetime,
+    span: timedelta,
+    now: datetime,
+    people: _People,
+    *,
+    working_time: bool = False,
+) -> bool:
     """Write one stale-record escalation with its event and notifications; False when already written."""
-    current = session.exec(select(sa.func.max(Escalation.level)).where(Escalation.case_id == case.id)).one() or 1
+    current = (
+        session.exec(select(sa.func.max(Escalation.level)).where(Escalation.case_id == case.id)).one() or 1
+    )
     level = ladder_rules.next_manager_level(int(current))
     key = f"stale:{case.id}:{case.updated_at.isoformat()}"
-    if not _claim(session, key=key, clock_id=None, case_id=case.id, kind="stale", level=level,
-                  due_at=due, fired_at=now, note="工单状态超时未更新，升级至上一级负责人"):
+    if not _claim(
+        session,
+        key=key,
+        clock_id=None,
+        case_id=case.id,
+        kind="stale",
+        level=level,
+        due_at=due,
+        fired_at=now,
+        note="工单状态超时未更新，升级至上一级负责人",
+    ):
         return False
     acts, informed = ladder_rules.LEVELS[level][:2]
     recipients = people.with_roles([*acts, *informed])
-    append_event(session, case.id, "case.stale_escalated", at=now, key=key,  # type: ignore[arg-type]
-                 data={"level": level, "last_update": case.updated_at.isoformat(),
-                       "recipients": [p.name for p in recipients]})
+    append_event(
+        session,
+        case.id,  # type: ignore[arg-type]
+        "case.stale_escalated",
+        at=now,
+        key=key,
+        data={
+            "level": level,
+            "last_update": case.updated_at.isoformat(),
+            "recipients": [p.name for p in recipients],
+        },
+    )
     if recipients:
-        _queue(session, recipients=recipients, template="escalation_stale", key=key, case_id=case.id,
-               now=now, urgent=_urgent(case.severity),
-               context={"case": _case_context(session, case), "level": level,
-                        "level_label": ladder_rules.LEVEL_LABELS_ZH[level],
-                        "last_update": case.updated_at, "stale_hours": span.total_seconds() / 3600,
-                        "hours_word": "个工作小时" if working_time else "小时"})
+        _queue(
+            session,
+            recipients=recipients,
+            template="escalation_stale",
+            key=key,
+            case_id=case.id,
+            now=now,
+            urgent=_urgent(case.severity),
+            context={
+                "case": _case_context(session, case),
+                "level": level,
+                "level_label": ladder_rules.LEVEL_LABELS_ZH[level],
+                "last_update": case.updated_at,
+                "stale_hours": span.total_seconds() / 3600,
+                "hours_word": "个工作小时" if working_time else "小时",
+            },
+        )
     return True
 
 

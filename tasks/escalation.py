@@ -44,17 +44,27 @@ def act_on_escalations(now: datetime) -> int:
     with session_scope() as session:
         # the last action of each level is recorded by an event with a fixed key: a level whose
         # action is recorded is not looked at again
-        team_formed = select(Event.id).where(Event.case_id == Escalation.case_id, Event.key == "team").exists()
-        standby_out = select(Event.id).where(Event.case_id == Escalation.case_id,
-                                             Event.kind == "standby_machine_requested").exists()
+        team_formed = (
+            select(Event.id).where(Event.case_id == Escalation.case_id, Event.key == "team").exists()
+        )
+        standby_out = (
+            select(Event.id)
+            .where(Event.case_id == Escalation.case_id, Event.kind == "standby_machine_requested")
+            .exists()
+        )
         rows = session.exec(
             select(Escalation, Clock, Case)
             .join(Clock, col(Clock.id) == Escalation.clock_id)
             .join(Case, col(Case.id) == Escalation.case_id)
-            .where(Escalation.kind == "ladder", col(Escalation.level) >= TEAM_LEVEL,
-                   col(Case.closed_at).is_(None),
-                   sa.or_(sa.and_(col(Escalation.level) == TEAM_LEVEL, ~team_formed),
-                          sa.and_(col(Escalation.level) >= VENDOR_LEVEL, ~standby_out)))
+            .where(
+                Escalation.kind == "ladder",
+                col(Escalation.level) >= TEAM_LEVEL,
+                col(Case.closed_at).is_(None),
+                sa.or_(
+                    sa.and_(col(Escalation.level) == TEAM_LEVEL, ~team_formed),
+                    sa.and_(col(Escalation.level) >= VENDOR_LEVEL, ~standby_out),
+                ),
+            )
             .order_by(col(Escalation.due_at), col(Escalation.id))
         ).all()
         for escalation, clock, case in rows:
@@ -74,8 +84,12 @@ def _level_4(session: Session, case: Case, clock: Clock, escalation: Escalation,
     label = CLOCK_LABELS_ZH.get(clock.kind, clock.kind)
     done = 0
     if not case.data.get("vendor_engaged_at") and request_vendor_support(
-            session, case, 1, f"{LEVEL_LABELS_ZH[VENDOR_LEVEL]}升级：{label}未完成，技术总监协调原厂最资深工程师",
-            escalation.due_at):
+        session,
+        case,
+        1,
+        f"{LEVEL_LABELS_ZH[VENDOR_LEVEL]}升级：{label}未完成，技术总监协调原厂最资深工程师",
+        escalation.due_at,
+    ):
         done += 1
     if clock.due_at is None or has_event(session, int(case.id), "standby_machine_requested"):  # type: ignore[arg-type]
         return done
@@ -85,7 +99,12 @@ def _level_4(session: Session, case: Case, clock: Clock, escalation: Escalation,
         return done  # restored before the standby was due: none goes out
     if at > now or clock.status == ClockStatus.PAUSED:
         return done  # a later tick looks again
-    if request_standby(session, case, f"{LEVEL_LABELS_ZH[VENDOR_LEVEL]}升级，已过合同约定恢复时间的一半（{label}），仍未恢复",
-                       at, DIRECTOR_ZH):
+    if request_standby(
+        session,
+        case,
+        f"{LEVEL_LABELS_ZH[VENDOR_LEVEL]}升级，已过合同约定恢复时间的一半（{label}），仍未恢复",
+        at,
+        DIRECTOR_ZH,
+    ):
         done += 1
     return done

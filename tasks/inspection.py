@@ -172,7 +172,10 @@ def plan_inspections(now: datetime, *, url: str | None = None, lead_days: int = 
                 if contract.calendar not in calendars:
                     calendars[contract.calendar] = calendar_for(session, contract.calendar)
                 proposed = rules.proposed_day(
-                    calendars[contract.calendar], planned_on=today, window_start=d.window_start, window_end=d.window_end
+                    calendars[contract.calendar],
+                    planned_on=today,
+                    window_start=d.window_start,
+                    window_end=d.window_end,
                 )
                 case_id = create_inspection(
                     session,
@@ -204,21 +207,43 @@ def request_extra_inspection(
         if day < today:
             raise InspectionError(f"日期 {day} 已过 / the date is in the past")
         if not contract.is_active(day):
-            raise InspectionError(f"合同 {contract_code} 在 {day} 不在有效期内 / contract not active on that day")
+            raise InspectionError(
+                f"合同 {contract_code} 在 {day} 不在有效期内 / contract not active on that day"
+            )
         return _create_extra(session, contract, day, reason.strip(), now=now)
 
 
-def _create_extra(session: Session, contract: Contract, day: date, reason: str, *, now: datetime,
-                  site_id: int | None = None, requested_by: str = "") -> tuple[int, bool]:
+def _create_extra(
+    session: Session,
+    contract: Contract,
+    day: date,
+    reason: str,
+    *,
+    now: datetime,
+    site_id: int | None = None,
+    requested_by: str = "",
+) -> tuple[int, bool]:
     """The extra inspection of `contract` on `day` (one per contract and day): (case id, created?)."""
     period = rules.extra_period(day)
-    case_id = create_inspection(session, contract, period, window_start=day, window_end=day, proposed=day, now=now,
-                                extra_reason=reason, site_id=site_id, requested_by=requested_by)
+    case_id = create_inspection(
+        session,
+        contract,
+        period,
+        window_start=day,
+        window_end=day,
+        proposed=day,
+        now=now,
+        extra_reason=reason,
+        site_id=site_id,
+        requested_by=requested_by,
+    )
     if case_id is not None:
         return case_id, True
     existing = session.exec(
         select(Case.id).where(
-            Case.kind == str(CaseKind.INSPECTION), Case.contract_id == contract.id, Case.period == period.label
+            Case.kind == str(CaseKind.INSPECTION),
+            Case.contract_id == contract.id,
+            Case.period == period.label,
         )
     ).one()
     return int(existing), False  # type: ignore[arg-type]
@@ -230,19 +255,32 @@ class ExtraInspectionRequest(BaseModel):
 
     model_config = ConfigDict(title="加做巡检 / extra inspection")
 
-    customer: RequiredText = Field(title="客户", description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心", min_length=1,
-                                   max_length=100)
-    site: str | None = Field(
-        default=None, title="机房/站点", description="要巡检的站点名称；客户只有一个站点时可不填。检查表只含该站点的设备",
+    customer: RequiredText = Field(
+        title="客户",
+        description="客户名称或客户编码，如 BJYH 或 北京某银行数据中心",
+        min_length=1,
         max_length=100,
     )
-    reason: RequiredText = Field(title="加做原因", description="客户为何要求加做巡检，如：5月23日核心系统升级前", min_length=2,
-                        max_length=400)
+    site: str | None = Field(
+        default=None,
+        title="机房/站点",
+        description="要巡检的站点名称；客户只有一个站点时可不填。检查表只含该站点的设备",
+        max_length=100,
+    )
+    reason: RequiredText = Field(
+        title="加做原因",
+        description="客户为何要求加做巡检，如：5月23日核心系统升级前",
+        min_length=2,
+        max_length=400,
+    )
     day: date | None = Field(
-        default=None, title="建议巡检日期",
+        default=None,
+        title="建议巡检日期",
         description="须为工作日，且留出 3 个工作日通知期；不填为最早可安排的工作日。客户仍可确认或改期",
     )
-    requested_by: str = Field(default="", title="提出人", description="客户方提出要求的人员姓名与电话", max_length=100)
+    requested_by: str = Field(
+        default="", title="提出人", description="客户方提出要求的人员姓名与电话", max_length=100
+    )
 
     # the run form (deployments.run_forms) sends "" for a site or day left empty
     _blank = field_validator("site", "day", mode="before")(blank_none)
@@ -261,19 +299,25 @@ class ExtraOpened:
 
 def _site_of(session: Session, customer_id: int, customer_name: str, wanted: str | None) -> Any:
     """The customer's site by name (the only one when none is named); InspectionError says which exist."""
-    sites = list(session.exec(select(Site).where(Site.customer_id == customer_id).order_by(col(Site.id))).all())
+    sites = list(
+        session.exec(select(Site).where(Site.customer_id == customer_id).order_by(col(Site.id))).all()
+    )
     known = "、".join(s.name for s in sites) or "（无）"
     if wanted and wanted.strip():
         site = next((s for s in sites if s.name == wanted.strip()), None)
         if site is None:
-            raise InspectionError(f"未知站点“{wanted.strip()}”；客户 {customer_name} 的站点：{known} / unknown site")
+            raise InspectionError(
+                f"未知站点“{wanted.strip()}”；客户 {customer_name} 的站点：{known} / unknown site"
+            )
         return site
     if len(sites) == 1:
         return sites[0]
     raise InspectionError(f"请指定站点；客户 {customer_name} 的站点：{known} / please name the site")
 
 
-def open_extra_inspection(request: ExtraInspectionRequest, *, now: datetime, url: str | None = None) -> ExtraOpened:
+def open_extra_inspection(
+    request: ExtraInspectionRequest, *, now: datetime, url: str | None = None
+) -> ExtraOpened:
     """Register the extra inspection a customer asked for (idempotent per contract and day).
 
     The customer and site are looked up by name or code; the contract is the one in force on the
@@ -288,8 +332,13 @@ def open_extra_inspection(request: ExtraInspectionRequest, *, now: datetime, url
             raise InspectionError(str(exc)) from None
         assert customer.id is not None
         site = _site_of(session, customer.id, customer.name, request.site)
-        contracts = list(session.exec(select(Contract).where(Contract.customer_id == customer.id)
-                                      .order_by(col(Contract.end_date).desc())).all())
+        contracts = list(
+            session.exec(
+                select(Contract)
+                .where(Contract.customer_id == customer.id)
+                .order_by(col(Contract.end_date).desc())
+            ).all()
+        )
         tz = contracts[0].timezone if contracts else business_timezone()
         today = local_day(now, tz)
         cal = calendar_for(session, contracts[0].calendar if contracts else "cn")
@@ -299,22 +348,45 @@ def open_extra_inspection(request: ExtraInspectionRequest, *, now: datetime, url
             raise InspectionError(f"日期 {day} 已过 / the date is in the past")
         active = [c for c in contracts if c.is_active(day)]
         if not active:
-            raise InspectionError(f"客户 {customer.name} 在 {day} 没有有效的服务合同，不能加做合同内巡检"
-                                  f" / no contract in force on {day}")
+            raise InspectionError(
+                f"客户 {customer.name} 在 {day} 没有有效的服务合同，不能加做合同内巡检"
+                f" / no contract in force on {day}"
+            )
         at_site = {d for d in session.exec(select(Device.contract_id).where(Device.site_id == site.id)).all()}
         contract = next((c for c in active if c.id in at_site), active[0])
         try:
             rules.check_visit_day(calendar_for(session, contract.calendar), day, today=today)
         except rules.PlanningError as exc:
             raise InspectionError(f"{exc}；最早可安排 {earliest.isoformat()}") from None
-        case_id, created = _create_extra(session, contract, day, request.reason, now=now, site_id=site.id,
-                                         requested_by=request.requested_by.strip())
+        case_id, created = _create_extra(
+            session,
+            contract,
+            day,
+            request.reason,
+            now=now,
+            site_id=site.id,
+            requested_by=request.requested_by.strip(),
+        )
         if created and request.requested_by.strip():
-            append_event(session, case_id, "extra_requested", at=now, actor=request.requested_by.strip(),
-                         data={"reason": request.reason, "site": site.name}, key="extra-requested")
+            append_event(
+                session,
+                case_id,
+                "extra_requested",
+                at=now,
+                actor=request.requested_by.strip(),
+                data={"reason": request.reason, "site": site.name},
+                key="extra-requested",
+            )
         case = _case(session, case_id)
-        return ExtraOpened(case_id=case_id, number=case.number, created=created, customer=customer.name,
-                           site=site.name, contract=contract.code, day=date.fromisoformat(case.data["proposed_day"]))
+        return ExtraOpened(
+            case_id=case_id,
+            number=case.number,
+            created=created,
+            customer=customer.name,
+            site=site.name,
+            contract=contract.code,
+            day=date.fromisoformat(case.data["proposed_day"]),
+        )
 
 
 def idempotency_key(contract_id: int, period: str) -> str:
@@ -335,21 +407,31 @@ def start_inspection_run(case_id: int, *, now: datetime, url: str | None = None)
         contract_id, period = case.contract_id, case.period
     assert contract_id is not None and period is not None
     # called from sync code, so `run_deployment` returns the FlowRun itself (not a coroutine)
-    run = cast("FlowRun", run_deployment(
-        INSPECTION_DEPLOYMENT,
-        parameters={"case_id": case_id},
-        idempotency_key=idempotency_key(contract_id, period),
-        as_subflow=False,
-        timeout=0,
-        flow_run_name=f"巡检 XJ-{case_id:06d} {period}",
-    ))
+    run = cast(
+        "FlowRun",
+        run_deployment(
+            INSPECTION_DEPLOYMENT,
+            parameters={"case_id": case_id},
+            idempotency_key=idempotency_key(contract_id, period),
+            as_subflow=False,
+            timeout=0,
+            flow_run_name=f"巡检 XJ-{case_id:06d} {period}",
+        ),
+    )
     with session_scope(url) as session:
         session.execute(
             sa.update(Case.__table__)  # type: ignore[attr-defined]
             .where(Case.__table__.c.id == case_id, Case.__table__.c.flow_run_id.is_(None))  # type: ignore[attr-defined]
             .values(flow_run_id=str(run.id), updated_at=now)
         )
-        append_event(session, case_id, "inspection_run_started", at=now, data={"flow_run_id": str(run.id)}, key="run-started")
+        append_event(
+            session,
+            case_id,
+            "inspection_run_started",
+            at=now,
+            data={"flow_run_id": str(run.id)},
+            key="run-started",
+        )
     return str(run.id)
 
 
@@ -358,7 +440,11 @@ def start_inspection_runs(now: datetime, *, url: str | None = None, limit: int |
     with session_scope(url) as session:
         query = (
             select(Case.id)
-            .where(Case.kind == str(CaseKind.INSPECTION), Case.flow_run_id == None, Case.status == CaseStatus.PLANNED)  # noqa: E711
+            .where(
+                Case.kind == str(CaseKind.INSPECTION),
+                Case.flow_run_id == None,  # noqa: E711
+                Case.status == CaseStatus.PLANNED,
+            )  # noqa: E711
             .order_by(col(Case.id))
         )
         if limit:
@@ -393,12 +479,29 @@ def checklist_spec(session: Session, case_id: int) -> dict[str, Any]:
     site_ids = sorted({d.site_id for d in devices})
     site_id = case.site_id if case.site_id is not None else (site_ids[0] if site_ids else None)
     site = session.get(Site, site_id) if site_id is not None else None
-    targets: list[dict[str, Any]] = [{"target": "site", "label": "机房与管理", "device_class": COMMON, "device_id": None, "serial": None,
-                "site": site.name if site else None,
-                "items": [{"code": i.code, "label": i.label} for i in checklist_for(session, COMMON)]}]
+    targets: list[dict[str, Any]] = [
+        {
+            "target": "site",
+            "label": "机房与管理",
+            "device_class": COMMON,
+            "device_id": None,
+            "serial": None,
+            "site": site.name if site else None,
+            "items": [{"code": i.code, "label": i.label} for i in checklist_for(session, COMMON)],
+        }
+    ]
     for d in devices:
-        targets.append({"target": f"device:{d.id}", "label": f"{d.model}（{d.serial}）", "device_class": d.device_class,
-                        "device_id": d.id, "serial": d.serial, "site": None, "items": [{"code": i.code, "label": i.label} for i in checklist_for(session, d.device_class)]})
+        targets.append(
+            {
+                "target": f"device:{d.id}",
+                "label": f"{d.model}（{d.serial}）",
+                "device_class": d.device_class,
+                "device_id": d.id,
+                "serial": d.serial,
+                "site": None,
+                "items": [{"code": i.code, "label": i.label} for i in checklist_for(session, d.device_class)],
+            }
+        )
     return {"case_id": case_id, "number": case.number, "targets": targets}
 
 
@@ -418,39 +521,71 @@ def precheck_facts(session: Session, case_id: int) -> dict[str, Any]:
     devices = {d.id: d for d in session.exec(query).all()}
     label = {f"device:{i}": f"{d.model}（{d.serial}）" for i, d in devices.items()} | {"site": "机房与管理"}
     # the last visit: the latest earlier inspection of the contract with a checklist on record
-    earlier = session.exec(select(Case).where(
-        Case.kind == str(CaseKind.INSPECTION), Case.contract_id == case.contract_id, Case.id != case_id,
-        col(Case.id).in_(select(ChecklistResult.case_id))).order_by(col(Case.created_at).desc(), col(Case.id).desc())).all()
+    earlier = session.exec(
+        select(Case)
+        .where(
+            Case.kind == str(CaseKind.INSPECTION),
+            Case.contract_id == case.contract_id,
+            Case.id != case_id,
+            col(Case.id).in_(select(ChecklistResult.case_id)),
+        )
+        .order_by(col(Case.created_at).desc(), col(Case.id).desc())
+    ).all()
     if case.site_id is not None:
         earlier = [c for c in earlier if c.site_id in (None, case.site_id)]
     last: dict[str, Any] | None = None
     since: datetime | None = None
     if earlier:
         prev = earlier[0]
-        rows = session.exec(select(ChecklistResult).where(ChecklistResult.case_id == prev.id)
-                            .order_by(col(ChecklistResult.version).desc(), col(ChecklistResult.id))).all()
+        rows = session.exec(
+            select(ChecklistResult)
+            .where(ChecklistResult.case_id == prev.id)
+            .order_by(col(ChecklistResult.version).desc(), col(ChecklistResult.id))
+        ).all()
         version = rows[0].version
         rows = [r for r in rows if r.version == version and r.target in label]
         since = max((r.recorded_at for r in rows), default=None)
-        findings = [f"{label[r.target]}·{r.item_label}：{r.note or '异常'}"
-                    f"（{'现场已处理' if r.fixed_on_site else '已转维修'}）"
-                    for r in rows if r.result == ItemResult.ABNORMAL]
+        findings = [
+            f"{label[r.target]}·{r.item_label}：{r.note or '异常'}"
+            f"（{'现场已处理' if r.fixed_on_site else '已转维修'}）"
+            for r in rows
+            if r.result == ItemResult.ABNORMAL
+        ]
         last = {"number": prev.number, "visit_day": prev.data.get("visit_day", ""), "findings": findings}
     ids = [i for i in devices if i is not None]
-    faults = session.exec(select(Case).where(col(Case.kind).in_(FAULT_KINDS), col(Case.device_id).in_(ids))
-                          .order_by(col(Case.id))).all()
+    faults = session.exec(
+        select(Case)
+        .where(col(Case.kind).in_(FAULT_KINDS), col(Case.device_id).in_(ids))
+        .order_by(col(Case.id))
+    ).all()
     device_name = {i: f"{d.model}（{d.serial}）" for i, d in devices.items()}
     scheme = contract.severity_scheme if (contract := session.get(Contract, case.contract_id)) else None
-    open_cases = [f"{c.number} {device_name.get(c.device_id, '')} {severity_text(scheme, c.severity)}：{c.title}"
-                  for c in faults if c.closed_at is None and c.status not in ("restored",)]
-    changes = [f"维修单 {c.number} 已结束（{local_day(c.closed_at)}）：{c.title}" for c in faults
-               if c.closed_at is not None and (since is None or c.closed_at >= since)]
+    open_cases = [
+        f"{c.number} {device_name.get(c.device_id, '')} {severity_text(scheme, c.severity)}：{c.title}"
+        for c in faults
+        if c.closed_at is None and c.status not in ("restored",)
+    ]
+    changes = [
+        f"维修单 {c.number} 已结束（{local_day(c.closed_at)}）：{c.title}"
+        for c in faults
+        if c.closed_at is not None and (since is None or c.closed_at >= since)
+    ]
     fault_ids = [c.id for c in faults]
-    moves = session.exec(select(StockMove, SparePart, Case).where(
-        col(StockMove.case_id).in_(fault_ids), StockMove.quantity < 0, StockMove.part_id == SparePart.id,
-        StockMove.case_id == Case.id).order_by(col(StockMove.at))).all()
-    changes += [f"更换备件 {part.name}×{-move.quantity}（{c.number}，{local_day(move.at)}）"
-                for move, part, c in moves if since is None or move.at >= since]
+    moves = session.exec(
+        select(StockMove, SparePart, Case)
+        .where(
+            col(StockMove.case_id).in_(fault_ids),
+            StockMove.quantity < 0,
+            StockMove.part_id == SparePart.id,
+            StockMove.case_id == Case.id,
+        )
+        .order_by(col(StockMove.at))
+    ).all()
+    changes += [
+        f"更换备件 {part.name}×{-move.quantity}（{c.number}，{local_day(move.at)}）"
+        for move, part, c in moves
+        if since is None or move.at >= since
+    ]
     return {"last": last, "open_cases": open_cases, "changes": changes}
 
 
@@ -463,7 +598,9 @@ def parse_checklist(spec: dict[str, Any], payload: dict[str, Any]) -> dict[str, 
     # maintenance staff, who permit it — who gave the permission is named
     agreed_by = str(pre.get("agreed_by") or "").strip()
     if not pre.get("customer_agreed") or not agreed_by:
-        raise InspectionError("操作前须与客户维护人员商定操作的风险和补救措施并获其许可：请勾选客户同意并填写同意人姓名")
+        raise InspectionError(
+            "操作前须与客户维护人员商定操作的风险和补救措施并获其许可：请勾选客户同意并填写同意人姓名"
+        )
     if len(agreed_by) > 50:
         raise InspectionError("客户同意人姓名过长（最多50字）")
     answers = {(a.get("target"), a.get("code")): a for a in payload.get("items") or []}
@@ -487,44 +624,110 @@ def parse_checklist(spec: dict[str, Any], payload: dict[str, Any]) -> dict[str, 
                         severity = 0
                     if severity not in (1, 2, 3, 4):
                         errors.append(f"{t['label']}·{item['label']}：级别须为 1–4")
-            clean.append({"target": t["target"], "device_id": t["device_id"], "device_class": t["device_class"],
-                          "code": item["code"], "label": item["label"], "result": a["result"], "note": note,
-                          "fixed_on_site": fixed if a["result"] == ItemResult.ABNORMAL else False,
-                          "severity": severity if a["result"] == ItemResult.ABNORMAL and not fixed else None,
-                          "target_label": t["label"], "serial": t.get("serial"), "site": t.get("site")})
+            clean.append(
+                {
+                    "target": t["target"],
+                    "device_id": t["device_id"],
+                    "device_class": t["device_class"],
+                    "code": item["code"],
+                    "label": item["label"],
+                    "result": a["result"],
+                    "note": note,
+                    "fixed_on_site": fixed if a["result"] == ItemResult.ABNORMAL else False,
+                    "severity": severity if a["result"] == ItemResult.ABNORMAL and not fixed else None,
+                    "target_label": t["label"],
+                    "serial": t.get("serial"),
+                    "site": t.get("site"),
+                }
+            )
     if missing:
-        raise InspectionError("以下检查项未填写：" + "、".join(missing[:10]) + ("等" if len(missing) > 10 else ""))
+        raise InspectionError(
+            "以下检查项未填写：" + "、".join(missing[:10]) + ("等" if len(missing) > 10 else "")
+        )
     if errors:
         raise InspectionError("；".join(errors))
-    return {"prechecks": {"changes": str(pre.get("changes") or ""), "customer_reported": str(pre.get("customer_reported") or ""),
-                          "backup_confirmed": True, "customer_agreed": True, "agreed_by": agreed_by,
-                          "risks": str(pre.get("risks") or "").strip()}, "items": clean}
+    return {
+        "prechecks": {
+            "changes": str(pre.get("changes") or ""),
+            "customer_reported": str(pre.get("customer_reported") or ""),
+            "backup_confirmed": True,
+            "customer_agreed": True,
+            "agreed_by": agreed_by,
+            "risks": str(pre.get("risks") or "").strip(),
+        },
+        "items": clean,
+    }
 
 
-def store_checklist(session: Session, case_id: int, version: int, clean: dict[str, Any], *, at: datetime, by: str) -> list[dict[str, Any]]:
+def store_checklist(
+    session: Session, case_id: int, version: int, clean: dict[str, Any], *, at: datetime, by: str
+) -> list[dict[str, Any]]:
     """Write the results of one submitted version (idempotent); returns the problems to start repairs for."""
-    have = {(r.target, r.item_code) for r in session.exec(
-        select(ChecklistResult).where(ChecklistResult.case_id == case_id, ChecklistResult.version == version))}
+    have = {
+        (r.target, r.item_code)
+        for r in session.exec(
+            select(ChecklistResult).where(
+                ChecklistResult.case_id == case_id, ChecklistResult.version == version
+            )
+        )
+    }
     for it in clean["items"]:
         if (it["target"], it["code"]) in have:
             continue
-        session.add(ChecklistResult(case_id=case_id, version=version, target=it["target"], device_id=it["device_id"],
-                                    device_class=it["device_class"], item_code=it["code"], item_label=it["label"],
-                                    result=it["result"], note=it["note"], fixed_on_site=it["fixed_on_site"],
-                                    severity=it["severity"], recorded_at=at))
-    append_event(session, case_id, "customer_agreed", at=at, actor=clean["prechecks"].get("agreed_by") or by,
-                 key=f"customer-agreed:v{version}",
-                 data={"version": version, "agreed_by": clean["prechecks"].get("agreed_by", ""),
-                       "risks": clean["prechecks"].get("risks", ""), "engineer": by})
-    append_event(session, case_id, "checklist_submitted", at=at, actor=by, key=f"checklist:v{version}",
-                 data={"version": version, "prechecks": clean["prechecks"],
-                       "abnormal": sum(1 for i in clean["items"] if i["result"] == ItemResult.ABNORMAL)})
+        session.add(
+            ChecklistResult(
+                case_id=case_id,
+                version=version,
+                target=it["target"],
+                device_id=it["device_id"],
+                device_class=it["device_class"],
+                item_code=it["code"],
+                item_label=it["label"],
+                result=it["result"],
+                note=it["note"],
+                fixed_on_site=it["fixed_on_site"],
+                severity=it["severity"],
+                recorded_at=at,
+            )
+        )
+    append_event(
+        session,
+        case_id,
+        "customer_agreed",
+        at=at,
+        actor=clean["prechecks"].get("agreed_by") or by,
+        key=f"customer-agreed:v{version}",
+        data={
+            "version": version,
+            "agreed_by": clean["prechecks"].get("agreed_by", ""),
+            "risks": clean["prechecks"].get("risks", ""),
+            "engineer": by,
+        },
+    )
+    append_event(
+        session,
+        case_id,
+        "checklist_submitted",
+        at=at,
+        actor=by,
+        key=f"checklist:v{version}",
+        data={
+            "version": version,
+            "prechecks": clean["prechecks"],
+            "abnormal": sum(1 for i in clean["items"] if i["result"] == ItemResult.ABNORMAL),
+        },
+    )
     problems = [i for i in clean["items"] if i["result"] == ItemResult.ABNORMAL and not i["fixed_on_site"]]
     if problems and not all_fed_back(session, case_id):
         # PROCEDURES.md §4.5: every problem found is fed back to the customer within 2 working days,
         # with its repair's number; the clock stops when the last problem's repair is opened and told
-        start_clock(session, case_id, "inspection_feedback", started_at=at,
-                    severity=min(int(p["severity"] or PROBLEM_SEVERITY_DEFAULT) for p in problems))
+        start_clock(
+            session,
+            case_id,
+            "inspection_feedback",
+            started_at=at,
+            severity=min(int(p["severity"] or PROBLEM_SEVERITY_DEFAULT) for p in problems),
+        )
     return problems
 
 
@@ -556,18 +759,39 @@ def cancel_inspection(case_id: int, reason: str, *, by: str, now: datetime, url:
         if case.status in (CaseStatus.REGISTERED, CaseStatus.CLOSED):
             raise InspectionError(f"{case.number} 已完成，不能取消 / already done")
         if case.status in STARTED:
-            raise InspectionError(f"{case.number} 工程师已到场巡检（状态 {case.status}），不能再取消 / the visit has begun")
+            raise InspectionError(
+                f"{case.number} 工程师已到场巡检（状态 {case.status}），不能再取消 / the visit has begun"
+            )
         case.data = {**case.data, "cancel_reason": reason.strip(), "cancelled_by": by}
         set_status(session, case_id, CaseStatus.CANCELLED, at=now)
-        append_event(session, case_id, "inspection_cancelled", at=now, actor=by, key="cancelled",
-                     data={"reason": reason.strip(), "period": case.period})
+        append_event(
+            session,
+            case_id,
+            "inspection_cancelled",
+            at=now,
+            actor=by,
+            key="cancelled",
+            data={"reason": reason.strip(), "period": case.period},
+        )
         people: list[Any] = []
         for role in (Role.DISPATCHER, Role.ENGINEER, Role.TECHNICAL_LEAD):
             people.extend(p for p in staff_with_role(session, role) if p not in people)
         people.append(customer_contact(session, case_id))
-        queue(session, recipients=people, template="inspection/cancelled", key=f"{case_id}:cancelled", case_id=case_id,
-              now=now, context={"number": case.number, "period": case.period, "reason": reason.strip(), "by": by,
-                                "visit_day": case.data.get("visit_day") or case.data.get("proposed_day", "")})
+        queue(
+            session,
+            recipients=people,
+            template="inspection/cancelled",
+            key=f"{case_id}:cancelled",
+            case_id=case_id,
+            now=now,
+            context={
+                "number": case.number,
+                "period": case.period,
+                "reason": reason.strip(),
+                "by": by,
+                "visit_day": case.data.get("visit_day") or case.data.get("proposed_day", ""),
+            },
+        )
         return True
 
 
@@ -588,9 +812,13 @@ def load_inspection(case_id: int) -> InspectionFacts:
     """The inspection's facts (customer, contract, period, proposed day), typed."""
     with session_scope() as session:
         case = _case(session, case_id)
-        return InspectionFacts(**case_facts(session, case_id).as_dict(), period=case.period,
-                               proposed_day=case.data.get("proposed_day") or "", status=case.status,
-                               extra=bool(case.data.get("extra")))
+        return InspectionFacts(
+            **case_facts(session, case_id).as_dict(),
+            period=case.period,
+            proposed_day=case.data.get("proposed_day") or "",
+            status=case.status,
+            extra=bool(case.data.get("extra")),
+        )
 
 
 @step("fix-visit", title="约定巡检日期 / fix the visit")
@@ -609,16 +837,29 @@ def fix_visit(case_id: int, day: str, start: str, by: str, at: datetime) -> dict
         tz = contract.timezone
 
         def moment(d: date, t: dtime) -> str:
-            return pendulum.datetime(d.year, d.month, d.day, t.hour, t.minute, tz=tz).in_timezone("UTC").isoformat()
+            return (
+                pendulum.datetime(d.year, d.month, d.day, t.hour, t.minute, tz=tz)
+                .in_timezone("UTC")
+                .isoformat()
+            )
 
-        out = {"visit_day": day, "start": f"{hh:02d}:{mm:02d}", "notice_at": moment(dates.notice_day, dtime(9, 0)),
-               "reconfirm_at": moment(dates.reconfirm_day, dtime(10, 0)), "visit_at": moment(visit_day, dtime(hh, mm))}
+        out = {
+            "visit_day": day,
+            "start": f"{hh:02d}:{mm:02d}",
+            "notice_at": moment(dates.notice_day, dtime(9, 0)),
+            "reconfirm_at": moment(dates.reconfirm_day, dtime(10, 0)),
+            "visit_at": moment(visit_day, dtime(hh, mm)),
+        }
         case.data = {**case.data, **out}
-        if case.status != CaseStatus.CANCELLED:  # a cancellation recorded meanwhile stands (the run checks it next)
+        if (
+            case.status != CaseStatus.CANCELLED
+        ):  # a cancellation recorded meanwhile stands (the run checks it next)
             case.move_to(CaseStatus.SCHEDULED, at)
         case.updated_at = at
         session.add(case)
-        append_event(session, case_id, "visit_agreed", at=at, actor=by, data=out, key=f"visit:{day}:{out['start']}")
+        append_event(
+            session, case_id, "visit_agreed", at=at, actor=by, data=out, key=f"visit:{day}:{out['start']}"
+        )
         return out
 
 
@@ -635,11 +876,13 @@ def send_notice(case_id: int, at: datetime) -> int:
     return queue_notice(case_id, at=at)
 
 
-def queue_notice(case_id: int, *, at: datetime, url: str | None = None, session: Session | None = None) -> int:
+def queue_notice(
+    case_id: int, *, at: datetime, url: str | None = None, session: Session | None = None
+) -> int:
     """Queue the notice of one inspection (idempotent by its key); returns the rows queued."""
     from contextlib import nullcontext
 
-    with (nullcontext(session) if session is not None else session_scope(url)) as s:
+    with nullcontext(session) if session is not None else session_scope(url) as s:
         return queue_notices(s, [case_id], at=at)
 
 
@@ -652,29 +895,49 @@ def queue_notices(session: Session, case_ids: Sequence[int], *, at: datetime) ->
     `<case>:notice` writes nothing twice either.
     """
     ids = sorted(set(case_ids))
-    done = set(session.exec(select(Event.case_id).where(col(Event.case_id).in_(ids), Event.key == "notice")).all())
-    cases = [c for c in session.exec(select(Case).where(col(Case.id).in_(ids)).order_by(col(Case.id))).all()
-             if c.kind == str(CaseKind.INSPECTION) and c.id not in done]
+    done = set(
+        session.exec(select(Event.case_id).where(col(Event.case_id).in_(ids), Event.key == "notice")).all()
+    )
+    cases = [
+        c
+        for c in session.exec(select(Case).where(col(Case.id).in_(ids)).order_by(col(Case.id))).all()
+        if c.kind == str(CaseKind.INSPECTION) and c.id not in done
+    ]
     if len(ids) == 1 and not cases and not done:
         _case(session, ids[0])  # raises the Chinese "no such inspection"
     engineer = staff_with_role(session, Role.ENGINEER)[:1]
     # the contact a case names, else the customer's first contact — tasks.cases.customer_contact's
     # rule, applied to contacts loaded once for the whole batch
     contacts: dict[int, list[Contact]] = {}
-    for c in session.exec(select(Contact).where(col(Contact.customer_id).in_({c.customer_id for c in cases}))
-                          .order_by(col(Contact.is_primary).desc(), col(Contact.id))):
+    for c in session.exec(
+        select(Contact)
+        .where(col(Contact.customer_id).in_({c.customer_id for c in cases}))
+        .order_by(col(Contact.is_primary).desc(), col(Contact.id))
+    ):
         contacts.setdefault(c.customer_id, []).append(c)
     by_id = {c.id: c for group in contacts.values() for c in group}
     messages = []
     for case in cases:
-        contact = by_id.get(case.data.get("contact_id")) or next(iter(contacts.get(case.customer_id, [])), None)
+        contact = by_id.get(case.data.get("contact_id")) or next(
+            iter(contacts.get(case.customer_id, [])), None
+        )
         if contact is None:
             raise InspectionError(f"{case.number} 的客户没有联系人，无法通知 / the customer has no contact")
-        messages.append(Message(
-            recipients=[contact, *engineer], template="inspection/notice", key=f"{case.id}:notice", case_id=case.id,
-            now=at, context={"number": case.number, "period": case.period,
-                             "visit_day": case.data.get("visit_day") or case.data.get("proposed_day", ""),
-                             "start": case.data.get("start", "09:30")}))
+        messages.append(
+            Message(
+                recipients=[contact, *engineer],
+                template="inspection/notice",
+                key=f"{case.id}:notice",
+                case_id=case.id,
+                now=at,
+                context={
+                    "number": case.number,
+                    "period": case.period,
+                    "visit_day": case.data.get("visit_day") or case.data.get("proposed_day", ""),
+                    "start": case.data.get("start", "09:30"),
+                },
+            )
+        )
     rows = queue_many(session, messages)
     for case in cases:
         if case.status in (CaseStatus.PLANNED, CaseStatus.SCHEDULED):
@@ -700,8 +963,14 @@ def load_precheck(case_id: int) -> dict[str, Any]:
 
 
 @step("record-checklist", title="记录检查结果 / record the checklist", key="v{version}")
-def record_checklist(case_id: int, version: int, payload: dict[str, Any], at: datetime, by: str,
-                     spec: dict[str, Any] | None = None) -> dict[str, Any]:
+def record_checklist(
+    case_id: int,
+    version: int,
+    payload: dict[str, Any],
+    at: datetime,
+    by: str,
+    spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Store the submitted checklist: {"error": "" or why it was refused, "problems": those not fixed on site}.
 
     `spec`: the checklist the engineer was given (the form of the request); the items are data and
@@ -710,13 +979,22 @@ def record_checklist(case_id: int, version: int, payload: dict[str, Any], at: da
         try:
             clean = parse_checklist(spec or checklist_spec(session, case_id), payload)
         except InspectionError as exc:
-            append_event(session, case_id, "checklist_refused", at=at, actor=by, key=f"checklist-refused:v{version}",
-                         data={"version": version, "error": str(exc)})
+            append_event(
+                session,
+                case_id,
+                "checklist_refused",
+                at=at,
+                actor=by,
+                key=f"checklist-refused:v{version}",
+                data={"version": version, "error": str(exc)},
+            )
             return {"error": str(exc), "problems": []}
         return {"error": "", "problems": store_checklist(session, case_id, version, clean, at=at, by=by)}
 
 
-def record_move(session: Session, case_id: int, *, day: str, start: str, reason: str, by: str, at: datetime) -> bool:
+def record_move(
+    session: Session, case_id: int, *, day: str, start: str, reason: str, by: str, at: datetime
+) -> bool:
     """Record that the visit moved to `day` and why (case.data `delay_reason`, the summary's plan vs done).
 
     Returns False when nothing moved: the same day as already planned (only the time changed), or
@@ -724,17 +1002,32 @@ def record_move(session: Session, case_id: int, *, day: str, start: str, reason:
     """
     case = _case(session, case_id)
     moves = list(case.data.get("moves") or [])
-    before = (moves[-1]["to"] if moves else None) or case.data.get("visit_day") or case.data.get("proposed_day") or ""
+    before = (
+        (moves[-1]["to"] if moves else None)
+        or case.data.get("visit_day")
+        or case.data.get("proposed_day")
+        or ""
+    )
     if day == before:
         return False
     why = reason.strip() or "客户要求改期"
     move = {"from": before, "to": day, "start": start, "reason": why, "by": by, "at": at.isoformat()}
-    event = append_event(session, case_id, "visit_moved", at=at, actor=by or "customer", data=move,
-                         key=f"moved:{len(moves) + 1}")
+    event = append_event(
+        session,
+        case_id,
+        "visit_moved",
+        at=at,
+        actor=by or "customer",
+        data=move,
+        key=f"moved:{len(moves) + 1}",
+    )
     if event.data != move:  # this move recorded before (a replayed step): keep the first record
         return False
-    case.data = {**case.data, "moves": [*moves, move],
-                 "delay_reason": f"客户改期（{before or '原定日期'} → {day}）：{why}"}
+    case.data = {
+        **case.data,
+        "moves": [*moves, move],
+        "delay_reason": f"客户改期（{before or '原定日期'} → {day}）：{why}",
+    }
     case.updated_at = at
     session.add(case)
     return True
@@ -743,8 +1036,12 @@ def record_move(session: Session, case_id: int, *, day: str, start: str, reason:
 def _move_request(session: Session, case_id: int, at: datetime) -> tuple[str, str]:
     """The reason and the person of the customer's latest "改期" answer on the date form, up to `at`."""
     answers = session.exec(
-        select(Approval).where(Approval.case_id == case_id, col(Approval.step).startswith("date-v"),
-                               Approval.decided_at != None)  # noqa: E711
+        select(Approval)
+        .where(
+            Approval.case_id == case_id,
+            col(Approval.step).startswith("date-v"),
+            Approval.decided_at != None,  # noqa: E711
+        )  # noqa: E711
         .order_by(col(Approval.decided_at).desc(), col(Approval.id).desc())
     ).all()
     for a in answers:
@@ -757,8 +1054,9 @@ def _move_request(session: Session, case_id: int, at: datetime) -> tuple[str, st
 
 
 @step("check-moved-day", title="检查改期日期 / check the moved date")
-def check_moved_day(case_id: int, day: str, start: str, at: datetime, reason: str | None = None,
-                    by: str | None = None) -> dict[str, str]:
+def check_moved_day(
+    case_id: int, day: str, start: str, at: datetime, reason: str | None = None, by: str | None = None
+) -> dict[str, str]:
     """The customer's new date and time, checked (and a date that can be kept recorded as a move, with its reason)."""
     with session_scope() as session:
         out = _checked_day(session, case_id, day, start, at)
@@ -766,8 +1064,15 @@ def check_moved_day(case_id: int, day: str, start: str, at: datetime, reason: st
             return out
         # the reason: the one given, else what the customer wrote on the date form that asked for the move
         asked_reason, asked_by = _move_request(session, case_id, at)
-        record_move(session, case_id, day=out["day"], start=out["start"], reason=reason or asked_reason,
-                    by=by or asked_by, at=at)
+        record_move(
+            session,
+            case_id,
+            day=out["day"],
+            start=out["start"],
+            reason=reason or asked_reason,
+            by=by or asked_by,
+            at=at,
+        )
     return out
 
 
@@ -785,7 +1090,9 @@ def _checked_day(session: Session, case_id: int, day: str, start: str, at: datet
     contract = session.get(Contract, _case(session, case_id).contract_id)
     assert contract is not None
     try:
-        rules.check_visit_day(calendar_for(session, contract.calendar), visit_day, today=local_day(at, contract.timezone))
+        rules.check_visit_day(
+            calendar_for(session, contract.calendar), visit_day, today=local_day(at, contract.timezone)
+        )
     except rules.PlanningError as exc:
         return {**out, "problem": str(exc)}
     return out
@@ -801,11 +1108,23 @@ def dispatcher_proposal(case_id: int, day: str, start: str, by: str, at: datetim
             return out
         case = _case(session, case_id)
         suggested = case.data.get("suggested_day") or case.data.get("proposed_day")
-        case.data = {**case.data, "suggested_day": suggested, "proposed_day": out["day"], "proposed_start": out["start"]}
+        case.data = {
+            **case.data,
+            "suggested_day": suggested,
+            "proposed_day": out["day"],
+            "proposed_start": out["start"],
+        }
         case.updated_at = at
         session.add(case)
-        append_event(session, case_id, "date_proposed", at=at, actor=by,
-                     data={"day": out["day"], "start": out["start"], "suggested": suggested}, key="date-proposed")
+        append_event(
+            session,
+            case_id,
+            "date_proposed",
+            at=at,
+            actor=by,
+            data={"day": out["day"], "start": out["start"], "suggested": suggested},
+            key="date-proposed",
+        )
     return out
 
 
@@ -817,17 +1136,23 @@ def propose_again(case_id: int, at: datetime) -> str:
         contract = session.get(Contract, _case(session, case_id).contract_id)
         assert contract is not None
         today = local_day(at, contract.timezone)
-        return rules.proposed_day(calendar_for(session, contract.calendar), planned_on=today, window_start=today,
-                                  window_end=today).isoformat()
+        return rules.proposed_day(
+            calendar_for(session, contract.calendar), planned_on=today, window_start=today, window_end=today
+        ).isoformat()
 
 
 @step("link-repair", title="关联维修单 / link the repair")
 def link_repair(case_id: int, version: int, target: str, code: str, run_id: str) -> None:
     """Remember which repair run a checklist problem started."""
     with session_scope() as session:
-        row = session.exec(select(ChecklistResult).where(
-            ChecklistResult.case_id == case_id, ChecklistResult.version == version,
-            ChecklistResult.target == target, ChecklistResult.item_code == code)).first()
+        row = session.exec(
+            select(ChecklistResult).where(
+                ChecklistResult.case_id == case_id,
+                ChecklistResult.version == version,
+                ChecklistResult.target == target,
+                ChecklistResult.item_code == code,
+            )
+        ).first()
         if row is not None and row.repair_run_id is None:
             row.repair_run_id = run_id
             session.add(row)
@@ -838,20 +1163,40 @@ def report_context(case_id: int, version: int) -> dict[str, Any]:
     """What the inspection report (巡检报告) shows: customer, date, work done, each device's state."""
     with session_scope() as session:
         case = _case(session, case_id)
-        rows = session.exec(select(ChecklistResult).where(ChecklistResult.case_id == case_id, ChecklistResult.version == version)
-                            .order_by(col(ChecklistResult.id))).all()
-        pre: dict[str, Any] = next((e.data.get("prechecks", {}) for e in session.exec(
-            select(Event).where(Event.case_id == case_id, Event.key == f"checklist:v{version}"))), {})
+        rows = session.exec(
+            select(ChecklistResult)
+            .where(ChecklistResult.case_id == case_id, ChecklistResult.version == version)
+            .order_by(col(ChecklistResult.id))
+        ).all()
+        pre: dict[str, Any] = next(
+            (
+                e.data.get("prechecks", {})
+                for e in session.exec(
+                    select(Event).where(Event.case_id == case_id, Event.key == f"checklist:v{version}")
+                )
+            ),
+            {},
+        )
         spec = checklist_spec(session, case_id)
         labels = {t["target"]: t["label"] for t in spec["targets"]}
         targets: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
             targets.setdefault(labels.get(r.target, r.target), []).append(
-                {"item": r.item_label, "result": RESULT_ZH[ItemResult(r.result)], "note": r.note,
-                 "handling": "现场已处理" if r.fixed_on_site else ("已转维修" if r.result == ItemResult.ABNORMAL else "")})
-        return {"visit_day": case.data.get("visit_day", ""), "period": case.period, "prechecks": pre,
-                "targets": [{"label": k, "items": v} for k, v in targets.items()]}
-
+                {
+                    "item": r.item_label,
+                    "result": RESULT_ZH[ItemResult(r.result)],
+                    "note": r.note,
+                    "handling": "现场已处理"
+                    if r.fixed_on_site
+                    else ("已转维修" if r.result == ItemResult.ABNORMAL else ""),
+                }
+            )
+        return {
+            "visit_day": case.data.get("visit_day", ""),
+            "period": case.period,
+            "prechecks": pre,
+            "targets": [{"label": k, "items": v} for k, v in targets.items()],
+        }
 
 
 @step("cancel-step", title="取消巡检 / cancel")
@@ -870,12 +1215,20 @@ def start_problem_repair(case_id: int, version: int, n: int, problem: dict[str, 
         assert customer is not None
         code = customer.code
     request = RepairRequest(
-        customer=code, site=problem.get("site"), device=problem.get("serial"), reported_by="巡检工程师",
-        channel=Channel.INSPECTION, severity=int(problem.get("severity") or PROBLEM_SEVERITY_DEFAULT), reported_at=at,
-        description=f"巡检发现：{problem['target_label']}·{problem['label']}：{problem['note']}", parent_case_id=case_id,
+        customer=code,
+        site=problem.get("site"),
+        device=problem.get("serial"),
+        reported_by="巡检工程师",
+        channel=Channel.INSPECTION,
+        severity=int(problem.get("severity") or PROBLEM_SEVERITY_DEFAULT),
+        reported_at=at,
+        description=f"巡检发现：{problem['target_label']}·{problem['label']}：{problem['note']}",
+        parent_case_id=case_id,
     )
     # keyed by the checklist item, not the version: a report sent back and filled in again starts no second repair
-    return start_repair_run.fn(request, idempotency_key=f"{case_id}:checklist:{problem['target']}:{problem['code']}")
+    return start_repair_run.fn(
+        request, idempotency_key=f"{case_id}:checklist:{problem['target']}:{problem['code']}"
+    )
 
 
 # a batch committed per contract (idempotent), not one transaction
@@ -901,8 +1254,15 @@ def open_extra_step(request: ExtraInspectionRequest, at: datetime) -> dict[str, 
         opened = open_extra_inspection(request, now=at)
     except InspectionError as exc:
         return {"error": str(exc)}
-    return {"error": "", "case_id": opened.case_id, "number": opened.number, "created": opened.created,
-            "customer": opened.customer, "site": opened.site, "day": opened.day.isoformat()}
+    return {
+        "error": "",
+        "case_id": opened.case_id,
+        "number": opened.number,
+        "created": opened.created,
+        "customer": opened.customer,
+        "site": opened.site,
+        "day": opened.day.isoformat(),
+    }
 
 
 @step("start-run-step", title="启动巡检流程 / start its run", transactional=False)  # a Prefect run
@@ -928,13 +1288,19 @@ def end_waiting_run(case_id: int, now: datetime, *, url: str | None = None) -> s
     """
     from uuid import UUID
 
-
     with session_scope(url) as session:
         run_id = _case(session, case_id).flow_run_id
-        session.execute(sa.update(Timer).where(col(Timer.case_id) == case_id, col(Timer.fired_at).is_(None))
-                        .values(fired_at=now))
-        timers = [(t.id, t.flow_run_id, t.key) for t in session.exec(
-            select(Timer).where(Timer.case_id == case_id, col(Timer.resumed_at).is_(None)))]
+        session.execute(
+            sa.update(Timer)
+            .where(col(Timer.case_id) == case_id, col(Timer.fired_at).is_(None))
+            .values(fired_at=now)
+        )
+        timers = [
+            (t.id, t.flow_run_id, t.key)
+            for t in session.exec(
+                select(Timer).where(Timer.case_id == case_id, col(Timer.resumed_at).is_(None))
+            )
+        ]
     if not run_id:
         return "尚未启动流程 / no run yet"
     try:
@@ -947,7 +1313,9 @@ def end_waiting_run(case_id: int, now: datetime, *, url: str | None = None) -> s
                 return "流程已结束 / the run has ended"
             on_timer = (state.state_details.pause_key or "").startswith(timer_key(""))
             if state.is_paused() and not on_timer:
-                client.set_flow_run_state(UUID(run_id), Cancelling(message="巡检已取消 / inspection cancelled"))
+                client.set_flow_run_state(
+                    UUID(run_id), Cancelling(message="巡检已取消 / inspection cancelled")
+                )
                 return "等待中的流程已取消 / the waiting run is cancelled"
     except Exception as exc:  # Prefect unreachable: the timers are fired, the keeper wakes the run
         from prefect.exceptions import ObjectNotFound
@@ -978,14 +1346,20 @@ def checklist_items(session: Session, kind: str | None = None) -> list[Any]:
     query = select(ChecklistItem)
     if kind:
         query = query.where(ChecklistItem.device_class == kind.strip())
-    return list(session.exec(query.order_by(col(ChecklistItem.device_class), col(ChecklistItem.position),
-                                            col(ChecklistItem.id))).all())
+    return list(
+        session.exec(
+            query.order_by(
+                col(ChecklistItem.device_class), col(ChecklistItem.position), col(ChecklistItem.id)
+            )
+        ).all()
+    )
 
 
-def add_checklist_item(session: Session, kind: str, code: str, label: str, *, position: int | None = None) -> Any:
+def add_checklist_item(
+    session: Session, kind: str, code: str, label: str, *, position: int | None = None
+) -> Any:
     """Add an item to a device class's checklist (last, unless `position`); inspections asked for from now on get it."""
     import re
-
 
     kind, code, label = kind.strip(), code.strip(), label.strip()
     for name, value in (("设备类别 / kind", kind), ("编码 / code", code)):
@@ -998,15 +1372,26 @@ def add_checklist_item(session: Session, kind: str, code: str, label: str, *, po
     if found is not None:
         state = "启用" if found.active else "已停用，可用 checklist on 重新启用"
         raise InspectionError(f"{kind} 已有检查项 {code}（{found.label}，{state}）/ the item exists")
-    item = ChecklistItem(device_class=kind, code=code, label=label,
-                         position=position if position is not None else max((i.position for i in items), default=-1) + 1)
+    item = ChecklistItem(
+        device_class=kind,
+        code=code,
+        label=label,
+        position=position if position is not None else max((i.position for i in items), default=-1) + 1,
+    )
     session.add(item)
     session.flush()
     return item
 
 
-def change_checklist_item(session: Session, code: str, *, kind: str | None = None, active: bool | None = None,
-                          label: str | None = None, position: int | None = None) -> list[Any]:
+def change_checklist_item(
+    session: Session,
+    code: str,
+    *,
+    kind: str | None = None,
+    active: bool | None = None,
+    label: str | None = None,
+    position: int | None = None,
+) -> list[Any]:
     """Switch an item off or on, rename or move it; `kind` picks the class when the code is in several.
 
     Returns the items changed. A change applies to checklists asked for from now on: a form already
@@ -1016,7 +1401,9 @@ def change_checklist_item(session: Session, code: str, *, kind: str | None = Non
     found = [i for i in checklist_items(session, kind) if i.code == code]
     if not found:
         where = f"设备类别 {kind} 中" if kind else ""
-        raise InspectionError(f"{where}没有编码为 {code!r} 的检查项（aftercare checklist show 可查看）/ no such item")
+        raise InspectionError(
+            f"{where}没有编码为 {code!r} 的检查项（aftercare checklist show 可查看）/ no such item"
+        )
     if len(found) > 1:
         kinds = "、".join(i.device_class for i in found)
         raise InspectionError(f"编码 {code} 在多个设备类别中：{kinds}；请用 --kind 指定 / name the kind")
@@ -1046,6 +1433,8 @@ def report_version(case_id: int, key: str) -> int:
     signature approval carries (web/reports.py finds it by that).
     """
     with session_scope() as session:
-        reports = session.exec(select(Report).where(Report.case_id == case_id, Report.kind == "inspection_report")).all()
+        reports = session.exec(
+            select(Report).where(Report.case_id == case_id, Report.kind == "inspection_report")
+        ).all()
         same = next((r.version for r in reports if (r.data or {}).get("report_key") == key), None)
         return same if same is not None else max((r.version for r in reports), default=0) + 1

@@ -130,8 +130,10 @@ def encode(value: Any) -> Any:
         tagged["v"] = encode({name: getattr(value, name) for name in cls.model_fields})
         return tagged
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"$dc": _path(type(value)),
-                "v": encode({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})}
+        return {
+            "$dc": _path(type(value)),
+            "v": encode({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}),
+        }
     raise TypeError(f"a step result of type {type(value).__name__} cannot be recorded in the step ledger")
 
 
@@ -212,11 +214,15 @@ def load(flow_run_id: str, *, as_tasks: bool, owner: Any = None) -> RunLedger:
     """The run's ledger: one query."""
     from sqlmodel import col, select
 
-
     def read() -> list[Any]:
         with session_scope() as session:
-            return list(session.exec(select(StepRecord.key, StepRecord.result_json)
-                                     .where(col(StepRecord.flow_run_id) == flow_run_id)).all())
+            return list(
+                session.exec(
+                    select(StepRecord.key, StepRecord.result_json).where(
+                        col(StepRecord.flow_run_id) == flow_run_id
+                    )
+                ).all()
+            )
 
     rows = run_retrying(read, kind="step", what="the step ledger")
     return RunLedger(flow_run_id, {key: text for key, text in rows}, as_tasks, owner)
@@ -292,8 +298,11 @@ def _write(ledger: RunLedger, key: str, text: str) -> None:
 
 def _insert(session: Any, ledger: RunLedger, key: str, text: str) -> Any:
     """The row's id, or None when the key was recorded already."""
-    return insert_ignore(session, StepRecord, {"flow_run_id": ledger.flow_run_id, "key": key, "result_json": text,
-                                               "created_at": wallclock.now()})
+    return insert_ignore(
+        session,
+        StepRecord,
+        {"flow_run_id": ledger.flow_run_id, "key": key, "result_json": text, "created_at": wallclock.now()},
+    )
 
 
 def _settle(session: Any, ledger: RunLedger) -> None:
@@ -323,11 +332,18 @@ class Step(Generic[P, R]):
     `.fn`: the plain function as one unit of work re-run whole on a busy database
     (`models.db.retrying`); `.body`: the function itself."""
 
-    def __init__(self, fn: Callable[P, R], *, name: str, title: str | None, key: KeySpec,
-                 fresh: Callable[[Any], bool] | None, transactional: bool) -> None:
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        title: str | None,
+        key: KeySpec,
+        fresh: Callable[[Any], bool] | None,
+        transactional: bool,
+    ) -> None:
         from prefect.cache_policies import NO_CACHE
         from prefect.tasks import Task
-
 
         self.body = fn
         self.fn: Callable[P, R] = retrying(fn, kind="step")
@@ -345,8 +361,9 @@ class Step(Generic[P, R]):
 
         # the ledger keeps the result: no Prefect cache, no persisted result file per step; no
         # Prefect retries either: a busy database re-runs the step's whole transaction (`_execute`)
-        self.task: Task[..., Any] = Task(run, name=title or name, cache_policy=NO_CACHE, persist_result=False,
-                                         task_run_name=_task_run_name)
+        self.task: Task[..., Any] = Task(
+            run, name=title or name, cache_policy=NO_CACHE, persist_result=False, task_run_name=_task_run_name
+        )
 
     def __reduce__(self) -> Any:
         # by reference: a flow pickled by value for a warm start names its steps, which the forked
@@ -405,8 +422,9 @@ class Step(Generic[P, R]):
         token = _IN_STEP.set(True)
         try:
             if self.transactional:
-                result, text = run_retrying(lambda: self._in_transaction(ledger, key, args, kwargs), kind="step",
-                                            what=self._what)
+                result, text = run_retrying(
+                    lambda: self._in_transaction(ledger, key, args, kwargs), kind="step", what=self._what
+                )
             else:
                 result = self.fn(*args, **kwargs)
                 text = dumps(result)
@@ -416,22 +434,27 @@ class Step(Generic[P, R]):
         ledger.records[key] = text
         return result
 
-    def _in_transaction(self, ledger: RunLedger, key: str, args: tuple[Any, ...],
-                        kwargs: dict[str, Any]) -> tuple[Any, str]:
+    def _in_transaction(
+        self, ledger: RunLedger, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, str]:
         import sqlalchemy as sa
         from sqlmodel import col, select
-
 
         with ambient_transaction() as session:
             # the claim is the transaction's first write (see ambient_transaction)
             row_id = _insert(session, ledger, key, "")
             if row_id is None:  # recorded meanwhile by another process replaying this run: its result
-                text = session.exec(select(StepRecord.result_json).where(
-                    col(StepRecord.flow_run_id) == ledger.flow_run_id, col(StepRecord.key) == key)).one()
+                text = session.exec(
+                    select(StepRecord.result_json).where(
+                        col(StepRecord.flow_run_id) == ledger.flow_run_id, col(StepRecord.key) == key
+                    )
+                ).one()
                 return loads(text), text
             result = self.body(*args, **kwargs)
             text = dumps(result)
-            session.execute(sa.update(StepRecord).where(col(StepRecord.id) == row_id).values(result_json=text))
+            session.execute(
+                sa.update(StepRecord).where(col(StepRecord.id) == row_id).values(result_json=text)
+            )
             _settle(session, ledger)
         return result, text
 
@@ -443,8 +466,14 @@ def _step_named(module: str, qualname: str) -> Any:
     return _class(f"{module}:{qualname}")
 
 
-def step(name: str, *, title: str | None = None, key: KeySpec = None, fresh: Callable[[Any], bool] | None = None,
-         transactional: bool = True) -> Callable[[Callable[P, R]], Step[P, R]]:
+def step(
+    name: str,
+    *,
+    title: str | None = None,
+    key: KeySpec = None,
+    fresh: Callable[[Any], bool] | None = None,
+    transactional: bool = True,
+) -> Callable[[Callable[P, R]], Step[P, R]]:
     """Make a function a replayable step of a flow body.
 
     `name`: the stable ledger name (lowercase, dashes; never change it while cases wait).

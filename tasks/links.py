@@ -106,7 +106,14 @@ def report_url(report_id: int, *, now: datetime, lifetime: timedelta = REPORT_LI
     return sign_link(REPORT_VIEW, {"r": report_id}, expires_at=now + lifetime, path="reports")
 
 
-def sign_url(report_id: int, *, now: datetime, contact_id: int | None = None,
-             lifetime: timedelta = REPORT_LINK_LIFETIME) -> str:
+def sign_url(
+    report_id: int,
+    *,
+    now: datetime,
+    contact_id: int | None = None,
+    lifetime: timedelta = REPORT_LINK_LIFETIME,
+) -> str:
     """The link where the customer signs a report (or objects to it)."""
-    return sign_link(REPORT_SIGN, {"r": report_id, "c": contact_id}, expires_at=now + lifetime, path="reports/sign")
+    return sign_link(
+        REPORT_SIGN, {"r": report_id, "c": contact_id}, expires_at=now + lifetime, path="reports/sign"
+    )

@@ -184,7 +184,9 @@ def queue_many(session: Session, messages: Sequence[Message]) -> int:
     if empty:
         for row in session.exec(select(Notification).where(col(Notification.idempotency_key).in_(empty))):
             if row.status == NotificationStatus.PENDING:
-                _give_up(session, row, "没有通知地址 / the recipient has no notification address", row.created_at)
+                _give_up(
+                    session, row, "没有通知地址 / the recipient has no notification address", row.created_at
+                )
     return len(values)
 
 
@@ -367,9 +369,18 @@ def run_notifier(
             outcome = deliver(row.address, title=row.subject, body=row.body)
         # its own unit of work, re-run while the database is busy: a message sent but not recorded
         # would be sent again once its lease ran out
-        state = transaction(functools.partial(
-            _write_outcome, row_id=row.id, token=token, now=now, release=release, outcome=outcome, person=person,
-        ), url=url)
+        state = transaction(
+            functools.partial(
+                _write_outcome,
+                row_id=row.id,
+                token=token,
+                now=now,
+                release=release,
+                outcome=outcome,
+                person=person,
+            ),
+            url=url,
+        )
         if release is not None:
             report.held += state
         elif outcome is None:
@@ -385,8 +396,16 @@ def run_notifier(
     return report
 
 
-def _write_outcome(session: Session, *, row_id: int | None, token: str, now: datetime, release: datetime | None,
-                   outcome: str | None, person: Recipient | None) -> int:
+def _write_outcome(
+    session: Session,
+    *,
+    row_id: int | None,
+    token: str,
+    now: datetime,
+    release: datetime | None,
+    outcome: str | None,
+    person: Recipient | None,
+) -> int:
     """Record what became of one send (see `_record`): held for quiet hours, sent, or failed."""
     if release is not None:
         return _record(session, row_id, token, now, held=release)

@@ -55,8 +55,15 @@ def parse_parts(text: str) -> list[tuple[str, int]]:
     return items
 
 
-def issue_parts(session: Session, case_id: int, items: list[tuple[str, int]], *, now: datetime, key: str,
-                actor: str = "system") -> PartsResult:
+def issue_parts(
+    session: Session,
+    case_id: int,
+    items: list[tuple[str, int]],
+    *,
+    now: datetime,
+    key: str,
+    actor: str = "system",
+) -> PartsResult:
     """Take the parts out of stock for a case (in the caller's transaction).
 
     Each line is one `StockMove` unique per (case, key:code): a replayed request issues nothing twice.
@@ -68,37 +75,74 @@ def issue_parts(session: Session, case_id: int, items: list[tuple[str, int]], *,
         if part is None:
             raise PartsError(f"备件库中没有编码为 {code} 的备件 / unknown part code")
         move_key = f"{key}:{code}"
-        done = session.exec(select(StockMove).where(StockMove.case_id == case_id, StockMove.key == move_key)).first()
+        done = session.exec(
+            select(StockMove).where(StockMove.case_id == case_id, StockMove.key == move_key)
+        ).first()
         if done is not None:
             stock = session.get(Stock, done.stock_id)
-            result.issued.append({"code": code, "name": part.name, "quantity": -done.quantity,
-                                  "location": stock.location if stock else ""})
+            result.issued.append(
+                {
+                    "code": code,
+                    "name": part.name,
+                    "quantity": -done.quantity,
+                    "location": stock.location if stock else "",
+                }
+            )
             continue
-        stocks = list(session.exec(select(Stock).where(Stock.part_id == part.id).order_by(col(Stock.quantity).desc())))
+        stocks = list(
+            session.exec(select(Stock).where(Stock.part_id == part.id).order_by(col(Stock.quantity).desc()))
+        )
         taken = None
         for stock in stocks:
             updated = session.execute(
-                sa.update(Stock).where(col(Stock.id) == stock.id, col(Stock.quantity) >= wanted)
+                sa.update(Stock)
+                .where(col(Stock.id) == stock.id, col(Stock.quantity) >= wanted)
                 .values(quantity=Stock.quantity - wanted)
             )
             if updated.rowcount == 1:  # type: ignore[attr-defined]
                 taken = stock
                 break
         if taken is None:
-            result.short.append({"code": code, "name": part.name, "wanted": wanted,
-                                 "available": sum(s.quantity for s in stocks)})
+            result.short.append(
+                {
+                    "code": code,
+                    "name": part.name,
+                    "wanted": wanted,
+                    "available": sum(s.quantity for s in stocks),
+                }
+            )
             continue
-        session.add(StockMove(part_id=part.id, stock_id=taken.id, case_id=case_id, key=move_key,  # type: ignore[arg-type]
-                              quantity=-wanted, reason="维修领用", at=now))
-        result.issued.append({"code": code, "name": part.name, "quantity": wanted, "location": taken.location})
+        session.add(
+            StockMove(
+                part_id=part.id,  # type: ignore[arg-type]
+                stock_id=taken.id,  # type: ignore[arg-type]
+                case_id=case_id,
+                key=move_key,
+                quantity=-wanted,
+                reason="维修领用",
+                at=now,
+            )
+        )
+        result.issued.append(
+            {"code": code, "name": part.name, "quantity": wanted, "location": taken.location}
+        )
     session.flush()
-    append_event(session, case_id, "parts_issued" if result.complete else "parts_shortage", at=now, actor=actor,
-                 key=f"{key}:event", data=result.as_dict())
+    append_event(
+        session,
+        case_id,
+        "parts_issued" if result.complete else "parts_shortage",
+        at=now,
+        actor=actor,
+        key=f"{key}:event",
+        data=result.as_dict(),
+    )
     return result
 
 
 @step("request-parts", title="备件申请 / spare-part request", key="{key}")
-def request_parts(case_id: int, parts: str, now: datetime, key: str = "parts", actor: str = "system") -> dict[str, Any]:
+def request_parts(
+    case_id: int, parts: str, now: datetime, key: str = "parts", actor: str = "system"
+) -> dict[str, Any]:
     """Issue the plan's spare parts from the store; a shortage is escalated to the keeper and director.
     An unreadable line or an unknown part code issues nothing and returns `{"error": ...}`."""
     try:
@@ -116,18 +160,54 @@ def _tell_store(session: Session, case_id: int, key: str, now: datetime, result:
     facts = case_facts(session, case_id)
     keeper = team_member(session, case_id, Role.PARTS_KEEPER)
     if result.complete:
-        _queue(session, [keeper], "repair/parts_issued", facts, result, key=f"{case_id}:{key}:issued",
-               case_id=case_id, now=now, urgent=False)
+        _queue(
+            session,
+            [keeper],
+            "repair/parts_issued",
+            facts,
+            result,
+            key=f"{case_id}:{key}:issued",
+            case_id=case_id,
+            now=now,
+            urgent=False,
+        )
     else:
         director = team_member(session, case_id, Role.TECHNICAL_DIRECTOR)
-        _queue(session, [keeper, director], "repair/parts_shortage", facts, result,
-               key=f"{case_id}:{key}:shortage", case_id=case_id, now=now, urgent=True)
+        _queue(
+            session,
+            [keeper, director],
+            "repair/parts_shortage",
+            facts,
+            result,
+            key=f"{case_id}:{key}:shortage",
+            case_id=case_id,
+            now=now,
+            urgent=True,
+        )
 
 
-def _queue(session: Session, recipients: list[Any], template: str, facts: Any, result: PartsResult, *, key: str,
-           case_id: int, now: datetime, urgent: bool) -> None:
-    queue(session, recipients=recipients, template=template, context={"case": facts.as_dict(), "paid": paid_prefix(facts.as_dict()), **result.as_dict()},
-          key=key, case_id=case_id, now=now, urgent=urgent)
+def _queue(
+    session: Session,
+    recipients: list[Any],
+    template: str,
+    facts: Any,
+    result: PartsResult,
+    *,
+    key: str,
+    case_id: int,
+    now: datetime,
+    urgent: bool,
+) -> None:
+    queue(
+        session,
+        recipients=recipients,
+        template=template,
+        context={"case": facts.as_dict(), "paid": paid_prefix(facts.as_dict()), **result.as_dict()},
+        key=key,
+        case_id=case_id,
+        now=now,
+        urgent=urgent,
+    )
 
 
 @step("parts-of-case", title="已领用备件 / parts used")
@@ -135,7 +215,8 @@ def parts_of_case(case_id: int) -> list[dict[str, Any]]:
     """The parts issued to a case (for the service report)."""
     with session_scope() as session:
         rows = session.exec(
-            select(StockMove, SparePart).where(StockMove.case_id == case_id, StockMove.part_id == SparePart.id)
+            select(StockMove, SparePart)
+            .where(StockMove.case_id == case_id, StockMove.part_id == SparePart.id)
             .order_by(col(StockMove.id))
         ).all()
         return [{"code": part.code, "name": part.name, "quantity": -move.quantity} for move, part in rows]

@@ -76,8 +76,9 @@ def system_font_covering(text: str = SAMPLE_ZH) -> str | None:
         return None
     charset = " ".join(f"{ord(ch):x}" for ch in sorted(set(text)) if not ch.isspace())
     try:
-        out = subprocess.run([fc_list, f":charset={charset}", "file"], capture_output=True, text=True, timeout=20,
-                             check=False).stdout
+        out = subprocess.run(
+            [fc_list, f":charset={charset}", "file"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     files = [line.strip().rstrip(":") for line in out.splitlines() if line.strip()]
@@ -99,8 +100,10 @@ def cjk_font_problem(font: Path | None = None, *, use_system: bool = True) -> tu
         system = system_font_covering()
         if system:
             return None, f"系统字体 {system}（{why}）"
-    return (f"{why}，PDF 中的中文将显示为方框 / Chinese would print as boxes: run `uv sync` (it installs the "
-            "font wheel) or install a CJK font (Debian: apt-get install fonts-noto-cjk)"), ""
+    return (
+        f"{why}，PDF 中的中文将显示为方框 / Chinese would print as boxes: run `uv sync` (it installs the "
+        "font wheel) or install a CJK font (Debian: apt-get install fonts-noto-cjk)"
+    ), ""
 
 
 @cache
@@ -159,8 +162,12 @@ def _executor() -> ProcessPoolExecutor:
     with _pool_lock:
         if _pool is None:
             # spawn: the web serves requests from threads, and forking a threaded process is unsafe
-            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        max_tasks_per_child=TASKS_PER_WORKER, initializer=_exit_with_parent)
+            _pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                max_tasks_per_child=TASKS_PER_WORKER,
+                initializer=_exit_with_parent,
+            )
         return _pool
 
 

@@ -23,7 +23,9 @@ def first_with_role(session: Session, role: Role | str) -> Staff:
     people = staff_with_role(session, role)
     if not people:
         label = ROLE_LABELS_ZH.get(Role(role), str(role))
-        raise NobodyForRole(f"没有在岗的{label} / no active staff with role {role}: add one in the staff list")
+        raise NobodyForRole(
+            f"没有在岗的{label} / no active staff with role {role}: add one in the staff list"
+        )
     return people[0]
 
 

@@ -50,7 +50,8 @@ def missing_fault_report_parts(facts: dict[str, Any]) -> list[str]:
     checks = {
         "times": bool(times.get("reported_at")) and bool(times.get("repaired_at") or times.get("remote_at")),
         "people": bool(facts.get("engineer")) and bool(facts.get("customer_engineer")),
-        "symptoms": bool((facts.get("symptoms") or "").strip()) and bool((facts.get("business_impact") or "").strip()),
+        "symptoms": bool((facts.get("symptoms") or "").strip())
+        and bool((facts.get("business_impact") or "").strip()),
         "process": bool((facts.get("process") or "").strip()),
         "cause": bool((facts.get("cause") or "").strip()),
         "solution": bool((facts.get("solution") or "").strip()),
@@ -79,22 +80,49 @@ def issue_report(
         return existing
     facts = case_facts(session, case_id).as_dict()
     title = REPORT_TITLES_ZH.get(str(kind), str(kind))
-    html = render(template, lang=lang, fmt="html", case=facts, title=title, version=version, issued_at=now,
-                  issued_by=by, **context)
-    report = Report(case_id=case_id, kind=str(kind), version=version, title=title, content=html,
-                    content_hash=content_hash(html), data=_jsonable(context), status="issued", issued_by=by,
-                    issued_at=now)
+    html = render(
+        template,
+        lang=lang,
+        fmt="html",
+        case=facts,
+        title=title,
+        version=version,
+        issued_at=now,
+        issued_by=by,
+        **context,
+    )
+    report = Report(
+        case_id=case_id,
+        kind=str(kind),
+        version=version,
+        title=title,
+        content=html,
+        content_hash=content_hash(html),
+        data=_jsonable(context),
+        status="issued",
+        issued_by=by,
+        issued_at=now,
+    )
     session.add(report)
     session.flush()
     # an older version of the same document is replaced by this one
     for older in session.exec(
-        select(Report).where(Report.case_id == case_id, Report.kind == str(kind), col(Report.version) < version)
+        select(Report).where(
+            Report.case_id == case_id, Report.kind == str(kind), col(Report.version) < version
+        )
     ):
         if older.status == "issued":
             older.status = "superseded"
             session.add(older)
-    append_event(session, case_id, "report_issued", at=now, actor=by, key=f"report:{kind}:v{version}",
-                 data={"report_id": report.id, "kind": str(kind), "version": version, "hash": report.content_hash})
+    append_event(
+        session,
+        case_id,
+        "report_issued",
+        at=now,
+        actor=by,
+        key=f"report:{kind}:v{version}",
+        data={"report_id": report.id, "kind": str(kind), "version": version, "hash": report.content_hash},
+    )
     return report
 
 
@@ -107,8 +135,14 @@ def edit_report(session: Session, report_id: int, content: str, *, now: datetime
     report.content_hash = content_hash(content)
     report.edited_at = now
     session.add(report)
-    append_event(session, report.case_id, "report_edited", at=now, actor=by,
-                 data={"report_id": report_id, "hash": report.content_hash})
+    append_event(
+        session,
+        report.case_id,
+        "report_edited",
+        at=now,
+        actor=by,
+        data={"report_id": report_id, "hash": report.content_hash},
+    )
     return report
 
 
@@ -131,7 +165,9 @@ def sign_report(
     if report is None:
         raise ReportError(f"报告 {report_id} 不存在 / no report {report_id}")
     if signed_hash != report.content_hash:
-        raise ReportError("报告在您查看后已被修改，请重新查看后再签字 / the report changed after you opened it")
+        raise ReportError(
+            "报告在您查看后已被修改，请重新查看后再签字 / the report changed after you opened it"
+        )
     name = (signer_name or "").strip()
     if not name:
         raise ReportError("请填写签字人姓名 / the signer's name is required")
@@ -144,15 +180,34 @@ def sign_report(
     for old in session.exec(select(Signature).where(Signature.report_id == report_id)):
         if old.is_valid_for(report):
             return old  # already signed this content: the second click changes nothing
-    signature = Signature(report_id=report_id, content_hash=report.content_hash, signer_name=name[:100],
-                          signer_contact_id=contact_id, signer_staff_id=staff_id, method=method, image=image,
-                          statement=statement[:400], channel=channel, signed_at=now)
+    signature = Signature(
+        report_id=report_id,
+        content_hash=report.content_hash,
+        signer_name=name[:100],
+        signer_contact_id=contact_id,
+        signer_staff_id=staff_id,
+        method=method,
+        image=image,
+        statement=statement[:400],
+        channel=channel,
+        signed_at=now,
+    )
     session.add(signature)
     session.flush()
-    append_event(session, report.case_id, "report_signed", at=now, actor=name,
-                 key=f"signed:{report_id}:{report.content_hash[:16]}",
-                 data={"report_id": report_id, "signature_id": signature.id, "hash": report.content_hash,
-                       "method": method})
+    append_event(
+        session,
+        report.case_id,
+        "report_signed",
+        at=now,
+        actor=name,
+        key=f"signed:{report_id}:{report.content_hash[:16]}",
+        data={
+            "report_id": report_id,
+            "signature_id": signature.id,
+            "hash": report.content_hash,
+            "method": method,
+        },
+    )
     return signature
 
 
@@ -161,7 +216,9 @@ def valid_signature(session: Session, report_id: int) -> Signature | None:
     report = session.get(Report, report_id)
     if report is None:
         return None
-    for sig in session.exec(select(Signature).where(Signature.report_id == report_id).order_by(col(Signature.id).desc())):
+    for sig in session.exec(
+        select(Signature).where(Signature.report_id == report_id).order_by(col(Signature.id).desc())
+    ):
         if sig.is_valid_for(report):
             return sig
     return None
@@ -185,7 +242,7 @@ def _png_data_url(image: str) -> str:
     if not image.startswith(PNG_DATA_URL):
         return ""
     try:
-        data = base64.b64decode(image[len(PNG_DATA_URL):], validate=True)
+        data = base64.b64decode(image[len(PNG_DATA_URL) :], validate=True)
     except (binascii.Error, ValueError):
         return ""
     return image if data.startswith(b"\x89PNG\r\n\x1a\n") else ""
@@ -194,7 +251,9 @@ def _png_data_url(image: str) -> str:
 def on_behalf_of(session: Session, signature: Signature) -> str:
     """The customer's contact the signer signed for, when that is someone else ("" otherwise)."""
     contact = session.get(Contact, signature.signer_contact_id) if signature.signer_contact_id else None
-    return contact.name if contact is not None and contact.name and contact.name != signature.signer_name else ""
+    return (
+        contact.name if contact is not None and contact.name and contact.name != signature.signer_name else ""
+    )
 
 
 def signer_label(session: Session, signature: Signature) -> str:
@@ -209,9 +268,17 @@ def signed_content(session: Session, report: Report, signature: Signature | None
     signature = signature or valid_signature(session, report.id)  # type: ignore[arg-type]
     if signature is None or not signature.is_valid_for(report):
         return report.content
-    cell = render("common/_signed", lang="zh", fmt="html", image=_png_data_url(signature.image),
-                  signer=signature.signer_name, on_behalf_of=on_behalf_of(session, signature), signed_at=signature.signed_at,
-                  method_zh=METHOD_ZH.get(signature.method, signature.method), statement=signature.statement)
+    cell = render(
+        "common/_signed",
+        lang="zh",
+        fmt="html",
+        image=_png_data_url(signature.image),
+        signer=signature.signer_name,
+        on_behalf_of=on_behalf_of(session, signature),
+        signed_at=signature.signed_at,
+        method_zh=METHOD_ZH.get(signature.method, signature.method),
+        statement=signature.statement,
+    )
     slot = f"<!--customer-signature-->{cell}<!--/customer-signature-->"
     if SIGNATURE_SLOT.search(report.content):
         return SIGNATURE_SLOT.sub(lambda _m: slot, report.content, count=1)
@@ -225,7 +292,9 @@ def timeline(session: Session, case_id: int) -> dict[str, Any]:
     """The moments a report names, read from the case's event log (first occurrence of each)."""
     case = session.get(Case, case_id)
     assert case is not None
-    events = list(session.exec(select(Event).where(Event.case_id == case_id).order_by(col(Event.at), col(Event.id))))
+    events = list(
+        session.exec(select(Event).where(Event.case_id == case_id).order_by(col(Event.at), col(Event.id)))
+    )
     first: dict[str, Any] = {}
     for e in events:
         first.setdefault(e.kind, e)
@@ -255,17 +324,20 @@ def clock_summary(session: Session, case_id: int) -> list[dict[str, Any]]:
     rows = session.exec(select(Clock).where(Clock.case_id == case_id).order_by(col(Clock.id)))
     out = []
     for clock in rows:
-        out.append({
-            "kind": clock.kind,
-            "label": CLOCK_LABELS_ZH.get(clock.kind, clock.kind),
-            "started_at": clock.started_at,
-            "due_at": getattr(clock, "due_at", None),
-            "met_at": getattr(clock, "met_at", None),
-            "breached_at": getattr(clock, "breached_at", None),
-            "stopped": clock.status == "stopped",  # stopped, neither met nor breached: the case closed under it
-            # a deadline resting on a year whose official holiday notice is not entered yet
-            "provisional": bool(getattr(clock, "provisional", False)),
-        })
+        out.append(
+            {
+                "kind": clock.kind,
+                "label": CLOCK_LABELS_ZH.get(clock.kind, clock.kind),
+                "started_at": clock.started_at,
+                "due_at": getattr(clock, "due_at", None),
+                "met_at": getattr(clock, "met_at", None),
+                "breached_at": getattr(clock, "breached_at", None),
+                "stopped": clock.status
+                == "stopped",  # stopped, neither met nor breached: the case closed under it
+                # a deadline resting on a year whose official holiday notice is not entered yet
+                "provisional": bool(getattr(clock, "provisional", False)),
+            }
+        )
     return out
 
 
@@ -319,8 +391,16 @@ def _jsonable(value: Any) -> Any:
 
 
 @step("issue", title="出具报告 / issue a report", key="{kind}-v{version}")
-def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: datetime, by: str = "system",
-          version: int = 1, tell: list[Tell] | None = None) -> dict[str, Any]:
+def issue(
+    case_id: int,
+    kind: str,
+    template: str,
+    context: dict[str, Any],
+    now: datetime,
+    by: str = "system",
+    version: int = 1,
+    tell: list[Tell] | None = None,
+) -> dict[str, Any]:
     """Render and store a report; returns {id, hash, title, content} (the content the signer will see).
     `tell`: messages about the report (as `tasks.cases.record`'s), queued in the same transaction,
     each with a signed link to the report."""
@@ -328,8 +408,9 @@ def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: 
         ctx = dict(context)
         ctx.setdefault("times", timeline(session, case_id))
         ctx.setdefault("clocks", clock_summary(session, case_id))
-        report = issue_report(session, case_id, kind, template=template, context=ctx, now=now, by=by,
-                              version=version)
+        report = issue_report(
+            session, case_id, kind, template=template, context=ctx, now=now, by=by, version=version
+        )
         for notice in tell or []:
             notice.queue(session, case_id, now=now, report_id=report.id)
 
@@ -337,9 +418,17 @@ def issue(case_id: int, kind: str, template: str, context: dict[str, Any], now: 
         contact_id = case.data.get("contact_id") if case else None
         view, sign = report_url(report.id, now=now), sign_url(report.id, now=now, contact_id=contact_id)  # type: ignore[arg-type]
         text = f"{plain_text(report.content)}\n\n查看与打印全文：{view}"
-        return {"id": report.id, "hash": report.content_hash, "title": report.title, "content": report.content,
-                "version": report.version, "text": text, "view_url": view, "sign_url": sign,
-                "sign_text": f"{text}\n手写签名或勾选确认：{sign}"}
+        return {
+            "id": report.id,
+            "hash": report.content_hash,
+            "title": report.title,
+            "content": report.content,
+            "version": report.version,
+            "text": text,
+            "view_url": view,
+            "sign_url": sign,
+            "sign_text": f"{text}\n手写签名或勾选确认：{sign}",
+        }
 
 
 @step("report-context", title="报告所需事实 / report facts")
@@ -350,8 +439,9 @@ def report_context(case_id: int) -> dict[str, Any]:
 
 
 @step("bind-signature", title="记录客户签字 / bind the signature", key="{report_id}")
-def bind_signature(report_id: int, signer_name: str, payload: dict[str, Any], at: datetime,
-                   contact_id: int | None = None) -> int:
+def bind_signature(
+    report_id: int, signer_name: str, payload: dict[str, Any], at: datetime, contact_id: int | None = None
+) -> int:
     """Store the customer's signature (from the signing page's payload) bound to the report's hash."""
     with session_scope() as session:
         existing = valid_signature(session, report_id)
@@ -362,10 +452,16 @@ def bind_signature(report_id: int, signer_name: str, payload: dict[str, Any], at
         sig = sign_report(
             # the approvals page signs the approval's text (its own hash); the report page sends the
             # report's hash as `report_hash`. Without it, the signature binds to the report as issued.
-            session, report_id, signed_hash=payload.get("report_hash") or report.content_hash,
-            signer_name=payload.get("signer_name") or payload.get("signer") or signer_name, method=payload.get("method") or "typed",
-            image=payload.get("image") or "", statement=payload.get("statement") or "", contact_id=contact_id,
-            now=at, channel=payload.get("channel") or "web",
+            session,
+            report_id,
+            signed_hash=payload.get("report_hash") or report.content_hash,
+            signer_name=payload.get("signer_name") or payload.get("signer") or signer_name,
+            method=payload.get("method") or "typed",
+            image=payload.get("image") or "",
+            statement=payload.get("statement") or "",
+            contact_id=contact_id,
+            now=at,
+            channel=payload.get("channel") or "web",
         )
         return int(sig.id)  # type: ignore[arg-type]
 

@@ -90,7 +90,9 @@ def stuck_runs(client: Any, now: datetime, limit: timedelta, batch: int = 200) -
     from prefect.client.schemas.sorting import FlowRunSort
 
     running = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))),
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+        ),
         sort=FlowRunSort.START_TIME_ASC,  # the server refuses no sort
         limit=batch,
     )
@@ -121,13 +123,19 @@ def crashed_runs(client: Any, batch: int = 200) -> list[Any]:
 
     def newest(kind: StateType) -> list[Any]:
         # one query per state: failed runs of other causes (a refused intake) never crowd crashed ones out
-        return list(client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[kind]))),
-            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-            limit=batch,
-        ))
+        return list(
+            client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[kind]))
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=batch,
+            )
+        )
 
-    failed = [r for r in newest(StateType.FAILED) if r.state is not None and BUSY_FAILURE in (r.state.message or "")]
+    failed = [
+        r for r in newest(StateType.FAILED) if r.state is not None and BUSY_FAILURE in (r.state.message or "")
+    ]
     return newest(StateType.CRASHED) + failed
 
 
@@ -153,10 +161,11 @@ def _step_at(session: Any, case_id: int) -> tuple[str, str]:
 
     from sqlmodel import col
 
-
     last = session.exec(
-        select(Event).where(Event.case_id == case_id, ~col(Event.kind).startswith("run."))
-        .order_by(col(Event.id).desc()).limit(1)
+        select(Event)
+        .where(Event.case_id == case_id, ~col(Event.kind).startswith("run."))
+        .order_by(col(Event.id).desc())
+        .limit(1)
     ).first()
     label = (last.key or last.kind) if last is not None else "start"
     ident = f"{last.id}:{label}" if last is not None else "start"
@@ -168,7 +177,6 @@ def _judge_crash(run: Any, now: datetime) -> tuple[str, Any] | None:
     given up (opening the incident). ("reschedule" | "gave_up", case) or None: not ours to touch."""
     from sqlmodel import col
 
-
     state_message = (run.state.message or "")[:300]
     why = "数据库繁忙" if run.state.type.value == "FAILED" else "流程进程被终止"
 
@@ -178,31 +186,71 @@ def _judge_crash(run: Any, now: datetime) -> tuple[str, Any] | None:
             return None
         digest, label = _step_at(session, case.id)
         prefix = f"run-crashed:{run.id}:{digest}:"
-        done = len(session.exec(select(Event.id).where(
-            Event.case_id == case.id, col(Event.key).startswith(prefix))).all())
+        done = len(
+            session.exec(
+                select(Event.id).where(Event.case_id == case.id, col(Event.key).startswith(prefix))
+            ).all()
+        )
         if done >= CRASH_RESCHEDULES:
-            opened = [i for i in session.exec(select(Incident).where(
-                Incident.case_id == case.id, Incident.kind == INCIDENT_KIND)).all()
-                if i.data.get("flow_run_id") == str(run.id) and i.data.get("step") == digest]
+            opened = [
+                i
+                for i in session.exec(
+                    select(Incident).where(Incident.case_id == case.id, Incident.kind == INCIDENT_KIND)
+                ).all()
+                if i.data.get("flow_run_id") == str(run.id) and i.data.get("step") == digest
+            ]
             if opened:
                 return None  # given up before: the incident waits for a person
-            session.add(Incident(
-                case_id=case.id, kind=INCIDENT_KIND, opened_at=now,
-                message=(f"工单 {case.number}「{case.title}」的流程在步骤「{label}」处{why}，"
-                         f"已自动重新调度 {done} 次仍未完成，已停止自动重试，请人工处理"
-                         f"（流程运行 {run.name} / {run.id}）。"),
-                data={"flow_run_id": str(run.id), "flow_run_name": run.name, "step": digest,
-                      "step_label": label, "reschedules": done, "state": run.state.name,
-                      "state_message": state_message},
-            ))
-            append_event(session, case.id, GAVE_UP_EVENT, at=now, key=f"{prefix}gave-up",
-                         data={"flow_run_id": str(run.id), "step": label, "reschedules": done,
-                               "note": f"流程在同一步骤{why} {done + 1} 次，已转人工处理"})
+            session.add(
+                Incident(
+                    case_id=case.id,
+                    kind=INCIDENT_KIND,
+                    opened_at=now,
+                    message=(
+                        f"工单 {case.number}「{case.title}」的流程在步骤「{label}」处{why}，"
+                        f"已自动重新调度 {done} 次仍未完成，已停止自动重试，请人工处理"
+                        f"（流程运行 {run.name} / {run.id}）。"
+                    ),
+                    data={
+                        "flow_run_id": str(run.id),
+                        "flow_run_name": run.name,
+                        "step": digest,
+                        "step_label": label,
+                        "reschedules": done,
+                        "state": run.state.name,
+                        "state_message": state_message,
+                    },
+                )
+            )
+            append_event(
+                session,
+                case.id,
+                GAVE_UP_EVENT,
+                at=now,
+                key=f"{prefix}gave-up",
+                data={
+                    "flow_run_id": str(run.id),
+                    "step": label,
+                    "reschedules": done,
+                    "note": f"流程在同一步骤{why} {done + 1} 次，已转人工处理",
+                },
+            )
             return "gave_up", case
-        append_event(session, case.id, CRASH_EVENT, at=now, key=f"{prefix}{done + 1}",
-                     data={"flow_run_id": str(run.id), "step": label, "attempt": done + 1,
-                           "state": run.state.name, "state_message": state_message,
-                           "note": f"流程{why}，已重新调度（第 {done + 1} 次），已完成的步骤不会重复执行"})
+        append_event(
+            session,
+            case.id,
+            CRASH_EVENT,
+            at=now,
+            key=f"{prefix}{done + 1}",
+            data={
+                "flow_run_id": str(run.id),
+                "step": label,
+                "attempt": done + 1,
+                "state": run.state.name,
+                "state_message": state_message,
+                "note": f"流程{why}，已重新调度（第 {done + 1} 次），已完成的步骤不会重复执行",
+            },
+        )
         return "reschedule", case
 
     return transaction(judge)
@@ -223,8 +271,13 @@ def sweep_crashed_runs(now: datetime) -> int:
                 continue
             outcome, case = verdict
             if outcome == "gave_up":
-                log.error("flow run %s (%s) of case %s crashed %d times at one step: incident opened",
-                          run.name, run.id, case.number, CRASH_RESCHEDULES + 1)
+                log.error(
+                    "flow run %s (%s) of case %s crashed %d times at one step: incident opened",
+                    run.name,
+                    run.id,
+                    case.number,
+                    CRASH_RESCHEDULES + 1,
+                )
                 continue
             message = f"aftercare: {run.state.name} ({(run.state.message or '')[:120]}); scheduled again"
             client.set_flow_run_state(run.id, Scheduled(message=message), force=True)
@@ -242,7 +295,6 @@ def sweep_stuck_runs(now: datetime, *, limit: timedelta | None = None, trust_now
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
-
     limit = limit or stuck_after()
     reference = silence_reference(now, trust_now=trust_now)
     rescheduled = 0
@@ -255,10 +307,18 @@ def sweep_stuck_runs(now: datetime, *, limit: timedelta | None = None, trust_now
             with session_scope() as session:
                 case = session.exec(select(Case).where(Case.flow_run_id == str(run.id))).first()
                 if case is not None and case.id is not None:
-                    append_event(session, case.id, "run.rescheduled", at=now,
-                                 key=f"run-rescheduled:{run.id}:{last.isoformat()}",
-                                 data={"flow_run_id": str(run.id), "last_heartbeat": last.isoformat(),
-                                       "note": "流程进程中断，已重新调度，已完成的步骤不会重复执行"})
+                    append_event(
+                        session,
+                        case.id,
+                        "run.rescheduled",
+                        at=now,
+                        key=f"run-rescheduled:{run.id}:{last.isoformat()}",
+                        data={
+                            "flow_run_id": str(run.id),
+                            "last_heartbeat": last.isoformat(),
+                            "note": "流程进程中断，已重新调度，已完成的步骤不会重复执行",
+                        },
+                    )
     return rescheduled
 
 

@@ -105,7 +105,9 @@ def unreturned_reports(session: Session, *, month_last_day: date) -> list[dict[s
     return out
 
 
-def queue_unreturned_list(session: Session, *, month: str, month_last_day: date, now: datetime) -> list[dict[str, Any]]:
+def queue_unreturned_list(
+    session: Session, *, month: str, month_last_day: date, now: datetime
+) -> list[dict[str, Any]]:
     """Send the month's list of unreturned inspection reports to the technical director and supervision."""
     items = unreturned_reports(session, month_last_day=month_last_day)
     people = staff_with_role(session, Role.TECHNICAL_DIRECTOR) + staff_with_role(session, Role.SUPERVISION)
@@ -157,8 +159,12 @@ def _restored_at(case: Case, events: list[Event], clocks: list[Any]) -> datetime
 # solution, ...), the engineer's 书面说明 and the accident team's 事故总结 (`account`), the
 # accident's technical review report (`review`: conclusion, actions).
 CAUSE_REPORTS = ("fault_report", "written_account", "accident_summary", "accident_review")
-FAULT_REPORT_ANALYSIS = (("symptoms", "故障现象"), ("business_impact", "业务影响"), ("process", "处理过程"),
-                         ("advice", "预防建议"))
+FAULT_REPORT_ANALYSIS = (
+    ("symptoms", "故障现象"),
+    ("business_impact", "业务影响"),
+    ("process", "处理过程"),
+    ("advice", "预防建议"),
+)
 
 
 def _text(value: Any) -> str:
@@ -177,18 +183,24 @@ def fault_texts(case: Case, reports: dict[str, dict[str, Any]]) -> tuple[str, st
     review = (reports.get("accident_review") or {}).get("review") or {}
     summary = _text((reports.get("accident_summary") or {}).get("account"))
     account = _text((reports.get("written_account") or {}).get("account"))
-    parts = "；".join(f"{label}：{_text(fault.get(key))}" for key, label in FAULT_REPORT_ANALYSIS if _text(fault.get(key)))
+    parts = "；".join(
+        f"{label}：{_text(fault.get(key))}" for key, label in FAULT_REPORT_ANALYSIS if _text(fault.get(key))
+    )
     cause = _text(fault.get("cause")) or _text(review.get("conclusion")) or _text(case.data.get("cause"))
     if case.kind == str(CaseKind.ACCIDENT):
         analysis = summary or parts or account
     else:
         analysis = parts or account or summary
     analysis = analysis or _text(case.data.get("analysis")) or _text(case.data.get("summary"))
-    solution = _text(fault.get("solution")) or _text(review.get("actions")) or _text(case.data.get("solution"))
+    solution = (
+        _text(fault.get("solution")) or _text(review.get("actions")) or _text(case.data.get("solution"))
+    )
     return cause, analysis, solution
 
 
-def _problem_repairs(session: Session, inspection_ids: list[int], rows: list[ChecklistResult]) -> dict[int, Case]:
+def _problem_repairs(
+    session: Session, inspection_ids: list[int], rows: list[ChecklistResult]
+) -> dict[int, Case]:
     """The repair case each checklist problem became, by checklist result id.
 
     `link_repair` records the repair's flow run (`repair_run_id`); the run opens the case later
@@ -221,9 +233,17 @@ def _problem_repairs(session: Session, inspection_ids: list[int], rows: list[Che
         if (r.id or 0) in out:
             continue
         # start_problem_repair's description: "巡检发现：<target>·<item>：<note>"
-        case = next((c for c in children if c.id not in taken and c.parent_id == r.case_id
-                     and f"·{r.item_label}：{r.note}" in c.description
-                     and (r.device_id is None or c.device_id in (None, r.device_id))), None)
+        case = next(
+            (
+                c
+                for c in children
+                if c.id not in taken
+                and c.parent_id == r.case_id
+                and f"·{r.item_label}：{r.note}" in c.description
+                and (r.device_id is None or c.device_id in (None, r.device_id))
+            ),
+            None,
+        )
         if case is not None:
             out[r.id or 0] = case
             taken.add(case.id)
@@ -241,7 +261,16 @@ def _handling(r: ChecklistResult, repairs: dict[int, Case]) -> str:
     return "待处理"
 
 
-def gather(session: Session, customer_id: int, *, kind: str, period: str, first: date, last: date, tz: str | None = None) -> SummaryFacts:
+def gather(
+    session: Session,
+    customer_id: int,
+    *,
+    kind: str,
+    period: str,
+    first: date,
+    last: date,
+    tz: str | None = None,
+) -> SummaryFacts:
     """Everything PROCEDURES.md §4 step 8 asks for, for one customer and period."""
     tz = tz or business_timezone()
     customer = session.get(Customer, customer_id)
@@ -253,7 +282,12 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
 
     fault_cases = session.exec(
         select(Case)
-        .where(Case.customer_id == customer_id, col(Case.kind).in_(FAULT_KINDS), Case.reported_at >= trend_start, Case.reported_at < end)
+        .where(
+            Case.customer_id == customer_id,
+            col(Case.kind).in_(FAULT_KINDS),
+            Case.reported_at >= trend_start,
+            Case.reported_at < end,
+        )
         .order_by(col(Case.reported_at), col(Case.id))
     ).all()
     in_period = [c for c in fault_cases if c.reported_at >= start]
@@ -262,15 +296,20 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
     clocks: dict[int, list[Any]] = {}
     fault_reports: dict[int, dict[str, dict[str, Any]]] = {}
     if ids:
-        for e in session.exec(select(Event).where(col(Event.case_id).in_(ids)).order_by(col(Event.at), col(Event.id))):
+        for e in session.exec(
+            select(Event).where(col(Event.case_id).in_(ids)).order_by(col(Event.at), col(Event.id))
+        ):
             events.setdefault(e.case_id, []).append(e)
         for clock in session.exec(select(Clock).where(col(Clock.case_id).in_(ids)).order_by(col(Clock.id))):
             clocks.setdefault(clock.case_id, []).append(clock)
         for report in session.exec(
-            select(Report).where(col(Report.case_id).in_(ids), col(Report.kind).in_(CAUSE_REPORTS))
+            select(Report)
+            .where(col(Report.case_id).in_(ids), col(Report.kind).in_(CAUSE_REPORTS))
             .order_by(col(Report.version), col(Report.id))
         ):
-            fault_reports.setdefault(report.case_id, {})[report.kind] = report.data or {}  # the latest version of each kind
+            fault_reports.setdefault(report.case_id, {})[report.kind] = (
+                report.data or {}
+            )  # the latest version of each kind
     devices = {d.id: d for d in session.exec(select(Device).where(Device.customer_id == customer_id))}
 
     def fact(c: Case) -> kpi.FaultFact:
@@ -317,24 +356,38 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
         if not (c.status == ClockStatus.STOPPED and verdict(c) == "stopped")  # closed with its case
     ]
     facts.figures = kpi.figures(
-        facts.faults, clock_facts, history=history, months=months, month_of={h.case_id: _local_month(h.reported_at, tz) for h in history}
+        facts.faults,
+        clock_facts,
+        history=history,
+        months=months,
+        month_of={h.case_id: _local_month(h.reported_at, tz) for h in history},
     )
 
     # inspections of the period: the tables of their checklists
     insp_cases = session.exec(
-        select(Case).where(Case.customer_id == customer_id, Case.kind == str(CaseKind.INSPECTION)).order_by(col(Case.id))
+        select(Case)
+        .where(Case.customer_id == customer_id, Case.kind == str(CaseKind.INSPECTION))
+        .order_by(col(Case.id))
     ).all()
     insp_in_period = [c for c in insp_cases if first <= visit_day_of(c) <= last]
     insp_ids = cast(list[int], [c.id for c in insp_in_period])  # rows read from the database: ids are set
     results: dict[int, list[ChecklistResult]] = {}
     if insp_ids:
-        for r in session.exec(select(ChecklistResult).where(col(ChecklistResult.case_id).in_(insp_ids)).order_by(col(ChecklistResult.id))):
+        for r in session.exec(
+            select(ChecklistResult)
+            .where(col(ChecklistResult.case_id).in_(insp_ids))
+            .order_by(col(ChecklistResult.id))
+        ):
             results.setdefault(r.case_id, []).append(r)
     latest_rows: dict[int, list[ChecklistResult]] = {}
     for case_id, rows in results.items():
         latest = max(r.version for r in rows)
         latest_rows[case_id] = [r for r in rows if r.version == latest]
-    repairs = _problem_repairs(session, insp_ids, [r for rows in latest_rows.values() for r in rows]) if insp_ids else {}
+    repairs = (
+        _problem_repairs(session, insp_ids, [r for rows in latest_rows.values() for r in rows])
+        if insp_ids
+        else {}
+    )
     for c in insp_in_period:
         rows = latest_rows.get(c.id or 0, [])
         abnormal = [r for r in rows if r.result == ItemResult.ABNORMAL]
@@ -361,10 +414,18 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
             }
         )
         if c.status in ("registered", "submitted", "report_pending"):
-            facts.maintenance.append({"what": f"例行巡检 {c.number}", "day": visit_day_of(c).isoformat(), "note": f"检查 {len(rows)} 项，异常 {len(abnormal)} 项"})
+            facts.maintenance.append(
+                {
+                    "what": f"例行巡检 {c.number}",
+                    "day": visit_day_of(c).isoformat(),
+                    "note": f"检查 {len(rows)} 项，异常 {len(abnormal)} 项",
+                }
+            )
         for r in abnormal:
             if r.fixed_on_site:
-                facts.maintenance.append({"what": f"现场处理：{r.item_label}", "day": visit_day_of(c).isoformat(), "note": r.note})
+                facts.maintenance.append(
+                    {"what": f"现场处理：{r.item_label}", "day": visit_day_of(c).isoformat(), "note": r.note}
+                )
 
     # spare parts replaced (issued to a case of this customer in the period)
     case_by_id = {c.id: c for c in fault_cases}
@@ -373,7 +434,9 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
         select(StockMove, SparePart, Case)
         .join(SparePart, col(SparePart.id) == StockMove.part_id)
         .join(Case, col(Case.id) == StockMove.case_id)
-        .where(Case.customer_id == customer_id, StockMove.quantity < 0, StockMove.at >= start, StockMove.at < end)
+        .where(
+            Case.customer_id == customer_id, StockMove.quantity < 0, StockMove.at >= start, StockMove.at < end
+        )
         .order_by(col(StockMove.at))
     ).all()
     for move, part, case in moves:
@@ -389,34 +452,55 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
                 "case": case.number,
                 "reason": move.reason or (case.title or case.description[:60]),
                 "duration_hours": hours,
-                "impact": (case_by_id.get(case.id) or case).data.get("business_impact") or case.description[:80],
+                "impact": (case_by_id.get(case.id) or case).data.get("business_impact")
+                or case.description[:80],
             }
         )
 
     # plan vs done: every regular period of the customer's contracts in the window
     contracts = session.exec(
-        select(Contract).where(Contract.customer_id == customer_id, Contract.start_date <= last, Contract.end_date >= first)
+        select(Contract).where(
+            Contract.customer_id == customer_id, Contract.start_date <= last, Contract.end_date >= first
+        )
     ).all()
     by_key = {(c.contract_id, c.period): c for c in insp_cases}
     for contract in contracts:
         for p in plan_rules.periods_between(
-            first, last, frequency=contract.inspection_frequency, contract_start=contract.start_date,
-            contract_end=contract.end_date, every_months=contract.inspection_every_months,
+            first,
+            last,
+            frequency=contract.inspection_frequency,
+            contract_start=contract.start_date,
+            contract_end=contract.end_date,
+            every_months=contract.inspection_every_months,
         ):
             inspection = by_key.get((contract.id, p.label))
             if inspection is None:
                 state, reason = "未安排", "系统中无该周期的巡检记录"
             elif inspection.status == CaseStatus.CANCELLED:
                 state, reason = "已取消", str(inspection.data.get("cancel_reason") or "客户取消")
-            elif inspection.status in (CaseStatus.REGISTERED, CaseStatus.SUBMITTED, CaseStatus.REPORT_PENDING,
-                                       CaseStatus.CLOSED):
+            elif inspection.status in (
+                CaseStatus.REGISTERED,
+                CaseStatus.SUBMITTED,
+                CaseStatus.REPORT_PENDING,
+                CaseStatus.CLOSED,
+            ):
                 state, reason = "已完成", ""
             else:
-                state, reason = "未完成", str(inspection.data.get("delay_reason") or CASE_STATUS_ZH.get(inspection.status, inspection.status))
-            facts.plan_vs_done.append({"contract": contract.code, "period": p.label, "state": state, "reason": reason})
+                state, reason = (
+                    "未完成",
+                    str(
+                        inspection.data.get("delay_reason")
+                        or CASE_STATUS_ZH.get(inspection.status, inspection.status)
+                    ),
+                )
+            facts.plan_vs_done.append(
+                {"contract": contract.code, "period": p.label, "state": state, "reason": reason}
+            )
         for c in insp_in_period:
             if c.contract_id == contract.id and plan_rules.is_extra(c.period or ""):
-                facts.plan_vs_done.append({"contract": contract.code, "period": c.period, "state": "加做", "reason": c.description})
+                facts.plan_vs_done.append(
+                    {"contract": contract.code, "period": c.period, "state": "加做", "reason": c.description}
+                )
 
     # open issues at the end of the period
     open_cases = session.exec(
@@ -431,7 +515,13 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
     ).all()
     for c in open_cases:
         facts.open_issues.append(
-            {"number": c.number, "title": c.title or c.description[:60], "severity": c.severity, "status": CASE_STATUS_ZH.get(c.status, c.status), "since": c.reported_at}
+            {
+                "number": c.number,
+                "title": c.title or c.description[:60],
+                "severity": c.severity,
+                "status": CASE_STATUS_ZH.get(c.status, c.status),
+                "since": c.reported_at,
+            }
         )
     return facts
 
@@ -439,8 +529,17 @@ def gather(session: Session, customer_id: int, *, kind: str, period: str, first:
 def _light_fact(c: Case) -> kpi.FaultFact:
     """A fault before the period: only its month counts (the frequency trend)."""
     return kpi.FaultFact(
-        case_id=c.id or 0, number="", kind=c.kind, severity=c.severity, title="", device="", device_class="",
-        reported_at=c.reported_at, restored_at=None, closed_at=c.closed_at, status=c.status,
+        case_id=c.id or 0,
+        number="",
+        kind=c.kind,
+        severity=c.severity,
+        title="",
+        device="",
+        device_class="",
+        reported_at=c.reported_at,
+        restored_at=None,
+        closed_at=c.closed_at,
+        status=c.status,
     )
 
 
@@ -485,13 +584,23 @@ def _figures_json(facts: SummaryFacts) -> dict[str, Any]:
 
 
 def issue_summary(
-    session: Session, customer_id: int, *, kind: str, period: str, first: date, last: date, now: datetime, calendar: Any,
+    session: Session,
+    customer_id: int,
+    *,
+    kind: str,
+    period: str,
+    first: date,
+    last: date,
+    now: datetime,
+    calendar: Any,
     notify: bool = True,
 ) -> tuple[ServiceSummary, bool]:
     """Render, store and send one customer's summary (idempotent per customer, kind and period)."""
     existing = session.exec(
         select(ServiceSummary).where(
-            ServiceSummary.customer_id == customer_id, ServiceSummary.kind == kind, ServiceSummary.period == period
+            ServiceSummary.customer_id == customer_id,
+            ServiceSummary.kind == kind,
+            ServiceSummary.period == period,
         )
     ).first()
     if existing is not None:
@@ -501,8 +610,15 @@ def issue_summary(
     html = render_summary(facts, issued_at=now, due_by=due_by)
     today = now.astimezone(ZoneInfo(business_timezone())).date()
     row = ServiceSummary(
-        customer_id=customer_id, kind=kind, period=period, due_by=due_by, issued_at=now, late=today > due_by,
-        content_html=html, content_hash=content_hash(html), figures=_figures_json(facts),
+        customer_id=customer_id,
+        kind=kind,
+        period=period,
+        due_by=due_by,
+        issued_at=now,
+        late=today > due_by,
+        content_html=html,
+        content_hash=content_hash(html),
+        figures=_figures_json(facts),
     )
     session.add(row)
     session.flush()
@@ -576,7 +692,14 @@ def month_end(now: datetime, *, url: str | None = None, limit: int | None = None
         # one transaction per customer: one bad customer's data does not hold back the others
         with session_scope(url) as session:
             row, created = issue_summary(
-                session, customer_id, kind="monthly", period=month, first=first, last=last, now=now, calendar=calendar
+                session,
+                customer_id,
+                kind="monthly",
+                period=month,
+                first=first,
+                last=last,
+                now=now,
+                calendar=calendar,
             )
             result.monthly += int(created)
             if created and row.late:
@@ -584,13 +707,22 @@ def month_end(now: datetime, *, url: str | None = None, limit: int | None = None
             if quarter_end:
                 label, q_first, q_last = plan_rules.quarter_of(last)
                 _, q_created = issue_summary(
-                    session, customer_id, kind="quarterly", period=label, first=q_first, last=q_last, now=now, calendar=calendar
+                    session,
+                    customer_id,
+                    kind="quarterly",
+                    period=label,
+                    first=q_first,
+                    last=q_last,
+                    now=now,
+                    calendar=calendar,
                 )
                 result.quarterly += int(q_created)
     return result
 
 
-def record_rating(summary_id: int, rating: dict[str, str], *, by: str, comment: str, now: datetime, url: str | None = None) -> ServiceSummary:
+def record_rating(
+    summary_id: int, rating: dict[str, str], *, by: str, comment: str, now: datetime, url: str | None = None
+) -> ServiceSummary:
     """Store the customer's rating of a summary (优/良/中/差 per item); a second rating is refused."""
     bad = [k for k, v in rating.items() if v not in RATING_VALUES or k not in RATING_ITEMS]
     missing = [RATING_ITEMS[k] for k in RATING_ITEMS if k not in rating]

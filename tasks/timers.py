@@ -162,11 +162,14 @@ def fire_due_timers(now: datetime) -> int:
         ).all()
         for timer_id in due:
             # conditional: two keepers (or a keeper and a replay) never fire one timer twice
-            result = cast("sa.CursorResult[Any]", session.execute(
-                sa.update(Timer)
-                .where(col(Timer.id) == timer_id, col(Timer.fired_at).is_(None))
-                .values(fired_at=now)
-            ))
+            result = cast(
+                "sa.CursorResult[Any]",
+                session.execute(
+                    sa.update(Timer)
+                    .where(col(Timer.id) == timer_id, col(Timer.fired_at).is_(None))
+                    .values(fired_at=now)
+                ),
+            )
             fired += result.rowcount or 0
     wake_fired_timers(now)
     return fired

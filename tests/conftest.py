@@ -68,7 +68,9 @@ def aftercare_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(params=["sqlite"] + (["postgresql"] if os.environ.get("AFTERCARE_TEST_PG_URL") else []))
-def db_url(request: pytest.FixtureRequest, aftercare_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def db_url(
+    request: pytest.FixtureRequest, aftercare_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """A migrated, empty database of its own for this test."""
     from models.db import migrate
     from models.settings import get_settings

@@ -41,12 +41,16 @@ class RepairDriver:
 
     def events(self, case_id: int) -> list[str]:
         with self.session() as s:
-            return [e.kind for e in s.exec(select(Event).where(Event.case_id == case_id).order_by(col(Event.id)))]
+            return [
+                e.kind for e in s.exec(select(Event).where(Event.case_id == case_id).order_by(col(Event.id)))
+            ]
 
     def notifications(self, case_id: int) -> list[tuple[str, str]]:
         """(recipient name, template) of every outbox row of the case, in order."""
         with self.session() as s:
-            rows = s.exec(select(Notification).where(Notification.case_id == case_id).order_by(col(Notification.id)))
+            rows = s.exec(
+                select(Notification).where(Notification.case_id == case_id).order_by(col(Notification.id))
+            )
             return [(n.recipient_name, n.template) for n in rows]
 
     def pending(self, case_id: int, step: str, run_id: Any = None, timeout: float = 90) -> Approval:
@@ -54,9 +58,15 @@ class RepairDriver:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.session() as s:
-                row = s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == step,
-                                                    Approval.status == ApprovalStatus.PENDING)
-                             .order_by(col(Approval.version).desc())).first()
+                row = s.exec(
+                    select(Approval)
+                    .where(
+                        Approval.case_id == case_id,
+                        Approval.step == step,
+                        Approval.status == ApprovalStatus.PENDING,
+                    )
+                    .order_by(col(Approval.version).desc())
+                ).first()
             if row is not None and (run_id is None or self.h.state_name(run_id) == "Suspended"):
                 return row
             if run_id is not None:
@@ -65,9 +75,14 @@ class RepairDriver:
                     raise AssertionError(f"run ended {state.name}: {state.message} (waiting for {step})")
             time.sleep(0.15)
         with self.session() as s:
-            steps = [(a.step, a.version, a.status) for a in s.exec(select(Approval).where(Approval.case_id == case_id))]
-        raise AssertionError(f"no pending {step!r} for case {case_id}; approvals: {steps}; run: "
-                             f"{self.h.state_name(run_id) if run_id else '-'}")
+            steps = [
+                (a.step, a.version, a.status)
+                for a in s.exec(select(Approval).where(Approval.case_id == case_id))
+            ]
+        raise AssertionError(
+            f"no pending {step!r} for case {case_id}; approvals: {steps}; run: "
+            f"{self.h.state_name(run_id) if run_id else '-'}"
+        )
 
     def link_for(self, row: Approval) -> str:
         """The approval link as a notification carried it (asserts it was queued)."""
@@ -84,12 +99,23 @@ class RepairDriver:
                     continue
                 if int(data["a"]) == row.id:
                     return url
-        raise AssertionError(f"no notification carries a link to approval {row.id} ({row.step} v{row.version})")
+        raise AssertionError(
+            f"no notification carries a link to approval {row.id} ({row.step} v{row.version})"
+        )
 
     # --- acting ---
 
-    def act(self, case_id: int, step: str, decision: str, at: datetime, *, run_id: Any = None,
-            fields: dict[str, str] | None = None, comment: str = "") -> Approval:
+    def act(
+        self,
+        case_id: int,
+        step: str,
+        decision: str,
+        at: datetime,
+        *,
+        run_id: Any = None,
+        fields: dict[str, str] | None = None,
+        comment: str = "",
+    ) -> Approval:
         """Open the link of the step's pending approval and post the decision, at `at`."""
         from web.approvals import clock
         from web.reports import page_now
@@ -110,7 +136,9 @@ class RepairDriver:
         self.tick(at)  # the keeper runs all the time: it also wakes a run whose resume did not land
         return row
 
-    def sign_on_report_page(self, case_id: int, step: str, at: datetime, *, name: str, run_id: Any = None) -> None:
+    def sign_on_report_page(
+        self, case_id: int, step: str, at: datetime, *, name: str, run_id: Any = None
+    ) -> None:
         """The customer follows the report link in the signature request and signs with a drawn signature."""
         from web.approvals import clock
         from web.reports import page_now
@@ -125,8 +153,17 @@ class RepairDriver:
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]  # type: ignore[index]
         content_hash = re.search(r'name="content_hash" value="([^"]+)"', page.text)[1]  # type: ignore[index]
         drawn = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
-        answer = self.client.post(path, data={"csrf": csrf, "content_hash": content_hash, "signer_name": name,
-                                              "method": "drawn", "image": drawn, "action": "sign"})
+        answer = self.client.post(
+            path,
+            data={
+                "csrf": csrf,
+                "content_hash": content_hash,
+                "signer_name": name,
+                "method": "drawn",
+                "image": drawn,
+                "action": "sign",
+            },
+        )
         assert answer.status_code == 200 and "签字成功" in answer.text, answer.text[:800]
         self.tick(at)
 
@@ -148,11 +185,16 @@ class RepairDriver:
         from models.approvals import Timer
 
         with self.session() as s:
-            timer = s.exec(select(Timer.id).where(col(Timer.fired_at).is_not(None),
-                                                   col(Timer.resumed_at).is_(None))).first()
-            decided = s.exec(select(Approval.id).where(col(Approval.decision).is_not(None),
-                                                       col(Approval.flow_run_id).is_not(None),
-                                                       col(Approval.resumed_at).is_(None))).first()
+            timer = s.exec(
+                select(Timer.id).where(col(Timer.fired_at).is_not(None), col(Timer.resumed_at).is_(None))
+            ).first()
+            decided = s.exec(
+                select(Approval.id).where(
+                    col(Approval.decision).is_not(None),
+                    col(Approval.flow_run_id).is_not(None),
+                    col(Approval.resumed_at).is_(None),
+                )
+            ).first()
         return timer is not None or decided is not None
 
     def finish(self, run_id: Any, timeout: float = 90) -> Any:

@@ -20,8 +20,14 @@ H = timedelta(hours=1)
 
 
 def _open(**extra) -> int:
-    request = A.AccidentRequest(customer="BJYH", site="亦庄机房", reported_by="客户 李四",
-                                description="核心存储宕机，网银业务中断", reported_at=T0, **extra)
+    request = A.AccidentRequest(
+        customer="BJYH",
+        site="亦庄机房",
+        reported_by="客户 李四",
+        description="核心存储宕机，网银业务中断",
+        reported_at=T0,
+        **extra,
+    )
     case_id = A.open_accident.fn(request, T0, f"run-{extra}")
     A.form_team.fn(case_id, T0)
     return case_id
@@ -29,14 +35,17 @@ def _open(**extra) -> int:
 
 def _sent(case_id: int, template: str) -> Counter:
     with session_scope() as s:
-        rows = s.exec(select(Notification).where(Notification.case_id == case_id,
-                                                 Notification.template == template)).all()
+        rows = s.exec(
+            select(Notification).where(Notification.case_id == case_id, Notification.template == template)
+        ).all()
         return Counter(r.recipient_name for r in rows)
 
 
 def _events(case_id: int, kind: str) -> list[Event]:
     with session_scope() as s:
-        return list(s.exec(select(Event).where(Event.case_id == case_id, Event.kind == kind).order_by(Event.at)))
+        return list(
+            s.exec(select(Event).where(Event.case_id == case_id, Event.kind == kind).order_by(Event.at))
+        )
 
 
 def test_hourly_updates_rearm_each_hour_then_stop_at_the_restore(demo):
@@ -122,13 +131,17 @@ def _recorded_kinds() -> set[str]:
     from models.approvals import ApprovalKind
 
     root = Path(__file__).resolve().parent.parent
-    call = re.compile(r'(?:append_event|\brecord)\(\s*(?:session,\s*)?[\w.]+,\s*'
-                      r'((?:f?"[^"\n]*"(?:\s+if\s+[^,\n]+?\s+else\s+)?)+)')
+    call = re.compile(
+        r"(?:append_event|\brecord)\(\s*(?:session,\s*)?[\w.]+,\s*"
+        r'((?:f?"[^"\n]*"(?:\s+if\s+[^,\n]+?\s+else\s+)?)+)'
+    )
     # the kinds built with f-strings: approvals by their kind, signed reports by theirs (flows.steps)
-    built = {"{kind}_requested": [f"{k}_requested" for k in ApprovalKind],
-             "{row.kind}_decided": [f"{k}_decided" for k in ApprovalKind],
-             "{kind}_signed": ["service_report_signed", "accident_report_signed"],
-             "{kind}_objected": ["service_report_objected", "accident_report_objected"]}
+    built = {
+        "{kind}_requested": [f"{k}_requested" for k in ApprovalKind],
+        "{row.kind}_decided": [f"{k}_decided" for k in ApprovalKind],
+        "{kind}_signed": ["service_report_signed", "accident_report_signed"],
+        "{kind}_objected": ["service_report_objected", "accident_report_objected"],
+    }
     kinds: set[str] = set()
     for path in [*(root / "flows").glob("*.py"), *(root / "tasks").glob("*.py")]:
         if "inspection" in path.name:
@@ -136,17 +149,27 @@ def _recorded_kinds() -> set[str]:
         for match in call.finditer(path.read_text(encoding="utf-8")):
             literals = re.sub(r"\s+if\s+[^,\n]+?\s+else\s+", " ", match.group(1))
             for f, literal in re.findall(r'(f?)"([^"]*)"', literals):
-                assert not f or literal in built, f"{path.name}: new built event kind f\"{literal}\""
+                assert not f or literal in built, f'{path.name}: new built event kind f"{literal}"'
                 kinds.update(built[literal] if f else [literal])
     return kinds
 
 
 def test_every_event_kind_has_a_chinese_history_text():
     kinds = _recorded_kinds()
-    assert {"opened", "remote_diagnosis", "plan_signed", "clock.breach", "gm_signed_off", "form_decided"} <= kinds
+    assert {
+        "opened",
+        "remote_diagnosis",
+        "plan_signed",
+        "clock.breach",
+        "gm_signed_off",
+        "form_decided",
+    } <= kinds
     assert sorted(kinds - set(A.EVENT_TEXT_ZH)) == []
     for kind in kinds:  # with or without its data, never the raw kind
-        for data in ({}, {"version": 2, "clock": "restore", "kind": "service_report", "decision": "approved"}):
+        for data in (
+            {},
+            {"version": 2, "clock": "restore", "kind": "service_report", "decision": "approved"},
+        ):
             text = A.event_text(kind, data)
             assert text and not re.search(r"[A-Za-z_]{3,}", text), (kind, text)
     assert A.event_text("some_future_step", {"x": 1}) == A.EVENT_TEXT_FALLBACK_ZH
@@ -157,19 +180,52 @@ def test_a_handed_over_repair_history_reads_as_chinese_in_the_accident_report(de
     from tasks.cases import RepairRequest, open_case
 
     with session_scope() as s:
-        repair = open_case(s, RepairRequest(customer="BJYH", site="亦庄机房", reported_by="客户 王五",
-                                            description="存储阵列告警，性能下降", severity=2, reported_at=T0),
-                           kind=CaseKind.REPAIR, now=T0)
-        append_event(s, repair.id, "remote_diagnosis", at=T0 + H, actor="张技术", key="remote",
-                     data={"result": "控制器 B 故障", "solved": False})
-        append_event(s, repair.id, "plan_approved", at=T0 + 2 * H, actor="吴总监", key="approved",
-                     data={"version": 1, "step": "plan-approval", "comment": ""})
-        append_event(s, repair.id, "clock.breach", at=T0 + 4 * H, key="breach", data={"clock": "restore", "level": 0})
+        repair = open_case(
+            s,
+            RepairRequest(
+                customer="BJYH",
+                site="亦庄机房",
+                reported_by="客户 王五",
+                description="存储阵列告警，性能下降",
+                severity=2,
+                reported_at=T0,
+            ),
+            kind=CaseKind.REPAIR,
+            now=T0,
+        )
+        append_event(
+            s,
+            repair.id,
+            "remote_diagnosis",
+            at=T0 + H,
+            actor="张技术",
+            key="remote",
+            data={"result": "控制器 B 故障", "solved": False},
+        )
+        append_event(
+            s,
+            repair.id,
+            "plan_approved",
+            at=T0 + 2 * H,
+            actor="吴总监",
+            key="approved",
+            data={"version": 1, "step": "plan-approval", "comment": ""},
+        )
+        append_event(
+            s, repair.id, "clock.breach", at=T0 + 4 * H, key="breach", data={"clock": "restore", "level": 0}
+        )
         repair_id = repair.id
-    case_id = A.open_accident.fn(A.AccidentRequest(parent_case_id=repair_id, handover_reason="维修无法完成"),
-                                 T0 + 5 * H, "run-handover")
+    case_id = A.open_accident.fn(
+        A.AccidentRequest(parent_case_id=repair_id, handover_reason="维修无法完成"),
+        T0 + 5 * H,
+        "run-handover",
+    )
     with session_scope() as s:
         history = [line["text"] for line in A.accident_history(s, case_id)]
-    assert history[:4] == ["[维修单] 工单受理（热线，2 级）", "[维修单] 远程诊断：控制器 B 故障",
-                           "[维修单] 技术总监批准方案第 1 版", "[维修单] 恢复服务超时未完成"]
+    assert history[:4] == [
+        "[维修单] 工单受理（热线，2 级）",
+        "[维修单] 远程诊断：控制器 B 故障",
+        "[维修单] 技术总监批准方案第 1 版",
+        "[维修单] 恢复服务超时未完成",
+    ]
     assert "由维修单 WX-000001 转入事故处理" in history

@@ -37,7 +37,9 @@ def case_id(demo: str) -> int:
     from models.db import session_scope
 
     with session_scope(demo) as s:
-        case = Case(kind="repair", customer_id=1, title="存储阵列告警", reported_at=T0, created_at=T0, updated_at=T0)
+        case = Case(
+            kind="repair", customer_id=1, title="存储阵列告警", reported_at=T0, created_at=T0, updated_at=T0
+        )
         s.add(case)
         s.flush()
         assert case.id is not None
@@ -59,9 +61,21 @@ def ask(case_id: int, form: Any, *, step: str = "diagnosis", approver: str = "�
     from tasks.approvals import open_approval
 
     with session_scope() as s:
-        row = open_approval(s, case_id, step, 1, "请联系客户并远程诊断", "存储阵列告警", kind="form",
-                            approver_staff_ids=[staff(approver).id], approver_role=None,
-                            expires_at=T0 + timedelta(days=3), now=T0, form=form_spec(form), form_name=form_name(form))
+        row = open_approval(
+            s,
+            case_id,
+            step,
+            1,
+            "请联系客户并远程诊断",
+            "存储阵列告警",
+            kind="form",
+            approver_staff_ids=[staff(approver).id],
+            approver_role=None,
+            expires_at=T0 + timedelta(days=3),
+            now=T0,
+            form=form_spec(form),
+            form_name=form_name(form),
+        )
         assert row.id is not None
         return row.id
 
@@ -71,7 +85,9 @@ def token_of(approval_id: int) -> str:
     from models.outbox import Notification
 
     with session_scope() as s:
-        rows = s.exec(select(Notification).where(col(Notification.key).like(f"approval:{approval_id}:request:%")))
+        rows = s.exec(
+            select(Notification).where(col(Notification.key).like(f"approval:{approval_id}:request:%"))
+        )
         return next(m for r in rows for m in re.findall(r"/a/([A-Za-z0-9_.\-]+)", r.body))
 
 
@@ -93,7 +109,9 @@ def recorded(case_id: int, approval_id: int) -> tuple[Any, list[str], int]:
 
     with session_scope() as s:
         row = s.get(Approval, approval_id)
-        kinds = [e.kind for e in s.exec(select(Event).where(Event.case_id == case_id).order_by(col(Event.id)))]
+        kinds = [
+            e.kind for e in s.exec(select(Event).where(Event.case_id == case_id).order_by(col(Event.id)))
+        ]
         sent = len(s.exec(select(Notification).where(Notification.case_id == case_id)).all())
         return row, kinds, sent
 
@@ -101,17 +119,24 @@ def recorded(case_id: int, approval_id: int) -> tuple[Any, list[str], int]:
 GOOD = {"contacted_at": "2026-11-23 10:05", "result": "缓存策略被改，已恢复", "solved_remotely": "是"}
 
 
-@pytest.mark.parametrize(("fields", "label", "reason"), [
-    ({"contacted_at": "明天下午三点"}, "首次联系客户时间", "无法识别的时间"),
-    ({"contacted_at": "2026-11-23"}, "首次联系客户时间", "请写明日期和时刻"),
-    ({"contacted_at": "2026-13-45 99:99"}, "首次联系客户时间", "无法识别的时间"),
-    ({"contacted_at": "2026-11-23 11:30"}, "首次联系客户时间", "不能晚于当前时间（现在是 2026-11-23 11:00）"),
-    ({"contacted_at": "2026-11-22 09:00"}, "首次联系客户时间", "不能早于报修时间（2026-11-23 10:00）"),
-    ({"result": "长" * 4001}, "诊断结论", "不能超过 4000 个字"),
-    ({"command_log": "$ dmesg\n" * 25_001}, "远程操作命令记录", "不能超过 200000 个字"),
-    ({"solved_remotely": "也许"}, "已远程解决", "请选择“是”或“否”"),
-    ({"result": ""}, "诊断结论", "必填"),
-])
+@pytest.mark.parametrize(
+    ("fields", "label", "reason"),
+    [
+        ({"contacted_at": "明天下午三点"}, "首次联系客户时间", "无法识别的时间"),
+        ({"contacted_at": "2026-11-23"}, "首次联系客户时间", "请写明日期和时刻"),
+        ({"contacted_at": "2026-13-45 99:99"}, "首次联系客户时间", "无法识别的时间"),
+        (
+            {"contacted_at": "2026-11-23 11:30"},
+            "首次联系客户时间",
+            "不能晚于当前时间（现在是 2026-11-23 11:00）",
+        ),
+        ({"contacted_at": "2026-11-22 09:00"}, "首次联系客户时间", "不能早于报修时间（2026-11-23 10:00）"),
+        ({"result": "长" * 4001}, "诊断结论", "不能超过 4000 个字"),
+        ({"command_log": "$ dmesg\n" * 25_001}, "远程操作命令记录", "不能超过 200000 个字"),
+        ({"solved_remotely": "也许"}, "已远程解决", "请选择“是”或“否”"),
+        ({"result": ""}, "诊断结论", "必填"),
+    ],
+)
 def test_a_bad_answer_on_the_link_page_is_refused_with_the_field_named_and_nothing_recorded(
     web: TestClient, case_id: int, fields: dict[str, str], label: str, reason: str
 ) -> None:
@@ -134,8 +159,19 @@ def test_a_choice_not_offered_is_refused(web: TestClient, case_id: int) -> None:
     from models.forms import CallbackForm
 
     aid = ask(case_id, CallbackForm, step="callback", approver="王值班")
-    scores = {k: "优" for k in ("response", "arrival", "fix_speed", "spare_parts", "one_visit", "follow_up",
-                                "attitude", "skill")}
+    scores = {
+        k: "优"
+        for k in (
+            "response",
+            "arrival",
+            "fix_speed",
+            "spare_parts",
+            "one_visit",
+            "follow_up",
+            "attitude",
+            "skill",
+        )
+    }
     answer = post(web, aid, customer_person="王先生", overall="非常好", **scores)
     assert answer.status_code == 422 and "「总体评价」只能选择：优、良、中、差" in answer.text
     assert recorded(case_id, aid)[0].decision is None
@@ -148,7 +184,9 @@ def test_a_good_answer_is_recorded_as_the_typed_form(web: TestClient, case_id: i
 
     aid = ask(case_id, DiagnosisForm)
     log = "\n".join(f"$ show controller {n}" for n in range(2000))
-    done = post(web, aid, **{**GOOD, "command_log": log, "contacted_at": "2026-11-23 11:04"})  # 4 min ahead: a fast clock
+    done = post(
+        web, aid, **{**GOOD, "command_log": log, "contacted_at": "2026-11-23 11:04"}
+    )  # 4 min ahead: a fast clock
     assert done.status_code == 200, done.text[:500]
     row = recorded(case_id, aid)[0]
     assert row.payload["contacted_at"] == "2026-11-23T03:04:00Z"  # Beijing 11:04 as UTC
@@ -163,8 +201,17 @@ def test_an_over_long_comment_is_refused(web: TestClient, case_id: int) -> None:
     from tasks.approvals import open_approval
 
     with session_scope() as s:
-        aid = open_approval(s, case_id, "plan-approval", 1, "解决方案", "更换电源模块", approver_role="technical_director",
-                            expires_at=T0 + timedelta(days=3), now=T0).id
+        aid = open_approval(
+            s,
+            case_id,
+            "plan-approval",
+            1,
+            "解决方案",
+            "更换电源模块",
+            approver_role="technical_director",
+            expires_at=T0 + timedelta(days=3),
+            now=T0,
+        ).id
     token = token_of(aid)
     page = web.get(f"/a/{token}")
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)[1]  # type: ignore[index]
@@ -173,7 +220,9 @@ def test_an_over_long_comment_is_refused(web: TestClient, case_id: int) -> None:
     assert recorded(case_id, aid)[0].decision is None
 
 
-def test_the_prefect_ui_route_validates_the_same_way_and_records_on_behalf_of_the_named_person(case_id: int) -> None:
+def test_the_prefect_ui_route_validates_the_same_way_and_records_on_behalf_of_the_named_person(
+    case_id: int,
+) -> None:
     """The Prefect-UI route (`settle_approval` → `decide`, channel prefect_ui): the same refusal;
     a good answer is recorded as entered in the Prefect UI on behalf of the person named, who is
     told in the same transaction."""
@@ -185,23 +234,42 @@ def test_the_prefect_ui_route_validates_the_same_way_and_records_on_behalf_of_th
     from tasks.approvals import decide
 
     aid = ask(case_id, DiagnosisForm)
-    bad = decide(aid, "submitted", by="张技术", payload={**GOOD, "contacted_at": "2999-01-01 10:00"},
-                 channel=Channel.PREFECT_UI, now=NOW, wake=False)
+    bad = decide(
+        aid,
+        "submitted",
+        by="张技术",
+        payload={**GOOD, "contacted_at": "2999-01-01 10:00"},
+        channel=Channel.PREFECT_UI,
+        now=NOW,
+        wake=False,
+    )
     assert bad.outcome == "invalid" and "「首次联系客户时间」不能晚于当前时间" in bad.message
     assert bad.errors == {"contacted_at": "不能晚于当前时间（现在是 2026-11-23 11:00）"}
-    shape = decide(aid, "submitted", by="张技术", payload="contacted_at=now",  # type: ignore[arg-type]
-                   channel=Channel.PREFECT_UI, now=NOW, wake=False)
+    shape = decide(
+        aid,
+        "submitted",
+        by="张技术",
+        payload="contacted_at=now",  # type: ignore[arg-type]
+        channel=Channel.PREFECT_UI,
+        now=NOW,
+        wake=False,
+    )
     assert shape.outcome == "invalid" and "表单内容" in shape.message
     assert recorded(case_id, aid)[0].decision is None
 
-    done = decide(aid, "submitted", by="张技术", payload=GOOD, channel=Channel.PREFECT_UI, now=NOW, wake=False)
+    done = decide(
+        aid, "submitted", by="张技术", payload=GOOD, channel=Channel.PREFECT_UI, now=NOW, wake=False
+    )
     assert done.recorded
     row = recorded(case_id, aid)[0]
     assert (row.decided_by, row.channel) == ("张技术", "prefect_ui")
     with session_scope() as s:
         event = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "form_decided")).one()
-        told = s.exec(select(Notification).where(Notification.case_id == case_id,
-                                                 Notification.template == "approval_entered_for_you")).all()
+        told = s.exec(
+            select(Notification).where(
+                Notification.case_id == case_id, Notification.template == "approval_entered_for_you"
+            )
+        ).all()
     assert event.actor == "在 Prefect 界面代 张技术 录入" and event.data["entered"] == event.actor
     assert [n.recipient_name for n in told] == ["张技术"] and told[0].urgent
     assert "以您的名义" in told[0].subject and "在 Prefect 界面代 张技术 录入" in told[0].body
@@ -220,7 +288,9 @@ def test_a_decision_by_link_tells_nobody_it_was_entered_for_them(web: TestClient
     from models.outbox import Notification
 
     with session_scope() as s:
-        assert not s.exec(select(Notification).where(Notification.template == "approval_entered_for_you")).all()
+        assert not s.exec(
+            select(Notification).where(Notification.template == "approval_entered_for_you")
+        ).all()
 
 
 def test_a_form_approval_must_name_its_registered_form(case_id: int) -> None:
@@ -228,11 +298,33 @@ def test_a_form_approval_must_name_its_registered_form(case_id: int) -> None:
     from tasks.approvals import open_approval
 
     with session_scope() as s, pytest.raises(ValueError, match="registered form"):
-        open_approval(s, case_id, "callback", 1, "回访", "回访", kind="form", approver_role="dispatcher",
-                      expires_at=T0 + timedelta(days=3), now=T0, form={"fields": []})
+        open_approval(
+            s,
+            case_id,
+            "callback",
+            1,
+            "回访",
+            "回访",
+            kind="form",
+            approver_role="dispatcher",
+            expires_at=T0 + timedelta(days=3),
+            now=T0,
+            form={"fields": []},
+        )
     with session_scope() as s, pytest.raises(ValueError, match="unknown form"):
-        open_approval(s, case_id, "callback", 1, "回访", "回访", kind="form", approver_role="dispatcher",
-                      expires_at=T0 + timedelta(days=3), now=T0, form_name="no-such-form")
+        open_approval(
+            s,
+            case_id,
+            "callback",
+            1,
+            "回访",
+            "回访",
+            kind="form",
+            approver_role="dispatcher",
+            expires_at=T0 + timedelta(days=3),
+            now=T0,
+            form_name="no-such-form",
+        )
 
 
 def test_every_free_text_of_every_form_has_a_maximum_length() -> None:
@@ -273,9 +365,17 @@ def test_messages_fold_a_long_text_typed_by_a_person() -> None:
     from tasks.notify import render_message
 
     reason = "\n".join(f"第 {n} 步：切换控制器失败，日志见附件" for n in range(300))
-    case = {"number": "WX-000001", "severity": 2, "severity_label": "重大", "severity_text": "2 级（重大）",
-            "customer": "北京某银行数据中心",
-            "site": "亦庄机房", "device": "", "out_of_contract": False, "paid_service_reason": ""}
+    case = {
+        "number": "WX-000001",
+        "severity": 2,
+        "severity_label": "重大",
+        "severity_text": "2 级（重大）",
+        "customer": "北京某银行数据中心",
+        "site": "亦庄机房",
+        "device": "",
+        "out_of_contract": False,
+        "paid_service_reason": "",
+    }
     _, body = render_message("repair/handed_over", {"case": case, "paid": "", "reason": reason})
     assert "第 7 步" in body and "第 8 步" not in body and "共 300 行" in body and "全文见报告" in body
     assert len(body) < 1000
@@ -295,7 +395,9 @@ def test_the_prefect_ui_shows_a_steps_own_form_with_its_chinese_labels() -> None
     assert schema["properties"]["customer_person"]["title"] == "受访客户人员（必填）"
     assert schema["properties"]["overall"]["anyOf"][0]["enum"] == ["优", "良", "中", "差"]
     assert schema["required"] == ["approver"] and schema["additionalProperties"] is False
-    assert ui_form("approval") is ApprovalForm and ui_form("form", "no-such-form").__name__ == "FormSubmission"
+    assert (
+        ui_form("approval") is ApprovalForm and ui_form("form", "no-such-form").__name__ == "FormSubmission"
+    )
 
 
 def test_an_answer_entered_on_the_command_line_is_validated_the_same_way(case_id: int) -> None:
@@ -320,7 +422,9 @@ def test_an_answer_entered_on_the_command_line_is_validated_the_same_way(case_id
 
     good = [f"--field={k}={v}" for k, v in GOOD.items()]
     done = CliRunner().invoke(app, ["answer", str(aid), "--as", "张技术", *good])
-    assert done.exit_code == 0 and "已记录" in done.output and "在命令行代 张技术 录入" in done.output, done.output
+    assert done.exit_code == 0 and "已记录" in done.output and "在命令行代 张技术 录入" in done.output, (
+        done.output
+    )
     row, kinds, _ = recorded(case_id, aid)
     assert (row.decided_by, row.channel, row.payload["solved_remotely"]) == ("张技术", "cli", True)
     with session_scope() as s:

@@ -57,8 +57,10 @@ def wait_paused_on(harness, run_id, key: str, timeout: float = 60.0) -> None:
             raise AssertionError(f"run ended {state.name}: {state.message}")
         time.sleep(0.2)
     state = harness.read(run_id).state
-    raise AssertionError(f"run not suspended on {key!r} after {timeout} s (is {state.name}"
-                         f" on {state.state_details.pause_key!r}); ledger {harness.ledger_keys(run_id)}")
+    raise AssertionError(
+        f"run not suspended on {key!r} after {timeout} s (is {state.name}"
+        f" on {state.state_details.pause_key!r}); ledger {harness.ledger_keys(run_id)}"
+    )
 
 
 def test_two_approvals_and_a_two_day_timer_survive_a_runner_restart(harness) -> None:
@@ -136,15 +138,17 @@ def test_two_approvals_and_a_two_day_timer_survive_a_runner_restart(harness) -> 
     # every step ran once across four processes, as one task run named by its ledger key; a replay
     # made no task run for a finished step, and the fresh reads (decided yet? fired yet?) make none
     lead_id, director_id = first.id, second.id
-    expected = Counter({
-        "current-time#1": 1,
-        "request-approval:lead-approval-v1#1": 1,
-        "request-approval:director-approval-v1#1": 1,
-        f"settle-approval:{director_id}#1": 1,  # the refused input: recorded as "nothing decided"
-        f"settle-approval:{director_id}#2": 1,  # the director's rejection from the UI form
-        "set-timer:callback-2d#1": 1,
-        "note-outcome#1": 1,
-    })
+    expected = Counter(
+        {
+            "current-time#1": 1,
+            "request-approval:lead-approval-v1#1": 1,
+            "request-approval:director-approval-v1#1": 1,
+            f"settle-approval:{director_id}#1": 1,  # the refused input: recorded as "nothing decided"
+            f"settle-approval:{director_id}#2": 1,  # the director's rejection from the UI form
+            "set-timer:callback-2d#1": 1,
+            "note-outcome#1": 1,
+        }
+    )
     # Prefect records task runs from their events, a moment after the flow run's own state
     deadline = time.monotonic() + 20
     while True:
@@ -155,6 +159,10 @@ def test_two_approvals_and_a_two_day_timer_survive_a_runner_restart(harness) -> 
     assert executed == expected
     ledger = set(harness.ledger_keys(run_id))
     assert set(expected) <= ledger
-    assert ledger - set(expected) == {f"approval-status:{lead_id}#1", f"approval-status:{director_id}#1",
-                                      f"approval-status:{director_id}#2", f"timer-fired:{timer_id(run_id)}#1"}
+    assert ledger - set(expected) == {
+        f"approval-status:{lead_id}#1",
+        f"approval-status:{director_id}#1",
+        f"approval-status:{director_id}#2",
+        f"timer-fired:{timer_id(run_id)}#1",
+    }
     assert tick(T0 + timedelta(days=3))["steps"]["tasks.timers.fire_due_timers"] == 0  # fires once

@@ -161,14 +161,18 @@ def test_link_expiry_is_judged_at_the_decisions_time_and_only_for_links(web, cas
 
     aid = open_plan(case_id, 1, PLAN_V1)
     # within the window: recorded whatever today's date is
-    in_time = decide(aid, "approved", by="吴总监", channel="link", now=EXPIRES - timedelta(minutes=1), wake=False)
+    in_time = decide(
+        aid, "approved", by="吴总监", channel="link", now=EXPIRES - timedelta(minutes=1), wake=False
+    )
     assert in_time.outcome == "recorded" and row(aid).decided_at == EXPIRES - timedelta(minutes=1)
 
     aid = open_plan(case_id, 2, PLAN_V2)
     late = EXPIRES + timedelta(days=2)
     refused = decide(aid, "approved", by="吴总监", channel="link", now=late, wake=False)
     assert refused.outcome == "expired" and row(aid).decision is None
-    ui = decide(aid, "rejected", by="吴总监", comment="请先做回退演练", channel="prefect_ui", now=late, wake=False)
+    ui = decide(
+        aid, "rejected", by="吴总监", comment="请先做回退演练", channel="prefect_ui", now=late, wake=False
+    )
     assert ui.outcome == "recorded"
     assert (row(aid).decision, row(aid).channel, row(aid).decided_at) == ("rejected", "prefect_ui", late)
 
@@ -281,13 +285,36 @@ def test_form_fields_are_required_and_stored(web, case_id) -> None:
     missing = post(web, token, decision="submitted", f_customer_person="王先生")
     assert missing.status_code == 422 and "「总体评价」必填" in missing.text
     assert row(aid).decision is None
-    scores = {f"f_{k}": "优" for k in ("response", "arrival", "fix_speed", "spare_parts", "one_visit", "follow_up",
-                                       "attitude", "skill", "overall")}
-    done = post(web, token, decision="submitted", f_customer_person=" 王先生 ", f_centre_confirmed="是",
-                f_comments="<b>好</b>", **scores)
+    scores = {
+        f"f_{k}": "优"
+        for k in (
+            "response",
+            "arrival",
+            "fix_speed",
+            "spare_parts",
+            "one_visit",
+            "follow_up",
+            "attitude",
+            "skill",
+            "overall",
+        )
+    }
+    done = post(
+        web,
+        token,
+        decision="submitted",
+        f_customer_person=" 王先生 ",
+        f_centre_confirmed="是",
+        f_comments="<b>好</b>",
+        **scores,
+    )
     assert done.status_code == 200
-    assert row(aid).payload == {"customer_person": "王先生", "centre_confirmed": True, "comments": "<b>好</b>",
-                                **{k[2:]: v for k, v in scores.items()}}
+    assert row(aid).payload == {
+        "customer_person": "王先生",
+        "centre_confirmed": True,
+        "comments": "<b>好</b>",
+        **{k[2:]: v for k, v in scores.items()},
+    }
     assert "<b>好</b>" not in web.get(f"/a/{token}").text  # customer text is shown as text, never markup
 
 
@@ -298,7 +325,16 @@ def test_a_step_name_prefect_cannot_key_is_refused_before_anything_is_recorded(c
     from tasks.approvals import open_approval
 
     with session_scope() as s, pytest.raises(ValueError, match="lowercase letters, digits and dashes"):
-        open_approval(s, case_id, step, 1, "解决方案", "内容", approver_role="technical_director",
-                      expires_at=EXPIRES, now=T0)
+        open_approval(
+            s,
+            case_id,
+            step,
+            1,
+            "解决方案",
+            "内容",
+            approver_role="technical_director",
+            expires_at=EXPIRES,
+            now=T0,
+        )
     with session_scope() as s:
         assert s.exec(select(Approval).where(Approval.case_id == case_id)).all() == []

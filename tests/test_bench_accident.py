@@ -17,8 +17,13 @@ pytestmark = pytest.mark.bench
 
 def test_accident_bench_quick_writes_exact_figures(tmp_path):
     out = tmp_path / "accident.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "accident.py"), "--quick", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "accident.py"), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["accidents"] == 40 and figures["hours"] == 26

@@ -18,9 +18,14 @@ pytestmark = pytest.mark.bench
 
 def test_clock_bench_quick_writes_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "clocks.json"
-    proc = subprocess.run([sys.executable, "bench/clocks.py", "--quick", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")})
+    proc = subprocess.run(
+        [sys.executable, "bench/clocks.py", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     figures = json.loads(out.read_text())
     assert figures["quick"] is True and figures["clocks"] >= 500

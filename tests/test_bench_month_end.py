@@ -17,8 +17,13 @@ pytestmark = pytest.mark.bench
 
 def test_month_end_bench_quick_writes_its_figures(tmp_path: Path):
     out = tmp_path / "month_end.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "month_end.py"), "--quick", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "month_end.py"), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["quick"] is True and result["contracts"] == 300

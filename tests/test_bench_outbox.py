@@ -20,7 +20,13 @@ def test_outbox_bench_quick_writes_its_figures(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
     env["AFTERCARE_HOME"] = str(tmp_path / "var")
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "outbox.py"), "--quick", "--out", str(tmp_path / "outbox.json")],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "outbox.py"),
+            "--quick",
+            "--out",
+            str(tmp_path / "outbox.json"),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -20,8 +20,14 @@ def test_pdf_memory_bench_quick_writes_its_figures(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
     env["AFTERCARE_HOME"] = str(tmp_path / "var")
     out = tmp_path / "pdf_memory.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "pdf_memory.py"), "--quick", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "pdf_memory.py"), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text())  # the full-size figures in bench/results stay as they are
     assert result["size"] == "quick" and result["pdfs"] == [5, 20]

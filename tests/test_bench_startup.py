@@ -19,8 +19,18 @@ pytestmark = pytest.mark.bench
 def test_startup_bench_quick_writes_its_figures(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", "PREFECT_"))}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "startup.py"), "--quick", "--out", str(tmp_path / "startup.json")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "startup.py"),
+            "--quick",
+            "--out",
+            str(tmp_path / "startup.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "startup.json").read_text())

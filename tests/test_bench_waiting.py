@@ -40,6 +40,7 @@ def test_waiting_bench_quick_writes_its_figures(tmp_path: Path) -> None:
         assert {"Prefect server", "supervisor (aftercare up)", "approval web", "runner"} <= roles, roles
         assert all(0 < p["pss_mb"] <= p["rss_mb"] for p in figures[state]["processes"])
         assert figures[state]["ours_pss_mb"] + figures[state]["prefect_pss_mb"] == pytest.approx(
-            figures[state]["total_pss_mb"], abs=0.2)
+            figures[state]["total_pss_mb"], abs=0.2
+        )
     assert "fork server" in {p["role"] for p in figures["idle_fork_server_running"]["processes"]}
     assert "added_pss_kb_per_waiting_case" in figures

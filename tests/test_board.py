@@ -43,8 +43,13 @@ def board_client(demo: str, monkeypatch: pytest.MonkeyPatch) -> TestClient:
     return client
 
 
-def open_repair(customer: str = "BJYH", site: str | None = "亦庄机房", description: str = "存储阵列告警，部分 LUN 读写变慢",
-                severity: int = 2, run: str | None = None) -> int:
+def open_repair(
+    customer: str = "BJYH",
+    site: str | None = "亦庄机房",
+    description: str = "存储阵列告警，部分 LUN 读写变慢",
+    severity: int = 2,
+    run: str | None = None,
+) -> int:
     """A repair as the flow's intake opens it at T0: the case with its team, its first three clocks,
     and the technical lead's diagnosis form (what the flow asks first)."""
     from flows.steps import subject
@@ -53,8 +58,14 @@ def open_repair(customer: str = "BJYH", site: str | None = "亦庄机房", descr
     from tasks.cases import RepairRequest, assignees, case_facts, open_case
     from tasks.clocks import start_clock
 
-    request = RepairRequest(customer=customer, site=site, reported_by="王先生 13900000000", description=description,
-                            severity=severity, reported_at=T0)
+    request = RepairRequest(
+        customer=customer,
+        site=site,
+        reported_by="王先生 13900000000",
+        description=description,
+        severity=severity,
+        reported_at=T0,
+    )
     with session_scope() as s:
         case = open_case(s, request, now=T0, flow_run_id=run)
         assert case.id is not None
@@ -63,10 +74,21 @@ def open_repair(customer: str = "BJYH", site: str | None = "亦庄机房", descr
         facts = case_facts(s, case.id).as_dict()
         case_id = case.id
     with session_scope() as s:
-        open_approval(s, case_id, "diagnosis", 1, subject(facts, "请联系客户并远程诊断"), description, kind="form",
-                      form_name="diagnosis",
-                      approver_staff_ids=assignees.fn(case_id, "technical_lead"), approver_role="technical_lead",
-                      expires_at=T0 + timedelta(days=3), now=T0, flow_run_id=run)
+        open_approval(
+            s,
+            case_id,
+            "diagnosis",
+            1,
+            subject(facts, "请联系客户并远程诊断"),
+            description,
+            kind="form",
+            form_name="diagnosis",
+            approver_staff_ids=assignees.fn(case_id, "technical_lead"),
+            approver_role="technical_lead",
+            expires_at=T0 + timedelta(days=3),
+            now=T0,
+            flow_run_id=run,
+        )
     return case_id
 
 
@@ -121,7 +143,9 @@ def test_a_breached_clock_is_marked_in_red_and_listed_first(board_client: TestCl
     page = board_client.get("/", headers=basic())
     text = card(page, number_of(late))
     # severity 3: remote response within 10 minutes, first contact within 30 — both passed, both marked
-    assert "电话/远程响应 2026-11-23 10:10（已超时）" in text and "首次联系 2026-11-23 10:30（已超时）" in text
+    assert (
+        "电话/远程响应 2026-11-23 10:10（已超时）" in text and "首次联系 2026-11-23 10:30（已超时）" in text
+    )
     assert "恢复服务 2026-11-24 10:00" in text and "恢复服务 2026-11-24 10:00（已超时）" not in text
     article = re.search(rf'<article class="([^"]*)"[^>]*id="case-{number_of(late)}"', page.text)
     assert article and "breached" in article[1]
@@ -135,7 +159,9 @@ def test_a_closed_case_is_not_listed_and_paid_service_is_marked(board_client: Te
     from tasks.cases import set_status
 
     closed = open_repair(description="已处理完毕的告警")
-    paid = open_repair(customer="TYDX", site=None, description="交换机端口故障")  # contract lapsed: paid service
+    paid = open_repair(
+        customer="TYDX", site=None, description="交换机端口故障"
+    )  # contract lapsed: paid service
     with session_scope() as s:
         set_status(s, closed, CaseStatus.ARCHIVED, at=T0 + timedelta(minutes=5))
     page = board_client.get("/", headers=basic())
@@ -147,22 +173,47 @@ def test_a_report_of_the_case_is_linked_by_a_signed_view_link(board_client: Test
     from tasks.reports import issue
 
     case_id = open_repair()
-    getattr(issue, "fn", issue)(case_id, "service_report", "repair/service_report", {
-        "solved_remotely": True, "diagnosis": "恢复", "command_log": "", "plan": None, "work_done": "远程恢复",
-        "parts_used": [], "maintenance": "", "further_problems": [], "engineer": "刘工程师", "corrections": []},
-        T0, "刘工程师", 1)
+    getattr(issue, "fn", issue)(
+        case_id,
+        "service_report",
+        "repair/service_report",
+        {
+            "solved_remotely": True,
+            "diagnosis": "恢复",
+            "command_log": "",
+            "plan": None,
+            "work_done": "远程恢复",
+            "parts_used": [],
+            "maintenance": "",
+            "further_problems": [],
+            "engineer": "刘工程师",
+            "corrections": [],
+        },
+        T0,
+        "刘工程师",
+        1,
+    )
     page = board_client.get("/", headers=basic())
-    link = re.search(rf'id="case-{number_of(case_id)}".*?<a href="https?://[^/"]+(/reports/[^"]+)">维修服务报告</a>',
-                     page.text, re.S)
+    link = re.search(
+        rf'id="case-{number_of(case_id)}".*?<a href="https?://[^/"]+(/reports/[^"]+)">维修服务报告</a>',
+        page.text,
+        re.S,
+    )
     assert link, card(page, number_of(case_id))
     report = board_client.get(link[1])
     assert report.status_code == 200 and "维修服务报告" in report.text
 
 
 def test_without_the_login_the_board_answers_401_in_chinese_and_health_stays_open(
-        board_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    board_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     open_repair()
-    for headers in ({}, basic("aftercare:wrong"), {"Authorization": "Basic !!!"}, {"Authorization": "Bearer x"}):
+    for headers in (
+        {},
+        basic("aftercare:wrong"),
+        {"Authorization": "Basic !!!"},
+        {"Authorization": "Bearer x"},
+    ):
         page = board_client.get("/", headers=headers)
         assert page.status_code == 401, headers
         assert page.headers["www-authenticate"].startswith("Basic")
@@ -175,8 +226,9 @@ def test_without_the_login_the_board_answers_401_in_chinese_and_health_stays_ope
     assert page.status_code == 401 and "aftercare board-link" in shown(page)
 
 
-def test_the_credential_generated_into_home_opens_the_board(board_client: TestClient, aftercare_home: Any,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_credential_generated_into_home_opens_the_board(
+    board_client: TestClient, aftercare_home: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("PREFECT_API_AUTH_STRING")
     (aftercare_home / "prefect_auth").write_text("aftercare:from-the-file\n")
     assert board_client.get("/", headers=basic("aftercare:from-the-file")).status_code == 200
@@ -193,7 +245,9 @@ def test_a_signed_staff_link_opens_the_board_until_it_expires(board_client: Test
     assert page.status_code == 200 and f'id="case-{number_of(case_id)}"' in page.text
     assert f'url={path}"' in page.text  # the refresh keeps the link
     assert board_client.get(path[:-3] + "xyz").status_code == 401  # tampered
-    assert board_client.get(path.replace("/board/", "/incidents/")).status_code == 403  # another page's purpose
+    assert (
+        board_client.get(path.replace("/board/", "/incidents/")).status_code == 403
+    )  # another page's purpose
     board_client.now["at"] = T0 + timedelta(days=31)  # type: ignore[attr-defined]
     expired = board_client.get(path)
     assert expired.status_code == 401 and "已过期" in shown(expired)
@@ -238,16 +292,36 @@ def test_a_wait_is_said_in_chinese_with_whom_and_until_when(demo: str) -> None:
     with session_scope() as s:
         contact = s.exec(select(Contact)).first()
         assert contact is not None
-        row = Approval(case_id=1, kind="signature", step="service-report-signature", subject="WX-000001 故障维修：请签收维修服务报告",
-                       content="", content_hash="", approver_contact_ids=[contact.id], approver_role="customer",
-                       created_at=T0, expires_at=T0 + timedelta(days=2))
+        row = Approval(
+            case_id=1,
+            kind="signature",
+            step="service-report-signature",
+            subject="WX-000001 故障维修：请签收维修服务报告",
+            content="",
+            content_hash="",
+            approver_contact_ids=[contact.id],
+            approver_role="customer",
+            created_at=T0,
+            expires_at=T0 + timedelta(days=2),
+        )
         said = approval_waiting(s, row)
         assert said.text == f"等待客户 {contact.name} 签收维修服务报告（链接已发送，2026-11-25 10:00 前有效）"
-        plan = Approval(case_id=1, kind="approval", step="plan-approval", subject="WX-000001 故障维修：解决方案 v2 待技术总监审批",
-                        content="", content_hash="", approver_staff_ids=[], approver_role="technical_director",
-                        created_at=T0, expires_at=T0 + timedelta(days=3))
+        plan = Approval(
+            case_id=1,
+            kind="approval",
+            step="plan-approval",
+            subject="WX-000001 故障维修：解决方案 v2 待技术总监审批",
+            content="",
+            content_hash="",
+            approver_staff_ids=[],
+            approver_role="technical_director",
+            created_at=T0,
+            expires_at=T0 + timedelta(days=3),
+        )
         assert approval_waiting(s, plan).text.startswith("等待技术总监 审批：解决方案 v2（链接已发送")
-    timer = Timer(case_id=1, flow_run_id="r", key="callback-due", due_at=T0 + timedelta(days=1), created_at=T0)
+    timer = Timer(
+        case_id=1, flow_run_id="r", key="callback-due", due_at=T0 + timedelta(days=1), created_at=T0
+    )
     assert timer_waiting(timer).text == "等待回访时间到 2026-11-24 10:00"
 
 
@@ -258,14 +332,18 @@ def test_runs_are_named_after_their_case(demo: str) -> None:
 
     repair = open_repair()
     with session_scope() as s:
-        inspection = Case(kind="inspection", customer_id=1, title="月度巡检", reported_at=T0, created_at=T0, updated_at=T0)
+        inspection = Case(
+            kind="inspection", customer_id=1, title="月度巡检", reported_at=T0, created_at=T0, updated_at=T0
+        )
         s.add(inspection)
         s.flush()
         case = s.get(Case, repair)
         assert case is not None
         assert case_run_name(s, case) == f"{number_of(repair)} 故障维修 北京某银行数据中心"
         assert case_run_name(s, inspection) == f"XJ-{inspection.id:06d} 巡检 北京某银行数据中心"
-        assert case_run_name(s, inspection, "加做巡检") == f"XJ-{inspection.id:06d} 加做巡检 北京某银行数据中心"
+        assert (
+            case_run_name(s, inspection, "加做巡检") == f"XJ-{inspection.id:06d} 加做巡检 北京某银行数据中心"
+        )
 
 
 # --- on the real Prefect harness: one repair run ---------------------------------------------------
@@ -278,8 +356,15 @@ def test_a_suspended_repair_run_is_named_after_its_case_and_says_what_it_waits_f
     from models.db import session_scope
     from tasks.approvals import Approver, decide
 
-    request = {"customer": "BJYH", "site": "亦庄机房", "reported_by": "客户 王先生 13900000000", "channel": "热线",
-               "description": "看板测试：存储阵列告警", "severity": 3, "reported_at": T0.isoformat()}
+    request = {
+        "customer": "BJYH",
+        "site": "亦庄机房",
+        "reported_by": "客户 王先生 13900000000",
+        "channel": "热线",
+        "description": "看板测试：存储阵列告警",
+        "severity": 3,
+        "reported_at": T0.isoformat(),
+    }
     run_id = harness.run("repair/repair", {"request": request})
     run = harness.wait(run_id, "Suspended", timeout=90)
     with session_scope() as s:
@@ -289,20 +374,35 @@ def test_a_suspended_repair_run_is_named_after_its_case_and_says_what_it_waits_f
         contact = s.get(Contact, case.data["contact_id"])
         assert lead is not None and contact is not None
         lead_name_, contact_name = lead.name, contact.name
-        diagnosis = s.exec(select(Approval).where(Approval.case_id == case.id, Approval.step == "diagnosis")).one()
+        diagnosis = s.exec(
+            select(Approval).where(Approval.case_id == case.id, Approval.step == "diagnosis")
+        ).one()
     assert run.name == f"{number} 故障维修 北京某银行数据中心"
-    assert run.state.message == (f"等待项目技术负责人 {lead_name_} 联系客户并远程诊断（链接已发送，"
-                                 "2026-11-26 10:00 前有效）")
+    assert run.state.message == (
+        f"等待项目技术负责人 {lead_name_} 联系客户并远程诊断（链接已发送，2026-11-26 10:00 前有效）"
+    )
     key = f"case-{number.lower()}"
     artifacts = read_artifacts(key)
     assert len(artifacts) == 1 and artifacts[0].flow_run_id == str(run.id) and artifacts[0].type == "markdown"
-    assert "联系客户并远程诊断" in str(artifacts[0].data) and f"项目技术负责人 {lead_name_}" in str(artifacts[0].data)
+    assert "联系客户并远程诊断" in str(artifacts[0].data) and f"项目技术负责人 {lead_name_}" in str(
+        artifacts[0].data
+    )
 
     # the lead answers: solved remotely → the run waits for the customer's signature on the report
-    result = decide(diagnosis.id, "submitted", by=Approver("staff", lead.id), channel="link",  # type: ignore[arg-type]
-                    now=T0 + timedelta(minutes=8), payload={
-                        "contacted_at": "2026-11-23 10:05", "fault_confirmed": "是", "result": "缓存策略被改，已恢复",
-                        "command_log": "", "solved_remotely": "是"})
+    result = decide(
+        diagnosis.id,
+        "submitted",
+        by=Approver("staff", lead.id),
+        channel="link",  # type: ignore[arg-type]
+        now=T0 + timedelta(minutes=8),
+        payload={
+            "contacted_at": "2026-11-23 10:05",
+            "fault_confirmed": "是",
+            "result": "缓存策略被改，已恢复",
+            "command_log": "",
+            "solved_remotely": "是",
+        },
+    )
     assert result.recorded, result.message
     import time
 
@@ -310,16 +410,21 @@ def test_a_suspended_repair_run_is_named_after_its_case_and_says_what_it_waits_f
     stop = time.monotonic() + 90
     while time.monotonic() < stop:
         with session_scope() as s:
-            deadline_pending = s.exec(select(Approval).where(
-                Approval.case_id == case.id, Approval.step == "service-report-signature",
-                Approval.status == ApprovalStatus.PENDING)).first()
+            deadline_pending = s.exec(
+                select(Approval).where(
+                    Approval.case_id == case.id,
+                    Approval.step == "service-report-signature",
+                    Approval.status == ApprovalStatus.PENDING,
+                )
+            ).first()
         state = harness.read(run_id).state
         if deadline_pending is not None and state.name == "Suspended" and "签收" in (state.message or ""):
             break
         time.sleep(0.3)
     run = harness.read(run_id)
-    assert run.state.message == (f"等待客户 {contact_name} 签收维修服务报告（链接已发送，"
-                                 "2026-11-30 10:08 前有效）"), run.state.message
+    assert run.state.message == (
+        f"等待客户 {contact_name} 签收维修服务报告（链接已发送，2026-11-30 10:08 前有效）"
+    ), run.state.message
     assert run.name == f"{number} 故障维修 北京某银行数据中心"  # the replay kept the name
     artifacts = read_artifacts(key)  # newest first: one version per wait of the case
     assert len(artifacts) == 2 and all(a.flow_run_id == str(run.id) for a in artifacts)

@@ -119,8 +119,22 @@ def aftercare_up(tmp_path: Path) -> Iterator[Up]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", "PREFECT_"))}
     env.update({"AFTERCARE_HOME": str(home), "PREFECT_API_AUTH_STRING": PREFECT_AUTH})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "up", "--prefect-port", str(prefect_port), "--web-port", str(web_port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "deployments.cli",
+            "up",
+            "--prefect-port",
+            str(prefect_port),
+            "--web-port",
+            str(web_port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     up = Up(home, f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{web_port}", proc)
     try:
@@ -190,7 +204,9 @@ class Shots:
     def take(self, page: Any, name: str, *, full_page: bool = True) -> None:
         self.n += 1
         # animations finished: a toast is shown where it comes to rest, not halfway in
-        page.screenshot(path=str(SCREENSHOTS / f"{self.n:02d}-{name}.png"), full_page=full_page, animations="disabled")
+        page.screenshot(
+            path=str(SCREENSHOTS / f"{self.n:02d}-{name}.png"), full_page=full_page, animations="disabled"
+        )
 
 
 def prefect_login(page: Any, shots: Shots) -> None:
@@ -245,7 +261,9 @@ def chromium() -> str:
     return found
 
 
-def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(chromium: str, aftercare_up: Up) -> None:
+def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(
+    chromium: str, aftercare_up: Up
+) -> None:
     from playwright.sync_api import sync_playwright
 
     from models import Role
@@ -295,9 +313,17 @@ def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(chr
         lead = phone()
         lead.goto(link_in(ask))
         assert lead.get_by_text("诊断结论").count() == 1
-        fill_form(lead, {"contacted_at": local_minute(), "fault_confirmed": "是", "result": "阵列第3槽硬盘故障",
-                         "command_log": "show disk 3 → FAILED", "solved_remotely": "否",
-                         "plan": "1. 上门更换第3槽硬盘\n2. 重建 RAID 并校验"})
+        fill_form(
+            lead,
+            {
+                "contacted_at": local_minute(),
+                "fault_confirmed": "是",
+                "result": "阵列第3槽硬盘故障",
+                "command_log": "show disk 3 → FAILED",
+                "solved_remotely": "否",
+                "plan": "1. 上门更换第3槽硬盘\n2. 重建 RAID 并校验",
+            },
+        )
         shots.take(lead, "diagnosis-form-filled")
         mark = len(up.notifications)
         assert "已记录：提交" in submit(lead, "提交")
@@ -316,7 +342,9 @@ def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(chr
         # 4. The dispatcher books the visit with the customer.
         ask = up.message_after(mark, to=up.addresses(Role.DISPATCHER), title="请与客户预约上门时间")
         dispatcher.goto(link_in(ask))
-        fill_form(dispatcher, {"visit_at": local_minute(), "coordinator_joins": "否", "note": "已准备报告单和工具"})
+        fill_form(
+            dispatcher, {"visit_at": local_minute(), "coordinator_joins": "否", "note": "已准备报告单和工具"}
+        )
         shots.take(dispatcher, "visit-form-filled")
         mark = len(up.notifications)
         assert "已记录：提交" in submit(dispatcher, "提交")
@@ -325,8 +353,14 @@ def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(chr
         ask = up.message_after(mark, to=up.addresses(Role.ENGINEER), title="到场后请填写现场记录")
         engineer = phone()
         engineer.goto(link_in(ask))
-        fill_form(engineer, {"arrived_at": local_minute(), "room_rules_followed": "是",
-                             "findings": "确认第3槽硬盘故障，方案不变"})
+        fill_form(
+            engineer,
+            {
+                "arrived_at": local_minute(),
+                "room_rules_followed": "是",
+                "findings": "确认第3槽硬盘故障，方案不变",
+            },
+        )
         shots.take(engineer, "onsite-form-filled")
         mark = len(up.notifications)
         assert "已记录：提交" in submit(engineer, "提交")
@@ -342,11 +376,14 @@ def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(chr
             customer.mouse.move(box["x"] + 30, box["y"] + box["height"] * 0.7)
             customer.mouse.down()
             for i in range(1, 28):  # a zig-zag stroke, as a finger or a mouse draws it
-                customer.mouse.move(box["x"] + 30 + i * 10, box["y"] + box["height"] * (0.7 - 0.4 * (i % 4) / 4),
-                                    steps=3)
+                customer.mouse.move(
+                    box["x"] + 30 + i * 10, box["y"] + box["height"] * (0.7 - 0.4 * (i % 4) / 4), steps=3
+                )
             customer.mouse.up()
             drawn = customer.locator("#image").input_value()
-            assert drawn.startswith("data:image/png;base64,") and len(drawn) > 1000  # the stroke, not an empty pad
+            assert (
+                drawn.startswith("data:image/png;base64,") and len(drawn) > 1000
+            )  # the stroke, not an empty pad
             shots.take(customer, f"{name}-drawn", full_page=False)
 
         # 5b. On arrival the customer signs the 技术服务申请 (001 §2.2.5.2) from the link.
@@ -394,27 +431,48 @@ def test_a_report_table_on_a_phone_keeps_its_labels_whole(chromium: str, demo: s
     from tests.conftest import T0
     from tests.test_form_fixes import _fault_report
 
-    clocks = [{"label": label, "started_at": T0, "due_at": T0 + timedelta(hours=4), "provisional": True,
-               "breached_at": T0 + timedelta(hours=5), "met_at": None, "stopped": False}
-              for label in ("首次联系客户", "电话/远程响应", "到达现场（≤100 公里）", "业务恢复")]
-    content = _fault_report(session, engineer="刘工程师", engineer_role="服务工程师", lead="张技术", clocks=clocks,
-                            customer_engineer="李工（客户方数据中心运维部系统管理员，负责存储与备份，电话 13900000000）")
+    clocks = [
+        {
+            "label": label,
+            "started_at": T0,
+            "due_at": T0 + timedelta(hours=4),
+            "provisional": True,
+            "breached_at": T0 + timedelta(hours=5),
+            "met_at": None,
+            "stopped": False,
+        }
+        for label in ("首次联系客户", "电话/远程响应", "到达现场（≤100 公里）", "业务恢复")
+    ]
+    content = _fault_report(
+        session,
+        engineer="刘工程师",
+        engineer_role="服务工程师",
+        lead="张技术",
+        clocks=clocks,
+        customer_engineer="李工（客户方数据中心运维部系统管理员，负责存储与备份，电话 13900000000）",
+    )
     with sync_playwright() as pw:
         args = ["--disable-dev-shm-usage"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
         browser = pw.chromium.launch(executable_path=chromium, args=args)
         page = browser.new_page(viewport=PHONE)
         page.set_content(content)
-        lines = page.eval_on_selector_all("th", """cells => cells.map(cell => {
+        lines = page.eval_on_selector_all(
+            "th",
+            """cells => cells.map(cell => {
             const range = document.createRange(); range.selectNodeContents(cell);
             return [cell.textContent, new Set([...range.getClientRects()].map(r => Math.round(r.top))).size];
-        })""")
+        })""",
+        )
         assert len(lines) > 10
         assert [label for label, count in lines if count != 1] == []
         # a label/value row stacks: the label above its value (a header-row table stays a table)
-        beside = page.eval_on_selector_all("th + td", """cells => cells.map(td => {
+        beside = page.eval_on_selector_all(
+            "th + td",
+            """cells => cells.map(td => {
             const th = td.previousElementSibling;
             return [th.textContent, th.getBoundingClientRect().bottom <= td.getBoundingClientRect().top + 1];
-        })""")
+        })""",
+        )
         assert beside and [label for label, above in beside if not above] == []
         header = page.locator("th", has_text="服务时限").bounding_box()
         assert header is not None and header["y"] == page.locator("th", has_text="期限").bounding_box()["y"]

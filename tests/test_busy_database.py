@@ -175,8 +175,11 @@ def test_every_step_is_a_unit_of_work_re_run_on_a_busy_database() -> None:
 
     def steps_of(module: object) -> dict[str, object]:
         name = module.__name__  # type: ignore[attr-defined]
-        return {f"{name}.{k}": v for k, v in vars(module).items()
-                if isinstance(v, Step | Task) and getattr(v.fn, "__module__", name) == name}
+        return {
+            f"{name}.{k}": v
+            for k, v in vars(module).items()
+            if isinstance(v, Step | Task) and getattr(v.fn, "__module__", name) == name
+        }
 
     found: dict[str, object] = {}
     for info in pkgutil.iter_modules(tasks.__path__):
@@ -223,13 +226,25 @@ def test_a_message_sent_while_the_database_locks_is_recorded_after_the_lock_and_
         return True
 
     with session_scope() as s:
-        s.add(Notification(idempotency_key="busy-outcome", key="busy-outcome", recipient_kind="staff",
-                           recipient_id=1, recipient_name="张技术", channel="lockrec", address="lockrec://zhang",
-                           template="test", subject="测试", body="数据库忙时发送的消息", next_try_at=T0,
-                           created_at=T0))
+        s.add(
+            Notification(
+                idempotency_key="busy-outcome",
+                key="busy-outcome",
+                recipient_kind="staff",
+                recipient_id=1,
+                recipient_name="张技术",
+                channel="lockrec",
+                address="lockrec://zhang",
+                template="test",
+                subject="测试",
+                body="数据库忙时发送的消息",
+                next_try_at=T0,
+                created_at=T0,
+            )
+        )
     try:
         assert send_due(T0, worker="test") == 1
-        (holder, lock), = locks
+        ((holder, lock),) = locks
         assert time.monotonic() >= lock.held_at + 2.5  # the outcome waited for the lock
         holder.__exit__(None, None, None)
         # long after any lease: nothing is due again
@@ -280,11 +295,22 @@ def open_plan(case_id: int) -> tuple[int, str]:
     from tasks.approvals import open_approval
 
     with session_scope() as s:
-        row = open_approval(s, case_id, "director-approval", 1, "解决方案", "更换电源模块，预计 30 分钟。",
-                            approver_role="technical_director", expires_at=T0 + timedelta(days=3), now=T0)
+        row = open_approval(
+            s,
+            case_id,
+            "director-approval",
+            1,
+            "解决方案",
+            "更换电源模块，预计 30 分钟。",
+            approver_role="technical_director",
+            expires_at=T0 + timedelta(days=3),
+            now=T0,
+        )
         approval_id = row.id
     with session_scope() as s:
-        body = s.exec(select(Notification.body).where(Notification.key.like(f"approval:{approval_id}:%"))).first()
+        body = s.exec(
+            select(Notification.body).where(Notification.key.like(f"approval:{approval_id}:%"))
+        ).first()
     token = re.search(r"/a/([A-Za-z0-9_.\-]+)", body or "")
     assert approval_id is not None and token
     return approval_id, token[1]
@@ -360,8 +386,11 @@ def test_two_clicks_waiting_on_one_lock_record_one_decision(sqlite_demo, web) ->
     answers: list[int] = []
 
     def click() -> None:
-        answers.append(web.post(f"/a/{token}", data={"csrf": csrf, "decision": "approved", "comment": "同意"})
-                       .status_code)
+        answers.append(
+            web.post(
+                f"/a/{token}", data={"csrf": csrf, "decision": "approved", "comment": "同意"}
+            ).status_code
+        )
 
     with write_lock(sqlite_path(sqlite_demo), 3) as lock:
         clicks = [threading.Thread(target=click) for _ in range(2)]
@@ -378,8 +407,10 @@ def test_two_clicks_waiting_on_one_lock_record_one_decision(sqlite_demo, web) ->
 # --- PostgreSQL: the connection dies during a step ------------------------------------------------
 
 
-@pytest.mark.skipif(not __import__("os").environ.get("AFTERCARE_TEST_PG_URL"),
-                    reason="needs AFTERCARE_TEST_PG_URL (scripts/start_test_postgres.sh)")
+@pytest.mark.skipif(
+    not __import__("os").environ.get("AFTERCARE_TEST_PG_URL"),
+    reason="needs AFTERCARE_TEST_PG_URL (scripts/start_test_postgres.sh)",
+)
 def test_a_step_whose_postgresql_connection_is_killed_mid_transaction_runs_again_and_records_once(
     aftercare_home, monkeypatch
 ) -> None:
@@ -416,8 +447,9 @@ def test_a_step_whose_postgresql_connection_is_killed_mid_transaction_runs_again
             pid = conn.connection.dbapi_connection.info.backend_pid
             with admin.connect() as a:
                 assert a.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-                while a.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
-                                {"pid": pid}).scalar():
+                while a.execute(
+                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+                ).scalar():
                     time.sleep(0.05)
             killed.append(pid)
 
@@ -453,15 +485,44 @@ def test_a_signature_whose_decision_meets_the_lock_is_recorded_with_its_decision
 
     with session_scope() as s:
         case = open_case(s, RepairRequest(customer="TYDX", reported_by="王", description="告警"), now=T0)
-        ctx = {"times": {"reported_at": T0, "contact_at": T0, "remote_at": T0, "arrived_at": None,
-                         "repaired_at": T0, "restored_at": T0}, "clocks": [], "solved_remotely": True,
-               "diagnosis": "恢复", "command_log": "$ ls", "plan": None, "work_done": "远程恢复", "parts_used": [],
-               "maintenance": "", "further_problems": [], "engineer": "刘工程师", "corrections": []}
-        report = issue_report(s, case.id, "service_report", template="repair/service_report", context=ctx, now=T0)
+        ctx = {
+            "times": {
+                "reported_at": T0,
+                "contact_at": T0,
+                "remote_at": T0,
+                "arrived_at": None,
+                "repaired_at": T0,
+                "restored_at": T0,
+            },
+            "clocks": [],
+            "solved_remotely": True,
+            "diagnosis": "恢复",
+            "command_log": "$ ls",
+            "plan": None,
+            "work_done": "远程恢复",
+            "parts_used": [],
+            "maintenance": "",
+            "further_problems": [],
+            "engineer": "刘工程师",
+            "corrections": [],
+        }
+        report = issue_report(
+            s, case.id, "service_report", template="repair/service_report", context=ctx, now=T0
+        )
         contact = customer_contact(s, case.id)
-        approval = open_approval(s, case.id, signature_step("service_report"), report.version, "签字", report.content,
-                                 kind="signature", approver_contact_ids=[contact.id], approver_role="customer",
-                                 expires_at=T0 + timedelta(days=3), now=T0)
+        approval = open_approval(
+            s,
+            case.id,
+            signature_step("service_report"),
+            report.version,
+            "签字",
+            report.content,
+            kind="signature",
+            approver_contact_ids=[contact.id],
+            approver_role="customer",
+            expires_at=T0 + timedelta(days=3),
+            now=T0,
+        )
         report_id, approval_id, content_hash = report.id, approval.id, report.content_hash
 
     locked: list = []
@@ -484,8 +545,17 @@ def test_a_signature_whose_decision_meets_the_lock_is_recorded_with_its_decision
     sa.event.listen(OrmSession, "before_flush", before_flush)
     sa.event.listen(OrmSession, "after_commit", after_commit)
     try:
-        answer = client.post(path, data={"csrf": csrf, "content_hash": content_hash, "signer_name": "客户 王先生",
-                                          "method": "typed", "statement": "", "action": "sign"})
+        answer = client.post(
+            path,
+            data={
+                "csrf": csrf,
+                "content_hash": content_hash,
+                "signer_name": "客户 王先生",
+                "method": "typed",
+                "statement": "",
+                "action": "sign",
+            },
+        )
     finally:
         sa.event.remove(OrmSession, "before_flush", before_flush)
         sa.event.remove(OrmSession, "after_commit", after_commit)

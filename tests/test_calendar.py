@@ -62,23 +62,35 @@ def test_5x8_clock_stops_friday_1800_and_restarts_monday_0900() -> None:
     due = add_working_time(start, timedelta(hours=4), FIVE_BY_EIGHT)
     assert due == sh(2026, 11, 30, 11, 0).astimezone(UTC)
     # a deadline that uses the day up ends at 18:00, not the next morning
-    assert add_working_time(start, timedelta(hours=2), FIVE_BY_EIGHT) == sh(2026, 11, 27, 18, 0).astimezone(UTC)
+    assert add_working_time(start, timedelta(hours=2), FIVE_BY_EIGHT) == sh(2026, 11, 27, 18, 0).astimezone(
+        UTC
+    )
     assert working_time_between(start, sh(2026, 11, 30, 11, 0), FIVE_BY_EIGHT) == timedelta(hours=4)
     # the weekend counts nothing
-    assert working_time_between(sh(2026, 11, 27, 18, 0), sh(2026, 11, 30, 9, 0), FIVE_BY_EIGHT) == timedelta(0)
+    assert working_time_between(sh(2026, 11, 27, 18, 0), sh(2026, 11, 30, 9, 0), FIVE_BY_EIGHT) == timedelta(
+        0
+    )
 
 
 def test_5x8_clock_restarts_on_a_make_up_saturday() -> None:
     start = sh(2026, 10, 9, 16, 0)  # Friday before the make-up Saturday Oct 10
-    assert add_working_time(start, timedelta(hours=4), FIVE_BY_EIGHT) == sh(2026, 10, 10, 11, 0).astimezone(UTC)
+    assert add_working_time(start, timedelta(hours=4), FIVE_BY_EIGHT) == sh(2026, 10, 10, 11, 0).astimezone(
+        UTC
+    )
     # started on the eve of National Day: the whole holiday week counts nothing
-    assert add_working_time(sh(2026, 9, 30, 17, 0), timedelta(hours=2), FIVE_BY_EIGHT) == sh(2026, 10, 8, 10, 0).astimezone(UTC)
+    assert add_working_time(sh(2026, 9, 30, 17, 0), timedelta(hours=2), FIVE_BY_EIGHT) == sh(
+        2026, 10, 8, 10, 0
+    ).astimezone(UTC)
 
 
 def test_5x8_outside_hours_starts_at_next_working_moment_and_lunch_break_is_configurable() -> None:
-    assert add_working_time(sh(2026, 11, 28, 22, 0), timedelta(minutes=30), FIVE_BY_EIGHT) == sh(2026, 11, 30, 9, 30).astimezone(UTC)
+    assert add_working_time(sh(2026, 11, 28, 22, 0), timedelta(minutes=30), FIVE_BY_EIGHT) == sh(
+        2026, 11, 30, 9, 30
+    ).astimezone(UTC)
     lunch = FIVE_BY_EIGHT.with_hours(lunch=(time(12, 0), time(13, 0)))
-    assert add_working_time(sh(2026, 11, 30, 11, 0), timedelta(hours=2), lunch) == sh(2026, 11, 30, 14, 0).astimezone(UTC)
+    assert add_working_time(sh(2026, 11, 30, 11, 0), timedelta(hours=2), lunch) == sh(
+        2026, 11, 30, 14, 0
+    ).astimezone(UTC)
     assert working_time_between(sh(2026, 11, 30, 9, 0), sh(2026, 11, 30, 18, 0), lunch) == timedelta(hours=8)
     assert lunch.hours_per_day() == timedelta(hours=8)
 
@@ -104,8 +116,10 @@ def test_2027_is_provisional_from_statutory_holidays_not_plain_weekdays() -> Non
 
 
 def test_operator_overrides_win_and_confirmed_year_is_not_provisional() -> None:
-    cal = build_calendar([(date(2027, 10, 4), False), (date(2027, 9, 26), True), (date(2026, 10, 10), False)],
-                         confirmed_years=[2027])
+    cal = build_calendar(
+        [(date(2027, 10, 4), False), (date(2027, 9, 26), True), (date(2026, 10, 10), False)],
+        confirmed_years=[2027],
+    )
     assert not is_working_day(date(2027, 10, 4), cal)
     assert is_working_day(date(2027, 9, 26), cal)  # a Sunday made a working day
     assert not is_working_day(date(2026, 10, 10), cal)  # the official make-up day overridden

@@ -33,7 +33,9 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(AFTERCARE + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        AFTERCARE + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_check_reports_an_unreachable_database_clearly(tmp_path: Path) -> None:
@@ -68,7 +70,9 @@ def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_cli(["up", "--prefect-port", str(port), "--web-port", str(free_port())], clean_env(tmp_path))
+        result = run_cli(
+            ["up", "--prefect-port", str(port), "--web-port", str(free_port())], clean_env(tmp_path)
+        )
     assert result.returncode == 2
     assert f"port {port} is in use" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
@@ -84,12 +88,18 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 @pytest.mark.real  # the whole `aftercare up`: the real layer
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_up_serves_prefect_and_web_then_stops_without_leaving_children(tmp_path: Path, stop_signal: int) -> None:
+def test_up_serves_prefect_and_web_then_stops_without_leaving_children(
+    tmp_path: Path, stop_signal: int
+) -> None:
     prefect_port, web_port = free_port(), free_port()
     env = clean_env(tmp_path / "var")
     proc = subprocess.Popen(
         AFTERCARE + ["up", "--prefect-port", str(prefect_port), "--web-port", str(web_port)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     try:
@@ -126,23 +136,42 @@ def test_up_serves_prefect_and_web_then_stops_without_leaving_children(tmp_path:
 
         # a dispatcher takes a request on the command line: it reaches this Prefect (not a temporary
         # one of its own), and the repair runs until it waits for the engineer's diagnosis form
-        taken = run_cli(["repair", "new", "--customer", "BJYH", "--site", "亦庄机房", "--description", "阵列告警",
-                         "--reported-by", "王先生"], {**env, "AFTERCARE_PREFECT_PORT": str(prefect_port)})
+        taken = run_cli(
+            [
+                "repair",
+                "new",
+                "--customer",
+                "BJYH",
+                "--site",
+                "亦庄机房",
+                "--description",
+                "阵列告警",
+                "--reported-by",
+                "王先生",
+            ],
+            {**env, "AFTERCARE_PREFECT_PORT": str(prefect_port)},
+        )
         assert taken.returncode == 0, taken.stdout + taken.stderr
         run_id = taken.stdout.strip().rsplit(" ", 1)[-1]
         deadline = time.monotonic() + 90
         state = ""
         while time.monotonic() < deadline and state != "PAUSED":
-            state = prefect.get(f"http://127.0.0.1:{prefect_port}/api/flow_runs/{run_id}").json()["state_type"]
+            state = prefect.get(f"http://127.0.0.1:{prefect_port}/api/flow_runs/{run_id}").json()[
+                "state_type"
+            ]
             time.sleep(0.5)
         assert state == "PAUSED"
         # the clock keeper runs as its own long-lived flow run, started by `up`
         deadline = time.monotonic() + 90
         keepers: list[dict] = []
         while time.monotonic() < deadline and not keepers:
-            keepers = prefect.post(f"http://127.0.0.1:{prefect_port}/api/flow_runs/filter", json={
-                "flows": {"name": {"any_": ["clock-keeper"]}},
-                "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}).json()
+            keepers = prefect.post(
+                f"http://127.0.0.1:{prefect_port}/api/flow_runs/filter",
+                json={
+                    "flows": {"name": {"any_": ["clock-keeper"]}},
+                    "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}},
+                },
+            ).json()
             time.sleep(0.5)
         assert len(keepers) == 1, keepers
 
@@ -215,8 +244,21 @@ def test_dispatcher_registers_and_cancels_an_extra_inspection_on_the_command_lin
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stdout + refused.stderr
 
-    taken = run_cli(["inspection", "extra", "--customer", "BJYH", "--site", "亦庄机房", "--reason", "核心系统升级前",
-                     "--requested-by", "王主任"], env)
+    taken = run_cli(
+        [
+            "inspection",
+            "extra",
+            "--customer",
+            "BJYH",
+            "--site",
+            "亦庄机房",
+            "--reason",
+            "核心系统升级前",
+            "--requested-by",
+            "王主任",
+        ],
+        env,
+    )
     assert taken.returncode == 0, taken.stdout + taken.stderr
     assert "加做巡检已登记" in taken.stdout and "亦庄机房" in taken.stdout
     assert "巡检流程未能启动" in taken.stdout and "Traceback" not in taken.stdout + taken.stderr
@@ -228,10 +270,16 @@ def test_dispatcher_registers_and_cancels_an_extra_inspection_on_the_command_lin
         assert case.number == number and case.period.startswith("extra-") and case.status == "planned"
 
     unknown = run_cli(["inspection", "cancel", "XJ-999999", "--reason", "升级推迟"], env)
-    assert unknown.returncode == 2 and "巡检单 999999 不存在" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert (
+        unknown.returncode == 2
+        and "巡检单 999999 不存在" in unknown.stderr
+        and "Traceback" not in unknown.stderr
+    )
     no_reason = run_cli(["inspection", "cancel", number, "--reason", " "], env)
     assert no_reason.returncode == 2 and "请填写取消原因" in no_reason.stderr
-    cancelled = run_cli(["inspection", "cancel", number, "--reason", "客户升级推迟到明年", "--by", "李调度"], env)
+    cancelled = run_cli(
+        ["inspection", "cancel", number, "--reason", "客户升级推迟到明年", "--by", "李调度"], env
+    )
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
     assert f"{number} 已取消：客户升级推迟到明年" in cancelled.stdout and "尚未启动流程" in cancelled.stdout
     again = run_cli(["inspection", "cancel", number, "--reason", "再取消一次"], env)
@@ -239,8 +287,14 @@ def test_dispatcher_registers_and_cancels_an_extra_inspection_on_the_command_lin
     with session_scope(url) as s:
         case = s.exec(select(Case).where(Case.kind == "inspection")).one()
         assert case.status == "cancelled" and case.data["cancel_reason"] == "客户升级推迟到明年"
-        told = {n.recipient_name for n in s.exec(select(Notification).where(Notification.case_id == case.id,
-                                                                             Notification.template == "inspection/cancelled"))}
+        told = {
+            n.recipient_name
+            for n in s.exec(
+                select(Notification).where(
+                    Notification.case_id == case.id, Notification.template == "inspection/cancelled"
+                )
+            )
+        }
     assert {"王值班", "李调度", "刘工程师", "北京维护负责人"} <= told
 
 
@@ -249,16 +303,26 @@ def test_checklists_are_edited_on_the_command_line(tmp_path: Path) -> None:
     from models.inspection import checklist_for
 
     env = clean_env(tmp_path)
-    added = run_cli(["checklist", "add", "--kind", "server", "--code", "fan_speed", "--label", "风扇转速与告警"], env)
+    added = run_cli(
+        ["checklist", "add", "--kind", "server", "--code", "fan_speed", "--label", "风扇转速与告警"], env
+    )
     assert added.returncode == 0, added.stderr
     assert "已增加 server/fan_speed 风扇转速与告警" in added.stdout
     assert run_cli(["checklist", "off", "cleaning", "--kind", "server"], env).returncode == 0
     ambiguous = run_cli(["checklist", "off", "power"], env)
-    assert ambiguous.returncode == 2 and "请用 --kind 指定" in ambiguous.stderr and "Traceback" not in ambiguous.stderr
+    assert (
+        ambiguous.returncode == 2
+        and "请用 --kind 指定" in ambiguous.stderr
+        and "Traceback" not in ambiguous.stderr
+    )
     twice = run_cli(["checklist", "add", "--kind", "server", "--code", "fan_speed", "--label", "又一次"], env)
     assert twice.returncode == 2 and "已有检查项" in twice.stderr
-    assert run_cli(["checklist", "edit", "hw_diag", "--kind", "server", "--label", "硬件诊断（含 BMC 日志）"],
-                   env).returncode == 0
+    assert (
+        run_cli(
+            ["checklist", "edit", "hw_diag", "--kind", "server", "--label", "硬件诊断（含 BMC 日志）"], env
+        ).returncode
+        == 0
+    )
     shown = run_cli(["checklist", "show", "--kind", "server"], env)
     assert shown.returncode == 0 and "[server]" in shown.stdout and "[storage]" not in shown.stdout
     assert "fan_speed" in shown.stdout and "设备清洁  （已停用 / off）" in shown.stdout

@@ -31,9 +31,17 @@ def sh(*args: int) -> datetime:
 
 def new_case(session: Session, customer_id: int, severity: int, at: datetime) -> int:
     """A repair case of a demo customer (1: 7x24 contract, 2: 5x8 contract), as the intake writes it."""
-    case = Case(kind="repair", customer_id=customer_id, site_id=customer_id if customer_id == 1 else 3,
-                contract_id=customer_id, severity=severity, title="存储控制器故障", reported_at=at,
-                created_at=at, updated_at=at)
+    case = Case(
+        kind="repair",
+        customer_id=customer_id,
+        site_id=customer_id if customer_id == 1 else 3,
+        contract_id=customer_id,
+        severity=severity,
+        title="存储控制器故障",
+        reported_at=at,
+        created_at=at,
+        updated_at=at,
+    )
     session.add(case)
     session.commit()
     assert case.id is not None
@@ -77,7 +85,9 @@ def test_paused_clock_neither_breaches_nor_escalates_and_resumes_with_deadline_m
         assert figure["met"] is True and figure["breached"] is False
         assert figure["elapsed"] == timedelta(hours=3, minutes=45)  # 5 h 45 min minus the 2 h pause
         assert figure["due_at"] == stopped.due_at
-        levels = s.exec(select(Escalation.level).where(Escalation.case_id == case_id).order_by(Escalation.id)).all()
+        levels = s.exec(
+            select(Escalation.level).where(Escalation.case_id == case_id).order_by(Escalation.id)
+        ).all()
         assert levels == [1, 2]
     assert fire_due_clocks(t0 + timedelta(days=3)) == 0  # stopped in time: nothing more, ever
 
@@ -88,7 +98,9 @@ def test_5x8_pause_is_measured_in_working_time(demo: str) -> None:
         case_id = new_case(s, 2, 2, start)
         clock = start_clock(s, case_id, "restore", started_at=start, severity=2)
         assert clock.due_at == sh(2026, 11, 30, 10, 0)
-        pause_clock(s, case_id, "restore", at=sh(2026, 11, 27, 17, 0), reason="等待客户")  # 2 working hours left
+        pause_clock(
+            s, case_id, "restore", at=sh(2026, 11, 27, 17, 0), reason="等待客户"
+        )  # 2 working hours left
         clock = resume_clock(s, case_id, "restore", at=sh(2026, 11, 30, 17, 0))  # Monday 17:00
         assert clock.due_at == sh(2026, 12, 1, 10, 0)  # 1 h Monday + 1 h Tuesday
         stopped = stop_clock(s, case_id, "restore", at=sh(2026, 12, 1, 9, 30))
@@ -103,7 +115,11 @@ def test_late_stop_is_breached_and_keeper_still_fires_the_breach_once(demo: str)
         case_id = new_case(s, 1, 3, t0)
         start_clock(s, case_id, "first_contact", started_at=t0, severity=3)  # due 10:30
         stopped = stop_clock(s, case_id, "first_contact", at=t0 + timedelta(minutes=45))
-        assert stopped is not None and stopped.breached_at == t0 + timedelta(minutes=30) and stopped.met_at is None
+        assert (
+            stopped is not None
+            and stopped.breached_at == t0 + timedelta(minutes=30)
+            and stopped.met_at is None
+        )
         assert stopped.status == ClockStatus.STOPPED
         assert recompute_clock(s, case_id, "first_contact")["met"] is False
         assert stop_clock(s, case_id, "callback", at=t0) is None  # never started
@@ -132,7 +148,9 @@ def test_clock_errors_are_clear(demo: str) -> None:
             start_clock(s, 99999, "restore", started_at=t0, severity=3)
 
 
-def test_pause_that_moves_a_deadline_into_an_unofficial_year_flags_it_and_the_report_says_so(demo: str) -> None:
+def test_pause_that_moves_a_deadline_into_an_unofficial_year_flags_it_and_the_report_says_so(
+    demo: str,
+) -> None:
     from tasks.render import render
     from tasks.reports import clock_summary, timeline
 
@@ -223,8 +241,10 @@ def test_confirming_a_year_judges_stopped_clocks_again_on_the_official_days(demo
         assert done.due_at == estimate + timedelta(days=1)
         assert done.met_at == late and done.breached_at is None and not done.provisional
         assert closed.met_at is None and closed.breached_at is None
-        verdicts = {e.case_id: (e.data["verdict_before"], e.data["verdict"])
-                    for e in s.exec(select(Event).where(Event.kind == "clock.relaid"))}
+        verdicts = {
+            e.case_id: (e.data["verdict_before"], e.data["verdict"])
+            for e in s.exec(select(Event).where(Event.kind == "clock.relaid"))
+        }
         assert verdicts == {restored: ("breached", "met"), handed_over: ("breached", "stopped")}
         from tasks.accident import event_text
 
@@ -263,11 +283,19 @@ def test_workaround_and_fault_analysis_clocks_on_both_calendars(demo: str) -> No
     fri_1745, fri_20 = sh(2026, 11, 27, 17, 45), sh(2026, 11, 27, 20, 0)
     with session_scope() as s:
         round_the_clock, office = new_case(s, 1, 1, fri_1745), new_case(s, 2, 1, fri_1745)
-        assert start_clock(s, round_the_clock, "workaround", started_at=fri_1745, severity=1).due_at == sh(2026, 11, 27, 18, 15)
+        assert start_clock(s, round_the_clock, "workaround", started_at=fri_1745, severity=1).due_at == sh(
+            2026, 11, 27, 18, 15
+        )
         # 15 min before the close on Friday, 15 min after the opening on Monday
-        assert start_clock(s, office, "workaround", started_at=fri_1745, severity=1).due_at == sh(2026, 11, 30, 9, 15)
-        assert start_clock(s, round_the_clock, "analysis_report", started_at=fri_20, severity=1).due_at == sh(2026, 11, 30, 20, 0)
-        assert start_clock(s, office, "analysis_report", started_at=fri_20, severity=1).due_at == sh(2026, 11, 30, 18, 0)
+        assert start_clock(s, office, "workaround", started_at=fri_1745, severity=1).due_at == sh(
+            2026, 11, 30, 9, 15
+        )
+        assert start_clock(s, round_the_clock, "analysis_report", started_at=fri_20, severity=1).due_at == sh(
+            2026, 11, 30, 20, 0
+        )
+        assert start_clock(s, office, "analysis_report", started_at=fri_20, severity=1).due_at == sh(
+            2026, 11, 30, 18, 0
+        )
         late = stop_clock(s, round_the_clock, "workaround", at=sh(2026, 11, 27, 18, 30))
         in_time = stop_clock(s, office, "workaround", at=sh(2026, 11, 30, 9, 10))
         assert late is not None and late.breached_at == sh(2026, 11, 27, 18, 15)
@@ -289,8 +317,12 @@ def test_inspection_feedback_clock_on_both_calendars(demo: str) -> None:
     fri_20 = sh(2026, 11, 27, 20, 0)
     with session_scope() as s:
         round_the_clock, office = new_case(s, 1, 3, fri_20), new_case(s, 2, 3, fri_20)
-        assert start_clock(s, round_the_clock, "inspection_feedback", started_at=fri_20, severity=3).due_at == sh(2026, 12, 1, 20, 0)
-        assert start_clock(s, office, "inspection_feedback", started_at=fri_20, severity=3).due_at == sh(2026, 12, 1, 18, 0)
+        assert start_clock(
+            s, round_the_clock, "inspection_feedback", started_at=fri_20, severity=3
+        ).due_at == sh(2026, 12, 1, 20, 0)
+        assert start_clock(s, office, "inspection_feedback", started_at=fri_20, severity=3).due_at == sh(
+            2026, 12, 1, 18, 0
+        )
         late = stop_clock(s, round_the_clock, "inspection_feedback", at=sh(2026, 12, 2, 9, 0))
         in_time = stop_clock(s, office, "inspection_feedback", at=sh(2026, 12, 1, 17, 0))
         assert late is not None and late.breached_at == sh(2026, 12, 1, 20, 0)

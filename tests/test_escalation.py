@@ -20,9 +20,17 @@ T0 = datetime(2026, 11, 23, 10, 0, tzinfo=SH).astimezone(UTC)  # Monday 10:00
 
 
 def new_case(session: Session, severity: int, at: datetime, customer_id: int = 1) -> int:
-    case = Case(kind="repair", customer_id=customer_id, site_id=1 if customer_id == 1 else 3,
-                contract_id=customer_id, severity=severity, title="核心交换机宕机", reported_at=at,
-                created_at=at, updated_at=at)
+    case = Case(
+        kind="repair",
+        customer_id=customer_id,
+        site_id=1 if customer_id == 1 else 3,
+        contract_id=customer_id,
+        severity=severity,
+        title="核心交换机宕机",
+        reported_at=at,
+        created_at=at,
+        updated_at=at,
+    )
     session.add(case)
     session.commit()
     assert case.id is not None
@@ -39,12 +47,25 @@ def told(session: Session, key: str, *, urgent: bool = True) -> list[str]:
 
 def test_due_steps_are_ordered_and_skip_what_is_done() -> None:
     ladder = [(1, T0), (2, T0 + timedelta(hours=2)), (3, T0 + timedelta(hours=4))]
-    steps = due_steps(due_at=T0 + timedelta(hours=4), ladder=ladder, done_levels={1}, now=T0 + timedelta(hours=5), running=True)
-    assert [(s.level, s.at) for s in steps] == [(2, T0 + timedelta(hours=2)), (BREACH, T0 + timedelta(hours=4)),
-                                                (3, T0 + timedelta(hours=4))]
-    assert next_check(due_at=T0 + timedelta(hours=4), ladder=ladder, done_levels={1, 2}, running=True) == T0 + timedelta(hours=4)
+    steps = due_steps(
+        due_at=T0 + timedelta(hours=4),
+        ladder=ladder,
+        done_levels={1},
+        now=T0 + timedelta(hours=5),
+        running=True,
+    )
+    assert [(s.level, s.at) for s in steps] == [
+        (2, T0 + timedelta(hours=2)),
+        (BREACH, T0 + timedelta(hours=4)),
+        (3, T0 + timedelta(hours=4)),
+    ]
+    assert next_check(
+        due_at=T0 + timedelta(hours=4), ladder=ladder, done_levels={1, 2}, running=True
+    ) == T0 + timedelta(hours=4)
     assert next_check(due_at=T0, ladder=ladder, done_levels={0, 1, 2, 3}, running=True) is None
-    assert due_steps(due_at=T0, ladder=ladder, done_levels=(), now=T0 + timedelta(days=9), running=False) == []
+    assert (
+        due_steps(due_at=T0, ladder=ladder, done_levels=(), now=T0 + timedelta(days=9), running=False) == []
+    )
 
 
 def test_ladder_tells_each_level_its_people_and_breach_raises_severity(demo: str) -> None:
@@ -64,8 +85,14 @@ def test_ladder_tells_each_level_its_people_and_breach_raises_severity(demo: str
         body = s.exec(select(Notification).where(Notification.key == f"clock:{clock_id}:L4")).first().body  # type: ignore[union-attr]
         assert "备机" in body and "技术总监" in body
         breach = s.exec(select(Notification).where(Notification.key == f"clock:{clock_id}:breach")).first()
-        assert breach is not None and "超时" in breach.subject and "由 2 级（重大故障）自动提升为 1 级（特大故障）" in breach.body
-        assert breach.subject.startswith("【") and "有偿服务" not in breach.subject + breach.body  # in contract
+        assert (
+            breach is not None
+            and "超时" in breach.subject
+            and "由 2 级（重大故障）自动提升为 1 级（特大故障）" in breach.body
+        )
+        assert (
+            breach.subject.startswith("【") and "有偿服务" not in breach.subject + breach.body
+        )  # in contract
         case = s.get(Case, case_id)
         assert case is not None and case.severity == 1
         raised = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "severity.raised")).all()
@@ -77,8 +104,17 @@ def test_every_escalation_of_a_lapsed_contract_case_says_paid_service(demo: str)
     from tasks.cases import RepairRequest, open_case
 
     with session_scope() as s:
-        case = open_case(s, RepairRequest(customer="TYDX", reported_by="客户 孙老师", description="图书馆机房 UPS 告警",
-                                          severity=2, reported_at=T0), now=T0)
+        case = open_case(
+            s,
+            RepairRequest(
+                customer="TYDX",
+                reported_by="客户 孙老师",
+                description="图书馆机房 UPS 告警",
+                severity=2,
+                reported_at=T0,
+            ),
+            now=T0,
+        )
         assert case.out_of_contract
         case_id, reason = case.id, case.data["paid_service_reason"]
         start_clock(s, case_id, "restore", started_at=T0, severity=2)
@@ -100,7 +136,11 @@ def test_a_non_ladder_clock_breach_tells_its_owner(demo: str) -> None:
     assert fire_due_clocks(T0 + timedelta(days=1)) == 0
     assert fire_due_clocks(T0 + timedelta(days=2, seconds=1)) == 1
     with session_scope() as s:
-        assert told(s, f"clock:{clock_id}:breach", urgent=False) == ["王值班", "李调度", "郑协调"]  # severity 3
+        assert told(s, f"clock:{clock_id}:breach", urgent=False) == [
+            "王值班",
+            "李调度",
+            "郑协调",
+        ]  # severity 3
         assert s.exec(select(Escalation).where(Escalation.case_id == case_id)).one().level == BREACH
 
 
@@ -121,7 +161,9 @@ def test_stale_record_is_escalated_once_to_the_next_manager(demo: str) -> None:
         s.add(case)
     assert escalate_stale_records(T0 + timedelta(hours=55)) == 1
     with session_scope() as s:
-        levels = s.exec(select(Escalation.level).where(Escalation.case_id == case_id).order_by(Escalation.id)).all()
+        levels = s.exec(
+            select(Escalation.level).where(Escalation.case_id == case_id).order_by(Escalation.id)
+        ).all()
         assert levels == [2, 3]
         case = s.get(Case, case_id)
         assert case is not None
@@ -138,8 +180,15 @@ def test_a_case_waiting_by_plan_for_a_date_is_not_stale_until_the_date_passes(de
         case = s.get(Case, case_id)
         assert case is not None
         case.kind = "inspection"  # agreed, now waiting for its visit day
-        s.add(Timer(case_id=case_id, flow_run_id="run-1", key="visit", due_at=T0 + timedelta(days=10),
-                    created_at=T0))
+        s.add(
+            Timer(
+                case_id=case_id,
+                flow_run_id="run-1",
+                key="visit",
+                due_at=T0 + timedelta(days=10),
+                created_at=T0,
+            )
+        )
     assert escalate_stale_records(T0 + timedelta(days=5)) == 0
     assert escalate_stale_records(T0 + timedelta(days=9, hours=23)) == 0
     # the visit day came and went and nobody touched the case: now it is stale
@@ -157,21 +206,29 @@ def test_escalation_with_nobody_in_a_role_still_records_the_step(demo: str) -> N
     assert fire_due_clocks(T0 + timedelta(hours=3)) == 2
     with session_scope() as s:
         assert told(s, f"clock:{clock_id}:L2") == []
-        event = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "clock.escalated",
-                                           Event.key == "clock:restore:L2")).one()
+        event = s.exec(
+            select(Event).where(
+                Event.case_id == case_id, Event.kind == "clock.escalated", Event.key == "clock:restore:L2"
+            )
+        ).one()
         assert event.data["recipients"] == []
 
 
 def test_only_severity_1_and_2_notifications_ignore_quiet_hours(demo: str) -> None:
     with session_scope() as s:
         ids = {sev: new_case(s, sev, T0) for sev in (1, 2, 3, 4)}
-        clocks = {sev: start_clock(s, case_id, "restore", started_at=T0, severity=sev).id for sev, case_id in ids.items()}
+        clocks = {
+            sev: start_clock(s, case_id, "restore", started_at=T0, severity=sev).id
+            for sev, case_id in ids.items()
+        }
     fire_due_clocks(T0 + timedelta(hours=2, minutes=1))  # levels 1 (silent) and 2 of every clock
     assert escalate_stale_records(T0 + timedelta(hours=25)) == 4
     with session_scope() as s:
         for sev, clock_id in clocks.items():
             assert told(s, f"clock:{clock_id}:L2", urgent=sev <= 2)
-            stale = s.exec(select(Escalation).where(Escalation.case_id == ids[sev], Escalation.kind == "stale")).one()
+            stale = s.exec(
+                select(Escalation).where(Escalation.case_id == ids[sev], Escalation.kind == "stale")
+            ).one()
             assert told(s, stale.key, urgent=sev <= 2)
 
 
@@ -202,8 +259,14 @@ def test_stale_limit_counts_working_time_on_a_5x8_contract(demo: str) -> None:
         assert esc.kind == "stale" and esc.due_at == wednesday_14
         from models.outbox import Notification
 
-        bodies = [n.body for n in s.exec(select(Notification).where(Notification.case_id == case_id,
-                                                                    Notification.template == "escalation_stale"))]
+        bodies = [
+            n.body
+            for n in s.exec(
+                select(Notification).where(
+                    Notification.case_id == case_id, Notification.template == "escalation_stale"
+                )
+            )
+        ]
     assert bodies and all("已超过 24 个工作小时未更新状态" in b for b in bodies), bodies
 
 
@@ -229,8 +292,9 @@ def test_a_contract_stale_limit_below_the_default_takes_effect(demo: str) -> Non
     assert escalate_stale_records(T0 + timedelta(hours=23)) == 0  # the default-limit case keeps its 24 h
     assert escalate_stale_records(T0 + timedelta(hours=24, minutes=1)) == 1
     with session_scope() as s:
-        assert s.exec(select(Escalation.case_id).where(Escalation.kind == "stale").order_by(Escalation.id)).all() == [
-            quick, slow]
+        assert s.exec(
+            select(Escalation.case_id).where(Escalation.kind == "stale").order_by(Escalation.id)
+        ).all() == [quick, slow]
 
 
 def test_candidates_not_yet_stale_by_their_own_limit_do_not_hide_a_stale_case(demo: str) -> None:

@@ -35,8 +35,13 @@ def bj(moment: datetime) -> str:
     return pendulum.instance(moment).in_timezone("Asia/Shanghai").strftime("%Y-%m-%d %H:%M")
 
 
-DIAGNOSIS = {"contacted_at": bj(T + timedelta(minutes=5)), "fault_confirmed": "是", "result": "缓存策略被改，已恢复",
-             "command_log": "$ show controller cache", "solved_remotely": "是"}
+DIAGNOSIS = {
+    "contacted_at": bj(T + timedelta(minutes=5)),
+    "fault_confirmed": "是",
+    "result": "缓存策略被改，已恢复",
+    "command_log": "$ show controller cache",
+    "solved_remotely": "是",
+}
 
 
 @pytest.fixture
@@ -47,8 +52,15 @@ def drive(harness: Any) -> RepairDriver:
 
 
 def start(drive: RepairDriver, title: str) -> tuple[Any, int]:
-    request = {"customer": "BJYH", "site": "亦庄机房", "reported_by": "客户 王先生 13900000000", "channel": "热线",
-               "description": title, "severity": 3, "reported_at": T.isoformat()}
+    request = {
+        "customer": "BJYH",
+        "site": "亦庄机房",
+        "reported_by": "客户 王先生 13900000000",
+        "channel": "热线",
+        "description": title,
+        "severity": 3,
+        "reported_at": T.isoformat(),
+    }
     run_id = drive.h.run("repair/repair", {"request": request})
     return run_id, drive.case_of_run(run_id)
 
@@ -62,8 +74,15 @@ def decide_without_waking(drive: RepairDriver, case_id: int, run_id: Any) -> Any
     row = drive.pending(case_id, "diagnosis", run_id)
     token = drive.link_for(row).rsplit("/a/", 1)[1]
     who = Approver.parse(str(verify_token(token, "a", now=row.created_at)["p"]))
-    result = decide(int(row.id), "submitted", by=who, payload=dict(DIAGNOSIS), channel="link",
-                    now=T + timedelta(minutes=8), wake=False)
+    result = decide(
+        int(row.id),
+        "submitted",
+        by=who,
+        payload=dict(DIAGNOSIS),
+        channel="link",
+        now=T + timedelta(minutes=8),
+        wake=False,
+    )
     assert result.recorded, result.message
     return result.approval
 
@@ -89,8 +108,10 @@ def record_of(drive: RepairDriver, case_id: int) -> tuple[Counter[str], Counter[
 
     with drive.session() as s:
         kinds = Counter(e.kind for e in s.exec(select(Event).where(Event.case_id == case_id)))
-        sent = Counter((n.recipient_name, n.template, n.key)
-                       for n in s.exec(select(Notification).where(Notification.case_id == case_id)))
+        sent = Counter(
+            (n.recipient_name, n.template, n.key)
+            for n in s.exec(select(Notification).where(Notification.case_id == case_id))
+        )
     return kinds, sent
 
 
@@ -123,8 +144,9 @@ def test_a_run_whose_process_is_killed_after_a_decision_is_swept_and_continues_w
     assert drive.h.state_name(run_id) in {"Scheduled", "Submitting", "Pending", "Running", "Suspended"}
     # the case continues: the run replays to the customer's signature of the service report
     drive.pending(case_id, "service-report-signature", run_id, timeout=120)
-    drive.sign_on_report_page(case_id, "service-report-signature", T + timedelta(minutes=40), name="王先生",
-                              run_id=run_id)
+    drive.sign_on_report_page(
+        case_id, "service-report-signature", T + timedelta(minutes=40), name="王先生", run_id=run_id
+    )
     drive.pending(case_id, "fault-report", run_id, timeout=120)
 
     kinds, sent = record_of(drive, case_id)
@@ -135,9 +157,13 @@ def test_a_run_whose_process_is_killed_after_a_decision_is_swept_and_continues_w
     with drive.session() as s:
         from models import Event
 
-        started = Counter(e.data["clock"] for e in s.exec(select(Event).where(
-            Event.case_id == case_id, Event.kind == "clock.started")))
-        steps = Counter((a.step, a.version) for a in s.exec(select(Approval).where(Approval.case_id == case_id)))
+        started = Counter(
+            e.data["clock"]
+            for e in s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "clock.started"))
+        )
+        steps = Counter(
+            (a.step, a.version) for a in s.exec(select(Approval).where(Approval.case_id == case_id))
+        )
     assert started and all(n == 1 for n in started.values()), started  # no clock started twice
     assert all(n == 1 for n in steps.values()), steps  # no person asked twice
     assert all(n == 1 for n in sent.values()), sent
@@ -196,15 +222,25 @@ def test_a_run_that_keeps_crashing_at_one_step_is_rescheduled_three_times_then_a
     now = T + timedelta(hours=3)
     with get_client(sync_client=True) as client:
         # runs of no deployment: no runner starts them when they are scheduled again
-        runs = [client.create_flow_run(harness_probe, parameters={"tag": f"crash-{i}"}, state=Crashed())
-                for i in range(3)]
+        runs = [
+            client.create_flow_run(harness_probe, parameters={"tag": f"crash-{i}"}, state=Crashed())
+            for i in range(3)
+        ]
     ids = [str(r.id) for r in runs]
     with session_scope() as s:
         cases = []
         for i, run_id in enumerate(ids):
-            case = Case(kind="repair", customer_id=1, title=f"反复中断 {i}", reported_at=T, created_at=T,
-                        updated_at=T, flow_run_id=run_id, status="closed" if i == 2 else "open",
-                        closed_at=T if i == 2 else None)
+            case = Case(
+                kind="repair",
+                customer_id=1,
+                title=f"反复中断 {i}",
+                reported_at=T,
+                created_at=T,
+                updated_at=T,
+                flow_run_id=run_id,
+                status="closed" if i == 2 else "open",
+                closed_at=T if i == 2 else None,
+            )
             s.add(case)
             s.flush()
             append_event(s, case.id, "opened", at=T, key="opened")
@@ -215,8 +251,9 @@ def test_a_run_that_keeps_crashing_at_one_step_is_rescheduled_three_times_then_a
 
     def crash(run_id: str, state=None) -> None:
         with get_client(sync_client=True) as client:
-            client.set_flow_run_state(run_id, state or Crashed(message="Flow run process exited with signal 9"),
-                                      force=True)
+            client.set_flow_run_state(
+                run_id, state or Crashed(message="Flow run process exited with signal 9"), force=True
+            )
 
     def ours(now_: datetime) -> None:
         sweep_crashed_runs(now_)
@@ -231,8 +268,9 @@ def test_a_run_that_keeps_crashing_at_one_step_is_rescheduled_three_times_then_a
         assert state(ids[0]) == "Crashed"  # the fourth crash at the same step: given up
         ours(now)
         with session_scope() as s:
-            incidents = s.exec(select(Incident).where(Incident.case_id == cases[0],
-                                                      Incident.kind == INCIDENT_KIND)).all()
+            incidents = s.exec(
+                select(Incident).where(Incident.case_id == cases[0], Incident.kind == INCIDENT_KIND)
+            ).all()
             kinds = Counter(e.kind for e in s.exec(select(Event).where(Event.case_id == cases[0])))
             number = s.get(Case, cases[0]).number
         assert len(incidents) == 1 and number in incidents[0].message and "人工处理" in incidents[0].message
@@ -249,7 +287,10 @@ def test_a_run_that_keeps_crashing_at_one_step_is_rescheduled_three_times_then_a
         assert state(ids[0]) == "Scheduled"
 
         # Failed on a busy database (the step's bound ran out): rescheduled; Failed otherwise: not
-        crash(ids[1], Failed(message="Flow run encountered an exception: DatabaseBusy: 数据库繁忙，900 秒内未能完成"))
+        crash(
+            ids[1],
+            Failed(message="Flow run encountered an exception: DatabaseBusy: 数据库繁忙，900 秒内未能完成"),
+        )
         ours(now)
         assert state(ids[1]) == "Scheduled"
         crash(ids[1], Failed(message="Flow run encountered an exception: IntakeError: 找不到客户"))

@@ -26,7 +26,9 @@ def _extra(fast: FastFlow, code: str, visit_day: date, now: datetime) -> tuple[i
     from tasks.inspection import request_extra_inspection
 
     _new_contract(fast.db_url, code, _local(now) - timedelta(days=30), _local(now) + timedelta(days=335))
-    case_id, created = request_extra_inspection(f"HT-{code}", visit_day, "重要业务上线前", now=now, url=fast.db_url)
+    case_id, created = request_extra_inspection(
+        f"HT-{code}", visit_day, "重要业务上线前", now=now, url=fast.db_url
+    )
     assert created
     run_id = f"inspection-{code}"
     with fast.session() as s:
@@ -42,8 +44,11 @@ def _approval(fast: FastFlow, case_id: int, step: str, version: int | None = Non
     from sqlmodel import col, select
 
     with fast.session() as s:
-        rows = s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == step)
-                      .order_by(col(Approval.version))).all()
+        rows = s.exec(
+            select(Approval)
+            .where(Approval.case_id == case_id, Approval.step == step)
+            .order_by(col(Approval.version))
+        ).all()
     assert rows, f"no approval {step}"
     return rows[-1] if version is None else next(r for r in rows if r.version == version)
 
@@ -54,13 +59,26 @@ def test_a_proposal_confirmed_too_late_for_its_notice_is_proposed_again(fast: Fa
     case_id, run_id = _extra(fast, "XJLATE", visit_day, t0)
     sunday = _local(t0) + timedelta(days=(6 - _local(t0).weekday()) % 7 + 7)
     # the customer answers 2 working days later (10:00 Beijing): too late for that notice
-    late = datetime.combine(add_working_days(_local(t0), 2), datetime.min.time(), tzinfo=UTC) + timedelta(hours=2)
-    outcome = fast.run(inspection, case_id, at=t0, run_id=run_id, script=[
-        # the dispatcher first enters a Sunday: explained and asked again; then the suggested day
-        say("date-proposal", {"day": sunday.isoformat()}, at=t0 + timedelta(minutes=20)),
-        say("date-proposal", {"day": visit_day.isoformat(), "start": "10:30"}, at=t0 + timedelta(minutes=30)),
-        say("date-v1", {"action": "确认", "start": "10:30"}, at=late),
-        say("date-v2", {"action": "取消", "reason": "本月不再安排"}, at=late + timedelta(hours=1))])
+    late = datetime.combine(add_working_days(_local(t0), 2), datetime.min.time(), tzinfo=UTC) + timedelta(
+        hours=2
+    )
+    outcome = fast.run(
+        inspection,
+        case_id,
+        at=t0,
+        run_id=run_id,
+        script=[
+            # the dispatcher first enters a Sunday: explained and asked again; then the suggested day
+            say("date-proposal", {"day": sunday.isoformat()}, at=t0 + timedelta(minutes=20)),
+            say(
+                "date-proposal",
+                {"day": visit_day.isoformat(), "start": "10:30"},
+                at=t0 + timedelta(minutes=30),
+            ),
+            say("date-v1", {"action": "确认", "start": "10:30"}, at=late),
+            say("date-v2", {"action": "取消", "reason": "本月不再安排"}, at=late + timedelta(hours=1)),
+        ],
+    )
     assert outcome == "cancelled"
     assert fast.refused == [], fast.refused
     proposals = [_approval(fast, case_id, "date-proposal", v) for v in (1, 2)]
@@ -79,9 +97,18 @@ def test_a_proposal_confirmed_too_late_for_its_notice_is_proposed_again(fast: Fa
 def test_customer_cancels_at_the_date_and_everyone_involved_is_told(fast: FastFlow) -> None:
     t0 = T0
     case_id, run_id = _extra(fast, "XJCXL", add_working_days(_local(t0), 8), t0)
-    outcome = fast.run(inspection, case_id, at=t0, run_id=run_id, script=[
-        say("date-proposal", {}, at=t0 + timedelta(minutes=30)),  # empty fields: the suggested day
-        say("date-v1", {"action": "取消", "reason": "机房搬迁，本月暂停巡检"}, at=t0 + timedelta(hours=1))])
+    outcome = fast.run(
+        inspection,
+        case_id,
+        at=t0,
+        run_id=run_id,
+        script=[
+            say("date-proposal", {}, at=t0 + timedelta(minutes=30)),  # empty fields: the suggested day
+            say(
+                "date-v1", {"action": "取消", "reason": "机房搬迁，本月暂停巡检"}, at=t0 + timedelta(hours=1)
+            ),
+        ],
+    )
     assert outcome == "cancelled"
     with fast.session() as s:
         case = s.get(Case, case_id)
@@ -89,7 +116,10 @@ def test_customer_cancels_at_the_date_and_everyone_involved_is_told(fast: FastFl
         assert case.status == "cancelled" and case.data["cancel_reason"] == "机房搬迁，本月暂停巡检"
     assert fast.events(case_id)[-1] == "inspection_cancelled"
     told = fast.notifications(case_id)
-    assert told[:2] == [("王值班", "form_request"), ("测试联系人", "form_request")]  # the proposal, then the date
+    assert told[:2] == [
+        ("王值班", "form_request"),
+        ("测试联系人", "form_request"),
+    ]  # the proposal, then the date
     cancelled = {name for name, template in told if template == "inspection/cancelled"}
     assert cancelled == {"王值班", "李调度", "刘工程师", "陈工程师", "张技术", "测试联系人"}
     assert len(told) == 2 + len(cancelled)

@@ -21,13 +21,27 @@ def _new_contract(url: str, code: str, start: date, end: date) -> int:
         s.flush()
         site = Site(customer_id=customer.id, name="主机房")
         s.add(site)
-        s.add(Contact(customer_id=customer.id, name="测试联系人", is_primary=True, notify_urls=["log://contact/x"]))
-        contract = Contract(code=f"HT-{code}", customer_id=customer.id, start_date=start, end_date=end, created_at=T0)
+        s.add(
+            Contact(
+                customer_id=customer.id, name="测试联系人", is_primary=True, notify_urls=["log://contact/x"]
+            )
+        )
+        contract = Contract(
+            code=f"HT-{code}", customer_id=customer.id, start_date=start, end_date=end, created_at=T0
+        )
         s.add(contract)
         s.flush()
         for cls, serial in (("server", f"{code}-SRV"), ("storage", f"{code}-STO")):
-            s.add(Device(customer_id=customer.id, site_id=site.id, contract_id=contract.id, device_class=cls,
-                         model=f"{cls} 型号", serial=serial))
+            s.add(
+                Device(
+                    customer_id=customer.id,
+                    site_id=site.id,
+                    contract_id=contract.id,
+                    device_class=cls,
+                    model=f"{cls} 型号",
+                    serial=serial,
+                )
+            )
         return contract.id  # type: ignore[return-value]
 
 
@@ -80,32 +94,56 @@ def _answers(spec: dict, problems: dict[tuple[str, str], dict]) -> dict:
     items = []
     for t in spec["targets"]:
         for it in t["items"]:
-            items.append({"target": t["target"], "code": it["code"], "result": "normal", "note": "",
-                          **problems.get((t["target"], it["code"]), {})})
-    return {"prechecks": {"changes": "上月升级了存储微码", "backup_confirmed": True, "customer_reported": "无",
-                          "customer_agreed": True, "agreed_by": "王维护"}, "items": items}
+            items.append(
+                {
+                    "target": t["target"],
+                    "code": it["code"],
+                    "result": "normal",
+                    "note": "",
+                    **problems.get((t["target"], it["code"]), {}),
+                }
+            )
+    return {
+        "prechecks": {
+            "changes": "上月升级了存储微码",
+            "backup_confirmed": True,
+            "customer_reported": "无",
+            "customer_agreed": True,
+            "agreed_by": "王维护",
+        },
+        "items": items,
+    }
 
 
-def test_checklist_with_two_problems_yields_two_repairs_and_one_fixed_on_site(planned: int, session: Session, demo: str):
+def test_checklist_with_two_problems_yields_two_repairs_and_one_fixed_on_site(
+    planned: int, session: Session, demo: str
+):
     from models.db import session_scope
     from models.inspection import ChecklistResult
     from tasks.inspection import InspectionError, checklist_spec, parse_checklist, store_checklist
 
     with session_scope(demo) as s:
         spec = checklist_spec(s, planned)
-    assert spec["targets"][0]["target"] == "site" and len(spec["targets"]) == 1 + 4  # BJYH: 2 sites × 2 devices
+    assert (
+        spec["targets"][0]["target"] == "site" and len(spec["targets"]) == 1 + 4
+    )  # BJYH: 2 sites × 2 devices
     server, storage = spec["targets"][1]["target"], spec["targets"][2]["target"]
-    payload = _answers(spec, {
-        (server, "power"): {"result": "abnormal", "note": "电源1告警", "severity": 2},
-        (storage, "disks"): {"result": "abnormal", "note": "3号盘预警", "severity": 3},
-        ("site", "room_env"): {"result": "abnormal", "note": "空调滤网堵塞", "fixed_on_site": True},
-        (server, "cleaning"): {"result": "na"},
-    })
+    payload = _answers(
+        spec,
+        {
+            (server, "power"): {"result": "abnormal", "note": "电源1告警", "severity": 2},
+            (storage, "disks"): {"result": "abnormal", "note": "3号盘预警", "severity": 3},
+            ("site", "room_env"): {"result": "abnormal", "note": "空调滤网堵塞", "fixed_on_site": True},
+            (server, "cleaning"): {"result": "na"},
+        },
+    )
     clean = parse_checklist(spec, payload)
     with session_scope(demo) as s:
         problems = store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
     assert [(p["code"], p["severity"], p["serial"]) for p in problems] == [
-        ("power", 2, "SNBJYH0SE00"), ("disks", 3, "SNBJYH0ST00")]
+        ("power", 2, "SNBJYH0SE00"),
+        ("disks", 3, "SNBJYH0ST00"),
+    ]
     with session_scope(demo) as s:  # a replay of the same version writes nothing twice
         store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
     rows = session.exec(select(ChecklistResult).where(ChecklistResult.case_id == planned)).all()
@@ -123,7 +161,9 @@ def test_checklist_with_two_problems_yields_two_repairs_and_one_fixed_on_site(pl
         parse_checklist(spec, missing)
 
 
-def test_customer_cancellation_is_recorded_told_and_shown_in_plan_vs_done(planned: int, session: Session, demo: str):
+def test_customer_cancellation_is_recorded_told_and_shown_in_plan_vs_done(
+    planned: int, session: Session, demo: str
+):
     from models import Case, Event
     from models.outbox import Notification
     from tasks.inspection import InspectionError, cancel_inspection
@@ -137,17 +177,32 @@ def test_customer_cancellation_is_recorded_told_and_shown_in_plan_vs_done(planne
     session.expire_all()
     case = session.get(Case, planned)
     assert case.status == "cancelled" and case.data["cancel_reason"] == "机房搬迁，本月暂停巡检"
-    events = session.exec(select(Event).where(Event.case_id == planned, Event.kind == "inspection_cancelled")).all()
+    events = session.exec(
+        select(Event).where(Event.case_id == planned, Event.kind == "inspection_cancelled")
+    ).all()
     assert len(events) == 1
-    told = session.exec(select(Notification).where(Notification.case_id == planned,
-                                                   Notification.template == "inspection/cancelled")).all()
+    told = session.exec(
+        select(Notification).where(
+            Notification.case_id == planned, Notification.template == "inspection/cancelled"
+        )
+    ).all()
     # dispatchers, engineers, the technical lead and the customer contact
     assert {n.recipient_name for n in told} >= {"王值班", "李调度", "刘工程师", "陈工程师", "张技术"}
     assert any(n.recipient_kind == "contact" for n in told)
-    facts = gather(session, case.customer_id, kind="monthly", period="2026-10", first=date(2026, 10, 1),
-                   last=date(2026, 10, 31))
-    assert {"contract": "HT-2026-BJYH", "period": "2026-10", "state": "已取消",
-            "reason": "机房搬迁，本月暂停巡检"} in facts.plan_vs_done
+    facts = gather(
+        session,
+        case.customer_id,
+        kind="monthly",
+        period="2026-10",
+        first=date(2026, 10, 1),
+        last=date(2026, 10, 31),
+    )
+    assert {
+        "contract": "HT-2026-BJYH",
+        "period": "2026-10",
+        "state": "已取消",
+        "reason": "机房搬迁，本月暂停巡检",
+    } in facts.plan_vs_done
 
 
 def test_notice_is_queued_once_for_the_customer_and_the_engineer(planned: int, session: Session, demo: str):
@@ -161,7 +216,9 @@ def test_notice_is_queued_once_for_the_customer_and_the_engineer(planned: int, s
     assert len(rows) == 2 and "2026-10-13" in rows[0].subject
 
 
-def test_centre_cancels_a_sleeping_inspection_and_its_timers_fire_at_once(planned: int, session: Session, demo: str):
+def test_centre_cancels_a_sleeping_inspection_and_its_timers_fire_at_once(
+    planned: int, session: Session, demo: str
+):
     """`aftercare inspection cancel`: the run asleep until the notice day is not left waiting weeks — its
     timers fire now, so the keeper wakes it and it ends on its cancellation check."""
     from uuid import uuid4
@@ -179,7 +236,9 @@ def test_centre_cancels_a_sleeping_inspection_and_its_timers_fire_at_once(planne
         s.add(case)
         s.add(Timer(case_id=planned, flow_run_id=case.flow_run_id, key="notice", due_at=later, created_at=at))
         s.add(Timer(case_id=None, flow_run_id=str(uuid4()), key="callback-2d", due_at=later, created_at=at))
-        assert find_inspection(s, case.number).id == planned and find_inspection(s, str(planned)).id == planned
+        assert (
+            find_inspection(s, case.number).id == planned and find_inspection(s, str(planned)).id == planned
+        )
         with pytest.raises(InspectionError, match="XJ-000123"):
             find_inspection(s, "WX-000001")
 
@@ -206,7 +265,9 @@ def test_an_inspection_under_way_cannot_be_cancelled(planned: int, demo: str):
         cancel_inspection(planned, "太晚了", by="李调度", now=datetime(2026, 10, 13, 3, tzinfo=UTC), url=demo)
 
 
-def test_unsigned_report_is_reissued_with_the_reason_and_the_managers_sign_off(planned: int, session: Session, demo: str):
+def test_unsigned_report_is_reissued_with_the_reason_and_the_managers_sign_off(
+    planned: int, session: Session, demo: str
+):
     """PROCEDURES.md §4 step 6: unsigned → the reason, signed by the department manager — on the report itself."""
     from models.db import session_scope
     from models.reports import Report
@@ -226,16 +287,35 @@ def test_unsigned_report_is_reissued_with_the_reason_and_the_managers_sign_off(p
     context = report_context.fn(planned, 1)
     on_site = datetime(2026, 10, 13, 4, tzinfo=UTC)
     assert report_version.fn(planned, "checklist-v1") == 1
-    first = issue.fn(planned, "inspection_report", "inspection/report", {**context, "report_key": "checklist-v1",
-                     "unsigned": None}, on_site, "刘工程师", 1)
+    first = issue.fn(
+        planned,
+        "inspection_report",
+        "inspection/report",
+        {**context, "report_key": "checklist-v1", "unsigned": None},
+        on_site,
+        "刘工程师",
+        1,
+    )
     assert "客户未签字" not in first["content"]
 
     signed_off = datetime(2026, 10, 13, 7, 30, tzinfo=UTC)  # 15:30 in Beijing
-    unsigned = {"reason": "客户要求补充更换时间，已电话说明，报告先行提交", "manager": "孔经理", "at": signed_off,
-                "customer_comment": "报告未写明3号盘的更换时间", "signed_version": 1}
+    unsigned = {
+        "reason": "客户要求补充更换时间，已电话说明，报告先行提交",
+        "manager": "孔经理",
+        "at": signed_off,
+        "customer_comment": "报告未写明3号盘的更换时间",
+        "signed_version": 1,
+    }
     version = report_version.fn(planned, "unsigned-v1")
-    second = issue.fn(planned, "inspection_report", "inspection/report",
-                      {**context, "report_key": "unsigned-v1", "unsigned": unsigned}, signed_off, "孔经理", version)
+    second = issue.fn(
+        planned,
+        "inspection_report",
+        "inspection/report",
+        {**context, "report_key": "unsigned-v1", "unsigned": unsigned},
+        signed_off,
+        "孔经理",
+        version,
+    )
     assert second["version"] == 2
     text = plain_text(second["content"])
     assert "客户未签字" in text and "第 2 版" in text
@@ -245,12 +325,16 @@ def test_unsigned_report_is_reissued_with_the_reason_and_the_managers_sign_off(p
     assert "客户未签字" in second["text"]  # what the centre is shown when it registers the report
     # a replayed step finds its version; the checklist filled in again after a rejection is the next one
     assert report_version.fn(planned, "unsigned-v1") == 2 and report_version.fn(planned, "checklist-v2") == 3
-    statuses = [(r.version, r.status) for r in session.exec(select(Report).where(Report.case_id == planned)
-                                                             .order_by(Report.version))]
+    statuses = [
+        (r.version, r.status)
+        for r in session.exec(select(Report).where(Report.case_id == planned).order_by(Report.version))
+    ]
     assert statuses == [(1, "superseded"), (2, "issued")]
 
 
-def test_every_problem_is_fed_back_with_its_repair_number_and_the_clock_stops(planned: int, demo: str, notifications):
+def test_every_problem_is_fed_back_with_its_repair_number_and_the_clock_stops(
+    planned: int, demo: str, notifications
+):
     """Issue 22 item 7 (PROCEDURES.md §4.5): the problems of a checklist start the 2-working-day
     feedback clock; each repair opened for one tells the customer its number (read from the
     recording Apprise plugin); the clock stops when the last problem has its repair."""
@@ -264,31 +348,58 @@ def test_every_problem_is_fed_back_with_its_repair_number_and_the_clock_stops(pl
     with session_scope(demo) as s:
         spec = checklist_spec(s, planned)
     server, storage = spec["targets"][1], spec["targets"][2]
-    clean = parse_checklist(spec, _answers(spec, {
-        (server["target"], "power"): {"result": "abnormal", "note": "电源1告警", "severity": 2},
-        (storage["target"], "disks"): {"result": "abnormal", "note": "3号盘预警", "severity": 3}}))
+    clean = parse_checklist(
+        spec,
+        _answers(
+            spec,
+            {
+                (server["target"], "power"): {"result": "abnormal", "note": "电源1告警", "severity": 2},
+                (storage["target"], "disks"): {"result": "abnormal", "note": "3号盘预警", "severity": 3},
+            },
+        ),
+    )
     with session_scope(demo) as s:
         problems = store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
-        clock = s.exec(select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")).one()
+        clock = s.exec(
+            select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")
+        ).one()
         assert clock.status == "running" and clock.due_at is not None and clock.due_at > T0
         contact = customer_contact(s, planned)
         s.expunge(contact)
     numbers = []
     for n, p in enumerate(problems, start=1):
         with session_scope(demo) as s:
-            repair = open_case(s, RepairRequest(
-                customer="BJYH", site=p["site"], device=p["serial"], reported_by="巡检工程师", channel=Channel.INSPECTION,
-                severity=p["severity"], reported_at=T0,
-                description=f"巡检发现：{p['target_label']}·{p['label']}：{p['note']}", parent_case_id=planned),
-                now=T0.replace(hour=T0.hour + n))
+            repair = open_case(
+                s,
+                RepairRequest(
+                    customer="BJYH",
+                    site=p["site"],
+                    device=p["serial"],
+                    reported_by="巡检工程师",
+                    channel=Channel.INSPECTION,
+                    severity=p["severity"],
+                    reported_at=T0,
+                    description=f"巡检发现：{p['target_label']}·{p['label']}：{p['note']}",
+                    parent_case_id=planned,
+                ),
+                now=T0.replace(hour=T0.hour + n),
+            )
             numbers.append(repair.number)
-            running = s.exec(select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")).one()
+            running = s.exec(
+                select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")
+            ).one()
             assert (running.status == "stopped") == (n == len(problems))
     with session_scope(demo) as s:
-        linked = s.exec(select(ChecklistResult.repair_case_id).where(
-            ChecklistResult.case_id == planned, ChecklistResult.repair_case_id != None)).all()  # noqa: E711
+        linked = s.exec(
+            select(ChecklistResult.repair_case_id).where(
+                ChecklistResult.case_id == planned,
+                ChecklistResult.repair_case_id != None,  # noqa: E711
+            )
+        ).all()  # noqa: E711
         assert len(linked) == 2
-        done = s.exec(select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")).one()
+        done = s.exec(
+            select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")
+        ).one()
         assert done.met_at is not None
     send_due(T0.replace(hour=T0.hour + 3), worker="test", url=demo)
     told = [m for m in notifications.to(contact) if "巡检问题反馈" in m.title]
@@ -311,16 +422,25 @@ def test_a_problem_without_feedback_breaches_and_the_keeper_escalates(planned: i
     with session_scope(demo) as s:
         spec = checklist_spec(s, planned)
     server = spec["targets"][1]["target"]
-    clean = parse_checklist(spec, _answers(spec, {(server, "power"): {"result": "abnormal", "note": "电源1告警"}}))
+    clean = parse_checklist(
+        spec, _answers(spec, {(server, "power"): {"result": "abnormal", "note": "电源1告警"}})
+    )
     with session_scope(demo) as s:
         store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
-        due = s.exec(select(Clock.due_at).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")).one()
+        due = s.exec(
+            select(Clock.due_at).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")
+        ).one()
     assert due is not None
     assert fire_due_clocks(due - timedelta(minutes=1), url=demo) == 0
     assert fire_due_clocks(due + timedelta(minutes=1), url=demo) >= 1
     with session_scope(demo) as s:
-        breach = s.exec(select(Escalation).where(Escalation.case_id == planned, Escalation.kind == "breach")).one()
+        breach = s.exec(
+            select(Escalation).where(Escalation.case_id == planned, Escalation.kind == "breach")
+        ).one()
         assert breach.note == "巡检问题反馈超时"
-        told = s.exec(select(Notification).where(Notification.case_id == planned,
-                                                 Notification.template == "escalation_breach")).all()
+        told = s.exec(
+            select(Notification).where(
+                Notification.case_id == planned, Notification.template == "escalation_breach"
+            )
+        ).all()
         assert told

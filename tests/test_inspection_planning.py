@@ -66,7 +66,11 @@ def test_contract_starting_mid_month_gets_that_month_and_a_lapsed_one_gets_nothi
     kw = dict(frequency="monthly", contract_start=date(2026, 5, 20), contract_end=date(2026, 6, 15))
     assert rules.due_periods(today=date(2026, 5, 19), **kw) == []
     (due,) = rules.due_periods(today=date(2026, 5, 20), **kw)
-    assert (due.period.label, due.window_start, due.window_end) == ("2026-05", date(2026, 5, 20), date(2026, 5, 31))
+    assert (due.period.label, due.window_start, due.window_end) == (
+        "2026-05",
+        date(2026, 5, 20),
+        date(2026, 5, 31),
+    )
     (june,) = rules.due_periods(today=date(2026, 6, 2), **kw)
     assert june.window_end == date(2026, 6, 15)
     assert rules.due_periods(today=date(2026, 6, 16), **kw) == []
@@ -74,14 +78,30 @@ def test_contract_starting_mid_month_gets_that_month_and_a_lapsed_one_gets_nothi
 
 
 def test_quarterly_and_custom_periods():
-    q = rules.due_periods(today=date(2026, 8, 9), frequency="quarterly", contract_start=date(2026, 1, 1), contract_end=date(2027, 1, 1))
+    q = rules.due_periods(
+        today=date(2026, 8, 9),
+        frequency="quarterly",
+        contract_start=date(2026, 1, 1),
+        contract_end=date(2027, 1, 1),
+    )
     assert [d.period.label for d in q] == ["2026-Q3"]
     c = rules.due_periods(
-        today=date(2026, 6, 9), frequency="custom", every_months=2, contract_start=date(2026, 3, 15), contract_end=date(2027, 3, 1)
+        today=date(2026, 6, 9),
+        frequency="custom",
+        every_months=2,
+        contract_start=date(2026, 3, 15),
+        contract_end=date(2027, 3, 1),
     )
-    assert [(d.period.label, d.period.start, d.period.end) for d in c] == [("2026-05/2M", date(2026, 5, 1), date(2026, 6, 30))]
+    assert [(d.period.label, d.period.start, d.period.end) for d in c] == [
+        ("2026-05/2M", date(2026, 5, 1), date(2026, 6, 30))
+    ]
     with pytest.raises(rules.PlanningError, match="未知的巡检频率"):
-        rules.due_periods(today=date(2026, 6, 9), frequency="weekly", contract_start=date(2026, 1, 1), contract_end=date(2027, 1, 1))
+        rules.due_periods(
+            today=date(2026, 6, 9),
+            frequency="weekly",
+            contract_start=date(2026, 1, 1),
+            contract_end=date(2027, 1, 1),
+        )
 
 
 def test_notice_dates_around_national_day_2026():
@@ -113,7 +133,12 @@ def test_a_customer_date_inside_the_notice_or_on_a_holiday_is_refused_clearly():
 
 
 def test_proposed_day_leaves_room_for_the_notice_across_the_holiday():
-    day = rules.proposed_day(DEFAULT_CALENDAR, planned_on=date(2026, 10, 1), window_start=date(2026, 10, 1), window_end=date(2026, 10, 31))
+    day = rules.proposed_day(
+        DEFAULT_CALENDAR,
+        planned_on=date(2026, 10, 1),
+        window_start=date(2026, 10, 1),
+        window_end=date(2026, 10, 31),
+    )
     assert day == date(2026, 10, 13)  # 5 working days after the holiday: Oct 8, 9, 10 (Sat, make-up), 12, 13
     rules.check_visit_day(DEFAULT_CALENDAR, day, today=date(2026, 10, 1))
 
@@ -183,9 +208,14 @@ def test_extra_inspection_on_request(session: Session, db_url: str):
 
     _contract(session, "E", date(2026, 1, 1), date(2026, 12, 31), "monthly")
     now = _tick(date(2026, 5, 6))
-    case_id, created = request_extra_inspection("HT-E", date(2026, 5, 20), "5月23日核心系统升级前", now=now, url=db_url)
+    case_id, created = request_extra_inspection(
+        "HT-E", date(2026, 5, 20), "5月23日核心系统升级前", now=now, url=db_url
+    )
     assert created
-    assert request_extra_inspection("HT-E", date(2026, 5, 20), "重复点击", now=now, url=db_url) == (case_id, False)
+    assert request_extra_inspection("HT-E", date(2026, 5, 20), "重复点击", now=now, url=db_url) == (
+        case_id,
+        False,
+    )
     with pytest.raises(InspectionError, match="原因"):
         request_extra_inspection("HT-E", date(2026, 5, 21), "  ", now=now, url=db_url)
     with pytest.raises(InspectionError, match="未找到合同"):
@@ -195,7 +225,9 @@ def test_extra_inspection_on_request(session: Session, db_url: str):
     assert _inspections(session)[1] == ["extra-2026-05-20"]
 
 
-def test_dispatcher_registers_an_extra_inspection_of_one_site_with_clear_refusals(demo: str, session: Session):
+def test_dispatcher_registers_an_extra_inspection_of_one_site_with_clear_refusals(
+    demo: str, session: Session
+):
     """The form behind the `extra-inspection` deployment and `aftercare inspection extra`."""
     from models import Case
     from models.db import session_scope
@@ -205,17 +237,31 @@ def test_dispatcher_registers_an_extra_inspection_of_one_site_with_clear_refusal
     now = datetime(2026, 11, 23, 2, tzinfo=UTC)  # Monday 10:00 in Beijing
     for request, message in [
         (Request(customer="NOPE", site="亦庄机房", reason="升级前"), "未知客户"),
-        (Request(customer="BJYH", site="火星机房", reason="升级前"), "未知站点“火星机房”；.*亦庄机房、天津灾备机房"),
+        (
+            Request(customer="BJYH", site="火星机房", reason="升级前"),
+            "未知站点“火星机房”；.*亦庄机房、天津灾备机房",
+        ),
         (Request(customer="BJYH", reason="升级前"), "请指定站点"),
-        (Request(customer="BJYH", site="亦庄机房", reason="升级前", day=date(2026, 11, 25)), "太近.*最早可安排 2026-11-30"),
+        (
+            Request(customer="BJYH", site="亦庄机房", reason="升级前", day=date(2026, 11, 25)),
+            "太近.*最早可安排 2026-11-30",
+        ),
         (Request(customer="BJYH", site="亦庄机房", reason="升级前", day=date(2026, 12, 5)), "不是工作日"),
         (Request(customer="TYDX", reason="升级前"), "没有有效的服务合同"),  # its contract lapsed in March
     ]:
         with pytest.raises(InspectionError, match=message):
             open_extra_inspection(request, now=now, url=demo)
 
-    opened = open_extra_inspection(Request(customer="北京某银行", site="亦庄机房", reason="12月核心系统升级前",
-                                           requested_by="王主任 13900000000"), now=now, url=demo)
+    opened = open_extra_inspection(
+        Request(
+            customer="北京某银行",
+            site="亦庄机房",
+            reason="12月核心系统升级前",
+            requested_by="王主任 13900000000",
+        ),
+        now=now,
+        url=demo,
+    )
     assert opened.created and opened.number.startswith("XJ-") and opened.contract == "HT-2026-BJYH"
     assert opened.day == date(2026, 11, 30)  # the earliest day the 3-working-day notice allows
     case = session.get(Case, opened.case_id)
@@ -226,8 +272,11 @@ def test_dispatcher_registers_an_extra_inspection_of_one_site_with_clear_refusal
     # one site only: its own two devices, not the disaster-recovery room's
     assert spec["targets"][0]["site"] == "亦庄机房"
     assert [t["serial"] for t in spec["targets"][1:]] == ["SNBJYH0SE00", "SNBJYH0ST00"]
-    again = open_extra_inspection(Request(customer="BJYH", site="亦庄机房", reason="重复提交", day=date(2026, 11, 30)),
-                                  now=now, url=demo)
+    again = open_extra_inspection(
+        Request(customer="BJYH", site="亦庄机房", reason="重复提交", day=date(2026, 11, 30)),
+        now=now,
+        url=demo,
+    )
     assert (again.case_id, again.created) == (opened.case_id, False)
 
 
@@ -240,6 +289,11 @@ def test_extra_inspection_is_a_deployment_with_a_chinese_form():
     form = schema["definitions"]["ExtraInspectionForm"]  # deployments.run_forms: the dispatcher's form
     assert form["title"] == "加做巡检 / extra inspection" and form["required"] == ["customer", "reason"]
     titles = {k: v["title"] for k, v in form["properties"].items()}
-    assert titles == {"customer": "客户", "site": "机房/站点", "reason": "加做原因", "day": "建议巡检日期",
-                      "requested_by": "提出人"}
+    assert titles == {
+        "customer": "客户",
+        "site": "机房/站点",
+        "reason": "加做原因",
+        "day": "建议巡检日期",
+        "requested_by": "提出人",
+    }
     assert all(v.get("description") for v in form["properties"].values())

@@ -29,8 +29,9 @@ def _link(session: Session, case_id: int | None, template: str) -> str:
     from models.outbox import Notification
 
     session.expire_all()
-    body = session.exec(select(Notification.body).where(Notification.case_id == case_id,
-                                                        Notification.template == template)).first()
+    body = session.exec(
+        select(Notification.body).where(Notification.case_id == case_id, Notification.template == template)
+    ).first()
     assert body, f"no {template} notification"
     return re.search(r"https?://\S+", body)[0]  # type: ignore[index]
 
@@ -40,7 +41,9 @@ def checklist(demo, session: Session) -> tuple[int, int, str]:
     """A planned inspection whose checklist waits for 刘工程师: (case id, approval id, page path)."""
     from tasks.inspection import plan_inspections
 
-    return _checklist_request(demo, session, plan_inspections(datetime(2026, 9, 30, 17, 15, tzinfo=UTC), url=demo).created[0])
+    return _checklist_request(
+        demo, session, plan_inspections(datetime(2026, 9, 30, 17, 15, tzinfo=UTC), url=demo).created[0]
+    )
 
 
 def _checklist_request(demo: str, session: Session, case_id: int) -> tuple[int, int, str]:
@@ -53,22 +56,46 @@ def _checklist_request(demo: str, session: Session, case_id: int) -> tuple[int, 
 
     with session_scope(demo) as s:
         engineer = s.exec(select(Staff).where(Staff.name == "刘工程师")).one()
-        row = open_approval(s, case_id, "checklist-v1", 1, "请填写巡检检查表", "逐项填写", kind="form",
-                            approver_staff_ids=[engineer.id], approver_role="engineer", expires_at=AT + timedelta(days=3),
-                            now=AT, form={**checklist_spec(s, case_id), "page": CHECKLIST_PAGE,
-                                                        "precheck": precheck_facts(s, case_id)},
-                            template="inspection/checklist_request", context={"page": CHECKLIST_PAGE})
+        row = open_approval(
+            s,
+            case_id,
+            "checklist-v1",
+            1,
+            "请填写巡检检查表",
+            "逐项填写",
+            kind="form",
+            approver_staff_ids=[engineer.id],
+            approver_role="engineer",
+            expires_at=AT + timedelta(days=3),
+            now=AT,
+            form={
+                **checklist_spec(s, case_id),
+                "page": CHECKLIST_PAGE,
+                "precheck": precheck_facts(s, case_id),
+            },
+            template="inspection/checklist_request",
+            context={"page": CHECKLIST_PAGE},
+        )
         approval_id = row.id
     url = _link(session, case_id, "inspection/checklist_request")
-    assert "/inspection/checklist/" in url  # the engineer's link opens the checklist page, not the generic one
+    assert (
+        "/inspection/checklist/" in url
+    )  # the engineer's link opens the checklist page, not the generic one
     return case_id, approval_id, "/" + url.split("/", 3)[3]
 
 
 def _all_normal(page: str) -> dict[str, str]:
     """Every item of the page answered 正常, the backup confirmed, as a phone would post it."""
     csrf = re.search(r'name="csrf" value="([^"]+)"', page)[1]  # type: ignore[index]
-    data = {"csrf": csrf, "pre_changes": "上月升级了存储微码", "pre_reported": "夜间偶有告警", "pre_backup": "yes",
-            "pre_agreed": "yes", "pre_agreed_by": "王维护", "pre_risks": "重启前切换到备机"}
+    data = {
+        "csrf": csrf,
+        "pre_changes": "上月升级了存储微码",
+        "pre_reported": "夜间偶有告警",
+        "pre_backup": "yes",
+        "pre_agreed": "yes",
+        "pre_agreed_by": "王维护",
+        "pre_risks": "重启前切换到备机",
+    }
     for key in {html.unescape(k) for k in re.findall(r'name="r\|([^"]+)"', page)}:
         data[f"r|{key}"] = "normal"
     return data
@@ -100,31 +127,57 @@ def test_checklist_page_refuses_bad_input_in_chinese_then_records_through_decide
     refused({**good, "pre_agreed_by": "王" * 51}, "客户同意人姓名过长")
     refused({k: v for k, v in good.items() if k != f"r|{server}"}, "以下检查项未填写")
     refused({**good, f"r|{power}": "abnormal", f"h|{power}": "repair", f"n|{power}": ""}, "异常须填写说明")
-    refused({**good, f"r|{power}": "abnormal", f"n|{power}": "电源1告警"}, "请选择「现场已处理（经客户同意）」或「转维修」")
+    refused(
+        {**good, f"r|{power}": "abnormal", f"n|{power}": "电源1告警"},
+        "请选择「现场已处理（经客户同意）」或「转维修」",
+    )
     # the refused values stay on the page: the engineer corrects, not retypes
     again = web.post(path, data={**good, f"r|{power}": "abnormal", f"n|{power}": "电源1告警"})
     assert 'value="电源1告警"' in again.text
 
-    fixed = {**good, f"r|{power}": "abnormal", f"n|{power}": "电源1告警", f"h|{power}": "repair", f"s|{power}": "2"}
+    fixed = {
+        **good,
+        f"r|{power}": "abnormal",
+        f"n|{power}": "电源1告警",
+        f"h|{power}": "repair",
+        f"s|{power}": "2",
+    }
     answer = web.post(path, data=fixed)
     assert answer.status_code == 200 and "已记录：提交。流程将继续。" in answer.text, answer.text[:400]
     session.expire_all()
     row = session.get(Approval, approval_id)
     assert row.decision == "submitted" and row.decided_by == "刘工程师" and row.channel == "link"
     item = next(i for i in row.payload["items"] if i["target"] + "|" + i["code"] == power)
-    assert item == {"target": item["target"], "code": "power", "result": "abnormal", "note": "电源1告警",
-                    "fixed_on_site": False, "severity": "2"}
-    assert row.payload["prechecks"] == {"changes": "上月升级了存储微码", "customer_reported": "夜间偶有告警",
-                                        "backup_confirmed": True, "customer_agreed": True, "agreed_by": "王维护",
-                                        "risks": "重启前切换到备机"}
+    assert item == {
+        "target": item["target"],
+        "code": "power",
+        "result": "abnormal",
+        "note": "电源1告警",
+        "fixed_on_site": False,
+        "severity": "2",
+    }
+    assert row.payload["prechecks"] == {
+        "changes": "上月升级了存储微码",
+        "customer_reported": "夜间偶有告警",
+        "backup_confirmed": True,
+        "customer_agreed": True,
+        "agreed_by": "王维护",
+        "risks": "重启前切换到备机",
+    }
     assert web.post(path, data=fixed).status_code == 409  # a second submission is refused, not recorded twice
     # the flow records it: the customer's agreement is an event of its own and the report says who agreed
     from models import Event
     from tasks.inspection import record_checklist, report_context
 
     assert record_checklist.fn(case_id, 1, row.payload, AT, "刘工程师", row.form)["error"] == ""
-    agreed = session.exec(select(Event).where(Event.case_id == case_id, Event.kind == "customer_agreed")).one()
-    assert agreed.actor == "王维护" and agreed.data["risks"] == "重启前切换到备机" and agreed.data["engineer"] == "刘工程师"
+    agreed = session.exec(
+        select(Event).where(Event.case_id == case_id, Event.kind == "customer_agreed")
+    ).one()
+    assert (
+        agreed.actor == "王维护"
+        and agreed.data["risks"] == "重启前切换到备机"
+        and agreed.data["engineer"] == "刘工程师"
+    )
     assert report_context.fn(case_id, 1)["prechecks"]["agreed_by"] == "王维护"
     assert web.get(path.replace("/checklist/", "/checklist/x")).status_code == 403  # a forged link
 
@@ -137,8 +190,16 @@ def test_summary_page_shows_the_summary_and_takes_one_rating(web, demo, session)
 
     now = datetime(2026, 11, 2, 2, tzinfo=UTC)
     with session_scope(demo) as s:
-        row, created = issue_summary(s, 1, kind="monthly", period="2026-10", first=date(2026, 10, 1),
-                                     last=date(2026, 10, 31), now=now, calendar=calendar_for(s))
+        row, created = issue_summary(
+            s,
+            1,
+            kind="monthly",
+            period="2026-10",
+            first=date(2026, 10, 1),
+            last=date(2026, 10, 31),
+            now=now,
+            calendar=calendar_for(s),
+        )
         summary_id = row.id
     assert created
     path = "/" + _link(session, None, "inspection/service_summary").split("/", 3)[3]
@@ -154,13 +215,27 @@ def test_summary_page_shows_the_summary_and_takes_one_rating(web, demo, session)
     session.expire_all()
     assert session.get(ServiceSummary, summary_id).rated_at is None
 
-    done = web.post(path, data={"csrf": csrf, **rating, "rate_overall": "优", "by": "北京维护负责人",
-                                "comment": "巡检细致，望保持"})
+    done = web.post(
+        path,
+        data={
+            "csrf": csrf,
+            **rating,
+            "rate_overall": "优",
+            "by": "北京维护负责人",
+            "comment": "巡检细致，望保持",
+        },
+    )
     assert done.status_code == 200 and "感谢您的评价，已记录。" in done.text
     session.expire_all()
     saved = session.get(ServiceSummary, summary_id)
-    assert saved.rating == {"inspection": "优", "repair": "良", "uptime": "优", "skill": "良", "overall": "优",
-                            "comment": "巡检细致，望保持"}
+    assert saved.rating == {
+        "inspection": "优",
+        "repair": "良",
+        "uptime": "优",
+        "skill": "良",
+        "overall": "优",
+        "comment": "巡检细致，望保持",
+    }
     assert saved.rated_by == "北京维护负责人"
     twice = web.post(path, data={"csrf": csrf, **rating, "rate_overall": "差", "by": "别人"})
     assert twice.status_code == 409 and "已由 北京维护负责人" in twice.text
@@ -217,7 +292,10 @@ def test_checklist_edits_reach_the_engineers_page_and_a_form_sent_keeps_its_item
     assert answer.status_code == 200 and "已记录" in answer.text, answer.text[:400]
     session.expire_all()
     row = session.get(Approval, approval_id)
-    assert record_checklist.fn(case_id, 1, row.payload, AT, "刘工程师", row.form) == {"error": "", "problems": []}
+    assert record_checklist.fn(case_id, 1, row.payload, AT, "刘工程师", row.form) == {
+        "error": "",
+        "problems": [],
+    }
     assert "未填写" in record_checklist.fn(case_id, 2, row.payload, AT, "刘工程师")["error"]  # today's items
 
 
@@ -238,27 +316,63 @@ def test_checklist_page_shows_the_last_findings_open_cases_and_changes_since(web
         spec = checklist_spec(s, september)
         server = spec["targets"][1]
         codes = [it["code"] for it in server["items"]][:6]
-        problems = {(server["target"], c): {"result": "abnormal", "note": f"<b>问题{n}</b>", "fixed_on_site": True}
-                    for n, c in enumerate(codes)}
-        store_checklist(s, september, 1, parse_checklist(spec, _answers(spec, problems)), at=last_visit, by="刘工程师")
+        problems = {
+            (server["target"], c): {"result": "abnormal", "note": f"<b>问题{n}</b>", "fixed_on_site": True}
+            for n, c in enumerate(codes)
+        }
+        store_checklist(
+            s, september, 1, parse_checklist(spec, _answers(spec, problems)), at=last_visit, by="刘工程师"
+        )
         device = s.get(Device, server["device_id"])
         assert device is not None
         site = device.site_id
-    request = {"customer": "BJYH", "device": server["serial"], "reported_by": "值班员", "channel": Channel.HOTLINE}
+    request = {
+        "customer": "BJYH",
+        "device": server["serial"],
+        "reported_by": "值班员",
+        "channel": Channel.HOTLINE,
+    }
     with session_scope(demo) as s:
         from models.parties import Site
 
         site_name = s.get(Site, site).name  # type: ignore[union-attr]
-        still_open = open_case(s, RepairRequest(**request, site=site_name, severity=3, description="<i>风扇异响</i>",
-                                                reported_at=AT - timedelta(days=3)), now=AT - timedelta(days=3))
-        closed = open_case(s, RepairRequest(**request, site=site_name, severity=2, description="电源模块故障",
-                                            reported_at=AT - timedelta(days=10)), now=AT - timedelta(days=10))
+        still_open = open_case(
+            s,
+            RepairRequest(
+                **request,
+                site=site_name,
+                severity=3,
+                description="<i>风扇异响</i>",
+                reported_at=AT - timedelta(days=3),
+            ),
+            now=AT - timedelta(days=3),
+        )
+        closed = open_case(
+            s,
+            RepairRequest(
+                **request,
+                site=site_name,
+                severity=2,
+                description="电源模块故障",
+                reported_at=AT - timedelta(days=10),
+            ),
+            now=AT - timedelta(days=10),
+        )
         closed.closed_at, closed.status = AT - timedelta(days=9), "closed"
         s.add(closed)
         part, stock = s.exec(select(SparePart)).first(), s.exec(select(Stock)).first()
         assert part is not None and stock is not None
-        s.add(StockMove(part_id=part.id, stock_id=stock.id, case_id=closed.id, key="issue", quantity=-1,
-                        reason="更换", at=AT - timedelta(days=9)))
+        s.add(
+            StockMove(
+                part_id=part.id,
+                stock_id=stock.id,
+                case_id=closed.id,
+                key="issue",
+                quantity=-1,
+                reason="更换",
+                at=AT - timedelta(days=9),
+            )
+        )
         numbers = (still_open.number, closed.number)
         part_name = part.name
     october = plan_inspections(datetime(2026, 9, 30, 17, 15, tzinfo=UTC), url=demo).created[0]

@@ -26,8 +26,14 @@ from tests.test_approvals_flow import wait_paused_on
 
 pytestmark = pytest.mark.timeout(300)
 
-REQUEST = {"customer": "BJYH", "site": "亦庄机房", "reported_by": "客户 王先生 13900000000", "channel": "热线",
-           "description": "存储阵列告警，部分 LUN 读写变慢", "severity": 3}
+REQUEST = {
+    "customer": "BJYH",
+    "site": "亦庄机房",
+    "reported_by": "客户 王先生 13900000000",
+    "channel": "热线",
+    "description": "存储阵列告警，部分 LUN 读写变慢",
+    "severity": 3,
+}
 
 
 def bj(moment: Any) -> str:
@@ -38,12 +44,27 @@ def test_a_request_that_cannot_be_taken_ends_the_run_at_once_and_writes_nothing(
     """DESIGN.md §7 row 14: malformed UI input → a clear message, no case, no message."""
     future = (wall() + timedelta(hours=2)).isoformat()
     bad = {
-        "unknown customer": ("repair/repair", {"request": {**REQUEST, "customer": "不存在的客户"}}, "未知客户"),
-        "unknown parent": ("repair/repair", {"request": {**REQUEST, "parent_case_id": 999999}}, "关联工单 999999 不存在"),
+        "unknown customer": (
+            "repair/repair",
+            {"request": {**REQUEST, "customer": "不存在的客户"}},
+            "未知客户",
+        ),
+        "unknown parent": (
+            "repair/repair",
+            {"request": {**REQUEST, "parent_case_id": 999999}},
+            "关联工单 999999 不存在",
+        ),
         "future report": ("repair/repair", {"request": {**REQUEST, "reported_at": future}}, "晚于当前时间"),
-        "unknown repair": ("accident/accident", {"request": {"parent_case_id": 999999}}, "维修单 999999 不存在"),
+        "unknown repair": (
+            "accident/accident",
+            {"request": {"parent_case_id": 999999}},
+            "维修单 999999 不存在",
+        ),
     }
-    runs = {name: (harness.run(deployment, parameters), says) for name, (deployment, parameters, says) in bad.items()}
+    runs = {
+        name: (harness.run(deployment, parameters), says)
+        for name, (deployment, parameters, says) in bad.items()
+    }
     for name, (run_id, says) in runs.items():
         run = harness.wait(run_id, "Failed", timeout=90)
         assert says in (run.state.message or ""), f"{name}: {run.state.message}"
@@ -54,7 +75,9 @@ def test_a_request_that_cannot_be_taken_ends_the_run_at_once_and_writes_nothing(
         harness.run("repair/repair", {"request": {**REQUEST, "severity": "9 级"}}, as_form=True)
 
 
-def test_a_bad_prefect_ui_answer_keeps_the_run_waiting_and_a_good_one_is_recorded_on_behalf(harness: Any) -> None:
+def test_a_bad_prefect_ui_answer_keeps_the_run_waiting_and_a_good_one_is_recorded_on_behalf(
+    harness: Any,
+) -> None:
     """DESIGN.md §7 row 18 (a wrong-shaped or wrong-valued resume is refused, the run stays
     suspended) and issue 14 item 4 (on behalf of X, X told)."""
     reported = wall() - timedelta(minutes=10)
@@ -62,7 +85,11 @@ def test_a_bad_prefect_ui_answer_keeps_the_run_waiting_and_a_good_one_is_recorde
     wait_paused_on(harness, run_id, "diagnosis-v1")
     with session_scope() as s:
         case = s.exec(select(Case).where(Case.flow_run_id == str(run_id))).one()
-    good = {"contacted_at": bj(reported + timedelta(minutes=3)), "result": "缓存策略被改，已恢复", "solved_remotely": "是"}
+    good = {
+        "contacted_at": bj(reported + timedelta(minutes=3)),
+        "result": "缓存策略被改，已恢复",
+        "solved_remotely": "是",
+    }
 
     # the step's own form in the Prefect UI: its fields with their Chinese labels
     from prefect.client.orchestration import get_client
@@ -75,9 +102,11 @@ def test_a_bad_prefect_ui_answer_keeps_the_run_waiting_and_a_good_one_is_recorde
     assert schema["properties"]["solved_remotely"]["anyOf"][0]["enum"] == ["是", "否"]
     harness.resume(run_id, {"decision": "提交", "approver": "张技术", **good, "contacted_at": "明天下午三点"})
     wait_paused_on(harness, run_id, "diagnosis-v1-a2")  # refused by decide: asked again
-    for shape in ({"decision": "提交", **good},  # no approver
-                  {"decision": "提交", "approver": "张技术", "data": good},  # a field the form does not have
-                  {"decision": "提交", "approver": "张技术", **good, "solved_remotely": "也许"}):  # a choice not offered
+    for shape in (
+        {"decision": "提交", **good},  # no approver
+        {"decision": "提交", "approver": "张技术", "data": good},  # a field the form does not have
+        {"decision": "提交", "approver": "张技术", **good, "solved_remotely": "也许"},
+    ):  # a choice not offered
         with pytest.raises(RuntimeError):  # the server refuses the shape; the run stays suspended
             harness.resume(run_id, shape)
     assert harness.read(run_id).state.is_paused()
@@ -91,8 +120,11 @@ def test_a_bad_prefect_ui_answer_keeps_the_run_waiting_and_a_good_one_is_recorde
     with session_scope() as s:
         row = s.exec(select(Approval).where(Approval.case_id == case.id, Approval.step == "diagnosis")).one()
         event = s.exec(select(Event).where(Event.case_id == case.id, Event.kind == "form_decided")).one()
-        told = s.exec(select(Notification).where(Notification.case_id == case.id,
-                                                 Notification.template == "approval_entered_for_you")).all()
+        told = s.exec(
+            select(Notification).where(
+                Notification.case_id == case.id, Notification.template == "approval_entered_for_you"
+            )
+        ).all()
         contact = s.exec(select(Event).where(Event.case_id == case.id, Event.kind == "first_contact")).one()
     assert (row.decided_by, row.channel, row.payload["solved_remotely"]) == ("张技术", "prefect_ui", True)
     assert event.actor == "在 Prefect 界面代 张技术 录入"

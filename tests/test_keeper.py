@@ -33,8 +33,17 @@ CLOCK_STEPS = [fire_due_clocks, escalate_stale_records]
 
 
 def new_restore_clock(session: Session, severity: int = 2, at: datetime = T0) -> int:
-    case = Case(kind="repair", customer_id=1, site_id=1, contract_id=1, severity=severity, title="数据库主机宕机",
-                reported_at=at, created_at=at, updated_at=at)
+    case = Case(
+        kind="repair",
+        customer_id=1,
+        site_id=1,
+        contract_id=1,
+        severity=severity,
+        title="数据库主机宕机",
+        reported_at=at,
+        created_at=at,
+        updated_at=at,
+    )
     session.add(case)
     session.commit()
     clock = start_clock(session, case.id, "restore", started_at=at, severity=severity)  # type: ignore[arg-type]
@@ -44,7 +53,9 @@ def new_restore_clock(session: Session, severity: int = 2, at: datetime = T0) ->
 
 def fired(session: Session, clock_id: int) -> list[tuple[int, datetime, datetime]]:
     """(level, due_at, fired_at) of a clock's escalations in the order they were written."""
-    rows = session.exec(select(Escalation).where(Escalation.clock_id == clock_id).order_by(Escalation.id)).all()
+    rows = session.exec(
+        select(Escalation).where(Escalation.clock_id == clock_id).order_by(Escalation.id)
+    ).all()
     return [(e.level, e.due_at, e.fired_at) for e in rows]
 
 
@@ -72,8 +83,12 @@ def test_tick_reports_a_failing_step_and_runs_the_others(demo: str, caplog: pyte
 
 
 def test_default_steps_include_every_area_and_a_tick_never_crashes(demo: str) -> None:
-    for name in ("tasks.timers.fire_due_timers", "tasks.approvals.reconcile", "tasks.clocks.fire_due_clocks",
-                 "tasks.notify.send_due_step"):
+    for name in (
+        "tasks.timers.fire_due_timers",
+        "tasks.approvals.reconcile",
+        "tasks.clocks.fire_due_clocks",
+        "tasks.notify.send_due_step",
+    ):
         assert name in {step_name(step) for step in KEEPER_STEPS}
     result = tick(T0)
     assert set(result["steps"]) == {step_name(step) for step in KEEPER_STEPS}
@@ -95,7 +110,11 @@ def test_keeper_down_for_3_hours_catches_up_each_step_once_in_order(demo: str) -
             (3, T0 + timedelta(hours=4), back),
         ]
         # level 1 (where the case starts) is recorded without a message
-        assert notification_keys(s) == [f"clock:{clock_id}:L2", f"clock:{clock_id}:breach", f"clock:{clock_id}:L3"]
+        assert notification_keys(s) == [
+            f"clock:{clock_id}:L2",
+            f"clock:{clock_id}:breach",
+            f"clock:{clock_id}:L3",
+        ]
         clock = s.get(Clock, clock_id)
         assert clock is not None and clock.level == 3 and clock.next_check_at == T0 + timedelta(days=1)
     # ticking again — at the same moment or later — repeats nothing
@@ -116,10 +135,19 @@ def test_keeper_restarted_mid_ladder_fires_the_rest_once(demo: str) -> None:
         "print(json.dumps([[r['done'], len(r['errors'])] for r in out]))\n"
     )
     times = [(T0 + timedelta(hours=2, minutes=30)).isoformat(), (T0 + timedelta(hours=5)).isoformat()]
-    proc = subprocess.run([sys.executable, "-c", script, *times], cwd=ROOT,
-                          env={**os.environ}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *times],
+        cwd=ROOT,
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [[0, 0], [2, 0]]  # replay: nothing; then breach + L3
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+        [0, 0],
+        [2, 0],
+    ]  # replay: nothing; then breach + L3
     with session_scope() as s:
         assert [lv for lv, _, _ in fired(s, clock_id)] == [1, 2, 0, 3]
         assert len(notification_keys(s)) == 3  # L2, breach, L3 (level 1 is recorded without a message)
@@ -192,7 +220,9 @@ def test_a_hosted_keeper_waits_for_a_free_lease_runs_as_one_flow_run_and_release
         while datetime.now(UTC) < deadline:
             assert lease_holder(now()) == "other-runner:1"  # it never takes a held lease
         with session_scope() as s:  # that runner was killed: its lease ran out
-            assert take(s, KEEPER_LEASE, "other-runner:1", now() - LEASE_TTL - timedelta(seconds=1), LEASE_TTL)
+            assert take(
+                s, KEEPER_LEASE, "other-runner:1", now() - LEASE_TTL - timedelta(seconds=1), LEASE_TTL
+            )
         deadline = datetime.now(UTC) + timedelta(seconds=60)
         while (holder := lease_holder(now())) in (None, "other-runner:1"):
             assert datetime.now(UTC) < deadline, "the hosted keeper did not take the free lease"

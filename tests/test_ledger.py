@@ -81,8 +81,11 @@ def case_id(demo: str) -> int:
         if case is None:
             from tasks.cases import RepairRequest, open_case
 
-            case = open_case(s, RepairRequest(customer="BJYH", site="亦庄机房", reported_by="王", description="告警"),
-                             now=T0)
+            case = open_case(
+                s,
+                RepairRequest(customer="BJYH", site="亦庄机房", reported_by="王", description="告警"),
+                now=T0,
+            )
         assert case.id is not None
         return case.id
 
@@ -95,7 +98,9 @@ def _reset() -> None:
 
 def events(case_id: int) -> Counter[str]:
     with session_scope() as s:
-        return Counter(e.key for e in s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "ledger_note")))
+        return Counter(
+            e.key for e in s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "ledger_note"))
+        )
 
 
 def statements_during(fn: Any) -> tuple[Any, int]:
@@ -120,11 +125,32 @@ class Point:
 
 
 def test_results_come_back_typed() -> None:
-    decision = Decision(approval_id=3, version=2, decision="approved", by="吴总监", at=T0,
-                        payload={"when": "2026-11-23 10:00", "n": 1})
-    values = [decision, T0, date(2026, 11, 23), timedelta(hours=2), Role.ENGINEER, (1, "a"), {1: "x"},
-              {"$dt": "not a tag"}, Point(1, T0), [decision, None], {"at": T0, "nested": {"roles": [Role.ENGINEER]}},
-              3, "text", None, True, 1.5]
+    decision = Decision(
+        approval_id=3,
+        version=2,
+        decision="approved",
+        by="吴总监",
+        at=T0,
+        payload={"when": "2026-11-23 10:00", "n": 1},
+    )
+    values = [
+        decision,
+        T0,
+        date(2026, 11, 23),
+        timedelta(hours=2),
+        Role.ENGINEER,
+        (1, "a"),
+        {1: "x"},
+        {"$dt": "not a tag"},
+        Point(1, T0),
+        [decision, None],
+        {"at": T0, "nested": {"roles": [Role.ENGINEER]}},
+        3,
+        "text",
+        None,
+        True,
+        1.5,
+    ]
     for value in values:
         back = loads(dumps(value))
         assert back == value and type(back) is type(value), value
@@ -285,6 +311,7 @@ def test_outside_a_flow_run_a_step_just_runs(case_id: int) -> None:
 
 def test_two_steps_cannot_share_a_name() -> None:
     with pytest.raises(ValueError, match="taken"):
+
         @step("test-note")
         def another(case_id: int) -> int:
             return case_id
@@ -306,5 +333,8 @@ def test_a_not_yet_the_run_went_on_from_stays_its_history(case_id: int) -> None:
     with replaying("run-path") as ledger:
         assert timer_fired(timer_id) is False  # what the run acted on, not what the row says now
         assert timer_fired(timer_id) is True  # the next check (the run's next attempt) reads afresh
-        assert set(ledger.records) == {f"timer-fired:{timer_id}#1", f"timer-fired:{timer_id}#2",
-                                       "test-note:after-not-yet#1"}
+        assert set(ledger.records) == {
+            f"timer-fired:{timer_id}#1",
+            f"timer-fired:{timer_id}#2",
+            "test-note:after-not-yet#1",
+        }

@@ -16,18 +16,32 @@ from tasks.notify import send_due
 T = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
 
 
-def _case(customer: str = "SJZY", severity: int = 3, description: str = "门诊楼机房存储控制器告警\n业务读写变慢") -> int:
+def _case(
+    customer: str = "SJZY", severity: int = 3, description: str = "门诊楼机房存储控制器告警\n业务读写变慢"
+) -> int:
     site = {"BJYH": "亦庄机房"}.get(customer)
     with session_scope() as s:
-        case = open_case(s, RepairRequest(customer=customer, site=site, reported_by="客户 刘主任", description=description,
-                                          severity=severity, reported_at=T), now=T)
+        case = open_case(
+            s,
+            RepairRequest(
+                customer=customer,
+                site=site,
+                reported_by="客户 刘主任",
+                description=description,
+                severity=severity,
+                reported_at=T,
+            ),
+            now=T,
+        )
         return int(case.id)  # type: ignore[arg-type]
 
 
 def _person(name: str) -> Staff | Contact:
     with session_scope() as s:
-        person = s.exec(select(Staff).where(Staff.name == name)).first() or \
-            s.exec(select(Contact).where(Contact.name == name)).one()
+        person = (
+            s.exec(select(Staff).where(Staff.name == name)).first()
+            or s.exec(select(Contact).where(Contact.name == name)).one()
+        )
         s.expunge(person)
         return person
 
@@ -45,7 +59,9 @@ def test_case_lines_keep_their_breaks_and_a_5x8_case_says_its_level_once(demo: s
     [opened] = notifications.to(_person("王值班"))
     assert opened.title == "【WX-000001】新故障报修：门诊楼机房存储控制器告警"  # the first line only
     lines = opened.body.splitlines()
-    assert "工单：WX-000001（三级）" in lines  # the business scheme's label carries the level: "三级", not "3 级 三级"
+    assert (
+        "工单：WX-000001（三级）" in lines
+    )  # the business scheme's label carries the level: "三级", not "3 级 三级"
     assert "客户：石家庄某医院信息中心 · 门诊楼机房" in lines  # its own line: the line after it was glued on
     assert any(line.startswith("报告人：客户 刘主任") for line in lines)
     [received] = notifications.to(_person("石家维护负责人"))
@@ -56,17 +72,33 @@ def test_case_lines_keep_their_breaks_and_a_5x8_case_says_its_level_once(demo: s
         queue_for_case(s, outage, template="repair/received", key="received", now=T, customer=True)
     _send()
     bank = notifications.to(_person("北京维护负责人"))[-1]
-    assert "工单：WX-000002（2 级（重大故障））" in bank.body.splitlines()  # the outage scheme: number and word
+    assert (
+        "工单：WX-000002（2 级（重大故障））" in bank.body.splitlines()
+    )  # the outage scheme: number and word
 
 
 def test_the_customer_visit_notice_carries_no_internal_instruction(demo: str, notifications) -> None:  # noqa: ANN001
     case_id = _case()
     visit = T + timedelta(hours=3)
     with session_scope() as s:  # what the repair flow's visit step tells (flows/repair.py step 4)
-        queue_for_case(s, case_id, template="repair/visit_booked", key="visit-booked", now=T, customer=True,
-                       context={"visit_at": visit})
-        queue_for_case(s, case_id, template="repair/visit_coordinator", key="visit-booked-coordinator", now=T,
-                       roles=["coordinator"], context={"visit_at": visit})
+        queue_for_case(
+            s,
+            case_id,
+            template="repair/visit_booked",
+            key="visit-booked",
+            now=T,
+            customer=True,
+            context={"visit_at": visit},
+        )
+        queue_for_case(
+            s,
+            case_id,
+            template="repair/visit_coordinator",
+            key="visit-booked-coordinator",
+            now=T,
+            roles=["coordinator"],
+            context={"visit_at": visit},
+        )
     _send()
     [customer] = notifications.to(_person("石家维护负责人"))
     assert "13:00" in customer.title and "2026-11-23 13:00" in customer.body
@@ -87,12 +119,31 @@ def test_request_titles_name_the_case_once(demo: str, notifications) -> None:  #
         facts = case_facts(s, case_id).as_dict()
         dispatcher = s.exec(select(Staff).where(Staff.name == "王值班")).one()
         director = s.exec(select(Staff).where(Staff.name == "吴总监")).one()
-        open_approval(s, case_id, "visit", 1, subject(facts, "请与客户预约上门时间"), "方案：更换控制器电池",
-                      kind=ApprovalKind.FORM, approver_staff_ids=[dispatcher.id], expires_at=T + timedelta(days=1),
-                      now=T, form_name="visit")
-        open_approval(s, case_id, "plan-approval", 2, subject(facts, "请审批解决方案 v2"), "更换电池\n回退：原样恢复",
-                      approver_staff_ids=[director.id], approver_role="technical_director",
-                      expires_at=T + timedelta(days=1), now=T)
+        open_approval(
+            s,
+            case_id,
+            "visit",
+            1,
+            subject(facts, "请与客户预约上门时间"),
+            "方案：更换控制器电池",
+            kind=ApprovalKind.FORM,
+            approver_staff_ids=[dispatcher.id],
+            expires_at=T + timedelta(days=1),
+            now=T,
+            form_name="visit",
+        )
+        open_approval(
+            s,
+            case_id,
+            "plan-approval",
+            2,
+            subject(facts, "请审批解决方案 v2"),
+            "更换电池\n回退：原样恢复",
+            approver_staff_ids=[director.id],
+            approver_role="technical_director",
+            expires_at=T + timedelta(days=1),
+            now=T,
+        )
     _send()
     [form] = notifications.to(_person("王值班"))
     assert form.title == "【请填写】WX-000001 故障维修：请与客户预约上门时间"  # not "WX-000001 WX-000001 …"
@@ -123,8 +174,24 @@ def test_escalations_go_only_to_the_people_the_ladder_names(demo: str, notificat
         fire_due_clocks(T + timedelta(hours=hours, minutes=1))
         _send(T + timedelta(hours=hours, minutes=1))
     by_title: dict[str, list[str]] = {}
-    names = {tuple(p.notify_urls): p.name for p in (_person(n) for n in (
-        "刘工程师", "陈工程师", "王值班", "李调度", "赵高工", "孙专家", "周专家", "张技术", "吴总监", "原厂支持"))}
+    names = {
+        tuple(p.notify_urls): p.name
+        for p in (
+            _person(n)
+            for n in (
+                "刘工程师",
+                "陈工程师",
+                "王值班",
+                "李调度",
+                "赵高工",
+                "孙专家",
+                "周专家",
+                "张技术",
+                "吴总监",
+                "原厂支持",
+            )
+        )
+    }
     for sent in notifications:
         who = next(name for urls, name in names.items() if sent.url in urls)
         by_title.setdefault(sent.title.split("】", 1)[1], []).append(who)

@@ -39,8 +39,12 @@ def test_timestamps_are_stored_in_utc_whatever_zone_they_came_in(session: Sessio
     customer = _customer(session)
     shanghai = timezone(timedelta(hours=8))
     case = Case(
-        kind=CaseKind.REPAIR, customer_id=customer.id, reported_at=datetime(2026, 11, 23, 10, 0, tzinfo=shanghai),
-        created_at=T0, updated_at=T0, data={"说明": "中文数据"},
+        kind=CaseKind.REPAIR,
+        customer_id=customer.id,
+        reported_at=datetime(2026, 11, 23, 10, 0, tzinfo=shanghai),
+        created_at=T0,
+        updated_at=T0,
+        data={"说明": "中文数据"},
     )
     session.add(case)
     session.commit()
@@ -64,7 +68,9 @@ def test_event_log_is_append_only_and_keyed_events_are_written_once(session: Ses
     session.add(case)
     session.flush()
     first = append_event(session, case.id, "case.opened", at=T0, actor="王值班", key="open")
-    again = append_event(session, case.id, "case.opened", at=T0 + timedelta(minutes=5), actor="王值班", key="open")
+    again = append_event(
+        session, case.id, "case.opened", at=T0 + timedelta(minutes=5), actor="王值班", key="open"
+    )
     assert again.id == first.id
     session.commit()
     assert len(session.exec(select(Event).where(Event.case_id == case.id)).all()) == 1
@@ -81,15 +87,24 @@ def test_event_log_is_append_only_and_keyed_events_are_written_once(session: Ses
 def test_one_inspection_per_contract_and_period(session: Session) -> None:
     customer = _customer(session)
     contract = Contract(
-        code="HT-1", customer_id=customer.id, start_date=date(2026, 1, 1), end_date=date(2026, 12, 31), created_at=T0
+        code="HT-1",
+        customer_id=customer.id,
+        start_date=date(2026, 1, 1),
+        end_date=date(2026, 12, 31),
+        created_at=T0,
     )
     session.add(contract)
     session.flush()
 
     def inspection(period: str | None) -> Case:
         return Case(
-            kind=CaseKind.INSPECTION, customer_id=customer.id, contract_id=contract.id, period=period,
-            reported_at=T0, created_at=T0, updated_at=T0,
+            kind=CaseKind.INSPECTION,
+            customer_id=customer.id,
+            contract_id=contract.id,
+            period=period,
+            reported_at=T0,
+            created_at=T0,
+            updated_at=T0,
         )
 
     session.add(inspection("2026-11"))
@@ -129,7 +144,9 @@ def test_a_person_with_an_address_apprise_cannot_use_is_refused_on_any_write(ses
     session.expire_all()
     assert session.exec(select(Staff.notify_urls)).one() == ["json://127.0.0.1:8080/hook"]
 
-    contact = Contact(customer_id=_customer(session).id, name="张经理", notify_urls=["mailto://zhang@example.com"])
+    contact = Contact(
+        customer_id=_customer(session).id, name="张经理", notify_urls=["mailto://zhang@example.com"]
+    )
     session.add(contact)
     session.commit()
     contact.notify_urls = ["dingtalk://!!bad!!"]  # an edit of a stored person, not only a new one
@@ -145,8 +162,14 @@ def test_a_case_moves_only_along_its_allowed_status_transitions() -> None:
     a registered one cannot go back on site, a cancelled one cannot be planned again (clear message)."""
     from models.cases import CaseStatus, IllegalTransition
 
-    case = Case(kind="inspection", customer_id=1, status=CaseStatus.PLANNED, reported_at=T0, created_at=T0,
-                updated_at=T0)
+    case = Case(
+        kind="inspection",
+        customer_id=1,
+        status=CaseStatus.PLANNED,
+        reported_at=T0,
+        created_at=T0,
+        updated_at=T0,
+    )
     later = T0 + timedelta(hours=1)
     for status in ("notified", "on_site", "submitted", "rejected", "submitted", "registered", "registered"):
         case.move_to(CaseStatus(status), later)

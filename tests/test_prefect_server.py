@@ -46,7 +46,9 @@ def test_prefect_alone_leaves_the_write_lock_to_the_first_write(tmp_path, monkey
     from prefect.server.database.configurations import AioSqliteConfiguration
 
     current = AioSqliteConfiguration.begin_transaction
-    monkeypatch.setattr(AioSqliteConfiguration, "begin_transaction", getattr(current, "prefect_begin_transaction", current))
+    monkeypatch.setattr(
+        AioSqliteConfiguration, "begin_transaction", getattr(current, "prefect_begin_transaction", current)
+    )
     assert _write_lock_held_inside_a_transaction(tmp_path / "prefect.db") is False
 
 

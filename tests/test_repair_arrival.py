@@ -33,15 +33,22 @@ def with_risky_operations(t: datetime) -> list[Say]:
 
 
 def finish(t: datetime, *answers: Say) -> list[Say]:
-    return [say("solution-plan-signature", decision="signed", at=t + 50 * MIN), *answers,
-            repaired(t + 120 * MIN),
-            say("service-report-signature", decision="signed", signer=CUSTOMER, report=True, at=t + 130 * MIN),
-            *after_service(t + 130 * MIN)]
+    return [
+        say("solution-plan-signature", decision="signed", at=t + 50 * MIN),
+        *answers,
+        repaired(t + 120 * MIN),
+        say("service-report-signature", decision="signed", signer=CUSTOMER, report=True, at=t + 130 * MIN),
+        *after_service(t + 130 * MIN),
+    ]
 
 
 def repair_content(fast: FastFlow, case_id: int) -> str:
     with fast.session() as s:
-        return s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == "repair-1")).one().content
+        return (
+            s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == "repair-1"))
+            .one()
+            .content
+        )
 
 
 def test_the_customer_signs_the_service_request_on_arrival_and_it_prints(fast: FastFlow) -> None:
@@ -53,12 +60,15 @@ def test_the_customer_signs_the_service_request_on_arrival_and_it_prints(fast: F
     # signed right on arrival, before the plan goes to the customer and before the repair
     assert events.index("arrived") < events.index("service_request_signed") < events.index("plan_signed")
     with fast.session() as s:
-        request = s.exec(select(Report).where(Report.case_id == case_id, Report.kind == "service_request")).one()
+        request = s.exec(
+            select(Report).where(Report.case_id == case_id, Report.kind == "service_request")
+        ).one()
         [signature] = s.exec(select(Signature).where(Signature.report_id == request.id)).all()
         assert signature.is_valid_for(request) and signature.signer_name == CUSTOMER
         html = request.content
-        approval = s.exec(select(Approval).where(Approval.case_id == case_id,
-                                                 Approval.step == "service-request-signature")).one()
+        approval = s.exec(
+            select(Approval).where(Approval.case_id == case_id, Approval.step == "service-request-signature")
+        ).one()
     assert approval.approver_role == "customer"
     assert "<h1>技术服务申请</h1>" in html and "已与客户再次确认故障现象" in html
     assert "<th>现场确认的故障</th><td>确认 PSU2 损坏</td>" in html
@@ -74,16 +84,26 @@ def test_the_customer_signs_the_service_request_on_arrival_and_it_prints(fast: F
 
 def test_risky_operations_approved_by_the_customer_before_the_repair(fast: FastFlow) -> None:
     t = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
-    outcome = fast.run(repair, hardware(t), at=t, script=[
-        *with_risky_operations(t),
-        *finish(t, say("risky-operations", decision="approved", by=CUSTOMER, at=t + 55 * MIN))])
+    outcome = fast.run(
+        repair,
+        hardware(t),
+        at=t,
+        script=[
+            *with_risky_operations(t),
+            *finish(t, say("risky-operations", decision="approved", by=CUSTOMER, at=t + 55 * MIN)),
+        ],
+    )
     assert outcome.status == "archived", outcome
     case_id = fast.case_of_run()
     events = fast.events(case_id)
     assert events.index("plan_signed") < events.index("risky_operations_approved") < events.index("repaired")
     with fast.session() as s:
-        asked = s.exec(select(Approval).where(Approval.case_id == case_id, Approval.step == "risky-operations")).one()
-        request = s.exec(select(Report).where(Report.case_id == case_id, Report.kind == "service_request")).one()
+        asked = s.exec(
+            select(Approval).where(Approval.case_id == case_id, Approval.step == "risky-operations")
+        ).one()
+        request = s.exec(
+            select(Report).where(Report.case_id == case_id, Report.kind == "service_request")
+        ).one()
     assert asked.approver_role == "customer" and asked.kind == "approval" and asked.content == RISKY
     assert "重启存储控制器 A" in request.content and "须客户另行在链接上批准" in request.content
     assert (CUSTOMER, "approval_request") in set(fast.notifications(case_id))
@@ -93,23 +113,43 @@ def test_risky_operations_approved_by_the_customer_before_the_repair(fast: FastF
 def test_risky_operations_refused_are_recorded_and_the_lead_decides(fast: FastFlow) -> None:
     t = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
     decision: dict[str, Any] = {"instruction": "不重启控制器：先在线备份配置，夜间窗口再申请重启"}
-    outcome = fast.run(repair, hardware(t), at=t, script=[
-        *with_risky_operations(t),
-        *finish(t, say("risky-operations", decision="rejected", by=CUSTOMER, comment="业务高峰，不允许重启",
-                       at=t + 55 * MIN),
+    outcome = fast.run(
+        repair,
+        hardware(t),
+        at=t,
+        script=[
+            *with_risky_operations(t),
+            *finish(
+                t,
+                say(
+                    "risky-operations",
+                    decision="rejected",
+                    by=CUSTOMER,
+                    comment="业务高峰，不允许重启",
+                    at=t + 55 * MIN,
+                ),
                 # an empty decision is refused by decide(), the lead's next answer is taken
                 say("risky-operations-refused", {"instruction": ""}, by=LEAD, at=t + 60 * MIN),
-                say("risky-operations-refused", decision, by=LEAD, at=t + 62 * MIN))])
+                say("risky-operations-refused", decision, by=LEAD, at=t + 62 * MIN),
+            ),
+        ],
+    )
     assert outcome.status == "archived", outcome
     assert [step for step, _ in fast.refused] == ["risky-operations-refused"]
     assert "技术负责人处理意见" in fast.refused[0][1]
     case_id = fast.case_of_run()
     events = fast.events(case_id)
-    assert events.index("risky_operations_refused") < events.index("risky_operations_decided") < events.index("repaired")
+    assert (
+        events.index("risky_operations_refused")
+        < events.index("risky_operations_decided")
+        < events.index("repaired")
+    )
     content = repair_content(fast, case_id)
     assert "客户未批准的操作（不得实施）" in content and decision["instruction"] in content
     with fast.session() as s:
         from models import Event
 
-        refused = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "risky_operations_refused")).one()
+        refused = s.exec(
+            select(Event).where(Event.case_id == case_id, Event.kind == "risky_operations_refused")
+        ).one()
     assert refused.data["comment"] == "业务高峰，不允许重启" and refused.data["operations"] == RISKY

@@ -16,7 +16,13 @@ T = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 
 def req(**kw: object) -> RepairRequest:
-    base = {"customer": "BJYH", "site": "亦庄机房", "reported_by": "王先生", "description": "阵列告警", "severity": 3}
+    base = {
+        "customer": "BJYH",
+        "site": "亦庄机房",
+        "reported_by": "王先生",
+        "description": "阵列告警",
+        "severity": 3,
+    }
     return RepairRequest(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -30,13 +36,16 @@ def test_intake_opens_a_case_with_its_team_and_the_contract_wording(demo: str, s
     assert business.data["severity_label"] == "一级（紧急）"  # the hospital's contract uses the other scheme
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"customer": "不存在的客户"}, "未知客户"),
-    ({"site": "门诊楼机房"}, "不属于客户"),
-    ({"site": None}, "请指定站点"),
-    ({"device": "SNXXXX"}, "未知设备序列号"),
-    ({"device": "SNSJZY0SE01", "site": None}, "不属于客户"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"customer": "不存在的客户"}, "未知客户"),
+        ({"site": "门诊楼机房"}, "不属于客户"),
+        ({"site": None}, "请指定站点"),
+        ({"device": "SNXXXX"}, "未知设备序列号"),
+        ({"device": "SNSJZY0SE01", "site": None}, "不属于客户"),
+    ],
+)
 def test_bad_intake_answers_with_a_clear_message(demo: str, session, fields: dict, message: str) -> None:  # noqa: ANN001
     with pytest.raises(IntakeError, match=message):
         resolve_request(session, req(**fields), today=T)
@@ -61,7 +70,8 @@ def test_parts_are_issued_once_and_a_shortage_is_reported(demo: str, session) ->
     first = issue_parts(session, case.id, [("PSU-900W", 2), ("SFP-10G", 1)], now=T, key="parts")
     again = issue_parts(session, case.id, [("PSU-900W", 2), ("SFP-10G", 1)], now=T, key="parts")
     assert first.issued[0]["quantity"] == 2 and first.short == [
-        {"code": "SFP-10G", "name": "10G 多模光模块", "wanted": 1, "available": 0}]
+        {"code": "SFP-10G", "name": "10G 多模光模块", "wanted": 1, "available": 0}
+    ]
     assert again.issued == first.issued  # a replay takes nothing more
     stock = session.exec(select(Stock).join_from(Stock, StockMove, Stock.id == StockMove.stock_id)).first()
     assert stock.quantity == 2  # 4 − 2

@@ -26,24 +26,56 @@ T = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 def _png(width: int = 120, height: int = 40) -> str:
     """A real PNG (a dark diagonal stroke on white), as the signature pad sends it."""
-    rows = b"".join(b"\x00" + bytes(0 if abs(x - 3 * y) < 4 else 255 for x in range(width)) for y in range(height))
+    rows = b"".join(
+        b"\x00" + bytes(0 if abs(x - 3 * y) < 4 else 255 for x in range(width)) for y in range(height)
+    )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def _service_report(session) -> tuple[Report, Contact]:  # noqa: ANN001
-    case = open_case(session, RepairRequest(customer="TYDX", reported_by="王", description="存储控制器告警"), now=T)
+    case = open_case(
+        session, RepairRequest(customer="TYDX", reported_by="王", description="存储控制器告警"), now=T
+    )
     contact = session.get(Contact, case.data["contact_id"])
-    ctx = {"times": {"reported_at": T, "contact_at": T, "remote_at": T, "arrived_at": None, "repaired_at": T,
-                     "restored_at": T}, "clocks": [], "solved_remotely": True, "diagnosis": "控制器缓存电池老化",
-           "command_log": "$ 查看告警", "plan": None, "work_done": "更换缓存电池，告警消除", "parts_used": [],
-           "maintenance": "", "further_problems": [], "engineer": "刘工程师", "corrections": []}
-    report = issue_report(session, case.id, "service_report", template="repair/service_report", context=ctx, now=T)
+    ctx = {
+        "times": {
+            "reported_at": T,
+            "contact_at": T,
+            "remote_at": T,
+            "arrived_at": None,
+            "repaired_at": T,
+            "restored_at": T,
+        },
+        "clocks": [],
+        "solved_remotely": True,
+        "diagnosis": "控制器缓存电池老化",
+        "command_log": "$ 查看告警",
+        "plan": None,
+        "work_done": "更换缓存电池，告警消除",
+        "parts_used": [],
+        "maintenance": "",
+        "further_problems": [],
+        "engineer": "刘工程师",
+        "corrections": [],
+    }
+    report = issue_report(
+        session, case.id, "service_report", template="repair/service_report", context=ctx, now=T
+    )
     session.commit()
     return report, contact
 
@@ -66,8 +98,16 @@ def test_signed_report_page_and_pdf_show_the_drawn_signature_who_signed_and_when
     client = TestClient(app)
     sign = _path(sign_url(report.id, now=T, contact_id=contact.id))
     csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(sign).text)[1]
-    done = client.post(sign, data={"csrf": csrf, "content_hash": report.content_hash, "signer_name": "李先生",
-                                   "method": "drawn", "image": _png()})
+    done = client.post(
+        sign,
+        data={
+            "csrf": csrf,
+            "content_hash": report.content_hash,
+            "signer_name": "李先生",
+            "method": "drawn",
+            "image": _png(),
+        },
+    )
     assert done.status_code == 200 and "签字成功" in done.text
 
     view = client.get(_path(report_url(report.id, now=T)))
@@ -87,19 +127,33 @@ def test_signed_report_page_and_pdf_show_the_drawn_signature_who_signed_and_when
     assert f"签字人：{who}" in text and "签字时间：2026-11-23 10:05" in text and "手写签名" in text
     assert "签字见签字页" not in text
     session.expire_all()
-    assert session.get(Report, report.id).content == report.content  # the issued content (its hash) is untouched
+    assert (
+        session.get(Report, report.id).content == report.content
+    )  # the issued content (its hash) is untouched
     from tasks.reports import report_bundle
 
-    assert f"【维修服务报告 v1（客户已签字：{who}）】" in report_bundle.fn([report.id])  # what the director approves
+    assert f"【维修服务报告 v1（客户已签字：{who}）】" in report_bundle.fn(
+        [report.id]
+    )  # what the director approves
 
 
-def test_a_signature_edited_away_is_not_printed_and_a_forged_image_is_not_embedded(demo: str, session) -> None:  # noqa: ANN001
+def test_a_signature_edited_away_is_not_printed_and_a_forged_image_is_not_embedded(
+    demo: str, session
+) -> None:  # noqa: ANN001
     from tasks.reports import edit_report, sign_report, signed_content
 
     report, contact = _service_report(session)
     forged = "data:image/png;base64," + base64.b64encode(b"<svg onload=alert(1)>").decode()
-    sign_report(session, report.id, signed_hash=report.content_hash, signer_name="李先生", method="drawn",
-                image=forged, contact_id=contact.id, now=T)
+    sign_report(
+        session,
+        report.id,
+        signed_hash=report.content_hash,
+        signer_name="李先生",
+        method="drawn",
+        image=forged,
+        contact_id=contact.id,
+        now=T,
+    )
     shown = signed_content(session, report)
     assert "签字人：李先生" in shown and "<img" not in shown  # not a PNG: the name and time without an image
     edit_report(session, report.id, report.content.replace("告警消除", "告警已消除"), now=T, by="刘工程师")
@@ -110,9 +164,21 @@ def test_already_signed_message_names_who_signed_for_whom() -> None:
     from models.approvals import Approval
     from tasks.approvals import _already_message
 
-    row = Approval(case_id=1, step="service-report-signature", version=1, kind="signature", subject="维修服务报告",
-                   content="", content_hash="h", decision="signed", decided_by="北京维护负责人",
-                   decided_at=T, payload={"signer_name": "李先生"}, channel="link", expires_at=T)
+    row = Approval(
+        case_id=1,
+        step="service-report-signature",
+        version=1,
+        kind="signature",
+        subject="维修服务报告",
+        content="",
+        content_hash="h",
+        decision="signed",
+        decided_by="北京维护负责人",
+        decided_at=T,
+        payload={"signer_name": "李先生"},
+        channel="link",
+        expires_at=T,
+    )
     assert "已由 李先生（代表 北京维护负责人） 于 2026-11-23 10:00 签字确认" in _already_message(row)
 
 
@@ -167,8 +233,11 @@ def test_check_fails_with_one_line_when_chinese_would_print_as_boxes(tmp_path: P
 
     problem, _ = cjk_font_problem(tmp_path / "missing.otf", use_system=False)
     assert problem is not None and "方框" in problem and "\n" not in problem
-    latin = next(Path(p) for p in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",) if Path(p).is_file()) \
-        if Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").is_file() else None
+    latin = (
+        next(Path(p) for p in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",) if Path(p).is_file())
+        if Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").is_file()
+        else None
+    )
     if latin is not None:  # a real font without Chinese glyphs
         problem, _ = cjk_font_problem(latin, use_system=False)
         assert problem is not None and "缺少" in problem and "维" in problem

@@ -17,7 +17,12 @@ from tests.conftest import T0
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
 CUSTOMERS = ["北京某银行数据中心（BJYH）", "石家庄某医院信息中心（SJZY）", "太原某大学网络中心（TYDX）"]
-SEVERITIES = ["1 特大故障 / 一级（紧急）", "2 重大故障 / 二级（严重）", "3 严重故障 / 三级", "4 一般故障 / 四级"]
+SEVERITIES = [
+    "1 特大故障 / 一级（紧急）",
+    "2 重大故障 / 二级（严重）",
+    "3 严重故障 / 三级",
+    "4 一般故障 / 四级",
+]
 
 
 def served(name: str) -> Any:
@@ -82,7 +87,12 @@ def test_severity_is_a_labelled_choice(demo: str) -> None:
     assert (repair["type"], repair["enum"], repair["default"]) == ("string", SEVERITIES, SEVERITIES[2])
     accident = form_of("accident")["properties"]["severity"]
     assert accident["enum"] == ["", *SEVERITIES] and "留空为一级" in accident["description"]
-    assert form_of("accident")["properties"]["found_by"]["enum"] == ["客户发现", "服务中心发现", "巡检发现", "维修中发现"]
+    assert form_of("accident")["properties"]["found_by"]["enum"] == [
+        "客户发现",
+        "服务中心发现",
+        "巡检发现",
+        "维修中发现",
+    ]
 
 
 def test_the_choices_are_read_again_when_the_deployments_are_served(demo: str, session: Any) -> None:
@@ -91,8 +101,16 @@ def test_the_choices_are_read_again_when_the_deployments_are_served(demo: str, s
     customer = Customer(code="GZDX", name="广州某电信机楼", created_at=T0)
     session.add(customer)
     session.flush()
-    session.add(Site(customer_id=customer.id, name="天河机房", service_point="广州服务站", distance_km=10.0,
-                     same_city=True, room_rules=""))
+    session.add(
+        Site(
+            customer_id=customer.id,
+            name="天河机房",
+            service_point="广州服务站",
+            distance_km=10.0,
+            same_city=True,
+            room_rules="",
+        )
+    )
     session.commit()
     form = form_of("repair")["properties"]
     assert form["customer"]["enum"][-1] == "广州某电信机楼（GZDX）" and "天河机房" in form["site"]["enum"]
@@ -108,17 +126,32 @@ def test_what_the_form_sends_is_taken_and_what_it_does_not_offer_is_refused(demo
     from tasks.cases import IntakeError, RepairRequest, resolve_request
 
     schema = schema_of("repair")
-    sent = {"customer": CUSTOMERS[0], "site": "亦庄机房", "device": "", "reported_by": "王先生 13800000000",
-            "channel": "热线", "description": "存储阵列告警", "severity": SEVERITIES[1], "reported_at": "",
-            "parent_case_id": ""}
+    sent = {
+        "customer": CUSTOMERS[0],
+        "site": "亦庄机房",
+        "device": "",
+        "reported_by": "王先生 13800000000",
+        "channel": "热线",
+        "description": "存储阵列告警",
+        "severity": SEVERITIES[1],
+        "reported_at": "",
+        "parent_case_id": "",
+    }
     assert validate({"request": sent}, schema, raise_on_error=False) == []
     request = RepairRequest.model_validate(sent)
     assert (request.severity, request.site, request.device, request.parent_case_id, request.reported_at) == (
-        2, "亦庄机房", None, None, None)
+        2,
+        "亦庄机房",
+        None,
+        None,
+        None,
+    )
     resolved = resolve_request(session, request, today=T0)
     assert (resolved.customer.code, resolved.site.name) == ("BJYH", "亦庄机房")
     # a site left empty, a case named by its number
-    assert RepairRequest.model_validate({**sent, "site": "", "parent_case_id": "WX-000012"}).parent_case_id == 12
+    assert (
+        RepairRequest.model_validate({**sent, "site": "", "parent_case_id": "WX-000012"}).parent_case_id == 12
+    )
 
     # what the form does not offer is refused by the server's check before any run exists
     for field, value in (("customer", "不存在的客户"), ("severity", "9 级"), ("severity", 2), ("site", None)):
@@ -134,12 +167,30 @@ def test_the_accident_and_extra_inspection_forms_values_are_taken(demo: str) -> 
     from tasks.accident import AccidentRequest
     from tasks.inspection import ExtraInspectionRequest
 
-    accident = {"customer": CUSTOMERS[0], "site": "", "device": "", "reported_by": "王先生", "channel": "热线",
-                "description": "核心交换机宕机", "severity": "", "reported_at": "", "parent_case_id": "",
-                "handover_reason": "", "found_by": "服务中心发现", "tolerance_hours": 0, "lead_on_site": False, "team": []}
+    accident = {
+        "customer": CUSTOMERS[0],
+        "site": "",
+        "device": "",
+        "reported_by": "王先生",
+        "channel": "热线",
+        "description": "核心交换机宕机",
+        "severity": "",
+        "reported_at": "",
+        "parent_case_id": "",
+        "handover_reason": "",
+        "found_by": "服务中心发现",
+        "tolerance_hours": 0,
+        "lead_on_site": False,
+        "team": [],
+    }
     assert validate({"request": accident}, schema_of("accident"), raise_on_error=False) == []
     taken = AccidentRequest.model_validate(accident)
-    assert (taken.severity, taken.found_by, taken.tolerance_hours, taken.site) == (None, "service_centre", None, None)
+    assert (taken.severity, taken.found_by, taken.tolerance_hours, taken.site) == (
+        None,
+        "service_centre",
+        None,
+        None,
+    )
     assert AccidentRequest.model_validate({**accident, "severity": SEVERITIES[0]}).severity == 1
     # a hand-over names only the repair
     assert AccidentRequest.model_validate({"parent_case_id": "WX-000007"}).parent_case_id == 7

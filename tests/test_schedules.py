@@ -49,8 +49,11 @@ def scheduling_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     settings = Settings(
-        home=home, database_url=f"sqlite:///{home / 'aftercare.db'}", secret_key="schedules-test-key",
-        prefect_port=port, cold_start=True,  # no warm-start fork server: this runner never runs a flow
+        home=home,
+        database_url=f"sqlite:///{home / 'aftercare.db'}",
+        secret_key="schedules-test-key",
+        prefect_port=port,
+        cold_start=True,  # no warm-start fork server: this runner never runs a flow
     )
     env = {**_clean_env(), **prefect_env(settings, api_url=api)}
     env.update(
@@ -66,8 +69,15 @@ def scheduling_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
 
     def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         with log.open("ab") as handle:
-            proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=ROOT,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         procs.append(proc)
         return proc
 
@@ -85,8 +95,13 @@ def scheduling_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
                 pass
             time.sleep(0.25)
         runner = start([sys.executable, "-m", "deployments.serve"], runner_log)
-        yield {"api": api, "server_log": server_log, "runner_log": runner_log, "runner": runner,
-               "started": started}
+        yield {
+            "api": api,
+            "server_log": server_log,
+            "runner_log": runner_log,
+            "runner": runner,
+            "started": started,
+        }
     finally:
         for proc in reversed(procs):
             _kill_group(proc, signal.SIGTERM)
@@ -107,17 +122,28 @@ def _deployment(api: str, d: Any) -> dict[str, Any] | None:
 
 def _scheduler_runs(api: str, deployment_id: str) -> list[dict[str, Any]]:
     """The deployment's Scheduled runs that Prefect's scheduler created."""
-    answer = httpx.post(f"{api}/flow_runs/filter", timeout=10, auth=_basic_auth(), json={
-        "deployments": {"id": {"any_": [deployment_id]}},
-        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-        "sort": "EXPECTED_START_TIME_ASC", "limit": 50,
-    })
+    answer = httpx.post(
+        f"{api}/flow_runs/filter",
+        timeout=10,
+        auth=_basic_auth(),
+        json={
+            "deployments": {"id": {"any_": [deployment_id]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+            "sort": "EXPECTED_START_TIME_ASC",
+            "limit": 50,
+        },
+    )
     answer.raise_for_status()
-    return [r for r in answer.json()
-            if r["auto_scheduled"] and (r["idempotency_key"] or "").startswith(f"scheduled {deployment_id} ")]
+    return [
+        r
+        for r in answer.json()
+        if r["auto_scheduled"] and (r["idempotency_key"] or "").startswith(f"scheduled {deployment_id} ")
+    ]
 
 
-def test_prefects_scheduler_creates_the_runs_of_every_cron_deployment(scheduling_stack: dict[str, Any]) -> None:
+def test_prefects_scheduler_creates_the_runs_of_every_cron_deployment(
+    scheduling_stack: dict[str, Any],
+) -> None:
     from prefect.server.schemas.schedules import CronSchedule as ServerCron
 
     api = scheduling_stack["api"]
@@ -151,8 +177,11 @@ def test_prefects_scheduler_creates_the_runs_of_every_cron_deployment(scheduling
         for schedule in d.schedules:
             cron = schedule.schedule
             # the next time the cron fires after the server started is among the runs created
-            first = next(ServerCron(cron=cron.cron, timezone=cron.timezone)._get_dates_generator(
-                n=1, start=scheduling_stack["started"]))
+            first = next(
+                ServerCron(cron=cron.cron, timezone=cron.timezone)._get_dates_generator(
+                    n=1, start=scheduling_stack["started"]
+                )
+            )
             assert any(abs((s - first).total_seconds()) < 1 for s in starts), (d.name, first, starts)
         assert all(s > scheduling_stack["started"] for s in starts)
 
@@ -200,19 +229,25 @@ def test_service_errors_are_found_in_the_server_log_since_its_last_start() -> No
     # an error before the server's last start is history, not a present fault
     assert service_errors_in(BANNER + SCHEDULER_DEAD + BANNER) == []
     # warnings, and errors of other parts of the server, are not service errors
-    other = ("03:02:00.100 | WARNING | docket.worker - slow task\n"
-             "03:02:00.200 | ERROR   | prefect.server.api.server - Encountered exception in request:\n"
-             "Traceback (most recent call last):\n  File \"/x/prefect/server/api/flow_runs.py\", line 1\n"
-             "ValueError: bad\n")
+    other = (
+        "03:02:00.100 | WARNING | docket.worker - slow task\n"
+        "03:02:00.200 | ERROR   | prefect.server.api.server - Encountered exception in request:\n"
+        'Traceback (most recent call last):\n  File "/x/prefect/server/api/flow_runs.py", line 1\n'
+        "ValueError: bad\n"
+    )
     assert service_errors_in(BANNER + other) == []
     assert service_errors_in("") == []
 
 
 def _check_env(home: Path, api: str) -> dict[str, str]:
     env = _clean_env()
-    env.update(AFTERCARE_HOME=str(home), AFTERCARE_SECRET_KEY="schedules-check-key", PREFECT_API_URL=api,
-               PREFECT_API_AUTH_STRING=os.environ.get("PREFECT_API_AUTH_STRING", ""),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])))
+    env.update(
+        AFTERCARE_HOME=str(home),
+        AFTERCARE_SECRET_KEY="schedules-check-key",
+        PREFECT_API_URL=api,
+        PREFECT_API_AUTH_STRING=os.environ.get("PREFECT_API_AUTH_STRING", ""),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+    )
     return env
 
 
@@ -242,7 +277,9 @@ def test_check_shows_each_scheduled_deployments_next_run_and_fails_on_a_service_
     for state in schedule_states(api):
         assert state.next_run is not None
         at = state.next_run.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-        assert f"✔ 定时流程 / schedule {state.name}: 下次运行 / next run {at} (Asia/Shanghai)" in result.stdout
+        assert (
+            f"✔ 定时流程 / schedule {state.name}: 下次运行 / next run {at} (Asia/Shanghai)" in result.stdout
+        )
     assert "plan-inspections/plan-inspections" in result.stdout and " 01:15 (Asia/Shanghai)" in result.stdout
     assert "month-end/month-end" in result.stdout and " 02:30 (Asia/Shanghai)" in result.stdout
 
@@ -263,7 +300,8 @@ def test_check_fails_when_a_scheduled_deployment_has_no_upcoming_run(prefect_run
 
     checks = schedule_checks(os.environ["PREFECT_API_URL"])
     assert {label for _, label, _ in checks} == {
-        f"定时流程 / schedule {d.flow_name}/{d.name}" for d in scheduled_deployments()}
+        f"定时流程 / schedule {d.flow_name}/{d.name}" for d in scheduled_deployments()
+    }
     for good, label, detail in checks:
         assert not good, (label, detail)
         assert "没有待运行的计划 / no upcoming run" in detail

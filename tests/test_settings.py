@@ -180,5 +180,7 @@ def test_business_time_is_shown_and_counted_in_the_configured_time_zone(aftercar
     get_settings.cache_clear()
     assert local_day(moment).isoformat() == "2026-11-23" and _local_time(moment) == "2026-11-23 21:30"
     assert local_bounds(moment.date(), moment.date())[0] == datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
-    assert Contract(customer_id=1, start_date=moment.date(), end_date=moment.date()).timezone == "Europe/Berlin"
+    assert (
+        Contract(customer_id=1, start_date=moment.date(), end_date=moment.date()).timezone == "Europe/Berlin"
+    )
     assert local_day(moment, "Asia/Shanghai").isoformat() == "2026-11-24"  # a contract's own zone is data

@@ -35,7 +35,9 @@ def _run_until(sup: Supervisor, done, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def test_a_child_that_dies_is_restarted_with_doubling_back_off_and_each_restart_is_logged(tmp_path: Path) -> None:
+def test_a_child_that_dies_is_restarted_with_doubling_back_off_and_each_restart_is_logged(
+    tmp_path: Path,
+) -> None:
     lines: list[str] = []
     sup = Supervisor(lines.append, tmp_path / "logs", base_delay=0.1, cap=0.4, stable_after=60)
     child = sup.add("flaky", [sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ))
@@ -61,14 +63,22 @@ def test_a_child_that_stayed_up_a_while_restarts_after_the_shortest_delay(tmp_pa
     assert [float(line.split(" in ")[1].split(" s")[0]) for line in lines[:2]] == [0.1, 0.1]
 
 
-def test_when_the_server_dies_its_dependent_runner_starts_afresh_and_its_group_lives_on(tmp_path: Path) -> None:
+def test_when_the_server_dies_its_dependent_runner_starts_afresh_and_its_group_lives_on(
+    tmp_path: Path,
+) -> None:
     lines: list[str] = []
     sup = Supervisor(lines.append, tmp_path / "logs", base_delay=0.1)
     # the "runner" leaves a "flow run" in its group: it must survive the runner's recycling
     runner_script = "import subprocess, time; subprocess.Popen(['sleep', '120']); time.sleep(120)"
-    runner = sup.add("runner", [sys.executable, "-c", runner_script], dict(os.environ), kill_group_on_exit=False)
-    server = sup.add("server", [sys.executable, "-c", "import time; time.sleep(0.5)"], dict(os.environ),
-                     dependents=["runner"])
+    runner = sup.add(
+        "runner", [sys.executable, "-c", runner_script], dict(os.environ), kill_group_on_exit=False
+    )
+    server = sup.add(
+        "server",
+        [sys.executable, "-c", "import time; time.sleep(0.5)"],
+        dict(os.environ),
+        dependents=["runner"],
+    )
     try:
         _run_until(sup, lambda: server.starts >= 2 and runner.starts >= 2)
         assert any("restarting runner: server exited" in line for line in lines), lines
@@ -134,8 +144,10 @@ def test_a_child_starts_with_stop_signals_unblocked(tmp_path: Path) -> None:
     sup = Supervisor(lambda _line: None, tmp_path / "logs")
     out = tmp_path / "mask"
     # the child writes the signals it blocks (Linux: SigBlk in /proc/self/status, a hex bit mask)
-    script = ("import re; status = open('/proc/self/status').read(); "
-              f"open({str(out)!r}, 'w').write(re.search(r'SigBlk:\\s*([0-9a-f]+)', status).group(1))")
+    script = (
+        "import re; status = open('/proc/self/status').read(); "
+        f"open({str(out)!r}, 'w').write(re.search(r'SigBlk:\\s*([0-9a-f]+)', status).group(1))"
+    )
     child = sup.add("mask", [sys.executable, "-c", script], dict(os.environ), restart=False)
     _run_until(sup, lambda: child.done)
     blocked = int(out.read_text(), 16)
@@ -211,8 +223,13 @@ def test_the_prefect_credential_is_generated_once_private_and_given_to_server_an
 
 def test_the_time_to_ready_counts_from_the_start_of_the_process() -> None:
     script = "import time; time.sleep(0.5); from deployments.up import process_age; print(process_age())"
-    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert 0.5 <= float(done.stdout) < 30
 
@@ -224,12 +241,30 @@ def test_the_process_that_supervises_imports_the_standard_library_only() -> None
     import subprocess
     import sys
 
-    code = "import sys, deployments.supervise; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
-                          capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys, deployments.supervise; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     loaded = set(done.stdout.split())
     assert "deployments" in loaded
-    heavy = {"prefect", "sqlmodel", "sqlalchemy", "pydantic", "pydantic_settings", "httpx", "typer", "models",
-             "flows", "tasks", "web"}
+    heavy = {
+        "prefect",
+        "sqlmodel",
+        "sqlalchemy",
+        "pydantic",
+        "pydantic_settings",
+        "httpx",
+        "typer",
+        "models",
+        "flows",
+        "tasks",
+        "web",
+    }
     assert not heavy & loaded, sorted(heavy & loaded)

@@ -50,7 +50,11 @@ class Up:
         self.lines = []
         self.proc = subprocess.Popen(
             AFTERCARE + ["up", "--prefect-port", str(self.prefect_port), "--web-port", str(self.web_port)],
-            env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         threading.Thread(target=self._read, args=(self.proc, self.lines), daemon=True).start()
 
@@ -98,8 +102,11 @@ class Up:
 
     def api(self) -> httpx.Client:
         user, _, password = (self.home / "prefect_auth").read_text().partition(":")
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.prefect_port}/api",
-                            auth=httpx.BasicAuth(user, password), timeout=10)
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.prefect_port}/api",
+            auth=httpx.BasicAuth(user, password),
+            timeout=10,
+        )
 
 
 def processes_of(home: Path) -> list[psutil.Process]:
@@ -135,7 +142,11 @@ def is_fork_server(proc: psutil.Process) -> bool:
     if "multiprocessing.forkserver" in cmd:
         return True
     parent = proc.parent()
-    return "deployments.serve" in cmd and parent is not None and "deployments.serve" in " ".join(parent.cmdline())
+    return (
+        "deployments.serve" in cmd
+        and parent is not None
+        and "deployments.serve" in " ".join(parent.cmdline())
+    )
 
 
 def flow_run_processes(home: Path) -> list[psutil.Process]:
@@ -160,9 +171,13 @@ def pss_mb(pid: int) -> float:
 
 
 def keeper_runs(api: httpx.Client, *states: str) -> list[dict[str, Any]]:
-    answer = api.post("/flow_runs/filter", json={
-        "flows": {"name": {"any_": ["clock-keeper"]}},
-        "flow_runs": {"state": {"type": {"any_": list(states)}}}})
+    answer = api.post(
+        "/flow_runs/filter",
+        json={
+            "flows": {"name": {"any_": ["clock-keeper"]}},
+            "flow_runs": {"state": {"type": {"any_": list(states)}}},
+        },
+    )
     answer.raise_for_status()
     return list(answer.json())
 
@@ -219,8 +234,12 @@ def test_sigterm_at_any_moment_of_start_up_stops_within_5_s_and_leaves_no_proces
 def restarted_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """`aftercare up` started, then stopped with SIGTERM and started again five times; each stop
     took at most 5 s and left no process. Yields the sixth `up`, running."""
-    up = Up(tmp_path_factory.mktemp("up") / "var", free_port(), free_port(),
-            AFTERCARE_EXTRA_FLOW_MODULES="tests.fixtures.flows_for_tests")
+    up = Up(
+        tmp_path_factory.mktemp("up") / "var",
+        free_port(),
+        free_port(),
+        AFTERCARE_EXTRA_FLOW_MODULES="tests.fixtures.flows_for_tests",
+    )
     try:
         for _ in range(5):
             up.start()
@@ -268,8 +287,11 @@ def test_up_restarted_five_times_runs_one_keeper_and_its_api_wants_the_credentia
     # DESIGN.md §7 row 27: without the credential the API refuses (a resume above all)
     base = f"http://127.0.0.1:{up.prefect_port}/api"
     assert httpx.post(f"{base}/flow_runs/filter", json={}, timeout=10).status_code == 401
-    resume = httpx.post(f"{base}/flow_runs/{running[0]['id']}/resume", timeout=10,
-                        json={"run_input": {"decision": "批准", "approver": "吴总监"}})
+    resume = httpx.post(
+        f"{base}/flow_runs/{running[0]['id']}/resume",
+        timeout=10,
+        json={"run_input": {"decision": "批准", "approver": "吴总监"}},
+    )
     assert resume.status_code == 401
     wrong = httpx.BasicAuth("aftercare", "guessed")
     assert httpx.post(f"{base}/flow_runs/filter", json={}, auth=wrong, timeout=10).status_code == 401
@@ -290,15 +312,23 @@ def test_a_killed_runner_is_restarted_and_a_waiting_approval_is_clicked_through(
     web = f"http://127.0.0.1:{up.web_port}"
     now = datetime.now(UTC)
     with session_scope(db) as session:
-        case = Case(kind="repair", customer_id=1, title="runner 被杀后的审批", reported_at=now, created_at=now,
-                    updated_at=now)
+        case = Case(
+            kind="repair",
+            customer_id=1,
+            title="runner 被杀后的审批",
+            reported_at=now,
+            created_at=now,
+            updated_at=now,
+        )
         session.add(case)
         session.flush()
         case_id = case.id
     with up.api() as api:
         deployment = api.get("/deployments/name/approval-probe/approval-probe").json()
-        run_id = api.post(f"/deployments/{deployment['id']}/create_flow_run",
-                          json={"parameters": {"case_id": case_id, "start": now.isoformat()}}).json()["id"]
+        run_id = api.post(
+            f"/deployments/{deployment['id']}/create_flow_run",
+            json={"parameters": {"case_id": case_id, "start": now.isoformat()}},
+        ).json()["id"]
 
         def paused_on(key: str) -> bool:
             state = api.get(f"/flow_runs/{run_id}").json()["state"]
@@ -307,23 +337,30 @@ def test_a_killed_runner_is_restarted_and_a_waiting_approval_is_clicked_through(
 
         wait_until(lambda: paused_on("lead-approval-v1"), 90, "run waiting for the lead's approval")
 
-        [runner] = [p for p in psutil.Process(up.proc.pid).children()  # type: ignore[union-attr]
-                    if "deployments.serve" in " ".join(p.cmdline())]
+        [runner] = [
+            p
+            for p in psutil.Process(up.proc.pid).children()  # type: ignore[union-attr]
+            if "deployments.serve" in " ".join(p.cmdline())
+        ]
         runner.send_signal(signal.SIGKILL)
         runner.wait(timeout=10)
         assert httpx.get(f"{web}/health", timeout=5).json() == {"status": "ok"}  # the web did not stop
 
         # the lead clicks the link while the runner is down or starting again
         with session_scope(db) as session:
-            body = session.exec(select(Notification.body).where(
-                Notification.case_id == case_id, Notification.key.like("approval:%"))).first()
+            body = session.exec(
+                select(Notification.body).where(
+                    Notification.case_id == case_id, Notification.key.like("approval:%")
+                )
+            ).first()
         assert body is not None
         token = re.search(r"/a/([A-Za-z0-9_.\-]+)", body).group(1)  # type: ignore[union-attr]
         page = httpx.get(f"{web}/a/{token}", timeout=10)
         assert page.status_code == 200, page.text
         csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)  # type: ignore[union-attr]
-        done = httpx.post(f"{web}/a/{token}", data={"csrf": csrf, "decision": "approved", "comment": "同意"},
-                          timeout=10)
+        done = httpx.post(
+            f"{web}/a/{token}", data={"csrf": csrf, "decision": "approved", "comment": "同意"}, timeout=10
+        )
         assert done.status_code == 200, done.text
 
         up.wait_for("restarting runner: exited by SIGKILL", timeout=10)

@@ -46,8 +46,19 @@ def test_every_served_flow_survives_the_trip_to_a_forked_run(deployment) -> None
         copy.validate_parameters({})
 
 
-@pytest.mark.parametrize(("raw", "warm"), [("1", False), ("true", False), ("YES", False), ("on", False),
-                                           ("0", True), ("false", True), ("", True), (None, True)])
+@pytest.mark.parametrize(
+    ("raw", "warm"),
+    [
+        ("1", False),
+        ("true", False),
+        ("YES", False),
+        ("on", False),
+        ("0", True),
+        ("false", True),
+        ("", True),
+        (None, True),
+    ],
+)
 def test_cold_start_switch(monkeypatch, aftercare_home, raw: str | None, warm: bool) -> None:
     from models.settings import get_settings
 
@@ -76,7 +87,7 @@ def test_the_fork_server_is_a_fork_of_the_runner_stops_when_idle_and_starts_agai
     import sys
     from pathlib import Path
 
-    script = '''
+    script = """
 import multiprocessing, os, sys, time
 from deployments import warm_start
 from multiprocessing import forkserver
@@ -107,7 +118,9 @@ again.join(30)
 assert again.exitcode == 0
 assert forkserver._forkserver._forkserver_pid not in (None, pid), "a new fork server was started"
 print("ok")
-'''
+"""
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr

@@ -21,13 +21,19 @@ def test_the_sites_own_links_in_an_approvals_text_are_links_and_the_rest_stays_e
     monkeypatch.setenv("AFTERCARE_PUBLIC_BASE_URL", "https://service.example.com")
     get_settings.cache_clear()
     try:
-        text = ("签字页面：https://service.example.com/reports/sign/abc.DEF-1_2\n"
-                "<script>alert(1)</script> 外部 https://evil.example.net/x \"q\"")
+        text = (
+            "签字页面：https://service.example.com/reports/sign/abc.DEF-1_2\n"
+            '<script>alert(1)</script> 外部 https://evil.example.net/x "q"'
+        )
         html = str(links(text))
     finally:
         get_settings.cache_clear()
-    assert ('<a href="https://service.example.com/reports/sign/abc.DEF-1_2">'
-            "https://service.example.com/reports/sign/abc.DEF-1_2</a>") in html
+    assert (
+        '<a href="https://service.example.com/reports/sign/abc.DEF-1_2">'
+        "https://service.example.com/reports/sign/abc.DEF-1_2</a>"
+    ) in html
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "evil.example.net/x" in html and 'href="https://evil' not in html  # another site's address stays text
+    assert (
+        "evil.example.net/x" in html and 'href="https://evil' not in html
+    )  # another site's address stays text
     assert "&#34;q&#34;" in html and "签字页面：" in html

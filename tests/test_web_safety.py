@@ -91,7 +91,9 @@ def assert_safe_headers(response: Any) -> None:
     csp = response.headers.get("content-security-policy", "")
     directives = {d.split()[0]: d.split()[1:] for d in csp.split(";") if d.strip()}
     script = directives.get("script-src", directives.get("default-src", []))
-    assert script and "'unsafe-inline'" not in script and "'unsafe-eval'" not in script and "*" not in script, csp
+    assert (
+        script and "'unsafe-inline'" not in script and "'unsafe-eval'" not in script and "*" not in script
+    ), csp
     assert "'none'" in directives.get("frame-ancestors", []), csp
     assert response.headers.get("x-content-type-options") == "nosniff"
     assert response.headers.get("referrer-policy") == "no-referrer"
@@ -103,7 +105,9 @@ def shown(response: Any, *typed: str) -> str:
     assert_safe_headers(response)
     page = response.text
     for piece in PIECES:
-        assert piece not in page, f"raw markup on {response.url}: …{page[max(0, page.find(piece) - 80):][:200]}…"
+        assert piece not in page, (
+            f"raw markup on {response.url}: …{page[max(0, page.find(piece) - 80) :][:200]}…"
+        )
     doc = _Document()
     doc.feed(page)
     doc.close()
@@ -195,10 +199,28 @@ def procedure_forms() -> list[type[BaseModel]]:
 
 def test_the_forms_found_are_the_procedures_forms() -> None:
     names = {f.__name__ for f in procedure_forms()}
-    assert {"DiagnosisForm", "VisitForm", "OnsiteForm", "RepairForm", "GuidanceForm", "FaultReportForm",
-            "PlanForm", "PartsForm", "TalkForm", "CallbackForm", "CorrectionForm", "AccountForm",
-            "AccidentPlanForm", "PlanTestForm", "ExecutionForm", "ReviewForm",
-            "DateForm", "ProposalForm", "ReconfirmForm", "UnsignedForm"} <= names
+    assert {
+        "DiagnosisForm",
+        "VisitForm",
+        "OnsiteForm",
+        "RepairForm",
+        "GuidanceForm",
+        "FaultReportForm",
+        "PlanForm",
+        "PartsForm",
+        "TalkForm",
+        "CallbackForm",
+        "CorrectionForm",
+        "AccountForm",
+        "AccidentPlanForm",
+        "PlanTestForm",
+        "ExecutionForm",
+        "ReviewForm",
+        "DateForm",
+        "ProposalForm",
+        "ReconfirmForm",
+        "UnsignedForm",
+    } <= names
 
 
 # Free-text fields that hold a date or a time of day: the refused answer carries the script, the
@@ -209,12 +231,16 @@ DATE_TEXT = {"day": "", "start": "09:30"}
 def _free_text(form: type[BaseModel]) -> list[str]:
     from models.forms import _field_kind
 
-    return [name for name, field in form.model_fields.items() if _field_kind(field.annotation)[0] == "textarea"]
+    return [
+        name for name, field in form.model_fields.items() if _field_kind(field.annotation)[0] == "textarea"
+    ]
 
 
 def _fits(form: type[BaseModel], name: str, value: str) -> str:
     """`value`, cut to the field's declared maximum length (keeping the tag and the first piece)."""
-    limit = min((m.max_length for m in form.model_fields[name].metadata if hasattr(m, "max_length")), default=None)
+    limit = min(
+        (m.max_length for m in form.model_fields[name].metadata if hasattr(m, "max_length")), default=None
+    )
     if limit is None or len(value) <= limit:
         return value
     short = value.split("]", 1)[0] + "]" + PIECES[0]
@@ -233,7 +259,9 @@ def _other_values(spec: dict[str, Any], free: list[str]) -> dict[str, str]:
     return values
 
 
-def fill_form_by_link(web: TestClient, case_id: int, n: int, form: type[BaseModel], subject: str, content: str) -> None:
+def fill_form_by_link(
+    web: TestClient, case_id: int, n: int, form: type[BaseModel], subject: str, content: str
+) -> None:
     """Ask for `form` the way a flow does, then answer it on its link page with script in every free-text field."""
     from models.db import session_scope
     from models.forms import form_name, form_spec
@@ -241,9 +269,20 @@ def fill_form_by_link(web: TestClient, case_id: int, n: int, form: type[BaseMode
 
     spec = form_spec(form)
     with session_scope() as s:
-        aid = open_approval(s, case_id, f"xss-{n}", 1, subject, content, kind="form",
-                            approver_role="technical_director", expires_at=T0 + timedelta(days=3), now=T0,
-                            form=spec, form_name=form_name(form)).id
+        aid = open_approval(
+            s,
+            case_id,
+            f"xss-{n}",
+            1,
+            subject,
+            content,
+            kind="form",
+            approver_role="technical_director",
+            expires_at=T0 + timedelta(days=3),
+            now=T0,
+            form=spec,
+            form_name=form_name(form),
+        ).id
     link = link_of(aid)
     page = web.get(link)
     assert page.status_code == 200
@@ -257,15 +296,24 @@ def fill_form_by_link(web: TestClient, case_id: int, n: int, form: type[BaseMode
     fields = {f"f_{k}": v for k, v in {**others, **typed}.items()}
 
     # refused (a choice the page does not offer): the page comes back with what was typed
-    refused = web.post(link, data={"csrf": csrf_of(page.text), "decision": "bogus", "comment": comment, **fields})
+    refused = web.post(
+        link, data={"csrf": csrf_of(page.text), "decision": "bogus", "comment": comment, **fields}
+    )
     assert refused.status_code == 422, refused.text[:300]
     shown(refused, *typed.values(), comment)
     assert approval_row(aid).decision is None
 
     # recorded exactly as typed (never stored escaped)
     kept = {k: DATE_TEXT.get(k, v) for k, v in typed.items()}
-    done = web.post(link, data={"csrf": csrf_of(page.text), "decision": "submitted", "comment": comment,
-                                **{f"f_{k}": v for k, v in {**others, **kept}.items()}})
+    done = web.post(
+        link,
+        data={
+            "csrf": csrf_of(page.text),
+            "decision": "submitted",
+            "comment": comment,
+            **{f"f_{k}": v for k, v in {**others, **kept}.items()},
+        },
+    )
     assert done.status_code == 200, done.text[:600]
     shown(done, subject)
     row = approval_row(aid)
@@ -280,8 +328,9 @@ def fill_form_by_link(web: TestClient, case_id: int, n: int, form: type[BaseMode
 # --- the one test that walks every page --------------------------------------------------------------
 
 
-def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(demo: str, web: TestClient,
-                                                                           notifications: Any, session: Session) -> None:
+def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(
+    demo: str, web: TestClient, notifications: Any, session: Session
+) -> None:
     from flows.steps import CALLBACK_ITEMS, _plan_context
     from models.db import session_scope
     from tasks.approvals import open_approval
@@ -289,36 +338,66 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(demo: 
     from tasks.reports import first_plan_of, issue
 
     # 1. intake: every free-text field of the repair request (the customer and site are looked up, not shown)
-    request = RepairRequest(customer="TYDX", reported_by=_fits(RepairRequest, "reported_by", evil("intake.reported_by")),
-                            description=evil("intake.description") + "\n第二行：" + evil("intake.line2"),
-                            reported_at=T0)
-    case_id = plain(take_request)(request, T0, "run-xss", tell=[
-        Tell(template="repair/opened", key="opened", roles=["dispatcher", "technical_lead", "engineer"]),
-        Tell(template="repair/received", key="received", customer=True)])
+    request = RepairRequest(
+        customer="TYDX",
+        reported_by=_fits(RepairRequest, "reported_by", evil("intake.reported_by")),
+        description=evil("intake.description") + "\n第二行：" + evil("intake.line2"),
+        reported_at=T0,
+    )
+    case_id = plain(take_request)(
+        request,
+        T0,
+        "run-xss",
+        tell=[
+            Tell(template="repair/opened", key="opened", roles=["dispatcher", "technical_lead", "engineer"]),
+            Tell(template="repair/received", key="received", customer=True),
+        ],
+    )
     title = evil("intake.description")[:80]  # a case's title is its description's first line
 
     # 2. every form of every procedure, through its link page (the case title, the subject and the
     #    content — what earlier steps wrote — on the page as well)
     for n, form in enumerate(procedure_forms(), start=1):
-        fill_form_by_link(web, case_id, n, form, subject=evil(f"{form.__name__}.subject"),
-                          content=evil(f"{form.__name__}.content") + "\n" + evil("intake.description"))
+        fill_form_by_link(
+            web,
+            case_id,
+            n,
+            form,
+            subject=evil(f"{form.__name__}.subject"),
+            content=evil(f"{form.__name__}.content") + "\n" + evil("intake.description"),
+        )
     page = web.get(link_of(_open(case_id, "xss-case-title", "approval")))
     shown(page, title)
 
     # 3. the plan as the director sees it (the plan report's text) and his comment
-    plan = plain(first_plan_of)(evil("plan.text") + "\n更换电源模块，预计 30 分钟。", evil("author"))  # a person's name: within issued_by's 100 characters
+    plan = plain(first_plan_of)(
+        evil("plan.text") + "\n更换电源模块，预计 30 分钟。", evil("author")
+    )  # a person's name: within issued_by's 100 characters
     assert plan is not None
     plan_doc = plain(issue)(case_id, "solution_plan", "common/plan", _plan_context(plan), T0, plan.author, 1)
     with session_scope() as s:
-        director = open_approval(s, case_id, "plan-approval", 1, evil("approval.subject"), plan_doc["text"],
-                                 approver_role="technical_director", expires_at=T0 + timedelta(days=3), now=T0).id
+        director = open_approval(
+            s,
+            case_id,
+            "plan-approval",
+            1,
+            evil("approval.subject"),
+            plan_doc["text"],
+            approver_role="technical_director",
+            expires_at=T0 + timedelta(days=3),
+            now=T0,
+        ).id
     link = link_of(director)
     page = web.get(link)
     shown(page, evil("plan.text"), evil("approval.subject"))
-    refused = web.post(link, data={"csrf": csrf_of(page.text), "decision": "bogus", "comment": evil("director.comment")})
+    refused = web.post(
+        link, data={"csrf": csrf_of(page.text), "decision": "bogus", "comment": evil("director.comment")}
+    )
     assert refused.status_code == 422
     shown(refused, evil("director.comment"), evil("plan.text"))
-    done = web.post(link, data={"csrf": csrf_of(page.text), "decision": "revise", "comment": evil("director.comment")})
+    done = web.post(
+        link, data={"csrf": csrf_of(page.text), "decision": "revise", "comment": evil("director.comment")}
+    )
     assert done.status_code == 200
     shown(done, evil("approval.subject"))
     assert approval_row(director).comment == evil("director.comment")
@@ -326,26 +405,80 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(demo: 
     # 4. the reports, with every typed text the flows put into them; each one's view and signing page
     docs: list[tuple[dict[str, Any], list[str]]] = [(plan_doc, [evil("plan.text")])]
     service = {
-        "solved_remotely": False, "diagnosis": evil("report.diagnosis"), "command_log": evil("report.command_log"),
-        "plan": plan.model_dump(), "work_done": evil("report.work_done"), "parts_used": [],
-        "maintenance": evil("report.maintenance"), "further_problems": [evil("report.problem")],
-        "engineer": evil("report.engineer"), "corrections": [evil("report.correction")],
+        "solved_remotely": False,
+        "diagnosis": evil("report.diagnosis"),
+        "command_log": evil("report.command_log"),
+        "plan": plan.model_dump(),
+        "work_done": evil("report.work_done"),
+        "parts_used": [],
+        "maintenance": evil("report.maintenance"),
+        "further_problems": [evil("report.problem")],
+        "engineer": evil("report.engineer"),
+        "corrections": [evil("report.correction")],
     }
-    docs.append((plain(issue)(case_id, "service_report", "repair/service_report", service, T0, "刘工程师", 1),
-                 [v for k, v in service.items() if isinstance(v, str)] + [evil("report.problem"),
-                                                                         evil("report.correction")]))
-    fault = {k: evil(f"fault.{k}") for k in ("customer_engineer", "symptoms", "business_impact", "process", "cause",
-                                              "solution", "advice")}
-    docs.append((plain(issue)(case_id, "fault_report", "repair/fault_report", {**fault, "engineer": evil("fault.by")},
-                              T0, "张技术", 1), list(fault.values())))
-    callback = {"customer_person": evil("callback.person"), "comments": evil("callback.comments"),
-                "centre_confirmed": True, **{k: "优" for k in CALLBACK_ITEMS}, "by": evil("callback.by"), "at": T0}
+    docs.append(
+        (
+            plain(issue)(case_id, "service_report", "repair/service_report", service, T0, "刘工程师", 1),
+            [v for k, v in service.items() if isinstance(v, str)]
+            + [evil("report.problem"), evil("report.correction")],
+        )
+    )
+    fault = {
+        k: evil(f"fault.{k}")
+        for k in (
+            "customer_engineer",
+            "symptoms",
+            "business_impact",
+            "process",
+            "cause",
+            "solution",
+            "advice",
+        )
+    }
+    docs.append(
+        (
+            plain(issue)(
+                case_id,
+                "fault_report",
+                "repair/fault_report",
+                {**fault, "engineer": evil("fault.by")},
+                T0,
+                "张技术",
+                1,
+            ),
+            list(fault.values()),
+        )
+    )
+    callback = {
+        "customer_person": evil("callback.person"),
+        "comments": evil("callback.comments"),
+        "centre_confirmed": True,
+        **{k: "优" for k in CALLBACK_ITEMS},
+        "by": evil("callback.by"),
+        "at": T0,
+    }
     scores = [{"key": k, "label": label, "value": "优"} for k, label in CALLBACK_ITEMS.items()]
-    docs.append((plain(issue)(case_id, "callback_form", "common/callback_form", {"callback": callback, "scores": scores},
-                              T0, "调度员", 1), [evil("callback.person"), evil("callback.comments")]))
+    docs.append(
+        (
+            plain(issue)(
+                case_id,
+                "callback_form",
+                "common/callback_form",
+                {"callback": callback, "scores": scores},
+                T0,
+                "调度员",
+                1,
+            ),
+            [evil("callback.person"), evil("callback.comments")],
+        )
+    )
     account = {"account": evil("account.text"), "engineer": evil("account.by"), "plan": plan.model_dump()}
-    docs.append((plain(issue)(case_id, "written_account", "repair/written_account", account, T0, "刘工程师", 1),
-                 [evil("account.text")]))
+    docs.append(
+        (
+            plain(issue)(case_id, "written_account", "repair/written_account", account, T0, "刘工程师", 1),
+            [evil("account.text")],
+        )
+    )
     docs += _accident_reports()
 
     for doc, typed in docs:
@@ -359,27 +492,58 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(demo: 
     # 5. the customer signs the service report with a typed name: the thank-you and the report page show it
     report = docs[1][0]
     sign_page = web.get(path(report["sign_url"]))
-    signed = web.post(path(report["sign_url"]), data={
-        "csrf": csrf_of(sign_page.text), "content_hash": report["hash"], "signer_name": evil("signer")[:100],
-        "method": "typed", "action": "sign"})
+    signed = web.post(
+        path(report["sign_url"]),
+        data={
+            "csrf": csrf_of(sign_page.text),
+            "content_hash": report["hash"],
+            "signer_name": evil("signer")[:100],
+            "method": "typed",
+            "action": "sign",
+        },
+    )
     assert signed.status_code == 200 and "签字成功" in signed.text, signed.text[:400]
     shown(signed, evil("signer")[:100])
     shown(web.get(path(report["view_url"])), evil("signer")[:100])
 
     # 6. the customer's signature and objection on the generic signature page
     with session_scope() as s:
-        sig = open_approval(s, case_id, "service-report-signature", 1, evil("signature.subject"), report["sign_text"],
-                            kind="signature", approver_role="customer", approver_contact_ids=[contact_id(case_id)],
-                            expires_at=T0 + timedelta(days=7), now=T0).id
+        sig = open_approval(
+            s,
+            case_id,
+            "service-report-signature",
+            1,
+            evil("signature.subject"),
+            report["sign_text"],
+            kind="signature",
+            approver_role="customer",
+            approver_contact_ids=[contact_id(case_id)],
+            expires_at=T0 + timedelta(days=7),
+            now=T0,
+        ).id
     link = link_of(sig)
     page = web.get(link)
     shown(page, evil("signature.subject"), evil("report.diagnosis"))
-    refused = web.post(link, data={"csrf": csrf_of(page.text), "decision": "bogus", "signer": evil("signature.signer"),
-                                   "comment": evil("signature.comment")})
+    refused = web.post(
+        link,
+        data={
+            "csrf": csrf_of(page.text),
+            "decision": "bogus",
+            "signer": evil("signature.signer"),
+            "comment": evil("signature.comment"),
+        },
+    )
     assert refused.status_code == 422
     shown(refused, evil("signature.comment"))
-    objected = web.post(link, data={"csrf": csrf_of(page.text), "decision": "objected", "signer": "客户",
-                                    "comment": evil("signature.comment")})
+    objected = web.post(
+        link,
+        data={
+            "csrf": csrf_of(page.text),
+            "decision": "objected",
+            "signer": "客户",
+            "comment": evil("signature.comment"),
+        },
+    )
     assert objected.status_code == 200
     shown(objected, evil("signature.subject"))
 
@@ -389,8 +553,17 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(demo: 
 
     # 8. an expired link's page and the renewal page (message pages)
     with session_scope() as s:
-        late = open_approval(s, case_id, "xss-late", 1, evil("late.subject"), "内容", approver_role="technical_director",
-                             expires_at=T0 + timedelta(minutes=30), now=T0).id
+        late = open_approval(
+            s,
+            case_id,
+            "xss-late",
+            1,
+            evil("late.subject"),
+            "内容",
+            approver_role="technical_director",
+            expires_at=T0 + timedelta(minutes=30),
+            now=T0,
+        ).id
     link = link_of(late)
     page = web.get(link)
     assert page.status_code == 410
@@ -409,10 +582,18 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(demo: 
     assert messages
     for m in messages:
         for text in (m.title, m.body):
-            assert "&lt;" not in text and "&gt;" not in text and "&#34;" not in text and "&amp;" not in text, text
+            assert (
+                "&lt;" not in text and "&gt;" not in text and "&#34;" not in text and "&amp;" not in text
+            ), text
     everything = "\n".join(f"{m.title}\n{m.body}" for m in messages)
-    for typed in (evil("intake.description"), _fits(RepairRequest, "reported_by", evil("intake.reported_by")), evil("approval.subject"),
-                  evil("signature.subject"), evil("DiagnosisForm.subject"), evil("late.subject")):
+    for typed in (
+        evil("intake.description"),
+        _fits(RepairRequest, "reported_by", evil("intake.reported_by")),
+        evil("approval.subject"),
+        evil("signature.subject"),
+        evil("DiagnosisForm.subject"),
+        evil("late.subject"),
+    ):
         assert typed in everything, typed
     from web.incidents import incidents_link
 
@@ -426,8 +607,18 @@ def _open(case_id: int, step: str, kind: str) -> int:
     from tasks.approvals import open_approval
 
     with session_scope() as s:
-        return open_approval(s, case_id, step, 1, "审批", "内容", kind=kind, approver_role="technical_director",
-                             expires_at=T0 + timedelta(days=3), now=T0).id
+        return open_approval(
+            s,
+            case_id,
+            step,
+            1,
+            "审批",
+            "内容",
+            kind=kind,
+            approver_role="technical_director",
+            expires_at=T0 + timedelta(days=3),
+            now=T0,
+        ).id
 
 
 def _accident_reports() -> list[tuple[dict[str, Any], list[str]]]:
@@ -437,37 +628,78 @@ def _accident_reports() -> list[tuple[dict[str, Any], list[str]]]:
     from models.reports import Report
     from tasks.reports import issue
 
-    request = A.AccidentRequest(customer="TYDX",
-                                reported_by=_fits(A.AccidentRequest, "reported_by", evil("accident.reported_by")),
-                                description=evil("accident.description"), reported_at=T0,
-                                handover_reason=evil("accident.handover_reason"))
+    request = A.AccidentRequest(
+        customer="TYDX",
+        reported_by=_fits(A.AccidentRequest, "reported_by", evil("accident.reported_by")),
+        description=evil("accident.description"),
+        reported_at=T0,
+        handover_reason=evil("accident.handover_reason"),
+    )
     case_id = plain(A.open_accident)(request, T0, "run-xss-accident")
     plain(A.form_team)(case_id, T0)
-    plan = plain(A.record_plan)(case_id, 1, {
-        "measures": evil("accident.measures"), "steps": evil("accident.step") + " | 30",
-        "expected_effect": evil("accident.effect"), "fallback": evil("accident.fallback"),
-        "executor": evil("accident.executor"), "tools": evil("accident.tools"), "spare_parts": "",
-        "needs_testing": False}, "张技术", T0)
+    plan = plain(A.record_plan)(
+        case_id,
+        1,
+        {
+            "measures": evil("accident.measures"),
+            "steps": evil("accident.step") + " | 30",
+            "expected_effect": evil("accident.effect"),
+            "fallback": evil("accident.fallback"),
+            "executor": evil("accident.executor"),
+            "tools": evil("accident.tools"),
+            "spare_parts": "",
+            "needs_testing": False,
+        },
+        "张技术",
+        T0,
+    )
     assert not plan.get("error"), plan
     plain(A.record_execution)(case_id, 1, "restored", evil("accident.execution_note"), "张技术", T0)
     context = {**plain(A.accident_report_context)(case_id), "corrections": [evil("accident.correction")]}
-    service = plain(issue)(case_id, "accident_report", "accident/service_report", context, T0 + timedelta(hours=5),
-                           "紧急抢修小组", 1)
-    summary = plain(issue)(case_id, "accident_summary", "accident/summary",
-                           {"account": evil("accident.account"), "engineer": evil("accident.engineer"), "plan": None},
-                           T0 + timedelta(days=2), "张技术", 1)
-    review = plain(A.record_review)(case_id, 1, {"participants": evil("review.participants"),
-                                                 "conclusion": evil("review.conclusion"),
-                                                 "actions": evil("review.actions")}, "吴总监", T0 + timedelta(days=6))
+    service = plain(issue)(
+        case_id,
+        "accident_report",
+        "accident/service_report",
+        context,
+        T0 + timedelta(hours=5),
+        "紧急抢修小组",
+        1,
+    )
+    summary = plain(issue)(
+        case_id,
+        "accident_summary",
+        "accident/summary",
+        {"account": evil("accident.account"), "engineer": evil("accident.engineer"), "plan": None},
+        T0 + timedelta(days=2),
+        "张技术",
+        1,
+    )
+    review = plain(A.record_review)(
+        case_id,
+        1,
+        {
+            "participants": evil("review.participants"),
+            "conclusion": evil("review.conclusion"),
+            "actions": evil("review.actions"),
+        },
+        "吴总监",
+        T0 + timedelta(days=6),
+    )
     with session_scope() as s:
         row = s.get(Report, review["report_id"])
         assert row is not None
         from tasks.links import report_url, sign_url
 
-        review_doc = {"title": row.title, "view_url": report_url(row.id, now=T0), "sign_url": sign_url(row.id, now=T0)}  # type: ignore[arg-type]
-    return [(service, [evil("accident.description"), evil("accident.correction")]),
-            (summary, [evil("accident.account")]),
-            (review_doc, [evil("review.conclusion"), evil("review.actions")])]
+        review_doc = {
+            "title": row.title,
+            "view_url": report_url(row.id, now=T0),
+            "sign_url": sign_url(row.id, now=T0),
+        }  # type: ignore[arg-type]
+    return [
+        (service, [evil("accident.description"), evil("accident.correction")]),
+        (summary, [evil("accident.account")]),
+        (review_doc, [evil("review.conclusion"), evil("review.actions")]),
+    ]
 
 
 def _inspection_pages(web: TestClient, session: Session) -> None:
@@ -491,12 +723,27 @@ def _inspection_pages(web: TestClient, session: Session) -> None:
     with session_scope() as s:
         engineer = s.exec(select(Staff).where(Staff.name == "刘工程师")).one()
         spec = {**checklist_spec(s, case_id), "page": CHECKLIST_PAGE}
-        aid = open_approval(s, case_id, "checklist-v1", 1, evil("checklist.subject"), evil("checklist.content"),
-                            kind="form", approver_staff_ids=[engineer.id], approver_role="engineer",
-                            expires_at=visit + timedelta(days=3), now=visit, form=spec,
-                            template="inspection/checklist_request", context={"page": CHECKLIST_PAGE}).id
-        body = s.exec(select(Notification.body).where(Notification.case_id == case_id,
-                                                      Notification.template == "inspection/checklist_request")).first()
+        aid = open_approval(
+            s,
+            case_id,
+            "checklist-v1",
+            1,
+            evil("checklist.subject"),
+            evil("checklist.content"),
+            kind="form",
+            approver_staff_ids=[engineer.id],
+            approver_role="engineer",
+            expires_at=visit + timedelta(days=3),
+            now=visit,
+            form=spec,
+            template="inspection/checklist_request",
+            context={"page": CHECKLIST_PAGE},
+        ).id
+        body = s.exec(
+            select(Notification.body).where(
+                Notification.case_id == case_id, Notification.template == "inspection/checklist_request"
+            )
+        ).first()
     assert body
     link = path(re.search(r"https?://\S+", body)[0])  # type: ignore[index]
     at(web, visit + timedelta(hours=2))
@@ -509,12 +756,20 @@ def _inspection_pages(web: TestClient, session: Session) -> None:
 
     keys = [html_lib.unescape(k) for k in keys]
     notes = {f"n|{k}": evil(f"note.{i}") for i, k in enumerate(keys)}
-    data = {"csrf": csrf_of(page.text), "pre_changes": evil("pre_changes"), "pre_reported": evil("pre_reported"),
-            "comment": evil("checklist.comment"), **{f"r|{k}": "normal" for k in keys}, **notes}
+    data = {
+        "csrf": csrf_of(page.text),
+        "pre_changes": evil("pre_changes"),
+        "pre_reported": evil("pre_reported"),
+        "comment": evil("checklist.comment"),
+        **{f"r|{k}": "normal" for k in keys},
+        **notes,
+    }
     refused = web.post(link, data=data)  # the backup is not confirmed: refused, what was typed kept
     assert refused.status_code == 422
     shown(refused, evil("pre_changes"), evil("pre_reported"), evil("checklist.comment"), *notes.values())
-    done = web.post(link, data={**data, "pre_backup": "yes", "pre_agreed": "yes", "pre_agreed_by": evil("agreed")[:50]})
+    done = web.post(
+        link, data={**data, "pre_backup": "yes", "pre_agreed": "yes", "pre_agreed_by": evil("agreed")[:50]}
+    )
     assert done.status_code == 200, done.text[:500]
     shown(done, evil("checklist.subject"))
     row = approval_row(aid)
@@ -523,8 +778,15 @@ def _inspection_pages(web: TestClient, session: Session) -> None:
     checked = plain(record_checklist)(case_id, 1, row.payload, visit + timedelta(hours=2), "刘工程师", spec)
     assert not checked["error"], checked
     context = {**plain(report_context)(case_id, 1), "report_key": "checklist-v1", "unsigned": None}
-    doc = plain(issue)(case_id, "inspection_report", "inspection/report", context, visit + timedelta(hours=3), "刘工程师",
-                       plain(report_version)(case_id, "checklist-v1"))
+    doc = plain(issue)(
+        case_id,
+        "inspection_report",
+        "inspection/report",
+        context,
+        visit + timedelta(hours=3),
+        "刘工程师",
+        plain(report_version)(case_id, "checklist-v1"),
+    )
     at(web, visit + timedelta(hours=4))
     for url in (doc["view_url"], doc["sign_url"]):
         shown(web.get(path(url)), evil("pre_changes"), evil("pre_reported"), *list(notes.values())[:3])
@@ -540,11 +802,22 @@ def _summary_page(web: TestClient) -> None:
 
     now = datetime(2026, 11, 2, 2, tzinfo=UTC)
     with session_scope() as s:
-        issue_summary(s, 1, kind="monthly", period="2026-10", first=date(2026, 10, 1), last=date(2026, 10, 31),
-                      now=now, calendar=calendar_for(s))
+        issue_summary(
+            s,
+            1,
+            kind="monthly",
+            period="2026-10",
+            first=date(2026, 10, 1),
+            last=date(2026, 10, 31),
+            now=now,
+            calendar=calendar_for(s),
+        )
     with session_scope() as s:
-        body = s.exec(select(Notification.body).where(Notification.template == "inspection/service_summary")
-                      .order_by(col(Notification.id).desc())).first()
+        body = s.exec(
+            select(Notification.body)
+            .where(Notification.template == "inspection/service_summary")
+            .order_by(col(Notification.id).desc())
+        ).first()
     assert body
     link = path(re.search(r"https?://\S+", body)[0])  # type: ignore[index]
     at(web, now + timedelta(hours=1))
@@ -566,8 +839,9 @@ def _summary_page(web: TestClient) -> None:
 # --- mail shows HTML: the plain-text message is escaped there -----------------------------------------
 
 
-def test_a_mail_channel_gets_the_text_escaped_as_html_and_chat_gets_it_as_typed(aftercare_home: Path,
-                                                                               smtp_sink: Any) -> None:
+def test_a_mail_channel_gets_the_text_escaped_as_html_and_chat_gets_it_as_typed(
+    aftercare_home: Path, smtp_sink: Any
+) -> None:
     from tasks.channels import deliver
 
     text = evil("mail.body") + "\n第二行"
@@ -604,7 +878,9 @@ def test_every_response_sends_the_security_headers_and_no_api_docs_are_served(db
     assert script.headers["content-type"].startswith(("application/javascript", "text/javascript"))
 
 
-def test_the_root_page_is_the_board_behind_the_staff_login(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_root_page_is_the_board_behind_the_staff_login(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import base64
 
     from models.settings import get_settings
@@ -616,7 +892,9 @@ def test_the_root_page_is_the_board_behind_the_staff_login(db_url: str, monkeypa
     assert refused.status_code == 401 and refused.headers["content-type"].startswith("text/html")
     assert "需要登录" in shown(refused) and '"detail"' not in refused.text
     assert_safe_headers(refused)
-    page = client.get("/", headers={"Authorization": "Basic " + base64.b64encode(b"aftercare:root-page-test").decode()})
+    page = client.get(
+        "/", headers={"Authorization": "Basic " + base64.b64encode(b"aftercare:root-page-test").decode()}
+    )
     assert page.status_code == 200 and "调度看板" in shown(page)
     ui = get_settings().prefect_url.removesuffix("/api")
     assert f'href="{ui}"' in page.text
@@ -624,26 +902,56 @@ def test_the_root_page_is_the_board_behind_the_staff_login(db_url: str, monkeypa
     assert client.get("/health").status_code == 200
 
 
-def test_the_signing_page_runs_no_inline_script_and_its_pad_still_posts_a_drawing(demo: str, web: TestClient,
-                                                                                  session: Session) -> None:
+def test_the_signing_page_runs_no_inline_script_and_its_pad_still_posts_a_drawing(
+    demo: str, web: TestClient, session: Session
+) -> None:
     from models.reports import Signature
     from tasks.cases import RepairRequest, take_request
     from tasks.reports import issue
 
-    case_id = plain(take_request)(RepairRequest(customer="TYDX", reported_by="王", description="存储告警",
-                                                reported_at=T0), T0, "run-pad")
-    doc = plain(issue)(case_id, "service_report", "repair/service_report", {
-        "solved_remotely": True, "diagnosis": "恢复", "command_log": "", "plan": None, "work_done": "远程恢复",
-        "parts_used": [], "maintenance": "", "further_problems": [], "engineer": "刘工程师", "corrections": []},
-        T0, "刘工程师", 1)
+    case_id = plain(take_request)(
+        RepairRequest(customer="TYDX", reported_by="王", description="存储告警", reported_at=T0),
+        T0,
+        "run-pad",
+    )
+    doc = plain(issue)(
+        case_id,
+        "service_report",
+        "repair/service_report",
+        {
+            "solved_remotely": True,
+            "diagnosis": "恢复",
+            "command_log": "",
+            "plan": None,
+            "work_done": "远程恢复",
+            "parts_used": [],
+            "maintenance": "",
+            "further_problems": [],
+            "engineer": "刘工程师",
+            "corrections": [],
+        },
+        T0,
+        "刘工程师",
+        1,
+    )
     page = web.get(path(doc["sign_url"]))
     shown(page)
     assert '<script src="/static/signature-pad.js"' in page.text
-    assert 'id="pad"' in page.text and 'id="image"' in page.text and 'name="image"' in page.text  # what the script uses
+    assert (
+        'id="pad"' in page.text and 'id="image"' in page.text and 'name="image"' in page.text
+    )  # what the script uses
     drawn = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
-    answer = web.post(path(doc["sign_url"]), data={"csrf": csrf_of(page.text), "content_hash": doc["hash"],
-                                                   "signer_name": "客户", "method": "drawn", "image": drawn,
-                                                   "action": "sign"})
+    answer = web.post(
+        path(doc["sign_url"]),
+        data={
+            "csrf": csrf_of(page.text),
+            "content_hash": doc["hash"],
+            "signer_name": "客户",
+            "method": "drawn",
+            "image": drawn,
+            "action": "sign",
+        },
+    )
     assert answer.status_code == 200 and "签字成功" in answer.text
     saved = session.exec(select(Signature).where(Signature.report_id == doc["id"])).one()
     assert saved.method == "drawn" and saved.image == drawn
@@ -658,16 +966,30 @@ def test_an_expired_links_renewal_sends_one_link_per_ten_minutes(demo: str, web:
     from tasks.approvals import open_approval
     from tasks.cases import RepairRequest, take_request
 
-    case_id = plain(take_request)(RepairRequest(customer="TYDX", reported_by="王", description="存储告警",
-                                                reported_at=T0), T0, "run-renew")
+    case_id = plain(take_request)(
+        RepairRequest(customer="TYDX", reported_by="王", description="存储告警", reported_at=T0),
+        T0,
+        "run-renew",
+    )
     with session_scope() as s:
-        aid = open_approval(s, case_id, "plan-approval", 1, "解决方案", "更换电源模块", approver_role="technical_director",
-                            expires_at=T0 + timedelta(hours=1), now=T0).id
+        aid = open_approval(
+            s,
+            case_id,
+            "plan-approval",
+            1,
+            "解决方案",
+            "更换电源模块",
+            approver_role="technical_director",
+            expires_at=T0 + timedelta(hours=1),
+            now=T0,
+        ).id
     link = link_of(aid)
 
     def renewals() -> int:
         with session_scope() as s:
-            return len(s.exec(select(Notification).where(Notification.template == "approval_link_renewed")).all())
+            return len(
+                s.exec(select(Notification).where(Notification.template == "approval_link_renewed")).all()
+            )
 
     first_at = T0 + timedelta(hours=2)
     at(web, first_at)
@@ -696,7 +1018,8 @@ def _mode(p: Path) -> int:
 
 
 def test_home_is_0700_and_database_logs_secret_and_notification_log_are_0600(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
 
     from deployments.supervisor import Supervisor
@@ -768,11 +1091,23 @@ def test_two_web_processes_asked_at_once_send_one_fresh_link(demo: str) -> None:
     from tasks.cases import RepairRequest, take_request
     from tasks.links import verify_token
 
-    case_id = plain(take_request)(RepairRequest(customer="TYDX", reported_by="王", description="存储告警",
-                                                reported_at=T0), T0, "run-race")
+    case_id = plain(take_request)(
+        RepairRequest(customer="TYDX", reported_by="王", description="存储告警", reported_at=T0),
+        T0,
+        "run-race",
+    )
     with session_scope() as s:
-        aid = open_approval(s, case_id, "plan-approval", 1, "解决方案", "更换电源模块", approver_role="technical_director",
-                            expires_at=T0 + timedelta(hours=1), now=T0).id
+        aid = open_approval(
+            s,
+            case_id,
+            "plan-approval",
+            1,
+            "解决方案",
+            "更换电源模块",
+            approver_role="technical_director",
+            expires_at=T0 + timedelta(hours=1),
+            now=T0,
+        ).id
     who = Approver.parse(str(verify_token(link_of(aid).rsplit("/", 1)[1], "a", now=T0)["p"]))
     now = T0 + timedelta(hours=2)
     start = threading.Barrier(4)
@@ -789,7 +1124,10 @@ def test_two_web_processes_asked_at_once_send_one_fresh_link(demo: str) -> None:
         t.join(timeout=60)
     assert sorted(outcomes) == ["recorded", "too_soon", "too_soon", "too_soon"]
     with session_scope() as s:
-        assert len(s.exec(select(Notification).where(Notification.template == "approval_link_renewed")).all()) == 1
+        assert (
+            len(s.exec(select(Notification).where(Notification.template == "approval_link_renewed")).all())
+            == 1
+        )
 
 
 def test_pages_and_reports_share_one_autoescaping_environment_and_no_template_carries_inline_script() -> None:

@@ -16,7 +16,13 @@ from web.busy import BusyRetry
 from web.pages import STATIC, SecurityHeaders
 
 # The page families, each a module with its `router` (fastapi.APIRouter).
-ROUTERS: list[APIRouter] = [board.router, incidents.router, reports.router, approvals.router, inspection.router]
+ROUTERS: list[APIRouter] = [
+    board.router,
+    incidents.router,
+    reports.router,
+    approvals.router,
+    inspection.router,
+]
 
 
 def create_app() -> FastAPI:

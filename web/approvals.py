@@ -51,7 +51,13 @@ TITLES = {
     "forged": "链接无效",
     "too_soon": "新链接已发送",
 }
-TONE = {"recorded": "ok", "already_decided": "warn", "superseded": "warn", "expired": "warn", "too_soon": "warn"}
+TONE = {
+    "recorded": "ok",
+    "already_decided": "warn",
+    "superseded": "warn",
+    "expired": "warn",
+    "too_soon": "warn",
+}
 
 
 def clock() -> datetime:

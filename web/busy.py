@@ -28,7 +28,6 @@ BUSY_MESSAGE = "系统繁忙，请稍后再试。本次操作未被记录，请�
 RETRY_AFTER_SECONDS = 60
 
 
-
 def busy_page() -> bytes:
     """The page a person sees when the database stayed busy for the whole bound."""
     return templates.env.get_template("busy.html.j2").render(title=BUSY_TITLE, message=BUSY_MESSAGE).encode()

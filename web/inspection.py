@@ -56,10 +56,17 @@ def _checklist(token: str, now: datetime) -> tuple[dict[str, Any] | None, Approv
         return data, row, people[who].name, ""
 
 
-def _bad_link(request: Request, token: str, data: dict[str, Any] | None, problem: str, row: Approval | None) -> HTMLResponse:
+def _bad_link(
+    request: Request, token: str, data: dict[str, Any] | None, problem: str, row: Approval | None
+) -> HTMLResponse:
     if problem == "expired" and data is not None:
-        return message_page(request, "expired", f"此链接已于 {_local_time(data['expires_at'])} 过期，未记录任何操作。",
-                            renew_action=f"/a/{token}/renew", token=token)
+        return message_page(
+            request,
+            "expired",
+            f"此链接已于 {_local_time(data['expires_at'])} 过期，未记录任何操作。",
+            renew_action=f"/a/{token}/renew",
+            token=token,
+        )
     if problem == "not_found":
         return message_page(request, "not_found", "找不到此巡检检查表，链接可能有误。")
     if problem == "not_entitled":
@@ -70,16 +77,37 @@ def _bad_link(request: Request, token: str, data: dict[str, Any] | None, problem
 FOLD_AFTER = 5  # a list longer than this is folded (<details>): the page stays short on a phone
 
 
-def _page(request: Request, token: str, row: Approval, name: str, *, values: dict[str, str] | None = None,
-          error: str = "", status_code: int = 200) -> HTMLResponse:
+def _page(
+    request: Request,
+    token: str,
+    row: Approval,
+    name: str,
+    *,
+    values: dict[str, str] | None = None,
+    error: str = "",
+    status_code: int = 200,
+) -> HTMLResponse:
     precheck = (row.form or {}).get("precheck") or {}
-    if values is None and precheck.get("changes"):  # the changes since the last visit, prefilled for the engineer to edit
+    if values is None and precheck.get(
+        "changes"
+    ):  # the changes since the last visit, prefilled for the engineer to edit
         values = {"pre_changes": "\n".join(precheck["changes"])}
     return templates.TemplateResponse(
-        request, "inspection/checklist.html.j2",
-        {"approval": row, "spec": row.form, "approver_name": name, "action": f"/{CHECKLIST_PAGE}/{token}",
-         "csrf": csrf_token(token), "values": values or {}, "error": error, "results": RESULT_ZH,
-         "severities": SEVERITIES, "precheck": precheck, "fold_after": FOLD_AFTER},
+        request,
+        "inspection/checklist.html.j2",
+        {
+            "approval": row,
+            "spec": row.form,
+            "approver_name": name,
+            "action": f"/{CHECKLIST_PAGE}/{token}",
+            "csrf": csrf_token(token),
+            "values": values or {},
+            "error": error,
+            "results": RESULT_ZH,
+            "severities": SEVERITIES,
+            "precheck": precheck,
+            "fold_after": FOLD_AFTER,
+        },
         status_code=status_code,
     )
 
@@ -94,15 +122,31 @@ def checklist_payload(spec: dict[str, Any], fields: dict[str, str]) -> dict[str,
             handling = fields.get(f"h|{k}", "")
             if result == ItemResult.ABNORMAL and handling not in ("fixed", "repair"):
                 unhandled.append(f"{t['label']}·{it['label']}")
-            items.append({"target": t["target"], "code": it["code"], "result": result, "note": fields.get(f"n|{k}", ""),
-                          "fixed_on_site": handling == "fixed", "severity": fields.get(f"s|{k}") or None})
+            items.append(
+                {
+                    "target": t["target"],
+                    "code": it["code"],
+                    "result": result,
+                    "note": fields.get(f"n|{k}", ""),
+                    "fixed_on_site": handling == "fixed",
+                    "severity": fields.get(f"s|{k}") or None,
+                }
+            )
     if unhandled:
-        raise InspectionError("以下异常项请选择「现场已处理（经客户同意）」或「转维修」：" + "、".join(unhandled[:10]))
-    return {"prechecks": {"changes": fields.get("pre_changes", ""), "customer_reported": fields.get("pre_reported", ""),
-                          "backup_confirmed": fields.get("pre_backup") == "yes",
-                          "customer_agreed": fields.get("pre_agreed") == "yes", "agreed_by": fields.get("pre_agreed_by", ""),
-                          "risks": fields.get("pre_risks", "")},
-            "items": items}
+        raise InspectionError(
+            "以下异常项请选择「现场已处理（经客户同意）」或「转维修」：" + "、".join(unhandled[:10])
+        )
+    return {
+        "prechecks": {
+            "changes": fields.get("pre_changes", ""),
+            "customer_reported": fields.get("pre_reported", ""),
+            "backup_confirmed": fields.get("pre_backup") == "yes",
+            "customer_agreed": fields.get("pre_agreed") == "yes",
+            "agreed_by": fields.get("pre_agreed_by", ""),
+            "risks": fields.get("pre_risks", ""),
+        },
+        "items": items,
+    }
 
 
 @router.get(f"/{CHECKLIST_PAGE}/{{token}}", response_class=HTMLResponse)
@@ -134,8 +178,15 @@ async def checklist_submit(request: Request, token: str, now: datetime = Depends
         return _page(request, token, row, name, values=fields, error=str(exc), status_code=422)
     assert row.id is not None  # a row read from the database
     result = await run_in_threadpool(
-        decide, row.id, "submitted", by=Approver.parse(str(data["p"])), comment=fields.get("comment", ""),
-        payload=payload, channel=Channel.LINK, now=now, content_hash=str(data["h"]),
+        decide,
+        row.id,
+        "submitted",
+        by=Approver.parse(str(data["p"])),
+        comment=fields.get("comment", ""),
+        payload=payload,
+        channel=Channel.LINK,
+        now=now,
+        content_hash=str(data["h"]),
     )
     return _result_page(request, result, token)
 
@@ -143,22 +194,44 @@ async def checklist_submit(request: Request, token: str, now: datetime = Depends
 # ---- the monthly service summary and its rating ------------------------------------------------------
 
 
-def _summary_page(request: Request, token: str, row: ServiceSummary, *, values: dict[str, str] | None = None,
-                  error: str = "", message: str = "", status_code: int = 200) -> HTMLResponse:
+def _summary_page(
+    request: Request,
+    token: str,
+    row: ServiceSummary,
+    *,
+    values: dict[str, str] | None = None,
+    error: str = "",
+    message: str = "",
+    status_code: int = 200,
+) -> HTMLResponse:
     return templates.TemplateResponse(
-        request, "inspection/summary.html.j2",
-        {"summary": row, "items": RATING_ITEMS, "choices": RATING_VALUES, "action": f"/summary/{token}",
-         "csrf": csrf_token(token), "values": values or {}, "error": error, "message": message},
+        request,
+        "inspection/summary.html.j2",
+        {
+            "summary": row,
+            "items": RATING_ITEMS,
+            "choices": RATING_VALUES,
+            "action": f"/summary/{token}",
+            "csrf": csrf_token(token),
+            "values": values or {},
+            "error": error,
+            "message": message,
+        },
         status_code=status_code,
     )
 
 
-def _open_summary(request: Request, token: str, now: datetime) -> tuple[ServiceSummary | None, HTMLResponse | None]:
+def _open_summary(
+    request: Request, token: str, now: datetime
+) -> tuple[ServiceSummary | None, HTMLResponse | None]:
     try:
         data = verify_link(token, RATING_PURPOSE, now=now)
     except ExpiredLink as exc:
-        return None, message_page(request, "expired", f"此链接已于 {_local_time(exc.data['expires_at'])} 过期。"
-                                  "如需查看或评价，请联系客户服务中心。")
+        return None, message_page(
+            request,
+            "expired",
+            f"此链接已于 {_local_time(exc.data['expires_at'])} 过期。如需查看或评价，请联系客户服务中心。",
+        )
     except BadLink:
         return None, message_page(request, "forged", "此链接无效或已被篡改。请使用通知中收到的原始链接。")
     with session_scope() as session:
@@ -190,8 +263,11 @@ async def summary_rate(request: Request, token: str, now: datetime = Depends(clo
     rating = {k: fields[f"rate_{k}"] for k in RATING_ITEMS if fields.get(f"rate_{k}")}
     assert row.id is not None  # a row read from the database
     try:
-        saved = await run_in_threadpool(record_rating, row.id, rating, by=fields.get("by", ""),
-                                        comment=fields.get("comment", ""), now=now)
+        saved = await run_in_threadpool(
+            record_rating, row.id, rating, by=fields.get("by", ""), comment=fields.get("comment", ""), now=now
+        )
     except ValueError as exc:
-        return _summary_page(request, token, row, values=fields, error=str(exc), status_code=409 if row.rated_at else 422)
+        return _summary_page(
+            request, token, row, values=fields, error=str(exc), status_code=409 if row.rated_at else 422
+        )
     return _summary_page(request, token, saved, message="感谢您的评价，已记录。")

@@ -40,7 +40,7 @@ def links(text: str) -> Markup:
         url = found.group(0)
         if not url.startswith(own):
             continue
-        parts.append(escape(text[last:found.start()]))
+        parts.append(escape(text[last : found.start()]))
         parts.append(Markup('<a href="{0}">{0}</a>').format(url))  # format() escapes the URL
         last = found.end()
     parts.append(escape((text or "")[last:]))
@@ -52,19 +52,21 @@ templates.env.filters["links"] = links
 # Styles may be inline (the pages and the printable reports in their sandboxed frames carry
 # <style> blocks and style attributes); scripts may not: only files served from this site run.
 # `data:` images: a drawn signature is a PNG data URL; `frame-src` covers the reports' srcdoc frames.
-CSP = "; ".join([
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data:",
-    "font-src 'self'",
-    "connect-src 'self'",
-    "frame-src 'self'",
-    "form-action 'self'",
-    "base-uri 'none'",
-    "object-src 'none'",
-    "frame-ancestors 'none'",
-])
+CSP = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "frame-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -93,7 +95,9 @@ class SecurityHeaders:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {k for k, _ in self.raw}
-                message["headers"] = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names] + self.raw
+                message["headers"] = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() not in names
+                ] + self.raw
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -51,7 +51,9 @@ def _open(token: str, purpose: str, now: datetime) -> dict[str, Any] | HTMLRespo
     try:
         return verify_link(token, purpose, now=now)
     except ExpiredLink:
-        return _message("链接已过期", "此链接已过期，请联系客户服务中心重新发送。/ This link has expired.", 410)
+        return _message(
+            "链接已过期", "此链接已过期，请联系客户服务中心重新发送。/ This link has expired.", 410
+        )
     except BadLink:
         return _message("链接无效", "链接无效或已被篡改。/ The link is invalid.", 403)
 
@@ -76,14 +78,29 @@ def sign_page(token: str, now: Now) -> HTMLResponse:
         return _sign_form(session, token, int(data["r"]), data.get("c"))
 
 
-def _sign_form(session: Session, token: str, report_id: int, contact_id: int | None, *, error: str = "",
-               status: int = 200) -> HTMLResponse:
+def _sign_form(
+    session: Session,
+    token: str,
+    report_id: int,
+    contact_id: int | None,
+    *,
+    error: str = "",
+    status: int = 200,
+) -> HTMLResponse:
     report = session.get(Report, report_id)
     if report is None:
         return _message("报告不存在", "报告不存在。/ No such report.", 404)
     contact = session.get(Contact, contact_id) if contact_id else None
-    return _page("sign", status, page_title=f"签字确认：{report.title}", report=report, csrf=csrf_token(token),
-                 contact_name=contact.name if contact else "", error=error, done=valid_signature(session, report_id))
+    return _page(
+        "sign",
+        status,
+        page_title=f"签字确认：{report.title}",
+        report=report,
+        csrf=csrf_token(token),
+        contact_name=contact.name if contact else "",
+        error=error,
+        done=valid_signature(session, report_id),
+    )
 
 
 @router.post("/reports/sign/{token}", response_class=HTMLResponse)
@@ -103,7 +120,9 @@ def sign_submit(
     if isinstance(data, HTMLResponse):
         return data
     if not check_csrf(token, csrf):
-        return _message("请求无效", "表单已失效，请重新打开链接。/ The form is stale; open the link again.", 403)
+        return _message(
+            "请求无效", "表单已失效，请重新打开链接。/ The form is stale; open the link again.", 403
+        )
     report_id, contact_id = int(data["r"]), data.get("c")
     with session_scope() as session:
         report = session.get(Report, report_id)
@@ -111,36 +130,81 @@ def sign_submit(
             return _message("报告不存在", "报告不存在。/ No such report.", 404)
         if action == "object":
             if not comment.strip():
-                return _sign_form(session, token, report_id, contact_id, error="提出异议时请写明意见", status=422)
-            refused = _decide(report, "objected", contact_id=contact_id, by=signer_name.strip(),
-                              comment=comment.strip(), payload={}, now=now)
+                return _sign_form(
+                    session, token, report_id, contact_id, error="提出异议时请写明意见", status=422
+                )
+            refused = _decide(
+                report,
+                "objected",
+                contact_id=contact_id,
+                by=signer_name.strip(),
+                comment=comment.strip(),
+                payload={},
+                now=now,
+            )
             if refused:  # nothing recorded (an over-long comment …): the form again, saying why
                 return _sign_form(session, token, report_id, contact_id, error=refused, status=422)
             return _message("已提交异议", "您的意见已提交，我们将修改后重新发给您。", 200)
         try:
-            sig = sign_report(session, report_id, signed_hash=content_hash, signer_name=signer_name, method=method,
-                              image=image, statement=statement, contact_id=contact_id, now=now, channel="link")
+            sig = sign_report(
+                session,
+                report_id,
+                signed_hash=content_hash,
+                signer_name=signer_name,
+                method=method,
+                image=image,
+                statement=statement,
+                contact_id=contact_id,
+                now=now,
+                channel="link",
+            )
         except ReportError as exc:
             session.rollback()
             return _sign_form(session, token, report_id, contact_id, error=str(exc), status=422)
-        payload = {"report_hash": sig.content_hash, "signer_name": sig.signer_name, "method": sig.method,
-                   "signature_id": sig.id, "statement": sig.statement, "channel": "link"}
+        payload = {
+            "report_hash": sig.content_hash,
+            "signer_name": sig.signer_name,
+            "method": sig.method,
+            "signature_id": sig.id,
+            "statement": sig.statement,
+            "channel": "link",
+        }
     _decide(report, "signed", contact_id=contact_id, by=sig.signer_name, comment="", payload=payload, now=now)
     return _message("签字成功", f"已签字：{sig.signer_name}。谢谢！", 200, "ok")
 
 
-def _decide(report: Report, decision: str, *, contact_id: int | None, by: str, comment: str, payload: dict[str, Any],
-            now: datetime) -> str:
+def _decide(
+    report: Report,
+    decision: str,
+    *,
+    contact_id: int | None,
+    by: str,
+    comment: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> str:
     """Decide the pending signature approval of this report version (if a flow waits on one);
     returns why an answer was refused as invalid ("" otherwise)."""
     with session_scope() as session:
-        pending = session.exec(select(Approval).where(
-            Approval.case_id == report.case_id, Approval.step == signature_step(report.kind),
-            Approval.version == report.version, Approval.status == ApprovalStatus.PENDING,
-        )).first()
+        pending = session.exec(
+            select(Approval).where(
+                Approval.case_id == report.case_id,
+                Approval.step == signature_step(report.kind),
+                Approval.version == report.version,
+                Approval.status == ApprovalStatus.PENDING,
+            )
+        ).first()
     if pending is not None:
         who = Approver("contact", int(contact_id)) if contact_id else by
-        result = decide(pending.id, decision, by=who, comment=comment, payload=payload, channel="link", now=now)  # type: ignore[arg-type]
+        result = decide(
+            pending.id,  # type: ignore[arg-type]
+            decision,
+            by=who,
+            comment=comment,
+            payload=payload,
+            channel="link",
+            now=now,
+        )
         if result.outcome == "invalid":
             return result.message
     return ""
@@ -158,7 +222,9 @@ def report_pdf_page(token: str, now: Now) -> Response:
         pdf = report_pdf(report, content)  # printed in the PDF worker, outside the database session
     except PdfError as exc:
         return _message("PDF 生成失败", f"PDF 暂时无法生成，请稍后再试。/ {exc}", 503)
-    return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}"'})
+    return Response(
+        pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}"'}
+    )
 
 
 @router.get("/reports/{token}", response_class=HTMLResponse)
@@ -168,9 +234,19 @@ def report_page(token: str, now: Now) -> HTMLResponse:
         if isinstance(report, HTMLResponse):
             return report
         signature = valid_signature(session, report.id)  # type: ignore[arg-type]
-        stale = signature is None and session.exec(select(Signature).where(Signature.report_id == report.id)).first() is not None
-        return _page("view", page_title=report.title, report=report, signature=signature, stale=stale,
-                     content=signed_content(session, report, signature),
-                     signer=signer_label(session, signature) if signature else "",
-                     status_zh=STATUS_ZH.get(report.status, report.status), pdf_url=f"/reports/{token}/pdf",
-                     sign_url="")
+        stale = (
+            signature is None
+            and session.exec(select(Signature).where(Signature.report_id == report.id)).first() is not None
+        )
+        return _page(
+            "view",
+            page_title=report.title,
+            report=report,
+            signature=signature,
+            stale=stale,
+            content=signed_content(session, report, signature),
+            signer=signer_label(session, signature) if signature else "",
+            status_zh=STATUS_ZH.get(report.status, report.status),
+            pdf_url=f"/reports/{token}/pdf",
+            sign_url="",
+        )
