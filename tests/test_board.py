@@ -71,7 +71,7 @@ def open_repair(
         assert case.id is not None
         for kind in ("first_contact", "remote_response", "restore"):
             start_clock(s, case.id, kind, started_at=T0, severity=severity)
-        facts = case_facts(s, case.id).as_dict()
+        facts = case_facts(s, case.id)
         case_id = case.id
     with session_scope() as s:
         open_approval(
@@ -230,6 +230,7 @@ def test_the_credential_generated_into_home_opens_the_board(
     board_client: TestClient, aftercare_home: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PREFECT_API_AUTH_STRING")
+    aftercare_home.mkdir(mode=0o700, parents=True, exist_ok=True)  # on PostgreSQL no database file made it
     (aftercare_home / "prefect_auth").write_text("aftercare:from-the-file\n")
     assert board_client.get("/", headers=basic("aftercare:from-the-file")).status_code == 200
     assert board_client.get("/", headers=basic()).status_code == 401

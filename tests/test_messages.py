@@ -116,7 +116,7 @@ def test_request_titles_name_the_case_once(demo: str, notifications) -> None:  #
 
     case_id = _case()
     with session_scope() as s:
-        facts = case_facts(s, case_id).as_dict()
+        facts = case_facts(s, case_id)
         dispatcher = s.exec(select(Staff).where(Staff.name == "王值班")).one()
         director = s.exec(select(Staff).where(Staff.name == "吴总监")).one()
         open_approval(
