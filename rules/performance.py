@@ -1,0 +1,655 @@
+"""Service KPIs (PROCEDURES.md §8) computed from the event log, pure.
+
+Every figure here is folded from facts read once from the case rows and their append-only events
+(tasks/kpi.py reads them): nothing is a stored counter, so any period can be recomputed at any time
+and two runs over the same log give the same figures.
+
+Definitions (the ones people ask about):
+- A *fault* is a repair or accident case. A repair handed over to the accident flow
+  (`handed_over_to_accident`) is one fault with its accident: the outage starts at the repair's
+  report and ends at the accident's restoration; the fault is counted once, under the accident.
+- *MTTR*: report → `restored`/`service_restored` event, wall-clock hours, over the faults restored;
+  its distribution in the buckets of MTTR_BUCKETS, with median and 90th percentile.
+- *SLA compliance per clock*: a clock's fate folded from its `clock.*` events: met, breached (stopped
+  late, closed after its deadline, or the keeper fired its breach), or neither (closed with its case
+  before its deadline, or still running). Compliance = met / (met + breached). Elapsed time counts
+  the clock's own hours with pauses left out (rules.sla.figure_from_events).
+- *First-time fix*: a restored fault with no repeat visit (a second `arrived`), no `repair_anomaly`,
+  not handed over, and no other fault on the same device reported within 30 days of its restoration.
+- *Uptime*: 1 − outage / service time over the window, where the outage is the union of the spans
+  report → restoration of the faults that interrupt service (`FaultLog.outage`), and both are
+  measured in the service hours given (7x24: wall-clock; 5x8: the contracted working hours of
+  rules.calendar).
+- *Complaint rate*: complaints per 100 service cases (faults and inspections) opened in the window.
+- *Scores*: 优/良/中/差 as 4/3/2/1; per item the counts of each grade and the mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from statistics import mean, median
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rules.calendar import DEFAULT_CALENDAR, Calendar, working_time_between
+from rules.kpi import CLOCK_ZH, ClockFigure
+from rules.sla import figure_from_events
+
+FAULT_KINDS = ("repair", "accident")
+RESTORED_EVENTS = ("restored", "service_restored")
+HANDED_OVER_EVENT = "handed_over_to_accident"
+REPEAT_VISIT_EVENTS = ("repair_anomaly",)
+REOPEN_WINDOW = timedelta(days=30)
+
+SCORE_VALUES: dict[str, int] = {"优": 4, "良": 3, "中": 2, "差": 1}
+GRADES = tuple(SCORE_VALUES)
+
+# MTTR distribution: (label, upper bound in hours, exclusive of the next); the last has no bound.
+MTTR_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("≤1小时", 1.0),
+    ("1–4小时", 4.0),
+    ("4–8小时", 8.0),
+    ("8–24小时", 24.0),
+    (">24小时", math.inf),
+)
+
+BY_CHOICES = ("customer", "site", "device", "device_class", "engineer", "month")
+BY_ZH = {
+    "customer": "客户",
+    "site": "站点",
+    "device": "设备",
+    "device_class": "设备类别",
+    "engineer": "工程师",
+    "month": "月份",
+}
+
+
+class KpiError(ValueError):
+    """A question the figures cannot answer (a bad period or grouping); the message says why."""
+
+
+@dataclass(frozen=True)
+class EventFact:
+    kind: str
+    at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+    actor: str = "system"
+
+
+@dataclass(frozen=True)
+class CaseLog:
+    """One case and its event log, as the KPIs see it."""
+
+    case_id: int
+    number: str
+    kind: str  # repair / accident / inspection / complaint / drill / renewal
+    customer: str
+    reported_at: datetime
+    events: tuple[EventFact, ...] = ()
+    site: str = ""
+    device: str = ""  # the device's label ("" when the case names none)
+    device_class: str = ""
+    engineer: str = ""
+    severity: int | None = None
+    outage: bool = False  # the fault interrupts service (counts against uptime)
+    parent_id: int | None = None
+
+
+@dataclass(frozen=True)
+class DueFact:
+    """A planned piece of work (an inspection period, a drill) and when it was done, if it was."""
+
+    kind: str  # inspection / drill
+    customer: str
+    label: str  # the period
+    due: date
+    done_on: date | None = None
+    cancelled: bool = False
+    site: str = ""
+    engineer: str = ""
+
+
+@dataclass(frozen=True)
+class ScoreFact:
+    """One scorecard: a callback form, a summary rating or a survey answer."""
+
+    source: str  # callback / summary / survey
+    customer: str
+    at: datetime
+    scores: Mapping[str, str]  # item → 优/良/中/差
+    engineer: str = ""
+    site: str = ""
+    device: str = ""
+    device_class: str = ""
+
+
+@dataclass(frozen=True)
+class RenewalFact:
+    customer: str
+    contract: str
+    due: date
+    outcome: str  # renewed / lost / pending (issue 20's statuses, as the loader maps them)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault episode: one case, or a repair and the accident it was handed over to."""
+
+    case_id: int
+    number: str
+    kind: str
+    customer: str
+    site: str
+    device: str
+    device_class: str
+    engineer: str
+    reported_at: datetime
+    restored_at: datetime | None
+    outage: bool
+    handed_over: bool
+    repeat_visit: bool
+    case_ids: tuple[int, ...]
+
+    @property
+    def hours(self) -> float | None:
+        if self.restored_at is None:
+            return None
+        return max(0.0, (self.restored_at - self.reported_at).total_seconds() / 3600)
+
+
+@dataclass(frozen=True)
+class ClockFate:
+    case_id: int
+    kind: str
+    verdict: str  # met / breached / open (running, paused, or closed before its deadline)
+    elapsed_minutes: float | None
+
+
+@dataclass
+class Kpis:
+    """The KPI set of one group over one window."""
+
+    faults: int = 0
+    restored: int = 0
+    mttr_hours: float | None = None
+    mttr_median: float | None = None
+    mttr_p90: float | None = None
+    mttr_max: float | None = None
+    mttr_buckets: list[tuple[str, int]] = field(default_factory=list)
+    clocks: list[ClockFigure] = field(default_factory=list)
+    sla_compliance: float | None = None
+    ftf_eligible: int = 0
+    ftf: int = 0
+    ftf_rate: float | None = None
+    uptime: float | None = None
+    outage_hours: float | None = None
+    complaints: int = 0
+    complaint_rate: float | None = None  # per 100 service cases
+    complaint_clocks: list[ClockFigure] = field(default_factory=list)
+    scores: dict[str, dict[str, int]] = field(default_factory=dict)  # item → grade → count
+    score_means: dict[str, float] = field(default_factory=dict)
+    score_mean: float | None = None
+    inspections_due: int = 0
+    inspections_done: int = 0
+    inspections_on_time: int = 0
+    drills_due: int = 0
+    drills_done: int = 0
+    renewals: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KpiRow:
+    group: str  # the group's label ("" for the whole window)
+    kpis: Kpis
+
+
+# ---- small helpers -----------------------------------------------------------------------------
+
+
+def local_month(moment: datetime, tz: str) -> str:
+    local = moment.astimezone(ZoneInfo(tz))
+    return f"{local.year}-{local.month:02d}"
+
+
+def month_windows(start: datetime, end: datetime, tz: str) -> list[tuple[str, datetime, datetime]]:
+    """The local months [start, end) touches, each clipped to the window: (label, from, to)."""
+    zone = ZoneInfo(tz)
+    local = start.astimezone(zone)
+    y, m = local.year, local.month
+    out = []
+    while True:
+        first = datetime(y, m, 1, tzinfo=zone).astimezone(UTC)
+        y2, m2 = (y, m + 1) if m < 12 else (y + 1, 1)
+        nxt = datetime(y2, m2, 1, tzinfo=zone).astimezone(UTC)
+        if first >= end:
+            break
+        out.append((f"{y}-{m:02d}", max(first, start), min(nxt, end)))
+        y, m = y2, m2
+    return out
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (statistics.quantiles needs two points; one is one)."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _first(events: Iterable[EventFact], kinds: Sequence[str]) -> datetime | None:
+    return min((e.at for e in events if e.kind in kinds), default=None)
+
+
+# ---- faults ----------------------------------------------------------------------------------------
+
+
+def faults_of(logs: Iterable[CaseLog]) -> list[Fault]:
+    """The fault episodes of the logs: a repair handed over joins its accident (one fault)."""
+    logs = [c for c in logs if c.kind in FAULT_KINDS]
+    by_id = {c.case_id: c for c in logs}
+    handed: dict[int, int] = {}  # repair id → accident id
+    for c in logs:
+        for e in c.events:
+            if e.kind == HANDED_OVER_EVENT and e.data.get("accident_id") is not None:
+                handed[c.case_id] = int(e.data["accident_id"])
+    absorbed = {rid for rid, aid in handed.items() if aid in by_id}
+    parents: dict[int, list[CaseLog]] = defaultdict(list)
+    for rid, aid in handed.items():
+        if aid in by_id:
+            parents[aid].append(by_id[rid])
+    out = []
+    for c in logs:
+        if c.case_id in absorbed:
+            continue
+        chain = [*parents.get(c.case_id, []), c]
+        restored_at = _first(c.events, RESTORED_EVENTS)
+        events = [e for x in chain for e in x.events]
+        first = min(chain, key=lambda x: x.reported_at)
+        out.append(
+            Fault(
+                case_id=c.case_id,
+                number=c.number,
+                kind=c.kind,
+                customer=c.customer,
+                site=c.site or first.site,
+                device=c.device or first.device,
+                device_class=c.device_class or first.device_class,
+                engineer=c.engineer or first.engineer,
+                reported_at=first.reported_at,
+                restored_at=restored_at,
+                outage=any(x.outage for x in chain),
+                handed_over=len(chain) > 1 or c.case_id in handed,
+                repeat_visit=sum(1 for e in events if e.kind == "arrived") > 1
+                or any(e.kind in REPEAT_VISIT_EVENTS for e in events),
+                case_ids=tuple(x.case_id for x in chain),
+            )
+        )
+    return out
+
+
+def mttr(faults: Sequence[Fault]) -> dict[str, Any]:
+    """Mean, median, 90th percentile and max time to restore (hours) and the bucket counts."""
+    hours = [h for h in (f.hours for f in faults) if h is not None]
+    buckets: Counter[str] = Counter()
+    for h in hours:
+        for label, bound in MTTR_BUCKETS:
+            if h <= bound:
+                buckets[label] += 1
+                break
+    return {
+        "restored": len(hours),
+        "mean": round(mean(hours), 2) if hours else None,
+        "median": round(median(hours), 2) if hours else None,
+        "p90": round(_percentile(hours, 0.9), 2) if hours else None,
+        "max": round(max(hours), 2) if hours else None,
+        "buckets": [(label, buckets.get(label, 0)) for label, _ in MTTR_BUCKETS],
+    }
+
+
+def first_time_fix(faults: Sequence[Fault], later: Sequence[Fault] | None = None) -> tuple[int, int]:
+    """(fixed the first time, restored faults considered). `later`: every fault known (the window's and
+    after it), where a repeat on the same device within REOPEN_WINDOW of a restoration is looked for."""
+    pool = list(later if later is not None else faults)
+    eligible = [f for f in faults if f.restored_at is not None]
+    fixed = 0
+    for f in eligible:
+        assert f.restored_at is not None
+        reopened = bool(f.device) and any(
+            g.case_id != f.case_id
+            and g.device == f.device
+            and g.customer == f.customer
+            and f.restored_at <= g.reported_at <= f.restored_at + REOPEN_WINDOW
+            for g in pool
+        )
+        if not (f.handed_over or f.repeat_visit or reopened):
+            fixed += 1
+    return fixed, len(eligible)
+
+
+def _union(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    out: list[tuple[datetime, datetime]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def uptime(
+    faults: Sequence[Fault], start: datetime, end: datetime, calendar: Calendar | None = None
+) -> tuple[float | None, float]:
+    """(uptime share, outage hours) over [start, end) in the calendar's service hours (7x24 by
+    default). A fault not yet restored is down until `end`. None when the window has no service time."""
+    cal = calendar or DEFAULT_CALENDAR.with_hours(round_the_clock=True)
+    spans = [
+        (max(f.reported_at, start), min(f.restored_at or end, end))
+        for f in faults
+        if f.outage and f.reported_at < end and (f.restored_at is None or f.restored_at > start)
+    ]
+    down = sum(
+        (working_time_between(a, b, cal) for a, b in _union(spans) if b > a), timedelta()
+    ).total_seconds()
+    total = working_time_between(start, end, cal).total_seconds()
+    if total <= 0:
+        return None, round(down / 3600, 2)
+    return max(0.0, 1 - down / total), round(down / 3600, 2)
+
+
+# ---- clocks ----------------------------------------------------------------------------------------
+
+
+def default_calendar_for(terms: Mapping[str, Any]) -> Calendar:
+    """The calendar a clock counted in, from the terms of its clock.started event (the default
+    calendar's days; tasks/kpi.py passes the database's calendars instead)."""
+    from datetime import time
+
+    def hm(value: str) -> time:
+        hh, mm = value.split(":")
+        return time(int(hh), int(mm))
+
+    lunch = terms.get("lunch")
+    return DEFAULT_CALENDAR.with_hours(
+        round_the_clock=terms.get("service_hours", "7x24") == "7x24",
+        day_start=hm(terms.get("start", "09:00")),
+        day_end=hm(terms.get("end", "18:00")),
+        lunch=(hm(lunch[0]), hm(lunch[1])) if lunch else None,
+    )
+
+
+def clock_fates(
+    logs: Iterable[CaseLog],
+    *,
+    as_of: datetime | None = None,
+    calendar_for: Callable[[Mapping[str, Any]], Calendar] = default_calendar_for,
+) -> list[ClockFate]:
+    """Each SLA clock of the cases, judged from its `clock.*` events alone."""
+    out = []
+    for c in logs:
+        per: dict[str, list[EventFact]] = defaultdict(list)
+        for e in sorted(c.events, key=lambda e: e.at):
+            if e.kind.startswith("clock.") and e.data.get("clock"):
+                per[str(e.data["clock"])].append(e)
+        for kind, events in per.items():
+            started = next((e for e in events if e.kind == "clock.started"), None)
+            if started is None:
+                continue
+            cal = calendar_for(started.data.get("terms") or {})
+            closed = next((e for e in events if e.kind == "clock.closed"), None)
+            stream = [(e.kind, e.at, e.data) for e in events if e.kind != "clock.closed"]
+            if closed is not None:  # closed with its case: the clock stops there
+                stream.append(("clock.stopped", closed.at, closed.data))
+            fig = figure_from_events(stream, cal, as_of=closed.at if closed else as_of)
+            met = any(e.kind == "clock.met" for e in events)
+            breached = (
+                any(e.kind in ("clock.breached", "clock.breach") for e in events)
+                or bool(closed is not None and closed.data.get("breached"))
+            ) and not met
+            relaid = [e for e in events if e.kind == "clock.relaid" and e.data.get("verdict")]
+            if relaid:  # the official calendar came in after the stop: its verdict stands
+                verdict = str(relaid[-1].data["verdict"])
+                met, breached = verdict == "met", verdict == "breached"
+            elapsed = fig["elapsed"]
+            out.append(
+                ClockFate(
+                    case_id=c.case_id,
+                    kind=kind,
+                    verdict="met" if met else "breached" if breached else "open",
+                    elapsed_minutes=round(elapsed.total_seconds() / 60, 1) if elapsed is not None else None,
+                )
+            )
+    return out
+
+
+def clock_table(fates: Sequence[ClockFate]) -> list[ClockFigure]:
+    """Per clock kind (in the SLA table's order): count, met, breached, compliance, mean and max minutes."""
+    order = list(CLOCK_ZH)
+    out = []
+    for kind in sorted({f.kind for f in fates}, key=lambda k: order.index(k) if k in order else 99):
+        these = [f for f in fates if f.kind == kind]
+        met = sum(1 for f in these if f.verdict == "met")
+        breached = sum(1 for f in these if f.verdict == "breached")
+        minutes = [f.elapsed_minutes for f in these if f.elapsed_minutes is not None and f.verdict != "open"]
+        out.append(
+            ClockFigure(
+                kind=kind,
+                count=len(these),
+                met=met,
+                breached=breached,
+                compliance=met / (met + breached) if met + breached else None,
+                mean_minutes=round(mean(minutes), 1) if minutes else None,
+                max_minutes=round(max(minutes), 1) if minutes else None,
+            )
+        )
+    return out
+
+
+# ---- scores ----------------------------------------------------------------------------------------
+
+
+def callback_scores(logs: Iterable[CaseLog]) -> list[ScoreFact]:
+    """The callback forms' scores (`callback_done` events) as scorecards."""
+    out = []
+    for c in logs:
+        for e in c.events:
+            if e.kind == "callback_done" and isinstance(e.data.get("scores"), Mapping):
+                out.append(
+                    ScoreFact(
+                        source="callback",
+                        customer=c.customer,
+                        at=e.at,
+                        scores={k: str(v) for k, v in e.data["scores"].items()},
+                        engineer=c.engineer,
+                        site=c.site,
+                        device=c.device,
+                        device_class=c.device_class,
+                    )
+                )
+    return out
+
+
+def score_table(
+    cards: Iterable[ScoreFact],
+) -> tuple[dict[str, dict[str, int]], dict[str, float], float | None]:
+    """(item → grade → count, item → mean 1–4, mean of every grade given); unknown grades are skipped."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for card in cards:
+        for item, grade in card.scores.items():
+            if grade in SCORE_VALUES:
+                counts[item][grade] += 1
+    table = {item: {g: c.get(g, 0) for g in GRADES} for item, c in counts.items()}
+    means = {
+        item: round(sum(SCORE_VALUES[g] * n for g, n in row.items()) / sum(row.values()), 2)
+        for item, row in table.items()
+    }
+    every = [SCORE_VALUES[g] for row in table.values() for g, n in row.items() for _ in range(n)]
+    return table, means, (round(mean(every), 2) if every else None)
+
+
+def grade_distribution(scores: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """How many of each grade, over every item."""
+    return {g: sum(row.get(g, 0) for row in scores.values()) for g in GRADES}
+
+
+# ---- the KPI set and the groupings --------------------------------------------------------------
+
+
+def compute(
+    logs: Sequence[CaseLog],
+    *,
+    start: datetime,
+    end: datetime,
+    all_logs: Sequence[CaseLog] | None = None,
+    due: Sequence[DueFact] = (),
+    cards: Sequence[ScoreFact] = (),
+    renewals: Sequence[RenewalFact] = (),
+    calendar: Calendar | None = None,
+    uptime_scope: bool = True,
+    tz: str = "Asia/Shanghai",
+    calendar_for: Callable[[Mapping[str, Any]], Calendar] = default_calendar_for,
+) -> Kpis:
+    """The KPIs of `logs` over [start, end): faults, clocks and complaints of the cases opened in the
+    window; uptime over the window from every fault of `all_logs` (default `logs`) that overlaps it;
+    the callback forms of `logs` and the scorecards given (`cards`: summary ratings, surveys) filled
+    in the window; work due and renewals due in the window."""
+    if end <= start:
+        raise KpiError("结束时间须晚于开始时间 / the window's end must be after its start")
+    k = Kpis()
+    every_fault = faults_of(all_logs if all_logs is not None else logs)
+    ids = {c.case_id for c in logs}
+    mine = [f for f in every_fault if any(i in ids for i in f.case_ids)]
+    faults = [f for f in mine if start <= f.reported_at < end]
+    k.faults = len(faults)
+    m = mttr(faults)
+    k.restored, k.mttr_hours, k.mttr_median, k.mttr_p90, k.mttr_max = (
+        m["restored"],
+        m["mean"],
+        m["median"],
+        m["p90"],
+        m["max"],
+    )
+    k.mttr_buckets = m["buckets"]
+    opened = [c for c in logs if start <= c.reported_at < end]
+    fates = clock_fates([c for c in opened if c.kind in FAULT_KINDS], as_of=end, calendar_for=calendar_for)
+    k.clocks = clock_table(fates)
+    met = sum(c.met for c in k.clocks)
+    concluded = met + sum(c.breached for c in k.clocks)
+    k.sla_compliance = met / concluded if concluded else None
+    k.ftf, k.ftf_eligible = first_time_fix(faults, every_fault)
+    k.ftf_rate = k.ftf / k.ftf_eligible if k.ftf_eligible else None
+    if uptime_scope:
+        k.uptime, k.outage_hours = uptime(mine, start, end, calendar)
+    complaints = [c for c in opened if c.kind == "complaint"]
+    k.complaints = len(complaints)
+    day_first, day_last = _local_day(start, tz), _local_day(end - timedelta(microseconds=1), tz)
+    due_here = [d for d in due if day_first <= d.due <= day_last and not d.cancelled]
+    inspections = [d for d in due_here if d.kind == "inspection"]
+    service_cases = k.faults + len(inspections)
+    k.complaint_rate = 100 * k.complaints / service_cases if service_cases else None
+    k.complaint_clocks = clock_table(clock_fates(complaints, as_of=end, calendar_for=calendar_for))
+    k.inspections_due = len(inspections)
+    k.inspections_done = sum(1 for d in inspections if d.done_on is not None)
+    k.inspections_on_time = sum(1 for d in inspections if d.done_on is not None and d.done_on <= d.due)
+    drills = [d for d in due_here if d.kind == "drill"]
+    k.drills_due, k.drills_done = len(drills), sum(1 for d in drills if d.done_on is not None)
+    every_card = [*callback_scores(logs), *cards]
+    k.scores, k.score_means, k.score_mean = score_table(c for c in every_card if start <= c.at < end)
+    k.renewals = dict(Counter(r.outcome for r in renewals if day_first <= r.due <= day_last))
+    return k
+
+
+def _local_day(moment: datetime, tz: str) -> date:
+    return moment.astimezone(ZoneInfo(tz)).date()
+
+
+def _key(obj: Any, by: str, tz: str) -> str:
+    if by == "month":
+        moment = getattr(obj, "reported_at", None) or getattr(obj, "at", None)
+        if moment is None:
+            day = obj.due
+            return f"{day.year}-{day.month:02d}"
+        return local_month(moment, tz)
+    value = getattr(obj, by, "")
+    return str(value or "（未注明）")
+
+
+def table(
+    logs: Sequence[CaseLog],
+    *,
+    start: datetime,
+    end: datetime,
+    by: str | None = None,
+    due: Sequence[DueFact] = (),
+    cards: Sequence[ScoreFact] = (),
+    renewals: Sequence[RenewalFact] = (),
+    calendar: Calendar | None = None,
+    tz: str = "Asia/Shanghai",
+    calendar_for: Callable[[Mapping[str, Any]], Calendar] = default_calendar_for,
+) -> list[KpiRow]:
+    """The KPIs over [start, end), whole (`by` None) or one row per customer, site, device, device
+    class, engineer or local month. A month row's window is that month (clipped to [start, end)), so a
+    fault that spans a month end is down in both months; uptime is left out per engineer (an engineer
+    is not a system)."""
+    if by is not None and by not in BY_CHOICES:
+        raise KpiError(f"未知的分组 / unknown grouping {by!r}: use one of {', '.join(BY_CHOICES)}")
+    common = {"calendar": calendar, "tz": tz, "calendar_for": calendar_for}
+    if by is None:
+        return [
+            KpiRow(
+                "",
+                compute(logs, start=start, end=end, due=due, cards=cards, renewals=renewals, **common),  # type: ignore[arg-type]
+            )
+        ]
+    if by == "month":
+        rows = []
+        for label, a, b in month_windows(start, end, tz):
+            rows.append(
+                KpiRow(
+                    label,
+                    compute(logs, start=a, end=b, due=due, cards=cards, renewals=renewals, **common),  # type: ignore[arg-type]
+                )
+            )
+        return rows
+    groups: dict[str, list[CaseLog]] = defaultdict(list)
+    by_id = {c.case_id: c for c in logs}
+    for f in faults_of(logs):  # a fault's cases go to its episode's group: a handed-over repair
+        for case_id in f.case_ids:  # counts with its accident, once
+            groups[_key(f, by, tz)].append(by_id[case_id])
+    for c in logs:
+        if c.kind not in FAULT_KINDS:
+            groups[_key(c, by, tz)].append(c)
+    label_of_due = {
+        "customer": "customer",
+        "site": "site",
+        "engineer": "engineer",
+    }
+    keys = set(groups)
+    keys |= {_key(c, by, tz) for c in cards}
+    if by in label_of_due:
+        keys |= {_key(d, by, tz) for d in due}
+    rows = []
+    for key in sorted(keys):
+        members = groups.get(key, [])
+        rows.append(
+            KpiRow(
+                key,
+                compute(
+                    members,
+                    start=start,
+                    end=end,
+                    all_logs=logs,
+                    due=[d for d in due if by in label_of_due and _key(d, by, tz) == key],
+                    cards=[c for c in cards if _key(c, by, tz) == key],
+                    renewals=[r for r in renewals if by == "customer" and r.customer == key],
+                    uptime_scope=by != "engineer",
+                    **common,  # type: ignore[arg-type]
+                ),
+            )
+        )
+    return rows
