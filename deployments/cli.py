@@ -666,3 +666,75 @@ def main() -> None:  # pragma: no cover - console entry
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+# --- aftercare kpi (服务指标) ------------------------------------------------------------------------
+
+
+@app.command("kpi")
+def kpi_command(
+    customer: Annotated[str, typer.Option(help="客户名称或编码 / customer name or code")],
+    date_from: Annotated[str, typer.Option("--from", help="开始日期 YYYY-MM-DD（含）/ first day")],
+    date_to: Annotated[str, typer.Option("--to", help="结束日期 YYYY-MM-DD（含）/ last day")],
+    by: Annotated[
+        str | None,
+        typer.Option(help="分组：engineer 工程师 / device 设备 / month 月份 / site / device_class"),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="输出格式：table / csv / json")] = "table",
+) -> None:
+    """服务指标 / KPIs of a customer over a period, from the event log (PROCEDURES.md §8)."""
+    from datetime import date
+
+    from rules.performance import BY_CHOICES, BY_ZH, KpiError, columns, flat, shown
+    from tasks.kpi import FORMATS, kpi_rows, to_csv, to_json
+
+    days = []
+    for name, value in (("--from", date_from), ("--to", date_to)):
+        try:
+            days.append(date.fromisoformat(value.strip()))
+        except ValueError:
+            fail(f"{name} 日期格式应为 YYYY-MM-DD，收到「{value}」/ {name} must be a date like 2026-11-01")
+    first, last = days
+    if last < first:
+        fail(f"结束日期 {last} 早于开始日期 {first} / --to is before --from")
+    if (last - first).days > 3 * 366:
+        fail("查询期间最长三年 / the period may span at most three years")
+    if by is not None and by not in BY_CHOICES:
+        fail(
+            f"未知的分组「{by}」，可选：{'、'.join(f'{b}（{BY_ZH[b]}）' for b in BY_CHOICES)} / unknown --by"
+        )
+    if fmt not in FORMATS:
+        fail(f"未知的输出格式「{fmt}」，可选：{'、'.join(FORMATS)} / unknown --format")
+    ready_db()
+    from models.db import session_scope
+
+    try:
+        with session_scope() as session:
+            facts, rows = kpi_rows(session, customer, first=first, last=last, by=by)
+    except KpiError as exc:
+        fail(str(exc))
+        return
+    if fmt == "csv":
+        sys.stdout.write(to_csv(rows, by))
+        return
+    if fmt == "json":
+        sys.stdout.write(to_json(facts, rows, by) + "\n")
+        return
+    # rich measures Chinese characters as two columns wide: the table stays aligned
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = columns(rows)
+    title = f"{facts.customer.name} 服务指标 {first} 至 {last}"
+    if not rows:
+        typer.echo(f"{title}：该期间没有可统计的记录 / nothing to count in the period")
+        return
+    # one column per row, one line per figure: a dozen figures read down better than across
+    table = Table(title=title)
+    table.add_column("指标")
+    for row in rows:
+        table.add_column(row.group or "全部", justify="right")
+    values = [flat(r.kpis) for r in rows]
+    for key, label in cols:
+        table.add_row(label, *[shown(key, v.get(key)) for v in values])
+    Console(width=max(100, 24 + 16 * len(rows))).print(table)

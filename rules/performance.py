@@ -636,20 +636,101 @@ def table(
     rows = []
     for key in sorted(keys):
         members = groups.get(key, [])
-        rows.append(
-            KpiRow(
-                key,
-                compute(
-                    members,
-                    start=start,
-                    end=end,
-                    all_logs=logs,
-                    due=[d for d in due if by in label_of_due and _key(d, by, tz) == key],
-                    cards=[c for c in cards if _key(c, by, tz) == key],
-                    renewals=[r for r in renewals if by == "customer" and r.customer == key],
-                    uptime_scope=by != "engineer",
-                    **common,  # type: ignore[arg-type]
-                ),
-            )
+        row = KpiRow(
+            key,
+            compute(
+                members,
+                start=start,
+                end=end,
+                all_logs=logs,
+                due=[d for d in due if by in label_of_due and _key(d, by, tz) == key],
+                cards=[c for c in cards if _key(c, by, tz) == key],
+                renewals=[r for r in renewals if by == "customer" and r.customer == key],
+                uptime_scope=by != "engineer",
+                **common,  # type: ignore[arg-type]
+            ),
         )
+        if active(row.kpis):
+            rows.append(row)
     return rows
+
+
+def active(k: Kpis) -> bool:
+    """Whether anything happened in the group over the window (a group of cases from around it only
+    — read for the uptime and the 30-day repeat — is left out)."""
+    return bool(
+        k.faults
+        or k.complaints
+        or k.clocks
+        or k.scores
+        or k.inspections_due
+        or k.drills_due
+        or k.renewals
+        or k.outage_hours
+    )
+
+
+# ---- one row as columns (the CLI's table / CSV / JSON, the page) ----------------------------------
+
+COLUMNS_ZH: dict[str, str] = {
+    "faults": "故障数",
+    "restored": "已恢复",
+    "mttr_hours": "平均修复时间(小时)",
+    "mttr_median": "修复时间中位数(小时)",
+    "mttr_p90": "修复时间P90(小时)",
+    "mttr_max": "最长修复时间(小时)",
+    "sla_compliance": "SLA达标率",
+    "ftf_rate": "一次修复率",
+    "uptime": "可用率",
+    "outage_hours": "中断时长(小时)",
+    "complaints": "投诉数",
+    "complaint_rate": "投诉率(每百单)",
+    "score_mean": "满意度均分(4分制)",
+    "inspections": "巡检完成/应做",
+    "inspections_on_time": "巡检按期完成",
+    "drills": "演练完成/应做",
+    "renewals": "续约结果",
+}
+RATIOS = ("sla_compliance", "ftf_rate", "uptime")
+RENEWAL_ZH = {"renewed": "已续约", "lost": "未续约", "pending": "待定"}
+
+
+def columns(rows: Sequence[KpiRow]) -> list[tuple[str, str]]:
+    """(key, zh label) of every column the rows fill: the fixed ones, a compliance column per clock
+    kind met or breached in any row, and a count per grade."""
+    kinds = {
+        c.kind for r in rows for c in [*r.kpis.clocks, *r.kpis.complaint_clocks] if c.compliance is not None
+    }
+    order = list(CLOCK_ZH)
+    clocks = [
+        (f"clock:{k}", f"达标率·{CLOCK_ZH.get(k, k)}")
+        for k in sorted(kinds, key=lambda k: order.index(k) if k in order else 99)
+    ]
+    grades = [(f"grade:{g}", f"评分·{g}") for g in GRADES]
+    return [*COLUMNS_ZH.items(), *clocks, *grades]
+
+
+def flat(k: Kpis) -> dict[str, Any]:
+    """The KPI set as plain values keyed like `columns` (ratios as fractions, None where nothing counts)."""
+    out: dict[str, Any] = {key: getattr(k, key, None) for key in COLUMNS_ZH}
+    out["inspections"] = f"{k.inspections_done}/{k.inspections_due}"
+    out["drills"] = f"{k.drills_done}/{k.drills_due}"
+    out["complaint_rate"] = round(k.complaint_rate, 2) if k.complaint_rate is not None else None
+    out["renewals"] = "、".join(f"{RENEWAL_ZH.get(o, o)} {n}" for o, n in sorted(k.renewals.items()))
+    for c in [*k.clocks, *k.complaint_clocks]:
+        out[f"clock:{c.kind}"] = c.compliance
+    out.update({f"grade:{g}": n for g, n in grade_distribution(k.scores).items()})
+    return out
+
+
+def shown(key: str, value: Any) -> str:
+    """A value as a person reads it: ratios in per cent, None as —."""
+    if value is None or value == "":
+        return "—"
+    if key == "uptime":
+        return f"{value * 100:.2f}%"
+    if key in RATIOS or key.startswith("clock:"):
+        return f"{value * 100:.1f}%"
+    if isinstance(value, float):
+        return f"{value:.4f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:.0f}"
+    return str(value)

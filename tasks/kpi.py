@@ -1,0 +1,321 @@
+"""KPIs on demand (issue 24, PROCEDURES.md §8): read the facts of one customer and period from the case
+rows and their event logs, hand them to rules/performance.py. Nothing is counted as it happens; every
+figure is folded from the log here, so any past period can be asked for at any time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from models.assets import Device
+from models.cases import Case, CaseKind, CaseStatus, Event
+from models.contracts import Contract
+from models.inspection import ServiceSummary
+from models.parties import Customer, Site, Staff
+from models.settings import business_timezone
+from rules import inspection as plan_rules
+from rules import performance as perf
+from rules.calendar import Calendar
+from rules.sla import policy_for
+from tasks.clocks import calendar_for_terms, load_calendar
+
+# the kinds whose cases and events the KPIs read
+LOG_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT), str(CaseKind.COMPLAINT))
+INSPECTION_DONE = (CaseStatus.REGISTERED, CaseStatus.SUBMITTED, CaseStatus.REPORT_PENDING, CaseStatus.CLOSED)
+INSPECTION_DONE_EVENTS = ("report_signed", "report_registered")
+# who a case's figures are put against: its engineer, else the first of these on its team
+ENGINEER_ROLES = ("engineer", "senior_engineer", "technical_lead", "expert")
+DEVICE_CLASS_ZH = {
+    "server": "服务器",
+    "storage": "存储",
+    "network": "网络",
+    "database": "数据库",
+    "ups": "UPS",
+    "security": "安全设备",
+}
+
+
+@dataclass
+class KpiInput:
+    customer: Customer
+    start: datetime
+    end: datetime
+    tz: str
+    logs: list[perf.CaseLog] = field(default_factory=list)
+    due: list[perf.DueFact] = field(default_factory=list)
+    cards: list[perf.ScoreFact] = field(default_factory=list)
+    renewals: list[perf.RenewalFact] = field(default_factory=list)
+    calendar: Calendar | None = None
+
+
+def find_customer(session: Session, name_or_code: str) -> Customer:
+    """The customer by code or exact name; KpiError naming a few known ones otherwise."""
+    wanted = name_or_code.strip()
+    if not wanted:
+        raise perf.KpiError("请指定客户（编号或名称） / name a customer (code or name)")
+    row = session.exec(
+        select(Customer).where(sa.or_(col(Customer.code) == wanted, col(Customer.name) == wanted))
+    ).first()
+    if row is None:
+        known = session.exec(select(Customer.code).order_by(col(Customer.code)).limit(8)).all()
+        hint = f"，已有客户编号：{'、'.join(known)}" if known else ""
+        raise perf.KpiError(f"没有客户「{wanted}」{hint} / no customer {wanted!r}")
+    return row
+
+
+def window(first: date, last: date, tz: str) -> tuple[datetime, datetime]:
+    """[start, end) in UTC of the local days first..last."""
+    if last < first:
+        raise perf.KpiError(f"结束日期 {last} 早于开始日期 {first} / --to is before --from")
+    zone = ZoneInfo(tz)
+    end_day = last + timedelta(days=1)
+    return (
+        datetime(first.year, first.month, first.day, tzinfo=zone).astimezone(UTC),
+        datetime(end_day.year, end_day.month, end_day.day, tzinfo=zone).astimezone(UTC),
+    )
+
+
+def _is_outage(case: Case, scheme: str) -> bool:
+    """Whether the fault interrupts service: an accident always; a repair of severity 1–3 in the outage
+    scheme (业务中断), of severity 1 in the business scheme (业务停止运行)."""
+    if case.kind == str(CaseKind.ACCIDENT):
+        return True
+    if case.severity is None:
+        return False
+    return case.severity <= (1 if scheme == "business" else 3)
+
+
+def gather(
+    session: Session, customer: Customer, *, first: date, last: date, tz: str | None = None
+) -> KpiInput:
+    """Every fact the KPIs of one customer over local days first..last need."""
+    tz = tz or business_timezone()
+    start, end = window(first, last, tz)
+    facts = KpiInput(customer=customer, start=start, end=end, tz=tz)
+    cid = customer.id
+    # the cases opened in the window, those still down when it began, and the faults of the 30 days
+    # after it (a repeat on the same device says the fix was not a first-time one)
+    cases = session.exec(
+        select(Case)
+        .where(
+            Case.customer_id == cid,
+            col(Case.kind).in_(LOG_KINDS),
+            Case.reported_at < end + perf.REOPEN_WINDOW,
+            sa.or_(
+                col(Case.reported_at) >= start - perf.REOPEN_WINDOW,
+                col(Case.closed_at).is_(None),
+                col(Case.closed_at) >= start,
+            ),
+        )
+        .order_by(col(Case.reported_at), col(Case.id))
+    ).all()
+    ids = [c.id for c in cases]
+    events: dict[int, list[perf.EventFact]] = defaultdict(list)
+    if ids:
+        for e in session.exec(
+            select(Event).where(col(Event.case_id).in_(ids)).order_by(col(Event.at), col(Event.id))
+        ):
+            events[e.case_id].append(perf.EventFact(e.kind, e.at, e.data or {}, e.actor))
+    sites = {s.id: s.name for s in session.exec(select(Site).where(Site.customer_id == cid))}
+    devices = {d.id: d for d in session.exec(select(Device).where(Device.customer_id == cid))}
+    contracts = {c.id: c for c in session.exec(select(Contract).where(Contract.customer_id == cid))}
+    staff = {s.id: s.name for s in session.exec(select(Staff))}
+    for c in cases:
+        dev = devices.get(c.device_id) if c.device_id else None
+        contract = contracts.get(c.contract_id) if c.contract_id else None
+        facts.logs.append(
+            perf.CaseLog(
+                case_id=c.id or 0,
+                number=c.number,
+                kind=c.kind,
+                customer=customer.name,
+                reported_at=c.reported_at,
+                events=tuple(events.get(c.id or 0, ())),
+                site=sites.get(c.site_id, "") if c.site_id else "",
+                device=f"{dev.model}（{dev.serial}）" if dev else "",
+                device_class=DEVICE_CLASS_ZH.get(dev.device_class, dev.device_class) if dev else "",
+                engineer=engineer_of(c.data, staff),
+                severity=c.severity,
+                outage=_is_outage(c, contract.severity_scheme if contract else "outage"),
+                parent_id=c.parent_id,
+            )
+        )
+    facts.due = inspections_due(session, customer, contracts.values(), first, last, sites, staff, tz)
+    for row in session.exec(
+        select(ServiceSummary).where(
+            ServiceSummary.customer_id == cid,
+            col(ServiceSummary.rated_at).is_not(None),
+            col(ServiceSummary.rated_at) >= start,
+            col(ServiceSummary.rated_at) < end,
+        )
+    ):
+        assert row.rated_at is not None
+        grades = {k: str(v) for k, v in (row.rating or {}).items() if v in perf.SCORE_VALUES}
+        facts.cards.append(perf.ScoreFact("summary", customer.name, row.rated_at, grades))
+    live = [c for c in contracts.values() if c.start_date <= last and c.end_date >= first]
+    if live:
+        # uptime counts in the contracted service hours of the customer's contract (the latest one)
+        contract = max(live, key=lambda c: c.end_date)
+        facts.calendar = policy_for(contract).calendar(
+            load_calendar(session, contract.calendar, contract.timezone)
+        )
+    return facts
+
+
+def engineer_of(data: Mapping[str, Any], staff: Mapping[int | None, str]) -> str:
+    team = data.get("team") or {}
+    for role in ENGINEER_ROLES:
+        who = team.get(role) if isinstance(team, Mapping) else None
+        if who is not None and who in staff:
+            return staff[who]
+    return ""
+
+
+def inspections_due(
+    session: Session,
+    customer: Customer,
+    contracts: Any,
+    first: date,
+    last: date,
+    sites: Mapping[int | None, str],
+    staff: Mapping[int | None, str],
+    tz: str,
+) -> list[perf.DueFact]:
+    """Each regular inspection period of the customer's contracts that ends in first..last, and the day
+    its report was signed (or registered), if it was."""
+    inspections = {
+        (c.contract_id, c.period): c
+        for c in session.exec(
+            select(Case).where(Case.customer_id == customer.id, Case.kind == str(CaseKind.INSPECTION))
+        )
+    }
+    done_at: dict[int, datetime] = {}
+    ids = [c.id for c in inspections.values()]
+    if ids:
+        for e in session.exec(
+            select(Event).where(col(Event.case_id).in_(ids), col(Event.kind).in_(INSPECTION_DONE_EVENTS))
+        ):
+            done_at[e.case_id] = min(done_at.get(e.case_id, e.at), e.at)
+    out = []
+    for contract in contracts:
+        for p in plan_rules.periods_between(
+            first,
+            last,
+            frequency=contract.inspection_frequency,
+            contract_start=contract.start_date,
+            contract_end=contract.end_date,
+            every_months=contract.inspection_every_months,
+        ):
+            due = min(p.end, contract.end_date)
+            if not first <= due <= last:
+                continue
+            case = inspections.get((contract.id, p.label))
+            done_on = None
+            if case is not None and case.status in INSPECTION_DONE:
+                moment = done_at.get(case.id or 0) or case.updated_at
+                done_on = moment.astimezone(ZoneInfo(tz)).date()
+            out.append(
+                perf.DueFact(
+                    kind="inspection",
+                    customer=customer.name,
+                    label=p.label,
+                    due=due,
+                    done_on=done_on,
+                    cancelled=case is not None and case.status == CaseStatus.CANCELLED,
+                    site=sites.get(case.site_id, "") if case is not None and case.site_id else "",
+                    engineer=engineer_of(case.data, staff) if case is not None else "",
+                )
+            )
+    return out
+
+
+def kpi_rows(
+    session: Session,
+    customer: str,
+    *,
+    first: date,
+    last: date,
+    by: str | None = None,
+    tz: str | None = None,
+) -> tuple[KpiInput, list[perf.KpiRow]]:
+    """The KPI rows of one customer (code or name) over local days first..last, grouped `by`."""
+    if by is not None and by not in perf.BY_CHOICES:
+        raise perf.KpiError(f"未知的分组 / unknown grouping {by!r}: use one of {', '.join(perf.BY_CHOICES)}")
+    facts = gather(session, find_customer(session, customer), first=first, last=last, tz=tz)
+    cache: dict[str, Calendar] = {}
+
+    def calendar_for(terms: Mapping[str, Any]) -> Calendar:
+        key = repr(sorted(terms.items()))
+        if key not in cache:
+            cache[key] = calendar_for_terms(session, dict(terms))
+        return cache[key]
+
+    rows = perf.table(
+        facts.logs,
+        start=facts.start,
+        end=facts.end,
+        by=by,
+        due=facts.due,
+        cards=facts.cards,
+        renewals=facts.renewals,
+        calendar=facts.calendar,
+        tz=facts.tz,
+        calendar_for=calendar_for,
+    )
+    return facts, rows
+
+
+# ---- output ----------------------------------------------------------------------------------------
+
+FORMATS = ("table", "csv", "json")
+
+
+def header(by: str | None) -> list[tuple[str, str]]:
+    return [("group", perf.BY_ZH[by] if by else "范围")]
+
+
+def to_csv(rows: list[perf.KpiRow], by: str | None) -> str:
+    """The rows as CSV, a header of Chinese labels; ratios in per cent as people read them."""
+    import csv
+    import io
+
+    cols = perf.columns(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([label for _, label in header(by) + cols])
+    for row in rows:
+        values = perf.flat(row.kpis)
+        writer.writerow([row.group or "全部"] + [perf.shown(key, values.get(key)) for key, _ in cols])
+    return buf.getvalue()
+
+
+def to_json(facts: KpiInput, rows: list[perf.KpiRow], by: str | None) -> str:
+    """The rows as JSON: raw values (ratios as fractions), the labels, the period and the customer."""
+    import json
+
+    cols = perf.columns(rows)
+    doc = {
+        "customer": {"code": facts.customer.code, "name": facts.customer.name},
+        "from": facts.start.isoformat(),
+        "to": facts.end.isoformat(),
+        "by": by,
+        "labels": dict(cols),
+        "rows": [
+            {
+                "group": row.group,
+                **{key: perf.flat(row.kpis).get(key) for key, _ in cols},
+                "mttr_buckets": dict(row.kpis.mttr_buckets),
+                "scores": row.kpis.scores,
+            }
+            for row in rows
+        ],
+    }
+    return json.dumps(doc, ensure_ascii=False, indent=2)
