@@ -9,10 +9,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from flows import accident, clock_keeper, inspection, repair
+from flows import accident, clock_keeper, drill, inspection, repair
 
 # The procedure modules that contribute deployments, each with its `deployments()`.
-PROCEDURES: list[ModuleType] = [clock_keeper, accident, repair, inspection]
+PROCEDURES: list[ModuleType] = [clock_keeper, accident, repair, inspection, drill]
 PROCEDURE_MODULES = [module.__name__ for module in PROCEDURES]  # what a flow-run fork preloads
 
 

@@ -1,4 +1,5 @@
-"""The Prefect-UI run forms of the deployments a dispatcher starts: `repair`, `accident`, `extra-inspection`.
+"""The Prefect-UI run forms of the deployments a dispatcher starts: `repair`, `accident`, `extra-inspection`,
+`drill`.
 
 Prefect draws a deployment's "Custom run" form from its parameter schema, which `to_deployment`
 builds from the flow's signature. The flows' own models (RepairRequest, AccidentRequest,
@@ -32,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
+from rules.drill import DRILL_KINDS_ZH
 from tasks.accident import FOUND_BY_ZH
 from tasks.cases import SEVERITY_CHOICES, SEVERITY_HELP, Channel
 
@@ -259,6 +261,41 @@ class ExtraInspectionForm(BaseModel):
         max_length=20,
         description="可留空（留空为最早可安排的工作日）：写成 2026-12-05；须为工作日，且留出 3 个工作日通知期。"
         "客户仍可确认或改期",
+    )
+    requested_by: str = Field(
+        default="", title="提出人", max_length=100, description="可留空：客户方提出要求的人员姓名与电话"
+    )
+
+
+class DrillRequestForm(BaseModel):
+    """应急演练申请：客户要求或按计划安排的应急演练；带“必填”的项目须填写。"""
+
+    model_config = ConfigDict(title="应急演练 / emergency drill")
+
+    customer: str = Field(title="客户", min_length=1, max_length=100, description="必填：从列表中选择客户")
+    system: str = Field(
+        title="演练系统",
+        min_length=2,
+        max_length=100,
+        description="必填：演练的客户系统，如 核心业务系统、网银系统（应急恢复方案按系统分版本）",
+    )
+    kind: str = Field(
+        title="演练类型",
+        description="必填：从列表中选择",
+        json_schema_extra={"enum": list(DRILL_KINDS_ZH.values())},
+    )
+    # text, not Prefect's date picker (as the extra inspection's day)
+    wished_day: str = Field(
+        title="期望演练日期",
+        min_length=10,
+        max_length=20,
+        description="必填：写成 2026-12-19；须留出 5 个工作日通知期（合同另有约定的从其约定）。客户仍可确认或改期",
+    )
+    day_off_ok: str = Field(
+        default="否",
+        title="确认在休息日演练",
+        description="期望日期是周末或节假日时选“是”确认（演练常安排在业务低谷）；否则该日期不予受理",
+        json_schema_extra={"enum": ["否", "是"]},
     )
     requested_by: str = Field(
         default="", title="提出人", max_length=100, description="可留空：客户方提出要求的人员姓名与电话"

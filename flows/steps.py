@@ -35,6 +35,7 @@ from models.forms import (
     form_name,
     form_spec,
 )
+from models.reports import REPORT_TITLES_ZH
 from rules.plans import Plan
 from rules.sla import ClockKind
 from tasks.approvals import await_approval, dashed, request_approval, signature_step
@@ -48,8 +49,11 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=BaseModel)
 
-Procedure = Literal["repair", "accident"]
-PROCEDURE_ZH = {"repair": "故障维修", "accident": "事故处理"}
+Procedure = Literal["repair", "accident", "drill"]
+PROCEDURE_ZH = {"repair": "故障维修", "accident": "事故处理", "drill": "应急演练"}
+# Which document a plan is issued as (report kind, template): the repair's and the accident's
+# 解决方案 by default; the drill's 演练方案 and 应急恢复方案 go through the same approval loops.
+PLAN_DOCUMENT = ("solution_plan", "common/plan")
 
 
 class Reviser(Protocol):
@@ -224,6 +228,7 @@ def director_approves_plan(
     role: str = Role.TECHNICAL_DIRECTOR,
     step: str = "plan-approval",
     revise: Reviser | None = None,
+    document: tuple[str, str] = PLAN_DOCUMENT,
 ) -> tuple[Plan, datetime]:
     """The technical director approves the plan, or sends it back for version v+1, which goes to the
     director again — until one version is approved (`revise`: how the procedure's plan is rewritten;
@@ -231,12 +236,13 @@ def director_approves_plan(
     step 3.2.2: the lead and the engineer make the plan, the director approves it):
     "要求修改" (revise) asks for changes to this plan — the lead's form comes filled in with it;
     "驳回" (rejected) refuses the plan as a whole — the lead and the engineer work out another plan
-    on an empty form, and the engineer is told it was rejected and why."""
+    on an empty form, and the engineer is told it was rejected and why. `document`: the report kind
+    and template the plan is issued as."""
     while True:
         doc = issue(
             case_id,
-            "solution_plan",
-            "common/plan",
+            document[0],
+            document[1],
             _plan_context(plan),
             now,
             plan.author or "技术负责人",
@@ -249,7 +255,7 @@ def director_approves_plan(
             role=role,
             now=now,
             content=doc["text"],
-            subject=subject(facts, f"解决方案 v{plan.version} 待技术总监审批"),
+            subject=subject(facts, f"{_title(document)} v{plan.version} 待技术总监审批"),
         )
         decision = wait_for(approval, step, plan.version)
         now = decision.at
@@ -363,29 +369,31 @@ def customer_accepts_plan(
     procedure: Procedure = "repair",
     revise: Reviser | None = None,
     pause: ClockKind | None = None,
+    document: tuple[str, str] = PLAN_DOCUMENT,
 ) -> tuple[Plan, datetime]:
     """PROCEDURES.md §2 step 7: the written plan goes to the customer, who signs or objects. Each
     objection → plan v+1 by the lead, re-confirmed by the director, resent — until both sides have
     signed the same version. `pause`: the clock that stands still while the plan is with the
-    customer (the repair's restore clock: that wait is the customer's, not the provider's)."""
+    customer (the repair's restore clock: that wait is the customer's, not the provider's).
+    `document`: as for `director_approves_plan`."""
     while True:
         doc = issue(
             case_id,
-            "solution_plan",
-            "common/plan",
+            document[0],
+            document[1],
             _plan_context(plan),
             now,
             plan.author or "技术负责人",
             plan.version,
         )
-        step = signature_step("solution_plan")
+        step = signature_step(document[0])
         approval = ask_customer(
             case_id,
             step,
             plan.version,
             now=now,
             content=doc["sign_text"],
-            subject=subject(facts, f"请确认解决方案 v{plan.version}"),
+            subject=subject(facts, f"请确认{_title(document)} v{plan.version}"),
         )
         if pause:
             clock(case_id, pause, ClockAction.PAUSE, now, f"解决方案 v{plan.version} 等待客户确认")
@@ -415,7 +423,9 @@ def customer_accepts_plan(
         plan, now = (revise or lead_revises_plan)(
             case_id, facts, plan, reason="customer", note=decision.comment, now=now
         )
-        plan, now = director_approves_plan(case_id, facts, plan, now=now, procedure=procedure, revise=revise)
+        plan, now = director_approves_plan(
+            case_id, facts, plan, now=now, procedure=procedure, revise=revise, document=document
+        )
 
 
 def five_minute_talk(
@@ -705,6 +715,7 @@ def final_approval(
     now: datetime,
     role: str = Role.TECHNICAL_DIRECTOR,
     step: str = "final-approval",
+    what: str = "报告、回访表与书面说明",
 ) -> datetime:
     """§2 step 17: the centre sends report, callback form and account to the director; a return
     ("revise"/"rejected") is recorded and sent again as the next version once the centre has answered."""
@@ -718,7 +729,7 @@ def final_approval(
             role=role,
             now=now,
             content=content,
-            subject=subject(facts, "报告、回访表与书面说明待技术总监审批"),
+            subject=subject(facts, f"{what}待技术总监审批"),
         )
         decision = wait_for(approval, step, version)
         now = decision.at
@@ -759,6 +770,10 @@ def archive(case_id: int, report_ids: list[int], *, now: datetime, procedure: Pr
         key="archived",
         status=CaseStatus.ARCHIVED,
     )
+
+
+def _title(document: tuple[str, str]) -> str:
+    return REPORT_TITLES_ZH.get(document[0], document[0])
 
 
 def _plan_context(plan: Plan) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from models import (  # noqa: F401 - every table module, so the metadata is comp
     cases,
     clocks,
     contracts,
+    drill,
     inspection,
     leases,
     outbox,

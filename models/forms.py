@@ -503,6 +503,173 @@ class UnsignedForm(BaseModel):
     reason: Text = Field(title="未签字原因", min_length=2)
 
 
+# --- the emergency drill's forms (flows.drill, PROCEDURES.md §5) ---------------------------------
+
+StepTable = Annotated[str, StringConstraints(strip_whitespace=True, max_length=6000)]
+STEPS_HELP = "每行一步：操作 | 负责人 | 预计分钟，如：切换到备用数据库 | 张工 | 30"
+
+
+def _minutes(value: int) -> int:
+    if value <= 0:
+        raise ValueError("须大于 0 分钟")
+    if value > 7 * 24 * 60:
+        raise ValueError("不能超过 10080 分钟（一周）")
+    return value
+
+
+def _not_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError("不能小于 0")
+    if value > 7 * 24 * 60:
+        raise ValueError("不能超过 10080 分钟（一周）")
+    return value
+
+
+PositiveMinutes = Annotated[int, AfterValidator(_minutes)]
+Minutes = Annotated[int, AfterValidator(_not_negative)]
+
+
+def _step_table(value: str) -> str:
+    from rules.drill import DrillRuleError, parse_steps
+
+    try:
+        parse_steps(value)
+    except DrillRuleError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+@form("recovery-plan")
+class RecoveryPlanForm(BaseModel):
+    """应急恢复方案 — scope, systems and devices, recovery objectives, steps, contacts (one version)."""
+
+    scope: Text = Field(min_length=2, title="适用范围", description="本方案覆盖的业务与故障场景")
+    devices: Text = Field(min_length=2, title="涉及系统与设备", description="系统、主机、存储、网络设备等")
+    rto_minutes: PositiveMinutes = Field(
+        title="恢复时间目标 RTO（分钟）", description="业务须在多少分钟内恢复，须大于 0"
+    )
+    rpo_minutes: Minutes = Field(
+        title="恢复点目标 RPO（分钟）", description="最多允许丢失多少分钟的数据；0 表示不允许丢失"
+    )
+    steps: Annotated[StepTable, AfterValidator(_step_table)] = Field(
+        min_length=3, title="恢复步骤", description=STEPS_HELP
+    )
+    contacts: List = Field(min_length=2, title="联系人", description="双方应急联系人及电话")
+    note: List = Field(default="", title="修订说明", description="修订时写明改了什么、为何修改")
+
+
+@form("drill-plan")
+class DrillPlanForm(BaseModel):
+    """演练方案 — the simulated failure, the failover, the restore, each step's time, the roll-back."""
+
+    scenario: Text = Field(min_length=2, title="模拟故障", description="演练模拟的故障场景")
+    failover: Text = Field(min_length=2, title="切换过程", description="如何切换到备用系统")
+    restore: Text = Field(min_length=2, title="恢复（回切）过程", description="演练结束后如何恢复到原系统")
+    steps: Annotated[StepTable, AfterValidator(_step_table)] = Field(
+        min_length=3, title="演练步骤与预计时间", description=STEPS_HELP
+    )
+    rollback: Text = Field(min_length=2, title="回退方案", description="演练本身出问题时如何回退、由谁决定")
+    business_window: Line = Field(
+        min_length=2, title="客户业务窗口", description="允许演练的时间段，如 周六 22:00 至 次日 04:00"
+    )
+    participants: List = Field(min_length=2, title="参演人员（双方）", description="双方参演人员姓名与职责")
+
+
+def _needs_reason(value: str, info: ValidationInfo) -> str:
+    if (info.data or {}).get("action") in ("改期", "取消") and not value:
+        raise ValueError("改期或取消时必填")
+    return value
+
+
+def _needs_day(value: str, info: ValidationInfo) -> str:
+    if (info.data or {}).get("action") == "改期" and not value:
+        raise ValueError("改期时必填，如 2026-12-05")
+    return value
+
+
+@form("drill-date")
+class DrillDateForm(BaseModel):
+    """演练日期确认 — the customer confirms the drill day, moves it, or cancels (with a reason)."""
+
+    action: Literal["确认", "改期", "取消"] = Field(
+        title="操作", description="确认演练日期 / 改到另一天 / 取消本次演练"
+    )
+    day: Annotated[Day, AfterValidator(_needs_day)] = Field(
+        default="",
+        title="新的演练日期",
+        description="改期时填写，如 2026-12-05（须留出通知期；休息日须勾选下一项确认）",
+        validate_default=True,
+    )
+    start: ClockTime = Field(default="", title="开始时间", description="如 22:00；不填为原定时间")
+    day_off_ok: YesNo = Field(
+        default=False, title="确认在休息日演练", description="新的日期是周末或节假日时，选“是”确认"
+    )
+    reason: Annotated[List, AfterValidator(_needs_reason)] = Field(
+        default="", title="原因", description="改期或取消的原因（必填）", validate_default=True
+    )
+
+
+def _ends_after_start(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    started = (info.data or {}).get("started_at")
+    if value is not None and started is not None and value < started:
+        raise ValueError(f"不能早于实际开始时间（{_local(started)}）")
+    return value
+
+
+def _rollback_when_aborted(value: str, info: ValidationInfo) -> str:
+    if (info.data or {}).get("abort") and not value:
+        raise ValueError("中止演练时必填：写明回退了哪些操作、系统是否已恢复原状")
+    return value
+
+
+@form("drill-step")
+class DrillStepForm(BaseModel):
+    """演练步骤记录 — the drill lead records one step as it happens: actual start, end, result."""
+
+    started_at: Happened = Field(title="实际开始时间")
+    ended_at: Annotated[Happened, AfterValidator(_ends_after_start)] = Field(title="实际结束时间")
+    result: Literal["成功", "失败"] = Field(title="结果")
+    note: Text = Field(default="", title="情况说明", description="异常、偏差、现场处置")
+    abort: YesNo = Field(default=False, title="中止演练", description="本步失败且须中止演练时选“是”")
+    rollback: Annotated[Text, AfterValidator(_rollback_when_aborted)] = Field(
+        default="",
+        title="回退情况",
+        description="中止时填写：回退了哪些操作、系统是否已恢复",
+        validate_default=True,
+    )
+
+
+def _training_lines(value: str, info: ValidationInfo) -> str:
+    from rules.drill import DrillRuleError, parse_training
+
+    now = (info.context or {}).get("now")
+    if value and now is not None:
+        try:
+            parse_training(value, today=now.astimezone(ZoneInfo(get_settings().timezone)).date())
+        except DrillRuleError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+@form("drill-evaluation")
+class DrillEvaluationForm(BaseModel):
+    """演练评估 — the drill lead's evaluation for the 演练报告: data lost, gaps, the decision, improvements."""
+
+    data_loss_minutes: Minutes = Field(
+        title="实际数据丢失（分钟）", description="与 RPO 比较；未丢失数据填 0"
+    )
+    gaps: Text = Field(default="", title="发现的差距", description="每行一条；每条差距将修订应急恢复方案")
+    meets_need: YesNo = Field(
+        title="方案满足业务需要", description="演练结果表明应急方案能否满足客户业务需要"
+    )
+    improvements: Text = Field(default="", title="改进措施")
+    training: Annotated[List, AfterValidator(_training_lines)] = Field(
+        default="",
+        title="客户人员培训",
+        description="需要培训时每行一项：培训内容 | 截止日期，如：备份恢复操作 | 2027-01-15；不需要则留空",
+    )
+
+
 # --- validating an answer ---------------------------------------------------------------------
 
 

@@ -28,6 +28,9 @@ class ReportKind(StrEnum):
     ACCIDENT_SUMMARY = "accident_summary"  # 事故总结
     ACCIDENT_REVIEW = "accident_review"  # 事故技术评审报告 (to the general manager)
     SERVICE_REQUEST = "service_request"  # 技术服务申请 (the customer signs on the engineer's arrival)
+    RECOVERY_PLAN = "recovery_plan"  # 应急恢复方案 (versioned, per customer system)
+    DRILL_PLAN = "drill_plan"  # 演练方案 (versioned; director approves, customer signs)
+    DRILL_REPORT = "drill_report"  # 演练报告 (customer signs, director approves)
 
 
 REPORT_TITLES_ZH: dict[str, str] = {
@@ -40,6 +43,9 @@ REPORT_TITLES_ZH: dict[str, str] = {
     ReportKind.ACCIDENT_SUMMARY: "事故总结",
     ReportKind.ACCIDENT_REVIEW: "事故技术评审报告",
     ReportKind.SERVICE_REQUEST: "技术服务申请",
+    ReportKind.RECOVERY_PLAN: "应急恢复方案",
+    ReportKind.DRILL_PLAN: "演练方案",
+    ReportKind.DRILL_REPORT: "演练报告",
 }
 
 

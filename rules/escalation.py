@@ -38,6 +38,8 @@ BREACH_ROLES: dict[str, tuple[str, ...]] = {
     "complaint_close": ("technical_director", "general_manager"),
     # an inspection's problem not fed back in time: the centre feeds back, its manager is told
     "inspection_feedback": ("dispatcher", "department_manager"),
+    # a 演练报告 not out within 2 working days: the drill lead writes it, the director is told
+    "drill_report": ("technical_lead", "technical_director"),
 }
 
 LEVEL_LABELS_ZH = {0: "超时", 1: "一级", 2: "二级", 3: "三级", 4: "四级"}

@@ -53,6 +53,7 @@ class ClockKind(StrEnum):
     COMPLAINT_ANSWER = "complaint_answer"
     COMPLAINT_CLOSE = "complaint_close"
     INSPECTION_FEEDBACK = "inspection_feedback"
+    DRILL_REPORT = "drill_report"
 
 
 CLOCK_LABELS_ZH: dict[str, str] = {
@@ -69,6 +70,7 @@ CLOCK_LABELS_ZH: dict[str, str] = {
     ClockKind.COMPLAINT_ANSWER: "投诉首次答复",
     ClockKind.COMPLAINT_CLOSE: "投诉处理完毕",
     ClockKind.INSPECTION_FEEDBACK: "巡检问题反馈",
+    ClockKind.DRILL_REPORT: "演练报告",
 }
 
 # The two severity schemes (Contract.severity_scheme): level -> (label, definition), for the intake form.
@@ -145,6 +147,8 @@ DEFAULT_POLICY: dict[str, Any] = {
         # every problem an inspection finds is fed back to the customer, with its repair's number,
         # within 2 working days [PROCEDURES.md §4.5]; its breach escalates like every clock's
         "inspection_feedback": {"working_days": 2},
+        # the 演练报告 within 2 working days after the drill [PROCEDURES.md §5.5, issue 19]
+        "drill_report": {"working_days": 2},
     },
     # The escalation ladder [001 §3.1; 003 §8.5.5]: level -> offset from the clock's start, counted
     # like the clock (working time on 5x8). Level 1 is entered at intake.

@@ -998,9 +998,11 @@ def record_move(
     """Record that the visit moved to `day` and why (case.data `delay_reason`, the summary's plan vs done).
 
     Returns False when nothing moved: the same day as already planned (only the time changed), or
-    this very move already recorded (a replayed step).
+    this very move already recorded (a replayed step). Any dated case: the drill moves its day with it.
     """
-    case = _case(session, case_id)
+    case = session.get(Case, case_id)
+    if case is None:
+        raise InspectionError(f"案件 {case_id} 不存在 / no case {case_id}")
     moves = list(case.data.get("moves") or [])
     before = (
         (moves[-1]["to"] if moves else None)

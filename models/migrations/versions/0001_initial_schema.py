@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 04:08:51.460221
+Create Date: 2026-12-02 06:03:58.162294
 """
 from __future__ import annotations
 
@@ -347,6 +347,48 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_clock_case_id'), ['case_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_clock_next_check_at'), ['next_check_at'], unique=False)
 
+    op.create_table('drill_plan',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('scenario', sa.Text(), nullable=False),
+    sa.Column('failover', sa.Text(), nullable=False),
+    sa.Column('restore', sa.Text(), nullable=False),
+    sa.Column('steps', sa.JSON(), nullable=False),
+    sa.Column('rollback', sa.Text(), nullable=False),
+    sa.Column('business_window', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('participants', sa.Text(), nullable=False),
+    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=400), nullable=False),
+    sa.Column('created_by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('case_id', 'version', name='uq_drill_plan_version')
+    )
+    with op.batch_alter_table('drill_plan', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_drill_plan_case_id'), ['case_id'], unique=False)
+
+    op.create_table('drill_step_result',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=False),
+    sa.Column('plan_version', sa.Integer(), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('action', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('expected_minutes', sa.Integer(), nullable=False),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('result', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+    sa.Column('note', sa.Text(), nullable=False),
+    sa.Column('rollback', sa.Text(), nullable=False),
+    sa.Column('recorded_by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('case_id', 'position', name='uq_drill_step_result')
+    )
+    with op.batch_alter_table('drill_step_result', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_drill_step_result_case_id'), ['case_id'], unique=False)
+
     op.create_table('event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('case_id', sa.Integer(), nullable=False),
@@ -378,6 +420,31 @@ def upgrade() -> None:
     with op.batch_alter_table('incident', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_incident_case_id'), ['case_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_incident_resolved_at'), ['resolved_at'], unique=False)
+
+    op.create_table('recovery_plan',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.Column('system', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('scope', sa.Text(), nullable=False),
+    sa.Column('devices', sa.Text(), nullable=False),
+    sa.Column('rto_minutes', sa.Integer(), nullable=False),
+    sa.Column('rpo_minutes', sa.Integer(), nullable=False),
+    sa.Column('steps', sa.JSON(), nullable=False),
+    sa.Column('contacts', sa.Text(), nullable=False),
+    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=400), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=True),
+    sa.Column('created_by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('approved_by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
+    sa.Column('approved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('customer_id', 'system', 'version', name='uq_recovery_plan_version')
+    )
+    with op.batch_alter_table('recovery_plan', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_recovery_plan_customer_id'), ['customer_id'], unique=False)
 
     op.create_table('report',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -435,6 +502,24 @@ def upgrade() -> None:
     with op.batch_alter_table('timer', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_timer_case_id'), ['case_id'], unique=False)
         batch_op.create_index('ix_timer_due', ['fired_at', 'due_at'], unique=False)
+
+    op.create_table('training_task',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=False),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.Column('system', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('topic', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('due_on', sa.Date(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('done_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('case_id', 'topic', name='uq_training_task')
+    )
+    with op.batch_alter_table('training_task', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_training_task_case_id'), ['case_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_training_task_customer_id'), ['customer_id'], unique=False)
 
     op.create_table('escalation',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -534,6 +619,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_escalation_case_id'))
 
     op.drop_table('escalation')
+    with op.batch_alter_table('training_task', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_training_task_customer_id'))
+        batch_op.drop_index(batch_op.f('ix_training_task_case_id'))
+
+    op.drop_table('training_task')
     with op.batch_alter_table('timer', schema=None) as batch_op:
         batch_op.drop_index('ix_timer_due')
         batch_op.drop_index(batch_op.f('ix_timer_case_id'))
@@ -549,6 +639,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_report_case_id'))
 
     op.drop_table('report')
+    with op.batch_alter_table('recovery_plan', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_recovery_plan_customer_id'))
+
+    op.drop_table('recovery_plan')
     with op.batch_alter_table('incident', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_incident_resolved_at'))
         batch_op.drop_index(batch_op.f('ix_incident_case_id'))
@@ -559,6 +653,14 @@ def downgrade() -> None:
         batch_op.drop_index('ix_event_case_at')
 
     op.drop_table('event')
+    with op.batch_alter_table('drill_step_result', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_drill_step_result_case_id'))
+
+    op.drop_table('drill_step_result')
+    with op.batch_alter_table('drill_plan', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_drill_plan_case_id'))
+
+    op.drop_table('drill_plan')
     with op.batch_alter_table('clock', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_clock_next_check_at'))
         batch_op.drop_index(batch_op.f('ix_clock_case_id'))
