@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:03:58.162294
+Create Date: 2026-12-02 06:05:49.807113
 """
 from __future__ import annotations
 
