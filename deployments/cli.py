@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from deployments import cli_backoffice
 from models.db import DatabaseError
 
 app = typer.Typer(
@@ -188,15 +189,12 @@ def outbox(
 def board_link_command(
     days: Annotated[int, typer.Option(min=1, max=365, help="有效天数 / days the link stays valid")] = 30,
 ) -> None:
-    """调度看板链接 / a staff link to the dispatcher's board (the web root also opens with the Prefect login)."""
-    from web.board import board_link, prefect_credential
+    """调度看板链接 / a staff link to the dispatcher's board (the web root opens with a staff login)."""
+    from web.board import board_link
 
     settings = load_settings()
     typer.echo(f"调度看板（{days} 天有效，请勿外传）/ board link, valid {days} days: {board_link(days=days)}")
-    if prefect_credential():
-        typer.echo(
-            f"或打开 / or open {settings.web_base_url}/ 并用 Prefect 的登录名与密码登录 / with the Prefect login"
-        )
+    typer.echo(f"或打开 / or open {settings.web_base_url}/ 用员工账号登录 / with a staff login")
 
 
 # --- aftercare repair ... (故障维修) -----------------------------------------------------------
@@ -658,6 +656,10 @@ def checklist_edit(
     if label is None and position is None:
         fail("请给出 --label 或 --position / nothing to change")
     _checklist_change(code, kind, label=label, position=position)
+
+
+# --- aftercare admin ... / aftercare import (the back office, deployments/cli_backoffice.py) ----------
+app.add_typer(cli_backoffice.admin_app, name="admin")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -4,6 +4,7 @@ Importing this package registers every table on `SQLModel.metadata` (Alembic rea
 """
 
 from models import (  # noqa: F401 - every table module, so the metadata is complete
+    accounts,
     approvals,
     assets,
     cases,

@@ -28,6 +28,8 @@ class Role(StrEnum):
     VENDOR = "vendor"  # 原厂商
     SUPERVISION = "supervision"  # 监理
     DEPARTMENT_MANAGER = "department_manager"  # 部门经理 (signs for an unsigned inspection report, §4 step 6)
+    ACCOUNT_MANAGER = "account_manager"  # 客户经理: the contracts (back office, issue 23)
+    ADMINISTRATOR = "administrator"  # 系统管理员: every back-office page and account
 
 
 ROLE_LABELS_ZH: dict[Role, str] = {
@@ -43,6 +45,8 @@ ROLE_LABELS_ZH: dict[Role, str] = {
     Role.VENDOR: "原厂商技术支持",
     Role.SUPERVISION: "监理",
     Role.DEPARTMENT_MANAGER: "部门经理",
+    Role.ACCOUNT_MANAGER: "客户经理",
+    Role.ADMINISTRATOR: "系统管理员",
 }
 
 

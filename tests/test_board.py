@@ -6,7 +6,6 @@ on the real Prefect harness with one repair run.
 
 from __future__ import annotations
 
-import base64
 import re
 from datetime import timedelta
 from typing import Any
@@ -16,12 +15,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from tests.conftest import T0
-
-CREDENTIAL = "aftercare:board-test-password"
-
-
-def basic(credential: str = CREDENTIAL) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(credential.encode()).decode()}
+from tests.staff_login import log_in, make_account
 
 
 def shown(page: Any) -> str:
@@ -30,16 +24,20 @@ def shown(page: Any) -> str:
 
 
 @pytest.fixture
-def board_client(demo: str, monkeypatch: pytest.MonkeyPatch) -> TestClient:
+def board_client(demo: str) -> TestClient:
+    """A dispatcher logged in to the board (the staff login of web.staff)."""
     from web.app import create_app
     from web.board import board_now
+    from web.staff import staff_now
 
-    monkeypatch.setenv("PREFECT_API_AUTH_STRING", CREDENTIAL)
     app = create_app()
     now = {"at": T0 + timedelta(minutes=10)}
     app.dependency_overrides[board_now] = lambda: now["at"]
+    app.dependency_overrides[staff_now] = lambda: now["at"]
     client = TestClient(app)
     client.now = now  # type: ignore[attr-defined]
+    make_account("dispatcher1", roles=("dispatcher",), name="调度员甲")
+    assert log_in(client).status_code == 303
     return client
 
 
@@ -119,7 +117,7 @@ def test_the_board_lists_a_waiting_repair_with_its_step_person_and_deadline(boar
     from models.settings import get_settings
 
     case_id = open_repair(severity=4, run="11111111-2222-3333-4444-555555555555")
-    page = board_client.get("/", headers=basic())
+    page = board_client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     text = card(page, number_of(case_id))
     assert "故障维修" in text and "北京某银行数据中心" in text and "亦庄机房" in text
@@ -140,7 +138,7 @@ def test_the_board_lists_a_waiting_repair_with_its_step_person_and_deadline(boar
 def test_a_breached_clock_is_marked_in_red_and_listed_first(board_client: TestClient) -> None:
     late = open_repair(severity=3)
     board_client.now["at"] = T0 + timedelta(hours=2)  # type: ignore[attr-defined]  # first contact (30 min) is past
-    page = board_client.get("/", headers=basic())
+    page = board_client.get("/")
     text = card(page, number_of(late))
     # severity 3: remote response within 10 minutes, first contact within 30 — both passed, both marked
     assert (
@@ -164,7 +162,7 @@ def test_a_closed_case_is_not_listed_and_paid_service_is_marked(board_client: Te
     )  # contract lapsed: paid service
     with session_scope() as s:
         set_status(s, closed, CaseStatus.ARCHIVED, at=T0 + timedelta(minutes=5))
-    page = board_client.get("/", headers=basic())
+    page = board_client.get("/")
     assert f'id="case-{number_of(closed)}"' not in page.text
     assert "有偿服务" in card(page, number_of(paid))
 
@@ -193,7 +191,7 @@ def test_a_report_of_the_case_is_linked_by_a_signed_view_link(board_client: Test
         "刘工程师",
         1,
     )
-    page = board_client.get("/", headers=basic())
+    page = board_client.get("/")
     link = re.search(
         rf'id="case-{number_of(case_id)}".*?<a href="https?://[^/"]+(/reports/[^"]+)">维修服务报告</a>',
         page.text,
@@ -204,36 +202,24 @@ def test_a_report_of_the_case_is_linked_by_a_signed_view_link(board_client: Test
     assert report.status_code == 200 and "维修服务报告" in report.text
 
 
-def test_without_the_login_the_board_answers_401_in_chinese_and_health_stays_open(
-    board_client: TestClient, monkeypatch: pytest.MonkeyPatch
+def test_without_a_staff_login_the_board_sends_to_the_login_page_and_health_stays_open(
+    board_client: TestClient,
 ) -> None:
     open_repair()
+    board_client.cookies.clear()
     for headers in (
         {},
-        basic("aftercare:wrong"),
-        {"Authorization": "Basic !!!"},
+        {"Authorization": "Basic " + "YWZ0ZXJjYXJlOndyb25n"},  # the old Prefect basic auth opens nothing now
         {"Authorization": "Bearer x"},
     ):
-        page = board_client.get("/", headers=headers)
-        assert page.status_code == 401, headers
-        assert page.headers["www-authenticate"].startswith("Basic")
-        assert "需要登录" in shown(page) and "WX-" not in page.text and '"detail"' not in page.text
-        assert "default-src 'none'" in page.headers["content-security-policy"]
+        page = board_client.get("/", headers=headers, follow_redirects=False)
+        assert page.status_code == 303, headers
+        assert page.headers["location"] == "/login?next=/"
+        assert "WX-" not in page.text
+    login = board_client.get("/", follow_redirects=True)
+    assert "员工登录" in shown(login) and "WX-" not in login.text
+    assert "default-src 'none'" in login.headers["content-security-policy"]
     assert board_client.get("/health").json() == {"status": "ok"}
-    # no Prefect credential on this machine at all: the root stays shut and says to use the staff link
-    monkeypatch.delenv("PREFECT_API_AUTH_STRING")
-    page = board_client.get("/", headers=basic(""))
-    assert page.status_code == 401 and "aftercare board-link" in shown(page)
-
-
-def test_the_credential_generated_into_home_opens_the_board(
-    board_client: TestClient, aftercare_home: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("PREFECT_API_AUTH_STRING")
-    aftercare_home.mkdir(mode=0o700, parents=True, exist_ok=True)  # on PostgreSQL no database file made it
-    (aftercare_home / "prefect_auth").write_text("aftercare:from-the-file\n")
-    assert board_client.get("/", headers=basic("aftercare:from-the-file")).status_code == 200
-    assert board_client.get("/", headers=basic()).status_code == 401
 
 
 def test_a_signed_staff_link_opens_the_board_until_it_expires(board_client: TestClient) -> None:
@@ -256,7 +242,7 @@ def test_a_signed_staff_link_opens_the_board_until_it_expires(board_client: Test
 
 def test_what_people_typed_is_shown_as_text_on_the_board(board_client: TestClient) -> None:
     case_id = open_repair(description="<script>alert(1)</script><img src=x onerror=alert(2)>")
-    page = board_client.get("/", headers=basic())
+    page = board_client.get("/")
     assert "<script>alert(1)" not in page.text and "<img src=x" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
     assert f'id="case-{number_of(case_id)}"' in page.text

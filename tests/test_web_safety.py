@@ -878,23 +878,20 @@ def test_every_response_sends_the_security_headers_and_no_api_docs_are_served(db
     assert script.headers["content-type"].startswith(("application/javascript", "text/javascript"))
 
 
-def test_the_root_page_is_the_board_behind_the_staff_login(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import base64
-
+def test_the_root_page_is_the_board_behind_the_staff_login(db_url: str) -> None:
     from models.settings import get_settings
+    from tests.staff_login import log_in, make_account
     from web.app import create_app
 
-    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "aftercare:root-page-test")
     client = TestClient(create_app())
-    refused = client.get("/")
-    assert refused.status_code == 401 and refused.headers["content-type"].startswith("text/html")
-    assert "需要登录" in shown(refused) and '"detail"' not in refused.text
+    refused = client.get("/")  # followed to the login page
+    assert refused.status_code == 200 and refused.headers["content-type"].startswith("text/html")
+    assert str(refused.url).endswith("/login?next=/")
+    assert "员工登录" in shown(refused) and '"detail"' not in refused.text
     assert_safe_headers(refused)
-    page = client.get(
-        "/", headers={"Authorization": "Basic " + base64.b64encode(b"aftercare:root-page-test").decode()}
-    )
+    make_account("dispatcher1")
+    assert log_in(client).status_code == 303
+    page = client.get("/")
     assert page.status_code == 200 and "调度看板" in shown(page)
     ui = get_settings().prefect_url.removesuffix("/api")
     assert f'href="{ui}"' in page.text

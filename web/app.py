@@ -11,12 +11,13 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from web import approvals, board, incidents, inspection, reports
+from web import approvals, board, incidents, inspection, reports, staff
 from web.busy import BusyRetry
 from web.pages import STATIC, SecurityHeaders
 
 # The page families, each a module with its `router` (fastapi.APIRouter).
 ROUTERS: list[APIRouter] = [
+    staff.router,
     board.router,
     incidents.router,
     reports.router,
@@ -42,6 +43,7 @@ def create_app() -> FastAPI:
         # every browser asks for it: a 404 here is an error in the console of every page a person opens
         return Response(status_code=204)
 
+    staff.install(app)  # not logged in: to the login page; no role: a 403 page
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -3,28 +3,22 @@ for whom, since and until when (the next deadline of its running clocks, a breac
 severity, the paid-service mark, its reports and its Prefect run. Chinese, fits a phone, reloads
 itself every minute (a `<meta http-equiv="refresh">`: the CSP runs no inline script).
 
-The board names customers and carries live report links, so it is for staff only. Until staff
-logins exist, two keys open it:
+The board names customers and carries live report links, so it is for staff only. Two keys open it:
 
-- HTTP basic auth with the Prefect API's credential `user:password` (`PREFECT_API_AUTH_STRING`, which
-  `aftercare up` gives every process it starts, else the one generated into `AFTERCARE_HOME/prefect_auth`):
-  the same login the Prefect UI asks for;
+- the staff login (`web.staff`): `/` is a staff page like the admin pages — not logged in, the
+  browser is sent to `/login?next=/`;
 - a staff link signed with the site's secret (`/board/<token>`, like the incidents page), printed by
-  `aftercare board-link` — for a phone, or when no Prefect credential is set.
+  `aftercare board-link` — for a wall screen or a phone without a login.
 
-Anything else gets a Chinese 401 page. `/health` stays open.
+An expired or forged link gets a Chinese 401 page. `/health` stays open.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-import os
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
 from models import wallclock
@@ -33,6 +27,7 @@ from models.settings import get_settings
 from tasks.board import board
 from tasks.links import BadLink, ExpiredLink, report_url, sign_link, verify_link
 from web.pages import templates
+from web.staff import StaffUser, require_staff
 
 router = APIRouter()
 
@@ -40,7 +35,6 @@ PURPOSE = "board"
 REFRESH_SECONDS = 60
 LINK_DAYS = 30
 BOARD_LIMIT = 500  # the oldest open cases; the page says so when there are more
-REALM = 'Basic realm="aftercare", charset="UTF-8"'
 
 
 def board_now() -> datetime:
@@ -51,31 +45,6 @@ def board_now() -> datetime:
 Now = Annotated[datetime, Depends(board_now)]
 
 
-def prefect_credential() -> str | None:
-    """The Prefect API's `user:password`, read only (never generated here): the environment's
-    `PREFECT_API_AUTH_STRING`, else the file `aftercare up` generates into its home, else None."""
-    given = os.environ.get("PREFECT_API_AUTH_STRING", "").strip()
-    if given:
-        return given
-    path = get_settings().prefect_auth_file
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
-
-
-def basic_auth_ok(header: str | None) -> bool:
-    """Does an `Authorization: Basic …` header carry the Prefect credential? (constant-time compare)"""
-    expected = prefect_credential()
-    if not expected or not header or not header.lower().startswith("basic "):
-        return False
-    try:
-        given = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
 def board_link(*, days: int = LINK_DAYS, now: datetime | None = None) -> str:
     """A staff link to the board, valid for `days` (`aftercare board-link`)."""
     moment = now or wallclock.now()
@@ -84,10 +53,10 @@ def board_link(*, days: int = LINK_DAYS, now: datetime | None = None) -> str:
 
 def _refused(reason: str) -> HTMLResponse:
     html = templates.get_template("board/refused.html.j2").render(reason=reason)
-    return HTMLResponse(html, status_code=401, headers={"WWW-Authenticate": REALM})
+    return HTMLResponse(html, status_code=401)
 
 
-def _page(now: datetime, *, refresh_url: str) -> HTMLResponse:
+def _page(now: datetime, *, refresh_url: str, user: StaffUser | None = None) -> HTMLResponse:
     settings = get_settings()
     ui = settings.prefect_url.removesuffix("/").removesuffix("/api")
     with session_scope() as session:
@@ -102,22 +71,16 @@ def _page(now: datetime, *, refresh_url: str) -> HTMLResponse:
         "report_links": links,
         "breached": sum(c.breached for c in cases),
         "truncated": len(cases) >= BOARD_LIMIT,
+        "user": user,
     }
     html = templates.get_template("board/page.html.j2").render(**context)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/", response_class=HTMLResponse)
-def board_page(request: Request, now: Now) -> HTMLResponse:
-    """The board, for whoever gives the Prefect login (HTTP basic auth)."""
-    if not basic_auth_ok(request.headers.get("authorization")):
-        return _refused(
-            "请使用 Prefect 界面的登录名与密码（aftercare up 启动时显示其所在文件），"
-            "或使用 aftercare board-link 生成的看板链接。"
-            if prefect_credential()
-            else "本机未设置 Prefect 登录密码：请使用 aftercare board-link 生成的看板链接。"
-        )
-    return _page(now, refresh_url="/")
+def board_page(now: Now, user: Annotated[StaffUser, Depends(require_staff())]) -> HTMLResponse:
+    """The board, for any logged-in staff person."""
+    return _page(now, refresh_url="/", user=user)
 
 
 @router.get("/board/{token}", response_class=HTMLResponse)

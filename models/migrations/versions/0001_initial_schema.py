@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:05:49.807113
+Create Date: 2026-12-02 06:07:33.731373
 """
 from __future__ import annotations
 
@@ -73,6 +73,19 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
+    op.create_table('loginattempt',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('username', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('address', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('ok', sa.Boolean(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('loginattempt', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_loginattempt_address'), ['address'], unique=False)
+        batch_op.create_index(batch_op.f('ix_loginattempt_at'), ['at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_loginattempt_username'), ['username'], unique=False)
+
     op.create_table('sparepart',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
@@ -104,6 +117,40 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('flow_run_id', 'key', name='uq_step_record_run_key')
     )
+    op.create_table('account',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('staff_id', sa.Integer(), nullable=False),
+    sa.Column('username', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('password_hash', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+    sa.Column('session_version', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('password_changed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_login_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['staff_id'], ['staff.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('account', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_account_staff_id'), ['staff_id'], unique=True)
+        batch_op.create_index(batch_op.f('ix_account_username'), ['username'], unique=True)
+
+    op.create_table('auditentry',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('actor', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('actor_staff_id', sa.Integer(), nullable=True),
+    sa.Column('action', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+    sa.Column('record', sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
+    sa.Column('record_id', sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
+    sa.Column('changes', sa.JSON(), nullable=False),
+    sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+    sa.ForeignKeyConstraint(['actor_staff_id'], ['staff.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('auditentry', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_auditentry_actor_staff_id'), ['actor_staff_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_auditentry_at'), ['at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_auditentry_record'), ['record'], unique=False)
+
     op.create_table('contact',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('customer_id', sa.Integer(), nullable=False),
@@ -716,12 +763,29 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_contact_customer_id'))
 
     op.drop_table('contact')
+    with op.batch_alter_table('auditentry', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_auditentry_record'))
+        batch_op.drop_index(batch_op.f('ix_auditentry_at'))
+        batch_op.drop_index(batch_op.f('ix_auditentry_actor_staff_id'))
+
+    op.drop_table('auditentry')
+    with op.batch_alter_table('account', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_account_username'))
+        batch_op.drop_index(batch_op.f('ix_account_staff_id'))
+
+    op.drop_table('account')
     op.drop_table('step_record')
     op.drop_table('staff')
     with op.batch_alter_table('sparepart', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sparepart_code'))
 
     op.drop_table('sparepart')
+    with op.batch_alter_table('loginattempt', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_loginattempt_username'))
+        batch_op.drop_index(batch_op.f('ix_loginattempt_at'))
+        batch_op.drop_index(batch_op.f('ix_loginattempt_address'))
+
+    op.drop_table('loginattempt')
     op.drop_table('lease')
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_customer_name'))
