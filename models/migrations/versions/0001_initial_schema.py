@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:07:33.731373
+Create Date: 2026-12-02 06:07:38.707933
 """
 from __future__ import annotations
 
