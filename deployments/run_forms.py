@@ -1,5 +1,5 @@
 """The Prefect-UI run forms of the deployments a dispatcher starts: `repair`, `accident`, `extra-inspection`,
-`drill`.
+`drill`, `assurance`.
 
 Prefect draws a deployment's "Custom run" form from its parameter schema, which `to_deployment`
 builds from the flow's signature. The flows' own models (RepairRequest, AccidentRequest,
@@ -299,6 +299,50 @@ class DrillRequestForm(BaseModel):
     )
     requested_by: str = Field(
         default="", title="提出人", max_length=100, description="可留空：客户方提出要求的人员姓名与电话"
+    )
+
+
+class AssuranceRequestForm(BaseModel):
+    """重要通信保障申请：客户为重大事件申请保障期（须提前 3 周，不足 3 周由技术总监审批）；带“必填”的项目须填写。"""
+
+    model_config = ConfigDict(title="重要通信保障 / major-event assurance")
+
+    customer: str = Field(
+        title="客户", min_length=1, max_length=100, description="必填：从列表中选择申请保障的客户"
+    )
+    site: str = Field(
+        default="", title="机房/站点", max_length=100, description="可留空：留空为该客户的全部站点"
+    )
+    event: str = Field(
+        title="保障事由",
+        min_length=2,
+        max_length=400,
+        description="必填：重大会议、重大节假日、年终结算、重大割接等（至少 2 个字）",
+    )
+    starts: str = Field(
+        title="保障开始",
+        min_length=8,
+        max_length=40,
+        description="必填：北京时间，写成 2026-12-20 或 2026-12-20 08:00（只写日期为当日 00:00）",
+    )
+    ends: str = Field(
+        title="保障结束",
+        min_length=8,
+        max_length=40,
+        description="必填：北京时间，写成 2026-12-27 或 2026-12-27 18:00（只写日期为当日 24:00）",
+    )
+    requested_by: str = Field(
+        title="申请人", min_length=1, max_length=100, description="必填：客户方提出申请的人员姓名与电话"
+    )
+    requested_at: str = Field(
+        default="",
+        title="申请时间",
+        max_length=40,
+        description=f"可留空（留空为当前时间）：客户提出申请的时间，{TIME_HELP}；距保障开始不足 3 周须技术总监批准",
+    )
+    onsite: bool = Field(default=True, title="需要现场值守", description="不勾选为远程值守（电话即时响应）")
+    requirements: str = Field(
+        default="", title="客户要求", max_length=4000, description="可留空：保障范围、重点系统、联系人等"
     )
 
 

@@ -49,8 +49,13 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=BaseModel)
 
-Procedure = Literal["repair", "accident", "drill"]
-PROCEDURE_ZH = {"repair": "故障维修", "accident": "事故处理", "drill": "应急演练"}
+Procedure = Literal["repair", "accident", "drill", "assurance"]
+PROCEDURE_ZH = {
+    "repair": "故障维修",
+    "accident": "事故处理",
+    "drill": "应急演练",
+    "assurance": "重要通信保障",
+}
 # Which document a plan is issued as (report kind, template): the repair's and the accident's
 # 解决方案 by default; the drill's 演练方案 and 应急恢复方案 go through the same approval loops.
 PLAN_DOCUMENT = ("solution_plan", "common/plan")

@@ -26,6 +26,7 @@ class CaseKind(StrEnum):
     DRILL = "drill"  # 应急演练
     RENEWAL = "renewal"  # 续费
     COMPLAINT = "complaint"  # 投诉
+    ASSURANCE = "assurance"  # 重要通信保障 / 重大事件值守
 
 
 CASE_PREFIX = {
@@ -35,6 +36,7 @@ CASE_PREFIX = {
     CaseKind.DRILL: "YL",
     CaseKind.RENEWAL: "XF",
     CaseKind.COMPLAINT: "TS",
+    CaseKind.ASSURANCE: "BZ",
 }
 
 CASE_KIND_ZH = {
@@ -44,6 +46,7 @@ CASE_KIND_ZH = {
     CaseKind.DRILL: "应急演练",
     CaseKind.RENEWAL: "续费",
     CaseKind.COMPLAINT: "投诉",
+    CaseKind.ASSURANCE: "重要通信保障",
 }
 
 

@@ -36,6 +36,7 @@ from pydantic import (
 
 from models.settings import get_settings
 from rules.accident import ExecutionResult
+from rules.assurance import AssuranceError, parse_roster
 
 # A clock on a phone or a PC may run a little ahead; more than this in the future is not a record.
 FUTURE_SLACK = timedelta(minutes=5)
@@ -668,6 +669,62 @@ class DrillEvaluationForm(BaseModel):
         title="客户人员培训",
         description="需要培训时每行一项：培训内容 | 截止日期，如：备份恢复操作 | 2027-01-15；不需要则留空",
     )
+
+
+# --- major-event assurance (flows.assurance; 001 §2.3.7, 002, 004 §四(4)) ---------------------------
+
+
+def _roster(value: str) -> str:
+    """Each line a shift the roster can show: name, a phone that can be dialled, start before end
+    (rules.assurance.parse_roster says which line is wrong); the period and the names are checked
+    by the flow against the case (tasks.assurance.check_roster)."""
+    try:
+        parse_roster(value, get_settings().timezone)
+    except AssuranceError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+@form("duty-roster")
+class DutyRosterForm(BaseModel):
+    """值班表 — the engineers on duty during the assurance period, with their phones and shifts."""
+
+    shifts: Annotated[Text, AfterValidator(_roster)] = Field(
+        title="值班安排",
+        min_length=10,
+        description="每行一个班次：姓名 | 电话 | 开始时间 | 结束时间，如 "
+        "张技术 | 13800000000 | 2026-12-20 08:00 | 2026-12-20 20:00（北京时间；须在保障期内）",
+    )
+    hotline: Line = Field(
+        default="", title="保障期间值班电话", description="客户呼叫的总值班电话；不填为客户服务中心热线"
+    )
+    note: Text = Field(default="", title="值班说明", description="驻场位置、交接班方式、升级联系人等；可不填")
+
+
+@form("assurance-report")
+class AssuranceReportForm(BaseModel):
+    """重要通信保障报告 — what the period was like, written by the technical lead afterwards."""
+
+    summary: Text = Field(title="保障情况综述", min_length=2, description="保障期间系统运行与值守情况")
+    events: Text = Field(
+        default="", title="保障期间的事件与处理", description="期间报修已自动列入报告；此处补充其他情况"
+    )
+    advice: Text = Field(default="", title="建议", description="后续保障与系统优化建议；可不填")
+    extra_effort: Text = Field(
+        default="",
+        title="超出合同约定的工作",
+        description="超出合同约定范围的值守（人员、时段、差旅），按有偿服务另行结算；没有则留空",
+    )
+    extra_hours: float = Field(
+        default=0, ge=0, le=5000, title="超出约定的工时（小时）", description="没有则填 0"
+    )
+
+    @field_validator("extra_hours")
+    @classmethod
+    def _hours_need_work(cls, value: float, info: ValidationInfo) -> float:
+        if value and not (info.data or {}).get("extra_effort"):
+            raise ValueError("请同时填写「超出合同约定的工作」")
+        return value
 
 
 # --- validating an answer ---------------------------------------------------------------------

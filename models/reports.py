@@ -31,6 +31,8 @@ class ReportKind(StrEnum):
     RECOVERY_PLAN = "recovery_plan"  # 应急恢复方案 (versioned, per customer system)
     DRILL_PLAN = "drill_plan"  # 演练方案 (versioned; director approves, customer signs)
     DRILL_REPORT = "drill_report"  # 演练报告 (customer signs, director approves)
+    DUTY_ROSTER = "duty_roster"  # 值班表 (major-event assurance, sent before the period)
+    ASSURANCE_REPORT = "assurance_report"  # 重要通信保障报告 (customer signs)
 
 
 REPORT_TITLES_ZH: dict[str, str] = {
@@ -46,6 +48,8 @@ REPORT_TITLES_ZH: dict[str, str] = {
     ReportKind.RECOVERY_PLAN: "应急恢复方案",
     ReportKind.DRILL_PLAN: "演练方案",
     ReportKind.DRILL_REPORT: "演练报告",
+    ReportKind.DUTY_ROSTER: "值班表",
+    ReportKind.ASSURANCE_REPORT: "重要通信保障报告",
 }
 
 

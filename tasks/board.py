@@ -50,6 +50,7 @@ PROCEDURE_ZH: dict[str, str] = {
     "accident": "事故处理",
     "inspection": "巡检",
     "extra-inspection": "加做巡检",
+    "assurance": "重要通信保障",
 }
 
 # What a timer of `wait_until` waits for (its key, without a loop count).
@@ -58,6 +59,9 @@ TIMER_ZH: dict[str, str] = {
     "notice": "巡检通知日",
     "reconfirm": "巡检再确认日",
     "visit": "巡检日",
+    "roster-ask": "值班表编制日",
+    "period-start": "保障期开始",
+    "period-end": "保障期结束",
 }
 
 # ---------------------------------------------------------------------------------------------

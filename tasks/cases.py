@@ -26,6 +26,7 @@ from models.db import session_scope
 from models.forms import FUTURE_SLACK, read_time
 from models.inspection import all_fed_back, open_problems
 from models.settings import business_timezone, get_settings
+from rules.assurance import Period, covering, raised_severity
 from rules.sla import SEVERITY_LEVELS_ZH, ClockKind, severity_text
 from tasks import clocks
 from tasks.answering import responder
@@ -333,13 +334,24 @@ def open_case(
     check_report_time(request.reported_at, _latest_known(session, request.parent_case_id, entered_at or now))
     reported_at = request.reported_at or now
     resolved = resolve_request(session, request, today=reported_at)
+    severity, assurance = (
+        request.severity,
+        covering(
+            assurance_periods(session, resolved.customer.id),  # type: ignore[arg-type]
+            resolved.customer.id,  # type: ignore[arg-type]
+            resolved.site.id,
+            reported_at,
+        ),
+    )
+    if assurance is not None:  # 重要通信保障期间: one level more severe (001 §2.3.7, 002)
+        severity = raised_severity(severity)
     team = {str(role): first_with_role(session, role).id for role in team_roles}
     contact = next(iter(customer_contacts(session, resolved.customer.id, primary_only=True)), None)  # type: ignore[arg-type]
     scheme = resolved.contract.severity_scheme if resolved.contract else "outage"
     data: dict[str, Any] = {
         "team": team,
         "contact_id": contact.id if contact else None,
-        "severity_label": SEVERITY_WORDS.get(scheme, SEVERITY_WORDS["outage"])[request.severity],
+        "severity_label": SEVERITY_WORDS.get(scheme, SEVERITY_WORDS["outage"])[severity],
         "paid_service_reason": resolved.reason,
     }
     case = Case(
@@ -349,7 +361,7 @@ def open_case(
         device_id=resolved.device.id if resolved.device else None,
         contract_id=resolved.contract.id if resolved.contract else None,
         parent_id=request.parent_case_id,
-        severity=request.severity,
+        severity=severity,
         status=CaseStatus.OPEN,
         title=request.description.splitlines()[0][:80],
         description=request.description,
@@ -374,13 +386,15 @@ def open_case(
         key="opened",
         data={
             "channel": str(request.channel),
-            "severity": request.severity,
+            "severity": severity,
             "out_of_contract": resolved.out_of_contract,
             "reason": resolved.reason,
             "parent_id": request.parent_case_id,
             "team": team,
         },
     )
+    if assurance is not None:
+        _during_assurance(session, case, assurance, request.severity, at=reported_at)
     if request.parent_case_id:
         append_event(
             session,
@@ -395,6 +409,41 @@ def open_case(
         ):  # a problem an inspection found: the customer is told its number
             feedback_repair_opened(session, request.parent_case_id, case, at=now)
     return case
+
+
+def assurance_periods(session: Session, customer_id: int) -> list[Period]:
+    """The customer's assurance periods in force (plan agreed by both sides, not cancelled)."""
+    rows = session.exec(
+        select(Case).where(Case.kind == str(CaseKind.ASSURANCE), Case.customer_id == customer_id)
+    ).all()
+    return [
+        Period(
+            number=c.number,
+            case_id=int(c.id),  # type: ignore[arg-type]
+            customer_id=c.customer_id,
+            site_id=c.site_id,
+            start=datetime.fromisoformat(c.data["period_start"]),
+            end=datetime.fromisoformat(c.data["period_end"]),
+        )
+        for c in rows
+        if c.data.get("in_force") and c.status != CaseStatus.CANCELLED
+    ]
+
+
+def _during_assurance(session: Session, case: Case, period: Period, reported: int, *, at: datetime) -> None:
+    """A request taken during an assurance period: its severity was raised one level; both cases say
+    so (the assurance report lists the requests of its period)."""
+    raised = {"severity_reported": reported, "severity_raised": case.severity, "case_id": case.id}
+    append_event(
+        session,
+        case.id,  # type: ignore[arg-type]
+        "severity_raised_for_assurance",
+        at=at,
+        key="assurance-raise",
+        data={**raised, "assurance": period.number, "assurance_id": period.case_id},
+    )
+    append_event(session, period.case_id, "assurance_request", at=at, key=f"request:{case.id}", data=raised)
+    case.data = {**case.data, "assurance": period.number}
 
 
 @dataclass(frozen=True)

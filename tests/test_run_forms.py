@@ -52,7 +52,7 @@ def walk(node: Any) -> Any:
             yield from walk(value)
 
 
-@pytest.mark.parametrize("name", ["repair", "accident", "extra-inspection"])
+@pytest.mark.parametrize("name", ["repair", "accident", "extra-inspection", "assurance"])
 def test_every_field_of_the_run_forms_speaks_chinese_and_none_is_a_type_toggle(demo: str, name: str) -> None:
     deployment = served(name)
     assert deployment.enforce_parameter_schema  # the UI validates the form before it submits
