@@ -32,15 +32,15 @@ from flows.steps import (
     customer_accepts_plan,
     director_approves_plan,
     fill_form,
+    first_plan,
     service_report_signed,
     subject,
     wait_for,
 )
 from models import CaseStatus, Role
 from models.approvals import DecisionKind
-from models.forms import AssuranceReportForm, DutyRosterForm, PlanForm
+from models.forms import AssuranceReportForm, DutyRosterForm
 from rules.assurance import roster_send_by
-from rules.plans import Plan
 from tasks.assurance import (
     AssuranceRequest,
     assurance_facts,
@@ -55,7 +55,7 @@ from tasks.board import name_run, run_name
 from tasks.cases import CaseFacts, Tell, load_case, record
 from tasks.inspection import start_run_step
 from tasks.render import _local_time
-from tasks.reports import first_plan_of, issue
+from tasks.reports import issue
 from tasks.timers import current_time, wait_until
 
 LEAD, ENGINEER, DIRECTOR, DISPATCHER, COORDINATOR = (
@@ -154,7 +154,14 @@ def assurance(request: AssuranceRequest) -> AssuranceOutcome:
         )
 
     # the assurance plan: the lead writes it, the director approves it, the customer signs it
-    plan, now = _first_plan(case_id, facts, about, now)
+    plan, now = first_plan(
+        case_id,
+        facts,
+        now=now,
+        step="assurance-plan",
+        ask="请与客户制定重要通信保障方案",
+        content=_request_text(facts, about),
+    )
     plan, now = director_approves_plan(case_id, facts, plan, now=now, procedure=PROCEDURE)
     plan, now = customer_accepts_plan(case_id, facts, plan, now=now, procedure=PROCEDURE)
     put_in_force(case_id, now, plan.version)
@@ -251,30 +258,6 @@ def assurance(request: AssuranceRequest) -> AssuranceOutcome:
         reports=reports,
         pre_inspection=pre.get("number", ""),
     )
-
-
-def _first_plan(
-    case_id: int, facts: CaseFacts, about: dict[str, Any], now: datetime
-) -> tuple[Plan, datetime]:
-    """Plan v1: the lead writes the system assurance plan with the customer's requirements at hand."""
-    attempt = 0
-    while True:
-        attempt += 1
-        answer = fill_form(
-            case_id,
-            "assurance-plan" if attempt == 1 else f"assurance-plan-{attempt}",
-            1,
-            role=LEAD,
-            form=PlanForm,
-            now=now,
-            subject=subject(facts, "请与客户制定重要通信保障方案"),
-            content=_request_text(facts, about),
-        )
-        now = answer.at
-        plan = first_plan_of(answer.value.plan, answer.by)
-        if plan is not None:
-            record(case_id, "plan_written", now, answer.by, {"version": 1}, key="plan:v1")
-            return plan, now
 
 
 def _duty_roster(

@@ -29,6 +29,7 @@ from flows.steps import (
     director_approves_plan,
     fill_form,
     final_approval,
+    first_plan,
     five_minute_talk,
     parts_from_store,
     request_written_account,
@@ -48,7 +49,6 @@ from models.forms import (
     FaultReportForm,
     GuidanceForm,
     OnsiteForm,
-    PlanForm,
     RepairForm,
     RiskyRefusedForm,
     VisitForm,
@@ -69,7 +69,7 @@ from tasks.cases import (
     take_request,
 )
 from tasks.parts import parts_of_case
-from tasks.reports import first_plan_of, issue, report_context, revise_plan
+from tasks.reports import issue, report_context, revise_plan
 from tasks.timers import current_time
 
 LEAD, ENGINEER, DIRECTOR, DISPATCHER = (
@@ -214,7 +214,7 @@ def _repaired_on_site(
     """3–11: plan, parts, visit, arrival, the customer's consent, the repair, the business restored;
     a RepairOutcome when the director hands the case over to the accident flow."""
     # 3. Solution plan, approved by the technical director; spare parts from the store.
-    plan = _first_plan(case_id, facts, diagnosis.value.plan, diagnosis.by, diagnosis.at)
+    plan, _ = first_plan(case_id, facts, now=diagnosis.at, text=diagnosis.value.plan, author=diagnosis.by)
     plan, now = director_approves_plan(case_id, facts, plan, now=diagnosis.at)
     parts = diagnosis.value.parts
     if parts:
@@ -531,26 +531,6 @@ def _fault_report(case_id: int, request: int, done: Repaired) -> int:
 
 
 COORDINATOR_ROLE = Role.COORDINATOR
-
-
-def _first_plan(case_id: int, facts: CaseFacts, text: str, author: str, now: datetime) -> Plan:
-    """Plan v1 from the diagnosis form; left empty or unusable → the lead is asked for it on its own form."""
-    plan, attempt = first_plan_of(text, author), 0
-    while plan is None:
-        attempt += 1
-        answer = fill_form(
-            case_id,
-            f"plan-v1-{attempt}",
-            1,
-            role=LEAD,
-            form=PlanForm,
-            now=now,
-            subject=subject(facts, "未远程解决，请填写解决方案"),
-            content=facts.description,
-        )
-        plan, author = first_plan_of(answer.value.plan, answer.by), answer.by
-    record(case_id, "plan_written", now, author, {"version": 1}, key="plan:v1")
-    return plan
 
 
 def _workaround(case_id: int, text: str, at: datetime, by: str, *, remote: bool) -> None:

@@ -41,7 +41,7 @@ from rules.sla import ClockKind
 from tasks.approvals import await_approval, dashed, request_approval, signature_step
 from tasks.cases import CaseFacts, RepairRequest, Tell, assignees, clock, contact_of, record, start_repair_run
 from tasks.parts import request_parts
-from tasks.reports import bind_signature, issue, report_bundle, revise_plan, set_report_status
+from tasks.reports import bind_signature, first_plan_of, issue, report_bundle, revise_plan, set_report_status
 from tasks.timers import wait_until
 
 if TYPE_CHECKING:
@@ -306,6 +306,39 @@ def director_approves_plan(
             note=decision.comment,
             now=now,
         )
+
+
+def first_plan(
+    case_id: int,
+    facts: CaseFacts,
+    *,
+    now: datetime,
+    text: str = "",
+    author: str = "",
+    step: str = "plan-v1",
+    ask: str = "未远程解决，请填写解决方案",
+    content: str | None = None,
+    role: str = Role.TECHNICAL_LEAD,
+) -> tuple[Plan, datetime]:
+    """Plan v1: `text` already written (the repair's diagnosis form), or — left empty or unusable —
+    the lead is asked for it on its own form (`step`-1, -2, …) until it can be read. Returns the plan
+    and the time of the last answer."""
+    plan, attempt, at = first_plan_of(text, author), 0, now
+    while plan is None:
+        attempt += 1
+        answer = fill_form(
+            case_id,
+            f"{step}-{attempt}",
+            1,
+            role=role,
+            form=PlanForm,
+            now=at,
+            subject=subject(facts, ask),
+            content=facts.description if content is None else content,
+        )
+        plan, author, at = first_plan_of(answer.value.plan, answer.by), answer.by, answer.at
+    record(case_id, "plan_written", now, author, {"version": 1}, key="plan:v1")
+    return plan, at
 
 
 def lead_revises_plan(

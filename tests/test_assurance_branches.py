@@ -53,7 +53,7 @@ def request(**fields: Any) -> AssuranceRequest:
 def agreed(at: datetime) -> list[Any]:
     """The plan written, approved by the director, signed by the customer."""
     return [
-        say("assurance-plan", {"plan": PLAN}, at=at + HOUR),
+        say("assurance-plan-1", {"plan": PLAN}, at=at + HOUR),
         say("plan-approval", decision="approved", by="吴总监", at=at + 2 * HOUR),
         say("solution-plan-signature", decision="signed", at=at + 3 * HOUR),
     ]
@@ -210,7 +210,7 @@ def test_a_late_request_the_director_approves_goes_on_to_the_plan_of_one_site(fa
     )
     case_id = fast.case_of_run("assurance-late-ok")
     assert waiting.step == "duty-roster"
-    assert fast.waits[:2] == ["late-request", "assurance-plan"]
+    assert fast.waits[:2] == ["late-request", "assurance-plan-1"]
     assert "late_request_approved" in fast.events(case_id)
     # the assurance names one site: a request at the other site keeps its severity
     start = datetime(2026, 12, 5, 0, 0, tzinfo=UTC)  # 08:00 Beijing
