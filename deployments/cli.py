@@ -264,6 +264,76 @@ def repair_new(
     )
 
 
+# --- aftercare complaint ... (投诉) ---------------------------------------------------------------
+
+complaint_app = typer.Typer(help="投诉处理流程 / complaints", no_args_is_help=True)
+app.add_typer(complaint_app, name="complaint")
+
+
+@complaint_app.command("new")
+def complaint_new(
+    customer: Annotated[str, typer.Option(help="客户名称或编码 / customer name or code")],
+    complainant: Annotated[str, typer.Option(help="投诉人姓名与电话 / who complains")],
+    description: Annotated[str, typer.Option(help="投诉内容 / what happened")],
+    about: Annotated[
+        str, typer.Option(help="服务工程师/维修/事故工单/响应与时限/服务质量/备件/其他")
+    ] = "服务质量",
+    case: Annotated[str | None, typer.Option(help="相关工单号，如 WX-000123")] = None,
+    engineer: Annotated[str, typer.Option(help="相关工程师 / engineer")] = "",
+    wish: Annotated[str, typer.Option(help="投诉诉求 / what they want")] = "",
+    channel: Annotated[str, typer.Option(help="投诉电话/邮件/信函/来访/网站")] = "投诉电话",
+    reported_at: Annotated[str | None, typer.Option(help="投诉时间（北京时间，默认现在）")] = None,
+) -> None:
+    """受理一件投诉（编号 TS-…，向客户发送受理回执）并启动投诉处理流程 / take a complaint and start its flow."""
+    use_prefect_of(load_settings())
+    ready_db()
+    from models.db import session_scope
+    from models.forms import explain
+    from models.wallclock import now
+    from tasks.cases import IntakeError, start_deployment_run
+    from tasks.complaints import COMPLAINT_DEPLOYMENT, ComplaintRequest, open_complaint
+
+    try:
+        request = ComplaintRequest.model_validate(
+            {
+                "customer": customer,
+                "complainant": complainant,
+                "about": about,
+                "case_ref": case,
+                "engineer": engineer,
+                "description": description,
+                "wish": wish,
+                "channel": channel,
+                "reported_at": reported_at,
+            }
+        )
+    except ValidationError as exc:
+        fail(str(explain(exc, ComplaintRequest)))
+        return
+    try:  # taken (number, clocks, acknowledgement) before the flow starts: nothing is lost if Prefect is down
+        with session_scope() as session:
+            taken = open_complaint(session, request, now=now())
+            case_id, number = int(taken.id), taken.number  # type: ignore[arg-type]
+    except (IntakeError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    typer.echo(f"已受理投诉 / complaint taken: {number}（受理回执已发送给客户 / acknowledgement queued）")
+    try:
+        run_id = start_deployment_run(
+            COMPLAINT_DEPLOYMENT,
+            {"request": {**request.model_dump(mode="json"), "case_id": case_id}},
+            idempotency_key=f"complaint:{case_id}",
+        )
+    except Exception as exc:  # Prefect unreachable: the complaint is recorded, its flow not started
+        fail(
+            f"投诉 {number} 已记录，但无法启动投诉流程（Prefect 是否在运行？先执行 aftercare up）: "
+            f"{type(exc).__name__}: {exc}",
+            code=1,
+        )
+        return
+    typer.echo(f"投诉流程已启动 / flow run {run_id}")
+
+
 def _wait_for_case(run_id: str, timeout: float = 90.0) -> tuple[str, str]:
     """(case number, "") once the run has opened its case; ("", why not) when the run ended without
     one or did not open it in time — "已受理" is printed only for a case that exists."""

@@ -36,6 +36,7 @@ from pydantic.fields import FieldInfo
 from rules.drill import DRILL_KINDS_ZH
 from tasks.accident import FOUND_BY_ZH
 from tasks.cases import SEVERITY_CHOICES, SEVERITY_HELP, Channel
+from tasks.complaints import ABOUT_CHOICES, ComplaintChannel
 
 TIME_HELP = "北京时间，写成 2026-11-23 10:30"
 
@@ -299,6 +300,50 @@ class DrillRequestForm(BaseModel):
     )
     requested_by: str = Field(
         default="", title="提出人", max_length=100, description="可留空：客户方提出要求的人员姓名与电话"
+class ComplaintRequestForm(BaseModel):
+    """投诉受理单：客户经投诉渠道（非报修热线）提出的投诉；带“必填”的项目须填写。"""
+
+    model_config = ConfigDict(title="投诉 / complaint")
+
+    customer: str = Field(
+        title="客户", min_length=1, max_length=100, description="必填：从列表中选择投诉的客户"
+    )
+    complainant: str = Field(
+        title="投诉人",
+        min_length=1,
+        max_length=100,
+        description="必填：投诉人姓名与电话，如 王先生 13800000000",
+    )
+    about: str = Field(
+        default="服务质量",
+        title="投诉对象",
+        description="投诉针对什么：工程师、某张工单、响应与时限、服务质量、备件或其他",
+        json_schema_extra={"enum": list(ABOUT_CHOICES)},
+    )
+    case_ref: str = Field(
+        default="", title="相关工单", max_length=20, description="可留空：投诉涉及的工单号，如 WX-000123"
+    )
+    engineer: str = Field(
+        default="", title="相关工程师", max_length=100, description="可留空：被投诉的工程师姓名"
+    )
+    description: str = Field(
+        title="投诉内容",
+        min_length=2,
+        max_length=4000,
+        description="必填：发生了什么、何时、影响（至少 2 个字）",
+    )
+    wish: str = Field(default="", title="投诉诉求", max_length=2000, description="可留空：客户希望如何处理")
+    channel: str = Field(
+        default=ComplaintChannel.HOTLINE.value,
+        title="投诉渠道",
+        description="投诉电话 / 邮件 / 信函 / 来访 / 网站",
+        json_schema_extra={"enum": [c.value for c in ComplaintChannel]},
+    )
+    reported_at: str = Field(
+        default="",
+        title="投诉时间",
+        max_length=40,
+        description=f"可留空（留空为当前时间）：客户提出投诉的时间，{TIME_HELP}；2 小时答复时限由此开始计时",
     )
 
 

@@ -44,7 +44,11 @@ STAFF = [
     ("原厂支持", [Role.VENDOR], "4008100000"),
     ("钱监理", [Role.SUPERVISION], "13800000013"),
     ("孔经理", [Role.DEPARTMENT_MANAGER], "13800000014"),
+    ("林客服经理", [Role.SERVICE_MANAGER], "13800000015"),
 ]
+
+# The managers published to every customer for complaints, lowest to highest (PROCEDURES.md §7).
+MANAGER_LADDER = ("林客服经理", "孔经理", "吴总监", "冯总经理")
 
 
 def is_empty(session: Session) -> bool:
@@ -65,6 +69,9 @@ def seed_demo(session: Session, *, today: date, now: datetime) -> dict[str, int]
             )
         )
 
+    session.flush()
+    by_name = {p.name: p.id for p in session.exec(select(Staff)).all()}
+    ladder = [int(by_name[name]) for name in MANAGER_LADDER]  # type: ignore[arg-type]
     customers = [
         ("BJYH", "北京某银行数据中心", [("亦庄机房", 5.0, True), ("天津灾备机房", 120.0, False)]),
         ("SJZY", "石家庄某医院信息中心", [("门诊楼机房", 280.0, False)]),
@@ -73,7 +80,7 @@ def seed_demo(session: Session, *, today: date, now: datetime) -> dict[str, int]
     year = today.year
     contracts_made = 0
     for i, (code, name, sites) in enumerate(customers):
-        customer = Customer(code=code, name=name, created_at=now)
+        customer = Customer(code=code, name=name, created_at=now, manager_ladder=ladder)
         session.add(customer)
         session.flush()
         assert customer.id is not None

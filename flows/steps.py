@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from models import Role
 from models.approvals import DecisionKind
-from models.cases import CaseStatus, paid_prefix
+from models.cases import CASE_KIND_ZH, CaseStatus, paid_prefix
 from models.clocks import ClockAction
 from models.forms import (
     CALLBACK_ITEMS,
@@ -220,7 +220,8 @@ def answer_of(form: type[F], decision: Decision) -> Answer[F]:
 
 def subject(facts: CaseFacts, text: str) -> str:
     """`【有偿服务】WX-000012 故障维修：text` — every message names the case and an out-of-contract mark."""
-    return f"{paid_prefix(facts)}{facts.number} {PROCEDURE_ZH.get(facts.kind, '')}：{text}"
+    kind = PROCEDURE_ZH.get(facts.kind) or CASE_KIND_ZH.get(facts.kind, "")  # type: ignore[call-overload]
+    return f"{paid_prefix(facts)}{facts.number} {kind}：{text}"
 
 
 def director_approves_plan(
@@ -546,28 +547,20 @@ def service_report_signed(
     version = 1
     corrections: list[str] = []
     while True:
-        doc = issue(case_id, kind, template, {**context, "corrections": corrections}, now, by, version)
-        step = signature_step(kind)
-        approval = ask_customer(
+        doc, approval = report_for_signature(
             case_id,
-            step,
-            version,
+            facts,
+            kind=kind,
+            template=template,
+            context={**context, "corrections": corrections},
+            version=version,
             now=now,
-            content=doc["sign_text"],
-            subject=subject(facts, f"请签收{doc['title']}"),
+            by=by,
         )
-        decision = wait_for(approval, step, version)
+        decision = wait_for(approval, signature_step(kind), version)
         now = decision.at
         if decision.decision == DecisionKind.SIGNED:
-            bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
-            record(
-                case_id,
-                f"{kind}_signed",
-                now,
-                decision.by,
-                {"report_id": doc["id"], "version": version},
-                key=f"{kind}-signed",
-            )
+            report_signed(case_id, doc["id"], decision, kind=kind, version=version)
             return doc["id"], now
         record(
             case_id,
@@ -590,6 +583,45 @@ def service_report_signed(
         now = fix.at
         corrections = [*corrections, fix.value.correction]
         version += 1
+
+
+def report_for_signature(
+    case_id: int,
+    facts: CaseFacts,
+    *,
+    kind: str,
+    template: str,
+    context: dict[str, Any],
+    version: int,
+    now: datetime,
+    by: str,
+) -> tuple[dict[str, Any], int]:
+    """Issue version `version` of a report and ask the customer to sign it or object on a link;
+    returns (the issued report, the signature's approval id) — awaited by the caller (`wait_for`,
+    or `await_approval_until` when silence has a deadline)."""
+    doc = issue(case_id, kind, template, context, now, by, version)
+    approval = ask_customer(
+        case_id,
+        signature_step(kind),
+        version,
+        now=now,
+        content=doc["sign_text"],
+        subject=subject(facts, f"请签收{doc['title']}"),
+    )
+    return doc, approval
+
+
+def report_signed(case_id: int, report_id: int, decision: Decision, *, kind: str, version: int) -> None:
+    """The customer's signature bound to the report's content, recorded as `<kind>_signed`."""
+    bind_signature(report_id, decision.by, decision.payload or {}, decision.at, contact_of(case_id))
+    record(
+        case_id,
+        f"{kind}_signed",
+        decision.at,
+        decision.by,
+        {"report_id": report_id, "version": version},
+        key=f"{kind}-signed",
+    )
 
 
 def parts_from_store(

@@ -727,6 +727,84 @@ class AssuranceReportForm(BaseModel):
         return value
 
 
+# --- the complaint's forms (flows.complaint, PROCEDURES.md §7) ---------------------------------
+
+Responsibility = Literal["服务工程师", "服务流程", "备件", "客户方", "无责任", "尚未查明"]
+_CASE_NUMBER = r"(?:[A-Za-z]{2}-?)?\d{1,9}"
+
+
+def _case_numbers(value: str) -> str:
+    """Linked cases as people write them ("WX-000123, SG-000004"); each one must look like a number."""
+    import re
+
+    parts = [p for p in re.split(r"[\s,，、;；]+", value or "") if p]
+    bad = [p for p in parts if re.fullmatch(_CASE_NUMBER, p) is None]
+    if bad:
+        raise ValueError(f"工单号请写成 WX-000123，多个用逗号分隔：{'、'.join(bad)}")
+    return "、".join(p.upper() for p in parts)
+
+
+def _resolution_needed(value: str, info: ValidationInfo) -> str:
+    if (info.data or {}).get("complete", True) and not value:
+        raise ValueError("调查完成时必填：发给客户的处理结果")
+    return value
+
+
+@form("complaint-answer")
+class ComplaintAnswerForm(BaseModel):
+    """投诉首次答复 — what will be done and by when; sent to the customer (within 2 hours)."""
+
+    answer: Text = Field(
+        min_length=2, title="答复内容", description="向客户说明已收到投诉、将采取的措施和负责人"
+    )
+    done_by: Planned = Field(
+        title="预计处理完毕时间", description=f"如 {TIME_EXAMPLE}（北京时间）；应在受理后 15 天内"
+    )
+    contacted_at: Happened | None = Field(
+        default=None,
+        title="联系客户时间",
+        description=f"电话答复客户的时间，如 {TIME_EXAMPLE}；不填为提交时间",
+    )
+
+
+@form("complaint-investigation")
+class InvestigationForm(BaseModel):
+    """投诉调查 — facts, cause, responsibility, linked cases and the resolution proposed to the customer."""
+
+    facts: Text = Field(min_length=2, title="调查事实", description="经过、时间、涉及人员")
+    cause: Text = Field(min_length=2, title="原因分析")
+    responsibility: Responsibility = Field(title="责任归属")
+    responsible: Name = Field(default="", title="责任人", description="责任在工程师时填写姓名；可留空")
+    linked_cases: Annotated[List, AfterValidator(_case_numbers)] = Field(
+        default="", title="关联工单", description="如 WX-000123，多个用逗号分隔；可留空"
+    )
+    complete: YesNo = Field(default=True, title="调查已完成", description="选“否”则再进行一轮调查")
+    resolution: Annotated[Text, AfterValidator(_resolution_needed)] = Field(
+        default="",
+        validate_default=True,
+        title="处理结果",
+        description="发给客户的处理结果与整改措施（调查完成时必填）",
+    )
+    compensation: YesNo = Field(default=False, title="涉及赔偿", description="是：须技术总监审批")
+    engineer_change: YesNo = Field(default=False, title="更换服务工程师", description="是：须技术总监审批")
+    process_change: YesNo = Field(default=False, title="流程变更", description="是：须技术总监审批")
+
+    @property
+    def needs_director(self) -> bool:
+        """Compensation, a change of engineer or a process change: the director approves [§7]."""
+        return self.compensation or self.engineer_change or self.process_change
+
+
+@form("complaint-call")
+class ComplaintCallForm(BaseModel):
+    """投诉回访电话记录 — the customer did not answer the resolution in 3 working days: the manager calls."""
+
+    called_at: Happened = Field(title="通话时间", description=f"如 {TIME_EXAMPLE}（北京时间）")
+    person: Name = Field(min_length=1, title="通话的客户人员")
+    satisfied: YesNo = Field(title="客户是否满意")
+    notes: Text = Field(min_length=2, title="通话记录", description="客户的原话要点")
+
+
 # --- validating an answer ---------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ class Role(StrEnum):
     DEPARTMENT_MANAGER = "department_manager"  # 部门经理 (signs for an unsigned inspection report, §4 step 6)
     ACCOUNT_MANAGER = "account_manager"  # 客户经理: the contracts (back office, issue 23)
     ADMINISTRATOR = "administrator"  # 系统管理员: every back-office page and account
+    SERVICE_MANAGER = "service_manager"  # 客服经理: owns complaints (PROCEDURES.md §7)
 
 
 ROLE_LABELS_ZH: dict[Role, str] = {
@@ -47,6 +48,7 @@ ROLE_LABELS_ZH: dict[Role, str] = {
     Role.DEPARTMENT_MANAGER: "部门经理",
     Role.ACCOUNT_MANAGER: "客户经理",
     Role.ADMINISTRATOR: "系统管理员",
+    Role.SERVICE_MANAGER: "客服经理",
 }
 
 
@@ -55,6 +57,9 @@ class Customer(SQLModel, table=True):
     code: str = Field(max_length=32, unique=True, index=True)
     name: str = Field(max_length=200, index=True)
     created_at: datetime = utc_field(nullable=False)
+    # The provider's managers published to this customer, lowest to highest (staff ids) [001 §2.4;
+    # 000 §8]: a complaint not answered in time, or reopened, goes one step up this list.
+    manager_ladder: list[int] = json_field(default_factory=list)
 
 
 class Site(SQLModel, table=True):

@@ -33,6 +33,7 @@ class ReportKind(StrEnum):
     DRILL_REPORT = "drill_report"  # 演练报告 (customer signs, director approves)
     DUTY_ROSTER = "duty_roster"  # 值班表 (major-event assurance, sent before the period)
     ASSURANCE_REPORT = "assurance_report"  # 重要通信保障报告 (customer signs)
+    COMPLAINT_REPLY = "complaint_reply"  # 投诉处理回复函 (the customer signs: satisfied, or objects)
 
 
 REPORT_TITLES_ZH: dict[str, str] = {
@@ -50,6 +51,7 @@ REPORT_TITLES_ZH: dict[str, str] = {
     ReportKind.DRILL_REPORT: "演练报告",
     ReportKind.DUTY_ROSTER: "值班表",
     ReportKind.ASSURANCE_REPORT: "重要通信保障报告",
+    ReportKind.COMPLAINT_REPLY: "投诉处理回复函",
 }
 
 

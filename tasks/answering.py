@@ -28,6 +28,9 @@ class Responder(Protocol):
     def timer(self, timer_id: int) -> None:
         """Let time pass until the timer fires (through `fire_due_timers`), or raise."""
 
+    def either(self, approval_id: int, timer_id: int) -> None:
+        """Answer the approval if an answer will come, else let time pass until the timer fires."""
+
     def start_run(self, deployment: str, parameters: dict[str, Any], idempotency_key: str | None) -> str:
         """Note a Prefect run the flow body starts; returns its id."""
 

@@ -50,7 +50,16 @@ from tasks.links import sign_link
 from tasks.notify import queue
 from tasks.people import first_with_role, staff_with_role
 from tasks.render import _local_time
-from tasks.timers import Wake, current_run_id, suspend_key, wake_run
+from tasks.timers import (
+    Wake,
+    current_run_id,
+    either_key,
+    set_timer,
+    suspend_key,
+    timer_fired,
+    timer_key,
+    wake_run,
+)
 
 log = logging.getLogger("aftercare.approvals")
 
@@ -610,6 +619,38 @@ def await_approval(approval_id: int, step: str, version: int) -> Decision:
         attempt += 1
 
 
+def await_approval_until(
+    approval_id: int, step: str, version: int, *, case_id: int, when: datetime, key: str
+) -> Decision | None:
+    """Wait for the approval or for `when`, whichever comes first: the decision, or None when the
+    time came with nothing decided (the complaint's resolution: the customer's answer, or after 3
+    working days the manager's call). Called in a flow body.
+
+    The run suspends once under both keys (`either_key`): the decision's wake-up and the timer's
+    each find their own key in it. It waits for no Prefect-UI input (a timer's resume brings none):
+    the answer comes through the link, `aftercare answer`, or `decide`; the run reads it on waking."""
+    timer_id = set_timer(case_id, when, key)
+    attempt = 1
+    while True:
+        state = approval_status(approval_id)
+        if state.decision is not None:
+            return state.decision
+        if timer_fired(timer_id):
+            return None
+        scripted = responder()
+        if scripted is not None:  # the fast test layer: an answer if one is scripted, else the time passes
+            scripted.either(approval_id, timer_id)
+            as_if_woken()
+            continue
+        suspend_announced(
+            either_key(
+                suspend_key(approval_key(step, version), attempt), suspend_key(timer_key(key), attempt)
+            ),
+            approval_id=approval_id,
+        )
+        attempt += 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Deciding (the link page and the Prefect-UI form)
 
@@ -652,10 +693,22 @@ def _resolve_decider(
         return None
     who, person = match[0]
     if isinstance(person, Staff) and (
-        not person.active or (row.approver_role and not person.has_role(row.approver_role))
+        not person.active
+        or (
+            row.approver_role
+            and not person.has_role(row.approver_role)
+            and not _assigned(session, row.case_id, row.approver_role, person)
+        )
     ):
         return None
     return who, person
+
+
+def _assigned(session: Session, case_id: int, role: str, person: Staff) -> bool:
+    """Whether the case assigned `role` to this person without them holding it: a complaint taken
+    up the customer's manager ladder is owned by the manager there (tasks.clocks.move_up_ladder)."""
+    case = session.get(Case, case_id)
+    return case is not None and ((case.data or {}).get("team") or {}).get(str(role)) == person.id
 
 
 def refusal(

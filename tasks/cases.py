@@ -277,6 +277,13 @@ def resolve_request(session: Session, request: RepairRequest, *, today: datetime
     if device is not None and device.site_id != site.id:
         raise IntakeError(f"设备 {device.serial} 不在站点 {site.name} / the device is at another site")
 
+    contract, reason = contract_on(session, customer, today)
+    return Resolved(customer, site, device, contract, bool(reason), reason)
+
+
+def contract_on(session: Session, customer: Customer, today: datetime) -> tuple[Contract | None, str]:
+    """The customer's contract in force on `today`, with "" — else its latest contract (or None) and
+    why the request is out of contract (paid service, PROCEDURES.md §6 step 7)."""
     contracts = list(
         session.exec(
             select(Contract)
@@ -287,7 +294,7 @@ def resolve_request(session: Session, request: RepairRequest, *, today: datetime
     day = _local_day(today)
     active = next((c for c in contracts if c.is_active(day)), None)
     if active is not None:
-        return Resolved(customer, site, device, active, False, "")
+        return active, ""
     latest = contracts[0] if contracts else None
     if latest is None:
         reason = "该客户没有服务合同，按有偿服务受理"
@@ -295,7 +302,7 @@ def resolve_request(session: Session, request: RepairRequest, *, today: datetime
         reason = f"合同 {latest.code} 已于 {latest.end_date:%Y-%m-%d} 到期，按有偿服务受理"
     else:
         reason = f"合同 {latest.code} 自 {latest.start_date:%Y-%m-%d} 起生效，当前按有偿服务受理"
-    return Resolved(customer, site, device, latest, True, reason)
+    return latest, reason
 
 
 def _local_day(moment: datetime) -> Any:

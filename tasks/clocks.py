@@ -688,6 +688,12 @@ def _fire_step(
     if step.level == ladder_rules.BREACH:
         if clock.breached_at is None:
             clock.breached_at = step.at
+        if clock.kind in LADDER_CLOCKS:  # a complaint goes up its customer's manager ladder
+            manager = move_up_ladder(session, case, at=now, reason=clock.kind, key=f"ladder:{clock.kind}")
+            if manager is not None:
+                recipients = [manager, *(p for p in recipients if p.id != manager.id)]
+                data["recipients"] = [p.name for p in recipients]
+                context["manager"] = manager.name
         append_event(session, case.id, "clock.breach", at=now, key=f"clock:{clock.kind}:breach", data=data)  # type: ignore[arg-type]
         if clock.terms.get("raise_severity") and case.severity is not None and case.severity > 1:
             old = case.severity
@@ -738,6 +744,41 @@ def _fire_step(
             "escalation %s of case %s has nobody to tell (roles %s)", key, case.id, [*acts, *informed]
         )
     return True
+
+
+# The clocks whose breach moves a complaint up its customer's manager ladder (PROCEDURES.md §7).
+LADDER_CLOCKS = frozenset({ClockKind.COMPLAINT_ANSWER, ClockKind.COMPLAINT_CLOSE})
+MANAGER_ROLE = (
+    "service_manager"  # the role a complaint's owner holds in its team (models.Role.SERVICE_MANAGER)
+)
+
+
+def move_up_ladder(session: Session, case: Case, *, at: datetime, reason: str, key: str) -> Staff | None:
+    """One level up the complaint's manager ladder (`case.data["ladder"]`, staff ids lowest to
+    highest, copied from the customer at intake): the manager there owns the complaint from now on
+    (its next forms go to them); an event records it. Idempotent by `key`; None when already done.
+    At the top of the ladder it stays there (the top manager is told again)."""
+    done = session.exec(select(Event.id).where(Event.case_id == case.id, Event.key == key)).first()
+    if done is not None:
+        return None
+    ladder = [int(i) for i in (case.data or {}).get("ladder") or []]
+    level = min(int((case.data or {}).get("ladder_level", 0)) + 1, max(len(ladder) - 1, 0))
+    manager = session.get(Staff, ladder[level]) if ladder else None
+    if manager is None:
+        return None
+    team = {**((case.data or {}).get("team") or {}), MANAGER_ROLE: manager.id}
+    case.data = {**(case.data or {}), "ladder_level": level, "team": team}
+    case.updated_at = at
+    session.add(case)
+    append_event(
+        session,
+        case.id,  # type: ignore[arg-type]
+        "complaint_escalated",
+        at=at,
+        key=key,
+        data={"level": level, "manager": manager.name, "reason": reason},
+    )
+    return manager
 
 
 def fire_due_clocks(now: datetime, *, url: str | None = None, batch: int = 100) -> int:

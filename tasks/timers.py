@@ -43,9 +43,20 @@ def suspend_key(base: str, attempt: int) -> str:
     return base if attempt == 1 else f"{base}-a{attempt}"
 
 
+# A run that waits for whichever comes first — an answer or a timer (`either_key`) — suspends under
+# both keys joined by this mark; each of the two wake-ups finds its own key in it.
+EITHER = "--or--"
+
+
+def either_key(*keys: str) -> str:
+    """The suspend key of a wait on several things at once (each key as `suspend_key` made it)."""
+    return EITHER.join(keys)
+
+
 def _is_key_of(pause_key: str | None, base: str) -> bool:
-    return pause_key is not None and (
-        pause_key == base or re.fullmatch(re.escape(base) + r"-a\d+", pause_key) is not None
+    return pause_key is not None and any(
+        part == base or re.fullmatch(re.escape(base) + r"-a\d+", part) is not None
+        for part in pause_key.split(EITHER)
     )
 
 

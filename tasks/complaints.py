@@ -1,0 +1,402 @@
+"""Complaints (投诉, PROCEDURES.md §7): intake from the separate channel, the manager ladder, the
+customer's own complaint link.
+
+A complaint is taken on every route the same way — the Prefect UI run form, `aftercare complaint
+new`, the public complaint page — by `open_complaint`: validated (`ComplaintRequest`, Chinese
+messages), recorded as a case `TS-…` owned by the customer-service manager, both clocks started in
+the intake's own transaction on the contract's calendar (`complaint_answer` 2 h, `complaint_close`
+15 days), the acknowledgement queued to the customer and the owner told, all or nothing.
+
+The manager ladder is the customer's `manager_ladder` (staff ids, lowest to highest: the list the
+provider publishes to the customer). The complaint stands at a level of it (`data["ladder_level"]`,
+0 = the customer-service manager who owns it); a breached clock (tasks.clocks) and a customer not
+satisfied with the resolution each move it one level up.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlmodel import Session, col, func, select
+
+from models import Case, CaseKind, Contract, Customer, Role, Staff, append_event
+from models.cases import CaseStatus
+from models.db import session_scope
+from models.forms import read_time
+from rules.calendar import add_working_days
+from rules.sla import ClockKind
+from tasks import clocks
+from tasks.cases import (
+    IntakeError,
+    RequiredText,
+    Tell,
+    blank_none,
+    check_report_time,
+    contract_on,
+    find_customer,
+    queue_for_case,
+    read_case_ref,
+)
+from tasks.ledger import step
+from tasks.links import BadLink, sign_link, verify_link
+from tasks.people import customer_contacts, first_with_role
+from tasks.render import _local_time
+
+COMPLAINT_DEPLOYMENT = "complaint/complaint"
+OWNER = Role.SERVICE_MANAGER
+COMPLAINT_TEAM = (Role.SERVICE_MANAGER, Role.TECHNICAL_DIRECTOR, Role.DISPATCHER)
+COMPLAINT_CLOCKS = (ClockKind.COMPLAINT_ANSWER, ClockKind.COMPLAINT_CLOSE)
+
+# The public page: one signed link per customer, printed on every report and notice.
+PAGE_PURPOSE = "complaint"
+PAGE_LINK_LIFETIME = timedelta(days=400)  # a printed report is read for a year; re-sent on every notice
+# A flood from one customer's link is refused (the link is printed on paper: anyone holding it can
+# post). Counted from the complaints recorded, in the database: every web process sees the same count.
+PAGE_LIMIT_HOUR = 5
+PAGE_LIMIT_DAY = 20
+
+
+class ComplaintChannel(StrEnum):
+    WEB = "网站"  # the public complaint page
+    HOTLINE = "投诉电话"
+    EMAIL = "邮件"
+    LETTER = "信函"
+    VISIT = "来访"
+
+
+About = Literal["服务工程师", "维修/事故工单", "响应与时限", "服务质量", "备件", "其他"]
+ABOUT_CHOICES: tuple[str, ...] = ("服务工程师", "维修/事故工单", "响应与时限", "服务质量", "备件", "其他")
+
+
+class ComplaintRequest(BaseModel):
+    """投诉受理单 — who complains, about what, what happened, what they want."""
+
+    model_config = ConfigDict(title="投诉 / complaint")
+
+    customer: RequiredText = Field(
+        title="客户", description="客户名称或客户编码", min_length=1, max_length=100
+    )
+    complainant: RequiredText = Field(
+        title="投诉人", description="姓名与电话，如 王先生 13800000000", min_length=1, max_length=100
+    )
+    about: About = Field(default="服务质量", title="投诉对象", description="、".join(ABOUT_CHOICES))
+    case_ref: int | None = Field(default=None, ge=1, title="相关工单", description="如 WX-000123；没有可留空")
+    engineer: str = Field(default="", max_length=100, title="相关工程师", description="姓名；没有可留空")
+    description: RequiredText = Field(
+        title="投诉内容", description="发生了什么、何时、影响", min_length=2, max_length=4000
+    )
+    wish: str = Field(default="", max_length=2000, title="投诉诉求", description="希望如何处理；可留空")
+    channel: ComplaintChannel = Field(default=ComplaintChannel.HOTLINE, title="投诉渠道")
+    reported_at: datetime | None = Field(
+        default=None, title="投诉时间", description="北京时间，如 2026-11-23 10:30；不填为当前时间"
+    )
+    case_id: int | None = Field(
+        default=None, ge=1, title="已受理的投诉", description="由投诉网页或命令行受理后启动流程时填写"
+    )
+
+    _case_ref = field_validator("case_ref", mode="before")(read_case_ref)
+    _blank = field_validator("engineer", "wish", mode="before")(lambda v: blank_none(v) or "")
+
+    @field_validator("engineer", "wish", mode="after")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("reported_at", mode="before")
+    @classmethod
+    def _aware(cls, value: Any) -> Any:
+        return read_time(value)
+
+
+def ladder_of(session: Session, customer: Customer) -> list[Staff]:
+    """The customer's published managers, lowest to highest (active ones; the customer-service
+    manager first when the list is empty)."""
+    people = [session.get(Staff, staff_id) for staff_id in customer.manager_ladder or []]
+    ladder = [p for p in people if p is not None and p.active]
+    return ladder or [first_with_role(session, OWNER)]
+
+
+def open_complaint(
+    session: Session,
+    request: ComplaintRequest,
+    *,
+    now: datetime,
+    flow_run_id: str | None = None,
+    entered_at: datetime | None = None,
+) -> Case:
+    """Validate and record a complaint with its clocks, acknowledgement and owner's notice (in the
+    caller's transaction); idempotent per flow run. IntakeError says what to correct."""
+    if request.case_id is not None:  # taken already (the page, the CLI): this run adopts it
+        case = session.get(Case, request.case_id)
+        if case is None or case.kind != str(CaseKind.COMPLAINT):
+            raise IntakeError(f"投诉 {request.case_id} 不存在 / no complaint {request.case_id}")
+        if flow_run_id and not case.flow_run_id:
+            case.flow_run_id = flow_run_id
+            session.add(case)
+        return case
+    if flow_run_id:
+        existing = session.exec(select(Case).where(Case.flow_run_id == flow_run_id)).first()
+        if existing is not None:
+            return existing
+    check_report_time(request.reported_at, entered_at or now)
+    reported_at = request.reported_at or now
+    customer = find_customer(session, request.customer)
+    assert customer.id is not None
+    linked = None
+    if request.case_ref is not None:
+        linked = session.get(Case, request.case_ref)
+        if linked is None or linked.customer_id != customer.id:
+            raise IntakeError(
+                f"相关工单 {request.case_ref} 不存在或不属于该客户 / no such case of this customer"
+            )
+    contract, reason = contract_on(session, customer, reported_at)
+    ladder = ladder_of(session, customer)
+    team = {str(role): first_with_role(session, role).id for role in COMPLAINT_TEAM}
+    team[str(OWNER)] = ladder[0].id
+    contact = next(iter(customer_contacts(session, customer.id, primary_only=True)), None)
+    case = Case(
+        kind=str(CaseKind.COMPLAINT),
+        customer_id=customer.id,
+        site_id=linked.site_id if linked else None,
+        device_id=linked.device_id if linked else None,
+        contract_id=contract.id if contract else None,
+        parent_id=linked.id if linked else None,
+        severity=None,
+        status=CaseStatus.OPEN,
+        title=request.description.splitlines()[0][:80],
+        description=request.description,
+        channel=str(request.channel),
+        reported_by=request.complainant,
+        reported_at=reported_at,
+        out_of_contract=bool(reason),
+        flow_run_id=flow_run_id,
+        data={
+            "team": team,
+            "contact_id": contact.id if contact else None,
+            "paid_service_reason": reason,
+            "about": request.about,
+            "engineer": request.engineer,
+            "wish": request.wish,
+            "ladder": [p.id for p in ladder],
+            "ladder_level": 0,
+        },
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(case)
+    session.flush()
+    assert case.id is not None
+    append_event(
+        session,
+        case.id,
+        "complaint_received",
+        at=reported_at,
+        actor=request.complainant,
+        key="opened",
+        data={
+            "channel": str(request.channel),
+            "about": request.about,
+            "case_ref": request.case_ref,
+            "engineer": request.engineer,
+            "wish": request.wish,
+            "owner": ladder[0].name,
+        },
+    )
+    if linked is not None:  # the repair (or accident) shows the complaint in its history
+        append_event(
+            session,
+            linked.id,  # type: ignore[arg-type]
+            "complaint_linked",
+            at=reported_at,
+            key=f"complaint:{case.id}",
+            data={"complaint_id": case.id, "number": case.number},
+        )
+    for kind in COMPLAINT_CLOCKS:  # started at intake, on the contract's calendar
+        clocks.start_clock(session, case.id, kind, started_at=reported_at, severity=4)
+    for notice in (
+        Tell(template="complaint/received", key="received", customer=True, urgent=False),
+        Tell(template="complaint/opened", key="opened", roles=[OWNER, Role.DISPATCHER], urgent=True),
+    ):
+        notice.queue(session, case.id, now=reported_at, **_notice_context(session, case))
+    return case
+
+
+def _notice_context(session: Session, case: Case) -> dict[str, Any]:
+    answer = clocks.find_clock(session, case.id, ClockKind.COMPLAINT_ANSWER)  # type: ignore[arg-type]
+    close = clocks.find_clock(session, case.id, ClockKind.COMPLAINT_CLOSE)  # type: ignore[arg-type]
+    return {
+        "complaint": {
+            "about": case.data.get("about", ""),
+            "engineer": case.data.get("engineer", ""),
+            "wish": case.data.get("wish", ""),
+            "complainant": case.reported_by,
+            "answer_due": answer.due_at if answer else None,
+            "close_due": close.due_at if close else None,
+        }
+    }
+
+
+def recent_web_complaints(session: Session, customer_id: int, *, now: datetime) -> tuple[int, int]:
+    """How many complaints the customer's page took in the last hour and the last day."""
+
+    def since(span: timedelta) -> int:
+        return int(
+            session.exec(
+                select(func.count())
+                .select_from(Case)
+                .where(
+                    Case.kind == str(CaseKind.COMPLAINT),
+                    Case.customer_id == customer_id,
+                    Case.channel == str(ComplaintChannel.WEB),
+                    col(Case.created_at) > now - span,
+                )
+            ).one()
+        )
+
+    return since(timedelta(hours=1)), since(timedelta(days=1))
+
+
+def page_link(customer_code: str, *, now: datetime) -> str:
+    """The customer's own complaint page (no login): printed on every report and notice."""
+    return sign_link(
+        PAGE_PURPOSE, {"cu": customer_code}, expires_at=now + PAGE_LINK_LIFETIME, path="complaint"
+    )
+
+
+def page_customer(token: str, *, now: datetime) -> str:
+    """The customer code a complaint-page token carries; BadLink when forged or expired."""
+    data = verify_link(token, PAGE_PURPOSE, now=now)
+    code = data.get("cu")
+    if not isinstance(code, str) or not code:
+        raise BadLink("链接无效 / the link is invalid")
+    return code
+
+
+def linked_numbers(text: str) -> list[int]:
+    """The case ids of "WX-000123、SG-4" (the investigation form's linked cases)."""
+    return [int(m) for m in re.findall(r"(\d+)", text or "") if int(m) > 0]
+
+
+# --- steps (each opens its own session; the flow calls these) ----------------------------------
+
+
+@step("take-complaint", title="受理投诉 / take the complaint")
+def take_complaint(request: ComplaintRequest, now: datetime, flow_run_id: str | None = None) -> int:
+    """Validate and record the complaint (or adopt the one the page or the CLI took)."""
+    with session_scope() as session:
+        return int(open_complaint(session, request, now=now, flow_run_id=flow_run_id).id)  # type: ignore[arg-type]
+
+
+@step("complaint-level", title="投诉升级 / up the manager ladder", key="{reason}-{round_}")
+def climb_ladder(case_id: int, at: datetime, reason: str, round_: int) -> str:
+    """Move the complaint one level up the customer's manager ladder (tasks.clocks.move_up_ladder):
+    the manager there owns it from now on and is told; returns who owns it now."""
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        assert case is not None
+        key = f"ladder:{reason}:{round_}"
+        manager = clocks.move_up_ladder(session, case, at=at, reason=reason, key=key)
+        if manager is not None:
+            queue_for_case(
+                session,
+                case_id,
+                template="complaint/escalated",
+                key=key,
+                now=at,
+                roles=[OWNER],
+                urgent=True,
+                context={"level": int(case.data.get("ladder_level", 0)), "reason": reason},
+            )
+        owner = session.get(Staff, (case.data.get("team") or {}).get(str(OWNER)))
+        return owner.name if owner is not None else ""
+
+
+@step("working-days-after", title="工作日期限 / working days later", key="{days}")
+def working_days_after(case_id: int, at: datetime, days: int) -> datetime:
+    """The same time of day `days` working days after `at`, on the complaint contract's calendar."""
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        assert case is not None
+        contract = session.get(Contract, case.contract_id) if case.contract_id else None
+        cal = clocks.load_calendar(
+            session, contract.calendar if contract else "cn", contract.timezone if contract else None
+        )
+    zone = ZoneInfo(cal.tz)
+    local = at.astimezone(zone)
+    day = add_working_days(local.date(), days, cal)
+    return datetime.combine(day, local.time(), tzinfo=zone).astimezone(UTC)
+
+
+class ComplaintBrief(BaseModel):
+    """What the complaint's forms and its reply letter say about it."""
+
+    text: str
+    about: str
+    engineer: str
+    wish: str
+
+
+@step("complaint-brief", title="投诉概况 / the complaint")
+def complaint_brief(case_id: int) -> ComplaintBrief:
+    """The complaint as the manager's forms show it: who, about what, what happened, what they want."""
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        assert case is not None
+        data = case.data or {}
+        lines = [
+            f"投诉人：{case.reported_by}（{case.channel}，{_local_time(case.reported_at)}）",
+            f"投诉对象：{data.get('about', '')}"
+            + (f"（工程师 {data['engineer']}）" if data.get("engineer") else ""),
+        ]
+        if case.parent_id:
+            parent = session.get(Case, case.parent_id)
+            if parent is not None:
+                lines.append(f"相关工单：{parent.number} {parent.title}")
+        lines.append(f"投诉内容：{case.description}")
+        if data.get("wish"):
+            lines.append(f"投诉诉求：{data['wish']}")
+        return ComplaintBrief(
+            text="\n".join(lines),
+            about=str(data.get("about", "")),
+            engineer=str(data.get("engineer", "")),
+            wish=str(data.get("wish", "")),
+        )
+
+
+@step("complaint-links", title="关联工单 / link the cases", key="{round_}")
+def link_cases(case_id: int, numbers: str, at: datetime, round_: int) -> list[str]:
+    """Record the investigation's linked cases on both sides (the repair shows the complaint);
+    returns the numbers found (a number that names no case of this customer is left out, and said)."""
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        assert case is not None
+        found: list[str] = []
+        missing: list[str] = []
+        for other_id in linked_numbers(numbers):
+            other = session.get(Case, other_id)
+            if other is None or other.customer_id != case.customer_id or other.id == case_id:
+                missing.append(str(other_id))
+                continue
+            found.append(other.number)
+            append_event(
+                session,
+                other_id,
+                "complaint_linked",
+                at=at,
+                key=f"complaint:{case_id}",
+                data={"complaint_id": case_id, "number": case.number},
+            )
+        append_event(
+            session,
+            case_id,
+            "complaint_cases_linked",
+            at=at,
+            key=f"linked:{round_}",
+            data={"cases": found, "unknown": missing},
+        )
+        return found

@@ -1,0 +1,227 @@
+"""The complaint flow's branches (投诉处理, PROCEDURES.md §7) on the fast layer
+(tests/fixtures/fastflow.py): the flow body in-process, each answer recorded by the real decide()
+the link page calls, the clock keeper ticked at scripted moments."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlmodel import select
+
+from flows.complaint import complaint
+from models import Case, Event
+from models.approvals import Approval
+from models.clocks import Clock
+from models.reports import Report
+from tasks.approvals import signature_step
+from tasks.complaints import ComplaintRequest
+from tests.conftest import T0
+from tests.fixtures.fastflow import FastFlow, say
+
+H, MIN, DAY = timedelta(hours=1), timedelta(minutes=1), timedelta(days=1)
+OWNER, NEXT, DIRECTOR, CUSTOMER = "林客服经理", "孔经理", "吴总监", "北京维护负责人"
+SIGN = signature_step("complaint_reply")
+
+ANSWER = {"answer": "已收到您的投诉，由客服经理负责调查，明日答复处理方案", "done_by": "2026-11-30 10:00"}
+
+
+def investigation(**more: Any) -> dict[str, str]:
+    return {
+        "facts": "工程师 11 月 20 日到场迟到 3 小时，未提前告知客户",
+        "cause": "派工时未核对工程师行程",
+        "responsibility": "服务工程师",
+        "responsible": "刘工程师",
+        "complete": "是",
+        "resolution": "向客户书面致歉；派工流程增加行程核对",
+        **more,
+    }
+
+
+def request(**form: Any) -> ComplaintRequest:
+    return ComplaintRequest.model_validate(
+        {
+            "customer": "BJYH",
+            "complainant": "王先生 13900000001",
+            "about": "服务工程师",
+            "engineer": "刘工程师",
+            "description": "工程师到场迟到三小时，<b>没有</b>提前通知",
+            "wish": "更换工程师并书面道歉",
+            "channel": "投诉电话",
+            "reported_at": T0.isoformat(),
+            **form,
+        }
+    )
+
+
+def events(fast: FastFlow, case_id: int) -> list[str]:
+    return [e for e in fast.events(case_id) if e.startswith("complaint")]
+
+
+def clock_of(fast: FastFlow, case_id: int, kind: str) -> Clock:
+    with fast.session() as s:
+        row = s.exec(select(Clock).where(Clock.case_id == case_id, Clock.kind == kind)).one()
+        return row
+
+
+def test_not_satisfied_reopens_one_level_up_and_closes_when_the_customer_signs(fast: FastFlow) -> None:
+    t = T0
+    outcome = fast.run(
+        complaint,
+        request(),
+        at=t,
+        script=[
+            say("complaint-answer", ANSWER, by=OWNER, at=t + 40 * MIN),
+            # compensation: the director approves the resolution first
+            say("complaint-investigation", investigation(compensation="是"), by=OWNER, at=t + 5 * H),
+            say("complaint-director", decision="approved", by=DIRECTOR, at=t + 6 * H),
+            say(SIGN, decision="objected", by=CUSTOMER, comment="只道歉不够，要求更换工程师", at=t + 1 * DAY),
+            # reopened at the next level of the ladder: the department manager investigates now
+            say(
+                "complaint-investigation",
+                investigation(engineer_change="是", linked_cases="WX-1"),
+                by=NEXT,
+                at=t + 2 * DAY,
+            ),
+            say("complaint-director", decision="approved", by=DIRECTOR, at=t + 2 * DAY + H),
+            say(SIGN, decision="signed", by=CUSTOMER, report=True, at=t + 3 * DAY),
+        ],
+    )
+    assert fast.refused == []
+    assert outcome.status == "closed" and outcome.replies == 2 and not outcome.closed_by_call
+    case_id = outcome.case_id
+    assert outcome.number == f"TS-{case_id:06d}"
+    assert events(fast, case_id) == [
+        "complaint_received",
+        "complaint_answered",
+        "complaint_investigated",
+        "complaint_director_approved",
+        "complaint_not_satisfied",
+        "complaint_escalated",
+        "complaint_cases_linked",
+        "complaint_investigated",
+        "complaint_director_approved",
+        "complaint_reply_signed",
+        "complaint_closed",
+    ]
+    with fast.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None and case.status == "closed" and case.closed_at == t + 3 * DAY
+        assert case.data["ladder_level"] == 1
+        escalated = s.exec(
+            select(Event).where(Event.case_id == case_id, Event.kind == "complaint_escalated")
+        ).one()
+        assert escalated.data["manager"] == NEXT and escalated.data["reason"] == "reopened"
+        # the signed reply letter (v2) names the earlier objection
+        reply = s.exec(
+            select(Report).where(
+                Report.case_id == case_id, Report.kind == "complaint_reply", Report.version == 2
+            )
+        ).one()
+        assert "只道歉不够" in reply.content and "&lt;b&gt;没有&lt;/b&gt;" in reply.content
+        # the second round's investigation went to the department manager, not the owner
+        second = s.exec(
+            select(Approval).where(
+                Approval.case_id == case_id, Approval.step == "complaint-investigation", Approval.version == 2
+            )
+        ).one()
+        assert second.approver_role == "service_manager"
+    assert clock_of(fast, case_id, "complaint_answer").met_at == t + 40 * MIN
+    assert clock_of(fast, case_id, "complaint_close").met_at == t + 3 * DAY
+    sent = fast.notifications(case_id)
+    assert (CUSTOMER, "complaint/received") in sent and (OWNER, "complaint/opened") in sent
+    assert (CUSTOMER, "complaint/first_answer") in sent and (CUSTOMER, "complaint/closed") in sent
+    assert (NEXT, "complaint/escalated") in sent
+
+
+def test_no_answer_in_three_working_days_the_manager_calls_and_records_it(fast: FastFlow) -> None:
+    t = T0  # Monday 10:00; the reply goes out at 13:00: three working days later is Thursday 13:00
+    outcome = fast.run(
+        complaint,
+        request(),
+        at=t,
+        script=[
+            say("complaint-answer", ANSWER, by=OWNER, at=t + 30 * MIN),
+            say("complaint-investigation", investigation(), by=OWNER, at=t + 3 * H),
+            say(
+                "complaint-call",
+                {
+                    "called_at": "2026-11-26 13:30",
+                    "person": "王先生",
+                    "satisfied": "是",
+                    "notes": "客户表示满意",
+                },
+                by=OWNER,
+                at=datetime(2026, 11, 26, 6, 0, tzinfo=UTC),
+            ),
+        ],
+    )
+    assert fast.refused == []
+    assert outcome.status == "closed" and outcome.closed_by_call
+    assert "timer:complaint-silence-1" in fast.waits
+    with fast.session() as s:
+        call = s.exec(
+            select(Approval).where(Approval.case_id == outcome.case_id, Approval.step == "complaint-call")
+        ).one()
+        assert call.created_at == datetime(2026, 11, 26, 5, 0, tzinfo=UTC)  # Thursday 13:00 Beijing
+        closed = s.exec(
+            select(Event).where(Event.case_id == outcome.case_id, Event.kind == "complaint_closed")
+        ).one()
+        assert closed.data["by_call"] is True and closed.data["satisfied"] is True
+
+
+def test_incomplete_round_and_director_return_each_mean_another_round(fast: FastFlow) -> None:
+    t = T0
+    outcome = fast.run(
+        complaint,
+        request(),
+        at=t,
+        script=[
+            say("complaint-answer", ANSWER, by=OWNER, at=t + 30 * MIN),
+            say(
+                "complaint-investigation", investigation(complete="否", resolution=""), by=OWNER, at=t + 2 * H
+            ),
+            say("complaint-investigation", investigation(process_change="是"), by=OWNER, at=t + 4 * H),
+            say(
+                "complaint-director",
+                decision="revise",
+                by=DIRECTOR,
+                comment="整改措施要写明负责人",
+                at=t + 5 * H,
+            ),
+            say("complaint-investigation", investigation(process_change="是"), by=OWNER, at=t + 6 * H),
+            say("complaint-director", decision="approved", by=DIRECTOR, at=t + 7 * H),
+            say(SIGN, decision="signed", by=CUSTOMER, report=True, at=t + DAY),
+        ],
+    )
+    assert fast.refused == []
+    assert outcome.status == "closed"
+    kinds = events(fast, outcome.case_id)
+    assert kinds.count("complaint_investigated") == 3
+    assert kinds.count("complaint_director_returned") == 1
+
+
+def test_a_breached_first_answer_goes_up_the_ladder(fast: FastFlow) -> None:
+    t = T0
+    late = t + 2 * H + 5 * MIN
+    outcome = fast.run(
+        complaint,
+        request(),
+        at=t,
+        script=[say("complaint-answer", ANSWER, by=OWNER, at=t + 3 * H, ticks=(late,))],
+        until="complaint-investigation",
+    )
+    case_id = fast.case_of_run()
+    assert outcome.step == "complaint-investigation"
+    answer = clock_of(fast, case_id, "complaint_answer")
+    assert answer.breached_at == t + 2 * H
+    sent = fast.notifications(case_id)
+    assert (NEXT, "escalation_breach") in sent  # the next manager up the customer's ladder
+    with fast.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None and case.data["ladder_level"] == 1
+
+
+def test_an_unknown_customer_is_refused_with_a_message(fast: FastFlow) -> None:
+    state = fast.run(complaint, request(customer="不存在的客户"), at=T0, script=[])
+    assert "未知客户" in str(state.message)
