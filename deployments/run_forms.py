@@ -300,6 +300,9 @@ class DrillRequestForm(BaseModel):
     )
     requested_by: str = Field(
         default="", title="提出人", max_length=100, description="可留空：客户方提出要求的人员姓名与电话"
+    )
+
+
 class ComplaintRequestForm(BaseModel):
     """投诉受理单：客户经投诉渠道（非报修热线）提出的投诉；带“必填”的项目须填写。"""
 
