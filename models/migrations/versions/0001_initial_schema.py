@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:09:32.659081
+Create Date: 2026-12-02 06:10:10.762996
 """
 from __future__ import annotations
 
