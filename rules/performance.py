@@ -17,7 +17,7 @@ Definitions (the ones people ask about):
 - *First-time fix*: a restored fault with no repeat visit (a second `arrived`), no `repair_anomaly`,
   not handed over, and no other fault on the same device reported within 30 days of its restoration.
 - *Uptime*: 1 − outage / service time over the window, where the outage is the union of the spans
-  report → restoration of the faults that interrupt service (`FaultLog.outage`), and both are
+  report → restoration (else the case's closing, else still down) of the faults that interrupt service (`FaultLog.outage`), and both are
   measured in the service hours given (7x24: wall-clock; 5x8: the contracted working hours of
   rules.calendar).
 - *Complaint rate*: complaints per 100 service cases (faults and inspections) opened in the window.
@@ -97,6 +97,7 @@ class CaseLog:
     severity: int | None = None
     outage: bool = False  # the fault interrupts service (counts against uptime)
     parent_id: int | None = None
+    closed_at: datetime | None = None  # when the case closed (an outage without a restoration ends there)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class Fault:
     engineer: str
     reported_at: datetime
     restored_at: datetime | None
+    closed_at: datetime | None
     outage: bool
     handed_over: bool
     repeat_visit: bool
@@ -283,6 +285,7 @@ def faults_of(logs: Iterable[CaseLog]) -> list[Fault]:
                 engineer=c.engineer or first.engineer,
                 reported_at=first.reported_at,
                 restored_at=restored_at,
+                closed_at=c.closed_at,
                 outage=any(x.outage for x in chain),
                 handed_over=len(chain) > 1 or c.case_id in handed,
                 repeat_visit=sum(1 for e in events if e.kind == "arrived") > 1
@@ -346,13 +349,14 @@ def uptime(
     faults: Sequence[Fault], start: datetime, end: datetime, calendar: Calendar | None = None
 ) -> tuple[float | None, float]:
     """(uptime share, outage hours) over [start, end) in the calendar's service hours (7x24 by
-    default). A fault not yet restored is down until `end`. None when the window has no service time."""
+    default). A fault is down until its restoration; one closed without a recorded restoration (an
+    older record) until it closed; one still open until `end`. None when the window has no service time."""
     cal = calendar or DEFAULT_CALENDAR.with_hours(round_the_clock=True)
-    spans = [
-        (max(f.reported_at, start), min(f.restored_at or end, end))
-        for f in faults
-        if f.outage and f.reported_at < end and (f.restored_at is None or f.restored_at > start)
-    ]
+    spans = []
+    for f in faults:
+        up = f.restored_at or f.closed_at
+        if f.outage and f.reported_at < end and (up is None or up > start):
+            spans.append((max(f.reported_at, start), min(up or end, end)))
     down = sum(
         (working_time_between(a, b, cal) for a, b in _union(spans) if b > a), timedelta()
     ).total_seconds()

@@ -146,6 +146,7 @@ def gather(
                 severity=c.severity,
                 outage=_is_outage(c, contract.severity_scheme if contract else "outage"),
                 parent_id=c.parent_id,
+                closed_at=c.closed_at,
             )
         )
     facts.due = inspections_due(session, customer, contracts.values(), first, last, sites, staff, tz)

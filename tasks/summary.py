@@ -29,6 +29,7 @@ from models.reports import Report, content_hash
 from models.settings import business_timezone
 from rules import inspection as plan_rules
 from rules import kpi
+from tasks.charts import customer_charts
 from tasks.clocks import verdict
 from tasks.inspection import calendar_for, local_day
 from tasks.links import sign_link
@@ -140,6 +141,7 @@ class SummaryFacts:
     maintenance: list[dict[str, Any]] = field(default_factory=list)
     plan_vs_done: list[dict[str, Any]] = field(default_factory=list)
     open_issues: list[dict[str, Any]] = field(default_factory=list)
+    charts: list[Any] = field(default_factory=list)  # tasks.charts.Chart: trends, faults by class, scores
 
 
 def _restored_at(case: Case, events: list[Event], clocks: list[Any]) -> datetime | None:
@@ -523,6 +525,9 @@ def gather(
                 "since": c.reported_at,
             }
         )
+    facts.charts = customer_charts(
+        session, customer, first=first, last=last, trend_first=date.fromisoformat(months[0] + "-01"), tz=tz
+    )
     return facts
 
 

@@ -245,6 +245,16 @@ def test_uptime_in_contracted_hours_counts_only_the_working_hours_of_an_outage()
     assert hours_24 == 65 and share_24 == pytest.approx(1 - 65 / 336)
 
 
+def test_an_outage_without_a_recorded_restoration_ends_when_its_case_closed_or_runs_on():
+    window = (datetime(2026, 11, 15, 16, tzinfo=UTC), datetime(2026, 11, 29, 16, tzinfo=UTC))
+    closed = CaseLog(10, "WX-10", "repair", "乙厂", at(11, 16, 0), outage=True, closed_at=at(11, 16, 6))
+    assert uptime(faults_of([closed]), *window)[1] == 6
+    still_open = CaseLog(11, "WX-11", "repair", "乙厂", at(11, 28, 16), outage=True)
+    assert uptime(faults_of([still_open]), *window)[1] == 24  # down until the window's end
+    [fault] = faults_of([closed])
+    assert fault.hours is None  # not restored: no time to restore, only an outage
+
+
 def test_complaints_scores_inspections_drills_and_renewals():
     k = whole()
     assert k.complaints == 1
