@@ -77,7 +77,9 @@ def _style() -> Any:  # matplotlib types the rc keys as literals
 
 def _svg(fig: Figure) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    # fixed margins, not bbox_inches="tight": that lays the figure out twice (a third of the time)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.88, bottom=0.12)
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     # the XML prologue and DOCTYPE are dropped: the SVG may be put inline in a page as well
     return text[text.index("<svg") :]
@@ -100,7 +102,7 @@ def line_chart(
             ys = [float("nan") if v is None else (v * 100 if percent else v) for v in values]
             ax.plot(x, ys, marker="o", color=colour, label=name)
             for xi, yi in zip(x, ys, strict=True):
-                if yi == yi:  # not NaN
+                if yi == yi and not percent:  # not NaN; per cent lines read off their axis
                     ax.annotate(
                         f"{yi:.1f}{'%' if percent else ''}",
                         (xi, yi),

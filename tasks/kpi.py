@@ -21,6 +21,7 @@ from models.contracts import Contract
 from models.inspection import ServiceSummary
 from models.parties import Customer, Site, Staff
 from models.settings import business_timezone
+from rules import drill as drill_rules
 from rules import inspection as plan_rules
 from rules import performance as perf
 from rules.calendar import Calendar
@@ -150,6 +151,7 @@ def gather(
             )
         )
     facts.due = inspections_due(session, customer, contracts.values(), first, last, sites, staff, tz)
+    facts.due += drills_due(session, customer, contracts.values(), first, last, staff, tz)
     for row in session.exec(
         select(ServiceSummary).where(
             ServiceSummary.customer_id == cid,
@@ -232,6 +234,78 @@ def inspections_due(
                     done_on=done_on,
                     cancelled=case is not None and case.status == CaseStatus.CANCELLED,
                     site=sites.get(case.site_id, "") if case is not None and case.site_id else "",
+                    engineer=engineer_of(case.data, staff) if case is not None else "",
+                )
+            )
+    return out
+
+
+# a drill took place once it started (the lead's phone form); cancelled ones are not due
+DRILL_DONE = (
+    CaseStatus.ON_SITE,
+    CaseStatus.REPORT_PENDING,
+    CaseStatus.SUBMITTED,
+    CaseStatus.REJECTED,
+    CaseStatus.REGISTERED,
+    CaseStatus.CLOSED,
+    CaseStatus.ARCHIVED,
+)
+
+
+def drills_due(
+    session: Session,
+    customer: Customer,
+    contracts: Any,
+    first: date,
+    last: date,
+    staff: Mapping[int | None, str],
+    tz: str,
+) -> list[perf.DueFact]:
+    """Each drill period (rules.drill: `per_year` blocks of the contract's year) that ends in
+    first..last while the contract runs, and the day its drill started, if it did."""
+    drills = {
+        (c.contract_id, c.period): c
+        for c in session.exec(
+            select(Case).where(Case.customer_id == customer.id, Case.kind == str(CaseKind.DRILL))
+        )
+    }
+    started: dict[int, datetime] = {}
+    ids = [c.id for c in drills.values()]
+    if ids:
+        for e in session.exec(
+            select(Event).where(col(Event.case_id).in_(ids), Event.kind == "drill_started")
+        ):
+            started[e.case_id] = min(started.get(e.case_id, e.at), e.at)
+    out = []
+    for contract in contracts:
+        try:
+            per_year = drill_rules.drill_settings(contract.sla_policy).per_year
+        except drill_rules.DrillRuleError:
+            continue  # a contract whose drill settings are unusable plans no drills either
+        if per_year == 0:
+            continue
+        seen: set[str] = set()
+        day = max(first, contract.start_date)
+        while day <= min(last, contract.end_date):
+            period = drill_rules.drill_period(day, per_year)
+            day = period.end + timedelta(days=1)
+            due = min(period.end, contract.end_date)
+            if period.label in seen or not first <= due <= last:
+                continue
+            seen.add(period.label)
+            case = drills.get((contract.id, period.label))
+            done_on = None
+            if case is not None and case.status in DRILL_DONE:
+                moment = started.get(case.id or 0) or case.updated_at
+                done_on = moment.astimezone(ZoneInfo(tz)).date()
+            out.append(
+                perf.DueFact(
+                    kind="drill",
+                    customer=customer.name,
+                    label=period.label,
+                    due=due,
+                    done_on=done_on,
+                    cancelled=case is not None and case.status == CaseStatus.CANCELLED,
                     engineer=engineer_of(case.data, staff) if case is not None else "",
                 )
             )

@@ -177,3 +177,31 @@ def test_aftercare_kpi_explains_a_bad_option(demo: str, args: list[str], message
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_drills_done_against_the_periods_the_contract_calls_for(demo: str, session: Session):
+    from models import Case, Contract, Customer
+    from models.cases import append_event
+    from tasks.kpi import kpi_rows
+
+    customer = session.exec(select(Customer).where(Customer.code == "BJYH")).one()
+    contract = session.exec(select(Contract).where(Contract.customer_id == customer.id)).one()
+    drill = Case(
+        kind="drill",
+        customer_id=int(customer.id or 0),
+        contract_id=contract.id,
+        period="2026-H1",
+        status="registered",
+        reported_at=_at(5, 1, 9),
+        created_at=_at(5, 1, 9),
+        updated_at=_at(6, 2, 9),
+    )
+    session.add(drill)
+    session.flush()
+    append_event(session, int(drill.id or 0), "drill_started", at=_at(5, 20, 9), key="started")
+    session.commit()
+    # twice a year by default: H1 (due Jun 30) done on May 20; H2 (due Dec 31) not done yet
+    _, [row] = kpi_rows(session, "BJYH", first=date(2026, 1, 1), last=date(2026, 12, 31))
+    assert (row.kpis.drills_due, row.kpis.drills_done) == (2, 1)
+    _, [first_half] = kpi_rows(session, "BJYH", first=date(2026, 1, 1), last=date(2026, 6, 30))
+    assert (first_half.kpis.drills_due, first_half.kpis.drills_done) == (1, 1)
