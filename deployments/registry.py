@@ -9,10 +9,19 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from flows import accident, assurance, clock_keeper, complaint, drill, inspection, repair
+from flows import accident, assurance, clock_keeper, complaint, drill, inspection, renewal, repair
 
 # The procedure modules that contribute deployments, each with its `deployments()`.
-PROCEDURES: list[ModuleType] = [clock_keeper, accident, repair, inspection, drill, assurance, complaint]
+PROCEDURES: list[ModuleType] = [
+    clock_keeper,
+    accident,
+    repair,
+    inspection,
+    drill,
+    assurance,
+    complaint,
+    renewal,
+]
 PROCEDURE_MODULES = [module.__name__ for module in PROCEDURES]  # what a flow-run fork preloads
 
 

@@ -45,6 +45,8 @@ STAFF = [
     ("钱监理", [Role.SUPERVISION], "13800000013"),
     ("孔经理", [Role.DEPARTMENT_MANAGER], "13800000014"),
     ("林客服经理", [Role.SERVICE_MANAGER], "13800000015"),
+    ("高经理", [Role.SALES_MANAGER], "13800000017"),
+    ("沈经理", [Role.ACCOUNT_MANAGER], "13800000018"),  # reports to 高经理 (set below)
 ]
 
 # The managers published to every customer for complaints, lowest to highest (PROCEDURES.md §7).
@@ -72,6 +74,11 @@ def seed_demo(session: Session, *, today: date, now: datetime) -> dict[str, int]
     session.flush()
     by_name = {p.name: p.id for p in session.exec(select(Staff)).all()}
     ladder = [int(by_name[name]) for name in MANAGER_LADDER]  # type: ignore[arg-type]
+    sales = session.exec(select(Staff).where(Staff.name == "高经理")).one()
+    account_manager = session.exec(select(Staff).where(Staff.name == "沈经理")).one()
+    account_manager.manager_id = sales.id
+    session.add(account_manager)
+
     customers = [
         ("BJYH", "北京某银行数据中心", [("亦庄机房", 5.0, True), ("天津灾备机房", 120.0, False)]),
         ("SJZY", "石家庄某医院信息中心", [("门诊楼机房", 280.0, False)]),
@@ -122,6 +129,9 @@ def seed_demo(session: Session, *, today: date, now: datetime) -> dict[str, int]
             fee=480000 - 100000 * i,
             restore_tolerance_hours=8.0,
             created_at=now,
+            account_manager_id=account_manager.id,
+            # 质保期 (003 §8.1.3): the first customer's supplied devices are under warranty this year
+            warranty_until=date(year, 12, 31) if i == 0 else None,
         )
         session.add(contract)
         contracts_made += 1

@@ -42,7 +42,7 @@ from prefect import flow
 from models.db import is_transient, session_scope
 from models.leases import current, release, renew, take
 from models.wallclock import now as wall_now
-from tasks import accident, approvals, clocks, escalation, notify, runs, timers
+from tasks import accident, approvals, clocks, escalation, notify, renewal, runs, timers
 from tasks.clocks import next_due
 from tasks.ledger import unrecorded
 
@@ -62,6 +62,7 @@ KEEPER_STEPS: list[KeeperStep] = [
     # levels 3–4 act on any case (the team, the vendor, the standby); after the accident's own steps,
     # which date an accident's vendor call and standby by its window and half its restore time
     escalation.act_on_escalations,
+    renewal.outreach_step,  # a renewal's follow-ups, escalations, reminder and lapse
     notify.send_due_step,
 ]
 

@@ -14,6 +14,7 @@ version or attempt number into every step name and task input (replays stay exac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from tasks.approvals import Decision
 
 F = TypeVar("F", bound=BaseModel)
+V = TypeVar("V")  # a versioned document: a plan, a renewal quote
 
 Procedure = Literal["repair", "accident", "drill", "assurance"]
 PROCEDURE_ZH = {
@@ -136,8 +138,10 @@ def ask_customer(
     now: datetime,
     kind: str = "signature",
     form: type[BaseModel] | None = None,
+    expires: timedelta = CUSTOMER_LINK,
 ) -> int:
-    """Ask the customer contact to accept-and-sign or object (a signature), or to answer a small form."""
+    """Ask the customer contact to accept-and-sign or object (a signature), or to answer a small form.
+    `expires`: how long the link stays valid (a renewal's answer: until the contract ends)."""
     contact = contact_of(case_id)
     spec, name = _form(form)
     return request_approval(
@@ -149,7 +153,7 @@ def ask_customer(
         kind=kind,
         approver_contact_ids=[contact],
         approver_role="customer",
-        expires_at=now + CUSTOMER_LINK,
+        expires_at=now + expires,
         now=now,
         form=spec,
         form_name=name,
@@ -198,11 +202,27 @@ def fill_form(
 
 
 def customer_form(
-    case_id: int, step: str, version: int, *, subject: str, content: str, form: type[F], now: datetime
+    case_id: int,
+    step: str,
+    version: int,
+    *,
+    subject: str,
+    content: str,
+    form: type[F],
+    now: datetime,
+    expires: timedelta = CUSTOMER_LINK,
 ) -> Answer[F]:
     """The customer answers a small form through their link; returns the validated form."""
     approval_id = ask_customer(
-        case_id, step, version, subject=subject, content=content, now=now, kind="form", form=form
+        case_id,
+        step,
+        version,
+        subject=subject,
+        content=content,
+        now=now,
+        kind="form",
+        form=form,
+        expires=expires,
     )
     return answer_of(form, wait_for(approval_id, step, version))
 
@@ -244,7 +264,8 @@ def director_approves_plan(
     "驳回" (rejected) refuses the plan as a whole — the lead and the engineer work out another plan
     on an empty form, and the engineer is told it was rejected and why. `document`: the report kind
     and template the plan is issued as."""
-    while True:
+
+    def present(plan: Plan, now: datetime) -> str:
         doc = issue(
             case_id,
             document[0],
@@ -254,52 +275,21 @@ def director_approves_plan(
             plan.author or "技术负责人",
             plan.version,
         )
-        approval = ask_staff(
-            case_id,
-            step,
-            plan.version,
-            role=role,
-            now=now,
-            content=doc["text"],
-            subject=subject(facts, f"{_title(document)} v{plan.version} 待技术总监审批"),
-        )
-        decision = wait_for(approval, step, plan.version)
-        now = decision.at
-        if decision.decision == DecisionKind.APPROVED:
-            record(
-                case_id,
-                "plan_approved",
-                now,
-                decision.by,
-                {"version": plan.version, "step": step, "comment": decision.comment},
-                key=f"{step}:v{plan.version}",
+        return str(doc["text"])
+
+    def rejected_tell(plan: Plan, decision: Decision) -> list[Tell]:
+        return [
+            Tell(
+                template="plan_rejected",
+                key=f"{step}:v{plan.version}:rejected",
+                roles=[Role.ENGINEER],
+                context={"version": plan.version, "reason": decision.comment},
             )
-            return plan, now
+        ]
+
+    def rewrite(plan: Plan, decision: Decision, now: datetime) -> tuple[Plan, datetime]:
         rejected = decision.decision == DecisionKind.REJECTED
-        record(
-            case_id,
-            "plan_returned",
-            now,
-            decision.by,
-            {
-                "version": plan.version,
-                "step": step,
-                "decision": decision.decision,
-                "comment": decision.comment,
-            },
-            key=f"{step}:v{plan.version}",
-            tell=[
-                Tell(
-                    template="plan_rejected",
-                    key=f"{step}:v{plan.version}:rejected",
-                    roles=[Role.ENGINEER],
-                    context={"version": plan.version, "reason": decision.comment},
-                )
-            ]
-            if rejected
-            else None,
-        )
-        plan, now = (revise or lead_revises_plan)(
+        return (revise or lead_revises_plan)(
             case_id,
             facts,
             plan,
@@ -307,6 +297,69 @@ def director_approves_plan(
             note=decision.comment,
             now=now,
         )
+
+    return approved_version(
+        case_id,
+        plan,
+        now=now,
+        step=step,
+        role=role,
+        version=lambda p: p.version,
+        present=present,
+        subject=lambda p: subject(facts, f"{_title(document)} v{p.version} 待技术总监审批"),
+        revise=rewrite,
+        rejected_tell=rejected_tell,
+    )
+
+
+def approved_version(
+    case_id: int,
+    item: V,
+    *,
+    now: datetime,
+    step: str,
+    role: str,
+    version: Callable[[V], int],
+    present: Callable[[V, datetime], str],
+    subject: Callable[[V], str],
+    revise: Callable[[V, Decision, datetime], tuple[V, datetime]],
+    rejected_tell: Callable[[V, Decision], list[Tell]] | None = None,
+    events: tuple[str, str] = ("plan_approved", "plan_returned"),
+) -> tuple[V, datetime]:
+    """A document approved by link, with the objection loop over its versions (the plan by the
+    technical director, a renewal quote by the sales manager): version v is shown (`present`: the
+    text the approver sees), the approver approves, asks for changes ("要求修改") or rejects ("驳回",
+    `rejected_tell`: who is told), and anything but an approval is `revise`d into version v+1 and
+    asked again — until one version is approved. Each answer is an event (`events`: approved,
+    returned) keyed by step and version. Returns the approved item and the moment of approval."""
+    while True:
+        v = version(item)
+        approval = ask_staff(
+            case_id, step, v, role=role, now=now, content=present(item, now), subject=subject(item)
+        )
+        decision = wait_for(approval, step, v)
+        now = decision.at
+        if decision.decision == DecisionKind.APPROVED:
+            record(
+                case_id,
+                events[0],
+                now,
+                decision.by,
+                {"version": v, "step": step, "comment": decision.comment},
+                key=f"{step}:v{v}",
+            )
+            return item, now
+        rejected = decision.decision == DecisionKind.REJECTED
+        record(
+            case_id,
+            events[1],
+            now,
+            decision.by,
+            {"version": v, "step": step, "decision": decision.decision, "comment": decision.comment},
+            key=f"{step}:v{v}",
+            tell=rejected_tell(item, decision) if rejected and rejected_tell else None,
+        )
+        item, now = revise(item, decision, now)
 
 
 def first_plan(
@@ -415,8 +468,9 @@ def customer_accepts_plan(
     signed the same version. `pause`: the clock that stands still while the plan is with the
     customer (the repair's restore clock: that wait is the customer's, not the provider's).
     `document`: as for `director_approves_plan`."""
-    while True:
-        doc = issue(
+
+    def present(plan: Plan, now: datetime) -> dict[str, Any]:
+        return issue(
             case_id,
             document[0],
             document[1],
@@ -425,46 +479,73 @@ def customer_accepts_plan(
             plan.author or "技术负责人",
             plan.version,
         )
-        step = signature_step(document[0])
-        approval = ask_customer(
-            case_id,
-            step,
-            plan.version,
-            now=now,
-            content=doc["sign_text"],
-            subject=subject(facts, f"请确认{_title(document)} v{plan.version}"),
-        )
-        if pause:
-            clock(case_id, pause, ClockAction.PAUSE, now, f"解决方案 v{plan.version} 等待客户确认")
-        decision = wait_for(approval, step, plan.version)
-        now = decision.at
-        if pause:
-            clock(case_id, pause, ClockAction.RESUME, now, f"客户已答复解决方案 v{plan.version}")
-        if decision.decision == DecisionKind.SIGNED:
-            bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
-            record(
-                case_id,
-                "plan_signed",
-                now,
-                decision.by,
-                {"version": plan.version},
-                key=f"plan-signed:v{plan.version}",
-            )
-            return plan, now
-        record(
-            case_id,
-            "plan_objected",
-            now,
-            decision.by,
-            {"version": plan.version, "comment": decision.comment},
-            key=f"plan-objected:v{plan.version}",
-        )
+
+    def rewrite(plan: Plan, decision: Decision, now: datetime) -> tuple[Plan, datetime]:
         plan, now = (revise or lead_revises_plan)(
             case_id, facts, plan, reason="customer", note=decision.comment, now=now
         )
-        plan, now = director_approves_plan(
+        return director_approves_plan(
             case_id, facts, plan, now=now, procedure=procedure, revise=revise, document=document
         )
+
+    return customer_signs_version(
+        case_id,
+        plan,
+        now=now,
+        kind=document[0],
+        what="解决方案",
+        version=lambda p: p.version,
+        present=present,
+        subject=lambda p: subject(facts, f"请确认{_title(document)} v{p.version}"),
+        revise=rewrite,
+        pause=pause,
+    )
+
+
+def customer_signs_version(
+    case_id: int,
+    item: V,
+    *,
+    now: datetime,
+    kind: str,
+    what: str,
+    version: Callable[[V], int],
+    present: Callable[[V, datetime], dict[str, Any]],
+    subject: Callable[[V], str],
+    revise: Callable[[V, Decision, datetime], tuple[V, datetime]],
+    pause: ClockKind | None = None,
+    events: tuple[str, str] = ("plan_signed", "plan_objected"),
+    keys: tuple[str, str] = ("plan-signed", "plan-objected"),
+) -> tuple[V, datetime]:
+    """A document the customer signs in writing, with the objection loop over its versions (the
+    solution plan, a renewal's 变更申请): version v is issued (`present`: the report `issue` made, of
+    report kind `kind`), the customer signs it (bound to its hash) or objects, and an objection is
+    `revise`d into version v+1 (re-approved inside `revise` where the procedure wants it) and sent
+    again — until the customer signs one version. `pause`: a clock that stands still meanwhile."""
+    while True:
+        v = version(item)
+        doc = present(item, now)
+        step = signature_step(kind)
+        approval = ask_customer(case_id, step, v, now=now, content=doc["sign_text"], subject=subject(item))
+        if pause:
+            clock(case_id, pause, ClockAction.PAUSE, now, f"{what} v{v} 等待客户确认")
+        decision = wait_for(approval, step, v)
+        now = decision.at
+        if pause:
+            clock(case_id, pause, ClockAction.RESUME, now, f"客户已答复{what} v{v}")
+        if decision.decision == DecisionKind.SIGNED:
+            bind_signature(doc["id"], decision.by, decision.payload or {}, now, contact_of(case_id))
+            record(case_id, events[0], now, decision.by, {"version": v}, key=f"{keys[0]}:v{v}")
+            return item, now
+        record(
+            case_id,
+            events[1],
+            now,
+            decision.by,
+            {"version": v, "comment": decision.comment},
+            key=f"{keys[1]}:v{v}",
+        )
+        item, now = revise(item, decision, now)
 
 
 def five_minute_talk(

@@ -52,6 +52,8 @@ class Contract(SQLModel, table=True):
         default=None, description="customer's tolerated window, accidents"
     )
     created_at: datetime = utc_field(nullable=False)
+    # 客户经理: the renewal case is assigned to them (PROCEDURES.md §6)
+    account_manager_id: int | None = Field(default=None, foreign_key="staff.id")
 
     def is_active(self, day: date) -> bool:
         return self.start_date <= day <= self.end_date
@@ -81,3 +83,37 @@ class CalendarYear(SQLModel, table=True):
     year: int
     note: str = Field(default="", max_length=200, description="e.g. 国办发明电〔2026〕x号")
     confirmed_at: datetime = utc_field(nullable=False)
+
+
+class ContractVersion(SQLModel, table=True):
+    """One term of a contract with the terms that held in it (合同版本): the history a renewal keeps.
+
+    The `Contract` row holds the terms in force; each renewal appends the new term here (and the
+    term it follows, as version 1, when it was not recorded yet), so what held on any day can be
+    read back (`terms_on`) — an SLA clock started on a day counts with that day's terms."""
+
+    __table_args__ = (sa.UniqueConstraint("contract_id", "version", name="uq_contract_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    contract_id: int = Field(foreign_key="contract.id", index=True)
+    version: int = Field(ge=1)
+    start_date: date
+    end_date: date
+    service_hours: str = Field(default=ServiceHours.H7X24, max_length=8)
+    inspection_frequency: str = Field(default=InspectionFrequency.MONTHLY, max_length=16)
+    inspection_every_months: int = Field(default=1, ge=1, le=24)
+    sla_policy: dict[str, Any] = json_field(default_factory=dict)
+    sla_level: str = Field(default="", max_length=40, description="e.g. 标准 / 高级")
+    scope: str = Field(default="", sa_type=sa.Text, description="the devices and services covered")
+    fee: float = Field(default=0.0, sa_type=sa.Numeric(14, 2))
+    case_id: int | None = Field(default=None, foreign_key="case.id", description="the renewal that made it")
+    recorded_by: str = Field(default="system", max_length=100)
+    recorded_at: datetime = utc_field(nullable=False)
+
+
+def terms_on(versions: list[ContractVersion], contract: Contract, day: date) -> Contract | ContractVersion:
+    """The terms in force on `day`: the version whose term holds it, else the contract row."""
+    for version in sorted(versions, key=lambda v: v.version, reverse=True):
+        if version.start_date <= day <= version.end_date:
+            return version
+    return contract

@@ -19,7 +19,8 @@ validated form (`model_dump(mode="json")`), so the flow reads it back as the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 from zoneinfo import ZoneInfo
 
@@ -671,6 +672,136 @@ class DrillEvaluationForm(BaseModel):
     )
 
 
+# --- the renewal's forms (flows.renewal, PROCEDURES.md §6) --------------------------------------
+
+RENEWAL_NOTICE_DAYS = 60  # 000 §8.3: ending the contract needs 60 days' written notice (rules.renewal)
+
+
+def _read_day(value: Any) -> Any:
+    """A day as a person types it (2027-01-01, 2027/1/1) → date; anything else refused."""
+    if value is None or isinstance(value, date):
+        return value
+    text = str(value).strip().replace("/", "-").replace(".", "-")
+    try:
+        y, m, d = (int(part) for part in text.split("-"))
+        return date(y, m, d)
+    except (ValueError, TypeError):
+        raise ValueError("无法识别的日期，请写成 2027-01-01") from None
+
+
+def _read_money(value: Any) -> Any:
+    """An amount in yuan (360000, 360,000.00, ¥360000 元) → Decimal, more than 0."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    text = str(value).strip().replace(",", "").replace("，", "").replace("¥", "").replace("元", "")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ValueError("请填写金额（元），如 360000") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError("金额须大于 0")
+    if amount >= Decimal("1e12"):
+        raise ValueError("金额过大，请检查")
+    return amount.quantize(Decimal("0.01"))
+
+
+LocalDay = Annotated[date, BeforeValidator(_read_day)]
+Money = Annotated[Decimal, BeforeValidator(_read_money)]
+SLA_LEVELS = ("标准", "增强", "高级")
+FREQUENCY_ZH = {"monthly": "每月", "quarterly": "每季度", "none": "不巡检", "custom": "每月"}
+
+
+@form("renewal-quote")
+class QuoteForm(BaseModel):
+    """续约报价 — the account manager's quote at current rates, the previous fee beside it."""
+
+    scope: Text = Field(
+        min_length=2, title="服务范围", description="所含设备与服务；与原合同相同时保留原内容，变更处写明"
+    )
+    sla_level: Literal["标准", "增强", "高级"] = Field(title="SLA 等级")
+    service_hours: Literal["7x24", "5x8"] = Field(title="服务时间", description="7x24 全天候 / 5x8 工作日")
+    inspection_frequency: Literal["每月", "每季度", "不巡检"] = Field(title="巡检频率")
+    start_date: LocalDay = Field(title="新合同开始日期", description="如 2027-01-01（原合同到期次日）")
+    end_date: LocalDay = Field(title="新合同结束日期", description="如 2027-12-31")
+    fee: Money = Field(title="续约费用（元，按现行价格）", description="如 360000；原合同费用见上")
+    note: Text = Field(default="", title="报价说明", description="价格依据、与原合同的差异，可不填")
+
+    @field_validator("end_date")
+    @classmethod
+    def _after_start(cls, value: date, info: ValidationInfo) -> date:
+        start = (info.data or {}).get("start_date")
+        if isinstance(start, date) and value < start:
+            raise ValueError(f"早于开始日期 {start}")
+        if isinstance(start, date) and (value - start).days > 3700:
+            raise ValueError("合同期限不能超过 10 年")
+        return value
+
+
+@form("renewal-answer")
+class RenewalAnswerForm(BaseModel):
+    """续约答复 — the customer renews as quoted, asks for a change, or ends the contract."""
+
+    choice: Literal["续约", "变更", "终止"] = Field(
+        title="您的决定", description="按报价续约 / 申请变更（写明变更内容）/ 不再续约（写明终止原因）"
+    )
+    change: Text = Field(
+        default="",
+        title="变更内容",
+        description="申请变更时填写：设备、SLA 等级、服务时间、巡检频率或期限",
+        validate_default=True,
+    )
+    reason: Text = Field(
+        default="", title="终止原因", description="终止时必填：书面通知的理由", validate_default=True
+    )
+
+    @field_validator("change")
+    @classmethod
+    def _change_named(cls, value: str, info: ValidationInfo) -> str:
+        if (info.data or {}).get("choice") == "变更" and not value:
+            raise ValueError("申请变更时请写明要变更的内容")
+        return value
+
+    @field_validator("reason")
+    @classmethod
+    def _written_notice(cls, value: str, info: ValidationInfo) -> str:
+        data, context = info.data or {}, info.context or {}
+        if data.get("choice") != "终止":
+            return value
+        if not value:
+            raise ValueError("终止合同须写明原因（书面通知）")
+        end = (context.get("case_data") or {}).get("contract_end")
+        now = context.get("now")
+        if end and now is not None:
+            end_day = date.fromisoformat(end)
+            local = now.astimezone(ZoneInfo(get_settings().timezone)).date()
+            deadline = end_day - timedelta(days=RENEWAL_NOTICE_DAYS)
+            if local > deadline:
+                raise ValueError(
+                    f"终止合同须提前 {RENEWAL_NOTICE_DAYS} 天书面通知：合同 {end_day} 到期，"
+                    f"通知最迟应于 {deadline} 送达，今天（{local}）已逾期，未记录。"
+                    "如需商议请选择「变更」或联系客户经理"
+                )
+        return value
+
+
+@form("renewal-handover")
+class HandoverForm(BaseModel):
+    """合同终止移交清单 — documents, passwords, spare parts and open cases handed over."""
+
+    documents: Text = Field(
+        min_length=2, title="移交文档", description="设备档案、配置文档、巡检与维修报告等"
+    )
+    passwords: Text = Field(
+        min_length=2,
+        title="账号与密码移交",
+        description="已移交或已由客户修改的账号清单（请勿在此填写密码本身）",
+    )
+    spare_parts: Text = Field(min_length=1, title="备件", description="现场备件的移交或收回；没有写“无”")
+    open_cases: Text = Field(
+        min_length=1, title="未结工单", description="每张未结工单的处理：完成、移交或关闭"
+    )
+
+
 # --- major-event assurance (flows.assurance; 001 §2.3.7, 002, 004 §四(4)) ---------------------------
 
 
@@ -855,13 +986,19 @@ def explain(exc: ValidationError, model: type[BaseModel]) -> AnswerError:
 
 
 def validate_answer(
-    model: type[F], values: dict[str, Any], *, now: datetime, not_before: datetime | None = None
+    model: type[F],
+    values: dict[str, Any],
+    *,
+    now: datetime,
+    not_before: datetime | None = None,
+    case_data: dict[str, Any] | None = None,
 ) -> F:
     """The person's values as the form, or AnswerError naming each refused field.
 
     An empty text counts as "not filled in" (the form's default, or refused when required);
     fields the form does not have are dropped. `now` is the moment of the answer (the future
-    check of times that record what happened); `not_before` the case's report time."""
+    check of times that record what happened); `not_before` the case's report time; `case_data`
+    the case's recorded facts (a renewal's contract end: the 60 days' notice)."""
     clean: dict[str, Any] = {}
     for name in model.model_fields:
         if name not in values:
@@ -871,7 +1008,9 @@ def validate_answer(
             continue
         clean[name] = value
     try:
-        return model.model_validate(clean, context={"now": now, "not_before": not_before})
+        return model.model_validate(
+            clean, context={"now": now, "not_before": not_before, "case_data": case_data or {}}
+        )
     except ValidationError as exc:
         raise explain(exc, model) from None
 
@@ -879,6 +1018,7 @@ def validate_answer(
 # --- the page's field list --------------------------------------------------------------------
 
 SHORT_TEXT = {"customer_person", "customer_engineer", "executor", "participants", "day", "start"}
+SHORT_TEXT |= {"start_date", "end_date", "fee"}  # the renewal quote
 
 
 def _field_kind(annotation: Any) -> tuple[str, list[str] | None]:

@@ -28,9 +28,10 @@ class Role(StrEnum):
     VENDOR = "vendor"  # 原厂商
     SUPERVISION = "supervision"  # 监理
     DEPARTMENT_MANAGER = "department_manager"  # 部门经理 (signs for an unsigned inspection report, §4 step 6)
-    ACCOUNT_MANAGER = "account_manager"  # 客户经理: the contracts (back office, issue 23)
+    ACCOUNT_MANAGER = "account_manager"  # 客户经理: the contracts (back office, issue 23), their renewal (§6)
     ADMINISTRATOR = "administrator"  # 系统管理员: every back-office page and account
     SERVICE_MANAGER = "service_manager"  # 客服经理: owns complaints (PROCEDURES.md §7)
+    SALES_MANAGER = "sales_manager"  # 销售经理 (approves renewal quotes; the account managers' manager)
 
 
 ROLE_LABELS_ZH: dict[Role, str] = {
@@ -49,6 +50,7 @@ ROLE_LABELS_ZH: dict[Role, str] = {
     Role.ACCOUNT_MANAGER: "客户经理",
     Role.ADMINISTRATOR: "系统管理员",
     Role.SERVICE_MANAGER: "客服经理",
+    Role.SALES_MANAGER: "销售经理",
 }
 
 
@@ -104,6 +106,8 @@ class Staff(SQLModel, table=True):
     quiet_start: time | None = Field(default=None, sa_type=sa.Time)
     quiet_end: time | None = Field(default=None, sa_type=sa.Time)
     active: bool = Field(default=True)
+    # whom this person reports to (the renewal escalates to the account manager's manager)
+    manager_id: int | None = Field(default=None, foreign_key="staff.id")
 
     def has_role(self, role: Role | str) -> bool:
         return str(role) in self.roles

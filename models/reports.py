@@ -34,6 +34,9 @@ class ReportKind(StrEnum):
     DUTY_ROSTER = "duty_roster"  # 值班表 (major-event assurance, sent before the period)
     ASSURANCE_REPORT = "assurance_report"  # 重要通信保障报告 (customer signs)
     COMPLAINT_REPLY = "complaint_reply"  # 投诉处理回复函 (the customer signs: satisfied, or objects)
+    RENEWAL_NOTICE = "renewal_notice"  # 续约通知函 (to the customer, 60 days before the end)
+    CHANGE_REQUEST = "change_request"  # 变更申请 (the customer confirms in writing)
+    HANDOVER = "handover"  # 合同终止移交清单 (signed by both sides)
 
 
 REPORT_TITLES_ZH: dict[str, str] = {
@@ -52,6 +55,9 @@ REPORT_TITLES_ZH: dict[str, str] = {
     ReportKind.DUTY_ROSTER: "值班表",
     ReportKind.ASSURANCE_REPORT: "重要通信保障报告",
     ReportKind.COMPLAINT_REPLY: "投诉处理回复函",
+    ReportKind.RENEWAL_NOTICE: "续约通知函",
+    ReportKind.CHANGE_REQUEST: "变更申请",
+    ReportKind.HANDOVER: "合同终止移交清单",
 }
 
 

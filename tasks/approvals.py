@@ -889,7 +889,11 @@ def _checked_payload(
         case = session.get(Case, row.case_id)
         try:
             data = validate_answer(
-                model, data, now=now, not_before=case.reported_at if case else None
+                model,
+                data,
+                now=now,
+                not_before=case.reported_at if case else None,
+                case_data=case.data if case else None,
             ).model_dump(mode="json")
         except AnswerError as exc:
             errors.update(exc.errors)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -22,7 +23,7 @@ from sqlmodel import Session, col, select
 from models.approvals import Timer
 from models.cases import Case, Event, append_event, paid_prefix
 from models.clocks import Clock, ClockStatus, Escalation
-from models.contracts import CalendarOverride, CalendarYear, Contract
+from models.contracts import CalendarOverride, CalendarYear, Contract, ContractVersion, terms_on
 from models.db import insert_ignore, session_scope
 from models.parties import Customer, Site, Staff
 from models.settings import business_timezone
@@ -306,6 +307,17 @@ def _contract_and_site(session: Session, case: Case) -> tuple[Contract | None, S
     return contract, site
 
 
+def _terms_on(session: Session, contract: Contract | None, at: datetime) -> Any:
+    """The contract's terms (row or recorded version) that hold on `at`'s local day."""
+    if contract is None or contract.id is None:
+        return contract
+    versions = list(session.exec(select(ContractVersion).where(ContractVersion.contract_id == contract.id)))
+    if not versions:
+        return contract
+    day = at.astimezone(ZoneInfo(contract.timezone)).date()
+    return terms_on(versions, contract, day)
+
+
 def find_clock(session: Session, case_id: int, kind: str) -> Clock | None:
     """The case's clock of `kind`, None when it was never started."""
     return _get(session, case_id, _kind(kind))
@@ -362,7 +374,9 @@ def start_clock(
     elif policy is not None:
         pol = merge_policy(policy, service_hours=str(contract.service_hours) if contract else None)
     else:
-        pol = policy_for(contract)
+        # the terms in force on the day the clock starts: a renewed contract's new terms count from
+        # the new term's first day (models.contracts.ContractVersion), never before
+        pol = policy_for(_terms_on(session, contract, started_at))
     cal_name = contract.calendar if contract else "cn"
     tz = contract.timezone if contract else business_timezone()
     base = calendar or load_calendar(session, cal_name, tz)

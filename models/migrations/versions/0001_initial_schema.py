@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:10:10.762996
+Create Date: 2026-12-02 06:15:15.752648
 """
 from __future__ import annotations
 
@@ -107,6 +107,8 @@ def upgrade() -> None:
     sa.Column('quiet_start', sa.Time(), nullable=True),
     sa.Column('quiet_end', sa.Time(), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('manager_id', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['manager_id'], ['staff.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
     op.create_table('step_record',
@@ -186,6 +188,8 @@ def upgrade() -> None:
     sa.Column('fee', sa.Numeric(precision=14, scale=2), nullable=False),
     sa.Column('restore_tolerance_hours', sa.Float(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('account_manager_id', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['account_manager_id'], ['staff.id'], ),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -394,6 +398,30 @@ def upgrade() -> None:
     with op.batch_alter_table('clock', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_clock_case_id'), ['case_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_clock_next_check_at'), ['next_check_at'], unique=False)
+
+    op.create_table('contractversion',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('contract_id', sa.Integer(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('start_date', sa.Date(), nullable=False),
+    sa.Column('end_date', sa.Date(), nullable=False),
+    sa.Column('service_hours', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+    sa.Column('inspection_frequency', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('inspection_every_months', sa.Integer(), nullable=False),
+    sa.Column('sla_policy', sa.JSON(), nullable=False),
+    sa.Column('sla_level', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('scope', sa.Text(), nullable=False),
+    sa.Column('fee', sa.Numeric(precision=14, scale=2), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=True),
+    sa.Column('recorded_by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
+    sa.ForeignKeyConstraint(['contract_id'], ['contract.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('contract_id', 'version', name='uq_contract_version')
+    )
+    with op.batch_alter_table('contractversion', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_contractversion_contract_id'), ['contract_id'], unique=False)
 
     op.create_table('drill_plan',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -709,6 +737,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_drill_plan_case_id'))
 
     op.drop_table('drill_plan')
+    with op.batch_alter_table('contractversion', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_contractversion_contract_id'))
+
+    op.drop_table('contractversion')
     with op.batch_alter_table('clock', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_clock_next_check_at'))
         batch_op.drop_index(batch_op.f('ix_clock_case_id'))
