@@ -24,10 +24,11 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, func, select
 
-from models import Case, CaseKind, Contract, Customer, Role, Staff, append_event
+from models import Case, CaseKind, Contract, Customer, Event, Role, Staff, append_event
 from models.cases import CaseStatus
 from models.db import session_scope
 from models.forms import read_time
+from models.parties import ROLE_LABELS_ZH
 from rules.calendar import add_working_days
 from rules.sla import ClockKind
 from tasks import clocks
@@ -36,6 +37,7 @@ from tasks.cases import (
     RequiredText,
     Tell,
     blank_none,
+    case_facts,
     check_report_time,
     contract_on,
     find_customer,
@@ -43,7 +45,7 @@ from tasks.cases import (
     read_case_ref,
 )
 from tasks.ledger import step
-from tasks.links import BadLink, sign_link, verify_link
+from tasks.notify import queue
 from tasks.people import customer_contacts, first_with_role
 from tasks.render import _local_time
 
@@ -52,9 +54,8 @@ OWNER = Role.SERVICE_MANAGER
 COMPLAINT_TEAM = (Role.SERVICE_MANAGER, Role.TECHNICAL_DIRECTOR, Role.DISPATCHER)
 COMPLAINT_CLOCKS = (ClockKind.COMPLAINT_ANSWER, ClockKind.COMPLAINT_CLOSE)
 
-# The public page: one signed link per customer, printed on every report and notice.
-PAGE_PURPOSE = "complaint"
-PAGE_LINK_LIFETIME = timedelta(days=400)  # a printed report is read for a year; re-sent on every notice
+# The public page (tasks.links.complaint_url: one signed link per customer, printed on every report
+# and notice).
 # A flood from one customer's link is refused (the link is printed on paper: anyone holding it can
 # post). Counted from the complaints recorded, in the database: every web process sees the same count.
 PAGE_LIMIT_HOUR = 5
@@ -261,22 +262,6 @@ def recent_web_complaints(session: Session, customer_id: int, *, now: datetime) 
     return since(timedelta(hours=1)), since(timedelta(days=1))
 
 
-def page_link(customer_code: str, *, now: datetime) -> str:
-    """The customer's own complaint page (no login): printed on every report and notice."""
-    return sign_link(
-        PAGE_PURPOSE, {"cu": customer_code}, expires_at=now + PAGE_LINK_LIFETIME, path="complaint"
-    )
-
-
-def page_customer(token: str, *, now: datetime) -> str:
-    """The customer code a complaint-page token carries; BadLink when forged or expired."""
-    data = verify_link(token, PAGE_PURPOSE, now=now)
-    code = data.get("cu")
-    if not isinstance(code, str) or not code:
-        raise BadLink("链接无效 / the link is invalid")
-    return code
-
-
 def linked_numbers(text: str) -> list[int]:
     """The case ids of "WX-000123、SG-4" (the investigation form's linked cases)."""
     return [int(m) for m in re.findall(r"(\d+)", text or "") if int(m) > 0]
@@ -400,3 +385,126 @@ def link_cases(case_id: int, numbers: str, at: datetime, round_: int) -> list[st
             data={"cases": found, "unknown": missing},
         )
         return found
+
+
+# --- the customer's complaint page (web/complaints.py) ------------------------------------------
+
+
+class TooMany(Exception):
+    """The customer's page took its share of complaints for now; the message says when to try again."""
+
+
+PAGE_FIELDS = ("complainant", "about", "case_ref", "engineer", "description", "wish")
+
+
+def take_from_page(
+    session: Session, customer_code: str, values: dict[str, str], *, now: datetime
+) -> tuple[Case, ComplaintRequest]:
+    """A complaint posted on the customer's page: refused when the link posted too many of late
+    (TooMany), validated by `ComplaintRequest` (ValidationError → the page names each field),
+    then taken like any other (`open_complaint`)."""
+    customer = find_customer(session, customer_code)
+    hour, day = recent_web_complaints(session, customer.id, now=now)  # type: ignore[arg-type]
+    if hour >= PAGE_LIMIT_HOUR or day >= PAGE_LIMIT_DAY:
+        span = "1 小时" if hour >= PAGE_LIMIT_HOUR else "24 小时"
+        limit = PAGE_LIMIT_HOUR if hour >= PAGE_LIMIT_HOUR else PAGE_LIMIT_DAY
+        raise TooMany(
+            f"此链接在 {span}内已提交 {limit} 件投诉，暂不受理新的投诉，请稍后再试；"
+            "紧急情况请直接致电下列管理人员。"
+        )
+    request = ComplaintRequest.model_validate(
+        {
+            # a field left empty is "not given" (its default), as on every form (models.forms.validate_answer)
+            **{k: v for k in PAGE_FIELDS if (v := (values.get(k) or "").strip())},
+            "customer": customer.code,
+            "channel": ComplaintChannel.WEB,
+        }
+    )
+    return open_complaint(session, request, now=now), request
+
+
+def page_view(session: Session, customer_code: str, *, now: datetime) -> dict[str, Any]:
+    """What the customer's page shows: the customer, its published managers, its open complaints
+    (with whether the first answer is overdue: then the page offers to go straight to the managers)."""
+    customer = find_customer(session, customer_code)
+    managers = [
+        {
+            "name": p.name,
+            "role": "、".join(ROLE_LABELS_ZH.get(Role(r), r) for r in p.roles if r in set(Role)),
+            "phone": p.phone,
+        }
+        for p in ladder_of(session, customer)
+    ]
+    open_cases = session.exec(
+        select(Case)
+        .where(
+            Case.kind == str(CaseKind.COMPLAINT),
+            Case.customer_id == customer.id,
+            col(Case.closed_at).is_(None),
+        )
+        .order_by(col(Case.id).desc())
+        .limit(20)
+    ).all()
+    rows = []
+    for case in open_cases:
+        answer = clocks.find_clock(session, case.id, ClockKind.COMPLAINT_ANSWER)  # type: ignore[arg-type]
+        answered = answer is not None and answer.stopped_at is not None
+        overdue = answer is not None and not answered and answer.due_at is not None and answer.due_at <= now
+        rows.append(
+            {
+                "id": case.id,
+                "number": case.number,
+                "title": case.title,
+                "reported_at": case.reported_at,
+                "answered": answered,
+                "answer_due": answer.due_at if answer else None,
+                "overdue": overdue,
+                "sent_to_managers": _event(session, case.id, "to-managers") is not None,  # type: ignore[arg-type]
+            }
+        )
+    return {"customer": customer, "managers": managers, "complaints": rows}
+
+
+def _event(session: Session, case_id: int, key: str) -> Any:
+    return session.exec(select(Event).where(Event.case_id == case_id, Event.key == key)).first()
+
+
+def straight_to_managers(session: Session, customer_code: str, case_id: int, *, now: datetime) -> str:
+    """A complaint whose first answer is overdue goes straight to every manager on the customer's
+    ladder (PROCEDURES.md §7: "unanswered … can go straight to the provider's managers"); once per
+    complaint. Returns what the page says; IntakeError when it may not (not this customer's, not
+    overdue, answered meanwhile)."""
+    customer = find_customer(session, customer_code)
+    case = session.get(Case, case_id)
+    if case is None or case.kind != str(CaseKind.COMPLAINT) or case.customer_id != customer.id:
+        raise IntakeError("找不到此投诉 / no such complaint")
+    if _event(session, case_id, "to-managers") is not None:
+        return f"投诉 {case.number} 已于此前转交管理层，我们会尽快与您联系。"
+    answer = clocks.find_clock(session, case_id, ClockKind.COMPLAINT_ANSWER)
+    if answer is None or answer.stopped_at is not None or answer.due_at is None or answer.due_at > now:
+        raise IntakeError(f"投诉 {case.number} 尚在答复时限内或已答复，暂不需要转交管理层。")
+    managers = ladder_of(session, customer)
+    append_event(
+        session,
+        case_id,
+        "complaint_to_managers",
+        at=now,
+        actor=customer.name,
+        key="to-managers",
+        data={"managers": [m.name for m in managers]},
+    )
+    queue(
+        session,
+        recipients=managers,
+        template="complaint/ladder",
+        context=_queue_context(session, case),
+        key=f"{case_id}:to-managers",
+        case_id=case_id,
+        now=now,
+        urgent=True,
+    )
+    return f"投诉 {case.number} 已直接转交管理层：{'、'.join(m.name for m in managers)}。"
+
+
+def _queue_context(session: Session, case: Case) -> dict[str, Any]:
+    return {"case": case_facts(session, case.id).as_dict()}  # type: ignore[arg-type]

@@ -117,3 +117,28 @@ def sign_url(
     return sign_link(
         REPORT_SIGN, {"r": report_id, "c": contact_id}, expires_at=now + lifetime, path="reports/sign"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The customer's complaint page (投诉, PROCEDURES.md §7): one link per customer, no login, printed
+# on every report and notice the customer receives (web/complaints.py serves it)
+
+COMPLAINT_PAGE = "complaint"
+COMPLAINT_LINK_LIFETIME = timedelta(
+    days=400
+)  # a printed report is kept a year; every notice brings a fresh one
+
+
+def complaint_url(customer_code: str, *, now: datetime) -> str:
+    """The customer's own complaint page."""
+    return sign_link(
+        COMPLAINT_PAGE, {"cu": customer_code}, expires_at=now + COMPLAINT_LINK_LIFETIME, path="complaint"
+    )
+
+
+def complaint_customer(token: str, *, now: datetime) -> str:
+    """The customer code a complaint-page token carries; ForgedLink / ExpiredLink otherwise."""
+    code = verify_token(token, COMPLAINT_PAGE, now=now).get("cu")
+    if not isinstance(code, str) or not code:
+        raise ForgedLink("链接无效 / the link is invalid")
+    return code

@@ -42,9 +42,10 @@ from sqlmodel import Session, col, select
 from models.cases import Case, Incident, append_event
 from models.db import session_scope, transaction
 from models.outbox import Notification, NotificationStatus, get_notify_settings
-from models.parties import Contact, Role, Staff
+from models.parties import Contact, Customer, Role, Staff
 from models.settings import get_settings
 from tasks.channels import deliver, validate_url
+from tasks.links import complaint_url
 from tasks.people import staff_with_role
 from tasks.render import render
 
@@ -135,8 +136,12 @@ def _values(session: Session, m: Message) -> list[dict[str, Any]]:
     """The outbox rows of one message: one per address of each recipient (rendered once)."""
     subject, body = render_message(m.template, m.context, m.lang)
     values: list[dict[str, Any]] = []
+    codes: dict[int, str] = {}
     for person in m.recipients:
         kind = recipient_kind(person)
+        text = body
+        if isinstance(person, Contact):  # every notice to a customer carries its complaint page [§7]
+            text = f"{body}\n{complaint_line(session, person.customer_id, m.now, codes)}"
         if person.id is None:
             session.flush()
         assert person.id is not None
@@ -156,7 +161,7 @@ def _values(session: Session, m: Message) -> list[dict[str, Any]]:
                     template=m.template,
                     lang=m.lang,
                     subject=subject[:300],
-                    body=body,
+                    body=text,
                     urgent=m.urgent,
                     status=NotificationStatus.PENDING,
                     attempts=0,
@@ -166,6 +171,16 @@ def _values(session: Session, m: Message) -> list[dict[str, Any]]:
                 )
             )
     return values
+
+
+def complaint_line(session: Session, customer_id: int, now: datetime, codes: dict[int, str]) -> str:
+    """The line under a customer's notice: the separate complaint channel (PROCEDURES.md §7)."""
+    if customer_id not in codes:
+        customer = session.get(Customer, customer_id)
+        codes[customer_id] = customer.code if customer is not None else ""
+    if not codes[customer_id]:
+        return ""
+    return f"投诉与建议（直达客服经理，不经报修热线）：{complaint_url(codes[customer_id], now=now)}"
 
 
 def queue_many(session: Session, messages: Sequence[Message]) -> int:

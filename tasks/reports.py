@@ -23,7 +23,7 @@ from rules.plans import Plan, PlanError, first_plan, revise
 from rules.sla import CLOCK_LABELS_ZH
 from tasks.cases import Tell, case_facts
 from tasks.ledger import step
-from tasks.links import report_url, sign_url
+from tasks.links import complaint_url, report_url, sign_url
 from tasks.pdf import html_to_pdf
 from tasks.render import render
 
@@ -89,6 +89,7 @@ def issue_report(
         version=version,
         issued_at=now,
         issued_by=by,
+        complaint_url=complaint_url(facts["customer_code"], now=now),
         **context,
     )
     report = Report(

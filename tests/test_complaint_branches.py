@@ -119,6 +119,7 @@ def test_not_satisfied_reopens_one_level_up_and_closes_when_the_customer_signs(f
             )
         ).one()
         assert "只道歉不够" in reply.content and "&lt;b&gt;没有&lt;/b&gt;" in reply.content
+        assert "/complaint/" in reply.content  # every report carries the customer's complaint link
         # the second round's investigation went to the department manager, not the owner
         second = s.exec(
             select(Approval).where(

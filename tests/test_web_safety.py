@@ -225,7 +225,7 @@ def test_the_forms_found_are_the_procedures_forms() -> None:
 
 # Free-text fields that hold a date or a time of day: the refused answer carries the script, the
 # recorded one a value that reads as what it is (a date check may refuse the rest).
-DATE_TEXT = {"day": "", "start": "09:30"}
+DATE_TEXT = {"day": "", "start": "09:30", "linked_cases": ""}  # linked_cases: case numbers only
 
 
 def _free_text(form: type[BaseModel]) -> list[str]:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from web import approvals, board, incidents, inspection, kpi, reports, staff
+from web import approvals, board, complaints, incidents, inspection, kpi, reports, staff
 from web.busy import BusyRetry
 from web.pages import STATIC, SecurityHeaders
 
@@ -24,6 +24,7 @@ ROUTERS: list[APIRouter] = [
     approvals.router,
     inspection.router,
     kpi.router,
+    complaints.router,
 ]
 
 
