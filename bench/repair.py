@@ -521,6 +521,7 @@ def main() -> int:
         seed_demo(s, today=T0.date(), now=T0)
         _stock_up(s, runs * 3)
 
+    load_before = os.getloadavg()  # the machine is shared: every figure is stated with its load
     print(f"repair bench ({args.path}): {runs} direct, then {runs} orchestrated …", flush=True)
     direct_repair(0, args.path)  # warm-up: imports, template compilation
     direct = [direct_repair(n, args.path) for n in range(1, runs + 1)]
@@ -563,6 +564,10 @@ def main() -> int:
         .count("database is locked"),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
+        "load_average_1_5_15_min": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in os.getloadavg()],
+        },
     }
     print(f"repair, direct:        {d:.3f} s per repair")
     print(f"repair, orchestrated:  {o:.3f} s per repair (Prefect server + runner, {waits} suspensions)")

@@ -24,11 +24,12 @@ cannot see. `resolved(flow)` evaluates them first, so parameter models and forms
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,37 @@ class _ForkserverMultiprocessing:
 # The procedures import their step modules at module top (no import cycle: tests/test_architecture.py),
 # so preloading the procedures brings the steps in. `tasks.channels` (Apprise, for the address check
 # on every write of a person) is named here as well, so a run is forked with it even if a procedure
-# stops importing it.
-LATE_IMPORTS = ("tasks.channels",)
+# stops importing it. `deployments.flow_run_process` adjusts Prefect's engine in every forked run
+# (`heartbeats_unjoined`); it is preloaded so that a fork server started afresh has it too.
+LATE_IMPORTS = ("tasks.channels", "deployments.flow_run_process")
+
+
+def heartbeats_unjoined() -> None:
+    """A flow run's process ends as soon as its run is suspended or finished, instead of up to a
+    second later: Prefect's synchronous engine joins its heartbeat thread on the way out, and that
+    thread sleeps in whole seconds (`prefect.flow_engine._send_heartbeats`: `time.sleep(1)` between
+    looks at its stop event). The runner submits a run again only once its previous process has
+    exited (Prefect's ScheduledRunPoller skips a run id it is still submitting), so every resumed
+    run waited for that second: measured with bench/repair.py, the poll leg Scheduled → Pending was
+    0.96 s median at a 0.25 s poll, 0.7–0.8 s of it the suspended process joining its heartbeat
+    thread. Prefect's own async engine opens the same heartbeats with `join_on_exit=False`; this
+    makes the synchronous one do the same. The thread is a daemon and sends nothing after its stop
+    event is set (it looks before each heartbeat), so not waiting for it loses no heartbeat.
+    Prefect is pinned (pyproject.toml); tests/test_warm_start.py checks the function still takes
+    `join_on_exit` and that leaving it returns at once."""
+    import prefect.flow_engine
+
+    original = prefect.flow_engine._send_heartbeats
+    if getattr(original, "aftercare_unjoined", False):
+        return
+
+    @contextlib.contextmanager
+    def unjoined(engine: Any, join_on_exit: bool = True) -> Iterator[None]:
+        with original(engine, join_on_exit=False):
+            yield
+
+    unjoined.aftercare_unjoined = True  # type: ignore[attr-defined]
+    prefect.flow_engine._send_heartbeats = unjoined
 
 
 def use_forkserver(preload: Iterable[str], *, fork_here: bool = False) -> None:

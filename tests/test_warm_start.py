@@ -124,3 +124,69 @@ print("ok")
         [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+class _Engine:
+    """What `prefect.flow_engine._send_heartbeats` reads of a flow run engine; heartbeats recorded."""
+
+    heartbeat_seconds = 30
+    flow_run = None
+    logger = __import__("logging").getLogger("test.heartbeats")
+
+    def __init__(self) -> None:
+        self.sent: list[float] = []
+
+    def _build_heartbeat_event_template(self) -> tuple[None, None]:
+        return None, None
+
+    def _emit_flow_run_heartbeat(self, resource: object, related: object) -> None:
+        self.sent.append(__import__("time").monotonic())
+
+
+def test_a_flow_run_ends_without_waiting_for_its_heartbeat_thread_to_wake(monkeypatch) -> None:
+    """The runner submits a resumed run only once its previous process has exited; Prefect's
+    synchronous engine joined its heartbeat thread on the way out, which sleeps in whole seconds:
+    every wake-up of a procedure waited up to a second for it (bench/repair.py's poll leg)."""
+    import inspect
+    import time
+
+    import prefect.flow_engine
+
+    assert "join_on_exit" in inspect.signature(prefect.flow_engine._send_heartbeats).parameters
+    monkeypatch.setattr(prefect.flow_engine, "_send_heartbeats", prefect.flow_engine._send_heartbeats)
+    warm_start.heartbeats_unjoined()
+    engine = _Engine()
+    heartbeats = prefect.flow_engine._send_heartbeats(engine)  # as FlowRunEngine.run_context opens it
+    heartbeats.__enter__()
+    deadline = time.monotonic() + 10
+    while not engine.sent and time.monotonic() < deadline:  # the first heartbeat, sent at once
+        time.sleep(0.01)
+    assert len(engine.sent) == 1
+    started = time.monotonic()
+    heartbeats.__exit__(None, None, None)
+    assert time.monotonic() - started < 0.5  # was the rest of the thread's 1 s sleep
+    time.sleep(1.2)
+    assert len(engine.sent) == 1, "the thread sends nothing once the run has ended"
+
+
+def test_a_fork_server_started_afresh_forks_runs_with_the_engine_adjusted() -> None:
+    """After an idle stop the next fork server is a new interpreter: its preload installs it too."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import multiprocessing
+from deployments import warm_start
+warm_start.use_forkserver([])
+check = "import prefect.flow_engine as f, sys; sys.exit(0 if getattr(f._send_heartbeats, 'aftercare_unjoined', False) else 3)"
+run = multiprocessing.get_context("forkserver").Process(target=exec, args=(check,))
+run.start()
+run.join(60)
+print(run.exitcode)
+"""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "0", done.stdout + done.stderr
