@@ -133,7 +133,7 @@ class RenewalFact:
     customer: str
     contract: str
     due: date
-    outcome: str  # renewed / lost / pending (issue 20's statuses, as the loader maps them)
+    outcome: str  # renewed / ended / lapsed / pending (from the renewal's events, tasks/kpi.py)
 
 
 @dataclass(frozen=True)
@@ -696,7 +696,12 @@ COLUMNS_ZH: dict[str, str] = {
     "renewals": "续约结果",
 }
 RATIOS = ("sla_compliance", "ftf_rate", "uptime")
-RENEWAL_ZH = {"renewed": "已续约", "lost": "未续约", "pending": "待定"}
+RENEWAL_ZH = {
+    "renewed": "已续约",
+    "ended": "终止合作",
+    "lapsed": "到期未答复",
+    "pending": "进行中",
+}
 
 
 def columns(rows: Sequence[KpiRow]) -> list[tuple[str, str]]:

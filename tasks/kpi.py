@@ -152,6 +152,7 @@ def gather(
         )
     facts.due = inspections_due(session, customer, contracts.values(), first, last, sites, staff, tz)
     facts.due += drills_due(session, customer, contracts.values(), first, last, staff, tz)
+    facts.renewals = renewals_due(session, customer, contracts, first, last)
     for row in session.exec(
         select(ServiceSummary).where(
             ServiceSummary.customer_id == cid,
@@ -307,6 +308,43 @@ def drills_due(
                     done_on=done_on,
                     cancelled=case is not None and case.status == CaseStatus.CANCELLED,
                     engineer=engineer_of(case.data, staff) if case is not None else "",
+                )
+            )
+    return out
+
+
+def renewals_due(
+    session: Session, customer: Customer, contracts: Mapping[int | None, Contract], first: date, last: date
+) -> list[perf.RenewalFact]:
+    """The renewals (issue 20) of the contract terms ending in first..last and how each came out, from
+    its events: `renewal_closed` carries renewed / ended, `contract_lapsed` says the term ran out
+    unanswered; none of them yet: pending."""
+    cases = session.exec(
+        select(Case).where(Case.customer_id == customer.id, Case.kind == str(CaseKind.RENEWAL))
+    ).all()
+    ids = [c.id for c in cases]
+    outcome: dict[int, str] = {}
+    if ids:
+        for e in session.exec(
+            select(Event)
+            .where(col(Event.case_id).in_(ids), col(Event.kind).in_(("renewal_closed", "contract_lapsed")))
+            .order_by(col(Event.at), col(Event.id))
+        ):
+            outcome[e.case_id] = "lapsed" if e.kind == "contract_lapsed" else str(e.data.get("outcome") or "")
+    out = []
+    for c in cases:
+        try:
+            end = date.fromisoformat(str(c.data.get("contract_end") or ""))
+        except ValueError:
+            continue  # a renewal without its term's end is not one the planner opened
+        if first <= end <= last:
+            contract = contracts.get(c.contract_id)
+            out.append(
+                perf.RenewalFact(
+                    customer=customer.name,
+                    contract=contract.code if contract else "",
+                    due=end,
+                    outcome=outcome.get(c.id or 0) or "pending",
                 )
             )
     return out

@@ -205,3 +205,38 @@ def test_drills_done_against_the_periods_the_contract_calls_for(demo: str, sessi
     assert (row.kpis.drills_due, row.kpis.drills_done) == (2, 1)
     _, [first_half] = kpi_rows(session, "BJYH", first=date(2026, 1, 1), last=date(2026, 6, 30))
     assert (first_half.kpis.drills_due, first_half.kpis.drills_done) == (1, 1)
+
+
+def test_renewal_outcomes_of_the_terms_ending_in_the_period(demo: str, session: Session):
+    from models import Case, Contract, Customer
+    from models.cases import append_event
+    from tasks.kpi import kpi_rows
+
+    customer = session.exec(select(Customer).where(Customer.code == "BJYH")).one()
+    contract = session.exec(select(Contract).where(Contract.customer_id == customer.id)).one()
+
+    def renewal(end: str, event: str | None, **data: str) -> None:
+        case = Case(
+            kind="renewal",
+            customer_id=int(customer.id or 0),
+            contract_id=contract.id,
+            period=f"renewal:{end}",
+            reported_at=_at(9, 1, 9),
+            created_at=_at(9, 1, 9),
+            updated_at=_at(9, 1, 9),
+            data={"contract_end": end},
+        )
+        session.add(case)
+        session.flush()
+        if event:
+            append_event(session, int(case.id or 0), event, at=_at(10, 20, 9), data=data)
+
+    renewal("2026-10-31", "renewal_closed", outcome="renewed")
+    renewal("2026-11-15", "contract_lapsed")
+    renewal("2026-11-30", None)
+    renewal("2027-03-31", "renewal_closed", outcome="ended")  # a term ending after the period
+    session.commit()
+    _, [row] = kpi_rows(session, "BJYH", first=date(2026, 10, 1), last=date(2026, 11, 30))
+    assert row.kpis.renewals == {"renewed": 1, "lapsed": 1, "pending": 1}
+    _, [later] = kpi_rows(session, "BJYH", first=date(2027, 1, 1), last=date(2027, 6, 30))
+    assert later.kpis.renewals == {"ended": 1}
