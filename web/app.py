@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from web import approvals, board, complaints, incidents, inspection, kpi, reports, staff
+from web import admin, approvals, board, complaints, incidents, inspection, kpi, reports, staff
 from web.busy import BusyRetry
 from web.pages import STATIC, SecurityHeaders
 
@@ -48,6 +48,7 @@ def create_app() -> FastAPI:
     staff.install(app)  # not logged in: to the login page; no role: a 403 page
     for router in ROUTERS:
         app.include_router(router)
+    admin.mount(app)  # the back office at /admin (sqladmin), behind the staff login
     return app
 
 

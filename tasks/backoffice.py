@@ -1,0 +1,152 @@
+"""Back-office records: the checks every customer, site, contract, person, device or part passes
+before it is written (admin pages and `aftercare import` alike), and their values as the audit
+history keeps them.
+
+A record is validated as its SQLModel model (`model_validate`: types, lengths, ranges of the Field
+declarations — the same declarations the schema comes from), each pydantic error said in Chinese,
+then by the rules the types do not carry (a contract ends after it starts, its SLA overrides are
+read by `rules.sla.merge_policy` as the clocks will read them, a person's roles exist, a time zone
+exists). Notification addresses and quiet hours are checked by the person check of
+`tasks.channels` on every flush (Apprise).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Mapping
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from models import Contract, Role, Staff
+from models.contracts import InspectionFrequency, ServiceHours, SeverityScheme
+from rules.sla import PolicyError, merge_policy
+
+SECRET_COLUMNS = {"password_hash"}  # never in an audit row
+
+
+class RecordError(ValueError):
+    """A record that cannot be written; `errors` lists (field, Chinese message)."""
+
+    def __init__(self, errors: list[tuple[str, str]], labels: Mapping[str, str] | None = None) -> None:
+        self.errors = errors
+        names = labels or {}
+        super().__init__("；".join(f"{names.get(field, field)}：{message}" for field, message in errors))
+
+
+def _zh(error: Mapping[str, Any]) -> str:
+    kind, ctx = error.get("type", ""), error.get("ctx") or {}
+    if kind == "missing":
+        return "必填"
+    if kind == "string_too_long":
+        return f"最多 {ctx.get('max_length')} 个字符"
+    if kind == "string_too_short":
+        return "不能为空" if ctx.get("min_length") == 1 else f"至少 {ctx.get('min_length')} 个字符"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"不能小于 {ctx.get('ge', ctx.get('gt'))}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"不能大于 {ctx.get('le', ctx.get('lt'))}"
+    if kind.startswith("int_"):
+        return "应为整数"
+    if kind.startswith("float_") or kind.startswith("decimal_"):
+        return "应为数字"
+    if kind.startswith("date"):
+        return "应为日期，如 2026-11-23"
+    if kind.startswith("time"):
+        return "应为时间，如 22:00"
+    if kind.startswith("bool"):
+        return "应为 是/否"
+    if kind.startswith("dict"):
+        return "应为 JSON 对象，如 {}"
+    if kind.startswith("list"):
+        return "应为列表"
+    return str(error.get("msg", kind))
+
+
+def record_errors(model: type[Any], values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What is wrong with `values` as a `model` row: (field, message) pairs; empty when it may be written."""
+    try:
+        record = model.model_validate(dict(values))
+    except ValidationError as exc:
+        return [(str(e["loc"][0]) if e["loc"] else "", _zh(e)) for e in exc.errors()]
+    errors: list[tuple[str, str]] = []
+    if model is Contract:
+        if record.end_date < record.start_date:
+            errors.append(("end_date", "结束日期早于开始日期"))
+        for field, enum in (
+            ("service_hours", ServiceHours),
+            ("inspection_frequency", InspectionFrequency),
+            ("severity_scheme", SeverityScheme),
+        ):
+            if str(getattr(record, field)) not in {e.value for e in enum}:
+                errors.append((field, f"只能是 {' / '.join(e.value for e in enum)}"))
+        if not isinstance(record.sla_policy, dict):
+            errors.append(("sla_policy", "应为 JSON 对象，如 {}"))
+        else:
+            try:
+                merge_policy(record.sla_policy, service_hours=str(record.service_hours))
+            except (PolicyError, ValueError, TypeError, KeyError) as exc:
+                errors.append(("sla_policy", str(exc)))
+        try:
+            ZoneInfo(str(record.timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            errors.append(("timezone", f"未知时区 {record.timezone!r}，如 Asia/Shanghai"))
+    if model is Staff:
+        unknown = [r for r in record.roles or [] if r not in Role._value2member_map_]
+        if unknown:
+            errors.append(("roles", f"未知角色 {', '.join(map(str, unknown))}"))
+    for field, value in values.items():
+        if (
+            isinstance(value, str)
+            and field in model.model_fields
+            and value != value.strip()
+            and field != "notify_urls"
+        ):
+            errors.append((field, "首尾不能有空格"))
+    return errors
+
+
+def check_record(
+    model: type[Any], values: Mapping[str, Any], labels: Mapping[str, str] | None = None
+) -> None:
+    """Raise RecordError when `values` may not be written as a `model` row."""
+    errors = record_errors(model, values)
+    if errors:
+        raise RecordError(errors, labels)
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON keeps it in the audit history."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return value
+
+
+def audit_values(obj: Any, kind: str) -> dict[str, Any]:
+    """A row's values for the audit history: all of them for create/delete, old → new for an update."""
+    state = sa.inspect(obj)
+    out: dict[str, Any] = {}
+    for attr in state.mapper.column_attrs:
+        key = attr.key
+        if key in SECRET_COLUMNS:
+            continue
+        if kind != "update":
+            out[key] = plain(getattr(obj, key))
+            continue
+        history = state.attrs[key].history
+        if not history.has_changes():
+            continue
+        old = history.deleted[0] if history.deleted else None
+        new = history.added[0] if history.added else getattr(obj, key)
+        if plain(old) != plain(new):
+            out[key] = [plain(old), plain(new)]
+    return out

@@ -1,0 +1,225 @@
+"""The back office at /admin (sqladmin) over HTTP as logged-in staff, on a real SQLite file with the
+demo data: login required, Chinese pages without inline script, CSRF on every change, role limits
+(account manager: contracts; parts keeper: parts; administrator: all), checked values with Chinese
+reasons (Apprise addresses, SLA overrides, distances), and every change in the audit history.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from tests.conftest import T0
+from tests.staff_login import log_in, make_account
+
+
+@pytest.fixture
+def client(demo: str) -> TestClient:
+    from web.app import create_app
+    from web.staff import staff_now
+
+    app = create_app()
+    app.dependency_overrides[staff_now] = lambda: T0
+    c = TestClient(app)
+    make_account("admin1", roles=("administrator",), name="管理员甲")
+    make_account("am1", roles=("account_manager",), name="客户经理乙")
+    make_account("keeper1", roles=("parts_keeper",), name="备件管理员丙")
+    make_account("eng1", roles=("engineer",), name="工程师丁")
+    return c
+
+
+def csrf_of(page: Any) -> str:
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
+    assert match, page.text[:1500]
+    return match[1]
+
+
+def text(page: Any) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", page.text).split())
+
+
+def audit_rows(record: str) -> list[Any]:
+    from models.accounts import AuditEntry
+    from models.db import session_scope
+
+    with session_scope() as s:
+        return list(
+            s.exec(select(AuditEntry).where(AuditEntry.record == record).order_by(AuditEntry.id)).all()
+        )
+
+
+def test_the_back_office_needs_a_login_and_its_pages_are_chinese_without_inline_script(
+    client: TestClient,
+) -> None:
+    first = client.get("/admin/customer/list", follow_redirects=False)
+    assert first.status_code == 303 and first.headers["location"] == "/login?next=/admin/customer/list"
+    assert log_in(client, "admin1", next="/admin/customer/list").headers["location"] == "/admin/customer/list"
+    page = client.get("/admin/customer/list")
+    assert page.status_code == 200
+    shown = text(page)
+    for word in ("客户", "新建", "搜索", "北京"):
+        assert word in shown, word
+    # every script is a file of this site; the page's CSP forbids inline script
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    for script in re.findall(r"<script[^>]*>(.*?)</script>", page.text, re.S):
+        assert not script.strip(), script[:200]
+    assert "/static/admin.js" in page.text
+    assert client.get("/static/admin.js").status_code == 200
+
+
+def test_a_change_without_the_csrf_token_is_refused_and_nothing_is_written(client: TestClient) -> None:
+    from models import Customer
+    from models.db import session_scope
+
+    log_in(client, "admin1")
+    client.get("/admin/customer/create")
+    refused = client.post(
+        "/admin/customer/create", data={"code": "NEW1", "name": "新客户"}, follow_redirects=False
+    )
+    assert refused.status_code == 403 and "表单已失效" in refused.text
+    with session_scope() as s:
+        assert s.exec(select(Customer).where(Customer.code == "NEW1")).first() is None
+    assert audit_rows("customer") == []
+
+
+def test_an_administrator_creates_and_edits_a_customer_and_the_audit_says_who_and_what(
+    client: TestClient,
+) -> None:
+    from models import Customer
+    from models.db import session_scope
+
+    log_in(client, "admin1")
+    token = csrf_of(client.get("/admin/customer/create"))
+    made = client.post(
+        "/admin/customer/create",
+        data={"code": "SHYH", "name": "上海某银行", "csrf": token, "save": "保存"},
+        follow_redirects=False,
+    )
+    assert made.status_code == 302, made.text[:2000]
+    with session_scope() as s:
+        customer = s.exec(select(Customer).where(Customer.code == "SHYH")).one()
+        customer_id = customer.id
+    edited = client.post(
+        f"/admin/customer/edit/{customer_id}",
+        data={"code": "SHYH", "name": "上海某银行股份有限公司", "csrf": token, "save": "保存"},
+        follow_redirects=False,
+    )
+    assert edited.status_code == 302, edited.text[:2000]
+    created, updated = audit_rows("customer")
+    assert (created.action, created.actor, created.record_id) == ("create", "管理员甲", str(customer_id))
+    assert created.changes["name"] == "上海某银行" and created.actor_staff_id is not None
+    assert updated.action == "update" and updated.changes == {
+        "name": ["上海某银行", "上海某银行股份有限公司"]
+    }
+    # the audit history is a page of its own, newest first
+    history = text(client.get("/admin/audit-entry/list"))
+    assert "管理员甲" in history and "上海某银行股份有限公司" in history
+
+
+def test_roles_edit_only_what_they_own(client: TestClient) -> None:
+    from models import Contract
+    from models.db import session_scope
+
+    with session_scope() as s:
+        contract = s.exec(select(Contract)).first()
+        assert contract is not None
+        contract_id = contract.id
+    # the engineer reads reference data but changes nothing, and sees no logins
+    log_in(client, "eng1")
+    assert client.get("/admin/device/list").status_code == 200
+    assert client.get("/admin/contract/create").status_code == 403
+    assert client.get("/admin/account/list").status_code == 403
+    # the parts keeper: parts yes, contracts no
+    log_in(client, "keeper1")
+    token = csrf_of(client.get("/admin/spare-part/create"))
+    part = client.post(
+        "/admin/spare-part/create",
+        data={
+            "code": "PSU-750W",
+            "name": "750W 电源模块",
+            "device_class": "server",
+            "csrf": token,
+            "save": "保存",
+        },
+        follow_redirects=False,
+    )
+    assert part.status_code == 302, part.text[:2000]
+    assert client.get(f"/admin/contract/edit/{contract_id}").status_code == 403
+    assert client.post(f"/admin/contract/edit/{contract_id}", data={"csrf": token}).status_code == 403
+    # the account manager: contracts yes, parts no
+    log_in(client, "am1")
+    assert client.get(f"/admin/contract/edit/{contract_id}").status_code == 200
+    assert client.get("/admin/spare-part/create").status_code == 403
+    assert client.get("/admin/audit-entry/list").status_code == 403
+    (entry,) = audit_rows("sparepart")
+    assert entry.actor == "备件管理员丙"
+
+
+def test_a_bad_value_is_refused_on_the_form_in_chinese(client: TestClient) -> None:
+    from models import Contract, Customer, Site, Staff
+    from models.db import session_scope
+
+    with session_scope() as s:
+        customer = s.exec(select(Customer)).first()
+        contract = s.exec(select(Contract)).first()
+        person = s.exec(select(Staff)).first()
+        assert customer and contract and person
+        customer_id, contract_id, person_id = customer.id, contract.id, person.id
+        sites = len(s.exec(select(Site)).all())
+    log_in(client, "admin1")
+    token = csrf_of(client.get("/admin/site/create"))
+    far = client.post(
+        "/admin/site/create",
+        data={
+            "customer_id": str(customer_id),
+            "name": "新机房",
+            "distance_km": "-5",
+            "csrf": token,
+            "save": "保存",
+        },
+    )
+    assert far.status_code == 400 and "距离（公里）：不能小于 0" in text(far)
+    page = client.get(f"/admin/contract/edit/{contract_id}")
+    form = dict(re.findall(r'name="([a-z_]+)"[^>]*value="([^"]*)"', page.text))
+    form.update({"sla_policy": '{"clocks": {"restore": {"fortnights": 2}}}', "csrf": token, "save": "保存"})
+    bad_sla = client.post(f"/admin/contract/edit/{contract_id}", data=form)
+    assert bad_sla.status_code == 400 and "SLA 覆盖：时钟 restore 必须且只能有一个单位" in text(bad_sla)
+    bad_url = client.post(
+        f"/admin/staff/edit/{person_id}",
+        data={
+            "name": "张三",
+            "roles": ["engineer"],
+            "notify_urls": "notaurl\nmailto://x@example.com",
+            "active": "y",
+            "csrf": token,
+            "save": "保存",
+        },
+    )
+    assert bad_url.status_code == 400 and "不是通知地址" in text(bad_url) and "notaurl" in text(bad_url)
+    with session_scope() as s:
+        assert len(s.exec(select(Site)).all()) == sites
+    assert audit_rows("site") == [] and audit_rows("staff") == []
+
+
+def test_a_delete_needs_the_token_header_as_admin_js_sends_it_and_is_audited(client: TestClient) -> None:
+    from models import SparePart
+    from models.db import session_scope
+
+    with session_scope() as s:
+        part = SparePart(code="FAN-01", name="风扇模块", device_class="server")
+        s.add(part)
+        s.flush()
+        part_id = part.id
+    log_in(client, "keeper1")
+    token = csrf_of(client.get("/admin/spare-part/list"))
+    assert client.delete(f"/admin/spare-part/delete?pks={part_id}").status_code == 403
+    gone = client.delete(f"/admin/spare-part/delete?pks={part_id}", headers={"X-CSRF-Token": token})
+    assert gone.status_code == 200, gone.text[:500]
+    with session_scope() as s:
+        assert s.get(SparePart, part_id) is None
+    (entry,) = audit_rows("sparepart")
+    assert entry.action == "delete" and entry.changes["code"] == "FAN-01" and entry.actor == "备件管理员丙"
