@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:15:15.752648
+Create Date: 2026-12-02 06:17:14.266383
 """
 from __future__ import annotations
 
