@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:17:14.266383
+Create Date: 2026-12-02 06:19:35.190291
 """
 from __future__ import annotations
 
