@@ -84,6 +84,32 @@ def test_renew_records_a_new_contract_version_whose_terms_hold_from_the_new_star
     assert any(t == "renewal/notice" for _, t in sent)
 
 
+def test_sla_clocks_count_with_the_terms_in_force_on_the_day_they_start(fast: FastFlow) -> None:
+    """A case reported in the old term keeps the old 7x24 terms, one in the new term gets 5x8 — even
+    after the contract row carries the new terms."""
+    from models.db import session_scope
+    from rules.sla import ClockKind
+    from tasks.cases import RepairRequest, open_case
+    from tasks.clocks import start_clock
+
+    test_renew_records_a_new_contract_version_whose_terms_hold_from_the_new_start(fast)
+    last_old = datetime(2027, 1, 22, 8, tzinfo=UTC)  # 16:00 Beijing, the old term's last day
+    first_new = datetime(2027, 1, 25, 2, tzinfo=UTC)  # Monday 10:00 in the new term
+    hours = []
+    for at in (last_old, first_new):
+        with session_scope(fast.db_url) as s:
+            case = open_case(
+                s,
+                RepairRequest(
+                    customer="BJYH", site="亦庄机房", reported_by="王", description="告警", reported_at=at
+                ),
+                now=at,
+            )
+            clock = start_clock(s, case.id, ClockKind.RESTORE, started_at=at, severity=3)  # type: ignore[arg-type]
+            hours.append(clock.terms["service_hours"])
+    assert hours == ["7x24", "5x8"]
+
+
 def test_manager_sends_the_quote_back_then_rejects_it_each_gives_a_new_version(fast: FastFlow) -> None:
     case_id = _open(fast)
     fast.run(
