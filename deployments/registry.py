@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from flows import accident, assurance, clock_keeper, complaint, drill, inspection, renewal, repair
+from flows import accident, assurance, clock_keeper, complaint, drill, inspection, renewal, repair, survey
 
 # The procedure modules that contribute deployments, each with its `deployments()`.
 PROCEDURES: list[ModuleType] = [
@@ -21,6 +21,7 @@ PROCEDURES: list[ModuleType] = [
     assurance,
     complaint,
     renewal,
+    survey,
 ]
 PROCEDURE_MODULES = [module.__name__ for module in PROCEDURES]  # what a flow-run fork preloads
 

@@ -26,6 +26,7 @@ class CaseKind(StrEnum):
     DRILL = "drill"  # 应急演练
     RENEWAL = "renewal"  # 续费
     COMPLAINT = "complaint"  # 投诉
+    SURVEY = "survey"  # 年度满意度调查
     ASSURANCE = "assurance"  # 重要通信保障 / 重大事件值守
 
 
@@ -36,6 +37,7 @@ CASE_PREFIX = {
     CaseKind.DRILL: "YL",
     CaseKind.RENEWAL: "XF",
     CaseKind.COMPLAINT: "TS",
+    CaseKind.SURVEY: "MY",
     CaseKind.ASSURANCE: "BZ",
 }
 
@@ -46,6 +48,7 @@ CASE_KIND_ZH = {
     CaseKind.DRILL: "应急演练",
     CaseKind.RENEWAL: "续费",
     CaseKind.COMPLAINT: "投诉",
+    CaseKind.SURVEY: "满意度调查",
     CaseKind.ASSURANCE: "重要通信保障",
 }
 

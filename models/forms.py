@@ -241,6 +241,39 @@ class CallbackForm(BaseModel):
     comments: Text = Field(default="", title="客户意见与建议")
 
 
+# PROCEDURES.md §8, overall scorecard: the annual satisfaction survey (flows.survey) and the monthly
+# summary's rating (tasks.summary.RATING_ITEMS) ask the same items
+SURVEY_ITEMS: dict[str, str] = {
+    "inspection": "月度巡检质量",
+    "repair": "维修质量",
+    "uptime": "系统不间断运行时间",
+    "skill": "工程师技术水平",
+    "overall": "总体评价",
+}
+
+
+@form("survey")
+class SurveyForm(BaseModel):
+    """年度客户满意度调查 — the customer rates the year's service (优/良/中/差 per item)."""
+
+    person: Name = Field(title="填表人姓名", min_length=1)
+    inspection: Score = Field(title=SURVEY_ITEMS["inspection"])
+    repair: Score = Field(title=SURVEY_ITEMS["repair"])
+    uptime: Score = Field(title=SURVEY_ITEMS["uptime"])
+    skill: Score = Field(title=SURVEY_ITEMS["skill"])
+    overall: Score = Field(title=SURVEY_ITEMS["overall"])
+    comments: Text = Field(default="", title="意见与建议")
+
+
+@form("survey_follow_up")
+class SurveyFollowUpForm(BaseModel):
+    """满意度调查跟进 — the account manager talks to the customer about an item rated 中 or 差."""
+
+    contacted: Name = Field(title="沟通的客户人员", min_length=1)
+    findings: Text = Field(title="客户反映的问题", min_length=2)
+    actions: Text = Field(title="改进措施与完成时间", min_length=2)
+
+
 @form("correction")
 class CorrectionForm(BaseModel):
     """报告更正 — the engineer answers the customer's objection to a report."""

@@ -164,6 +164,20 @@ def gather(
         assert row.rated_at is not None
         grades = {k: str(v) for k, v in (row.rating or {}).items() if v in perf.SCORE_VALUES}
         facts.cards.append(perf.ScoreFact("summary", customer.name, row.rated_at, grades))
+    # the annual survey's scorecards (flows.survey: `survey_answered` events of the customer's surveys)
+    for e in session.exec(
+        select(Event)
+        .join(Case, col(Case.id) == Event.case_id)
+        .where(
+            Case.customer_id == cid,
+            Case.kind == str(CaseKind.SURVEY),
+            Event.kind == "survey_answered",
+            Event.at >= start,
+            Event.at < end,
+        )
+    ):
+        grades = {k: str(v) for k, v in (e.data.get("scores") or {}).items() if v in perf.SCORE_VALUES}
+        facts.cards.append(perf.ScoreFact("survey", customer.name, e.at, grades))
     live = [c for c in contracts.values() if c.start_date <= last and c.end_date >= first]
     if live:
         # uptime counts in the contracted service hours of the customer's contract (the latest one)

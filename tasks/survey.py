@@ -1,0 +1,171 @@
+"""The annual satisfaction survey's steps (年度客户满意度调查, PROCEDURES.md §8; issue 24): one survey
+per customer and year, opened in the survey month of the customer's contract (December unless the
+contract's `sla_policy["survey"]["month"]` says otherwise), its run started once; the reminder to the
+customer while the scorecard is unanswered.
+
+Exactly once rests on keys, as the renewal planner's: the unique (kind, contract, period) of `case`
+with period = the year, and Prefect's idempotency key `survey:<contract>:<year>` on the run. The
+answers are `survey_answered` events (their `scores`), which the KPIs read (tasks/kpi.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from models.approvals import Approval
+from models.cases import Case, CaseKind, CaseStatus, append_event
+from models.contracts import Contract
+from models.db import insert_ignore, session_scope
+from models.parties import Role, Staff
+from tasks.approvals import Approver, approval_link
+from tasks.cases import customer_contact
+from tasks.inspection import local_day
+from tasks.ledger import step
+from tasks.notify import queue
+from tasks.people import first_with_role
+
+SURVEY_DEPLOYMENT = "survey/survey"
+DEFAULT_MONTH = 12  # the year's service is rated once it is (nearly) over
+
+
+class SurveyError(ValueError):
+    """A contract's survey setting that cannot be used; the message says why, for a person."""
+
+
+def survey_month(sla_policy: dict[str, Any] | None) -> int:
+    """The month a contract's customer is surveyed in (1–12), from `sla_policy["survey"]["month"]`."""
+    raw = (sla_policy or {}).get("survey") or {}
+    if not isinstance(raw, dict):
+        raise SurveyError("合同的满意度调查设置必须是字典 / sla_policy['survey'] must be a mapping")
+    month = raw.get("month", DEFAULT_MONTH)
+    if not isinstance(month, int) or isinstance(month, bool) or not 1 <= month <= 12:
+        raise SurveyError(f"满意度调查月份须为 1–12，收到 {month!r} / survey month must be 1..12")
+    return month
+
+
+def open_surveys(now: datetime, *, url: str | None = None) -> list[int]:
+    """Open the survey of every customer whose contract in force is in its survey month and who has
+    none for this year yet (in one transaction); returns the new case ids."""
+    created: list[int] = []
+    with session_scope(url) as session:
+        contracts = session.exec(select(Contract).order_by(col(Contract.customer_id), col(Contract.id))).all()
+        chosen: dict[int, Contract] = {}
+        for contract in contracts:
+            today = local_day(now, contract.timezone)
+            if not contract.start_date <= today <= contract.end_date:
+                continue
+            best = chosen.get(contract.customer_id)
+            # one survey per customer: the contract in force that runs longest speaks for it
+            if best is None or (contract.end_date, contract.id or 0) > (best.end_date, best.id or 0):
+                chosen[contract.customer_id] = contract
+        for contract in chosen.values():
+            try:
+                month = survey_month(contract.sla_policy)
+            except SurveyError:
+                continue  # a bad setting surveys nobody: `aftercare check` and the contract page say so
+            today = local_day(now, contract.timezone)
+            if today.month != month:
+                continue
+            case_id = open_survey(session, contract, year=today.year, now=now)
+            if case_id is not None:
+                created.append(case_id)
+    return created
+
+
+def open_survey(session: Session, contract: Contract, *, year: int, now: datetime) -> int | None:
+    """The customer's survey of `year` (in the caller's transaction); None when it exists already."""
+    manager = session.get(Staff, contract.account_manager_id) if contract.account_manager_id else None
+    if manager is None or not manager.active:
+        manager = first_with_role(session, Role.ACCOUNT_MANAGER)
+    data = {"year": year, "contract": contract.code, "team": {Role.ACCOUNT_MANAGER: manager.id}}
+    case_id = insert_ignore(
+        session,
+        Case,
+        {
+            "kind": str(CaseKind.SURVEY),
+            "customer_id": contract.customer_id,
+            "contract_id": contract.id,
+            "period": str(year),
+            "status": CaseStatus.OPEN,
+            "title": f"{year} 年度客户满意度调查",
+            "description": f"请客户对 {year} 年度的服务评分（优/良/中/差）",
+            "channel": "schedule",
+            "reported_by": "system",
+            "reported_at": now,
+            "out_of_contract": False,
+            "data": data,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    if case_id is None:
+        return None
+    append_event(session, case_id, "survey_opened", at=now, data=data, key="opened")
+    return int(case_id)
+
+
+def start_survey_runs(now: datetime, *, url: str | None = None) -> int:
+    """Start the run of every open survey without one (idempotent by its key); returns how many."""
+    from tasks.cases import start_deployment_run
+
+    with session_scope(url) as session:
+        pending = session.exec(
+            select(Case)
+            .where(
+                Case.kind == str(CaseKind.SURVEY),
+                col(Case.flow_run_id).is_(None),
+                col(Case.closed_at).is_(None),
+            )
+            .order_by(col(Case.id))
+        ).all()
+    for case in pending:
+        run_id = start_deployment_run(
+            SURVEY_DEPLOYMENT,
+            {"case_id": case.id},
+            idempotency_key=f"survey:{case.contract_id}:{case.period}",
+        )
+        with session_scope(url) as session:
+            session.execute(
+                sa.update(Case)
+                .where(col(Case.id) == case.id, col(Case.flow_run_id).is_(None))
+                .values(flow_run_id=run_id, updated_at=now)
+            )
+    return len(pending)
+
+
+@step("open-surveys", title="创建满意度调查 / open the surveys")
+def open_surveys_step(now: datetime) -> int:
+    """Open the surveys due on `now` (idempotent); returns how many were new."""
+    return len(open_surveys(now))
+
+
+@step("start-survey-runs", title="启动满意度调查 / start the runs", transactional=False)  # Prefect runs
+def start_survey_runs_step(now: datetime) -> int:
+    return start_survey_runs(now)
+
+
+@step("survey-reminder", title="提醒客户填写满意度调查 / remind the customer", key="{round_}")
+def remind_customer(case_id: int, approval_id: int, round_: int, at: datetime) -> None:
+    """The customer has not answered: the same link again, with the event (once per round)."""
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        row = session.get(Approval, approval_id)
+        assert case is not None and row is not None
+        contact = customer_contact(session, case_id)
+        link = approval_link(row, Approver("contact", int(contact.id)))  # type: ignore[arg-type]
+        append_event(
+            session, case_id, "survey_reminded", at=at, data={"round": round_}, key=f"reminder:{round_}"
+        )
+        queue(
+            session,
+            recipients=[contact],
+            template="survey/reminder",
+            key=f"{case_id}:survey-reminder:{round_}",
+            case_id=case_id,
+            now=at,
+            context={"number": case.number, "year": case.data.get("year", ""), "link": link, "round": round_},
+        )
