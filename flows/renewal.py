@@ -47,6 +47,7 @@ from tasks.renewal import (
     record_renewal,
     start_renewal_runs_step,
     terms_start,
+    warranty_inspections_step,
 )
 from tasks.reports import issue
 from tasks.timers import current_time, wait_until
@@ -58,9 +59,14 @@ BOSS = Role.SALES_MANAGER
 
 @flow(name="plan-renewals", retries=0, log_prints=True)
 def plan_renewals_flow(now: datetime | None = None) -> dict[str, int]:
-    """续约计划: open each contract term's renewal 60 days before its end, once, and start its run."""
+    """续约计划: open each contract term's renewal 60 days before its end, once, and start its run; plan the
+    full inspection before each warranty ends (质保期满巡检, through the inspection flow)."""
     at = now or current_time()
-    return {"created": open_renewals_step(at), "started": start_renewal_runs_step(at)}
+    return {
+        "created": open_renewals_step(at),
+        "started": start_renewal_runs_step(at),
+        "warranty_inspections": warranty_inspections_step(at),
+    }
 
 
 def subject(facts: RenewalFacts, text: str) -> str:
@@ -384,6 +390,6 @@ def deployments() -> list[Any]:
         plan_renewals_flow.to_deployment(
             name="plan-renewals",
             schedules=[Cron(PLAN_CRON, timezone=business_timezone())],
-            description="每日：合同到期前60天（工作日）为每个合同期创建续约工单并启动流程（每合同每期一次）",
+            description="每日：合同到期前60天（工作日）为每个合同期创建续约工单并启动流程（每合同每期一次）；质保期满前45天内安排质保期满巡检",
         ),
     ]

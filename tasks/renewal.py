@@ -26,11 +26,13 @@ from models.contracts import Contract, ContractVersion, InspectionFrequency
 from models.db import insert_ignore, session_scope
 from models.forms import FREQUENCY_ZH, QuoteForm
 from models.parties import Role, Staff
+from rules import inspection as inspection_rules
 from rules import renewal as rules
 from rules.calendar import Calendar
 from tasks.approvals import Approver, approval_link, wake_approval
 from tasks.cases import CaseFacts, case_facts, customer_contact, start_deployment_run
 from tasks.clocks import load_calendar
+from tasks.inspection import create_inspection, start_inspection_run
 from tasks.ledger import step
 from tasks.notify import queue
 from tasks.people import first_with_role
@@ -591,3 +593,77 @@ def _settle_lapsed(session: Session, row: Approval, now: datetime) -> Approval |
     session.flush()
     session.refresh(row)
     return row
+
+
+# ---- the warranty-end inspection (质保期满巡检, 003 §8.1.3 item 6) -------------------------------------
+
+WARRANTY_INSPECTION_DAYS = 45  # a contract's `sla_policy["warranty_inspection_days"]` overrides it
+WARRANTY_TITLE = "质保期满巡检"
+
+
+def warranty_period(until: date) -> inspection_rules.Period:
+    """The inspection period of a warranty's end: one per contract and warranty end date."""
+    return inspection_rules.Period(
+        f"{inspection_rules.EXTRA_PREFIX}warranty-{until.isoformat()}", until, until
+    )
+
+
+def plan_warranty_inspections(now: datetime, *, url: str | None = None) -> list[int]:
+    """For every contract whose warranty ends within its next N days (45 by default), plan a full
+    inspection of all the devices it supplied through the inspection flow, before the warranty ends
+    (idempotent per contract and warranty end); its defects become repairs there, and its signed
+    inspection report is the defects report to the customer. Returns the new inspection ids."""
+    created: list[int] = []
+    with session_scope(url) as session:
+        horizon = now.date() + timedelta(days=366)
+        contracts = session.exec(
+            select(Contract).where(
+                col(Contract.warranty_until).is_not(None),
+                col(Contract.warranty_until) >= now.date() - timedelta(days=1),
+                col(Contract.warranty_until) <= horizon,
+            )
+        ).all()
+        for contract in contracts:
+            until = contract.warranty_until
+            assert until is not None
+            today = local_day(now, contract.timezone)
+            days = int((contract.sla_policy or {}).get("warranty_inspection_days", WARRANTY_INSPECTION_DAYS))
+            if not today <= until <= today + timedelta(days=days):
+                continue
+            cal = load_calendar(session, contract.calendar, contract.timezone)
+            proposed = inspection_rules.proposed_day(
+                cal, planned_on=today, window_start=today, window_end=until
+            )
+            reason = f"{WARRANTY_TITLE}：质保期至 {until}，对所供全部设备进行全面巡检，缺陷在质保期内修复并报告客户"
+            case_id = create_inspection(
+                session,
+                contract,
+                warranty_period(until),
+                window_start=today,
+                window_end=until,
+                proposed=min(proposed, until),
+                now=now,
+                extra_reason=reason,
+            )
+            if case_id is None:
+                continue
+            case = session.get(Case, case_id)
+            assert case is not None
+            case.title = f"{WARRANTY_TITLE}（质保至 {until}）"
+            case.data = {**case.data, "warranty_until": until.isoformat(), "inspection_kind": WARRANTY_TITLE}
+            session.add(case)
+            created.append(case_id)
+    return created
+
+
+def start_warranty_runs(case_ids: list[int], now: datetime) -> int:
+    """Start the inspection run of each warranty-end inspection (idempotent by its key)."""
+    for case_id in case_ids:
+        start_inspection_run(case_id, now=now)
+    return len(case_ids)
+
+
+@step("plan-warranty-inspections", title="质保期满巡检 / warranty-end inspections", transactional=False)
+def warranty_inspections_step(now: datetime) -> int:
+    """Plan the warranty-end inspections due and start their runs (idempotent by keys); how many new."""
+    return start_warranty_runs(plan_warranty_inspections(now), now)

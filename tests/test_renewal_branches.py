@@ -307,3 +307,33 @@ def test_no_answer_follow_ups_escalations_reminder_then_the_contract_lapses(fast
             today=datetime(2027, 1, 25, 2, tzinfo=UTC),
         )
     assert resolved.out_of_contract
+
+
+def test_a_warranty_ending_within_45_days_gets_one_full_inspection_through_the_inspection_flow(
+    fast: FastFlow,
+) -> None:
+    """003 §8.1.3 item 6: the demo's first contract's warranty ends 2026-12-31, 38 days after T0."""
+    from flows.renewal import plan_renewals_flow
+    from tasks.inspection import load_checklist_spec
+
+    with fast.session() as s:
+        later = s.exec(select(Contract).where(Contract.code == "HT-2026-SJZY")).one()
+        later.warranty_until = date(2027, 1, 15)  # 53 days ahead: not yet
+        s.add(later)
+        s.commit()
+    result = fast.run(plan_renewals_flow, T0, at=T0, script=[])
+    assert result["warranty_inspections"] == 1
+    with fast.session() as s:
+        (case,) = s.exec(select(Case).where(Case.kind == "inspection")).all()
+    assert case.title == "质保期满巡检（质保至 2026-12-31）" and case.status == "planned"
+    assert date.fromisoformat(case.data["proposed_day"]) < date(2026, 12, 31)
+    assert [(d, p["case_id"]) for d, p, _ in fast.started] == [("inspection/inspection", case.id)]
+    # every device the contract supplied, at both sites, is on the checklist
+    spec = load_checklist_spec(case.id)  # type: ignore[arg-type]
+    serials = {t.get("serial") for t in spec["targets"] if t.get("serial")}
+    assert serials == {"SNBJYH0SE00", "SNBJYH0ST00", "SNBJYH1SE00", "SNBJYH1ST00"}
+    # the next day plans nothing again; the other warranty once it is 45 days away
+    again = fast.run(plan_renewals_flow, T0 + DAY, at=T0 + DAY, script=[], run_id="planner-2")
+    assert again["warranty_inspections"] == 0
+    third = fast.run(plan_renewals_flow, T0 + 8 * DAY, at=T0 + 8 * DAY, script=[], run_id="planner-3")
+    assert third["warranty_inspections"] == 1
