@@ -25,6 +25,11 @@ class ApprovalKind(StrEnum):
     FORM = "form"  # someone fills in a form (callback survey, checklist)
 
 
+# The fields of an answer given in Prefect's UI that are the approval's own, not a form's
+# (tasks.ui_forms builds the UI forms around them; tasks.approvals reads the answer back).
+UI_FIELDS = ("decision", "comment", "approver", "data")
+
+
 class DecisionKind(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"

@@ -18,12 +18,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any, Literal, cast
 
 import sqlalchemy as sa
-from prefect.input import RunInput
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
 from models import Case, Contact, Staff, append_event, wallclock
@@ -32,6 +30,7 @@ from models.approvals import (
     DECISION_ZH,
     ENTERED_ON_BEHALF,
     KIND_ZH,
+    UI_FIELDS,
     Approval,
     ApprovalKind,
     ApprovalStatus,
@@ -40,7 +39,7 @@ from models.approvals import (
     content_hash,
 )
 from models.db import retrying, session_scope, transaction
-from models.forms import COMMENT_MAX, SIGNER_MAX, AnswerError, form_spec, validate_answer
+from models.forms import COMMENT_MAX, SIGNER_MAX, AnswerError, validate_answer
 from models.forms import FORMS as FORM_MODELS
 from models.parties import ROLE_LABELS_ZH, Role
 from tasks.answering import responder
@@ -146,114 +145,9 @@ class DecisionResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# The Prefect-UI forms: what a suspended run asks for. Values are Chinese because people pick them.
+# The answer of the Prefect-UI forms (tasks.ui_forms), read back: Chinese values, as people pick them
 
 ZH_TO_DECISION = {label: code for code, label in DECISION_ZH.items()}
-
-
-class ApprovalForm(RunInput):
-    """审批：批准、驳回或要求修改"""
-
-    decision: Literal["批准", "驳回", "要求修改"] = Field(
-        title="审批意见", description="批准 / 驳回 / 要求修改"
-    )
-    comment: str = Field(
-        default="", title="说明", description="驳回或要求修改时请写明原因", max_length=COMMENT_MAX
-    )
-    approver: str = Field(
-        title="审批人",
-        min_length=1,
-        max_length=SIGNER_MAX,
-        description="审批人姓名，须为此事项的审批人之一（在此录入即代其录入，并通知本人）",
-    )
-
-
-class SignatureForm(RunInput):
-    """客户签字确认或提出异议"""
-
-    decision: Literal["签字确认", "提出异议"] = Field(title="确认结果", description="签字确认 / 提出异议")
-    comment: str = Field(default="", title="意见", description="提出异议时请写明原因", max_length=COMMENT_MAX)
-    approver: str = Field(
-        title="签字人",
-        min_length=1,
-        max_length=SIGNER_MAX,
-        description="签字人姓名，须为此事项指定的客户联系人（在此录入即代其录入，并通知本人）",
-    )
-
-
-class FormSubmission(RunInput):
-    """填写表单"""
-
-    decision: Literal["提交"] = Field(default="提交", title="操作")
-    comment: str = Field(default="", title="备注", max_length=COMMENT_MAX)
-    approver: str = Field(
-        title="填写人",
-        min_length=1,
-        max_length=SIGNER_MAX,
-        description="填写人姓名（在此录入即代其录入，并通知本人）",
-    )
-    data: dict[str, Any] = Field(
-        default_factory=dict,
-        title="表单内容",
-        description="各字段的填写内容，按字段名填写；时间写成 2026-11-23 10:30（北京时间）",
-    )
-
-
-FORMS: dict[str, type[RunInput]] = {
-    ApprovalKind.APPROVAL: ApprovalForm,
-    ApprovalKind.SIGNATURE: SignatureForm,
-    ApprovalKind.FORM: FormSubmission,
-}
-
-
-UI_FIELDS = ("decision", "comment", "approver", "data")
-
-
-@cache
-def ui_form(kind: str, form_name: str | None = None) -> type[RunInput]:
-    """The Prefect-UI form a waiting step shows: for a registered form, its own fields with their
-    Chinese labels (choices as choices, everything else as text) — `decide` validates them as it
-    does a link's answer, so the UI form itself takes any text and never fails the run."""
-    model = FORM_MODELS.get(form_name or "") if kind == ApprovalKind.FORM else None
-    if model is None:
-        return FORMS[kind]
-    spec = form_spec(model)
-    fields: dict[str, Any] = {
-        "decision": (Literal["提交"], Field(default="提交", title="操作")),
-        "approver": (
-            str,
-            Field(
-                title="填写人",
-                min_length=1,
-                max_length=SIGNER_MAX,
-                description="填写人姓名（在此录入即代其录入，并通知本人）",
-            ),
-        ),
-        "comment": (str, Field(default="", title="备注", max_length=COMMENT_MAX)),
-    }
-    for f in spec["fields"]:
-        if f["name"] in UI_FIELDS:
-            raise ValueError(f"form {form_name}: field {f['name']!r} is taken by the approval form")
-        if f.get("options"):
-            fields[f["name"]] = (
-                Literal[tuple(f["options"])] | None,
-                Field(default=None, title=f["label"], description=f["help"]),
-            )
-        else:
-            fields[f["name"]] = (
-                str,
-                Field(
-                    default="",
-                    title=f["label"] + ("（必填）" if f["required"] else ""),
-                    description=f["help"],
-                ),
-            )
-    return create_model(
-        f"{model.__name__}Input",
-        __base__=RunInput,
-        __doc__=f"填写表单：{spec['title']}（在此提交即代填写人录入，并通知其本人）",
-        **fields,
-    )
 
 
 STEP_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -608,6 +502,10 @@ def await_approval(approval_id: int, step: str, version: int) -> Decision:
             scripted.approval(approval_id)
             as_if_woken()
             continue
+        # the Prefect-UI forms build on Prefect's RunInput: imported here, in the flow run, so that
+        # the approval web, which imports this module for `decide`, never imports Prefect (issue 26)
+        from tasks.ui_forms import ui_form
+
         reply = suspend_announced(  # the run's state and artifact say what it waits for, from whom
             suspend_key(approval_key(step, version), attempt),
             ui_form(state.kind, state.form_name),

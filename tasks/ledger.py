@@ -52,6 +52,7 @@ import functools
 import importlib
 import inspect
 import json
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -235,6 +236,13 @@ _OFF: ContextVar[bool] = ContextVar("aftercare_ledger_off", default=False)
 _PENDING: ContextVar[tuple[RunLedger, str] | None] = ContextVar("aftercare_step_pending", default=None)
 
 
+def _prefect_context() -> Any:
+    """`prefect.context` when this process has loaded Prefect, else None. A process that has not
+    (the approval web, issue 26: it never imports Prefect) runs no flow or task, so there is no run
+    context to look up — importing Prefect only to find none would cost it ~64 MB."""
+    return sys.modules.get("prefect.context")
+
+
 def active() -> RunLedger | None:
     """The ledger of the flow run being replayed here, or None outside a flow run."""
     global _current
@@ -243,9 +251,10 @@ def active() -> RunLedger | None:
     scoped = _SCOPE.get()
     if scoped is not None:
         return scoped
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
+    prefect_context = _prefect_context()
+    if prefect_context is None:
+        return None
+    ctx = prefect_context.FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return None
     if _current is None or _current.owner is not ctx:  # a new run (or a new attempt of it): read its ledger
@@ -342,9 +351,6 @@ class Step(Generic[P, R]):
         fresh: Callable[[Any], bool] | None,
         transactional: bool,
     ) -> None:
-        from prefect.cache_policies import NO_CACHE
-        from prefect.tasks import Task
-
         self.body = fn
         self.fn: Callable[P, R] = retrying(fn, kind="step")
         self.name = name
@@ -355,15 +361,31 @@ class Step(Generic[P, R]):
         self._signature = inspect.signature(fn)
         functools.update_wrapper(self, fn)
 
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            return self._execute(args, kwargs)
+        self._title = title or name
+        self._task: Any = None  # the Prefect task, made when a flow run first runs the step
 
-        # the ledger keeps the result: no Prefect cache, no persisted result file per step; no
-        # Prefect retries either: a busy database re-runs the step's whole transaction (`_execute`)
-        self.task: Task[..., Any] = Task(
-            run, name=title or name, cache_policy=NO_CACHE, persist_result=False, task_run_name=_task_run_name
-        )
+    @property
+    def task(self) -> Any:
+        """The step as a Prefect task, made on first use: a process that only calls steps as plain
+        functions (the approval web) never imports Prefect's task machinery (issue 26)."""
+        if self._task is None:
+            from prefect.cache_policies import NO_CACHE
+            from prefect.tasks import Task
+
+            @functools.wraps(self.body)
+            def run(*args: Any, **kwargs: Any) -> Any:
+                return self._execute(args, kwargs)
+
+            # the ledger keeps the result: no Prefect cache, no persisted result file per step; no
+            # Prefect retries either: a busy database re-runs the step's whole transaction (`_execute`)
+            self._task = Task(
+                run,
+                name=self._title,
+                cache_policy=NO_CACHE,
+                persist_result=False,
+                task_run_name=_task_run_name,
+            )
+        return self._task
 
     def __reduce__(self) -> Any:
         # by reference: a flow pickled by value for a warm start names its steps, which the forked
@@ -381,10 +403,9 @@ class Step(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if _IN_STEP.get():  # part of another step's effect (and of its transaction)
             return self.body(*args, **kwargs)
-        from prefect.context import TaskRunContext
-
-        if TaskRunContext.get() is not None:  # inside a plain Prefect task
-            return self.fn(*args, **kwargs)
+        prefect_context = _prefect_context()
+        if prefect_context is not None and prefect_context.TaskRunContext.get() is not None:
+            return self.fn(*args, **kwargs)  # inside a plain Prefect task
         ledger = active()
         if ledger is None:  # outside a flow run: nothing to replay, nothing recorded
             return self.fn(*args, **kwargs)

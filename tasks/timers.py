@@ -13,7 +13,6 @@ import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
-from uuid import UUID
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -21,6 +20,7 @@ from sqlmodel import col, select
 from models import wallclock
 from models.approvals import Timer
 from models.db import session_scope
+from tasks import prefect_api
 from tasks.answering import responder
 from tasks.board import suspend_announced
 from tasks.ledger import as_if_woken, step
@@ -61,30 +61,27 @@ def _is_key_of(pause_key: str | None, base: str) -> bool:
 
 
 def wake_run(flow_run_id: str, base_key: str, run_input: dict[str, Any] | None = None) -> Wake:
-    """Resume `flow_run_id` if it is suspended on the wait `base_key`; never raises."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.responses import SetStateStatus
-    from prefect.exceptions import ObjectNotFound
+    """Resume `flow_run_id` if it is suspended on the wait `base_key`; never raises.
 
+    Through the Prefect REST API with plain httpx (`tasks.prefect_api`): this runs in the approval
+    web's request handlers too, and the web imports no Prefect (issue 26)."""
     if responder() is not None:  # the fast test layer: the waiting flow body is the caller, not suspended
         return Wake.RESUMED
     try:
-        # the sync client, always: this runs in web request handlers, the keeper and tasks alike
-        with get_client(sync_client=True) as client:
-            run = client.read_flow_run(UUID(flow_run_id))
-            state = run.state
-            if state is None or state.is_scheduled() or state.is_pending() or state.is_running():
+        with prefect_api.session() as client:
+            state = prefect_api.run_state(client, flow_run_id)
+            if state.waiting:
                 return Wake.NOT_YET  # not suspended yet, or already woken and replaying
-            if not state.is_paused():
+            if not state.paused:
                 return Wake.GONE  # completed, failed, cancelled
-            if not _is_key_of(state.state_details.pause_key, base_key):
+            if not _is_key_of(state.pause_key, base_key):
                 return Wake.GONE  # suspended on a later wait: this one is behind it
-            response = client.resume_flow_run(run.id, run_input=run_input)
-        if response.status != SetStateStatus.ACCEPT:
-            log.warning("resume of flow run %s refused: %s", flow_run_id, response.details)
+            status, reason = prefect_api.resume(client, flow_run_id, run_input)
+        if status != "ACCEPT":
+            log.warning("resume of flow run %s refused: %s %s", flow_run_id, status, reason)
             return Wake.NOT_YET
         return Wake.RESUMED
-    except ObjectNotFound:
+    except prefect_api.RunNotFound:
         return Wake.GONE
     except Exception as exc:  # Prefect unreachable, a race with another wake: the next tick retries
         log.warning("could not resume flow run %s (%s): %s", flow_run_id, type(exc).__name__, exc)

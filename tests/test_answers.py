@@ -387,7 +387,7 @@ def test_the_prefect_ui_shows_a_steps_own_form_with_its_chinese_labels() -> None
     from prefect.input import RunInput
 
     from models.forms import FORMS
-    from tasks.approvals import ApprovalForm, ui_form
+    from tasks.ui_forms import ApprovalForm, ui_form
 
     for name in FORMS:
         assert issubclass(ui_form("form", name), RunInput)  # no form field collides with the approval's own
