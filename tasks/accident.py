@@ -42,7 +42,6 @@ FoundBy = Literal["customer", "service_centre", "inspection", "repair"]
 ACTIVE = (CaseStatus.OPEN, CaseStatus.HANDLING)
 # Stages in which the accident has a working plan: the keeper does not call the vendor for lack of one.
 WORKING_PLAN_STAGES = ("customer", "executing")
-SEVERITY_ZH = {1: "一级（特大）", 2: "二级（重大）", 3: "三级（严重）", 4: "四级（一般）"}
 FOUND_BY_ZH = {
     "customer": "客户发现",
     "service_centre": "服务中心发现",
@@ -185,7 +184,6 @@ def case_context(session: Session, case: Case) -> dict[str, Any]:
     return {
         **facts,
         "title": case.title,
-        "severity_zh": SEVERITY_ZH.get(case.severity or 0, "未分级"),
         "found_by_zh": FOUND_BY_ZH.get(case.data.get("found_by", ""), case.data.get("found_by", "")),
         "started_at": started,
         "tolerance_hours": f"{hours:g}",
@@ -1132,7 +1130,7 @@ def accident_report_context(case_id: int) -> dict[str, Any]:
             "restored_at": restored,
             "duration": _duration_zh(restored - ctx["started_at"]) if restored else "未恢复",
             "parent": ctx["parent"],
-            "severity_zh": ctx["severity_zh"],
+            "severity_text": ctx["severity_text"],
             "team": team,
             # the provider's signature row of the report: the team's leader (form_team puts the lead first)
             "engineer": f"{team[0]['name']}（紧急抢修小组组长）" if team else "紧急抢修小组",
