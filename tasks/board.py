@@ -221,6 +221,43 @@ def open_cases(session: Session, limit: int) -> list[Case]:
     return list(session.exec(query).all())
 
 
+LAPSED_DAYS = 30  # how long the board lists a contract that ended without renewal
+
+
+@dataclass(frozen=True)
+class LapsedContract:
+    """A contract that ended recently and was not renewed: its customer's new requests are paid service."""
+
+    code: str
+    customer: str
+    end: str
+
+
+def lapsed_contracts(session: Session, *, now: datetime, days: int = LAPSED_DAYS) -> list[LapsedContract]:
+    """Contracts ended within the last `days` days (business time zone) whose customer has no contract
+    in force today (PROCEDURES.md §6 step 7: the dispatcher must see that new requests are paid)."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    today = now.astimezone(ZoneInfo(get_settings().timezone)).date()
+    ended = session.exec(
+        select(Contract, Customer)
+        .join(Customer, col(Customer.id) == col(Contract.customer_id))
+        .where(Contract.end_date < today, Contract.end_date >= today - timedelta(days=days))
+        .order_by(col(Contract.end_date).desc())
+    ).all()
+    found = []
+    for contract, customer in ended:
+        active = session.exec(
+            select(Contract.id).where(
+                Contract.customer_id == customer.id, Contract.start_date <= today, Contract.end_date >= today
+            )
+        ).first()
+        if active is None:
+            found.append(LapsedContract(contract.code, customer.name, contract.end_date.isoformat()))
+    return found
+
+
 def board(session: Session, *, now: datetime, limit: int = 500) -> list[BoardCase]:
     """The open cases, each with what it waits for, for whom, since and until when; the most
     urgent first (a breached clock, then the nearest deadline, then severity)."""

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse
 from models import wallclock
 from models.db import session_scope
 from models.settings import get_settings
-from tasks.board import board
+from tasks.board import board, lapsed_contracts
 from tasks.links import BadLink, ExpiredLink, report_url, sign_link, verify_link
 from web.pages import templates
 from web.staff import StaffUser, require_staff
@@ -61,9 +61,11 @@ def _page(now: datetime, *, refresh_url: str, user: StaffUser | None = None) -> 
     ui = settings.prefect_url.removesuffix("/").removesuffix("/api")
     with session_scope() as session:
         cases = board(session, now=now, limit=BOARD_LIMIT)
+        lapsed = lapsed_contracts(session, now=now)
     links: dict[int, str] = {r.report_id: report_url(r.report_id, now=now) for c in cases for r in c.reports}
     context: dict[str, Any] = {
         "cases": cases,
+        "lapsed": lapsed,
         "now": now,
         "refresh": REFRESH_SECONDS,
         "refresh_url": refresh_url,
