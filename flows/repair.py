@@ -64,6 +64,7 @@ from tasks.cases import (
     Tell,
     clock,
     load_case,
+    problem_fixed_feedback,
     record,
     start_accident_run,
     take_request,
@@ -205,6 +206,8 @@ def _solved_remotely(case_id: int, diagnosis: Answer[DiagnosisForm]) -> Repaired
         case_id, ClockKind.WORKAROUND, ClockAction.STOP, now
     )  # restored before any workaround: see _workaround
     clock(case_id, ClockKind.RESTORE, ClockAction.STOP, now)
+    # §4.5: a problem an inspection found gets its result within 2 working days of the fix
+    problem_fixed_feedback(case_id, now, now, diagnosis.value.result)
     return Repaired(now=now, engineer=diagnosis.by, repaired_at=now, restored_at=now)
 
 
@@ -250,6 +253,9 @@ def _repaired_on_site(
         case_id, ClockKind.WORKAROUND, ClockAction.STOP, restored_at
     )  # no workaround came first: see _workaround
     clock(case_id, ClockKind.RESTORE, ClockAction.STOP, restored_at)
+    # §4.5: a problem an inspection found gets its result within 2 working days of the fix (the
+    # feedback goes out as the fix is recorded: a fix recorded late is a late feedback)
+    problem_fixed_feedback(case_id, repaired_at, answer.at, work.work_done)
     return Repaired(
         now=now,
         engineer=answer.by,

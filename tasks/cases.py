@@ -24,7 +24,7 @@ from models.cases import CaseStatus, paid_prefix
 from models.clocks import ClockAction, ClockStatus
 from models.db import session_scope
 from models.forms import FUTURE_SLACK, read_time
-from models.inspection import all_fed_back, open_problems
+from models.inspection import open_problems
 from models.settings import business_timezone, get_settings
 from rules.assurance import Period, covering, raised_severity
 from rules.sla import SEVERITY_LEVELS_ZH, ClockKind, severity_text
@@ -734,9 +734,67 @@ def feedback_repair_opened(session: Session, inspection_id: int, repair: Case, *
                 "target": first.target,
             },
         )
-    if all_fed_back(session, inspection_id):
-        clocks.stop_clock(session, inspection_id, "inspection_feedback", at=at)
     return True
+
+
+@step("inspection-problem-fixed", title="巡检问题修复结果反馈 / tell the customer the problem is fixed")
+def problem_fixed_feedback(case_id: int, fixed_at: datetime, at: datetime, work_done: str) -> bool:
+    """PROCEDURES.md §4.5, 001 §2.3.3.8: a problem an inspection found that could not be fixed on site
+    is fed back to the customer within 2 working days of being fixed ("在解决问题结束后两工作日内反馈
+    给客户"). Called when the problem's repair records the restore: the feedback clock (on the repair,
+    one per repair) runs from the fix (`fixed_at`, as typed on the repair form) to this feedback (`at`),
+    and the customer gets the result with the inspection's and the repair's numbers. A fix recorded more
+    than 2 working days after it happened is a late feedback: the clock says breached. False: not an
+    inspection's problem."""
+    with session_scope() as session:
+        repair = session.get(Case, case_id)
+        if repair is None or repair.parent_id is None or repair.channel != str(Channel.INSPECTION):
+            return False
+        inspection = session.get(Case, repair.parent_id)
+        if inspection is None or inspection.kind != str(CaseKind.INSPECTION):
+            return False
+        rows = [r for r in open_problems(session, inspection.id) if r.repair_case_id == case_id]  # type: ignore[arg-type]
+        if not rows:
+            return False
+        clocks.start_clock(
+            session, case_id, "inspection_feedback", started_at=fixed_at, severity=repair.severity or 4
+        )
+        key = f"fixed:{case_id}"
+        if (
+            session.exec(select(Event).where(Event.case_id == inspection.id, Event.key == key)).first()
+            is None
+        ):
+            queue_for_case(
+                session,
+                inspection.id,  # type: ignore[arg-type]
+                template="inspection/problem_fixed",
+                key=key,
+                now=at,
+                customer=True,
+                urgent=False,
+                context={
+                    "number": inspection.number,
+                    "repair_number": repair.number,
+                    "problems": [f"{r.item_label}：{r.note}" for r in rows],
+                    "fixed_at": fixed_at,
+                    "work_done": work_done,
+                },
+            )
+            append_event(
+                session,
+                inspection.id,  # type: ignore[arg-type]
+                "problem_fixed_fed_back",
+                at=at,
+                actor="system",
+                key=key,
+                data={
+                    "repair_case_id": case_id,
+                    "repair_number": repair.number,
+                    "fixed_at": fixed_at.isoformat(),
+                },
+            )
+        clocks.stop_clock(session, case_id, "inspection_feedback", at=at)
+        return True
 
 
 @step("clock", title="服务时限 / SLA clock", key="{kind}-{action}")

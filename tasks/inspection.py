@@ -30,7 +30,6 @@ from models.inspection import (
     ChecklistItem,
     ChecklistResult,
     ItemResult,
-    all_fed_back,
     checklist_for,
     ensure_checklists,
 )
@@ -54,7 +53,7 @@ from tasks.cases import (
     set_status,
     start_repair_run,
 )
-from tasks.clocks import load_calendar, start_clock
+from tasks.clocks import load_calendar
 from tasks.ledger import step
 from tasks.notify import Message, queue, queue_many
 from tasks.people import staff_with_role
@@ -727,16 +726,8 @@ def store_checklist(
         },
     )
     problems = [i for i in clean["items"] if i["result"] == ItemResult.ABNORMAL and not i["fixed_on_site"]]
-    if problems and not all_fed_back(session, case_id):
-        # PROCEDURES.md §4.5: every problem found is fed back to the customer within 2 working days,
-        # with its repair's number; the clock stops when the last problem's repair is opened and told
-        start_clock(
-            session,
-            case_id,
-            "inspection_feedback",
-            started_at=at,
-            severity=min(int(p["severity"] or PROBLEM_SEVERITY_DEFAULT) for p in problems),
-        )
+    # PROCEDURES.md §4.5: each problem's repair tells the customer its number when it opens, and its
+    # result within 2 working days of the fix (the feedback clock: tasks.cases.problem_fixed_feedback)
     return problems
 
 

@@ -337,13 +337,13 @@ def test_inspection_the_whole_way_two_problems_become_repairs_and_a_sent_back_re
                 Notification.case_id == case_id, Notification.template == "inspection/problem_feedback"
             )
         ).all()
-        clock = s.exec(
-            select(Clock).where(Clock.case_id == case_id, Clock.kind == "inspection_feedback")
-        ).one()
+        clocks = s.exec(select(Clock).where(Clock.kind == "inspection_feedback")).all()
     # each message names its own repair's number
     assert sorted(sum(r.number in b for r in repairs) for b in bodies) == [1, 1]
     assert {r.number for r in repairs} == {r.number for r in repairs for b in bodies if r.number in b}
-    assert clock.met_at is not None  # stopped by the second repair's feedback, in time
+    # the result is fed back within 2 working days of each fix (PROCEDURES.md §4.5): the repairs are
+    # not fixed yet, so no feedback clock runs (tests/test_inspection_flow.py covers the fix)
+    assert [c for c in clocks if c.case_id in {r.id for r in repairs}] == []
 
 
 def test_dispatcher_starts_an_extra_inspection_from_the_form_and_the_centre_cancels_it(drive: RepairDriver):

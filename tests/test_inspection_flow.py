@@ -3,12 +3,14 @@ happens; plus the steps of one inspection (checklist, problems, cancellation) on
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
 
 from tests.conftest import T0
+from tests.fixtures.fastflow import say
 
 
 def _new_contract(url: str, code: str, start: date, end: date) -> int:
@@ -332,18 +334,10 @@ def test_unsigned_report_is_reissued_with_the_reason_and_the_managers_sign_off(
     assert statuses == [(1, "superseded"), (2, "issued")]
 
 
-def test_every_problem_is_fed_back_with_its_repair_number_and_the_clock_stops(
-    planned: int, demo: str, notifications
-):
-    """Issue 22 item 7 (PROCEDURES.md §4.5): the problems of a checklist start the 2-working-day
-    feedback clock; each repair opened for one tells the customer its number (read from the
-    recording Apprise plugin); the clock stops when the last problem has its repair."""
-    from models.clocks import Clock
+def _checklist_problems(planned: int, demo: str) -> list[dict[str, Any]]:
+    """A checklist with two problems (a server's power, a storage's disks) not fixed on site."""
     from models.db import session_scope
-    from models.inspection import ChecklistResult
-    from tasks.cases import Channel, RepairRequest, customer_contact, open_case
     from tasks.inspection import checklist_spec, parse_checklist, store_checklist
-    from tasks.notify import send_due
 
     with session_scope(demo) as s:
         spec = checklist_spec(s, planned)
@@ -359,14 +353,16 @@ def test_every_problem_is_fed_back_with_its_repair_number_and_the_clock_stops(
         ),
     )
     with session_scope(demo) as s:
-        problems = store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
-        clock = s.exec(
-            select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")
-        ).one()
-        assert clock.status == "running" and clock.due_at is not None and clock.due_at > T0
-        contact = customer_contact(s, planned)
-        s.expunge(contact)
-    numbers = []
+        return store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
+
+
+def _problem_repairs(planned: int, demo: str) -> list[Any]:
+    """The two problems, each opened as a repair (as the inspection flow's repair runs do at intake)."""
+    from models.db import session_scope
+    from tasks.cases import Channel, RepairRequest, open_case
+
+    problems = _checklist_problems(planned, demo)
+    repairs = []
     for n, p in enumerate(problems, start=1):
         with session_scope(demo) as s:
             repair = open_case(
@@ -384,63 +380,132 @@ def test_every_problem_is_fed_back_with_its_repair_number_and_the_clock_stops(
                 ),
                 now=T0.replace(hour=T0.hour + n),
             )
-            numbers.append(repair.number)
-            running = s.exec(
-                select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")
-            ).one()
-            assert (running.status == "stopped") == (n == len(problems))
+            s.flush()
+            s.expunge(repair)
+            repairs.append(repair)
+    return repairs
+
+
+def test_every_problem_is_told_its_repair_number_and_its_result_within_two_working_days_of_the_fix(
+    planned: int, demo: str, notifications
+):
+    """Issue 22 item 7 (PROCEDURES.md §4.5; 001 §2.3.3.8 "在解决问题结束后两工作日内反馈给客户"): each
+    repair opened for a problem tells the customer its number (read from the recording Apprise
+    plugin); the 2-working-day feedback clock runs from the problem's fix — not from the checklist,
+    not to the repair's number — to the result fed back to the customer."""
+    from models.clocks import Clock
+    from models.db import session_scope
+    from models.inspection import ChecklistResult
+    from tasks.cases import customer_contact, problem_fixed_feedback
+    from tasks.notify import send_due
+
+    repairs = _problem_repairs(planned, demo)
     with session_scope(demo) as s:
+        contact = customer_contact(s, planned)
+        s.expunge(contact)
         linked = s.exec(
             select(ChecklistResult.repair_case_id).where(
                 ChecklistResult.case_id == planned,
                 ChecklistResult.repair_case_id != None,  # noqa: E711
             )
-        ).all()  # noqa: E711
-        assert len(linked) == 2
-        done = s.exec(
-            select(Clock).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")
-        ).one()
-        assert done.met_at is not None
+        ).all()
+        assert sorted(linked) == sorted(r.id for r in repairs)
+        # the repair's number told is not the feedback the clock waits for: no clock yet
+        assert s.exec(select(Clock).where(Clock.kind == "inspection_feedback")).all() == []
     send_due(T0.replace(hour=T0.hour + 3), worker="test", url=demo)
     told = [m for m in notifications.to(contact) if "巡检问题反馈" in m.title]
     assert len(told) == 2
-    for number, message in zip(numbers, told, strict=True):
-        assert number in message.title and number in message.body
+    for repair, message in zip(repairs, told, strict=True):
+        assert repair.number in message.title and repair.number in message.body
+
+    # the first repair fixed on Tuesday 10:00 and recorded an hour later: fed back in time; the second
+    # fixed on Wednesday and recorded only the next Monday (3 working days later): a late feedback
+    first, second = repairs
+    tue, wed = T0 + timedelta(days=1), T0 + timedelta(days=2)
+    assert problem_fixed_feedback.fn(first.id, tue, tue + timedelta(hours=1), "更换电源模块")
+    assert problem_fixed_feedback.fn(second.id, wed, wed + timedelta(days=5), "更换3号盘")
+    with session_scope(demo) as s:
+        clocks = {
+            c.case_id: c for c in s.exec(select(Clock).where(Clock.kind == "inspection_feedback")).all()
+        }
+        assert clocks[first.id].started_at == tue and clocks[first.id].met_at is not None
+        assert clocks[second.id].breached_at is not None and clocks[second.id].met_at is None
+    send_due(wed + timedelta(days=6), worker="test", url=demo)
+    fixed = [m for m in notifications.to(contact) if "巡检问题已修复" in m.title]
+    assert len(fixed) == 2 and first.number in fixed[0].title
+    assert "更换电源模块" in fixed[0].body and "电源1告警" in fixed[0].body
 
 
-def test_a_problem_without_feedback_breaches_and_the_keeper_escalates(planned: int, demo: str):
-    """A problem whose repair never opened (the feedback never went out): the keeper fires the breach
-    of the feedback clock to the centre."""
-    from datetime import timedelta
-
-    from models.clocks import Clock, Escalation
+def test_a_repair_that_is_no_inspection_problem_sends_no_problem_feedback(planned: int, demo: str):
+    """Only a repair opened for an inspection's problem feeds a result back to the inspection's customer."""
+    from models.clocks import Clock
     from models.db import session_scope
-    from models.outbox import Notification
-    from tasks.clocks import fire_due_clocks
-    from tasks.inspection import checklist_spec, parse_checklist, store_checklist
+    from tasks.cases import RepairRequest, open_case, problem_fixed_feedback
 
     with session_scope(demo) as s:
-        spec = checklist_spec(s, planned)
-    server = spec["targets"][1]["target"]
-    clean = parse_checklist(
-        spec, _answers(spec, {(server, "power"): {"result": "abnormal", "note": "电源1告警"}})
+        other = open_case(
+            s,
+            RepairRequest(customer="BJYH", site="亦庄机房", reported_by="王", description="硬盘告警"),
+            now=T0,
+        )
+        s.flush()
+        other_id = other.id
+    assert not problem_fixed_feedback.fn(other_id, T0, T0, "更换硬盘")
+    with session_scope(demo) as s:
+        assert s.exec(select(Clock).where(Clock.kind == "inspection_feedback")).all() == []
+
+
+def test_a_problem_repair_solved_remotely_feeds_its_result_back_through_the_repair_flow(
+    planned: int, fast: Any
+) -> None:
+    """The same through the repair flow on the fast layer (the lead's diagnosis answered as on the
+    link page): solved remotely → the inspection's customer gets the result, the clock is met."""
+    import pendulum
+
+    from flows.repair import repair
+    from models import Event
+    from models.clocks import Clock
+    from tasks.cases import RepairRequest
+
+    first = _checklist_problems(planned, fast.db_url)[0]
+    problem = RepairRequest(
+        customer="BJYH",
+        site=first["site"],
+        device=first["serial"],
+        reported_by="巡检工程师",
+        channel="巡检",
+        severity=3,
+        reported_at=T0,
+        description=f"巡检发现：{first['target_label']}·{first['label']}：{first['note']}",
+        parent_case_id=planned,
     )
-    with session_scope(demo) as s:
-        store_checklist(s, planned, 1, clean, at=T0, by="刘工程师")
-        due = s.exec(
-            select(Clock.due_at).where(Clock.case_id == planned, Clock.kind == "inspection_feedback")
-        ).one()
-    assert due is not None
-    assert fire_due_clocks(due - timedelta(minutes=1), url=demo) == 0
-    assert fire_due_clocks(due + timedelta(minutes=1), url=demo) >= 1
-    with session_scope(demo) as s:
-        breach = s.exec(
-            select(Escalation).where(Escalation.case_id == planned, Escalation.kind == "breach")
-        ).one()
-        assert breach.note == "巡检问题反馈超时"
-        told = s.exec(
-            select(Notification).where(
-                Notification.case_id == planned, Notification.template == "escalation_breach"
+    at = T0 + timedelta(hours=2)
+    contacted = pendulum.instance(at).in_timezone("Asia/Shanghai").strftime("%Y-%m-%d %H:%M")
+    fast.run(
+        repair,
+        problem,
+        at=T0 + timedelta(hours=1),
+        run_id="inspection-problem-remote",
+        script=[
+            say(
+                "diagnosis",
+                {"contacted_at": contacted, "result": "远程复位电源模块告警", "solved_remotely": "是"},
+                at=at,
             )
+        ],
+        until="service-report-signature",
+    )
+    case_id = fast.case_of_run("inspection-problem-remote")
+    with fast.session() as s:
+        clock = s.exec(
+            select(Clock).where(Clock.case_id == case_id, Clock.kind == "inspection_feedback")
+        ).one()
+        assert clock.met_at == at
+        fed = s.exec(
+            select(Event).where(Event.case_id == planned, Event.kind == "problem_fixed_fed_back")
         ).all()
-        assert told
+        assert [e.data["repair_case_id"] for e in fed] == [case_id]
+    assert fast.notifications(planned) == [
+        ("北京维护负责人", "inspection/problem_feedback"),
+        ("北京维护负责人", "inspection/problem_fixed"),
+    ]
