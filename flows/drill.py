@@ -237,7 +237,14 @@ def agree_drill_plan(
         document=DRILL_PLAN_DOC,
     )
     plan, now = steps.customer_accepts_plan(
-        case_id, facts, plan, now=now, procedure="drill", revise=revise, document=DRILL_PLAN_DOC
+        case_id,
+        facts,
+        plan,
+        now=now,
+        procedure="drill",
+        revise=revise,
+        document=DRILL_PLAN_DOC,
+        director_step="drill-plan-approval",
     )
     return plan.version, drill_plan_agreed(case_id, plan.version, now), now
 

@@ -462,12 +462,13 @@ def customer_accepts_plan(
     revise: Reviser | None = None,
     pause: ClockKind | None = None,
     document: tuple[str, str] = PLAN_DOCUMENT,
+    director_step: str = "plan-approval",
 ) -> tuple[Plan, datetime]:
     """PROCEDURES.md §2 step 7: the written plan goes to the customer, who signs or objects. Each
     objection → plan v+1 by the lead, re-confirmed by the director, resent — until both sides have
     signed the same version. `pause`: the clock that stands still while the plan is with the
     customer (the repair's restore clock: that wait is the customer's, not the provider's).
-    `document`: as for `director_approves_plan`."""
+    `document`: as for `director_approves_plan`; `director_step`: its approval step."""
 
     def present(plan: Plan, now: datetime) -> dict[str, Any]:
         return issue(
@@ -485,7 +486,14 @@ def customer_accepts_plan(
             case_id, facts, plan, reason="customer", note=decision.comment, now=now
         )
         return director_approves_plan(
-            case_id, facts, plan, now=now, procedure=procedure, revise=revise, document=document
+            case_id,
+            facts,
+            plan,
+            now=now,
+            procedure=procedure,
+            revise=revise,
+            document=document,
+            step=director_step,
         )
 
     return customer_signs_version(
@@ -493,7 +501,7 @@ def customer_accepts_plan(
         plan,
         now=now,
         kind=document[0],
-        what="解决方案",
+        what=_title(document),
         version=lambda p: p.version,
         present=present,
         subject=lambda p: subject(facts, f"请确认{_title(document)} v{p.version}"),

@@ -198,6 +198,7 @@ def create_drill(
         "system": system,
         "drill_kind": kind,
         "wished_day": wished_day.isoformat(),
+        "proposed_day": wished_day.isoformat(),  # the day a move starts from (tasks.inspection.record_move)
         "day_off_ok": day_off_ok,
     }
     case_id = insert_ignore(
@@ -954,8 +955,10 @@ def evaluate_drill(case_id: int, payload: dict[str, Any], by: str, at: datetime)
             },
             "plan": {**plan.model_dump(mode="json"), "steps": plan.steps},
             "recovery": _recovery_dict(recovery) if recovery else None,
-            "results": [
-                {**r, "minutes": rules.duration_minutes(r["started_at"], r["ended_at"])} for r in results
+            # the timeline table: each planned step with what happened (None: not run)
+            "timeline": [
+                {**o, "ran": next((r for r in results if r["position"] == o["position"]), None)}
+                for o in figures["steps"]
             ],
             "evaluation": evaluation,
             "aborted": {"position": aborted["position"], "rollback": aborted["rollback"]}

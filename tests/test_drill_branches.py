@@ -5,7 +5,7 @@ tests/test_drill_flow.py."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pendulum
@@ -15,9 +15,9 @@ from flows.drill import drill
 from models import Case
 from models.approvals import Approval
 from models.clocks import Clock
-from models.drill import DrillStepResult, RecoveryPlan, TrainingTask
+from models.drill import DrillPlan, DrillStepResult, RecoveryPlan, TrainingTask
 from models.reports import Report
-from rules.calendar import add_working_days
+from rules.calendar import add_working_days, is_working_day
 from tasks.drill import DrillRequest
 from tests.conftest import T0
 from tests.fixtures.fastflow import FastFlow, Say, say
@@ -163,3 +163,287 @@ def test_a_drill_runs_from_its_request_to_the_archived_signed_report(fast: FastF
     notice = {name for name, template in told if template == "drill/notice"}
     assert notice == {"测试联系人", "张技术", "刘工程师", "吴总监"}  # both sides' participants
     assert ("测试联系人", "drill/training") in told
+
+
+def _plan_agreed_script(start: datetime) -> list[Say]:
+    """Recovery plan v1 and drill plan v1 approved and signed, from `start`, 10 minutes apart."""
+    return [
+        say("recovery-plan-v1", RECOVERY, at=start + 10 * MIN),
+        say("recovery-plan-approval", decision="approved", by="吴总监", at=start + 20 * MIN),
+        say("drill-plan", PLAN, at=start + 30 * MIN),
+        say("drill-plan-approval", decision="approved", by="吴总监", at=start + 40 * MIN),
+        say("drill-plan-signature", decision="signed", at=start + 50 * MIN),
+    ]
+
+
+def test_bad_input_is_refused_and_the_plan_goes_round_the_director_and_the_customers_objection(
+    fast: FastFlow,
+) -> None:
+    wished = add_working_days(_local(T0), 10)
+    request = _request(fast, "YLLOOP", wished)
+    outcome = fast.run(
+        drill,
+        request,
+        at=T0,
+        until="drill-date",
+        script=[
+            # an RTO of 0 and an unreadable step table are refused, the field named; the next answer is taken
+            say("recovery-plan-v1", {**RECOVERY, "rto_minutes": "0"}, at=T0 + 5 * MIN),
+            say("recovery-plan-v1", {**RECOVERY, "steps": "切换到备库，30分钟"}, at=T0 + 6 * MIN),
+            say("recovery-plan-v1", RECOVERY, at=T0 + 10 * MIN),
+            say("recovery-plan-approval", decision="approved", by="吴总监", at=T0 + 20 * MIN),
+            say("drill-plan", PLAN, at=T0 + 30 * MIN),
+            say(
+                "drill-plan-approval",
+                decision="revise",
+                comment="回退须写明时限",
+                by="吴总监",
+                at=T0 + 40 * MIN,
+            ),
+            say(
+                "drill-plan",
+                {**PLAN, "rollback": "切换失败 10 分钟内恢复主库服务，由张技术决定"},
+                at=T0 + 50 * MIN,
+            ),
+            say("drill-plan-approval", decision="approved", by="吴总监", at=T0 + 60 * MIN),
+            say("drill-plan-signature", decision="objected", comment="业务窗口须改到周六", at=T0 + 70 * MIN),
+            say("drill-plan", {**PLAN, "business_window": "周六 22:00 至 次日 04:00"}, at=T0 + 80 * MIN),
+            say("drill-plan-approval", decision="approved", by="吴总监", at=T0 + 90 * MIN),
+            say("drill-plan-signature", decision="signed", at=T0 + 100 * MIN),
+        ],
+    )
+    assert outcome.step == "drill-date"  # left waiting on the customer's date
+    assert [step for step, _ in fast.refused] == ["recovery-plan-v1", "recovery-plan-v1"]
+    assert "恢复时间目标 RTO（分钟）」须大于 0" in fast.refused[0][1]
+    assert "应写成：操作 | 负责人 | 预计分钟" in fast.refused[1][1]
+    case_id = fast.case_of_run()
+    # 要求修改: the lead's v2 form came filled in with v1; the customer's objection made v3
+    v2, v3 = _approval(fast, case_id, "drill-plan")[1:]
+    assert v2.form["values"]["rollback"] == PLAN["rollback"] and "回退须写明时限" in v2.content
+    assert "业务窗口须改到周六" in v3.content
+    with fast.session() as s:
+        plans = s.exec(
+            select(DrillPlan).where(DrillPlan.case_id == case_id).order_by(col(DrillPlan.version))
+        ).all()
+        assert [p.version for p in plans] == [1, 2, 3]
+        assert plans[2].business_window == "周六 22:00 至 次日 04:00"
+        case = s.get(Case, case_id)
+        assert case is not None and case.data["plan_version"] == 3
+        # every version of the plan was issued; the customer signed v3
+        issued = s.exec(select(Report).where(Report.case_id == case_id, Report.kind == "drill_plan")).all()
+        assert sorted(r.version for r in issued) == [1, 2, 3]
+    assert fast.answered[-1] == ("drill-plan-signature", 3, "signed")
+    assert "plan_objected" in fast.events(case_id)
+
+
+def test_the_customer_moves_the_day_a_holiday_needs_confirming_and_a_cancel_at_reconfirmation_tells_everyone(
+    fast: FastFlow,
+) -> None:
+    wished = add_working_days(_local(T0), 10)
+    holiday = date(2027, 1, 1)  # 元旦
+    moved = date(2027, 1, 5)  # a Tuesday after the New Year holiday
+    request = _request(fast, "YLMOVE", wished)
+    answered = T0 + 2 * timedelta(hours=1)
+    outcome = fast.run(
+        drill,
+        request,
+        at=T0,
+        script=[
+            *_plan_agreed_script(T0),
+            # 改期 without a reason is refused on the form itself
+            say("drill-date", {"action": "改期", "day": moved.isoformat()}, at=answered),
+            # a holiday without confirming it: explained, asked again
+            say(
+                "drill-date",
+                {"action": "改期", "day": holiday.isoformat(), "reason": "年底业务低谷"},
+                at=answered,
+            ),
+            say(
+                "drill-date",
+                {"action": "改期", "day": moved.isoformat(), "start": "09:00", "reason": "元旦后业务低谷"},
+                at=answered + MIN,
+            ),
+            say("drill-date", {"action": "确认"}, at=answered + 2 * MIN),
+            say(
+                "drill-reconfirm-r1",
+                {"action": "取消", "reason": "系统升级提前，本期演练取消"},
+                at=_at(date(2027, 1, 4), 11),
+            ),
+        ],
+    )
+    assert outcome == "cancelled"
+    assert fast.refused == [("drill-date", "未记录，请更正：「原因」改期或取消时必填")]
+    case_id = fast.case_of_run()
+    dates = _approval(fast, case_id, "drill-date")
+    assert "是节假日或休息日" in dates[1].content and "确认在休息日演练" in dates[1].content
+    assert f"{moved} 09:00" in dates[2].subject
+    with fast.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None and case.status == "cancelled"
+        # the move is on the record with its reason, as an inspection's is
+        assert [(m["from"], m["to"], m["reason"]) for m in case.data["moves"]] == [
+            (wished.isoformat(), moved.isoformat(), "元旦后业务低谷")
+        ]
+        # notice 5 working days before 2027-01-05 (back over 元旦: 12-28), re-confirmation 1 working day
+        # before (01-04, not the Sunday two calendar days before)
+        assert case.data["notice_at"] == _at(date(2026, 12, 28), 9).isoformat()
+        assert case.data["reconfirm_at"] == _at(date(2027, 1, 4), 10).isoformat()
+        assert case.data["cancel_reason"] == "系统升级提前，本期演练取消"
+    assert fast.waits[-3:] == ["timer:drill-notice-r1", "timer:drill-reconfirm-r1", "drill-reconfirm-r1"]
+    told = fast.notifications(case_id)
+    assert {n for n, t in told if t == "drill/notice"} == {"测试联系人", "张技术", "刘工程师", "吴总监"}
+    assert {n for n, t in told if t == "drill/cancelled"} == {
+        "测试联系人",
+        "张技术",
+        "刘工程师",
+        "吴总监",
+        "王值班",
+    }
+
+
+def test_a_move_at_reconfirmation_sends_the_notice_again_for_the_new_day(fast: FastFlow) -> None:
+    wished = add_working_days(_local(T0), 10)  # 2026-12-07
+    later = add_working_days(wished, 5)  # 2026-12-14
+    request = _request(fast, "YLRECONF", wished)
+    outcome = fast.run(
+        drill,
+        request,
+        at=T0,
+        until="drill-step",
+        script=[
+            *_plan_agreed_script(T0),
+            say("drill-date", {"action": "确认"}, at=T0 + 2 * timedelta(hours=1)),
+            say(
+                "drill-reconfirm-r1",
+                {"action": "改期", "day": later.isoformat(), "reason": "客户值班人员出差"},
+                at=_at(add_working_days(wished, -1), 11),
+            ),
+            say("drill-reconfirm-r2", {"action": "确认"}, at=_at(add_working_days(later, -1), 11)),
+        ],
+    )
+    assert outcome.step == "drill-step"
+    case_id = fast.case_of_run()
+    assert fast.waits.count("timer:drill-notice-r2") == 1
+    with fast.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None and case.status == "on_site"
+        assert case.data["drill_day"] == later.isoformat()
+        # the new day's notice: 5 working days before it (12-07, after the move on 12-04)
+        assert case.data["notice_at"] == _at(add_working_days(later, -5), 9).isoformat()
+        assert case.data["start_at"] == _at(later, 9, 30).isoformat()
+    notices = [n for n, t in fast.notifications(case_id) if t == "drill/notice"]
+    assert len(notices) == 8  # four participants, told twice
+
+
+def test_a_failed_step_aborts_the_drill_and_the_report_says_the_objectives_were_missed(
+    fast: FastFlow,
+) -> None:
+    wished = add_working_days(_local(T0), 10)
+    request = _request(fast, "YLABORT", wished)
+    done = _at(wished, 10, 0)
+    outcome = fast.run(
+        drill,
+        request,
+        at=T0,
+        until="drill-report-signature",
+        script=[
+            *_plan_agreed_script(T0),
+            say("drill-date", {"action": "确认"}, at=T0 + 2 * timedelta(hours=1)),
+            say("drill-reconfirm-r1", {"action": "确认"}, at=_at(add_working_days(wished, -1), 11)),
+            # a step that ends before it starts is refused, the field named
+            say(
+                "drill-step",
+                {
+                    "started_at": _bj(_at(wished, 9, 40)),
+                    "ended_at": _bj(_at(wished, 9, 30)),
+                    "result": "成功",
+                },
+                at=_at(wished, 9, 41),
+            ),
+            # aborting without saying what was rolled back is refused too
+            say(
+                "drill-step",
+                {
+                    "started_at": _bj(_at(wished, 9, 30)),
+                    "ended_at": _bj(_at(wished, 9, 35)),
+                    "result": "失败",
+                    "abort": "是",
+                },
+                at=_at(wished, 9, 41),
+            ),
+            *_steps(wished, failed_at=2),
+            say(
+                "drill-evaluation",
+                {"data_loss_minutes": "0", "gaps": "备库未同步", "meets_need": "否"},
+                at=done,
+            ),
+        ],
+    )
+    assert outcome.step == "drill-report-signature"
+    assert [s for s, _ in fast.refused] == ["drill-step", "drill-step"]
+    assert "「实际结束时间」不能早于实际开始时间（" in fast.refused[0][1]
+    assert "「回退情况」中止演练时必填" in fast.refused[1][1]
+    case_id = fast.case_of_run()
+    with fast.session() as s:
+        results = s.exec(select(DrillStepResult).where(DrillStepResult.case_id == case_id)).all()
+        assert [(r.position, r.result) for r in results] == [(1, "成功"), (2, "失败")]
+        assert results[1].rollback == "已恢复主库服务，业务未受影响"
+        case = s.get(Case, case_id)
+        assert case is not None and case.status == "report_pending"
+        evaluation = case.data["evaluation"]
+        assert not evaluation["completed"] and not evaluation["rto_met"] and evaluation["rpo_met"]
+        assert [st["result"] for st in evaluation["steps"]] == ["成功", "失败", "未执行"]
+        report = s.exec(select(Report).where(Report.case_id == case_id, Report.kind == "drill_report")).one()
+    assert "演练在第 2 步中止" in report.content and "已恢复主库服务" in report.content
+    assert "不能满足" in report.content and "未达到" in report.content
+    assert "drill_aborted" in fast.events(case_id)
+
+
+def test_a_wished_day_on_a_holiday_without_confirmation_is_refused_with_a_clear_message(
+    fast: FastFlow,
+) -> None:
+    request = _request(fast, "YLHOL", date(2027, 1, 1))
+    outcome = fast.run(drill, request, at=T0, script=[])
+    assert outcome.is_failed()
+    assert "期望日期无法安排：2027-01-01 是节假日或休息日" in outcome.message
+    with fast.session() as s:
+        assert s.exec(select(Case).where(Case.kind == "drill")).first() is None  # nothing written
+    # confirmed, the same day is taken
+    confirmed = DrillRequest(
+        customer="YLHOL", system="核心业务系统", kind="failover", wished_day=date(2027, 1, 1), day_off_ok="是"
+    )
+    waiting = fast.run(drill, confirmed, at=T0, script=[], until="recovery-plan-v1")
+    assert waiting.step == "recovery-plan-v1"
+
+
+def test_the_planner_opens_one_drill_per_contract_and_period_as_often_as_the_contract_says(
+    fast: FastFlow,
+) -> None:
+    from models import Contract
+    from tasks.drill import plan_drills
+
+    _new_contract(fast.db_url, "YLQ", _local(T0) - timedelta(days=30), _local(T0) + timedelta(days=335))
+    _new_contract(fast.db_url, "YLNONE", _local(T0) - timedelta(days=30), _local(T0) + timedelta(days=335))
+    with fast.session() as s:
+        for contract in s.exec(select(Contract)).all():
+            if contract.code == "HT-YLQ":
+                contract.sla_policy = {"drill": {"per_year": 4}}
+            elif contract.code == "HT-YLNONE":
+                contract.sla_policy = {"drill": {"per_year": 0}}
+            s.add(contract)
+        s.commit()
+    first = plan_drills(T0, url=fast.db_url)
+    again = plan_drills(T0 + timedelta(hours=1), url=fast.db_url)
+    assert first and again == []  # idempotent: one per contract and period
+    with fast.session() as s:
+        drills = s.exec(select(Case).where(Case.kind == "drill")).all()
+        contracts = {c.id: c.code for c in s.exec(select(Contract)).all()}
+    periods = {contracts[d.contract_id]: d.period for d in drills}
+    assert periods["HT-YLQ"] == "2026-Q4"  # the contract says four a year
+    assert "HT-YLNONE" not in periods  # … or none
+    assert set(periods.values()) - {"2026-Q4"} == {"2026-H2"}  # everyone else: the default twice a year
+    # the next half year opens the next one
+    assert len(plan_drills(datetime(2027, 1, 4, 2, tzinfo=UTC), url=fast.db_url)) == len(drills)
+    for d in drills:
+        wished = date.fromisoformat(d.data["wished_day"])
+        assert is_working_day(wished) and wished >= add_working_days(_local(T0), 5)
