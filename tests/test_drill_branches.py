@@ -91,43 +91,48 @@ def _approval(fast: FastFlow, case_id: int, step: str) -> list[Approval]:
         )
 
 
+def _whole_drill_script(wished: date) -> list[Say]:
+    """Every answer of a drill on `wished` that goes well, from T0 to the archive (with two gaps)."""
+    done = _at(wished, 10, 30)
+    return [
+        say("recovery-plan-v1", RECOVERY, at=T0 + 20 * MIN),
+        say("recovery-plan-approval", decision="approved", by="吴总监", at=T0 + 40 * MIN),
+        say("drill-plan", PLAN, at=T0 + 60 * MIN),
+        say("drill-plan-approval", decision="approved", by="吴总监", at=T0 + 80 * MIN),
+        say("drill-plan-signature", decision="signed", at=T0 + 100 * MIN),
+        say("drill-date", {"action": "确认"}, at=T0 + 120 * MIN),
+        say("drill-reconfirm-r1", {"action": "确认"}, at=_at(add_working_days(wished, -1), 11)),
+        *_steps(wished),
+        say(
+            "drill-evaluation",
+            {
+                "data_loss_minutes": "2",
+                "gaps": "备库切换脚本需手工确认参数\n客户值班人员不熟悉业务验证步骤",
+                "meets_need": "是",
+                "improvements": "切换脚本参数化",
+                "training": "业务验证操作 | 2027-01-15",
+            },
+            at=done,
+        ),
+        say("drill-report-signature", decision="signed", report=True, at=done + 60 * MIN),
+        say("drill-report-approval", decision="approved", by="吴总监", at=done + 90 * MIN),
+        say(
+            "recovery-plan-v2",
+            {**RECOVERY, "steps": RECOVERY["steps"] + "\n检查切换脚本参数 | 刘工程师 | 5"},
+            at=done + 120 * MIN,
+        ),
+        say("recovery-plan-approval", decision="approved", by="吴总监", at=done + 150 * MIN),
+    ]
+
+
 def test_a_drill_runs_from_its_request_to_the_archived_signed_report(fast: FastFlow) -> None:
     wished = add_working_days(_local(T0), 10)  # 2026-12-07, a Monday
     request = _request(fast, "YLMAIN", wished)
-    done = _at(wished, 10, 30)
     outcome = fast.run(
         drill,
         request,
         at=T0,
-        script=[
-            say("recovery-plan-v1", RECOVERY, at=T0 + 20 * MIN),
-            say("recovery-plan-approval", decision="approved", by="吴总监", at=T0 + 40 * MIN),
-            say("drill-plan", PLAN, at=T0 + 60 * MIN),
-            say("drill-plan-approval", decision="approved", by="吴总监", at=T0 + 80 * MIN),
-            say("drill-plan-signature", decision="signed", at=T0 + 100 * MIN),
-            say("drill-date", {"action": "确认"}, at=T0 + 120 * MIN),
-            say("drill-reconfirm-r1", {"action": "确认"}, at=_at(add_working_days(wished, -1), 11)),
-            *_steps(wished),
-            say(
-                "drill-evaluation",
-                {
-                    "data_loss_minutes": "2",
-                    "gaps": "备库切换脚本需手工确认参数\n客户值班人员不熟悉业务验证步骤",
-                    "meets_need": "是",
-                    "improvements": "切换脚本参数化",
-                    "training": "业务验证操作 | 2027-01-15",
-                },
-                at=done,
-            ),
-            say("drill-report-signature", decision="signed", report=True, at=done + 60 * MIN),
-            say("drill-report-approval", decision="approved", by="吴总监", at=done + 90 * MIN),
-            say(
-                "recovery-plan-v2",
-                {**RECOVERY, "steps": RECOVERY["steps"] + "\n检查切换脚本参数 | 刘工程师 | 5"},
-                at=done + 120 * MIN,
-            ),
-            say("recovery-plan-approval", decision="approved", by="吴总监", at=done + 150 * MIN),
-        ],
+        script=_whole_drill_script(wished),
     )
     assert outcome == "archived"
     assert fast.refused == []
