@@ -149,7 +149,7 @@ def test_prefects_scheduler_creates_the_runs_of_every_cron_deployment(
     api = scheduling_stack["api"]
     expected = scheduled_deployments()  # every deployment of the registry with a schedule
     names = {d.name for d in expected}
-    assert {"plan-inspections", "month-end"} <= names, names  # the monthly inspections and the summaries
+    assert {"plan-inspections", "month-end", "plan-drills"} <= names, names  # inspections, summaries, drills
 
     waiting = {d.name: d for d in expected}
     found: dict[str, list[dict[str, Any]]] = {}
