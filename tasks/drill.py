@@ -451,7 +451,8 @@ def recovery_versions(session: Session, customer_id: int, system: str) -> list[R
 
 @step("recovery-plan-in-force", title="应急恢复方案 / the recovery plan in force")
 def recovery_in_force(case_id: int) -> dict[str, Any] | None:
-    """The system's latest director-approved recovery plan, or None when it has none yet."""
+    """The system's latest director-approved recovery plan (the one this drill exercises, noted on
+    the case), or None when it has none yet."""
     with session_scope() as session:
         case = _case(session, case_id)
         approved = [
@@ -459,7 +460,11 @@ def recovery_in_force(case_id: int) -> dict[str, Any] | None:
             for p in recovery_versions(session, case.customer_id, case.data.get("system", ""))
             if p.approved_at
         ]
-        return _recovery_dict(approved[-1]) if approved else None
+        if not approved:
+            return None
+        case.data = {**case.data, "recovery_version": approved[-1].version}
+        session.add(case)
+        return _recovery_dict(approved[-1])
 
 
 @step("record-recovery-plan", title="记录应急恢复方案 / store a recovery plan version", key="v{version}")

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from flows.drill import drill
+from models import Case
 from models.reports import Report
 from rules.calendar import add_working_days
 from tasks.drill import DrillRequest
@@ -91,3 +92,6 @@ def test_the_signed_drill_report_prints_with_its_timeline_objectives_and_signatu
     assert "应急恢复方案 v2" in form.content and "RTO 60 分钟" in form.content
     assert "备库切换脚本需手工确认参数" in form.content and "业务验证操作（未完成）" in form.content
     assert fast.waits[before:] == ["drill-plan", "drill-plan-approval"]
+    with fast.session() as s:
+        case = s.get(Case, second)
+        assert case is not None and case.data["recovery_version"] == 2  # what this drill's RTO/RPO come from

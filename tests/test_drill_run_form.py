@@ -14,6 +14,8 @@ from tests.test_run_forms import (
     CUSTOMERS,
     form_of,
     schema_of,
+)
+from tests.test_run_forms import (
     test_every_field_of_the_run_forms_speaks_chinese_and_none_is_a_type_toggle as speaks_chinese,
 )
 
