@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:19:35.190291
+Create Date: 2026-12-02 06:24:46.072991
 """
 from __future__ import annotations
 
