@@ -37,6 +37,7 @@ from tasks.renewal import (
     Quote,
     RenewalFacts,
     apply_terms,
+    days_before_end,
     load_renewal,
     notice_sent,
     open_cases,
@@ -370,7 +371,12 @@ def renewal(case_id: int) -> str:
         "renewal_answered",
         now,
         answer.by,
-        {"choice": answer.value.choice, "change": answer.value.change, "reason": answer.value.reason},
+        {
+            "choice": answer.value.choice,
+            "change": answer.value.change,
+            "reason": answer.value.reason,
+            "days_before_end": days_before_end(case_id, now),
+        },
         key="answered",
     )
     if answer.value.choice == "续约":

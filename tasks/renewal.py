@@ -667,3 +667,66 @@ def start_warranty_runs(case_ids: list[int], now: datetime) -> int:
 def warranty_inspections_step(now: datetime) -> int:
     """Plan the warranty-end inspections due and start their runs (idempotent by keys); how many new."""
     return start_warranty_runs(plan_warranty_inspections(now), now)
+
+
+# ---- the monthly summary's lines (阶段性服务总结, PROCEDURES.md §4 step 8) -------------------------------
+
+RENEWAL_OUTCOME_ZH = {"renewed": "已续约", "ended": "客户书面通知终止", "lapsed": "到期未续约，合同失效"}
+
+
+def renewal_lines(session: Session, customer_id: int, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The customer's renewals open in, or closed within, [start, end): contract, end date, where each
+    stands (quote, notice unanswered with its follow-ups, the outcome) and how many days before the end
+    the customer decided."""
+    cases = session.exec(
+        select(Case)
+        .where(
+            Case.customer_id == customer_id,
+            Case.kind == str(CaseKind.RENEWAL),
+            Case.reported_at < end,
+            sa.or_(col(Case.closed_at).is_(None), col(Case.closed_at) >= start),
+        )
+        .order_by(col(Case.reported_at))
+    ).all()
+    lines = []
+    for case in cases:
+        events = session.exec(select(Event).where(Event.case_id == case.id).order_by(col(Event.id))).all()
+        kinds = {e.kind: e for e in events}
+        contract = session.get(Contract, case.contract_id) if case.contract_id else None
+        follow_ups = sum(1 for e in events if e.kind.startswith("renewal_follow_up"))
+        if "contract_lapsed" in kinds:
+            state = RENEWAL_OUTCOME_ZH["lapsed"]
+        elif "renewal_closed" in kinds and "renewed" in kinds:
+            term = kinds["renewed"].data
+            state = f"{RENEWAL_OUTCOME_ZH['renewed']}：新合同 {term.get('start')} 至 {term.get('end')}"
+        elif "renewal_closed" in kinds:
+            state = RENEWAL_OUTCOME_ZH.get(str(kinds["renewal_closed"].data.get("outcome")), "已结束")
+        elif "renewed" in kinds:
+            state = f"已续约，新合同自 {kinds['renewed'].data.get('start')} 起生效"
+        elif "termination_notice" in kinds:
+            state = "客户书面通知终止，办理移交中"
+        elif "renewal_notice_sent" in kinds:
+            state = "已发续约通知函，待客户答复" + (f"（已跟进 {follow_ups} 次）" if follow_ups else "")
+        else:
+            state = "续约报价审批中"
+        answered = kinds.get("renewal_answered")
+        lines.append(
+            {
+                "number": case.number,
+                "contract": contract.code if contract else "",
+                "end": case.data.get("contract_end", ""),
+                "state": state,
+                "decided_days_before_end": answered.data.get("days_before_end") if answered else None,
+            }
+        )
+    return lines
+
+
+@step("days-before-end", title="答复距到期天数 / days before the end")
+def days_before_end(case_id: int, at: datetime) -> int:
+    """How many days before the contract's end the customer answered (the renewal's KPI)."""
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        contract = session.get(Contract, case.contract_id) if case and case.contract_id else None
+        assert case is not None and contract is not None
+        return (date.fromisoformat(case.data["contract_end"]) - local_day(at, contract.timezone)).days

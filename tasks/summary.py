@@ -36,6 +36,7 @@ from tasks.links import sign_link
 from tasks.notify import queue
 from tasks.people import customer_contacts, staff_with_role
 from tasks.render import render
+from tasks.renewal import renewal_lines
 
 FAULT_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT))
 OPEN_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT), str(CaseKind.COMPLAINT))
@@ -142,6 +143,7 @@ class SummaryFacts:
     plan_vs_done: list[dict[str, Any]] = field(default_factory=list)
     open_issues: list[dict[str, Any]] = field(default_factory=list)
     charts: list[Any] = field(default_factory=list)  # tasks.charts.Chart: trends, faults by class, scores
+    renewals: list[dict[str, Any]] = field(default_factory=list)  # 合同与续约 (tasks.renewal.renewal_lines)
 
 
 def _restored_at(case: Case, events: list[Event], clocks: list[Any]) -> datetime | None:
@@ -525,6 +527,7 @@ def gather(
                 "since": c.reported_at,
             }
         )
+    facts.renewals = renewal_lines(session, customer_id, start, end)
     facts.charts = customer_charts(
         session, customer, first=first, last=last, trend_first=date.fromisoformat(months[0] + "-01"), tz=tz
     )

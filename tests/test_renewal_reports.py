@@ -110,3 +110,35 @@ def test_the_handover_checklist_prints_with_both_sides_signatures(fast: FastFlow
     text = _pdftotext(print_in_process(handover.content), tmp_path)
     for words in ("合同终止移交清单", "业务迁移上云", "设备档案", "客户经理", "沈经理", "客户签字"):
         assert words in text, words
+
+
+def test_the_monthly_summary_shows_each_renewal_and_how_far_ahead_the_customer_decided(
+    fast: FastFlow,
+) -> None:
+    from datetime import date
+
+    from models import Customer
+    from tasks.summary import gather, render_summary
+
+    case_id = _open(fast)
+    fast.run(
+        renewal,
+        case_id,
+        at=T0,
+        script=[
+            say("renewal-quote-v1", QUOTE, by="沈经理"),
+            say("quote-approval", decision="approved", by="高经理"),
+            say("renewal-answer-v1", {"choice": "续约"}, at=T0 + 3 * timedelta(days=1)),
+        ],
+    )
+    with fast.session() as s:
+        customer = s.exec(select(Customer).where(Customer.code == "BJYH")).one()
+        facts = gather(
+            s, customer.id, kind="monthly", period="2026-11", first=date(2026, 11, 1), last=date(2026, 11, 30)
+        )  # type: ignore[arg-type]
+    (line,) = facts.renewals
+    assert line["contract"] == "HT-2026-BJYH" and line["end"] == "2027-01-22"
+    assert line["state"] == "已续约：新合同 2027-01-23 至 2028-01-22"
+    assert line["decided_days_before_end"] == 57  # answered 2026-11-26
+    html = render_summary(facts, issued_at=T0, due_by=date(2026, 12, 7))
+    assert "合同与续约" in html and "已续约：新合同 2027-01-23 至 2028-01-22" in html and "57 天" in html
