@@ -797,7 +797,7 @@ def kpi_command(
     from rich.table import Table
 
     cols = columns(rows)
-    title = f"{facts.customer.name} 服务指标 {first} 至 {last}"
+    title = f"{facts.one.name} 服务指标 {first} 至 {last}"
     if not rows:
         typer.echo(f"{title}：该期间没有可统计的记录 / nothing to count in the period")
         return

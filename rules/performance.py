@@ -315,20 +315,46 @@ def mttr(faults: Sequence[Fault]) -> dict[str, Any]:
     }
 
 
-def first_time_fix(faults: Sequence[Fault], later: Sequence[Fault] | None = None) -> tuple[int, int]:
+@dataclass(frozen=True)
+class FaultIndex:
+    """The fault episodes of a log, looked up by case and by device (built once per table)."""
+
+    faults: list[Fault]
+    by_case: dict[int, Fault]
+    by_device: dict[tuple[str, str], list[Fault]]
+
+    @classmethod
+    def of(cls, faults: list[Fault]) -> FaultIndex:
+        by_case = {i: f for f in faults for i in f.case_ids}
+        by_device: dict[tuple[str, str], list[Fault]] = defaultdict(list)
+        for f in faults:
+            if f.device:
+                by_device[(f.customer, f.device)].append(f)
+        return cls(faults, by_case, dict(by_device))
+
+    def of_logs(self, logs: Iterable[CaseLog]) -> list[Fault]:
+        """The episodes the logs' cases belong to, each once, in the index's order."""
+        ids = {self.by_case[c.case_id].case_id for c in logs if c.case_id in self.by_case}
+        return [f for f in self.faults if f.case_id in ids]
+
+
+def first_time_fix(
+    faults: Sequence[Fault], later: Sequence[Fault] | FaultIndex | None = None
+) -> tuple[int, int]:
     """(fixed the first time, restored faults considered). `later`: every fault known (the window's and
     after it), where a repeat on the same device within REOPEN_WINDOW of a restoration is looked for."""
-    pool = list(later if later is not None else faults)
+    index = (
+        later
+        if isinstance(later, FaultIndex)
+        else FaultIndex.of(list(later if later is not None else faults))
+    )
     eligible = [f for f in faults if f.restored_at is not None]
     fixed = 0
     for f in eligible:
         assert f.restored_at is not None
         reopened = bool(f.device) and any(
-            g.case_id != f.case_id
-            and g.device == f.device
-            and g.customer == f.customer
-            and f.restored_at <= g.reported_at <= f.restored_at + REOPEN_WINDOW
-            for g in pool
+            g.case_id != f.case_id and f.restored_at <= g.reported_at <= f.restored_at + REOPEN_WINDOW
+            for g in index.by_device.get((f.customer, f.device), ())
         )
         if not (f.handed_over or f.repeat_visit or reopened):
             fixed += 1
@@ -372,6 +398,18 @@ def uptime(
 def default_calendar_for(terms: Mapping[str, Any]) -> Calendar:
     """The calendar a clock counted in, from the terms of its clock.started event (the default
     calendar's days; tasks/kpi.py passes the database's calendars instead)."""
+    key = tuple(
+        sorted((k, str(v)) for k, v in terms.items() if k in ("service_hours", "start", "end", "lunch"))
+    )
+    if key not in _CALENDARS:
+        _CALENDARS[key] = _calendar_of(terms)
+    return _CALENDARS[key]
+
+
+_CALENDARS: dict[tuple[tuple[str, str], ...], Calendar] = {}
+
+
+def _calendar_of(terms: Mapping[str, Any]) -> Calendar:
     from datetime import time
 
     def hm(value: str) -> time:
@@ -517,17 +555,19 @@ def compute(
     uptime_scope: bool = True,
     tz: str = "Asia/Shanghai",
     calendar_for: Callable[[Mapping[str, Any]], Calendar] = default_calendar_for,
+    index: FaultIndex | None = None,
 ) -> Kpis:
     """The KPIs of `logs` over [start, end): faults, clocks and complaints of the cases opened in the
     window; uptime over the window from every fault of `all_logs` (default `logs`) that overlaps it;
     the callback forms of `logs` and the scorecards given (`cards`: summary ratings, surveys) filled
-    in the window; work due and renewals due in the window."""
+    in the window; work due and renewals due in the window. `index`: the faults of `all_logs`,
+    indexed once by the caller of many groups."""
     if end <= start:
         raise KpiError("结束时间须晚于开始时间 / the window's end must be after its start")
     k = Kpis()
-    every_fault = faults_of(all_logs if all_logs is not None else logs)
-    ids = {c.case_id for c in logs}
-    mine = [f for f in every_fault if any(i in ids for i in f.case_ids)]
+    if index is None:
+        index = FaultIndex.of(faults_of(all_logs if all_logs is not None else logs))
+    mine = index.of_logs(logs)
     faults = [f for f in mine if start <= f.reported_at < end]
     k.faults = len(faults)
     m = mttr(faults)
@@ -545,7 +585,7 @@ def compute(
     met = sum(c.met for c in k.clocks)
     concluded = met + sum(c.breached for c in k.clocks)
     k.sla_compliance = met / concluded if concluded else None
-    k.ftf, k.ftf_eligible = first_time_fix(faults, every_fault)
+    k.ftf, k.ftf_eligible = first_time_fix(faults, index)
     k.ftf_rate = k.ftf / k.ftf_eligible if k.ftf_eligible else None
     if uptime_scope:
         k.uptime, k.outage_hours = uptime(mine, start, end, calendar)
@@ -595,14 +635,16 @@ def table(
     calendar: Calendar | None = None,
     tz: str = "Asia/Shanghai",
     calendar_for: Callable[[Mapping[str, Any]], Calendar] = default_calendar_for,
+    calendars: Mapping[str, Calendar] | None = None,
 ) -> list[KpiRow]:
     """The KPIs over [start, end), whole (`by` None) or one row per customer, site, device, device
     class, engineer or local month. A month row's window is that month (clipped to [start, end)), so a
     fault that spans a month end is down in both months; uptime is left out per engineer (an engineer
-    is not a system)."""
+    is not a system). `calendars`: per customer, the service hours its uptime counts in (by customer)."""
     if by is not None and by not in BY_CHOICES:
         raise KpiError(f"未知的分组 / unknown grouping {by!r}: use one of {', '.join(BY_CHOICES)}")
-    common = {"calendar": calendar, "tz": tz, "calendar_for": calendar_for}
+    index = FaultIndex.of(faults_of(logs))  # once: every group looks its faults up in it
+    common = {"calendar": calendar, "tz": tz, "calendar_for": calendar_for, "index": index}
     if by is None:
         return [
             KpiRow(
@@ -622,34 +664,40 @@ def table(
         return rows
     groups: dict[str, list[CaseLog]] = defaultdict(list)
     by_id = {c.case_id: c for c in logs}
-    for f in faults_of(logs):  # a fault's cases go to its episode's group: a handed-over repair
+    for f in index.faults:  # a fault's cases go to its episode's group: a handed-over repair
         for case_id in f.case_ids:  # counts with its accident, once
             groups[_key(f, by, tz)].append(by_id[case_id])
     for c in logs:
         if c.kind not in FAULT_KINDS:
             groups[_key(c, by, tz)].append(c)
-    label_of_due = {
-        "customer": "customer",
-        "site": "site",
-        "engineer": "engineer",
-    }
-    keys = set(groups)
-    keys |= {_key(c, by, tz) for c in cards}
-    if by in label_of_due:
-        keys |= {_key(d, by, tz) for d in due}
+    # the work due, the scorecards and the renewals, each put with its group once
+    dues: dict[str, list[DueFact]] = defaultdict(list)
+    if by in ("customer", "site", "engineer"):
+        for d in due:
+            dues[_key(d, by, tz)].append(d)
+    card_groups: dict[str, list[ScoreFact]] = defaultdict(list)
+    for card in cards:
+        card_groups[_key(card, by, tz)].append(card)
+    renewal_groups: dict[str, list[RenewalFact]] = defaultdict(list)
+    if by == "customer":
+        for r in renewals:
+            renewal_groups[r.customer].append(r)
+    keys = set(groups) | set(card_groups) | set(dues) | set(renewal_groups)
     rows = []
     for key in sorted(keys):
-        members = groups.get(key, [])
+        if by == "customer" and calendars and key in calendars:
+            common["calendar"] = calendars[key]
+        else:
+            common["calendar"] = calendar
         row = KpiRow(
             key,
             compute(
-                members,
+                groups.get(key, []),
                 start=start,
                 end=end,
-                all_logs=logs,
-                due=[d for d in due if by in label_of_due and _key(d, by, tz) == key],
-                cards=[c for c in cards if _key(c, by, tz) == key],
-                renewals=[r for r in renewals if by == "customer" and r.customer == key],
+                due=dues.get(key, []),
+                cards=card_groups.get(key, []),
+                renewals=renewal_groups.get(key, []),
                 uptime_scope=by != "engineer",
                 **common,  # type: ignore[arg-type]
             ),

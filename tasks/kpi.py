@@ -46,7 +46,7 @@ DEVICE_CLASS_ZH = {
 
 @dataclass
 class KpiInput:
-    customer: Customer
+    customer: Customer | None  # None: every customer
     start: datetime
     end: datetime
     tz: str
@@ -55,6 +55,13 @@ class KpiInput:
     cards: list[perf.ScoreFact] = field(default_factory=list)
     renewals: list[perf.RenewalFact] = field(default_factory=list)
     calendar: Calendar | None = None
+    calendars: dict[str, Calendar] = field(default_factory=dict)  # customer name → its service hours
+
+    @property
+    def one(self) -> Customer:
+        """The customer asked for (the figures of one customer)."""
+        assert self.customer is not None
+        return self.customer
 
 
 def find_customer(session: Session, name_or_code: str) -> Customer:
@@ -95,39 +102,44 @@ def _is_outage(case: Case, scheme: str) -> bool:
 
 
 def gather(
-    session: Session, customer: Customer, *, first: date, last: date, tz: str | None = None
+    session: Session, customer: Customer | None, *, first: date, last: date, tz: str | None = None
 ) -> KpiInput:
-    """Every fact the KPIs of one customer over local days first..last need."""
+    """Every fact the KPIs of one customer (or, `customer` None, of every customer: the bulk figures)
+    over local days first..last need."""
     tz = tz or business_timezone()
     start, end = window(first, last, tz)
     facts = KpiInput(customer=customer, start=start, end=end, tz=tz)
-    cid = customer.id
+    cid = customer.id if customer is not None else None
+
+    def only(column: Any) -> list[Any]:
+        return [column == cid] if customer is not None else []
+
+    names = {c.id: c.name for c in ([customer] if customer is not None else session.exec(select(Customer)))}
     # the cases opened in the window, those still down when it began, and the faults of the 30 days
     # after it (a repeat on the same device says the fix was not a first-time one)
-    cases = session.exec(
-        select(Case)
-        .where(
-            Case.customer_id == cid,
-            col(Case.kind).in_(LOG_KINDS),
-            Case.reported_at < end + perf.REOPEN_WINDOW,
-            sa.or_(
-                col(Case.reported_at) >= start - perf.REOPEN_WINDOW,
-                col(Case.closed_at).is_(None),
-                col(Case.closed_at) >= start,
-            ),
-        )
-        .order_by(col(Case.reported_at), col(Case.id))
-    ).all()
-    ids = [c.id for c in cases]
+    wanted = [
+        *only(Case.customer_id),
+        col(Case.kind).in_(LOG_KINDS),
+        Case.reported_at < end + perf.REOPEN_WINDOW,
+        sa.or_(
+            col(Case.reported_at) >= start - perf.REOPEN_WINDOW,
+            col(Case.closed_at).is_(None),
+            col(Case.closed_at) >= start,
+        ),
+    ]
+    cases = session.exec(select(Case).where(*wanted).order_by(col(Case.reported_at), col(Case.id))).all()
     events: dict[int, list[perf.EventFact]] = defaultdict(list)
-    if ids:
+    if cases:
+        # by a subquery, not a list of ids: the bulk figures read tens of thousands of cases
         for e in session.exec(
-            select(Event).where(col(Event.case_id).in_(ids)).order_by(col(Event.at), col(Event.id))
+            select(Event)
+            .where(col(Event.case_id).in_(select(Case.id).where(*wanted)))
+            .order_by(col(Event.at), col(Event.id))
         ):
             events[e.case_id].append(perf.EventFact(e.kind, e.at, e.data or {}, e.actor))
-    sites = {s.id: s.name for s in session.exec(select(Site).where(Site.customer_id == cid))}
-    devices = {d.id: d for d in session.exec(select(Device).where(Device.customer_id == cid))}
-    contracts = {c.id: c for c in session.exec(select(Contract).where(Contract.customer_id == cid))}
+    sites = {s.id: s.name for s in session.exec(select(Site).where(*only(Site.customer_id)))}
+    devices = {d.id: d for d in session.exec(select(Device).where(*only(Device.customer_id)))}
+    contracts = {c.id: c for c in session.exec(select(Contract).where(*only(Contract.customer_id)))}
     staff = {s.id: s.name for s in session.exec(select(Staff))}
     for c in cases:
         dev = devices.get(c.device_id) if c.device_id else None
@@ -137,7 +149,7 @@ def gather(
                 case_id=c.id or 0,
                 number=c.number,
                 kind=c.kind,
-                customer=customer.name,
+                customer=names.get(c.customer_id, ""),
                 reported_at=c.reported_at,
                 events=tuple(events.get(c.id or 0, ())),
                 site=sites.get(c.site_id, "") if c.site_id else "",
@@ -150,12 +162,12 @@ def gather(
                 closed_at=c.closed_at,
             )
         )
-    facts.due = inspections_due(session, customer, contracts.values(), first, last, sites, staff, tz)
-    facts.due += drills_due(session, customer, contracts.values(), first, last, staff, tz)
-    facts.renewals = renewals_due(session, customer, contracts, first, last)
+    facts.due = inspections_due(session, cid, names, contracts.values(), first, last, sites, staff, tz)
+    facts.due += drills_due(session, cid, names, contracts.values(), first, last, staff, tz)
+    facts.renewals = renewals_due(session, cid, names, contracts, first, last)
     for row in session.exec(
         select(ServiceSummary).where(
-            ServiceSummary.customer_id == cid,
+            *only(ServiceSummary.customer_id),
             col(ServiceSummary.rated_at).is_not(None),
             col(ServiceSummary.rated_at) >= start,
             col(ServiceSummary.rated_at) < end,
@@ -163,13 +175,13 @@ def gather(
     ):
         assert row.rated_at is not None
         grades = {k: str(v) for k, v in (row.rating or {}).items() if v in perf.SCORE_VALUES}
-        facts.cards.append(perf.ScoreFact("summary", customer.name, row.rated_at, grades))
+        facts.cards.append(perf.ScoreFact("summary", names.get(row.customer_id, ""), row.rated_at, grades))
     # the annual survey's scorecards (flows.survey: `survey_answered` events of the customer's surveys)
-    for e in session.exec(
-        select(Event)
+    for e, owner in session.exec(
+        select(Event, Case.customer_id)
         .join(Case, col(Case.id) == Event.case_id)
         .where(
-            Case.customer_id == cid,
+            *only(Case.customer_id),
             Case.kind == str(CaseKind.SURVEY),
             Event.kind == "survey_answered",
             Event.at >= start,
@@ -177,14 +189,21 @@ def gather(
         )
     ):
         grades = {k: str(v) for k, v in (e.data.get("scores") or {}).items() if v in perf.SCORE_VALUES}
-        facts.cards.append(perf.ScoreFact("survey", customer.name, e.at, grades))
-    live = [c for c in contracts.values() if c.start_date <= last and c.end_date >= first]
-    if live:
-        # uptime counts in the contracted service hours of the customer's contract (the latest one)
-        contract = max(live, key=lambda c: c.end_date)
-        facts.calendar = policy_for(contract).calendar(
-            load_calendar(session, contract.calendar, contract.timezone)
-        )
+        facts.cards.append(perf.ScoreFact("survey", names.get(owner, ""), e.at, grades))
+    # uptime counts in the contracted service hours of each customer's contract (the latest one)
+    latest: dict[int, Contract] = {}
+    for k in contracts.values():
+        live = k.start_date <= last and k.end_date >= first
+        if live and (k.customer_id not in latest or k.end_date > latest[k.customer_id].end_date):
+            latest[k.customer_id] = k
+    base: dict[tuple[str, str], Calendar] = {}
+    for owner, contract in latest.items():
+        key = (contract.calendar, contract.timezone)
+        if key not in base:
+            base[key] = load_calendar(session, contract.calendar, contract.timezone)
+        facts.calendars[names.get(owner, "")] = policy_for(contract).calendar(base[key])
+    if customer is not None:
+        facts.calendar = facts.calendars.get(customer.name)
     return facts
 
 
@@ -199,7 +218,8 @@ def engineer_of(data: Mapping[str, Any], staff: Mapping[int | None, str]) -> str
 
 def inspections_due(
     session: Session,
-    customer: Customer,
+    customer_id: int | None,
+    names: Mapping[int | None, str],
     contracts: Any,
     first: date,
     last: date,
@@ -212,14 +232,25 @@ def inspections_due(
     inspections = {
         (c.contract_id, c.period): c
         for c in session.exec(
-            select(Case).where(Case.customer_id == customer.id, Case.kind == str(CaseKind.INSPECTION))
+            select(Case).where(
+                *([Case.customer_id == customer_id] if customer_id is not None else []),
+                Case.kind == str(CaseKind.INSPECTION),
+            )
         )
     }
     done_at: dict[int, datetime] = {}
     ids = [c.id for c in inspections.values()]
     if ids:
         for e in session.exec(
-            select(Event).where(col(Event.case_id).in_(ids), col(Event.kind).in_(INSPECTION_DONE_EVENTS))
+            select(Event).where(
+                col(Event.case_id).in_(
+                    select(Case.id).where(
+                        *([Case.customer_id == customer_id] if customer_id is not None else []),
+                        Case.kind == str(CaseKind.INSPECTION),
+                    )
+                ),
+                col(Event.kind).in_(INSPECTION_DONE_EVENTS),
+            )
         ):
             done_at[e.case_id] = min(done_at.get(e.case_id, e.at), e.at)
     out = []
@@ -243,7 +274,7 @@ def inspections_due(
             out.append(
                 perf.DueFact(
                     kind="inspection",
-                    customer=customer.name,
+                    customer=names.get(contract.customer_id, ""),
                     label=p.label,
                     due=due,
                     done_on=done_on,
@@ -269,7 +300,8 @@ DRILL_DONE = (
 
 def drills_due(
     session: Session,
-    customer: Customer,
+    customer_id: int | None,
+    names: Mapping[int | None, str],
     contracts: Any,
     first: date,
     last: date,
@@ -281,14 +313,25 @@ def drills_due(
     drills = {
         (c.contract_id, c.period): c
         for c in session.exec(
-            select(Case).where(Case.customer_id == customer.id, Case.kind == str(CaseKind.DRILL))
+            select(Case).where(
+                *([Case.customer_id == customer_id] if customer_id is not None else []),
+                Case.kind == str(CaseKind.DRILL),
+            )
         )
     }
     started: dict[int, datetime] = {}
     ids = [c.id for c in drills.values()]
     if ids:
         for e in session.exec(
-            select(Event).where(col(Event.case_id).in_(ids), Event.kind == "drill_started")
+            select(Event).where(
+                col(Event.case_id).in_(
+                    select(Case.id).where(
+                        *([Case.customer_id == customer_id] if customer_id is not None else []),
+                        Case.kind == str(CaseKind.DRILL),
+                    )
+                ),
+                Event.kind == "drill_started",
+            )
         ):
             started[e.case_id] = min(started.get(e.case_id, e.at), e.at)
     out = []
@@ -316,7 +359,7 @@ def drills_due(
             out.append(
                 perf.DueFact(
                     kind="drill",
-                    customer=customer.name,
+                    customer=names.get(contract.customer_id, ""),
                     label=period.label,
                     due=due,
                     done_on=done_on,
@@ -328,20 +371,36 @@ def drills_due(
 
 
 def renewals_due(
-    session: Session, customer: Customer, contracts: Mapping[int | None, Contract], first: date, last: date
+    session: Session,
+    customer_id: int | None,
+    names: Mapping[int | None, str],
+    contracts: Mapping[int | None, Contract],
+    first: date,
+    last: date,
 ) -> list[perf.RenewalFact]:
     """The renewals (issue 20) of the contract terms ending in first..last and how each came out, from
     its events: `renewal_closed` carries renewed / ended, `contract_lapsed` says the term ran out
     unanswered; none of them yet: pending."""
     cases = session.exec(
-        select(Case).where(Case.customer_id == customer.id, Case.kind == str(CaseKind.RENEWAL))
+        select(Case).where(
+            *([Case.customer_id == customer_id] if customer_id is not None else []),
+            Case.kind == str(CaseKind.RENEWAL),
+        )
     ).all()
     ids = [c.id for c in cases]
     outcome: dict[int, str] = {}
     if ids:
         for e in session.exec(
             select(Event)
-            .where(col(Event.case_id).in_(ids), col(Event.kind).in_(("renewal_closed", "contract_lapsed")))
+            .where(
+                col(Event.case_id).in_(
+                    select(Case.id).where(
+                        *([Case.customer_id == customer_id] if customer_id is not None else []),
+                        Case.kind == str(CaseKind.RENEWAL),
+                    )
+                ),
+                col(Event.kind).in_(("renewal_closed", "contract_lapsed")),
+            )
             .order_by(col(Event.at), col(Event.id))
         ):
             outcome[e.case_id] = "lapsed" if e.kind == "contract_lapsed" else str(e.data.get("outcome") or "")
@@ -355,7 +414,7 @@ def renewals_due(
             contract = contracts.get(c.contract_id)
             out.append(
                 perf.RenewalFact(
-                    customer=customer.name,
+                    customer=names.get(c.customer_id, ""),
                     contract=contract.code if contract else "",
                     due=end,
                     outcome=outcome.get(c.id or 0) or "pending",
@@ -377,13 +436,7 @@ def kpi_rows(
     if by is not None and by not in perf.BY_CHOICES:
         raise perf.KpiError(f"未知的分组 / unknown grouping {by!r}: use one of {', '.join(perf.BY_CHOICES)}")
     facts = gather(session, find_customer(session, customer), first=first, last=last, tz=tz)
-    cache: dict[str, Calendar] = {}
-
-    def calendar_for(terms: Mapping[str, Any]) -> Calendar:
-        key = repr(sorted(terms.items()))
-        if key not in cache:
-            cache[key] = calendar_for_terms(session, dict(terms))
-        return cache[key]
+    calendar_for = _calendars_of(session)
 
     rows = perf.table(
         facts.logs,
@@ -398,6 +451,36 @@ def kpi_rows(
         calendar_for=calendar_for,
     )
     return facts, rows
+
+
+def all_customers(session: Session, *, first: date, last: date, tz: str | None = None) -> list[perf.KpiRow]:
+    """The KPIs of every customer over local days first..last, one row each (read in one pass: the
+    bulk figures for management and the KPI bench)."""
+    facts = gather(session, None, first=first, last=last, tz=tz)
+    return perf.table(
+        facts.logs,
+        start=facts.start,
+        end=facts.end,
+        by="customer",
+        due=facts.due,
+        cards=facts.cards,
+        renewals=facts.renewals,
+        tz=facts.tz,
+        calendar_for=_calendars_of(session),
+        calendars=facts.calendars,
+    )
+
+
+def _calendars_of(session: Session) -> Any:
+    cache: dict[str, Calendar] = {}
+
+    def calendar_for(terms: Mapping[str, Any]) -> Calendar:
+        key = repr(sorted(terms.items()))
+        if key not in cache:
+            cache[key] = calendar_for_terms(session, dict(terms))
+        return cache[key]
+
+    return calendar_for
 
 
 # ---- output ----------------------------------------------------------------------------------------
@@ -430,7 +513,7 @@ def to_json(facts: KpiInput, rows: list[perf.KpiRow], by: str | None) -> str:
 
     cols = perf.columns(rows)
     doc = {
-        "customer": {"code": facts.customer.code, "name": facts.customer.name},
+        "customer": {"code": facts.one.code, "name": facts.one.name},
         "from": facts.start.isoformat(),
         "to": facts.end.isoformat(),
         "by": by,

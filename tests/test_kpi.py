@@ -240,3 +240,21 @@ def test_renewal_outcomes_of_the_terms_ending_in_the_period(demo: str, session: 
     assert row.kpis.renewals == {"renewed": 1, "lapsed": 1, "pending": 1}
     _, [later] = kpi_rows(session, "BJYH", first=date(2027, 1, 1), last=date(2027, 6, 30))
     assert later.kpis.renewals == {"ended": 1}
+
+
+def test_every_customer_in_one_pass_gives_each_the_figures_asked_one_by_one(log: dict, session: Session):
+    from tasks.kpi import all_customers, kpi_rows
+
+    rows = {r.group: r.kpis for r in all_customers(session, first=date(2026, 10, 1), last=date(2026, 11, 30))}
+    _, [one] = kpi_rows(session, "BJYH", first=date(2026, 10, 1), last=date(2026, 11, 30))
+    bulk = rows["北京某银行数据中心"]
+    assert (bulk.faults, bulk.mttr_hours, bulk.uptime, bulk.ftf, bulk.complaints) == (
+        one.kpis.faults,
+        one.kpis.mttr_hours,
+        one.kpis.uptime,
+        one.kpis.ftf,
+        one.kpis.complaints,
+    )
+    assert bulk.inspections_due == one.kpis.inspections_due == 2
+    # 石家庄's quarterly inspection falls due on Dec 31 and 太原's contract ended: nothing to count
+    assert set(rows) == {"北京某银行数据中心"}

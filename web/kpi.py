@@ -116,7 +116,7 @@ def kpi_page(
     return _page(
         user,
         form=form,
-        customer_name=facts.customer.name,
+        customer_name=facts.one.name,
         first=first,
         last=last,
         groups=[r.group or "全部" for r in rows],
@@ -124,7 +124,7 @@ def kpi_page(
         charts=charts,
         buckets=whole[0].kpis.mttr_buckets,
         scores=whole[0].kpis.scores,
-        csv_query=f"customer={facts.customer.code}&from={first}&to={last}"
+        csv_query=f"customer={facts.one.code}&from={first}&to={last}"
         + (f"&by={group}" if group else ""),
     )
 
@@ -147,7 +147,7 @@ def kpi_csv(
             facts, rows = kpi_rows(session, name, first=first, last=last, by=group)
     except (FilterError, perf.KpiError) as exc:
         return Response(f"错误：{exc}\n", status_code=422, media_type="text/plain; charset=utf-8")
-    filename = f"kpi-{facts.customer.code}-{first}-{last}.csv"
+    filename = f"kpi-{facts.one.code}-{first}-{last}.csv"
     return Response(
         "\ufeff" + to_csv(rows, group),
         media_type="text/csv; charset=utf-8",
