@@ -730,6 +730,7 @@ def checklist_edit(
 
 # --- aftercare admin ... / aftercare import (the back office, deployments/cli_backoffice.py) ----------
 app.add_typer(cli_backoffice.admin_app, name="admin")
+app.command("import")(cli_backoffice.import_file)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -111,3 +111,59 @@ def admin_password(
         _fail(str(exc))
         return
     typer.echo(f"已重设 {login} 的密码，原有登录已失效 / password set, old sessions ended")
+
+
+def _show(value: object) -> str:
+    return "（空）" if value in (None, "", [], {}) else str(value)
+
+
+def import_file(
+    file: Annotated[Path, typer.Argument(help="要导入的 .xlsx 或 .csv 文件 / the spreadsheet")],
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            help="记录类型；不给则按文件名判断 / customers, sites, contacts, contracts, staff, devices, parts, stock"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="只列出将要做的修改，不写入 / list the changes only")
+    ] = False,
+    by: Annotated[str, typer.Option("--as", help="操作人姓名（记入变更记录）/ who imports")] = "命令行导入",
+) -> None:
+    """从表格导入客户、机房、联系人、合同、员工、设备、备件或库存 / import reference data from a spreadsheet.
+
+    第一行为列名（中文列名或字段名）；按编码（或客户+名称、序列号）找到的记录被修改，其余新建。
+    任何一行有错时，什么也不写入，并列出每个错误的行与列。"""
+    from models import wallclock
+    from models.db import DatabaseError, session_scope
+    from tasks.importer import ImportError_, apply_import, plan_import
+
+    _ready_db()
+    try:
+        with session_scope() as session:
+            result = plan_import(session, file, kind=kind)
+            if result.errors:
+                for error in result.errors:
+                    typer.secho(str(error), fg=typer.colors.RED, err=True)
+                typer.secho(
+                    f"{len(result.errors)} 处错误，未写入任何记录 / {len(result.errors)} errors, nothing written",
+                    fg=typer.colors.RED,
+                    err=True,
+                )
+                raise typer.Exit(1)
+            for change in result.changes:
+                if change.action == "create":
+                    filled = "，".join(f"{k}={_show(v)}" for k, v in change.values.items())
+                    typer.echo(f"第 {change.row} 行 新建 {change.key}：{filled}")
+                else:
+                    changed = "，".join(
+                        f"{k}: {_show(old)} → {_show(new)}" for k, (old, new) in change.values.items()
+                    )
+                    typer.echo(f"第 {change.row} 行 修改 {change.key}：{changed}")
+            if not dry_run:
+                apply_import(session, result, now=wallclock.now(), actor=by)
+    except (ImportError_, DatabaseError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(result.summary())
+    typer.echo("试运行，未写入 / dry run, nothing written" if dry_run else "已写入 / written")

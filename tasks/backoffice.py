@@ -37,6 +37,10 @@ class RecordError(ValueError):
         super().__init__("；".join(f"{names.get(field, field)}：{message}" for field, message in errors))
 
 
+def _num(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _zh(error: Mapping[str, Any]) -> str:
     kind, ctx = error.get("type", ""), error.get("ctx") or {}
     if kind == "missing":
@@ -46,9 +50,9 @@ def _zh(error: Mapping[str, Any]) -> str:
     if kind == "string_too_short":
         return "不能为空" if ctx.get("min_length") == 1 else f"至少 {ctx.get('min_length')} 个字符"
     if kind in ("greater_than_equal", "greater_than"):
-        return f"不能小于 {ctx.get('ge', ctx.get('gt'))}"
+        return f"不能小于 {_num(ctx.get('ge', ctx.get('gt')))}"
     if kind in ("less_than_equal", "less_than"):
-        return f"不能大于 {ctx.get('le', ctx.get('lt'))}"
+        return f"不能大于 {_num(ctx.get('le', ctx.get('lt')))}"
     if kind.startswith("int_"):
         return "应为整数"
     if kind.startswith("float_") or kind.startswith("decimal_"):
