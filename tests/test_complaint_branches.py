@@ -4,9 +4,13 @@ the link page calls, the clock keeper ticked at scripted moments."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
 from flows.complaint import complaint
@@ -226,3 +230,42 @@ def test_a_breached_first_answer_goes_up_the_ladder(fast: FastFlow) -> None:
 def test_an_unknown_customer_is_refused_with_a_message(fast: FastFlow) -> None:
     state = fast.run(complaint, request(customer="不存在的客户"), at=T0, script=[])
     assert "未知客户" in str(state.message)
+
+
+def test_the_signed_reply_letter_prints_as_a_pdf_with_its_chinese_text(
+    fast: FastFlow, tmp_path: Path
+) -> None:
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    from tasks.pdf import print_in_process
+    from tasks.reports import signed_content
+
+    t = T0
+    outcome = fast.run(
+        complaint,
+        request(),
+        at=t,
+        script=[
+            say("complaint-answer", ANSWER, by=OWNER, at=t + 30 * MIN),
+            say("complaint-investigation", investigation(), by=OWNER, at=t + 3 * H),
+            say(SIGN, decision="signed", by=CUSTOMER, report=True, at=t + DAY),
+        ],
+    )
+    with fast.session() as s:
+        reply = s.exec(
+            select(Report).where(Report.case_id == outcome.case_id, Report.kind == "complaint_reply")
+        ).one()
+        html = signed_content(s, reply)
+    path = tmp_path / "reply.pdf"
+    path.write_bytes(print_in_process(html))
+    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    for words in (
+        "投诉处理回复函",
+        outcome.number,
+        "处理结果",
+        "派工流程增加行程核对",
+        "客服经理",
+        OWNER,
+        "<b>没有</b>",
+    ):
+        assert words in text, words
