@@ -26,7 +26,9 @@ from pydantic import BaseModel, Field
 
 from deployments.run_forms import AssuranceRequestForm, use_form
 from flows.steps import (
+    STAFF_LINK,
     Procedure,
+    answer_of,
     archive,
     ask_staff,
     customer_accepts_plan,
@@ -41,6 +43,7 @@ from models import CaseStatus, Role
 from models.approvals import DecisionKind
 from models.forms import AssuranceReportForm, DutyRosterForm
 from rules.assurance import roster_send_by
+from tasks.approvals import await_approval_until
 from tasks.assurance import (
     AssuranceRequest,
     assurance_facts,
@@ -265,19 +268,48 @@ def _duty_roster(
 ) -> tuple[dict[str, Any], int, datetime]:
     """The coordinator fills the roster (a form, validated); one the period or the staff list refuses
     is asked again with the reasons; then it is issued as the 值班表 and sent to the customer."""
-    note, prefill, version = "", roster_prefill(case_id), 1
+    note, prefill, version, overdue = "", roster_prefill(case_id), 1, False
     while True:
-        answer = fill_form(
+        asked = ask_staff(
             case_id,
             "duty-roster",
             version,
             role=COORDINATOR,
+            kind="form",
             form=DutyRosterForm,
             now=now,
+            expires=max(STAFF_LINK, about["end"] - now),  # a roster is still wanted until the period ends
             subject=subject(facts, f"请编制值班表（须于 {_local_time(send_by)} 前发给客户）"),
             content=f"{note}保障期：{about['period']}；{about['event']}",
             prefill={"shifts": prefill},
         )
+        decision = None
+        if not overdue:  # the roster or the day it is due to the customer, whichever comes first
+            decision = await_approval_until(
+                asked, "duty-roster", version, case_id=case_id, when=send_by, key="roster-due"
+            )
+        if decision is None:
+            if not overdue:  # due and not in: the director and the coordinator are told, once
+                overdue = True
+                record(
+                    case_id,
+                    "roster_overdue",
+                    send_by,
+                    "system",
+                    {"send_by": send_by.isoformat()},
+                    key="roster-overdue",
+                    tell=[
+                        Tell(
+                            template="assurance/roster_overdue",
+                            key="roster-overdue",
+                            roles=[DIRECTOR, COORDINATOR],
+                            urgent=True,
+                            context={**_ctx(about), "send_by": send_by},
+                        )
+                    ],
+                )
+            decision = wait_for(asked, "duty-roster", version)
+        answer = answer_of(DutyRosterForm, decision)
         now = answer.at
         checked = check_roster(case_id, answer.value.shifts)
         if not checked["problems"]:

@@ -60,6 +60,7 @@ TIMER_ZH: dict[str, str] = {
     "reconfirm": "巡检再确认日",
     "visit": "巡检日",
     "roster-ask": "值班表编制日",
+    "roster-due": "值班表发给客户的期限",
     "period-start": "保障期开始",
     "period-end": "保障期结束",
 }

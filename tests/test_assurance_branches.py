@@ -86,7 +86,10 @@ def test_assurance_from_request_to_signed_report_raises_requests_of_the_period(f
     assert waiting.step == "duty-roster"
     case_id = fast.case_of_run(run_id)
     assert "late-request" not in fast.waits
-    assert fast.waits[-2:] == ["timer:roster-ask", "duty-roster"]
+    # nobody filled it in by 3 days before the period: the director and the coordinator are told
+    assert fast.waits[-3:] == ["timer:roster-ask", "timer:roster-due", "duty-roster"]
+    overdue = [n for n, t in fast.notifications(fast.case_of_run(run_id)) if t == "assurance/roster_overdue"]
+    assert sorted(overdue) == ["吴总监", "郑协调"]
     with fast.session() as s:
         case = s.get(Case, case_id)
         assert case is not None and case.number.startswith("BZ-") and case.data["in_force"]
@@ -115,9 +118,9 @@ def test_assurance_from_request_to_signed_report_raises_requests_of_the_period(f
     assert "severity_raised_for_assurance" in fast.events(first.id)  # type: ignore[arg-type]
     assert "severity_raised_for_assurance" not in fast.events(after.id)  # type: ignore[arg-type]
 
-    # 3. the roster: one line with a phone nobody can dial is refused with its line named; one name
-    # that is nobody on the staff goes back with the reason; the third is sent to the customer
-    asked = START - timedelta(days=7)
+    # 3. the roster, late but before the period: one line with a phone nobody can dial is refused with
+    # its line named; one name that is nobody on the staff goes back with the reason; the third is sent
+    asked = START - timedelta(days=3)
     outcome = fast.run(
         assurance,
         request(),
@@ -149,7 +152,7 @@ def test_assurance_from_request_to_signed_report_raises_requests_of_the_period(f
         ).one()
         assert "“陈某”不是在职员工" in second.content
         sent = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "roster_sent")).one()
-        assert sent.at < START and sent.data["before_period"] and sent.data["in_time"]
+        assert sent.at < START and sent.data["before_period"] and not sent.data["in_time"]
         told = s.exec(
             select(Notification).where(
                 Notification.case_id == case_id, Notification.template == "assurance/roster"

@@ -89,7 +89,8 @@ def test_an_assurance_runs_from_the_run_form_to_the_signed_report(harness: Any) 
         assert kind in kinds, (kind, kinds)
     with session_scope() as s:
         sent = s.exec(select(Event).where(Event.case_id == d.case_id, Event.kind == "roster_sent")).one()
-        assert sent.data["before_period"] and sent.at < start
+        assert sent.data["before_period"] and sent.data["in_time"] and sent.at < start
+        assert "roster_overdue" not in kinds  # in before its day: nobody was chased
         told = s.exec(
             select(Notification).where(
                 Notification.case_id == d.case_id, Notification.template == "assurance/roster"
