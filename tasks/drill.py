@@ -1023,3 +1023,40 @@ def create_training(case_id: int, at: datetime) -> int:
 
 def drill_events(session: Session, case_id: int) -> list[Event]:
     return list(session.exec(select(Event).where(Event.case_id == case_id).order_by(col(Event.id))).all())
+
+
+# ---- the monthly summary (阶段性服务总结) ----------------------------------------------------------------
+
+
+def drills_in_period(session: Session, customer_id: int, first: date, last: date) -> list[dict[str, Any]]:
+    """The customer's drills whose day (agreed, else wished) falls in first..last, for the summary:
+    what was drilled, its state, and the objectives met or missed."""
+    from models.cases import CASE_STATUS_ZH
+
+    rows = []
+    for case in session.exec(
+        select(Case)
+        .where(Case.customer_id == customer_id, Case.kind == str(CaseKind.DRILL))
+        .order_by(col(Case.id))
+    ).all():
+        day = date.fromisoformat(case.data.get("drill_day") or case.data.get("wished_day") or "1970-01-01")
+        if not first <= day <= last:
+            continue
+        evaluation = case.data.get("evaluation") or {}
+        rows.append(
+            {
+                "number": case.number,
+                "day": day.isoformat(),
+                "system": case.data.get("system", ""),
+                "kind": rules.DRILL_KINDS_ZH.get(case.data.get("drill_kind", ""), ""),
+                "status": "已取消（" + str(case.data.get("cancel_reason", "")) + "）"
+                if case.status == CaseStatus.CANCELLED
+                else CASE_STATUS_ZH.get(case.status, case.status),
+                "evaluated": bool(evaluation),
+                "rto_met": bool(evaluation.get("rto_met")),
+                "rpo_met": bool(evaluation.get("rpo_met")),
+                "meets_need": bool(evaluation.get("meets_need")),
+                "gaps": len(evaluation.get("gaps") or []),
+            }
+        )
+    return rows

@@ -31,6 +31,7 @@ from rules import inspection as plan_rules
 from rules import kpi
 from tasks.charts import customer_charts
 from tasks.clocks import verdict
+from tasks.drill import drills_in_period
 from tasks.inspection import calendar_for, local_day
 from tasks.links import sign_link
 from tasks.notify import queue
@@ -138,6 +139,7 @@ class SummaryFacts:
     faults: list[kpi.FaultFact] = field(default_factory=list)
     figures: kpi.Figures = field(default_factory=kpi.Figures)
     inspections: list[dict[str, Any]] = field(default_factory=list)
+    drills: list[dict[str, Any]] = field(default_factory=list)  # 应急演练 of the period (tasks.drill)
     parts: list[dict[str, Any]] = field(default_factory=list)
     maintenance: list[dict[str, Any]] = field(default_factory=list)
     plan_vs_done: list[dict[str, Any]] = field(default_factory=list)
@@ -431,6 +433,8 @@ def gather(
                     {"what": f"现场处理：{r.item_label}", "day": visit_day_of(c).isoformat(), "note": r.note}
                 )
 
+    facts.drills = drills_in_period(session, customer_id, first, last)
+
     # spare parts replaced (issued to a case of this customer in the period)
     case_by_id = {c.id: c for c in fault_cases}
     fact_by_id = {f.case_id: f for f in facts.faults}
@@ -585,6 +589,7 @@ def _figures_json(facts: SummaryFacts) -> dict[str, Any]:
         "trend": [list(x) for x in f.trend],
         "trend_word": f.trend_word,
         "inspections": len(facts.inspections),
+        "drills": len(facts.drills),
         "parts": len(facts.parts),
         "open_issues": len(facts.open_issues),
         "plan_vs_done": facts.plan_vs_done,

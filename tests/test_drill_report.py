@@ -95,3 +95,41 @@ def test_the_signed_drill_report_prints_with_its_timeline_objectives_and_signatu
     with fast.session() as s:
         case = s.get(Case, second)
         assert case is not None and case.data["recovery_version"] == 2  # what this drill's RTO/RPO come from
+
+
+def test_the_monthly_summary_shows_the_drill_and_its_objectives(fast: FastFlow) -> None:
+    from datetime import date
+
+    from tasks.summary import gather, render_summary
+
+    wished = add_working_days(_local(T0), 10)  # 2026-12-07
+    assert (
+        fast.run(drill, _request(fast, "YLSUM", wished), at=T0, script=_whole_drill_script(wished))
+        == "archived"
+    )
+    case_id = fast.case_of_run()
+    with fast.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None
+        facts = gather(
+            s,
+            case.customer_id,
+            kind="monthly",
+            period="2026-12",
+            first=date(2026, 12, 1),
+            last=date(2026, 12, 31),
+        )
+        november = gather(
+            s,
+            case.customer_id,
+            kind="monthly",
+            period="2026-11",
+            first=date(2026, 11, 1),
+            last=date(2026, 11, 30),
+        )
+    assert november.drills == []
+    assert [(d["number"], d["day"], d["rto_met"], d["rpo_met"], d["gaps"]) for d in facts.drills] == [
+        (case.number, "2026-12-07", True, True, 2)
+    ]
+    html = render_summary(facts, issued_at=_at(date(2027, 1, 4), 9), due_by=date(2027, 1, 8))
+    assert "应急演练" in html and case.number in html and "主备切换演练" in html
