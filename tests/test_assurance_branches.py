@@ -231,3 +231,36 @@ def test_a_request_that_cannot_be_taken_ends_the_run_with_the_reason(fast: FastF
         assert s.exec(select(Case).where(Case.kind == "assurance")).all() == []
     outcome = fast.run(assurance, request(site="上海机房"), at=T0, run_id="bad-site", script=[])
     assert "未知站点" in outcome.message
+
+
+def test_an_assurance_without_a_contract_in_force_is_paid_service_and_has_no_contract_inspection(
+    fast: FastFlow,
+) -> None:
+    # TYDX's contract ended on 2026-03-31: the whole assurance is 有偿服务, said in every message
+    waiting = fast.run(
+        assurance,
+        request(customer="TYDX", site=""),
+        at=T0,
+        run_id="assurance-paid",
+        script=agreed(T0),
+        until="duty-roster",
+    )
+    assert waiting.step == "duty-roster"
+    case_id = fast.case_of_run("assurance-paid")
+    with fast.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None and case.out_of_contract
+        assert "有偿服务" in case.data["paid_service_reason"]
+        asked = s.exec(select(Approval).where(Approval.case_id == case_id)).all()
+        assert asked and all(a.subject.startswith("【合同外·有偿服务】") for a in asked)
+        received = s.exec(
+            select(Notification).where(
+                Notification.case_id == case_id, Notification.template == "assurance/received"
+            )
+        ).one()
+        assert "有偿服务" in received.body
+    # no contract inspection can be held for it: the director and the coordinator are told why
+    assert "pre_inspection_impossible" in fast.events(case_id)
+    told = sorted(n for n, t in fast.notifications(case_id) if t == "assurance/no_pre_inspection")
+    assert told == ["吴总监", "郑协调"]
+    assert not [r for r in fast.started if r[0] == "inspection/inspection"]
