@@ -759,6 +759,14 @@ class QuoteForm(BaseModel):
     fee: Money = Field(title="续约费用（元，按现行价格）", description="如 360000；原合同费用见上")
     note: Text = Field(default="", title="报价说明", description="价格依据、与原合同的差异，可不填")
 
+    @field_validator("start_date")
+    @classmethod
+    def _after_the_old_term(cls, value: date, info: ValidationInfo) -> date:
+        end = ((info.context or {}).get("case_data") or {}).get("contract_end")
+        if end and value <= date.fromisoformat(end):
+            raise ValueError(f"应晚于原合同到期日 {end}（新合同从到期次日起）")
+        return value
+
     @field_validator("end_date")
     @classmethod
     def _after_start(cls, value: date, info: ValidationInfo) -> date:

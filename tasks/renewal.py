@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from models.approvals import Approval, ApprovalStatus, DecisionKind
-from models.cases import Case, CaseKind, CaseStatus, Event, append_event
+from models.cases import Case, CaseKind, CaseStatus, Event, Incident, append_event
 from models.contracts import Contract, ContractVersion, InspectionFrequency
 from models.db import insert_ignore, session_scope
 from models.forms import FREQUENCY_ZH, QuoteForm
@@ -35,7 +35,7 @@ from tasks.clocks import load_calendar
 from tasks.inspection import create_inspection, start_inspection_run
 from tasks.ledger import step
 from tasks.notify import queue
-from tasks.people import first_with_role
+from tasks.people import NobodyForRole, first_with_role
 
 RENEWAL_DEPLOYMENT = "renewal/renewal"
 ANSWER_STEP = "renewal-answer"  # the customer's answer to the 续约通知函 (steps carry the version)
@@ -99,10 +99,34 @@ def open_renewals(now: datetime, *, url: str | None = None) -> list[int]:
             today = local_day(now, contract.timezone)
             if not rules.due_to_open(today, contract.start_date, contract.end_date, cal):
                 continue
-            case_id = open_renewal(session, contract, cal, now=now)
+            try:
+                with session.begin_nested():  # one contract's trouble leaves the others' renewals be
+                    case_id = open_renewal(session, contract, cal, now=now)
+            except NobodyForRole as exc:
+                _nobody_incident(session, contract, str(exc), now)
+                continue
             if case_id is not None:
                 created.append(case_id)
     return created
+
+
+def _nobody_incident(session: Session, contract: Contract, why: str, now: datetime) -> None:
+    """No account manager (or sales manager) to give the renewal to: a dispatcher must see it, once a
+    contract term; the next run opens the renewal once someone holds the role."""
+    key = f"renewal:{contract.id}:{contract.end_date.isoformat()}"
+    known = session.exec(
+        select(Incident).where(Incident.kind == "renewal_unassigned", col(Incident.resolved_at).is_(None))
+    ).all()
+    if any(i.data.get("key") == key for i in known):
+        return
+    session.add(
+        Incident(
+            kind="renewal_unassigned",
+            opened_at=now,
+            message=f"合同 {contract.code}（{contract.end_date} 到期）的续约工单无法分派：{why}",
+            data={"key": key, "contract_id": contract.id},
+        )
+    )
 
 
 def open_renewal(session: Session, contract: Contract, cal: Calendar, *, now: datetime) -> int | None:

@@ -154,13 +154,17 @@ def test_a_quote_without_a_fee_or_ending_before_it_starts_is_refused_and_records
         script=[
             say("renewal-quote-v1", no_fee, by="沈经理"),
             say("renewal-quote-v1", {**QUOTE, "end_date": "2027-01-01"}, by="沈经理"),
+            say("renewal-quote-v1", {**QUOTE, "start_date": "2027-01-22"}, by="沈经理"),
+            say("renewal-quote-v1", {**QUOTE, "fee": "0"}, by="沈经理"),
             say("renewal-quote-v1", QUOTE, by="沈经理"),
         ],
     )
     reasons = [why for step, why in fast.refused]
-    assert len(reasons) == 2
+    assert len(reasons) == 4
     assert "续约费用" in reasons[0] and "必填" in reasons[0]
     assert "新合同结束日期" in reasons[1] and "早于开始日期" in reasons[1]
+    assert "新合同开始日期" in reasons[2] and "应晚于原合同到期日 2027-01-22" in reasons[2]
+    assert "金额须大于 0" in reasons[3]
     assert fast.events(case_id).count("renewal_quote_drafted") == 1
 
 
@@ -337,3 +341,24 @@ def test_a_warranty_ending_within_45_days_gets_one_full_inspection_through_the_i
     assert again["warranty_inspections"] == 0
     third = fast.run(plan_renewals_flow, T0 + 8 * DAY, at=T0 + 8 * DAY, script=[], run_id="planner-3")
     assert third["warranty_inspections"] == 1
+
+
+def test_a_contract_without_an_account_manager_to_give_it_to_raises_one_incident(fast: FastFlow) -> None:
+    from models import Incident, Staff
+
+    with fast.session() as s:
+        for person in s.exec(select(Staff)).all():
+            if "account_manager" in person.roles:
+                person.active = False
+                s.add(person)
+        contract = s.exec(select(Contract).where(Contract.code == "HT-2026-BJYH")).one()
+        contract.account_manager_id = None
+        contract.end_date = END
+        s.add(contract)
+        s.commit()
+    assert open_renewals(T0, url=fast.db_url) == []
+    assert open_renewals(T0 + DAY, url=fast.db_url) == []
+    with fast.session() as s:
+        (incident,) = s.exec(select(Incident).where(Incident.kind == "renewal_unassigned")).all()
+        assert "HT-2026-BJYH" in incident.message and "客户经理" in incident.message
+        assert s.exec(select(Case).where(Case.kind == "renewal")).all() == []
