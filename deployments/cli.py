@@ -290,8 +290,8 @@ def complaint_new(
     from models.db import session_scope
     from models.forms import explain
     from models.wallclock import now
-    from tasks.cases import IntakeError, start_deployment_run
-    from tasks.complaints import COMPLAINT_DEPLOYMENT, ComplaintRequest, open_complaint
+    from tasks.cases import IntakeError
+    from tasks.complaints import ComplaintRequest, open_complaint, start_complaint_run
 
     try:
         request = ComplaintRequest.model_validate(
@@ -317,18 +317,13 @@ def complaint_new(
     except (IntakeError, DatabaseError) as exc:
         fail(str(exc))
         return
-    typer.echo(f"已受理投诉 / complaint taken: {number}（受理回执已发送给客户 / acknowledgement queued）")
+    typer.echo(f"已受理投诉 / complaint taken: {number}（受理回执将发送给客户 / acknowledgement queued）")
     try:
-        run_id = start_deployment_run(
-            COMPLAINT_DEPLOYMENT,
-            {"request": {**request.model_dump(mode="json"), "case_id": case_id}},
-            idempotency_key=f"complaint:{case_id}",
-        )
-    except Exception as exc:  # Prefect unreachable: the complaint is recorded, its flow not started
-        fail(
-            f"投诉 {number} 已记录，但无法启动投诉流程（Prefect 是否在运行？先执行 aftercare up）: "
-            f"{type(exc).__name__}: {exc}",
-            code=1,
+        run_id = start_complaint_run(case_id, request)
+    except Exception as exc:  # Prefect unreachable: the complaint is recorded; the keeper starts its flow
+        typer.echo(
+            f"投诉流程未能启动（{type(exc).__name__}），时钟守护进程将在 Prefect 可用时自动启动 / "
+            "the flow starts once Prefect is reachable"
         )
         return
     typer.echo(f"投诉流程已启动 / flow run {run_id}")

@@ -42,7 +42,7 @@ from prefect import flow
 from models.db import is_transient, session_scope
 from models.leases import current, release, renew, take
 from models.wallclock import now as wall_now
-from tasks import accident, approvals, clocks, escalation, notify, renewal, runs, timers
+from tasks import accident, approvals, clocks, complaints, escalation, notify, renewal, runs, timers
 from tasks.clocks import next_due
 from tasks.ledger import unrecorded
 
@@ -63,6 +63,7 @@ KEEPER_STEPS: list[KeeperStep] = [
     # which date an accident's vendor call and standby by its window and half its restore time
     escalation.act_on_escalations,
     renewal.outreach_step,  # a renewal's follow-ups, escalations, reminder and lapse
+    complaints.start_unstarted,  # a complaint taken while Prefect was down gets its flow
     notify.send_due_step,
 ]
 

@@ -43,6 +43,7 @@ from tasks.cases import (
     find_customer,
     queue_for_case,
     read_case_ref,
+    start_deployment_run,
 )
 from tasks.ledger import step
 from tasks.notify import queue
@@ -508,3 +509,54 @@ def straight_to_managers(session: Session, customer_code: str, case_id: int, *, 
 
 def _queue_context(session: Session, case: Case) -> dict[str, Any]:
     return {"case": case_facts(session, case.id).as_dict()}  # type: ignore[arg-type]
+
+
+# --- starting the flow of a complaint taken outside one (the page, the CLI) ----------------------
+
+START_GRACE = timedelta(seconds=30)  # the page or the CLI starts the run itself; the keeper after this
+
+
+def start_complaint_run(case_id: int, request: ComplaintRequest) -> str:
+    """Start the complaint flow for a complaint already taken (idempotent by the complaint: the page,
+    the CLI and the keeper starting it all get the one run)."""
+    parameters = {"request": {**request.model_dump(mode="json"), "case_id": case_id}}
+    return start_deployment_run(COMPLAINT_DEPLOYMENT, parameters, idempotency_key=f"complaint:{case_id}")
+
+
+def start_unstarted(now: datetime, limit: int = 50) -> int:
+    """Keeper step: a complaint taken whose flow did not start (Prefect was down when the page or the
+    command took it) gets its run now; returns how many were started."""
+    with session_scope() as session:
+        waiting = session.exec(
+            select(Case)
+            .where(
+                Case.kind == str(CaseKind.COMPLAINT),
+                col(Case.flow_run_id).is_(None),
+                col(Case.closed_at).is_(None),
+                col(Case.created_at) <= now - START_GRACE,
+            )
+            .order_by(col(Case.id))
+            .limit(limit)
+        ).all()
+        todo = [
+            (
+                int(case.id),  # type: ignore[arg-type]
+                ComplaintRequest(
+                    customer=str(session.get(Customer, case.customer_id).code),  # type: ignore[union-attr]
+                    complainant=case.reported_by or "客户",
+                    description=case.description if len(case.description) >= 2 else f"{case.description}。",
+                    reported_at=case.reported_at,
+                ),
+            )
+            for case in waiting
+        ]
+    started = 0
+    for case_id, request in todo:
+        run_id = start_complaint_run(case_id, request)
+        with session_scope() as session:
+            case = session.get(Case, case_id)
+            if case is not None and not case.flow_run_id:
+                case.flow_run_id = run_id
+                session.add(case)
+        started += 1
+    return started

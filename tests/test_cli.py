@@ -331,3 +331,38 @@ def test_checklists_are_edited_on_the_command_line(tmp_path: Path) -> None:
         items = {i.code: i.label for i in checklist_for(s, "server")}
     assert items["fan_speed"] == "风扇转速与告警" and items["hw_diag"] == "硬件诊断（含 BMC 日志）"
     assert "cleaning" not in items and list(items)[-1] == "fan_speed"
+
+
+def test_a_complaint_is_taken_on_the_command_line_even_without_prefect(tmp_path: Path) -> None:
+    """`aftercare complaint new`: each refused value named in Chinese, no traceback; a complaint taken
+    gets its TS- number, clocks and acknowledgement although no Prefect server is up (the keeper
+    starts its flow later: tasks.complaints.start_unstarted)."""
+    from sqlmodel import select
+
+    from models import Case
+    from models.db import session_scope
+    from models.outbox import Notification
+
+    env = clean_env(tmp_path, AFTERCARE_PREFECT_PORT=str(free_port()))  # nothing listens there
+    assert run_cli(["seed"], env).returncode == 0
+    base = ["complaint", "new", "--complainant", "王先生 13900000001"]
+    for args, message in [
+        (["--customer", "NOPE", "--description", "工程师迟到"], "未知客户"),
+        (["--customer", "BJYH", "--description", "迟"], "「投诉内容」至少 2 个字"),
+        (["--customer", "BJYH", "--description", "工程师迟到", "--about", "天气"], "「投诉对象」只能选择"),
+        (["--customer", "BJYH", "--description", "工程师迟到", "--case", "ABC"], "工单号请写成"),
+    ]:
+        refused = run_cli([*base, *args], env)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stdout + refused.stderr
+    taken = run_cli(
+        [*base, "--customer", "BJYH", "--description", "工程师迟到三小时", "--about", "服务工程师"], env
+    )
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    assert "已受理投诉" in taken.stdout and "投诉流程未能启动" in taken.stdout
+    number = re.search(r"TS-\d{6}", taken.stdout)[0]  # type: ignore[index]
+    with session_scope(f"sqlite:///{tmp_path / 'aftercare.db'}") as s:
+        case = s.exec(select(Case).where(Case.kind == "complaint")).one()
+        assert case.number == number and case.flow_run_id is None
+        sent = {n.template for n in s.exec(select(Notification).where(Notification.case_id == case.id))}
+    assert {"complaint/received", "complaint/opened"} <= sent

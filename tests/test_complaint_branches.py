@@ -269,3 +269,29 @@ def test_the_signed_reply_letter_prints_as_a_pdf_with_its_chinese_text(
         "<b>没有</b>",
     ):
         assert words in text, words
+
+
+def test_a_complaint_taken_while_prefect_was_down_gets_its_flow_from_the_keeper(fast: FastFlow) -> None:
+    from models.db import session_scope
+    from tasks.answering import responding
+    from tasks.complaints import open_complaint, start_unstarted
+
+    with session_scope() as s:  # what the page or `aftercare complaint new` recorded before Prefect failed
+        case_id = int(open_complaint(s, request(channel="网站"), now=T0).id)  # type: ignore[arg-type]
+    with responding(fast):
+        assert start_unstarted(T0 + 10 * timedelta(seconds=1)) == 0  # the page still starts it itself
+        assert start_unstarted(T0 + MIN) == 1
+        assert start_unstarted(T0 + 2 * MIN) == 0  # once
+    ((deployment, parameters, run_id),) = fast.started
+    assert deployment == "complaint/complaint" and parameters["request"]["case_id"] == case_id
+    waiting = fast.run(
+        complaint,
+        ComplaintRequest.model_validate(parameters["request"]),
+        run_id=run_id,
+        script=[],
+        until="complaint-answer",
+    )
+    assert waiting.step == "complaint-answer"
+    with fast.session() as s:
+        (case,) = s.exec(select(Case).where(Case.kind == "complaint")).all()  # adopted, not taken twice
+        assert case.id == case_id and case.flow_run_id == run_id

@@ -27,13 +27,13 @@ from starlette.concurrency import run_in_threadpool
 from models import Incident, wallclock
 from models.db import session_scope
 from models.forms import explain
-from tasks.cases import IntakeError, start_deployment_run
+from tasks.cases import IntakeError
 from tasks.complaints import (
     ABOUT_CHOICES,
-    COMPLAINT_DEPLOYMENT,
     ComplaintRequest,
     TooMany,
     page_view,
+    start_complaint_run,
     straight_to_managers,
     take_from_page,
 )
@@ -54,14 +54,9 @@ def clock() -> datetime:
     return wallclock.now()
 
 
-def _start(case_id: int, request: ComplaintRequest) -> str:
-    parameters = {"request": {**request.model_dump(mode="json"), "case_id": case_id}}
-    return start_deployment_run(COMPLAINT_DEPLOYMENT, parameters, idempotency_key=f"complaint:{case_id}")
-
-
 def starter() -> Starter:
     """How a complaint taken here starts its flow (a Prefect run; override in tests)."""
-    return _start
+    return start_complaint_run
 
 
 def _message(
@@ -165,7 +160,9 @@ async def submit(
         return _page(request, token, code, now, values=values, error=str(exc), status=422)
     try:
         await run_in_threadpool(start, case_id, taken)
-    except Exception as exc:  # the complaint is recorded; a dispatcher starts its flow from the incident
+    except (
+        Exception
+    ) as exc:  # the complaint is recorded; the keeper starts its flow (tasks.complaints.start_unstarted)
         log.warning("complaint %s taken, its flow not started: %s: %s", number, type(exc).__name__, exc)
         with session_scope() as session:
             session.add(

@@ -124,8 +124,7 @@ def kpi_page(
         charts=charts,
         buckets=whole[0].kpis.mttr_buckets,
         scores=whole[0].kpis.scores,
-        csv_query=f"customer={facts.one.code}&from={first}&to={last}"
-        + (f"&by={group}" if group else ""),
+        csv_query=f"customer={facts.one.code}&from={first}&to={last}" + (f"&by={group}" if group else ""),
     )
 
 
