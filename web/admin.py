@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
 from sqladmin import Admin, ModelView
 from sqladmin.authentication import AuthenticationBackend
 from sqladmin.authorization import WILDCARD, GrantsAuthorizationBackend
@@ -460,7 +461,10 @@ class DeviceAdmin(AftercareView, model=Device):
     column_formatters: ClassVar = {
         "customer_id": _name_of(Customer),
         "site_id": _name_of(Site),
-        "serial": lambda m, a: m.serial,
+        "serial": lambda m, a: Markup('<a href="/devices/{}">{}</a>').format(m.id, m.serial),
+    }
+    column_formatters_detail: ClassVar = {
+        "serial": lambda m, a: Markup('<a href="/devices/{}">{}（设备历史）</a>').format(m.id, m.serial)
     }
     form_overrides: ClassVar = {
         "customer_id": SelectField,

@@ -11,13 +11,14 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from web import admin, approvals, board, complaints, incidents, inspection, kpi, reports, staff
+from web import admin, approvals, board, complaints, devices, incidents, inspection, kpi, reports, staff
 from web.busy import BusyRetry
 from web.pages import STATIC, SecurityHeaders
 
 # The page families, each a module with its `router` (fastapi.APIRouter).
 ROUTERS: list[APIRouter] = [
     staff.router,
+    devices.router,
     board.router,
     incidents.router,
     reports.router,

@@ -22,11 +22,14 @@ from models import Case, wallclock
 from models.approvals import KIND_ZH, Approval, ApprovalKind, Channel
 from models.db import session_scope
 from tasks.approvals import LINK_PURPOSE, Approver, DecisionResult, approvers_of, decide, refusal, renew_link
+from tasks.devices import device_url
 from tasks.links import BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 from tasks.render import _local_time
 from web.pages import templates
 
 router = APIRouter()
+
+DEVICE_FORMS = {"diagnosis", "onsite", "repair", "accident-maintenance"}  # forms that link the device page
 
 STATUS = {
     "recorded": 200,
@@ -144,6 +147,10 @@ def _view(
             # the form's own prefill (e.g. the plan to revise) until the person posted their values
             "values": values if values is not None else dict((row.form or {}).get("values") or {}),
             "errors": errors or {},
+            # the engineer sees the device's file and history from the forms of the work on it
+            "device_link": device_url(case.device_id, now=data["now"])
+            if case is not None and case.device_id is not None and row.form_name in DEVICE_FORMS
+            else None,
         }
     return templates.TemplateResponse(request, "approvals/page.html.j2", context, status_code=status_code)
 
