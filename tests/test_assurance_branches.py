@@ -264,3 +264,18 @@ def test_an_assurance_without_a_contract_in_force_is_paid_service_and_has_no_con
     told = sorted(n for n, t in fast.notifications(case_id) if t == "assurance/no_pre_inspection")
     assert told == ["吴总监", "郑协调"]
     assert not [r for r in fast.started if r[0] == "inspection/inspection"]
+
+
+def test_the_dispatchers_board_shows_what_an_assurance_waits_for(fast: FastFlow) -> None:
+    from tasks.board import board
+
+    fast.run(
+        assurance, request(), at=T0, run_id="assurance-board", script=agreed(T0)[:1], until="plan-approval"
+    )
+    case_id = fast.case_of_run("assurance-board")
+    with fast.session() as s:
+        shown = next(c for c in board(s, now=T0 + 2 * HOUR) if c.id == case_id)
+    assert shown.kind_zh == "重要通信保障" and shown.number.startswith("BZ-")
+    assert [w.who for w in shown.waits] == ["技术总监 吴总监"], shown.waits
+    assert shown.waits[0].text.startswith("等待技术总监 吴总监"), shown.waits[0].text
+    assert "重要通信保障" not in shown.waits[0].what  # the procedure is not repeated in the step
