@@ -41,6 +41,7 @@ from tasks.complaints import (
     ComplaintRequest,
     climb_ladder,
     complaint_brief,
+    complaint_history,
     link_cases,
     take_complaint,
     working_days_after,
@@ -139,6 +140,7 @@ def complaint(request: ComplaintRequest) -> ComplaintOutcome:
             template="complaint/reply",
             context={
                 **_reply_context(found, first_answer, previous),
+                **complaint_history(case_id),
                 "about": about.about,
                 "about_engineer": about.engineer,
                 "wish": about.wish,

@@ -32,6 +32,7 @@ from models.parties import ROLE_LABELS_ZH
 from rules.calendar import add_working_days
 from rules.sla import ClockKind
 from tasks import clocks
+from tasks.accident import event_text
 from tasks.cases import (
     IntakeError,
     RequiredText,
@@ -49,6 +50,7 @@ from tasks.ledger import step
 from tasks.notify import queue
 from tasks.people import customer_contacts, first_with_role
 from tasks.render import _local_time
+from tasks.reports import clock_summary
 
 COMPLAINT_DEPLOYMENT = "complaint/complaint"
 OWNER = Role.SERVICE_MANAGER
@@ -560,3 +562,19 @@ def start_unstarted(now: datetime, limit: int = 50) -> int:
                 session.add(case)
         started += 1
     return started
+
+
+@step("complaint-history", title="投诉处理经过 / the complaint's history")
+def complaint_history(case_id: int) -> dict[str, Any]:
+    """The reply letter's record: the complaint's own events as Chinese lines (tasks.accident's one
+    wording of history) and its clocks as they stand (each call is its own step: read anew)."""
+    with session_scope() as session:
+        events = session.exec(
+            select(Event)
+            .where(Event.case_id == case_id, col(Event.kind).like("complaint%"))
+            .order_by(col(Event.at), col(Event.id))
+        ).all()
+        return {
+            "history": [{"at": e.at, "by": e.actor, "text": event_text(e.kind, e.data)} for e in events],
+            "clocks": clock_summary(session, case_id),
+        }

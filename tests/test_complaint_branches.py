@@ -267,6 +267,9 @@ def test_the_signed_reply_letter_prints_as_a_pdf_with_its_chinese_text(
         "客服经理",
         OWNER,
         "<b>没有</b>",
+        "处理经过",  # the complaint's history, in Chinese
+        "首次答复客户",
+        "投诉首次答复",  # its clocks
     ):
         assert words in text, words
 
