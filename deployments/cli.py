@@ -508,6 +508,66 @@ def calendar_show(year: Annotated[int, typer.Argument(min=2000, max=2100)]) -> N
 
 # --- aftercare inspection ... (巡检) ------------------------------------------------------------
 
+drill_app = typer.Typer(
+    help="应急演练：应急恢复方案各版本与取消 / drills: recovery plan versions, cancellations",
+    no_args_is_help=True,
+)
+app.add_typer(drill_app, name="drill")
+
+
+@drill_app.command("plans")
+def drill_plans(
+    customer: Annotated[str, typer.Argument(help="客户名称或编码 / customer name or code")],
+    system: Annotated[str | None, typer.Option(help="只看该系统 / one system only")] = None,
+) -> None:
+    """列出客户应急恢复方案的每个版本 / every version of a customer's recovery plans."""
+    load_settings()
+    from models.db import session_scope
+    from tasks.drill import DrillError, recovery_plan_listing
+
+    ready_db()
+    try:
+        with session_scope() as session:
+            lines = recovery_plan_listing(session, customer, system)
+    except (DrillError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    typer.echo("\n".join(lines))
+
+
+@drill_app.command("cancel")
+def drill_cancel(
+    number: Annotated[str, typer.Argument(help="演练单号，如 YL-000123 / drill number")],
+    reason: Annotated[str, typer.Option(help="取消原因 / why")],
+    by: Annotated[
+        str, typer.Option(help="提出取消的人，如 客户张先生（电话） / who cancelled")
+    ] = "客户服务中心",
+) -> None:
+    """取消一次应急演练：记录原因，通知双方参演人员，结束等待中的流程 / cancel a drill."""
+    settings = load_settings()
+    use_prefect_of(settings)
+    from models.db import session_scope
+    from models.wallclock import now
+    from tasks.drill import DrillError, cancel_drill, find_drill
+    from tasks.inspection import end_waiting_run
+
+    ready_db()
+    moment = now()
+    try:
+        with session_scope() as session:
+            case = find_drill(session, number)
+            case_id, case_number = int(case.id), case.number  # type: ignore[arg-type]
+        done = cancel_drill(case_id, reason, by=by, now=moment)
+    except (DrillError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    if not done:
+        typer.echo(f"{case_number} 已是取消状态，未作更改 / already cancelled")
+        return
+    typer.echo(f"{case_number} 已取消：{reason.strip()}；已通知双方参演人员 / cancelled, everyone told")
+    typer.echo(end_waiting_run(case_id, moment))
+
+
 inspection_app = typer.Typer(
     help="巡检：加做巡检与取消 / inspections: extra ones and cancellations", no_args_is_help=True
 )

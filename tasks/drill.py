@@ -764,6 +764,41 @@ def drill_confirmed(case_id: int, round: int, by: str, at: datetime) -> None:
         append_event(session, case_id, "drill_reconfirmed", at=at, actor=by, key=f"reconfirmed:r{round}")
 
 
+def find_drill(session: Session, number: str) -> Case:
+    """A drill by the number people quote (YL-000123, or 123); DrillError when there is none."""
+    import re
+
+    m = re.fullmatch(r"(?:YL-?)?0*(\d+)", number.strip(), flags=re.IGNORECASE)
+    if m is None:
+        raise DrillError(f"演练单号应如 YL-000123，不是 {number!r} / not a drill number")
+    return _case(session, int(m[1]))
+
+
+def recovery_plan_listing(session: Session, customer: str, system: str | None = None) -> list[str]:
+    """Every version of the customer's recovery plans (one system or all), as text lines: each
+    version kept and shown, with who approved it and why it was made."""
+    try:
+        found = find_customer(session, customer)
+    except IntakeError as exc:
+        raise DrillError(str(exc)) from None
+    query = select(RecoveryPlan).where(RecoveryPlan.customer_id == found.id)
+    if system:
+        query = query.where(RecoveryPlan.system == system.strip())
+    rows = session.exec(query.order_by(col(RecoveryPlan.system), col(RecoveryPlan.version))).all()
+    if not rows:
+        raise DrillError(f"{found.name} 没有{system or ''}应急恢复方案 / no recovery plan")
+    lines = []
+    for plan in rows:
+        approved = (
+            f"{plan.approved_by} 于 {pendulum.instance(plan.approved_at).in_timezone('Asia/Shanghai'):%Y-%m-%d %H:%M} 批准"
+            if plan.approved_at
+            else "待批准"
+        )
+        lines.append(f"== {plan.system} v{plan.version}（{approved}；编写 {plan.created_by}）==")
+        lines.extend("  " + line for line in recovery_text(plan).splitlines()[1:])
+    return lines
+
+
 def cancel_drill(case_id: int, reason: str, *, by: str, now: datetime, url: str | None = None) -> bool:
     """The customer cancels (with a reason): recorded, everyone involved told. False when already cancelled."""
     if not reason.strip():
@@ -856,6 +891,9 @@ def record_drill_step(
                 )
             )
         abort = form.result == StepResult.FAILED and form.abort
+        case = _case(session, case_id)
+        case.updated_at = at  # the drill moves on: not a stale record
+        session.add(case)
         append_event(
             session,
             case_id,

@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from models.approvals import Approval, Timer
 from models.assets import Device, SparePart, StockMove
-from models.cases import Case, CaseKind, CaseStatus, Event, append_event
+from models.cases import CASE_KIND_ZH, Case, CaseKind, CaseStatus, Event, append_event
 from models.contracts import Contract
 from models.db import insert_ignore, session_scope
 from models.inspection import (
@@ -1277,8 +1277,8 @@ def start_run_step(case_id: int, at: datetime) -> str:
 
 
 def end_waiting_run(case_id: int, now: datetime, *, url: str | None = None) -> str:
-    """After a cancellation: let the inspection's run end now instead of waiting for a day or an
-    answer that will not come. Returns what happened, for the person who cancelled.
+    """After a cancellation: let the inspection's (or a drill's: any dated case) run end now instead of
+    waiting for a day or an answer that will not come. Returns what happened, for the person who cancelled.
 
     - Its timers (notice, re-confirmation, visit) are fired now: the run, woken here or by the
       keeper's next tick (the fired row is the truth, the wake only a wake-up), finds the
@@ -1291,7 +1291,10 @@ def end_waiting_run(case_id: int, now: datetime, *, url: str | None = None) -> s
     from uuid import UUID
 
     with session_scope(url) as session:
-        run_id = _case(session, case_id).flow_run_id
+        case = session.get(Case, case_id)
+        if case is None:
+            raise InspectionError(f"案件 {case_id} 不存在 / no case {case_id}")
+        run_id, what = case.flow_run_id, CASE_KIND_ZH.get(CaseKind(case.kind), "")
         session.execute(
             sa.update(Timer)
             .where(col(Timer.case_id) == case_id, col(Timer.fired_at).is_(None))
@@ -1315,9 +1318,7 @@ def end_waiting_run(case_id: int, now: datetime, *, url: str | None = None) -> s
                 return "流程已结束 / the run has ended"
             on_timer = (state.state_details.pause_key or "").startswith(timer_key(""))
             if state.is_paused() and not on_timer:
-                client.set_flow_run_state(
-                    UUID(run_id), Cancelling(message="巡检已取消 / inspection cancelled")
-                )
+                client.set_flow_run_state(UUID(run_id), Cancelling(message=f"{what}已取消 / cancelled"))
                 return "等待中的流程已取消 / the waiting run is cancelled"
     except Exception as exc:  # Prefect unreachable: the timers are fired, the keeper wakes the run
         from prefect.exceptions import ObjectNotFound

@@ -452,3 +452,42 @@ def test_the_planner_opens_one_drill_per_contract_and_period_as_often_as_the_con
     for d in drills:
         wished = date.fromisoformat(d.data["wished_day"])
         assert is_working_day(wished) and wished >= add_working_days(_local(T0), 5)
+
+
+def test_a_report_not_out_within_two_working_days_escalates_to_the_lead_and_the_director(
+    fast: FastFlow,
+) -> None:
+    from models.clocks import Escalation
+
+    wished = add_working_days(_local(T0), 10)  # Monday 2026-12-07
+    request = _request(fast, "YLLATE", wished)
+    waiting = fast.run(
+        drill,
+        request,
+        at=T0,
+        until="drill-evaluation",
+        script=[
+            *_plan_agreed_script(T0),
+            say("drill-date", {"action": "确认"}, at=T0 + 2 * timedelta(hours=1)),
+            say("drill-reconfirm-r1", {"action": "确认"}, at=_at(add_working_days(wished, -1), 11)),
+            *_steps(wished),
+        ],
+    )
+    assert waiting.step == "drill-evaluation"
+    case_id = fast.case_of_run()
+    ended = _at(wished, 10, 11)  # the last step's answer
+    with fast.session() as s:
+        clock = s.exec(select(Clock).where(Clock.case_id == case_id, Clock.kind == "drill_report")).one()
+    # 2 working days from Monday 10:11: Wednesday 10:11 (a 7x24 contract counts whole working days)
+    assert clock.due_at == ended + timedelta(days=2), clock.due_at
+    fast.tick(clock.due_at - MIN)
+
+    def breaches() -> list[Any]:
+        with fast.session() as s:
+            return list(s.exec(select(Escalation).where(Escalation.clock_id == clock.id)).all())
+
+    assert breaches() == []
+    fast.tick(clock.due_at + MIN)
+    assert [(e.kind, e.level) for e in breaches()] == [("breach", 0)]
+    told = {name for name, template in fast.notifications(case_id) if template == "escalation_breach"}
+    assert told == {"张技术", "吴总监"}
