@@ -403,7 +403,6 @@ def record_renewal(case_id: int, quote: Quote, by: str, at: datetime) -> int:
             inspection_every_months=3 if q.inspection_frequency == "每季度" else 1,
             sla_policy={
                 **(contract.sla_policy or {}),
-                "service_hours": q.service_hours,
                 "level": q.sla_level,
             },
             sla_level=q.sla_level,
