@@ -26,6 +26,7 @@ from sqlmodel import Session, col, func, select
 
 from models import Case, CaseKind, Contract, Customer, Event, Role, Staff, append_event
 from models.cases import CaseStatus
+from models.clocks import Clock
 from models.db import session_scope
 from models.forms import read_time
 from models.parties import ROLE_LABELS_ZH
@@ -578,3 +579,45 @@ def complaint_history(case_id: int) -> dict[str, Any]:
             "history": [{"at": e.at, "by": e.actor, "text": event_text(e.kind, e.data)} for e in events],
             "clocks": clock_summary(session, case_id),
         }
+
+
+def complaint_lines(
+    session: Session, customer_id: int, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """The complaints received in [start, end) for the 阶段性服务总结: number, about what, whether
+    the first answer came within 2 hours and the close within 15 days, and the customer's verdict."""
+    cases = session.exec(
+        select(Case)
+        .where(
+            Case.kind == str(CaseKind.COMPLAINT),
+            Case.customer_id == customer_id,
+            Case.reported_at >= start,
+            Case.reported_at < end,
+        )
+        .order_by(col(Case.reported_at), col(Case.id))
+    ).all()
+    lines = []
+    for case in cases:
+        clocks_of = {c.kind: c for c in session.exec(select(Clock).where(Clock.case_id == case.id)).all()}
+        closed = _event(session, case.id, "closed")  # type: ignore[arg-type]
+
+        lines.append(
+            {
+                "number": case.number,
+                "about": (case.data or {}).get("about", ""),
+                "title": case.title,
+                "received": case.reported_at,
+                "answered": _fate(clocks_of.get(ClockKind.COMPLAINT_ANSWER)),
+                "closed": _fate(clocks_of.get(ClockKind.COMPLAINT_CLOSE)),
+                "verdict": ("满意（电话确认）" if closed.data.get("by_call") else "满意（签字确认）")
+                if closed is not None
+                else "处理中",
+            }
+        )
+    return lines
+
+
+def _fate(clock: Clock | None) -> str:
+    if clock is None:
+        return "—"
+    return "按时" if clock.met_at else "超时" if clock.breached_at else "进行中"

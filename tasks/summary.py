@@ -31,6 +31,7 @@ from rules import inspection as plan_rules
 from rules import kpi
 from tasks.charts import customer_charts
 from tasks.clocks import verdict
+from tasks.complaints import complaint_lines
 from tasks.drill import drills_in_period
 from tasks.inspection import calendar_for, local_day
 from tasks.links import sign_link
@@ -146,6 +147,7 @@ class SummaryFacts:
     open_issues: list[dict[str, Any]] = field(default_factory=list)
     charts: list[Any] = field(default_factory=list)  # tasks.charts.Chart: trends, faults by class, scores
     renewals: list[dict[str, Any]] = field(default_factory=list)  # 合同与续约 (tasks.renewal.renewal_lines)
+    complaints: list[dict[str, Any]] = field(default_factory=list)  # 投诉 (tasks.complaints.complaint_lines)
 
 
 def _restored_at(case: Case, events: list[Event], clocks: list[Any]) -> datetime | None:
@@ -532,6 +534,7 @@ def gather(
             }
         )
     facts.renewals = renewal_lines(session, customer_id, start, end)
+    facts.complaints = complaint_lines(session, customer_id, start, end)
     facts.charts = customer_charts(
         session, customer, first=first, last=last, trend_first=date.fromisoformat(months[0] + "-01"), tz=tz
     )

@@ -92,3 +92,39 @@ def test_the_close_clock_breach_climbs_one_more_level(demo: str, session: Sessio
         )
     ]
     assert managers == ["孔经理", "吴总监"]
+
+
+def test_the_monthly_summary_lists_the_complaints_with_their_clocks(demo: str, session: Session) -> None:
+    from datetime import date
+
+    from tasks.summary import gather, render_summary
+
+    case = take(session, "BJYH", FRI_17)  # 27 November
+    fire_due_clocks(FRI_17 + timedelta(hours=3))  # the first answer came too late
+    customer_id = case.customer_id
+    facts = gather(
+        session,
+        customer_id,
+        kind="monthly",
+        period="2026-11",
+        first=date(2026, 11, 1),
+        last=date(2026, 11, 30),
+    )
+    (line,) = facts.complaints
+    assert (line["number"], line["answered"], line["closed"], line["verdict"]) == (
+        case.number,
+        "超时",
+        "进行中",
+        "处理中",
+    )
+    html = render_summary(facts, issued_at=FRI_17 + timedelta(days=5), due_by=date(2026, 12, 7))
+    assert "投诉处理" in html and case.number in html
+    december = gather(
+        session,
+        customer_id,
+        kind="monthly",
+        period="2026-12",
+        first=date(2026, 12, 1),
+        last=date(2026, 12, 31),
+    )
+    assert december.complaints == []
