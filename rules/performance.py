@@ -334,8 +334,12 @@ class FaultIndex:
 
     def of_logs(self, logs: Iterable[CaseLog]) -> list[Fault]:
         """The episodes the logs' cases belong to, each once, in the index's order."""
-        ids = {self.by_case[c.case_id].case_id for c in logs if c.case_id in self.by_case}
-        return [f for f in self.faults if f.case_id in ids]
+        found = {
+            self.by_case[c.case_id].case_id: self.by_case[c.case_id]
+            for c in logs
+            if c.case_id in self.by_case
+        }
+        return sorted(found.values(), key=lambda f: (f.reported_at, f.case_id))
 
 
 def first_time_fix(

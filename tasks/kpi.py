@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models.assets import Device
-from models.cases import Case, CaseKind, CaseStatus, Event
+from models.cases import CASE_PREFIX, Case, CaseKind, CaseStatus, Event
 from models.contracts import Contract
 from models.inspection import ServiceSummary
 from models.parties import Customer, Site, Staff
@@ -32,6 +32,30 @@ from tasks.clocks import calendar_for_terms, load_calendar
 LOG_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT), str(CaseKind.COMPLAINT))
 INSPECTION_DONE = (CaseStatus.REGISTERED, CaseStatus.SUBMITTED, CaseStatus.REPORT_PENDING, CaseStatus.CLOSED)
 INSPECTION_DONE_EVENTS = ("report_signed", "report_registered")
+INSPECTION_COLUMNS: tuple[Any, ...] = (
+    Case.id,
+    Case.contract_id,
+    Case.period,
+    Case.status,
+    Case.updated_at,
+    Case.site_id,
+    Case.data,
+)
+DONE_COLUMNS: tuple[Any, ...] = (Event.case_id, Event.at)
+EVENT_COLUMNS: tuple[Any, ...] = (Event.case_id, Event.kind, Event.at, Event.data, Event.actor)
+CASE_COLUMNS: tuple[Any, ...] = (
+    Case.id,
+    Case.kind,
+    Case.customer_id,
+    Case.site_id,
+    Case.device_id,
+    Case.contract_id,
+    Case.parent_id,
+    Case.severity,
+    Case.reported_at,
+    Case.closed_at,
+    Case.data,
+)
 # who a case's figures are put against: its engineer, else the first of these on its team
 ENGINEER_ROLES = ("engineer", "senior_engineer", "technical_lead", "expert")
 DEVICE_CLASS_ZH = {
@@ -91,7 +115,13 @@ def window(first: date, last: date, tz: str) -> tuple[datetime, datetime]:
     )
 
 
-def _is_outage(case: Case, scheme: str) -> bool:
+def _rows(session: Session, query: Any) -> list[Any]:
+    """The rows of a column query (plain rows: building tens of thousands of ORM objects was most of
+    the time the bulk figures took)."""
+    return list(session.connection().execute(query))
+
+
+def _is_outage(case: Any, scheme: str) -> bool:  # a Case or a row of CASE_COLUMNS
     """Whether the fault interrupts service: an accident always; a repair of severity 1–3 in the outage
     scheme (业务中断), of severity 1 in the business scheme (业务停止运行)."""
     if case.kind == str(CaseKind.ACCIDENT):
@@ -127,14 +157,18 @@ def gather(
             col(Case.closed_at) >= start,
         ),
     ]
-    cases = session.exec(select(Case).where(*wanted).order_by(col(Case.reported_at), col(Case.id))).all()
+    # columns, not ORM objects: building tens of thousands of model instances was most of the time
+    cases = _rows(
+        session, sa.select(*CASE_COLUMNS).where(*wanted).order_by(col(Case.reported_at), col(Case.id))
+    )
     events: dict[int, list[perf.EventFact]] = defaultdict(list)
     if cases:
         # by a subquery, not a list of ids: the bulk figures read tens of thousands of cases
-        for e in session.exec(
-            select(Event)
+        for e in _rows(
+            session,
+            sa.select(*EVENT_COLUMNS)
             .where(col(Event.case_id).in_(select(Case.id).where(*wanted)))
-            .order_by(col(Event.at), col(Event.id))
+            .order_by(col(Event.at), col(Event.id)),
         ):
             events[e.case_id].append(perf.EventFact(e.kind, e.at, e.data or {}, e.actor))
     sites = {s.id: s.name for s in session.exec(select(Site).where(*only(Site.customer_id)))}
@@ -147,7 +181,7 @@ def gather(
         facts.logs.append(
             perf.CaseLog(
                 case_id=c.id or 0,
-                number=c.number,
+                number=f"{CASE_PREFIX.get(CaseKind(c.kind), 'CS')}-{c.id:06d}",
                 kind=c.kind,
                 customer=names.get(c.customer_id, ""),
                 reported_at=c.reported_at,
@@ -197,11 +231,15 @@ def gather(
         if live and (k.customer_id not in latest or k.end_date > latest[k.customer_id].end_date):
             latest[k.customer_id] = k
     base: dict[tuple[str, str], Calendar] = {}
+    hours: dict[str, Calendar] = {}  # one calendar per distinct terms: merging a policy copies it
     for owner, contract in latest.items():
         key = (contract.calendar, contract.timezone)
         if key not in base:
             base[key] = load_calendar(session, contract.calendar, contract.timezone)
-        facts.calendars[names.get(owner, "")] = policy_for(contract).calendar(base[key])
+        terms = repr((key, str(contract.service_hours), sorted((contract.sla_policy or {}).items(), key=str)))
+        if terms not in hours:
+            hours[terms] = policy_for(contract).calendar(base[key])
+        facts.calendars[names.get(owner, "")] = hours[terms]
     if customer is not None:
         facts.calendar = facts.calendars.get(customer.name)
     return facts
@@ -231,18 +269,20 @@ def inspections_due(
     its report was signed (or registered), if it was."""
     inspections = {
         (c.contract_id, c.period): c
-        for c in session.exec(
-            select(Case).where(
-                *([Case.customer_id == customer_id] if customer_id is not None else []),
-                Case.kind == str(CaseKind.INSPECTION),
-            )
+        for c in _rows(
+            session,
+            sa.select(*INSPECTION_COLUMNS).where(
+                *([col(Case.customer_id) == customer_id] if customer_id is not None else []),
+                col(Case.kind) == str(CaseKind.INSPECTION),
+            ),
         )
     }
     done_at: dict[int, datetime] = {}
     ids = [c.id for c in inspections.values()]
     if ids:
-        for e in session.exec(
-            select(Event).where(
+        for e in _rows(
+            session,
+            sa.select(*DONE_COLUMNS).where(
                 col(Event.case_id).in_(
                     select(Case.id).where(
                         *([Case.customer_id == customer_id] if customer_id is not None else []),
@@ -250,7 +290,7 @@ def inspections_due(
                     )
                 ),
                 col(Event.kind).in_(INSPECTION_DONE_EVENTS),
-            )
+            ),
         ):
             done_at[e.case_id] = min(done_at.get(e.case_id, e.at), e.at)
     out = []
