@@ -19,6 +19,7 @@ from models.approvals import Approval
 from models.clocks import Clock
 from models.reports import Report
 from tasks.approvals import signature_step
+from tasks.board import board
 from tasks.complaints import ComplaintRequest
 from tests.conftest import T0
 from tests.fixtures.fastflow import FastFlow, say
@@ -225,6 +226,10 @@ def test_a_breached_first_answer_goes_up_the_ladder(fast: FastFlow) -> None:
     with fast.session() as s:
         case = s.get(Case, case_id)
         assert case is not None and case.data["ladder_level"] == 1
+        # the dispatcher's board: the complaint waits for the manager it went up to, its clock in red
+        (shown,) = [b for b in board(s, now=t + 3 * H) if b.number == case.number]
+        assert shown.kind_zh == "投诉" and "孔经理" in shown.waits[0].text
+        assert shown.deadline is not None and shown.deadline.breached is False  # the answer clock stopped
 
 
 def test_an_unknown_customer_is_refused_with_a_message(fast: FastFlow) -> None:
