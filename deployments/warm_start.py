@@ -28,6 +28,9 @@ import contextlib
 import importlib
 import logging
 import multiprocessing
+import multiprocessing.context
+import threading
+import time
 import typing
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -92,16 +95,44 @@ def register_flows(runner: Any, pairs: Iterable[tuple[Any, Any]]) -> list[str]:
     return names
 
 
+# Every run handed to the fork server, and the idle stop, take this lock: a stop never kills the
+# server while a run is being started on it (multiprocessing hands a run over outside its own lock).
+_LAUNCH = threading.Lock()
+_last_start = time.monotonic()  # when a run was last handed to the fork server (or the runner started)
+
+
+class _WarmProcess(multiprocessing.context.ForkServerProcess):
+    """A flow run forked by the fork server; its start is what the idle stop counts as activity."""
+
+    def start(self) -> None:
+        global _last_start
+        with _LAUNCH:
+            _last_start = time.monotonic()
+            super().start()
+            _last_start = time.monotonic()  # a fork server started for this run is as fresh as it
+
+
+class _WarmContext:
+    """multiprocessing's forkserver context, its processes `_WarmProcess`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(multiprocessing.get_context("forkserver"), name)
+
+    @staticmethod
+    def Process(*args: Any, **kwargs: Any) -> _WarmProcess:  # noqa: N802 - multiprocessing's name
+        return _WarmProcess(*args, **kwargs)
+
+
 class _ForkserverMultiprocessing:
     """Stands in for the `multiprocessing` module inside `prefect.flow_engine`: every context is
-    the forkserver one."""
+    the forkserver one, with its starts counted (`_WarmProcess`)."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(multiprocessing, name)
 
     @staticmethod
     def get_context(method: str | None = None) -> Any:
-        return multiprocessing.get_context("forkserver")
+        return _WarmContext()
 
 
 # The procedures import their step modules at module top (no import cycle: tests/test_architecture.py),
@@ -147,7 +178,6 @@ def use_forkserver(preload: Iterable[str], *, fork_here: bool = False) -> None:
     `fork_here`: the server is a fork of this process (`fork_server_here`) instead of a new
     interpreter, when this process has only one thread yet."""
     import multiprocessing.forkserver
-    import threading
 
     import prefect.flow_engine
 
@@ -228,43 +258,53 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def stop_if_idle(idle_since: float, idle_seconds: float, now: float) -> float:
-    """Stop the fork server when no flow run has been running for `idle_seconds`; the new `idle_since`.
+def stop_if_idle(idle_seconds: float, now: float) -> bool:
+    """Stop the fork server when no run has been handed to it for `idle_seconds` and none of its runs
+    is still running; True when it was stopped.
 
-    A flow run is a child of the fork server; while one runs (or the server is already gone) the
-    quiet spell starts again. The server is stopped under multiprocessing's own lock, so no run is
-    being handed to it meanwhile; it is not reaped here: the next `ensure_running` (the next flow
-    run) sees it dead and starts a new one, with the same preload (a new interpreter: a few seconds)."""
+    Idleness is counted from the last start of a run (`_WarmProcess`), not sampled from the server's
+    children: a sample misses the runs between two looks, and sees no child in a server that has just
+    been started and is still importing the procedures for its first run. Killing such a server —
+    the next run after a stop was handed to a new server that the next look found "idle" — made its
+    start fail ("Flow run could not start: … EOFError: unexpected EOF"; the crash of issue 26's
+    2,000-case run, reproduced with a 4 s idle time). The stop holds `_LAUNCH`, so no run is being
+    handed over meanwhile, and waits until the server is dead before letting the next start see it;
+    it does not reap it: the next `ensure_running` does, and starts a new server with the same
+    preload (a new interpreter: a few seconds)."""
     import os
     import signal
     from multiprocessing import forkserver
 
     server: Any = forkserver._forkserver
-    with server._lock:
+    with _LAUNCH, server._lock:
+        if now - _last_start < idle_seconds:
+            return False
         pid = server._forkserver_pid
-        if pid is None or not os.path.exists(f"/proc/{pid}") or _children(pid):
-            return now
-        if now - idle_since < idle_seconds:
-            return idle_since
-        try:
-            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            return now
-        if state != b"Z":
-            os.kill(pid, signal.SIGTERM)
-            log.info("warm-start fork server stopped after %.0f s without a flow run", now - idle_since)
-    _stop_resource_tracker()
+        if pid is None or _state(pid) in (None, b"Z") or _children(pid):
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _state(pid) not in (None, b"Z") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        log.info("warm-start fork server stopped after %.0f s without a flow run", now - _last_start)
+        _stop_resource_tracker()
     _trim_heap()
-    return now
+    return True
+
+
+def _state(pid: int) -> bytes | None:
+    """The process's state letter (b"Z": dead, not reaped yet); None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _stop_resource_tracker(wait: float = 10.0) -> None:
     """Let multiprocessing's resource tracker (~6 MB) end with the fork server that started it: it
     ends when the last holder of its pipe closes it — this process, now that no flow run holds it.
     The next fork server starts a new one (`resource_tracker.ensure_running`)."""
-    import contextlib
     import os
-    import time
     from multiprocessing import resource_tracker
 
     tracker: Any = resource_tracker._resource_tracker
@@ -294,18 +334,14 @@ def _trim_heap() -> None:
 def stop_when_idle(idle_seconds: float, check_seconds: float = 10.0) -> None:
     """Start a thread that stops the fork server after `idle_seconds` without a flow run (issue 26:
     at idle its memory is given back); 0: never."""
-    import threading
-    import time
-
     if idle_seconds <= 0:
         return
 
     def watch() -> None:
-        idle_since = time.monotonic()
         while True:
             time.sleep(min(check_seconds, idle_seconds))
             try:
-                idle_since = stop_if_idle(idle_since, idle_seconds, time.monotonic())
+                stop_if_idle(idle_seconds, time.monotonic())
             except Exception:
                 log.exception("could not check whether the fork server is idle")
 

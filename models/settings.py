@@ -71,9 +71,9 @@ class Settings(BaseSettings):
     warm_idle_seconds: float = Field(
         # issue 26: the warm-start fork server holds ~80-115 MB PSS; with nothing to run for this long
         # it is stopped, and the next run after such a quiet spell starts it again (a few seconds
-        # more). Off by default: in a 2,000-case bench run a click after the second stop crashed its
-        # run ("Flow run could not start"), not yet understood (README, issue 26)
-        default=0,
+        # more). The crash that kept it off (a run handed to a restarted server the stop then killed)
+        # is fixed: deployments.warm_start.stop_if_idle counts from the last start, under its lock
+        default=300,
         ge=0,
         description="stop the warm-start fork server after this many seconds without a flow run (0: never)",
     )
