@@ -307,12 +307,12 @@ def schedule_drill(case_id: int, facts: DrillFacts, now: datetime) -> tuple[date
     while True:
         fixed = fix_drill_day(case_id, rnd, day, start, by, now)
         notice_at = datetime.fromisoformat(fixed["notice_at"])
-        wait_until(case_id, notice_at, f"drill-notice-r{rnd}")
+        wait_until(case_id, notice_at, f"drill-notice-{rnd}")
         if is_drill_cancelled(case_id):
             return None, now
         send_drill_notice(case_id, rnd, notice_at)
         reconfirm_at = datetime.fromisoformat(fixed["reconfirm_at"])
-        wait_until(case_id, reconfirm_at, f"drill-reconfirm-r{rnd}")
+        wait_until(case_id, reconfirm_at, f"drill-reconfirm-day-{rnd}")
         if is_drill_cancelled(case_id):
             return None, now
         now, problem, moved = reconfirm_at, "", False

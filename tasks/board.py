@@ -51,6 +51,7 @@ PROCEDURE_ZH: dict[str, str] = {
     "inspection": "巡检",
     "extra-inspection": "加做巡检",
     "assurance": "重要通信保障",
+    "drill": "应急演练",
 }
 
 # What a timer of `wait_until` waits for (its key, without a loop count).
@@ -63,6 +64,9 @@ TIMER_ZH: dict[str, str] = {
     "roster-due": "值班表发给客户的期限",
     "period-start": "保障期开始",
     "period-end": "保障期结束",
+    "drill-notice": "演练通知日",
+    "drill-reconfirm-day": "演练再确认日",
+    "drill-start": "演练开始时间",
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def test_a_drill_runs_from_its_request_to_the_archived_signed_report(fast: FastF
     case_id = fast.case_of_run()
     # the notice went out 5 working days ahead at 09:00, the re-confirmation 1 working day ahead
     notice_day, reconfirm_day = add_working_days(wished, -5), add_working_days(wished, -1)
-    assert fast.waits.count("timer:drill-notice-r1") == 1
+    assert fast.waits.count("timer:drill-notice-1") == 1
     with fast.session() as s:
         case = s.get(Case, case_id)
         assert case is not None and case.status == "archived"
@@ -294,7 +294,7 @@ def test_the_customer_moves_the_day_a_holiday_needs_confirming_and_a_cancel_at_r
         assert case.data["notice_at"] == _at(date(2026, 12, 28), 9).isoformat()
         assert case.data["reconfirm_at"] == _at(date(2027, 1, 4), 10).isoformat()
         assert case.data["cancel_reason"] == "系统升级提前，本期演练取消"
-    assert fast.waits[-3:] == ["timer:drill-notice-r1", "timer:drill-reconfirm-r1", "drill-reconfirm-r1"]
+    assert fast.waits[-3:] == ["timer:drill-notice-1", "timer:drill-reconfirm-day-1", "drill-reconfirm-r1"]
     told = fast.notifications(case_id)
     assert {n for n, t in told if t == "drill/notice"} == {"测试联系人", "张技术", "刘工程师", "吴总监"}
     assert {n for n, t in told if t == "drill/cancelled"} == {
@@ -328,7 +328,7 @@ def test_a_move_at_reconfirmation_sends_the_notice_again_for_the_new_day(fast: F
     )
     assert outcome.step == "drill-step"
     case_id = fast.case_of_run()
-    assert fast.waits.count("timer:drill-notice-r2") == 1
+    assert fast.waits.count("timer:drill-notice-2") == 1
     with fast.session() as s:
         case = s.get(Case, case_id)
         assert case is not None and case.status == "on_site"
@@ -338,6 +338,14 @@ def test_a_move_at_reconfirmation_sends_the_notice_again_for_the_new_day(fast: F
         assert case.data["start_at"] == _at(later, 9, 30).isoformat()
     notices = [n for n, t in fast.notifications(case_id) if t == "drill/notice"]
     assert len(notices) == 8  # four participants, told twice
+    # the dispatcher's board says the waits in words
+    from models.approvals import Timer
+    from tasks.board import timer_waiting
+
+    with fast.session() as s:
+        timers = {t.key: t for t in s.exec(select(Timer).where(Timer.case_id == case_id)).all()}
+    assert timer_waiting(timers["drill-start"]).what == f"演练开始时间到 {later} 09:30"
+    assert timer_waiting(timers["drill-notice-2"]).what.startswith("演练通知日到")
 
 
 def test_a_failed_step_aborts_the_drill_and_the_report_says_the_objectives_were_missed(
