@@ -93,3 +93,22 @@ def test_the_monthly_summary_embeds_its_charts_and_prints_them(
     text = _pdftotext(print_in_process(html), tmp_path)
     assert "阶段性服务总结" in text or "服务总结" in text
     assert "图1" in text and "平均修复时间趋势" in text and "各类设备故障数" in text
+
+
+def test_the_quarterly_analysis_embeds_the_charts_of_its_quarter(march: dict, session: Session):  # noqa: F811
+    from rules.calendar import DEFAULT_CALENDAR
+    from tasks.summary import issue_summary
+
+    row, _ = issue_summary(
+        session,
+        march["customer_id"],
+        kind="quarterly",
+        period="2026-Q1",
+        first=date(2026, 1, 1),
+        last=date(2026, 3, 31),
+        now=_at(2026, 4, 1, 2),
+        calendar=DEFAULT_CALENDAR,
+        notify=False,
+    )
+    assert row.kind == "quarterly"
+    assert "图1　平均修复时间趋势（小时）" in row.content_html and "各类设备故障数" in row.content_html
