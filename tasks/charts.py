@@ -4,7 +4,8 @@ Why matplotlib: the maintained plotting library that writes SVG with its text tu
 (`svg.fonttype = "path"`), so a chart shows its Chinese labels in any browser and in WeasyPrint's PDF
 without the viewer having a Chinese font; it draws them with the Noto Sans CJK file of the font wheel
 the PDFs use (tasks/pdf.py `packaged_font`). Only the object-oriented API is used (no pyplot and its
-global figure state), so charts may be drawn from several threads of the web app.
+global figure state); the style is matplotlib's global rcParams, set for each chart under a lock, so
+charts may be drawn from several threads of the web app, one at a time.
 
 A chart is returned as SVG text; `data_uri` makes it an <img src> (the pages' CSP allows `data:`
 images and no inline script: a chart carries none). The output is the same for the same figures
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -32,6 +34,7 @@ from tasks.pdf import packaged_font, system_font_covering
 GRADE_COLOURS = {"优": "#2e7d32", "良": "#8bc34a", "中": "#f9a825", "差": "#c62828"}
 LINE_COLOURS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a")
 BAR_COLOUR = "#1565c0"
+_DRAWING = threading.Lock()  # rc_context changes matplotlib's global rcParams while a chart is drawn
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def line_chart(
     unit: str = "",
 ) -> str:
     """Lines over the labels (months), a gap where a value is None."""
-    with rc_context(_style()):
+    with _DRAWING, rc_context(_style()):
         fig = Figure(figsize=(6.4, 2.8))
         ax = fig.subplots()
         x = list(range(len(labels)))
@@ -134,7 +137,7 @@ def bar_chart(
     unit: str = "",
 ) -> str:
     """Vertical bars with their values written on top."""
-    with rc_context(_style()):
+    with _DRAWING, rc_context(_style()):
         fig = Figure(figsize=(6.4, 2.8))
         ax = fig.subplots()
         bars = ax.bar(list(labels), list(values), color=list(colours) if colours else BAR_COLOUR)

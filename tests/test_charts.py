@@ -31,6 +31,17 @@ def test_a_chart_is_svg_with_its_chinese_drawn_in_the_packaged_font_and_the_same
     assert bars == bar_chart("各类设备故障数", ["存储", "服务器"], [2, 1])  # no date, fixed ids
 
 
+def test_charts_drawn_from_several_threads_at_once_all_keep_the_chinese_font():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.charts import bar_chart
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        svgs = list(pool.map(lambda i: bar_chart(f"第{i}组", ["存储", "服务器"], [i, 1]), range(8)))
+    assert all("NotoSansCJK" in svg for svg in svgs)
+    assert len(set(svgs)) == 8
+
+
 def _pdftotext(pdf: bytes, tmp_path: Path) -> str:
     path = tmp_path / "summary.pdf"
     path.write_bytes(pdf)
