@@ -10,6 +10,7 @@ moves (rules/kpi.py computes them), so a summary can be recomputed for any past 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
@@ -288,6 +289,38 @@ def gather(
     months = _months_back(last, TREND_MONTHS)
     trend_start, _ = local_bounds(date.fromisoformat(months[0] + "-01"), last, tz)
 
+    facts = SummaryFacts(
+        customer={"id": customer.id, "name": customer.name, "code": customer.code},
+        kind=kind,
+        period=period,
+        first=first,
+        last=last,
+    )
+    fault_cases = _faults(session, facts, customer_id, start, end, trend_start, months, tz)
+    insp_cases, insp_in_period = _inspections(session, facts, customer_id)
+    facts.drills = drills_in_period(session, customer_id, first, last)
+    _parts_replaced(session, facts, customer_id, fault_cases, start, end)
+    _plan_vs_done(session, facts, customer_id, insp_cases, insp_in_period)
+    _open_issues(session, facts, customer_id, end)
+    facts.renewals = renewal_lines(session, customer_id, start, end)
+    facts.complaints = complaint_lines(session, customer_id, start, end)
+    facts.charts = customer_charts(
+        session, customer, first=first, last=last, trend_first=date.fromisoformat(months[0] + "-01"), tz=tz
+    )
+    return facts
+
+
+def _faults(
+    session: Session,
+    facts: SummaryFacts,
+    customer_id: int,
+    start: datetime,
+    end: datetime,
+    trend_start: datetime,
+    months: list[str],
+    tz: str,
+) -> Sequence[Case]:
+    """The period's faults and their figures (with the trend months before it); the fault cases read."""
     fault_cases = session.exec(
         select(Case)
         .where(
@@ -299,25 +332,7 @@ def gather(
         .order_by(col(Case.reported_at), col(Case.id))
     ).all()
     in_period = [c for c in fault_cases if c.reported_at >= start]
-    ids = [c.id for c in in_period]
-    events: dict[int, list[Event]] = {}
-    clocks: dict[int, list[Any]] = {}
-    fault_reports: dict[int, dict[str, dict[str, Any]]] = {}
-    if ids:
-        for e in session.exec(
-            select(Event).where(col(Event.case_id).in_(ids)).order_by(col(Event.at), col(Event.id))
-        ):
-            events.setdefault(e.case_id, []).append(e)
-        for clock in session.exec(select(Clock).where(col(Clock.case_id).in_(ids)).order_by(col(Clock.id))):
-            clocks.setdefault(clock.case_id, []).append(clock)
-        for report in session.exec(
-            select(Report)
-            .where(col(Report.case_id).in_(ids), col(Report.kind).in_(CAUSE_REPORTS))
-            .order_by(col(Report.version), col(Report.id))
-        ):
-            fault_reports.setdefault(report.case_id, {})[report.kind] = (
-                report.data or {}
-            )  # the latest version of each kind
+    events, clocks, fault_reports = _records_of(session, [c.id for c in in_period if c.id is not None])
     devices = {d.id: d for d in session.exec(select(Device).where(Device.customer_id == customer_id))}
 
     def fact(c: Case) -> kpi.FaultFact:
@@ -341,13 +356,6 @@ def gather(
             from_inspection=c.channel == "巡检" or bool(c.data.get("inspection_case_id")),
         )
 
-    facts = SummaryFacts(
-        customer={"id": customer.id, "name": customer.name, "code": customer.code},
-        kind=kind,
-        period=period,
-        first=first,
-        last=last,
-    )
     facts.faults = [fact(c) for c in in_period]
     history = [fact(c) if c.reported_at >= start else _light_fact(c) for c in fault_cases]
     clock_facts = [
@@ -370,8 +378,40 @@ def gather(
         months=months,
         month_of={h.case_id: _local_month(h.reported_at, tz) for h in history},
     )
+    return fault_cases
 
-    # inspections of the period: the tables of their checklists
+
+def _records_of(
+    session: Session, ids: list[int]
+) -> tuple[dict[int, list[Event]], dict[int, list[Any]], dict[int, dict[str, dict[str, Any]]]]:
+    """The events, clocks and cause reports (the latest version of each kind) of these cases."""
+    events: dict[int, list[Event]] = {}
+    clocks: dict[int, list[Any]] = {}
+    fault_reports: dict[int, dict[str, dict[str, Any]]] = {}
+    if ids:
+        for e in session.exec(
+            select(Event).where(col(Event.case_id).in_(ids)).order_by(col(Event.at), col(Event.id))
+        ):
+            events.setdefault(e.case_id, []).append(e)
+        for clock in session.exec(select(Clock).where(col(Clock.case_id).in_(ids)).order_by(col(Clock.id))):
+            clocks.setdefault(clock.case_id, []).append(clock)
+        for report in session.exec(
+            select(Report)
+            .where(col(Report.case_id).in_(ids), col(Report.kind).in_(CAUSE_REPORTS))
+            .order_by(col(Report.version), col(Report.id))
+        ):
+            fault_reports.setdefault(report.case_id, {})[report.kind] = (
+                report.data or {}
+            )  # the latest version of each kind
+    return events, clocks, fault_reports
+
+
+def _inspections(
+    session: Session, facts: SummaryFacts, customer_id: int
+) -> tuple[Sequence[Case], list[Case]]:
+    """The inspections of the period: their checklists' tables, and what was maintained; (all of the
+    customer's inspections, those of the period)."""
+    first, last = facts.first, facts.last
     insp_cases = session.exec(
         select(Case)
         .where(Case.customer_id == customer_id, Case.kind == str(CaseKind.INSPECTION))
@@ -434,10 +474,18 @@ def gather(
                 facts.maintenance.append(
                     {"what": f"现场处理：{r.item_label}", "day": visit_day_of(c).isoformat(), "note": r.note}
                 )
+    return insp_cases, insp_in_period
 
-    facts.drills = drills_in_period(session, customer_id, first, last)
 
-    # spare parts replaced (issued to a case of this customer in the period)
+def _parts_replaced(
+    session: Session,
+    facts: SummaryFacts,
+    customer_id: int,
+    fault_cases: Sequence[Case],
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Spare parts replaced: issued to a case of this customer in the period."""
     case_by_id = {c.id: c for c in fault_cases}
     fact_by_id = {f.case_id: f for f in facts.faults}
     moves = session.exec(
@@ -467,7 +515,16 @@ def gather(
             }
         )
 
-    # plan vs done: every regular period of the customer's contracts in the window
+
+def _plan_vs_done(
+    session: Session,
+    facts: SummaryFacts,
+    customer_id: int,
+    insp_cases: Sequence[Case],
+    insp_in_period: list[Case],
+) -> None:
+    """Plan vs done: every regular period of the customer's contracts in the window, and the extra ones."""
+    first, last = facts.first, facts.last
     contracts = session.exec(
         select(Contract).where(
             Contract.customer_id == customer_id, Contract.start_date <= last, Contract.end_date >= first
@@ -512,7 +569,9 @@ def gather(
                     {"contract": contract.code, "period": c.period, "state": "加做", "reason": c.description}
                 )
 
-    # open issues at the end of the period
+
+def _open_issues(session: Session, facts: SummaryFacts, customer_id: int, end: datetime) -> None:
+    """The issues still open at the end of the period."""
     open_cases = session.exec(
         select(Case)
         .where(
@@ -533,12 +592,6 @@ def gather(
                 "since": c.reported_at,
             }
         )
-    facts.renewals = renewal_lines(session, customer_id, start, end)
-    facts.complaints = complaint_lines(session, customer_id, start, end)
-    facts.charts = customer_charts(
-        session, customer, first=first, last=last, trend_first=date.fromisoformat(months[0] + "-01"), tz=tz
-    )
-    return facts
 
 
 def _light_fact(c: Case) -> kpi.FaultFact:
