@@ -38,6 +38,23 @@ def csrf_of(page: Any) -> str:
     return match[1]
 
 
+def form_values(page: Any) -> dict[str, str]:
+    """What the edit form would post as it stands: inputs, textareas and the selected options."""
+    import html
+
+    values = {
+        k: html.unescape(v)
+        for k, v in re.findall(r'<input[^>]*name="([a-z_]+)"[^>]*value="([^"]*)"', page.text)
+    }
+    for name, body in re.findall(r'<textarea[^>]*name="([a-z_]+)"[^>]*>(.*?)</textarea>', page.text, re.S):
+        values[name] = html.unescape(body.strip())
+    for name, body in re.findall(r'<select[^>]*name="([a-z_]+)"[^>]*>(.*?)</select>', page.text, re.S):
+        chosen = re.search(r'<option[^>]*selected[^>]*value="([^"]*)"|<option value="([^"]*)" selected', body)
+        if chosen:
+            values[name] = chosen[1] or chosen[2]
+    return values
+
+
 def text(page: Any) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", page.text).split())
 
@@ -183,8 +200,13 @@ def test_a_bad_value_is_refused_on_the_form_in_chinese(client: TestClient) -> No
         },
     )
     assert far.status_code == 400 and "距离（公里）：不能小于 0" in text(far)
+    assert (
+        f'<option selected value="{customer_id}">' in far.text
+        or f'value="{customer_id}" selected' in far.text
+    )
     page = client.get(f"/admin/contract/edit/{contract_id}")
-    form = dict(re.findall(r'name="([a-z_]+)"[^>]*value="([^"]*)"', page.text))
+    form = form_values(page)
+    assert form["customer_id"] and form["service_hours"] == "7x24", form
     form.update({"sla_policy": '{"clocks": {"restore": {"fortnights": 2}}}', "csrf": token, "save": "保存"})
     bad_sla = client.post(f"/admin/contract/edit/{contract_id}", data=form)
     assert bad_sla.status_code == 400 and "SLA 覆盖：时钟 restore 必须且只能有一个单位" in text(bad_sla)
@@ -203,6 +225,24 @@ def test_a_bad_value_is_refused_on_the_form_in_chinese(client: TestClient) -> No
     with session_scope() as s:
         assert len(s.exec(select(Site)).all()) == sites
     assert audit_rows("site") == [] and audit_rows("staff") == []
+    # the same form with a right distance: the site belongs to the chosen customer
+    made = client.post(
+        "/admin/site/create",
+        data={
+            "customer_id": str(customer_id),
+            "name": "新机房",
+            "distance_km": "42",
+            "csrf": token,
+            "save": "Save",
+        },
+        follow_redirects=False,
+    )
+    assert made.status_code == 302, text(made)[:500]
+    with session_scope() as s:
+        site = s.exec(select(Site).where(Site.name == "新机房")).one()
+        assert site.customer_id == customer_id and site.distance_km == 42
+    (entry,) = audit_rows("site")
+    assert entry.changes["customer_id"] == customer_id and entry.changes["distance_km"] == 42
 
 
 def test_a_delete_needs_the_token_header_as_admin_js_sends_it_and_is_audited(client: TestClient) -> None:

@@ -242,6 +242,11 @@ class AftercareView(ModelView):
 
     can_import: ClassVar[bool] = False
     page_size: ClassVar[int] = 50
+    # sqladmin leaves foreign-key columns out of its forms unless primary keys are included (it expects
+    # relationship attributes, which these models do not declare): the keys are in, the id is not, and
+    # each foreign key is a select of the referenced rows (form_overrides below)
+    form_include_pk: ClassVar[bool] = True
+    form_excluded_columns: ClassVar = ["id"]
     extra_checks: ClassVar[tuple[Callable[[Any], None], ...]] = ()
 
     async def on_model_change(
@@ -261,7 +266,13 @@ class CustomerAdmin(AftercareView, model=Customer):
     column_searchable_list: ClassVar = ["code", "name"]
     column_sortable_list: ClassVar = ["code", "name"]
     form_columns: ClassVar = ["code", "name"]
-    column_labels: ClassVar = {"id": "编号", "code": "客户编码", "name": "客户名称", "created_at": "创建时间"}
+    column_labels: ClassVar = {
+        "id": "编号",
+        "code": "客户编码",
+        "name": "客户名称",
+        "created_at": "创建时间",
+        "manager_ladder": "升级经理（员工编号，逐级）",
+    }
 
     async def on_model_change(
         self, data: dict[str, Any], model: Any, is_created: bool, request: Request
@@ -361,15 +372,17 @@ class ContractAdmin(AftercareView, model=Contract):
     column_searchable_list: ClassVar = ["code"]
     column_sortable_list: ClassVar = ["code", "end_date"]
     column_formatters: ClassVar = {"customer_id": _name_of(Customer)}
-    form_excluded_columns: ClassVar = ["created_at"]
+    form_excluded_columns: ClassVar = ["id", "created_at"]
     form_overrides: ClassVar = {
         "customer_id": SelectField,
         "service_hours": SelectField,
         "inspection_frequency": SelectField,
         "severity_scheme": SelectField,
+        "account_manager_id": SelectField,
     }
     form_args: ClassVar = {
         "customer_id": {"choices": CUSTOMER_CHOICES, "coerce": int},
+        "account_manager_id": {"choices": _optional_choices(Staff, lambda p: p.name), "coerce": _int_or_none},
         "service_hours": {"choices": [("7x24", "7x24"), ("5x8", "5x8")]},
         "inspection_frequency": {
             "choices": [
@@ -402,6 +415,7 @@ class ContractAdmin(AftercareView, model=Contract):
         "warranty_until": "保修截止",
         "fee": "合同金额（元）",
         "restore_tolerance_hours": "客户可容忍恢复时间（小时）",
+        "account_manager_id": "客户经理",
         "created_at": "创建时间",
     }
 
@@ -426,9 +440,14 @@ class StaffAdmin(AftercareView, model=Staff):
             ROLE_LABELS_ZH.get(Role(r), r) for r in m.roles if r in Role._value2member_map_
         )
     }
-    form_overrides: ClassVar = {"roles": SelectMultipleField, "notify_urls": LinesField}
+    form_overrides: ClassVar = {
+        "roles": SelectMultipleField,
+        "notify_urls": LinesField,
+        "manager_id": SelectField,
+    }
     form_args: ClassVar = {
         "roles": {"choices": ROLE_CHOICES},
+        "manager_id": {"choices": _optional_choices(Staff, lambda p: p.name), "coerce": _int_or_none},
         "notify_urls": {"description": "每行一个 Apprise 地址，如 mailto://…、dingtalk://…、smsgw://139…"},
     }
     column_labels: ClassVar = {
@@ -441,6 +460,7 @@ class StaffAdmin(AftercareView, model=Staff):
         "quiet_start": "免打扰开始",
         "quiet_end": "免打扰结束",
         "active": "在岗",
+        "manager_id": "上级",
     }
 
 
@@ -569,6 +589,22 @@ class AccountAdmin(AftercareView, model=Account):
     }
 
 
+ACTION_ZH = {"create": "新建", "update": "修改", "delete": "删除", "account": "账号"}
+SOURCE_ZH = {"admin": "后台管理", "import": "表格导入", "cli": "命令行"}
+RECORD_ZH = {
+    "customer": "客户",
+    "site": "机房",
+    "contact": "客户联系人",
+    "contract": "服务合同",
+    "staff": "员工",
+    "account": "登录账号",
+    "device": "设备档案",
+    "sparepart": "备件",
+    "stock": "备件库存",
+    "checklistitem": "巡检检查项",
+}
+
+
 class AuditAdmin(AftercareView, model=AuditEntry):
     name = "变更记录"
     name_plural = "变更记录（审计）"
@@ -587,6 +623,13 @@ class AuditAdmin(AftercareView, model=AuditEntry):
         "changes",
     ]
     column_default_sort: ClassVar = [("at", True), ("id", True)]
+    column_formatters: ClassVar = {
+        "at": lambda m, a: page_templates.env.filters["local"](m.at, "%Y-%m-%d %H:%M:%S"),
+        "action": lambda m, a: ACTION_ZH.get(m.action, m.action),
+        "record": lambda m, a: RECORD_ZH.get(m.record, m.record),
+        "source": lambda m, a: SOURCE_ZH.get(m.source, m.source),
+    }
+    column_formatters_detail: ClassVar = column_formatters
     column_searchable_list: ClassVar = ["actor", "record"]
     column_labels: ClassVar = {
         "at": "时间",
