@@ -21,15 +21,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
-from typing import Any
-
-from matplotlib import font_manager, rc_context
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from typing import TYPE_CHECKING, Any
 
 from rules import performance as perf
 from tasks import kpi as kpi_facts
 from tasks.pdf import packaged_font, system_font_covering
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# matplotlib (with numpy, ~40 MB PSS) is imported when the first chart is drawn, not with this
+# module: the approval web and the runner import it for the summary and KPI pages but draw charts
+# rarely, and each would otherwise hold it from start-up (issue 26, the footprint of the processes).
 
 GRADE_COLOURS = {"优": "#2e7d32", "良": "#8bc34a", "中": "#f9a825", "差": "#c62828"}
 LINE_COLOURS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a")
@@ -61,6 +64,8 @@ def chart_font() -> str | None:
         if found is None:
             return None
         path = found  # type: ignore[assignment]
+    from matplotlib import font_manager
+
     font_manager.fontManager.addfont(str(path))
     return font_manager.FontProperties(fname=str(path)).get_name()
 
@@ -97,6 +102,10 @@ def line_chart(
     unit: str = "",
 ) -> str:
     """Lines over the labels (months), a gap where a value is None."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
     with _DRAWING, rc_context(_style()):
         fig = Figure(figsize=(6.4, 2.8))
         ax = fig.subplots()
@@ -137,6 +146,10 @@ def bar_chart(
     unit: str = "",
 ) -> str:
     """Vertical bars with their values written on top."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     with _DRAWING, rc_context(_style()):
         fig = Figure(figsize=(6.4, 2.8))
         ax = fig.subplots()
