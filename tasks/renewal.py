@@ -514,12 +514,15 @@ def outreach_step(now: datetime) -> int:
             )
         ).all()
     done = 0
+    calendars: dict[tuple[str, str], Calendar] = {}  # one load per calendar and tick, not per case
     for approval_id, case_id in waiting:
-        done += _outreach_case(int(case_id), int(approval_id), now)  # type: ignore[arg-type]
+        done += _outreach_case(int(case_id), int(approval_id), now, calendars)  # type: ignore[arg-type]
     return done
 
 
-def _outreach_case(case_id: int, approval_id: int, now: datetime) -> int:
+def _outreach_case(
+    case_id: int, approval_id: int, now: datetime, calendars: dict[tuple[str, str], Calendar]
+) -> int:
     lapsed: Approval | None = None
     done = 0
     with session_scope() as session:
@@ -528,7 +531,10 @@ def _outreach_case(case_id: int, approval_id: int, now: datetime) -> int:
         row = session.get(Approval, approval_id)
         if case is None or contract is None or row is None or "notice_day" not in case.data:
             return 0
-        cal = load_calendar(session, contract.calendar, contract.timezone)
+        which = (contract.calendar, contract.timezone)
+        if which not in calendars:
+            calendars[which] = load_calendar(session, contract.calendar, contract.timezone)
+        cal = calendars[which]
         end = date.fromisoformat(case.data["contract_end"])
         plan = rules.outreach(date.fromisoformat(case.data["notice_day"]), end, cal)
         keys = set(
