@@ -133,6 +133,117 @@ def up(
     os._exit(code)
 
 
+@app.command()
+def deploy(
+    pool: Annotated[str, typer.Option(help="Prefect 进程工作池名称 / the process work pool, e.g. aftercare")],
+) -> None:
+    """把全部流程部署注册到工作池，由 worker 运行 / register every deployment to a work pool (workers run them)."""
+    use_prefect_of(load_settings())  # before Prefect is imported: it reads its settings once
+    from deployments.pool import PoolError, check_pool_name, deploy_to_pool
+
+    try:
+        name = check_pool_name(pool)
+        names = deploy_to_pool(name)
+    except PoolError as exc:
+        fail(str(exc))
+        return
+    except Exception as exc:  # Prefect unreachable or refused: say so, no traceback
+        fail(
+            f"无法注册部署（Prefect 是否在运行？）/ cannot register the deployments: {type(exc).__name__}: {exc}"
+        )
+        return
+    typer.echo(f"已注册到工作池 {name} / registered to pool {name}: " + ", ".join(names))
+    typer.echo(f"启动 worker / start workers with: prefect worker start --pool {name} --type process")
+
+
+cluster_app = typer.Typer(
+    help="Prefect 生产架构（PostgreSQL、Redis、多个 API 服务与 worker） / Prefect's production architecture",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    base_port: Annotated[
+        int, typer.Option(min=1024, max=65000, help="负载均衡端口；API 服务 +1…，网页 +51… / balancer port")
+    ] = 4300,
+    api_servers: Annotated[int, typer.Option(min=1, max=8, help="Prefect API 服务数 / API servers")] = 2,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="worker 数 / workers")] = 2,
+    webs: Annotated[int, typer.Option(min=1, max=8, help="审批网页进程数 / approval webs")] = 2,
+    keepers: Annotated[int, typer.Option(min=1, max=4, help="时钟守护进程数（租约保证只有一个在工作）")] = 2,
+    pool: Annotated[str, typer.Option(help="工作池名称 / work pool")] = "aftercare",
+    pg_port: Annotated[int, typer.Option(min=1024, max=65535, help="本机 PostgreSQL 端口")] = 55500,
+    redis_port: Annotated[int, typer.Option(min=1024, max=65535, help="本机 Redis 端口")] = 6390,
+    postgres_url: Annotated[
+        str, typer.Option(help="已有 PostgreSQL，如 postgresql://user:pw@host:5432（不含库名）")
+    ] = "",
+    redis_url: Annotated[str, typer.Option(help="已有 Redis，如 redis://host:6379")] = "",
+    no_seed: Annotated[bool, typer.Option("--no-seed", help="do not load demo data")] = False,
+) -> None:
+    """在本机启动完整集群并打印各部分地址 / start the whole cluster on this machine and say where each piece is."""
+    from deployments.cluster import Cluster, ClusterError, Layout
+    from deployments.pool import PoolError, check_pool_name
+    from deployments.supervisor import Stop
+
+    settings = load_settings()
+    try:
+        pool = check_pool_name(pool)
+    except PoolError as exc:
+        fail(str(exc))
+    if postgres_url and not postgres_url.startswith(("postgresql://", "postgres://")):
+        fail(f"--postgres-url 应以 postgresql:// 开头 / must start with postgresql://: {postgres_url[:60]!r}")
+    if redis_url and not redis_url.startswith("redis://"):
+        fail(f"--redis-url 应以 redis:// 开头 / must start with redis://: {redis_url[:60]!r}")
+    layout = Layout(
+        home=settings.home,
+        base_port=base_port,
+        api_servers=api_servers,
+        workers=workers,
+        webs=webs,
+        keepers=keepers,
+        pool=pool,
+        pg_port=pg_port,
+        redis_port=redis_port,
+        postgres_url=postgres_url.replace("postgres://", "postgresql://", 1),
+        redis_url=redis_url,
+    )
+    settings = settings.model_copy(
+        update={
+            "database_url": layout.pg_url("aftercare", "psycopg"),
+            "prefect_api_url": "",
+            "prefect_port": base_port,
+            "web_port": layout.web_port(1),
+        }
+    )
+    cluster = Cluster(layout, settings, echo=typer.echo)
+    cluster.sup.install_signals()
+    code = 0
+    try:
+        typer.echo("• 启动集群 / starting the cluster …")
+        cluster.start(seed=not no_seed)
+        typer.echo("")
+        for line in cluster.where():
+            typer.echo(line)
+        typer.echo("  按 Ctrl-C 停止 / press Ctrl-C to stop")
+        import time
+
+        while True:
+            cluster.sup.poll()
+            time.sleep(0.5)
+    except Stop:
+        typer.echo("正在停止 / stopping …")
+    except ClusterError as exc:
+        typer.secho(f"错误 / error: {exc}", fg=typer.colors.RED, err=True)
+        code = 2
+    finally:
+        cluster.sup.stopping = True
+        cluster.stop()
+        cluster.sup.restore_signals()
+        typer.echo("已停止 / stopped")
+    raise typer.Exit(code)
+
+
 @app.command("notify-test")
 def notify_test(
     url: Annotated[str, typer.Argument(help="Apprise URL, e.g. dingtalk://TOKEN or mailto://…")],

@@ -1,0 +1,449 @@
+"""Benchmark and fault run on Prefect's production architecture (`aftercare cluster up`).
+
+A cluster on this machine (deployments.cluster: PostgreSQL, Redis, API servers behind HAProxy,
+Prefect's services, process workers, approval webs, keepers); N repairs (the solved-remotely path of
+bench/repair.py) started at once and driven concurrently **through their links**: every pending
+approval is answered by opening the link its notification carried on one of the approval webs (the
+webs taken in turn) and posting the form, as a person does. The keepers of the cluster fire the
+callback timers themselves (the requests are reported days ago, so every timer is due at once).
+
+Recorded: which worker ran each cycle (the worker's "submitting flow run" log line in Prefect), the
+cycles per second, and — with `--faults` — that after a `kill -9` of one worker mid-run and of one
+API server every repair still completes, no step ran twice (each ledger key has one Prefect task
+run), no message was queued twice and no outbox row was sent twice (the log channel's lines against
+the rows sent), and one keeper held the lease.
+
+    uv run python bench/cluster.py --repairs 4 --workers 1 --workers 2 [--faults]
+
+Writes bench/results/cluster.json. On 2 shared cores the ratio between 1 and 2 workers is not the
+point (every flow run is a new interpreter: `python -m prefect.engine`, ~5 s of CPU); what is
+measured is that nothing breaks and what each piece costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.repair import answers, timed  # noqa: E402  (the same answers as the repair benchmark)
+
+PATH = "remote"
+DECISION = {"approval": "approved", "signature": "signed", "form": "submitted"}
+
+
+def free_port_block(size: int = 100, start: int = 4300, stop: int = 4399) -> int:
+    """A base port whose block (balancer, API servers, webs) is free now."""
+    for base in range(start, stop - 60, 7):
+        ports = [base, base + 1, base + 2, base + 3, base + 51, base + 52, base + 53]
+        if all(_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free ports in 4300-4399")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(start: int, stop: int) -> int:
+    for port in range(start, stop):
+        if _free(port):
+            return port
+    raise RuntimeError(f"no free port in {start}-{stop}")
+
+
+def make_cluster(home: Path, *, workers: int, api_servers: int = 2, webs: int = 2, keepers: int = 2) -> Any:
+    """A Cluster (not started) with its environment put into this process (before Prefect is imported)."""
+    from deployments.cluster import Cluster, Layout
+    from models.settings import Settings, get_settings
+
+    layout = Layout(
+        home=home,
+        base_port=free_port_block(),
+        api_servers=api_servers,
+        workers=workers,
+        webs=webs,
+        keepers=keepers,
+        pg_port=free_port(55500, 55600),
+        redis_port=free_port(6390, 6399),
+        pg_dir=None,
+        extra_env={"AFTERCARE_INTAKE_MAX_AGE_DAYS": "36500"},  # the requests are reported days ago
+    )
+    settings = Settings(
+        home=home,
+        database_url=layout.pg_url("aftercare", "psycopg"),
+        prefect_port=layout.base_port,
+        web_port=layout.web_port(1),
+        secret_key="cluster-bench-secret-key-not-for-production",
+        intake_max_age_days=36_500,
+    )
+    cluster = Cluster(layout, settings)
+    env = cluster.base_env()
+    for key, value in env.items():
+        if key.startswith(("PREFECT_", "AFTERCARE_")):
+            os.environ[key] = value
+    get_settings.cache_clear()
+    return cluster
+
+
+def request(n: int, reported_at: datetime) -> dict[str, Any]:
+    return {
+        "customer": "BJYH",
+        "site": "亦庄机房",
+        "reported_by": f"cluster {n}",
+        "description": f"阵列告警 {n}",
+        "severity": 3,
+        "reported_at": reported_at.isoformat(),
+    }
+
+
+def start_repairs(count: int) -> list[str]:
+    from tasks.cases import start_deployment_run
+
+    reported = datetime.now(UTC) - timedelta(minutes=30)  # the links a request's messages carry last 7 days
+    return [
+        start_deployment_run("repair/repair", {"request": request(i, reported + timedelta(minutes=i))})
+        for i in range(count)
+    ]
+
+
+class LinkDriver:
+    """Answers the pending approvals of some runs through their links, on the webs in turn."""
+
+    def __init__(self, webs: list[str], run_ids: list[str]) -> None:
+        import httpx
+
+        self.webs = webs
+        self.runs = set(run_ids)
+        self.clients = [httpx.Client(base_url=w, timeout=60) for w in webs]
+        self.turn = 0
+        self.answered: Counter[str] = Counter()  # web → answers
+        self.errors: list[str] = []
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+    def pending(self) -> list[Any]:
+        from sqlmodel import col, select
+
+        from models import Case
+        from models.approvals import Approval, ApprovalStatus
+        from models.db import session_scope
+
+        with session_scope() as s:
+            cases = {
+                c.id: c.reported_at for c in s.exec(select(Case).where(col(Case.flow_run_id).in_(self.runs)))
+            }
+            rows = s.exec(
+                select(Approval).where(
+                    Approval.status == ApprovalStatus.PENDING, col(Approval.case_id).in_(set(cases))
+                )
+            ).all()
+            return [(row, cases[row.case_id]) for row in rows]
+
+    def link(self, row: Any) -> str | None:
+        from sqlmodel import select
+
+        from models.db import session_scope
+        from models.outbox import Notification
+        from tasks.links import verify_token
+
+        with session_scope() as s:
+            bodies = [n.body for n in s.exec(select(Notification).where(Notification.case_id == row.case_id))]
+        for body in bodies:
+            for url in re.findall(r"https?://\S+/a/[A-Za-z0-9_.\-]+", body):
+                token = url.rsplit("/a/", 1)[1]
+                try:
+                    data = verify_token(token, "a", now=row.created_at)
+                except Exception:  # noqa: BLE001 - another approval's link
+                    continue
+                if int(data["a"]) == row.id:
+                    return "/a/" + token
+        return None
+
+    def answer(self, row: Any, reported_at: datetime) -> bool:
+        path = self.link(row)
+        if path is None:  # its notification is not written yet
+            return False
+        client = self.clients[self.turn % len(self.clients)]
+        self.turn += 1
+        page = client.get(path)
+        if page.status_code != 200 or 'name="csrf"' not in page.text:
+            return False
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]  # type: ignore[index]
+        data = {"csrf": csrf, "decision": DECISION[row.kind], "comment": ""}
+        if row.kind == "form":
+            data.update({f"f_{k}": v for k, v in timed(answers(PATH).get(row.step, {}), reported_at).items()})
+        if row.kind == "signature":
+            found = re.search(r'name="signer" value="([^"]*)"', page.text)
+            data["signer"] = found[1] if found else "王先生"
+        posted = client.post(path, data=data)
+        if posted.status_code != 200:
+            self.errors.append(f"{row.step}: HTTP {posted.status_code} {posted.text[:200]}")
+            return False
+        self.answered[str(client.base_url)] += 1
+        return True
+
+
+def states(run_ids: list[str]) -> dict[str, str]:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {r: (client.read_flow_run(UUID(r)).state_name or "?") for r in run_ids}
+
+
+def drive(
+    run_ids: list[str],
+    webs: list[str],
+    *,
+    timeout: float,
+    on_tick: Callable[[dict[str, str]], None] | None = None,
+) -> dict[str, Any]:
+    """Answer every pending approval of the runs through their links until every run is final."""
+    from tasks.timers import fire_due_timers
+
+    driver = LinkDriver(webs, run_ids)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            now_states = states(run_ids)
+            if on_tick:
+                on_tick(now_states)
+            if all(s in {"Completed", "Failed", "Crashed", "Cancelled"} for s in now_states.values()):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"runs not done after {timeout:.0f} s: {Counter(now_states.values())}")
+            waiting = driver.pending()
+            for row, reported in waiting:
+                driver.answer(row, reported)
+            if not waiting and "Suspended" in now_states.values():
+                # a run waits for its callback timer (due a working day after the service): the
+                # calendar moves on — the cluster's keepers wake the runs whose timer fired
+                fire_due_timers(datetime.now(UTC) + timedelta(days=5))
+            time.sleep(0.5)
+    finally:
+        driver.close()
+    return {"states": now_states, "answered_per_web": dict(driver.answered), "http_errors": driver.errors}
+
+
+def cycles_by_worker(run_ids: list[str], logs: Path) -> dict[str, Counter[str]]:
+    """Per run, how many times each worker started it (one start = one cycle: the first run or a
+    wake-up), from each worker's own log: its "submitting flow run" lines less its "Aborted
+    submission" ones (both workers may reach for the same run; the server gives it to one)."""
+    found: dict[str, Counter[str]] = {run: Counter() for run in run_ids}
+    for path in sorted(logs.glob("worker-*.log")):
+        text = path.read_text(errors="replace")
+        for run in run_ids:
+            taken = text.count(f"submitting flow run '{run}'") - text.count(
+                f"Aborted submission of flow run '{run}'"
+            )
+            if taken > 0:
+                found[run][path.stem] += taken
+    return found
+
+
+def repeated_steps(run_ids: list[str]) -> dict[str, list[str]]:
+    """Per run, the ledger keys that have more than one Prefect task run (a step that ran twice)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    found: dict[str, list[str]] = {}
+    with get_client(sync_client=True) as client:
+        for run in run_ids:
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run)])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,
+            )
+            twice = [name for name, n in Counter(t.name for t in tasks).items() if n > 1]
+            if twice:
+                found[run] = twice
+    return found
+
+
+def outbox_twice(run_ids: list[str], home: Path) -> dict[str, Any]:
+    """Messages queued twice for one case (same recipient, template and key) and rows sent more than
+    once (the log channel's lines against the rows marked sent, by recipient, title and body)."""
+    from sqlmodel import col, select
+
+    from models import Case
+    from models.db import session_scope
+    from models.outbox import Notification
+
+    with session_scope() as s:
+        cases = [c.id for c in s.exec(select(Case).where(col(Case.flow_run_id).in_(run_ids)))]
+        rows = list(s.exec(select(Notification).where(col(Notification.case_id).in_(cases))))
+    queued = Counter((n.case_id, n.recipient_name, n.template, n.key) for n in rows)
+    sent_rows = Counter((n.address, n.subject, n.body) for n in rows if n.sent_at is not None)
+    lines: Counter[tuple[str, str, str]] = Counter()
+    log = home / "notifications.log"
+    if log.exists():
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            lines[(record["to"], record["title"], record["body"])] += 1
+    return {
+        "queued_twice": [list(k) for k, n in queued.items() if n > 1],
+        "sent_more_than_once": sum(1 for k, n in sent_rows.items() if lines[k] > n),
+        "rows": len(rows),
+        "sent": sum(sent_rows.values()),
+    }
+
+
+def keeper_runs_live() -> int:
+    """Keeper flow runs Running now: one keeper keeps the clocks."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        return len(
+            client.read_flow_runs(
+                limit=50,
+                sort=FlowRunSort.START_TIME_DESC,
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["clock-keeper"])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+                ),
+            )
+        )
+
+
+def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dict[str, Any]:
+    """Start `repairs` repairs, drive them to the end (with the kills when `faults`), and check."""
+    layout = cluster.layout
+    webs = [f"http://{layout.host}:{layout.web_port(i)}" for i in range(1, layout.webs + 1)]
+    began = time.monotonic()
+    run_ids = start_repairs(repairs)
+    killed: list[str] = []
+    keepers_seen: list[int] = []
+
+    def on_tick(now_states: dict[str, str]) -> None:
+        cluster.sup.poll()  # restart what was killed, as `aftercare cluster up` does
+        if (
+            faults
+            and not killed
+            and (
+                sum(1 for s in now_states.values() if s in {"Running", "Suspended"})
+                and time.monotonic() - began > 20
+            )
+        ):
+            cluster.kill("worker-1")  # the worker process only: its flow runs finish on their own
+            killed.append("worker-1")
+        if faults and killed == ["worker-1"] and time.monotonic() - began > 45:
+            cluster.kill(f"api-{layout.api_servers}")
+            killed.append(f"api-{layout.api_servers}")
+        if len(keepers_seen) < 50:
+            keepers_seen.append(keeper_runs_live())
+
+    result = drive(run_ids, webs, timeout=timeout, on_tick=on_tick)
+    elapsed = time.monotonic() - began
+    per_run = cycles_by_worker(run_ids, layout.home / "logs")
+    cycles = sum(sum(c.values()) for c in per_run.values())
+    by_worker: Counter[str] = Counter()
+    for counter in per_run.values():
+        by_worker.update(counter)
+    return {
+        "repairs": repairs,
+        "workers": layout.workers,
+        "api_servers": layout.api_servers,
+        "faults": killed,
+        "seconds": round(elapsed, 1),
+        "cycles": cycles,
+        "cycles_per_second": round(cycles / elapsed, 3) if elapsed else 0.0,
+        "cycles_by_worker": dict(by_worker),
+        "completed": sum(1 for s in result["states"].values() if s == "Completed"),
+        "states": dict(Counter(result["states"].values())),
+        "answered_per_web": result["answered_per_web"],
+        "http_errors": result["http_errors"],
+        "repeated_steps": repeated_steps(run_ids),
+        "outbox": outbox_twice(run_ids, layout.home),
+        "keeper_runs_running_max": max(keepers_seen or [0]),
+        "run_ids": run_ids,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--repairs", type=int, default=4, help="repairs driven at once (the issue's 50 on a big machine)"
+    )
+    parser.add_argument(
+        "--workers", type=int, action="append", help="worker counts to measure (default 1 and 2)"
+    )
+    parser.add_argument("--faults", action="store_true", help="kill -9 one worker and one API server mid-run")
+    parser.add_argument("--timeout", type=float, default=1200)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "cluster.json"))
+    args = parser.parse_args()
+    results = []
+    for workers in args.workers or [1, 2]:
+        base = Path(tempfile.mkdtemp(prefix="aftercare-cluster-"))
+        cluster = make_cluster(base / "var", workers=workers)
+        try:
+            t0 = time.monotonic()
+            cluster.start()
+            up = time.monotonic() - t0
+            print(f"cluster with {workers} worker(s) up in {up:.1f} s", flush=True)
+            for line in cluster.where():
+                print(line, flush=True)
+            result = run_once(cluster, args.repairs, faults=args.faults, timeout=args.timeout)
+            result["cluster_up_seconds"] = round(up, 1)
+            print(
+                json.dumps({k: v for k, v in result.items() if k != "run_ids"}, ensure_ascii=False),
+                flush=True,
+            )
+            results.append(result)
+        finally:
+            cluster.stop()
+            shutil.rmtree(cluster.layout.pg_data, ignore_errors=True)
+            shutil.rmtree(base, ignore_errors=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(
+        json.dumps(
+            {"measured_at": datetime.now(UTC).isoformat(), "cpus": os.cpu_count(), "runs": results}, indent=2
+        )
+    )
+    return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the cluster as Ctrl-C does (the `finally` in main)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
+    raise SystemExit(main())
