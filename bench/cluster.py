@@ -87,7 +87,8 @@ def make_cluster(home: Path, *, workers: int, api_servers: int = 2, webs: int = 
         pg_port=free_port(55500, 55600),
         redis_port=free_port(6390, 6399),
         pg_dir=None,
-        extra_env={"AFTERCARE_INTAKE_MAX_AGE_DAYS": "36500"},  # the requests are reported days ago
+        # a run left Pending or Running by a killed worker is scheduled again after a minute
+        extra_env={"AFTERCARE_STUCK_RUN_SECONDS": "60"},
     )
     settings = Settings(
         home=home,
@@ -95,7 +96,7 @@ def make_cluster(home: Path, *, workers: int, api_servers: int = 2, webs: int = 
         prefect_port=layout.base_port,
         web_port=layout.web_port(1),
         secret_key="cluster-bench-secret-key-not-for-production",
-        intake_max_age_days=36_500,
+        stuck_run_seconds=60,
     )
     cluster = Cluster(layout, settings)
     env = cluster.base_env()
@@ -341,6 +342,16 @@ def keeper_runs_live() -> int:
         )
 
 
+def _runs_a_flow(pid: int | None) -> bool:
+    """True while the worker `pid` executes a flow run (a child process of it)."""
+    if pid is None:
+        return False
+    try:
+        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except OSError:
+        return False
+
+
 def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dict[str, Any]:
     """Start `repairs` repairs, drive them to the end (with the kills when `faults`), and check."""
     layout = cluster.layout
@@ -350,22 +361,18 @@ def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dic
     killed: list[str] = []
     keepers_seen: list[int] = []
 
+    killed_at: list[float] = []
+
     def on_tick(now_states: dict[str, str]) -> None:
         cluster.sup.poll()  # restart what was killed, as `aftercare cluster up` does
-        if (
-            faults
-            and not killed
-            and (
-                sum(1 for s in now_states.values() if s in {"Running", "Suspended"})
-                and time.monotonic() - began > 20
-            )
-        ):
-            cluster.kill("worker-1")  # the worker process only: its flow runs finish on their own
+        if faults and not killed and _runs_a_flow(cluster.child("worker-1").pid):
+            cluster.kill("worker-1")  # mid-run: the worker process only, its flow run finishes on its own
             killed.append("worker-1")
-        if faults and killed == ["worker-1"] and time.monotonic() - began > 45:
+            killed_at.append(time.monotonic())
+        elif faults and len(killed) == 1 and time.monotonic() - killed_at[0] > 15:
             cluster.kill(f"api-{layout.api_servers}")
             killed.append(f"api-{layout.api_servers}")
-        if len(keepers_seen) < 50:
+        if len(keepers_seen) < 200:
             keepers_seen.append(keeper_runs_live())
 
     result = drive(run_ids, webs, timeout=timeout, on_tick=on_tick)

@@ -85,7 +85,13 @@ def deploy_to_pool(
     names = []
     for deployment in found:
         # the worker runs `python -m prefect.engine` there; the entrypoint (flows/x.py:f) is relative to it
-        deployment.job_variables = {**deployment.job_variables, "working_dir": str(working_dir)}
+        # stream_output off: the flow process writes nothing through its worker, so a worker that
+        # dies leaves its flow runs to finish on their own (as a runner's do); their logs go to Prefect
+        deployment.job_variables = {
+            **deployment.job_variables,
+            "working_dir": str(working_dir),
+            "stream_output": False,
+        }
         deployment._path = str(working_dir)
         deployment.apply(work_pool_name=pool)
         names.append(f"{deployment.flow_name}/{deployment.name}")

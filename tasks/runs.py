@@ -84,14 +84,16 @@ def last_heartbeats(client: Any, run_ids: list[UUID], since: datetime) -> dict[U
 
 
 def stuck_runs(client: Any, now: datetime, limit: timedelta, batch: int = 200) -> list[tuple[Any, datetime]]:
-    """(flow run, last sign of life) of every Running run silent for longer than `limit`."""
+    """(flow run, last sign of life) of every Running run silent for longer than `limit` — and of
+    every run Pending that long: a worker that died between taking a run (Pending, "Submitting")
+    and its flow process starting leaves it Pending for ever (deployments.cluster)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
     running = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))
         ),
         sort=FlowRunSort.START_TIME_ASC,  # the server refuses no sort
         limit=batch,

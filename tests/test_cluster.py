@@ -9,8 +9,11 @@ server are killed with SIGKILL (bench/cluster.py does the same at a chosen size)
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ from typer.testing import CliRunner
 from deployments.cli import app
 from deployments.cluster import Layout, haproxy_config
 from deployments.pool import PoolError, check_pool_name
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("bad", ["", "Aftercare", "pool name", "池", "-x", "a" * 64])
@@ -65,9 +70,15 @@ def test_the_balancer_spreads_over_every_api_server_and_retries_a_refused_connec
 NEEDED = ("redis-server", "haproxy")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from bench.cluster import make_cluster
+@pytest.mark.real
+def test_workers_of_the_pool_run_repairs_to_completion_through_a_worker_and_an_api_server_killed(
+    tmp_path: Path,
+) -> None:
+    """bench/cluster.py in a process of its own (its Prefect settings are the cluster's): two repairs
+    started at once and answered through their links on both webs; the pool's workers run every
+    cycle (each recorded with its worker); worker-1 is killed with SIGKILL while it runs a flow, then
+    api-2 (the cluster restarts both): both repairs complete, no step ran twice, no message was
+    queued or sent twice, and one keeper run was Running at any time."""
     from deployments.cluster import ClusterError, postgres_bin
 
     missing = [p for p in NEEDED if not shutil.which(p) and not Path(f"/usr/sbin/{p}").exists()]
@@ -77,39 +88,60 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         missing.append("postgresql")
     if missing:
         pytest.skip(f"needs Debian's {', '.join(missing)} (.ci/run installs them)")
-    home = tmp_path_factory.mktemp("cluster") / "var"
-    made = make_cluster(home, workers=2, api_servers=2, webs=2, keepers=2)
-    try:
-        made.start()
-        yield made
-    finally:
-        made.stop()
-        shutil.rmtree(made.layout.pg_data, ignore_errors=True)
-        from models.settings import get_settings
-
-        get_settings.cache_clear()
-
-
-@pytest.mark.real
-def test_workers_of_the_pool_run_repairs_to_completion_through_a_worker_and_an_api_server_killed(
-    cluster: Any,
-) -> None:
-    """Two repairs started at once and answered through their links on both webs: the pool's workers
-    run every cycle (each cycle recorded with its worker); worker-1 and api-2 are killed with SIGKILL
-    mid-run (the cluster restarts them): both repairs complete, no step ran twice, no message was
-    queued or sent twice, and one keeper held the lease at any time."""
-    from bench.cluster import run_once
-
-    result = run_once(cluster, 2, faults=True, timeout=900)
+    out = tmp_path / "cluster.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AFTERCARE_"))}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cluster.py"), "--repairs", "2", "--workers", "2", "--faults"]
+        + ["--timeout", "900", "--out", str(out)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["runs"]
     assert result["faults"] == ["worker-1", "api-2"], result
     assert result["completed"] == 2, result
     assert result["http_errors"] == []
-    assert set(result["answered_per_web"]) == {
-        f"http://127.0.0.1:{cluster.layout.web_port(i)}" for i in (1, 2)
-    }  # both webs took answers
-    assert sum(result["cycles_by_worker"].values()) >= 2 * 7  # start + 6 wake-ups each, all by workers
+    assert len(result["answered_per_web"]) == 2, result  # both webs took answers
+    # every cycle (the start and each wake-up: 7 a repair on this path) was run by a worker
+    assert sum(result["cycles_by_worker"].values()) >= 2 * 7, result
     assert set(result["cycles_by_worker"]) <= {"worker-1", "worker-2"}
     assert result["repeated_steps"] == {}
     assert result["outbox"]["queued_twice"] == [] and result["outbox"]["sent_more_than_once"] == 0
     assert result["outbox"]["sent"] > 0
     assert result["keeper_runs_running_max"] == 1
+
+
+def test_a_run_left_pending_by_a_worker_that_died_counts_as_stuck() -> None:
+    """A worker killed between taking a run (Pending, "Submitting") and its flow process starting
+    leaves the run Pending for ever: the keeper's sweep (tasks.runs) schedules it again like a silent
+    Running one. Prefect's API is the edge here: a stand-in answers the two reads the sweep makes."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import StateType
+
+    from tasks.runs import stuck_runs
+
+    now = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
+
+    def run(kind: StateType, age: timedelta) -> SimpleNamespace:
+        return SimpleNamespace(id=uuid4(), state=SimpleNamespace(type=kind, timestamp=now - age))
+
+    left = run(StateType.PENDING, timedelta(minutes=10))
+    starting = run(StateType.PENDING, timedelta(seconds=5))
+    silent = run(StateType.RUNNING, timedelta(minutes=10))
+
+    class Prefect:
+        def read_flow_runs(self, *, flow_run_filter: Any, sort: Any, limit: int) -> list[Any]:
+            kinds = set(flow_run_filter.state.type.any_)
+            return [r for r in (left, starting, silent) if r.state.type in kinds]
+
+        def read_events(self, *_args: Any, **_kwargs: Any) -> Any:
+            return SimpleNamespace(events=[], next_page=None)  # no heartbeat from any of them
+
+    found = [r.id for r, _last in stuck_runs(Prefect(), now, timedelta(minutes=5))]
+    assert sorted(map(str, found)) == sorted([str(left.id), str(silent.id)])
