@@ -137,6 +137,7 @@ EVENT_TEXT_ZH = {
     "complaint_escalated": "投诉升级至第 {level} 级负责人 {manager}",
     "complaint_call": "客服经理电话回访客户 {person}：{notes}",
     "complaint_to_managers": "客户因超时未获答复，将投诉直接提交管理层",
+    "request_to_managers": "客户因超时未获答复，经投诉渠道将此工单直接提交管理层",
     "complaint_closed": "投诉处理完毕并关闭",
     # approvals, signatures, forms
     "approval_requested": "发出审批请求：{subject}",

@@ -427,9 +427,24 @@ def take_from_page(
     return open_complaint(session, request, now=now), request
 
 
+REQUEST_KINDS = (str(CaseKind.REPAIR), str(CaseKind.ACCIDENT))
+
+
+def _overdue(session: Session, case_id: int, now: datetime) -> datetime | None:
+    """The earliest deadline of the case's clocks still running past due (the customer waits past
+    what was promised: no answer, no arrival, no restore); None when nothing is overdue."""
+    due = [
+        c.due_at
+        for c in session.exec(select(Clock).where(Clock.case_id == case_id)).all()
+        if c.stopped_at is None and c.due_at is not None and c.due_at <= now
+    ]
+    return min(due) if due else None
+
+
 def page_view(session: Session, customer_code: str, *, now: datetime) -> dict[str, Any]:
     """What the customer's page shows: the customer, its published managers, its open complaints
-    (with whether the first answer is overdue: then the page offers to go straight to the managers)."""
+    and its requests (repairs, accidents) left without an answer past their deadline — either can
+    be sent straight to the managers once a deadline has passed (PROCEDURES.md §7)."""
     customer = find_customer(session, customer_code)
     managers = [
         {
@@ -442,31 +457,50 @@ def page_view(session: Session, customer_code: str, *, now: datetime) -> dict[st
     open_cases = session.exec(
         select(Case)
         .where(
-            Case.kind == str(CaseKind.COMPLAINT),
+            col(Case.kind).in_((str(CaseKind.COMPLAINT), *REQUEST_KINDS)),
             Case.customer_id == customer.id,
             col(Case.closed_at).is_(None),
         )
         .order_by(col(Case.id).desc())
-        .limit(20)
+        .limit(100)
     ).all()
-    rows = []
+    complaints, requests = [], []
     for case in open_cases:
+        overdue = _overdue(session, case.id, now)  # type: ignore[arg-type]
+        sent = _event(session, case.id, "to-managers") is not None  # type: ignore[arg-type]
+        if case.kind != str(CaseKind.COMPLAINT):
+            if overdue is not None or sent:
+                requests.append(
+                    {
+                        "id": case.id,
+                        "number": case.number,
+                        "title": case.title,
+                        "reported_at": case.reported_at,
+                        "due": overdue,
+                        "sent_to_managers": sent,
+                    }
+                )
+            continue
         answer = clocks.find_clock(session, case.id, ClockKind.COMPLAINT_ANSWER)  # type: ignore[arg-type]
-        answered = answer is not None and answer.stopped_at is not None
-        overdue = answer is not None and not answered and answer.due_at is not None and answer.due_at <= now
-        rows.append(
+        complaints.append(
             {
                 "id": case.id,
                 "number": case.number,
                 "title": case.title,
                 "reported_at": case.reported_at,
-                "answered": answered,
+                "answered": answer is not None and answer.stopped_at is not None,
                 "answer_due": answer.due_at if answer else None,
-                "overdue": overdue,
-                "sent_to_managers": _event(session, case.id, "to-managers") is not None,  # type: ignore[arg-type]
+                "overdue": overdue is not None,
+                "due": overdue,
+                "sent_to_managers": sent,
             }
         )
-    return {"customer": customer, "managers": managers, "complaints": rows}
+    return {
+        "customer": customer,
+        "managers": managers,
+        "complaints": complaints[:20],
+        "requests": requests[:20],
+    }
 
 
 def _event(session: Session, case_id: int, key: str) -> Any:
@@ -474,24 +508,29 @@ def _event(session: Session, case_id: int, key: str) -> Any:
 
 
 def straight_to_managers(session: Session, customer_code: str, case_id: int, *, now: datetime) -> str:
-    """A complaint whose first answer is overdue goes straight to every manager on the customer's
-    ladder (PROCEDURES.md §7: "unanswered … can go straight to the provider's managers"); once per
-    complaint. Returns what the page says; IntakeError when it may not (not this customer's, not
-    overdue, answered meanwhile)."""
+    """A complaint or a request (repair, accident) of the customer whose deadline passed without an
+    answer goes straight to every manager on the customer's ladder (PROCEDURES.md §7: "unanswered
+    requests or complaints can go straight to the provider's managers"); once per case. Returns
+    what the page says; IntakeError when it may not (not this customer's, nothing overdue)."""
     customer = find_customer(session, customer_code)
     case = session.get(Case, case_id)
-    if case is None or case.kind != str(CaseKind.COMPLAINT) or case.customer_id != customer.id:
-        raise IntakeError("找不到此投诉 / no such complaint")
+    if (
+        case is None
+        or case.kind not in (str(CaseKind.COMPLAINT), *REQUEST_KINDS)
+        or case.customer_id != customer.id
+        or case.closed_at is not None
+    ):
+        raise IntakeError("找不到此投诉或报修 / no such open complaint or request")
     if _event(session, case_id, "to-managers") is not None:
-        return f"投诉 {case.number} 已于此前转交管理层，我们会尽快与您联系。"
-    answer = clocks.find_clock(session, case_id, ClockKind.COMPLAINT_ANSWER)
-    if answer is None or answer.stopped_at is not None or answer.due_at is None or answer.due_at > now:
-        raise IntakeError(f"投诉 {case.number} 尚在答复时限内或已答复，暂不需要转交管理层。")
+        return f"{case.number} 已于此前转交管理层，我们会尽快与您联系。"
+    if _overdue(session, case_id, now) is None:
+        raise IntakeError(f"{case.number} 尚在约定时限内或已答复，暂不需要转交管理层。")
     managers = ladder_of(session, customer)
+    complaint = case.kind == str(CaseKind.COMPLAINT)
     append_event(
         session,
         case_id,
-        "complaint_to_managers",
+        "complaint_to_managers" if complaint else "request_to_managers",
         at=now,
         actor=customer.name,
         key="to-managers",
@@ -501,13 +540,13 @@ def straight_to_managers(session: Session, customer_code: str, case_id: int, *, 
         session,
         recipients=managers,
         template="complaint/ladder",
-        context=_queue_context(session, case),
+        context={**_queue_context(session, case), "complaint": complaint},
         key=f"{case_id}:to-managers",
         case_id=case_id,
         now=now,
         urgent=True,
     )
-    return f"投诉 {case.number} 已直接转交管理层：{'、'.join(m.name for m in managers)}。"
+    return f"{case.number} 已直接转交管理层：{'、'.join(m.name for m in managers)}。"
 
 
 def _queue_context(session: Session, case: Case) -> dict[str, Any]:

@@ -174,3 +174,32 @@ def test_every_customer_notice_and_report_carries_the_complaint_link(web: Any, s
     assert "投诉与建议（直达客服经理" in row.body and "/complaint/" in row.body
     staff = session.exec(select(Notification).where(Notification.template == "complaint/opened")).first()
     assert "/complaint/" not in staff.body  # staff notices do not carry it
+
+
+def test_a_repair_request_left_unanswered_can_go_straight_to_the_managers(web: Any, session: Any) -> None:
+    from tasks.cases import RepairRequest, open_case
+    from tasks.clocks import start_clock
+
+    repair = open_case(
+        session,
+        RepairRequest(
+            customer="BJYH", site="亦庄机房", reported_by="李四", description="存储告警", severity=3
+        ),
+        now=T0,
+    )
+    start_clock(session, repair.id, "first_contact", started_at=T0, severity=3)  # 30 minutes
+    session.commit()
+    url = path()
+    web.now["at"] = T0 + timedelta(minutes=20)
+    assert repair.number not in web.get(url).text  # within its time: nothing to send
+    web.now["at"] = T0 + timedelta(minutes=31)
+    page = web.get(url)
+    assert "超时未获答复的报修" in page.text and repair.number in page.text
+    sent = web.post(url + "/managers", data={"csrf": csrf(page.text), "case": str(repair.id)})
+    assert sent.status_code == 200 and f"{repair.number} 已直接转交管理层" in sent.text
+    event = session.exec(
+        select(Event).where(Event.case_id == repair.id, Event.kind == "request_to_managers")
+    ).one()
+    assert event.data["managers"] == ["林客服经理", "孔经理", "吴总监", "冯总经理"]
+    other = web.post(url + "/managers", data={"csrf": csrf(page.text), "case": "999999"})
+    assert other.status_code == 409 and "找不到此投诉或报修" in other.text

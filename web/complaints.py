@@ -97,6 +97,7 @@ def _page(
             "customer_name": view["customer"].name,
             "managers": view["managers"],
             "complaints": view["complaints"],
+            "requests": view["requests"],
         }
     context.update(
         {
