@@ -134,6 +134,7 @@ class RenewalFact:
     contract: str
     due: date
     outcome: str  # renewed / ended / lapsed / pending (from the renewal's events, tasks/kpi.py)
+    decided_days: int | None = None  # how many days before the end the customer answered (issue 20)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,8 @@ class Kpis:
     drills_due: int = 0
     drills_done: int = 0
     renewals: dict[str, int] = field(default_factory=dict)
+    renewal_rate: float | None = None  # renewed / renewals that came out (renewed, ended, lapsed)
+    renewal_lead_days: float | None = None  # mean days before the end the customers decided
 
 
 @dataclass(frozen=True)
@@ -608,7 +611,12 @@ def compute(
     k.drills_due, k.drills_done = len(drills), sum(1 for d in drills if d.done_on is not None)
     every_card = [*callback_scores(logs), *cards]
     k.scores, k.score_means, k.score_mean = score_table(c for c in every_card if start <= c.at < end)
-    k.renewals = dict(Counter(r.outcome for r in renewals if day_first <= r.due <= day_last))
+    renewals_here = [r for r in renewals if day_first <= r.due <= day_last]
+    k.renewals = dict(Counter(r.outcome for r in renewals_here))
+    out = [r for r in renewals_here if r.outcome in ("renewed", "ended", "lapsed")]
+    k.renewal_rate = sum(r.outcome == "renewed" for r in out) / len(out) if out else None
+    leads = [r.decided_days for r in renewals_here if r.decided_days is not None]
+    k.renewal_lead_days = round(sum(leads) / len(leads), 1) if leads else None
     return k
 
 
@@ -746,8 +754,10 @@ COLUMNS_ZH: dict[str, str] = {
     "inspections_on_time": "巡检按期完成",
     "drills": "演练完成/应做",
     "renewals": "续约结果",
+    "renewal_rate": "续约率",
+    "renewal_lead_days": "续约答复距到期(天)",
 }
-RATIOS = ("sla_compliance", "ftf_rate", "uptime")
+RATIOS = ("sla_compliance", "ftf_rate", "uptime", "renewal_rate")
 RENEWAL_ZH = {
     "renewed": "已续约",
     "ended": "终止合作",

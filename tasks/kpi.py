@@ -429,6 +429,7 @@ def renewals_due(
     ).all()
     ids = [c.id for c in cases]
     outcome: dict[int, str] = {}
+    decided: dict[int, int] = {}
     if ids:
         for e in session.exec(
             select(Event)
@@ -439,10 +440,14 @@ def renewals_due(
                         Case.kind == str(CaseKind.RENEWAL),
                     )
                 ),
-                col(Event.kind).in_(("renewal_closed", "contract_lapsed")),
+                col(Event.kind).in_(("renewal_closed", "contract_lapsed", "renewal_answered")),
             )
             .order_by(col(Event.at), col(Event.id))
         ):
+            if e.kind == "renewal_answered":  # how far ahead the customer decided (flows.renewal)
+                if isinstance(e.data.get("days_before_end"), int):
+                    decided[e.case_id] = int(e.data["days_before_end"])
+                continue
             outcome[e.case_id] = "lapsed" if e.kind == "contract_lapsed" else str(e.data.get("outcome") or "")
     out = []
     for c in cases:
@@ -458,6 +463,7 @@ def renewals_due(
                     contract=contract.code if contract else "",
                     due=end,
                     outcome=outcome.get(c.id or 0) or "pending",
+                    decided_days=decided.get(c.id or 0),
                 )
             )
     return out

@@ -142,3 +142,30 @@ def test_the_monthly_summary_shows_each_renewal_and_how_far_ahead_the_customer_d
     assert line["decided_days_before_end"] == 57  # answered 2026-11-26
     html = render_summary(facts, issued_at=T0, due_by=date(2026, 12, 7))
     assert "合同与续约" in html and "已续约：新合同 2027-01-23 至 2028-01-22" in html and "57 天" in html
+
+
+def test_the_kpis_give_the_renewal_rate_and_how_far_ahead_customers_decided(fast: FastFlow) -> None:
+    from datetime import date
+
+    from rules import performance as perf
+    from tasks.kpi import kpi_rows
+
+    case_id = _open(fast)
+    fast.run(
+        renewal,
+        case_id,
+        at=T0,
+        script=[
+            say("renewal-quote-v1", QUOTE, by="沈经理"),
+            say("quote-approval", decision="approved", by="高经理"),
+            say("renewal-answer-v1", {"choice": "续约"}, at=T0 + 3 * timedelta(days=1)),
+        ],
+    )
+    with fast.session() as s:
+        _facts, rows = kpi_rows(s, "BJYH", first=date(2027, 1, 1), last=date(2027, 1, 31))
+    (row,) = rows
+    assert row.kpis.renewals == {"renewed": 1}
+    assert row.kpis.renewal_rate == 1.0 and row.kpis.renewal_lead_days == 57.0
+    shown = perf.flat(row.kpis)
+    assert perf.shown("renewal_rate", shown["renewal_rate"]).startswith("100")
+    assert ("renewal_lead_days", "续约答复距到期(天)") in perf.columns(rows)
