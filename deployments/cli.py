@@ -646,6 +646,25 @@ def drill_plans(
     typer.echo("\n".join(lines))
 
 
+@drill_app.command("training-done")
+def drill_training_done(
+    task_id: Annotated[int, typer.Argument(help="培训任务编号 / training task id")],
+    by: Annotated[str, typer.Option(help="培训负责人 / who held the training")],
+) -> None:
+    """登记演练后的客户人员培训已完成 / record a drill's training as held."""
+    load_settings()
+    from models.wallclock import now
+    from tasks.drill import DrillError, training_done
+
+    ready_db()
+    try:
+        done = training_done(task_id, by=by, now=now())
+    except (DrillError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    typer.echo("已登记完成 / recorded" if done else "此前已登记完成，未作更改 / already recorded")
+
+
 @drill_app.command("cancel")
 def drill_cancel(
     number: Annotated[str, typer.Argument(help="演练单号，如 YL-000123 / drill number")],

@@ -42,7 +42,7 @@ from prefect import flow
 from models.db import is_transient, session_scope
 from models.leases import current, release, renew, take
 from models.wallclock import now as wall_now
-from tasks import accident, approvals, clocks, complaints, escalation, notify, renewal, runs, timers
+from tasks import accident, approvals, clocks, complaints, drill, escalation, notify, renewal, runs, timers
 from tasks.clocks import next_due
 from tasks.ledger import unrecorded
 
@@ -64,6 +64,7 @@ KEEPER_STEPS: list[KeeperStep] = [
     escalation.act_on_escalations,
     renewal.outreach_step,  # a renewal's follow-ups, escalations, reminder and lapse
     complaints.start_unstarted,  # a complaint taken while Prefect was down gets its flow
+    drill.remind_due_training,  # a drill's training task that came due, told once
     notify.send_due_step,
 ]
 

@@ -109,4 +109,6 @@ class TrainingTask(SQLModel, table=True):
     topic: str = Field(max_length=200)
     due_on: date
     created_at: datetime = utc_field(nullable=False)
+    reminded_at: datetime | None = utc_field(description="the lead was told it is due (once)")
     done_at: datetime | None = utc_field()
+    done_by: str = Field(default="", max_length=100)

