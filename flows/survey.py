@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow
@@ -37,7 +37,7 @@ STEP = "survey"
 
 
 @flow(name="plan-surveys", retries=0, log_prints=True)
-def plan_surveys_flow(now: Any = None) -> dict[str, int]:
+def plan_surveys_flow(now: datetime | None = None) -> dict[str, int]:
     """满意度调查计划: open each customer's survey of the year in its survey month, once, and start its run."""
     at = now or current_time()
     return {"created": open_surveys_step(at), "started": start_survey_runs_step(at)}
