@@ -603,10 +603,12 @@ def _resolve_decider(
 
 
 def _assigned(session: Session, case_id: int, role: str, person: Staff) -> bool:
-    """Whether the case assigned `role` to this person without them holding it: a complaint taken
-    up the customer's manager ladder is owned by the manager there (tasks.clocks.move_up_ladder)."""
+    """Whether the case made this person act in `role` without them holding it: a complaint taken up
+    the customer's manager ladder is owned by the manager there (tasks.clocks.move_up_ladder records
+    them under `acting`). Only that record counts: a person merely left in the team after losing the
+    role is refused as before."""
     case = session.get(Case, case_id)
-    return case is not None and ((case.data or {}).get("team") or {}).get(str(role)) == person.id
+    return case is not None and ((case.data or {}).get("acting") or {}).get(str(role)) == person.id
 
 
 def refusal(

@@ -781,7 +781,9 @@ def move_up_ladder(session: Session, case: Case, *, at: datetime, reason: str, k
     if manager is None:
         return None
     team = {**((case.data or {}).get("team") or {}), MANAGER_ROLE: manager.id}
-    case.data = {**(case.data or {}), "ladder_level": level, "team": team}
+    # `acting`: the manager acts as the complaint's owner without holding the role (tasks.approvals)
+    acting = {**((case.data or {}).get("acting") or {}), MANAGER_ROLE: manager.id}
+    case.data = {**(case.data or {}), "ladder_level": level, "team": team, "acting": acting}
     case.updated_at = at
     session.add(case)
     append_event(
