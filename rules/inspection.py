@@ -130,6 +130,21 @@ def is_extra(label: str) -> bool:
     return label.startswith(EXTRA_PREFIX)
 
 
+WARRANTY_PREFIX = f"{EXTRA_PREFIX}warranty-"  # the warranty-end inspection (tasks.renewal, 003 §8.1.3)
+
+
+def period_words(label: str | None) -> str:
+    """A period label as the customer reads it: `2026-11`; `extra-2026-12-01` → 加做 2026-12-01;
+    `extra-warranty-2026-12-31` → 质保期满巡检（质保至 2026-12-31）."""
+    if not label:
+        return ""
+    if label.startswith(WARRANTY_PREFIX):
+        return f"质保期满巡检（质保至 {label.removeprefix(WARRANTY_PREFIX)}）"
+    if is_extra(label):
+        return f"加做 {label.removeprefix(EXTRA_PREFIX)}"
+    return label
+
+
 def periods_between(
     first: date,
     last: date,

@@ -786,7 +786,7 @@ def cancel_inspection(case_id: int, reason: str, *, by: str, now: datetime, url:
             now=now,
             context={
                 "number": case.number,
-                "period": case.period,
+                "period": rules.period_words(case.period),
                 "reason": reason.strip(),
                 "by": by,
                 "visit_day": case.data.get("visit_day") or case.data.get("proposed_day", ""),
@@ -932,7 +932,7 @@ def queue_notices(session: Session, case_ids: Sequence[int], *, at: datetime) ->
                 now=at,
                 context={
                     "number": case.number,
-                    "period": case.period,
+                    "period": rules.period_words(case.period),
                     "visit_day": case.data.get("visit_day") or case.data.get("proposed_day", ""),
                     "start": case.data.get("start", "09:30"),
                 },
@@ -1195,7 +1195,7 @@ def report_context(case_id: int, version: int) -> dict[str, Any]:
             )
         return {
             "visit_day": case.data.get("visit_day", ""),
-            "period": case.period,
+            "period": rules.period_words(case.period),
             "prechecks": pre,
             "targets": [{"label": k, "items": v} for k, v in targets.items()],
         }

@@ -632,9 +632,7 @@ WARRANTY_TITLE = "质保期满巡检"
 
 def warranty_period(until: date) -> inspection_rules.Period:
     """The inspection period of a warranty's end: one per contract and warranty end date."""
-    return inspection_rules.Period(
-        f"{inspection_rules.EXTRA_PREFIX}warranty-{until.isoformat()}", until, until
-    )
+    return inspection_rules.Period(f"{inspection_rules.WARRANTY_PREFIX}{until.isoformat()}", until, until)
 
 
 def plan_warranty_inspections(now: datetime, *, url: str | None = None) -> list[int]:

@@ -332,6 +332,9 @@ def test_a_warranty_ending_within_45_days_gets_one_full_inspection_through_the_i
     assert case.title == "质保期满巡检（质保至 2026-12-31）" and case.status == "planned"
     assert date.fromisoformat(case.data["proposed_day"]) < date(2026, 12, 31)
     assert [(d, p["case_id"]) for d, p, _ in fast.started] == [("inspection/inspection", case.id)]
+    from tasks.inspection import report_context
+
+    assert report_context(case.id, 1)["period"] == "质保期满巡检（质保至 2026-12-31）"  # type: ignore[arg-type]
     # every device the contract supplied, at both sites, is on the checklist
     spec = load_checklist_spec(case.id)  # type: ignore[arg-type]
     serials = {t.get("serial") for t in spec["targets"] if t.get("serial")}
