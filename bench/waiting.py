@@ -423,7 +423,7 @@ def add_synthetic(db_url: str, case_ids: list[int]) -> None:
     from prefect.states import Suspended
 
     from models.db import session_scope
-    from tasks.approvals import approval_key, open_approval
+    from tasks.approvals import ApprovalRequest, approval_key, open_approval
 
     async def create(chunk: list[int]) -> list[str]:
         async with get_client() as client:
@@ -451,15 +451,17 @@ def add_synthetic(db_url: str, case_ids: list[int]) -> None:
             for case_id, run_id in zip(chunk, run_ids, strict=True):
                 open_approval(
                     s,
-                    case_id,
-                    "bench-approval",
-                    1,
-                    "基准测试方案",
-                    "基准测试：更换电源模块，预计不中断业务。",
-                    approver_role="technical_director",
-                    expires_at=START + timedelta(days=7),
-                    now=START,
-                    flow_run_id=run_id,
+                    ApprovalRequest(
+                        case_id=case_id,
+                        step="bench-approval",
+                        version=1,
+                        subject="基准测试方案",
+                        content="基准测试：更换电源模块，预计不中断业务。",
+                        approver_role="technical_director",
+                        expires_at=START + timedelta(days=7),
+                        now=START,
+                        flow_run_id=run_id,
+                    ),
                 )
 
 

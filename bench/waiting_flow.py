@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.approvals import await_approval, request_approval
+from tasks.approvals import ApprovalRequest, await_approval, request_approval
 
 STEP = "bench-approval"
 
@@ -16,14 +16,16 @@ STEP = "bench-approval"
 def bench_waiting(case_id: int, start: datetime) -> str:
     """一个等待审批的流程（基准测试用）."""
     approval_id = request_approval(
-        case_id,
-        STEP,
-        1,
-        "基准测试方案",
-        "基准测试：更换电源模块，预计不中断业务。",
-        approver_role="technical_director",
-        expires_at=start + timedelta(days=7),
-        now=start,
+        ApprovalRequest(
+            case_id=case_id,
+            step=STEP,
+            version=1,
+            subject="基准测试方案",
+            content="基准测试：更换电源模块，预计不中断业务。",
+            approver_role="technical_director",
+            expires_at=start + timedelta(days=7),
+            now=start,
+        )
     )
     return str(await_approval(approval_id, STEP, 1).decision)
 

@@ -39,7 +39,7 @@ from models.forms import (
 from models.reports import REPORT_TITLES_ZH
 from rules.plans import Plan
 from rules.sla import ClockKind
-from tasks.approvals import await_approval, dashed, request_approval, signature_step
+from tasks.approvals import ApprovalRequest, await_approval, dashed, request_approval, signature_step
 from tasks.cases import CaseFacts, RepairRequest, Tell, assignees, clock, contact_of, record, start_repair_run
 from tasks.parts import request_parts
 from tasks.reports import bind_signature, first_plan_of, issue, report_bundle, revise_plan, set_report_status
@@ -111,20 +111,22 @@ def ask_staff(
     if prefill and spec is not None:
         spec = {**spec, "values": prefill}
     return request_approval(
-        case_id,
-        step,
-        version,
-        subject,
-        content,
-        kind=kind,
-        approver_staff_ids=staff,
-        approver_role=role,
-        expires_at=now + expires,
-        now=now,
-        form=spec,
-        form_name=name,
-        template=template,
-        context=context,
+        ApprovalRequest(
+            case_id=case_id,
+            step=step,
+            version=version,
+            subject=subject,
+            content=content,
+            kind=kind,
+            approver_staff_ids=staff,
+            approver_role=role,
+            expires_at=now + expires,
+            now=now,
+            form=spec,
+            form_name=name,
+            template=template,
+            context=context,
+        )
     )
 
 
@@ -145,18 +147,20 @@ def ask_customer(
     contact = contact_of(case_id)
     spec, name = _form(form)
     return request_approval(
-        case_id,
-        step,
-        version,
-        subject,
-        content,
-        kind=kind,
-        approver_contact_ids=[contact],
-        approver_role="customer",
-        expires_at=now + expires,
-        now=now,
-        form=spec,
-        form_name=name,
+        ApprovalRequest(
+            case_id=case_id,
+            step=step,
+            version=version,
+            subject=subject,
+            content=content,
+            kind=kind,
+            approver_contact_ids=[contact],
+            approver_role="customer",
+            expires_at=now + expires,
+            now=now,
+            form=spec,
+            form_name=name,
+        )
     )
 
 

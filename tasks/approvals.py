@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
@@ -277,76 +276,98 @@ def _summary(content: str, limit: int = 160) -> str:
 # Requesting
 
 
-def open_approval(
-    session: Session,
-    case_id: int,
-    step: str,
-    version: int,
-    subject: str,
-    content: str,
-    *,
-    kind: str = ApprovalKind.APPROVAL,
-    approver_staff_ids: Sequence[int] = (),
-    approver_contact_ids: Sequence[int] = (),
-    approver_role: str | None = None,
-    expires_at: datetime,
-    now: datetime,
-    flow_run_id: str | None = None,
-    form: dict[str, Any] | None = None,
-    form_name: str | None = None,
-    template: str | None = None,
-    context: dict[str, Any] | None = None,
-    urgent: bool = False,
-) -> Approval:
-    """`request_approval` in the caller's transaction (plain function: benches and tests use it)."""
+class ApprovalRequest(BaseModel):
+    """What is asked, of whom, until when: one approval, signature or form (`open_approval`).
+
+    `approver_staff_ids` / `approver_contact_ids` name the approvers; with neither, every staff
+    member with `approver_role`. `form`: a page's own spec (the inspection checklist) or the page's
+    prefilled values; `form_name`: the registered form (models.forms) every answer is validated with.
+    `template`: the notification (default `<kind>_request`), `context`: what it adds to it."""
+
+    case_id: int
+    step: str
+    version: int
+    subject: str
+    content: str
+    kind: ApprovalKind = ApprovalKind.APPROVAL
+    approver_staff_ids: list[int] = Field(default_factory=list)
+    approver_contact_ids: list[int] = Field(default_factory=list)
+    approver_role: str | None = None
+    expires_at: datetime
+    now: datetime
+    flow_run_id: str | None = None
+    form: dict[str, Any] | None = None
+    form_name: str | None = None
+    template: str | None = None
+    context: dict[str, Any] | None = None
+    urgent: bool = False
+
+
+def _check(request: ApprovalRequest) -> None:
+    """A request the machinery cannot serve is a programming error: said before anything is written."""
+    step, version = request.step, request.version
     if not STEP_NAME.fullmatch(step):
         # the step names the suspend key and Prefect's run-input keys: lowercase, digits and dashes
         raise ValueError(
             f"approval step {step!r}: use lowercase letters, digits and dashes (e.g. 'director-approval')"
         )
-    if kind not in ALLOWED_DECISIONS:
-        raise ValueError(f"unknown approval kind {kind!r}: approval, signature or form")
-    if form_name is not None and form_name not in FORM_MODELS:
-        raise ValueError(f"unknown form {form_name!r}: register it in models.forms")
-    if kind == ApprovalKind.FORM and form_name is None and not (form or {}).get("page"):
+    if request.kind not in ALLOWED_DECISIONS:
+        raise ValueError(f"unknown approval kind {request.kind!r}: approval, signature or form")
+    if request.form_name is not None and request.form_name not in FORM_MODELS:
+        raise ValueError(f"unknown form {request.form_name!r}: register it in models.forms")
+    if (
+        request.kind == ApprovalKind.FORM
+        and request.form_name is None
+        and not (request.form or {}).get("page")
+    ):
         # every answer is validated by its form before it is recorded: a form approval names its
         # registered form, or the page of its own that checks it (the inspection checklist)
         raise ValueError(f"form approval {step} v{version} names no registered form (models.forms)")
+
+
+def open_approval(session: Session, request: ApprovalRequest) -> Approval:
+    """`request_approval` in the caller's transaction (plain function: benches and tests use it)."""
+    _check(request)
+    case_id, step, version = request.case_id, request.step, request.version
     found = session.exec(
         select(Approval).where(
             Approval.case_id == case_id, Approval.step == step, Approval.version == version
         )
     ).first()
     if found is not None:  # a replay, or the step asked twice: nothing new, same row
-        if flow_run_id and found.flow_run_id != flow_run_id and found.status == ApprovalStatus.PENDING:
-            found.flow_run_id = flow_run_id
+        if (
+            request.flow_run_id
+            and found.flow_run_id != request.flow_run_id
+            and found.status == ApprovalStatus.PENDING
+        ):
+            found.flow_run_id = request.flow_run_id
             session.add(found)
         return found
 
-    staff_ids = list(approver_staff_ids)
-    if not staff_ids and not approver_contact_ids and approver_role:
-        staff_ids = [s.id for s in staff_with_role(session, approver_role) if s.id is not None]
+    staff_ids = list(request.approver_staff_ids)
+    if not staff_ids and not request.approver_contact_ids and request.approver_role:
+        staff_ids = [s.id for s in staff_with_role(session, request.approver_role) if s.id is not None]
         if not staff_ids:
-            first_with_role(session, approver_role)  # raises NobodyForRole with the Chinese message
-    if not staff_ids and not approver_contact_ids:
+            first_with_role(session, request.approver_role)  # raises NobodyForRole with the Chinese message
+    if not staff_ids and not request.approver_contact_ids:
         raise ValueError(f"approval {step} v{version} of case {case_id} names no approver")
 
     row = Approval(
         case_id=case_id,
-        kind=str(kind),
+        kind=str(request.kind),
         step=step,
         version=version,
-        subject=subject,
-        content=content,
-        content_hash=content_hash(content),
-        form=form or {},
-        form_name=form_name,
-        approver_role=approver_role,
+        subject=request.subject,
+        content=request.content,
+        content_hash=content_hash(request.content),
+        form=request.form or {},
+        form_name=request.form_name,
+        approver_role=request.approver_role,
         approver_staff_ids=staff_ids,
-        approver_contact_ids=list(approver_contact_ids),
-        created_at=now,
-        expires_at=expires_at,
-        flow_run_id=flow_run_id,
+        approver_contact_ids=list(request.approver_contact_ids),
+        created_at=request.now,
+        expires_at=request.expires_at,
+        flow_run_id=request.flow_run_id,
     )
     session.add(row)
     session.flush()
@@ -361,16 +382,22 @@ def open_approval(
         )
         .values(status=ApprovalStatus.SUPERSEDED, superseded_by=version)
     )
+    _announce(session, row, request)
+    return row
+
+
+def _announce(session: Session, row: Approval, request: ApprovalRequest) -> None:
+    """The case's history says what was asked of whom; each approver gets a signed link."""
     append_event(
         session,
-        case_id,
-        f"{kind}_requested",
-        at=now,
+        row.case_id,
+        f"{row.kind}_requested",
+        at=request.now,
         data={
             "approval_id": row.id,
-            "step": step,
-            "version": version,
-            "subject": subject,
+            "step": row.step,
+            "version": row.version,
+            "subject": row.subject,
             "content_hash": row.content_hash,
             "approvers": [w.code for w, _ in approvers_of(session, row)],
         },
@@ -382,58 +409,26 @@ def open_approval(
             row,
             who,
             person,
-            template=template or f"{kind}_request",
+            template=request.template or f"{row.kind}_request",
             key=f"approval:{row.id}:request:{who.code}",
-            now=now,
-            urgent=urgent,
-            extra=context,
+            now=request.now,
+            urgent=request.urgent,
+            extra=request.context,
         )
-    return row
 
 
-@step("request-approval", title="审批请求 / request an approval", key="{step}-v{version}")
-def request_approval(
-    case_id: int,
-    step: str,
-    version: int,
-    subject: str,
-    content: str,
-    *,
-    kind: str = ApprovalKind.APPROVAL,
-    approver_staff_ids: Sequence[int] = (),
-    approver_contact_ids: Sequence[int] = (),
-    approver_role: str | None = None,
-    expires_at: datetime,
-    now: datetime,
-    flow_run_id: str | None = None,
-    form: dict[str, Any] | None = None,
-    form_name: str | None = None,
-    template: str | None = None,
-    context: dict[str, Any] | None = None,
-    urgent: bool = False,
-) -> int:
-    """Record what is to be approved and send each approver a signed link (one transaction)."""
+@step(
+    "request-approval",
+    title="审批请求 / request an approval",
+    key=lambda args: f"{args['request'].step}-v{args['request'].version}",
+)
+def request_approval(request: ApprovalRequest) -> int:
+    """Record what is to be approved and send each approver a signed link (one transaction); the
+    approval's id. The run waiting for it is this flow run unless the request names one."""
+    if not request.flow_run_id:
+        request = request.model_copy(update={"flow_run_id": current_run_id()})
     with session_scope() as session:
-        row = open_approval(
-            session,
-            case_id,
-            step,
-            version,
-            subject,
-            content,
-            kind=kind,
-            approver_staff_ids=approver_staff_ids,
-            approver_contact_ids=approver_contact_ids,
-            approver_role=approver_role,
-            expires_at=expires_at,
-            now=now,
-            flow_run_id=flow_run_id or current_run_id(),
-            form=form,
-            form_name=form_name,
-            template=template,
-            context=context,
-            urgent=urgent,
-        )
+        row = open_approval(session, request)
         assert row.id is not None
         return row.id
 

@@ -58,23 +58,25 @@ def ask(case_id: int, form: Any, *, step: str = "diagnosis", approver: str = "�
     """A pending form approval as `flows.steps.fill_form` opens it."""
     from models.db import session_scope
     from models.forms import form_name, form_spec
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
 
     with session_scope() as s:
         row = open_approval(
             s,
-            case_id,
-            step,
-            1,
-            "请联系客户并远程诊断",
-            "存储阵列告警",
-            kind="form",
-            approver_staff_ids=[staff(approver).id],
-            approver_role=None,
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
-            form=form_spec(form),
-            form_name=form_name(form),
+            ApprovalRequest(
+                case_id=case_id,
+                step=step,
+                version=1,
+                subject="请联系客户并远程诊断",
+                content="存储阵列告警",
+                kind="form",
+                approver_staff_ids=[staff(approver).id],
+                approver_role=None,
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+                form=form_spec(form),
+                form_name=form_name(form),
+            ),
         )
         assert row.id is not None
         return row.id
@@ -198,19 +200,21 @@ def test_a_good_answer_is_recorded_as_the_typed_form(web: TestClient, case_id: i
 
 def test_an_over_long_comment_is_refused(web: TestClient, case_id: int) -> None:
     from models.db import session_scope
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
 
     with session_scope() as s:
         aid = open_approval(
             s,
-            case_id,
-            "plan-approval",
-            1,
-            "解决方案",
-            "更换电源模块",
-            approver_role="technical_director",
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step="plan-approval",
+                version=1,
+                subject="解决方案",
+                content="更换电源模块",
+                approver_role="technical_director",
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+            ),
         ).id
     token = token_of(aid)
     page = web.get(f"/a/{token}")
@@ -295,35 +299,39 @@ def test_a_decision_by_link_tells_nobody_it_was_entered_for_them(web: TestClient
 
 def test_a_form_approval_must_name_its_registered_form(case_id: int) -> None:
     from models.db import session_scope
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
 
     with session_scope() as s, pytest.raises(ValueError, match="registered form"):
         open_approval(
             s,
-            case_id,
-            "callback",
-            1,
-            "回访",
-            "回访",
-            kind="form",
-            approver_role="dispatcher",
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
-            form={"fields": []},
+            ApprovalRequest(
+                case_id=case_id,
+                step="callback",
+                version=1,
+                subject="回访",
+                content="回访",
+                kind="form",
+                approver_role="dispatcher",
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+                form={"fields": []},
+            ),
         )
     with session_scope() as s, pytest.raises(ValueError, match="unknown form"):
         open_approval(
             s,
-            case_id,
-            "callback",
-            1,
-            "回访",
-            "回访",
-            kind="form",
-            approver_role="dispatcher",
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
-            form_name="no-such-form",
+            ApprovalRequest(
+                case_id=case_id,
+                step="callback",
+                version=1,
+                subject="回访",
+                content="回访",
+                kind="form",
+                approver_role="dispatcher",
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+                form_name="no-such-form",
+            ),
         )
 
 

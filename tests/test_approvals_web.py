@@ -54,12 +54,22 @@ def staff_id(name: str) -> int:
 
 def open_plan(case_id: int, version: int, content: str, **kw) -> int:
     from models.db import session_scope
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
 
     kw.setdefault("approver_role", "technical_director")
     with session_scope() as s:
         return open_approval(
-            s, case_id, "director-approval", version, "解决方案", content, expires_at=EXPIRES, now=T0, **kw
+            s,
+            ApprovalRequest(
+                case_id=case_id,
+                step="director-approval",
+                version=version,
+                subject="解决方案",
+                content=content,
+                expires_at=EXPIRES,
+                now=T0,
+                **kw,
+            ),
         ).id
 
 
@@ -322,19 +332,21 @@ def test_form_fields_are_required_and_stored(web, case_id) -> None:
 def test_a_step_name_prefect_cannot_key_is_refused_before_anything_is_recorded(case_id, step) -> None:
     from models.approvals import Approval
     from models.db import session_scope
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
 
     with session_scope() as s, pytest.raises(ValueError, match="lowercase letters, digits and dashes"):
         open_approval(
             s,
-            case_id,
-            step,
-            1,
-            "解决方案",
-            "内容",
-            approver_role="technical_director",
-            expires_at=EXPIRES,
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step=step,
+                version=1,
+                subject="解决方案",
+                content="内容",
+                approver_role="technical_director",
+                expires_at=EXPIRES,
+                now=T0,
+            ),
         )
     with session_scope() as s:
         assert s.exec(select(Approval).where(Approval.case_id == case_id)).all() == []

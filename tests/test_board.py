@@ -52,7 +52,7 @@ def open_repair(
     and the technical lead's diagnosis form (what the flow asks first)."""
     from flows.steps import subject
     from models.db import session_scope
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
     from tasks.cases import RepairRequest, assignees, case_facts, open_case
     from tasks.clocks import start_clock
 
@@ -74,18 +74,20 @@ def open_repair(
     with session_scope() as s:
         open_approval(
             s,
-            case_id,
-            "diagnosis",
-            1,
-            subject(facts, "请联系客户并远程诊断"),
-            description,
-            kind="form",
-            form_name="diagnosis",
-            approver_staff_ids=assignees.fn(case_id, "technical_lead"),
-            approver_role="technical_lead",
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
-            flow_run_id=run,
+            ApprovalRequest(
+                case_id=case_id,
+                step="diagnosis",
+                version=1,
+                subject=subject(facts, "请联系客户并远程诊断"),
+                content=description,
+                kind="form",
+                form_name="diagnosis",
+                approver_staff_ids=assignees.fn(case_id, "technical_lead"),
+                approver_role="technical_lead",
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+                flow_run_id=run,
+            ),
         )
     return case_id
 

@@ -292,19 +292,21 @@ def open_plan(case_id: int) -> tuple[int, str]:
     """A pending plan approval for the technical director, and the token of the link sent."""
     from models.db import session_scope
     from models.outbox import Notification
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
 
     with session_scope() as s:
         row = open_approval(
             s,
-            case_id,
-            "director-approval",
-            1,
-            "解决方案",
-            "更换电源模块，预计 30 分钟。",
-            approver_role="technical_director",
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step="director-approval",
+                version=1,
+                subject="解决方案",
+                content="更换电源模块，预计 30 分钟。",
+                approver_role="technical_director",
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+            ),
         )
         approval_id = row.id
     with session_scope() as s:
@@ -476,7 +478,7 @@ def test_a_signature_whose_decision_meets_the_lock_is_recorded_with_its_decision
     from models.approvals import Approval
     from models.db import session_scope
     from models.reports import Signature
-    from tasks.approvals import open_approval, signature_step
+    from tasks.approvals import ApprovalRequest, open_approval, signature_step
     from tasks.cases import RepairRequest, customer_contact, open_case
     from tasks.links import sign_url
     from tasks.reports import issue_report
@@ -512,16 +514,18 @@ def test_a_signature_whose_decision_meets_the_lock_is_recorded_with_its_decision
         contact = customer_contact(s, case.id)
         approval = open_approval(
             s,
-            case.id,
-            signature_step("service_report"),
-            report.version,
-            "签字",
-            report.content,
-            kind="signature",
-            approver_contact_ids=[contact.id],
-            approver_role="customer",
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
+            ApprovalRequest(
+                case_id=case.id,
+                step=signature_step("service_report"),
+                version=report.version,
+                subject="签字",
+                content=report.content,
+                kind="signature",
+                approver_contact_ids=[contact.id],
+                approver_role="customer",
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+            ),
         )
         report_id, approval_id, content_hash = report.id, approval.id, report.content_hash
 

@@ -47,7 +47,7 @@ def history_of_the_device() -> dict[str, Any]:
     from models.cases import CaseStatus
     from models.db import session_scope
     from models.inspection import ChecklistResult
-    from tasks.approvals import Approver, approval_link, open_approval
+    from tasks.approvals import ApprovalRequest, Approver, approval_link, open_approval
     from tasks.cases import RepairRequest, assignees, open_case
     from tasks.parts import issue_parts
 
@@ -109,17 +109,19 @@ def history_of_the_device() -> dict[str, Any]:
     with session_scope() as s:
         row = open_approval(
             s,
-            case_id,
-            "diagnosis",
-            1,
-            "请联系客户并远程诊断",
-            "服务器电源告警",
-            kind="form",
-            form_name="diagnosis",
-            approver_staff_ids=assignees.fn(case_id, "technical_lead"),
-            approver_role="technical_lead",
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step="diagnosis",
+                version=1,
+                subject="请联系客户并远程诊断",
+                content="服务器电源告警",
+                kind="form",
+                form_name="diagnosis",
+                approver_staff_ids=assignees.fn(case_id, "technical_lead"),
+                approver_role="technical_lead",
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+            ),
         )
         link = approval_link(row, Approver("staff", row.approver_staff_ids[0]))
     return {"device_id": device_id, "case_id": case_id, "diagnosis": link}

@@ -29,22 +29,24 @@ def form_page(web: Any, case_id: int, name: str, values: dict[str, str] | None =
 
 def _open_form(case_id: int, name: str, spec: dict[str, Any]) -> int:  # noqa: F811
     from models.db import session_scope
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
 
     with session_scope() as s:
         return open_approval(
             s,
-            case_id,
-            f"form-{name.replace('_', '-')}",
-            1,
-            f"表单 {name}",
-            "请填写",
-            kind="form",
-            approver_role="technical_lead",
-            form=spec,
-            form_name=name,
-            expires_at=T0.replace(year=T0.year + 1),
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step=f"form-{name.replace('_', '-')}",
+                version=1,
+                subject=f"表单 {name}",
+                content="请填写",
+                kind="form",
+                approver_role="technical_lead",
+                form=spec,
+                form_name=name,
+                expires_at=T0.replace(year=T0.year + 1),
+                now=T0,
+            ),
         ).id
 
 

@@ -50,7 +50,7 @@ def _checklist_request(demo: str, session: Session, case_id: int) -> tuple[int, 
     """The engineer's checklist request of `case_id`, as the flow asks for it: (case id, approval id, page path)."""
     from models import Staff
     from models.db import session_scope
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
     from tasks.inspection import checklist_spec, precheck_facts
     from tasks.links import CHECKLIST_PAGE
 
@@ -58,23 +58,25 @@ def _checklist_request(demo: str, session: Session, case_id: int) -> tuple[int, 
         engineer = s.exec(select(Staff).where(Staff.name == "刘工程师")).one()
         row = open_approval(
             s,
-            case_id,
-            "checklist-v1",
-            1,
-            "请填写巡检检查表",
-            "逐项填写",
-            kind="form",
-            approver_staff_ids=[engineer.id],
-            approver_role="engineer",
-            expires_at=AT + timedelta(days=3),
-            now=AT,
-            form={
-                **checklist_spec(s, case_id),
-                "page": CHECKLIST_PAGE,
-                "precheck": precheck_facts(s, case_id),
-            },
-            template="inspection/checklist_request",
-            context={"page": CHECKLIST_PAGE},
+            ApprovalRequest(
+                case_id=case_id,
+                step="checklist-v1",
+                version=1,
+                subject="请填写巡检检查表",
+                content="逐项填写",
+                kind="form",
+                approver_staff_ids=[engineer.id],
+                approver_role="engineer",
+                expires_at=AT + timedelta(days=3),
+                now=AT,
+                form={
+                    **checklist_spec(s, case_id),
+                    "page": CHECKLIST_PAGE,
+                    "precheck": precheck_facts(s, case_id),
+                },
+                template="inspection/checklist_request",
+                context={"page": CHECKLIST_PAGE},
+            ),
         )
         approval_id = row.id
     url = _link(session, case_id, "inspection/checklist_request")

@@ -111,7 +111,7 @@ def test_the_customer_visit_notice_carries_no_internal_instruction(demo: str, no
 def test_request_titles_name_the_case_once(demo: str, notifications) -> None:  # noqa: ANN001
     from flows.steps import subject
     from models.approvals import ApprovalKind
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
     from tasks.cases import case_facts
 
     case_id = _case()
@@ -121,28 +121,32 @@ def test_request_titles_name_the_case_once(demo: str, notifications) -> None:  #
         director = s.exec(select(Staff).where(Staff.name == "吴总监")).one()
         open_approval(
             s,
-            case_id,
-            "visit",
-            1,
-            subject(facts, "请与客户预约上门时间"),
-            "方案：更换控制器电池",
-            kind=ApprovalKind.FORM,
-            approver_staff_ids=[dispatcher.id],
-            expires_at=T + timedelta(days=1),
-            now=T,
-            form_name="visit",
+            ApprovalRequest(
+                case_id=case_id,
+                step="visit",
+                version=1,
+                subject=subject(facts, "请与客户预约上门时间"),
+                content="方案：更换控制器电池",
+                kind=ApprovalKind.FORM,
+                approver_staff_ids=[dispatcher.id],
+                expires_at=T + timedelta(days=1),
+                now=T,
+                form_name="visit",
+            ),
         )
         open_approval(
             s,
-            case_id,
-            "plan-approval",
-            2,
-            subject(facts, "请审批解决方案 v2"),
-            "更换电池\n回退：原样恢复",
-            approver_staff_ids=[director.id],
-            approver_role="technical_director",
-            expires_at=T + timedelta(days=1),
-            now=T,
+            ApprovalRequest(
+                case_id=case_id,
+                step="plan-approval",
+                version=2,
+                subject=subject(facts, "请审批解决方案 v2"),
+                content="更换电池\n回退：原样恢复",
+                approver_staff_ids=[director.id],
+                approver_role="technical_director",
+                expires_at=T + timedelta(days=1),
+                now=T,
+            ),
         )
     _send()
     [form] = notifications.to(_person("王值班"))

@@ -477,23 +477,25 @@ def _customer_answers_date_form(
     session: Session, case_id: int, version: int, answer: dict, at: datetime
 ) -> None:
     """The customer's answer on the date form (steps.customer_form: a form approval the contact decides by link)."""
-    from tasks.approvals import Approver, decide, open_approval
+    from tasks.approvals import ApprovalRequest, Approver, decide, open_approval
     from tasks.cases import customer_contact
 
     contact = customer_contact(session, case_id)
     row = open_approval(
         session,
-        case_id,
-        f"date-v{version}",
-        version,
-        "巡检日期确认",
-        "请确认、改期或取消。",
-        kind="form",
-        approver_contact_ids=[contact.id],
-        approver_role="customer",
-        expires_at=at + timedelta(days=7),
-        now=at - timedelta(hours=1),
-        form_name="inspection-date",
+        ApprovalRequest(
+            case_id=case_id,
+            step=f"date-v{version}",
+            version=version,
+            subject="巡检日期确认",
+            content="请确认、改期或取消。",
+            kind="form",
+            approver_contact_ids=[contact.id],
+            approver_role="customer",
+            expires_at=at + timedelta(days=7),
+            now=at - timedelta(hours=1),
+            form_name="inspection-date",
+        ),
     )
     session.commit()
     result = decide(

@@ -265,23 +265,25 @@ def fill_form_by_link(
     """Ask for `form` the way a flow does, then answer it on its link page with script in every free-text field."""
     from models.db import session_scope
     from models.forms import form_name, form_spec
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
 
     spec = form_spec(form)
     with session_scope() as s:
         aid = open_approval(
             s,
-            case_id,
-            f"xss-{n}",
-            1,
-            subject,
-            content,
-            kind="form",
-            approver_role="technical_director",
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
-            form=spec,
-            form_name=form_name(form),
+            ApprovalRequest(
+                case_id=case_id,
+                step=f"xss-{n}",
+                version=1,
+                subject=subject,
+                content=content,
+                kind="form",
+                approver_role="technical_director",
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+                form=spec,
+                form_name=form_name(form),
+            ),
         ).id
     link = link_of(aid)
     page = web.get(link)
@@ -333,7 +335,7 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(
 ) -> None:
     from flows.steps import CALLBACK_ITEMS, _plan_context
     from models.db import session_scope
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
     from tasks.cases import RepairRequest, Tell, take_request
     from tasks.reports import first_plan_of, issue
 
@@ -378,14 +380,16 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(
     with session_scope() as s:
         director = open_approval(
             s,
-            case_id,
-            "plan-approval",
-            1,
-            evil("approval.subject"),
-            plan_doc["text"],
-            approver_role="technical_director",
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step="plan-approval",
+                version=1,
+                subject=evil("approval.subject"),
+                content=plan_doc["text"],
+                approver_role="technical_director",
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+            ),
         ).id
     link = link_of(director)
     page = web.get(link)
@@ -510,16 +514,18 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(
     with session_scope() as s:
         sig = open_approval(
             s,
-            case_id,
-            "service-report-signature",
-            1,
-            evil("signature.subject"),
-            report["sign_text"],
-            kind="signature",
-            approver_role="customer",
-            approver_contact_ids=[contact_id(case_id)],
-            expires_at=T0 + timedelta(days=7),
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step="service-report-signature",
+                version=1,
+                subject=evil("signature.subject"),
+                content=report["sign_text"],
+                kind="signature",
+                approver_role="customer",
+                approver_contact_ids=[contact_id(case_id)],
+                expires_at=T0 + timedelta(days=7),
+                now=T0,
+            ),
         ).id
     link = link_of(sig)
     page = web.get(link)
@@ -555,14 +561,16 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(
     with session_scope() as s:
         late = open_approval(
             s,
-            case_id,
-            "xss-late",
-            1,
-            evil("late.subject"),
-            "内容",
-            approver_role="technical_director",
-            expires_at=T0 + timedelta(minutes=30),
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step="xss-late",
+                version=1,
+                subject=evil("late.subject"),
+                content="内容",
+                approver_role="technical_director",
+                expires_at=T0 + timedelta(minutes=30),
+                now=T0,
+            ),
         ).id
     link = link_of(late)
     page = web.get(link)
@@ -604,20 +612,22 @@ def test_typed_script_is_shown_as_text_on_every_page_and_in_every_message(
 
 def _open(case_id: int, step: str, kind: str) -> int:
     from models.db import session_scope
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
 
     with session_scope() as s:
         return open_approval(
             s,
-            case_id,
-            step,
-            1,
-            "审批",
-            "内容",
-            kind=kind,
-            approver_role="technical_director",
-            expires_at=T0 + timedelta(days=3),
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step=step,
+                version=1,
+                subject="审批",
+                content="内容",
+                kind=kind,
+                approver_role="technical_director",
+                expires_at=T0 + timedelta(days=3),
+                now=T0,
+            ),
         ).id
 
 
@@ -707,7 +717,7 @@ def _inspection_pages(web: TestClient, session: Session) -> None:
     from models import Staff
     from models.db import session_scope
     from models.outbox import Notification
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
     from tasks.inspection import (
         checklist_spec,
         plan_inspections,
@@ -725,19 +735,21 @@ def _inspection_pages(web: TestClient, session: Session) -> None:
         spec = {**checklist_spec(s, case_id), "page": CHECKLIST_PAGE}
         aid = open_approval(
             s,
-            case_id,
-            "checklist-v1",
-            1,
-            evil("checklist.subject"),
-            evil("checklist.content"),
-            kind="form",
-            approver_staff_ids=[engineer.id],
-            approver_role="engineer",
-            expires_at=visit + timedelta(days=3),
-            now=visit,
-            form=spec,
-            template="inspection/checklist_request",
-            context={"page": CHECKLIST_PAGE},
+            ApprovalRequest(
+                case_id=case_id,
+                step="checklist-v1",
+                version=1,
+                subject=evil("checklist.subject"),
+                content=evil("checklist.content"),
+                kind="form",
+                approver_staff_ids=[engineer.id],
+                approver_role="engineer",
+                expires_at=visit + timedelta(days=3),
+                now=visit,
+                form=spec,
+                template="inspection/checklist_request",
+                context={"page": CHECKLIST_PAGE},
+            ),
         ).id
         body = s.exec(
             select(Notification.body).where(
@@ -960,7 +972,7 @@ def test_the_signing_page_runs_no_inline_script_and_its_pad_still_posts_a_drawin
 def test_an_expired_links_renewal_sends_one_link_per_ten_minutes(demo: str, web: TestClient) -> None:
     from models.db import session_scope
     from models.outbox import Notification
-    from tasks.approvals import open_approval
+    from tasks.approvals import ApprovalRequest, open_approval
     from tasks.cases import RepairRequest, take_request
 
     case_id = plain(take_request)(
@@ -971,14 +983,16 @@ def test_an_expired_links_renewal_sends_one_link_per_ten_minutes(demo: str, web:
     with session_scope() as s:
         aid = open_approval(
             s,
-            case_id,
-            "plan-approval",
-            1,
-            "解决方案",
-            "更换电源模块",
-            approver_role="technical_director",
-            expires_at=T0 + timedelta(hours=1),
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step="plan-approval",
+                version=1,
+                subject="解决方案",
+                content="更换电源模块",
+                approver_role="technical_director",
+                expires_at=T0 + timedelta(hours=1),
+                now=T0,
+            ),
         ).id
     link = link_of(aid)
 
@@ -1084,7 +1098,7 @@ def test_two_web_processes_asked_at_once_send_one_fresh_link(demo: str) -> None:
 
     from models.db import session_scope
     from models.outbox import Notification
-    from tasks.approvals import Approver, open_approval, renew_link
+    from tasks.approvals import ApprovalRequest, Approver, open_approval, renew_link
     from tasks.cases import RepairRequest, take_request
     from tasks.links import verify_token
 
@@ -1096,14 +1110,16 @@ def test_two_web_processes_asked_at_once_send_one_fresh_link(demo: str) -> None:
     with session_scope() as s:
         aid = open_approval(
             s,
-            case_id,
-            "plan-approval",
-            1,
-            "解决方案",
-            "更换电源模块",
-            approver_role="technical_director",
-            expires_at=T0 + timedelta(hours=1),
-            now=T0,
+            ApprovalRequest(
+                case_id=case_id,
+                step="plan-approval",
+                version=1,
+                subject="解决方案",
+                content="更换电源模块",
+                approver_role="technical_director",
+                expires_at=T0 + timedelta(hours=1),
+                now=T0,
+            ),
         ).id
     who = Approver.parse(str(verify_token(link_of(aid).rsplit("/", 1)[1], "a", now=T0)["p"]))
     now = T0 + timedelta(hours=2)

@@ -32,7 +32,7 @@ from models import Case, wallclock
 from models.approvals import Approval
 from models.db import session_scope
 from models.outbox import Notification
-from tasks.approvals import open_approval
+from tasks.approvals import ApprovalRequest, open_approval
 from web.app import create_app
 
 now = wallclock.now()
@@ -40,10 +40,11 @@ with session_scope() as s:
     case = Case(kind="repair", customer_id=1, title="存储控制器告警", reported_at=now, created_at=now, updated_at=now)
     s.add(case)
     s.flush()
-    row = open_approval(
-        s, case.id, "director-approval", 1, "解决方案", "更换电源模块", approver_role="technical_director",
-        expires_at=now + timedelta(days=3), now=now, flow_run_id="7c2c24ef-0321-472d-857c-c28fb963466f",
-    )
+    row = open_approval(s, ApprovalRequest(
+        case_id=case.id, step="director-approval", version=1, subject="解决方案", content="更换电源模块",
+        approver_role="technical_director", expires_at=now + timedelta(days=3), now=now,
+        flow_run_id="7c2c24ef-0321-472d-857c-c28fb963466f",
+    ))
     approval_id = row.id
 with session_scope() as s:
     body = s.exec(select(Notification.body).where(Notification.key.like(f"approval:{approval_id}:%"))).first()
