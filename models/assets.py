@@ -29,6 +29,27 @@ class SparePart(SQLModel, table=True):
     code: str = Field(max_length=60, unique=True, index=True)
     name: str = Field(max_length=200)
     device_class: str = Field(default="", max_length=40)
+    min_quantity: int = Field(default=0, ge=0, description="below this (all locations) the keeper is told")
+
+
+class VendorRepair(SQLModel, table=True):
+    """A defective part sent back to the vendor for repair or exchange (返修), until it comes back."""
+
+    __tablename__ = "vendor_repair"
+
+    id: int | None = Field(default=None, primary_key=True)
+    part_id: int = Field(foreign_key="sparepart.id", index=True)
+    quantity: int = Field(default=1, ge=1)
+    serial: str = Field(default="", max_length=120, description="the defective part's serial number")
+    vendor: str = Field(max_length=120)
+    rma: str = Field(default="", max_length=60, description="the vendor's return number (返修单号)")
+    case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
+    note: str = Field(default="", max_length=400)
+    sent_at: datetime = utc_field(nullable=False)
+    sent_by: str = Field(max_length=100)
+    returned_at: datetime | None = utc_field(default=None, index=True)
+    returned_by: str = Field(default="", max_length=100)
+    returned_to: str = Field(default="", max_length=100, description="the stock location it went back to")
 
 
 class Stock(SQLModel, table=True):

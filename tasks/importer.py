@@ -175,6 +175,7 @@ KINDS: dict[str, Kind] = {
                 Column("code", "备件编码", required=True),
                 Column("name", "名称", required=True),
                 Column("device_class", "适用设备类别"),
+                Column("min_quantity", "最低库存", "int"),
             ),
             ("part", "spareparts", "备件"),
         ),

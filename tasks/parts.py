@@ -16,6 +16,7 @@ from models.db import session_scope
 from tasks.cases import case_facts, team_member
 from tasks.ledger import step
 from tasks.notify import queue
+from tasks.store import alert_low
 
 
 class PartsError(ValueError):
@@ -127,6 +128,18 @@ def issue_parts(
             {"code": code, "name": part.name, "quantity": wanted, "location": taken.location}
         )
     session.flush()
+    # a part issued below its minimum: the parts keepers are told (tasks.store, once a day per part)
+    alert_low(
+        session,
+        [
+            p.id
+            for p in session.exec(
+                select(SparePart).where(col(SparePart.code).in_([c for c, _ in items]))
+            ).all()
+            if p.id
+        ],
+        now=now,
+    )
     append_event(
         session,
         case_id,

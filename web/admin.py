@@ -514,13 +514,14 @@ class SparePartAdmin(AftercareView, model=SparePart):
     name_plural = "备件"
     icon = "fa-solid fa-gears"
     category = "设备与备件"
-    column_list: ClassVar = ["id", "code", "name", "device_class"]
+    column_list: ClassVar = ["id", "code", "name", "device_class", "min_quantity"]
     column_searchable_list: ClassVar = ["code", "name"]
     column_labels: ClassVar = {
         "id": "编号",
         "code": "备件编码",
         "name": "名称",
         "device_class": "适用设备类别",
+        "min_quantity": "最低库存",
     }
 
 

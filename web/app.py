@@ -11,7 +11,19 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from web import admin, approvals, board, complaints, devices, incidents, inspection, kpi, reports, staff
+from web import (
+    admin,
+    approvals,
+    board,
+    complaints,
+    devices,
+    incidents,
+    inspection,
+    kpi,
+    reports,
+    staff,
+    store,
+)
 from web.busy import BusyRetry
 from web.pages import STATIC, SecurityHeaders
 
@@ -19,6 +31,7 @@ from web.pages import STATIC, SecurityHeaders
 ROUTERS: list[APIRouter] = [
     staff.router,
     devices.router,
+    store.router,
     board.router,
     incidents.router,
     reports.router,

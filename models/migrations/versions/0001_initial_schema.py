@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:38:58.165042
+Create Date: 2026-12-02 06:46:35.821818
 """
 from __future__ import annotations
 
@@ -92,6 +92,7 @@ def upgrade() -> None:
     sa.Column('code', sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('device_class', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('min_quantity', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('sparepart', schema=None) as batch_op:
@@ -599,6 +600,29 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_training_task_case_id'), ['case_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_training_task_customer_id'), ['customer_id'], unique=False)
 
+    op.create_table('vendor_repair',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('part_id', sa.Integer(), nullable=False),
+    sa.Column('quantity', sa.Integer(), nullable=False),
+    sa.Column('serial', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+    sa.Column('vendor', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+    sa.Column('rma', sqlmodel.sql.sqltypes.AutoString(length=60), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=True),
+    sa.Column('note', sqlmodel.sql.sqltypes.AutoString(length=400), nullable=False),
+    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sent_by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('returned_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('returned_by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('returned_to', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
+    sa.ForeignKeyConstraint(['part_id'], ['sparepart.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('vendor_repair', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_vendor_repair_case_id'), ['case_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_vendor_repair_part_id'), ['part_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_vendor_repair_returned_at'), ['returned_at'], unique=False)
+
     op.create_table('escalation',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
@@ -697,6 +721,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_escalation_case_id'))
 
     op.drop_table('escalation')
+    with op.batch_alter_table('vendor_repair', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_vendor_repair_returned_at'))
+        batch_op.drop_index(batch_op.f('ix_vendor_repair_part_id'))
+        batch_op.drop_index(batch_op.f('ix_vendor_repair_case_id'))
+
+    op.drop_table('vendor_repair')
     with op.batch_alter_table('training_task', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_training_task_customer_id'))
         batch_op.drop_index(batch_op.f('ix_training_task_case_id'))
