@@ -287,7 +287,7 @@ def director_approves_plan(
                 template="plan_rejected",
                 key=f"{step}:v{plan.version}:rejected",
                 roles=[Role.ENGINEER],
-                context={"version": plan.version, "reason": decision.comment},
+                context={"version": plan.version, "reason": decision.comment, "what": _title(document)},
             )
         ]
 

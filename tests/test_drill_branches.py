@@ -527,3 +527,42 @@ def test_a_training_task_that_comes_due_is_told_once_and_recorded_when_held(fast
         task = s.get(TrainingTask, task.id)
         assert task is not None and task.done_by == "张技术" and task.done_at == _at(date(2027, 1, 18), 15)
     assert "training_done" in fast.events(case_id)
+
+
+def test_a_rejected_recovery_plan_is_written_anew_and_the_engineer_is_told_what_was_rejected(
+    fast: FastFlow,
+) -> None:
+    from models.outbox import Notification
+
+    wished = add_working_days(_local(T0), 10)
+    waiting = fast.run(
+        drill,
+        _request(fast, "YLREJ", wished),
+        at=T0,
+        until="drill-plan",
+        script=[
+            say("recovery-plan-v1", RECOVERY, at=T0 + 10 * MIN),
+            say(
+                "recovery-plan-approval",
+                decision="rejected",
+                comment="未覆盖存储故障",
+                by="吴总监",
+                at=T0 + 20 * MIN,
+            ),
+            say("recovery-plan-v2", {**RECOVERY, "scope": "核心数据库与存储故障"}, at=T0 + 30 * MIN),
+            say("recovery-plan-approval", decision="approved", by="吴总监", at=T0 + 40 * MIN),
+        ],
+    )
+    assert waiting.step == "drill-plan"
+    case_id = fast.case_of_run()
+    v2 = _approval(fast, case_id, "recovery-plan-v2")[0]
+    assert "values" not in v2.form and "未覆盖存储故障" in v2.content  # 驳回: an empty form, the reason shown
+    with fast.session() as s:
+        versions = s.exec(select(RecoveryPlan).order_by(col(RecoveryPlan.version))).all()
+        assert [(p.version, p.approved_by) for p in versions] == [(1, None), (2, "吴总监")]
+        told = s.exec(
+            select(Notification).where(
+                Notification.case_id == case_id, Notification.template == "plan_rejected"
+            )
+        ).one()
+    assert told.recipient_name == "刘工程师" and "应急恢复方案第 1 版被技术总监驳回" in told.subject
