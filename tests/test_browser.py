@@ -478,3 +478,72 @@ def test_a_report_table_on_a_phone_keeps_its_labels_whole(chromium: str, demo: s
         assert header is not None and header["y"] == page.locator("th", has_text="期限").bounding_box()["y"]
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         browser.close()
+
+
+def test_staff_log_in_and_change_a_contract_in_the_back_office(
+    chromium: str, aftercare_up: Up, tmp_path: Path
+) -> None:
+    """Issue 23 in a real browser against `aftercare up`: the first administrator made with
+    `aftercare admin create`, the login page, the back office's contract form saved (its CSRF token
+    put in by /static/admin.js, no inline script: a CSP violation would be a console error), the
+    change in the audit history, and the board behind the same login."""
+    from playwright.sync_api import sync_playwright
+
+    up = aftercare_up
+    secret = tmp_path / "admin-password"
+    secret.write_text("browser test password\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", "PREFECT_"))}
+    env["AFTERCARE_HOME"] = str(up.home)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deployments.cli",
+            "admin",
+            "create",
+            "--login",
+            "admin",
+            "--name",
+            "系统管理员甲",
+        ]
+        + ["--password-file", str(secret)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    watch, shots = Watch(up.web), Shots(100)
+    with sync_playwright() as pw:
+        args = ["--disable-dev-shm-usage"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
+        browser = pw.chromium.launch(executable_path=chromium, args=args)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        watch.attach(page)
+        page.goto(f"{up.web}/admin/contract/list")
+        assert "/login?next=" in page.url and page.get_by_text("员工登录").count() >= 1
+        page.fill("#username", "admin")
+        page.fill("#password", "browser test password")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{up.web}/admin/contract/list")
+        shots.take(page, "admin-contracts")
+        page.locator("a[href*='/admin/contract/edit/']").first.click()
+        page.wait_for_load_state("networkidle")
+        page.fill("#restore_tolerance_hours", "7.5")
+        page.click("button[value='Save']")
+        page.wait_for_url(f"{up.web}/admin/contract/list")
+        page.goto(f"{up.web}/admin/audit-entry/list")
+        shots.take(page, "admin-audit")
+        row = page.locator("tbody tr").first.inner_text()
+        assert "系统管理员甲" in row and "修改" in row and "7.5" in row, row
+        page.goto(f"{up.web}/")
+        assert page.get_by_text("调度看板").count() >= 1 and page.get_by_text("退出登录").count() >= 1
+        page.click("text=退出登录")
+        page.wait_for_url(f"{up.web}/login")
+        page.goto(f"{up.web}/")
+        assert "/login" in page.url
+        browser.close()
+    assert watch.dialogs == [], watch.dialogs
+    assert watch.errors == [], watch.errors
