@@ -656,32 +656,20 @@ def decide(
         row = session.get(Approval, approval_id)
         if row is None:
             return DecisionResult("not_found", "找不到此审批事项，链接可能有误。")
-        refused = refusal(
-            session, row, now=now, content_hash=content_hash, link=channel not in ENTERED_ON_BEHALF
+        checked = _checked_decision(
+            session,
+            row,
+            decision,
+            by=by,
+            comment=comment,
+            payload=payload,
+            channel=channel,
+            now=now,
+            content_hash=content_hash,
         )
-        if refused is not None:
-            return refused
-        allowed = ALLOWED_DECISIONS[row.kind]
-        if decision not in allowed:
-            choices = "、".join(DECISION_ZH[d] for d in allowed)
-            return DecisionResult("invalid", f"「{decision}」不是此事项的可选操作（可选：{choices}）。", row)
-        decider = _resolve_decider(session, row, by)
-        if decider is None:
-            return DecisionResult("not_entitled", "您不是此事项指定的审批人，无权处理。", row)
-        who, person = decider
-        if (
-            decision in (DecisionKind.REJECTED, DecisionKind.REVISE, DecisionKind.OBJECTED)
-            and not comment.strip()
-        ):
-            return DecisionResult(
-                "invalid", "驳回、要求修改或提出异议时请写明原因。", row, errors={"comment": "请写明原因"}
-            )
-        try:
-            data = _checked_payload(session, row, decision, comment, payload, now)
-        except AnswerError as exc:
-            return DecisionResult("invalid", f"未记录，请更正：{exc}", row, errors=exc.errors)
-        if row.kind == ApprovalKind.SIGNATURE:
-            data["content_hash"] = row.content_hash  # the signature binds to exactly what was shown
+        if isinstance(checked, DecisionResult):
+            return checked  # refused: nothing recorded
+        who, person, data = checked
         # conditional write: of two simultaneous clicks exactly one is recorded
         written = cast(
             "sa.CursorResult[Any]",
@@ -706,50 +694,104 @@ def decide(
         session.refresh(row)
         if not written:
             return DecisionResult("already_decided", _already_message(row), row, decision_of(row))
-        on_behalf = channel in ENTERED_ON_BEHALF
-        entered = entered_on_behalf(person.name, channel)
-        append_event(
-            session,
-            row.case_id,
-            f"{row.kind}_decided",
-            at=now,
-            actor=entered if on_behalf else person.name,
-            data={
-                "approval_id": row.id,
-                "step": row.step,
-                "version": row.version,
-                "decision": str(decision),
-                "comment": row.comment,
-                "channel": str(channel),
-                **({"entered": entered} if on_behalf else {}),
-            },
-            key=f"approval:{row.id}:decided",
-        )
-        if on_behalf:
-            # whoever reached the Prefect UI typed a name: the person named is told at once (same
-            # transaction), so a decision nobody of theirs made does not go unnoticed
-            _notify(
-                session,
-                row,
-                who,
-                person,
-                template="approval_entered_for_you",
-                key=f"approval:{row.id}:entered-for:{who.code}",
-                now=now,
-                urgent=True,
-                extra={
-                    "decision": DECISION_ZH[DecisionKind(decision)],
-                    "comment": row.comment,
-                    "decided_at": now,
-                    "entered": entered,
-                },
-            )
+        _recorded(session, row, who, person, decision, channel, now)
     result = DecisionResult(
         "recorded", f"已记录：{DECISION_ZH[DecisionKind(decision)]}。流程将继续。", row, decision_of(row)
     )
     if wake:
         result.resumed = wake_approval(row, now) is Wake.RESUMED
     return result
+
+
+def _checked_decision(
+    session: Session,
+    row: Approval,
+    decision: str,
+    *,
+    by: Approver | str,
+    comment: str,
+    payload: dict[str, Any] | None,
+    channel: str,
+    now: datetime,
+    content_hash: str | None,
+) -> DecisionResult | tuple[Approver, Staff | Contact, dict[str, Any]]:
+    """A decision that may be recorded: (who decides, that person, the checked answer); else the
+    refusal, in Chinese, with nothing recorded."""
+    refused = refusal(session, row, now=now, content_hash=content_hash, link=channel not in ENTERED_ON_BEHALF)
+    if refused is not None:
+        return refused
+    allowed = ALLOWED_DECISIONS[row.kind]
+    if decision not in allowed:
+        choices = "、".join(DECISION_ZH[d] for d in allowed)
+        return DecisionResult("invalid", f"「{decision}」不是此事项的可选操作（可选：{choices}）。", row)
+    decider = _resolve_decider(session, row, by)
+    if decider is None:
+        return DecisionResult("not_entitled", "您不是此事项指定的审批人，无权处理。", row)
+    who, person = decider
+    if (
+        decision in (DecisionKind.REJECTED, DecisionKind.REVISE, DecisionKind.OBJECTED)
+        and not comment.strip()
+    ):
+        return DecisionResult(
+            "invalid", "驳回、要求修改或提出异议时请写明原因。", row, errors={"comment": "请写明原因"}
+        )
+    try:
+        data = _checked_payload(session, row, decision, comment, payload, now)
+    except AnswerError as exc:
+        return DecisionResult("invalid", f"未记录，请更正：{exc}", row, errors=exc.errors)
+    if row.kind == ApprovalKind.SIGNATURE:
+        data["content_hash"] = row.content_hash  # the signature binds to exactly what was shown
+    return who, person, data
+
+
+def _recorded(
+    session: Session,
+    row: Approval,
+    who: Approver,
+    person: Staff | Contact,
+    decision: str,
+    channel: str,
+    now: datetime,
+) -> None:
+    """The recorded decision in the case's history; entered on someone's behalf, they are told."""
+    on_behalf = channel in ENTERED_ON_BEHALF
+    entered = entered_on_behalf(person.name, channel)
+    append_event(
+        session,
+        row.case_id,
+        f"{row.kind}_decided",
+        at=now,
+        actor=entered if on_behalf else person.name,
+        data={
+            "approval_id": row.id,
+            "step": row.step,
+            "version": row.version,
+            "decision": str(decision),
+            "comment": row.comment,
+            "channel": str(channel),
+            **({"entered": entered} if on_behalf else {}),
+        },
+        key=f"approval:{row.id}:decided",
+    )
+    if on_behalf:
+        # whoever reached the Prefect UI typed a name: the person named is told at once (same
+        # transaction), so a decision nobody of theirs made does not go unnoticed
+        _notify(
+            session,
+            row,
+            who,
+            person,
+            template="approval_entered_for_you",
+            key=f"approval:{row.id}:entered-for:{who.code}",
+            now=now,
+            urgent=True,
+            extra={
+                "decision": DECISION_ZH[DecisionKind(decision)],
+                "comment": row.comment,
+                "decided_at": now,
+                "entered": entered,
+            },
+        )
 
 
 def _checked_payload(
