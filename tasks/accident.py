@@ -134,7 +134,7 @@ EVENT_TEXT_ZH = {
     "complaint_director_returned": "技术总监退回第 {round} 轮处理结果：{comment}",
     "complaint_reply_signed": "客户签字确认投诉处理回复函（第 {version} 版），表示满意",
     "complaint_not_satisfied": "客户对第 {reply} 版处理结果不满意：{comment}",
-    "complaint_escalated": "投诉升级至第 {level} 级负责人 {manager}",
+    "complaint_escalated": "投诉升级至上一级负责人 {manager}",
     "complaint_call": "客服经理电话回访客户 {person}：{notes}",
     "complaint_to_managers": "客户因超时未获答复，将投诉直接提交管理层",
     "request_to_managers": "客户因超时未获答复，经投诉渠道将此工单直接提交管理层",

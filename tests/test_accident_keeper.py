@@ -139,7 +139,7 @@ def _recorded_kinds() -> set[str]:
     built = {
         "{kind}_requested": [f"{k}_requested" for k in ApprovalKind],
         "{row.kind}_decided": [f"{k}_decided" for k in ApprovalKind],
-        "{kind}_signed": ["service_report_signed", "accident_report_signed"],
+        "{kind}_signed": ["service_report_signed", "accident_report_signed", "complaint_reply_signed"],
         "{kind}_objected": ["service_report_objected", "accident_report_objected"],
     }
     kinds: set[str] = set()
