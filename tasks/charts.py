@@ -73,7 +73,9 @@ def chart_font() -> str | None:
 def _style() -> Any:  # matplotlib types the rc keys as literals
     family = chart_font()
     return {
-        "font.family": [family, "DejaVu Sans"] if family else ["DejaVu Sans"],
+        # one family: the CJK font has the Latin letters and digits too, and a fallback list costs a
+        # font lookup per text drawn
+        "font.family": [family] if family else ["DejaVu Sans"],
         "font.size": 9,
         "axes.unicode_minus": False,  # the CJK font has no U+2212
         "svg.fonttype": "path",
