@@ -72,7 +72,20 @@ class DrillRequest(BaseModel):
     day_off_ok: bool = False
     requested_by: str = Field(default="", max_length=100)
 
-    _blank = field_validator("customer", "wished_day", mode="before")(blank_none)
+    _blank = field_validator("customer", mode="before")(blank_none)
+
+    @field_validator("wished_day", mode="before")
+    @classmethod
+    def _day(cls, value: Any) -> Any:
+        """The day as the run form sends it ("2026-12-19"); a day that does not exist is named in
+        Chinese (pydantic's own message is English: the run's state message is what the dispatcher reads)."""
+        value = blank_none(value)
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(f"无法识别的期望演练日期“{value}”，请写成 2026-12-19") from None
+        return value
 
     @field_validator("kind", mode="before")
     @classmethod

@@ -53,3 +53,16 @@ def test_what_the_drill_form_sends_is_taken_and_what_it_does_not_offer_is_refuse
     assert validate({"request": {**sent, "customer": "不存在的客户"}}, schema, raise_on_error=False)
     with pytest.raises(ValueError, match="未知的演练类型"):
         DrillRequest.model_validate({**sent, "kind": "随便演练"})
+
+
+@pytest.mark.parametrize("typed", ["2026-13-45", "2026-02-30", "下周六"])
+def test_a_wished_day_that_does_not_exist_is_refused_in_chinese(typed: str) -> None:
+    """The run form takes any text of 10–20 characters; a day that does not exist failed the run with
+    pydantic's English "month value is outside expected range of 1-12" as its state message."""
+    with pytest.raises(ValueError, match=f"无法识别的期望演练日期“{typed}”，请写成 2026-12-19"):
+        DrillRequest.model_validate(
+            {"customer": "BJYH", "system": "核心业务系统", "kind": "failover", "wished_day": typed}
+        )
+    assert DrillRequest.model_validate({"kind": "failover", "wished_day": " 2026-12-19 "}).wished_day == date(
+        2026, 12, 19
+    )
