@@ -69,6 +69,8 @@ LEAD, ENGINEER, DIRECTOR, DISPATCHER, COORDINATOR = (
     Role.COORDINATOR,
 )
 PROCEDURE: Procedure = "assurance"
+# the plan the customer signs is a 重要通信保障方案, not a repair's 解决方案 (report kind and template)
+ASSURANCE_PLAN_DOC = ("assurance_plan", "assurance/plan")
 
 
 class AssuranceOutcome(BaseModel):
@@ -165,8 +167,12 @@ def assurance(request: AssuranceRequest) -> AssuranceOutcome:
         ask="请与客户制定重要通信保障方案",
         content=_request_text(facts, about),
     )
-    plan, now = director_approves_plan(case_id, facts, plan, now=now, procedure=PROCEDURE)
-    plan, now = customer_accepts_plan(case_id, facts, plan, now=now, procedure=PROCEDURE)
+    plan, now = director_approves_plan(
+        case_id, facts, plan, now=now, procedure=PROCEDURE, document=ASSURANCE_PLAN_DOC
+    )
+    plan, now = customer_accepts_plan(
+        case_id, facts, plan, now=now, procedure=PROCEDURE, document=ASSURANCE_PLAN_DOC
+    )
     put_in_force(case_id, now, plan.version)
 
     # the inspection before the period: an extra inspection of the inspection flow

@@ -31,6 +31,7 @@ class ReportKind(StrEnum):
     RECOVERY_PLAN = "recovery_plan"  # 应急恢复方案 (versioned, per customer system)
     DRILL_PLAN = "drill_plan"  # 演练方案 (versioned; director approves, customer signs)
     DRILL_REPORT = "drill_report"  # 演练报告 (customer signs, director approves)
+    ASSURANCE_PLAN = "assurance_plan"  # 重要通信保障方案 (versioned; director approves, customer signs)
     DUTY_ROSTER = "duty_roster"  # 值班表 (major-event assurance, sent before the period)
     ASSURANCE_REPORT = "assurance_report"  # 重要通信保障报告 (customer signs)
     COMPLAINT_REPLY = "complaint_reply"  # 投诉处理回复函 (the customer signs: satisfied, or objects)
@@ -52,6 +53,7 @@ REPORT_TITLES_ZH: dict[str, str] = {
     ReportKind.RECOVERY_PLAN: "应急恢复方案",
     ReportKind.DRILL_PLAN: "演练方案",
     ReportKind.DRILL_REPORT: "演练报告",
+    ReportKind.ASSURANCE_PLAN: "重要通信保障方案",
     ReportKind.DUTY_ROSTER: "值班表",
     ReportKind.ASSURANCE_REPORT: "重要通信保障报告",
     ReportKind.COMPLAINT_REPLY: "投诉处理回复函",

@@ -88,6 +88,7 @@ class Sample:
     kind: str  # the report kind (its title)
     number: str
     context: dict[str, Any]
+    case: dict[str, Any] | None = None  # what differs from the example case
 
 
 SAMPLES: dict[str, Sample] = {
@@ -104,6 +105,23 @@ SAMPLES: dict[str, Sample] = {
             "risky_operations": "重启控制器 A（业务切换到控制器 B，约 5 分钟）",
             "corrections": [],
         },
+    ),
+    "assurance_plan": Sample(
+        "assurance/plan",
+        "assurance_plan",
+        "BZ-000012",
+        {
+            "plan": {
+                "version": 1,
+                "text": "1. 12 月 17 日保障前巡检（存储、网络、电源）\n2. 保障期间亦庄机房双人驻场值守\n"
+                "3. 备件：控制器电池、硬盘各 1 块放置现场",
+                "author": "张技术",
+                "note": "",
+            },
+            "plan_reason": "初始方案",
+            "parts": "",
+        },
+        case={"description": "年终结算通信保障\n核心交易系统、存储阵列"},
     ),
     "duty_roster": Sample(
         "assurance/duty_roster", "duty_roster", "BZ-000012", {"assurance": ASSURANCE, "roster": ROSTER}
@@ -146,7 +164,7 @@ def render_sample(name: str) -> str:
     sample = SAMPLES[name]
     return render(
         sample.template,
-        case=_case(sample.number),
+        case={**_case(sample.number), **(sample.case or {})},
         title=REPORT_TITLES_ZH[sample.kind],
         version=1,
         issued_at=T,

@@ -55,7 +55,7 @@ def agreed(at: datetime) -> list[Any]:
     return [
         say("assurance-plan-1", {"plan": PLAN}, at=at + HOUR),
         say("plan-approval", decision="approved", by="吴总监", at=at + 2 * HOUR),
-        say("solution-plan-signature", decision="signed", at=at + 3 * HOUR),
+        say("assurance-plan-signature", decision="signed", at=at + 3 * HOUR),
     ]
 
 
@@ -160,6 +160,12 @@ def test_assurance_from_request_to_signed_report_raises_requests_of_the_period(f
         ).one()
         assert told.recipient_name == "北京维护负责人" and told.created_at < START
         roster = s.exec(select(Report).where(Report.case_id == case_id, Report.kind == "duty_roster")).one()
+        # the plan the director approved and the customer signed is a 重要通信保障方案, not a repair's 解决方案
+        plans = s.exec(select(Report).where(Report.case_id == case_id, Report.kind == "assurance_plan")).all()
+        assert plans and all(p.title == "重要通信保障方案" and "故障描述" not in p.content for p in plans)
+        assert not s.exec(
+            select(Report).where(Report.case_id == case_id, Report.kind == "solution_plan")
+        ).all()
         assert "010-88886666" in roster.content and "13800000005" in roster.content
         report = s.exec(
             select(Report).where(Report.case_id == case_id, Report.kind == "assurance_report")
@@ -278,4 +284,5 @@ def test_the_dispatchers_board_shows_what_an_assurance_waits_for(fast: FastFlow)
     assert shown.kind_zh == "重要通信保障" and shown.number.startswith("BZ-")
     assert [w.who for w in shown.waits] == ["技术总监 吴总监"], shown.waits
     assert shown.waits[0].text.startswith("等待技术总监 吴总监"), shown.waits[0].text
-    assert "重要通信保障" not in shown.waits[0].what  # the procedure is not repeated in the step
+    # the step names the document (重要通信保障方案), without the procedure repeated before it ("重要通信保障：…")
+    assert shown.waits[0].what == "审批：重要通信保障方案 v1", shown.waits[0].what

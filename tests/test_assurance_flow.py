@@ -48,7 +48,7 @@ def test_an_assurance_runs_from_the_run_form_to_the_signed_report(harness: Any) 
     plan = "保障方案：会议期间工程师驻场，每两小时巡视核心存储与服务器，故障 10 分钟内响应。"
     d.act("assurance-plan-1", 1, "submitted", by=LEAD, at=at + 0.1 * H, fields={"plan": plan})
     d.act("plan-approval", 1, "approved", by=DIRECTOR, at=at + 0.2 * H)
-    d.act(signature_step("solution_plan"), 1, "signed", by=CUSTOMER, at=at + 0.3 * H)
+    d.act(signature_step("assurance_plan"), 1, "signed", by=CUSTOMER, at=at + 0.3 * H)
 
     # a week before the period the keeper fires the roster timer; the coordinator's roster goes out
     ask = start - timedelta(days=7)

@@ -21,6 +21,11 @@ from tasks.reference import SAMPLES, render_sample, seed_path
             "值班表",
             ["刘工程师", "13800000004", "2026-12-20 00:00", "未安排专人值班", "010-88886666"],
         ),
+        (
+            "assurance_plan",
+            "重要通信保障方案",
+            ["保障申请", "年终结算通信保障", "保障方案 v1（初始方案）", "双人驻场值守"],
+        ),
         ("assurance_report", "重要通信保障报告", ["WX-000130", "3 → 2", "有偿服务", "XJ-000045"]),
     ],
 )
@@ -51,3 +56,21 @@ def test_the_duty_roster_prints_to_pdf_with_its_chinese_text() -> None:
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
     for expected in ("值班表", "刘工程师", "13800000004", "年终结算通信保障"):
         assert expected in text, (expected, text[:400])
+
+
+def test_a_case_a_procedure_opened_itself_shows_its_channel_in_chinese() -> None:
+    """A drill's documents printed "报告人 / 渠道 王先生 / request": the code the drill records."""
+    from tasks.reference import T, _case
+    from tasks.render import render
+
+    for code, said in {"request": "客户申请", "schedule": "按计划", "热线": "热线"}.items():
+        html = render(
+            "drill/recovery_plan",
+            case={**_case("YL-000001"), "channel": code},
+            title="应急恢复方案",
+            version=1,
+            issued_at=T,
+            issued_by="张技术",
+            plan={"version": 1, "text": "恢复步骤", "author": "张技术", "reason": "initial"},
+        )
+        assert f"王先生 13900000000 / {said}</td>" in html
