@@ -356,17 +356,31 @@ def test_the_page_heading_names_a_version_once_and_a_forms_first_version_not_at_
     """The heading appended "（第 N 版）" to every subject: "请编写核心业务系统应急恢复方案（第 1 版）（第 1 版）"
     on the drill's form, "请在 2 小时内答复客户投诉（第 1 版）" on a complaint's first answer."""
     from models.db import session_scope
-    from tasks.approvals import open_approval
+    from models.forms import PlanForm, form_spec
+    from tasks.approvals import ApprovalRequest, open_approval
 
     def heading(step: str, version: int, subject: str, **kw) -> str:
         with session_scope() as s:
-            aid = open_approval(
-                s, case_id, step, version, subject, "内容", expires_at=EXPIRES, now=T0, **kw
-            ).id
+            request = ApprovalRequest(
+                case_id=case_id,
+                step=step,
+                version=version,
+                subject=subject,
+                content="内容",
+                expires_at=EXPIRES,
+                now=T0,
+                **kw,
+            )
+            aid = open_approval(s, request).id
         [token] = links(aid)
         return re.search(r"<h1>(.*?)</h1>", web.get(f"/a/{token}").text, re.S)[1]
 
-    form = {"kind": "form", "approver_role": "technical_lead", "form": [], "form_name": "plan"}
+    form = {
+        "kind": "form",
+        "approver_role": "technical_lead",
+        "form": form_spec(PlanForm),
+        "form_name": "plan",
+    }
     assert heading("answer", 1, "请在 2 小时内答复客户投诉", **form) == "请在 2 小时内答复客户投诉"
     assert heading("recovery", 2, "请编写应急恢复方案（第 2 版）", **form) == "请编写应急恢复方案（第 2 版）"
     assert heading("review", 1, "技术评审报告第 1 版待总经理签批", approver_role="technical_director") == (
