@@ -98,6 +98,7 @@ EVENT_TEXT_ZH = {
     "plan_objected": "客户对方案第 {version} 版提出异议：{comment}",
     "plan_signed": "客户签字确认方案第 {version} 版",
     "parts_issued": "备件出库",
+    "parts_procurement": "备件管理员紧急采购：{parts}（{vendor}），预计 {eta_zh} 到场{late_zh}",
     "parts_shortage": "备件缺货，已升级协调",
     "visit_booked": "与客户预约上门时间",
     "arrived": "工程师到达现场",

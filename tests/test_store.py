@@ -152,3 +152,66 @@ def test_an_issue_that_leaves_a_part_below_its_minimum_tells_the_parts_keepers(d
         "服务器风扇（FAN-8038）库存 4，低于最低库存 5" in told[0].body
         and told[0].address == "log://staff/13800000012"
     )
+
+
+def test_a_case_waiting_for_a_part_is_listed_with_its_4_hour_deadline_and_the_keeper_orders_urgently(
+    client: TestClient,
+) -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from models import Event
+    from models.db import session_scope
+    from tasks.accident import event_text
+    from tasks.cases import RepairRequest, open_case
+    from tasks.clocks import start_clock
+    from tasks.parts import issue_parts
+
+    with session_scope() as s:
+        case = open_case(
+            s,
+            RepairRequest(
+                customer="BJYH",
+                site="亦庄机房",
+                reported_by="王先生",
+                description="光模块故障",
+                severity=2,
+                reported_at=T0,
+            ),
+            now=T0,
+        )
+        assert case.id is not None
+        case_id, number = case.id, case.number
+        start_clock(s, case_id, "spare_part", started_at=T0, severity=2)
+    with session_scope() as s:
+        issue_parts(s, case_id, [("SFP-10G", 2)], now=T0, key="parts#1")  # none in stock
+    log_in(client, "keeper1")
+    page = client.get("/store")
+    text = shown(page)
+    assert number in text and "缺 10G 多模光模块（SFP-10G）2 件" in text and "须于 2026-11-23" in text
+    csrf = form_csrf(page)
+    beijing = ZoneInfo("Asia/Shanghai")
+    past = client.post(
+        f"/store/urgent/{case_id}",
+        data={"parts": "SFP-10G × 2", "vendor": "华为", "eta": "2020-01-01 10:00", "csrf": csrf},
+    )
+    assert past.status_code == 400 and "应晚于现在" in shown(past)
+    garbled = client.post(
+        f"/store/urgent/{case_id}", data={"parts": "x", "vendor": "华为", "eta": "明天", "csrf": csrf}
+    )
+    assert garbled.status_code == 400 and "格式应为" in shown(garbled)
+    eta = (datetime.now(beijing) + timedelta(hours=2)).strftime("%Y-%m-%d %H:%M")
+    done = client.post(
+        f"/store/urgent/{case_id}",
+        data={"parts": "SFP-10G × 2", "vendor": "华为北京备件中心", "eta": eta, "csrf": csrf},
+    )
+    assert done.status_code == 200 and "已登记紧急采购" in shown(done)
+    assert "紧急采购：SFP-10G × 2（华为北京备件中心）" in shown(done)
+    with session_scope() as s:
+        event = s.exec(select(Event).where(Event.case_id == case_id, Event.kind == "parts_procurement")).one()
+        assert event.actor == "备件管理员甲"
+        line = event_text(event.kind, event.data)
+    assert (
+        line.startswith("备件管理员紧急采购：SFP-10G × 2（华为北京备件中心），预计")
+        and "晚于4小时时限" in line
+    )

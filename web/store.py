@@ -6,21 +6,26 @@ Every staff person may look; only the parts keeper (or an administrator) acts. T
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from models import Role, wallclock
 from models.db import session_scope
+from models.settings import business_timezone
 from tasks.store import (
     StoreError,
     alert_low,
     back_from_vendor,
     levels,
     open_vendor_repairs,
+    order_urgently,
     receive,
     send_to_vendor,
+    waiting_for_parts,
 )
 from web.pages import templates
 from web.staff import StaffUser, require_staff
@@ -35,6 +40,8 @@ def _page(user: StaffUser, *, error: str = "", done: str = "", status: int = 200
             "user": user,
             "levels": levels(session),
             "away": open_vendor_repairs(session),
+            "waiting": waiting_for_parts(session),
+            "now": wallclock.now(),
             "may_act": user.may(Role.PARTS_KEEPER),
             "error": error,
             "done": done,
@@ -115,3 +122,34 @@ def store_back(user: Keeper, repair_id: int, location: Annotated[str, Form(max_l
         back_from_vendor(session, repair_id, location=location, now=wallclock.now(), actor=user.name)
 
     return _act(user, work, "返修件已入库")
+
+
+def local_moment(text: str) -> datetime:
+    """A time typed on the page, in the business time zone ("2026-11-23 14:30"); StoreError if not one."""
+    try:
+        moment = datetime.strptime(text.strip().replace("T", " "), "%Y-%m-%d %H:%M")
+    except ValueError:
+        raise StoreError(f"预计到场时间格式应为 2026-11-23 14:30（不是 {text!r}）") from None
+    return moment.replace(tzinfo=ZoneInfo(business_timezone()))
+
+
+@router.post("/store/urgent/{case_id:int}")
+def store_urgent(
+    user: Keeper,
+    case_id: int,
+    parts: Annotated[str, Form(max_length=200)],
+    vendor: Annotated[str, Form(max_length=120)],
+    eta: Annotated[str, Form(max_length=40)],
+) -> Response:
+    def work(session: Any) -> None:
+        order_urgently(
+            session,
+            case_id,
+            parts=parts,
+            vendor=vendor,
+            eta=local_moment(eta),
+            now=wallclock.now(),
+            actor=user.name,
+        )
+
+    return _act(user, work, "已登记紧急采购")
