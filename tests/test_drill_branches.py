@@ -566,3 +566,28 @@ def test_a_rejected_recovery_plan_is_written_anew_and_the_engineer_is_told_what_
             )
         ).one()
     assert told.recipient_name == "刘工程师" and "应急恢复方案第 1 版被技术总监驳回" in told.subject
+
+
+def test_the_planner_flow_starts_one_run_per_drill_and_that_run_carries_the_scheduled_case(
+    fast: FastFlow,
+) -> None:
+    from flows.drill import plan_drills_flow
+
+    _new_contract(fast.db_url, "YLSCHED", _local(T0) - timedelta(days=30), _local(T0) + timedelta(days=335))
+    first = fast.run(plan_drills_flow, T0, script=[])
+    again = fast.run(plan_drills_flow, T0 + timedelta(days=1), script=[])
+    assert first["created"] == first["started"] >= 1 and again == {"created": 0, "started": 0}
+    runs = [(d, p, r) for d, p, r in fast.started if d == "drill/drill"]
+    assert len(runs) == first["started"]  # one run per drill, by its contract × period key
+    with fast.session() as s:
+        mine = next(
+            (c for c in s.exec(select(Case).where(Case.kind == "drill")).all() if c.reported_by == "system"),
+            None,
+        )
+    assert mine is not None  # a drill the planner opened
+    _, parameters, run_id = next(r for r in runs if r[1]["request"]["case_id"] == mine.id)
+    waiting = fast.run(
+        drill, DrillRequest.model_validate(parameters["request"]), run_id=run_id, at=T0, script=[], until="*"
+    )
+    assert waiting.step == "recovery-plan-v1"  # the scheduled drill's run goes on from its case
+    assert fast.case_of_run(run_id) == mine.id
