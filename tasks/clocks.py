@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models.approvals import Timer
+from models.approvals import Approval, ApprovalStatus, Timer
 from models.cases import Case, Event, append_event, paid_prefix
 from models.clocks import Clock, ClockStatus, Escalation
 from models.contracts import CalendarOverride, CalendarYear, Contract, ContractVersion, terms_on
@@ -46,6 +46,7 @@ from rules.sla import (
     stale_in_working_time,
     stale_span,
 )
+from tasks.approvals import Approver, approval_link
 from tasks.notify import queue
 
 log = logging.getLogger("aftercare.clocks")
@@ -786,13 +787,37 @@ def move_up_ladder(session: Session, case: Case, *, at: datetime, reason: str, k
     case.data = {**(case.data or {}), "ladder_level": level, "team": team, "acting": acting}
     case.updated_at = at
     session.add(case)
+    # what the owner was asked and has not answered yet (the first answer, an investigation) is the
+    # new manager's to answer too: added to its approvers, the links in the manager's notice
+    tasks: list[dict[str, Any]] = []
+    for row in session.exec(
+        select(Approval).where(
+            Approval.case_id == case.id,
+            Approval.status == ApprovalStatus.PENDING,
+            Approval.approver_role == MANAGER_ROLE,
+        )
+    ):
+        if manager.id not in row.approver_staff_ids:
+            row.approver_staff_ids = [*row.approver_staff_ids, manager.id]  # type: ignore[list-item]
+            session.add(row)
+        tasks.append({"subject": row.subject, "link": approval_link(row, Approver("staff", manager.id))})  # type: ignore[arg-type]
     append_event(
         session,
         case.id,  # type: ignore[arg-type]
         "complaint_escalated",
         at=at,
         key=key,
-        data={"level": level, "manager": manager.name, "reason": reason},
+        data={"level": level, "manager": manager.name, "reason": reason, "handed_over": len(tasks)},
+    )
+    _queue(
+        session,
+        recipients=[manager],
+        template="complaint/escalated",
+        context={"case": _case_context(session, case), "level": level, "reason": reason, "tasks": tasks},
+        key=f"{case.id}:{key}",
+        case_id=case.id,
+        now=at,
+        urgent=True,
     )
     return manager
 

@@ -43,7 +43,6 @@ from tasks.cases import (
     check_report_time,
     contract_on,
     find_customer,
-    queue_for_case,
     read_case_ref,
     start_deployment_run,
 )
@@ -289,18 +288,7 @@ def climb_ladder(case_id: int, at: datetime, reason: str, round_: int) -> str:
         case = session.get(Case, case_id)
         assert case is not None
         key = f"ladder:{reason}:{round_}"
-        manager = clocks.move_up_ladder(session, case, at=at, reason=reason, key=key)
-        if manager is not None:
-            queue_for_case(
-                session,
-                case_id,
-                template="complaint/escalated",
-                key=key,
-                now=at,
-                roles=[OWNER],
-                urgent=True,
-                context={"level": int(case.data.get("ladder_level", 0)), "reason": reason},
-            )
+        clocks.move_up_ladder(session, case, at=at, reason=reason, key=key)  # the manager is told there
         owner = session.get(Staff, (case.data.get("team") or {}).get(str(OWNER)))
         return owner.name if owner is not None else ""
 

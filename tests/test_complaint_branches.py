@@ -17,6 +17,7 @@ from flows.complaint import complaint
 from models import Case, Event
 from models.approvals import Approval
 from models.clocks import Clock
+from models.outbox import Notification
 from models.reports import Report
 from tasks.approvals import signature_step
 from tasks.board import board
@@ -214,15 +215,29 @@ def test_a_breached_first_answer_goes_up_the_ladder(fast: FastFlow) -> None:
         complaint,
         request(),
         at=t,
-        script=[say("complaint-answer", ANSWER, by=OWNER, at=t + 3 * H, ticks=(late,))],
+        # the first answer, still unanswered, is handed to the next manager with the escalation
+        script=[say("complaint-answer", ANSWER, by=NEXT, at=t + 3 * H, ticks=(late,))],
         until="complaint-investigation",
     )
     case_id = fast.case_of_run()
     assert outcome.step == "complaint-investigation"
     answer = clock_of(fast, case_id, "complaint_answer")
     assert answer.breached_at == t + 2 * H
+    assert fast.refused == []
     sent = fast.notifications(case_id)
     assert (NEXT, "escalation_breach") in sent  # the next manager up the customer's ladder
+    assert (NEXT, "complaint/escalated") in sent
+    with fast.session() as s:
+        notice = s.exec(
+            select(Notification).where(
+                Notification.case_id == case_id, Notification.template == "complaint/escalated"
+            )
+        ).one()
+        assert "请在 2 小时内答复客户投诉" in notice.body and "/a/" in notice.body  # the form and its link
+        answered = s.exec(
+            select(Approval).where(Approval.case_id == case_id, Approval.step == "complaint-answer")
+        ).one()
+        assert answered.decided_by == NEXT
     with fast.session() as s:
         case = s.get(Case, case_id)
         assert case is not None and case.data["ladder_level"] == 1

@@ -66,7 +66,7 @@ def test_a_breach_on_5x8_waits_for_working_time_then_climbs_the_ladder_once(
     climbed = session.exec(
         select(Event).where(Event.case_id == case.id, Event.kind == "complaint_escalated")
     ).one()
-    assert climbed.data == {"level": 1, "manager": "孔经理", "reason": "complaint_answer"}
+    assert climbed.data == {"level": 1, "manager": "孔经理", "reason": "complaint_answer", "handed_over": 0}
     told = {
         n.recipient_name
         for n in session.exec(
