@@ -387,4 +387,14 @@ def test_the_page_heading_names_a_version_once_and_a_forms_first_version_not_at_
         "技术评审报告第 1 版待总经理签批"
     )
     assert heading("plan", 1, "解决方案", approver_role="technical_director") == "解决方案（第 1 版）"
+    assert heading("sign", 1, "请确认重要通信保障方案 v1", approver_role="technical_director") == (
+        "请确认重要通信保障方案 v1"
+    )
+    assert heading("ok", 1, "保障方案 v1 待技术总监审批", approver_role="technical_director") == (
+        "保障方案 v1 待技术总监审批"
+    )
+    assert (
+        heading("v12", 1, "方案 v12 待审批", approver_role="technical_director")
+        == "方案 v12 待审批（第 1 版）"
+    )
     assert heading("revised", 3, "请补充现场记录", **form) == "请补充现场记录（第 3 版）"

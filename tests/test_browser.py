@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -104,6 +104,25 @@ class Up:
             time.sleep(0.5)
         sent = [f"{m['to']} {m['title']}" for m in self.notifications[mark:]]
         raise AssertionError(f"no message to {to} with {title!r} within {timeout:.0f} s; sent since: {sent}")
+
+    def event_of(self, number_prefix: str, kind: str, timeout: float = 120) -> dict[str, Any] | None:
+        """The data of the first `kind` event of a case whose number starts with `number_prefix`, once a
+        real process has recorded it (poll, bounded); None when none came."""
+        from sqlmodel import select
+
+        from models import Case, Event
+        from models.db import session_scope
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with session_scope(f"sqlite:///{self.home / 'aftercare.db'}") as session:
+                for event, case in session.exec(
+                    select(Event, Case).where(Event.case_id == Case.id, Event.kind == kind)
+                ).all():
+                    if str(case.number or "").startswith(number_prefix):
+                        return dict(event.data or {})
+            time.sleep(0.5)
+        return None
 
 
 def link_in(message: dict[str, Any]) -> str:
@@ -545,5 +564,216 @@ def test_staff_log_in_and_change_a_contract_in_the_back_office(
         page.goto(f"{up.web}/")
         assert "/login" in page.url
         browser.close()
+    assert watch.dialogs == [], watch.dialogs
+    assert watch.errors == [], watch.errors
+
+
+def _a_restored_repair_last_month(up: Up) -> date:
+    """History for the KPI page of a fresh `aftercare up`: one repair of BJYH's storage restored last
+    month and its callback, written as the flows write them (clock rows and events, the KPIs' only
+    source). Returns the first day of last month."""
+    from sqlmodel import select
+
+    from models import Case, Contract, Customer, Device
+    from models.cases import append_event
+    from models.db import session_scope
+    from tasks.clocks import start_clock, stop_clock
+
+    today = datetime.now(LOCAL).date()
+    first = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    reported = datetime(first.year, first.month, 10, 1, 0, tzinfo=ZoneInfo("UTC"))
+    with session_scope(f"sqlite:///{up.home / 'aftercare.db'}") as session:
+        customer = session.exec(select(Customer).where(Customer.code == "BJYH")).one()
+        contract = session.exec(select(Contract).where(Contract.customer_id == customer.id)).first()
+        device = session.exec(
+            select(Device).where(Device.customer_id == customer.id, Device.device_class == "storage")
+        ).first()
+        assert contract is not None and device is not None
+        case = Case(
+            kind="repair",
+            customer_id=int(customer.id or 0),
+            contract_id=contract.id,
+            device_id=device.id,
+            site_id=device.site_id,
+            severity=2,
+            reported_at=reported,
+            created_at=reported,
+            updated_at=reported,
+        )
+        session.add(case)
+        session.flush()
+        case_id = int(case.id or 0)
+        start_clock(session, case_id, "restore", started_at=reported, severity=2)
+        append_event(session, case_id, "restored", at=reported + timedelta(hours=3))
+        stop_clock(session, case_id, "restore", at=reported + timedelta(hours=3))
+        append_event(
+            session,
+            case_id,
+            "callback_done",
+            at=reported + timedelta(days=2),
+            data={"scores": {"response": "优", "overall": "良"}},
+        )
+        session.commit()
+    return first
+
+
+def test_an_assurance_from_the_run_form_to_the_customers_signature_and_the_kpi_page(
+    chromium: str, aftercare_up: Up, tmp_path: Path
+) -> None:
+    """A new procedure the way people take it, in Chromium at a phone's width against `aftercare up`:
+    the dispatcher starts a major-event assurance from the Prefect UI's run form (Chinese titles,
+    customers as choices); the technical lead opens the form from the notification's link, types a
+    plan too short (the 422 page names 方案内容 in Chinese and keeps what was typed) and then a real
+    one; the technical director approves the 重要通信保障方案 from his link; the customer opens the plan,
+    draws a signature and signs; the next notification (the director told the plan is in force, or the
+    pre-inspection) follows. Then the service manager logs in and finds the KPI page with its SVG charts
+    (a repair restored last month is the history it shows). No dialog, no console error."""
+    from playwright.sync_api import sync_playwright
+
+    from models import Role
+
+    up = aftercare_up
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    watch, shots = Watch(up.web), Shots(200)
+    today = datetime.now(LOCAL).date()
+    starts, ends = today + timedelta(days=30), today + timedelta(days=31)  # ≥ 3 weeks ahead: no late approval
+
+    with sync_playwright() as pw:
+        args = ["--disable-dev-shm-usage"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
+        browser = pw.chromium.launch(executable_path=chromium, args=args)
+
+        def phone() -> Any:
+            context = browser.new_context(viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai")
+            page = context.new_page()
+            watch.attach(page)
+            return page
+
+        # 1. The dispatcher: Prefect UI → deployment assurance → ⋮ → Custom run, in Chinese.
+        dispatcher = phone()
+        dispatcher.goto(f"{up.ui}/deployments")
+        prefect_login(dispatcher, shots)
+        dispatcher.get_by_role("link", name="assurance", exact=True).first.click()
+        dispatcher.locator(".page-heading__trailing .p-icon-button-menu button").click()
+        dispatcher.get_by_text("Custom run", exact=True).click()
+        assert dispatcher.get_by_text('Property is type "None"').count() == 0
+        choose(dispatcher, "客户", "北京某银行数据中心（BJYH）")
+        run_field(dispatcher, "保障事由").locator("textarea").fill("年终结算通信保障")
+        run_field(dispatcher, "保障开始").locator("textarea").fill(starts.isoformat())
+        run_field(dispatcher, "保障结束").locator("textarea").fill(ends.isoformat())
+        run_field(dispatcher, "申请人").locator("textarea").fill("王先生 13800000000")
+        run_field(dispatcher, "客户").scroll_into_view_if_needed()
+        shots.take(dispatcher, "assurance-run-form", full_page=False)
+        mark = len(up.notifications)
+        dispatcher.get_by_role("button", name="Submit", exact=True).click()
+        dispatcher.get_by_text("scheduled to start").first.wait_for()
+
+        # 2. The technical lead writes the plan on the form his link opens; too short first.
+        ask = up.message_after(
+            mark, to=up.addresses(Role.TECHNICAL_LEAD), title="请与客户制定重要通信保障方案"
+        )
+        assert ask["title"].startswith("【请填写】BZ-")
+        lead = phone()
+        lead.goto(link_in(ask))
+        assert lead.get_by_text(f"保障期：{starts.isoformat()} 00:00").count() == 1
+        fill_form(lead, {"plan": "双人值守"})
+        lead.get_by_role("button", name="提交", exact=True).click()
+        lead.wait_for_load_state()
+        refused = str(lead.locator("main").inner_text())
+        assert "未记录，请更正：「方案内容」" in refused, refused
+        assert lead.locator("#f_plan").input_value() == "双人值守"  # what was typed is kept
+        shots.take(lead, "assurance-plan-refused")
+        # Chromium logs the refusal's HTTP status as a console error: the one error this step expects
+        refusals = [e for e in watch.errors if "status of 422" in e and e.endswith(f"({link_in(ask)})")]
+        assert len(refusals) == 1, watch.errors
+        watch.errors.remove(refusals[0])
+        fill_form(
+            lead,
+            {"plan": "1. 保障前巡检存储、网络与电源\n2. 保障期间亦庄机房双人驻场值守\n3. 现场备用硬盘 1 块"},
+        )
+        mark = len(up.notifications)
+        assert "已记录：提交" in submit(lead, "提交")
+
+        # 3. The technical director approves the 重要通信保障方案 from his link.
+        ask = up.message_after(
+            mark, to=up.addresses(Role.TECHNICAL_DIRECTOR), title="重要通信保障方案 v1 待技术总监审批"
+        )
+        director = phone()
+        director.goto(link_in(ask))
+        assert director.get_by_text("双人驻场值守").count() >= 1
+        shots.take(director, "assurance-director-approval")
+        mark = len(up.notifications)
+        assert "已记录：批准" in submit(director, "批准")
+
+        # 4. The customer opens the plan from the link, draws a signature and signs.
+        ask = up.message_after(mark, to={"log://contact/BJYH"}, title="请确认重要通信保障方案 v1")
+        customer = phone()
+        customer.goto(link_in(ask))
+        shots.take(customer, "assurance-customer-plan")
+        customer.locator(".content a[href*='/reports/sign/']").click()
+        customer.wait_for_load_state()
+        pad = customer.locator("canvas#pad")
+        pad.scroll_into_view_if_needed()
+        box = pad.bounding_box()
+        assert box and box["width"] <= PHONE["width"]
+        customer.mouse.move(box["x"] + 30, box["y"] + box["height"] * 0.6)
+        customer.mouse.down()
+        for i in range(1, 25):
+            customer.mouse.move(
+                box["x"] + 30 + i * 10, box["y"] + box["height"] * (0.6 - 0.3 * (i % 3) / 3), steps=3
+            )
+        customer.mouse.up()
+        assert len(customer.locator("#image").input_value()) > 1000
+        mark = len(up.notifications)
+        signed = submit(customer, "确认并签字")
+        shots.take(customer, "assurance-signed")
+        assert "签字成功" in signed, signed
+        # the flow went on: both sides agreed the plan, the assurance is in force (its run resumed)
+        assert up.event_of("BZ-", "assurance_in_force") is not None
+
+        # 5. Staff: the KPI page is behind the login; after it, the figures and the SVG charts.
+        first = _a_restored_repair_last_month(up)
+        secret = tmp_path / "manager-password"
+        secret.write_text("kpi browser password\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", "PREFECT_"))}
+        env["AFTERCARE_HOME"] = str(up.home)
+        made = subprocess.run(
+            [sys.executable, "-m", "deployments.cli", "admin", "create", "--login", "kpiadmin"]
+            + ["--name", "指标管理员", "--password-file", str(secret)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        staff = phone()
+        staff.goto(f"{up.web}/kpi")
+        assert "/login?next=" in staff.url
+        staff.fill("#username", "kpiadmin")
+        staff.fill("#password", "kpi browser password")
+        staff.click("button[type=submit]")
+        staff.wait_for_url(f"{up.web}/kpi")
+        staff.select_option("#customer", "BJYH")
+        staff.fill("#from", first.isoformat())
+        staff.fill("#to", today.isoformat())
+        staff.get_by_role("button", name="查询", exact=True).click()
+        staff.wait_for_load_state()
+        assert staff.get_by_text("服务指标 · 北京某银行数据中心").count() == 1
+        charts = staff.locator("figure.chart img")
+        titles = [charts.nth(i).get_attribute("alt") for i in range(charts.count())]
+        assert {"平均修复时间趋势（小时）", "各类设备故障数", "客户评分分布（优/良/中/差）"} <= set(titles), (
+            titles
+        )
+        for i in range(charts.count()):  # each chart is an SVG the browser drew, at the phone's width
+            chart = charts.nth(i)
+            chart.scroll_into_view_if_needed()
+            assert str(chart.get_attribute("src")).startswith("data:image/svg+xml;base64,")
+            assert chart.evaluate("img => img.complete && img.naturalWidth > 0")
+            box = chart.bounding_box()
+            assert box and 0 < box["width"] <= PHONE["width"]
+        shots.take(staff, "kpi-page")
+        browser.close()
+
     assert watch.dialogs == [], watch.dialogs
     assert watch.errors == [], watch.errors
