@@ -263,3 +263,89 @@ def test_a_delete_needs_the_token_header_as_admin_js_sends_it_and_is_audited(cli
         assert s.get(SparePart, part_id) is None
     (entry,) = audit_rows("sparepart")
     assert entry.action == "delete" and entry.changes["code"] == "FAN-01" and entry.actor == "备件管理员丙"
+
+
+def test_the_administrator_makes_a_login_for_a_staff_person_and_resets_its_password(
+    client: TestClient,
+) -> None:
+    from models import Staff
+    from models.accounts import Account
+    from models.db import session_scope
+
+    with session_scope() as s:
+        person = s.exec(select(Staff).where(Staff.name == "刘工程师")).one()
+        person_id = person.id
+    log_in(client, "admin1")
+    token = csrf_of(client.get("/admin/account/create"))
+    short = client.post(
+        "/admin/account/create",
+        data={
+            "staff_id": str(person_id),
+            "username": "liu",
+            "password": "short",
+            "csrf": token,
+            "save": "Save",
+        },
+    )
+    assert short.status_code == 400 and "至少 10 个字符" in text(short)
+    taken = client.post(
+        "/admin/account/create",
+        data={
+            "staff_id": str(person_id),
+            "username": "eng1",
+            "password": "long enough password",
+            "csrf": token,
+            "save": "Save",
+        },
+    )
+    assert taken.status_code == 400 and "登录名 eng1 已存在" in text(taken)
+    made = client.post(
+        "/admin/account/create",
+        data={
+            "staff_id": str(person_id),
+            "username": "Liu",
+            "password": "long enough password",
+            "csrf": token,
+            "save": "Save",
+        },
+        follow_redirects=False,
+    )
+    assert made.status_code == 302, text(made)[:500]
+    with session_scope() as s:
+        account = s.exec(select(Account).where(Account.username == "liu")).one()
+        account_id = account.id
+        assert account.password_hash.startswith("$argon2id$")
+    (entry,) = [e for e in audit_rows("account") if e.action == "create"]
+    assert "long enough password" not in str(entry.changes) and "password_hash" not in entry.changes
+    # the engineer logs in with it; a new password set by the administrator ends that session
+    engineer = TestClient(client.app)
+    assert log_in(engineer, "liu", "long enough password").status_code == 303
+    assert engineer.get("/", follow_redirects=False).status_code == 200
+    reset = client.post(
+        f"/admin/account/edit/{account_id}",
+        data={
+            "staff_id": str(person_id),
+            "username": "liu",
+            "password": "a new long password",
+            "csrf": token,
+            "save": "Save",
+        },
+        follow_redirects=False,
+    )
+    assert reset.status_code == 302, text(reset)[:500]
+    assert engineer.get("/", follow_redirects=False).status_code == 303
+    assert log_in(engineer, "liu", "a new long password").status_code == 303
+    # an edit without a password keeps it
+    renamed = client.post(
+        f"/admin/account/edit/{account_id}",
+        data={
+            "staff_id": str(person_id),
+            "username": "liu.gc",
+            "password": "",
+            "csrf": token,
+            "save": "Save",
+        },
+        follow_redirects=False,
+    )
+    assert renamed.status_code == 302
+    assert log_in(engineer, "liu.gc", "a new long password").status_code == 303

@@ -45,7 +45,15 @@ from sqladmin.authorization import WILDCARD, GrantsAuthorizationBackend
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 from starlette.requests import Request
-from wtforms import SelectField, SelectMultipleField, TextAreaField
+from wtforms import (
+    Form,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+    validators,
+)
 
 from models import (
     Contact,
@@ -64,7 +72,15 @@ from models.db import get_engine, session_scope
 from models.inspection import ChecklistItem
 from models.parties import ROLE_LABELS_ZH
 from tasks import channels  # noqa: F401  registers the address check on every Staff/Contact written
-from tasks.accounts import audit
+from tasks.accounts import (
+    PASSWORD_MAX_LENGTH,
+    PASSWORD_MIN_LENGTH,
+    AccountError,
+    audit,
+    find_account,
+    hash_password,
+    normalise_username,
+)
 from tasks.backoffice import RecordError, audit_values, check_record
 from web.pages import templates as page_templates
 from web.staff import SAFE_METHODS, StaffUser, check_csrf, current_staff, staff_now
@@ -563,14 +579,26 @@ class ChecklistAdmin(AftercareView, model=ChecklistItem):
     }
 
 
+class AccountForm(Form):
+    """A login: whose, its name, and a password (required for a new login; on an edit, a new one
+    replaces the old and ends every session of the account)."""
+
+    staff_id = SelectField("员工", choices=_choices(Staff, lambda p: p.name), coerce=int)
+    username = StringField("登录名", validators=[validators.InputRequired(), validators.Length(max=64)])
+    password = PasswordField(
+        "密码",
+        description=f"至少 {PASSWORD_MIN_LENGTH} 个字符；修改账号时留空即不改密码",
+        validators=[validators.Optional(), validators.Length(max=PASSWORD_MAX_LENGTH)],
+    )
+
+
 class AccountAdmin(AftercareView, model=Account):
     name = "登录账号"
     name_plural = "登录账号"
     icon = "fa-solid fa-key"
     category = "员工"
-    can_create: ClassVar[bool] = False  # a login is made with its password: aftercare admin create
-    can_edit: ClassVar[bool] = False
     can_export: ClassVar[bool] = False
+    form = AccountForm
     column_list: ClassVar = [
         "id",
         "username",
@@ -588,6 +616,42 @@ class AccountAdmin(AftercareView, model=Account):
         "created_at": "创建时间",
         "password_changed_at": "密码修改时间",
     }
+
+    async def on_model_change(
+        self, data: dict[str, Any], model: Any, is_created: bool, request: Request
+    ) -> None:
+        """The password becomes its hash (never stored or audited in clear); a new one ends the
+        account's sessions."""
+        password = data.pop("password", None) or ""
+        now = wallclock.now()
+        try:
+            data["username"] = normalise_username(str(data.get("username", "")))
+            with session_scope() as session:
+                other = find_account(session, data["username"])
+                taken = other is not None and other.id != model.id
+                has_login = session.exec(
+                    select(Account).where(
+                        Account.staff_id == data.get("staff_id"), col(Account.id) != model.id
+                    )
+                ).first()
+            if taken:
+                raise AccountError(f"登录名 {data['username']} 已存在")
+            if has_login is not None:
+                raise AccountError("该员工已有登录账号")
+            if is_created and not password:
+                raise AccountError("新账号必须设置密码")
+            if password:
+                data["password_hash"] = hash_password(password)
+                data["password_changed_at"] = now
+                if not is_created:
+                    data["session_version"] = model.session_version + 1
+        except AccountError as exc:
+            raise RecordError(
+                [("password" if "密码" in str(exc) else "username", str(exc))],
+                {"password": "密码", "username": "登录名"},
+            ) from exc
+        if is_created:
+            data["created_at"] = now
 
 
 ACTION_ZH = {"create": "新建", "update": "修改", "delete": "删除", "account": "账号"}
