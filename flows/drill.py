@@ -419,7 +419,15 @@ def drill_report(case_id: int, facts: DrillFacts, now: datetime) -> tuple[int, d
         role=Role.TECHNICAL_LEAD,
     )
     drill_report_status(case_id, CaseStatus.SUBMITTED, now)
-    now = steps.final_approval(case_id, facts, [report_id], now=now, step=REPORT_STEP, what="演练报告")
+    now = steps.final_approval(
+        case_id,
+        facts,
+        [report_id],
+        now=now,
+        step=REPORT_STEP,
+        what="演练报告",
+        answer_role=Role.TECHNICAL_LEAD,  # the lead wrote the report; the director's return is theirs
+    )
     drill_report_status(case_id, CaseStatus.REGISTERED, now)
     return report_id, context["evaluation"], now
 

@@ -879,9 +879,11 @@ def final_approval(
     role: str = Role.TECHNICAL_DIRECTOR,
     step: str = "final-approval",
     what: str = "报告、回访表与书面说明",
+    answer_role: str = Role.DISPATCHER,
 ) -> datetime:
     """§2 step 17: the centre sends report, callback form and account to the director; a return
-    ("revise"/"rejected") is recorded and sent again as the next version once the centre has answered."""
+    ("revise"/"rejected") is recorded and sent again as the next version once `answer_role` (the
+    centre for a repair, the drill lead for a 演练报告) has answered the correction form."""
     version = 1
     while True:
         content = report_bundle(report_ids)
@@ -911,7 +913,7 @@ def final_approval(
             case_id,
             f"{step}-answer",
             version,
-            role=Role.DISPATCHER,
+            role=answer_role,
             form=CorrectionForm,
             now=now,
             subject=subject(facts, "技术总监退回了报告，请补充"),

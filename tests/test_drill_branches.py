@@ -591,3 +591,29 @@ def test_the_planner_flow_starts_one_run_per_drill_and_that_run_carries_the_sche
     )
     assert waiting.step == "recovery-plan-v1"  # the scheduled drill's run goes on from its case
     assert fast.case_of_run(run_id) == mine.id
+
+
+def test_the_directors_return_of_the_drill_report_goes_to_the_drill_lead_not_the_dispatcher(
+    fast: FastFlow,
+) -> None:
+    wished = add_working_days(_local(T0), 10)
+    script = _whole_drill_script(wished)
+    at = next(i for i, s in enumerate(script) if s.step == "drill-report-approval")
+    done = script[at].at
+    assert done is not None
+    script[at : at + 1] = [
+        say("drill-report-approval", decision="revise", comment="请补充回切耗时", by="吴总监", at=done),
+        # the lead who wrote the report answers the return (a dispatcher here would be refused)
+        say(
+            "drill-report-approval-answer",
+            {"correction": "已补充回切耗时 12 分钟"},
+            by="张技术",
+            at=done + MIN,
+        ),
+        say("drill-report-approval", decision="approved", by="吴总监", at=done + 2 * MIN),
+    ]
+    outcome = fast.run(drill, _request(fast, "YLBACK", wished), at=T0, script=script)
+    assert outcome == "archived" and fast.refused == []
+    (answer,) = _approval(fast, fast.case_of_run(), "drill-report-approval-answer")
+    assert answer.approver_role == "technical_lead" and answer.decided_by == "张技术"
+    assert [a.version for a in _approval(fast, fast.case_of_run(), "drill-report-approval")] == [1, 2]

@@ -133,3 +133,25 @@ def test_the_monthly_summary_shows_the_drill_and_its_objectives(fast: FastFlow) 
     ]
     html = render_summary(facts, issued_at=_at(date(2027, 1, 4), 9), due_by=date(2027, 1, 8))
     assert "应急演练" in html and case.number in html and "主备切换演练" in html
+
+
+def test_the_drill_report_heads_with_customer_system_kind_and_day_not_a_fault_level(fast: FastFlow) -> None:
+    wished = add_working_days(_local(T0), 10)
+    assert (
+        fast.run(drill, _request(fast, "YLHEAD", wished), at=T0, script=_whole_drill_script(wished))
+        == "archived"
+    )
+    with fast.session() as s:
+        report = s.exec(
+            select(Report).where(Report.case_id == fast.case_of_run(), Report.kind == "drill_report")
+        ).one()
+    head = report.content.split('<div class="section">')[0]  # what comes before the report's body
+    assert "故障级别" not in report.content and "报告人 / 渠道" not in report.content
+    for shown in (
+        "<th>客户</th>",
+        "YLHEAD",
+        "<th>演练系统</th><td>核心业务系统</td>",
+        "主备切换演练",
+        str(wished),
+    ):
+        assert shown in head, shown
