@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -377,6 +378,14 @@ def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dic
 
     result = drive(run_ids, webs, timeout=timeout, on_tick=on_tick)
     elapsed = time.monotonic() - began
+    checked = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "check"],
+        env=cluster.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     per_run = cycles_by_worker(run_ids, layout.home / "logs")
     cycles = sum(sum(c.values()) for c in per_run.values())
     by_worker: Counter[str] = Counter()
@@ -398,6 +407,8 @@ def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dic
         "repeated_steps": repeated_steps(run_ids),
         "outbox": outbox_twice(run_ids, layout.home),
         "keeper_runs_running_max": max(keepers_seen or [0]),
+        "check": [line for line in checked.stdout.splitlines() if line[:1] in {"✔", "✘"}],
+        "load_average": os.getloadavg()[0],
         "run_ids": run_ids,
     }
 

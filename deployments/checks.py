@@ -58,8 +58,14 @@ def run_checks(settings: Settings, *, echo: Callable[[str], None] = print) -> bo
     if healthy:
         for good, label, detail in schedule_checks(api, tz=settings.timezone):
             report(good, label, detail)
-    server_log = settings.home / "logs" / "prefect-server.log"
-    if server_log.exists():
+        for good, label, detail in pool_checks(api):
+            report(good, label, detail)
+    for good, label, detail in redis_checks():
+        report(good, label, detail)
+    # `aftercare up`'s server, or the services process of `aftercare cluster up` (deployments.cluster)
+    for server_log in [settings.home / "logs" / name for name in ("prefect-server.log", "services.log")]:
+        if not server_log.exists():
+            continue
         errors = prefect_service_errors(server_log)
         report(
             not errors,
@@ -115,6 +121,64 @@ def prefect_api(api: str) -> httpx.Client:
     return httpx.Client(
         base_url=api.rstrip("/"), timeout=5, auth=httpx.BasicAuth(user, password) if auth_string else None
     )
+
+
+def pool_checks(api: str) -> list[tuple[bool, str, str]]:
+    """(good, label, detail) for each work pool that has deployments (`aftercare deploy --pool`):
+    how many of its workers are online — none means nothing runs its flows."""
+    checks: list[tuple[bool, str, str]] = []
+    try:
+        with prefect_api(api) as client:
+            answer = client.post("/work_pools/filter", json={"limit": 50})
+            answer.raise_for_status()
+            for pool in answer.json():
+                name = pool["name"]
+                deployments = client.post(
+                    "/deployments/filter", json={"work_pools": {"name": {"any_": [name]}}, "limit": 200}
+                )
+                deployments.raise_for_status()
+                if not deployments.json():
+                    continue
+                workers = client.post(f"/work_pools/{name}/workers/filter", json={"limit": 100})
+                workers.raise_for_status()
+                online = sorted(w["name"] for w in workers.json() if w.get("status") == "ONLINE")
+                checks.append(
+                    (
+                        bool(online),
+                        f"工作池 / work pool {name}",
+                        f"{len(deployments.json())} deployments, {len(online)} workers online"
+                        + (
+                            f" ({', '.join(online)})"
+                            if online
+                            else " — 没有在线的 worker，流程不会运行 / no worker online"
+                        ),
+                    )
+                )
+    except httpx.HTTPError as exc:
+        checks.append((False, "工作池 / work pools", f"Prefect API error ({type(exc).__name__}: {exc})"))
+    return checks
+
+
+def redis_checks() -> list[tuple[bool, str, str]]:
+    """When Prefect uses Redis (prefect-redis as its messaging broker, `aftercare cluster up`): does
+    it answer?"""
+    if not os.environ.get("PREFECT_MESSAGING_BROKER", "").startswith("prefect_redis"):
+        return []
+    import redis
+
+    host = os.environ.get("PREFECT_REDIS_MESSAGING_HOST", "localhost")
+    port = int(os.environ.get("PREFECT_REDIS_MESSAGING_PORT", "6379") or 6379)
+    try:
+        redis.Redis(
+            host=host,
+            port=port,
+            username=os.environ.get("PREFECT_REDIS_MESSAGING_USERNAME") or None,
+            password=os.environ.get("PREFECT_REDIS_MESSAGING_PASSWORD") or None,
+            socket_timeout=2,
+        ).ping()
+    except redis.RedisError as exc:
+        return [(False, "Redis", f"无法连接 / not reachable at {host}:{port} ({type(exc).__name__})")]
+    return [(True, "Redis", f"{host}:{port} (Prefect's messaging broker and cache)")]
 
 
 @dataclass

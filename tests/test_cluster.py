@@ -112,6 +112,10 @@ def test_workers_of_the_pool_run_repairs_to_completion_through_a_worker_and_an_a
     assert result["outbox"]["queued_twice"] == [] and result["outbox"]["sent_more_than_once"] == 0
     assert result["outbox"]["sent"] > 0
     assert result["keeper_runs_running_max"] == 1
+    # `aftercare check` pointed at the cluster checks its pieces too
+    check = "\n".join(result["check"])
+    assert "✔ Prefect:" in check and "✔ Redis:" in check, check
+    assert "✔ 工作池 / work pool aftercare:" in check and "2 workers online" in check, check
 
 
 def test_a_run_left_pending_by_a_worker_that_died_counts_as_stuck() -> None:
