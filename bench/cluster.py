@@ -413,6 +413,27 @@ def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dic
     }
 
 
+def one_cluster(workers: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Start a cluster with `workers` workers, drive the repairs, stop it; the figures."""
+    base = Path(tempfile.mkdtemp(prefix="aftercare-cluster-"))
+    cluster = make_cluster(base / "var", workers=workers)
+    try:
+        t0 = time.monotonic()
+        cluster.start()
+        up = time.monotonic() - t0
+        print(f"cluster with {workers} worker(s) up in {up:.1f} s", flush=True)
+        for line in cluster.where():
+            print(line, flush=True)
+        result = run_once(cluster, args.repairs, faults=args.faults, timeout=args.timeout)
+        result["cluster_up_seconds"] = round(up, 1)
+        print(json.dumps({k: v for k, v in result.items() if k != "run_ids"}, ensure_ascii=False), flush=True)
+        return result
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.layout.pg_data, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -427,28 +448,21 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1200)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "cluster.json"))
     args = parser.parse_args()
-    results = []
-    for workers in args.workers or [1, 2]:
-        base = Path(tempfile.mkdtemp(prefix="aftercare-cluster-"))
-        cluster = make_cluster(base / "var", workers=workers)
-        try:
-            t0 = time.monotonic()
-            cluster.start()
-            up = time.monotonic() - t0
-            print(f"cluster with {workers} worker(s) up in {up:.1f} s", flush=True)
-            for line in cluster.where():
-                print(line, flush=True)
-            result = run_once(cluster, args.repairs, faults=args.faults, timeout=args.timeout)
-            result["cluster_up_seconds"] = round(up, 1)
-            print(
-                json.dumps({k: v for k, v in result.items() if k != "run_ids"}, ensure_ascii=False),
-                flush=True,
+    counts = args.workers or [1, 2]
+    if len(counts) > 1:
+        # one process per cluster: Prefect reads its settings (the cluster's URL and credential) once
+        results = []
+        for workers in counts:
+            part = Path(tempfile.mkdtemp(prefix="aftercare-cluster-out-")) / "part.json"
+            argv = [sys.executable, __file__, "--repairs", str(args.repairs), "--workers", str(workers)]
+            argv += ["--timeout", str(args.timeout), "--out", str(part)] + (
+                ["--faults"] if args.faults else []
             )
-            results.append(result)
-        finally:
-            cluster.stop()
-            shutil.rmtree(cluster.layout.pg_data, ignore_errors=True)
-            shutil.rmtree(base, ignore_errors=True)
+            subprocess.run(argv, check=True, cwd=ROOT)
+            results.extend(json.loads(part.read_text())["runs"])
+            shutil.rmtree(part.parent, ignore_errors=True)
+    else:
+        results = [one_cluster(counts[0], args)]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
         json.dumps(
