@@ -174,8 +174,11 @@ def send_notice(
     return decision, decision.at
 
 
-def renew(case_id: int, facts: RenewalFacts, quote: Quote, by: str, now: datetime) -> str:
-    """The new term recorded as a contract version; its terms take effect on its first day."""
+def renew(
+    case_id: int, facts: RenewalFacts, quote: Quote, by: str, now: datetime, outcome: str = "renewed"
+) -> str:
+    """The new term recorded as a contract version; its terms take effect on its first day. `outcome`:
+    "renewed" as quoted, "changed" after a signed 变更申请 (the KPIs count the two apart)."""
     version = record_renewal(case_id, quote, by, now)
     record(
         case_id,
@@ -211,11 +214,11 @@ def renew(case_id: int, facts: RenewalFacts, quote: Quote, by: str, now: datetim
         "renewal_closed",
         start,
         "system",
-        {"outcome": "renewed"},
+        {"outcome": outcome},
         key="closed",
         status=CaseStatus.CLOSED,
     )
-    return "renewed"
+    return outcome
 
 
 def change(
@@ -383,8 +386,7 @@ def renewal(case_id: int) -> str:
         return renew(case_id, facts, quote, answer.by, now)
     if answer.value.choice == "变更":
         quote, now = change(case_id, facts, quote, answer.value.change, now)
-        renew(case_id, facts, quote, answer.by, now)
-        return "changed"
+        return renew(case_id, facts, quote, answer.by, now, outcome="changed")
     return end_contract(case_id, facts, answer.value.reason, answer.by, now)
 
 

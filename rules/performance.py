@@ -133,7 +133,7 @@ class RenewalFact:
     customer: str
     contract: str
     due: date
-    outcome: str  # renewed / ended / lapsed / pending (from the renewal's events, tasks/kpi.py)
+    outcome: str  # renewed / changed / ended / lapsed / pending (from the renewal's events, tasks/kpi.py)
     decided_days: int | None = None  # how many days before the end the customer answered (issue 20)
 
 
@@ -202,7 +202,9 @@ class Kpis:
     drills_due: int = 0
     drills_done: int = 0
     renewals: dict[str, int] = field(default_factory=dict)
-    renewal_rate: float | None = None  # renewed / renewals that came out (renewed, ended, lapsed)
+    # the contracts that went on (renewed as quoted or changed) / renewals that came out (renewed,
+    # changed, ended, lapsed); `renewals` counts renewed and changed apart
+    renewal_rate: float | None = None
     renewal_lead_days: float | None = None  # mean days before the end the customers decided
 
 
@@ -613,8 +615,8 @@ def compute(
     k.scores, k.score_means, k.score_mean = score_table(c for c in every_card if start <= c.at < end)
     renewals_here = [r for r in renewals if day_first <= r.due <= day_last]
     k.renewals = dict(Counter(r.outcome for r in renewals_here))
-    out = [r for r in renewals_here if r.outcome in ("renewed", "ended", "lapsed")]
-    k.renewal_rate = sum(r.outcome == "renewed" for r in out) / len(out) if out else None
+    out = [r for r in renewals_here if r.outcome in ("renewed", "changed", "ended", "lapsed")]
+    k.renewal_rate = sum(r.outcome in ("renewed", "changed") for r in out) / len(out) if out else None
     leads = [r.decided_days for r in renewals_here if r.decided_days is not None]
     k.renewal_lead_days = round(sum(leads) / len(leads), 1) if leads else None
     return k
@@ -760,6 +762,7 @@ COLUMNS_ZH: dict[str, str] = {
 RATIOS = ("sla_compliance", "ftf_rate", "uptime", "renewal_rate")
 RENEWAL_ZH = {
     "renewed": "已续约",
+    "changed": "变更后续约",
     "ended": "终止合作",
     "lapsed": "到期未答复",
     "pending": "进行中",

@@ -419,7 +419,7 @@ def renewals_due(
     last: date,
 ) -> list[perf.RenewalFact]:
     """The renewals (issue 20) of the contract terms ending in first..last and how each came out, from
-    its events: `renewal_closed` carries renewed / ended, `contract_lapsed` says the term ran out
+    its events: `renewal_closed` carries renewed / changed / ended, `contract_lapsed` says the term ran out
     unanswered; none of them yet: pending."""
     cases = session.exec(
         select(Case).where(

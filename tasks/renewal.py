@@ -698,7 +698,12 @@ def warranty_inspections_step(now: datetime) -> int:
 
 # ---- the monthly summary's lines (阶段性服务总结, PROCEDURES.md §4 step 8) -------------------------------
 
-RENEWAL_OUTCOME_ZH = {"renewed": "已续约", "ended": "客户书面通知终止", "lapsed": "到期未续约，合同失效"}
+RENEWAL_OUTCOME_ZH = {
+    "renewed": "已续约",
+    "changed": "变更后续约",
+    "ended": "客户书面通知终止",
+    "lapsed": "到期未续约，合同失效",
+}
 
 
 def renewal_lines(session: Session, customer_id: int, start: datetime, end: datetime) -> list[dict[str, Any]]:

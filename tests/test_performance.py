@@ -34,6 +34,7 @@ from rules.performance import (
     ScoreFact,
     clock_fates,
     faults_of,
+    flat,
     grade_distribution,
     month_windows,
     table,
@@ -295,3 +296,15 @@ def test_month_windows_and_bad_questions():
         table(LOGS, start=START, end=END, by="weather")
     with pytest.raises(KpiError, match="结束时间"):
         table(LOGS, start=END, end=START)
+
+
+def test_a_renewal_changed_by_a_signed_change_request_is_counted_apart_from_one_renewed_as_quoted():
+    renewals = [
+        RenewalFact("甲银行", "HT-1", date(2026, 11, 30), "renewed"),
+        RenewalFact("甲银行", "HT-2", date(2026, 11, 20), "changed"),
+        RenewalFact("甲银行", "HT-3", date(2026, 11, 10), "ended"),
+    ]
+    [row] = table(LOGS, start=START, end=END, due=DUE, renewals=renewals, tz=TZ)
+    assert row.kpis.renewals == {"renewed": 1, "changed": 1, "ended": 1}
+    assert row.kpis.renewal_rate == pytest.approx(2 / 3)  # both contracts went on; the third ended
+    assert flat(row.kpis)["renewals"] == "变更后续约 1、终止合作 1、已续约 1"
