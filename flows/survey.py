@@ -24,6 +24,7 @@ from models.forms import SURVEY_ITEMS, SurveyFollowUpForm, SurveyForm
 from models.parties import Role
 from models.settings import business_timezone
 from tasks.approvals import await_approval_until
+from tasks.board import run_name
 from tasks.cases import load_case, record
 from tasks.survey import open_surveys_step, remind_customer, start_survey_runs_step
 from tasks.timers import current_time
@@ -43,7 +44,7 @@ def plan_surveys_flow(now: datetime | None = None) -> dict[str, int]:
     return {"created": open_surveys_step(at), "started": start_survey_runs_step(at)}
 
 
-@flow(name="survey", retries=0, log_prints=True)
+@flow(name="survey", flow_run_name=run_name, retries=0, log_prints=True)
 def survey(case_id: int) -> str:
     """年度满意度调查：评分表发给客户（链接）、未答复每 7 天提醒、中/差项由客户经理跟进。"""
     facts = load_case(case_id)

@@ -432,3 +432,22 @@ def read_artifacts(key: str) -> list[Any]:
     from types import SimpleNamespace
 
     return [SimpleNamespace(**row) for row in answer.json()]
+
+
+def test_every_procedure_with_a_case_names_its_runs_after_the_case() -> None:
+    """The Prefect UI lists a run as `MY-000002 满意度调查 北京某银行数据中心`, not `mature-chimera`: the
+    survey's runs were left with Prefect's random names."""
+    from prefect import Flow
+
+    from deployments.registry import PROCEDURES
+    from models.cases import CaseKind
+    from tasks.board import run_name
+
+    flows = {
+        value.name: value
+        for module in PROCEDURES
+        for value in vars(module).values()
+        if isinstance(value, Flow) and value.name in {*CaseKind, "extra-inspection"}
+    }
+    assert {"repair", "drill", "assurance", "complaint", "renewal", "survey"} <= set(flows)
+    assert [name for name, f in flows.items() if f.flow_run_name is not run_name] == []
