@@ -14,7 +14,11 @@ leave the customer less than the 60 days' written notice the contract gives them
   follow-ups every 7 days (each on a working day, moved later to the next one: a reminder is never
   sent on a holiday), escalation to the account manager's manager 30 and 15 days before the end,
   a reminder to the customer 7 days before (those three moved earlier, like the opening) — and the
-  lapse the day after the end.
+  lapse the day after the end. "Every 7 days" is read as calendar weeks, each landing on a working
+  day (the issue's "every 7 days (a timer, working days, quiet hours respected)"; PROCEDURES §6 and
+  the seeds give no other cadence): a customer hears from the provider weekly, not every 7 working
+  days, which would stretch to 9–11 calendar days and fit fewer follow-ups into the 60 days.
+- `sendable_at(moment)`: outreach caught up late goes out only on a working day in working hours.
 - `notice_in_time(notice_day, end)`: a written notice to end must be given at least 60 days before.
 """
 
@@ -111,6 +115,16 @@ def at_local(day: date, cal: Calendar | None, at: time = SEND_AT) -> datetime:
     """The moment `at` on the local `day` of the calendar's time zone, in UTC."""
     tz = ZoneInfo(cal.tz if cal else "Asia/Shanghai")
     return datetime.combine(day, at, tzinfo=tz).astimezone(UTC)
+
+
+def sendable_at(moment: datetime, cal: Calendar | None = None) -> bool:
+    """Whether outreach may go out at `moment`: on a working day of the contract's calendar, inside its
+    working hours (default 09:00–18:00 local). A keeper that catches up late (after an outage, at
+    night, on a holiday) holds a follow-up, an escalation or a reminder until the next such moment —
+    never a message to the customer at 02:00 or on a Sunday. The lapse is not outreach: it is not held."""
+    c = cal or Calendar()
+    local = moment.astimezone(ZoneInfo(c.tz))
+    return is_working_day(local.date(), c) and c.day_start <= local.time().replace(tzinfo=None) < c.day_end
 
 
 def outreach(notice_day: date, end: date, cal: Calendar | None = None) -> list[Due]:

@@ -549,9 +549,12 @@ def _outreach_case(
         link = approval_link(row, Approver("contact", int(contact.id)))  # type: ignore[arg-type]
         facts = {"number": case.number, "contract": contract.code, "end": end.isoformat(), "customer": ""}
         facts["customer"] = case_facts(session, case_id).customer
+        quiet = not rules.sendable_at(now, cal)  # a late tick at night / on a day off holds the outreach
         for due in plan:
             if due.at > now or f"outreach:{due.key}" in keys:
                 continue
+            if quiet and due.kind != rules.Outreach.LAPSE:
+                continue  # the next tick in working hours sends it
             append_event(
                 session,
                 case_id,

@@ -368,3 +368,27 @@ def test_a_contract_without_an_account_manager_to_give_it_to_raises_one_incident
         (incident,) = s.exec(select(Incident).where(Incident.kind == "renewal_unassigned")).all()
         assert "HT-2026-BJYH" in incident.message and "客户经理" in incident.message
         assert s.exec(select(Case).where(Case.kind == "renewal")).all() == []
+
+
+def test_a_follow_up_caught_up_at_night_waits_for_the_next_working_morning(fast: FastFlow) -> None:
+    case_id = _open(fast)
+    fast.run(
+        renewal,
+        case_id,
+        at=T0,
+        until="renewal-answer-v1",
+        script=[
+            say("renewal-quote-v1", QUOTE, by="沈经理"),
+            say("quote-approval", decision="approved", by="高经理"),
+        ],
+    )
+    due = T0 + 7 * DAY  # follow-up 1: Monday 2026-11-30 10:00 Beijing
+    for night in (due + timedelta(hours=10), due + timedelta(hours=16)):  # 20:00, then 02:00 Beijing
+        fast.tick(night)
+        assert "renewal_follow_up" not in fast.events(case_id)
+        assert not any(t.startswith("renewal/follow_up") for _, t in fast.notifications(case_id))
+    fast.tick(due + DAY)  # Tuesday 10:00 Beijing
+    assert fast.events(case_id).count("renewal_follow_up") == 1
+    assert any(t == "renewal/follow_up" for _, t in fast.notifications(case_id))
+    fast.tick(due + DAY + timedelta(hours=1))
+    assert fast.events(case_id).count("renewal_follow_up") == 1  # once

@@ -123,3 +123,30 @@ def test_the_next_term_follows_the_previous_end(
 def test_a_term_of_no_months_is_refused() -> None:
     with pytest.raises(rules.RenewalDateError, match="1–120"):
         rules.next_term(date(2026, 12, 31), 0)
+
+
+@pytest.mark.parametrize(
+    ("moment", "ok", "why"),
+    [
+        (datetime(2026, 11, 30, 2, tzinfo=UTC), True, "Monday 10:00 Beijing"),
+        (datetime(2026, 11, 30, 12, tzinfo=UTC), False, "Monday 20:00 Beijing: after hours"),
+        (datetime(2026, 11, 30, 18, tzinfo=UTC), False, "Tuesday 02:00 Beijing: the night"),
+        (datetime(2026, 11, 30, 0, 59, tzinfo=UTC), False, "Monday 08:59 Beijing: before hours"),
+        (datetime(2026, 12, 5, 2, tzinfo=UTC), False, "a Saturday morning"),
+        (datetime(2026, 10, 2, 2, tzinfo=UTC), False, "National Day 2026"),
+        (datetime(2026, 10, 10, 2, tzinfo=UTC), True, "Saturday 10 Oct 2026 worked in lieu"),
+    ],
+)
+def test_outreach_goes_out_only_in_working_hours_of_a_working_day(
+    moment: datetime, ok: bool, why: str
+) -> None:
+    assert rules.sendable_at(moment) is ok, why
+
+
+def test_every_follow_up_of_a_renewal_falls_in_working_hours_across_national_day_and_spring_festival() -> (
+    None
+):
+    for notice_day, end in ((date(2026, 9, 4), date(2026, 11, 3)), (date(2026, 12, 30), date(2027, 2, 28))):
+        for due in rules.outreach(notice_day, end):
+            if due.kind != rules.Outreach.LAPSE:
+                assert rules.sendable_at(due.at), due
