@@ -84,6 +84,9 @@ EVENT_TEXT_ZH = {
     "gm_signed_off": "总经理签批第 {version} 版评审报告",
     # intake, links, hand-over
     "opened": "工单受理（{channel}，{severity} 级）",
+    "severity_raised_for_assurance": "重要保障期（{assurance}）内报修：级别由 {severity_reported} 级提升为 {severity_raised} 级",
+    "problem_fixed_fed_back": "巡检发现的问题已修复并反馈客户（维修单 {repair_number}）",
+    "assurance_request": "保障期内受理报修：级别由 {severity_reported} 级提升为 {severity_raised} 级",
     "linked_case_opened": "开立关联{kind_zh}",
     "handed_over": "技术总监决定转入事故处理流程：{reason}",
     "handed_over_to_accident": "转入事故单 {accident}：{reason}",

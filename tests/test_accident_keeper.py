@@ -121,31 +121,42 @@ def test_a_plan_being_carried_out_when_the_window_closes_needs_no_vendor(demo):
     assert A.send_due_vendor_support(T0 + 31 * H) == 1
 
 
+# procedures whose events stay in cases of their own kind (never in a repair's or an accident's history)
+OWN_CASE_PROCEDURES = {"inspection", "drill", "renewal", "assurance", "survey"}
+
+
 def _recorded_kinds() -> set[str]:
     """Every event kind the procedures can write into a case that an accident's history may carry
     (its own and a handed-over repair's), read from the `record(...)` / `append_event(...)` calls of
-    flows/ and tasks/ (the inspection's events stay in inspection cases)."""
+    flows/ and tasks/ (OWN_CASE_PROCEDURES' events stay in their own cases)."""
     import re
     from pathlib import Path
 
     from models.approvals import ApprovalKind
+    from rules.renewal import Outreach
 
     root = Path(__file__).resolve().parent.parent
     call = re.compile(
-        r"(?:append_event|\brecord)\(\s*(?:session,\s*)?[\w.]+,\s*"
+        r"(?:append_event|\brecord)\(\s*(?:session,\s*)?[\w.]+,(?:\s*#[^\n]*)?\s*"
         r'((?:f?"[^"\n]*"(?:\s+if\s+[^,\n]+?\s+else\s+)?)+)'
     )
     # the kinds built with f-strings: approvals by their kind, signed reports by theirs (flows.steps)
     built = {
         "{kind}_requested": [f"{k}_requested" for k in ApprovalKind],
+        "{row.kind}_requested": [f"{k}_requested" for k in ApprovalKind],
         "{row.kind}_decided": [f"{k}_decided" for k in ApprovalKind],
         "{kind}_signed": ["service_report_signed", "accident_report_signed", "complaint_reply_signed"],
         "{kind}_objected": ["service_report_objected", "accident_report_objected"],
+        "renewal_{due.kind}": [f"renewal_{k}" for k in Outreach],  # tasks.renewal's outreach
     }
+    # the kinds a shared step records are handed to it as a pair (flows.steps: events=("…", "…"))
+    pair = re.compile(r'\bevents(?::[^=\n]*)?=\s*\(\s*"([^"]+)",\s*"([^"]+)"\s*\)')
     kinds: set[str] = set()
     for path in [*(root / "flows").glob("*.py"), *(root / "tasks").glob("*.py")]:
-        if "inspection" in path.name:
+        if path.stem in OWN_CASE_PROCEDURES:
             continue
+        for match in pair.finditer(path.read_text(encoding="utf-8")):
+            kinds.update(match.groups())
         for match in call.finditer(path.read_text(encoding="utf-8")):
             literals = re.sub(r"\s+if\s+[^,\n]+?\s+else\s+", " ", match.group(1))
             for f, literal in re.findall(r'(f?)"([^"]*)"', literals):
