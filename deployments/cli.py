@@ -698,6 +698,98 @@ def drill_cancel(
     typer.echo(end_waiting_run(case_id, moment))
 
 
+assurance_app = typer.Typer(
+    help="重要通信保障：申请与取消 / major-event assurance: request and cancel", no_args_is_help=True
+)
+app.add_typer(assurance_app, name="assurance")
+
+
+@assurance_app.command("new")
+def assurance_new(
+    customer: Annotated[str, typer.Option(help="客户名称或编码 / customer name or code")],
+    event: Annotated[str, typer.Option(help="保障事由，如 年终结算保障 / the event")],
+    starts: Annotated[str, typer.Option(help="保障开始（北京时间）YYYY-MM-DD 或 YYYY-MM-DD HH:MM")],
+    ends: Annotated[str, typer.Option(help="保障结束（北京时间）；只写日期为该日 24:00")],
+    requested_by: Annotated[str, typer.Option(help="客户方申请人姓名与电话 / who asks")],
+    site: Annotated[str | None, typer.Option(help="机房/站点；不填为全部站点 / site name")] = None,
+    requested_at: Annotated[str | None, typer.Option(help="申请时间（北京时间，默认现在）")] = None,
+    remote: Annotated[bool, typer.Option("--remote", help="远程值守（默认现场值守）")] = False,
+    requirements: Annotated[str, typer.Option(help="客户要求：保障范围、重点系统等")] = "",
+) -> None:
+    """受理重要通信保障申请并启动保障流程（不足 3 周须技术总监批准）/ take an assurance request."""
+    use_prefect_of(load_settings())  # before Prefect is imported: it reads its settings once
+    from models.forms import explain
+    from tasks.assurance import AssuranceRequest
+    from tasks.cases import start_deployment_run
+
+    try:
+        request = AssuranceRequest.model_validate(
+            {
+                "customer": customer,
+                "site": site,
+                "event": event,
+                "starts": starts,
+                "ends": ends,
+                "requested_by": requested_by,
+                "requested_at": requested_at,
+                "onsite": not remote,
+                "requirements": requirements,
+            }
+        )
+    except ValidationError as exc:
+        fail(str(explain(exc, AssuranceRequest)))
+        return
+    ready_db()
+    try:
+        run_id = start_deployment_run("assurance/assurance", {"request": request.model_dump(mode="json")})
+    except Exception as exc:  # Prefect unreachable or the deployment not served: say so, no traceback
+        fail(
+            f"无法启动保障流程（Prefect 是否在运行？先执行 aftercare up） / cannot start the assurance flow: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        return
+    number, problem = _wait_for_case(run_id)  # the run checks the request: its message if refused
+    if problem:
+        fail(f"未受理 / not taken: {problem}（流程 {run_id}）", code=1)
+    typer.echo(f"已受理：{number} {request.event}；保障流程已启动 / flow run {run_id}")
+
+
+@assurance_app.command("cancel")
+def assurance_cancel(
+    number: Annotated[str, typer.Argument(help="保障单号，如 BZ-000012 / assurance number")],
+    reason: Annotated[str, typer.Option(help="取消原因 / why")],
+    by: Annotated[
+        str, typer.Option(help="提出取消的人，如 客户张先生（电话） / who cancelled")
+    ] = "客户服务中心",
+) -> None:
+    """取消一次重要通信保障（已约定的亦可）：不再提升报修级别，通知客户与值班人员，结束流程 / cancel."""
+    settings = load_settings()
+    use_prefect_of(settings)
+    from models.db import session_scope
+    from models.wallclock import now
+    from tasks.assurance import cancel_assurance, find_assurance
+    from tasks.cases import IntakeError
+    from tasks.inspection import end_waiting_run
+
+    ready_db()
+    moment = now()
+    try:
+        with session_scope() as session:
+            case = find_assurance(session, number)
+            case_id, case_number = int(case.id), case.number  # type: ignore[arg-type]
+        done = cancel_assurance(case_id, reason, by=by, now=moment)
+    except (IntakeError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    if not done:
+        typer.echo(f"{case_number} 已是取消状态，未作更改 / already cancelled")
+        return
+    typer.echo(
+        f"{case_number} 已取消：{reason.strip()}；保障期内的报修不再提升级别，已通知客户与值班人员 / cancelled"
+    )
+    typer.echo(end_waiting_run(case_id, moment))
+
+
 inspection_app = typer.Typer(
     help="巡检：加做巡检与取消 / inspections: extra ones and cancellations", no_args_is_help=True
 )

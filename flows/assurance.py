@@ -48,6 +48,7 @@ from tasks.assurance import (
     AssuranceRequest,
     assurance_facts,
     check_roster,
+    is_assurance_cancelled,
     open_assurance,
     open_pre_inspection,
     period_requests,
@@ -173,6 +174,10 @@ def assurance(request: AssuranceRequest) -> AssuranceOutcome:
     plan, now = customer_accepts_plan(
         case_id, facts, plan, now=now, procedure=PROCEDURE, document=ASSURANCE_PLAN_DOC
     )
+    # (`aftercare assurance cancel` may call it off at any wait from here on: the run ends there)
+    called_off = AssuranceOutcome(case_id=case_id, number=facts.number, status=CaseStatus.CANCELLED)
+    if is_assurance_cancelled(case_id):  # called off while the customer had the plan
+        return called_off
     put_in_force(case_id, now, plan.version)
 
     # the inspection before the period: an extra inspection of the inspection flow
@@ -200,12 +205,21 @@ def assurance(request: AssuranceRequest) -> AssuranceOutcome:
     # the duty roster: asked of the coordinator a week before, with the customer 3 days before the period
     ask_at, send_by = roster_send_by(about["start"], now)
     wait_until(case_id, ask_at, "roster-ask")
-    roster, roster_id, now = _duty_roster(case_id, facts, about, max(now, ask_at), send_by)
+    if is_assurance_cancelled(case_id):
+        return called_off
+    got = _duty_roster(case_id, facts, about, max(now, ask_at), send_by)
+    if got is None:
+        return called_off
+    roster, roster_id, now = got
 
     # the period: requests during it are raised at intake; its start and end are on the record
     wait_until(case_id, about["start"], "period-start")
+    if is_assurance_cancelled(case_id):
+        return called_off
     record(case_id, "assurance_started", about["start"], "system", {}, key="period-start")
     wait_until(case_id, about["end"], "period-end")
+    if is_assurance_cancelled(case_id):
+        return called_off
     record(case_id, "assurance_ended", about["end"], "system", {}, key="period-end")
     now = max(now, about["end"])
 
@@ -271,9 +285,10 @@ def assurance(request: AssuranceRequest) -> AssuranceOutcome:
 
 def _duty_roster(
     case_id: int, facts: CaseFacts, about: dict[str, Any], now: datetime, send_by: datetime
-) -> tuple[dict[str, Any], int, datetime]:
+) -> tuple[dict[str, Any], int, datetime] | None:
     """The coordinator fills the roster (a form, validated); one the period or the staff list refuses
-    is asked again with the reasons; then it is issued as the 值班表 and sent to the customer."""
+    is asked again with the reasons; then it is issued as the 值班表 and sent to the customer. None:
+    the assurance was called off meanwhile (nothing is sent)."""
     note, prefill, version, overdue = "", roster_prefill(case_id), 1, False
     while True:
         asked = ask_staff(
@@ -317,6 +332,8 @@ def _duty_roster(
             decision = wait_for(asked, "duty-roster", version)
         answer = answer_of(DutyRosterForm, decision)
         now = answer.at
+        if is_assurance_cancelled(case_id):
+            return None
         checked = check_roster(case_id, answer.value.shifts)
         if not checked["problems"]:
             break

@@ -18,7 +18,7 @@ import pendulum
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import col, select
 
-from models import Case, CaseKind, Contract, Site, Staff, append_event
+from models import Case, CaseKind, Contract, Role, Site, Staff, append_event
 from models.cases import CaseStatus
 from models.db import session_scope
 from models.forms import FUTURE_SLACK, read_time
@@ -31,6 +31,8 @@ from tasks.cases import (
     RequiredText,
     blank_none,
     find_customer,
+    queue_for_case,
+    set_status,
     team_member,
 )
 from tasks.inspection import (
@@ -376,3 +378,76 @@ def period_requests(case_id: int) -> list[dict[str, Any]]:
                 }
             )
         return found
+
+
+# --- cancelling (the CLI: aftercare assurance cancel) ---------------------------------------------
+
+FINISHED = (CaseStatus.ARCHIVED, CaseStatus.CLOSED)
+
+
+def find_assurance(session: Any, number: str) -> Case:
+    """An assurance by the number people quote (BZ-000012, or 12); IntakeError when there is none."""
+    import re
+
+    m = re.fullmatch(r"(?:BZ-?)?0*(\d+)", number.strip(), flags=re.IGNORECASE)
+    case = session.get(Case, int(m[1])) if m else None
+    if m is None or case is None or case.kind != str(CaseKind.ASSURANCE):
+        raise IntakeError(f"保障单号应如 BZ-000012，{number!r} 不是一张保障单 / not an assurance number")
+    return case
+
+
+def cancel_assurance(case_id: int, reason: str, *, by: str, now: datetime, url: str | None = None) -> bool:
+    """The customer calls an assurance off (with a reason), before or during its period: it is no
+    longer in force (intake stops raising that customer's requests), the case is cancelled and the
+    customer and the team are told. False when already cancelled; IntakeError when it cannot be."""
+    if not reason.strip():
+        raise IntakeError("请填写取消原因 / a reason is required")
+    with session_scope(url) as session:
+        case = session.get(Case, case_id)
+        if case is None or case.kind != str(CaseKind.ASSURANCE):
+            raise IntakeError(f"保障单 {case_id} 不存在 / no assurance {case_id}")
+        if case.status == CaseStatus.CANCELLED:
+            return False
+        if case.status in FINISHED or datetime.fromisoformat(case.data["period_end"]) <= now:
+            raise IntakeError(f"{case.number} 保障期已结束，不能再取消 / the period is over")
+        was_in_force = bool(case.data.get("in_force"))
+        case.data = {**case.data, "in_force": False, "cancel_reason": reason.strip(), "cancelled_by": by}
+        session.add(case)
+        set_status(session, case_id, CaseStatus.CANCELLED, at=now)
+        append_event(
+            session,
+            case_id,
+            "assurance_cancelled",
+            at=now,
+            actor=by,
+            key="cancelled",
+            data={"reason": reason.strip(), "was_in_force": was_in_force},
+        )
+        queue_for_case(
+            session,
+            case_id,
+            template="assurance/cancelled",
+            key="cancelled",
+            now=now,
+            roles=[Role.DISPATCHER, Role.TECHNICAL_LEAD, Role.ENGINEER, Role.COORDINATOR],
+            customer=True,
+            urgent=False,
+            context={
+                "reason": reason.strip(),
+                "by": by,
+                "assurance": {
+                    "event": case.data["event"],
+                    "period": period_text(case),
+                    "sites": session.get(Site, case.site_id).name if case.site_id else "全部站点",  # type: ignore[union-attr]
+                    "onsite": case.data.get("onsite", True),
+                },
+            },
+        )
+        return True
+
+
+@step("assurance-cancelled", title="保障是否已取消 / called off?")
+def is_assurance_cancelled(case_id: int) -> bool:
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        return case is not None and case.status == CaseStatus.CANCELLED

@@ -286,3 +286,34 @@ def test_the_dispatchers_board_shows_what_an_assurance_waits_for(fast: FastFlow)
     assert shown.waits[0].text.startswith("等待技术总监 吴总监"), shown.waits[0].text
     # the step names the document (重要通信保障方案), without the procedure repeated before it ("重要通信保障：…")
     assert shown.waits[0].what == "审批：重要通信保障方案 v1", shown.waits[0].what
+
+
+def test_an_agreed_assurance_called_off_raises_nothing_more_tells_everyone_and_its_run_ends(
+    fast: FastFlow,
+) -> None:
+    from tasks.assurance import cancel_assurance
+
+    run_id = "assurance-called-off"
+    waiting = fast.run(assurance, request(), at=T0, run_id=run_id, script=agreed(T0), until="duty-roster")
+    assert waiting.step == "duty-roster"
+    case_id = fast.case_of_run(run_id)
+    called_off = START - timedelta(days=2)
+    assert cancel_assurance(case_id, "年终结算改期至明年", by="北京维护负责人", now=called_off)
+    assert not cancel_assurance(case_id, "再次取消", by="北京维护负责人", now=called_off)  # once
+    # intake no longer raises that customer's requests in the period
+    assert repair_at(fast, START + HOUR).severity == 3
+    told = {n for n, t in fast.notifications(case_id) if t == "assurance/cancelled"}
+    assert {"王值班", "张技术", "郑协调", "刘工程师"} <= told and len(told) == 5  # and the customer's contact
+    # the coordinator's roster, filled in anyway, is not sent: the run ends cancelled
+    outcome = fast.run(
+        assurance,
+        request(),
+        run_id=run_id,
+        script=[say("duty-roster", {"shifts": ROSTER}, at=called_off + HOUR)],
+    )
+    assert outcome.status == "cancelled"
+    with fast.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None and case.status == "cancelled" and not case.data["in_force"]
+        assert not s.exec(select(Report).where(Report.case_id == case_id, Report.kind == "duty_roster")).all()
+    assert "roster_sent" not in fast.events(case_id) and "assurance_started" not in fast.events(case_id)
