@@ -17,6 +17,7 @@ from web import (
     board,
     complaints,
     devices,
+    drill,
     incidents,
     inspection,
     kpi,
@@ -39,6 +40,7 @@ ROUTERS: list[APIRouter] = [
     inspection.router,
     kpi.router,
     complaints.router,
+    drill.router,
 ]
 
 
