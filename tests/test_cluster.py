@@ -105,8 +105,9 @@ def test_workers_of_the_pool_run_repairs_to_completion_through_a_worker_and_an_a
     assert result["completed"] == 2, result
     assert result["http_errors"] == []
     assert len(result["answered_per_web"]) == 2, result  # both webs took answers
-    # every cycle (the start and each wake-up: 7 a repair on this path) was run by a worker
-    assert sum(result["cycles_by_worker"].values()) >= 2 * 7, result
+    # every cycle (the start and each wake-up: 6–7 a repair on this path — two answers given while the
+    # run is still running are read by one wake-up) was run by a worker
+    assert sum(result["cycles_by_worker"].values()) >= 2 * 6, result
     assert set(result["cycles_by_worker"]) <= {"worker-1", "worker-2"}
     assert result["repeated_steps"] == {}
     assert result["outbox"]["queued_twice"] == [] and result["outbox"]["sent_more_than_once"] == 0
