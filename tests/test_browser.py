@@ -241,6 +241,13 @@ def prefect_login(page: Any, shots: Shots) -> None:
     login.wait_for(state="detached")
 
 
+def open_deployment(page: Any, name: str) -> None:
+    """From the Prefect UI's deployment list to one deployment, as a dispatcher finds it: the list
+    shows 10 a page (aftercare serves 15), so its search box narrows it to the name first."""
+    page.get_by_placeholder(re.compile("search", re.IGNORECASE)).first.fill(name)
+    page.get_by_role("link", name=name, exact=True).first.click()
+
+
 def run_field(page: Any, title: str) -> Any:
     """One field of the Prefect UI's run form, found by the title aftercare gave it."""
     return page.locator(f"xpath=//label[.//span[normalize-space()='{title}']]/../..")
@@ -308,7 +315,7 @@ def test_a_repair_from_the_prefect_run_form_to_the_customers_drawn_signature(
         dispatcher = phone()
         dispatcher.goto(f"{up.ui}/deployments")
         prefect_login(dispatcher, shots)
-        dispatcher.get_by_role("link", name="repair", exact=True).first.click()
+        open_deployment(dispatcher, "repair")
         # at a phone's width the deployment's Run actions sit in the page heading's ⋮ menu
         dispatcher.locator(".page-heading__trailing .p-icon-button-menu button").click()
         dispatcher.get_by_text("Custom run", exact=True).click()
@@ -652,7 +659,7 @@ def test_an_assurance_from_the_run_form_to_the_customers_signature_and_the_kpi_p
         dispatcher = phone()
         dispatcher.goto(f"{up.ui}/deployments")
         prefect_login(dispatcher, shots)
-        dispatcher.get_by_role("link", name="assurance", exact=True).first.click()
+        open_deployment(dispatcher, "assurance")
         dispatcher.locator(".page-heading__trailing .p-icon-button-menu button").click()
         dispatcher.get_by_text("Custom run", exact=True).click()
         assert dispatcher.get_by_text('Property is type "None"').count() == 0
