@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlmodel import select
+from sqlmodel import col, select
 
 from flows.drill import drill
 from models import Case
@@ -145,6 +145,14 @@ def test_the_drill_report_heads_with_customer_system_kind_and_day_not_a_fault_le
         report = s.exec(
             select(Report).where(Report.case_id == fast.case_of_run(), Report.kind == "drill_report")
         ).one()
+        documents = s.exec(
+            select(Report).where(
+                Report.case_id == fast.case_of_run(), col(Report.kind).in_(("drill_plan", "recovery_plan"))
+            )
+        ).all()
+    assert {d.kind for d in documents} == {"drill_plan", "recovery_plan"}
+    for document in documents:  # the plans the director approves and the customer signs: the same head
+        assert "故障级别" not in document.content and "核心业务系统：主备切换演练" in document.content
     head = report.content.split('<div class="section">')[0]  # what comes before the report's body
     assert "故障级别" not in report.content and "报告人 / 渠道" not in report.content
     for shown in (
