@@ -31,7 +31,14 @@ from deployments.run_forms import DrillRequestForm, use_form
 from flows import steps
 from models.cases import CaseStatus
 from models.clocks import ClockAction
-from models.forms import DrillDateForm, DrillEvaluationForm, DrillPlanForm, DrillStepForm, RecoveryPlanForm
+from models.forms import (
+    Answer,
+    DrillDateForm,
+    DrillEvaluationForm,
+    DrillPlanForm,
+    DrillStepForm,
+    RecoveryPlanForm,
+)
 from models.parties import Role
 from models.settings import business_timezone
 from rules.plans import Plan
@@ -252,28 +259,57 @@ def agree_drill_plan(
 # ---- 2/4. the day, the notice, the re-confirmation ----------------------------------------------------------
 
 
+def _date_round(
+    case_id: int,
+    facts: DrillFacts,
+    step: str,
+    n: int,
+    *,
+    title: str,
+    text: str,
+    problem: str,
+    now: datetime,
+) -> tuple[Answer[DrillDateForm] | None, datetime]:
+    """One round of a date question to the customer (the first agreement and the re-confirmation
+    before the day ask alike): the day proposed (`text`, after why the last answer could not be
+    arranged, `problem`), answered on the date form. None when the drill is off: cancelled elsewhere
+    meanwhile, or cancelled by this answer (recorded here). Returns (the answer, its moment)."""
+    answer = steps.customer_form(
+        case_id,
+        step,
+        n,
+        form=DrillDateForm,
+        subject=steps.subject(facts, title),
+        content=(f"无法安排：{problem}\n" if problem else "") + text,
+        now=now,
+    )
+    if is_drill_cancelled(case_id):
+        return None, answer.at
+    if answer.value.action == "取消":
+        cancel_drill_step(case_id, answer.value.reason, answer.by, answer.at)
+        return None, answer.at
+    return answer, answer.at
+
+
 def agree_day(case_id: int, facts: DrillFacts, now: datetime) -> tuple[tuple[str, str, str] | None, datetime]:
     """The customer confirms the wished day, moves it (a reason; a day off confirmed) or cancels (a
     reason). Returns ((day, start, by) or None when cancelled, now)."""
     day, start, day_off, problem = facts.wished_day, DEFAULT_START, facts.day_off_ok, ""
     for n in range(1, MAX_DATE_ROUNDS + 1):
-        answer = steps.customer_form(
+        answer, now = _date_round(
             case_id,
+            facts,
             "drill-date",
             n,
-            form=DrillDateForm,
-            subject=steps.subject(facts, f"演练日期确认：{day} {start}"),
-            content=(f"无法安排：{problem}\n" if problem else "")
-            + f"{facts.system} {facts.drill_kind_zh}拟于 {day} {start} 进行，"
+            title=f"演练日期确认：{day} {start}",
+            text=f"{facts.system} {facts.drill_kind_zh}拟于 {day} {start} 进行，"
             f"双方参演人员将提前 {facts.notice_working_days} 个工作日收到通知。请确认、改期或取消（改期、取消请写明原因）。",
+            problem=problem,
             now=now,
         )
-        now, form = answer.at, answer.value
-        if is_drill_cancelled(case_id):
+        if answer is None:
             return None, now
-        if form.action == "取消":
-            cancel_drill_step(case_id, form.reason, answer.by, now)
-            return None, now
+        form = answer.value
         if form.action == "改期":
             checked = check_drill_day(
                 case_id, form.day, form.start or start, form.day_off_ok, now, form.reason, answer.by
@@ -317,22 +353,19 @@ def schedule_drill(case_id: int, facts: DrillFacts, now: datetime) -> tuple[date
             return None, now
         now, problem, moved = reconfirm_at, "", False
         for k in range(1, MAX_DATE_ROUNDS + 1):
-            answer = steps.customer_form(
+            answer, now = _date_round(
                 case_id,
+                facts,
                 f"drill-reconfirm-r{rnd}",
                 k,
-                form=DrillDateForm,
-                subject=steps.subject(facts, f"演练时间再确认：{day} {start}"),
-                content=(f"无法安排：{problem}\n" if problem else "")
-                + f"应急演练将于 {day} {start} 进行，请确认；如需改期或取消，请写明原因。",
+                title=f"演练时间再确认：{day} {start}",
+                text=f"应急演练将于 {day} {start} 进行，请确认；如需改期或取消，请写明原因。",
+                problem=problem,
                 now=now,
             )
-            now, form = answer.at, answer.value
-            if is_drill_cancelled(case_id):
+            if answer is None:
                 return None, now
-            if form.action == "取消":
-                cancel_drill_step(case_id, form.reason, answer.by, now)
-                return None, now
+            form = answer.value
             if form.action == "确认":
                 drill_confirmed(case_id, rnd, answer.by, now)
                 break
