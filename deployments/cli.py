@@ -739,6 +739,13 @@ def assurance_new(
     except ValidationError as exc:
         fail(str(explain(exc, AssuranceRequest)))
         return
+    from rules.assurance import AssuranceError, period_bounds
+
+    try:  # the period as the flow reads it: a date that does not exist is named here, not as "Prefect down"
+        period_bounds(request.starts, request.ends, load_settings().timezone)
+    except AssuranceError as exc:
+        fail(f"保障期 / period: {exc}")
+        return
     ready_db()
     try:
         run_id = start_deployment_run("assurance/assurance", {"request": request.model_dump(mode="json")})

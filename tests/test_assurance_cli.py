@@ -24,6 +24,13 @@ def test_an_assurance_is_requested_and_an_agreed_one_cancelled_on_the_command_li
     new = ["assurance", "new", "--customer", "BJYH", "--requested-by", "王先生 13900000000"]
     no_event = run_cli([*new, "--event", "", "--starts", "2027-06-01", "--ends", "2027-06-03"], env)
     assert no_event.returncode == 2 and "保障事由" in no_event.stderr and "Traceback" not in no_event.stderr
+    # a day that does not exist is named before anything starts (it was told "is Prefect running?")
+    no_day = run_cli([*new, "--event", "年中结算保障", "--starts", "2027-06-31", "--ends", "2027-07-03"], env)
+    assert no_day.returncode == 2 and "无法识别的时间“2027-06-31”" in no_day.stderr, no_day.stderr
+    backwards = run_cli(
+        [*new, "--event", "年中结算保障", "--starts", "2027-06-05", "--ends", "2027-06-03"], env
+    )
+    assert backwards.returncode == 2 and "保障结束时间须晚于开始时间" in backwards.stderr
     down = run_cli([*new, "--event", "年中结算保障", "--starts", "2027-06-01", "--ends", "2027-06-03"], env)
     assert down.returncode != 0 and "无法启动保障流程" in down.stderr and "Traceback" not in down.stderr
 
