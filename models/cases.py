@@ -262,3 +262,16 @@ def append_event(
     session.add(event)
     session.flush()
     return event
+
+
+def add_opened_case(
+    session: Session, case: Case, kind: str, *, at: datetime, actor: str, data: dict[str, Any]
+) -> int:
+    """A new case into the caller's transaction with its first history entry (event `kind`, key
+    "opened": a replayed step opens nothing twice) — a repair, a complaint, an assurance. Returns
+    the new case's id."""
+    session.add(case)
+    session.flush()
+    assert case.id is not None
+    append_event(session, case.id, kind, at=at, actor=actor, key="opened", data=data)
+    return case.id

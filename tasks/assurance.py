@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import col, select
 
 from models import Case, CaseKind, Contract, Role, Site, Staff, append_event
-from models.cases import CaseStatus
+from models.cases import CaseStatus, add_opened_case
 from models.db import session_scope
 from models.forms import FUTURE_SLACK, read_time
 from models.settings import business_timezone
@@ -175,16 +175,12 @@ def open_assurance_case(
             created_at=now,
             updated_at=now,
         )
-        session.add(case)
-        session.flush()
-        assert case.id is not None
-        append_event(
+        add_opened_case(
             session,
-            case.id,
+            case,
             "assurance_requested",
             at=requested_at,
             actor=request.requested_by,
-            key="opened",
             data={"event": request.event, "start": start.isoformat(), "end": end.isoformat(), "late": late},
         )
         return _opened(case)

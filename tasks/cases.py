@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from sqlmodel import Session, col, func, or_, select
 
 from models import Case, CaseKind, Contact, Contract, Customer, Device, Event, Role, Site, Staff, append_event
-from models.cases import CaseStatus, paid_prefix
+from models.cases import CaseStatus, add_opened_case, paid_prefix
 from models.clocks import ClockAction, ClockStatus
 from models.db import session_scope
 from models.forms import FUTURE_SLACK, read_time
@@ -381,16 +381,12 @@ def open_case(
         created_at=now,
         updated_at=now,
     )
-    session.add(case)
-    session.flush()
-    assert case.id is not None
-    append_event(
+    add_opened_case(
         session,
-        case.id,
+        case,
         "opened",
         at=reported_at,
         actor=request.reported_by,
-        key="opened",
         data={
             "channel": str(request.channel),
             "severity": severity,

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, func, select
 
 from models import Case, CaseKind, Contract, Customer, Event, Role, Staff, append_event
-from models.cases import CaseStatus
+from models.cases import CaseStatus, add_opened_case
 from models.clocks import Clock
 from models.db import session_scope
 from models.forms import read_time
@@ -192,16 +192,12 @@ def open_complaint(
         created_at=now,
         updated_at=now,
     )
-    session.add(case)
-    session.flush()
-    assert case.id is not None
-    append_event(
+    case_id = add_opened_case(
         session,
-        case.id,
+        case,
         "complaint_received",
         at=reported_at,
         actor=request.complainant,
-        key="opened",
         data={
             "channel": str(request.channel),
             "about": request.about,
@@ -221,12 +217,12 @@ def open_complaint(
             data={"complaint_id": case.id, "number": case.number},
         )
     for kind in COMPLAINT_CLOCKS:  # started at intake, on the contract's calendar
-        clocks.start_clock(session, case.id, kind, started_at=reported_at, severity=4)
+        clocks.start_clock(session, case_id, kind, started_at=reported_at, severity=4)
     for notice in (
         Tell(template="complaint/received", key="received", customer=True, urgent=False),
         Tell(template="complaint/opened", key="opened", roles=[OWNER, Role.DISPATCHER], urgent=True),
     ):
-        notice.queue(session, case.id, now=reported_at, **_notice_context(session, case))
+        notice.queue(session, case_id, now=reported_at, **_notice_context(session, case))
     return case
 
 
