@@ -270,16 +270,7 @@ def director_approves_plan(
     and template the plan is issued as."""
 
     def present(plan: Plan, now: datetime) -> str:
-        doc = issue(
-            case_id,
-            document[0],
-            document[1],
-            _plan_context(plan),
-            now,
-            plan.author or "技术负责人",
-            plan.version,
-        )
-        return str(doc["text"])
+        return str(_issue_plan(case_id, document, plan, now)["text"])
 
     def rejected_tell(plan: Plan, decision: Decision) -> list[Tell]:
         return [
@@ -475,15 +466,7 @@ def customer_accepts_plan(
     `document`: as for `director_approves_plan`; `director_step`: its approval step."""
 
     def present(plan: Plan, now: datetime) -> dict[str, Any]:
-        return issue(
-            case_id,
-            document[0],
-            document[1],
-            _plan_context(plan),
-            now,
-            plan.author or "技术负责人",
-            plan.version,
-        )
+        return _issue_plan(case_id, document, plan, now)
 
     def rewrite(plan: Plan, decision: Decision, now: datetime) -> tuple[Plan, datetime]:
         plan, now = (revise or lead_revises_plan)(
@@ -939,6 +922,14 @@ def archive(case_id: int, report_ids: list[int], *, now: datetime, procedure: Pr
 
 def _title(document: tuple[str, str]) -> str:
     return REPORT_TITLES_ZH.get(document[0], document[0])
+
+
+def _issue_plan(case_id: int, document: tuple[str, str], plan: Plan, now: datetime) -> dict[str, Any]:
+    """The plan's version issued as its report (`document`: kind, template) — what the director
+    approves and what the customer signs are the same issue (one per version: `issue` is keyed by it)."""
+    return issue(
+        case_id, document[0], document[1], _plan_context(plan), now, plan.author or "技术负责人", plan.version
+    )
 
 
 def _plan_context(plan: Plan) -> dict[str, Any]:
