@@ -292,6 +292,7 @@ def test_the_signed_reply_letter_prints_as_a_pdf_with_its_chinese_text(
         "投诉首次答复",  # its clocks
     ):
         assert words in text, words
+    assert "故障级别" not in text  # a complaint is not a fault: the head names the customer and contract
 
 
 def test_a_complaint_taken_while_prefect_was_down_gets_its_flow_from_the_keeper(fast: FastFlow) -> None:
