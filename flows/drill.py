@@ -20,12 +20,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.schedules import Cron
+from pydantic import BaseModel
 
 from deployments.run_forms import DrillRequestForm, use_form
 from flows import steps
@@ -128,6 +130,53 @@ def drill(request: DrillRequest) -> str:
 # ---- 1. the recovery plan -------------------------------------------------------------------------------
 
 
+PlanWriter = Callable[[int, str, dict[str, str] | None, datetime], tuple[Plan, datetime]]
+
+
+def _plan_on_form(
+    case_id: int,
+    facts: DrillFacts,
+    *,
+    step: Callable[[int], str],
+    form: type[BaseModel],
+    subject: Callable[[int], str],
+    content: Callable[[str], str],
+    store: Callable[[int, int, dict[str, Any], str, datetime, str], dict[str, Any]],
+    prefill: Callable[[dict[str, Any]], dict[str, str]],
+) -> tuple[PlanWriter, steps.Reviser]:
+    """A plan the lead writes on a structured form, version by version (the recovery plan, the
+    drill plan). `write(v, why, fill, now)`: version v asked for on the form (`step(v)`; `why`, the
+    reason, shown through `content`; `fill`, the fields filled in) and stored (`store`). `revise`:
+    the way back from the director or the customer — v+1 written, the form filled in with v
+    (`prefill` of what was stored) unless v was rejected as a whole."""
+    written: dict[int, dict[str, Any]] = {}
+
+    def write(v: int, why: str, fill: dict[str, str] | None, now: datetime) -> tuple[Plan, datetime]:
+        answer = steps.fill_form(
+            case_id,
+            step(v),
+            v,
+            role=Role.TECHNICAL_LEAD,
+            form=form,
+            now=now,
+            prefill=fill,
+            subject=steps.subject(facts, subject(v)),
+            content=content(why),
+        )
+        recorded = store(case_id, v, answer.value.model_dump(), answer.by, answer.at, why)
+        written[v] = recorded
+        return Plan(version=v, text=recorded["text"], reason=why or "initial", author=answer.by), answer.at
+
+    def revise(
+        case_id: int, facts: Any, plan: Plan, *, reason: str, note: str, now: datetime
+    ) -> tuple[Plan, datetime]:
+        who = {"director": "技术总监要求修改", "rejected": "技术总监驳回"}.get(reason, "客户提出异议")
+        fill = None if reason == "rejected" else prefill(written[plan.version])
+        return write(plan.version + 1, f"第 {plan.version} 版{who}：{note or '—'}", fill, now)
+
+    return write, revise
+
+
 def recovery_plan_in_force(case_id: int, facts: DrillFacts, now: datetime) -> tuple[dict[str, Any], datetime]:
     found = recovery_in_force(case_id)
     if found is not None:
@@ -148,30 +197,18 @@ def write_and_approve_recovery(
 ) -> tuple[dict[str, Any], datetime]:
     """The lead writes recovery plan `version` on its form; the director approves it or sends it back
     (要求修改: the form filled in with it; 驳回: an empty form) for the next version."""
-    written: dict[int, dict[str, Any]] = {}
-
-    def write(v: int, why: str, fill: dict[str, str] | None, now: datetime) -> tuple[Plan, datetime]:
-        answer = steps.fill_form(
-            case_id,
-            f"recovery-plan-v{v}",
-            v,
-            role=Role.TECHNICAL_LEAD,
-            form=RecoveryPlanForm,
-            now=now,
-            prefill=fill,
-            subject=steps.subject(facts, f"请编写{facts.system}应急恢复方案（第 {v} 版）"),
-            content=why or f"{facts.customer} {facts.system} 尚无经批准的应急恢复方案，演练前请编写。",
-        )
-        recorded = record_recovery_plan(case_id, v, answer.value.model_dump(), answer.by, answer.at, why)
-        written[v] = recorded
-        return Plan(version=v, text=recorded["text"], reason=why or "initial", author=answer.by), answer.at
-
-    def revise(
-        case_id: int, facts: Any, plan: Plan, *, reason: str, note: str, now: datetime
-    ) -> tuple[Plan, datetime]:
-        who = {"director": "技术总监要求修改", "rejected": "技术总监驳回"}.get(reason, "客户异议")
-        fill = None if reason == "rejected" else recovery_prefill(written[plan.version])
-        return write(plan.version + 1, f"第 {plan.version} 版{who}：{note or '—'}", fill, now)
+    write, revise = _plan_on_form(
+        case_id,
+        facts,
+        step=lambda v: f"recovery-plan-v{v}",
+        form=RecoveryPlanForm,
+        subject=lambda v: f"请编写{facts.system}应急恢复方案（第 {v} 版）",
+        content=lambda why: (
+            why or f"{facts.customer} {facts.system} 尚无经批准的应急恢复方案，演练前请编写。"
+        ),
+        store=record_recovery_plan,
+        prefill=recovery_prefill,
+    )
 
     plan, now = write(version, reason, prefill, now)
     plan, now = steps.director_approves_plan(
@@ -195,7 +232,6 @@ def agree_drill_plan(
 ) -> tuple[int, list[dict[str, Any]], datetime]:
     """The lead writes the 演练方案; the director approves; the customer signs or objects (each
     objection: v+1 by the lead, re-approved by the director). Returns the signed version and its steps."""
-    written: dict[int, dict[str, Any]] = {}
     previous = facts.previous
     checks = ""
     if previous:
@@ -207,30 +243,16 @@ def agree_drill_plan(
             f"\n培训：{training}" if training else ""
         )
 
-    def write(v: int, why: str, fill: dict[str, str] | None, now: datetime) -> tuple[Plan, datetime]:
-        answer = steps.fill_form(
-            case_id,
-            "drill-plan",
-            v,
-            role=Role.TECHNICAL_LEAD,
-            form=DrillPlanForm,
-            now=now,
-            prefill=fill,
-            subject=steps.subject(
-                facts, f"请编写演练方案（第 {v} 版）：{facts.system} {facts.drill_kind_zh}"
-            ),
-            content="\n".join(t for t in (why, recovery["text"], checks) if t),
-        )
-        recorded = record_drill_plan(case_id, v, answer.value.model_dump(), answer.by, answer.at, why)
-        written[v] = recorded
-        return Plan(version=v, text=recorded["text"], reason=why or "initial", author=answer.by), answer.at
-
-    def revise(
-        case_id: int, facts: Any, plan: Plan, *, reason: str, note: str, now: datetime
-    ) -> tuple[Plan, datetime]:
-        who = {"director": "技术总监要求修改", "rejected": "技术总监驳回"}.get(reason, "客户提出异议")
-        fill = None if reason == "rejected" else written[plan.version]["prefill"]
-        return write(plan.version + 1, f"第 {plan.version} 版{who}：{note or '—'}", fill, now)
+    write, revise = _plan_on_form(
+        case_id,
+        facts,
+        step=lambda v: "drill-plan",
+        form=DrillPlanForm,
+        subject=lambda v: f"请编写演练方案（第 {v} 版）：{facts.system} {facts.drill_kind_zh}",
+        content=lambda why: "\n".join(t for t in (why, recovery["text"], checks) if t),
+        store=record_drill_plan,
+        prefill=lambda recorded: recorded["prefill"],
+    )
 
     plan, now = write(1, "", None, now)
     plan, now = steps.director_approves_plan(
