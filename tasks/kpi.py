@@ -307,20 +307,19 @@ def inspections_due(
             if not first <= due <= last:
                 continue
             case = inspections.get((contract.id, p.label))
-            done_on = None
-            if case is not None and case.status in INSPECTION_DONE:
-                moment = done_at.get(case.id or 0) or case.updated_at
-                done_on = moment.astimezone(ZoneInfo(tz)).date()
+            site = sites.get(case.site_id, "") if case is not None and case.site_id else ""
             out.append(
-                perf.DueFact(
-                    kind="inspection",
-                    customer=names.get(contract.customer_id, ""),
-                    label=p.label,
-                    due=due,
-                    done_on=done_on,
-                    cancelled=case is not None and case.status == CaseStatus.CANCELLED,
-                    site=sites.get(case.site_id, "") if case is not None and case.site_id else "",
-                    engineer=engineer_of(case.data, staff) if case is not None else "",
+                _due_fact(
+                    "inspection",
+                    names.get(contract.customer_id, ""),
+                    p.label,
+                    due,
+                    case,
+                    INSPECTION_DONE,
+                    done_at,
+                    staff=staff,
+                    tz=tz,
+                    site=site,
                 )
             )
     return out
@@ -392,22 +391,52 @@ def drills_due(
                 continue
             seen.add(period.label)
             case = drills.get((contract.id, period.label))
-            done_on = None
-            if case is not None and case.status in DRILL_DONE:
-                moment = started.get(case.id or 0) or case.updated_at
-                done_on = moment.astimezone(ZoneInfo(tz)).date()
             out.append(
-                perf.DueFact(
-                    kind="drill",
-                    customer=names.get(contract.customer_id, ""),
-                    label=period.label,
-                    due=due,
-                    done_on=done_on,
-                    cancelled=case is not None and case.status == CaseStatus.CANCELLED,
-                    engineer=engineer_of(case.data, staff) if case is not None else "",
+                _due_fact(
+                    "drill",
+                    names.get(contract.customer_id, ""),
+                    period.label,
+                    due,
+                    case,
+                    DRILL_DONE,
+                    started,
+                    staff=staff,
+                    tz=tz,
                 )
             )
     return out
+
+
+def _due_fact(
+    kind: str,
+    customer: str,
+    label: str,
+    due: date,
+    case: Any,  # a Case, a row of its columns (the bulk figures) or None
+    done: tuple[CaseStatus, ...],
+    first_at: Mapping[int, datetime],
+    *,
+    staff: Mapping[int | None, str],
+    tz: str,
+    site: str = "",
+) -> perf.DueFact:
+    """A planned period (an inspection, a drill) as a fact: done on the local day of its case's
+    first done event (`first_at`; its last change when none) once the case reached a `done`
+    status; cancelled; its engineer. `case` None: nothing was planned for the period."""
+    done_on = None
+    if case is not None and case.status in done:
+        moment = first_at.get(case.id or 0) or case.updated_at
+        done_on = moment.astimezone(ZoneInfo(tz)).date()
+    return perf.DueFact(
+        kind=kind,
+        customer=customer,
+        label=label,
+        due=due,
+        done_on=done_on,
+        cancelled=case is not None and case.status == CaseStatus.CANCELLED,
+        site=site,
+        engineer=engineer_of(case.data, staff) if case is not None else "",
+    )
 
 
 def renewals_due(
