@@ -98,26 +98,34 @@ def _minutes(c: ClockFact) -> float | None:
 def clock_figures(clocks: list[ClockFact]) -> list[ClockFigure]:
     """Per clock kind: how many, met, breached, compliance, mean and max duration (minutes)."""
     out: list[ClockFigure] = []
-    for kind in sorted(
-        {c.kind for c in clocks}, key=lambda k: list(CLOCK_ZH).index(k) if k in CLOCK_ZH else 99
-    ):
+    for kind in in_sla_order({c.kind for c in clocks}):
         these = [c for c in clocks if c.kind == kind]
         breached = sum(1 for c in these if c.breached)
         met = sum(1 for c in these if not c.breached and c.stopped_at is not None)
         durations = [m for m in (_minutes(c) for c in these) if m is not None]
-        concluded = met + breached
-        out.append(
-            ClockFigure(
-                kind=kind,
-                count=len(these),
-                met=met,
-                breached=breached,
-                compliance=(met / concluded) if concluded else None,
-                mean_minutes=round(mean(durations), 1) if durations else None,
-                max_minutes=round(max(durations), 1) if durations else None,
-            )
-        )
+        out.append(clock_figure(kind, len(these), met, breached, durations))
     return out
+
+
+def in_sla_order(kinds: set[str]) -> list[str]:
+    """Clock kinds in the SLA table's order (CLOCK_ZH), unknown ones last."""
+    order = list(CLOCK_ZH)
+    return sorted(kinds, key=lambda k: order.index(k) if k in order else 99)
+
+
+def clock_figure(kind: str, count: int, met: int, breached: int, minutes: list[float]) -> ClockFigure:
+    """One clock kind's line: compliance over the concluded clocks (met + breached), mean and max of
+    the durations (minutes, one decimal)."""
+    concluded = met + breached
+    return ClockFigure(
+        kind=kind,
+        count=count,
+        met=met,
+        breached=breached,
+        compliance=(met / concluded) if concluded else None,
+        mean_minutes=round(mean(minutes), 1) if minutes else None,
+        max_minutes=round(max(minutes), 1) if minutes else None,
+    )
 
 
 def mttr_hours(faults: list[FaultFact]) -> tuple[float | None, int]:

@@ -36,7 +36,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from rules.calendar import DEFAULT_CALENDAR, Calendar, working_time_between
-from rules.kpi import CLOCK_ZH, ClockFigure
+from rules.kpi import CLOCK_ZH, ClockFigure, clock_figure, in_sla_order
 from rules.sla import figure_from_events
 
 FAULT_KINDS = ("repair", "accident")
@@ -480,24 +480,13 @@ def clock_fates(
 
 def clock_table(fates: Sequence[ClockFate]) -> list[ClockFigure]:
     """Per clock kind (in the SLA table's order): count, met, breached, compliance, mean and max minutes."""
-    order = list(CLOCK_ZH)
     out = []
-    for kind in sorted({f.kind for f in fates}, key=lambda k: order.index(k) if k in order else 99):
+    for kind in in_sla_order({f.kind for f in fates}):
         these = [f for f in fates if f.kind == kind]
         met = sum(1 for f in these if f.verdict == "met")
         breached = sum(1 for f in these if f.verdict == "breached")
         minutes = [f.elapsed_minutes for f in these if f.elapsed_minutes is not None and f.verdict != "open"]
-        out.append(
-            ClockFigure(
-                kind=kind,
-                count=len(these),
-                met=met,
-                breached=breached,
-                compliance=met / (met + breached) if met + breached else None,
-                mean_minutes=round(mean(minutes), 1) if minutes else None,
-                max_minutes=round(max(minutes), 1) if minutes else None,
-            )
-        )
+        out.append(clock_figure(kind, len(these), met, breached, minutes))
     return out
 
 
