@@ -11,6 +11,7 @@ from sqlmodel import Field, SQLModel
 
 from models.base import json_field, utc_field
 from models.settings import business_timezone
+from rules.inspection import Period, periods_between
 
 
 class ServiceHours(StrEnum):
@@ -57,6 +58,17 @@ class Contract(SQLModel, table=True):
 
     def is_active(self, day: date) -> bool:
         return self.start_date <= day <= self.end_date
+
+    def inspection_periods(self, first: date, last: date) -> list[Period]:
+        """The regular inspection periods this contract covers between two days (plan vs done)."""
+        return periods_between(
+            first,
+            last,
+            frequency=self.inspection_frequency,
+            contract_start=self.start_date,
+            contract_end=self.end_date,
+            every_months=self.inspection_every_months,
+        )
 
 
 class CalendarOverride(SQLModel, table=True):

@@ -22,7 +22,6 @@ from models.inspection import ServiceSummary
 from models.parties import Customer, Site, Staff
 from models.settings import business_timezone
 from rules import drill as drill_rules
-from rules import inspection as plan_rules
 from rules import performance as perf
 from rules.calendar import Calendar
 from rules.sla import policy_for
@@ -295,14 +294,7 @@ def inspections_due(
             done_at[e.case_id] = min(done_at.get(e.case_id, e.at), e.at)
     out = []
     for contract in contracts:
-        for p in plan_rules.periods_between(
-            first,
-            last,
-            frequency=contract.inspection_frequency,
-            contract_start=contract.start_date,
-            contract_end=contract.end_date,
-            every_months=contract.inspection_every_months,
-        ):
+        for p in contract.inspection_periods(first, last):
             due = min(p.end, contract.end_date)
             if not first <= due <= last:
                 continue

@@ -532,14 +532,7 @@ def _plan_vs_done(
     ).all()
     by_key = {(c.contract_id, c.period): c for c in insp_cases}
     for contract in contracts:
-        for p in plan_rules.periods_between(
-            first,
-            last,
-            frequency=contract.inspection_frequency,
-            contract_start=contract.start_date,
-            contract_end=contract.end_date,
-            every_months=contract.inspection_every_months,
-        ):
+        for p in contract.inspection_periods(first, last):
             inspection = by_key.get((contract.id, p.label))
             if inspection is None:
                 state, reason = "未安排", "系统中无该周期的巡检记录"
