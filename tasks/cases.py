@@ -16,6 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, func, or_, select
 
@@ -864,6 +865,42 @@ def start_deployment_run(
             json=create.model_dump(mode="json", exclude_unset=True),
         )
         return str(UUID(response.json()["id"]))
+
+
+def start_period_run(case_id: int, deployment: str, *, now: datetime, url: str | None = None) -> str:
+    """Start the run of a case that is one a contract and period (a renewal, a survey) — idempotent
+    by `<kind>:<contract>:<period>`, so a repeated start gets the first run — and remember it on the
+    case (unless one is remembered already); returns the run id."""
+    with session_scope(url) as session:
+        case = session.get(Case, case_id)
+        assert case is not None and case.contract_id is not None
+        key = f"{case.kind}:{case.contract_id}:{case.period}"
+    run_id = start_deployment_run(deployment, {"case_id": case_id}, idempotency_key=key)
+    with session_scope(url) as session:
+        session.execute(
+            sa.update(Case)
+            .where(col(Case.id) == case_id, col(Case.flow_run_id).is_(None))
+            .values(flow_run_id=run_id, updated_at=now)
+        )
+    return run_id
+
+
+def start_period_runs(kind: CaseKind, deployment: str, *, now: datetime, url: str | None = None) -> int:
+    """Start the run of every open case of `kind` (one a contract and period) that has none yet,
+    oldest first (`start_period_run`); returns how many."""
+    with session_scope(url) as session:
+        pending = session.exec(
+            select(Case.id)
+            .where(
+                Case.kind == str(kind),
+                col(Case.flow_run_id).is_(None),
+                col(Case.closed_at).is_(None),
+            )
+            .order_by(col(Case.id))
+        ).all()
+    for case_id in pending:
+        start_period_run(int(case_id), deployment, now=now, url=url)  # type: ignore[arg-type]
+    return len(pending)
 
 
 def start_repair(request: RepairRequest | dict[str, Any], *, idempotency_key: str | None = None) -> str:

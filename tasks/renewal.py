@@ -30,7 +30,7 @@ from rules import inspection as inspection_rules
 from rules import renewal as rules
 from rules.calendar import Calendar
 from tasks.approvals import Approver, approval_link, wake_approval
-from tasks.cases import CaseFacts, case_facts, customer_contact, start_deployment_run
+from tasks.cases import CaseFacts, case_facts, customer_contact, start_period_runs
 from tasks.clocks import load_calendar
 from tasks.inspection import create_inspection, start_inspection_run
 from tasks.ledger import step
@@ -180,37 +180,9 @@ def open_renewal(session: Session, contract: Contract, cal: Calendar, *, now: da
     return case_id
 
 
-def start_renewal_run(case_id: int, *, now: datetime, url: str | None = None) -> str:
-    """Start the renewal's own flow run (idempotent by its key) and remember it; returns the run id."""
-    with session_scope(url) as session:
-        case = session.get(Case, case_id)
-        assert case is not None and case.contract_id is not None
-        key = f"renewal:{case.contract_id}:{case.period}"
-    run_id = start_deployment_run(RENEWAL_DEPLOYMENT, {"case_id": case_id}, idempotency_key=key)
-    with session_scope(url) as session:
-        session.execute(
-            sa.update(Case)
-            .where(col(Case.id) == case_id, col(Case.flow_run_id).is_(None))
-            .values(flow_run_id=run_id, updated_at=now)
-        )
-    return run_id
-
-
 def start_renewal_runs(now: datetime, *, url: str | None = None) -> int:
     """Start the run of every open renewal that has none yet; returns how many."""
-    with session_scope(url) as session:
-        pending = session.exec(
-            select(Case.id)
-            .where(
-                Case.kind == str(CaseKind.RENEWAL),
-                col(Case.flow_run_id).is_(None),
-                col(Case.closed_at).is_(None),
-            )
-            .order_by(col(Case.id))
-        ).all()
-    for case_id in pending:
-        start_renewal_run(case_id, now=now, url=url)  # type: ignore[arg-type]
-    return len(pending)
+    return start_period_runs(CaseKind.RENEWAL, RENEWAL_DEPLOYMENT, now=now, url=url)
 
 
 @step("open-renewals", title="创建续约工单 / open the renewals")

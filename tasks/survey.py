@@ -13,7 +13,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models.approvals import Approval
@@ -22,7 +21,7 @@ from models.contracts import Contract
 from models.db import insert_ignore, session_scope
 from models.parties import Role, Staff
 from tasks.approvals import Approver, approval_link
-from tasks.cases import customer_contact
+from tasks.cases import customer_contact, start_period_runs
 from tasks.inspection import local_day
 from tasks.ledger import step
 from tasks.notify import queue
@@ -110,31 +109,7 @@ def open_survey(session: Session, contract: Contract, *, year: int, now: datetim
 
 def start_survey_runs(now: datetime, *, url: str | None = None) -> int:
     """Start the run of every open survey without one (idempotent by its key); returns how many."""
-    from tasks.cases import start_deployment_run
-
-    with session_scope(url) as session:
-        pending = session.exec(
-            select(Case)
-            .where(
-                Case.kind == str(CaseKind.SURVEY),
-                col(Case.flow_run_id).is_(None),
-                col(Case.closed_at).is_(None),
-            )
-            .order_by(col(Case.id))
-        ).all()
-    for case in pending:
-        run_id = start_deployment_run(
-            SURVEY_DEPLOYMENT,
-            {"case_id": case.id},
-            idempotency_key=f"survey:{case.contract_id}:{case.period}",
-        )
-        with session_scope(url) as session:
-            session.execute(
-                sa.update(Case)
-                .where(col(Case.id) == case.id, col(Case.flow_run_id).is_(None))
-                .values(flow_run_id=run_id, updated_at=now)
-            )
-    return len(pending)
+    return start_period_runs(CaseKind.SURVEY, SURVEY_DEPLOYMENT, now=now, url=url)
 
 
 @step("open-surveys", title="创建满意度调查 / open the surveys")
