@@ -264,16 +264,20 @@ class AftercareView(ModelView):
     form_include_pk: ClassVar[bool] = True
     form_excluded_columns: ClassVar = ["id"]
     extra_checks: ClassVar[tuple[Callable[[Any], None], ...]] = ()
+    stamp_created: ClassVar[bool] = False  # a new record's created_at is the moment it is saved
 
     async def on_model_change(
         self, data: dict[str, Any], model: Any, is_created: bool, request: Request
     ) -> None:
+        if is_created and self.stamp_created:
+            model.created_at = wallclock.now()
         values = {c.name: getattr(model, c.name) for c in model.__table__.columns} if not is_created else {}
         values.update(data)
         check_record(type(model), values, {str(k): v for k, v in self.column_labels.items()})
 
 
 class CustomerAdmin(AftercareView, model=Customer):
+    stamp_created: ClassVar[bool] = True
     name = "客户"
     name_plural = "客户"
     icon = "fa-solid fa-building"
@@ -289,13 +293,6 @@ class CustomerAdmin(AftercareView, model=Customer):
         "created_at": "创建时间",
         "manager_ladder": "升级经理（员工编号，逐级）",
     }
-
-    async def on_model_change(
-        self, data: dict[str, Any], model: Any, is_created: bool, request: Request
-    ) -> None:
-        if is_created:
-            model.created_at = wallclock.now()
-        await super().on_model_change(data, model, is_created, request)
 
 
 class SiteAdmin(AftercareView, model=Site):
@@ -372,6 +369,7 @@ class ContactAdmin(AftercareView, model=Contact):
 
 
 class ContractAdmin(AftercareView, model=Contract):
+    stamp_created: ClassVar[bool] = True
     name = "服务合同"
     name_plural = "服务合同"
     icon = "fa-solid fa-file-contract"
@@ -434,13 +432,6 @@ class ContractAdmin(AftercareView, model=Contract):
         "account_manager_id": "客户经理",
         "created_at": "创建时间",
     }
-
-    async def on_model_change(
-        self, data: dict[str, Any], model: Any, is_created: bool, request: Request
-    ) -> None:
-        if is_created:
-            model.created_at = wallclock.now()
-        await super().on_model_change(data, model, is_created, request)
 
 
 class StaffAdmin(AftercareView, model=Staff):
