@@ -628,7 +628,7 @@ def test_an_assurance_from_the_run_form_to_the_customers_signature_and_the_kpi_p
     chromium: str, aftercare_up: Up, tmp_path: Path
 ) -> None:
     """A new procedure the way people take it, in Chromium at a phone's width against `aftercare up`:
-    the dispatcher starts a major-event assurance from the Prefect UI's run form (Chinese titles,
+    the drill's and the complaint's run forms open with their Chinese field titles; the dispatcher starts a major-event assurance from the Prefect UI's run form (Chinese titles,
     customers as choices); the technical lead opens the form from the notification's link, types a
     plan too short (the 422 page names 方案内容 in Chinese and keeps what was typed) and then a real
     one; the technical director approves the 重要通信保障方案 from his link; the customer opens the plan,
@@ -655,14 +655,23 @@ def test_an_assurance_from_the_run_form_to_the_customers_signature_and_the_kpi_p
             watch.attach(page)
             return page
 
-        # 1. The dispatcher: Prefect UI → deployment assurance → ⋮ → Custom run, in Chinese.
+        # 1. The dispatcher: Prefect UI → deployment → ⋮ → Custom run, in Chinese. The other new
+        # procedures' forms first (drill, complaint): opened, their fields under their Chinese titles.
         dispatcher = phone()
         dispatcher.goto(f"{up.ui}/deployments")
         prefect_login(dispatcher, shots)
-        open_deployment(dispatcher, "assurance")
-        dispatcher.locator(".page-heading__trailing .p-icon-button-menu button").click()
-        dispatcher.get_by_text("Custom run", exact=True).click()
-        assert dispatcher.get_by_text('Property is type "None"').count() == 0
+        for name, titles in {
+            "drill": ["客户", "演练系统", "演练类型", "期望演练日期"],
+            "complaint": ["客户", "投诉人", "投诉内容"],
+            "assurance": ["客户", "保障事由", "保障开始", "保障结束", "申请人"],
+        }.items():
+            dispatcher.goto(f"{up.ui}/deployments")
+            open_deployment(dispatcher, name)
+            dispatcher.locator(".page-heading__trailing .p-icon-button-menu button").click()
+            dispatcher.get_by_text("Custom run", exact=True).click()
+            run_field(dispatcher, titles[-1]).first.wait_for()
+            assert [t for t in titles if run_field(dispatcher, t).count() != 1] == [], name
+            assert dispatcher.get_by_text('Property is type "None"').count() == 0
         choose(dispatcher, "客户", "北京某银行数据中心（BJYH）")
         run_field(dispatcher, "保障事由").locator("textarea").fill("年终结算通信保障")
         run_field(dispatcher, "保障开始").locator("textarea").fill(starts.isoformat())
