@@ -164,12 +164,13 @@ def show(request: Request, token: str, now: datetime = Depends(clock)) -> HTMLRe
             request, "forged", "此链接无效或已被篡改，未记录任何操作。请使用通知中收到的原始链接。"
         )
     if problem == "expired":
-        return _expired(request, token, data)
+        return expired_page(request, token, data)
     return _view(request, token, {**data, "now": now})
 
 
-def _expired(request: Request, token: str, data: dict[str, Any]) -> HTMLResponse:
-    """An expired link: nothing recorded; the page offers a fresh link to the same approver."""
+def expired_page(request: Request, token: str, data: dict[str, Any]) -> HTMLResponse:
+    """An expired link (an approval's, an inspection checklist's): nothing recorded; the page offers
+    a fresh link to the same approver."""
     return message_page(
         request,
         "expired",
@@ -190,7 +191,7 @@ async def submit(request: Request, token: str, now: datetime = Depends(clock)) -
             request, "forged", "此链接或表单无效，未记录任何操作。请从通知中的链接重新打开页面。"
         )
     if problem == "expired":
-        return _expired(request, token, data)
+        return expired_page(request, token, data)
     decision = fields.get("decision", "")
     comment = fields.get("comment", "")
     payload: dict[str, Any] | None = None

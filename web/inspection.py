@@ -29,7 +29,7 @@ from tasks.inspection import InspectionError, parse_checklist
 from tasks.links import CHECKLIST_PAGE, BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 from tasks.render import _local_time
 from tasks.summary import RATING_ITEMS, RATING_PURPOSE, RATING_VALUES, record_rating
-from web.approvals import _open, _result_page, clock, message_page
+from web.approvals import _open, _result_page, clock, expired_page, message_page
 from web.pages import templates
 
 router = APIRouter()
@@ -60,13 +60,7 @@ def _bad_link(
     request: Request, token: str, data: dict[str, Any] | None, problem: str, row: Approval | None
 ) -> HTMLResponse:
     if problem == "expired" and data is not None:
-        return message_page(
-            request,
-            "expired",
-            f"此链接已于 {_local_time(data['expires_at'])} 过期，未记录任何操作。",
-            renew_action=f"/a/{token}/renew",
-            token=token,
-        )
+        return expired_page(request, token, data)
     if problem == "not_found":
         return message_page(request, "not_found", "找不到此巡检检查表，链接可能有误。")
     if problem == "not_entitled":
