@@ -59,18 +59,21 @@ def test_the_duty_roster_prints_to_pdf_with_its_chinese_text() -> None:
 
 
 def test_a_case_a_procedure_opened_itself_shows_its_channel_in_chinese() -> None:
-    """A drill's documents printed "报告人 / 渠道 王先生 / request": the code the drill records."""
+    """A drill's documents printed "报告人 / 渠道 王先生 / request": the code the drill records (the
+    drill's own documents now have their own head; every document on the common head says it in Chinese)."""
     from tasks.reference import T, _case
     from tasks.render import render
 
     for code, said in {"request": "客户申请", "schedule": "按计划", "热线": "热线"}.items():
         html = render(
-            "drill/recovery_plan",
+            "common/plan",
             case={**_case("YL-000001"), "channel": code},
             title="应急恢复方案",
             version=1,
             issued_at=T,
             issued_by="张技术",
-            plan={"version": 1, "text": "恢复步骤", "author": "张技术", "reason": "initial"},
+            plan={"version": 1, "text": "恢复步骤", "author": "张技术", "reason": "initial", "note": ""},
+            plan_reason="初始方案",
+            parts="",
         )
         assert f"王先生 13900000000 / {said}</td>" in html
