@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Field, Session, SQLModel
 
 from models.base import json_field, utc_field
+from models.db import insert_ignore
 
 
 class CaseKind(StrEnum):
@@ -275,3 +276,50 @@ def add_opened_case(
     assert case.id is not None
     append_event(session, case.id, kind, at=at, actor=actor, key="opened", data=data)
     return case.id
+
+
+def add_period_case(
+    session: Session,
+    contract: Any,
+    kind: str,
+    period: str,
+    *,
+    status: str,
+    title: str,
+    description: str,
+    channel: str,
+    data: dict[str, Any],
+    now: datetime,
+    event: str,
+    key: str,
+    reported_by: str = "system",
+    actor: str = "system",
+    site_id: int | None = None,
+) -> int | None:
+    """The case of one contract (a models.contracts.Contract) and period — an inspection, a drill, a
+    renewal, a survey — into the caller's transaction unless the unique (kind, contract_id, period)
+    holds it already, with its first history entry (`event` under `key`, its data the case's).
+    Returns the new case's id, or None when the period has its case."""
+    values: dict[str, Any] = {
+        "kind": kind,
+        "customer_id": contract.customer_id,
+        "contract_id": contract.id,
+        "period": period,
+        "status": status,
+        "title": title,
+        "description": description,
+        "channel": channel,
+        "reported_by": reported_by,
+        "reported_at": now,
+        "out_of_contract": False,
+        "data": data,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if site_id is not None:
+        values["site_id"] = site_id
+    case_id = insert_ignore(session, Case, values)
+    if case_id is None:
+        return None
+    append_event(session, case_id, event, at=now, actor=actor, data=data, key=key)
+    return int(case_id)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from typing import Any, cast
+from typing import Any
 
 import pendulum
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session, col, select
 
-from models.cases import Case, CaseKind, CaseStatus, Event, append_event
+from models.cases import Case, CaseKind, CaseStatus, Event, add_period_case, append_event
 from models.contracts import Contract
 from models.db import insert_ignore, session_scope
 from models.drill import DrillPlan, DrillStepResult, RecoveryPlan, StepResult, TrainingTask
@@ -214,37 +214,22 @@ def create_drill(
         "proposed_day": wished_day.isoformat(),  # the day a move starts from (tasks.inspection.record_move)
         "day_off_ok": day_off_ok,
     }
-    case_id = insert_ignore(
+    return add_period_case(
         session,
-        Case,
-        {
-            "kind": str(CaseKind.DRILL),
-            "customer_id": contract.customer_id,
-            "contract_id": contract.id,
-            "period": period,
-            "status": CaseStatus.PLANNED,
-            "title": f"应急演练 {system} {rules.DRILL_KINDS_ZH.get(kind, kind)}",
-            "description": f"{system}：{rules.DRILL_KINDS_ZH.get(kind, kind)}（期望日期 {wished_day}）",
-            "channel": channel,
-            "reported_by": requested_by or "system",
-            "reported_at": now,
-            "out_of_contract": False,
-            "data": data,
-            "created_at": now,
-            "updated_at": now,
-        },
+        contract,
+        str(CaseKind.DRILL),
+        period,
+        status=CaseStatus.PLANNED,
+        title=f"应急演练 {system} {rules.DRILL_KINDS_ZH.get(kind, kind)}",
+        description=f"{system}：{rules.DRILL_KINDS_ZH.get(kind, kind)}（期望日期 {wished_day}）",
+        channel=channel,
+        data=data,
+        now=now,
+        event="drill_planned",
+        key="planned",
+        reported_by=requested_by or "system",
+        actor=requested_by or "system",
     )
-    if case_id is not None:
-        append_event(
-            session,
-            case_id,
-            "drill_planned",
-            at=now,
-            actor=requested_by or "system",
-            data=data,
-            key="planned",
-        )
-    return cast("int | None", case_id)
 
 
 def _latest_system(session: Session, customer_id: int) -> str:

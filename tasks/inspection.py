@@ -21,9 +21,9 @@ from sqlmodel import Session, col, select
 
 from models.approvals import Approval, Timer
 from models.assets import Device, SparePart, StockMove
-from models.cases import CASE_KIND_ZH, Case, CaseKind, CaseStatus, Event, append_event
+from models.cases import CASE_KIND_ZH, Case, CaseKind, CaseStatus, Event, add_period_case, append_event
 from models.contracts import Contract
-from models.db import insert_ignore, session_scope
+from models.db import session_scope
 from models.inspection import (
     COMMON,
     RESULT_ZH,
@@ -85,11 +85,6 @@ def calendar_for(session: Session, name: str = "cn") -> Calendar:
     return load_calendar(session, name)
 
 
-def _insert_ignore(session: Session, values: dict[str, Any]) -> int | None:
-    """Insert the case unless the unique (kind, contract_id, period) already holds it; the new id or None."""
-    return insert_ignore(session, Case, values)
-
-
 def create_inspection(
     session: Session,
     contract: Contract,
@@ -119,29 +114,22 @@ def create_inspection(
     if extra_reason:
         data["extra_reason"] = extra_reason
     title = f"{'加做巡检' if extra_reason else '巡检'} {period.label.removeprefix(rules.EXTRA_PREFIX)}"
-    case_id = _insert_ignore(
+    return add_period_case(
         session,
-        {
-            "kind": str(CaseKind.INSPECTION),
-            "customer_id": contract.customer_id,
-            "contract_id": contract.id,
-            "site_id": site_id,
-            "period": period.label,
-            "status": CaseStatus.PLANNED,
-            "title": title,
-            "description": extra_reason,
-            "channel": "schedule" if not extra_reason else "request",
-            "reported_by": requested_by or "system",
-            "reported_at": now,
-            "out_of_contract": False,
-            "data": data,
-            "created_at": now,
-            "updated_at": now,
-        },
+        contract,
+        str(CaseKind.INSPECTION),
+        period.label,
+        status=CaseStatus.PLANNED,
+        title=title,
+        description=extra_reason,
+        channel="schedule" if not extra_reason else "request",
+        data=data,
+        now=now,
+        event="inspection_planned",
+        key="planned",
+        reported_by=requested_by or "system",
+        site_id=site_id,
     )
-    if case_id is not None:
-        append_event(session, case_id, "inspection_planned", at=now, data=data, key="planned")
-    return case_id
 
 
 def plan_inspections(now: datetime, *, url: str | None = None, lead_days: int = 0) -> PlanResult:

@@ -21,9 +21,9 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from models.approvals import Approval, ApprovalStatus, DecisionKind
-from models.cases import Case, CaseKind, CaseStatus, Event, Incident, append_event
+from models.cases import Case, CaseKind, CaseStatus, Event, Incident, add_period_case, append_event
 from models.contracts import Contract, ContractVersion, InspectionFrequency
-from models.db import insert_ignore, session_scope
+from models.db import session_scope
 from models.forms import FREQUENCY_ZH, QuoteForm
 from models.parties import Role, Staff
 from rules import inspection as inspection_rules
@@ -145,29 +145,22 @@ def open_renewal(session: Session, contract: Contract, cal: Calendar, *, now: da
         "previous": _previous_terms(contract),
         "team": {Role.ACCOUNT_MANAGER: manager.id, Role.SALES_MANAGER: boss.id},
     }
-    case_id = insert_ignore(
+    case_id = add_period_case(
         session,
-        Case,
-        {
-            "kind": str(CaseKind.RENEWAL),
-            "customer_id": contract.customer_id,
-            "contract_id": contract.id,
-            "period": period_of(end),
-            "status": CaseStatus.OPEN,
-            "title": f"续约 {contract.code}（{end} 到期）",
-            "description": f"合同 {contract.code} 将于 {end} 到期，请联系客户确认是否续约",
-            "channel": "schedule",
-            "reported_by": "system",
-            "reported_at": now,
-            "out_of_contract": False,
-            "data": data,
-            "created_at": now,
-            "updated_at": now,
-        },
+        contract,
+        str(CaseKind.RENEWAL),
+        period_of(end),
+        status=CaseStatus.OPEN,
+        title=f"续约 {contract.code}（{end} 到期）",
+        description=f"合同 {contract.code} 将于 {end} 到期，请联系客户确认是否续约",
+        channel="schedule",
+        data=data,
+        now=now,
+        event="renewal_opened",
+        key="opened",
     )
     if case_id is None:
         return None
-    append_event(session, case_id, "renewal_opened", at=now, data=data, key="opened")
     queue(
         session,
         recipients=[manager],

@@ -16,9 +16,9 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from models.approvals import Approval
-from models.cases import Case, CaseKind, CaseStatus, append_event
+from models.cases import Case, CaseKind, CaseStatus, add_period_case, append_event
 from models.contracts import Contract
-from models.db import insert_ignore, session_scope
+from models.db import session_scope
 from models.parties import Role, Staff
 from tasks.approvals import Approver, approval_link
 from tasks.cases import customer_contact, start_period_runs
@@ -81,30 +81,20 @@ def open_survey(session: Session, contract: Contract, *, year: int, now: datetim
     if manager is None or not manager.active:
         manager = first_with_role(session, Role.ACCOUNT_MANAGER)
     data = {"year": year, "contract": contract.code, "team": {Role.ACCOUNT_MANAGER: manager.id}}
-    case_id = insert_ignore(
+    return add_period_case(
         session,
-        Case,
-        {
-            "kind": str(CaseKind.SURVEY),
-            "customer_id": contract.customer_id,
-            "contract_id": contract.id,
-            "period": str(year),
-            "status": CaseStatus.OPEN,
-            "title": f"{year} 年度客户满意度调查",
-            "description": f"请客户对 {year} 年度的服务评分（优/良/中/差）",
-            "channel": "schedule",
-            "reported_by": "system",
-            "reported_at": now,
-            "out_of_contract": False,
-            "data": data,
-            "created_at": now,
-            "updated_at": now,
-        },
+        contract,
+        str(CaseKind.SURVEY),
+        str(year),
+        status=CaseStatus.OPEN,
+        title=f"{year} 年度客户满意度调查",
+        description=f"请客户对 {year} 年度的服务评分（优/良/中/差）",
+        channel="schedule",
+        data=data,
+        now=now,
+        event="survey_opened",
+        key="opened",
     )
-    if case_id is None:
-        return None
-    append_event(session, case_id, "survey_opened", at=now, data=data, key="opened")
-    return int(case_id)
 
 
 def start_survey_runs(now: datetime, *, url: str | None = None) -> int:
