@@ -156,7 +156,7 @@ def open_complaint(
         linked = session.get(Case, request.case_ref)
         if linked is None or linked.customer_id != customer.id:
             raise IntakeError(
-                f"相关工单 {request.case_ref} 不存在或不属于该客户 / no such case of this customer"
+                f"相关工单（编号 {request.case_ref:06d}）不存在或不属于该客户 / no such case of this customer"
             )
     contract, reason = contract_on(session, customer, reported_at)
     ladder = ladder_of(session, customer)

@@ -252,6 +252,11 @@ def test_an_unknown_customer_is_refused_with_a_message(fast: FastFlow) -> None:
     assert "未知客户" in str(state.message)
 
 
+def test_a_related_case_that_does_not_exist_is_named_as_typed(fast: FastFlow) -> None:
+    state = fast.run(complaint, request(case_ref="WX-999999"), at=T0, script=[])
+    assert "相关工单（编号 999999）不存在" in str(state.message)
+
+
 def test_the_signed_reply_letter_prints_as_a_pdf_with_its_chinese_text(
     fast: FastFlow, tmp_path: Path
 ) -> None:
