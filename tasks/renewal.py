@@ -285,14 +285,20 @@ def quote_text(facts: RenewalFacts, quote: Quote) -> str:
     )
 
 
+def _case_contract(session: Session, case_id: int) -> tuple[Case, Contract]:
+    """The renewal and the contract it renews (a renewal always has one)."""
+    case = session.get(Case, case_id)
+    assert case is not None and case.contract_id is not None
+    contract = session.get(Contract, case.contract_id)
+    assert contract is not None
+    return case, contract
+
+
 @step("notice-sent", title="续约通知已发出 / notice sent")
 def notice_sent(case_id: int, report_id: int, at: datetime) -> str:
     """Record the notice's day (the outreach counts from it) and send the customer the printable notice."""
     with session_scope() as session:
-        case = session.get(Case, case_id)
-        assert case is not None and case.contract_id is not None
-        contract = session.get(Contract, case.contract_id)
-        assert contract is not None
+        case, contract = _case_contract(session, case_id)
         day = local_day(at, contract.timezone)
         case.data = {**case.data, "notice_day": day.isoformat(), "notice_report_id": report_id}
         case.updated_at = at
@@ -321,10 +327,7 @@ def record_renewal(case_id: int, quote: Quote, by: str, at: datetime) -> int:
     as the next version, and the contract runs to the new end (new requests are in contract). The new
     terms hold from the new start (`terms_on`); `apply_terms` puts them on the contract row then."""
     with session_scope() as session:
-        case = session.get(Case, case_id)
-        assert case is not None and case.contract_id is not None
-        contract = session.get(Contract, case.contract_id)
-        assert contract is not None
+        _, contract = _case_contract(session, case_id)
         found = session.exec(
             select(ContractVersion).where(
                 ContractVersion.contract_id == contract.id, ContractVersion.case_id == case_id
@@ -397,15 +400,12 @@ def record_renewal(case_id: int, quote: Quote, by: str, at: datetime) -> int:
 def apply_terms(case_id: int, version: int, at: datetime) -> None:
     """From the new start day, the contract row carries the new version's terms."""
     with session_scope() as session:
-        case = session.get(Case, case_id)
-        assert case is not None and case.contract_id is not None
-        contract = session.get(Contract, case.contract_id)
+        _, contract = _case_contract(session, case_id)
         row = session.exec(
             select(ContractVersion).where(
-                ContractVersion.contract_id == case.contract_id, ContractVersion.version == version
+                ContractVersion.contract_id == contract.id, ContractVersion.version == version
             )
         ).one()
-        assert contract is not None
         contract.start_date = row.start_date
         contract.end_date = max(contract.end_date, row.end_date)
         contract.service_hours = row.service_hours
@@ -427,15 +427,12 @@ def apply_terms(case_id: int, version: int, at: datetime) -> None:
 def start_day_moment(case_id: int, version: int) -> datetime:
     """Midnight (local) of the new version's first day, in UTC."""
     with session_scope() as session:
-        case = session.get(Case, case_id)
-        assert case is not None
-        contract = session.get(Contract, case.contract_id)
+        _, contract = _case_contract(session, case_id)
         row = session.exec(
             select(ContractVersion).where(
-                ContractVersion.contract_id == case.contract_id, ContractVersion.version == version
+                ContractVersion.contract_id == contract.id, ContractVersion.version == version
             )
         ).one()
-        assert contract is not None
         return pendulum.datetime(
             row.start_date.year, row.start_date.month, row.start_date.day, tz=contract.timezone
         ).in_timezone("UTC")
