@@ -112,6 +112,8 @@ class DueFact:
     cancelled: bool = False
     site: str = ""
     engineer: str = ""
+    # a drill's evaluation: RTO and RPO met and every step done (None: not evaluated yet)
+    objectives_met: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,8 @@ class Kpis:
     inspections_on_time: int = 0
     drills_due: int = 0
     drills_done: int = 0
+    drills_evaluated: int = 0
+    drills_objectives_met: int = 0
     renewals: dict[str, int] = field(default_factory=dict)
     # the contracts that went on (renewed as quoted or changed) / renewals that came out (renewed,
     # changed, ended, lapsed); `renewals` counts renewed and changed apart
@@ -600,6 +604,8 @@ def compute(
     k.inspections_on_time = sum(1 for d in inspections if d.done_on is not None and d.done_on <= d.due)
     drills = [d for d in due_here if d.kind == "drill"]
     k.drills_due, k.drills_done = len(drills), sum(1 for d in drills if d.done_on is not None)
+    k.drills_evaluated = sum(1 for d in drills if d.objectives_met is not None)
+    k.drills_objectives_met = sum(1 for d in drills if d.objectives_met)
     every_card = [*callback_scores(logs), *cards]
     k.scores, k.score_means, k.score_mean = score_table(c for c in every_card if start <= c.at < end)
     renewals_here = [r for r in renewals if day_first <= r.due <= day_last]
@@ -744,6 +750,7 @@ COLUMNS_ZH: dict[str, str] = {
     "inspections": "巡检完成/应做",
     "inspections_on_time": "巡检按期完成",
     "drills": "演练完成/应做",
+    "drills_objectives_met": "演练目标达成/已评估",
     "renewals": "续约结果",
     "renewal_rate": "续约率",
     "renewal_lead_days": "续约答复距到期(天)",
@@ -778,6 +785,9 @@ def flat(k: Kpis) -> dict[str, Any]:
     out: dict[str, Any] = {key: getattr(k, key, None) for key in COLUMNS_ZH}
     out["inspections"] = f"{k.inspections_done}/{k.inspections_due}"
     out["drills"] = f"{k.drills_done}/{k.drills_due}"
+    out["drills_objectives_met"] = (
+        f"{k.drills_objectives_met}/{k.drills_evaluated}" if k.drills_evaluated else None
+    )
     out["complaint_rate"] = round(k.complaint_rate, 2) if k.complaint_rate is not None else None
     out["renewals"] = "、".join(f"{RENEWAL_ZH.get(o, o)} {n}" for o, n in sorted(k.renewals.items()))
     for c in [*k.clocks, *k.complaint_clocks]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -351,6 +351,7 @@ def drills_due(
         )
     }
     started: dict[int, datetime] = {}
+    met: dict[int, bool] = {}
     ids = [c.id for c in drills.values()]
     if ids:
         for e in session.exec(
@@ -361,10 +362,13 @@ def drills_due(
                         Case.kind == str(CaseKind.DRILL),
                     )
                 ),
-                Event.kind == "drill_started",
+                col(Event.kind).in_(("drill_started", "drill_evaluated")),
             )
         ):
-            started[e.case_id] = min(started.get(e.case_id, e.at), e.at)
+            if e.kind == "drill_evaluated":  # the lead's evaluation: the objectives, met or not
+                met[e.case_id] = all(bool(e.data.get(k)) for k in ("rto_met", "rpo_met", "completed"))
+            else:
+                started[e.case_id] = min(started.get(e.case_id, e.at), e.at)
     out = []
     for contract in contracts:
         try:
@@ -383,19 +387,19 @@ def drills_due(
                 continue
             seen.add(period.label)
             case = drills.get((contract.id, period.label))
-            out.append(
-                _due_fact(
-                    "drill",
-                    names.get(contract.customer_id, ""),
-                    period.label,
-                    due,
-                    case,
-                    DRILL_DONE,
-                    started,
-                    staff=staff,
-                    tz=tz,
-                )
+            fact = _due_fact(
+                "drill",
+                names.get(contract.customer_id, ""),
+                period.label,
+                due,
+                case,
+                DRILL_DONE,
+                started,
+                staff=staff,
+                tz=tz,
             )
+            evaluated = met.get(case.id) if case is not None and case.id is not None else None
+            out.append(replace(fact, objectives_met=evaluated))
     return out
 
 

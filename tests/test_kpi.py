@@ -207,6 +207,49 @@ def test_drills_done_against_the_periods_the_contract_calls_for(demo: str, sessi
     assert (first_half.kpis.drills_due, first_half.kpis.drills_done) == (1, 1)
 
 
+def test_drill_objectives_met_of_the_drills_evaluated(demo: str, session: Session):
+    from models import Case, Contract, Customer
+    from models.cases import append_event
+    from rules.performance import flat
+    from tasks.kpi import kpi_rows
+
+    customer = session.exec(select(Customer).where(Customer.code == "BJYH")).one()
+    contract = session.exec(select(Contract).where(Contract.customer_id == customer.id)).one()
+    # H1: RTO, RPO met, every step done; H2: the data lost went past the RPO; Q3 of none: not evaluated
+    for period, month, figures in (
+        ("2026-H1", 5, {"rto_met": True, "rpo_met": True, "completed": True}),
+        ("2026-H2", 9, {"rto_met": True, "rpo_met": False, "completed": True}),
+    ):
+        drill = Case(
+            kind="drill",
+            customer_id=int(customer.id or 0),
+            contract_id=contract.id,
+            period=period,
+            status="registered",
+            reported_at=_at(month, 1, 9),
+            created_at=_at(month, 1, 9),
+            updated_at=_at(month, 2, 9),
+        )
+        session.add(drill)
+        session.flush()
+        append_event(session, int(drill.id or 0), "drill_started", at=_at(month, 20, 9), key="started")
+        append_event(
+            session,
+            int(drill.id or 0),
+            "drill_evaluated",
+            at=_at(month, 21, 9),
+            key="evaluated",
+            data=figures,
+        )
+    session.commit()
+
+    _, [year] = kpi_rows(session, "BJYH", first=date(2026, 1, 1), last=date(2026, 12, 31))
+    assert (year.kpis.drills_done, year.kpis.drills_evaluated, year.kpis.drills_objectives_met) == (2, 2, 1)
+    assert flat(year.kpis)["drills_objectives_met"] == "1/2"
+    _, [first_half] = kpi_rows(session, "BJYH", first=date(2026, 1, 1), last=date(2026, 6, 30))
+    assert flat(first_half.kpis)["drills_objectives_met"] == "1/1"
+
+
 def test_renewal_outcomes_of_the_terms_ending_in_the_period(demo: str, session: Session):
     from models import Case, Contract, Customer
     from models.cases import append_event
