@@ -876,13 +876,24 @@ def start_period_run(case_id: int, deployment: str, *, now: datetime, url: str |
         assert case is not None and case.contract_id is not None
         key = f"{case.kind}:{case.contract_id}:{case.period}"
     run_id = start_deployment_run(deployment, {"case_id": case_id}, idempotency_key=key)
+    remember_run(case_id, run_id, now=now, url=url)
+    return run_id
+
+
+def remember_run(
+    case_id: int, run_id: str, *, now: datetime, url: str | None = None, event: str | None = None
+) -> None:
+    """The case's flow run, once started, is remembered on the case — unless one is already (a
+    repeated start got the first run back anyway); `event`: the start also goes into the history
+    (key "run-started", with the run id)."""
     with session_scope(url) as session:
         session.execute(
             sa.update(Case)
             .where(col(Case.id) == case_id, col(Case.flow_run_id).is_(None))
             .values(flow_run_id=run_id, updated_at=now)
         )
-    return run_id
+        if event is not None:
+            append_event(session, case_id, event, at=now, data={"flow_run_id": run_id}, key="run-started")
 
 
 def start_period_runs(kind: CaseKind, deployment: str, *, now: datetime, url: str | None = None) -> int:

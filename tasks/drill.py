@@ -14,7 +14,6 @@ from datetime import date, datetime, time
 from typing import Any
 
 import pendulum
-import sqlalchemy as sa
 from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session, col, select
 
@@ -32,6 +31,7 @@ from tasks.cases import (
     case_facts,
     find_customer,
     queue_for_case,
+    remember_run,
     set_status,
 )
 from tasks.clocks import load_calendar
@@ -295,15 +295,7 @@ def start_drill_run(case_id: int, *, now: datetime, url: str | None = None) -> s
     with session_scope(url) as session:
         key = idempotency_key(_case(session, case_id))
     run_id = start_deployment_run(DRILL_DEPLOYMENT, {"request": {"case_id": case_id}}, idempotency_key=key)
-    with session_scope(url) as session:
-        session.execute(
-            sa.update(Case.__table__)  # type: ignore[attr-defined]
-            .where(Case.__table__.c.id == case_id, Case.__table__.c.flow_run_id.is_(None))  # type: ignore[attr-defined]
-            .values(flow_run_id=run_id, updated_at=now)
-        )
-        append_event(
-            session, case_id, "drill_run_started", at=now, data={"flow_run_id": run_id}, key="run-started"
-        )
+    remember_run(case_id, run_id, now=now, url=url, event="drill_run_started")
     return run_id
 
 

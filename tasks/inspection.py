@@ -50,6 +50,7 @@ from tasks.cases import (
     case_facts,
     customer_contact,
     find_customer,
+    remember_run,
     set_status,
     start_repair_run,
 )
@@ -414,20 +415,7 @@ def start_inspection_run(case_id: int, *, now: datetime, url: str | None = None)
                 ),
             ).id
         )
-    with session_scope(url) as session:
-        session.execute(
-            sa.update(Case.__table__)  # type: ignore[attr-defined]
-            .where(Case.__table__.c.id == case_id, Case.__table__.c.flow_run_id.is_(None))  # type: ignore[attr-defined]
-            .values(flow_run_id=run_id, updated_at=now)
-        )
-        append_event(
-            session,
-            case_id,
-            "inspection_run_started",
-            at=now,
-            data={"flow_run_id": run_id},
-            key="run-started",
-        )
+    remember_run(case_id, run_id, now=now, url=url, event="inspection_run_started")
     return run_id
 
 
