@@ -157,7 +157,7 @@ def test_an_issue_that_leaves_a_part_below_its_minimum_tells_the_parts_keepers(d
 def test_a_case_waiting_for_a_part_is_listed_with_its_4_hour_deadline_and_the_keeper_orders_urgently(
     client: TestClient,
 ) -> None:
-    from datetime import datetime, timedelta
+    from datetime import timedelta
     from zoneinfo import ZoneInfo
 
     from models import Event
@@ -200,7 +200,15 @@ def test_a_case_waiting_for_a_part_is_listed_with_its_4_hour_deadline_and_the_ke
         f"/store/urgent/{case_id}", data={"parts": "x", "vendor": "华为", "eta": "明天", "csrf": csrf}
     )
     assert garbled.status_code == 400 and "格式应为" in shown(garbled)
-    eta = (datetime.now(beijing) + timedelta(hours=2)).strftime("%Y-%m-%d %H:%M")
+    # the page's clock is the fixed T0 the client is given (web.staff.staff_now), not the wall clock:
+    # an hour before T0 is in the past, five hours after it is after the 4-hour deadline
+    before_t0 = (T0 - timedelta(hours=1)).astimezone(beijing).strftime("%Y-%m-%d %H:%M")
+    early = client.post(
+        f"/store/urgent/{case_id}",
+        data={"parts": "SFP-10G × 2", "vendor": "华为", "eta": before_t0, "csrf": csrf},
+    )
+    assert early.status_code == 400 and "应晚于现在" in shown(early)
+    eta = (T0 + timedelta(hours=5)).astimezone(beijing).strftime("%Y-%m-%d %H:%M")
     done = client.post(
         f"/store/urgent/{case_id}",
         data={"parts": "SFP-10G × 2", "vendor": "华为北京备件中心", "eta": eta, "csrf": csrf},

@@ -2,7 +2,8 @@
 part below it in red), the parts at the vendor for repair, and the parts keeper's three forms —
 receive (入库), send a defective part to the vendor (返修), take a repaired part back into stock.
 Every staff person may look; only the parts keeper (or an administrator) acts. The logic is
-`tasks.store`."""
+`tasks.store`. "Now" is the staff pages' one clock, `web.staff.staff_now` (a FastAPI dependency a
+test overrides with a fixed time), never the wall clock read here."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from models import Role, wallclock
+from models import Role
 from models.db import session_scope
 from models.settings import business_timezone
 from tasks.store import (
@@ -28,20 +29,22 @@ from tasks.store import (
     waiting_for_parts,
 )
 from web.pages import templates
-from web.staff import StaffUser, require_staff
+from web.staff import SessionNow, StaffUser, require_staff
 
 router = APIRouter()
 Keeper = Annotated[StaffUser, Depends(require_staff(Role.PARTS_KEEPER))]
 
 
-def _page(user: StaffUser, *, error: str = "", done: str = "", status: int = 200) -> HTMLResponse:
+def _page(
+    user: StaffUser, now: datetime, *, error: str = "", done: str = "", status: int = 200
+) -> HTMLResponse:
     with session_scope() as session:
         context: dict[str, Any] = {
             "user": user,
             "levels": levels(session),
             "away": open_vendor_repairs(session),
             "waiting": waiting_for_parts(session),
-            "now": wallclock.now(),
+            "now": now,
             "may_act": user.may(Role.PARTS_KEEPER),
             "error": error,
             "done": done,
@@ -51,8 +54,10 @@ def _page(user: StaffUser, *, error: str = "", done: str = "", status: int = 200
 
 
 @router.get("/store", response_class=HTMLResponse)
-def store_page(user: Annotated[StaffUser, Depends(require_staff())], done: str = "") -> HTMLResponse:
-    return _page(user, done=done[:200])
+def store_page(
+    user: Annotated[StaffUser, Depends(require_staff())], now: SessionNow, done: str = ""
+) -> HTMLResponse:
+    return _page(user, now, done=done[:200])
 
 
 def whole(text: str) -> int:
@@ -63,36 +68,37 @@ def whole(text: str) -> int:
         raise StoreError(f"数量应为整数（不是 {text!r}）") from None
 
 
-def _act(user: StaffUser, work: Any, message: str) -> Response:
+def _act(user: StaffUser, now: datetime, work: Any, message: str) -> Response:
     try:
         with session_scope() as session:
             work(session)
     except StoreError as exc:
-        return _page(user, error=str(exc), status=400)
+        return _page(user, now, error=str(exc), status=400)
     return RedirectResponse(f"/store?done={message}", status_code=303)
 
 
 @router.post("/store/receive")
 def store_receive(
     user: Keeper,
+    now: SessionNow,
     code: Annotated[str, Form(max_length=60)],
     quantity: Annotated[str, Form(max_length=20)],
     location: Annotated[str, Form(max_length=100)],
     note: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     def work(session: Any) -> None:
-        now = wallclock.now()
         stock = receive(
             session, code, whole(quantity), location=location, now=now, actor=user.name, note=note
         )
         alert_low(session, [stock.part_id], now=now)
 
-    return _act(user, work, "已入库")
+    return _act(user, now, work, "已入库")
 
 
 @router.post("/store/vendor")
 def store_send(
     user: Keeper,
+    now: SessionNow,
     code: Annotated[str, Form(max_length=60)],
     vendor: Annotated[str, Form(max_length=120)],
     serial: Annotated[str, Form(max_length=120)] = "",
@@ -109,19 +115,21 @@ def store_send(
             rma=rma,
             quantity=whole(quantity),
             note=note,
-            now=wallclock.now(),
+            now=now,
             actor=user.name,
         )
 
-    return _act(user, work, "已登记返修")
+    return _act(user, now, work, "已登记返修")
 
 
 @router.post("/store/vendor/{repair_id:int}/back")
-def store_back(user: Keeper, repair_id: int, location: Annotated[str, Form(max_length=100)]) -> Response:
+def store_back(
+    user: Keeper, now: SessionNow, repair_id: int, location: Annotated[str, Form(max_length=100)]
+) -> Response:
     def work(session: Any) -> None:
-        back_from_vendor(session, repair_id, location=location, now=wallclock.now(), actor=user.name)
+        back_from_vendor(session, repair_id, location=location, now=now, actor=user.name)
 
-    return _act(user, work, "返修件已入库")
+    return _act(user, now, work, "返修件已入库")
 
 
 def local_moment(text: str) -> datetime:
@@ -136,6 +144,7 @@ def local_moment(text: str) -> datetime:
 @router.post("/store/urgent/{case_id:int}")
 def store_urgent(
     user: Keeper,
+    now: SessionNow,
     case_id: int,
     parts: Annotated[str, Form(max_length=200)],
     vendor: Annotated[str, Form(max_length=120)],
@@ -148,8 +157,8 @@ def store_urgent(
             parts=parts,
             vendor=vendor,
             eta=local_moment(eta),
-            now=wallclock.now(),
+            now=now,
             actor=user.name,
         )
 
-    return _act(user, work, "已登记紧急采购")
+    return _act(user, now, work, "已登记紧急采购")
