@@ -294,6 +294,17 @@ def _case_contract(session: Session, case_id: int) -> tuple[Case, Contract]:
     return case, contract
 
 
+def _contract_version(session: Session, case_id: int, version: int) -> tuple[Contract, ContractVersion]:
+    """The contract the renewal renews and its terms' version `version` (one the renewal recorded)."""
+    _, contract = _case_contract(session, case_id)
+    row = session.exec(
+        select(ContractVersion).where(
+            ContractVersion.contract_id == contract.id, ContractVersion.version == version
+        )
+    ).one()
+    return contract, row
+
+
 @step("notice-sent", title="续约通知已发出 / notice sent")
 def notice_sent(case_id: int, report_id: int, at: datetime) -> str:
     """Record the notice's day (the outreach counts from it) and send the customer the printable notice."""
@@ -400,12 +411,7 @@ def record_renewal(case_id: int, quote: Quote, by: str, at: datetime) -> int:
 def apply_terms(case_id: int, version: int, at: datetime) -> None:
     """From the new start day, the contract row carries the new version's terms."""
     with session_scope() as session:
-        _, contract = _case_contract(session, case_id)
-        row = session.exec(
-            select(ContractVersion).where(
-                ContractVersion.contract_id == contract.id, ContractVersion.version == version
-            )
-        ).one()
+        contract, row = _contract_version(session, case_id, version)
         contract.start_date = row.start_date
         contract.end_date = max(contract.end_date, row.end_date)
         contract.service_hours = row.service_hours
@@ -427,12 +433,7 @@ def apply_terms(case_id: int, version: int, at: datetime) -> None:
 def start_day_moment(case_id: int, version: int) -> datetime:
     """Midnight (local) of the new version's first day, in UTC."""
     with session_scope() as session:
-        _, contract = _case_contract(session, case_id)
-        row = session.exec(
-            select(ContractVersion).where(
-                ContractVersion.contract_id == contract.id, ContractVersion.version == version
-            )
-        ).one()
+        contract, row = _contract_version(session, case_id, version)
         return pendulum.datetime(
             row.start_date.year, row.start_date.month, row.start_date.day, tz=contract.timezone
         ).in_timezone("UTC")
