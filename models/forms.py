@@ -938,6 +938,22 @@ class ComplaintAnswerForm(BaseModel):
         description=f"电话答复客户的时间，如 {TIME_EXAMPLE}；不填为提交时间",
     )
 
+    @field_validator("done_by")
+    @classmethod
+    def _within_close_deadline(cls, value: datetime, info: ValidationInfo) -> datetime:
+        """Refused past the complaint's close deadline (受理后 15 天, PROCEDURES.md §7, 001 §2.4): the
+        first answer is the promise the customer holds the provider to; a date beyond the deadline
+        would promise a breach, so the manager corrects it (the deadline is named) instead."""
+        due = ((info.context or {}).get("case_data") or {}).get("close_due")
+        if not due:
+            return value
+        deadline = datetime.fromisoformat(due)
+        if deadline.tzinfo is None:
+            deadline = deadline.replace(tzinfo=UTC)
+        if value > deadline:
+            raise ValueError(f"不能晚于投诉关闭期限 {_local(deadline)}（受理后 15 天内处理完毕）")
+        return value
+
 
 @form("complaint-investigation")
 class InvestigationForm(BaseModel):

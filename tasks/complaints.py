@@ -217,7 +217,11 @@ def open_complaint(
             data={"complaint_id": case.id, "number": case.number},
         )
     for kind in COMPLAINT_CLOCKS:  # started at intake, on the contract's calendar
-        clocks.start_clock(session, case_id, kind, started_at=reported_at, severity=4)
+        started = clocks.start_clock(session, case_id, kind, started_at=reported_at, severity=4)
+        if kind == ClockKind.COMPLAINT_CLOSE and started.due_at is not None:
+            # the first answer's 预计处理完毕时间 is checked against it (models.forms.ComplaintAnswerForm)
+            case.data = {**case.data, "close_due": started.due_at.isoformat()}
+            session.add(case)
     for notice in (
         Tell(template="complaint/received", key="received", customer=True, urgent=False),
         Tell(template="complaint/opened", key="opened", roles=[OWNER, Role.DISPATCHER], urgent=True),

@@ -9,6 +9,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlmodel import select
@@ -324,3 +325,34 @@ def test_a_complaint_taken_while_prefect_was_down_gets_its_flow_from_the_keeper(
     with fast.session() as s:
         (case,) = s.exec(select(Case).where(Case.kind == "complaint")).all()  # adopted, not taken twice
         assert case.id == case_id and case.flow_run_id == run_id
+
+
+def test_a_first_answer_promising_past_the_15_day_close_deadline_is_refused(fast: FastFlow) -> None:
+    """The first answer's 预计处理完毕时间 is the promise the customer holds the provider to; past the
+    complaint's close deadline (受理后 15 天, PROCEDURES.md §7) it is refused, naming the field and the
+    deadline, and the manager's corrected answer goes through."""
+    t = T0
+    late = {**ANSWER, "done_by": "2026-12-31 10:00"}
+    outcome = fast.run(
+        complaint,
+        request(),
+        at=t,
+        script=[
+            say("complaint-answer", late, by=OWNER, at=t + 20 * MIN),
+            say("complaint-answer", ANSWER, by=OWNER, at=t + 30 * MIN),
+            say("complaint-investigation", investigation(), by=OWNER, at=t + 3 * H),
+            say(SIGN, decision="signed", by=CUSTOMER, report=True, at=t + 1 * DAY),
+        ],
+    )
+    close = clock_of(fast, outcome.case_id, "complaint_close")
+    assert close.due_at is not None
+    deadline = close.due_at.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+    assert [step for step, _ in fast.refused] == ["complaint-answer"]
+    why = fast.refused[0][1]
+    assert "预计处理完毕时间" in why and "投诉关闭期限" in why and deadline in why, why
+    assert outcome.status == "closed"
+    with fast.session() as s:
+        answered = s.exec(
+            select(Event).where(Event.case_id == outcome.case_id, Event.kind == "complaint_answered")
+        ).one()
+        assert answered.data["done_by"].startswith("2026-11-30")

@@ -105,7 +105,7 @@ def test_bad_input_gets_a_422_page_naming_the_field_in_chinese(web: Any, session
     unknown = submit(web, url, complainant="王先生", about="天气", description="工程师迟到")
     assert unknown.status_code == 422 and "「投诉对象」只能选择" in unknown.text
     elsewhere = submit(web, url, complainant="王先生", description="工程师迟到", case_ref="WX-999999")
-    assert elsewhere.status_code == 422 and "相关工单 999999 不存在" in elsewhere.text
+    assert elsewhere.status_code == 422 and "相关工单（编号 999999）不存在" in elsewhere.text
     assert complaints(session) == []
 
 
