@@ -195,6 +195,11 @@ class Kpis:
     complaints: int = 0
     complaint_rate: float | None = None  # per 100 service cases
     complaint_clocks: list[ClockFigure] = field(default_factory=list)
+    # satisfaction after closure: a complaint closes only with the customer satisfied (signed, or said
+    # so on the manager's call); how many closed, by call, and satisfied at the first reply
+    complaints_closed: int = 0
+    complaints_closed_by_call: int = 0
+    complaints_first_reply_satisfied: int = 0
     scores: dict[str, dict[str, int]] = field(default_factory=dict)  # item → grade → count
     score_means: dict[str, float] = field(default_factory=dict)
     score_mean: float | None = None
@@ -593,6 +598,14 @@ def compute(
         k.uptime, k.outage_hours = uptime(mine, start, end, calendar)
     complaints = [c for c in opened if c.kind == "complaint"]
     k.complaints = len(complaints)
+    closed = [c for c in complaints if any(e.kind == "complaint_closed" for e in c.events)]
+    k.complaints_closed = len(closed)
+    k.complaints_closed_by_call = sum(
+        1 for c in closed if any(e.kind == "complaint_closed" and e.data.get("by_call") for e in c.events)
+    )
+    k.complaints_first_reply_satisfied = sum(
+        1 for c in closed if not any(e.kind == "complaint_not_satisfied" for e in c.events)
+    )
     day_first, day_last = _local_day(start, tz), _local_day(end - timedelta(microseconds=1), tz)
     due_here = [d for d in due if day_first <= d.due <= day_last and not d.cancelled]
     inspections = [d for d in due_here if d.kind == "inspection"]
@@ -746,6 +759,9 @@ COLUMNS_ZH: dict[str, str] = {
     "outage_hours": "中断时长(小时)",
     "complaints": "投诉数",
     "complaint_rate": "投诉率(每百单)",
+    "complaints_closed": "投诉结案(客户满意)",
+    "complaints_closed_by_call": "其中电话确认结案",
+    "complaint_first_reply_satisfied": "一次答复即满意率",
     "score_mean": "满意度均分(4分制)",
     "inspections": "巡检完成/应做",
     "inspections_on_time": "巡检按期完成",
@@ -755,7 +771,7 @@ COLUMNS_ZH: dict[str, str] = {
     "renewal_rate": "续约率",
     "renewal_lead_days": "续约答复距到期(天)",
 }
-RATIOS = ("sla_compliance", "ftf_rate", "uptime", "renewal_rate")
+RATIOS = ("sla_compliance", "ftf_rate", "uptime", "renewal_rate", "complaint_first_reply_satisfied")
 RENEWAL_ZH = {
     "renewed": "已续约",
     "changed": "变更后续约",
@@ -789,6 +805,9 @@ def flat(k: Kpis) -> dict[str, Any]:
         f"{k.drills_objectives_met}/{k.drills_evaluated}" if k.drills_evaluated else None
     )
     out["complaint_rate"] = round(k.complaint_rate, 2) if k.complaint_rate is not None else None
+    out["complaint_first_reply_satisfied"] = (
+        k.complaints_first_reply_satisfied / k.complaints_closed if k.complaints_closed else None
+    )
     out["renewals"] = "、".join(f"{RENEWAL_ZH.get(o, o)} {n}" for o, n in sorted(k.renewals.items()))
     for c in [*k.clocks, *k.complaint_clocks]:
         out[f"clock:{c.kind}"] = c.compliance

@@ -308,3 +308,28 @@ def test_a_renewal_changed_by_a_signed_change_request_is_counted_apart_from_one_
     assert row.kpis.renewals == {"renewed": 1, "changed": 1, "ended": 1}
     assert row.kpis.renewal_rate == pytest.approx(2 / 3)  # both contracts went on; the third ended
     assert flat(row.kpis)["renewals"] == "变更后续约 1、终止合作 1、已续约 1"
+
+
+def test_satisfaction_after_closure_of_the_complaints_opened_in_the_window():
+    """TS-a signed at the first reply; TS-b not satisfied once, then satisfied on the manager's call;
+    TS-c not satisfied and still open; TS-d opened after the window."""
+
+    def complaint(number: str, reported: datetime, *events: EventFact) -> CaseLog:
+        return CaseLog(0, number, "complaint", "甲银行", reported, events=events)
+
+    logs = [
+        complaint("TS-a", at(10, 2, 2), ev("complaint_closed", at(10, 3, 2), satisfied=True, by_call=False)),
+        complaint(
+            "TS-b",
+            at(10, 9, 2),
+            ev("complaint_not_satisfied", at(10, 12, 2)),
+            ev("complaint_closed", at(10, 20, 2), satisfied=True, by_call=True),
+        ),
+        complaint("TS-c", at(11, 2, 2), ev("complaint_not_satisfied", at(11, 5, 2))),
+        complaint("TS-d", at(12, 2, 2), ev("complaint_closed", at(12, 3, 2), satisfied=True, by_call=False)),
+    ]
+    [row] = table(logs, start=START, end=END, tz=TZ)
+    k = row.kpis
+    assert k.complaints == 3
+    assert (k.complaints_closed, k.complaints_closed_by_call, k.complaints_first_reply_satisfied) == (2, 1, 1)
+    assert flat(k)["complaint_first_reply_satisfied"] == pytest.approx(0.5)
