@@ -20,8 +20,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlmodel import Session
 
-from models import Contract, Role, Staff
+from models import Contract, Customer, Role, Site, Staff
 from models.contracts import InspectionFrequency, ServiceHours, SeverityScheme
 from rules.sla import PolicyError, merge_policy
 
@@ -110,6 +111,30 @@ def record_errors(model: type[Any], values: Mapping[str, Any]) -> list[tuple[str
             and field != "notify_urls"
         ):
             errors.append((field, "首尾不能有空格"))
+    return errors
+
+
+def ownership_errors(session: Session, model: type[Any], values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A record's site and contract belong to its customer (a device: its 机房 and its 合同): the one
+    check the admin pages and `aftercare import` both make; (field, Chinese message) pairs."""
+    customer_id = values.get("customer_id")
+    if customer_id is None:
+        return []
+    customer = session.get(Customer, customer_id)
+    whose = f"客户“{customer.name}”" if customer else f"客户 {customer_id}"
+    errors: list[tuple[str, str]] = []
+    if "site_id" in model.model_fields and values.get("site_id") is not None:
+        site = session.get(Site, values["site_id"])
+        if site is None:
+            errors.append(("site_id", f"没有编号为 {values['site_id']} 的机房"))
+        elif site.customer_id != customer_id:
+            errors.append(("site_id", f"机房“{site.name}”不属于{whose}"))
+    if "contract_id" in model.model_fields and values.get("contract_id") is not None:
+        contract = session.get(Contract, values["contract_id"])
+        if contract is None:
+            errors.append(("contract_id", f"没有编号为 {values['contract_id']} 的合同"))
+        elif contract.customer_id != customer_id:
+            errors.append(("contract_id", f"合同 {contract.code} 不属于{whose}"))
     return errors
 
 

@@ -349,3 +349,41 @@ def test_the_administrator_makes_a_login_for_a_staff_person_and_resets_its_passw
     )
     assert renamed.status_code == 302
     assert log_in(engineer, "liu.gc", "a new long password").status_code == 303
+
+
+def test_a_device_in_a_site_of_another_customer_is_refused_on_the_form(client: TestClient) -> None:
+    from models import Customer, Device, Site
+    from models.db import session_scope
+
+    with session_scope() as s:
+        bank = s.exec(select(Customer).where(Customer.code == "BJYH")).one()
+        hospital_site = s.exec(select(Site).where(Site.name == "门诊楼机房")).one()
+        bank_site = s.exec(select(Site).where(Site.name == "亦庄机房")).one()
+        bank_id, hospital_site_id, bank_site_id = bank.id, hospital_site.id, bank_site.id
+        devices = len(s.exec(select(Device)).all())
+    log_in(client, "admin1")
+    token = csrf_of(client.get("/admin/device/create"))
+    form = {
+        "customer_id": str(bank_id),
+        "site_id": str(hospital_site_id),
+        "contract_id": "",
+        "device_class": "server",
+        "model": "PowerEdge R750",
+        "serial": "SN-ADMIN-01",
+        "config": "{}",
+        "csrf": token,
+        "save": "保存",
+    }
+    wrong = client.post("/admin/device/create", data=form)
+    assert wrong.status_code == 400, text(wrong)[:800]
+    assert "机房：机房“门诊楼机房”不属于客户“北京某银行数据中心”" in text(wrong)
+    with session_scope() as s:
+        assert len(s.exec(select(Device)).all()) == devices
+    assert audit_rows("device") == []
+    made = client.post(
+        "/admin/device/create", data={**form, "site_id": str(bank_site_id)}, follow_redirects=False
+    )
+    assert made.status_code == 302, text(made)[:800]
+    with session_scope() as s:
+        device = s.exec(select(Device).where(Device.serial == "SN-ADMIN-01")).one()
+        assert device.site_id == bank_site_id

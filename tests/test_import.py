@@ -253,6 +253,15 @@ def test_devices_resolve_customer_site_and_contract_and_update_by_serial(demo: s
         device = s.exec(select(Device).where(Device.serial == "SN-NEW-001")).one()
         site = s.get(Site, device.site_id)
         assert site is not None and site.name == "天津灾备机房" and device.config == {"cpu": "2x16C"}
+    # moving the device to another customer and leaving its site blank would leave it in the first
+    # customer's site: refused by the admin pages' check, on the customer column, nothing written
+    other = xlsx(tmp_path / "devices.xlsx", [["序列号", "客户"], ["SN-NEW-001", "SJZY"]])
+    wrong = run(str(other))
+    assert wrong.exit_code == 1, wrong.output
+    assert "第 2 行 客户（B 列）：机房“天津灾备机房”不属于客户“石家庄某医院信息中心”" in wrong.output
+    with session_scope() as s:
+        device = s.exec(select(Device).where(Device.serial == "SN-NEW-001")).one()
+        assert device.customer_id == customer.id
 
 
 def test_a_file_that_is_not_an_import_is_refused_with_a_clear_message(demo: str, tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ from tasks.accounts import (
     hash_password,
     normalise_username,
 )
-from tasks.backoffice import RecordError, audit_values, check_record
+from tasks.backoffice import RecordError, audit_values, check_record, ownership_errors
 from web.pages import templates as page_templates
 from web.staff import SAFE_METHODS, StaffUser, check_csrf, current_staff, staff_now
 
@@ -273,7 +273,12 @@ class AftercareView(ModelView):
             model.created_at = wallclock.now()
         values = {c.name: getattr(model, c.name) for c in model.__table__.columns} if not is_created else {}
         values.update(data)
-        check_record(type(model), values, {str(k): v for k, v in self.column_labels.items()})
+        labels = {str(k): v for k, v in self.column_labels.items()}
+        check_record(type(model), values, labels)
+        with session_scope() as session:  # a device's site and contract belong to its customer
+            wrong = ownership_errors(session, type(model), values)
+        if wrong:
+            raise RecordError(wrong, labels)
 
 
 class CustomerAdmin(AftercareView, model=Customer):
