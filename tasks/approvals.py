@@ -606,6 +606,17 @@ def _assigned(session: Session, case_id: int, role: str, person: Staff) -> bool:
     return case is not None and ((case.data or {}).get("acting") or {}).get(str(role)) == person.id
 
 
+def not_entitled_message(session: Session, row: Approval) -> str:
+    """Why this person may not decide, in Chinese: a complaint's form handed up the manager ladder
+    names the manager who has it now (tasks.clocks.move_up_ladder); else "not an approver"."""
+    case = session.get(Case, row.case_id)
+    acting = ((case.data or {}).get("acting") or {}).get(str(row.approver_role)) if case else None
+    holder = session.get(Staff, acting) if acting else None
+    if holder is not None and holder.id in row.approver_staff_ids:
+        return f"此事项已随投诉升级转交 {holder.name} 处理，您无需再处理；未记录任何操作。"
+    return "您不是此事项指定的审批人，无权处理。"
+
+
 def refusal(
     session: Session, row: Approval, *, now: datetime, content_hash: str | None = None, link: bool = True
 ) -> DecisionResult | None:
@@ -726,7 +737,7 @@ def _checked_decision(
         return DecisionResult("invalid", f"「{decision}」不是此事项的可选操作（可选：{choices}）。", row)
     decider = _resolve_decider(session, row, by)
     if decider is None:
-        return DecisionResult("not_entitled", "您不是此事项指定的审批人，无权处理。", row)
+        return DecisionResult("not_entitled", not_entitled_message(session, row), row)
     who, person = decider
     if (
         decision in (DecisionKind.REJECTED, DecisionKind.REVISE, DecisionKind.OBJECTED)
@@ -892,7 +903,7 @@ def renew_link(approval_id: int, who: Approver, *, now: datetime) -> DecisionRes
         elif row.decision is not None:
             refused = DecisionResult("already_decided", _already_message(row), row, decision_of(row))
         elif not match:
-            refused = DecisionResult("not_entitled", "您不是此事项指定的审批人。", row)
+            refused = DecisionResult("not_entitled", not_entitled_message(session, row), row)
         if refused is not None:  # nothing is sent: the claim is given back
             session.expunge(row)
             session.rollback()

@@ -788,7 +788,10 @@ def move_up_ladder(session: Session, case: Case, *, at: datetime, reason: str, k
     case.updated_at = at
     session.add(case)
     # what the owner was asked and has not answered yet (the first answer, an investigation) is the
-    # new manager's to answer too: added to its approvers, the links in the manager's notice
+    # new manager's to answer from now on: the new manager replaces the lower one as its approver (the
+    # complaint went up because the lower level did not answer, or the customer was not satisfied
+    # there; two owners answering the same form would race), the links in the manager's notice. The
+    # lower manager's link then says who has it (tasks.approvals.not_entitled_message).
     tasks: list[dict[str, Any]] = []
     for row in session.exec(
         select(Approval).where(
@@ -797,8 +800,8 @@ def move_up_ladder(session: Session, case: Case, *, at: datetime, reason: str, k
             Approval.approver_role == MANAGER_ROLE,
         )
     ):
-        if manager.id not in row.approver_staff_ids:
-            row.approver_staff_ids = [*row.approver_staff_ids, manager.id]  # type: ignore[list-item]
+        if row.approver_staff_ids != [manager.id]:
+            row.approver_staff_ids = [manager.id]  # type: ignore[list-item]
             session.add(row)
         tasks.append({"subject": row.subject, "link": approval_link(row, Approver("staff", manager.id))})  # type: ignore[arg-type]
     append_event(

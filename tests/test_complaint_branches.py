@@ -356,3 +356,41 @@ def test_a_first_answer_promising_past_the_15_day_close_deadline_is_refused(fast
             select(Event).where(Event.case_id == outcome.case_id, Event.kind == "complaint_answered")
         ).one()
         assert answered.data["done_by"].startswith("2026-11-30")
+
+
+def test_a_form_handed_up_the_ladder_is_no_longer_the_lower_managers(fast: FastFlow) -> None:
+    """The first answer unanswered past 2 h goes up to the next manager, who owns it from then on:
+    the lower manager's link (from the first notice) gives a clear page naming who has it now and
+    records nothing; the next manager's link shows the form."""
+    from fastapi.testclient import TestClient
+
+    from models import Staff
+    from tasks.approvals import Approver, approval_link
+    from web.app import create_app
+    from web.approvals import clock as page_clock
+
+    t = T0
+    fast.run(complaint, request(), at=t, script=[], until="complaint-answer")
+    case_id = fast.case_of_run()
+    fast.tick(t + 2 * H + 5 * MIN)
+    with fast.session() as s:
+        row = s.exec(
+            select(Approval).where(Approval.case_id == case_id, Approval.step == "complaint-answer")
+        ).one()
+        lower = s.exec(select(Staff).where(Staff.name == OWNER)).one()
+        upper = s.exec(select(Staff).where(Staff.name == NEXT)).one()
+        assert row.approver_staff_ids == [upper.id]
+        # the links as the notices carry them: `<base>/a/<token>`
+        lower_link = approval_link(row, Approver("staff", lower.id)).rsplit("/", 1)[1]  # type: ignore[arg-type]
+        upper_link = approval_link(row, Approver("staff", upper.id)).rsplit("/", 1)[1]  # type: ignore[arg-type]
+    app = create_app()
+    app.dependency_overrides[page_clock] = lambda: t + 3 * H
+    web = TestClient(app)
+    refused = web.get(f"/a/{lower_link}")
+    assert refused.status_code == 403
+    assert f"已随投诉升级转交 {NEXT} 处理" in refused.text and "Traceback" not in refused.text
+    shown = web.get(f"/a/{upper_link}")
+    assert shown.status_code == 200 and "预计处理完毕时间" in shown.text
+    with fast.session() as s:
+        again = s.get(Approval, row.id)
+        assert again is not None and again.decision is None

@@ -21,7 +21,16 @@ from starlette.concurrency import run_in_threadpool
 from models import Case, wallclock
 from models.approvals import KIND_ZH, Approval, ApprovalKind, Channel
 from models.db import session_scope
-from tasks.approvals import LINK_PURPOSE, Approver, DecisionResult, approvers_of, decide, refusal, renew_link
+from tasks.approvals import (
+    LINK_PURPOSE,
+    Approver,
+    DecisionResult,
+    approvers_of,
+    decide,
+    not_entitled_message,
+    refusal,
+    renew_link,
+)
 from tasks.devices import device_url
 from tasks.links import BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 from tasks.render import _local_time
@@ -131,7 +140,7 @@ def _view(
             return _result_page(request, refused, token)
         people = dict(approvers_of(session, row))
         if who not in people:
-            return message_page(request, "not_entitled", "您不是此事项指定的审批人，无权处理。", approval=row)
+            return message_page(request, "not_entitled", not_entitled_message(session, row), approval=row)
         case = session.get(Case, row.case_id)
         context = {
             "approval": row,
