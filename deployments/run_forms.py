@@ -303,6 +303,29 @@ class DrillRequestForm(BaseModel):
     )
 
 
+class RecoveryRevisionForm(BaseModel):
+    """应急恢复方案修订：两次演练之间修订客户系统的应急恢复方案；带“必填”的项目须填写。"""
+
+    model_config = ConfigDict(title="应急恢复方案修订 / recovery plan revision")
+
+    customer: str = Field(title="客户", min_length=1, max_length=100, description="必填：从列表中选择客户")
+    system: str = Field(
+        title="系统",
+        min_length=2,
+        max_length=100,
+        description="必填：方案所属的客户系统，如 核心业务系统（与演练时填写的系统名称一致）",
+    )
+    reason: str = Field(
+        title="修订原因",
+        min_length=2,
+        max_length=300,
+        description="必填：为何修订，如 新增存储双活、联系人变更（显示在版本记录中）",
+    )
+    requested_by: str = Field(
+        default="", title="提出人", max_length=100, description="可留空：提出修订的人员姓名与电话"
+    )
+
+
 class ComplaintRequestForm(BaseModel):
     """投诉受理单：客户经投诉渠道（非报修热线）提出的投诉；带“必填”的项目须填写。"""
 

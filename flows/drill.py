@@ -29,7 +29,7 @@ from prefect.runtime import flow_run
 from prefect.schedules import Cron
 from pydantic import BaseModel
 
-from deployments.run_forms import DrillRequestForm, use_form
+from deployments.run_forms import DrillRequestForm, RecoveryRevisionForm, use_form
 from flows import steps
 from models.cases import CaseStatus
 from models.clocks import ClockAction
@@ -51,6 +51,8 @@ from tasks.drill import (
     DEFAULT_START,
     DrillFacts,
     DrillRequest,
+    RecoveryFacts,
+    RecoveryRevisionRequest,
     cancel_drill_step,
     check_drill_day,
     create_training,
@@ -63,8 +65,10 @@ from tasks.drill import (
     fix_drill_day,
     is_drill_cancelled,
     load_drill,
+    load_recovery_revision,
     next_recovery_version,
     open_drill,
+    open_recovery_revision,
     plan_drills_step,
     record_drill_plan,
     record_drill_step,
@@ -72,6 +76,8 @@ from tasks.drill import (
     recovery_approved,
     recovery_in_force,
     recovery_prefill,
+    recovery_rejected,
+    recovery_revision_done,
     send_drill_notice,
     start_drill_runs_step,
 )
@@ -135,7 +141,7 @@ PlanWriter = Callable[[int, str, dict[str, str] | None, datetime], tuple[Plan, d
 
 def _plan_on_form(
     case_id: int,
-    facts: DrillFacts,
+    facts: RecoveryFacts,
     *,
     step: Callable[[int], str],
     form: type[BaseModel],
@@ -181,22 +187,35 @@ def recovery_plan_in_force(case_id: int, facts: DrillFacts, now: datetime) -> tu
     found = recovery_in_force(case_id)
     if found is not None:
         return found, now
-    return write_and_approve_recovery(
+    written, now = write_and_approve_recovery(
         case_id, facts, next_recovery_version(case_id), reason="", prefill=None, now=now
     )
+    assert written is not None  # a drill's rejection asks for another version, it does not end
+    return written, now
+
+
+class _Rejected(Exception):
+    """The director rejected a revision that ends there (the version in force stays)."""
+
+    def __init__(self, at: datetime) -> None:
+        super().__init__("rejected")
+        self.at = at
 
 
 def write_and_approve_recovery(
     case_id: int,
-    facts: DrillFacts,
+    facts: RecoveryFacts,
     version: int,
     *,
     reason: str,
     prefill: dict[str, str] | None,
     now: datetime,
-) -> tuple[dict[str, Any], datetime]:
+    rejected_ends: bool = False,
+) -> tuple[dict[str, Any] | None, datetime]:
     """The lead writes recovery plan `version` on its form; the director approves it or sends it back
-    (要求修改: the form filled in with it; 驳回: an empty form) for the next version."""
+    (要求修改: the form filled in with it; 驳回: an empty form) for the next version. A rejected
+    version is marked so (shown, never in force); with `rejected_ends` (a revision between drills)
+    the rejection ends it: (None, the moment), the version in force unchanged."""
     write, revise = _plan_on_form(
         case_id,
         facts,
@@ -210,18 +229,60 @@ def write_and_approve_recovery(
         prefill=recovery_prefill,
     )
 
+    def returned(
+        case_id: int, facts: Any, plan: Plan, *, reason: str, note: str, now: datetime
+    ) -> tuple[Plan, datetime]:
+        if reason == "rejected":
+            recovery_rejected(case_id, plan.version, now)
+            if rejected_ends:
+                raise _Rejected(now)
+        return revise(case_id, facts, plan, reason=reason, note=note, now=now)
+
     plan, now = write(version, reason, prefill, now)
-    plan, now = steps.director_approves_plan(
+    try:
+        plan, now = steps.director_approves_plan(
+            case_id,
+            facts,
+            plan,
+            now=now,
+            procedure="drill",
+            step="recovery-plan-approval",
+            revise=returned,
+            document=RECOVERY_PLAN_DOC,
+        )
+    except _Rejected as rejected:
+        return None, rejected.at
+    return recovery_approved(case_id, plan.version, now), now
+
+
+# ---- a revision between drills ----------------------------------------------------------------------------
+
+
+@flow(name="recovery-plan", flow_run_name=run_name, retries=0, log_prints=True)
+def recovery_plan(request: RecoveryRevisionRequest) -> str:
+    """应急恢复方案修订 between drills: the lead revises the version in force on the plan's form (filled
+    in with it), the technical director approves (要求修改 → another round; 驳回 → nothing changes)."""
+    from prefect.states import Failed
+
+    now = current_time()
+    opened = open_recovery_revision(request, str(flow_run.get_id() or ""), now)
+    if opened["error"]:
+        return Failed(message=opened["error"])  # type: ignore[return-value]  # a clear message, no traceback
+    case_id = int(opened["case_id"])
+    name_run(case_id)
+    facts = load_recovery_revision(case_id)
+    in_force = recovery_in_force(case_id)
+    written, now = write_and_approve_recovery(
         case_id,
         facts,
-        plan,
+        next_recovery_version(case_id),
+        reason=f"{facts.number} 修订：{request.reason.strip()}",
+        prefill=recovery_prefill(in_force) if in_force else None,
         now=now,
-        procedure="drill",
-        step="recovery-plan-approval",
-        revise=revise,
-        document=RECOVERY_PLAN_DOC,
+        rejected_ends=True,
     )
-    return recovery_approved(case_id, plan.version, now), now
+    recovery_revision_done(case_id, CaseStatus.CLOSED if written else CaseStatus.CANCELLED, now)
+    return "approved" if written else "rejected"
 
 
 # ---- 3. the drill plan ------------------------------------------------------------------------------------
@@ -509,6 +570,15 @@ def deployments() -> list[Any]:
                 "提前通知与再确认、逐步记录、演练报告、差距跟进",
             ),
             DrillRequestForm,
+        ),
+        use_form(
+            recovery_plan.to_deployment(
+                name="recovery-plan",
+                tags=["drill", "应急恢复方案"],
+                description="应急恢复方案修订（两次演练之间）：选择客户、系统并写明修订原因——负责人在现行版本上修订，"
+                "技术总监批准后成为新的现行版本（驳回则现行版本不变），各版本均保留可查",
+            ),
+            RecoveryRevisionForm,
         ),
         plan_drills_flow.to_deployment(
             name="plan-drills",

@@ -29,6 +29,7 @@ class CaseKind(StrEnum):
     COMPLAINT = "complaint"  # 投诉
     SURVEY = "survey"  # 年度满意度调查
     ASSURANCE = "assurance"  # 重要通信保障 / 重大事件值守
+    RECOVERY_PLAN = "recovery-plan"  # 应急恢复方案修订 between drills (flows.drill.recovery_plan)
 
 
 CASE_PREFIX = {
@@ -40,6 +41,7 @@ CASE_PREFIX = {
     CaseKind.COMPLAINT: "TS",
     CaseKind.SURVEY: "MY",
     CaseKind.ASSURANCE: "BZ",
+    CaseKind.RECOVERY_PLAN: "HF",
 }
 
 CASE_KIND_ZH = {
@@ -51,6 +53,7 @@ CASE_KIND_ZH = {
     CaseKind.COMPLAINT: "投诉",
     CaseKind.SURVEY: "满意度调查",
     CaseKind.ASSURANCE: "重要通信保障",
+    CaseKind.RECOVERY_PLAN: "应急恢复方案修订",
 }
 
 

@@ -50,6 +50,8 @@ class RecoveryPlan(SQLModel, table=True):
     created_at: datetime = utc_field(nullable=False)
     approved_by: str | None = Field(default=None, max_length=100)
     approved_at: datetime | None = utc_field()
+    rejected_by: str | None = Field(default=None, max_length=100, description="the director who rejected it")
+    rejected_at: datetime | None = utc_field(description="rejected as a whole (驳回): never in force")
 
 
 class DrillPlan(SQLModel, table=True):

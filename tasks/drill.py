@@ -111,6 +111,17 @@ def _case(session: Session, case_id: int) -> Case:
     return case
 
 
+PLAN_CASE_KINDS = frozenset({str(CaseKind.DRILL), str(CaseKind.RECOVERY_PLAN)})
+
+
+def _plan_case(session: Session, case_id: int) -> Case:
+    """The case a recovery plan version is written on: a drill, or a revision between drills."""
+    case = session.get(Case, case_id)
+    if case is None or case.kind not in PLAN_CASE_KINDS:
+        raise DrillError(f"工单 {case_id} 不存在 / no drill or recovery plan revision {case_id}")
+    return case
+
+
 def _contract(session: Session, case: Case) -> Contract:
     contract = session.get(Contract, case.contract_id)
     if contract is None:
@@ -119,10 +130,17 @@ def _contract(session: Session, case: Case) -> Contract:
 
 
 @dataclass(frozen=True)
-class DrillFacts(CaseFacts):
-    """A drill's facts: the case's, and its system, kind, period, days and what the last drill left open."""
+class RecoveryFacts(CaseFacts):
+    """A case a recovery plan is written on (a drill, a revision between drills): the case's facts and
+    the customer system the plan recovers."""
 
     system: str = ""
+
+
+@dataclass(frozen=True)
+class DrillFacts(RecoveryFacts):
+    """A drill's facts: the case's, and its system, kind, period, days and what the last drill left open."""
+
     drill_kind: str = ""
     drill_kind_zh: str = ""
     period: str | None = None
@@ -444,7 +462,7 @@ def recovery_in_force(case_id: int) -> dict[str, Any] | None:
     """The system's latest director-approved recovery plan (the one this drill exercises, noted on
     the case), or None when it has none yet."""
     with session_scope() as session:
-        case = _case(session, case_id)
+        case = _plan_case(session, case_id)
         approved = [
             p
             for p in recovery_versions(session, case.customer_id, case.data.get("system", ""))
@@ -464,7 +482,7 @@ def record_recovery_plan(
     """Store version `version` of the system's recovery plan (the form validated it); its text."""
     form = RecoveryPlanForm.model_validate(payload)
     with session_scope() as session:
-        case = _case(session, case_id)
+        case = _plan_case(session, case_id)
         system = case.data.get("system", "")
         existing = session.exec(
             select(RecoveryPlan).where(
@@ -508,7 +526,7 @@ def recovery_approved(case_id: int, version: int, at: datetime) -> dict[str, Any
     """Mark version `version` approved, by the director who approved it (flows.steps recorded the
     decision as the `plan_approved` event of the step `recovery-plan-approval`)."""
     with session_scope() as session:
-        case = _case(session, case_id)
+        case = _plan_case(session, case_id)
         event = session.exec(
             select(Event).where(Event.case_id == case_id, Event.key == f"recovery-plan-approval:v{version}")
         ).first()
@@ -531,7 +549,7 @@ def recovery_approved(case_id: int, version: int, at: datetime) -> dict[str, Any
 @step("next-recovery-version", title="应急恢复方案新版本号 / the next version")
 def next_recovery_version(case_id: int) -> int:
     with session_scope() as session:
-        case = _case(session, case_id)
+        case = _plan_case(session, case_id)
         found = recovery_versions(session, case.customer_id, case.data.get("system", ""))
         return (found[-1].version if found else 0) + 1
 
@@ -546,6 +564,123 @@ def recovery_prefill(plan: dict[str, Any]) -> dict[str, str]:
         "steps": rules.steps_text(plan["steps"]),
         "contacts": plan["contacts"],
     }
+
+
+@step("recovery-plan-rejected", title="应急恢复方案被驳回 / recovery plan rejected", key="v{version}")
+def recovery_rejected(case_id: int, version: int, at: datetime) -> None:
+    """Mark version `version` rejected as a whole (驳回) by the director who said so (the decision is
+    the step `recovery-plan-approval`'s event): kept and shown, never in force."""
+    with session_scope() as session:
+        case = _plan_case(session, case_id)
+        event = session.exec(
+            select(Event).where(Event.case_id == case_id, Event.key == f"recovery-plan-approval:v{version}")
+        ).first()
+        plan = session.exec(
+            select(RecoveryPlan).where(
+                RecoveryPlan.customer_id == case.customer_id,
+                RecoveryPlan.system == case.data.get("system", ""),
+                RecoveryPlan.version == version,
+            )
+        ).one()
+        if plan.rejected_at is None and plan.approved_at is None:
+            plan.rejected_by, plan.rejected_at = (event.actor if event is not None else "技术总监"), at
+            session.add(plan)
+
+
+# ---- a revision of the recovery plan between drills (the run form `recovery-plan`) -------------------------
+
+
+class RecoveryRevisionRequest(BaseModel):
+    """What starts a revision of a system's recovery plan between drills (the Prefect-UI form)."""
+
+    customer: str | None = Field(default=None, max_length=100)
+    system: str = Field(default="", max_length=100)
+    reason: str = Field(default="", max_length=300)
+    requested_by: str = Field(default="", max_length=100)
+
+    _blank = field_validator("customer", mode="before")(blank_none)
+
+
+def open_revision_case(request: RecoveryRevisionRequest, *, run_id: str, now: datetime) -> int:
+    """The revision case this run carries (a case of its own kind, so that it is never counted as a
+    drill), under the customer's contract in force; one per run. DrillError says what to correct."""
+    with session_scope() as session:
+        if not request.customer:
+            raise DrillError("请选择客户 / the customer is required")
+        system, reason = request.system.strip(), request.reason.strip()
+        if not system:
+            raise DrillError("请填写系统 / the system is required")
+        if not reason:
+            raise DrillError("请填写修订原因 / the reason for the revision is required")
+        try:
+            customer = find_customer(session, request.customer)
+        except IntakeError as exc:
+            raise DrillError(str(exc)) from None
+        today = local_day(now)
+        contract = session.exec(
+            select(Contract)
+            .where(
+                Contract.customer_id == customer.id, Contract.start_date <= today, Contract.end_date >= today
+            )
+            .order_by(col(Contract.end_date).desc())
+        ).first()
+        if contract is None:
+            raise DrillError(f"{customer.name} 没有有效合同，无法修订应急恢复方案 / no contract in force")
+        period = "rev-" + run_id.replace("-", "")[:28]  # one revision per run (uq_case_period)
+        data = {"system": system, "reason": reason}
+        case_id = add_period_case(
+            session,
+            contract,
+            str(CaseKind.RECOVERY_PLAN),
+            period,
+            status=CaseStatus.OPEN,
+            title=f"应急恢复方案修订 {system}",
+            description=f"{system}：{reason}",
+            channel="request",
+            data=data,
+            now=now,
+            event="recovery_revision_requested",
+            key="requested",
+            reported_by=request.requested_by or "system",
+            actor=request.requested_by or "system",
+        )
+        if case_id is None:  # the run again: its case
+            found = session.exec(
+                select(Case).where(
+                    Case.kind == str(CaseKind.RECOVERY_PLAN),
+                    Case.contract_id == contract.id,
+                    Case.period == period,
+                )
+            ).one()
+            case_id = int(found.id)  # type: ignore[arg-type]
+        case = session.get(Case, case_id)
+        assert case is not None
+        case.flow_run_id = run_id
+        session.add(case)
+        return case_id
+
+
+@step("open-recovery-revision", title="登记应急恢复方案修订 / register the revision")
+def open_recovery_revision(request: RecoveryRevisionRequest, run_id: str, at: datetime) -> dict[str, Any]:
+    """{"error": "" or what to correct, "case_id"}."""
+    try:
+        return {"error": "", "case_id": open_revision_case(request, run_id=run_id, now=at)}
+    except DrillError as exc:
+        return {"error": str(exc), "case_id": None}
+
+
+@step("recovery-revision-facts", title="修订概况 / revision facts")
+def load_recovery_revision(case_id: int) -> RecoveryFacts:
+    with session_scope() as session:
+        case = _plan_case(session, case_id)
+        return RecoveryFacts(**case_facts(session, case_id).as_dict(), system=case.data.get("system", ""))
+
+
+@step("recovery-revision-done", title="修订结束 / the revision ends", key="{status}")
+def recovery_revision_done(case_id: int, status: CaseStatus, at: datetime) -> None:
+    """Closed: the new version is in force; cancelled: rejected, the version in force unchanged."""
+    with session_scope() as session:
+        set_status(session, case_id, status, at=at)
 
 
 # ---- the drill plan (演练方案, versioned per drill) ----------------------------------------------------

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 06:46:35.821818
+Create Date: 2026-12-02 07:23:45.069663
 """
 from __future__ import annotations
 
@@ -515,6 +515,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('approved_by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
     sa.Column('approved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('rejected_by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
+    sa.Column('rejected_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.PrimaryKeyConstraint('id'),
