@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from pydantic import ValidationError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from models import Contract, Customer, Role, Site, Staff
 from models.contracts import InspectionFrequency, ServiceHours, SeverityScheme
@@ -114,27 +115,95 @@ def record_errors(model: type[Any], values: Mapping[str, Any]) -> list[tuple[str
     return errors
 
 
-def ownership_errors(session: Session, model: type[Any], values: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """A record's site and contract belong to its customer (a device: its 机房 and its 合同): the one
-    check the admin pages and `aftercare import` both make; (field, Chinese message) pairs."""
-    customer_id = values.get("customer_id")
-    if customer_id is None:
-        return []
-    customer = session.get(Customer, customer_id)
-    whose = f"客户“{customer.name}”" if customer else f"客户 {customer_id}"
+NAME_SEPARATORS = re.compile(r"[、,，;；\n]+")  # how a list of names is typed (form and spreadsheet)
+
+
+def staff_by_names(session: Session, text: str) -> list[int]:
+    """Staff typed as names (or staff numbers) separated by 、 or , — their ids in the typed order;
+    ValueError with a Chinese message for a name that is nobody's or more than one person's."""
+    ids: list[int] = []
+    for part in NAME_SEPARATORS.split(text):
+        name = part.strip()
+        if not name:
+            continue
+        if name.isdigit():
+            person = session.get(Staff, int(name))
+            if person is None:
+                raise ValueError(f"没有员工编号 {name}")
+        else:
+            named = session.exec(select(Staff).where(Staff.name == name)).all()
+            if not named:
+                raise ValueError(f"没有员工 {name!r}")
+            if len(named) > 1:
+                raise ValueError(f"有 {len(named)} 位员工名为 {name!r}，请填员工编号")
+            person = named[0]
+        assert person.id is not None
+        ids.append(person.id)
+    return ids
+
+
+def staff_names(session: Session, ids: list[int] | None, sep: str = "、") -> str:
+    """Staff ids as their names (the way `staff_by_names` reads them back)."""
+    people = [session.get(Staff, i) for i in ids or []]
+    return sep.join(p.name if p else str(i) for p, i in zip(people, ids or [], strict=True))
+
+
+def _active_staff(session: Session, staff_id: Any, what: str) -> str | None:
+    person = session.get(Staff, staff_id)
+    if person is None:
+        return f"没有员工编号 {staff_id}"
+    if not person.active:
+        return f"{what}“{person.name}”已不在岗"
+    return None
+
+
+def reference_errors(session: Session, model: type[Any], values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What a record points at exists and fits — the one check the admin pages and `aftercare import`
+    both make; (field, Chinese message) pairs: a device's site and contract belong to its customer;
+    a contract's account manager, a person's manager and every step of a customer's manager ladder
+    (lowest to highest) is an active staff member (a manager is not the person, a ladder names
+    nobody twice)."""
     errors: list[tuple[str, str]] = []
-    if "site_id" in model.model_fields and values.get("site_id") is not None:
-        site = session.get(Site, values["site_id"])
-        if site is None:
-            errors.append(("site_id", f"没有编号为 {values['site_id']} 的机房"))
-        elif site.customer_id != customer_id:
-            errors.append(("site_id", f"机房“{site.name}”不属于{whose}"))
-    if "contract_id" in model.model_fields and values.get("contract_id") is not None:
-        contract = session.get(Contract, values["contract_id"])
-        if contract is None:
-            errors.append(("contract_id", f"没有编号为 {values['contract_id']} 的合同"))
-        elif contract.customer_id != customer_id:
-            errors.append(("contract_id", f"合同 {contract.code} 不属于{whose}"))
+    fields = model.model_fields
+    customer_id = values.get("customer_id")
+    if customer_id is not None and ("site_id" in fields or "contract_id" in fields):
+        customer = session.get(Customer, customer_id)
+        whose = f"客户“{customer.name}”" if customer else f"客户 {customer_id}"
+        if "site_id" in fields and values.get("site_id") is not None:
+            site = session.get(Site, values["site_id"])
+            if site is None:
+                errors.append(("site_id", f"没有编号为 {values['site_id']} 的机房"))
+            elif site.customer_id != customer_id:
+                errors.append(("site_id", f"机房“{site.name}”不属于{whose}"))
+        if "contract_id" in fields and values.get("contract_id") is not None:
+            contract = session.get(Contract, values["contract_id"])
+            if contract is None:
+                errors.append(("contract_id", f"没有编号为 {values['contract_id']} 的合同"))
+            elif contract.customer_id != customer_id:
+                errors.append(("contract_id", f"合同 {contract.code} 不属于{whose}"))
+    if model is Contract and values.get("account_manager_id") is not None:
+        wrong = _active_staff(session, values["account_manager_id"], "客户经理")
+        if wrong:
+            errors.append(("account_manager_id", wrong))
+    if model is Staff and values.get("manager_id") is not None:
+        if values.get("id") is not None and values["manager_id"] == values["id"]:
+            errors.append(("manager_id", "上级不能是本人"))
+        else:
+            wrong = _active_staff(session, values["manager_id"], "上级")
+            if wrong:
+                errors.append(("manager_id", wrong))
+    if model is Customer and values.get("manager_ladder"):
+        ladder = values["manager_ladder"]
+        if not isinstance(ladder, list) or not all(isinstance(i, int) for i in ladder):
+            errors.append(("manager_ladder", "应为员工编号的列表"))
+        else:
+            for staff_id in ladder:
+                wrong = _active_staff(session, staff_id, "经理")
+                if wrong:
+                    errors.append(("manager_ladder", wrong))
+            twice = sorted({i for i in ladder if ladder.count(i) > 1})
+            if twice:
+                errors.append(("manager_ladder", f"{staff_names(session, twice)} 出现不止一次"))
     return errors
 
 

@@ -38,7 +38,7 @@ from models import Contact, Contract, Customer, Device, Role, Site, SparePart, S
 from models.parties import ROLE_LABELS_ZH
 from tasks import channels
 from tasks.accounts import audit
-from tasks.backoffice import ownership_errors, plain, record_errors
+from tasks.backoffice import plain, record_errors, reference_errors
 
 MAX_ROWS = 20_000
 
@@ -549,7 +549,7 @@ def plan_import(session: Session, path: Path, *, kind: str | None = None) -> Imp
             if not row_errors:
                 # a device's site and contract belong to its customer, also when a row moves an existing
                 # device to another customer and leaves its site blank (the admin's check, one place)
-                for name, message in ownership_errors(session, the_kind.model, merged):
+                for name, message in reference_errors(session, the_kind.model, merged):
                     fail(where.get(name, where.get("customer_id")), message)
             if not row_errors and the_kind.model in (Staff, Contact):
                 probe = the_kind.model.model_validate(merged)

@@ -387,3 +387,134 @@ def test_a_device_in_a_site_of_another_customer_is_refused_on_the_form(client: T
     with session_scope() as s:
         device = s.exec(select(Device).where(Device.serial == "SN-ADMIN-01")).one()
         assert device.site_id == bank_site_id
+
+
+def staff_id(name: str) -> int:
+    from models import Staff
+    from models.db import session_scope
+
+    with session_scope() as s:
+        person = s.exec(select(Staff).where(Staff.name == name)).one()
+        assert person.id is not None
+        return person.id
+
+
+def test_a_customers_manager_ladder_is_typed_as_names_in_order_and_only_active_staff(
+    client: TestClient,
+) -> None:
+    from models import Customer, Staff
+    from models.db import session_scope
+
+    with session_scope() as s:
+        bank = s.exec(select(Customer).where(Customer.code == "BJYH")).one()
+        bank_id, old_ladder = bank.id, list(bank.manager_ladder)
+        gone = s.exec(select(Staff).where(Staff.name == "周专家")).one()
+        gone.active = False
+        s.add(gone)
+    log_in(client, "admin1")
+    page = client.get(f"/admin/customer/edit/{bank_id}")
+    assert "升级经理（由低到高）" in text(page)
+    form = form_values(page)
+    assert form["manager_ladder"] == "林客服经理、孔经理、吴总监、冯总经理", form
+    form["csrf"] = csrf_of(page)
+    form["save"] = "保存"
+    unknown = client.post(
+        f"/admin/customer/edit/{bank_id}", data={**form, "manager_ladder": "孔经理、钱经理"}
+    )
+    assert unknown.status_code == 400 and "没有员工 &#39;钱经理&#39;" in unknown.text, text(unknown)[:800]
+    inactive = client.post(
+        f"/admin/customer/edit/{bank_id}", data={**form, "manager_ladder": "孔经理,周专家"}
+    )
+    assert inactive.status_code == 400 and "升级经理（由低到高）：经理“周专家”已不在岗" in text(inactive)
+    twice = client.post(f"/admin/customer/edit/{bank_id}", data={**form, "manager_ladder": "孔经理、孔经理"})
+    assert twice.status_code == 400 and "孔经理 出现不止一次" in text(twice)
+    assert audit_rows("customer") == []
+    saved = client.post(
+        f"/admin/customer/edit/{bank_id}",
+        data={**form, "manager_ladder": "孔经理，吴总监、冯总经理"},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 302, text(saved)[:800]
+    new_ladder = [staff_id("孔经理"), staff_id("吴总监"), staff_id("冯总经理")]
+    with session_scope() as s:
+        bank = s.get(Customer, bank_id)
+        assert bank is not None and bank.manager_ladder == new_ladder
+    (entry,) = audit_rows("customer")
+    assert entry.actor == "管理员甲" and entry.changes == {"manager_ladder": [old_ladder, new_ladder]}
+    assert "孔经理 → 吴总监 → 冯总经理" in text(client.get("/admin/customer/list"))
+
+
+def test_a_contracts_account_manager_and_a_persons_manager_are_active_staff_shown_by_name(
+    client: TestClient,
+) -> None:
+    from models import Contract, Staff
+    from models.db import session_scope
+
+    with session_scope() as s:
+        contract = s.exec(select(Contract)).first()
+        assert contract is not None
+        contract_id = contract.id
+        gone = s.exec(select(Staff).where(Staff.name == "周专家")).one()
+        gone.active = False
+        s.add(gone)
+    new_manager, gone_id = staff_id("孔经理"), staff_id("周专家")
+    log_in(client, "am1")
+    page = client.get(f"/admin/contract/edit/{contract_id}")
+    assert "客户经理（续约负责人）" in text(page)
+    form = {**form_values(page), "csrf": csrf_of(page), "save": "保存"}
+    refused = client.post(
+        f"/admin/contract/edit/{contract_id}", data={**form, "account_manager_id": str(gone_id)}
+    )
+    assert refused.status_code == 400 and "客户经理“周专家”已不在岗" in text(refused)
+    saved = client.post(
+        f"/admin/contract/edit/{contract_id}",
+        data={**form, "account_manager_id": str(new_manager)},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 302, text(saved)[:800]
+    (entry,) = audit_rows("contract")
+    assert entry.actor == "客户经理乙" and entry.changes["account_manager_id"][1] == new_manager
+    assert "孔经理" in text(client.get("/admin/contract/list"))
+    # a person's manager (the renewal's escalation): the administrator's, never the person
+    shen = staff_id("沈经理")
+    denied = client.get(f"/admin/staff/edit/{shen}")
+    assert denied.status_code in (302, 303, 403, 404)
+    log_in(client, "admin1")
+    page = client.get(f"/admin/staff/edit/{shen}")
+    form = {**form_values(page), "csrf": csrf_of(page), "save": "保存"}
+    form["roles"] = ["account_manager"]  # type: ignore[assignment]
+    form.pop("notify_urls", None)
+    self_managed = client.post(f"/admin/staff/edit/{shen}", data={**form, "manager_id": str(shen)})
+    assert self_managed.status_code == 400 and "上级（续约升级）：上级不能是本人" in text(self_managed)
+    assert "高经理" in text(client.get("/admin/staff/list"))
+
+
+def test_the_contract_versions_are_a_read_only_list_for_staff(client: TestClient) -> None:
+    from datetime import date
+
+    from models import Contract, ContractVersion
+    from models.db import session_scope
+
+    with session_scope() as s:
+        contract = s.exec(select(Contract)).first()
+        assert contract is not None and contract.id is not None
+        code = contract.code
+        s.add(
+            ContractVersion(
+                contract_id=contract.id,
+                version=2,
+                start_date=date(2027, 1, 1),
+                end_date=date(2027, 12, 31),
+                sla_level="高级",
+                fee=120000,
+                recorded_by="沈经理",
+                recorded_at=T0,
+            )
+        )
+    log_in(client, "eng1")
+    listed = text(client.get("/admin/contract-version/list"))
+    assert "合同版本" in listed and code in listed and "高级" in listed and "2027-12-31" in listed
+    assert "沈经理" in listed and "2026-11-23 10:00" in listed
+    log_in(client, "admin1")
+    assert client.get("/admin/contract-version/create").status_code in (403, 404)
+    assert client.get("/admin/contract-version/edit/1").status_code in (403, 404)

@@ -22,8 +22,10 @@ create, edit, delete, export) rather than hand-written CRUD. What aftercare adds
   when, the record, old → new values) in the same transaction (`AdminSession`'s after_flush).
 - **Checks**: every record is validated as its SQLModel model (types, lengths, ranges) plus the
   rules of `tasks.backoffice.check_record` (dates in order, SLA overrides read by rules.sla, known
-  roles; notification addresses and quiet hours by Apprise through the person check) — a refused
-  value is shown on the form in Chinese.
+  roles; notification addresses and quiet hours by Apprise through the person check) and of
+  `tasks.backoffice.reference_errors`, the import's own (a device's site and contract belong to its
+  customer; account manager, manager and manager ladder are active staff) — a refused value is shown
+  on the form in Chinese. The contract versions a renewal records are a read-only list.
 - **Chinese**: labels per column here; sqladmin's own words through `ZH` (its template `_()`).
 """
 
@@ -58,6 +60,7 @@ from wtforms import (
 from models import (
     Contact,
     Contract,
+    ContractVersion,
     Customer,
     Device,
     Role,
@@ -81,7 +84,14 @@ from tasks.accounts import (
     hash_password,
     normalise_username,
 )
-from tasks.backoffice import RecordError, audit_values, check_record, ownership_errors
+from tasks.backoffice import (
+    RecordError,
+    audit_values,
+    check_record,
+    reference_errors,
+    staff_by_names,
+    staff_names,
+)
 from web.pages import templates as page_templates
 from web.staff import SAFE_METHODS, StaffUser, check_csrf, current_staff, staff_now
 
@@ -142,6 +152,7 @@ READABLE = {
     "site",
     "contact",
     "contract",
+    "contract-version",
     "staff",
     "device",
     "spare-part",
@@ -217,6 +228,33 @@ class LinesField(TextAreaField):
         self.data = [line.strip() for line in str(text).splitlines() if line.strip()]
 
 
+class StaffNamesField(StringField):
+    """Staff typed by name in order, separated by 、 or , (a customer's manager ladder, lowest first),
+    kept as their ids: read by `tasks.backoffice.staff_by_names`, as the import reads them; a name
+    that is nobody's is shown on the field in Chinese."""
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return str(self.raw_data[0])
+        with session_scope() as session:
+            return staff_names(session, self.data)
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        text = str(valuelist[0]) if valuelist else ""
+        with session_scope() as session:
+            self.data = staff_by_names(session, text)  # a ValueError becomes the field's error
+
+
+def _staff_list(attr: str) -> Callable[[Any, str], str]:
+    """A list column of staff ids shown as names, lowest to highest."""
+
+    def show(row: Any, field: str) -> str:
+        with session_scope() as session:
+            return staff_names(session, getattr(row, attr), " → ")
+
+    return show
+
+
 def _choices(model: Any, label: Callable[[Any], str]) -> Callable[[], list[tuple[int, str]]]:
     def load() -> list[tuple[int, str]]:
         with session_scope() as session:
@@ -276,7 +314,7 @@ class AftercareView(ModelView):
         labels = {str(k): v for k, v in self.column_labels.items()}
         check_record(type(model), values, labels)
         with session_scope() as session:  # a device's site and contract belong to its customer
-            wrong = ownership_errors(session, type(model), values)
+            wrong = reference_errors(session, type(model), values)
         if wrong:
             raise RecordError(wrong, labels)
 
@@ -287,16 +325,24 @@ class CustomerAdmin(AftercareView, model=Customer):
     name_plural = "客户"
     icon = "fa-solid fa-building"
     category = "客户与合同"
-    column_list: ClassVar = ["id", "code", "name"]
+    column_list: ClassVar = ["id", "code", "name", "manager_ladder"]
     column_searchable_list: ClassVar = ["code", "name"]
     column_sortable_list: ClassVar = ["code", "name"]
-    form_columns: ClassVar = ["code", "name"]
+    column_formatters: ClassVar = {"manager_ladder": _staff_list("manager_ladder")}
+    column_formatters_detail: ClassVar = column_formatters
+    form_columns: ClassVar = ["code", "name", "manager_ladder"]
+    form_overrides: ClassVar = {"manager_ladder": StaffNamesField}
+    form_args: ClassVar = {
+        "manager_ladder": {
+            "description": "投诉逐级升级的经理，由低到高，姓名以“、”或“,”分隔，如 王经理、李总监；须为在岗员工"
+        }
+    }
     column_labels: ClassVar = {
         "id": "编号",
         "code": "客户编码",
         "name": "客户名称",
         "created_at": "创建时间",
-        "manager_ladder": "升级经理（员工编号，逐级）",
+        "manager_ladder": "升级经理（由低到高）",
     }
 
 
@@ -387,10 +433,15 @@ class ContractAdmin(AftercareView, model=Contract):
         "end_date",
         "service_hours",
         "inspection_frequency",
+        "account_manager_id",
     ]
     column_searchable_list: ClassVar = ["code"]
     column_sortable_list: ClassVar = ["code", "end_date"]
-    column_formatters: ClassVar = {"customer_id": _name_of(Customer)}
+    column_formatters: ClassVar = {
+        "customer_id": _name_of(Customer),
+        "account_manager_id": _name_of(Staff),
+    }
+    column_formatters_detail: ClassVar = column_formatters
     form_excluded_columns: ClassVar = ["id", "created_at"]
     form_overrides: ClassVar = {
         "customer_id": SelectField,
@@ -434,7 +485,7 @@ class ContractAdmin(AftercareView, model=Contract):
         "warranty_until": "保修截止",
         "fee": "合同金额（元）",
         "restore_tolerance_hours": "客户可容忍恢复时间（小时）",
-        "account_manager_id": "客户经理",
+        "account_manager_id": "客户经理（续约负责人）",
         "created_at": "创建时间",
     }
 
@@ -445,13 +496,15 @@ class StaffAdmin(AftercareView, model=Staff):
     icon = "fa-solid fa-users"
     category = "员工"
     can_delete: ClassVar[bool] = False  # people stay in the history: set 在岗 off instead
-    column_list: ClassVar = ["id", "name", "roles", "phone", "active"]
+    column_list: ClassVar = ["id", "name", "roles", "phone", "active", "manager_id"]
     column_searchable_list: ClassVar = ["name", "phone"]
     column_formatters: ClassVar = {
         "roles": lambda m, a: "、".join(
             ROLE_LABELS_ZH.get(Role(r), r) for r in m.roles if r in Role._value2member_map_
-        )
+        ),
+        "manager_id": _name_of(Staff),
     }
+    column_formatters_detail: ClassVar = column_formatters
     form_overrides: ClassVar = {
         "roles": SelectMultipleField,
         "notify_urls": LinesField,
@@ -472,7 +525,7 @@ class StaffAdmin(AftercareView, model=Staff):
         "quiet_start": "免打扰开始",
         "quiet_end": "免打扰结束",
         "active": "在岗",
-        "manager_id": "上级",
+        "manager_id": "上级（续约升级）",
     }
 
 
@@ -650,6 +703,52 @@ class AccountAdmin(AftercareView, model=Account):
             data["created_at"] = now
 
 
+class ContractVersionAdmin(AftercareView, model=ContractVersion):
+    """The terms each contract held, term by term (合同版本, written by the renewal): read only."""
+
+    name = "合同版本"
+    name_plural = "合同版本（历史）"
+    icon = "fa-solid fa-code-branch"
+    category = "客户与合同"
+    can_create: ClassVar[bool] = False
+    can_edit: ClassVar[bool] = False
+    can_delete: ClassVar[bool] = False
+    column_list: ClassVar = [
+        "contract_id",
+        "version",
+        "start_date",
+        "end_date",
+        "service_hours",
+        "sla_level",
+        "fee",
+        "recorded_by",
+        "recorded_at",
+    ]
+    column_default_sort: ClassVar = [("contract_id", False), ("version", True)]
+    column_formatters: ClassVar = {
+        "contract_id": _name_of(Contract, "code"),
+        "recorded_at": lambda m, a: page_templates.env.filters["local"](m.recorded_at, "%Y-%m-%d %H:%M"),
+    }
+    column_formatters_detail: ClassVar = column_formatters
+    column_labels: ClassVar = {
+        "id": "编号",
+        "contract_id": "合同",
+        "version": "版本",
+        "start_date": "开始日期",
+        "end_date": "结束日期",
+        "service_hours": "服务时间",
+        "inspection_frequency": "巡检频率",
+        "inspection_every_months": "巡检间隔（月）",
+        "sla_policy": "SLA 覆盖",
+        "sla_level": "SLA 等级",
+        "scope": "服务范围",
+        "fee": "合同金额（元）",
+        "case_id": "续约工单",
+        "recorded_by": "记录人",
+        "recorded_at": "记录时间",
+    }
+
+
 ACTION_ZH = {"create": "新建", "update": "修改", "delete": "删除", "account": "账号"}
 SOURCE_ZH = {"admin": "后台管理", "import": "表格导入", "cli": "命令行"}
 RECORD_ZH = {
@@ -708,6 +807,7 @@ VIEWS: list[type[ModelView]] = [
     SiteAdmin,
     ContactAdmin,
     ContractAdmin,
+    ContractVersionAdmin,
     StaffAdmin,
     AccountAdmin,
     DeviceAdmin,
