@@ -38,7 +38,7 @@ from models import Contact, Contract, Customer, Device, Role, Site, SparePart, S
 from models.parties import ROLE_LABELS_ZH
 from tasks import channels
 from tasks.accounts import audit
-from tasks.backoffice import plain, record_errors, reference_errors
+from tasks.backoffice import plain, record_errors, reference_errors, staff_by_names
 
 MAX_ROWS = 20_000
 
@@ -51,7 +51,9 @@ class ImportError_(ValueError):
 class Column:
     field: str  # the model's field, or a reference ("customer", "site", "contract", "part")
     label: str  # the Chinese column title
-    kind: str = "text"  # text / number / int / bool / date / time / json / lines / roles / ref
+    # text / number / int / bool / date / time / json / lines / roles / ref / staff (a person by name) /
+    # staff_list (people by name in order, separated by 、 or ,)
+    kind: str = "text"
     required: bool = False  # must be filled for a new record
 
 
@@ -73,7 +75,11 @@ KINDS: dict[str, Kind] = {
             "客户",
             Customer,
             ("code",),
-            (Column("code", "客户编码", required=True), Column("name", "客户名称", required=True)),
+            (
+                Column("code", "客户编码", required=True),
+                Column("name", "客户名称", required=True),
+                Column("manager_ladder", "升级经理", "staff_list"),
+            ),
             ("customer", "客户"),
         ),
         Kind(
@@ -130,6 +136,7 @@ KINDS: dict[str, Kind] = {
                 Column("warranty_until", "保修截止", "date"),
                 Column("fee", "合同金额（元）", "number"),
                 Column("restore_tolerance_hours", "客户可容忍恢复时间（小时）", "number"),
+                Column("account_manager_id", "客户经理", "staff"),
             ),
             ("contract", "合同"),
         ),
@@ -147,6 +154,7 @@ KINDS: dict[str, Kind] = {
                 Column("quiet_start", "免打扰开始", "time"),
                 Column("quiet_end", "免打扰结束", "time"),
                 Column("active", "在岗", "bool"),
+                Column("manager_id", "上级", "staff"),
             ),
             ("员工",),
         ),
@@ -304,7 +312,7 @@ _ROLE_BY_WORD = {
 
 def _convert(column: Column, value: Any) -> Any:
     """A cell as the model's value; ValueError with a Chinese reason."""
-    if column.kind in ("text", "ref"):
+    if column.kind in ("text", "ref", "staff", "staff_list"):
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # a code typed as a number in Excel
         return str(value).strip()
@@ -508,6 +516,12 @@ def plan_import(session: Session, path: Path, *, kind: str | None = None) -> Imp
                 value = _convert(column, cell)
                 if column.kind == "ref":
                     value = _resolve(session, column.field, value, values)
+                elif column.kind in ("staff", "staff_list"):
+                    # names as the admin form reads them; active staff checked with the record
+                    people = staff_by_names(session, value)
+                    if column.kind == "staff" and len(people) != 1:
+                        raise ValueError(f"只能填一位员工（不是 {value!r}）")
+                    value = people if column.kind == "staff_list" else people[0]
             except ValueError as exc:
                 fail(index, str(exc))
                 continue

@@ -275,3 +275,52 @@ def test_a_file_that_is_not_an_import_is_refused_with_a_clear_message(demo: str,
         answer.exit_code == 2 and "无法读取 Excel 文件" in answer.output and "Traceback" not in answer.output
     )
     assert "找不到文件" in run(str(tmp_path / "customers.csv")).output
+
+
+def test_the_manager_ladder_account_manager_and_manager_are_imported_by_name(
+    demo: str, tmp_path: Path
+) -> None:
+    from models import Contract, Customer, Staff
+    from models.db import session_scope
+
+    with session_scope() as s:
+        ids = {p.name: p.id for p in s.exec(select(Staff)).all()}
+        gone = s.exec(select(Staff).where(Staff.name == "周专家")).one()
+        gone.active = False
+        s.add(gone)
+        contract = s.exec(select(Contract)).first()
+        assert contract is not None
+        code = contract.code
+    wrong = xlsx(
+        tmp_path / "customers.xlsx",
+        [
+            ["客户编码", "客户名称", "升级经理"],
+            ["BJYH", "北京某银行数据中心", "孔经理、钱经理"],
+            ["SJZY", "石家庄某医院信息中心", "孔经理,周专家"],
+        ],
+    )
+    refused = run(str(wrong))
+    assert refused.exit_code == 1, refused.output
+    assert "第 2 行 升级经理（C 列）：没有员工 '钱经理'" in refused.output
+    assert "第 3 行 升级经理（C 列）：经理“周专家”已不在岗" in refused.output
+    good = xlsx(
+        tmp_path / "customers.xlsx",
+        [["客户编码", "客户名称", "升级经理"], ["BJYH", "北京某银行数据中心", "孔经理，吴总监、冯总经理"]],
+    )
+    assert run(str(good)).exit_code == 0
+    contracts = xlsx(tmp_path / "contracts.xlsx", [["合同编号", "客户经理"], [code, "孔经理、吴总监"]])
+    two = run(str(contracts))
+    assert two.exit_code == 1 and "第 2 行 客户经理（B 列）：只能填一位员工" in two.output
+    contracts = xlsx(tmp_path / "contracts.xlsx", [["合同编号", "客户经理"], [code, "孔经理"]])
+    assert run(str(contracts)).exit_code == 0
+    staff = xlsx(tmp_path / "staff.xlsx", [["姓名", "上级"], ["沈经理", "沈经理"]])
+    itself = run(str(staff))
+    assert itself.exit_code == 1 and "第 2 行 上级（B 列）：上级不能是本人" in itself.output
+    staff = xlsx(tmp_path / "staff.xlsx", [["姓名", "上级"], ["沈经理", "吴总监"]])
+    assert run(str(staff)).exit_code == 0
+    with session_scope() as s:
+        bank = s.exec(select(Customer).where(Customer.code == "BJYH")).one()
+        assert bank.manager_ladder == [ids["孔经理"], ids["吴总监"], ids["冯总经理"]]
+        assert s.exec(select(Contract).where(Contract.code == code)).one().account_manager_id == ids["孔经理"]
+        assert s.exec(select(Staff).where(Staff.name == "沈经理")).one().manager_id == ids["吴总监"]
+    assert [e.changes for e in audit_of("customer")][-1]["manager_ladder"][1] == bank.manager_ladder
