@@ -20,6 +20,8 @@ from pydantic import BaseModel
 
 from deployments.run_forms import ComplaintRequestForm, use_form
 from flows.steps import (
+    Answer,
+    answer_of,
     ask_staff,
     fill_form,
     report_for_signature,
@@ -33,7 +35,7 @@ from models.clocks import ClockAction
 from models.forms import ComplaintAnswerForm, ComplaintCallForm, InvestigationForm
 from models.reports import ReportKind
 from rules.sla import ClockKind
-from tasks.approvals import await_approval_until, signature_step
+from tasks.approvals import await_approval_until, await_first_of, signature_step, withdraw_approval
 from tasks.board import name_run, run_name
 from tasks.cases import CaseFacts, IntakeError, Tell, clock, load_case, record
 from tasks.complaints import (
@@ -158,15 +160,16 @@ def complaint(request: ComplaintRequest) -> ComplaintOutcome:
             when=silence_ends,
             key=f"complaint-silence-{reply}",
         )
-        if decision is not None and decision.decision == DecisionKind.SIGNED:
-            report_signed(case_id, doc["id"], decision, kind=REPLY, version=reply)
-            return _close(case_id, facts, decision.at, decision.by, reply=reply, by_call=False)
+        call: Answer[ComplaintCallForm] | None = None
         if decision is None:
-            call = fill_form(
+            # the manager is asked to call; until the call is recorded the customer's own answer on
+            # the reply letter's link still counts — and wins (it is theirs; the call is withdrawn)
+            call_id = ask_staff(
                 case_id,
                 "complaint-call",
                 reply,
                 role=OWNER,
+                kind="form",
                 form=ComplaintCallForm,
                 now=silence_ends,
                 subject=subject(
@@ -174,6 +177,26 @@ def complaint(request: ComplaintRequest) -> ComplaintOutcome:
                 ),
                 content=f"{brief}\n\n处理结果：\n{found.form.resolution}",
             )
+            first_id, answered = await_first_of(
+                [(approval, signature_step(REPLY), reply), (call_id, "complaint-call", reply)]
+            )
+            if first_id == approval:
+                withdraw_approval(call_id)
+                decision = answered
+                record(
+                    case_id,
+                    "complaint_answered_before_call",
+                    answered.at,
+                    answered.by,
+                    {"reply": reply, "decision": answered.decision},
+                    key=f"answered-before-call:{reply}",
+                )
+            else:
+                call = answer_of(ComplaintCallForm, answered)
+        if decision is not None and decision.decision == DecisionKind.SIGNED:
+            report_signed(case_id, doc["id"], decision, kind=REPLY, version=reply)
+            return _close(case_id, facts, decision.at, decision.by, reply=reply, by_call=False)
+        if call is not None:
             record(
                 case_id,
                 "complaint_call",
@@ -186,13 +209,14 @@ def complaint(request: ComplaintRequest) -> ComplaintOutcome:
                 return _close(case_id, facts, call.at, call.by, reply=reply, by_call=True)
             now, comment, by = call.at, call.value.notes, call.value.person
         else:
+            assert decision is not None  # the customer's answer (objected), or the call above
             now, comment, by = decision.at, decision.comment, decision.by
         record(
             case_id,
             "complaint_not_satisfied",
             now,
             by,
-            {"reply": reply, "comment": comment, "by_call": decision is None},
+            {"reply": reply, "comment": comment, "by_call": call is not None},
             key=f"not-satisfied:{reply}",
         )
         previous = [*previous, {"version": reply, "comment": comment}]

@@ -140,6 +140,7 @@ EVENT_TEXT_ZH = {
     "complaint_not_satisfied": "客户对第 {reply} 版处理结果不满意：{comment}",
     "complaint_escalated": "投诉升级至上一级负责人 {manager}",
     "complaint_call": "客服经理电话回访客户 {person}：{notes}",
+    "complaint_answered_before_call": "客户在电话回访记录前自行答复了第 {reply} 版处理结果，回访已撤回",
     "complaint_to_managers": "客户因超时未获答复，将投诉直接提交管理层",
     "request_to_managers": "客户因超时未获答复，经投诉渠道将此工单直接提交管理层",
     "complaint_closed": "投诉处理完毕并关闭",

@@ -31,6 +31,9 @@ class Responder(Protocol):
     def either(self, approval_id: int, timer_id: int) -> None:
         """Answer the approval if an answer will come, else let time pass until the timer fires."""
 
+    def first_of(self, approval_ids: list[int]) -> None:
+        """Answer whichever of the approvals an answer will come for first, or raise: nothing will."""
+
     def start_run(self, deployment: str, parameters: dict[str, Any], idempotency_key: str | None) -> str:
         """Note a Prefect run the flow body starts; returns its id."""
 

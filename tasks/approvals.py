@@ -544,6 +544,44 @@ def await_approval_until(
         attempt += 1
 
 
+def await_first_of(waits: list[tuple[int, str, int]]) -> tuple[int, Decision]:
+    """Wait for whichever of several approvals (id, step, version) is decided first; returns its id
+    and decision. Earlier entries win when several are decided by the time the run reads them (the
+    complaint: the customer's own answer to the reply letter over the manager's call not yet
+    recorded). Called in a flow body; like `await_approval_until` it suspends once under all the
+    keys (`either_key`) and reads the answers on waking (no Prefect-UI input)."""
+    attempt = 1
+    while True:
+        for approval_id, _, _ in waits:
+            state = approval_status(approval_id)
+            if state.decision is not None:
+                return approval_id, state.decision
+        scripted = responder()
+        if scripted is not None:  # the fast test layer: the answer its script gives first
+            scripted.first_of([approval_id for approval_id, _, _ in waits])
+            as_if_woken()
+            continue
+        suspend_announced(
+            either_key(*(suspend_key(approval_key(step, version), attempt) for _, step, version in waits)),
+            approval_id=waits[0][0],
+        )
+        attempt += 1
+
+
+@step("withdraw-approval", title="撤回待办 / withdraw an approval", key="{approval_id}")
+def withdraw_approval(approval_id: int) -> bool:
+    """A pending approval no longer needed (the customer answered before the manager's call was
+    recorded): its links say so and record nothing. False when it was decided already."""
+    with session_scope() as session:
+        row = session.get(Approval, approval_id)
+        if row is None or row.decision is not None or row.status != ApprovalStatus.PENDING:
+            return False
+        row.status = ApprovalStatus.SUPERSEDED
+        row.superseded_by = None
+        session.add(row)
+        return True
+
+
 # ---------------------------------------------------------------------------------------------
 # Deciding (the link page and the Prefect-UI form)
 
@@ -606,6 +644,9 @@ def _assigned(session: Session, case_id: int, role: str, person: Staff) -> bool:
     return case is not None and ((case.data or {}).get("acting") or {}).get(str(role)) == person.id
 
 
+WITHDRAWN_MESSAGE = "此事项已不再需要处理（已另行完成），未记录任何操作。"
+
+
 def not_entitled_message(session: Session, row: Approval) -> str:
     """Why this person may not decide, in Chinese: a complaint's form handed up the manager ladder
     names the manager who has it now (tasks.clocks.move_up_ladder); else "not an approver"."""
@@ -629,6 +670,8 @@ def refusal(
     newest = session.exec(
         select(func.max(Approval.version)).where(Approval.case_id == row.case_id, Approval.step == row.step)
     ).one()
+    if row.status == ApprovalStatus.SUPERSEDED and not row.superseded_by and (newest or 0) <= row.version:
+        return DecisionResult("superseded", WITHDRAWN_MESSAGE, row)  # withdraw_approval
     if row.status == ApprovalStatus.SUPERSEDED or (newest or 0) > row.version:
         newer = row.superseded_by or newest
         return DecisionResult(
@@ -893,7 +936,9 @@ def renew_link(approval_id: int, who: Approver, *, now: datetime) -> DecisionRes
             return DecisionResult("not_found", "找不到此审批事项。")
         match = [(w, p) for w, p in approvers_of(session, row) if w == who]
         refused: DecisionResult | None = None
-        if row.status == ApprovalStatus.SUPERSEDED:
+        if row.status == ApprovalStatus.SUPERSEDED and not row.superseded_by:
+            refused = DecisionResult("superseded", WITHDRAWN_MESSAGE, row)
+        elif row.status == ApprovalStatus.SUPERSEDED:
             refused = DecisionResult(
                 "superseded",
                 f"此方案已被 v{row.superseded_by} 取代，无需新链接。",

@@ -394,3 +394,53 @@ def test_a_form_handed_up_the_ladder_is_no_longer_the_lower_managers(fast: FastF
     with fast.session() as s:
         again = s.get(Approval, row.id)
         assert again is not None and again.decision is None
+
+
+def test_the_customer_answering_after_the_wait_wins_over_a_call_not_yet_recorded(fast: FastFlow) -> None:
+    """3 working days passed, the manager is asked to call — then the customer signs the reply letter
+    on its link before the call is recorded: the customer's answer closes the complaint (signed, not
+    by call), the call form is withdrawn and its link records nothing."""
+    t = T0  # Monday; the reply goes out at 13:00, the call is asked for Thursday 13:00 Beijing
+    outcome = fast.run(
+        complaint,
+        request(),
+        at=t,
+        script=[
+            say("complaint-answer", ANSWER, by=OWNER, at=t + 30 * MIN),
+            say("complaint-investigation", investigation(), by=OWNER, at=t + 3 * H),
+            say(
+                SIGN, decision="signed", by=CUSTOMER, report=True, at=datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+            ),
+        ],
+    )
+    assert fast.refused == []
+    assert outcome.status == "closed" and not outcome.closed_by_call
+    assert fast.waits[-2:] == ["timer:complaint-silence-1", "complaint-reply-signature"]
+    case_id = outcome.case_id
+    assert events(fast, case_id)[-3:] == [
+        "complaint_answered_before_call",
+        "complaint_reply_signed",
+        "complaint_closed",
+    ]
+    from tasks.approvals import Approver, decide
+
+    with fast.session() as s:
+        call = s.exec(
+            select(Approval).where(Approval.case_id == case_id, Approval.step == "complaint-call")
+        ).one()
+        assert call.decision is None and call.status == "superseded"
+        owner = call.approver_staff_ids[0]
+    late = decide(
+        call.id,  # type: ignore[arg-type]
+        "submitted",
+        by=Approver("staff", owner),
+        payload={
+            "called_at": "2026-11-26 15:00",
+            "person": "王先生",
+            "satisfied": "否",
+            "notes": "电话未接通",
+        },
+        channel="link",
+        now=datetime(2026, 11, 26, 8, 0, tzinfo=UTC),
+    )
+    assert late.outcome == "superseded" and "不再需要处理" in late.message
