@@ -137,7 +137,7 @@ def _recorded_kinds() -> set[str]:
 
     root = Path(__file__).resolve().parent.parent
     call = re.compile(
-        r"(?:append_event|\brecord)\(\s*(?:session,\s*)?[\w.]+,(?:\s*#[^\n]*)?\s*"
+        r"(?:append_event|\brecord|add_opened_case)\(\s*(?:session,\s*)?[\w.]+,(?:\s*#[^\n]*)?\s*"
         r'((?:f?"[^"\n]*"(?:\s+if\s+[^,\n]+?\s+else\s+)?)+)'
     )
     # the kinds built with f-strings: approvals by their kind, signed reports by theirs (flows.steps)
