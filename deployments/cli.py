@@ -646,6 +646,47 @@ def drill_plans(
     typer.echo("\n".join(lines))
 
 
+@drill_app.command("revise-plan")
+def drill_revise_plan(
+    customer: Annotated[str, typer.Option(help="客户名称或编码 / customer name or code")],
+    system: Annotated[str, typer.Option(help="方案所属系统，如 核心业务系统 / the system")],
+    reason: Annotated[str, typer.Option(help="修订原因，显示在版本记录中 / why")],
+    requested_by: Annotated[str, typer.Option(help="提出修订的人 / who asks")] = "",
+) -> None:
+    """两次演练之间修订应急恢复方案：负责人在现行版本上修订，技术总监批准 / revise a recovery plan."""
+    use_prefect_of(load_settings())  # before Prefect is imported: it reads its settings once
+    from models.db import session_scope
+    from tasks.cases import IntakeError, find_customer, start_deployment_run
+    from tasks.drill import RecoveryRevisionRequest
+
+    if not system.strip():
+        fail("请填写系统（--system） / the system is required")
+    if not reason.strip():
+        fail("请填写修订原因（--reason） / the reason for the revision is required")
+    ready_db()
+    try:  # an unknown customer is named here, not by a run that fails
+        with session_scope() as session:
+            code = find_customer(session, customer).code
+    except (IntakeError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    request = RecoveryRevisionRequest(customer=code, system=system, reason=reason, requested_by=requested_by)
+    try:
+        run_id = start_deployment_run(
+            "recovery-plan/recovery-plan", {"request": request.model_dump(mode="json")}
+        )
+    except Exception as exc:  # Prefect unreachable or the deployment not served: say so, no traceback
+        fail(
+            f"无法启动修订流程（Prefect 是否在运行？先执行 aftercare up） / cannot start the revision: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        return
+    number, problem = _wait_for_case(run_id)
+    if problem:
+        fail(f"未受理 / not taken: {problem}（流程 {run_id}）", code=1)
+    typer.echo(f"已受理：{number} {system} 应急恢复方案修订；修订流程已启动 / flow run {run_id}")
+
+
 @drill_app.command("training-done")
 def drill_training_done(
     task_id: Annotated[int, typer.Argument(help="培训任务编号 / training task id")],

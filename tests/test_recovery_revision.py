@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
@@ -218,3 +219,19 @@ def test_the_recovery_plan_run_form_speaks_chinese_and_offers_the_customers(demo
     assert validate({"request": sent}, schema_of("recovery-plan"), raise_on_error=False) == []
     assert validate({"request": {**sent, "reason": ""}}, schema_of("recovery-plan"), raise_on_error=False)
     assert RecoveryRevisionRequest.model_validate(sent).reason == "新增存储双活"
+
+
+def test_revise_plan_on_the_command_line_refuses_clearly(tmp_path: Path) -> None:
+    """`aftercare drill revise-plan`: what is missing or unknown is named before any run starts;
+    Prefect down is said plainly — no traceback."""
+    from tests.test_cli import clean_env, free_port, run_cli
+
+    env = clean_env(tmp_path, AFTERCARE_PREFECT_PORT=str(free_port()))  # nothing listens there
+    assert run_cli(["seed"], env).returncode == 0
+    revise = ["drill", "revise-plan", "--system", "核心业务系统"]
+    no_reason = run_cli([*revise, "--customer", "BJYH", "--reason", " "], env)
+    assert no_reason.returncode == 2 and "请填写修订原因" in no_reason.stderr
+    unknown = run_cli([*revise, "--customer", "不存在的客户", "--reason", "新增存储双活"], env)
+    assert unknown.returncode == 2 and "不存在的客户" in unknown.stderr and "Traceback" not in unknown.stderr
+    down = run_cli([*revise, "--customer", "BJYH", "--reason", "新增存储双活"], env)
+    assert down.returncode != 0 and "无法启动修订流程" in down.stderr and "Traceback" not in down.stderr
