@@ -39,6 +39,18 @@ class LoginAttempt(SQLModel, table=True):
     ok: bool = Field(default=False)
 
 
+class RefusedPost(SQLModel, table=True):
+    """A post a public page refused (invalid values, a bad form or link): the page's flood limit
+    counts them per link (`subject`, the customer's code) and per address, as valid posts are
+    counted by what they created (tasks.complaints.check_refused_posts)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    page: str = Field(max_length=40, index=True)
+    subject: str = Field(default="", max_length=64, index=True)
+    address: str = Field(default="", max_length=64, index=True)
+    at: datetime = utc_field(nullable=False, index=True)
+
+
 class AuditEntry(SQLModel, table=True):
     """A change to a back-office record: who (the staff person, by name too: the row outlives
     renames), when, what (`record` is the table, `record_id` its key) and the changed values."""

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, func, select
 
 from models import Case, CaseKind, Contract, Customer, Event, Role, Staff, append_event
+from models.accounts import RefusedPost
 from models.cases import CaseStatus, add_opened_case
 from models.clocks import Clock
 from models.db import session_scope
@@ -384,6 +385,39 @@ def link_cases(case_id: int, numbers: str, at: datetime, round_: int) -> list[st
 
 class TooMany(Exception):
     """The customer's page took its share of complaints for now; the message says when to try again."""
+
+
+REFUSED_PAGE = "complaint"
+REFUSED_LIMIT_LINK = 10  # refused posts of one customer's link in an hour, then 429 for the hour
+REFUSED_LIMIT_ADDRESS = 30  # refused posts from one address in an hour (one address trying many links)
+
+
+def check_refused_posts(session: Session, customer_code: str, address: str, *, now: datetime) -> None:
+    """TooMany when the link or the address posted too many refused complaints in the last hour
+    (invalid values, a bad form): a flood of invalid posts is refused like a flood of valid ones.
+    Counted in the database (models.accounts.RefusedPost), as the login throttle is."""
+    since = now - timedelta(hours=1)
+    for column, value, limit in (
+        (RefusedPost.subject, customer_code, REFUSED_LIMIT_LINK),
+        (RefusedPost.address, address, REFUSED_LIMIT_ADDRESS),
+    ):
+        if not value:
+            continue
+        count = session.exec(
+            select(func.count())
+            .select_from(RefusedPost)
+            .where(RefusedPost.page == REFUSED_PAGE, column == value, col(RefusedPost.at) > since)
+        ).one()
+        if int(count) >= limit:
+            raise TooMany(
+                f"1 小时内从此处提交的无效投诉已达 {limit} 次，暂不受理新的提交，请稍后再试；"
+                "紧急情况请直接致电客户服务中心。"
+            )
+
+
+def note_refused_post(session: Session, customer_code: str, address: str, *, now: datetime) -> None:
+    """Count a refused post of the complaint page (check_refused_posts)."""
+    session.add(RefusedPost(page=REFUSED_PAGE, subject=customer_code[:64], address=address[:64], at=now))
 
 
 PAGE_FIELDS = ("complainant", "about", "case_ref", "engineer", "description", "wish")

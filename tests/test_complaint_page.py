@@ -203,3 +203,28 @@ def test_a_repair_request_left_unanswered_can_go_straight_to_the_managers(web: A
     assert event.data["managers"] == ["林客服经理", "孔经理", "吴总监", "冯总经理"]
     other = web.post(url + "/managers", data={"csrf": csrf(page.text), "case": "999999"})
     assert other.status_code == 409 and "找不到此投诉或报修" in other.text
+
+
+def test_a_flood_of_invalid_posts_is_refused_per_link_and_per_address(web: Any, session: Any) -> None:
+    """Refused posts (invalid values, a bad form) count too: after 10 in an hour from one link the
+    page answers 429 with a clear message (even to a valid post), nothing is taken; an hour later
+    it takes complaints again. One address trying other customers' links is counted as well."""
+    from tasks.complaints import REFUSED_LIMIT_ADDRESS, REFUSED_LIMIT_LINK
+
+    url = path()
+    for n in range(REFUSED_LIMIT_LINK):
+        web.now["at"] = T0 + timedelta(minutes=n)
+        assert submit(web, url, complainant="", description="x").status_code == 422
+    flooded = submit(web, url, complainant="王先生", description="工程师迟到")
+    assert flooded.status_code == 429 and "无效投诉已达 10 次" in flooded.text
+    assert "Traceback" not in flooded.text
+    assert complaints(session) == []
+    web.now["at"] = T0 + timedelta(hours=1, minutes=REFUSED_LIMIT_LINK)  # the hour has passed
+    assert submit(web, url, complainant="王先生", description="一小时后").status_code == 200
+    # one address posting to links that are not a customer's: counted per address, and then the
+    # address is refused on a real customer's link as well
+    web.now["at"] = T0 + timedelta(hours=3)
+    for n in range(REFUSED_LIMIT_ADDRESS):
+        assert web.post(f"/complaint/guessed-{n}", data={"complainant": "x"}).status_code == 403
+    other = submit(web, path("SJZY"), complainant="王先生", description="工程师迟到")
+    assert other.status_code == 429 and f"无效投诉已达 {REFUSED_LIMIT_ADDRESS} 次" in other.text

@@ -6,7 +6,8 @@ every report it receives. GET shows the form, the provider's managers published 
 (lowest to highest) and the customer's open complaints; a complaint whose first answer is overdue
 (2 h) can be sent straight to those managers. POST takes a complaint: the form is bound to the page
 (CSRF field), a flood from one link is refused (`tasks.complaints.PAGE_LIMIT_*`, counted in the
-database so every web process sees the same count), and every field is validated by
+database so every web process sees the same count), and so is a flood of refused posts, per link and
+per address (`tasks.complaints.REFUSED_LIMIT_*`), and every field is validated by
 `ComplaintRequest` — a refused field is named by its Chinese label on a 422 page with what was
 typed, never a traceback. A complaint taken gets its number (TS-…) and acknowledgement at once; its
 flow is started through `starter` (a dependency, as `clock` is: tests pass their own).
@@ -32,6 +33,8 @@ from tasks.complaints import (
     ABOUT_CHOICES,
     ComplaintRequest,
     TooMany,
+    check_refused_posts,
+    note_refused_post,
     page_view,
     start_complaint_run,
     straight_to_managers,
@@ -132,7 +135,25 @@ async def submit(
     form = await request.form()
     fields = {k: str(v) for k, v in form.items()}
     code, problem = _customer(token, now)
+    address = request.client.host if request.client else ""
+
+    def flooded() -> str:
+        with session_scope() as session:
+            try:
+                check_refused_posts(session, code or "", address, now=now)
+            except TooMany as exc:
+                return str(exc)
+            return ""
+
+    def refused() -> None:
+        with session_scope() as session:
+            note_refused_post(session, code or "", address, now=now)
+
+    too_many = await run_in_threadpool(flooded)
+    if too_many:
+        return _message(request, "提交过于频繁", too_many, tone="warn", status=429)
     if code is None or not check_csrf(token, fields.get("csrf")):
+        await run_in_threadpool(refused)
         return _message(
             request,
             "链接无效",
@@ -151,13 +172,15 @@ async def submit(
     except TooMany as exc:
         return _message(request, "提交过于频繁", str(exc), tone="warn", status=429)
     except ValidationError as exc:
-        refused = explain(exc, ComplaintRequest)
-        errors = {k: v for k, v in refused.errors.items() if k in FORM_FIELDS}
+        await run_in_threadpool(refused)
+        explained = explain(exc, ComplaintRequest)
+        errors = {k: v for k, v in explained.errors.items() if k in FORM_FIELDS}
         message = "请更正以下内容后再提交：" + "；".join(
             f"「{LABELS.get(k, k)}」{v}" for k, v in errors.items()
         )
         return _page(request, token, code, now, values=values, errors=errors, error=message, status=422)
     except IntakeError as exc:
+        await run_in_threadpool(refused)
         return _page(request, token, code, now, values=values, error=str(exc), status=422)
     try:
         await run_in_threadpool(start, case_id, taken)

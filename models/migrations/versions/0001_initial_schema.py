@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 07:23:45.069663
+Create Date: 2026-12-02 07:29:47.014712
 """
 from __future__ import annotations
 
@@ -86,6 +86,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_loginattempt_address'), ['address'], unique=False)
         batch_op.create_index(batch_op.f('ix_loginattempt_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_loginattempt_username'), ['username'], unique=False)
+
+    op.create_table('refusedpost',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('page', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('subject', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('address', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('refusedpost', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_refusedpost_address'), ['address'], unique=False)
+        batch_op.create_index(batch_op.f('ix_refusedpost_at'), ['at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_refusedpost_page'), ['page'], unique=False)
+        batch_op.create_index(batch_op.f('ix_refusedpost_subject'), ['subject'], unique=False)
 
     op.create_table('sparepart',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -847,6 +861,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_sparepart_code'))
 
     op.drop_table('sparepart')
+    with op.batch_alter_table('refusedpost', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_refusedpost_subject'))
+        batch_op.drop_index(batch_op.f('ix_refusedpost_page'))
+        batch_op.drop_index(batch_op.f('ix_refusedpost_at'))
+        batch_op.drop_index(batch_op.f('ix_refusedpost_address'))
+
+    op.drop_table('refusedpost')
     with op.batch_alter_table('loginattempt', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_loginattempt_username'))
         batch_op.drop_index(batch_op.f('ix_loginattempt_at'))
