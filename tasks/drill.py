@@ -22,13 +22,14 @@ from models.contracts import Contract
 from models.db import insert_ignore, session_scope
 from models.drill import DrillPlan, DrillStepResult, RecoveryPlan, StepResult, TrainingTask
 from models.forms import DrillEvaluationForm, DrillPlanForm, DrillStepForm, RecoveryPlanForm
-from models.parties import Role
+from models.parties import Customer, Role
 from rules import drill as rules
 from tasks.cases import (
     CaseFacts,
     IntakeError,
     blank_none,
     case_facts,
+    contract_on,
     find_customer,
     queue_for_case,
     remember_run,
@@ -49,6 +50,19 @@ STARTED = frozenset(
 
 class DrillError(ValueError):
     """Bad input for a drill step; the message says what, for a person."""
+
+
+def customer_in_contract(session: Session, name: str, now: datetime, what: str) -> tuple[Customer, Contract]:
+    """The customer named on a drill's form and its contract in force `now` (tasks.cases.contract_on);
+    DrillError says which is missing (`what`: what cannot be done without it)."""
+    try:
+        customer = find_customer(session, name)
+    except IntakeError as exc:
+        raise DrillError(str(exc)) from None
+    contract, out_of_contract = contract_on(session, customer, now)
+    if contract is None or out_of_contract:
+        raise DrillError(f"{customer.name} 没有有效合同，无法{what} / no contract in force")
+    return customer, contract
 
 
 def read_kind(value: Any) -> Any:
@@ -361,20 +375,7 @@ def open_drill_case(request: DrillRequest, *, run_id: str, now: datetime, url: s
             raise DrillError("请填写演练的系统 / the system is required")
         if request.wished_day is None:
             raise DrillError("请填写期望的演练日期，如 2026-12-19 / the wished date is required")
-        try:
-            customer = find_customer(session, request.customer)
-        except IntakeError as exc:
-            raise DrillError(str(exc)) from None
-        today = local_day(now)
-        contract = session.exec(
-            select(Contract)
-            .where(
-                Contract.customer_id == customer.id, Contract.start_date <= today, Contract.end_date >= today
-            )
-            .order_by(col(Contract.end_date).desc())
-        ).first()
-        if contract is None:
-            raise DrillError(f"{customer.name} 没有有效合同，无法安排演练 / no contract in force")
+        customer, contract = customer_in_contract(session, request.customer, now, "安排演练")
         settings = rules.drill_settings(contract.sla_policy)
         try:
             rules.check_drill_day(
@@ -612,20 +613,7 @@ def open_revision_case(request: RecoveryRevisionRequest, *, run_id: str, now: da
             raise DrillError("请填写系统 / the system is required")
         if not reason:
             raise DrillError("请填写修订原因 / the reason for the revision is required")
-        try:
-            customer = find_customer(session, request.customer)
-        except IntakeError as exc:
-            raise DrillError(str(exc)) from None
-        today = local_day(now)
-        contract = session.exec(
-            select(Contract)
-            .where(
-                Contract.customer_id == customer.id, Contract.start_date <= today, Contract.end_date >= today
-            )
-            .order_by(col(Contract.end_date).desc())
-        ).first()
-        if contract is None:
-            raise DrillError(f"{customer.name} 没有有效合同，无法修订应急恢复方案 / no contract in force")
+        customer, contract = customer_in_contract(session, request.customer, now, "修订应急恢复方案")
         period = "rev-" + run_id.replace("-", "")[:28]  # one revision per run (uq_case_period)
         data = {"system": system, "reason": reason}
         case_id = add_period_case(
