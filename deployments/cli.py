@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -706,6 +707,38 @@ def drill_training_done(
     typer.echo("已登记完成 / recorded" if done else "此前已登记完成，未作更改 / already recorded")
 
 
+def _cancel_case(
+    number: str,
+    reason: str,
+    by: str,
+    find: Callable[[Any, str], Any],
+    cancel: Callable[..., bool],
+    refused: type[Exception],
+    told: str,
+) -> None:
+    """Cancel a dated case (a drill, an assurance, an inspection) by its number: `find` it, `cancel`
+    it (False: it already was), say who was `told`, and end the run that waited for it."""
+    from models.db import session_scope
+    from models.wallclock import now
+    from tasks.inspection import end_waiting_run
+
+    ready_db()
+    moment = now()
+    try:
+        with session_scope() as session:
+            case = find(session, number)
+            case_id, case_number = int(case.id), case.number
+        done = cancel(case_id, reason, by=by, now=moment)
+    except (refused, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    if not done:
+        typer.echo(f"{case_number} 已是取消状态，未作更改 / already cancelled")
+        return
+    typer.echo(f"{case_number} 已取消：{reason.strip()}；{told}")
+    typer.echo(end_waiting_run(case_id, moment))
+
+
 @drill_app.command("cancel")
 def drill_cancel(
     number: Annotated[str, typer.Argument(help="演练单号，如 YL-000123 / drill number")],
@@ -717,26 +750,17 @@ def drill_cancel(
     """取消一次应急演练：记录原因，通知双方参演人员，结束等待中的流程 / cancel a drill."""
     settings = load_settings()
     use_prefect_of(settings)
-    from models.db import session_scope
-    from models.wallclock import now
     from tasks.drill import DrillError, cancel_drill, find_drill
-    from tasks.inspection import end_waiting_run
 
-    ready_db()
-    moment = now()
-    try:
-        with session_scope() as session:
-            case = find_drill(session, number)
-            case_id, case_number = int(case.id), case.number  # type: ignore[arg-type]
-        done = cancel_drill(case_id, reason, by=by, now=moment)
-    except (DrillError, DatabaseError) as exc:
-        fail(str(exc))
-        return
-    if not done:
-        typer.echo(f"{case_number} 已是取消状态，未作更改 / already cancelled")
-        return
-    typer.echo(f"{case_number} 已取消：{reason.strip()}；已通知双方参演人员 / cancelled, everyone told")
-    typer.echo(end_waiting_run(case_id, moment))
+    _cancel_case(
+        number,
+        reason,
+        by,
+        find_drill,
+        cancel_drill,
+        DrillError,
+        "已通知双方参演人员 / cancelled, everyone told",
+    )
 
 
 assurance_app = typer.Typer(
@@ -813,29 +837,18 @@ def assurance_cancel(
     """取消一次重要通信保障（已约定的亦可）：不再提升报修级别，通知客户与值班人员，结束流程 / cancel."""
     settings = load_settings()
     use_prefect_of(settings)
-    from models.db import session_scope
-    from models.wallclock import now
     from tasks.assurance import cancel_assurance, find_assurance
     from tasks.cases import IntakeError
-    from tasks.inspection import end_waiting_run
 
-    ready_db()
-    moment = now()
-    try:
-        with session_scope() as session:
-            case = find_assurance(session, number)
-            case_id, case_number = int(case.id), case.number  # type: ignore[arg-type]
-        done = cancel_assurance(case_id, reason, by=by, now=moment)
-    except (IntakeError, DatabaseError) as exc:
-        fail(str(exc))
-        return
-    if not done:
-        typer.echo(f"{case_number} 已是取消状态，未作更改 / already cancelled")
-        return
-    typer.echo(
-        f"{case_number} 已取消：{reason.strip()}；保障期内的报修不再提升级别，已通知客户与值班人员 / cancelled"
+    _cancel_case(
+        number,
+        reason,
+        by,
+        find_assurance,
+        cancel_assurance,
+        IntakeError,
+        "保障期内的报修不再提升级别，已通知客户与值班人员 / cancelled",
     )
-    typer.echo(end_waiting_run(case_id, moment))
 
 
 inspection_app = typer.Typer(
@@ -913,27 +926,17 @@ def inspection_cancel(
     """取消一次巡检：记录原因，通知相关人员，结束等待中的流程 / cancel an inspection."""
     settings = load_settings()
     use_prefect_of(settings)
-    from models.db import session_scope
-    from models.wallclock import now
-    from tasks.inspection import InspectionError, cancel_inspection, end_waiting_run, find_inspection
+    from tasks.inspection import InspectionError, cancel_inspection, find_inspection
 
-    ready_db()
-    moment = now()
-    try:
-        with session_scope() as session:
-            case = find_inspection(session, number)
-            case_id, case_number = int(case.id), case.number  # type: ignore[arg-type]
-        done = cancel_inspection(case_id, reason, by=by, now=moment)
-    except (InspectionError, DatabaseError) as exc:
-        fail(str(exc))
-        return
-    if not done:
-        typer.echo(f"{case_number} 已是取消状态，未作更改 / already cancelled")
-        return
-    typer.echo(
-        f"{case_number} 已取消：{reason.strip()}；已通知调度、工程师、技术负责人与客户 / cancelled, everyone told"
+    _cancel_case(
+        number,
+        reason,
+        by,
+        find_inspection,
+        cancel_inspection,
+        InspectionError,
+        "已通知调度、工程师、技术负责人与客户 / cancelled, everyone told",
     )
-    typer.echo(end_waiting_run(case_id, moment))
 
 
 # --- aftercare checklist ... (巡检检查表) ---------------------------------------------------------
