@@ -15,9 +15,12 @@ the rows sent), and one keeper held the lease.
 
     uv run python bench/cluster.py --repairs 4 --workers 1 --workers 2 [--faults]
 
+Every tick also looks for a flow run started cold (a `python -m prefect.engine` or Prefect's workspace
+supervisor anywhere on the machine): the pool's workers fork every run warm (deployments.worker), so
+the count recorded should be 0.
+
 Writes bench/results/cluster.json. On 2 shared cores the ratio between 1 and 2 workers is not the
-point (every flow run is a new interpreter: `python -m prefect.engine`, ~5 s of CPU); what is
-measured is that nothing breaks and what each piece costs.
+point; what is measured is that nothing breaks and what each piece costs.
 """
 
 from __future__ import annotations
@@ -343,14 +346,38 @@ def keeper_runs_live() -> int:
         )
 
 
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def _runs_a_flow(pid: int | None) -> bool:
-    """True while the worker `pid` executes a flow run (a child process of it)."""
+    """True while the worker `pid` executes a flow run: a child of the worker has a child of its own
+    (a warm run is a child of the worker's fork server; a cold one a child of Prefect's workspace
+    supervisor). The fork server and multiprocessing's resource tracker alone are idle children."""
     if pid is None:
         return False
-    try:
-        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
-    except OSError:
-        return False
+    return any(_children_of(child) for child in _children_of(pid))
+
+
+COLD = (b"prefect.engine", b"prefect.runner._workspace_supervisor")
+
+
+def cold_flow_processes() -> set[int]:
+    """The processes on this machine that are a flow run started cold (a new interpreter running
+    Prefect's engine or its workspace supervisor) instead of forked warm (deployments.worker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(arg in COLD for arg in argv):
+                found.add(int(entry.name))
+    return found
 
 
 def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dict[str, Any]:
@@ -361,7 +388,7 @@ def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dic
     run_ids = start_repairs(repairs)
     killed: list[str] = []
     keepers_seen: list[int] = []
-
+    cold: set[int] = set()
     killed_at: list[float] = []
 
     def on_tick(now_states: dict[str, str]) -> None:
@@ -375,6 +402,7 @@ def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dic
             killed.append(f"api-{layout.api_servers}")
         if len(keepers_seen) < 200:
             keepers_seen.append(keeper_runs_live())
+        cold.update(cold_flow_processes())
 
     result = drive(run_ids, webs, timeout=timeout, on_tick=on_tick)
     elapsed = time.monotonic() - began
@@ -407,6 +435,7 @@ def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dic
         "repeated_steps": repeated_steps(run_ids),
         "outbox": outbox_twice(run_ids, layout.home),
         "keeper_runs_running_max": max(keepers_seen or [0]),
+        "cold_flow_starts_seen": len(cold),
         "check": [line for line in checked.stdout.splitlines() if line[:1] in {"✔", "✘"}],
         "load_average": os.getloadavg()[0],
         "run_ids": run_ids,

@@ -16,7 +16,7 @@ machine, each of those pieces as a process of its own, supervised like `aftercar
                  /api/health, a connection that fails is tried on the other server; every client
                  (workers, flow runs, webs, keepers, the CLI) uses this one URL
     services     `prefect server services start`: scheduler, late runs, event processing …
-    worker-1..N  `prefect worker start --pool NAME --type process`
+    worker-1..N  a process worker of the pool (deployments.worker: Prefect's, with warm starts)
     web-1..N     the approval web (uvicorn web.app:app) on ports base+51 …
     keeper-1..N  the clock keeper host loop (flows.clock_keeper.host): whoever holds the lease keeps
                  the clocks, the others wait for it to be free — exactly one keeps them
@@ -256,16 +256,14 @@ class Cluster:
             timeout=300,
         )
         for i in range(1, layout.workers + 1):
+            # Prefect's process worker with warm starts (deployments.worker): `prefect worker start`
+            # would start two interpreters for every cycle of every procedure
             argv = [
                 sys.executable,
                 "-m",
-                "prefect",
-                "worker",
-                "start",
+                "deployments.worker",
                 "--pool",
                 layout.pool,
-                "--type",
-                "process",
                 "--name",
                 f"worker-{i}",
             ]
