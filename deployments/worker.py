@@ -49,7 +49,7 @@ def worker_class() -> type[Any]:
     from prefect.runner._starter_direct import DirectSubprocessStarter
     from prefect.workers.process import ProcessWorker, ProcessWorkerResult
 
-    class WarmProcessWorker(ProcessWorker):  # type: ignore[misc]
+    class WarmProcessWorker(ProcessWorker):
         """Prefect's process worker; runs of a flow it can import are forked warm."""
 
         _flows: dict[UUID, Any]
