@@ -13,14 +13,28 @@ API server every repair still completes, no step ran twice (each ledger key has 
 run), no message was queued twice and no outbox row was sent twice (the log channel's lines against
 the rows sent), and one keeper held the lease.
 
+With `--waiting N` (issue 25 item 4; after the repairs, on the same cluster): click → continue with
+N procedures waiting for an approval in the cluster's PostgreSQL — bench/waiting.py's measurement,
+its own functions, on the cluster instead of `aftercare up`. The bench-waiting flow
+(bench/waiting_flow.py) is registered to the cluster's work pool with the others
+(`AFTERCARE_EXTRA_FLOW_MODULES`); `--latency` of the N runs really execute until they are suspended
+(run by the workers), the rest are added as the rows a suspension leaves (an Approval with its
+outbox notification in aftercare's database, a Suspended flow run through Prefect's API); then the
+real ones are approved one after another through their link pages on the approval webs in turn
+(GET the page, POST 批准) and timed: click → Running (a worker started the run again) and click →
+Completed, p50 / p95 / max, with the waiting runs counted in Prefect and the load average.
+
     uv run python bench/cluster.py --repairs 4 --workers 1 --workers 2 [--faults]
+    uv run python bench/cluster.py --repairs 4 --workers 2 --waiting 1000 --latency 30
+    uv run python bench/cluster.py --repairs 0 --workers 2 --waiting 50 --latency 5   # waiting only
 
 Every tick also looks for a flow run started cold (a `python -m prefect.engine` or Prefect's workspace
 supervisor anywhere on the machine): the pool's workers fork every run warm (deployments.worker), so
 the count recorded should be 0.
 
-Writes bench/results/cluster.json. On 2 shared cores the ratio between 1 and 2 workers is not the
-point; what is measured is that nothing breaks and what each piece costs.
+Writes bench/results/cluster.json (one entry per worker count; the waiting figures under "waiting").
+On 2 shared cores the ratio between 1 and 2 workers is not the point; what is measured is that
+nothing breaks and what each piece costs.
 """
 
 from __future__ import annotations
@@ -48,6 +62,8 @@ sys.path.insert(0, str(ROOT))
 from bench.repair import answers, timed  # noqa: E402  (the same answers as the repair benchmark)
 
 PATH = "remote"
+WAITING_FLOW_MODULE = "bench.waiting_flow"  # the bench-waiting flow: one approval, wait, finish
+WAITING_MAX = 100_000
 DECISION = {"approval": "approved", "signature": "signed", "form": "submitted"}
 
 
@@ -76,7 +92,15 @@ def free_port(start: int, stop: int) -> int:
     raise RuntimeError(f"no free port in {start}-{stop}")
 
 
-def make_cluster(home: Path, *, workers: int, api_servers: int = 2, webs: int = 2, keepers: int = 2) -> Any:
+def make_cluster(
+    home: Path,
+    *,
+    workers: int,
+    api_servers: int = 2,
+    webs: int = 2,
+    keepers: int = 2,
+    extra_env: dict[str, str] | None = None,
+) -> Any:
     """A Cluster (not started) with its environment put into this process (before Prefect is imported)."""
     from deployments.cluster import Cluster, Layout
     from models.settings import Settings, get_settings
@@ -92,7 +116,7 @@ def make_cluster(home: Path, *, workers: int, api_servers: int = 2, webs: int = 
         redis_port=free_port(6390, 6399),
         pg_dir=None,
         # a run left Pending or Running by a killed worker is scheduled again after a minute
-        extra_env={"AFTERCARE_STUCK_RUN_SECONDS": "60"},
+        extra_env={"AFTERCARE_STUCK_RUN_SECONDS": "60", **(extra_env or {})},
     )
     settings = Settings(
         home=home,
@@ -442,10 +466,84 @@ def run_once(cluster: Any, repairs: int, *, faults: bool, timeout: float) -> dic
     }
 
 
+def waiting_once(cluster: Any, waiting: int, latency: int, *, timeout: float) -> dict[str, Any]:
+    """`waiting` procedures waiting for an approval on the cluster, `latency` of them really
+    suspended by the workers; each of those approved through its link on the webs in turn and timed
+    (bench/waiting.py's functions on the cluster's databases)."""
+    from bench.waiting import add_synthetic, approve_and_time, count_suspended, make_cases, pct, start_real
+
+    layout = cluster.layout
+    db_url = cluster.settings.db_url
+    webs = [f"http://{layout.host}:{layout.web_port(i)}" for i in range(1, layout.webs + 1)]
+    load_at_start = os.getloadavg()
+    began = time.monotonic()
+    case_ids = make_cases(db_url, waiting)
+    made_cases = time.monotonic() - began
+    print(f"waiting: {waiting} cases made in {made_cases:.1f} s", flush=True)
+
+    t = time.monotonic()
+
+    def suspended(done: int, total: int) -> None:
+        print(f"waiting: {done}/{total} real runs suspended ({time.monotonic() - t:.0f} s)", flush=True)
+
+    real = start_real(case_ids[:latency], timeout=timeout, progress=suspended)
+    real_seconds = time.monotonic() - t
+    t = time.monotonic()
+    rest = case_ids[latency:]
+    step = 100
+    for i in range(0, len(rest), step):
+        add_synthetic(db_url, rest[i : i + step])
+        done = latency + min(i + step, len(rest))
+        print(f"waiting: {done}/{waiting} waiting ({time.monotonic() - t:.0f} s)", flush=True)
+    synthetic_seconds = time.monotonic() - t
+    waiting_runs = count_suspended()
+    load_before_clicks = os.getloadavg()
+    print(
+        f"waiting: {waiting_runs} runs Suspended in Prefect; approving {latency} through the links",
+        flush=True,
+    )
+    to_running, to_done = approve_and_time(db_url, webs, real)
+    load_after_clicks = os.getloadavg()
+    per_run = cycles_by_worker([run for run, _ in real], layout.home / "logs")
+    by_worker: Counter[str] = Counter()
+    for counter in per_run.values():
+        by_worker.update(counter)
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {
+            "p50": round(pct(values, 50), 2),
+            "p95": round(pct(values, 95), 2),
+            "max": round(max(values), 2),
+            "first": round(values[0], 2),
+        }
+
+    return {
+        "waiting_cases": waiting,
+        "really_suspended": latency,
+        "waiting_runs_in_prefect": waiting_runs,
+        "still_suspended_after_clicks": count_suspended(),
+        "approvals_timed": len(to_running),
+        "webs_clicked": len(webs),
+        "click_to_running_s": spread(to_running),
+        "click_to_completed_s": spread(to_done),
+        "starts_by_worker": dict(by_worker),
+        "make_cases_seconds": round(made_cases, 1),
+        "real_suspend_seconds": round(real_seconds, 1),
+        "real_suspensions_per_second": round(latency / real_seconds, 3) if real_seconds else 0.0,
+        "synthetic_add_seconds": round(synthetic_seconds, 1),
+        "load_average_at_start": [round(x, 2) for x in load_at_start],
+        "load_average_before_clicks": [round(x, 2) for x in load_before_clicks],
+        "load_average_after_clicks": [round(x, 2) for x in load_after_clicks],
+        "seconds": round(time.monotonic() - began, 1),
+    }
+
+
 def one_cluster(workers: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Start a cluster with `workers` workers, drive the repairs, stop it; the figures."""
+    """Start a cluster with `workers` workers, drive the repairs (and the waiting cases), stop it;
+    the figures."""
     base = Path(tempfile.mkdtemp(prefix="aftercare-cluster-"))
-    cluster = make_cluster(base / "var", workers=workers)
+    extra = {"AFTERCARE_EXTRA_FLOW_MODULES": WAITING_FLOW_MODULE} if args.waiting else None
+    cluster = make_cluster(base / "var", workers=workers, extra_env=extra)
     try:
         t0 = time.monotonic()
         cluster.start()
@@ -453,8 +551,24 @@ def one_cluster(workers: int, args: argparse.Namespace) -> dict[str, Any]:
         print(f"cluster with {workers} worker(s) up in {up:.1f} s", flush=True)
         for line in cluster.where():
             print(line, flush=True)
-        result = run_once(cluster, args.repairs, faults=args.faults, timeout=args.timeout)
+        if args.repairs:
+            result = run_once(cluster, args.repairs, faults=args.faults, timeout=args.timeout)
+        else:
+            layout = cluster.layout
+            result = {"repairs": 0, "workers": layout.workers, "api_servers": layout.api_servers}
         result["cluster_up_seconds"] = round(up, 1)
+        if args.waiting:
+            result["waiting"] = waited = waiting_once(
+                cluster, args.waiting, args.latency, timeout=args.timeout
+            )
+            running, completed = waited["click_to_running_s"], waited["click_to_completed_s"]
+            print(
+                f"{workers} worker(s), {waited['waiting_runs_in_prefect']} waiting: click → Running p50 "
+                f"{running['p50']} s, p95 {running['p95']} s, max {running['max']} s; click → Completed p50 "
+                f"{completed['p50']} s, p95 {completed['p95']} s, max {completed['max']} s "
+                f"({waited['approvals_timed']} clicks; load {waited['load_average_after_clicks']})",
+                flush=True,
+            )
         print(json.dumps({k: v for k, v in result.items() if k != "run_ids"}, ensure_ascii=False), flush=True)
         return result
     finally:
@@ -474,9 +588,21 @@ def main() -> int:
         "--workers", type=int, action="append", help="worker counts to measure (default 1 and 2)"
     )
     parser.add_argument("--faults", action="store_true", help="kill -9 one worker and one API server mid-run")
+    parser.add_argument(
+        "--waiting",
+        type=int,
+        nargs="?",
+        const=1000,
+        default=0,
+        help="then click → continue with this many procedures waiting (bare: the issue's 1,000; default off)",
+    )
+    parser.add_argument(
+        "--latency", type=int, default=30, help="of the waiting ones, really suspended and approved (timed)"
+    )
     parser.add_argument("--timeout", type=float, default=1200)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "cluster.json"))
     args = parser.parse_args()
+    check_args(parser, args)
     counts = args.workers or [1, 2]
     if len(counts) > 1:
         # one process per cluster: Prefect reads its settings (the cluster's URL and credential) once
@@ -487,6 +613,7 @@ def main() -> int:
             argv += ["--timeout", str(args.timeout), "--out", str(part)] + (
                 ["--faults"] if args.faults else []
             )
+            argv += ["--waiting", str(args.waiting), "--latency", str(args.latency)]
             subprocess.run(argv, check=True, cwd=ROOT)
             results.extend(json.loads(part.read_text())["runs"])
             shutil.rmtree(part.parent, ignore_errors=True)
@@ -499,6 +626,24 @@ def main() -> int:
         )
     )
     return 0
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse sizes that cannot be measured (argparse's one-line error, exit 2)."""
+    if args.repairs < 0:
+        parser.error("--repairs must be 0 or more")
+    if any(n < 1 for n in args.workers or []):
+        parser.error("--workers must be 1 or more")
+    if not 0 <= args.waiting <= WAITING_MAX:
+        parser.error(f"--waiting must be between 0 (off) and {WAITING_MAX}")
+    if args.waiting and not 1 <= args.latency <= args.waiting:
+        parser.error("--latency must be between 1 and --waiting (the timed approvals are of waiting runs)")
+    if not args.repairs and not args.waiting:
+        parser.error("nothing to measure: --repairs 0 without --waiting")
+    if args.faults and not args.repairs:
+        parser.error("--faults needs repairs to kill a worker under")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

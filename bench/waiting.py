@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -285,7 +286,9 @@ def main() -> int:
             )
 
             # the first click after the quiet spell starts the fork server again (a new interpreter)
-            click_running, click_done = approve_and_time(settings, web_port, real_runs[:latency_n])
+            click_running, click_done = approve_and_time(
+                settings.db_url, [f"http://127.0.0.1:{web_port}"], real_runs[:latency_n]
+            )
             figures["first_click_after_quiet_to_running_s"] = round(click_running[0], 2)
             figures["first_click_after_quiet_to_completed_s"] = round(click_done[0], 2)
             if len(click_running) > 1:
@@ -347,19 +350,21 @@ def wait_keeper(home: Path, timeout: float) -> None:
 
 
 def make_cases(db_url: str, n: int) -> list[int]:
+    """`n` repair cases of the first customer (the demo data's), in one statement; their ids (as the
+    database gave them: SQLite's rowids or PostgreSQL's sequence)."""
     import sqlalchemy as sa
 
-    from models import Case
+    from models import Case, Customer
     from models.db import session_scope
 
     with session_scope(db_url) as s:
-        first = (s.execute(sa.select(sa.func.max(Case.id))).scalar() or 0) + 1
-        s.execute(
-            sa.insert(Case),
+        customer_id = s.execute(sa.select(sa.func.min(Customer.id))).scalar_one()
+        made = s.execute(
+            sa.insert(Case).returning(Case.id, sort_by_parameter_order=True),
             [
                 dict(
                     kind="repair",
-                    customer_id=1,
+                    customer_id=customer_id,
                     title=f"基准 {i}",
                     reported_at=START,
                     created_at=START,
@@ -374,11 +379,17 @@ def make_cases(db_url: str, n: int) -> list[int]:
                 for i in range(n)
             ],
         )
-    return list(range(first, first + n))
+        return list(made.scalars())
 
 
-def start_real(case_ids: list[int]) -> list[tuple[str, int]]:
-    """Start one run per case and wait until every one is suspended; returns (run id, case id)."""
+def start_real(
+    case_ids: list[int],
+    *,
+    timeout: float = 1800,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[str, int]]:
+    """Start one run per case and wait until every one is suspended (at most `timeout` s); returns
+    (run id, case id). `progress(suspended, total)` is called whenever more are suspended."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
@@ -405,14 +416,20 @@ def start_real(case_ids: list[int]) -> list[tuple[str, int]]:
                 raise
             time.sleep(1)
     pending = {rid for rid, _ in ids}
+    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while pending:
+            before = len(pending)
             for rid in list(pending):
                 state = client.read_flow_run(rid).state
                 if state is not None and state.is_paused():
                     pending.discard(rid)
                 elif state is not None and state.is_final():
                     raise SystemExit(f"run {rid} ended {state.name}: {state.message}")
+            if progress is not None and len(pending) < before:
+                progress(len(ids) - len(pending), len(ids))
+            if pending and time.monotonic() > deadline:
+                raise SystemExit(f"{len(pending)} of {len(ids)} runs not suspended after {timeout:.0f} s")
             time.sleep(0.5)
     return ids
 
@@ -482,9 +499,10 @@ def count_suspended() -> int:
 
 
 def approve_and_time(
-    settings: Any, web_port: int, runs: list[tuple[str, int]]
+    db_url: str, webs: Sequence[str], runs: list[tuple[str, int]]
 ) -> tuple[list[float], list[float]]:
-    """Approve each run through its link page; seconds from the click to Running and to Completed."""
+    """Approve each run through its link page, on the approval webs (base URLs) in turn; seconds from
+    the click to Running and to Completed."""
     import httpx
     from prefect.client.orchestration import get_client
     from sqlmodel import select
@@ -495,10 +513,11 @@ def approve_and_time(
 
     to_running: list[float] = []
     to_done: list[float] = []
-    web = httpx.Client(base_url=f"http://127.0.0.1:{web_port}", timeout=30)
+    clients = [httpx.Client(base_url=url, timeout=30) for url in webs]
     with get_client(sync_client=True) as client:
-        for run_id, case_id in runs:
-            with session_scope(settings.db_url) as s:
+        for turn, (run_id, case_id) in enumerate(runs):
+            web = clients[turn % len(clients)]
+            with session_scope(db_url) as s:
                 row = s.exec(select(Approval).where(Approval.case_id == case_id)).one()
                 body = s.exec(
                     select(Notification.body).where(Notification.key.like(f"approval:{row.id}:request:%"))
@@ -522,6 +541,8 @@ def approve_and_time(
                 time.sleep(0.05)
             to_running.append(running or 0.0)
             to_done.append(time.monotonic() - clicked)
+    for web in clients:
+        web.close()
     return to_running, to_done
 
 

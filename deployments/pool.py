@@ -4,8 +4,9 @@
 production architecture (README "production", `aftercare cluster up`) the flow runs are executed by
 **workers** of a *process* work pool instead (`prefect worker start --pool NAME`), on as many
 machines as needed. This module registers the very same deployments — `deployments.registry`'s
-list, with their schedules, run forms and parameter schemas — to such a pool: only where the runs
-execute changes.
+list, with their schedules, run forms and parameter schemas (and those of
+`AFTERCARE_EXTRA_FLOW_MODULES`, as the runner serves them: the benchmarks' waiting flow) — to such a
+pool: only where the runs execute changes.
 
 A deployment's name stays what the code starts runs by (`repair/repair`, …): registered to a pool,
 it is run by the pool's workers; served again by `aftercare up`, by its runner. A worker starts each
@@ -72,14 +73,15 @@ def ensure_pool(client: Any, name: str) -> bool:
 def deploy_to_pool(
     pool: str, deployments: Sequence[Any] | None = None, *, working_dir: Path = ROOT
 ) -> list[str]:
-    """Register `deployments` (default: every deployment of the registry) to the process work pool
-    `pool`, created if missing; the full names registered (`flow/deployment`)."""
+    """Register `deployments` (default: every deployment of the registry, and the extra ones of
+    `AFTERCARE_EXTRA_FLOW_MODULES`) to the process work pool `pool`, created if missing; the full
+    names registered (`flow/deployment`)."""
     from prefect.client.orchestration import get_client
 
-    from deployments.registry import all_deployments
+    from deployments.registry import all_deployments, extra_deployments
 
     pool = check_pool_name(pool)
-    found = list(deployments) if deployments is not None else all_deployments()
+    found = list(deployments) if deployments is not None else [*all_deployments(), *extra_deployments()]
     with get_client(sync_client=True) as client:
         ensure_pool(client, pool)
     names = []

@@ -1,15 +1,13 @@
 """The runner process: serves every deployment with its schedule (started by `aftercare up`).
 
-`AFTERCARE_EXTRA_FLOW_MODULES` (comma-separated module names, each with a `deployments()` function
-like the procedure modules) adds deployments that are not part of the product — the tests' own
-flows and the benchmarks' waiting flow.
+`AFTERCARE_EXTRA_FLOW_MODULES` (deployments.registry.extra_modules) adds deployments that are not
+part of the product — the tests' own flows and the benchmarks' waiting flow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import os
 import signal
@@ -18,7 +16,7 @@ import time
 from pathlib import Path
 
 from deployments import warm_start
-from deployments.registry import PROCEDURE_MODULES, all_deployments
+from deployments.registry import PROCEDURE_MODULES, all_deployments, extra_deployments, extra_modules
 from models.settings import Settings, get_settings
 
 MIN_POLL_SECONDS = 0.1  # below this the runner's polls load the Prefect server for no gain
@@ -53,17 +51,6 @@ def write_served(names: list[str], started: float) -> None:
     draft = path.with_name(f".{path.name}.{os.getpid()}")
     draft.write_text(json.dumps({"pid": os.getpid(), "since": started, "deployments": names}))
     draft.replace(path)
-
-
-def extra_modules() -> list[str]:
-    return [n.strip() for n in os.environ.get("AFTERCARE_EXTRA_FLOW_MODULES", "").split(",") if n.strip()]
-
-
-def extra_deployments() -> list[object]:
-    found: list[object] = []
-    for name in extra_modules():
-        found.extend(importlib.import_module(name).deployments())
-    return found
 
 
 def poll_seconds(settings: Settings | None = None) -> float:
