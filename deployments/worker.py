@@ -36,7 +36,7 @@ from uuid import UUID
 
 from deployments import warm_start
 from deployments.pool import PoolError, check_pool_name
-from deployments.registry import PROCEDURE_MODULES
+from deployments.registry import PROCEDURE_MODULES, extra_modules
 
 log = logging.getLogger("aftercare.worker")
 
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     if warm_start.enabled():
         # before any thread starts: the fork server is a fork of this process and shares its imports
-        warm_start.use_forkserver(PROCEDURE_MODULES, fork_here=True)
+        # (and the extra flows' modules, as the runner preloads them: deployments.serve)
+        warm_start.use_forkserver([*PROCEDURE_MODULES, *extra_modules()], fork_here=True)
     print(f"aftercare worker {args.name}: pool {args.pool}, warm starts {warm_start.enabled()}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.pool, args.name, args.limit))
