@@ -505,6 +505,11 @@ def waiting_once(cluster: Any, waiting: int, latency: int, *, timeout: float) ->
     to_running, to_done = approve_and_time(db_url, webs, real)
     load_after_clicks = os.getloadavg()
     per_run = cycles_by_worker([run for run, _ in real], layout.home / "logs")
+    # a worker that cannot import a deployment's flow says so and starts its runs cold (deployments.worker)
+    cold_warnings = sum(
+        path.read_text(errors="replace").count(": cold starts (")
+        for path in (layout.home / "logs").glob("worker-*.log")
+    )
     by_worker: Counter[str] = Counter()
     for counter in per_run.values():
         by_worker.update(counter)
@@ -527,6 +532,7 @@ def waiting_once(cluster: Any, waiting: int, latency: int, *, timeout: float) ->
         "click_to_running_s": spread(to_running),
         "click_to_completed_s": spread(to_done),
         "starts_by_worker": dict(by_worker),
+        "worker_cold_start_warnings": cold_warnings,
         "make_cases_seconds": round(made_cases, 1),
         "real_suspend_seconds": round(real_seconds, 1),
         "real_suspensions_per_second": round(latency / real_seconds, 3) if real_seconds else 0.0,
