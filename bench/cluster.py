@@ -317,8 +317,9 @@ def repeated_steps(run_ids: list[str]) -> dict[str, list[str]]:
 
 
 def outbox_twice(run_ids: list[str], home: Path) -> dict[str, Any]:
-    """Messages queued twice for one case (same recipient, template and key) and rows sent more than
-    once (the log channel's lines against the rows marked sent, by recipient, title and body)."""
+    """Messages queued twice for one case (same recipient, template and key), rows sent more than
+    once (the log channel's lines against the rows marked sent, by recipient, title and body), and
+    how many rows each notifier sent (the row's `sent_by`: `notifier@notifier-N` in the cluster)."""
     from sqlmodel import col, select
 
     from models import Case
@@ -341,6 +342,7 @@ def outbox_twice(run_ids: list[str], home: Path) -> dict[str, Any]:
         "sent_more_than_once": sum(1 for k, n in sent_rows.items() if lines[k] > n),
         "rows": len(rows),
         "sent": sum(sent_rows.values()),
+        "sent_by": dict(Counter(str(n.sent_by) for n in rows if n.sent_at is not None)),
     }
 
 

@@ -173,6 +173,9 @@ def cluster_up(
     workers: Annotated[int, typer.Option(min=1, max=16, help="worker 数 / workers")] = 2,
     webs: Annotated[int, typer.Option(min=1, max=8, help="审批网页进程数 / approval webs")] = 2,
     keepers: Annotated[int, typer.Option(min=1, max=4, help="时钟守护进程数（租约保证只有一个在工作）")] = 2,
+    notifiers: Annotated[
+        int, typer.Option(min=0, max=16, help="通知发送进程数，每节点一个（0：由时钟守护发送）/ notifiers")
+    ] = 2,
     pool: Annotated[str, typer.Option(help="工作池名称 / work pool")] = "aftercare",
     pg_port: Annotated[int, typer.Option(min=1024, max=65535, help="本机 PostgreSQL 端口")] = 55500,
     redis_port: Annotated[int, typer.Option(min=1024, max=65535, help="本机 Redis 端口")] = 6390,
@@ -203,6 +206,7 @@ def cluster_up(
         workers=workers,
         webs=webs,
         keepers=keepers,
+        notifiers=notifiers,
         pool=pool,
         pg_port=pg_port,
         redis_port=redis_port,
@@ -295,6 +299,33 @@ def outbox(
     from web.incidents import incidents_link
 
     typer.echo(f"事件页面（30 天有效）/ incidents page: {incidents_link()}")
+
+
+@app.command()
+def notifier(
+    every: Annotated[
+        str,
+        typer.Option(
+            metavar="SECONDS", help="两轮之间的秒数（0.1–3600）/ seconds between passes when nothing is due"
+        ),
+    ] = "1.5",
+) -> None:
+    """发送通知的常驻进程（集群每个节点一个）/ send the outbox until stopped (one per cluster node)."""
+    from deployments.notifier import NotifierError, parse_every, run
+
+    try:
+        seconds = parse_every(every)
+    except NotifierError as exc:
+        fail(str(exc))
+        return
+    settings = load_settings()
+    from models.db import migrate as do_migrate
+
+    try:  # normally done by `up` / `cluster up` already; a database down now is retried by each pass
+        do_migrate(settings.db_url)
+    except Exception as exc:  # noqa: BLE001 - said in one line, the loop goes on
+        typer.echo(f"数据库暂不可用 / database not ready yet: {type(exc).__name__}: {str(exc)[:200]}")
+    run(seconds, echo=typer.echo)
 
 
 @app.command("board-link")

@@ -19,7 +19,10 @@ machine, each of those pieces as a process of its own, supervised like `aftercar
     worker-1..N  a process worker of the pool (deployments.worker: Prefect's, with warm starts)
     web-1..N     the approval web (uvicorn web.app:app) on ports base+51 …
     keeper-1..N  the clock keeper host loop (flows.clock_keeper.host): whoever holds the lease keeps
-                 the clocks, the others wait for it to be free — exactly one keeps them
+                 the clocks, the others wait for it to be free — exactly one keeps them; they leave
+                 the outbox to the notifiers (AFTERCARE_KEEPER_SENDS=false)
+    notifier-1..N  `aftercare notifier` (deployments.notifier), one per node: each claims its own
+                 rows of the outbox, so all of them send and none sends a row twice
 
 Why HAProxy: a maintained balancer from Debian that re-sends a refused connection to another server
 and takes a dead one out within a second or two; without it a worker tied to one API server stops
@@ -73,6 +76,7 @@ class Layout:
     workers: int = 2
     webs: int = 2
     keepers: int = 2
+    notifiers: int = 2  # one per node; 0: the keeper holding the lease sends, as under `aftercare up`
     pool: str = "aftercare"
     pg_port: int = 55500
     redis_port: int = 6390
@@ -286,10 +290,15 @@ class Cluster:
             ]
             self.sup.add(f"web-{i}", [*argv, "--no-access-log"], {**env, "AFTERCARE_WEB_PORT": str(port)})
             self.pieces.append(Piece(f"web-{i}", f"http://{layout.host}:{port}"))
+        sends = {"AFTERCARE_KEEPER_SENDS": "false"} if layout.notifiers else {}
         for i in range(1, layout.keepers + 1):
             argv = [sys.executable, "-m", "deployments.cluster", "keeper"]
-            self.sup.add(f"keeper-{i}", argv, {**env, "AFTERCARE_NODE": f"keeper-{i}"})
+            self.sup.add(f"keeper-{i}", argv, {**env, "AFTERCARE_NODE": f"keeper-{i}", **sends})
             self.pieces.append(Piece(f"keeper-{i}", "lease clock-keeper"))
+        for i in range(1, layout.notifiers + 1):
+            argv = [sys.executable, "-m", "deployments.cli", "notifier"]
+            self.sup.add(f"notifier-{i}", argv, {**env, "AFTERCARE_NODE": f"notifier-{i}"})
+            self.pieces.append(Piece(f"notifier-{i}", f"outbox as notifier@notifier-{i}"))
         for url in [f"http://{layout.host}:{layout.web_port(i)}/health" for i in range(1, layout.webs + 1)]:
             self._wait(functools.partial(self._ok, url), url, 120)
         self._wait(self._workers_online, "workers", 120)

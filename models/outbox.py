@@ -75,6 +75,9 @@ class Notification(SQLModel, table=True):
     claimed_until: datetime | None = utc_field()
     created_at: datetime = utc_field(nullable=False)
     sent_at: datetime | None = utc_field()
+    # who sent it: the claim's notifier ("notifier@<node>", "keeper@<host>:<pid>", "cli@…"), kept
+    # when the claim is cleared, so a cluster's notifiers can be told apart (bench/cluster.py)
+    sent_by: str | None = Field(default=None, max_length=100)
     incident_id: int | None = Field(default=None, foreign_key="incident.id")
 
 

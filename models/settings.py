@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         description="stop the warm-start fork server after this many seconds without a flow run (0: never)",
     )
 
+    keeper_sends: bool = Field(
+        default=True,
+        description="the clock keeper sends the outbox; false where `aftercare notifier` processes send it (the cluster)",
+    )
+
     @field_validator(
         "stuck_run_seconds",
         "runner_poll_seconds",
@@ -85,6 +90,7 @@ class Settings(BaseSettings):
         "busy_retry_step_seconds",
         "cold_start",
         "warm_idle_seconds",
+        "keeper_sends",
         mode="before",
     )
     @classmethod

@@ -17,6 +17,9 @@
   send the notifier renews the lease of that one row, atomically and only if its claim still holds
   and has not run out (`renew`). A row whose lease ran out is not sent by this notifier: another one
   may have taken it over (or will), and only one of them may send it.
+- Who sends: the clock keeper's step (`send_due_step`) under `aftercare up`; in a cluster, an
+  `aftercare notifier` process per node (deployments.notifier) while the keepers leave it
+  (AFTERCARE_KEEPER_SENDS=false). A sent row keeps its sender's name in `sent_by`.
 - Quiet hours: non-urgent messages to someone inside their quiet hours (local time) are held until
   the hours end, when they are queued and again when they fall due. Urgent ones (severity 1–2,
   escalations) always go out.
@@ -270,6 +273,7 @@ class SendReport:
     failed: int = 0
     held: int = 0
     lost_claims: int = 0  # rows whose lease ran out while sending (another notifier took them)
+    released: int = 0  # claimed rows handed back unsent because the notifier was told to stop
     errors: list[str] = field(default_factory=list)
 
 
@@ -340,6 +344,25 @@ def renew(row_id: int | None, token: str, at: datetime, *, url: str | None = Non
     return renewed is not None
 
 
+def hand_back(row_ids: Sequence[int | None], token: str, *, url: str | None = None) -> int:
+    """Hand back this claim's rows that were not sent (the notifier stops): free to claim at once."""
+    if not row_ids:
+        return 0
+    table = Notification.__table__
+    with session_scope(url) as session:
+        freed = session.execute(
+            sa.update(table)
+            .where(
+                table.c.id.in_(row_ids),
+                table.c.claim_token == token,
+                table.c.status == NotificationStatus.PENDING,
+            )
+            .values(claimed_by=None, claim_token=None, claimed_until=None)
+            .returning(table.c.id)
+        ).all()
+    return len(freed)
+
+
 def send_due(now: datetime, *, worker: str, limit: int = 200, url: str | None = None) -> int:
     """Send the due notifications; returns how many went out."""
     return run_notifier(now, worker=worker, limit=limit, url=url).sent
@@ -352,13 +375,19 @@ def run_notifier(
     limit: int = 200,
     url: str | None = None,
     clock: Callable[[], datetime] | None = None,
+    stop: Callable[[], bool] | None = None,
+    report: SendReport | None = None,
 ) -> SendReport:
     """One pass of the notifier, with the full account of what happened.
 
     `clock` tells the time while the pass runs, to judge the leases before each send; by default it
     is `now` plus the time really elapsed since the pass began (sends are slow; `now` stays fixed).
+    `stop` is asked before each row: once it says True, the rows not sent yet are handed back
+    (`hand_back`) for any notifier to take at once, instead of waiting for their lease to run out.
+    `report`, when given, is filled as the pass goes: a caller still has the account of the rows
+    already sent when the pass ends with an error (the database went away mid-pass).
     """
-    report = SendReport()
+    report = SendReport() if report is None else report
     token, ids = claim(now, worker=worker, limit=limit, url=url)
     report.claimed = len(ids)
     if not ids:
@@ -372,7 +401,10 @@ def run_notifier(
             ).all()
         )
         people = _recipients(session, rows)
-    for row in rows:
+    for done, row in enumerate(rows):
+        if stop is not None and stop():
+            report.released = hand_back([r.id for r in rows[done:]], token, url=url)
+            break
         person = people.get((row.recipient_kind, row.recipient_id))
         release = None if row.urgent else hold_until(now, person)
         if release is not None:
@@ -460,11 +492,13 @@ def _record(
     ).first()
     if row is None:
         return 0
+    sender = row.claimed_by
     row.claimed_by = row.claim_token = None
     row.claimed_until = None
     if sent:
         row.status = NotificationStatus.SENT
         row.sent_at = now
+        row.sent_by = sender
         row.attempts += 1
         row.last_error = None
     elif held is not None:
@@ -563,8 +597,16 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def node_name() -> str:
+    """This node's name: AFTERCARE_NODE (the cluster names its pieces so), else the host name."""
+    return os.environ.get("AFTERCARE_NODE", "").strip() or socket.gethostname()
+
+
 def send_due_step(now: datetime) -> int:
-    """Keeper step: send what is due (listed in flows.clock_keeper.KEEPER_STEPS)."""
+    """Keeper step: send what is due (listed in flows.clock_keeper.KEEPER_STEPS) — unless the
+    notifiers send (AFTERCARE_KEEPER_SENDS=false, `aftercare cluster up`: deployments.notifier)."""
+    if not get_settings().keeper_sends:
+        return 0
     return send_due(now, worker=f"keeper@{worker_name()}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,9 @@ def test_workers_of_the_pool_run_repairs_to_completion_through_a_worker_and_an_a
     assert result["repeated_steps"] == {}
     assert result["outbox"]["queued_twice"] == [] and result["outbox"]["sent_more_than_once"] == 0
     assert result["outbox"]["sent"] > 0
+    # the keepers leave the outbox to the notifiers: every row was sent by one of them, none twice
+    sent_by = result["outbox"]["sent_by"]
+    assert sent_by and all(re.fullmatch(r"notifier@notifier-\d+", who) for who in sent_by), sent_by
     assert result["keeper_runs_running_max"] == 1
     # `aftercare check` pointed at the cluster checks its pieces too
     check = "\n".join(result["check"])

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 07:29:47.014712
+Create Date: 2026-12-02 09:45:55.010159
 """
 from __future__ import annotations
 
@@ -684,6 +684,7 @@ def upgrade() -> None:
     sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('sent_by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
     sa.Column('incident_id', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
     sa.ForeignKeyConstraint(['incident_id'], ['incident.id'], ),
