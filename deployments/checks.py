@@ -62,6 +62,8 @@ def run_checks(settings: Settings, *, echo: Callable[[str], None] = print) -> bo
             report(good, label, detail)
     for good, label, detail in redis_checks():
         report(good, label, detail)
+    for good, label, detail in cluster_checks(settings):
+        report(good, label, detail)
     # `aftercare up`'s server, or the services process of `aftercare cluster up` (deployments.cluster)
     for server_log in [settings.home / "logs" / name for name in ("prefect-server.log", "services.log")]:
         if not server_log.exists():
@@ -157,6 +159,60 @@ def pool_checks(api: str) -> list[tuple[bool, str, str]]:
     except httpx.HTTPError as exc:
         checks.append((False, "工作池 / work pools", f"Prefect API error ({type(exc).__name__}: {exc})"))
     return checks
+
+
+def pieces_file(settings: Settings) -> Path:
+    """The pieces of a cluster and where they are: written by `aftercare cluster up`
+    (deployments.cluster), or by hand on a cluster across machines (README "production")."""
+    return settings.home / "cluster" / "pieces.json"
+
+
+def cluster_checks(settings: Settings, now: datetime | None = None) -> list[tuple[bool, str, str]]:
+    """On a cluster (its pieces file present): each API server and approval web answers its health
+    check, and one clock keeper holds the lease. The balancer is the "Prefect" line, the workers the
+    work-pool line, Redis and PostgreSQL their own lines."""
+    import json
+
+    path = pieces_file(settings)
+    if not path.exists():
+        return []
+    try:
+        pieces = {p["name"]: p["where"] for p in json.loads(path.read_text())}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [(False, "集群 / cluster", f"{path}: cannot be read ({type(exc).__name__}: {exc})")]
+    checks = []
+    for name, where in pieces.items():
+        if name.startswith(("api-", "web-")):
+            health = where.rstrip("/") + "/health"
+            try:
+                client = prefect_api(where) if name.startswith("api-") else httpx.Client(timeout=5)
+                with client:
+                    status = client.get(health).status_code
+                checks.append((status == 200, f"集群 / cluster {name}", f"{where} (HTTP {status})"))
+            except httpx.HTTPError as exc:
+                checks.append(
+                    (
+                        False,
+                        f"集群 / cluster {name}",
+                        f"无法连接 / not reachable at {where} ({type(exc).__name__})",
+                    )
+                )
+    if any(name.startswith("keeper-") for name in pieces):
+        checks.append(keeper_check(settings, now or datetime.now(UTC)))
+    return checks
+
+
+def keeper_check(settings: Settings, now: datetime) -> tuple[bool, str, str]:
+    """Does a clock keeper hold the lease now (flows.clock_keeper): without one no clock is kept."""
+    from flows.clock_keeper import KEEPER_LEASE
+    from models.leases import current
+
+    with session_scope(settings.db_url) as session:
+        lease = current(session, KEEPER_LEASE, now)
+        if lease is None:
+            return (False, "时钟守护 / clock keeper", "no keeper holds the lease: no clock is kept")
+        left = (lease.expires_at - now).total_seconds()
+        return (True, "时钟守护 / clock keeper", f"lease held by {lease.holder}, {left:.0f} s left")
 
 
 def redis_checks() -> list[tuple[bool, str, str]]:

@@ -302,6 +302,17 @@ class Cluster:
         for url in [f"http://{layout.host}:{layout.web_port(i)}/health" for i in range(1, layout.webs + 1)]:
             self._wait(functools.partial(self._ok, url), url, 120)
         self._wait(self._workers_online, "workers", 120)
+        self.write_pieces()
+
+    def write_pieces(self) -> None:
+        """Where each piece is, for `aftercare check` (deployments.checks.cluster_checks)."""
+        import json
+
+        from deployments.checks import pieces_file
+
+        path = pieces_file(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([{"name": p.name, "where": p.where} for p in self.pieces], indent=1))
 
     def _start_postgres(self) -> None:
         layout = self.layout
@@ -462,6 +473,9 @@ class Cluster:
         return pid
 
     def stop(self) -> None:
+        from deployments.checks import pieces_file
+
+        pieces_file(self.settings).unlink(missing_ok=True)  # `aftercare check` then checks no cluster
         self.sup.stop_all(grace=3.0)
         for child in self.sup.children.values():  # a flow run left by a killed worker
             for pgid in child.groups:

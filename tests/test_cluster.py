@@ -154,3 +154,64 @@ def test_a_run_left_pending_by_a_worker_that_died_counts_as_stuck() -> None:
 
     found = [r.id for r, _last in stuck_runs(Prefect(), now, timedelta(minutes=5))]
     assert sorted(map(str, found)) == sorted([str(left.id), str(silent.id)])
+
+
+def test_check_pointed_at_a_cluster_checks_each_api_server_web_and_the_keeper(db_url: str) -> None:
+    """`aftercare check` reads the pieces file `cluster up` writes: each API server and web is asked
+    for its health (one answering, one whose port is closed), and the keeper lease is looked at
+    before and after a keeper takes it."""
+    import http.server
+    import socket
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from deployments.checks import cluster_checks, pieces_file
+    from flows.clock_keeper import KEEPER_LEASE
+    from models.db import session_scope
+    from models.leases import take
+    from models.settings import get_settings
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200 if self.path.endswith("/health") else 404)
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    live = f"http://127.0.0.1:{server.server_address[1]}"
+    settings = get_settings()
+    now = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
+    try:
+        assert cluster_checks(settings, now) == []  # no cluster: nothing to say
+        path = pieces_file(settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps(
+                [
+                    {"name": "api-1", "where": f"{live}/api"},
+                    {"name": "api-2", "where": f"http://127.0.0.1:{closed}/api"},
+                    {"name": "web-1", "where": live},
+                    {"name": "keeper-1", "where": "lease clock-keeper"},
+                ]
+            )
+        )
+        checks = {label: (good, detail) for good, label, detail in cluster_checks(settings, now)}
+        assert checks["集群 / cluster api-1"][0] and checks["集群 / cluster web-1"][0], checks
+        good, detail = checks["集群 / cluster api-2"]
+        assert not good and "not reachable" in detail
+        assert checks["时钟守护 / clock keeper"] == (False, "no keeper holds the lease: no clock is kept")
+        with session_scope(db_url) as session:
+            take(session, KEEPER_LEASE, "keeper-run-1", now, timedelta(seconds=60))
+        checks = {label: (good, detail) for good, label, detail in cluster_checks(settings, now)}
+        assert checks["时钟守护 / clock keeper"] == (True, "lease held by keeper-run-1, 60 s left")
+        path.write_text("not json")
+        ((good, label, detail),) = cluster_checks(settings, now)
+        assert not good and "cannot be read" in detail
+    finally:
+        server.shutdown()
