@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -109,7 +109,50 @@ def run_checks(settings: Settings, *, echo: Callable[[str], None] = print) -> bo
     )
     for line in bad:
         echo(f"    {line}")
+    report(*outbox_check(settings.db_url, datetime.now(UTC)))
     return ok
+
+
+# ---- the outbox: is anyone sending it ---------------------------------------------------------
+
+OUTBOX_OVERDUE = timedelta(minutes=10)
+
+
+def outbox_check(db_url: str, now: datetime) -> tuple[bool, str, str]:
+    """(good, label, detail): no due message has waited unclaimed for OUTBOX_OVERDUE — something
+    sends the outbox (`aftercare up`'s keeper, or the `aftercare notifier` of each cluster node, whose
+    keepers leave it to them); the detail names who sent in the last hour (`Notification.sent_by`)."""
+    import sqlalchemy as sa
+
+    from models.outbox import Notification, NotificationStatus
+
+    table = Notification.__table__
+    with session_scope(db_url) as session:
+        overdue = session.execute(
+            sa.select(sa.func.count())
+            .select_from(table)
+            .where(
+                table.c.status == NotificationStatus.PENDING,
+                table.c.next_try_at <= now - OUTBOX_OVERDUE,
+                sa.or_(table.c.claimed_until.is_(None), table.c.claimed_until <= now),
+            )
+        ).scalar_one()
+        senders = session.execute(
+            sa.select(table.c.sent_by, sa.func.count())
+            .where(table.c.sent_at >= now - timedelta(hours=1))
+            .group_by(table.c.sent_by)
+            .order_by(table.c.sent_by)
+        ).all()
+    who = ", ".join(f"{name or '?'} {n}" for name, n in senders) or "none"
+    if overdue:
+        return (
+            False,
+            "发件箱 / outbox",
+            f"{overdue} 条通知到期超过 10 分钟仍未发送：没有发送进程在运行？/ {overdue} due messages unsent "
+            f"for over 10 min — is `aftercare up` (its keeper) or an `aftercare notifier` per node running? "
+            f"(sent in the last hour: {who})",
+        )
+    return True, "发件箱 / outbox", f"nothing overdue; sent in the last hour by: {who}"
 
 
 # ---- Prefect: scheduled deployments and the server's services -----------------------------------

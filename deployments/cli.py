@@ -326,6 +326,13 @@ def notifier(
     except Exception as exc:  # noqa: BLE001 - said in one line, the loop goes on
         typer.echo(f"数据库暂不可用 / database not ready yet: {type(exc).__name__}: {str(exc)[:200]}")
     run(seconds, echo=typer.echo)
+    # every outcome is committed: leave now, as `up` does (tearing the interpreter down only frees
+    # memory, and takes seconds of CPU on a busy machine — time a SIGTERM should not wait)
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @app.command("board-link")
