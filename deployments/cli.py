@@ -696,7 +696,7 @@ def drill_revise_plan(
     use_prefect_of(load_settings())  # before Prefect is imported: it reads its settings once
     from models.db import session_scope
     from tasks.cases import IntakeError, find_customer, start_deployment_run
-    from tasks.drill import RecoveryRevisionRequest
+    from tasks.drill import RecoveryRevisionRequest, open_revision_of, revision_in_progress
 
     if not system.strip():
         fail("请填写系统（--system） / the system is required")
@@ -705,10 +705,15 @@ def drill_revise_plan(
     ready_db()
     try:  # an unknown customer is named here, not by a run that fails
         with session_scope() as session:
-            code = find_customer(session, customer).code
+            found = find_customer(session, customer)
+            code = found.code
+            busy = open_revision_of(session, int(found.id), system.strip())  # type: ignore[arg-type]
+            busy_message = revision_in_progress(busy, system.strip()) if busy is not None else ""
     except (IntakeError, DatabaseError) as exc:
         fail(str(exc))
         return
+    if busy_message:  # a second revision of the same plan is refused before any run starts
+        fail(busy_message)
     request = RecoveryRevisionRequest(customer=code, system=system, reason=reason, requested_by=requested_by)
     try:
         run_id = start_deployment_run(

@@ -14,8 +14,10 @@ from datetime import date, datetime, time
 from typing import Any
 
 import pendulum
+import sqlalchemy as sa
 from pydantic import BaseModel, Field, field_validator
-from sqlmodel import Session, col, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
 
 from models.cases import Case, CaseKind, CaseStatus, Event, add_period_case, append_event
 from models.contracts import Contract
@@ -126,6 +128,7 @@ def _case(session: Session, case_id: int) -> Case:
 
 
 PLAN_CASE_KINDS = frozenset({str(CaseKind.DRILL), str(CaseKind.RECOVERY_PLAN)})
+MAX_VERSION_TRIES = 20  # writers of one system's plan at once, each taking the next free version
 
 
 def _plan_case(session: Session, case_id: int) -> Case:
@@ -480,19 +483,15 @@ def recovery_in_force(case_id: int) -> dict[str, Any] | None:
 def record_recovery_plan(
     case_id: int, version: int, payload: dict[str, Any], by: str, at: datetime, reason: str = ""
 ) -> dict[str, Any]:
-    """Store version `version` of the system's recovery plan (the form validated it); its text."""
+    """Store version `version` of the system's recovery plan (the form validated it); its text. When
+    another revision or drill of the same system stored that number first, this one is stored as the
+    next free number (`_insert_version`) and the case remembers which (`_stored_version`)."""
     form = RecoveryPlanForm.model_validate(payload)
     with session_scope() as session:
         case = _plan_case(session, case_id)
         system = case.data.get("system", "")
-        existing = session.exec(
-            select(RecoveryPlan).where(
-                RecoveryPlan.customer_id == case.customer_id,
-                RecoveryPlan.system == system,
-                RecoveryPlan.version == version,
-            )
-        ).first()
-        if existing is None:
+        existing = _plan_version(session, case, version)
+        if existing is None or existing.case_id != case_id:
             existing = RecoveryPlan(
                 customer_id=case.customer_id,
                 system=system,
@@ -508,18 +507,58 @@ def record_recovery_plan(
                 created_by=by,
                 created_at=at,
             )
-            session.add(existing)
-            session.flush()
+            _insert_version(session, existing, version)
+            stored = {**(case.data.get("recovery_versions") or {}), str(version): existing.version}
+            case.data = {**case.data, "recovery_versions": stored}
+            session.add(case)
         append_event(
             session,
             case_id,
             "recovery_plan_written",
             at=at,
             actor=by,
-            data={"version": version},
+            data={"version": existing.version},
             key=f"recovery-v{version}",
         )
         return _recovery_dict(existing)
+
+
+def _insert_version(session: Session, plan: RecoveryPlan, wanted: int) -> None:
+    """Insert `plan` as version `wanted`, or as the next free number when another case's plan has it.
+    Two writers of one system's plan race on the unique (customer, system, version): the insert runs
+    in a SAVEPOINT and the loser takes the next number instead of failing (on PostgreSQL the second
+    insert waits for the first's commit, then meets the unique violation; SQLite has one writer)."""
+    for _ in range(MAX_VERSION_TRIES):
+        taken = session.exec(
+            select(func.max(RecoveryPlan.version)).where(
+                RecoveryPlan.customer_id == plan.customer_id, RecoveryPlan.system == plan.system
+            )
+        ).one()
+        plan.version = max(wanted, int(taken or 0) + 1)
+        try:
+            with session.begin_nested():
+                session.add(plan)
+                session.flush()
+            return
+        except IntegrityError:
+            continue
+    raise DrillError(f"无法为 {plan.system} 的应急恢复方案分配版本号，请稍后重试 / no free version number")
+
+
+def _stored_version(case: Case, version: int) -> int:
+    """The number version `version` of this case's plan form was stored under (record_recovery_plan)."""
+    return int(((case.data or {}).get("recovery_versions") or {}).get(str(version), version))
+
+
+def _plan_version(session: Session, case: Case, version: int) -> RecoveryPlan | None:
+    """The stored recovery plan this case wrote as `version` (or, not written yet, the one with that number)."""
+    return session.exec(
+        select(RecoveryPlan).where(
+            RecoveryPlan.customer_id == case.customer_id,
+            RecoveryPlan.system == case.data.get("system", ""),
+            RecoveryPlan.version == _stored_version(case, version),
+        )
+    ).first()
 
 
 @step("recovery-plan-approved", title="应急恢复方案已批准 / recovery plan approved", key="v{version}")
@@ -532,17 +571,12 @@ def recovery_approved(case_id: int, version: int, at: datetime) -> dict[str, Any
             select(Event).where(Event.case_id == case_id, Event.key == f"recovery-plan-approval:v{version}")
         ).first()
         by = event.actor if event is not None else "技术总监"
-        plan = session.exec(
-            select(RecoveryPlan).where(
-                RecoveryPlan.customer_id == case.customer_id,
-                RecoveryPlan.system == case.data.get("system", ""),
-                RecoveryPlan.version == version,
-            )
-        ).one()
+        plan = _plan_version(session, case, version)
+        assert plan is not None, f"recovery plan v{version} of case {case_id} not stored"
         if plan.approved_at is None:
             plan.approved_by, plan.approved_at = by, at
             session.add(plan)
-        case.data = {**case.data, "recovery_version": version}
+        case.data = {**case.data, "recovery_version": plan.version}
         session.add(case)
         return _recovery_dict(plan)
 
@@ -576,13 +610,8 @@ def recovery_rejected(case_id: int, version: int, at: datetime) -> None:
         event = session.exec(
             select(Event).where(Event.case_id == case_id, Event.key == f"recovery-plan-approval:v{version}")
         ).first()
-        plan = session.exec(
-            select(RecoveryPlan).where(
-                RecoveryPlan.customer_id == case.customer_id,
-                RecoveryPlan.system == case.data.get("system", ""),
-                RecoveryPlan.version == version,
-            )
-        ).one()
+        plan = _plan_version(session, case, version)
+        assert plan is not None, f"recovery plan v{version} of case {case_id} not stored"
         if plan.rejected_at is None and plan.approved_at is None:
             plan.rejected_by, plan.rejected_at = (event.actor if event is not None else "技术总监"), at
             session.add(plan)
@@ -615,6 +644,14 @@ def open_revision_case(request: RecoveryRevisionRequest, *, run_id: str, now: da
             raise DrillError("请填写修订原因 / the reason for the revision is required")
         customer, contract = customer_in_contract(session, request.customer, now, "修订应急恢复方案")
         period = "rev-" + run_id.replace("-", "")[:28]  # one revision per run (uq_case_period)
+        # one revision of a system's plan at a time: two would both write the next version. The
+        # customer's row is written first (a no-op UPDATE: a row lock on PostgreSQL, the database's
+        # write lock on SQLite, whose reads alone take none), so of two revisions opened at the same
+        # moment the second waits for the first's commit, then sees it and is refused.
+        session.execute(sa.update(Customer).where(col(Customer.id) == customer.id).values(id=Customer.id))
+        busy = open_revision_of(session, int(customer.id), system)  # type: ignore[arg-type]
+        if busy is not None and busy.period != period:
+            raise DrillError(revision_in_progress(busy, system))
         data = {"system": system, "reason": reason}
         case_id = add_period_case(
             session,
@@ -646,6 +683,30 @@ def open_revision_case(request: RecoveryRevisionRequest, *, run_id: str, now: da
         case.flow_run_id = run_id
         session.add(case)
         return case_id
+
+
+def open_revision_of(session: Session, customer_id: int, system: str) -> Case | None:
+    """The customer's revision of `system`'s recovery plan still in progress (not closed or
+    cancelled), or None."""
+    cases = session.exec(
+        select(Case)
+        .where(
+            Case.kind == str(CaseKind.RECOVERY_PLAN),
+            Case.customer_id == customer_id,
+            col(Case.closed_at).is_(None),
+            col(Case.status).not_in((str(CaseStatus.CLOSED), str(CaseStatus.CANCELLED))),
+        )
+        .order_by(col(Case.id))
+    ).all()
+    return next((c for c in cases if (c.data or {}).get("system", "").strip() == system.strip()), None)
+
+
+def revision_in_progress(case: Case, system: str) -> str:
+    """The refusal of a second revision while `case` revises the same system's plan."""
+    return (
+        f"{system} 的应急恢复方案已有修订在进行中（{case.number}），请在该修订结束后再提出"
+        f" / a revision of the {system} recovery plan is already in progress: {case.number}"
+    )
 
 
 @step("open-recovery-revision", title="登记应急恢复方案修订 / register the revision")
