@@ -149,9 +149,11 @@ def request(n: int, reported_at: datetime) -> dict[str, Any]:
 def start_repairs(count: int) -> list[str]:
     from tasks.cases import start_deployment_run
 
-    reported = datetime.now(UTC) - timedelta(minutes=30)  # the links a request's messages carry last 7 days
+    # reported a minute apart, the last half an hour ago: a report time in the future is refused, and
+    # the links a request's messages carry last 7 days
+    first = datetime.now(UTC) - timedelta(minutes=30 + count)
     return [
-        start_deployment_run("repair/repair", {"request": request(i, reported + timedelta(minutes=i))})
+        start_deployment_run("repair/repair", {"request": request(i, first + timedelta(minutes=i))})
         for i in range(count)
     ]
 
