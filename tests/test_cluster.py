@@ -125,6 +125,9 @@ def test_workers_of_the_pool_run_repairs_to_completion_through_a_worker_and_an_a
     assert "✔ Prefect:" in check and "✔ Redis:" in check, check
     assert "✔ 工作池 / work pool aftercare:" in check and "2 workers online" in check, check
     assert "✔ 发件箱 / outbox: nothing overdue; sent in the last hour by: notifier@notifier-" in check, check
+    for piece in ("api-1", "api-2", "web-1", "web-2"):
+        assert f"✔ 集群 / cluster {piece}:" in check, check
+    assert "✔ 时钟守护 / clock keeper: lease held by" in check, check
 
 
 def test_a_run_left_pending_by_a_worker_that_died_counts_as_stuck() -> None:
