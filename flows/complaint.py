@@ -41,10 +41,12 @@ from tasks.cases import CaseFacts, IntakeError, Tell, clock, load_case, record
 from tasks.complaints import (
     OWNER,
     ComplaintRequest,
+    Reopening,
     climb_ladder,
     complaint_brief,
     complaint_history,
     link_cases,
+    reopening,
     take_complaint,
     working_days_after,
 )
@@ -92,45 +94,24 @@ def complaint(request: ComplaintRequest) -> ComplaintOutcome:
     brief = about.text
     now = facts.reported_at
 
-    # 3. First answer (what will be done, by when), sent to the customer; stops the 2 h clock.
-    first = fill_form(
-        case_id,
-        "complaint-answer",
-        1,
-        role=OWNER,
-        form=ComplaintAnswerForm,
-        now=now,
-        subject=subject(facts, "请在 2 小时内答复客户投诉"),
-        content=brief,
-    )
-    answered_at = first.value.contacted_at or first.at
-    clock(case_id, ClockKind.COMPLAINT_ANSWER, ClockAction.STOP, answered_at)
-    record(
-        case_id,
-        "complaint_answered",
-        answered_at,
-        first.by,
-        {"answer": first.value.answer, "done_by": first.value.done_by.isoformat()},
-        key="first-answer",
-        tell=[
-            Tell(
-                template="complaint/first_answer",
-                key="first-answer",
-                customer=True,
-                urgent=True,
-                context={"answer": first.value.answer, "done_by": first.value.done_by, "by": first.by},
-            )
-        ],
-    )
-    now = first.at
-    first_answer = {"by": first.by, "at": answered_at, "answer": first.value.answer}
+    reopened = reopening(case_id)
+    if reopened is None:
+        first_answer, now = _first_answer(case_id, facts, brief, now)
+        rounds: list[dict[str, Any]] = []
+        previous: list[dict[str, Any]] = []
+        last_round, reply, note = 0, 0, ""
+    else:  # a "not satisfied" after the call closed it (tasks.complaints.late_reply_answer)
+        first_answer, rounds, previous = reopened.first_answer, reopened.rounds, reopened.previous
+        last_round = max((int(r["round"]) for r in rounds), default=0)
+        reply, now = reopened.letters, reopened.at
+        note = (
+            f"客户在电话回访后书面答复对第 {reopened.reply} 版处理结果不满意，投诉已重新打开并升级至"
+            f" {reopened.owner} 重新调查。客户意见：{reopened.comment or '—'}"
+        )
 
     # 4–5. Investigation → resolution (投诉处理回复函) → the customer signs (satisfied) or not; not
     # satisfied reopens the investigation one level up the manager ladder. No answer within 3
     # working days: the manager calls and records the call.
-    rounds: list[dict[str, Any]] = []
-    previous: list[dict[str, Any]] = []
-    last_round, reply, note = 0, 0, ""
     while True:
         found = _investigate(case_id, facts, brief, after=last_round, rounds=rounds, note=note, now=now)
         last_round, rounds, now = found.round, found.rounds, found.at
@@ -195,7 +176,9 @@ def complaint(request: ComplaintRequest) -> ComplaintOutcome:
                 call = answer_of(ComplaintCallForm, answered)
         if decision is not None and decision.decision == DecisionKind.SIGNED:
             report_signed(case_id, doc["id"], decision, kind=REPLY, version=reply)
-            return _close(case_id, facts, decision.at, decision.by, reply=reply, by_call=False)
+            return _close(
+                case_id, facts, decision.at, decision.by, reply=reply, by_call=False, again=reopened
+            )
         if call is not None:
             record(
                 case_id,
@@ -206,7 +189,7 @@ def complaint(request: ComplaintRequest) -> ComplaintOutcome:
                 key=f"call:{reply}",
             )
             if call.value.satisfied:
-                return _close(case_id, facts, call.at, call.by, reply=reply, by_call=True)
+                return _close(case_id, facts, call.at, call.by, reply=reply, by_call=True, again=reopened)
             now, comment, by = call.at, call.value.notes, call.value.person
         else:
             assert decision is not None  # the customer's answer (objected), or the call above
@@ -222,6 +205,43 @@ def complaint(request: ComplaintRequest) -> ComplaintOutcome:
         previous = [*previous, {"version": reply, "comment": comment}]
         owner = climb_ladder(case_id, now, "reopened", reply)
         note = f"客户对第 {reply} 版处理结果不满意，已升级至 {owner} 重新调查。客户意见：{comment or '—'}"
+
+
+def _first_answer(
+    case_id: int, facts: CaseFacts, brief: str, now: datetime
+) -> tuple[dict[str, Any], datetime]:
+    """The first answer to the customer (what will be done, by when); stops the 2 h clock."""
+    # 3. First answer (what will be done, by when), sent to the customer; stops the 2 h clock.
+    first = fill_form(
+        case_id,
+        "complaint-answer",
+        1,
+        role=OWNER,
+        form=ComplaintAnswerForm,
+        now=now,
+        subject=subject(facts, "请在 2 小时内答复客户投诉"),
+        content=brief,
+    )
+    answered_at = first.value.contacted_at or first.at
+    clock(case_id, ClockKind.COMPLAINT_ANSWER, ClockAction.STOP, answered_at)
+    record(
+        case_id,
+        "complaint_answered",
+        answered_at,
+        first.by,
+        {"answer": first.value.answer, "done_by": first.value.done_by.isoformat()},
+        key="first-answer",
+        tell=[
+            Tell(
+                template="complaint/first_answer",
+                key="first-answer",
+                customer=True,
+                urgent=True,
+                context={"answer": first.value.answer, "done_by": first.value.done_by, "by": first.by},
+            )
+        ],
+    )
+    return {"by": first.by, "at": answered_at, "answer": first.value.answer}, first.at
 
 
 def _investigate(
@@ -333,9 +353,18 @@ def _reply_context(
 
 
 def _close(
-    case_id: int, facts: CaseFacts, at: datetime, by: str, *, reply: int, by_call: bool
+    case_id: int,
+    facts: CaseFacts,
+    at: datetime,
+    by: str,
+    *,
+    reply: int,
+    by_call: bool,
+    again: Reopening | None = None,
 ) -> ComplaintOutcome:
-    """Solved and the customer satisfied (signed, or said so on the manager's call): closed."""
+    """Solved and the customer satisfied (signed, or said so on the manager's call): closed (`again`:
+    closed once more after a reopening, under a key of its own)."""
+    key = "closed" if again is None else f"closed:reopened-{again.times}"
     verdict = clock(case_id, ClockKind.COMPLAINT_CLOSE, ClockAction.STOP, at)
     record(
         case_id,
@@ -343,9 +372,9 @@ def _close(
         at,
         by,
         {"satisfied": True, "by_call": by_call, "replies": reply, "close_clock": verdict},
-        key="closed",
+        key=key,
         status=CaseStatus.CLOSED,
-        tell=[Tell(template="complaint/closed", key="closed", customer=True, context={"by_call": by_call})],
+        tell=[Tell(template="complaint/closed", key=key, customer=True, context={"by_call": by_call})],
     )
     return ComplaintOutcome(
         case_id=case_id, number=facts.number, status=CaseStatus.CLOSED, replies=reply, closed_by_call=by_call

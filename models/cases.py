@@ -191,6 +191,16 @@ class Case(SQLModel, table=True):
         self.updated_at = at
         return CaseStatus(self.status)
 
+    def reopen(self, at: datetime) -> None:
+        """A closed complaint open again: the customer said in writing that they are not satisfied
+        after it was closed (PROCEDURES.md §7: closed only when the customer is satisfied). The only
+        way back from `closed`; any other case or status: IllegalTransition, nothing changed."""
+        if self.kind != CaseKind.COMPLAINT or self.status != CaseStatus.CLOSED:
+            raise IllegalTransition(
+                f"只有已关闭的投诉可以重新打开 / only a closed complaint reopens ({self.kind})"
+            )
+        self.status, self.closed_at, self.updated_at = CaseStatus.OPEN, None, at
+
 
 def paid_prefix(case: Case | dict[str, Any] | Any) -> str:
     """The mark every message about an out-of-contract case starts with (PROCEDURES.md §6 step 7);

@@ -16,6 +16,7 @@ satisfied with the resolution each move it one level up.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -24,13 +25,15 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, func, select
 
-from models import Case, CaseKind, Contract, Customer, Event, Role, Staff, append_event
+from models import Case, CaseKind, Contract, Customer, Event, Incident, Role, Staff, append_event
 from models.accounts import RefusedPost
+from models.approvals import Approval
 from models.cases import CaseStatus, add_opened_case
 from models.clocks import Clock
 from models.db import session_scope
 from models.forms import read_time
 from models.parties import ROLE_LABELS_ZH
+from models.reports import Report, ReportKind
 from rules.calendar import add_working_days
 from rules.sla import ClockKind
 from tasks import clocks
@@ -580,16 +583,28 @@ def _queue_context(session: Session, case: Case) -> dict[str, Any]:
 START_GRACE = timedelta(seconds=30)  # the page or the CLI starts the run itself; the keeper after this
 
 
-def start_complaint_run(case_id: int, request: ComplaintRequest) -> str:
+def start_complaint_run(case_id: int, request: ComplaintRequest, reopened: int = 0) -> str:
     """Start the complaint flow for a complaint already taken (idempotent by the complaint: the page,
-    the CLI and the keeper starting it all get the one run)."""
+    the CLI and the keeper starting it all get the one run; a reopened complaint gets one run per
+    reopening)."""
     parameters = {"request": {**request.model_dump(mode="json"), "case_id": case_id}}
-    return start_deployment_run(COMPLAINT_DEPLOYMENT, parameters, idempotency_key=f"complaint:{case_id}")
+    key = f"complaint:{case_id}" + (f":reopened-{reopened}" if reopened else "")
+    return start_deployment_run(COMPLAINT_DEPLOYMENT, parameters, idempotency_key=key)
+
+
+def request_of(session: Session, case: Case) -> ComplaintRequest:
+    """The run's request for a complaint taken already (its flow adopts the case by `case_id`)."""
+    return ComplaintRequest(
+        customer=str(session.get(Customer, case.customer_id).code),  # type: ignore[union-attr]
+        complainant=case.reported_by or "客户",
+        description=case.description if len(case.description) >= 2 else f"{case.description}。",
+        reported_at=case.reported_at,
+    )
 
 
 def start_unstarted(now: datetime, limit: int = 50) -> int:
-    """Keeper step: a complaint taken whose flow did not start (Prefect was down when the page or the
-    command took it) gets its run now; returns how many were started."""
+    """Keeper step: a complaint taken (or reopened) whose flow did not start (Prefect was down when
+    the page or the command took it) gets its run now; returns how many were started."""
     with session_scope() as session:
         waiting = session.exec(
             select(Case)
@@ -597,33 +612,54 @@ def start_unstarted(now: datetime, limit: int = 50) -> int:
                 Case.kind == str(CaseKind.COMPLAINT),
                 col(Case.flow_run_id).is_(None),
                 col(Case.closed_at).is_(None),
-                col(Case.created_at) <= now - START_GRACE,
+                col(Case.updated_at) <= now - START_GRACE,
             )
             .order_by(col(Case.id))
             .limit(limit)
         ).all()
         todo = [
-            (
-                int(case.id),  # type: ignore[arg-type]
-                ComplaintRequest(
-                    customer=str(session.get(Customer, case.customer_id).code),  # type: ignore[union-attr]
-                    complainant=case.reported_by or "客户",
-                    description=case.description if len(case.description) >= 2 else f"{case.description}。",
-                    reported_at=case.reported_at,
-                ),
-            )
+            (int(case.id), request_of(session, case), int((case.data or {}).get("reopened", 0)))  # type: ignore[arg-type]
             for case in waiting
         ]
     started = 0
-    for case_id, request in todo:
-        run_id = start_complaint_run(case_id, request)
-        with session_scope() as session:
-            case = session.get(Case, case_id)
-            if case is not None and not case.flow_run_id:
-                case.flow_run_id = run_id
-                session.add(case)
+    for case_id, request, reopened in todo:
+        _started(case_id, start_complaint_run(case_id, request, reopened))
         started += 1
     return started
+
+
+def _started(case_id: int, run_id: str) -> None:
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        if case is not None and not case.flow_run_id:
+            case.flow_run_id = run_id
+            session.add(case)
+
+
+def start_reopened(
+    case_id: int, reopened: int, *, now: datetime, start: Callable[..., str] = start_complaint_run
+) -> str | None:
+    """Start the flow of a complaint a late answer reopened (`late_reply_answer`); its run id, or None
+    when it could not start (an incident says so; the keeper's `start_unstarted` starts it later)."""
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        assert case is not None
+        number, request = case.number, request_of(session, case)
+    try:
+        run_id = start(case_id, request, reopened)
+    except Exception as exc:  # noqa: BLE001 - the reopening is recorded; the keeper starts the flow
+        with session_scope() as session:
+            session.add(
+                Incident(
+                    case_id=case_id,
+                    kind="run_not_started",
+                    message=f"投诉 {number} 已重新打开，但投诉流程未能启动：{type(exc).__name__}",
+                    opened_at=now,
+                )
+            )
+        return None
+    _started(case_id, run_id)
+    return run_id
 
 
 @step("complaint-history", title="投诉处理经过 / the complaint's history")
@@ -660,7 +696,15 @@ def complaint_lines(
     lines = []
     for case in cases:
         clocks_of = {c.kind: c for c in session.exec(select(Clock).where(Clock.case_id == case.id)).all()}
-        closed = _event(session, case.id, "closed")  # type: ignore[arg-type]
+        closed = (  # the last close (a reopened complaint closes again under a key of its own)
+            session.exec(
+                select(Event)
+                .where(Event.case_id == case.id, Event.kind == "complaint_closed")
+                .order_by(col(Event.id).desc())
+            ).first()
+            if case.closed_at is not None
+            else None
+        )
 
         lines.append(
             {
@@ -682,3 +726,226 @@ def _fate(clock: Clock | None) -> str:
     if clock is None:
         return "—"
     return "按时" if clock.met_at else "超时" if clock.breached_at else "进行中"
+
+
+# --- the customer's answer to a reply letter after the manager's call decided it ----------------------
+#
+# The reply letter waits 3 working days for the customer's own answer, then the manager calls; the
+# first of the two decides (flows.complaint). An answer the customer gives on the letter's link after
+# the call was recorded is late: it is kept — in the case's history and told to the owner — never
+# dropped. PROCEDURES.md §7, "closed only when solved and the customer is satisfied": a late "not
+# satisfied" on a complaint the call closed reopens it, one level up the manager ladder (as a "not
+# satisfied" answered in time does), and the complaint flow starts again from the investigation.
+
+
+class LateAnswer(BaseModel):
+    """What a late answer did: the page's confirmation and, when it reopened the complaint, the run
+    to start (`start_reopened`)."""
+
+    message: str
+    case_id: int
+    reopened: int = 0  # the how-many-th reopening this answer made (0: it reopened nothing)
+
+
+def late_reply_answer(
+    session: Session, report_id: int, *, satisfied: bool, by: str, comment: str, now: datetime
+) -> LateAnswer | None:
+    """The customer's answer to a complaint reply letter whose wait the manager's call already
+    decided (the call form of that version answered), recorded in the caller's transaction: a
+    history entry, the owner told (and, not satisfied, the manager one level up), a closed complaint
+    reopened when not satisfied. None when the answer is not late (the flow still reads it)."""
+    report = session.get(Report, report_id)
+    case = session.get(Case, report.case_id) if report is not None else None
+    if (
+        report is None
+        or case is None
+        or case.kind != str(CaseKind.COMPLAINT)
+        or report.kind != str(ReportKind.COMPLAINT_REPLY)
+    ):
+        return None
+    call = session.exec(
+        select(Approval).where(
+            Approval.case_id == case.id, Approval.step == "complaint-call", Approval.version == report.version
+        )
+    ).first()
+    if call is None or call.decision is None:
+        return None
+    key = f"late-answer:{report.version}"
+    if _event(session, case.id, key) is not None:  # type: ignore[arg-type]
+        return LateAnswer(message=f"您对投诉 {case.number} 的答复此前已记录，谢谢。", case_id=case.id)
+    owner = session.get(Staff, ((case.data or {}).get("team") or {}).get(str(OWNER)))
+    was_closed = case.status == CaseStatus.CLOSED
+    call_satisfied = bool((call.payload or {}).get("satisfied"))
+    append_event(
+        session,
+        case.id,  # type: ignore[arg-type]
+        "complaint_late_answer",
+        at=now,
+        actor=by[:100],
+        key=key,
+        data={
+            "reply": report.version,
+            "satisfied": satisfied,
+            "satisfied_zh": "满意" if satisfied else "不满意",
+            "comment": comment,
+            "call_by": call.decided_by,
+            "call_at": call.decided_at.isoformat() if call.decided_at else None,
+            "call_satisfied": call_satisfied,
+            "closed": was_closed,
+        },
+    )
+    manager, times = None, 0
+    if not satisfied:  # an older letter's objection (a newer one went out since) reopens nothing
+        latest = report.version == _latest_letter(session, case.id)  # type: ignore[arg-type]
+        manager, times = _reopen_one_level_up(
+            session, case, report.version, by=by, comment=comment, now=now, reopen=latest
+        )
+    recipients = [p for p in (owner, manager) if p is not None]
+    queue(
+        session,
+        recipients=list({p.id: p for p in recipients}.values()),
+        template="complaint/late_answer",
+        context={
+            **_queue_context(session, case),
+            "reply": report.version,
+            "satisfied": satisfied,
+            "comment": comment,
+            "by": by,
+            "at": now,
+            "call_by": call.decided_by,
+            "call_at": call.decided_at,
+            "was_closed": was_closed,
+            "reopened": bool(times),
+            "manager": manager.name if manager is not None else "",
+        },
+        key=f"{case.id}:{key}",
+        case_id=case.id,
+        now=now,
+        urgent=not satisfied,
+    )
+    return LateAnswer(
+        message=_late_message(case.number, report.version, satisfied, was_closed, call, manager or owner),
+        case_id=case.id,
+        reopened=times,
+    )
+
+
+def _reopen_one_level_up(
+    session: Session, case: Case, reply: int, *, by: str, comment: str, now: datetime, reopen: bool
+) -> tuple[Staff | None, int]:
+    """Not satisfied after the call. A closed complaint whose newest letter it answers opens again
+    (`Case.reopen`) one level up the ladder (the manager there owns it and is told,
+    tasks.clocks.move_up_ladder) and waits for its flow to start again (`flow_run_id` cleared: the
+    keeper's `start_unstarted` starts it if the page could not). Otherwise (still open, or an older
+    letter) nothing moves: the manager one level up is only told. Returns that manager and the
+    how-many-th reopening (0: none)."""
+    ladder = [int(i) for i in (case.data or {}).get("ladder") or []]
+    if case.status != CaseStatus.CLOSED or not reopen:
+        level = min(int((case.data or {}).get("ladder_level", 0)) + 1, max(len(ladder) - 1, 0))
+        return (session.get(Staff, ladder[level]) if ladder else None), 0
+    times = int((case.data or {}).get("reopened", 0)) + 1
+    case.reopen(now)
+    clocks.move_up_ladder(session, case, at=now, reason="reopened", key=f"ladder:reopened-{times}")
+    manager = session.get(Staff, ((case.data or {}).get("team") or {}).get(str(OWNER)))
+    case.flow_run_id = None
+    case.data = {**(case.data or {}), "reopened": times}
+    session.add(case)
+    append_event(
+        session,
+        case.id,  # type: ignore[arg-type]
+        "complaint_reopened",
+        at=now,
+        actor=by[:100],
+        key=f"reopened:{times}",
+        data={"reply": reply, "comment": comment, "times": times, "manager": manager.name if manager else ""},
+    )
+    return manager, times
+
+
+def _late_message(
+    number: str, reply: int, satisfied: bool, was_closed: bool, call: Any, person: Staff | None
+) -> str:
+    """The page's confirmation of a late answer, in Chinese."""
+    called = f"已于 {_local_time(call.decided_at)} 由 {call.decided_by} 电话回访"
+    who = person.name if person is not None else "负责人"
+    if satisfied:
+        state = f"{called}确认关闭" if was_closed else f"{called}，正在继续处理"
+        return f"您对第 {reply} 版处理结果的签字确认已收到并记入投诉 {number} 的处理记录（该投诉{state}），已告知 {who}。谢谢！"
+    if was_closed:
+        return (
+            f"您的意见已收到。投诉 {number} {called}后关闭；根据您对第 {reply} 版处理结果的意见，"
+            f"该投诉已重新打开，由 {who} 负责重新调查，我们会尽快与您联系。"
+        )
+    return f"您的意见已收到并记入投诉 {number} 的处理记录，已转告 {who}，我们会尽快与您联系。"
+
+
+class Reopening(BaseModel):
+    """Where a reopened complaint's new run takes up (the flow goes on from the investigation)."""
+
+    times: int  # the how-many-th reopening
+    reply: int  # the reply letter the customer was not satisfied with
+    letters: int  # reply letters issued so far (the next is one more)
+    comment: str
+    by: str
+    at: datetime
+    owner: str  # the manager who has it now (one level up)
+    first_answer: dict[str, Any]
+    rounds: list[dict[str, Any]]
+    previous: list[dict[str, Any]]  # the reply letters the customer was not satisfied with
+
+
+@step("complaint-reopening", title="重新打开的投诉 / a reopened complaint")
+def reopening(case_id: int) -> Reopening | None:
+    """The complaint's last reopening (`late_reply_answer`) with what its reply letters and rounds
+    said so far, or None for a complaint never reopened (the flow starts from the first answer)."""
+    with session_scope() as session:
+        case = session.get(Case, case_id)
+        assert case is not None
+        events = session.exec(
+            select(Event).where(Event.case_id == case_id).order_by(col(Event.at), col(Event.id))
+        ).all()
+        last = next((e for e in reversed(events) if e.kind == "complaint_reopened"), None)
+        if last is None:
+            return None
+        answered = next(e for e in events if e.kind == "complaint_answered")
+        owner = session.get(Staff, ((case.data or {}).get("team") or {}).get(str(OWNER)))
+        objected = [
+            {"version": int(e.data["reply"]), "comment": e.data.get("comment", "")}
+            for e in events
+            if e.kind == "complaint_not_satisfied"
+            or (e.kind == "complaint_late_answer" and not e.data.get("satisfied"))
+        ]
+        return Reopening(
+            times=int(last.data["times"]),
+            reply=int(last.data["reply"]),
+            letters=_latest_letter(session, case_id),
+            comment=str(last.data.get("comment", "")),
+            by=last.actor,
+            at=last.at,
+            owner=owner.name if owner is not None else "",
+            first_answer={"by": answered.actor, "at": answered.at, "answer": answered.data.get("answer", "")},
+            rounds=[_round_of(e) for e in events if e.kind == "complaint_investigated"],
+            previous=sorted({p["version"]: p for p in objected}.values(), key=lambda p: p["version"]),
+        )
+
+
+def _latest_letter(session: Session, case_id: int) -> int:
+    """The version of the complaint's newest reply letter (0: none yet)."""
+    latest = session.exec(
+        select(func.max(Report.version)).where(
+            Report.case_id == case_id, Report.kind == str(ReportKind.COMPLAINT_REPLY)
+        )
+    ).one()
+    return int(latest or 0)
+
+
+def _round_of(event: Event) -> dict[str, Any]:
+    """One investigation round as the reply letter lists it (flows.complaint._investigate)."""
+    data = event.data or {}
+    return {
+        "round": int(data.get("round", 0)),
+        "by": event.actor,
+        "at": event.at,
+        **{k: data.get(k, "") for k in ("facts", "cause", "responsibility", "responsible")},
+        "linked": data.get("linked") or [],
+    }

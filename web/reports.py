@@ -9,6 +9,7 @@ through the one writer of decisions, `tasks.approvals.decide`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,9 +19,10 @@ from sqlmodel import Session, select
 
 from models import Contact, wallclock
 from models.approvals import Approval, ApprovalStatus
-from models.db import session_scope
+from models.db import session_scope, transaction
 from models.reports import Report, Signature
 from tasks.approvals import Approver, decide, signature_step
+from tasks.complaints import LateAnswer, late_reply_answer, start_complaint_run, start_reopened
 from tasks.links import REPORT_SIGN, REPORT_VIEW, BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 from tasks.pdf import PdfError
 from tasks.reports import ReportError, report_pdf, sign_report, signed_content, signer_label, valid_signature
@@ -103,10 +105,16 @@ def _sign_form(
     )
 
 
+def complaint_starter() -> Callable[..., str]:
+    """How a complaint reopened here starts its flow again (a Prefect run; tests pass their own)."""
+    return start_complaint_run
+
+
 @router.post("/reports/sign/{token}", response_class=HTMLResponse)
 def sign_submit(
     token: str,
     now: Now,
+    start: Annotated[Callable[..., str], Depends(complaint_starter)],
     csrf: Annotated[str, Form()] = "",
     content_hash: Annotated[str, Form()] = "",
     signer_name: Annotated[str, Form()] = "",
@@ -144,6 +152,11 @@ def sign_submit(
             )
             if refused:  # nothing recorded (an over-long comment …): the form again, saying why
                 return _sign_form(session, token, report_id, contact_id, error=refused, status=422)
+            late = _late(report_id, satisfied=False, by=signer_name.strip(), comment=comment.strip(), now=now)
+            if late is not None:
+                if late.reopened:
+                    start_reopened(late.case_id, late.reopened, now=now, start=start)
+                return _message("已收到您的意见", late.message, 200)
             return _message("已提交异议", "您的意见已提交，我们将修改后重新发给您。", 200)
         try:
             sig = sign_report(
@@ -170,7 +183,18 @@ def sign_submit(
             "channel": "link",
         }
     _decide(report, "signed", contact_id=contact_id, by=sig.signer_name, comment="", payload=payload, now=now)
-    return _message("签字成功", f"已签字：{sig.signer_name}。谢谢！", 200, "ok")
+    late = _late(report_id, satisfied=True, by=sig.signer_name, comment="", now=now)
+    return _message("签字成功", late.message if late else f"已签字：{sig.signer_name}。谢谢！", 200, "ok")
+
+
+def _late(report_id: int, *, satisfied: bool, by: str, comment: str, now: datetime) -> LateAnswer | None:
+    """A complaint reply letter answered after the manager's call decided it: kept in the history and
+    told (tasks.complaints.late_reply_answer, one unit of work); None for any other answer."""
+    return transaction(
+        lambda session: late_reply_answer(
+            session, report_id, satisfied=satisfied, by=by, comment=comment, now=now
+        )
+    )
 
 
 def _decide(
