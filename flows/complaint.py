@@ -35,7 +35,13 @@ from models.clocks import ClockAction
 from models.forms import ComplaintAnswerForm, ComplaintCallForm, InvestigationForm
 from models.reports import ReportKind
 from rules.sla import ClockKind
-from tasks.approvals import await_approval_until, await_first_of, signature_step, withdraw_approval
+from tasks.approvals import (
+    Decision,
+    await_approval_until,
+    await_first_of,
+    signature_step,
+    withdraw_approval,
+)
 from tasks.board import name_run, run_name
 from tasks.cases import CaseFacts, IntakeError, Tell, clock, load_case, record
 from tasks.complaints import (
@@ -132,48 +138,7 @@ def complaint(request: ComplaintRequest) -> ComplaintOutcome:
             now=now,
             by=found.by,
         )
-        silence_ends = working_days_after(case_id, now, SILENCE_WORKING_DAYS)
-        decision = await_approval_until(
-            approval,
-            signature_step(REPLY),
-            reply,
-            case_id=case_id,
-            when=silence_ends,
-            key=f"complaint-silence-{reply}",
-        )
-        call: Answer[ComplaintCallForm] | None = None
-        if decision is None:
-            # the manager is asked to call; until the call is recorded the customer's own answer on
-            # the reply letter's link still counts — and wins (it is theirs; the call is withdrawn)
-            call_id = ask_staff(
-                case_id,
-                "complaint-call",
-                reply,
-                role=OWNER,
-                kind="form",
-                form=ComplaintCallForm,
-                now=silence_ends,
-                subject=subject(
-                    facts, f"客户 {SILENCE_WORKING_DAYS} 个工作日未确认处理结果，请电话回访并记录"
-                ),
-                content=f"{brief}\n\n处理结果：\n{found.form.resolution}",
-            )
-            first_id, answered = await_first_of(
-                [(approval, signature_step(REPLY), reply), (call_id, "complaint-call", reply)]
-            )
-            if first_id == approval:
-                withdraw_approval(call_id)
-                decision = answered
-                record(
-                    case_id,
-                    "complaint_answered_before_call",
-                    answered.at,
-                    answered.by,
-                    {"reply": reply, "decision": answered.decision},
-                    key=f"answered-before-call:{reply}",
-                )
-            else:
-                call = answer_of(ComplaintCallForm, answered)
+        decision, call = _answer_or_call(case_id, facts, brief, found, approval, reply, now)
         if decision is not None and decision.decision == DecisionKind.SIGNED:
             report_signed(case_id, doc["id"], decision, kind=REPLY, version=reply)
             return _close(
@@ -205,6 +170,54 @@ def complaint(request: ComplaintRequest) -> ComplaintOutcome:
         previous = [*previous, {"version": reply, "comment": comment}]
         owner = climb_ladder(case_id, now, "reopened", reply)
         note = f"客户对第 {reply} 版处理结果不满意，已升级至 {owner} 重新调查。客户意见：{comment or '—'}"
+
+
+def _answer_or_call(
+    case_id: int, facts: CaseFacts, brief: str, found: Resolution, approval: int, reply: int, now: datetime
+) -> tuple[Decision | None, Answer[ComplaintCallForm] | None]:
+    """The customer's answer to reply letter `reply` within 3 working days; after them the manager's
+    call, unless the customer answers first. (the customer's decision, or None; the call, or None)"""
+    silence_ends = working_days_after(case_id, now, SILENCE_WORKING_DAYS)
+    decision = await_approval_until(
+        approval,
+        signature_step(REPLY),
+        reply,
+        case_id=case_id,
+        when=silence_ends,
+        key=f"complaint-silence-{reply}",
+    )
+    call: Answer[ComplaintCallForm] | None = None
+    if decision is None:
+        # the manager is asked to call; until the call is recorded the customer's own answer on
+        # the reply letter's link still counts — and wins (it is theirs; the call is withdrawn)
+        call_id = ask_staff(
+            case_id,
+            "complaint-call",
+            reply,
+            role=OWNER,
+            kind="form",
+            form=ComplaintCallForm,
+            now=silence_ends,
+            subject=subject(facts, f"客户 {SILENCE_WORKING_DAYS} 个工作日未确认处理结果，请电话回访并记录"),
+            content=f"{brief}\n\n处理结果：\n{found.form.resolution}",
+        )
+        first_id, answered = await_first_of(
+            [(approval, signature_step(REPLY), reply), (call_id, "complaint-call", reply)]
+        )
+        if first_id == approval:
+            withdraw_approval(call_id)
+            decision = answered
+            record(
+                case_id,
+                "complaint_answered_before_call",
+                answered.at,
+                answered.by,
+                {"reply": reply, "decision": answered.decision},
+                key=f"answered-before-call:{reply}",
+            )
+        else:
+            call = answer_of(ComplaintCallForm, answered)
+    return decision, call
 
 
 def _first_answer(
