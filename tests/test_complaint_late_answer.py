@@ -193,3 +193,40 @@ def test_satisfied_after_the_call_is_kept_and_told_and_the_complaint_stays_close
     )
     assert twice is not None and "此前已记录" in twice.message
     assert fast.events(case_id).count("complaint_late_answer") == 1
+
+
+def test_an_answer_after_a_not_satisfied_call_is_kept_and_told_while_the_new_round_goes_on(
+    fast: FastFlow,
+) -> None:
+    """The call said "not satisfied" (the complaint went one level up, round 2 under way); the
+    customer then objects on the first letter too: recorded and told, nothing reopened or moved."""
+    t = T0
+    waiting = fast.run(
+        complaint,
+        request(),
+        at=t,
+        until="complaint-investigation",
+        script=[
+            say("complaint-answer", ANSWER, by=OWNER, at=t + 30 * MIN),
+            say("complaint-investigation", investigation(), by=OWNER, at=t + 3 * H),
+            say(
+                "complaint-call",
+                {**SATISFIED_CALL, "satisfied": "否", "notes": "客户不满意"},
+                by=OWNER,
+                at=CALLED,
+            ),
+        ],
+    )
+    assert waiting.step == "complaint-investigation"
+    case_id = fast.case_of_run()
+    started: list[tuple[int, Any, int]] = []
+    client, path = _reply_page(fast, case_id, started)
+    text = _post(client, path, action="object", comment="同意电话中的意见：仍需更换工程师")
+    assert "已收到您的意见" in text and "记入投诉" in text and "重新打开" not in text
+    with fast.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None and case.status == "open" and case.data["ladder_level"] == 1
+        assert "reopened" not in case.data
+    assert fast.events(case_id).count("complaint_escalated") == 1 and started == []
+    assert "complaint_late_answer" in fast.events(case_id)
+    assert (NEXT, "complaint/late_answer") in fast.notifications(case_id)  # the owner now
