@@ -1,5 +1,5 @@
 """The Prefect-UI run forms of the deployments a dispatcher starts: `repair`, `accident`, `extra-inspection`,
-`drill`, `assurance`.
+`drill`, `recovery-plan`, `assurance`, `complaint`, `survey-now`.
 
 Prefect draws a deployment's "Custom run" form from its parameter schema, which `to_deployment`
 builds from the flow's signature. The flows' own models (RepairRequest, AccidentRequest,
@@ -414,6 +414,29 @@ class AssuranceRequestForm(BaseModel):
     onsite: bool = Field(default=True, title="需要现场值守", description="不勾选为远程值守（电话即时响应）")
     requirements: str = Field(
         default="", title="客户要求", max_length=4000, description="可留空：保障范围、重点系统、联系人等"
+    )
+
+
+class SurveyRequestForm(BaseModel):
+    """立即发起年度客户满意度调查（如年中开始的合同、客户经理提出）：每客户每年一次；带“必填”的项目须填写。"""
+
+    model_config = ConfigDict(title="满意度调查 / satisfaction survey")
+
+    customer: str = Field(
+        title="客户",
+        min_length=1,
+        max_length=100,
+        description="必填：从列表中选择要调查的客户（须有有效合同）",
+    )
+    # text, not a number field: "" is 不填 (a number field's empty value would be Prefect's None toggle)
+    year: str = Field(
+        default="",
+        title="调查年度",
+        max_length=10,
+        description="可留空（留空为今年，北京时间）：写成 2026；只能为今年或去年。该年度已有调查时不再重复发起",
+    )
+    requested_by: str = Field(
+        default="", title="提出人", max_length=100, description="可留空：提出调查的人员，如 客户经理 沈经理"
     )
 
 

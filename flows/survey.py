@@ -8,6 +8,10 @@
   the `survey_answered` event whose scores the KPIs count (tasks/kpi.py: the KPI page, `aftercare kpi`
   and the next monthly summary's score chart). Any item rated 中 or 差 opens a follow-up task for the
   account manager (what the customer said, what will be done), recorded before the case closes.
+- `survey-now` (the dispatcher's Prefect-UI run form, deployments.run_forms.SurveyRequestForm): a
+  customer's survey opened now — a contract that started mid-year, a survey the account manager asks
+  for — by the schedule's own `open_survey` (still once per customer and year: a second is refused
+  naming the first), then its `survey` run started as the schedule starts it.
 """
 
 from __future__ import annotations
@@ -18,15 +22,22 @@ from typing import Any
 from prefect import flow
 from prefect.schedules import Cron
 
+from deployments.run_forms import SurveyRequestForm, use_form
 from flows.steps import answer_of, ask_customer, fill_form
 from models.cases import CaseStatus
 from models.forms import SURVEY_ITEMS, SurveyFollowUpForm, SurveyForm
 from models.parties import Role
 from models.settings import business_timezone
 from tasks.approvals import await_approval_until
-from tasks.board import run_name
+from tasks.board import name_run, run_name
 from tasks.cases import load_case, record
-from tasks.survey import open_surveys_step, remind_customer, start_survey_runs_step
+from tasks.survey import (
+    open_surveys_step,
+    remind_customer,
+    request_survey_step,
+    start_survey_run_step,
+    start_survey_runs_step,
+)
 from tasks.timers import current_time
 
 PLAN_CRON = "50 1 * * *"  # daily 01:50 business time, after the renewal planner
@@ -42,6 +53,24 @@ def plan_surveys_flow(now: datetime | None = None) -> dict[str, int]:
     """满意度调查计划: open each customer's survey of the year in its survey month, once, and start its run."""
     at = now or current_time()
     return {"created": open_surveys_step(at), "started": start_survey_runs_step(at)}
+
+
+@flow(name="survey-now", flow_run_name=run_name, retries=0, log_prints=True)
+def survey_now(request: dict[str, Any]) -> str:
+    """立即发起满意度调查: the form checked (a refused field named by its label), the customer's survey
+    of the year opened as the schedule opens it (once per customer and year), its `survey` run started.
+    `request` stays a plain mapping: the form's values are validated by the step, so a bad value ends
+    the run with its Chinese message instead of Prefect's parameter error."""
+    from prefect.states import Failed
+
+    now = current_time()
+    opened = request_survey_step(dict(request or {}), now)
+    if opened["error"]:
+        return Failed(message=opened["error"])  # type: ignore[return-value]  # a clear message, no traceback
+    case_id = int(opened["case_id"])
+    name_run(case_id)
+    run_id = start_survey_run_step(case_id, now)
+    return f"已发起：{opened['number']} 年度客户满意度调查，调查流程已启动 / survey run {run_id}"
 
 
 @flow(name="survey", flow_run_name=run_name, retries=0, log_prints=True)
@@ -130,6 +159,15 @@ def survey(case_id: int) -> str:
 def deployments() -> list[Any]:
     return [
         survey.to_deployment(name="survey", description="年度客户满意度调查：评分表、提醒、中/差项跟进"),
+        use_form(
+            survey_now.to_deployment(
+                name="survey-now",
+                tags=["survey", "满意度调查"],
+                description="立即发起年度客户满意度调查：选择客户（可填年度，默认今年）——创建该客户当年的调查并启动"
+                "调查流程（每客户每年一次：已有则说明其单号，不再重复）",
+            ),
+            SurveyRequestForm,
+        ),
         plan_surveys_flow.to_deployment(
             name="plan-surveys",
             schedules=[Cron(PLAN_CRON, timezone=business_timezone())],
