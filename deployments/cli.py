@@ -982,6 +982,44 @@ def inspection_cancel(
     )
 
 
+# --- aftercare survey ... (满意度调查) ---------------------------------------------------------------
+
+survey_app = typer.Typer(help="年度客户满意度调查 / the annual satisfaction survey", no_args_is_help=True)
+app.add_typer(survey_app, name="survey")
+
+
+@survey_app.command("new")
+def survey_new(
+    customer: Annotated[str, typer.Option(help="客户名称或编码 / customer name or code")],
+    year: Annotated[str, typer.Option(help="调查年度，默认今年；只能为今年或去年 / year")] = "",
+    requested_by: Annotated[str, typer.Option(help="提出调查的人 / who asks")] = "",
+) -> None:
+    """立即发起客户的年度满意度调查（每客户每年一次），如运行表单 survey-now / open a survey now."""
+    use_prefect_of(load_settings())  # before Prefect is imported: it reads its settings once
+    from models.wallclock import now
+    from tasks.survey import SurveyError, request_survey, start_survey_run
+
+    ready_db()
+    moment = now()
+    try:  # the run form's own function: the same checks, the same refusals
+        case_id, number = request_survey(
+            {"customer": customer, "year": year, "requested_by": requested_by}, now=moment
+        )
+    except (SurveyError, DatabaseError) as exc:
+        fail(str(exc))
+        return
+    try:
+        run_id = start_survey_run(case_id, moment)
+    except Exception as exc:  # Prefect unreachable: the case stands, the daily plan-surveys starts its run
+        fail(
+            f"{number} 已创建，但调查流程未能启动（Prefect 是否在运行？），将由每日 plan-surveys 启动"
+            f" / survey opened, run not started: {type(exc).__name__}: {exc}",
+            code=1,
+        )
+        return
+    typer.echo(f"已发起：{number} 年度客户满意度调查；调查流程已启动 / flow run {run_id}")
+
+
 # --- aftercare checklist ... (巡检检查表) ---------------------------------------------------------
 
 checklist_app = typer.Typer(

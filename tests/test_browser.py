@@ -243,7 +243,7 @@ def prefect_login(page: Any, shots: Shots) -> None:
 
 def open_deployment(page: Any, name: str) -> None:
     """From the Prefect UI's deployment list to one deployment, as a dispatcher finds it: the list
-    shows 10 a page (aftercare serves 15), so its search box narrows it to the name first."""
+    shows 10 a page (aftercare serves more), so its search box narrows it to the name first."""
     page.get_by_placeholder(re.compile("search", re.IGNORECASE)).first.fill(name)
     page.get_by_role("link", name=name, exact=True).first.click()
 
@@ -628,7 +628,7 @@ def test_an_assurance_from_the_run_form_to_the_customers_signature_and_the_kpi_p
     chromium: str, aftercare_up: Up, tmp_path: Path
 ) -> None:
     """A new procedure the way people take it, in Chromium at a phone's width against `aftercare up`:
-    the drill's and the complaint's run forms open with their Chinese field titles; the dispatcher starts a major-event assurance from the Prefect UI's run form (Chinese titles,
+    the drill's, the complaint's and the survey's run forms open with their Chinese field titles; the dispatcher starts a major-event assurance from the Prefect UI's run form (Chinese titles,
     customers as choices); the technical lead opens the form from the notification's link, types a
     plan too short (the 422 page names 方案内容 in Chinese and keeps what was typed) and then a real
     one; the technical director approves the 重要通信保障方案 from his link; the customer opens the plan,
@@ -656,13 +656,14 @@ def test_an_assurance_from_the_run_form_to_the_customers_signature_and_the_kpi_p
             return page
 
         # 1. The dispatcher: Prefect UI → deployment → ⋮ → Custom run, in Chinese. The other new
-        # procedures' forms first (drill, complaint): opened, their fields under their Chinese titles.
+        # procedures' forms first (drill, complaint, survey-now): opened, their fields under their Chinese titles.
         dispatcher = phone()
         dispatcher.goto(f"{up.ui}/deployments")
         prefect_login(dispatcher, shots)
         for name, titles in {
             "drill": ["客户", "演练系统", "演练类型", "期望演练日期"],
             "complaint": ["客户", "投诉人", "投诉内容"],
+            "survey-now": ["客户", "调查年度", "提出人"],
             "assurance": ["客户", "保障事由", "保障开始", "保障结束", "申请人"],
         }.items():
             dispatcher.goto(f"{up.ui}/deployments")

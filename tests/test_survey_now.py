@@ -5,7 +5,9 @@ started as the schedule starts it; bad input refused with the field's label, nev
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from prefect.utilities.schema_tools import validate
@@ -119,3 +121,25 @@ def test_bad_input_is_refused_naming_the_field_and_nothing_is_opened(fast: FastF
     # 太原's contract lapsed in March: no contract in force, no survey
     assert "太原某大学网络中心 没有有效合同" in refused({"customer": CUSTOMERS[2]})
     assert _surveys(fast) == [] and fast.started == []
+
+
+def test_survey_new_on_the_command_line_opens_once_and_refuses_clearly(tmp_path: Path) -> None:
+    """`aftercare survey new`: the run form's own function — a bad year or an unknown customer named
+    in one line (exit 2); the survey opened even when Prefect is down (the daily planner starts its
+    run; exit 1 says so); a second request of the year refused naming the first. No traceback."""
+    from tests.test_cli import clean_env, free_port, run_cli
+
+    env = clean_env(tmp_path, AFTERCARE_PREFECT_PORT=str(free_port()))  # nothing listens there
+    assert run_cli(["seed"], env).returncode == 0
+    bad_year = run_cli(["survey", "new", "--customer", "BJYH", "--year", "明年"], env)
+    assert bad_year.returncode == 2 and "「调查年度」无法识别的年份“明年”" in bad_year.stderr
+    unknown = run_cli(["survey", "new", "--customer", "不存在的客户"], env)
+    assert unknown.returncode == 2 and "「客户」未知客户：不存在的客户" in unknown.stderr
+    down = run_cli(["survey", "new", "--customer", "BJYH", "--requested-by", "沈经理"], env)
+    assert down.returncode == 1 and "调查流程未能启动" in down.stderr, down.stderr
+    number = re.search(r"MY-\d{6}", down.stderr)
+    assert number is not None
+    again = run_cli(["survey", "new", "--customer", "BJYH"], env)
+    assert again.returncode == 2 and f"已有：{number.group(0)}" in again.stderr
+    for result in (bad_year, unknown, down, again):
+        assert "Traceback" not in result.stdout + result.stderr
