@@ -29,7 +29,7 @@ from models.forms import SURVEY_ITEMS, SurveyFollowUpForm, SurveyForm
 from models.parties import Role
 from models.settings import business_timezone
 from tasks.approvals import await_approval_until
-from tasks.board import name_run, run_name
+from tasks.board import PROCEDURE_ZH, name_run, run_name
 from tasks.cases import load_case, record
 from tasks.survey import (
     open_surveys_step,
@@ -68,7 +68,7 @@ def survey_now(request: dict[str, Any]) -> str:
     if opened["error"]:
         return Failed(message=opened["error"])  # type: ignore[return-value]  # a clear message, no traceback
     case_id = int(opened["case_id"])
-    name_run(case_id)
+    name_run(case_id, PROCEDURE_ZH["survey-now"])  # "MY-000002 发起满意度调查 北京…", beside the survey's run
     run_id = start_survey_run_step(case_id, now)
     return f"已发起：{opened['number']} 年度客户满意度调查，调查流程已启动 / survey run {run_id}"
 

@@ -52,7 +52,7 @@ PROCEDURE_ZH: dict[str, str] = {
     "extra-inspection": "加做巡检",
     "assurance": "重要通信保障",
     "drill": "应急演练",
-    "survey-now": "满意度调查",
+    "survey-now": "发起满意度调查",
 }
 
 # What a timer of `wait_until` waits for (its key, without a loop count).

@@ -81,3 +81,28 @@ def test_plan_surveys_opens_the_survey_and_a_low_score_reaches_the_account_manag
         ).one()
         assert answered.data["scores"]["skill"] == "中"
     assert d.events().count("survey_followed_up") == 1
+
+
+def test_survey_now_from_the_run_form_opens_the_survey_once_and_starts_its_run(harness: Any) -> None:
+    """The dispatcher's run form `survey-now` (schema enforced, as the Prefect UI submits it): the
+    customer's survey of the year opened and its `survey` run started, waiting for the scorecard; the
+    same request again ends Failed naming the survey. Last year's survey: this year's may already be
+    opened by the planner above (the real layer shares its database, and December is BJYH's month)."""
+    year = pendulum.now("Asia/Shanghai").year - 1
+    form = {"customer": "北京某银行数据中心（BJYH）", "year": str(year), "requested_by": "沈经理"}
+    first = harness.run("survey-now/survey-now", {"request": form}, as_form=True)
+    harness.wait(first, "Completed", timeout=90)
+    with session_scope() as s:
+        customer = s.exec(select(Customer).where(Customer.code == "BJYH")).one()
+        case = s.exec(
+            select(Case).where(
+                Case.kind == "survey", Case.customer_id == customer.id, Case.period == str(year)
+            )
+        ).one()
+        assert case.flow_run_id and case.reported_by == "沈经理"
+        number, survey_run = case.number, case.flow_run_id
+    harness.wait(survey_run, "Suspended", timeout=90)  # the scorecard went to the customer's contact
+    again = harness.wait(
+        harness.run("survey-now/survey-now", {"request": form}, as_form=True), "Failed", timeout=90
+    )
+    assert number in again.state.message and "Traceback" not in again.state.message
