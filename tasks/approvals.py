@@ -666,7 +666,8 @@ def refusal(
     `expires_at` is the validity of the approval's *links* (a person asks for a new one and the
     window moves on; the run waits regardless). It is judged at `now`, the decision's time passed
     in by the caller, and only for a decision made through a link (`link=True`): a decision in the
-    Prefect UI (staff signed in to Prefect, no link involved) is not refused for an expired link."""
+    Prefect UI (staff signed in to Prefect, no link involved) is not refused for an expired link, nor
+    one through a link of its own the caller verified (the report's sign link, `decide(own_link=)`)."""
     newest = session.exec(
         select(func.max(Approval.version)).where(Approval.case_id == row.case_id, Approval.step == row.step)
     ).one()
@@ -700,11 +701,15 @@ def decide(
     now: datetime,
     content_hash: str | None = None,
     wake: bool = True,
+    own_link: bool = False,
 ) -> DecisionResult:
     """Record a decision (once, by an entitled person, on the current version) and wake the run.
 
     Refusals record nothing and say why, in Chinese. `content_hash` (a prefix is enough), when
-    given, must match what is on record: a link made for other content is refused.
+    given, must match what is on record: a link made for other content is refused. `own_link`: the
+    decision comes through a link of the caller's own that the caller verified (the report's sign
+    link, tasks.links.REPORT_LINK_LIFETIME): the approval's link window (`expires_at`) does not
+    apply — the run waits regardless, and an answer on a still-valid sign link is the customer's.
     """
     with session_scope() as session:
         row = session.get(Approval, approval_id)
@@ -720,6 +725,7 @@ def decide(
             channel=channel,
             now=now,
             content_hash=content_hash,
+            own_link=own_link,
         )
         if isinstance(checked, DecisionResult):
             return checked  # refused: nothing recorded
@@ -768,10 +774,12 @@ def _checked_decision(
     channel: str,
     now: datetime,
     content_hash: str | None,
+    own_link: bool = False,
 ) -> DecisionResult | tuple[Approver, Staff | Contact, dict[str, Any]]:
     """A decision that may be recorded: (who decides, that person, the checked answer); else the
-    refusal, in Chinese, with nothing recorded."""
-    refused = refusal(session, row, now=now, content_hash=content_hash, link=channel not in ENTERED_ON_BEHALF)
+    refusal, in Chinese, with nothing recorded. `own_link`: see `decide`."""
+    by_link = channel not in ENTERED_ON_BEHALF and not own_link
+    refused = refusal(session, row, now=now, content_hash=content_hash, link=by_link)
     if refused is not None:
         return refused
     allowed = ALLOWED_DECISIONS[row.kind]

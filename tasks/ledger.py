@@ -277,14 +277,15 @@ def replaying(flow_run_id: str) -> Iterator[RunLedger]:
 
 def as_if_woken() -> None:
     """A wait answered in this process without suspending (the fast test layer, `tasks.answering`):
-    as on a wake-up's replay, the "not yet" read right before the wait is read again under its own
-    key — it stays unrecorded, as a suspend leaves it — so the ledger is the one a real run writes."""
+    as on a wake-up's replay, every "not yet" read since the last record (the wait's own read; a
+    wait on an answer or a time reads both) is read again under its own key — it stays unrecorded,
+    as a suspend leaves it — so the ledger is the one a real run writes."""
     ledger = active()
-    if ledger is None or not ledger.unsettled:
+    if ledger is None:
         return
-    key = next(reversed(ledger.unsettled))
-    del ledger.unsettled[key]
-    ledger.calls[key.rpartition("#")[0]] -= 1
+    for key in list(ledger.unsettled):
+        del ledger.unsettled[key]
+        ledger.calls[key.rpartition("#")[0]] -= 1
 
 
 @contextmanager

@@ -228,6 +228,7 @@ def _decide(
             payload=payload,
             channel="link",
             now=now,
+            own_link=True,  # the sign link (30 days) was verified: the approval's 7-day link window is not this page's
         )
         if result.outcome == "invalid":
             return result.message
