@@ -146,6 +146,7 @@ EVENT_TEXT_ZH = {
     "complaint_closed": "投诉处理完毕并关闭",
     "complaint_late_answer": "客户在 {call_by} 电话回访后对第 {reply} 版处理结果答复{satisfied_zh}：{comment}",
     "complaint_reopened": "客户书面答复不满意，投诉重新打开（第 {times} 次），升级至 {manager} 重新调查",
+    "report_answer_kept": "客户对{title}（第 {version} 版）的{answer_zh}未能计入流程（{why}），已记录并告知负责人",
     # approvals, signatures, forms
     "approval_requested": "发出审批请求：{subject}",
     "signature_requested": "请客户签字确认：{subject}",

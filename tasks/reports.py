@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
 
-from models import Case, Contact, Event, append_event
+from models import Case, CaseKind, Contact, Event, Role, Staff, append_event
 from models.clocks import Clock
 from models.db import session_scope
 from models.reports import REPORT_TITLES_ZH, Report, ReportKind, Signature, content_hash
 from rules.plans import Plan, PlanError, first_plan, revise
 from rules.sla import CLOCK_LABELS_ZH
-from tasks.cases import Tell, case_facts
+from tasks.cases import Tell, case_facts, team_member
 from tasks.ledger import step
 from tasks.links import complaint_url, report_url, sign_url
+from tasks.notify import queue
 from tasks.pdf import html_to_pdf
+from tasks.people import NobodyForRole
 from tasks.render import render
 
 
@@ -509,3 +512,70 @@ def report_bundle(report_ids: list[int]) -> str:
                 parts.append(f"【{report.title} v{report.version}{mark}】\n{plain_text(report.content)}")
         # the approval page shows text: each document's readable text, one after another
         return "\n\n".join(parts)
+
+
+# --- the customer's answer on a report's sign page that no waiting flow can take -------------------
+#
+# The page decides the report version's signature approval (web.reports). When it cannot — the
+# customer answered that version otherwise before, a newer version replaced it, nobody asked for this
+# signature by link — the answer is still the customer's: kept in the case's history and told to the
+# people who own the case, and the page says so. (A complaint reply letter answered after the
+# manager's call: tasks.complaints.late_reply_answer.)
+
+ANSWER_OWNER = {  # who owns a case kind's answers besides the report's issuer
+    str(CaseKind.COMPLAINT): Role.SERVICE_MANAGER,
+    str(CaseKind.RENEWAL): Role.ACCOUNT_MANAGER,
+}
+
+
+def keep_unapplied_answer(
+    session: Session, report_id: int, *, satisfied: bool, by: str, comment: str, why: str, now: datetime
+) -> str:
+    """The customer's answer (signed = satisfied, or an objection) that the flow cannot take, kept in
+    the caller's transaction: a `report_answer_kept` history entry (who, when, which version, why not
+    taken), the report's issuer and the case's owner told (`report_answer_kept`, urgent for an
+    objection). Idempotent per answer. Returns the page's confirmation, in Chinese."""
+    report = session.get(Report, report_id)
+    assert report is not None
+    case = session.get(Case, report.case_id)
+    assert case is not None and case.id is not None
+    answer, why = ("签字确认" if satisfied else "异议"), why.strip().rstrip("。")
+    digest = hashlib.sha256(f"{satisfied}:{by}:{comment}".encode()).hexdigest()[:12]
+    key = f"answer-kept:{report_id}:{digest}"
+    data = {
+        "report_id": report_id,
+        "title": report.title,
+        "version": report.version,
+        "satisfied": satisfied,
+        "answer_zh": answer,
+        "comment": comment,
+        "why": why,
+    }
+    append_event(session, case.id, "report_answer_kept", at=now, actor=by[:100], key=key, data=data)
+    people = _answer_owners(session, case, report)
+    queue(
+        session,
+        recipients=people,
+        template="report_answer_kept",
+        context={"case": case_facts(session, case.id).as_dict(), "by": by, "at": now, **data},
+        key=f"{case.id}:{key}",
+        case_id=case.id,
+        now=now,
+        urgent=not satisfied,
+    )
+    who = "、".join(p.name for p in people) or "客户服务中心"
+    return (
+        f"您对{report.title}（第 {report.version} 版）的{answer}已收到并记入 {case.number} 的处理记录，"
+        f"但未能直接计入当前处理流程：{why}。已告知 {who}，将尽快与您联系。"
+    )
+
+
+def _answer_owners(session: Session, case: Case, report: Report) -> list[Staff]:
+    """Who is told of a kept answer: the report's issuer (when a staff member) and the case's owner
+    (the complaint's manager, the renewal's account manager, else the service centre's dispatcher)."""
+    issuer = session.exec(select(Staff).where(Staff.name == report.issued_by, Staff.active == True)).first()  # noqa: E712
+    try:
+        owner: Staff | None = team_member(session, case.id, ANSWER_OWNER.get(case.kind, Role.DISPATCHER))  # type: ignore[arg-type]
+    except NobodyForRole:
+        owner = None
+    return list({p.id: p for p in (issuer, owner) if p is not None}.values())

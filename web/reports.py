@@ -10,22 +10,31 @@ through the one writer of decisions, `tasks.approvals.decide`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Response
 from fastapi.responses import HTMLResponse
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models import Contact, wallclock
-from models.approvals import Approval, ApprovalStatus
+from models.approvals import Approval
 from models.db import session_scope, transaction
 from models.reports import Report, Signature
-from tasks.approvals import Approver, decide, signature_step
+from tasks.approvals import Approver, DecisionResult, decide, signature_step
 from tasks.complaints import LateAnswer, late_reply_answer, start_complaint_run, start_reopened
 from tasks.links import REPORT_SIGN, REPORT_VIEW, BadLink, ExpiredLink, check_csrf, csrf_token, verify_link
 from tasks.pdf import PdfError
-from tasks.reports import ReportError, report_pdf, sign_report, signed_content, signer_label, valid_signature
+from tasks.reports import (
+    ReportError,
+    keep_unapplied_answer,
+    report_pdf,
+    sign_report,
+    signed_content,
+    signer_label,
+    valid_signature,
+)
 from web.pages import templates
 
 router = APIRouter()
@@ -141,23 +150,15 @@ def sign_submit(
                 return _sign_form(
                     session, token, report_id, contact_id, error="提出异议时请写明意见", status=422
                 )
-            refused = _decide(
-                report,
-                "objected",
-                contact_id=contact_id,
-                by=signer_name.strip(),
-                comment=comment.strip(),
-                payload={},
-                now=now,
+            answer = Answer(
+                report, contact_id, signer_name.strip(), comment.strip(), {}, now, satisfied=False
             )
-            if refused:  # nothing recorded (an over-long comment …): the form again, saying why
-                return _sign_form(session, token, report_id, contact_id, error=refused, status=422)
-            late = _late(report_id, satisfied=False, by=signer_name.strip(), comment=comment.strip(), now=now)
-            if late is not None:
-                if late.reopened:
-                    start_reopened(late.case_id, late.reopened, now=now, start=start)
-                return _message("已收到您的意见", late.message, 200)
-            return _message("已提交异议", "您的意见已提交，我们将修改后重新发给您。", 200)
+            result = _decide(answer, "objected")
+            if result is not None and result.outcome == "invalid":  # nothing recorded: the form, saying why
+                return _sign_form(session, token, report_id, contact_id, error=result.message, status=422)
+            return _after(
+                answer, result, start, done=("已提交异议", "您的意见已提交，我们将修改后重新发给您。")
+            )
         try:
             sig = sign_report(
                 session,
@@ -182,57 +183,114 @@ def sign_submit(
             "statement": sig.statement,
             "channel": "link",
         }
-    _decide(report, "signed", contact_id=contact_id, by=sig.signer_name, comment="", payload=payload, now=now)
-    late = _late(report_id, satisfied=True, by=sig.signer_name, comment="", now=now)
-    return _message("签字成功", late.message if late else f"已签字：{sig.signer_name}。谢谢！", 200, "ok")
+    answer = Answer(report, contact_id, sig.signer_name, "", payload, now, satisfied=True)
+    result = _decide(answer, "signed")
+    return _after(answer, result, start, done=("签字成功", f"已签字：{sig.signer_name}。谢谢！"))
 
 
-def _late(report_id: int, *, satisfied: bool, by: str, comment: str, now: datetime) -> LateAnswer | None:
+@dataclass(frozen=True)
+class Answer:
+    """What the customer answered on the sign page: signed (payload: the signature) or objected."""
+
+    report: Report
+    contact_id: int | None
+    by: str
+    comment: str
+    payload: dict[str, Any]
+    now: datetime
+    satisfied: bool
+
+
+def _after(
+    answer: Answer, result: DecisionResult | None, start: Callable[..., str], *, done: tuple[str, str]
+) -> HTMLResponse:
+    """The page after an answer: taken by the waiting flow (`done`, the title and the words); a
+    complaint reply letter answered after the manager's call (tasks.complaints.late_reply_answer);
+    else, when the flow could not take it, kept and told (tasks.reports.keep_unapplied_answer) —
+    never a confirmation of something nobody will read."""
+    satisfied = answer.satisfied
+    received = "已收到您的签字" if satisfied else "已收到您的意见"
+    late = _late(answer, satisfied=satisfied)
+    if late is not None:
+        if late.reopened:
+            start_reopened(late.case_id, late.reopened, now=answer.now, start=start)
+        return _message(done[0] if satisfied else received, late.message, 200, "ok" if satisfied else "")
+    if _taken(result, answer):
+        return _message(*done, 200, "ok" if satisfied else "")
+    if result is None and satisfied:  # no flow asked for this signature: the signed report is the record
+        return _message(*done, 200, "ok")
+    why = result.message if result is not None else "此报告当前没有等待您答复的处理步骤"
+    kept = transaction(
+        lambda session: keep_unapplied_answer(
+            session,
+            answer.report.id,  # type: ignore[arg-type]
+            satisfied=satisfied,
+            by=answer.by,
+            comment=answer.comment,
+            why=why,
+            now=answer.now,
+        )
+    )
+    return _message(received, kept, 200)
+
+
+def _taken(result: DecisionResult | None, answer: Answer) -> bool:
+    """The flow has this answer: recorded now, or the same answer recorded before (a second click)."""
+    if result is None or result.recorded:
+        return result is not None
+    earlier = result.decision
+    return (
+        result.outcome == "already_decided"
+        and earlier is not None
+        and earlier.decision == ("signed" if answer.satisfied else "objected")
+        and earlier.comment == answer.comment
+    )
+
+
+def _late(answer: Answer, *, satisfied: bool) -> LateAnswer | None:
     """A complaint reply letter answered after the manager's call decided it: kept in the history and
     told (tasks.complaints.late_reply_answer, one unit of work); None for any other answer."""
     return transaction(
         lambda session: late_reply_answer(
-            session, report_id, satisfied=satisfied, by=by, comment=comment, now=now
+            session,
+            answer.report.id,  # type: ignore[arg-type]
+            satisfied=satisfied,
+            by=answer.by,
+            comment=answer.comment,
+            now=answer.now,
         )
     )
 
 
-def _decide(
-    report: Report,
-    decision: str,
-    *,
-    contact_id: int | None,
-    by: str,
-    comment: str,
-    payload: dict[str, Any],
-    now: datetime,
-) -> str:
-    """Decide the pending signature approval of this report version (if a flow waits on one);
-    returns why an answer was refused as invalid ("" otherwise)."""
+def _decide(answer: Answer, decision: str) -> DecisionResult | None:
+    """Decide the signature approval of this report version (the flow waiting on it continues);
+    what `decide` said, or None when no approval of this version was ever asked for."""
+    report = answer.report
     with session_scope() as session:
-        pending = session.exec(
-            select(Approval).where(
+        row = session.exec(
+            select(Approval)
+            .where(
                 Approval.case_id == report.case_id,
                 Approval.step == signature_step(report.kind),
                 Approval.version == report.version,
-                Approval.status == ApprovalStatus.PENDING,
             )
+            .order_by(col(Approval.id).desc())
         ).first()
-    if pending is not None:
-        who = Approver("contact", int(contact_id)) if contact_id else by
-        result = decide(
-            pending.id,  # type: ignore[arg-type]
-            decision,
-            by=who,
-            comment=comment,
-            payload=payload,
-            channel="link",
-            now=now,
-            own_link=True,  # the sign link (30 days) was verified: the approval's 7-day link window is not this page's
-        )
-        if result.outcome == "invalid":
-            return result.message
-    return ""
+    if row is None:
+        return None
+    # a sign link names the contact it went to; one without (a case that names no contact) went to
+    # the customer's one contact asked to sign: the typed name signs for them (recorded in the payload)
+    contacts = [int(answer.contact_id)] if answer.contact_id else row.approver_contact_ids
+    return decide(
+        row.id,  # type: ignore[arg-type]
+        decision,
+        by=Approver("contact", contacts[0]) if len(contacts) == 1 else answer.by,
+        comment=answer.comment,
+        payload=answer.payload,
+        channel="link",
+        now=answer.now,
+        own_link=True,  # the sign link (30 days) was verified: the approval's 7-day link window is not this page's
+    )
 
 
 @router.get("/reports/{token}/pdf")
