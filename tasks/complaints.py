@@ -770,7 +770,9 @@ def late_reply_answer(
     ).first()
     if call is None or call.decision is None:
         return None
-    key = f"late-answer:{report.version}"
+    # one entry per answer: a customer who signed late and then objects (or the reverse) changed
+    # their answer — kept too; the same answer again (a second click) is not
+    key = f"late-answer:{report.version}:{'satisfied' if satisfied else 'not-satisfied'}"
     if _event(session, case.id, key) is not None:  # type: ignore[arg-type]
         return LateAnswer(message=f"您对投诉 {case.number} 的答复此前已记录，谢谢。", case_id=case.id)
     owner = session.get(Staff, ((case.data or {}).get("team") or {}).get(str(OWNER)))

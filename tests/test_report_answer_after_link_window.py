@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlmodel import select
@@ -231,3 +232,36 @@ def test_a_drill_report_signed_after_the_approval_link_window_goes_on_to_the_dir
     )
     assert outcome == "archived" and fast.refused == []
     assert "report_answer_kept" not in fast.events(case_id)
+
+
+def test_a_late_signature_then_an_objection_after_the_call_is_not_swallowed(
+    fast: FastFlow, notifications: Recorder
+) -> None:
+    """After the call closed the complaint, the customer signs the letter (kept, told), then objects
+    on the same link: a changed answer, not the same one again — kept and told as well, and the
+    complaint the call closed opens again (closed only when the customer is satisfied)."""
+    from tests.test_complaint_late_answer import _closed_by_call, _reply_page
+
+    case_id = _closed_by_call(fast)
+    started: list[tuple[int, Any, int]] = []
+    client, path = _reply_page(fast, case_id, started)
+    # the letter open in two tabs: signed in one, then the objection sent from the other
+    fields = _fields(client, path, action="object", comment="再想想，问题没解决")
+    assert "签字成功" in _post(client, path, action="sign", method="drawn", image=DRAWN)
+    text = _send(client, path, fields)
+    assert "此前已记录" not in text and "已收到您的意见" in text and "已重新打开" in text
+    with fast.session() as s:
+        late = s.exec(
+            select(Event)
+            .where(Event.case_id == case_id, Event.kind == "complaint_late_answer")
+            .order_by(Event.id)
+        ).all()
+        assert [(e.data["satisfied"], e.data["comment"]) for e in late] == [
+            (True, ""),
+            (False, "再想想，问题没解决"),
+        ]
+        case = s.get(Case, case_id)
+        assert case is not None and case.status == "open" and case.data["reopened"] == 1
+    assert [times for _, _, times in started] == [1]
+    sent = [t for who, t in fast.notifications(case_id) if who == OWNER]
+    assert sent.count("complaint/late_answer") == 2
