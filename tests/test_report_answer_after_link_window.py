@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlmodel import select
+from sqlmodel import col, select
 
 from flows.complaint import complaint
 from models import Case, Contact, Event, Staff
@@ -254,7 +254,7 @@ def test_a_late_signature_then_an_objection_after_the_call_is_not_swallowed(
         late = s.exec(
             select(Event)
             .where(Event.case_id == case_id, Event.kind == "complaint_late_answer")
-            .order_by(Event.id)
+            .order_by(col(Event.id))
         ).all()
         assert [(e.data["satisfied"], e.data["comment"]) for e in late] == [
             (True, ""),
