@@ -249,8 +249,10 @@ def open_deployment(page: Any, name: str) -> None:
 
 
 def run_field(page: Any, title: str) -> Any:
-    """One field of the Prefect UI's run form, found by the title aftercare gave it."""
-    return page.locator(f"xpath=//label[.//span[normalize-space()='{title}']]/../..")
+    """One field of the Prefect UI's run form, found by the title aftercare gave it (Prefect adds
+    " (Optional)" to the title of a field that has a default)."""
+    label = f"normalize-space()='{title}' or normalize-space()='{title} (Optional)'"
+    return page.locator(f"xpath=//label[.//span[{label}]]/../..")
 
 
 def choose(page: Any, title: str, option: str) -> None:
